@@ -1,0 +1,109 @@
+//! Console output through the hypervisor virtual terminal (H_PUT_TERM_CHAR).
+//!
+//! A spin lock tagged with the owner CPU keeps lines from interleaving. This is the bring-up console:
+//! the NMI path of this demo takes it with a bounded wait (`nmi_print`) and then writes regardless, so a
+//! CPU frozen while holding it cannot hang the crash path. The real integration routes NMI-context
+//! output through nmilog, which never takes this lock.
+
+use core::fmt::{self, Write};
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use crate::{hcall, smp, timebase};
+
+/// Terminal number for H_PUT_TERM_CHAR (the vty's `reg`; 0 means "the default vty" to QEMU).
+static TERM: AtomicU64 = AtomicU64::new(0);
+/// 0 = free, otherwise owner CPU index + 1.
+static LOCK: AtomicUsize = AtomicUsize::new(0);
+
+/// Sets the terminal number (from the device tree's vty node).
+pub fn set_term(reg: u64) {
+    TERM.store(reg, Ordering::Relaxed);
+}
+
+/// Writes raw bytes, 16 at a time, retrying while the hypervisor says busy.
+pub fn write_bytes(bytes: &[u8]) {
+    let term = TERM.load(Ordering::Relaxed);
+    for chunk in bytes.chunks(16) {
+        let mut tries = 0;
+        while hcall::put_term_chars(term, chunk) != hcall::H_SUCCESS && tries < 1000 {
+            tries += 1;
+            core::hint::spin_loop();
+        }
+    }
+}
+
+/// A `fmt::Write` that buffers a little and flushes through the hypercall.
+struct Out {
+    buf: [u8; 64],
+    len: usize,
+}
+
+impl Out {
+    fn flush(&mut self) {
+        write_bytes(&self.buf[..self.len]);
+        self.len = 0;
+    }
+}
+
+impl Write for Out {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        for &b in s.as_bytes() {
+            if self.len == self.buf.len() {
+                self.flush();
+            }
+            self.buf[self.len] = b;
+            self.len += 1;
+        }
+        Ok(())
+    }
+}
+
+fn lock(deadline: Option<timebase::Deadline>) -> bool {
+    let me = smp::this_cpu_index() + 1;
+    loop {
+        match LOCK.compare_exchange_weak(0, me, Ordering::Acquire, Ordering::Relaxed) {
+            Ok(_) => return true,
+            Err(owner) if owner == me => return false, // re-entered (NMI on top of our own print): don't wait on ourselves
+            Err(_) => {}
+        }
+        if let Some(d) = deadline {
+            if d.expired() {
+                return false;
+            }
+        }
+        core::hint::spin_loop();
+    }
+}
+
+fn print_locked(args: fmt::Arguments, deadline: Option<timebase::Deadline>) {
+    let owned = lock(deadline);
+    let mut out = Out { buf: [0; 64], len: 0 };
+    let _ = out.write_fmt(args);
+    out.flush();
+    if owned {
+        LOCK.store(0, Ordering::Release);
+    }
+}
+
+/// Prints under the console lock (task context).
+pub fn print(args: fmt::Arguments) {
+    print_locked(args, None);
+}
+
+/// Prints from NMI context in this bring-up: waits at most 10 ms for the lock, then prints anyway.
+pub fn nmi_print(args: fmt::Arguments) {
+    print_locked(args, Some(timebase::Deadline::after_us(10_000)));
+}
+
+/// `print!` to the hypervisor console.
+#[macro_export]
+macro_rules! print {
+    ($($arg:tt)*) => { $crate::console::print(format_args!($($arg)*)) };
+}
+
+/// `println!` to the hypervisor console.
+#[macro_export]
+macro_rules! println {
+    () => { $crate::console::print(format_args!("\n")) };
+    ($($arg:tt)*) => { $crate::console::print(format_args!("{}\n", format_args!($($arg)*))) };
+}

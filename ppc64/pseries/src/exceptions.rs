@@ -1,0 +1,188 @@
+//! The system-reset (0x100) interrupt: the NMI that H_SIGNAL_SYS_RESET delivers.
+//!
+//! The image cannot own real address 0 (the firmware lives there: under VOF the client-interface entry
+//! is 0x10c), so `install_system_reset_vector` patches a single absolute branch (`ba`) into 0x100 at
+//! run time, after the last client-interface call, and flushes it from the data cache to the
+//! instruction cache.
+//!
+//! The interrupt arrives in real mode, 64-bit, little-endian (after H_SET_MODE), with external
+//! interrupts, FP, VMX and VSX off, and all GPRs live. `__system_reset_entry` saves every GPR and the
+//! interrupted SRR0/SRR1/LR/CTR/CR/XER into this CPU's `PerCpu::saved` (found through SPRG0, with SPRG1
+//! and SPRG2 as scratch), switches to the CPU's own NMI stack, loads the TOC, re-enables FP/VMX/VSX
+//! (compiled `core` may use VSX) and calls `system_reset_rust(cpu, &saved)`, which never returns.
+//! A second system reset on a CPU that is already in its handler overwrites the save area: the handler
+//! parks forever, so nothing resumes from it.
+
+use core::sync::atomic::{AtomicUsize, Ordering};
+
+use crate::smp;
+
+/// Registers of the interrupted context.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct SavedRegs {
+    /// r0..r31 at the moment of the interrupt.
+    pub gpr: [u64; 32],
+    /// SRR0: the interrupted instruction address.
+    pub nip: u64,
+    /// SRR1: the interrupted MSR (plus the reason bits of the interrupt).
+    pub msr: u64,
+    /// Link register.
+    pub lr: u64,
+    /// Count register.
+    pub ctr: u64,
+    /// Condition register.
+    pub cr: u64,
+    /// Fixed-point exception register.
+    pub xer: u64,
+}
+
+impl SavedRegs {
+    /// All zero.
+    pub const ZERO: SavedRegs = SavedRegs { gpr: [0; 32], nip: 0, msr: 0, lr: 0, ctr: 0, cr: 0, xer: 0 };
+}
+
+const OFF_NIP: usize = core::mem::offset_of!(SavedRegs, nip);
+const OFF_MSR: usize = core::mem::offset_of!(SavedRegs, msr);
+const OFF_LR: usize = core::mem::offset_of!(SavedRegs, lr);
+const OFF_CTR: usize = core::mem::offset_of!(SavedRegs, ctr);
+const OFF_CR: usize = core::mem::offset_of!(SavedRegs, cr);
+const OFF_XER: usize = core::mem::offset_of!(SavedRegs, xer);
+
+// The 0x100 handler. Register use:
+//   SPRG0 (272) = &PerCpu of this CPU (set at CPU bring-up), SPRG1 (273) = interrupted r13,
+//   SPRG2 (274) = interrupted r12. r13 then points at the PerCpu slot, r12 holds CR.
+// If SPRG0 is 0 (a CPU that never went through bring-up) the handler parks without touching memory.
+core::arch::global_asm!(
+    r#"
+    .section .text.nmi, "ax"
+    .globl __system_reset_entry
+    .type __system_reset_entry, @function
+    .balign 256
+__system_reset_entry:
+    mtspr 273, 13
+    mtspr 274, 12
+    mfcr 12
+    mfspr 13, 272
+    cmpdi 13, 0
+    beq 99f
+    std 12, ({saved} + {cr})(13)
+    mfspr 12, 274
+    std 12, ({saved} + 12*8)(13)
+    mfspr 12, 273
+    std 12, ({saved} + 13*8)(13)
+    .irp n, 0,1,2,3,4,5,6,7,8,9,10,11,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31
+    std \n, ({saved} + \n*8)(13)
+    .endr
+    mfsrr0 12
+    std 12, ({saved} + {nip})(13)
+    mfsrr1 12
+    std 12, ({saved} + {msr})(13)
+    mflr 12
+    std 12, ({saved} + {lr})(13)
+    mfctr 12
+    std 12, ({saved} + {ctr})(13)
+    mfxer 12
+    std 12, ({saved} + {xer})(13)
+
+    /* own NMI stack, with a zero back chain */
+    ld 1, {nmi_stack}(13)
+    li 0, 0
+    std 0, 0(1)
+    /* TOC */
+    lis 2, .TOC.@ha
+    addi 2, 2, .TOC.@l
+    /* MSR |= VEC | VSX | FP | RI */
+    mfmsr 11
+    lis 12, 0x0280
+    ori 12, 12, 0x2002
+    or 11, 11, 12
+    mtmsrd 11
+    isync
+
+    ld 3, {index}(13)
+    addi 4, 13, {saved}
+    bl {rust}
+    nop
+99:
+    b 99b
+    .size __system_reset_entry, . - __system_reset_entry
+    .text
+    "#,
+    saved = const smp::OFF_SAVED,
+    nip = const OFF_NIP,
+    msr = const OFF_MSR,
+    lr = const OFF_LR,
+    ctr = const OFF_CTR,
+    cr = const OFF_CR,
+    xer = const OFF_XER,
+    nmi_stack = const smp::OFF_NMI_STACK_TOP,
+    index = const smp::OFF_INDEX,
+    rust = sym system_reset_rust,
+);
+
+extern "C" {
+    fn __system_reset_entry();
+}
+
+/// The application's handler: `fn(cpu, saved) -> !` (0 = none: park).
+static HANDLER: AtomicUsize = AtomicUsize::new(0);
+
+/// Sets the Rust function the 0x100 handler calls.
+pub fn set_system_reset_handler(f: fn(usize, &SavedRegs) -> !) {
+    HANDLER.store(f as usize, Ordering::Release);
+}
+
+extern "C" fn system_reset_rust(cpu: usize, saved: &SavedRegs) -> ! {
+    let h = HANDLER.load(Ordering::Acquire);
+    if h != 0 {
+        // SAFETY: HANDLER only ever holds 0 or a `fn(usize, &SavedRegs) -> !` stored above.
+        let f = unsafe { core::mem::transmute::<usize, fn(usize, &SavedRegs) -> !>(h) };
+        f(cpu, saved)
+    }
+    park()
+}
+
+/// Spins forever at low SMT priority with interrupts as they are.
+pub fn park() -> ! {
+    loop {
+        // SAFETY: `or 1,1,1` is the SMT low-priority hint; it changes no architected state.
+        unsafe { core::arch::asm!("or 1, 1, 1", options(nomem, nostack, preserves_flags)) };
+        core::hint::spin_loop();
+    }
+}
+
+/// Real address of the system-reset vector.
+pub const SYSTEM_RESET_VECTOR: usize = 0x100;
+
+/// Writes `ba __system_reset_entry` at 0x100 and makes it visible to instruction fetch on every CPU.
+/// Returns the instruction written.
+///
+/// # Safety
+/// Overwrites firmware memory at 0x100: the Open Firmware client interface must not be used
+/// afterwards (this calls `of::close()`), and no CPU may be executing there.
+pub unsafe fn install_system_reset_vector() -> u32 {
+    crate::of::close();
+    let target = __system_reset_entry as *const () as usize;
+    assert!(target < (1 << 25) && target % 4 == 0, "handler must be reachable by an absolute branch");
+    // `ba target`: opcode 18, LI = target, AA = 1, LK = 0.
+    let insn: u32 = 0x4800_0002 | target as u32;
+    let p = SYSTEM_RESET_VECTOR as *mut u32;
+    // SAFETY: real address 0x100 is RAM owned by the (now closed) firmware; we run untranslated.
+    unsafe { p.write_volatile(insn) };
+    // SAFETY: cache maintenance on the line holding 0x100: push the store out of the data cache
+    // (dcbst, sync), discard any stale copy from the instruction cache (icbi, sync), then discard
+    // prefetched instructions (isync). icbi is broadcast to all CPUs by the architecture.
+    unsafe {
+        core::arch::asm!(
+            "dcbst 0, {0}",
+            "sync",
+            "icbi 0, {0}",
+            "sync",
+            "isync",
+            in(reg_nonzero) p,
+            options(nostack, preserves_flags),
+        )
+    };
+    insn
+}

@@ -1,0 +1,73 @@
+//! PAPR hypercalls: `sc 1` with the opcode in r3 and arguments in r4..r12; status comes back in r3 and
+//! return values in r4..r11. The hypervisor may clobber r0, r3-r12, CTR, XER and CR: `clobber_abi("C")`
+//! covers all of those (and more).
+
+/// H_SUCCESS.
+pub const H_SUCCESS: i64 = 0;
+/// Write up to 16 bytes to a virtual terminal.
+pub const H_PUT_TERM_CHAR: u64 = 0x58;
+/// Set partition-wide modes (resource 4: interrupt endianness).
+pub const H_SET_MODE: u64 = 0x31c;
+/// Deliver a system-reset interrupt (NMI) to a CPU, to all (-1) or to all but the caller (-2).
+pub const H_SIGNAL_SYS_RESET: u64 = 0x380;
+/// QEMU/KVM private: run an RTAS call; r4 = real address of the big-endian argument buffer.
+pub const KVMPPC_H_RTAS: u64 = 0xf000;
+
+/// H_SET_MODE resource: interrupt endianness (mflags 1 = little-endian).
+pub const H_SET_MODE_RESOURCE_LE: u64 = 4;
+/// H_SIGNAL_SYS_RESET target: every CPU.
+pub const SYS_RESET_ALL: i64 = -1;
+/// H_SIGNAL_SYS_RESET target: every CPU except the caller.
+pub const SYS_RESET_ALL_OTHERS: i64 = -2;
+
+/// Makes a hypercall with up to 6 arguments; returns (status, r4).
+///
+/// # Safety
+/// The caller must pass arguments that are valid for `opcode` (for example, addresses given to the
+/// hypervisor must point at memory the call may read or write).
+#[inline(always)]
+pub unsafe fn hcall(opcode: u64, args: [u64; 6]) -> (i64, u64) {
+    let status: u64;
+    let r4: u64;
+    // SAFETY: `sc 1` enters the hypervisor, which only touches the registers declared here (all of
+    // the C ABI's volatile set is clobbered) and the memory the caller vouched for.
+    unsafe {
+        core::arch::asm!(
+            "sc 1",
+            inlateout("r3") opcode => status,
+            inlateout("r4") args[0] => r4,
+            in("r5") args[1],
+            in("r6") args[2],
+            in("r7") args[3],
+            in("r8") args[4],
+            in("r9") args[5],
+            clobber_abi("C"),
+            options(nostack),
+        );
+    }
+    (status as i64, r4)
+}
+
+/// H_PUT_TERM_CHAR: writes up to 16 bytes (packed big-endian into two doublewords) to terminal `term`.
+pub fn put_term_chars(term: u64, bytes: &[u8]) -> i64 {
+    let n = bytes.len().min(16);
+    let mut buf = [0u8; 16];
+    buf[..n].copy_from_slice(&bytes[..n]);
+    let hi = u64::from_be_bytes(buf[..8].try_into().unwrap_or([0; 8]));
+    let lo = u64::from_be_bytes(buf[8..].try_into().unwrap_or([0; 8]));
+    // SAFETY: H_PUT_TERM_CHAR takes its data in registers; no memory is passed.
+    unsafe { hcall(H_PUT_TERM_CHAR, [term, n as u64, hi, lo, 0, 0]).0 }
+}
+
+/// H_SET_MODE(1, 4): take interrupts in little-endian mode (sets LPCR[ILE] on every CPU).
+pub fn set_interrupts_little_endian() -> i64 {
+    // SAFETY: register-only hypercall.
+    unsafe { hcall(H_SET_MODE, [1, H_SET_MODE_RESOURCE_LE, 0, 0, 0, 0]).0 }
+}
+
+/// H_SIGNAL_SYS_RESET: sends the system-reset NMI to `target` (a CPU's hardware id, or one of the
+/// `SYS_RESET_*` constants).
+pub fn signal_sys_reset(target: i64) -> i64 {
+    // SAFETY: register-only hypercall.
+    unsafe { hcall(H_SIGNAL_SYS_RESET, [target as u64, 0, 0, 0, 0, 0]).0 }
+}

@@ -1,0 +1,228 @@
+//! RTAS (Run-Time Abstraction Services) through QEMU's `KVMPPC_H_RTAS` hypercall.
+//!
+//! A call fills a big-endian buffer `{token, nargs, nret, args..., rets...}` of 32-bit cells and passes
+//! its real address in r4. Tokens are read from the device tree's `/rtas` node (never hard-coded).
+//! PAPR requires RTAS calls to be serialised: one static buffer under one lock. The lock records its
+//! owner (CPU index + 1) so a crash path can see who holds it; the nmilog crash sequence will supply the
+//! owner-aware policy (break it once every other CPU is known stopped) through `call_unlocked`.
+
+use core::cell::UnsafeCell;
+use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+
+use crate::{hcall, smp};
+
+/// RTAS functions the bring-up knows by name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(usize)]
+pub enum Func {
+    /// `power-off(power_on_mask_hi, power_on_mask_lo)`.
+    PowerOff,
+    /// `system-reboot()`.
+    SystemReboot,
+    /// `start-cpu(cpu_id, start_address, r3)`.
+    StartCpu,
+    /// `stop-self()`.
+    StopSelf,
+    /// `query-cpu-stopped-state(cpu_id)`.
+    QueryCpuStoppedState,
+    /// `ibm,set-xive(irq, server, priority)`.
+    SetXive,
+    /// `ibm,get-xive(irq)` -> (server, priority).
+    GetXive,
+    /// `ibm,int-off(irq)`.
+    IntOff,
+    /// `ibm,int-on(irq)`.
+    IntOn,
+    /// `ibm,nmi-register(sreset_addr, mce_addr)`.
+    NmiRegister,
+    /// `ibm,nmi-interlock()`.
+    NmiInterlock,
+}
+
+impl Func {
+    /// All known functions.
+    pub const ALL: [Func; 11] = [
+        Func::PowerOff,
+        Func::SystemReboot,
+        Func::StartCpu,
+        Func::StopSelf,
+        Func::QueryCpuStoppedState,
+        Func::SetXive,
+        Func::GetXive,
+        Func::IntOff,
+        Func::IntOn,
+        Func::NmiRegister,
+        Func::NmiInterlock,
+    ];
+
+    /// The property name in `/rtas`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Func::PowerOff => "power-off",
+            Func::SystemReboot => "system-reboot",
+            Func::StartCpu => "start-cpu",
+            Func::StopSelf => "stop-self",
+            Func::QueryCpuStoppedState => "query-cpu-stopped-state",
+            Func::SetXive => "ibm,set-xive",
+            Func::GetXive => "ibm,get-xive",
+            Func::IntOff => "ibm,int-off",
+            Func::IntOn => "ibm,int-on",
+            Func::NmiRegister => "ibm,nmi-register",
+            Func::NmiInterlock => "ibm,nmi-interlock",
+        }
+    }
+}
+
+/// 0 = unknown.
+static TOKENS: [AtomicU32; Func::ALL.len()] = [const { AtomicU32::new(0) }; Func::ALL.len()];
+
+/// Records a `/rtas` property if it names a known function; returns whether it did.
+pub fn register_token(name: &[u8], token: u32) -> bool {
+    for f in Func::ALL {
+        if f.name().as_bytes() == name {
+            TOKENS[f as usize].store(token, Ordering::Relaxed);
+            return true;
+        }
+    }
+    false
+}
+
+/// A function's token, if the device tree listed it.
+pub fn token(f: Func) -> Option<u32> {
+    match TOKENS[f as usize].load(Ordering::Relaxed) {
+        0 => None,
+        t => Some(t),
+    }
+}
+
+/// RTAS status: success.
+pub const SUCCESS: i32 = 0;
+/// RTAS status: hardware error.
+pub const HW_ERROR: i32 = -1;
+/// RTAS status: parameter error.
+pub const PARAM_ERROR: i32 = -3;
+/// Our own status: the function has no token in the device tree.
+pub const NO_TOKEN: i32 = -100;
+
+const MAX_CELLS: usize = 16;
+
+#[repr(C, align(16))]
+struct Args {
+    token: u32,
+    nargs: u32,
+    nret: u32,
+    cells: [u32; MAX_CELLS],
+}
+
+struct Buffer(UnsafeCell<Args>);
+// SAFETY: the buffer is only touched by the holder of LOCK (or by the lone surviving CPU in
+// `call_unlocked`, whose caller vouches that no other CPU runs).
+unsafe impl Sync for Buffer {}
+
+static BUF: Buffer = Buffer(UnsafeCell::new(Args { token: 0, nargs: 0, nret: 0, cells: [0; MAX_CELLS] }));
+/// 0 = free, otherwise the owner's CPU index + 1.
+static LOCK: AtomicUsize = AtomicUsize::new(0);
+
+/// The CPU index holding the RTAS lock, if any.
+pub fn lock_owner() -> Option<usize> {
+    LOCK.load(Ordering::Relaxed).checked_sub(1)
+}
+
+/// Calls RTAS function `f` under the RTAS lock. `rets[0]` receives the status, which is also returned
+/// (`NO_TOKEN` if the device tree has no such function).
+pub fn call(f: Func, args: &[u32], rets: &mut [u32]) -> i32 {
+    let me = smp::this_cpu_index() + 1;
+    while LOCK.compare_exchange_weak(0, me, Ordering::Acquire, Ordering::Relaxed).is_err() {
+        core::hint::spin_loop();
+    }
+    // SAFETY: we hold LOCK, so nobody else uses BUF.
+    let st = unsafe { call_unlocked(f, args, rets) };
+    LOCK.store(0, Ordering::Release);
+    st
+}
+
+/// Calls RTAS without taking the lock.
+///
+/// # Safety
+/// The caller holds the RTAS lock or knows that no other CPU can be using RTAS (for example, every
+/// other CPU is parked in its NMI handler).
+pub unsafe fn call_unlocked(f: Func, args: &[u32], rets: &mut [u32]) -> i32 {
+    let Some(tok) = token(f) else { return NO_TOKEN };
+    assert!(args.len() + rets.len() <= MAX_CELLS && !rets.is_empty());
+    let p = BUF.0.get();
+    // SAFETY: the caller guarantees exclusive use of BUF; p points at a live static.
+    let a = unsafe { &mut *p };
+    a.token = tok.to_be();
+    a.nargs = (args.len() as u32).to_be();
+    a.nret = (rets.len() as u32).to_be();
+    for (c, v) in a.cells.iter_mut().zip(args) {
+        *c = v.to_be();
+    }
+    for c in a.cells[args.len()..args.len() + rets.len()].iter_mut() {
+        *c = u32::MAX.to_be();
+    }
+    // SAFETY: BUF is a static at a real address the hypervisor may read and write (we run with
+    // translation off, so the virtual address is the real address); the asm is a compiler memory
+    // barrier, so the stores above are visible to it and its stores to the loads below.
+    unsafe { hcall::hcall(hcall::KVMPPC_H_RTAS, [p as u64, 0, 0, 0, 0, 0]) };
+    // SAFETY: as above.
+    let a = unsafe { &*p };
+    for (i, r) in rets.iter_mut().enumerate() {
+        *r = u32::from_be(a.cells[args.len() + i]);
+    }
+    rets[0] as i32
+}
+
+/// `start-cpu(hw_id, entry, r3)`: the CPU starts at real address `entry`, big-endian, r3 = `r3`.
+pub fn start_cpu(hw_id: u32, entry: usize, r3: usize) -> i32 {
+    let mut r = [0u32; 1];
+    call(Func::StartCpu, &[hw_id, entry as u32, r3 as u32], &mut r)
+}
+
+/// `query-cpu-stopped-state(hw_id)` -> (status, state: 0 stopped, 1 stopping, 2 running).
+pub fn query_cpu_stopped_state(hw_id: u32) -> (i32, u32) {
+    let mut r = [0u32; 2];
+    let st = call(Func::QueryCpuStoppedState, &[hw_id], &mut r);
+    (st, r[1])
+}
+
+/// `ibm,get-xive(irq)` -> (status, server, priority).
+pub fn get_xive(irq: u32) -> (i32, u32, u32) {
+    let mut r = [0u32; 3];
+    let st = call(Func::GetXive, &[irq], &mut r);
+    (st, r[1], r[2])
+}
+
+/// `ibm,set-xive(irq, server, priority)` (priority 0xff masks).
+pub fn set_xive(irq: u32, server: u32, prio: u32) -> i32 {
+    let mut r = [0u32; 1];
+    call(Func::SetXive, &[irq, server, prio], &mut r)
+}
+
+/// `ibm,int-off(irq)`.
+pub fn int_off(irq: u32) -> i32 {
+    let mut r = [0u32; 1];
+    call(Func::IntOff, &[irq], &mut r)
+}
+
+/// `ibm,int-on(irq)`.
+pub fn int_on(irq: u32) -> i32 {
+    let mut r = [0u32; 1];
+    call(Func::IntOn, &[irq], &mut r)
+}
+
+/// `power-off(-1, -1)`: QEMU exits with status 0. Returns only if RTAS refused.
+pub fn power_off() -> i32 {
+    let mut r = [0u32; 1];
+    call(Func::PowerOff, &[u32::MAX, u32::MAX], &mut r)
+}
+
+/// `power-off` without the lock, for a crash or panic path.
+///
+/// # Safety
+/// As for `call_unlocked`.
+pub unsafe fn power_off_unlocked() -> i32 {
+    let mut r = [0u32; 1];
+    // SAFETY: forwarded to the caller.
+    unsafe { call_unlocked(Func::PowerOff, &[u32::MAX, u32::MAX], &mut r) }
+}

@@ -1,0 +1,80 @@
+//! Formatting into a fixed stack buffer, cutting at the end with an explicit marker.
+
+use core::fmt;
+
+/// Size of the per-call formatting buffer, in bytes (the longest formatted record). Longer text is
+/// cut at a character boundary, ends with [`TRUNCATION_MARKER`] and carries
+/// [`crate::record::flags::TRUNCATED`].
+pub const LINE_MAX: usize = 256;
+
+/// What a truncated record ends with.
+pub const TRUNCATION_MARKER: &str = "[...]";
+
+/// A `fmt::Write` sink over a `heapless::Vec` that keeps what fits and remembers that it cut.
+///
+/// ```
+/// use core::fmt::Write;
+/// use nmilog::fmt::LineBuf;
+/// let mut b: LineBuf<16> = LineBuf::new();
+/// write!(b, "{}", "0123456789abcdefghij").unwrap();
+/// assert!(b.truncated());
+/// assert_eq!(b.finish(), b"0123456789a[...]");
+/// ```
+pub struct LineBuf<const N: usize> {
+    buf: heapless::Vec<u8, N>,
+    truncated: bool,
+}
+
+impl<const N: usize> LineBuf<N> {
+    /// An empty buffer.
+    pub const fn new() -> Self {
+        LineBuf {
+            buf: heapless::Vec::new(),
+            truncated: false,
+        }
+    }
+
+    /// Whether text was cut.
+    pub fn truncated(&self) -> bool {
+        self.truncated
+    }
+
+    /// The text, with the truncation marker in its last bytes if it was cut.
+    pub fn finish(&mut self) -> &[u8] {
+        if self.truncated && N >= TRUNCATION_MARKER.len() {
+            let mut keep = N - TRUNCATION_MARKER.len();
+            // Cut at a UTF-8 character boundary.
+            while keep > 0 && (self.buf[keep] & 0xc0) == 0x80 {
+                keep -= 1;
+            }
+            self.buf.truncate(keep);
+            // Cannot fail: `keep + marker <= N`.
+            let _ = self.buf.extend_from_slice(TRUNCATION_MARKER.as_bytes());
+        }
+        &self.buf
+    }
+}
+
+impl<const N: usize> Default for LineBuf<N> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<const N: usize> fmt::Write for LineBuf<N> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        if self.truncated {
+            return Ok(());
+        }
+        let room = N - self.buf.len();
+        if s.len() <= room {
+            // Cannot fail: it fits.
+            let _ = self.buf.extend_from_slice(s.as_bytes());
+        } else {
+            let _ = self.buf.extend_from_slice(&s.as_bytes()[..room]);
+            self.truncated = true;
+        }
+        // Never report an error: a cut line is still logged, marked as cut.
+        Ok(())
+    }
+}

@@ -1,0 +1,199 @@
+//! The global logger behind the `printk!`/`pr_*!` macros.
+//!
+//! The logger is a `static` of the user's chosen [`Log`](crate::Log) type, registered once with
+//! [`set_global!`](crate::set_global). Until then the macros do nothing (and count nothing: there is
+//! nowhere to count). Registration stores one pointer with a plain atomic store, so it works on
+//! targets without CAS; do it once at boot, before other CPUs log.
+
+use core::fmt;
+
+use portable_atomic::{AtomicPtr, Ordering};
+
+use crate::{AppendError, Level};
+
+/// The object-safe face of a [`Log`](crate::Log), used by the macros.
+pub trait LogSink: Sync {
+    /// Formats and logs (see [`Log::log_fmt`](crate::Log::log_fmt)).
+    fn log_fmt(
+        &self,
+        level: Level,
+        flags: u8,
+        args: fmt::Arguments<'_>,
+    ) -> Result<u64, AppendError>;
+    /// The NMI path (see [`Log::append_raw`](crate::Log::append_raw)).
+    fn append_raw(
+        &self,
+        level: Level,
+        facility: u8,
+        flags: u8,
+        payload: &[u8],
+    ) -> Result<u64, AppendError>;
+    /// A normal-context flush attempt.
+    fn flush(&self);
+}
+
+impl<P: crate::Platform, const C: usize, const R: usize, const M: usize, const D: usize> LogSink
+    for crate::Log<P, C, R, M, D>
+{
+    fn log_fmt(
+        &self,
+        level: Level,
+        flags: u8,
+        args: fmt::Arguments<'_>,
+    ) -> Result<u64, AppendError> {
+        crate::Log::log_fmt(self, level, flags, args)
+    }
+    fn append_raw(
+        &self,
+        level: Level,
+        facility: u8,
+        flags: u8,
+        payload: &[u8],
+    ) -> Result<u64, AppendError> {
+        crate::Log::append_raw(self, level, facility, flags, payload)
+    }
+    fn flush(&self) {
+        #[cfg(any(
+            target_has_atomic = "ptr",
+            feature = "critical-section",
+            feature = "unsafe-assume-single-core"
+        ))]
+        let _ = crate::Log::flush(self);
+    }
+}
+
+static GLOBAL: AtomicPtr<&'static dyn LogSink> = AtomicPtr::new(core::ptr::null_mut());
+
+/// Registers the global logger (use [`set_global!`](crate::set_global), which builds the
+/// `&'static &'static dyn LogSink` for you).
+pub fn set_global_sink(sink: &'static &'static dyn LogSink) {
+    // Release pairs with the Acquire in `global()`: a CPU that sees the pointer sees the logger.
+    GLOBAL.store(sink as *const _ as *mut _, Ordering::Release);
+}
+
+/// The registered logger, if any.
+#[inline]
+pub fn global() -> Option<&'static dyn LogSink> {
+    let p = GLOBAL.load(Ordering::Acquire);
+    if p.is_null() {
+        return None;
+    }
+    // SAFETY: the only non-null value ever stored is a `&'static &'static dyn LogSink` (set_global_sink),
+    // which is valid for the rest of the program and immutable.
+    Some(unsafe { *p })
+}
+
+/// Formats and logs through the global logger (what the macros call).
+#[doc(hidden)]
+#[inline]
+pub fn log_fmt(level: Level, flags: u8, args: fmt::Arguments<'_>) {
+    if let Some(g) = global() {
+        let _ = g.log_fmt(level, flags, args);
+    }
+}
+
+/// Registers a `static` [`Log`](crate::Log) as the global logger used by `printk!` and `pr_*!`.
+///
+/// ```
+/// use nmilog::{Log, Platform};
+/// struct One;
+/// impl Platform for One {
+///     fn cpu_id(&self) -> usize { 0 }
+///     fn now_ns(&self) -> u64 { 0 }
+///     fn cpu_count(&self) -> usize { 1 }
+/// }
+/// static LOG: Log<One, 1, 256, 1024> = Log::new(One);
+/// nmilog::set_global!(LOG);
+/// nmilog::pr_info!("booted with {} cpu", 1);
+/// assert_eq!(LOG.main().next_seq(), 1);
+/// ```
+#[macro_export]
+macro_rules! set_global {
+    ($log:path) => {{
+        static SINK: &'static dyn $crate::global::LogSink = &$log;
+        $crate::global::set_global_sink(&SINK);
+    }};
+}
+
+/// `printk!(level, "fmt", args…)`: logs at a [`Level`](crate::Level) through the global logger.
+///
+/// ```
+/// nmilog::printk!(nmilog::Level::Notice, "no logger registered: {}", "nothing happens");
+/// ```
+#[macro_export]
+macro_rules! printk {
+    ($level:expr, $($arg:tt)+) => {
+        $crate::global::log_fmt($level, 0, ::core::format_args!($($arg)+))
+    };
+}
+
+/// Logs at level 0 (emerg).
+///
+/// ```
+/// nmilog::pr_emerg!("e={}", 0);
+/// ```
+#[macro_export]
+macro_rules! pr_emerg { ($($arg:tt)+) => { $crate::printk!($crate::Level::Emerg, $($arg)+) }; }
+/// Logs at level 1 (alert).
+///
+/// ```
+/// nmilog::pr_alert!("a");
+/// ```
+#[macro_export]
+macro_rules! pr_alert { ($($arg:tt)+) => { $crate::printk!($crate::Level::Alert, $($arg)+) }; }
+/// Logs at level 2 (crit).
+///
+/// ```
+/// nmilog::pr_crit!("c");
+/// ```
+#[macro_export]
+macro_rules! pr_crit { ($($arg:tt)+) => { $crate::printk!($crate::Level::Crit, $($arg)+) }; }
+/// Logs at level 3 (err).
+///
+/// ```
+/// nmilog::pr_err!("e");
+/// ```
+#[macro_export]
+macro_rules! pr_err { ($($arg:tt)+) => { $crate::printk!($crate::Level::Err, $($arg)+) }; }
+/// Logs at level 4 (warning).
+///
+/// ```
+/// nmilog::pr_warn!("w");
+/// ```
+#[macro_export]
+macro_rules! pr_warn { ($($arg:tt)+) => { $crate::printk!($crate::Level::Warning, $($arg)+) }; }
+/// Logs at level 5 (notice).
+///
+/// ```
+/// nmilog::pr_notice!("n");
+/// ```
+#[macro_export]
+macro_rules! pr_notice { ($($arg:tt)+) => { $crate::printk!($crate::Level::Notice, $($arg)+) }; }
+/// Logs at level 6 (info).
+///
+/// ```
+/// nmilog::pr_info!("i");
+/// ```
+#[macro_export]
+macro_rules! pr_info { ($($arg:tt)+) => { $crate::printk!($crate::Level::Info, $($arg)+) }; }
+/// Logs at level 7 (debug).
+///
+/// ```
+/// nmilog::pr_debug!("d");
+/// ```
+#[macro_export]
+macro_rules! pr_debug { ($($arg:tt)+) => { $crate::printk!($crate::Level::Debug, $($arg)+) }; }
+
+/// Continues the previous line of the same caller (the record carries
+/// [`flags::CONT`](crate::record::flags::CONT); readers join it to the line before).
+///
+/// ```
+/// nmilog::pr_info!("checking");
+/// nmilog::pr_cont!(" ... ok");
+/// ```
+#[macro_export]
+macro_rules! pr_cont {
+    ($($arg:tt)+) => {
+        $crate::global::log_fmt($crate::Level::Info, $crate::record::flags::CONT, ::core::format_args!($($arg)+))
+    };
+}

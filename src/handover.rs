@@ -1,0 +1,1 @@
+//! Handover image (issue 3).

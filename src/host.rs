@@ -1,0 +1,139 @@
+//! The `std` host platform: threads register as CPUs; the clock is the TSC on x86-64 (converted to
+//! nanoseconds with a factor calibrated once against the monotonic clock) and the monotonic clock
+//! elsewhere.
+//!
+//! Signal handlers can log through it: the CPU number is a const-initialised thread-local `Cell`
+//! (no lazy initialisation, no destructor) and the clock read is a single instruction plus a multiply.
+
+use core::cell::Cell;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::OnceLock;
+use std::time::Instant;
+
+use crate::Platform;
+
+std::thread_local! {
+    static CPU: Cell<usize> = const { Cell::new(usize::MAX) };
+}
+
+/// The host platform.
+///
+/// ```
+/// use nmilog::host::HostPlatform;
+/// use nmilog::Platform;
+/// static P: HostPlatform = HostPlatform::new(4);
+/// HostPlatform::register_cpu(2);
+/// assert_eq!(P.cpu_id(), 2);
+/// let a = P.now_ns();
+/// assert!(P.now_ns() >= a);
+/// ```
+pub struct HostPlatform {
+    cpus: AtomicUsize,
+}
+
+impl HostPlatform {
+    /// A host platform with `cpus` CPUs (change later with [`set_cpu_count`](Self::set_cpu_count)).
+    pub const fn new(cpus: usize) -> Self {
+        HostPlatform {
+            cpus: AtomicUsize::new(cpus),
+        }
+    }
+
+    /// Sets the number of CPUs (before logging starts).
+    pub fn set_cpu_count(&self, cpus: usize) {
+        self.cpus.store(cpus, Ordering::Relaxed);
+    }
+
+    /// Makes the calling thread CPU `cpu`. Also calibrates the clock (once per process).
+    pub fn register_cpu(cpu: usize) {
+        calibration();
+        CPU.with(|c| c.set(cpu));
+    }
+
+    /// The calling thread's CPU number, or `usize::MAX` if it never registered.
+    pub fn current_cpu() -> usize {
+        CPU.try_with(|c| c.get()).unwrap_or(usize::MAX)
+    }
+
+    /// Nanoseconds since the process's clock epoch.
+    pub fn clock_ns() -> u64 {
+        let cal = calibration();
+        cal.now()
+    }
+}
+
+impl Platform for HostPlatform {
+    #[inline]
+    fn cpu_id(&self) -> usize {
+        Self::current_cpu()
+    }
+    #[inline]
+    fn now_ns(&self) -> u64 {
+        // `calibration()` is initialised by `register_cpu`, before any CPU logs, so this is a load.
+        match CAL.get() {
+            Some(c) => c.now(),
+            None => 0,
+        }
+    }
+    fn cpu_count(&self) -> usize {
+        self.cpus.load(Ordering::Relaxed)
+    }
+}
+
+struct Calibration {
+    epoch: Instant,
+    #[cfg(target_arch = "x86_64")]
+    tsc0: u64,
+    /// Nanoseconds per TSC tick, as a 32.32 fixed-point factor (0: use the monotonic clock).
+    #[cfg(target_arch = "x86_64")]
+    mult: u64,
+}
+
+static CAL: OnceLock<Calibration> = OnceLock::new();
+
+fn calibration() -> &'static Calibration {
+    CAL.get_or_init(|| {
+        let epoch = Instant::now();
+        #[cfg(target_arch = "x86_64")]
+        {
+            let tsc_ok = std::fs::read_to_string("/proc/cpuinfo")
+                .map(|s| s.contains("constant_tsc") && s.contains("nonstop_tsc"))
+                .unwrap_or(false);
+            let tsc0 = rdtsc();
+            let mut mult = 0;
+            if tsc_ok {
+                let t0 = Instant::now();
+                let c0 = rdtsc();
+                std::thread::sleep(std::time::Duration::from_millis(20));
+                let c1 = rdtsc();
+                let ns = t0.elapsed().as_nanos() as u64;
+                let ticks = c1.wrapping_sub(c0).max(1);
+                mult = (((ns as u128) << 32) / ticks as u128) as u64;
+            }
+            Calibration { epoch, tsc0, mult }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            Calibration { epoch }
+        }
+    })
+}
+
+impl Calibration {
+    #[inline]
+    fn now(&self) -> u64 {
+        #[cfg(target_arch = "x86_64")]
+        if self.mult != 0 {
+            let d = rdtsc().wrapping_sub(self.tsc0);
+            return ((d as u128 * self.mult as u128) >> 32) as u64;
+        }
+        self.epoch.elapsed().as_nanos() as u64
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn rdtsc() -> u64 {
+    // SAFETY: RDTSC has no memory effects and is available on every x86-64 CPU.
+    unsafe { core::arch::x86_64::_rdtsc() }
+}

@@ -1,0 +1,1189 @@
+//! The logger: per-CPU rings, the main log buffer, flush ownership, and the crash-time drain.
+//!
+//! # Paths
+//!
+//! * **NMI path** ([`Log::append_raw`], and every log call in NMI or crash context, or on any CPU once
+//!   a crash has begun): append to the ring of the current CPU at the current nesting depth. Plain
+//!   atomic loads and stores only; no lock, no read-modify-write, no loop that waits on anyone.
+//! * **Normal path** ([`Log::append`], [`Log::log_fmt`] in task or irq context): the same append, then
+//!   an opportunistic [`flush`](Log::flush): try once to take flush ownership (one compare-exchange);
+//!   if another CPU owns it, leave the work to that owner (and tell it to look again).
+//! * **Flush** (owner only): merge the per-CPU rings into the main log in timestamp order (ties: CPU,
+//!   then depth), one record at a time, each move journaled so that an owner stopped half-way can be
+//!   taken over without losing or duplicating a record.
+//! * **Crash drain** ([`Log::drain_on_crash`]): on the crashing CPU, once the other CPUs are stopped
+//!   (or declared dead): take flush ownership over without consent, repair the half-done move a stopped
+//!   owner may have left, merge everything, count records frozen mid-write as torn, and write the
+//!   accounting as ordinary records. Its work is bounded by the ring sizes (see [`DrainReport::bound`]).
+//!
+//! # Timestamp order across flushes
+//!
+//! A normal flush only moves records older than every record it cannot see yet: a ring whose next
+//! record is in flight bounds the flush at the last timestamp moved from that ring, and records younger
+//! than `now - settle` stay in their rings (a writer stores its odd sequence word *before* it reads the
+//! clock; the settle window, [`Log::set_flush_settle_ns`], covers the time that store takes to become
+//! visible). The crash drain, with every other CPU stopped, has no such limit.
+
+use core::fmt;
+
+use crossbeam_utils::CachePadded;
+
+use crate::fmt::{LineBuf, LINE_MAX};
+use crate::percpu::PerCpu;
+use crate::record::{facility, flags, ContextKind, Header, Level, RecordBuf};
+use crate::ring::{
+    before, span_words, Cursor, NoHook, Read, RecordRing, StepHook, WriteError, WriteStep,
+};
+use crate::sync::{signal_fence, AtomicUsize, Ordering};
+use crate::Platform;
+
+/// Why a log call did not produce a record. Every refusal is also counted (see
+/// [`CpuCounters`]); none is silent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AppendError {
+    /// The platform reported a CPU number `>= CPUS` (or `>= cpu_count()`).
+    BadCpu,
+    /// The context nesting is deeper than the `DEPTH` parameter allows.
+    TooDeep,
+    /// A log call from inside a log call in the same context (a `Display` impl that logs).
+    Reentered,
+    /// The payload is larger than the ring accepts.
+    TooLarge,
+    /// A test hook froze the writer.
+    Frozen,
+}
+
+/// What one flush or drain did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlushReport {
+    /// Records moved from the rings into the main log.
+    pub moved: u64,
+    /// Records found overwritten in a ring before the flush could read them.
+    pub overwritten: u64,
+    /// Records found frozen mid-write (crash drain only).
+    pub torn: u64,
+    /// Bounded steps taken (each a read or a peek of one record).
+    pub steps: u64,
+}
+
+/// What [`Log::drain_on_crash`] did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DrainReport {
+    /// The merge itself.
+    pub flush: FlushReport,
+    /// The CPU that held flush ownership when the drain took it over, if another one did.
+    pub took_over_from: Option<usize>,
+    /// Whether a move into the main log left half-done by a stopped owner was completed (the record
+    /// was committed: its ring cursor was advanced) — otherwise such a move is simply redone.
+    pub repaired_move: bool,
+    /// Accounting records written.
+    pub accounting_records: u64,
+    /// The most steps this drain could have taken, whatever state the rings were in.
+    pub bound: u64,
+}
+
+/// Loss counters of one (CPU, depth) ring, as kept by the flush side.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CpuCounters {
+    /// Records the flush found frozen mid-write.
+    pub torn: u64,
+    /// Records overwritten before the flush read them.
+    pub overwritten: u64,
+    /// Log calls refused by the writer (recursion, too large) — and, for depth 0, calls refused for
+    /// nesting too deep on this CPU.
+    pub dropped: u64,
+}
+
+/// Flush-side state of one source ring (written only by the flush owner).
+struct Consumer {
+    pos: AtomicUsize,
+    seq: AtomicUsize,
+    last_ts: TsCell,
+    overwritten: AtomicUsize,
+    torn: AtomicUsize,
+    /// `seq + 1` of the in-flight record last counted as torn (so a second drain does not count it
+    /// again).
+    torn_seq: AtomicUsize,
+    reported_torn: AtomicUsize,
+    reported_overwritten: AtomicUsize,
+    reported_dropped: AtomicUsize,
+}
+
+impl Consumer {
+    #[cfg(not(loom))]
+    const fn new() -> Self {
+        Consumer {
+            pos: AtomicUsize::new(0),
+            seq: AtomicUsize::new(0),
+            last_ts: TsCell::new(),
+            overwritten: AtomicUsize::new(0),
+            torn: AtomicUsize::new(0),
+            torn_seq: AtomicUsize::new(0),
+            reported_torn: AtomicUsize::new(0),
+            reported_overwritten: AtomicUsize::new(0),
+            reported_dropped: AtomicUsize::new(0),
+        }
+    }
+    #[cfg(loom)]
+    fn new() -> Self {
+        Consumer {
+            pos: AtomicUsize::new(0),
+            seq: AtomicUsize::new(0),
+            last_ts: TsCell::new(),
+            overwritten: AtomicUsize::new(0),
+            torn: AtomicUsize::new(0),
+            torn_seq: AtomicUsize::new(0),
+            reported_torn: AtomicUsize::new(0),
+            reported_overwritten: AtomicUsize::new(0),
+            reported_dropped: AtomicUsize::new(0),
+        }
+    }
+    fn cursor(&self) -> Cursor {
+        Cursor {
+            pos: self.pos.load(Ordering::Relaxed),
+            seq: self.seq.load(Ordering::Relaxed),
+        }
+    }
+    fn set_cursor(&self, c: Cursor) {
+        self.pos.store(c.pos, Ordering::Relaxed);
+        self.seq.store(c.seq, Ordering::Relaxed);
+    }
+    fn add(counter: &AtomicUsize, n: u64) {
+        // Only the flush owner writes these: load + store, no RMW.
+        let v = counter.load(Ordering::Relaxed);
+        counter.store(v.wrapping_add(n as usize), Ordering::Relaxed);
+    }
+}
+
+/// A 64-bit timestamp kept in pointer-sized words (only the flush owner reads and writes it).
+struct TsCell {
+    lo: AtomicUsize,
+    #[cfg(not(target_pointer_width = "64"))]
+    hi: AtomicUsize,
+}
+
+impl TsCell {
+    #[cfg(not(loom))]
+    const fn new() -> Self {
+        TsCell {
+            lo: AtomicUsize::new(0),
+            #[cfg(not(target_pointer_width = "64"))]
+            hi: AtomicUsize::new(0),
+        }
+    }
+    #[cfg(loom)]
+    fn new() -> Self {
+        TsCell {
+            lo: AtomicUsize::new(0),
+            #[cfg(not(target_pointer_width = "64"))]
+            hi: AtomicUsize::new(0),
+        }
+    }
+    fn get(&self) -> u64 {
+        #[cfg(target_pointer_width = "64")]
+        {
+            self.lo.load(Ordering::Relaxed) as u64
+        }
+        #[cfg(not(target_pointer_width = "64"))]
+        {
+            (self.hi.load(Ordering::Relaxed) as u64) << 32 | self.lo.load(Ordering::Relaxed) as u64
+        }
+    }
+    fn set(&self, v: u64) {
+        self.lo.store(v as usize, Ordering::Relaxed);
+        #[cfg(not(target_pointer_width = "64"))]
+        self.hi.store((v >> 32) as usize, Ordering::Relaxed);
+    }
+}
+
+const OWNER_TAKEN_OVER: usize = 1 << (usize::BITS - 1);
+
+/// The main log buffer: a ring written only by the flush owner, the flush-side state of every source
+/// ring, and the journal of the move in progress.
+struct MainLog<const MAIN_WORDS: usize, const CPUS: usize, const DEPTH: usize> {
+    /// 0 when free; `cpu + 1` of the owner, with `OWNER_TAKEN_OVER` set after a crash takeover.
+    owner: AtomicUsize,
+    /// Set by a CPU that found ownership taken, so the owner looks again before leaving.
+    pending: AtomicUsize,
+    /// Incremented by each crash drain; a drain that finds it changed was interrupted by a nested one
+    /// and stops.
+    drain_gen: AtomicUsize,
+    ring: RecordRing<MAIN_WORDS>,
+    /// Journal of the move in progress: main sequence number + 1 (0: none), source index, and the
+    /// source cursor and timestamp to store once the main record is committed.
+    j_valid: AtomicUsize,
+    j_src: AtomicUsize,
+    j_pos: AtomicUsize,
+    j_seq: AtomicUsize,
+    j_ts: TsCell,
+    consumers: [[Consumer; DEPTH]; CPUS],
+}
+
+/// Steps of one journaled move from a CPU ring into the main log, for [`FlushHook`]s.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FlushStep {
+    /// The journal entry is written; the main-log append has not started.
+    Journaled,
+    /// A step of the append into the main log.
+    Main(WriteStep),
+    /// The source cursor has been advanced; the journal is still set.
+    CursorStored,
+    /// The journal entry is cleared.
+    Done,
+}
+
+/// Called between the steps of a journaled move (test harnesses); `false` stops the flush there, as a
+/// CPU frozen at that point would.
+pub trait FlushHook {
+    /// Called after `step`.
+    fn step(&mut self, step: FlushStep) -> bool;
+}
+
+impl FlushHook for NoHook {
+    #[inline(always)]
+    fn step(&mut self, _: FlushStep) -> bool {
+        true
+    }
+}
+
+impl<F: FnMut(FlushStep) -> bool> FlushHook for F {
+    fn step(&mut self, step: FlushStep) -> bool {
+        self(step)
+    }
+}
+
+struct MainHookAdapter<'a, H: FlushHook>(&'a mut H);
+impl<H: FlushHook> StepHook for MainHookAdapter<'_, H> {
+    #[inline(always)]
+    fn step(&mut self, step: WriteStep) -> bool {
+        self.0.step(FlushStep::Main(step))
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Peek {
+    Ready(u64),
+    Done,
+}
+
+/// The logger.
+///
+/// * `P`: the [`Platform`] (CPU id, clock, CPU count).
+/// * `CPUS`: the most CPUs that can log.
+/// * `RING_WORDS`: words per ring (a power of two); each CPU has `DEPTH` rings.
+/// * `MAIN_WORDS`: words in the main log buffer (a power of two).
+/// * `DEPTH`: context nesting levels with their own ring (task, irq, NMI, nested NMI: 4).
+///
+/// Footprint (see [`Log::FOOTPRINT_BYTES`]): about
+/// `CPUS × (DEPTH × (RING_WORDS × W + 6W) + 128-byte padding) + MAIN_WORDS × W + CPUS × DEPTH × 10W`
+/// bytes, `W = size_of::<usize>()`.
+///
+/// ```
+/// use nmilog::{Log, Level, Platform};
+/// struct One;
+/// impl Platform for One {
+///     fn cpu_id(&self) -> usize { 0 }
+///     fn now_ns(&self) -> u64 { 7 }
+///     fn cpu_count(&self) -> usize { 1 }
+/// }
+/// static LOG: Log<One, 1, 256, 1024> = Log::new(One);
+/// LOG.log_fmt(Level::Info, 0, format_args!("x={}", 3));
+/// let mut r = LOG.main_reader();
+/// let mut buf = nmilog::RecordBuf::new();
+/// assert_eq!(r.read(&LOG, &mut buf), nmilog::ring::Read::Record);
+/// assert_eq!(buf.text(), Some("x=3"));
+/// ```
+pub struct Log<
+    P: Platform,
+    const CPUS: usize,
+    const RING_WORDS: usize,
+    const MAIN_WORDS: usize,
+    const DEPTH: usize = 4,
+> {
+    platform: P,
+    cpus: [CachePadded<PerCpu<RING_WORDS, DEPTH>>; CPUS],
+    main: CachePadded<MainLog<MAIN_WORDS, CPUS, DEPTH>>,
+    /// 0, or `cpu + 1` of the crashing CPU.
+    crash_cpu: AtomicUsize,
+    console_loglevel: AtomicUsize,
+    settle_ns: AtomicUsize,
+    bad_cpu: AtomicUsize,
+}
+
+impl<
+        P: Platform,
+        const CPUS: usize,
+        const RING_WORDS: usize,
+        const MAIN_WORDS: usize,
+        const DEPTH: usize,
+    > Log<P, CPUS, RING_WORDS, MAIN_WORDS, DEPTH>
+{
+    /// Static memory taken by this logger, in bytes.
+    pub const FOOTPRINT_BYTES: usize = core::mem::size_of::<Self>();
+
+    /// A logger with empty rings. `const`, so it can be a `static`.
+    #[cfg(not(loom))]
+    pub const fn new(platform: P) -> Self {
+        Log {
+            platform,
+            cpus: [const { CachePadded::new(PerCpu::new()) }; CPUS],
+            main: CachePadded::new(MainLog {
+                owner: AtomicUsize::new(0),
+                pending: AtomicUsize::new(0),
+                drain_gen: AtomicUsize::new(0),
+                ring: RecordRing::new(),
+                j_valid: AtomicUsize::new(0),
+                j_src: AtomicUsize::new(0),
+                j_pos: AtomicUsize::new(0),
+                j_seq: AtomicUsize::new(0),
+                j_ts: TsCell::new(),
+                consumers: [const { [const { Consumer::new() }; DEPTH] }; CPUS],
+            }),
+            crash_cpu: AtomicUsize::new(0),
+            console_loglevel: AtomicUsize::new(Level::Info as usize + 1),
+            settle_ns: AtomicUsize::new(0),
+            bad_cpu: AtomicUsize::new(0),
+        }
+    }
+
+    /// A logger with empty rings.
+    #[cfg(loom)]
+    pub fn new(platform: P) -> Self {
+        Log {
+            platform,
+            cpus: core::array::from_fn(|_| CachePadded::new(PerCpu::new())),
+            main: CachePadded::new(MainLog {
+                owner: AtomicUsize::new(0),
+                pending: AtomicUsize::new(0),
+                drain_gen: AtomicUsize::new(0),
+                ring: RecordRing::new(),
+                j_valid: AtomicUsize::new(0),
+                j_src: AtomicUsize::new(0),
+                j_pos: AtomicUsize::new(0),
+                j_seq: AtomicUsize::new(0),
+                j_ts: TsCell::new(),
+                consumers: core::array::from_fn(|_| core::array::from_fn(|_| Consumer::new())),
+            }),
+            crash_cpu: AtomicUsize::new(0),
+            console_loglevel: AtomicUsize::new(Level::Info as usize + 1),
+            settle_ns: AtomicUsize::new(0),
+            bad_cpu: AtomicUsize::new(0),
+        }
+    }
+
+    /// The platform.
+    pub fn platform(&self) -> &P {
+        &self.platform
+    }
+
+    /// The per-CPU state of `cpu`.
+    pub fn cpu(&self, cpu: usize) -> Option<&PerCpu<RING_WORDS, DEPTH>> {
+        self.cpus.get(cpu).map(|c| &**c)
+    }
+
+    /// The main log buffer (read it with [`MainReader`]).
+    pub fn main(&self) -> &RecordRing<MAIN_WORDS> {
+        &self.main.ring
+    }
+
+    /// Sets every per-CPU ring to use `words` words (a power of two `<= RING_WORDS`), before anything
+    /// is logged. Returns the capacity in effect.
+    pub fn set_ring_capacity_words(&self, words: usize) -> Result<usize, usize> {
+        let mut got = Ok(words);
+        for c in &self.cpus {
+            for r in &c.rings {
+                got = r.set_capacity_words(words);
+                got?;
+            }
+        }
+        got
+    }
+
+    /// Records with a level numerically below this go to the consoles (default: 7, i.e. all but
+    /// debug).
+    pub fn console_loglevel(&self) -> u8 {
+        self.console_loglevel.load(Ordering::Relaxed) as u8
+    }
+
+    /// Sets the console log level.
+    pub fn set_console_loglevel(&self, level: u8) {
+        self.console_loglevel
+            .store(level as usize, Ordering::Relaxed);
+    }
+
+    /// Sets the flush settle window (nanoseconds; see the module docs). Default 0.
+    pub fn set_flush_settle_ns(&self, ns: u64) {
+        self.settle_ns.store(ns as usize, Ordering::Relaxed);
+    }
+
+    /// Log calls dropped because the platform reported a CPU number out of range.
+    pub fn bad_cpu_dropped(&self) -> u64 {
+        self.bad_cpu.load(Ordering::Relaxed) as u64
+    }
+
+    fn count_bad_cpu(&self) {
+        // Many CPUs may get here, so this one counter is shared: an RMW where the target has one.
+        // Without CAS the count is best effort (a racing increment can be lost); the drop itself is
+        // still refused, never UB.
+        #[cfg(any(
+            target_has_atomic = "ptr",
+            feature = "critical-section",
+            feature = "unsafe-assume-single-core"
+        ))]
+        self.bad_cpu.fetch_add(1, Ordering::Relaxed);
+        #[cfg(not(any(
+            target_has_atomic = "ptr",
+            feature = "critical-section",
+            feature = "unsafe-assume-single-core"
+        )))]
+        {
+            let v = self.bad_cpu.load(Ordering::Relaxed);
+            self.bad_cpu.store(v + 1, Ordering::Relaxed);
+        }
+    }
+
+    fn this_cpu(&self) -> Result<(usize, &PerCpu<RING_WORDS, DEPTH>), AppendError> {
+        let cpu = self.platform.cpu_id();
+        if cpu >= self.platform.cpu_count().min(CPUS) {
+            self.count_bad_cpu();
+            return Err(AppendError::BadCpu);
+        }
+        Ok((cpu, &self.cpus[cpu]))
+    }
+
+    // ---------------------------------------------------------------- context tracking
+
+    /// Enters a nested context of `kind` on the current CPU; returns a guard that leaves it.
+    ///
+    /// ```
+    /// # use nmilog::{Log, ContextKind, Platform};
+    /// # struct One; impl Platform for One { fn cpu_id(&self)->usize{0} fn now_ns(&self)->u64{0} fn cpu_count(&self)->usize{1} }
+    /// # static LOG: Log<One, 1, 256, 1024> = Log::new(One);
+    /// {
+    ///     let _nmi = LOG.enter(ContextKind::Nmi);
+    ///     assert_eq!(LOG.context(), Some((ContextKind::Nmi, 1)));
+    /// }
+    /// assert_eq!(LOG.context(), Some((ContextKind::Task, 0)));
+    /// ```
+    pub fn enter(&self, kind: ContextKind) -> ContextGuard<'_> {
+        let pc = self.this_cpu().ok().map(|(_, pc)| {
+            pc.enter(kind);
+            pc as &dyn ExitContext
+        });
+        ContextGuard { cpu: pc }
+    }
+
+    /// `irq_enter()`: entering an interrupt handler. Pair with [`irq_exit`](Self::irq_exit).
+    pub fn irq_enter(&self) {
+        if let Ok((_, pc)) = self.this_cpu() {
+            pc.enter(ContextKind::Irq);
+        }
+    }
+    /// Leaving an interrupt handler.
+    pub fn irq_exit(&self) {
+        if let Ok((_, pc)) = self.this_cpu() {
+            pc.exit();
+        }
+    }
+    /// `nmi_enter()`: entering an NMI (or machine check) handler. Pair with [`nmi_exit`](Self::nmi_exit).
+    pub fn nmi_enter(&self) {
+        if let Ok((_, pc)) = self.this_cpu() {
+            pc.enter(ContextKind::Nmi);
+        }
+    }
+    /// Leaving an NMI handler.
+    pub fn nmi_exit(&self) {
+        if let Ok((_, pc)) = self.this_cpu() {
+            pc.exit();
+        }
+    }
+
+    /// The current CPU's context kind and depth (`None` for a bad CPU id).
+    pub fn context(&self) -> Option<(ContextKind, usize)> {
+        let cpu = self.platform.cpu_id();
+        self.cpus.get(cpu).map(|pc| pc.context())
+    }
+
+    /// Crash entry on the current CPU: from now on every log call on every CPU takes the NMI-safe
+    /// path, and this CPU is in crash context (one nesting level above what it was running). Returns
+    /// `Err(cpu)` if another CPU is already crashing (a crash on this CPU again is allowed: a fault
+    /// inside the crash path). The crash state is never left.
+    pub fn crash_enter(&self) -> Result<usize, usize> {
+        let (cpu, pc) = match self.this_cpu() {
+            Ok(x) => x,
+            Err(_) => return Err(usize::MAX),
+        };
+        #[cfg(any(
+            target_has_atomic = "ptr",
+            feature = "critical-section",
+            feature = "unsafe-assume-single-core"
+        ))]
+        let won =
+            match self
+                .crash_cpu
+                .compare_exchange(0, cpu + 1, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => true,
+                Err(v) => v == cpu + 1,
+            };
+        #[cfg(not(any(
+            target_has_atomic = "ptr",
+            feature = "critical-section",
+            feature = "unsafe-assume-single-core"
+        )))]
+        let won = {
+            // Without CAS two CPUs crashing at the same instant are not arbitrated; the last store wins.
+            let v = self.crash_cpu.load(Ordering::Acquire);
+            if v == 0 {
+                self.crash_cpu.store(cpu + 1, Ordering::Release);
+            }
+            v == 0 || v == cpu + 1
+        };
+        if !won {
+            return Err(self.crash_cpu.load(Ordering::Relaxed) - 1);
+        }
+        pc.enter(ContextKind::Crash);
+        Ok(cpu)
+    }
+
+    /// The crashing CPU, if a crash has begun.
+    pub fn crashing_cpu(&self) -> Option<usize> {
+        match self.crash_cpu.load(Ordering::Acquire) {
+            0 => None,
+            v => Some(v - 1),
+        }
+    }
+
+    // ---------------------------------------------------------------- appending
+
+    /// Runs `f` with the current CPU's ring for the current depth, holding that ring's recursion guard.
+    #[inline]
+    fn with_ring<R>(
+        &self,
+        f: impl FnOnce(usize, ContextKind, usize, &RecordRing<RING_WORDS>) -> Result<R, AppendError>,
+    ) -> Result<R, AppendError> {
+        let (cpu, pc) = self.this_cpu()?;
+        let (kind, depth) = pc.context();
+        if depth >= DEPTH {
+            pc.count_overflow();
+            return Err(AppendError::TooDeep);
+        }
+        let ring = &pc.rings[depth];
+        if ring.active.load(Ordering::Relaxed) != 0 {
+            ring.count_drop();
+            return Err(AppendError::Reentered);
+        }
+        ring.active.store(1, Ordering::Relaxed);
+        signal_fence();
+        let r = f(cpu, kind, depth, ring);
+        if matches!(r, Err(AppendError::Frozen)) {
+            return r; // a frozen writer never leaves (test hooks only)
+        }
+        signal_fence();
+        ring.active.store(0, Ordering::Relaxed);
+        r
+    }
+
+    #[inline]
+    fn write_record<H: StepHook>(
+        &self,
+        cpu: usize,
+        kind: ContextKind,
+        depth: usize,
+        ring: &RecordRing<RING_WORDS>,
+        level: u8,
+        facility: u8,
+        flags: u8,
+        payload: &[u8],
+        hook: &mut H,
+    ) -> Result<u64, AppendError> {
+        let platform = &self.platform;
+        ring.write(
+            |seq| Header {
+                ts_ns: platform.now_ns(),
+                src_seq: seq,
+                len: 0,
+                cpu: cpu as u16,
+                level,
+                facility,
+                ctx: Header::pack_ctx(kind, depth),
+                flags,
+            },
+            payload,
+            hook,
+        )
+        .map_err(|e| match e {
+            WriteError::TooLarge => {
+                ring.count_drop();
+                AppendError::TooLarge
+            }
+            WriteError::Frozen => AppendError::Frozen,
+        })
+    }
+
+    /// The NMI path: appends pre-formatted bytes to the current CPU's ring and does nothing else.
+    /// Wait-free, lock-free, no read-modify-write atomics. Returns the record's number in its ring.
+    #[inline]
+    pub fn append_raw(
+        &self,
+        level: Level,
+        facility: u8,
+        flags: u8,
+        payload: &[u8],
+    ) -> Result<u64, AppendError> {
+        self.append_raw_with_hook(level as u8, facility, flags, payload, &mut NoHook)
+    }
+
+    /// [`append_raw`](Self::append_raw) with a step hook (test harnesses: nested writes and frozen
+    /// writers at every step of the protocol).
+    #[inline]
+    pub fn append_raw_with_hook<H: StepHook>(
+        &self,
+        level: u8,
+        facility: u8,
+        flags: u8,
+        payload: &[u8],
+        hook: &mut H,
+    ) -> Result<u64, AppendError> {
+        self.with_ring(|cpu, kind, depth, ring| {
+            self.write_record(
+                cpu, kind, depth, ring, level, facility, flags, payload, hook,
+            )
+        })
+    }
+
+    /// Appends pre-formatted bytes; in normal context (task or irq, no crash) then tries to flush.
+    pub fn append(
+        &self,
+        level: Level,
+        facility: u8,
+        flags: u8,
+        payload: &[u8],
+    ) -> Result<u64, AppendError> {
+        let r = self.append_raw(level, facility, flags, payload);
+        self.flush_if_normal();
+        r
+    }
+
+    /// Formats `args` into a [`LINE_MAX`]-byte stack buffer (cut with a marker if longer) and appends
+    /// it; in normal context then tries to flush. A log call made while formatting (a `Display` impl
+    /// that logs) is refused and counted as dropped.
+    pub fn log_fmt(
+        &self,
+        level: Level,
+        flags: u8,
+        args: fmt::Arguments<'_>,
+    ) -> Result<u64, AppendError> {
+        let r = self.with_ring(|cpu, kind, depth, ring| {
+            let mut line: LineBuf<LINE_MAX> = LineBuf::new();
+            let (text, fl): (&[u8], u8) = match args.as_str() {
+                Some(s) if s.len() <= LINE_MAX => (s.as_bytes(), flags),
+                _ => {
+                    let _ = fmt::write(&mut line, args);
+                    let fl = if line.truncated() {
+                        flags | flags::TRUNCATED
+                    } else {
+                        flags
+                    };
+                    (line.finish(), fl)
+                }
+            };
+            self.write_record(
+                cpu,
+                kind,
+                depth,
+                ring,
+                level as u8,
+                facility::KERNEL,
+                fl,
+                text,
+                &mut NoHook,
+            )
+        });
+        self.flush_if_normal();
+        r
+    }
+
+    #[inline]
+    fn flush_if_normal(&self) {
+        #[cfg(any(
+            target_has_atomic = "ptr",
+            feature = "critical-section",
+            feature = "unsafe-assume-single-core"
+        ))]
+        {
+            let _ = self.flush();
+        }
+    }
+
+    // ---------------------------------------------------------------- flush
+
+    /// Whether the calling context may touch the main log and consoles.
+    fn normal_context(&self) -> Option<usize> {
+        if self.crash_cpu.load(Ordering::Relaxed) != 0 {
+            return None;
+        }
+        let (cpu, pc) = self.this_cpu().ok()?;
+        if pc.nmi_safe_only() {
+            return None;
+        }
+        Some(cpu)
+    }
+
+    /// Normal-context flush: takes flush ownership if it is free (never waits for it) and merges the
+    /// rings into the main log. Returns `None` if called from NMI or crash context, during a crash, or
+    /// if another CPU owns the flush (which is then told to look again before it leaves).
+    #[cfg(any(
+        target_has_atomic = "ptr",
+        feature = "critical-section",
+        feature = "unsafe-assume-single-core"
+    ))]
+    pub fn flush(&self) -> Option<FlushReport> {
+        self.flush_with_hook(&mut NoHook)
+    }
+
+    /// [`flush`](Self::flush) with a hook between the steps of each move (test harnesses).
+    #[cfg(any(
+        target_has_atomic = "ptr",
+        feature = "critical-section",
+        feature = "unsafe-assume-single-core"
+    ))]
+    pub fn flush_with_hook<H: FlushHook>(&self, hook: &mut H) -> Option<FlushReport> {
+        let cpu = self.normal_context()?;
+        let mut total = FlushReport::default();
+        // Bounded: at most four rounds, each one bounded by the ring sizes.
+        for _ in 0..4 {
+            // LMM(owner:A): Acquire pairs with LMM(owner:B), the previous owner's release, so this owner
+            // sees the consumer cursors and main-log state it left.
+            if self
+                .main
+                .owner
+                .compare_exchange(0, cpu + 1, Ordering::Acquire, Ordering::Relaxed)
+                .is_err()
+            {
+                self.main.pending.store(1, Ordering::Release);
+                return if total == FlushReport::default() {
+                    None
+                } else {
+                    Some(total)
+                };
+            }
+            let (rep, completed) = self.flush_owned(false, hook);
+            if !completed {
+                // A hook froze the flush: ownership stays with the "frozen" CPU, as it would.
+                return Some(rep);
+            }
+            total.moved += rep.moved;
+            total.overwritten += rep.overwritten;
+            total.torn += rep.torn;
+            total.steps += rep.steps;
+            // LMM(owner:B): pairs with LMM(owner:A).
+            self.main.owner.store(0, Ordering::Release);
+            if self.main.pending.swap(0, Ordering::AcqRel) == 0 {
+                break;
+            }
+        }
+        Some(total)
+    }
+
+    /// Peeks the next record of source `(c, d)`: its timestamp, or done (empty, in flight, torn).
+    fn peek_source(
+        &self,
+        c: usize,
+        d: usize,
+        crash: bool,
+        bound: &mut u64,
+        rep: &mut FlushReport,
+    ) -> Peek {
+        let ring = &self.cpus[c].rings[d];
+        let cons = &self.main.consumers[c][d];
+        let mut cur = cons.cursor();
+        // At most two resynchronisations: each moves the cursor to the ring's tail.
+        for _ in 0..3 {
+            rep.steps += 1;
+            match ring.peek(&mut cur) {
+                (Read::Record, h) => return Peek::Ready(h.ts_ns),
+                (Read::Empty, _) => return Peek::Done,
+                (Read::InFlight, _) => {
+                    if crash {
+                        // The writer is stopped for good inside its write of record `cur.seq`: torn,
+                        // counted once however many drains see it.
+                        let (_, next) = ring.writer_state();
+                        let tag = cur.seq.wrapping_add(1);
+                        if ring.writer_active()
+                            && next == cur.seq
+                            && cons.torn_seq.load(Ordering::Relaxed) != tag
+                        {
+                            cons.torn_seq.store(tag, Ordering::Relaxed);
+                            Consumer::add(&cons.torn, 1);
+                            rep.torn += 1;
+                        }
+                    } else {
+                        *bound = (*bound).min(cons.last_ts.get());
+                    }
+                    return Peek::Done;
+                }
+                (Read::Overwritten { missed }, _) => {
+                    Consumer::add(&cons.overwritten, missed);
+                    rep.overwritten += missed;
+                    cons.set_cursor(cur);
+                }
+            }
+        }
+        Peek::Done
+    }
+
+    /// Torn accounting for a writer that stopped inside a log call before its record became visible
+    /// (recursion guard set, nothing stored at the ring head yet).
+    fn count_frozen_before_visible(&self, c: usize, d: usize, rep: &mut FlushReport) {
+        let ring = &self.cpus[c].rings[d];
+        let cons = &self.main.consumers[c][d];
+        let cur = cons.cursor();
+        let (_, next) = ring.writer_state();
+        let tag = cur.seq.wrapping_add(1);
+        if ring.writer_active() && next == cur.seq && cons.torn_seq.load(Ordering::Relaxed) != tag {
+            cons.torn_seq.store(tag, Ordering::Relaxed);
+            Consumer::add(&cons.torn, 1);
+            rep.torn += 1;
+        }
+    }
+
+    /// The most steps one flush or drain can take with the current CPU count.
+    pub fn drain_step_bound(&self) -> u64 {
+        let n = self.platform.cpu_count().min(CPUS) as u64;
+        let per_ring = (RING_WORDS / span_words(0)) as u64 + 1;
+        // Per source: three peeks for the first look, then per record one read and up to three peeks.
+        n * DEPTH as u64 * (3 + per_ring * 4)
+    }
+
+    /// The merge (flush owner only). Returns the report and whether it ran to completion (false only
+    /// when a hook froze it, or a nested drain superseded it).
+    fn flush_owned<H: FlushHook>(&self, crash: bool, hook: &mut H) -> (FlushReport, bool) {
+        let ncpu = self.platform.cpu_count().min(CPUS);
+        let mut rep = FlushReport::default();
+        let mut bound = if crash {
+            u64::MAX
+        } else {
+            self.platform
+                .now_ns()
+                .saturating_sub(self.settle_ns.load(Ordering::Relaxed) as u64)
+        };
+        let gen = self.main.drain_gen.load(Ordering::Relaxed);
+        let mut heads = [[Peek::Done; DEPTH]; CPUS];
+        for (c, row) in heads.iter_mut().enumerate().take(ncpu) {
+            for (d, h) in row.iter_mut().enumerate() {
+                *h = self.peek_source(c, d, crash, &mut bound, &mut rep);
+                if crash && matches!(h, Peek::Done) {
+                    self.count_frozen_before_visible(c, d, &mut rep);
+                }
+            }
+        }
+        let budget = self.drain_step_bound();
+        let mut buf = RecordBuf::new();
+        loop {
+            if rep.steps >= budget {
+                break;
+            }
+            if crash && self.main.drain_gen.load(Ordering::Relaxed) != gen {
+                return (rep, false);
+            }
+            if !crash && self.crash_cpu.load(Ordering::Relaxed) != 0 {
+                break;
+            }
+            let mut best: Option<(u64, usize, usize)> = None;
+            for (c, row) in heads.iter().enumerate().take(ncpu) {
+                for (d, h) in row.iter().enumerate() {
+                    if let Peek::Ready(ts) = *h {
+                        if best.is_none_or(|(bt, _, _)| ts < bt) {
+                            best = Some((ts, c, d));
+                        }
+                    }
+                }
+            }
+            let Some((ts, c, d)) = best else { break };
+            if ts > bound {
+                break;
+            }
+            let ring = &self.cpus[c].rings[d];
+            let cons = &self.main.consumers[c][d];
+            let mut cur = cons.cursor();
+            rep.steps += 1;
+            match ring.read(&mut cur, &mut buf) {
+                Read::Record => {
+                    if !self.move_record(c, d, &buf, cur, hook) {
+                        return (rep, false);
+                    }
+                    rep.moved += 1;
+                }
+                Read::Overwritten { missed } => {
+                    Consumer::add(&cons.overwritten, missed);
+                    rep.overwritten += missed;
+                    cons.set_cursor(cur);
+                }
+                Read::Empty | Read::InFlight => {}
+            }
+            heads[c][d] = self.peek_source(c, d, crash, &mut bound, &mut rep);
+        }
+        (rep, true)
+    }
+
+    /// One journaled move of `buf` (read from source `(c, d)`, whose cursor is then `next`) into the
+    /// main log. Returns false if a hook froze it.
+    fn move_record<H: FlushHook>(
+        &self,
+        c: usize,
+        d: usize,
+        buf: &RecordBuf,
+        next: Cursor,
+        hook: &mut H,
+    ) -> bool {
+        let m = &*self.main;
+        let cons = &m.consumers[c][d];
+        let mseq = m.ring.next_seq() as usize;
+        m.j_src.store(c * DEPTH + d, Ordering::Relaxed);
+        m.j_pos.store(next.pos, Ordering::Relaxed);
+        m.j_seq.store(next.seq, Ordering::Relaxed);
+        m.j_ts.set(buf.header.ts_ns);
+        // LMM(journal:A): the entry's fields before its valid word. Pairs with LMM(journal:B) in the
+        // takeover (which is also ordered after this by the NMI check-in handshake).
+        m.j_valid.store(mseq.wrapping_add(1), Ordering::Release);
+        if !hook.step(FlushStep::Journaled) {
+            return false;
+        }
+        let header = buf.header;
+        match m
+            .ring
+            .write(|_| header, buf.payload(), &mut MainHookAdapter(hook))
+        {
+            Ok(_) => {}
+            Err(WriteError::Frozen) => return false,
+            Err(WriteError::TooLarge) => {
+                // The main log is smaller than a source ring's largest record: counted, not lost
+                // silently.
+                Consumer::add(&cons.overwritten, 1);
+            }
+        }
+        cons.set_cursor(next);
+        cons.last_ts.set(buf.header.ts_ns);
+        if !hook.step(FlushStep::CursorStored) {
+            return false;
+        }
+        m.j_valid.store(0, Ordering::Release);
+        hook.step(FlushStep::Done)
+    }
+
+    /// Replays the journal after a takeover: if the stopped owner's record made it into the main log,
+    /// advance its source cursor; otherwise the record stays in its ring and is moved again.
+    fn repair_main(&self) -> bool {
+        let m = &*self.main;
+        m.ring.complete_abandoned_write();
+        // LMM(journal:B): pairs with LMM(journal:A).
+        let v = m.j_valid.load(Ordering::Acquire);
+        if v == 0 {
+            return false;
+        }
+        let mseq = v.wrapping_sub(1);
+        let committed = before(mseq, m.ring.next_seq() as usize);
+        let src = m.j_src.load(Ordering::Relaxed);
+        let (c, d) = (src / DEPTH, src % DEPTH);
+        if committed && c < CPUS {
+            let cons = &m.consumers[c][d];
+            cons.set_cursor(Cursor {
+                pos: m.j_pos.load(Ordering::Relaxed),
+                seq: m.j_seq.load(Ordering::Relaxed),
+            });
+            cons.last_ts.set(m.j_ts.get());
+        }
+        m.j_valid.store(0, Ordering::Release);
+        committed
+    }
+
+    /// The crash-time drain. Call it on the crashing CPU (after [`crash_enter`](Self::crash_enter))
+    /// once every other CPU is stopped or declared dead.
+    ///
+    /// **Contract** (as for nbcon's panic takeover): flush ownership is taken without the owner's
+    /// consent, so the owner must never run again. A CPU that did not stop and keeps logging only ever
+    /// touches its own rings (the crash flag puts it on the NMI path), but a CPU that did not stop *in
+    /// the middle of a flush* may still write into the main log; that is outside the contract and
+    /// costs at most that flush's records (never memory safety).
+    ///
+    /// Never spins: a bounded number of steps ([`DrainReport::bound`]), no lock, no waiting. Idempotent
+    /// and safe to call again from a nested crash: a drain interrupted half-way is repaired through the
+    /// move journal, and no record is delivered twice.
+    pub fn drain_on_crash(&self) -> DrainReport {
+        self.drain_on_crash_with_hook(&mut NoHook)
+    }
+
+    /// [`drain_on_crash`](Self::drain_on_crash) with a hook between the steps of each move.
+    pub fn drain_on_crash_with_hook<H: FlushHook>(&self, hook: &mut H) -> DrainReport {
+        let me = self.platform.cpu_id();
+        let m = &*self.main;
+        let mut report = DrainReport {
+            bound: self.drain_step_bound(),
+            ..DrainReport::default()
+        };
+        // Hostile takeover: a plain store (no CAS: works on every target, and never waits).
+        let prev = m.owner.load(Ordering::Acquire);
+        m.owner
+            .store(me.wrapping_add(1) | OWNER_TAKEN_OVER, Ordering::Release);
+        let prev_cpu = (prev & !OWNER_TAKEN_OVER).wrapping_sub(1);
+        if prev != 0 && prev_cpu != me {
+            report.took_over_from = Some(prev_cpu);
+        }
+        let gen = m.drain_gen.load(Ordering::Relaxed).wrapping_add(1);
+        m.drain_gen.store(gen, Ordering::Relaxed);
+        signal_fence();
+        report.repaired_move = self.repair_main();
+        let (flush, completed) = self.flush_owned(true, hook);
+        report.flush = flush;
+        if !completed {
+            return report;
+        }
+        report.accounting_records = self.write_accounting();
+        report
+    }
+
+    /// Loss counters of source `(cpu, depth)`.
+    pub fn counters(&self, cpu: usize, depth: usize) -> Option<CpuCounters> {
+        let pc = self.cpus.get(cpu)?;
+        let ring = pc.rings.get(depth)?;
+        let cons = &self.main.consumers[cpu][depth];
+        Some(CpuCounters {
+            torn: cons.torn.load(Ordering::Relaxed) as u64,
+            overwritten: cons.overwritten.load(Ordering::Relaxed) as u64,
+            dropped: ring.dropped() + if depth == 0 { pc.overflow_dropped() } else { 0 },
+        })
+    }
+
+    /// Writes one accounting record per source with losses not yet reported (drain owner only).
+    fn write_accounting(&self) -> u64 {
+        use core::fmt::Write;
+        let m = &*self.main;
+        let mut n = 0;
+        let ncpu = self.platform.cpu_count().min(CPUS);
+        for c in 0..ncpu {
+            for d in 0..DEPTH {
+                let Some(cnt) = self.counters(c, d) else {
+                    continue;
+                };
+                let cons = &m.consumers[c][d];
+                let t = cnt.torn - cons.reported_torn.load(Ordering::Relaxed) as u64;
+                let o = cnt.overwritten - cons.reported_overwritten.load(Ordering::Relaxed) as u64;
+                let x = cnt.dropped - cons.reported_dropped.load(Ordering::Relaxed) as u64;
+                if t == 0 && o == 0 && x == 0 {
+                    continue;
+                }
+                // Mark reported first: a nested crash here loses at most this line, never repeats it.
+                cons.reported_torn
+                    .store(cnt.torn as usize, Ordering::Relaxed);
+                cons.reported_overwritten
+                    .store(cnt.overwritten as usize, Ordering::Relaxed);
+                cons.reported_dropped
+                    .store(cnt.dropped as usize, Ordering::Relaxed);
+                let kind = self.cpus[c].kind_at(d);
+                let mut line: LineBuf<LINE_MAX> = LineBuf::new();
+                let _ = write!(
+                    line,
+                    "nmilog: cpu {} {} (depth {}): {} torn, {} overwritten, {} dropped",
+                    c,
+                    kind.name(),
+                    d,
+                    t,
+                    o,
+                    x
+                );
+                let header = Header {
+                    ts_ns: self.platform.now_ns(),
+                    src_seq: 0,
+                    len: 0,
+                    cpu: c as u16,
+                    level: Level::Warning as u8,
+                    facility: facility::NMILOG,
+                    ctx: Header::pack_ctx(kind, d),
+                    flags: 0,
+                };
+                if m.ring.write(|_| header, line.finish(), &mut NoHook).is_ok() {
+                    n += 1;
+                }
+            }
+        }
+        n
+    }
+
+    /// A reader of the main log starting at its oldest record.
+    pub fn main_reader(&self) -> MainReader {
+        MainReader {
+            cur: self.main.ring.oldest(),
+            missed: 0,
+        }
+    }
+}
+
+trait ExitContext {
+    fn exit_context(&self);
+}
+impl<const R: usize, const D: usize> ExitContext for PerCpu<R, D> {
+    fn exit_context(&self) {
+        self.exit();
+    }
+}
+
+/// Leaves a context entered with [`Log::enter`] when dropped.
+pub struct ContextGuard<'a> {
+    cpu: Option<&'a dyn ExitContext>,
+}
+
+impl Drop for ContextGuard<'_> {
+    fn drop(&mut self) {
+        if let Some(c) = self.cpu {
+            c.exit_context();
+        }
+    }
+}
+
+/// A reader of the main log, like an open `/dev/kmsg`: sees every record once, in order, and is told
+/// how many it missed when the log overwrote records it had not read.
+#[derive(Clone, Copy, Debug)]
+pub struct MainReader {
+    cur: Cursor,
+    missed: u64,
+}
+
+impl MainReader {
+    /// A reader at the start of a log that was never written.
+    pub const fn new() -> Self {
+        MainReader {
+            cur: Cursor::START,
+            missed: 0,
+        }
+    }
+
+    /// Reads the next record of `log`'s main buffer (see [`Read`]).
+    pub fn read<P: Platform, const C: usize, const R: usize, const M: usize, const D: usize>(
+        &mut self,
+        log: &Log<P, C, R, M, D>,
+        out: &mut RecordBuf,
+    ) -> Read {
+        let r = log.main.ring.read(&mut self.cur, out);
+        if let Read::Overwritten { missed } = r {
+            self.missed += missed;
+        }
+        r
+    }
+
+    /// Sequence number of the next record.
+    pub fn next_seq(&self) -> u64 {
+        self.cur.seq()
+    }
+
+    /// Records this reader missed so far.
+    pub fn missed(&self) -> u64 {
+        self.missed
+    }
+}
+
+impl Default for MainReader {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,148 @@
+//! Per-CPU state: the context nesting depth, the kind of context at each depth, and one ring per
+//! depth.
+//!
+//! # Why one ring per depth
+//!
+//! Code at nesting depth `d` on a CPU can only be interrupted by code at depth `d + 1` or more, and
+//! that code finishes before depth `d` resumes (interrupts nest last-in first-out). So if each depth
+//! has its own ring, every ring has exactly one writer at any instant and the writer needs no
+//! read-modify-write atomic: plain loads and stores are enough, which is what makes the path safe in
+//! NMI context and on CAS-less targets. The depth — not the kind — picks the ring: an NMI that lands
+//! in task context uses ring 1, one that lands in an interrupt handler uses ring 2. A crash is entered
+//! like an exception, one level above whatever was running, so a crash that happens inside a log call
+//! does not collide with the interrupted write.
+//!
+//! The depth counter itself is changed with a plain load and store for the same reason: an interrupt
+//! that lands between the two restores the value before it returns.
+//!
+//! Calls at a depth of `DEPTH` or more are refused and counted ([`PerCpu::overflow_dropped`]).
+
+use crate::record::ContextKind;
+use crate::ring::RecordRing;
+use crate::sync::{signal_fence, zeroed_words, AtomicUsize, Ordering};
+
+/// One CPU's logging state: nesting depth, context kinds and `DEPTH` rings of `RING_WORDS` words.
+///
+/// ```
+/// use nmilog::percpu::PerCpu;
+/// use nmilog::ContextKind;
+/// let cpu: PerCpu<64, 4> = PerCpu::new();
+/// assert_eq!(cpu.context(), (ContextKind::Task, 0));
+/// cpu.enter(ContextKind::Nmi);
+/// assert_eq!(cpu.context(), (ContextKind::Nmi, 1));
+/// cpu.exit();
+/// assert_eq!(cpu.context(), (ContextKind::Task, 0));
+/// ```
+pub struct PerCpu<const RING_WORDS: usize, const DEPTH: usize> {
+    depth: AtomicUsize,
+    kinds: [AtomicUsize; DEPTH],
+    overflow: AtomicUsize,
+    /// The rings, indexed by nesting depth.
+    pub rings: [RecordRing<RING_WORDS>; DEPTH],
+}
+
+impl<const RING_WORDS: usize, const DEPTH: usize> PerCpu<RING_WORDS, DEPTH> {
+    const CHECK: () = assert!(DEPTH >= 1 && DEPTH <= 15, "DEPTH must be 1..=15");
+
+    /// A CPU in task context with empty rings.
+    #[cfg(not(loom))]
+    pub const fn new() -> Self {
+        #[allow(clippy::let_unit_value)]
+        let () = Self::CHECK;
+        PerCpu {
+            depth: AtomicUsize::new(0),
+            kinds: zeroed_words(),
+            overflow: AtomicUsize::new(0),
+            rings: [const { RecordRing::new() }; DEPTH],
+        }
+    }
+
+    /// A CPU in task context with empty rings.
+    #[cfg(loom)]
+    pub fn new() -> Self {
+        #[allow(clippy::let_unit_value)]
+        let () = Self::CHECK;
+        PerCpu {
+            depth: AtomicUsize::new(0),
+            kinds: zeroed_words(),
+            overflow: AtomicUsize::new(0),
+            rings: core::array::from_fn(|_| RecordRing::new()),
+        }
+    }
+
+    /// Enters a nested context of `kind` (interrupt, NMI, crash) on this CPU. Must be called on the
+    /// CPU that owns this state, and paired with [`exit`](Self::exit).
+    #[inline]
+    pub fn enter(&self, kind: ContextKind) {
+        let d = self.depth.load(Ordering::Relaxed) + 1;
+        // Depth first: an NMI that lands between the two stores nests above `d` and leaves
+        // `kinds[d]` alone.
+        self.depth.store(d, Ordering::Relaxed);
+        signal_fence();
+        if d < DEPTH {
+            self.kinds[d].store(kind as usize, Ordering::Relaxed);
+        }
+        signal_fence();
+    }
+
+    /// Leaves the innermost nested context.
+    #[inline]
+    pub fn exit(&self) {
+        signal_fence();
+        let d = self.depth.load(Ordering::Relaxed);
+        self.depth.store(d.saturating_sub(1), Ordering::Relaxed);
+        signal_fence();
+    }
+
+    /// The current context kind and depth.
+    #[inline]
+    pub fn context(&self) -> (ContextKind, usize) {
+        let d = self.depth.load(Ordering::Relaxed);
+        if d == 0 {
+            return (ContextKind::Task, 0);
+        }
+        let k = if d < DEPTH {
+            self.kinds[d].load(Ordering::Relaxed)
+        } else {
+            ContextKind::Nmi as usize
+        };
+        (ContextKind::from_u8(k as u8).unwrap_or(ContextKind::Nmi), d)
+    }
+
+    /// The kind of context at `depth` as last entered (task for depth 0).
+    pub fn kind_at(&self, depth: usize) -> ContextKind {
+        if depth == 0 || depth >= DEPTH {
+            return ContextKind::Task;
+        }
+        ContextKind::from_u8(self.kinds[depth].load(Ordering::Relaxed) as u8)
+            .unwrap_or(ContextKind::Nmi)
+    }
+
+    /// Whether any depth below the current one is inside an NMI or crash context (so this call, even
+    /// from an interrupt handler, must stay on the NMI-safe path).
+    #[inline]
+    pub fn nmi_safe_only(&self) -> bool {
+        let d = self.depth.load(Ordering::Relaxed).min(DEPTH - 1);
+        (1..=d).any(|i| {
+            ContextKind::from_u8(self.kinds[i].load(Ordering::Relaxed) as u8)
+                .is_none_or(|k| k.is_nmi_safe_only())
+        })
+    }
+
+    /// Log calls refused because the nesting was deeper than `DEPTH - 1`.
+    pub fn overflow_dropped(&self) -> u64 {
+        self.overflow.load(Ordering::Relaxed) as u64
+    }
+
+    #[inline]
+    pub(crate) fn count_overflow(&self) {
+        let v = self.overflow.load(Ordering::Relaxed);
+        self.overflow.store(v.wrapping_add(1), Ordering::Relaxed);
+    }
+}
+
+impl<const RING_WORDS: usize, const DEPTH: usize> Default for PerCpu<RING_WORDS, DEPTH> {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,314 @@
+//! What a record is: its header fields, their byte layout, levels, contexts and flags.
+//!
+//! A record is a fixed [`HEADER_BYTES`]-byte header followed by `len` payload bytes. In a ring the
+//! header and payload are stored in pointer-sized atomic words behind the record's sequence word (see
+//! [`crate::ring`]); in the handover image they are stored byte for byte in little-endian order at
+//! the offsets below, which the image also publishes so that a reader built from another version of
+//! this crate can still find every field (as the kernel's vmcoreinfo does for its ringbuffer).
+//!
+//! | field      | offset | size | meaning                                                   |
+//! |------------|-------:|-----:|-----------------------------------------------------------|
+//! | `ts_ns`    |      0 |    8 | platform timestamp, nanoseconds, comparable across CPUs    |
+//! | `src_seq`  |      8 |    8 | record number within the ring that first held the record   |
+//! | `len`      |     16 |    2 | payload length in bytes                                    |
+//! | `cpu`      |     18 |    2 | CPU that wrote the record                                  |
+//! | `level`    |     20 |    1 | printk level 0 (emerg) … 7 (debug)                         |
+//! | `facility` |     21 |    1 | 0 = kernel/user text, 1 = nmilog's own accounting, …       |
+//! | `ctx`      |     22 |    1 | context kind (low nibble) and nesting depth (high nibble)  |
+//! | `flags`    |     23 |    1 | [`flags`] bits                                             |
+
+/// Size of the record header in bytes (on every target).
+pub const HEADER_BYTES: usize = 24;
+
+/// The largest payload a single record may carry, in bytes. Longer raw appends are refused with
+/// [`crate::AppendError::TooLarge`] and counted as dropped; formatted records are truncated earlier, at
+/// [`crate::LINE_MAX`], and marked [`flags::TRUNCATED`].
+pub const MAX_PAYLOAD: usize = 1024;
+
+/// Field offsets and sizes of the header, as published in the handover image.
+pub mod layout {
+    /// `(offset, size)` of `ts_ns`.
+    pub const TS_NS: (u8, u8) = (0, 8);
+    /// `(offset, size)` of `src_seq`.
+    pub const SRC_SEQ: (u8, u8) = (8, 8);
+    /// `(offset, size)` of `len`.
+    pub const LEN: (u8, u8) = (16, 2);
+    /// `(offset, size)` of `cpu`.
+    pub const CPU: (u8, u8) = (18, 2);
+    /// `(offset, size)` of `level`.
+    pub const LEVEL: (u8, u8) = (20, 1);
+    /// `(offset, size)` of `facility`.
+    pub const FACILITY: (u8, u8) = (21, 1);
+    /// `(offset, size)` of `ctx`.
+    pub const CTX: (u8, u8) = (22, 1);
+    /// `(offset, size)` of `flags`.
+    pub const FLAGS: (u8, u8) = (23, 1);
+    /// All fields in header order, for writing the layout table.
+    pub const ALL: [(u8, u8); 8] = [TS_NS, SRC_SEQ, LEN, CPU, LEVEL, FACILITY, CTX, FLAGS];
+}
+
+/// Record flag bits.
+pub mod flags {
+    /// The record continues the previous record of the same caller (`pr_cont!`).
+    pub const CONT: u8 = 1 << 0;
+    /// The text was cut at the formatting buffer's end; it ends with [`crate::TRUNCATION_MARKER`].
+    pub const TRUNCATED: u8 = 1 << 1;
+    /// The payload is raw bytes (a defmt frame, a pre-formatted binary record), not UTF-8 text.
+    pub const RAW: u8 = 1 << 2;
+}
+
+/// Facility numbers.
+pub mod facility {
+    /// Ordinary log text.
+    pub const KERNEL: u8 = 0;
+    /// nmilog's own accounting records (torn / overwritten / dropped counts).
+    pub const NMILOG: u8 = 1;
+    /// defmt frames.
+    pub const DEFMT: u8 = 2;
+}
+
+/// printk log levels.
+///
+/// ```
+/// use nmilog::Level;
+/// assert!(Level::Emerg < Level::Debug);
+/// assert_eq!(Level::from_u8(6), Some(Level::Info));
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[repr(u8)]
+pub enum Level {
+    /// System is unusable.
+    Emerg = 0,
+    /// Action must be taken immediately.
+    Alert = 1,
+    /// Critical conditions.
+    Crit = 2,
+    /// Error conditions.
+    Err = 3,
+    /// Warning conditions.
+    Warning = 4,
+    /// Normal but significant.
+    Notice = 5,
+    /// Informational.
+    Info = 6,
+    /// Debug-level messages.
+    Debug = 7,
+}
+
+impl Level {
+    /// The level for a number 0..=7, or `None`.
+    pub const fn from_u8(v: u8) -> Option<Level> {
+        Some(match v {
+            0 => Level::Emerg,
+            1 => Level::Alert,
+            2 => Level::Crit,
+            3 => Level::Err,
+            4 => Level::Warning,
+            5 => Level::Notice,
+            6 => Level::Info,
+            7 => Level::Debug,
+            _ => return None,
+        })
+    }
+
+    /// The kernel's short name (`"info"`, `"err"`, …).
+    pub const fn name(self) -> &'static str {
+        match self {
+            Level::Emerg => "emerg",
+            Level::Alert => "alert",
+            Level::Crit => "crit",
+            Level::Err => "err",
+            Level::Warning => "warn",
+            Level::Notice => "notice",
+            Level::Info => "info",
+            Level::Debug => "debug",
+        }
+    }
+}
+
+/// The kind of execution context a record was written from.
+///
+/// Kinds nest on one CPU: task < irq < NMI < nested NMI (machine check); a crash (panic/oops path)
+/// is entered like an exception and nests on top of whatever was running. The *depth* of the nesting,
+/// not the kind, selects the ring a record goes to (see [`crate::percpu`]).
+///
+/// ```
+/// use nmilog::ContextKind;
+/// assert_eq!(ContextKind::from_u8(2), Some(ContextKind::Nmi));
+/// assert_eq!(ContextKind::Crash.name(), "crash");
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum ContextKind {
+    /// Task (process / thread) context.
+    Task = 0,
+    /// Maskable interrupt context.
+    Irq = 1,
+    /// Non-maskable interrupt (or machine check) context.
+    Nmi = 2,
+    /// The crash path (panic, oops, crash-kexec) on the crashing CPU.
+    Crash = 3,
+}
+
+impl ContextKind {
+    /// The kind for its number, or `None`.
+    pub const fn from_u8(v: u8) -> Option<ContextKind> {
+        Some(match v {
+            0 => ContextKind::Task,
+            1 => ContextKind::Irq,
+            2 => ContextKind::Nmi,
+            3 => ContextKind::Crash,
+            _ => return None,
+        })
+    }
+
+    /// `"task"`, `"irq"`, `"nmi"` or `"crash"`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            ContextKind::Task => "task",
+            ContextKind::Irq => "irq",
+            ContextKind::Nmi => "nmi",
+            ContextKind::Crash => "crash",
+        }
+    }
+
+    /// Whether a log call in this context must take the NMI-safe path (append to its own ring only).
+    pub const fn is_nmi_safe_only(self) -> bool {
+        matches!(self, ContextKind::Nmi | ContextKind::Crash)
+    }
+}
+
+/// A record header, decoded.
+///
+/// ```
+/// use nmilog::{ContextKind, Header};
+/// let h = Header { ts_ns: 5, src_seq: 9, len: 3, cpu: 2, level: 6, facility: 0,
+///                  ctx: Header::pack_ctx(ContextKind::Irq, 1), flags: 0 };
+/// let b = h.to_bytes();
+/// assert_eq!(Header::from_bytes(&b), h);
+/// assert_eq!(h.context(), (Some(ContextKind::Irq), 1));
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Header {
+    /// Timestamp in nanoseconds (platform clock, comparable across CPUs).
+    pub ts_ns: u64,
+    /// Record number within the ring that first held it.
+    pub src_seq: u64,
+    /// Payload length in bytes.
+    pub len: u16,
+    /// Writing CPU.
+    pub cpu: u16,
+    /// printk level (0..=7).
+    pub level: u8,
+    /// Facility (see [`facility`]).
+    pub facility: u8,
+    /// Context kind (low nibble) and depth (high nibble); see [`Header::pack_ctx`].
+    pub ctx: u8,
+    /// [`flags`] bits.
+    pub flags: u8,
+}
+
+impl Header {
+    /// Packs a context kind and nesting depth into the `ctx` byte.
+    pub const fn pack_ctx(kind: ContextKind, depth: usize) -> u8 {
+        (kind as u8) | (((depth & 0xf) as u8) << 4)
+    }
+
+    /// The context kind (if valid) and depth of the `ctx` byte.
+    pub const fn context(&self) -> (Option<ContextKind>, usize) {
+        (
+            ContextKind::from_u8(self.ctx & 0xf),
+            (self.ctx >> 4) as usize,
+        )
+    }
+
+    /// The header in its little-endian byte layout (the table in the module docs).
+    pub fn to_bytes(&self) -> [u8; HEADER_BYTES] {
+        let mut b = [0u8; HEADER_BYTES];
+        b[0..8].copy_from_slice(&self.ts_ns.to_le_bytes());
+        b[8..16].copy_from_slice(&self.src_seq.to_le_bytes());
+        b[16..18].copy_from_slice(&self.len.to_le_bytes());
+        b[18..20].copy_from_slice(&self.cpu.to_le_bytes());
+        b[20] = self.level;
+        b[21] = self.facility;
+        b[22] = self.ctx;
+        b[23] = self.flags;
+        b
+    }
+
+    /// Decodes the little-endian layout.
+    pub fn from_bytes(b: &[u8; HEADER_BYTES]) -> Header {
+        Header {
+            ts_ns: u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]),
+            src_seq: u64::from_le_bytes([b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15]]),
+            len: u16::from_le_bytes([b[16], b[17]]),
+            cpu: u16::from_le_bytes([b[18], b[19]]),
+            level: b[20],
+            facility: b[21],
+            ctx: b[22],
+            flags: b[23],
+        }
+    }
+}
+
+/// A record copied out of a ring or the main log: its header, the sequence number it has in the
+/// structure it was read from, and its payload in a fixed buffer.
+///
+/// ```
+/// let r = nmilog::RecordBuf::new();
+/// assert!(r.payload().is_empty());
+/// ```
+#[derive(Clone)]
+pub struct RecordBuf {
+    /// Sequence number of the record in the ring or log it was read from.
+    pub seq: u64,
+    /// The decoded header.
+    pub header: Header,
+    pub(crate) payload: [u8; MAX_PAYLOAD],
+}
+
+impl RecordBuf {
+    /// An empty record buffer.
+    pub const fn new() -> Self {
+        RecordBuf {
+            seq: 0,
+            header: Header {
+                ts_ns: 0,
+                src_seq: 0,
+                len: 0,
+                cpu: 0,
+                level: 0,
+                facility: 0,
+                ctx: 0,
+                flags: 0,
+            },
+            payload: [0; MAX_PAYLOAD],
+        }
+    }
+
+    /// The payload bytes (`header.len` of them).
+    pub fn payload(&self) -> &[u8] {
+        &self.payload[..(self.header.len as usize).min(MAX_PAYLOAD)]
+    }
+
+    /// The payload as text, if it is UTF-8.
+    pub fn text(&self) -> Option<&str> {
+        core::str::from_utf8(self.payload()).ok()
+    }
+}
+
+impl Default for RecordBuf {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl core::fmt::Debug for RecordBuf {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("RecordBuf")
+            .field("seq", &self.seq)
+            .field("header", &self.header)
+            .field("payload", &self.payload())
+            .finish()
+    }
+}

@@ -1,0 +1,651 @@
+//! A seqlocked ring of variable-length records with exactly one writer at a time.
+//!
+//! # Design
+//!
+//! Every CPU has one `RecordRing` per context nesting depth (see [`crate::percpu`]), so each ring has
+//! a single writer: the code running at that depth on that CPU. An interrupt or NMI that lands in the
+//! middle of a write runs at a greater depth and writes to a different ring. The main log is a
+//! `RecordRing` too, written only by whoever holds flush ownership. A single writer needs no
+//! read-modify-write atomics: every step below is a plain atomic load or store of one pointer-sized
+//! word, which is native (and so NMI-safe) on every target, CAS-less ones included.
+//!
+//! The ring is an array of `WORDS` atomic words (a power of two; a smaller power of two can be set at
+//! run time with [`RecordRing::set_capacity_words`]). Positions are *logical* word counts that only
+//! grow (wrapping at `usize::MAX`); the array index is `pos & mask`. A record occupies
+//!
+//! ```text
+//!  pos            pos+1 .. pos+1+HW          .. pos+span-1   pos+span
+//! +--------------+--------------------------+-------------+----------------+
+//! | sequence word | header (24 bytes)        | payload     | next seq word  |
+//! +--------------+--------------------------+-------------+----------------+
+//! ```
+//!
+//! where the *sequence word* is `(seq << 2) | state` with state `1` = being written (odd), `2` =
+//! committed (even), `3` = "record `seq` starts at the beginning of the next lap" (a wrap marker), and
+//! `0` = free. A record never straddles the end of the array: if it does not fit, the writer leaves a
+//! wrap marker and starts the record at index 0. The word just after a record (its *terminator*) is
+//! owned by the writer and holds `0` until the next record is written there; this is what lets a reader
+//! that follows the chain of records tell "nothing here yet" from stale payload bytes that happen to
+//! look like a sequence word.
+//!
+//! `tail` is the logical position of the oldest intact record; the writer moves it forward past the
+//! records it is about to overwrite *before* it touches them, and a reader re-checks it after copying,
+//! so a record whose bytes were overwritten under a reader is never delivered.
+//!
+//! # Write protocol (one writer; plain loads and stores only)
+//!
+//! 1. Reserve: read `head` and `next_seq` (own state). If the record does not fit before the end of
+//!    the array, its start moves to the next lap. Advance the local tail past every record that
+//!    overlaps `[head, start + span]` (bounded: at most one step per overwritten record).
+//! 2. `tail.store(t, Release)` — **LMM(write:A)**, pairs with LMM(read:B) and LMM(read:C).
+//! 3. `seq_word(start).store(WRITING(seq))`; if wrapping, `seq_word(head).store(WRAP(seq), Release)`
+//!    — **LMM(write:B)**, pairs with LMM(read:A): a reader that sees the wrap marker sees the record's
+//!    odd sequence word.
+//! 4. `fence(Release)` — **LMM(write:C)**, pairs with LMM(read:C): a reader that observed any of the
+//!    data stores below also observes steps 2–3 (so it sees the odd word or the moved tail).
+//! 5. Read the clock (after step 3, so the normal-context flush can bound the timestamp of any record
+//!    it cannot see yet; see [`crate::Log::flush`]), then store the header and payload words
+//!    (`Relaxed`) and the terminator `0`.
+//! 6. `seq_word(start).store(COMMITTED(seq), Release)` — **LMM(write:D)**, pairs with LMM(read:A):
+//!    whoever sees the even word sees the header, payload and terminator.
+//! 7. `head.store`, `next_seq.store` (`Relaxed`; only the writer, the crash drain and a flush-ownership
+//!    takeover read them, and those are ordered by other means).
+//!
+//! # Read protocol (any number of readers; never blocks the writer, never loops)
+//!
+//! A reader holds a [`Cursor`] `(pos, seq)`. One call to [`RecordRing::read`]:
+//!
+//! 1. `w = seq_word(pos).load(Acquire)` — **LMM(read:A)**; a wrap marker for `seq` moves `pos` to the
+//!    next lap start and loads that word the same way (once).
+//! 2. If `w == COMMITTED(seq)`: copy the header and payload words (`Relaxed`), `fence(Acquire)`
+//!    — **LMM(read:C)**, pairs with LMM(write:C) — then reload `tail` and the sequence word. The copy is
+//!    valid if the word is unchanged and `pos` is not behind `tail`; otherwise it was overwritten while
+//!    copying and the cursor is resynchronised.
+//! 3. Otherwise `tail.load(Acquire)` — **LMM(read:B)**, pairs with LMM(write:A). If `pos` is behind the
+//!    tail the reader was lapped: it jumps to the tail and learns exactly how many records it missed from
+//!    the sequence word there. Else the record is in flight (odd word) or not written yet.
+//!
+//! Sequence words hold `seq` modulo `2^(usize::BITS - 2)`; a reader that sleeps through exactly that
+//! many records could be fooled (the same ABA bound as the kernel's 32-bit descriptor ids).
+
+use crate::record::{Header, RecordBuf, HEADER_BYTES, MAX_PAYLOAD};
+use crate::sync::{fence, zeroed_words, AtomicUsize, Ordering};
+
+const WORD: usize = core::mem::size_of::<usize>();
+/// Header size in ring words.
+pub(crate) const HEADER_WORDS: usize = HEADER_BYTES / WORD;
+/// Index, within the header words, of the word whose low 16 bits are the payload length.
+const LEN_WORD: usize = 16 / WORD;
+
+const ST_FREE: usize = 0;
+const ST_WRITING: usize = 1;
+const ST_COMMITTED: usize = 2;
+const ST_WRAP: usize = 3;
+const ST_MASK: usize = 3;
+const SEQ_MASK: usize = usize::MAX >> 2;
+
+#[inline(always)]
+const fn enc(seq: usize, st: usize) -> usize {
+    (seq << 2) | st
+}
+
+/// `a` comes strictly before `b` in logical position order (wrapping).
+#[inline(always)]
+pub(crate) const fn before(a: usize, b: usize) -> bool {
+    (a.wrapping_sub(b) as isize) < 0
+}
+
+/// Number of ring words a record with a `len`-byte payload occupies (sequence word, header, payload;
+/// the terminator is shared with the next record).
+#[inline(always)]
+pub const fn span_words(len: usize) -> usize {
+    1 + HEADER_WORDS + len.div_ceil(WORD)
+}
+
+/// The largest span a ring of `cap` words accepts: a record plus its terminator, plus the words a wrap
+/// marker may waste, must fit in the ring.
+#[inline(always)]
+const fn max_span(cap: usize) -> usize {
+    cap / 2 - 1
+}
+
+/// The largest payload, in bytes, that a ring of `cap_words` words accepts.
+pub const fn max_payload_for(cap_words: usize) -> usize {
+    let by_ring = (max_span(cap_words) - 1 - HEADER_WORDS) * WORD;
+    if by_ring < MAX_PAYLOAD {
+        by_ring
+    } else {
+        MAX_PAYLOAD
+    }
+}
+
+/// The steps of the write protocol, in order, as reported to a [`StepHook`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum WriteStep {
+    /// The writer is inside the call (after the recursion guard), nothing written yet.
+    Entered,
+    /// The tail has been moved past the records about to be overwritten.
+    TailAdvanced,
+    /// The odd sequence word (and the wrap marker) are stored.
+    Reserved,
+    /// The header words are stored.
+    HeaderWritten,
+    /// Half of the payload words are stored.
+    PayloadHalf,
+    /// All payload words and the terminator are stored.
+    PayloadWritten,
+    /// The even sequence word is stored.
+    Committed,
+    /// `head` and `next_seq` are published.
+    Published,
+}
+
+impl WriteStep {
+    /// Every step, in protocol order.
+    pub const ALL: [WriteStep; 8] = [
+        WriteStep::Entered,
+        WriteStep::TailAdvanced,
+        WriteStep::Reserved,
+        WriteStep::HeaderWritten,
+        WriteStep::PayloadHalf,
+        WriteStep::PayloadWritten,
+        WriteStep::Committed,
+        WriteStep::Published,
+    ];
+}
+
+/// Called by the writer between the steps of the write protocol.
+///
+/// Production code uses [`NoHook`], which compiles to nothing. Tests, the fuzzer and loom harnesses
+/// use hooks to run other operations "inside" a write (as an interrupt or NMI would), or to freeze the
+/// writer at a step forever (as the crash NMI does): returning `false` makes the writer return
+/// [`WriteError::Frozen`] at once, leaving the ring exactly as a CPU stopped at that point would.
+pub trait StepHook {
+    /// Called after `step` has been carried out. Return `false` to stop the writer there.
+    fn step(&mut self, step: WriteStep) -> bool;
+}
+
+/// The hook that does nothing.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoHook;
+
+impl StepHook for NoHook {
+    #[inline(always)]
+    fn step(&mut self, _: WriteStep) -> bool {
+        true
+    }
+}
+
+impl<F: FnMut(WriteStep) -> bool> StepHook for F {
+    fn step(&mut self, step: WriteStep) -> bool {
+        self(step)
+    }
+}
+
+/// Why a write did not commit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WriteError {
+    /// The payload is larger than this ring accepts ([`max_payload_for`]).
+    TooLarge,
+    /// A [`StepHook`] stopped the writer (test harnesses only).
+    Frozen,
+}
+
+/// A reader's position in a ring: the logical word position and sequence number of the next record.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Cursor {
+    pub(crate) pos: usize,
+    pub(crate) seq: usize,
+}
+
+impl Cursor {
+    /// The cursor at the very beginning of a ring that was never written.
+    pub const START: Cursor = Cursor { pos: 0, seq: 0 };
+
+    /// Sequence number of the next record this cursor will read.
+    pub fn seq(&self) -> u64 {
+        self.seq as u64
+    }
+}
+
+/// The outcome of one [`RecordRing::read`] call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Read {
+    /// A valid record was copied into the buffer; the cursor moved past it.
+    Record,
+    /// No record after the cursor yet.
+    Empty,
+    /// The next record is being written (its sequence word is odd). If its writer is known to be
+    /// stopped for good, the record is torn.
+    InFlight,
+    /// The cursor had been overtaken by the writer; it now points at the oldest intact record and
+    /// `missed` records were overwritten before this reader saw them (`0` when the resynchronisation
+    /// itself raced with the writer: call again).
+    Overwritten {
+        /// Records lost to this reader.
+        missed: u64,
+    },
+}
+
+/// A seqlocked ring of variable-length records (see the [module docs](self) for the protocol).
+///
+/// ```
+/// use nmilog::ring::{Cursor, NoHook, Read, RecordRing};
+/// use nmilog::{Header, RecordBuf};
+///
+/// let ring: RecordRing<64> = RecordRing::new();
+/// ring.write(|_seq| Header { ts_ns: 1, ..Header::default() }, b"hello", &mut NoHook).unwrap();
+/// let mut cur = Cursor::START;
+/// let mut buf = RecordBuf::new();
+/// assert_eq!(ring.read(&mut cur, &mut buf), Read::Record);
+/// assert_eq!(buf.payload(), b"hello");
+/// assert_eq!(ring.read(&mut cur, &mut buf), Read::Empty);
+/// ```
+pub struct RecordRing<const WORDS: usize> {
+    head: AtomicUsize,
+    next_seq: AtomicUsize,
+    tail: AtomicUsize,
+    /// Recursion guard for per-CPU rings: non-zero while the writer is inside a write.
+    pub(crate) active: AtomicUsize,
+    /// Records the writer refused (recursion, too large).
+    dropped: AtomicUsize,
+    mask: AtomicUsize,
+    data: [AtomicUsize; WORDS],
+}
+
+impl<const WORDS: usize> RecordRing<WORDS> {
+    const CHECK: () = assert!(
+        WORDS.is_power_of_two() && WORDS >= 32,
+        "ring size must be a power of two of at least 32 words"
+    );
+
+    /// An empty ring of `WORDS` words.
+    #[cfg(not(loom))]
+    pub const fn new() -> Self {
+        #[allow(clippy::let_unit_value)]
+        let () = Self::CHECK;
+        RecordRing {
+            head: AtomicUsize::new(0),
+            next_seq: AtomicUsize::new(0),
+            tail: AtomicUsize::new(0),
+            active: AtomicUsize::new(0),
+            dropped: AtomicUsize::new(0),
+            mask: AtomicUsize::new(WORDS - 1),
+            data: zeroed_words(),
+        }
+    }
+
+    /// An empty ring of `WORDS` words.
+    #[cfg(loom)]
+    pub fn new() -> Self {
+        #[allow(clippy::let_unit_value)]
+        let () = Self::CHECK;
+        RecordRing {
+            head: AtomicUsize::new(0),
+            next_seq: AtomicUsize::new(0),
+            tail: AtomicUsize::new(0),
+            active: AtomicUsize::new(0),
+            dropped: AtomicUsize::new(0),
+            mask: AtomicUsize::new(WORDS - 1),
+            data: zeroed_words(),
+        }
+    }
+
+    /// Uses only the first `words` words (rounded down to a power of two, at least 32, at most
+    /// `WORDS`). Only allowed while the ring was never written; returns the capacity in effect.
+    pub fn set_capacity_words(&self, words: usize) -> Result<usize, usize> {
+        let cur = self.capacity_words();
+        if self.next_seq.load(Ordering::Relaxed) != 0 {
+            return Err(cur);
+        }
+        let w = words.clamp(32, WORDS);
+        let w = if w.is_power_of_two() {
+            w
+        } else {
+            w.next_power_of_two() / 2
+        };
+        self.mask.store(w - 1, Ordering::Relaxed);
+        Ok(w)
+    }
+
+    /// Capacity in words.
+    pub fn capacity_words(&self) -> usize {
+        self.mask.load(Ordering::Relaxed) + 1
+    }
+
+    /// The largest payload this ring accepts, in bytes.
+    pub fn max_payload(&self) -> usize {
+        max_payload_for(self.capacity_words())
+    }
+
+    /// Sequence number the next record will get (the writer's view).
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq.load(Ordering::Relaxed) as u64
+    }
+
+    /// Records the writer refused (recursion, oversize), ever.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed) as u64
+    }
+
+    /// Counts one refused record (writer side: plain load and store, the writer is alone).
+    #[inline]
+    pub(crate) fn count_drop(&self) {
+        let d = self.dropped.load(Ordering::Relaxed);
+        self.dropped.store(d.wrapping_add(1), Ordering::Relaxed);
+    }
+
+    /// Whether the writer is inside a write (recursion guard set).
+    pub(crate) fn writer_active(&self) -> bool {
+        self.active.load(Ordering::Relaxed) != 0
+    }
+
+    #[inline(always)]
+    fn word(&self, pos: usize, mask: usize) -> &AtomicUsize {
+        // Indexing with `& mask` (mask < WORDS) can never be out of bounds; the compiler cannot see
+        // that mask < WORDS, so keep the bounds check rather than reach for unsafe.
+        &self.data[pos & mask]
+    }
+
+    /// Appends one record. `stamp(seq)` is called after the odd sequence word is stored (this is
+    /// where the timestamp is read) and returns the header; its `len` is replaced by `payload.len()`.
+    ///
+    /// The caller must be the ring's only writer for the duration of the call (per-CPU rings: the code
+    /// at this depth on this CPU; the main log: the flush owner). Never waits, never loops more than
+    /// once per record it overwrites. Returns the record's sequence number.
+    #[inline]
+    pub fn write<H: StepHook>(
+        &self,
+        stamp: impl FnOnce(u64) -> Header,
+        payload: &[u8],
+        hook: &mut H,
+    ) -> Result<u64, WriteError> {
+        let mask = self.mask.load(Ordering::Relaxed);
+        let cap = mask + 1;
+        let len = payload.len();
+        let span = span_words(len);
+        if len > MAX_PAYLOAD || span > max_span(cap) {
+            return Err(WriteError::TooLarge);
+        }
+        if !hook.step(WriteStep::Entered) {
+            return Err(WriteError::Frozen);
+        }
+        // Step 1: reserve. `head`/`next_seq` are our own state.
+        let seq = self.next_seq.load(Ordering::Relaxed);
+        let head = self.head.load(Ordering::Relaxed);
+        let idx = head & mask;
+        let wraps = idx + span > cap;
+        let start = if wraps {
+            head.wrapping_add(cap - idx)
+        } else {
+            head
+        };
+        // Every word of [head, start + span] must be free: the oldest intact word must be later than
+        // start + span - cap.
+        let need = start.wrapping_add(span + 1).wrapping_sub(cap);
+        let mut tail = self.tail.load(Ordering::Relaxed);
+        if before(tail, need) {
+            let mut budget = cap;
+            while before(tail, need) && budget > 0 {
+                tail = self.skip(tail, mask);
+                budget -= 1;
+            }
+            if before(tail, need) {
+                tail = need; // unreachable for a well-formed ring; never loop
+            }
+            // Step 2. LMM(write:A): publish the moved tail before touching the overwritten words.
+            // Pairs with LMM(read:B) (a lapped reader finds the new oldest record) and, through
+            // LMM(write:C), with LMM(read:C).
+            self.tail.store(tail, Ordering::Release);
+        }
+        if !hook.step(WriteStep::TailAdvanced) {
+            return Err(WriteError::Frozen);
+        }
+        // Step 3: the odd sequence word, then the wrap marker.
+        self.word(start, mask)
+            .store(enc(seq, ST_WRITING), Ordering::Relaxed);
+        if wraps {
+            // LMM(write:B): a reader that loads the marker (LMM(read:A)) sees the odd word at `start`
+            // (not stale payload of an older lap).
+            self.word(head, mask)
+                .store(enc(seq, ST_WRAP), Ordering::Release);
+        }
+        // Step 4. LMM(write:C): the tail and odd word are ordered before every data store below.
+        // Pairs with LMM(read:C).
+        fence(Ordering::Release);
+        if !hook.step(WriteStep::Reserved) {
+            return Err(WriteError::Frozen);
+        }
+        // Step 5: header, payload, terminator.
+        let mut h = stamp(seq as u64);
+        h.len = len as u16;
+        let hb = h.to_bytes();
+        let mut at = start.wrapping_add(1);
+        for chunk in hb.chunks_exact(WORD) {
+            self.word(at, mask)
+                .store(usize::from_le_bytes(word_bytes(chunk)), Ordering::Relaxed);
+            at = at.wrapping_add(1);
+        }
+        if !hook.step(WriteStep::HeaderWritten) {
+            return Err(WriteError::Frozen);
+        }
+        let words = len.div_ceil(WORD);
+        let half = words / 2;
+        for (i, chunk) in payload.chunks(WORD).enumerate() {
+            if i == half && !hook.step(WriteStep::PayloadHalf) {
+                return Err(WriteError::Frozen);
+            }
+            self.word(at, mask)
+                .store(usize::from_le_bytes(word_bytes(chunk)), Ordering::Relaxed);
+            at = at.wrapping_add(1);
+        }
+        if words == 0 && !hook.step(WriteStep::PayloadHalf) {
+            return Err(WriteError::Frozen);
+        }
+        self.word(at, mask).store(ST_FREE, Ordering::Relaxed);
+        if !hook.step(WriteStep::PayloadWritten) {
+            return Err(WriteError::Frozen);
+        }
+        // Step 6. LMM(write:D): commit. Pairs with LMM(read:A): whoever sees the even word sees the
+        // header, payload and terminator.
+        self.word(start, mask)
+            .store(enc(seq, ST_COMMITTED), Ordering::Release);
+        if !hook.step(WriteStep::Committed) {
+            return Err(WriteError::Frozen);
+        }
+        // Step 7: own state.
+        self.head.store(start.wrapping_add(span), Ordering::Relaxed);
+        self.next_seq.store(seq.wrapping_add(1), Ordering::Relaxed);
+        if !hook.step(WriteStep::Published) {
+            return Err(WriteError::Frozen);
+        }
+        Ok(seq as u64)
+    }
+
+    /// Position of the record after the one at `pos` (writer-side walk over its own records).
+    fn skip(&self, pos: usize, mask: usize) -> usize {
+        let cap = mask + 1;
+        let w = self.word(pos, mask).load(Ordering::Relaxed);
+        match w & ST_MASK {
+            ST_WRAP => pos.wrapping_add(cap - (pos & mask)),
+            ST_COMMITTED | ST_WRITING => {
+                let lw = self
+                    .word(pos.wrapping_add(1 + LEN_WORD), mask)
+                    .load(Ordering::Relaxed);
+                let span = span_words(lw & 0xffff).min(max_span(cap));
+                pos.wrapping_add(span)
+            }
+            _ => pos.wrapping_add(1),
+        }
+    }
+
+    /// Reads the record at the cursor into `out` (see the read protocol in the module docs). Never
+    /// blocks the writer and never loops: one call is a bounded number of loads.
+    pub fn read(&self, cur: &mut Cursor, out: &mut RecordBuf) -> Read {
+        let (r, h) = self.read_inner(cur, Some(&mut out.payload), true);
+        if r == Read::Record {
+            out.header = h;
+            out.seq = cur.seq.wrapping_sub(1) as u64;
+        }
+        r
+    }
+
+    /// Like [`read`](Self::read) but copies only the header and leaves the cursor on the record
+    /// (it still moves, with `Overwritten`, when the cursor was lapped).
+    pub fn peek(&self, cur: &mut Cursor) -> (Read, Header) {
+        self.read_inner(cur, None, false)
+    }
+
+    fn read_inner(
+        &self,
+        cur: &mut Cursor,
+        out: Option<&mut [u8; MAX_PAYLOAD]>,
+        advance: bool,
+    ) -> (Read, Header) {
+        let mask = self.mask.load(Ordering::Relaxed);
+        let cap = mask + 1;
+        let mut pos = cur.pos;
+        // LMM(read:A): pairs with LMM(write:B) and LMM(write:D).
+        let mut w = self.word(pos, mask).load(Ordering::Acquire);
+        if w == enc(cur.seq, ST_WRAP) {
+            pos = pos.wrapping_add(cap - (pos & mask));
+            // LMM(read:A) again, for the record at the lap start.
+            w = self.word(pos, mask).load(Ordering::Acquire);
+        }
+        if w == enc(cur.seq, ST_COMMITTED) {
+            let mut hb = [0u8; HEADER_BYTES];
+            let mut at = pos.wrapping_add(1);
+            for chunk in hb.chunks_exact_mut(WORD) {
+                let v = self.word(at, mask).load(Ordering::Relaxed);
+                chunk.copy_from_slice(&v.to_le_bytes());
+                at = at.wrapping_add(1);
+            }
+            let h = Header::from_bytes(&hb);
+            // The length is not trusted until the sequence word is re-checked: clamp so the copy stays
+            // inside the buffer and the ring's largest record.
+            let len = (h.len as usize).min(max_payload_for(cap));
+            if let Some(out) = out {
+                let mut i = 0;
+                while i < len {
+                    let v = self.word(at, mask).load(Ordering::Relaxed).to_le_bytes();
+                    let n = (len - i).min(WORD);
+                    out[i..i + n].copy_from_slice(&v[..n]);
+                    i += n;
+                    at = at.wrapping_add(1);
+                }
+            }
+            // LMM(read:C): pairs with LMM(write:C). If any word copied above came from a newer
+            // record, the tail move (or changed sequence word) that preceded it is visible below.
+            fence(Ordering::Acquire);
+            let tail = self.tail.load(Ordering::Relaxed);
+            let w2 = self.word(pos, mask).load(Ordering::Relaxed);
+            if w2 == w && !before(pos, tail) && len == h.len as usize {
+                if advance {
+                    cur.pos = pos.wrapping_add(span_words(len));
+                    cur.seq = cur.seq.wrapping_add(1);
+                }
+                return (Read::Record, h);
+            }
+            return (self.resync(cur, mask), Header::default());
+        }
+        // LMM(read:B): pairs with LMM(write:A).
+        let tail = self.tail.load(Ordering::Acquire);
+        if before(cur.pos, tail) {
+            return (self.resync(cur, mask), Header::default());
+        }
+        if w == enc(cur.seq, ST_WRITING) {
+            (Read::InFlight, Header::default())
+        } else {
+            (Read::Empty, Header::default())
+        }
+    }
+
+    /// Moves a lapped cursor to the oldest intact record and reports how many records it missed.
+    fn resync(&self, cur: &mut Cursor, mask: usize) -> Read {
+        // LMM(read:B): pairs with LMM(write:A); the record at the tail was committed (or is the one
+        // being written) before the tail moved onto it.
+        let tail = self.tail.load(Ordering::Acquire);
+        let w = self.word(tail, mask).load(Ordering::Acquire);
+        let target = if w & ST_MASK == ST_FREE {
+            // Everything older was overwritten and the record at `tail` has not been started yet:
+            // `next_seq` was stored before the tail (program order + LMM(write:A)).
+            self.next_seq.load(Ordering::Relaxed) & SEQ_MASK
+        } else {
+            w >> 2
+        };
+        // Re-check that the tail did not move while we looked (LMM(read:C) pairing as above).
+        fence(Ordering::Acquire);
+        if self.tail.load(Ordering::Relaxed) != tail {
+            return Read::Overwritten { missed: 0 };
+        }
+        let missed = target.wrapping_sub(cur.seq) & SEQ_MASK;
+        if missed == 0 && cur.pos == tail {
+            return Read::Empty;
+        }
+        cur.pos = tail;
+        cur.seq = cur.seq.wrapping_add(missed);
+        Read::Overwritten {
+            missed: missed as u64,
+        }
+    }
+
+    /// The writer-side state, for the crash drain and ownership takeover: `(head, next_seq)`.
+    pub(crate) fn writer_state(&self) -> (usize, usize) {
+        (
+            self.head.load(Ordering::Relaxed),
+            self.next_seq.load(Ordering::Relaxed),
+        )
+    }
+
+    /// After taking over a ring whose previous writer stopped for good somewhere inside
+    /// [`write`](Self::write): if that writer had already committed its record but not published
+    /// `head`/`next_seq`, publish them now, so the record is kept and not overwritten by the new
+    /// writer; a record it had not committed is stepped over (the next write reuses its place).
+    /// Returns `true` if a committed record was completed. Bounded: a few loads and stores.
+    pub(crate) fn complete_abandoned_write(&self) -> bool {
+        let mask = self.mask.load(Ordering::Relaxed);
+        let cap = mask + 1;
+        let (head, seq) = self.writer_state();
+        let mut pos = head;
+        let mut w = self.word(pos, mask).load(Ordering::Acquire);
+        if w == enc(seq, ST_WRAP) {
+            pos = pos.wrapping_add(cap - (pos & mask));
+            w = self.word(pos, mask).load(Ordering::Acquire);
+        }
+        if w == enc(seq, ST_COMMITTED) {
+            let lw = self
+                .word(pos.wrapping_add(1 + LEN_WORD), mask)
+                .load(Ordering::Relaxed);
+            let span = span_words(lw & 0xffff).min(max_span(cap));
+            self.head.store(pos.wrapping_add(span), Ordering::Relaxed);
+            self.next_seq.store(seq.wrapping_add(1), Ordering::Relaxed);
+            return true;
+        }
+        false
+    }
+
+    /// A cursor at the oldest intact record (for a reader that starts late).
+    pub fn oldest(&self) -> Cursor {
+        let mut c = Cursor::START;
+        let mut scratch_missed = Cursor::START;
+        // `resync` computes the oldest record's position and number from the tail.
+        let mask = self.mask.load(Ordering::Relaxed);
+        if let Read::Overwritten { .. } = self.resync(&mut scratch_missed, mask) {
+            c = scratch_missed;
+        }
+        c
+    }
+}
+
+impl<const WORDS: usize> Default for RecordRing<WORDS> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[inline(always)]
+fn word_bytes(chunk: &[u8]) -> [u8; WORD] {
+    let mut b = [0u8; WORD];
+    b[..chunk.len()].copy_from_slice(chunk);
+    b
+}

@@ -1,0 +1,321 @@
+//! Unit tests of the ring protocol, nesting, flush and drain (run under Miri too).
+
+use crate::record::flags;
+use crate::ring::{Cursor, NoHook, Read, RecordRing, WriteError, WriteStep};
+use crate::sync::{AtomicUsize, Ordering};
+use crate::{ContextKind, FlushStep, Header, Level, Log, MainReader, Platform, RecordBuf};
+
+/// A platform for single-threaded tests: the "current CPU" is set by the test, the clock ticks by
+/// one on every read.
+struct Manual {
+    cpu: AtomicUsize,
+    clock: AtomicUsize,
+    cpus: usize,
+}
+impl Manual {
+    const fn new(cpus: usize) -> Self {
+        Manual {
+            cpu: AtomicUsize::new(0),
+            clock: AtomicUsize::new(1),
+            cpus,
+        }
+    }
+    fn set_cpu(&self, c: usize) {
+        self.cpu.store(c, Ordering::Relaxed);
+    }
+}
+impl Platform for Manual {
+    fn cpu_id(&self) -> usize {
+        self.cpu.load(Ordering::Relaxed)
+    }
+    fn now_ns(&self) -> u64 {
+        let v = self.clock.load(Ordering::Relaxed);
+        self.clock.store(v + 1, Ordering::Relaxed);
+        v as u64
+    }
+    fn cpu_count(&self) -> usize {
+        self.cpus
+    }
+}
+
+fn hdr(ts: u64) -> impl FnOnce(u64) -> Header {
+    move |seq| Header {
+        ts_ns: ts,
+        src_seq: seq,
+        ..Header::default()
+    }
+}
+
+fn payload(i: usize, len: usize) -> [u8; 64] {
+    let mut p = [0u8; 64];
+    for (k, b) in p.iter_mut().enumerate().take(len) {
+        *b = (i as u8).wrapping_add(k as u8);
+    }
+    p
+}
+
+#[test]
+fn ring_round_trip_and_empty() {
+    let ring: RecordRing<64> = RecordRing::new();
+    let mut cur = Cursor::START;
+    let mut buf = RecordBuf::new();
+    assert_eq!(ring.read(&mut cur, &mut buf), Read::Empty);
+    for i in 0..3u64 {
+        assert_eq!(
+            ring.write(hdr(i), &payload(i as usize, 5)[..5], &mut NoHook),
+            Ok(i)
+        );
+    }
+    for i in 0..3u64 {
+        assert_eq!(ring.read(&mut cur, &mut buf), Read::Record);
+        assert_eq!(buf.seq, i);
+        assert_eq!(buf.header.ts_ns, i);
+        assert_eq!(buf.payload(), &payload(i as usize, 5)[..5]);
+    }
+    assert_eq!(ring.read(&mut cur, &mut buf), Read::Empty);
+}
+
+#[test]
+fn ring_wrap_counts_overwrites_exactly() {
+    let ring: RecordRing<64> = RecordRing::new();
+    let mut cur = Cursor::START;
+    let mut buf = RecordBuf::new();
+    let mut read = 0u64;
+    let mut missed = 0u64;
+    let total = 500usize;
+    let mut expect_seq = 0u64;
+    for i in 0..total {
+        let len = 1 + (i * 7) % 40;
+        ring.write(hdr(i as u64), &payload(i, len)[..len], &mut NoHook)
+            .unwrap();
+        if i % 5 == 4 {
+            // Read a little, fall behind often.
+            for _ in 0..2 {
+                match ring.read(&mut cur, &mut buf) {
+                    Read::Record => {
+                        assert!(buf.seq >= expect_seq);
+                        expect_seq = buf.seq + 1;
+                        let l = buf.header.len as usize;
+                        assert_eq!(buf.payload(), &payload(buf.seq as usize, l)[..l]);
+                        read += 1;
+                    }
+                    Read::Overwritten { missed: m } => missed += m,
+                    Read::Empty => break,
+                    Read::InFlight => panic!("no writer in flight"),
+                }
+            }
+        }
+    }
+    loop {
+        match ring.read(&mut cur, &mut buf) {
+            Read::Record => read += 1,
+            Read::Overwritten { missed: m } => missed += m,
+            Read::Empty => break,
+            Read::InFlight => panic!(),
+        }
+    }
+    assert!(missed > 0, "the ring must have wrapped");
+    assert_eq!(read + missed, total as u64);
+}
+
+#[test]
+fn oversized_record_is_refused() {
+    let ring: RecordRing<64> = RecordRing::new();
+    let big = [0u8; 400];
+    assert_eq!(
+        ring.write(hdr(0), &big, &mut NoHook),
+        Err(WriteError::TooLarge)
+    );
+    assert!(ring
+        .write(hdr(0), &big[..ring.max_payload()], &mut NoHook)
+        .is_ok());
+}
+
+#[test]
+fn writer_frozen_at_each_step_is_never_delivered() {
+    for (k, step) in WriteStep::ALL.iter().enumerate() {
+        let ring: RecordRing<64> = RecordRing::new();
+        ring.write(hdr(1), b"before", &mut NoHook).unwrap();
+        let r = ring.write(hdr(2), b"frozen!!", &mut |s: WriteStep| s != *step);
+        assert_eq!(r, Err(WriteError::Frozen));
+        let mut cur = Cursor::START;
+        let mut buf = RecordBuf::new();
+        assert_eq!(ring.read(&mut cur, &mut buf), Read::Record);
+        assert_eq!(buf.payload(), b"before");
+        let next = ring.read(&mut cur, &mut buf);
+        if k >= 6 {
+            // Frozen after the commit: the record is complete and delivered.
+            assert_eq!(next, Read::Record, "{step:?}");
+            assert_eq!(buf.payload(), b"frozen!!");
+        } else if k >= 2 {
+            assert_eq!(next, Read::InFlight, "{step:?}");
+        } else {
+            assert_eq!(next, Read::Empty, "{step:?}");
+        }
+    }
+}
+
+static NEST: Log<Manual, 2, 128, 1024> = Log::new(Manual::new(2));
+
+#[test]
+fn nested_write_between_every_pair_of_steps_leaves_both_intact() {
+    // Each iteration uses a fresh logger so the expectations stay simple.
+    for step in WriteStep::ALL {
+        let log: Log<Manual, 1, 128, 1024> = Log::new(Manual::new(1));
+        let r = log.append_raw_with_hook(6, 0, 0, b"outer record", &mut |s: WriteStep| {
+            if s == step {
+                // An NMI lands here and logs.
+                let _g = log.enter(ContextKind::Nmi);
+                log.append_raw(Level::Emerg, 0, 0, b"nmi record").unwrap();
+            }
+            true
+        });
+        assert!(r.is_ok());
+        let mut rep = log.flush().unwrap();
+        rep.steps = 0;
+        assert_eq!(rep.moved, 2);
+        let mut rd = MainReader::new();
+        let mut buf = RecordBuf::new();
+        let mut texts = std::vec::Vec::new();
+        while rd.read(&log, &mut buf) == Read::Record {
+            texts.push((buf.text().unwrap().to_owned(), buf.header.context()));
+        }
+        assert_eq!(texts.len(), 2);
+        assert!(texts.contains(&("outer record".into(), (Some(ContextKind::Task), 0))));
+        assert!(texts.contains(&("nmi record".into(), (Some(ContextKind::Nmi), 1))));
+    }
+    let _ = &NEST;
+}
+
+#[test]
+fn recursion_is_counted_as_dropped() {
+    let log: Log<Manual, 1, 128, 1024> = Log::new(Manual::new(1));
+    struct Loud<'a>(&'a Log<Manual, 1, 128, 1024>);
+    impl core::fmt::Display for Loud<'_> {
+        fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+            let r = self.0.log_fmt(Level::Info, 0, format_args!("inner"));
+            assert_eq!(r, Err(crate::AppendError::Reentered));
+            f.write_str("outer")
+        }
+    }
+    log.log_fmt(Level::Info, 0, format_args!("{}", Loud(&log)))
+        .unwrap();
+    assert_eq!(log.counters(0, 0).unwrap().dropped, 1);
+    assert_eq!(log.main().next_seq(), 1);
+}
+
+#[test]
+fn truncation_and_continuation_flags() {
+    let log: Log<Manual, 1, 512, 1024> = Log::new(Manual::new(1));
+    let long = "x".repeat(400);
+    log.log_fmt(Level::Info, 0, format_args!("{long}")).unwrap();
+    log.log_fmt(Level::Info, flags::CONT, format_args!(" more"))
+        .unwrap();
+    let mut rd = MainReader::new();
+    let mut buf = RecordBuf::new();
+    assert_eq!(rd.read(&log, &mut buf), Read::Record);
+    assert_eq!(buf.header.len as usize, crate::LINE_MAX);
+    assert!(buf.text().unwrap().ends_with(crate::TRUNCATION_MARKER));
+    assert_ne!(buf.header.flags & flags::TRUNCATED, 0);
+    assert_eq!(rd.read(&log, &mut buf), Read::Record);
+    assert_eq!(buf.text(), Some(" more"));
+    assert_ne!(buf.header.flags & flags::CONT, 0);
+}
+
+#[test]
+fn main_buffer_readers_see_each_record_once_and_count_misses() {
+    let log: Log<Manual, 1, 256, 64> = Log::new(Manual::new(1));
+    let mut early = MainReader::new();
+    let mut buf = RecordBuf::new();
+    for i in 0..40 {
+        log.log_fmt(Level::Info, 0, format_args!("line {i}"))
+            .unwrap();
+    }
+    let mut got = 0;
+    let mut last = None;
+    loop {
+        match early.read(&log, &mut buf) {
+            Read::Record => {
+                if let Some(l) = last {
+                    assert_eq!(buf.seq, l + 1);
+                }
+                last = Some(buf.seq);
+                got += 1;
+            }
+            Read::Overwritten { .. } => {}
+            _ => break,
+        }
+    }
+    assert_eq!(got + early.missed(), 40);
+    assert!(early.missed() > 0);
+}
+
+#[test]
+fn drain_counts_a_frozen_writer_as_torn_and_moves_everything_else() {
+    let log: Log<Manual, 2, 128, 2048> = Log::new(Manual::new(2));
+    log.platform().set_cpu(1);
+    log.append_raw(Level::Info, 0, 0, b"cpu1 a").unwrap();
+    let _ = log.append_raw_with_hook(6, 0, 0, b"cpu1 torn", &mut |s: WriteStep| {
+        s != WriteStep::HeaderWritten
+    });
+    log.platform().set_cpu(0);
+    log.append_raw(Level::Info, 0, 0, b"cpu0 a").unwrap();
+    log.crash_enter().unwrap();
+    log.append_raw(Level::Emerg, 0, 0, b"crash").unwrap();
+    let rep = log.drain_on_crash();
+    assert_eq!(rep.flush.moved, 3);
+    assert_eq!(rep.flush.torn, 1);
+    assert!(rep.flush.steps <= rep.bound);
+    // Idempotent: nothing more, nothing twice.
+    let rep2 = log.drain_on_crash();
+    assert_eq!(rep2.flush.moved, 0);
+    assert_eq!(rep2.flush.torn, 0);
+    assert_eq!(rep2.accounting_records, 0);
+    let mut rd = MainReader::new();
+    let mut buf = RecordBuf::new();
+    let mut texts = std::vec::Vec::new();
+    let mut last_ts = 0;
+    while rd.read(&log, &mut buf) == Read::Record {
+        assert!(buf.header.ts_ns >= last_ts);
+        last_ts = buf.header.ts_ns;
+        texts.push(buf.text().unwrap().to_owned());
+    }
+    assert_eq!(&texts[..3], ["cpu1 a", "cpu0 a", "crash"]);
+    assert_eq!(texts.len(), 4);
+    assert!(
+        texts[3].contains("cpu 1 task (depth 0): 1 torn, 0 overwritten, 0 dropped"),
+        "{}",
+        texts[3]
+    );
+}
+
+#[test]
+fn drain_takes_over_from_an_owner_frozen_at_each_step_of_a_move() {
+    let steps: std::vec::Vec<FlushStep> = [FlushStep::Journaled]
+        .into_iter()
+        .chain(WriteStep::ALL.into_iter().map(FlushStep::Main))
+        .chain([FlushStep::CursorStored, FlushStep::Done])
+        .collect();
+    for stop in steps {
+        let log: Log<Manual, 2, 128, 2048> = Log::new(Manual::new(2));
+        for i in 0..3 {
+            log.platform().set_cpu(i % 2);
+            log.append_raw(Level::Info, 0, 0, format!("rec {i}").as_bytes())
+                .unwrap();
+        }
+        // CPU 1 flushes and freezes at `stop` during its first move.
+        log.platform().set_cpu(1);
+        let _ = log.flush_with_hook(&mut |s: FlushStep| s != stop);
+        log.platform().set_cpu(0);
+        log.crash_enter().unwrap();
+        let rep = log.drain_on_crash();
+        assert_eq!(rep.took_over_from, Some(1), "{stop:?}");
+        let mut rd = MainReader::new();
+        let mut buf = RecordBuf::new();
+        let mut texts = std::vec::Vec::new();
+        while rd.read(&log, &mut buf) == Read::Record {
+            texts.push(buf.text().unwrap().to_owned());
+        }
+        assert_eq!(texts, ["rec 0", "rec 1", "rec 2"], "{stop:?}");
+    }
+}
