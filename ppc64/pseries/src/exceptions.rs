@@ -164,7 +164,7 @@ pub const SYSTEM_RESET_VECTOR: usize = 0x100;
 pub unsafe fn install_system_reset_vector() -> u32 {
     crate::of::close();
     let target = __system_reset_entry as *const () as usize;
-    assert!(target < (1 << 25) && target % 4 == 0, "handler must be reachable by an absolute branch");
+    assert!(target < (1 << 25) && target & 3 == 0, "handler must be reachable by an absolute branch");
     // `ba target`: opcode 18, LI = target, AA = 1, LK = 0.
     let insn: u32 = 0x4800_0002 | target as u32;
     let p = SYSTEM_RESET_VECTOR as *mut u32;

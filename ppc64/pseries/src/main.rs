@@ -10,6 +10,9 @@
 
 #![no_std]
 #![no_main]
+// The platform modules expose API (RTAS lock owner, stopped-state query, all-CPU NMI, ...) that the
+// nmilog integration will use and this demo does not.
+#![allow(dead_code)]
 
 mod boot;
 mod console;
@@ -242,6 +245,9 @@ pub fn kmain() -> ! {
         println!("no interrupt source found in the device tree");
     }
 
+    if n < 2 {
+        println!("the system-reset test needs at least 2 CPUs");
+    }
     let ok = seen & want == want && rtas_ok && n >= 2;
     println!(
         "pseries: demo {} (cpus={}, nmi={}/{}, rtas={}), {} us since kmain",

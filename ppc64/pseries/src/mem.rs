@@ -38,7 +38,7 @@ pub unsafe extern "C" fn memmove(dst: *mut u8, src: *const u8, n: usize) -> *mut
 /// Both ranges valid for `n` bytes; forward copy must be overlap-safe (dst <= src or disjoint).
 unsafe fn copy_forward(dst: *mut u8, src: *const u8, n: usize) {
     let mut i = 0;
-    if (dst as usize | src as usize) % W == 0 {
+    if (dst as usize | src as usize) & (W - 1) == 0 {
         while i + W <= n {
             // SAFETY: i + W <= n and both pointers are doubleword aligned.
             unsafe { write_volatile(dst.add(i) as *mut u64, read_volatile(src.add(i) as *const u64)) };
@@ -69,7 +69,7 @@ unsafe fn copy_backward(dst: *mut u8, src: *const u8, n: usize) {
 pub unsafe extern "C" fn memset(dst: *mut u8, c: i32, n: usize) -> *mut u8 {
     let b = c as u8;
     let mut i = 0;
-    if dst as usize % W == 0 {
+    if dst as usize & (W - 1) == 0 {
         let word = u64::from_ne_bytes([b; W]);
         while i + W <= n {
             // SAFETY: i + W <= n and dst is doubleword aligned.
