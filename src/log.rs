@@ -587,13 +587,9 @@ impl<
     #[inline]
     fn write_record<H: StepHook>(
         &self,
-        cpu: usize,
-        kind: ContextKind,
-        depth: usize,
+        (cpu, kind, depth): (usize, ContextKind, usize),
         ring: &RecordRing<RING_WORDS>,
-        level: u8,
-        facility: u8,
-        flags: u8,
+        (level, facility, flags): (u8, u8, u8),
         payload: &[u8],
         hook: &mut H,
     ) -> Result<u64, AppendError> {
@@ -647,7 +643,11 @@ impl<
     ) -> Result<u64, AppendError> {
         self.with_ring(|cpu, kind, depth, ring| {
             self.write_record(
-                cpu, kind, depth, ring, level, facility, flags, payload, hook,
+                (cpu, kind, depth),
+                ring,
+                (level, facility, flags),
+                payload,
+                hook,
             )
         })
     }
@@ -689,13 +689,9 @@ impl<
                 }
             };
             self.write_record(
-                cpu,
-                kind,
-                depth,
+                (cpu, kind, depth),
                 ring,
-                level as u8,
-                facility::KERNEL,
-                fl,
+                (level as u8, facility::KERNEL, fl),
                 text,
                 &mut NoHook,
             )

@@ -1,1 +1,482 @@
-fn main() {}
+//! `cargo xtask`: the project's runner.
+//!
+//! * `cargo xtask test` — the whole test suite, as CI runs it: installs what it needs (rustup targets
+//!   and components, QEMU, cargo-fuzz), then formatting, clippy, unit/integration/doc tests (including
+//!   the crash demo matrix), no_std builds for every supported target, rustdoc, loom, Miri,
+//!   ThreadSanitizer, fuzz smoke runs, and the bare-metal pseries scenarios under QEMU.
+//!   `--quick` skips the slow verifiers (loom, Miri, TSan, fuzz); `--only NAME[,NAME]` runs some steps.
+//! * `cargo xtask soak` — the stress tests for minutes instead of seconds (`NMILOG_STRESS_SECS`, default
+//!   300) and longer fuzz runs.
+//! * `cargo xtask qemu -- --cpus 4 [--scenario S]` — builds the pseries image and boots it.
+//! * `cargo xtask list` — the steps.
+
+use std::env;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+use std::time::Instant;
+
+struct Step {
+    name: &'static str,
+    slow: bool,
+    run: fn(&Ctx) -> Result<(), String>,
+}
+
+struct Ctx {
+    root: PathBuf,
+    soak: bool,
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = env::args().skip(1).collect();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let cmd = args.first().map(String::as_str).unwrap_or("help");
+    match cmd {
+        "test" | "soak" => {
+            let quick = args.iter().any(|a| a == "--quick");
+            let only: Option<Vec<String>> = args
+                .iter()
+                .position(|a| a == "--only")
+                .and_then(|i| args.get(i + 1))
+                .map(|s| s.split(',').map(str::to_owned).collect());
+            let ctx = Ctx {
+                root,
+                soak: cmd == "soak",
+            };
+            run_steps(&ctx, quick, only)
+        }
+        "qemu" => {
+            let rest: Vec<String> = args
+                .iter()
+                .skip(1)
+                .filter(|a| *a != "--")
+                .cloned()
+                .collect();
+            let st = Command::new("bash")
+                .arg(root.join("ppc64/pseries/run.sh"))
+                .args(&rest)
+                .current_dir(&root)
+                .status();
+            match st {
+                Ok(s) if s.success() => ExitCode::SUCCESS,
+                Ok(s) => ExitCode::from(s.code().unwrap_or(1) as u8),
+                Err(e) => {
+                    eprintln!("xtask: cannot run run.sh: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        "list" => {
+            for s in steps() {
+                println!("{}{}", s.name, if s.slow { " (slow)" } else { "" });
+            }
+            ExitCode::SUCCESS
+        }
+        _ => {
+            eprintln!("usage: cargo xtask test [--quick] [--only STEP[,STEP]] | soak | qemu -- [--cpus N] [--scenario S] | list");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run_steps(ctx: &Ctx, quick: bool, only: Option<Vec<String>>) -> ExitCode {
+    let all = Instant::now();
+    let mut passed = 0;
+    let mut failed = Vec::new();
+    for s in steps() {
+        if let Some(only) = &only {
+            if !only.iter().any(|o| o == s.name) {
+                continue;
+            }
+        } else if quick && s.slow {
+            continue;
+        }
+        println!("\n==== xtask: {} ====", s.name);
+        let t = Instant::now();
+        match (s.run)(ctx) {
+            Ok(()) => {
+                passed += 1;
+                println!(
+                    "==== xtask: {} ok ({:.1} s)",
+                    s.name,
+                    t.elapsed().as_secs_f64()
+                );
+            }
+            Err(e) => {
+                println!(
+                    "==== xtask: {} FAILED ({:.1} s): {e}",
+                    s.name,
+                    t.elapsed().as_secs_f64()
+                );
+                failed.push(s.name);
+            }
+        }
+    }
+    println!("\nxtask: {:.0} s in all", all.elapsed().as_secs_f64());
+    if !failed.is_empty() {
+        println!("xtask: failed steps: {}", failed.join(", "));
+    }
+    println!("xtask: {} passed, {} failed", passed, failed.len());
+    if failed.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+fn sh(ctx: &Ctx, dir: &str, envs: &[(&str, &str)], argv: &[&str]) -> Result<(), String> {
+    println!(
+        "$ {}{}",
+        envs.iter()
+            .map(|(k, v)| format!("{k}={v} "))
+            .collect::<String>(),
+        argv.join(" ")
+    );
+    let st = Command::new(argv[0])
+        .args(&argv[1..])
+        .envs(envs.iter().copied())
+        .current_dir(ctx.root.join(dir))
+        .status()
+        .map_err(|e| format!("cannot run {}: {e}", argv[0]))?;
+    if st.success() {
+        Ok(())
+    } else {
+        Err(format!("`{}` exited with {st}", argv.join(" ")))
+    }
+}
+
+fn have(cmd: &str, arg: &str) -> bool {
+    Command::new(cmd)
+        .arg(arg)
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
+
+const NO_STD_TARGETS: &[&str] = &[
+    "aarch64-unknown-none",
+    "riscv32imac-unknown-none-elf",
+    "thumbv7em-none-eabi",
+    "thumbv6m-none-eabi",
+    "powerpc64le-unknown-linux-gnu",
+];
+
+fn steps() -> Vec<Step> {
+    vec![
+        Step {
+            name: "setup",
+            slow: false,
+            run: setup,
+        },
+        Step {
+            name: "fmt",
+            slow: false,
+            run: |c| sh(c, ".", &[], &["cargo", "fmt", "--all", "--", "--check"]),
+        },
+        Step {
+            name: "clippy",
+            slow: false,
+            run: |c| {
+                sh(
+                    c,
+                    ".",
+                    &[],
+                    &[
+                        "cargo",
+                        "clippy",
+                        "--workspace",
+                        "--all-targets",
+                        "--",
+                        "-D",
+                        "warnings",
+                    ],
+                )?;
+                sh(
+                    c,
+                    ".",
+                    &[],
+                    &[
+                        "cargo",
+                        "clippy",
+                        "-p",
+                        "nmilog",
+                        "--all-targets",
+                        "--features",
+                        "log,kv,defmt,steps",
+                        "--",
+                        "-D",
+                        "warnings",
+                    ],
+                )
+            },
+        },
+        Step {
+            name: "test",
+            slow: false,
+            run: |c| {
+                let secs = if c.soak { "300" } else { "3" };
+                sh(
+                    c,
+                    ".",
+                    &[("NMILOG_STRESS_SECS", secs)],
+                    &["cargo", "test", "--workspace", "--features", "nmilog/log,nmilog/kv,nmilog/steps"],
+                )?;
+                sh(
+                    c,
+                    ".",
+                    &[],
+                    &[
+                        "cargo",
+                        "test",
+                        "-p",
+                        "nmilog",
+                        "--release",
+                        "--test",
+                        "crash_demo",
+                    ],
+                )
+            },
+        },
+        Step {
+            name: "no_std",
+            slow: false,
+            run: |c| {
+                for t in NO_STD_TARGETS {
+                    sh(
+                        c,
+                        ".",
+                        &[],
+                        &[
+                            "cargo",
+                            "build",
+                            "-p",
+                            "nmilog",
+                            "--lib",
+                            "--no-default-features",
+                            "--target",
+                            t,
+                        ],
+                    )?;
+                }
+                sh(
+                    c,
+                    ".",
+                    &[],
+                    &[
+                        "cargo",
+                        "build",
+                        "-p",
+                        "nmilog",
+                        "--lib",
+                        "--no-default-features",
+                        "--features",
+                        "critical-section",
+                        "--target",
+                        "thumbv6m-none-eabi",
+                    ],
+                )?;
+                sh(
+                    c,
+                    ".",
+                    &[],
+                    &[
+                        "cargo",
+                        "build",
+                        "-p",
+                        "nmilog",
+                        "--lib",
+                        "--no-default-features",
+                        "--features",
+                        "defmt,log",
+                        "--target",
+                        "thumbv7em-none-eabi",
+                    ],
+                )?;
+                sh(
+                    c,
+                    ".",
+                    &[],
+                    &[
+                        "cargo",
+                        "build",
+                        "-p",
+                        "nmilog-ppc64",
+                        "--no-default-features",
+                        "--target",
+                        "powerpc64le-unknown-linux-gnu",
+                    ],
+                )
+            },
+        },
+        Step {
+            name: "doc",
+            slow: false,
+            run: |c| {
+                sh(
+                    c,
+                    ".",
+                    &[("RUSTDOCFLAGS", "-D warnings")],
+                    &["cargo", "doc", "--workspace", "--no-deps", "--features", "nmilog/log,nmilog/kv,nmilog/defmt"],
+                )
+            },
+        },
+        Step {
+            name: "bench-build",
+            slow: false,
+            run: |c| sh(c, ".", &[], &["cargo", "bench", "--no-run"]),
+        },
+        Step {
+            name: "pseries",
+            slow: false,
+            run: |c| sh(c, ".", &[], &["bash", "ppc64/pseries/test.sh"]),
+        },
+        Step {
+            name: "loom",
+            slow: true,
+            run: |c| {
+                let tgt = c.root.join("target/loom");
+                let tgt = tgt.to_str().unwrap();
+                sh(
+                    c,
+                    ".",
+                    &[
+                        ("RUSTFLAGS", "--cfg loom"),
+                        ("LOOM_MAX_PREEMPTIONS", "2"),
+                        ("CARGO_TARGET_DIR", tgt),
+                    ],
+                    &[
+                        "cargo",
+                        "test",
+                        "-p",
+                        "nmilog",
+                        "--release",
+                        "--test",
+                        "loom",
+                    ],
+                )
+            },
+        },
+        Step {
+            name: "miri",
+            slow: true,
+            run: |c| {
+                let tgt = c.root.join("target/miri");
+                sh(
+                    c,
+                    ".",
+                    &[
+                        ("MIRIFLAGS", "-Zmiri-strict-provenance"),
+                        ("CARGO_TARGET_DIR", tgt.to_str().unwrap()),
+                    ],
+                    &["cargo", "+nightly", "miri", "test", "-p", "nmilog", "--lib"],
+                )
+            },
+        },
+        Step {
+            name: "tsan",
+            slow: true,
+            run: |c| {
+                let tgt = c.root.join("target/tsan");
+                sh(
+                    c,
+                    ".",
+                    &[
+                        ("RUSTFLAGS", "-Zsanitizer=thread"),
+                        ("CARGO_TARGET_DIR", tgt.to_str().unwrap()),
+                        ("NMILOG_STRESS_SECS", "3"),
+                    ],
+                    &[
+                        "cargo",
+                        "+nightly",
+                        "test",
+                        "-Zbuild-std",
+                        "--target",
+                        "x86_64-unknown-linux-gnu",
+                        "-p",
+                        "nmilog",
+                        "--test",
+                        "stress_kunit",
+                        "--test",
+                        "stress_ftrace",
+                    ],
+                )
+            },
+        },
+        Step {
+            name: "fuzz",
+            slow: true,
+            run: |c| {
+                let secs = if c.soak {
+                    "-max_total_time=600"
+                } else {
+                    "-max_total_time=60"
+                };
+                for t in ["concurrent_writers", "handover_parse"] {
+                    sh(
+                        c,
+                        "fuzz",
+                        &[],
+                        &["cargo", "+nightly", "fuzz", "run", t, "--", secs],
+                    )?;
+                }
+                Ok(())
+            },
+        },
+    ]
+}
+
+fn setup(c: &Ctx) -> Result<(), String> {
+    let mut targets = vec!["add"];
+    targets.extend_from_slice(NO_STD_TARGETS);
+    targets.push("x86_64-unknown-linux-gnu");
+    let mut argv = vec!["rustup", "target"];
+    argv.extend(targets);
+    sh(c, ".", &[], &argv)?;
+    sh(
+        c,
+        ".",
+        &[],
+        &["rustup", "component", "add", "clippy", "rustfmt"],
+    )?;
+    sh(
+        c,
+        ".",
+        &[],
+        &[
+            "rustup",
+            "component",
+            "add",
+            "--toolchain",
+            "nightly",
+            "miri",
+            "rust-src",
+        ],
+    )?;
+    if !have("qemu-system-ppc64", "--version") {
+        sh(c, ".", &[], &["apt-get", "update"])?;
+        sh(
+            c,
+            ".",
+            &[],
+            &[
+                "apt-get",
+                "install",
+                "-y",
+                "--no-install-recommends",
+                "qemu-system-ppc",
+            ],
+        )?;
+    }
+    if !have("cargo-fuzz", "--version")
+        && !Command::new("cargo")
+            .args(["fuzz", "--version"])
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false)
+    {
+        sh(c, ".", &[], &["cargo", "install", "cargo-fuzz", "--locked"])?;
+    }
+    Ok(())
+}
