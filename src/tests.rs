@@ -319,3 +319,55 @@ fn drain_takes_over_from_an_owner_frozen_at_each_step_of_a_move() {
         assert_eq!(texts, ["rec 0", "rec 1", "rec 2"], "{stop:?}");
     }
 }
+
+#[test]
+fn reader_racing_a_writer_never_sees_a_torn_record() {
+    use std::sync::atomic::AtomicBool;
+    static RING: RecordRing<128> = RecordRing::new();
+    static DONE: AtomicBool = AtomicBool::new(false);
+    let n: usize = if cfg!(miri) { 200 } else { 200_000 };
+    let writer = std::thread::spawn(move || {
+        for i in 0..n {
+            let len = 1 + i % 60;
+            let mut p = [0u8; 64];
+            p[..len].fill(i as u8);
+            RING.write(hdr(i as u64), &p[..len], &mut NoHook).unwrap();
+        }
+        DONE.store(true, std::sync::atomic::Ordering::Release);
+    });
+    let mut cur = Cursor::START;
+    let mut buf = RecordBuf::new();
+    let (mut read, mut missed, mut last) = (0u64, 0u64, None::<u64>);
+    loop {
+        let done = DONE.load(std::sync::atomic::Ordering::Acquire);
+        match RING.read(&mut cur, &mut buf) {
+            Read::Record => {
+                let i = buf.seq as usize;
+                assert!(last.is_none_or(|l| buf.seq == l + 1 || buf.seq > l));
+                last = Some(buf.seq);
+                assert_eq!(buf.header.ts_ns, buf.seq);
+                assert_eq!(buf.header.len as usize, 1 + i % 60);
+                assert!(buf.payload().iter().all(|&b| b == i as u8), "torn record {i}");
+                read += 1;
+            }
+            Read::Overwritten { missed: m } => missed += m,
+            Read::InFlight | Read::Empty => {
+                if done {
+                    break;
+                }
+                std::hint::spin_loop();
+            }
+        }
+    }
+    writer.join().unwrap();
+    // Drain what is left.
+    loop {
+        match RING.read(&mut cur, &mut buf) {
+            Read::Record => read += 1,
+            Read::Overwritten { missed: m } => missed += m,
+            _ => break,
+        }
+    }
+    assert_eq!(read + missed, n as u64, "read {read} missed {missed}");
+    assert!(read > 0);
+}
