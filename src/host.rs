@@ -51,6 +51,7 @@ impl HostPlatform {
     }
 
     /// The calling thread's CPU number, or `usize::MAX` if it never registered.
+    #[inline]
     pub fn current_cpu() -> usize {
         CPU.try_with(|c| c.get()).unwrap_or(usize::MAX)
     }
@@ -75,6 +76,7 @@ impl Platform for HostPlatform {
             None => 0,
         }
     }
+    #[inline]
     fn cpu_count(&self) -> usize {
         self.cpus.load(Ordering::Relaxed)
     }

@@ -223,6 +223,7 @@ impl Header {
     }
 
     /// The header in its little-endian byte layout (the table in the module docs).
+    #[inline]
     pub fn to_bytes(&self) -> [u8; HEADER_BYTES] {
         let mut b = [0u8; HEADER_BYTES];
         b[0..8].copy_from_slice(&self.ts_ns.to_le_bytes());
@@ -237,6 +238,7 @@ impl Header {
     }
 
     /// Decodes the little-endian layout.
+    #[inline]
     pub fn from_bytes(b: &[u8; HEADER_BYTES]) -> Header {
         Header {
             ts_ns: u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]),

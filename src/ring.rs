@@ -342,9 +342,9 @@ impl<const WORDS: usize> RecordRing<WORDS> {
 
     #[inline(always)]
     fn word(&self, pos: usize, mask: usize) -> &AtomicUsize {
-        // Indexing with `& mask` (mask < WORDS) can never be out of bounds; the compiler cannot see
-        // that mask < WORDS, so keep the bounds check rather than reach for unsafe.
-        &self.data[pos & mask]
+        // `mask <= WORDS - 1` and both are powers of two minus one, so the extra `& (WORDS - 1)`
+        // changes nothing but lets the compiler drop the bounds check (no unsafe needed).
+        &self.data[pos & mask & (WORDS - 1)]
     }
 
     /// Appends one record. `stamp(seq)` is called after the odd sequence word is stored (this is
@@ -419,28 +419,34 @@ impl<const WORDS: usize> RecordRing<WORDS> {
         // Step 5: header, payload, terminator.
         let mut h = stamp(seq as u64);
         h.len = len as u16;
-        let hb = h.to_bytes();
         let mut at = start.wrapping_add(1);
-        for chunk in hb.chunks_exact(WORD) {
-            self.word(at, mask)
-                .store(usize::from_le_bytes(word_bytes(chunk)), Ordering::Relaxed);
+        for w in header_words(&h) {
+            self.word(at, mask).store(w, Ordering::Relaxed);
             at = at.wrapping_add(1);
         }
         if !hook.step(WriteStep::HeaderWritten) {
             return Err(WriteError::Frozen);
         }
-        let words = len.div_ceil(WORD);
-        let half = words / 2;
-        for (i, chunk) in payload.chunks(WORD).enumerate() {
+        let (full, rest) = payload.as_chunks::<WORD>();
+        let half = full.len() / 2;
+        for (i, chunk) in full.iter().enumerate() {
             if i == half && !hook.step(WriteStep::PayloadHalf) {
                 return Err(WriteError::Frozen);
             }
             self.word(at, mask)
-                .store(usize::from_le_bytes(word_bytes(chunk)), Ordering::Relaxed);
+                .store(usize::from_le_bytes(*chunk), Ordering::Relaxed);
             at = at.wrapping_add(1);
         }
-        if words == 0 && !hook.step(WriteStep::PayloadHalf) {
+        if full.is_empty() && !hook.step(WriteStep::PayloadHalf) {
             return Err(WriteError::Frozen);
+        }
+        if !rest.is_empty() {
+            let mut w = 0usize;
+            for (i, &b) in rest.iter().enumerate() {
+                w |= (b as usize) << (8 * i);
+            }
+            self.word(at, mask).store(w, Ordering::Relaxed);
+            at = at.wrapping_add(1);
         }
         self.word(at, mask).store(ST_FREE, Ordering::Relaxed);
         if !hook.step(WriteStep::PayloadWritten) {
@@ -525,12 +531,10 @@ impl<const WORDS: usize> RecordRing<WORDS> {
             // inside the buffer and the ring's largest record.
             let len = (h.len as usize).min(max_payload_for(cap));
             if let Some(out) = out {
-                let mut i = 0;
-                while i < len {
-                    let v = self.word(at, mask).load(Ordering::Relaxed).to_le_bytes();
-                    let n = (len - i).min(WORD);
-                    out[i..i + n].copy_from_slice(&v[..n]);
-                    i += n;
+                // Whole words (the buffer is a multiple of WORD long; bytes past `len` are scratch).
+                let (chunks, _) = out.as_chunks_mut::<WORD>();
+                for chunk in chunks.iter_mut().take(len.div_ceil(WORD)) {
+                    *chunk = self.word(at, mask).load(Ordering::Relaxed).to_le_bytes();
                     at = at.wrapping_add(1);
                 }
             }
@@ -643,9 +647,14 @@ impl<const WORDS: usize> Default for RecordRing<WORDS> {
     }
 }
 
+/// The header as ring words (its little-endian byte layout, read as words).
 #[inline(always)]
-fn word_bytes(chunk: &[u8]) -> [u8; WORD] {
-    let mut b = [0u8; WORD];
-    b[..chunk.len()].copy_from_slice(chunk);
-    b
+fn header_words(h: &Header) -> [usize; HEADER_WORDS] {
+    let b = h.to_bytes();
+    let (chunks, _) = b.as_chunks::<WORD>();
+    let mut w = [0usize; HEADER_WORDS];
+    for (o, c) in w.iter_mut().zip(chunks) {
+        *o = usize::from_le_bytes(*c);
+    }
+    w
 }
