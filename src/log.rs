@@ -573,7 +573,8 @@ impl<
             ring.count_drop();
             return Err(AppendError::Reentered);
         }
-        ring.active.store(1, Ordering::Relaxed);
+        ring.active
+            .store(crate::ring::ACTIVE_WRITING, Ordering::Relaxed);
         signal_fence();
         let r = f(cpu, kind, depth, ring);
         if matches!(r, Err(AppendError::Frozen)) {
@@ -799,21 +800,20 @@ impl<
             rep.steps += 1;
             match ring.peek(&mut cur) {
                 (Read::Record, h) => return Peek::Ready(h.ts_ns),
-                (Read::Empty, _) => return Peek::Done,
+                (Read::Empty, _) => {
+                    // A writer stopped inside a log call before its record became visible (guard set,
+                    // nothing at the head yet) lost that record too: torn.
+                    if crash && ring.writer_inside_unpublished() && ring.writer_state().1 == cur.seq
+                    {
+                        self.count_torn_once(c, d, cur, rep);
+                    }
+                    return Peek::Done;
+                }
                 (Read::InFlight, _) => {
                     if crash {
-                        // The writer is stopped for good inside its write of record `cur.seq`: torn,
-                        // counted once however many drains see it.
-                        let (_, next) = ring.writer_state();
-                        let tag = cur.seq.wrapping_add(1);
-                        if ring.writer_active()
-                            && next == cur.seq
-                            && cons.torn_seq.load(Ordering::Relaxed) != tag
-                        {
-                            cons.torn_seq.store(tag, Ordering::Relaxed);
-                            Consumer::add(&cons.torn, 1);
-                            rep.torn += 1;
-                        }
+                        // Odd sequence word: the writer is stopped for good inside its write of record
+                        // `cur.seq`. Torn, counted once however many drains see it.
+                        self.count_torn_once(c, d, cur, rep);
                     } else {
                         *bound = (*bound).min(cons.last_ts.get());
                     }
@@ -829,15 +829,11 @@ impl<
         Peek::Done
     }
 
-    /// Torn accounting for a writer that stopped inside a log call before its record became visible
-    /// (recursion guard set, nothing stored at the ring head yet).
-    fn count_frozen_before_visible(&self, c: usize, d: usize, rep: &mut FlushReport) {
-        let ring = &self.cpus[c].rings[d];
+    /// Counts the record `cur.seq` of source `(c, d)` as torn, unless a previous drain already did.
+    fn count_torn_once(&self, c: usize, d: usize, cur: Cursor, rep: &mut FlushReport) {
         let cons = &self.main.consumers[c][d];
-        let cur = cons.cursor();
-        let (_, next) = ring.writer_state();
         let tag = cur.seq.wrapping_add(1);
-        if ring.writer_active() && next == cur.seq && cons.torn_seq.load(Ordering::Relaxed) != tag {
+        if cons.torn_seq.load(Ordering::Relaxed) != tag {
             cons.torn_seq.store(tag, Ordering::Relaxed);
             Consumer::add(&cons.torn, 1);
             rep.torn += 1;
@@ -869,9 +865,6 @@ impl<
         for (c, row) in heads.iter_mut().enumerate().take(ncpu) {
             for (d, h) in row.iter_mut().enumerate() {
                 *h = self.peek_source(c, d, crash, &mut bound, &mut rep);
-                if crash && matches!(h, Peek::Done) {
-                    self.count_frozen_before_visible(c, d, &mut rep);
-                }
             }
         }
         let budget = self.drain_step_bound();
@@ -1063,9 +1056,13 @@ impl<
                     continue;
                 };
                 let cons = &m.consumers[c][d];
-                let t = cnt.torn - cons.reported_torn.load(Ordering::Relaxed) as u64;
-                let o = cnt.overwritten - cons.reported_overwritten.load(Ordering::Relaxed) as u64;
-                let x = cnt.dropped - cons.reported_dropped.load(Ordering::Relaxed) as u64;
+                // Counters are words that may wrap on 32-bit targets: differences wrap too.
+                let t =
+                    (cnt.torn as usize).wrapping_sub(cons.reported_torn.load(Ordering::Relaxed));
+                let o = (cnt.overwritten as usize)
+                    .wrapping_sub(cons.reported_overwritten.load(Ordering::Relaxed));
+                let x = (cnt.dropped as usize)
+                    .wrapping_sub(cons.reported_dropped.load(Ordering::Relaxed));
                 if t == 0 && o == 0 && x == 0 {
                     continue;
                 }

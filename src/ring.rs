@@ -77,6 +77,10 @@ pub(crate) const HEADER_WORDS: usize = HEADER_BYTES / WORD;
 /// Index, within the header words, of the word whose low 16 bits are the payload length.
 const LEN_WORD: usize = 16 / WORD;
 
+/// Recursion-guard values of a per-CPU ring's `active` word.
+pub(crate) const ACTIVE_WRITING: usize = 1;
+const ACTIVE_PUBLISHED: usize = 2;
+
 const ST_FREE: usize = 0;
 const ST_WRITING: usize = 1;
 const ST_COMMITTED: usize = 2;
@@ -335,9 +339,10 @@ impl<const WORDS: usize> RecordRing<WORDS> {
         self.dropped.store(d.wrapping_add(1), Ordering::Relaxed);
     }
 
-    /// Whether the writer is inside a write (recursion guard set).
-    pub(crate) fn writer_active(&self) -> bool {
-        self.active.load(Ordering::Relaxed) != 0
+    /// Whether the writer is inside a log call whose record is not published yet (recursion guard
+    /// set, `next_seq` not yet advanced by this call).
+    pub(crate) fn writer_inside_unpublished(&self) -> bool {
+        self.active.load(Ordering::Relaxed) == ACTIVE_WRITING
     }
 
     #[inline(always)]
@@ -462,6 +467,12 @@ impl<const WORDS: usize> RecordRing<WORDS> {
         // Step 7: own state.
         self.head.store(start.wrapping_add(span), Ordering::Relaxed);
         self.next_seq.store(seq.wrapping_add(1), Ordering::Relaxed);
+        // Tell the crash drain that this call's record is out, even if the writer is stopped before
+        // it clears its recursion guard (a guard left at 1 with `next_seq` at the reader means "frozen
+        // before the record became visible": torn).
+        if self.active.load(Ordering::Relaxed) != 0 {
+            self.active.store(ACTIVE_PUBLISHED, Ordering::Relaxed);
+        }
         if !hook.step(WriteStep::Published) {
             return Err(WriteError::Frozen);
         }

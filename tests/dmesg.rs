@@ -1,0 +1,380 @@
+//! `examples/dmesg` on the checked-in image `tests/data/small.img`, which this test also generates
+//! (deterministically) and compares byte for byte. `NMILOG_BLESS=1` rewrites the image and the
+//! expected outputs (`small.dmesg`, `small.kmsg`, `small.json`). The example is built with the
+//! caller's cargo (`cargo build --example dmesg`, same target directory) and run directly.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::OnceLock;
+
+use nmilog::handover;
+use nmilog::record::{facility, flags};
+use nmilog::ring::WriteStep;
+use nmilog::{ContextKind, Level, Log, Platform};
+
+/// Test platform: the test picks the CPU; the clock starts at 5.123456789 s and advances by
+/// 1.000250 ms per read, so every timestamp is deterministic.
+struct Manual {
+    cpu: AtomicUsize,
+    clock: AtomicU64,
+}
+
+impl Platform for Manual {
+    fn cpu_id(&self) -> usize {
+        self.cpu.load(Ordering::Relaxed)
+    }
+    fn now_ns(&self) -> u64 {
+        self.clock.fetch_add(1_000_250, Ordering::Relaxed)
+    }
+    fn cpu_count(&self) -> usize {
+        4
+    }
+}
+
+/// Builds the small image: four CPUs, every context kind, continuations (including one in crash
+/// context and one without a line to join), text that needs escaping, a raw frame, a non-UTF-8
+/// payload, a writer frozen mid-record (torn), a refused call (dropped) and a bad CPU id.
+fn small_image() -> Vec<u8> {
+    let log: Box<Log<Manual, 4, 256, 4096, 4>> = Box::new(Log::new(Manual {
+        cpu: AtomicUsize::new(0),
+        clock: AtomicU64::new(5_123_456_789),
+    }));
+    let p = log.platform();
+    let cpu = |c: usize| p.cpu.store(c, Ordering::Relaxed);
+
+    cpu(0);
+    log.log_fmt(
+        Level::Notice,
+        0,
+        format_args!("Linux version 6.9.0-nmilog (test)"),
+    )
+    .unwrap();
+    log.log_fmt(Level::Info, 0, format_args!("smp: booting {} CPUs", 4))
+        .unwrap();
+    cpu(1);
+    log.log_fmt(Level::Info, 0, format_args!("smp: CPU 1 online"))
+        .unwrap();
+    cpu(0);
+    log.log_fmt(Level::Info, 0, format_args!("Memory: 8192K available"))
+        .unwrap();
+    log.log_fmt(Level::Info, flags::CONT, format_args!(" (1024K reserved)"))
+        .unwrap();
+    cpu(2);
+    {
+        let _irq = log.enter(ContextKind::Irq);
+        log.log_fmt(
+            Level::Warning,
+            0,
+            format_args!("eth0: link \"up\" \\ 1000Mb/s"),
+        )
+        .unwrap();
+    }
+    cpu(1);
+    log.log_fmt(Level::Debug, 0, format_args!("debug:\ttab and\nnewline"))
+        .unwrap();
+    cpu(2);
+    log.append_raw(
+        Level::Info,
+        facility::DEFMT,
+        flags::RAW,
+        &[0x01, 0xab, 0xcd, 0x00],
+    )
+    .unwrap();
+    log.append_raw(Level::Err, 0, 0, b"bad \xff utf8").unwrap();
+    cpu(0);
+    log.log_fmt(
+        Level::Info,
+        0,
+        format_args!("unicode: 5 \u{b5}s \u{2192} ok"),
+    )
+    .unwrap();
+    cpu(3);
+    log.log_fmt(
+        Level::Info,
+        flags::CONT,
+        format_args!("orphan continuation"),
+    )
+    .unwrap();
+    {
+        let _nmi = log.enter(ContextKind::Nmi);
+        log.append_raw(Level::Emerg, 0, 0, b"NMI watchdog: hard LOCKUP on cpu 3")
+            .unwrap();
+    }
+    // CPU 1 is stopped by the crash NMI in the middle of a record, and its ring stays busy.
+    cpu(1);
+    let frozen = log.append_raw_with_hook(6, 0, 0, b"never seen", &mut |s: WriteStep| {
+        s != WriteStep::HeaderWritten
+    });
+    assert!(frozen.is_err());
+    assert!(log.append_raw(Level::Info, 0, 0, b"refused").is_err());
+    cpu(9);
+    assert!(log.append_raw(Level::Info, 0, 0, b"bad cpu").is_err());
+    cpu(0);
+    log.crash_enter().unwrap();
+    log.append_raw(Level::Emerg, 0, 0, b"Kernel panic - not syncing: sysrq")
+        .unwrap();
+    log.append_raw(Level::Info, 0, flags::CONT, b" (test crash)")
+        .unwrap();
+    let rep = log.drain_on_crash();
+    assert_eq!(rep.flush.torn, 1);
+    let mut out = vec![0u8; 16 << 10];
+    let n = handover::write_image(&*log, &mut out).unwrap();
+    out.truncate(n);
+    out
+}
+
+fn data(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data")
+        .join(name)
+}
+
+fn bless() -> bool {
+    std::env::var_os("NMILOG_BLESS").is_some_and(|v| v == "1")
+}
+
+/// Builds `examples/dmesg` once (with the caller's cargo and target dir) and returns its path. The
+/// build's messages go to a pipe as JSON, so compiler warnings never reach the example's stderr.
+fn dmesg_binary() -> &'static PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let out = Command::new(env!("CARGO"))
+            .args([
+                "build",
+                "--quiet",
+                "--manifest-path",
+                concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml"),
+                "--example",
+                "dmesg",
+                "--message-format=json",
+            ])
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("cargo build --example dmesg");
+        assert!(out.status.success(), "building examples/dmesg failed");
+        let key = "\"executable\":\"";
+        text(&out.stdout)
+            .lines()
+            .filter(|l| {
+                l.contains("\"reason\":\"compiler-artifact\"")
+                    && l.contains("\"kind\":[\"example\"]")
+                    && l.contains("\"name\":\"dmesg\"")
+            })
+            .find_map(|l| {
+                let at = l.find(key)? + key.len();
+                let end = l[at..].find('"')?;
+                Some(PathBuf::from(&l[at..at + end]))
+            })
+            .expect("the dmesg example's executable in cargo's messages")
+    })
+}
+
+/// Runs `examples/dmesg` with `args`, feeding `stdin`.
+fn dmesg(args: &[&str], stdin: Option<&[u8]>) -> Output {
+    let mut cmd = Command::new(dmesg_binary());
+    cmd.args(args)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("run examples/dmesg");
+    if let Some(input) = stdin {
+        child.stdin.take().unwrap().write_all(input).unwrap();
+    }
+    child.wait_with_output().unwrap()
+}
+
+fn text(b: &[u8]) -> &str {
+    std::str::from_utf8(b).unwrap()
+}
+
+/// The image on disk, regenerated (and the expected outputs re-blessed) under `NMILOG_BLESS=1`.
+fn checked_in_image() -> Vec<u8> {
+    static ONCE: OnceLock<Vec<u8>> = OnceLock::new();
+    ONCE.get_or_init(generate_and_bless).clone()
+}
+
+fn generate_and_bless() -> Vec<u8> {
+    let fresh = small_image();
+    let path = data("small.img");
+    if bless() {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, &fresh).unwrap();
+        for (flag, file) in [
+            (None, "small.dmesg"),
+            (Some("--kmsg"), "small.kmsg"),
+            (Some("--json"), "small.json"),
+        ] {
+            let mut args = vec![path.to_str().unwrap()];
+            args.extend(flag);
+            let out = dmesg(&args, None);
+            assert!(out.status.success(), "{}", text(&out.stderr));
+            std::fs::write(data(file), &out.stdout).unwrap();
+        }
+    }
+    fresh
+}
+
+#[test]
+fn small_image_is_reproducible_and_checked_in() {
+    let fresh = checked_in_image();
+    let on_disk = std::fs::read(data("small.img")).expect("tests/data/small.img (NMILOG_BLESS=1)");
+    assert_eq!(
+        fresh, on_disk,
+        "regenerate with NMILOG_BLESS=1 and review the diff"
+    );
+    let image = handover::parse(&on_disk).unwrap();
+    assert_eq!(image.corruption(), None);
+    assert_eq!(image.totals().torn, 1);
+}
+
+fn expect_output(args: &[&str], file: &str) -> String {
+    let _ = checked_in_image();
+    let img = data("small.img");
+    let mut all = vec![img.to_str().unwrap()];
+    all.extend_from_slice(args);
+    let out = dmesg(&all, None);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let want = std::fs::read_to_string(data(file)).unwrap();
+    assert_eq!(text(&out.stdout), want, "dmesg {args:?} vs {file}");
+    text(&out.stderr).to_owned()
+}
+
+#[test]
+fn dmesg_format_matches_expected_output() {
+    let stderr = expect_output(&[], "small.dmesg");
+    let bytes = std::fs::read(data("small.img")).unwrap();
+    let image = handover::parse(&bytes).unwrap();
+    assert_eq!(
+        stderr.trim_end(),
+        format!(
+            "recovered={} torn=1 overwritten=0 dropped=1 left_out=0 bad_cpu=1",
+            image.record_count()
+        )
+    );
+    let out = std::fs::read_to_string(data("small.dmesg")).unwrap();
+    // Spot checks of the format itself, independent of the blessed file.
+    assert!(
+        out.starts_with("[    5.123456] C0 Linux version 6.9.0-nmilog (test)\n"),
+        "{out}"
+    );
+    assert!(out.contains("] C0 Memory: 8192K available (1024K reserved)\n"));
+    assert!(out.contains("] C2/irq eth0: link \"up\" \\ 1000Mb/s\n"));
+    assert!(out.contains("] C3/nmi NMI watchdog: hard LOCKUP on cpu 3\n"));
+    assert!(out.contains("] C0/crash Kernel panic - not syncing: sysrq (test crash)\n"));
+    assert!(out.contains("] C3 orphan continuation\n"));
+    assert!(out.contains("] C1 debug:\\x09tab and\\x0anewline\n"));
+    assert!(out.contains("] C2 raw[4]: 01abcd00\n"));
+    assert!(out.contains("] C2 raw[10]: 62616420ff2075746638\n"));
+    assert!(out.contains("nmilog: cpu 1 task (depth 0): 1 torn, 0 overwritten, 1 dropped"));
+    assert!(!out.contains("never seen"));
+}
+
+#[test]
+fn kmsg_format_matches_expected_output() {
+    expect_output(&["--kmsg"], "small.kmsg");
+    let out = std::fs::read_to_string(data("small.kmsg")).unwrap();
+    assert!(
+        out.starts_with("5,0,5123456,-;Linux version 6.9.0-nmilog (test)\n"),
+        "{out}"
+    );
+    assert!(out.contains(",c; (1024K reserved)\n"));
+    assert!(out.contains(";eth0: link \"up\" \\x5c 1000Mb/s\n"));
+    assert!(out.contains(";unicode: 5 \\xc2\\xb5s \\xe2\\x86\\x92 ok\n"));
+}
+
+#[test]
+fn json_format_matches_expected_output() {
+    expect_output(&["--json"], "small.json");
+    let out = std::fs::read_to_string(data("small.json")).unwrap();
+    for line in out.lines() {
+        assert!(
+            line.starts_with("{\"seq\":") && line.ends_with('}'),
+            "{line}"
+        );
+    }
+    assert!(out.contains(
+        "\"cpu\":2,\"ctx\":\"irq\",\"level\":4,\"text\":\"eth0: link \\\"up\\\" \\\\ 1000Mb/s\"}"
+    ));
+    assert!(out.contains("\"text\":\"debug:\\ttab and\\nnewline\"}"));
+    assert!(out.contains("\"ctx\":\"crash\",\"level\":6,\"text\":\" (test crash)\",\"cont\":true}"));
+    assert!(out.contains("\"text\":\"raw[4]: 01abcd00\",\"raw\":true}"));
+}
+
+#[test]
+fn level_filter_and_stdin() {
+    let _ = checked_in_image();
+    let img = std::fs::read(data("small.img")).unwrap();
+    let out = dmesg(&["--kmsg", "--level", "4"], Some(&img));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let full = std::fs::read_to_string(data("small.kmsg")).unwrap();
+    let want: String = full
+        .lines()
+        .filter(|l| l.split(',').next().unwrap().parse::<u8>().unwrap() <= 4)
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert!(want.lines().count() >= 4 && want.lines().count() < full.lines().count());
+    assert_eq!(text(&out.stdout), want);
+
+    let out = dmesg(&["--level", "0", "-"], Some(&img));
+    assert!(out.status.success());
+    let lines: Vec<&str> = text(&out.stdout).lines().collect();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert!(lines[0].ends_with("C3/nmi NMI watchdog: hard LOCKUP on cpu 3"));
+    assert!(lines[1].ends_with("C0/crash Kernel panic - not syncing: sysrq (test crash)"));
+}
+
+#[test]
+fn a_corrupt_image_is_one_error_line_and_exit_code_1() {
+    let _ = checked_in_image();
+    let img = std::fs::read(data("small.img")).unwrap();
+
+    // Damaged core header: nothing printed, one line naming the problem and the offset.
+    let mut bad = img.clone();
+    bad[20] ^= 0x40;
+    let out = dmesg(&[], Some(&bad));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty());
+    let err = text(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("at byte 0") && err.contains("checksum mismatch"),
+        "{err}"
+    );
+
+    // Damaged last record: the records before it are printed, then the summary and the error.
+    let image = handover::parse(&img).unwrap();
+    let last_len = image.records().last().unwrap().payload.len();
+    let last_at = img.len() - handover::record_size(last_len);
+    let mut bad = img.clone();
+    bad[last_at + 40] ^= 1;
+    let out = dmesg(&["--kmsg"], Some(&bad));
+    assert_eq!(out.status.code(), Some(1));
+    let full = std::fs::read_to_string(data("small.kmsg")).unwrap();
+    let mut want: Vec<&str> = full.lines().collect();
+    want.pop();
+    assert_eq!(text(&out.stdout).lines().collect::<Vec<_>>(), want);
+    let err: Vec<&str> = text(&out.stderr).lines().collect();
+    assert_eq!(err.len(), 2, "{err:?}");
+    assert!(err[0].starts_with(&format!("recovered={} ", want.len())));
+    assert!(
+        err[1].contains(&format!("at byte {last_at}")) && err[1].contains("checksum"),
+        "{}",
+        err[1]
+    );
+
+    // Truncated inside the fixed part.
+    let out = dmesg(&[], Some(&img[..100]));
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert_eq!(err.lines().count(), 1);
+    assert!(
+        err.contains("at byte 100") && err.contains("truncated"),
+        "{err}"
+    );
+}
