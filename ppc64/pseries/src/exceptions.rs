@@ -130,10 +130,12 @@ static HANDLER: AtomicUsize = AtomicUsize::new(0);
 
 /// Sets the Rust function the 0x100 handler calls.
 pub fn set_system_reset_handler(f: fn(usize, &SavedRegs) -> !) {
+    // Release pairs with the Acquire load in `system_reset_rust` (on the CPU taking the NMI).
     HANDLER.store(f as usize, Ordering::Release);
 }
 
 extern "C" fn system_reset_rust(cpu: usize, saved: &SavedRegs) -> ! {
+    // Acquire pairs with the Release store in `set_system_reset_handler`.
     let h = HANDLER.load(Ordering::Acquire);
     if h != 0 {
         // SAFETY: HANDLER only ever holds 0 or a `fn(usize, &SavedRegs) -> !` stored above.
@@ -154,6 +156,10 @@ pub fn park() -> ! {
 
 /// Real address of the system-reset vector.
 pub const SYSTEM_RESET_VECTOR: usize = 0x100;
+/// Real address of the external-interrupt vector.
+pub const EXTERNAL_VECTOR: usize = 0x500;
+/// Real address of the decrementer vector.
+pub const DECREMENTER_VECTOR: usize = 0x900;
 
 /// Writes `ba __system_reset_entry` at 0x100 and makes it visible to instruction fetch on every CPU.
 /// Returns the instruction written.
@@ -163,26 +169,44 @@ pub const SYSTEM_RESET_VECTOR: usize = 0x100;
 /// afterwards (this calls `of::close()`), and no CPU may be executing there.
 pub unsafe fn install_system_reset_vector() -> u32 {
     crate::of::close();
-    let target = __system_reset_entry as *const () as usize;
+    // SAFETY: forwarded to the caller.
+    unsafe { install_vector(SYSTEM_RESET_VECTOR, __system_reset_entry as *const () as usize) }
+}
+
+/// Writes `ba target` at real address `vector` and flushes it to the instruction caches.
+///
+/// # Safety
+/// `vector` is an interrupt vector in firmware memory that is no longer used (the client interface is
+/// closed) and no CPU executes there or can take that interrupt yet; `target` is an interrupt entry.
+pub unsafe fn install_vector(vector: usize, target: usize) -> u32 {
     assert!(target < (1 << 25) && target & 3 == 0, "handler must be reachable by an absolute branch");
     // `ba target`: opcode 18, LI = target, AA = 1, LK = 0.
     let insn: u32 = 0x4800_0002 | target as u32;
-    let p = SYSTEM_RESET_VECTOR as *mut u32;
-    // SAFETY: real address 0x100 is RAM owned by the (now closed) firmware; we run untranslated.
+    let p = vector as *mut u32;
+    // SAFETY: the vector is RAM owned by the (now closed) firmware; we run untranslated.
     unsafe { p.write_volatile(insn) };
-    // SAFETY: cache maintenance on the line holding 0x100: push the store out of the data cache
-    // (dcbst, sync), discard any stale copy from the instruction cache (icbi, sync), then discard
-    // prefetched instructions (isync). icbi is broadcast to all CPUs by the architecture.
-    unsafe {
-        core::arch::asm!(
-            "dcbst 0, {0}",
-            "sync",
-            "icbi 0, {0}",
-            "sync",
-            "isync",
-            in(reg_nonzero) p,
-            options(nostack, preserves_flags),
-        )
-    };
+    flush_icache_range(vector, vector + 4);
     insn
+}
+
+/// Makes instructions stored in `[start, end)` visible to instruction fetch on every CPU: dcbst each
+/// line, sync, icbi each line, sync, isync (the sequence of Power ISA Book II, 1.9 "instruction storage").
+pub fn flush_icache_range(start: usize, end: usize) {
+    const LINE: usize = 128;
+    let mut a = start & !(LINE - 1);
+    while a < end {
+        // SAFETY: dcbst only writes a cache line back to memory; it has no architected effect on data.
+        unsafe { core::arch::asm!("dcbst 0, {0}", in(reg_nonzero) a, options(nostack, preserves_flags)) };
+        a += LINE;
+    }
+    // SAFETY: a barrier: orders the write-backs before the invalidations.
+    unsafe { core::arch::asm!("sync", options(nostack, preserves_flags)) };
+    let mut a = start & !(LINE - 1);
+    while a < end {
+        // SAFETY: icbi discards a stale instruction-cache line (broadcast to all CPUs); no data effect.
+        unsafe { core::arch::asm!("icbi 0, {0}", in(reg_nonzero) a, options(nostack, preserves_flags)) };
+        a += LINE;
+    }
+    // SAFETY: barriers: the invalidations complete, then this CPU discards prefetched instructions.
+    unsafe { core::arch::asm!("sync", "isync", options(nostack, preserves_flags)) };
 }

@@ -10,6 +10,15 @@ pub const H_PUT_TERM_CHAR: u64 = 0x58;
 pub const H_SET_MODE: u64 = 0x31c;
 /// Deliver a system-reset interrupt (NMI) to a CPU, to all (-1) or to all but the caller (-2).
 pub const H_SIGNAL_SYS_RESET: u64 = 0x380;
+/// XICS presenter: set this CPU's current processor priority (CPPR). 0 blocks every interrupt.
+/// (QEMU include/hw/ppc/spapr.h: H_EOI 0x64, H_CPPR 0x68, H_IPI 0x6c, H_IPOLL 0x70, H_XIRR 0x74.)
+pub const H_CPPR: u64 = 0x68;
+/// XICS presenter: end of interrupt (r4 = the XIRR returned by H_XIRR).
+pub const H_EOI: u64 = 0x64;
+/// XICS presenter: accept the highest-priority pending interrupt; r4 returns the XIRR (CPPR << 24 | XISR).
+pub const H_XIRR: u64 = 0x74;
+/// XICS presenter: poll a server's XIRR (r4: CPPR << 24 | XISR) and MFRR (r5) without accepting.
+pub const H_IPOLL: u64 = 0x70;
 /// QEMU/KVM private: run an RTAS call; r4 = real address of the big-endian argument buffer.
 pub const KVMPPC_H_RTAS: u64 = 0xf000;
 
@@ -63,6 +72,31 @@ pub fn put_term_chars(term: u64, bytes: &[u8]) -> i64 {
 pub fn set_interrupts_little_endian() -> i64 {
     // SAFETY: register-only hypercall.
     unsafe { hcall(H_SET_MODE, [1, H_SET_MODE_RESOURCE_LE, 0, 0, 0, 0]).0 }
+}
+
+/// H_CPPR: sets the calling CPU's interrupt-presenter priority (0 = block everything).
+pub fn set_cppr(cppr: u8) -> i64 {
+    // SAFETY: register-only hypercall.
+    unsafe { hcall(H_CPPR, [cppr as u64, 0, 0, 0, 0, 0]).0 }
+}
+
+/// H_XIRR: accepts the pending interrupt; returns the XIRR (0 in the XISR: nothing pending).
+pub fn accept_interrupt() -> u32 {
+    // SAFETY: register-only hypercall.
+    unsafe { hcall(H_XIRR, [0; 6]).1 as u32 }
+}
+
+/// H_EOI(xirr): ends the interrupt accepted with H_XIRR and restores the CPPR it carried.
+pub fn end_of_interrupt(xirr: u32) -> i64 {
+    // SAFETY: register-only hypercall.
+    unsafe { hcall(H_EOI, [xirr as u64, 0, 0, 0, 0, 0]).0 }
+}
+
+/// H_IPOLL(server): (status, CPPR of that server's presenter).
+pub fn poll_cppr(server: u64) -> (i64, u8) {
+    // SAFETY: register-only hypercall.
+    let (st, xirr) = unsafe { hcall(H_IPOLL, [server, 0, 0, 0, 0, 0]) };
+    (st, (xirr >> 24) as u8)
 }
 
 /// H_SIGNAL_SYS_RESET: sends the system-reset NMI to `target` (a CPU's hardware id, or one of the

@@ -1,42 +1,48 @@
-//! Bare-metal ppc64le bring-up on QEMU's sPAPR `pseries` machine (issue 5, boot infrastructure).
+//! Bare-metal ppc64le image on QEMU's sPAPR `pseries` machine running the nmilog crash-shutdown
+//! sequence (issue 5).
 //!
-//! The demo: boot on the boot CPU, read the RTAS tokens, /cpus and the vty's interrupt from the device
-//! tree through the Open Firmware client interface, patch the system-reset vector, start the secondary
-//! CPUs through RTAS `start-cpu` (each prints a line and spins with external interrupts off), send them
-//! the system-reset NMI with H_SIGNAL_SYS_RESET(-2), wait (bounded, by the timebase) for each one's
-//! 0x100 handler to check in, mask the vty's interrupt through RTAS, and power off.
+//! Boot CPU: read the RTAS tokens, /cpus, the interrupt sources and /chosen `bootargs` (the scenario)
+//! through the Open Firmware client interface; load the capture stage into the reserved crash region
+//! (`kexec -p`); patch the system-reset (0x100) and decrementer (0x900) vectors; route the interrupt
+//! sources to itself through RTAS; start the secondary CPUs through RTAS `start-cpu`. Every CPU then
+//! logs through nmilog in task context and from its decrementer interrupt. The scenario freezes CPUs
+//! mid-log-write or holding the RTAS lock; the boot CPU then crashes the machine (`crash.rs`) and jumps
+//! into the capture stage (`capture/main.rs`), which prints the recovered dmesg and powers off.
 //!
-//! Everything is static: no allocator, so the nmilog core can be linked in unchanged later.
+//! Everything is static: no allocator.
 
 #![no_std]
 #![no_main]
-// The platform modules expose API (RTAS lock owner, stopped-state query, all-CPU NMI, ...) that the
-// nmilog integration will use and this demo does not.
+// Platform modules expose API (all-CPU NMI, stopped-state query, ...) that this image does not use.
 #![allow(dead_code)]
 
+mod baseline;
 mod boot;
+mod bootparams;
 mod console;
+mod crash;
 mod exceptions;
 mod hcall;
+mod irq;
+mod kexec;
+mod klog;
 mod mem;
 mod of;
 mod rtas;
+mod scenario;
 mod smp;
 mod timebase;
+mod workload;
 
-use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicUsize, Ordering};
 
-use exceptions::SavedRegs;
 use smp::MAX_CPUS;
 
-/// Secondary CPUs that reached their spin loop.
-static SPINNING: AtomicUsize = AtomicUsize::new(0);
-/// Bit i: CPU i's system-reset handler ran.
-static RESET_SEEN: AtomicUsize = AtomicUsize::new(0);
-/// Timebase when the NMI was sent.
-static NMI_SENT_TB: AtomicU64 = AtomicU64::new(0);
-/// Per-CPU spin-loop iterations, to show the CPUs really were spinning.
-static SPINS: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
+/// Secondary CPUs that reached their logging loop.
+static ONLINE: AtomicUsize = AtomicUsize::new(0);
+
+/// Task records the boot CPU writes before it asks the scenario CPUs to freeze.
+const BOOT_RECORDS: u64 = 40;
 
 /// What the device tree told us.
 struct Machine {
@@ -50,34 +56,19 @@ struct Machine {
     vty_irq: Option<u32>,
     epow_irq: Option<u32>,
     rtas_tokens: usize,
+    /// /chosen bootargs (`-append`).
+    bootargs: [u8; 128],
+    bootargs_len: usize,
 }
 
 fn read_device_tree() -> Machine {
-    let mut m = Machine { cpus: [0; MAX_CPUS], ncpus: 0, ignored_cpus: 0, tb_freq: 0, vty_reg: None, vty_irq: None, epow_irq: None, rtas_tokens: 0 };
+    let mut m = Machine { cpus: [0; MAX_CPUS], ncpus: 0, ignored_cpus: 0, tb_freq: 0, vty_reg: None, vty_irq: None, epow_irq: None, rtas_tokens: 0, bootargs: [0; 128], bootargs_len: 0 };
 
     // /rtas: walk the properties and list every one-cell property whose value lies in QEMU's token
     // range, then look up each function this image uses by name.
     match of::finddevice(c"/rtas") {
         Some(rtas_node) => {
-            println!("/rtas tokens (walked with nextprop):");
-            let mut col = 0;
-            let (_, complete) = of::for_each_u32_prop(rtas_node, |name, v| {
-                if (0x2000..0x3000).contains(&v) {
-                    m.rtas_tokens += 1;
-                    print!("  {:<34}{:#06x}", core::str::from_utf8(name).unwrap_or("?"), v);
-                    col += 1;
-                    if col % 2 == 0 {
-                        println!();
-                    }
-                }
-            });
-            if col % 2 != 0 {
-                println!();
-            }
-            if !complete {
-                println!("  (walk stopped early: a property name did not fit the buffer)");
-            }
-            println!("/rtas tokens used by this image (getprop by name):");
+            println!("/rtas tokens used by this image:");
             let mut col = 0;
             for f in rtas::Func::ALL {
                 let mut name = [0u8; 40];
@@ -86,6 +77,7 @@ fn read_device_tree() -> Machine {
                 match of::getprop_u32(rtas_node, cname) {
                     Some(t) => {
                         rtas::register_token(f.name().as_bytes(), t);
+                        m.rtas_tokens += 1;
                         print!("  {:<34}{:#06x}", f.name(), t);
                     }
                     None => print!("  {:<34}{:>6}", f.name(), "-"),
@@ -136,6 +128,14 @@ fn read_device_tree() -> Machine {
     if let Some(epow) = of::finddevice(c"/event-sources/epow-events") {
         m.epow_irq = of::getprop_u32(epow, c"interrupts");
     }
+    // /chosen bootargs: QEMU's `-append` (the scenario).
+    if let Some(chosen) = of::finddevice(c"/chosen") {
+        let mut b = [0u8; 128];
+        if let Some(s) = of::getprop_str(chosen, c"bootargs", &mut b) {
+            m.bootargs_len = s.len();
+            m.bootargs = b;
+        }
+    }
     m
 }
 
@@ -157,7 +157,6 @@ pub fn kmain() -> ! {
     let t_entry = timebase::now();
     println!();
     println!("nmilog-pseries: boot CPU up (MSR {:#x}, client interface at {:#x})", smp::msr(), of::entry());
-
     let st = hcall::set_interrupts_little_endian();
     println!("H_SET_MODE(little-endian interrupts) = {st}");
 
@@ -177,90 +176,125 @@ pub fn kmain() -> ! {
         None => println!("boot CPU: not found through query-cpu-stopped-state; assuming hw id {}", m.cpus[0]),
     }
     smp::init_boot_cpu(m.cpus[0]);
-    let t_dt = timebase::now();
+    let n = m.ncpus;
+
+    // The scenario, from /chosen bootargs.
+    let cmdline = &m.bootargs[..m.bootargs_len];
+    let kind = match scenario::parse(cmdline) {
+        Ok(k) => k,
+        Err(bad) => {
+            println!("bootargs: unknown scenario {:?}; known:", core::str::from_utf8(bad).unwrap_or("?"));
+            for k in scenario::Kind::ALL {
+                println!("  scenario={}", k.name());
+            }
+            println!("pseries: FAILED (bad scenario)");
+            rtas::power_off();
+            exceptions::park()
+        }
+    };
+    scenario::set(kind, n);
     println!(
-        "timebase: {} at kmain entry ({} us since machine reset), device tree read in {} us",
-        t_entry,
-        timebase::ticks_to_us(t_entry),
-        timebase::ticks_to_us(t_dt - t_entry)
+        "bootargs {:?}: scenario {} (frozen mid-log-write: {}, RTAS lock holder: {}{}, deaf: {})",
+        core::str::from_utf8(cmdline).unwrap_or("?"),
+        kind.name(),
+        Cpu(scenario::freeze_cpu()),
+        Cpu(scenario::rtas_cpu()),
+        if scenario::rtas_in_call() { ", inside the call" } else { "" },
+        Cpu(scenario::deaf_cpu())
     );
 
-    // Last client-interface call is behind us: take over 0x100.
-    exceptions::set_system_reset_handler(system_reset);
+    // kexec -p: load the capture stage into the reserved region now, long before any crash.
+    match kexec::load_capture() {
+        Ok(l) => println!(
+            "kexec -p: capture stage loaded into the crash region [{:#x}, {:#x}) ({} segments, entry {:#x}); handover image at {:#x}",
+            l.lo, l.hi, l.segments, l.entry, bootparams::HANDOVER_BASE
+        ),
+        Err(e) => println!("kexec -p: no capture stage loaded ({e:?}); a crash will power off without a dump"),
+    }
+
+    // The nmilog core.
+    klog::LOG.platform().set_cpu_count(n);
+    println!(
+        "nmilog: {} CPUs x {} rings x {} KiB, main log {} KiB ({} KiB static)",
+        n,
+        klog::DEPTH,
+        klog::RING_WORDS * 8 / 1024,
+        klog::MAIN_WORDS * 8 / 1024,
+        klog::KernelLog::FOOTPRINT_BYTES / 1024
+    );
+
+    // The last client-interface call is behind us: take over 0x100 and 0x900.
+    exceptions::set_system_reset_handler(crash::system_reset);
     // SAFETY: the client interface is no longer used (install closes it) and no CPU executes at 0x100:
     // the secondaries are not started yet and this CPU runs the image.
     let insn = unsafe { exceptions::install_system_reset_vector() };
-    println!("system-reset vector: {:#010x} (ba {:#x}) written at 0x100, caches flushed", insn, insn & 0x03ff_fffc);
+    // SAFETY: the client interface is closed and no CPU has MSR[EE] set yet.
+    let dinsn = unsafe { irq::install(workload::irq_handler, timebase::us_to_ticks(workload::IRQ_PERIOD_US)) };
+    // SAFETY: as above.
+    let einsn = unsafe { irq::install_external(workload::ext_irq_handler) };
+    println!(
+        "vectors: 0x100 = {insn:#010x} (system reset), 0x500 = {einsn:#010x} (external), 0x900 = {dinsn:#010x} (decrementer, every {} us)",
+        workload::IRQ_PERIOD_US
+    );
+
+    // Interrupt sources: route them to this CPU (as request_irq would) so the crash path has real work.
+    crash::set_platform(m.cpus[0], m.vty_reg.unwrap_or(0));
+    for irq in [m.vty_irq, m.epow_irq].into_iter().flatten() {
+        let st = rtas::set_xive(irq, m.cpus[0], 5);
+        let (gst, srv, prio) = rtas::get_xive(irq);
+        println!("irq {irq:#x}: ibm,set-xive(server {}, prio 5) = {st}; ibm,get-xive = {gst}: server {srv}, priority {prio:#x}", m.cpus[0]);
+        crash::add_source(irq);
+    }
+    // Open this CPU's presenter (CPPR 0 at reset blocks everything): the crash path has to close it
+    // when it cannot mask through RTAS.
+    let st = hcall::set_cppr(0xff);
+    let (pst, cppr) = hcall::poll_cppr(m.cpus[0] as u64);
+    println!("presenter: H_CPPR(0xff) = {st}; H_IPOLL = {pst}: CPPR {cppr:#x}");
 
     // Secondaries.
-    let n = m.ncpus;
     for i in 1..n {
         let st = smp::start_cpu(i, m.cpus[i], secondary_main);
         if st != rtas::SUCCESS {
             println!("start-cpu(hw id {}) = {}", m.cpus[i], st);
         }
     }
-    let up = wait_until(2_000_000, || SPINNING.load(Ordering::Acquire) >= n - 1);
-    println!("{} of {} secondary CPU(s) spinning with interrupts off after {} us", SPINNING.load(Ordering::Acquire), n - 1, up);
+    // Acquire pairs with the Release fetch_add in `secondary_main`.
+    let up = wait_until(2_000_000, || ONLINE.load(Ordering::Acquire) >= n - 1);
+    println!("{} of {} secondary CPU(s) logging after {} us", ONLINE.load(Ordering::Acquire), n - 1, up);
 
-    // The NMI.
-    NMI_SENT_TB.store(timebase::now(), Ordering::Release);
-    let st = hcall::signal_sys_reset(hcall::SYS_RESET_ALL_OTHERS);
-    let hcall_us = timebase::ticks_to_us(timebase::now() - NMI_SENT_TB.load(Ordering::Relaxed));
-    let want: usize = ((1 << n) - 1) & !1;
-    let waited = wait_until(2_000_000, || RESET_SEEN.load(Ordering::Acquire) & want == want);
-    let seen = RESET_SEEN.load(Ordering::Acquire);
-    println!(
-        "H_SIGNAL_SYS_RESET(-2) = {} in {} us; check-ins {:#x} of {:#x} {} us later (bounded wait 2 s)",
-        st, hcall_us, seen, want, waited
-    );
-
-    // Interrupt masking through RTAS.
-    let mut rtas_ok = true;
-    if let Some(irq) = m.vty_irq.or(m.epow_irq) {
-        let server = m.cpus[0];
-        let (st0, srv0, prio0) = rtas::get_xive(irq);
-        println!("RTAS ibm,get-xive({irq:#x}) = {st0}: server {srv0}, priority {prio0:#x}");
-        let st1 = rtas::set_xive(irq, server, 5);
-        let (st2, _, prio_on) = rtas::get_xive(irq);
-        println!("RTAS ibm,set-xive({irq:#x}, {server}, 5) = {st1}; get-xive = {st2}: priority {prio_on:#x}");
-        let st3 = rtas::int_off(irq);
-        let (st4, _, prio_off) = rtas::get_xive(irq);
-        println!("RTAS ibm,int-off({irq:#x}) = {st3}; get-xive = {st4}: priority {prio_off:#x} (masked)");
-        let st5 = rtas::int_on(irq);
-        let (st6, _, prio_back) = rtas::get_xive(irq);
-        println!("RTAS ibm,int-on({irq:#x}) = {st5}; get-xive = {st6}: priority {prio_back:#x}");
-        let st7 = rtas::set_xive(irq, server, 0xff);
-        let (st8, _, prio_final) = rtas::get_xive(irq);
-        println!("RTAS ibm,set-xive({irq:#x}, {server}, 0xff) = {st7}; get-xive = {st8}: priority {prio_final:#x} (masked)");
-        let st9 = rtas::set_xive(0x7, server, 0xff);
-        println!("RTAS ibm,set-xive(0x7, {server}, 0xff) = {st9} (not an interrupt source: -3 expected)");
-        rtas_ok = [st0, st1, st2, st3, st4, st5, st6, st7, st8].iter().all(|&s| s == rtas::SUCCESS)
-            && prio_on == 5
-            && prio_off == 0xff
-            && prio_back == 5
-            && prio_final == 0xff
-            && st9 == rtas::PARAM_ERROR;
-    } else {
-        println!("no interrupt source found in the device tree");
+    // The boot CPU logs too, then the scenario CPUs freeze, then the crash.
+    workload::log_loop(0, Some(BOOT_RECORDS));
+    let (frozen, want) = workload::freeze_and_wait();
+    print!("scenario {}: frozen {:#x} of {:#x}", kind.name(), frozen, want);
+    if let Some(c) = scenario::freeze_cpu() {
+        print!("; CPU {c} parked mid-write of \"cpu={c} n={}\"", workload::FROZEN_AT[c].load(Ordering::Relaxed));
     }
-
-    if n < 2 {
-        println!("the system-reset test needs at least 2 CPUs");
+    if let Some(c) = scenario::rtas_cpu() {
+        print!("; CPU {c} parked holding the RTAS lock ({} the call)", if scenario::rtas_in_call() { "inside" } else { "outside" });
     }
-    let ok = seen & want == want && rtas_ok && n >= 2;
-    println!(
-        "pseries: demo {} (cpus={}, nmi={}/{}, rtas={}), {} us since kmain",
-        if ok { "ok" } else { "FAILED" },
-        n,
-        (seen & want).count_ones(),
-        n - 1,
-        if rtas_ok { "ok" } else { "failed" },
-        timebase::ticks_to_us(timebase::now() - t_entry)
-    );
-    let st = rtas::power_off();
-    println!("power-off returned {st}");
-    exceptions::park()
+    if let Some(c) = scenario::deaf_cpu() {
+        print!("; CPU {c} deaf to the NMI");
+    }
+    println!();
+    print!("records committed so far:");
+    for c in 0..n {
+        print!(" C{c} task {} irq {};", workload::TASK_N[c].load(Ordering::Relaxed), workload::IRQ_N[c].load(Ordering::Relaxed));
+    }
+    println!();
+    println!("crash: CPU 0 crashes now ({} us since kmain); the console stays silent until the capture stage", timebase::ticks_to_us(timebase::now() - t_entry));
+    crash::crash_shutdown("simulated crash on the boot CPU")
+}
+
+/// Formats an optional CPU number.
+struct Cpu(Option<usize>);
+
+impl core::fmt::Display for Cpu {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self.0 {
+            Some(c) => write!(f, "CPU {c}"),
+            None => f.write_str("none"),
+        }
+    }
 }
 
 /// Formats an optional cell as hex or "none".
@@ -285,42 +319,17 @@ fn wait_until(us: u64, cond: impl Fn() -> bool) -> u64 {
     timebase::ticks_to_us(timebase::now() - start)
 }
 
-/// A secondary CPU: report, then spin with external interrupts off until the NMI arrives.
+/// A secondary CPU: log forever (task context + decrementer interrupts) until the NMI stops it.
 fn secondary_main(cpu: usize) -> ! {
-    let msr = smp::msr();
-    println!(
-        "CPU {cpu}: online (hw id {}, MSR {:#x}, EE={}), spinning",
-        smp::PERCPU[cpu].hw_id.load(Ordering::Relaxed),
-        msr,
-        (msr & smp::MSR_EE != 0) as u8
-    );
-    SPINNING.fetch_add(1, Ordering::Release);
-    loop {
-        SPINS[cpu].fetch_add(1, Ordering::Relaxed);
-        core::hint::spin_loop();
-    }
-}
-
-/// The system-reset handler (Rust side). Bring-up only: it prints from NMI context with a bounded
-/// lock wait; the real integration logs through nmilog instead.
-fn system_reset(cpu: usize, saved: &SavedRegs) -> ! {
-    let latency = timebase::ticks_to_us(timebase::now().wrapping_sub(NMI_SENT_TB.load(Ordering::Acquire)));
-    console::nmi_print(format_args!(
-        "CPU {cpu}: system reset (srr0 {:#x}, srr1 {:#x}, interrupted EE={}, {} spins, {} us after the hcall)\n",
-        saved.nip,
-        saved.msr,
-        (saved.msr & smp::MSR_EE != 0) as u8,
-        SPINS[cpu].load(Ordering::Relaxed),
-        latency
-    ));
-    RESET_SEEN.fetch_or(1 << cpu, Ordering::Release);
+    // Release pairs with the boot CPU's Acquire load of ONLINE.
+    ONLINE.fetch_add(1, Ordering::Release);
+    workload::log_loop(cpu, None);
     exceptions::park()
 }
 
 #[panic_handler]
 fn panic(info: &core::panic::PanicInfo) -> ! {
-    console::nmi_print(format_args!("CPU {}: PANIC: {}\npseries: demo FAILED\n", smp::this_cpu_index(), info));
-    // SAFETY: bring-up panic path; if another CPU holds the RTAS lock we power off regardless.
-    unsafe { rtas::power_off_unlocked() };
-    exceptions::park()
+    // A panic is a bug in this image: report it on the raw console (no lock) and power off.
+    console::nmi_print(format_args!("CPU {}: PANIC: {}\npseries: FAILED\n", smp::this_cpu_index(), info));
+    crash::power_off_crash()
 }

@@ -2,12 +2,15 @@
 //!
 //! A call fills a big-endian buffer `{token, nargs, nret, args..., rets...}` of 32-bit cells and passes
 //! its real address in r4. Tokens are read from the device tree's `/rtas` node (never hard-coded).
-//! PAPR requires RTAS calls to be serialised: one static buffer under one lock. The lock records its
-//! owner (CPU index + 1) so a crash path can see who holds it; the nmilog crash sequence will supply the
-//! owner-aware policy (break it once every other CPU is known stopped) through `call_unlocked`.
+//! PAPR requires RTAS calls to be serialised: one static buffer under one lock, `RTAS_LOCK`
+//! (`nmilog_ppc64::RtasLock`: it records the owner and whether the owner is inside the firmware call
+//! proper, which the crash sequence needs to decide between taking it over and masking at the
+//! presenter). The crash path uses its own buffer (`CRASH_BUF`), never the shared one.
 
 use core::cell::UnsafeCell;
-use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicU32, Ordering};
+
+use nmilog_ppc64::RtasLock;
 
 use crate::{hcall, smp};
 
@@ -114,43 +117,110 @@ struct Args {
     cells: [u32; MAX_CELLS],
 }
 
-struct Buffer(UnsafeCell<Args>);
-// SAFETY: the buffer is only touched by the holder of LOCK (or by the lone surviving CPU in
-// `call_unlocked`, whose caller vouches that no other CPU runs).
+/// An RTAS argument buffer (`{token, nargs, nret, cells}`, big-endian cells).
+pub struct Buffer(UnsafeCell<Args>);
+// SAFETY: a buffer is only touched by the holder of RTAS_LOCK (BUF) or by the one crashing CPU after every
+// other CPU is known stopped (CRASH_BUF); see `call_with`.
 unsafe impl Sync for Buffer {}
 
-static BUF: Buffer = Buffer(UnsafeCell::new(Args { token: 0, nargs: 0, nret: 0, cells: [0; MAX_CELLS] }));
-/// 0 = free, otherwise the owner's CPU index + 1.
-static LOCK: AtomicUsize = AtomicUsize::new(0);
+impl Buffer {
+    const fn new() -> Self {
+        Buffer(UnsafeCell::new(Args { token: 0, nargs: 0, nret: 0, cells: [0; MAX_CELLS] }))
+    }
+}
+
+/// The shared buffer, used under RTAS_LOCK.
+static BUF: Buffer = Buffer::new();
+/// The crashing CPU's own buffer: after a takeover the frozen holder may have left BUF half-filled.
+pub static CRASH_BUF: Buffer = Buffer::new();
+
+/// The RTAS lock: `nmilog_ppc64::RtasLock`, which records its owner and whether the owner is inside
+/// the firmware call proper in one word (see that crate's `rtas` module for the crash-time policy).
+/// Every RTAS call in this image goes through it (`call`), and the crash sequence reads it.
+pub static RTAS_LOCK: RtasLock = RtasLock::new();
+
+fn me() -> usize {
+    smp::this_cpu_index()
+}
 
 /// The CPU index holding the RTAS lock, if any.
 pub fn lock_owner() -> Option<usize> {
-    LOCK.load(Ordering::Relaxed).checked_sub(1)
+    RTAS_LOCK.holder().map(|(cpu, _)| cpu)
+}
+
+/// Takes the lock, spinning, calling `on_spin(holder)` on every failed attempt (the baseline's
+/// watchdog: the 2020 design waits for the RTAS lock like for any spinlock).
+pub fn lock_watched(on_spin: &mut dyn FnMut(Option<usize>)) {
+    let me = me();
+    while !RTAS_LOCK.try_lock(me) {
+        on_spin(lock_owner());
+        core::hint::spin_loop();
+    }
+}
+
+/// Releases the lock (holder only).
+pub fn unlock() {
+    RTAS_LOCK.unlock(me());
+}
+
+/// The shared argument buffer (use it only while holding the lock).
+pub fn shared_buffer() -> &'static Buffer {
+    &BUF
+}
+
+/// Test scenario: takes the lock, half-fills the shared buffer for `f` (as a caller preparing a call
+/// does) and returns with the lock held and, if `in_call`, marked as inside the firmware call proper
+/// (under QEMU the KVMPPC_H_RTAS hypercall is atomic, so a CPU can only be stopped inside RTAS on real
+/// firmware, where RTAS runs on the calling CPU; the mark stands for that). The caller then freezes
+/// without releasing.
+pub fn scenario_hold(f: Func, in_call: bool) {
+    let me = me();
+    RTAS_LOCK.lock(me);
+    if let Some(tok) = token(f) {
+        // SAFETY: we hold the RTAS lock, so nobody else uses BUF.
+        let a = unsafe { &mut *BUF.0.get() };
+        a.token = tok.to_be();
+        a.nargs = 3u32.to_be();
+    }
+    if in_call {
+        RTAS_LOCK.enter_call(me);
+    }
 }
 
 /// Calls RTAS function `f` under the RTAS lock. `rets[0]` receives the status, which is also returned
 /// (`NO_TOKEN` if the device tree has no such function).
 pub fn call(f: Func, args: &[u32], rets: &mut [u32]) -> i32 {
-    let me = smp::this_cpu_index() + 1;
-    while LOCK.compare_exchange_weak(0, me, Ordering::Acquire, Ordering::Relaxed).is_err() {
-        core::hint::spin_loop();
-    }
-    // SAFETY: we hold LOCK, so nobody else uses BUF.
-    let st = unsafe { call_unlocked(f, args, rets) };
-    LOCK.store(0, Ordering::Release);
+    let me = me();
+    RTAS_LOCK.lock(me);
+    RTAS_LOCK.enter_call(me);
+    // SAFETY: we hold the RTAS lock, so nobody else uses BUF or calls RTAS.
+    let st = unsafe { call_with(&BUF, f, args, rets) };
+    RTAS_LOCK.leave_call(me);
+    RTAS_LOCK.unlock(me);
     st
 }
 
-/// Calls RTAS without taking the lock.
+/// Calls RTAS without taking the lock, through the shared buffer.
 ///
 /// # Safety
 /// The caller holds the RTAS lock or knows that no other CPU can be using RTAS (for example, every
 /// other CPU is parked in its NMI handler).
 pub unsafe fn call_unlocked(f: Func, args: &[u32], rets: &mut [u32]) -> i32 {
+    // SAFETY: forwarded to the caller.
+    unsafe { call_with(&BUF, f, args, rets) }
+}
+
+/// Calls RTAS through `buf` without touching the lock (callers that hold it mark the call proper with
+/// `RTAS_LOCK.enter_call`/`leave_call` around this).
+///
+/// # Safety
+/// The caller has exclusive use of `buf` and may call RTAS: it holds the RTAS lock (possibly through
+/// a crash-time takeover), or no other CPU can be using RTAS.
+pub unsafe fn call_with(buf: &Buffer, f: Func, args: &[u32], rets: &mut [u32]) -> i32 {
     let Some(tok) = token(f) else { return NO_TOKEN };
     assert!(args.len() + rets.len() <= MAX_CELLS && !rets.is_empty());
-    let p = BUF.0.get();
-    // SAFETY: the caller guarantees exclusive use of BUF; p points at a live static.
+    let p = buf.0.get();
+    // SAFETY: the caller guarantees exclusive use of the buffer; p points at a live static.
     let a = unsafe { &mut *p };
     a.token = tok.to_be();
     a.nargs = (args.len() as u32).to_be();
@@ -161,7 +231,7 @@ pub unsafe fn call_unlocked(f: Func, args: &[u32], rets: &mut [u32]) -> i32 {
     for c in a.cells[args.len()..args.len() + rets.len()].iter_mut() {
         *c = u32::MAX.to_be();
     }
-    // SAFETY: BUF is a static at a real address the hypervisor may read and write (we run with
+    // SAFETY: the buffer is a static at a real address the hypervisor may read and write (we run with
     // translation off, so the virtual address is the real address); the asm is a compiler memory
     // barrier, so the stores above are visible to it and its stores to the loads below.
     unsafe { hcall::hcall(hcall::KVMPPC_H_RTAS, [p as u64, 0, 0, 0, 0, 0]) };
@@ -225,4 +295,49 @@ pub unsafe fn power_off_unlocked() -> i32 {
     let mut r = [0u32; 1];
     // SAFETY: forwarded to the caller.
     unsafe { call_unlocked(Func::PowerOff, &[u32::MAX, u32::MAX], &mut r) }
+}
+
+/// `ibm,int-off(irq)` through `buf`, without the lock.
+///
+/// # Safety
+/// As for `call_with`.
+pub unsafe fn int_off_with(buf: &Buffer, irq: u32) -> i32 {
+    let mut r = [0u32; 1];
+    // SAFETY: forwarded to the caller.
+    unsafe { call_with(buf, Func::IntOff, &[irq], &mut r) }
+}
+
+/// Makes the RTAS call described by `args` (the portable crash sequence's argument buffer, host-endian
+/// atomics: `nmilog_ppc64::RtasArgs` has no fixed layout) through `buf`, in PAPR layout (big-endian
+/// cells), and copies the return cells back into `args`. Returns the status (return cell 0).
+///
+/// # Safety
+/// As for `call_with`.
+pub unsafe fn call_from_args(buf: &Buffer, args: &nmilog_ppc64::RtasArgs) -> i32 {
+    let nargs = (args.nargs.load(Ordering::Relaxed) as usize).min(MAX_CELLS);
+    let nret = (args.nret.load(Ordering::Relaxed) as usize).clamp(1, MAX_CELLS - nargs);
+    let p = buf.0.get();
+    {
+        // SAFETY: the caller guarantees exclusive use of the buffer; p points at a live static.
+        let a = unsafe { &mut *p };
+        a.token = args.token.load(Ordering::Relaxed).to_be();
+        a.nargs = (nargs as u32).to_be();
+        a.nret = (nret as u32).to_be();
+        for i in 0..nargs {
+            a.cells[i] = args.cells[i].load(Ordering::Relaxed).to_be();
+        }
+        for c in a.cells[nargs..nargs + nret].iter_mut() {
+            *c = u32::MAX.to_be();
+        }
+    }
+    // SAFETY: as in `call_with`: a static buffer at a real address; the asm is a compiler barrier.
+    unsafe { hcall::hcall(hcall::KVMPPC_H_RTAS, [p as u64, 0, 0, 0, 0, 0]) };
+    // SAFETY: as above.
+    let a = unsafe { &*p };
+    for i in 0..nret {
+        if let Some(c) = args.cells.get(nargs + i) {
+            c.store(u32::from_be(a.cells[nargs + i]), Ordering::Relaxed);
+        }
+    }
+    u32::from_be(a.cells[nargs]) as i32
 }

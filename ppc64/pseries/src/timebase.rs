@@ -7,6 +7,13 @@ use core::sync::atomic::{AtomicU64, Ordering};
 pub const DEFAULT_FREQ: u64 = 512_000_000;
 
 static FREQ: AtomicU64 = AtomicU64::new(DEFAULT_FREQ);
+/// Nanoseconds per tick as a 32.32 fixed-point factor: `(10^9 << 32) / freq` (exact for 512 MHz:
+/// 10^9 / 512e6 = 125/64 = 1.953125).
+static NS_MULT: AtomicU64 = AtomicU64::new(ns_mult(DEFAULT_FREQ));
+
+const fn ns_mult(hz: u64) -> u64 {
+    (((1_000_000_000u128) << 32) / hz as u128) as u64
+}
 
 /// Reads the timebase.
 #[inline(always)]
@@ -21,7 +28,21 @@ pub fn now() -> u64 {
 pub fn set_freq(hz: u64) {
     if hz != 0 {
         FREQ.store(hz, Ordering::Relaxed);
+        NS_MULT.store(ns_mult(hz), Ordering::Relaxed);
     }
+}
+
+/// Converts ticks to nanoseconds (`tb * 125 / 64` at 512 MHz) with a 64x64->128 multiply (`mulld` +
+/// `mulhdu`, no division and no library call: callable from NMI context).
+#[inline]
+pub fn ticks_to_ns(ticks: u64) -> u64 {
+    ((ticks as u128 * NS_MULT.load(Ordering::Relaxed) as u128) >> 32) as u64
+}
+
+/// The timebase in nanoseconds.
+#[inline]
+pub fn now_ns() -> u64 {
+    ticks_to_ns(now())
 }
 
 /// Timebase ticks per second.

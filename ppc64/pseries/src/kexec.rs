@@ -1,0 +1,157 @@
+//! `kexec -p` for this image: load the capture stage into the reserved crash region ahead of time, and
+//! the switchover that jumps into it.
+//!
+//! QEMU's generic loader stages the capture ELF file as raw bytes at `STAGING_BASE` (the generic loader
+//! of a big-endian target refuses a little-endian ELF, and a raw file is what kexec reads anyway). At
+//! boot, in task context, [`load_capture`] parses it like kexec-tools does: it checks the ELF header,
+//! copies every `PT_LOAD` segment to its physical address, which must lie in the reserved region
+//! `CRASH_BASE..+CRASH_SIZE`, zeroes the rest of each segment, makes the code visible to instruction
+//! fetch, and remembers the entry point. After that, the kernel never writes the region again.
+
+use core::sync::atomic::{AtomicUsize, Ordering};
+
+use crate::bootparams::{BootParams, CRASH_BASE, CRASH_SIZE, PARAMS_BASE, PARAMS_MAGIC, STAGING_BASE, STAGING_MAX};
+
+/// The capture stage's entry point (0 = not loaded).
+static ENTRY: AtomicUsize = AtomicUsize::new(0);
+
+/// Why the capture stage was not loaded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LoadError {
+    /// No ELF file at `STAGING_BASE` (QEMU was started without the loader device).
+    NoElf,
+    /// Not a 64-bit little-endian PowerPC executable.
+    WrongKind,
+    /// A segment or the entry point lies outside the reserved region, or the file is too large.
+    OutOfRegion,
+}
+
+/// A loaded segment, for the boot report.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Loaded {
+    /// Entry point.
+    pub entry: usize,
+    /// Lowest and highest address loaded.
+    pub lo: usize,
+    /// End of the last segment.
+    pub hi: usize,
+    /// PT_LOAD segments.
+    pub segments: usize,
+}
+
+fn rd<const N: usize>(off: usize) -> [u8; N] {
+    let mut b = [0u8; N];
+    for (i, x) in b.iter_mut().enumerate() {
+        // SAFETY: STAGING_BASE..+STAGING_MAX is RAM reserved for the staged file; `off + i` is checked
+        // by the callers to lie inside it; volatile: QEMU wrote it, the compiler never saw the stores.
+        *x = unsafe { ((STAGING_BASE + off + i) as *const u8).read_volatile() };
+    }
+    b
+}
+
+fn u16_at(off: usize) -> usize {
+    u16::from_le_bytes(rd::<2>(off)) as usize
+}
+fn u32_at(off: usize) -> u32 {
+    u32::from_le_bytes(rd::<4>(off))
+}
+fn u64_at(off: usize) -> usize {
+    u64::from_le_bytes(rd::<8>(off)) as usize
+}
+
+fn in_region(a: usize, len: usize) -> bool {
+    a >= CRASH_BASE && a.checked_add(len).is_some_and(|e| e <= CRASH_BASE + CRASH_SIZE)
+}
+
+/// Loads the staged capture ELF into the reserved region. Call once, at boot, before any CPU logs.
+pub fn load_capture() -> Result<Loaded, LoadError> {
+    extern "C" {
+        static __image_end: u8;
+    }
+    // The kernel image must end below the reserved region.
+    assert!((&raw const __image_end) as usize <= CRASH_BASE, "kernel image overlaps the crash region");
+    if rd::<4>(0) != *b"\x7fELF" {
+        return Err(LoadError::NoElf);
+    }
+    let ident = rd::<8>(0);
+    // ELFCLASS64, ELFDATA2LSB, e_type ET_EXEC, e_machine EM_PPC64 (21).
+    if ident[4] != 2 || ident[5] != 1 || u16_at(16) != 2 || u16_at(18) != 21 {
+        return Err(LoadError::WrongKind);
+    }
+    let entry = u64_at(24);
+    let phoff = u64_at(32);
+    let phentsize = u16_at(54);
+    let phnum = u16_at(56);
+    if phentsize < 56 || phoff.saturating_add(phnum * phentsize) > STAGING_MAX {
+        return Err(LoadError::OutOfRegion);
+    }
+    let mut out = Loaded { entry, lo: usize::MAX, hi: 0, segments: 0 };
+    for i in 0..phnum {
+        let ph = phoff + i * phentsize;
+        if u32_at(ph) != 1 {
+            continue; // not PT_LOAD
+        }
+        let (off, paddr, filesz, memsz) = (u64_at(ph + 8), u64_at(ph + 24), u64_at(ph + 32), u64_at(ph + 40));
+        if filesz > memsz || !in_region(paddr, memsz) || off.saturating_add(filesz) > STAGING_MAX {
+            return Err(LoadError::OutOfRegion);
+        }
+        // SAFETY: source inside the staging area, destination inside the reserved region (both checked
+        // above, disjoint by the memory map); nothing else uses either.
+        unsafe {
+            core::ptr::copy_nonoverlapping((STAGING_BASE + off) as *const u8, paddr as *mut u8, filesz);
+            core::ptr::write_bytes((paddr + filesz) as *mut u8, 0, memsz - filesz);
+        }
+        crate::exceptions::flush_icache_range(paddr, paddr + memsz);
+        out.lo = out.lo.min(paddr);
+        out.hi = out.hi.max(paddr + memsz);
+        out.segments += 1;
+    }
+    if out.segments == 0 || !in_region(entry, 4) {
+        return Err(LoadError::OutOfRegion);
+    }
+    // Release pairs with the Acquire load in `switchover` (the loaded bytes before the entry).
+    ENTRY.store(entry, Ordering::Release);
+    Ok(out)
+}
+
+/// Whether a capture stage is loaded.
+pub fn loaded() -> bool {
+    ENTRY.load(Ordering::Acquire) != 0
+}
+
+/// Writes the boot-parameter block for the capture stage; returns its address.
+pub fn write_params(p: BootParams) -> usize {
+    let p = BootParams { magic: PARAMS_MAGIC, ..p };
+    // SAFETY: PARAMS_BASE is reserved RAM for this block (see `bootparams`), suitably aligned; only the
+    // crashing CPU writes it, once, and the capture stage reads it after the jump (same CPU).
+    unsafe { (PARAMS_BASE as *mut BootParams).write_volatile(p) };
+    PARAMS_BASE
+}
+
+/// The switchover: jumps to the capture stage with r3 = the handover image, r4 = the parameter block.
+/// Returns only if no capture stage is loaded.
+pub fn switchover(image: usize, params: usize) {
+    // Acquire pairs with the Release store in `load_capture`.
+    let entry = ENTRY.load(Ordering::Acquire);
+    if entry == 0 {
+        return;
+    }
+    // SAFETY: `entry` is the entry point of the capture stage that `load_capture` copied into the
+    // reserved region and flushed to the instruction cache; it sets up its own TOC, stack and .bss and
+    // never returns. `sync` orders this CPU's stores (image, parameters) before the jump; SPRG0 is
+    // cleared so nothing in the new stage mistakes the old per-CPU slot for its own. r3/r4 carry the
+    // arguments; r12 holds the entry (the ELFv2 convention for a global entry); r11 is scratch.
+    unsafe {
+        core::arch::asm!(
+            "sync",
+            "li 11, 0",
+            "mtspr 272, 11",
+            "mtctr 12",
+            "bctr",
+            in("r12") entry,
+            in("r3") image,
+            in("r4") params,
+            options(noreturn),
+        )
+    }
+}

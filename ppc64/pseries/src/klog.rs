@@ -1,0 +1,57 @@
+//! The nmilog core on pseries: the [`Platform`] implementation and the kernel's one `Log` static.
+
+use core::sync::atomic::{AtomicUsize, Ordering};
+
+use nmilog::{Log, Platform};
+
+use crate::{smp, timebase};
+
+/// Words per per-CPU ring (32 KiB; one ring per nesting depth).
+pub const RING_WORDS: usize = 4096;
+/// Words in the main log (256 KiB).
+pub const MAIN_WORDS: usize = 32768;
+/// Context nesting depths per CPU: task, irq, NMI, crash/nested NMI.
+pub const DEPTH: usize = 4;
+
+/// The pseries machine as nmilog sees it.
+pub struct PseriesPlatform {
+    ncpus: AtomicUsize,
+}
+
+impl PseriesPlatform {
+    /// No CPUs yet: every log call is a counted bad-CPU drop until `set_cpu_count`.
+    pub const fn new() -> Self {
+        PseriesPlatform { ncpus: AtomicUsize::new(0) }
+    }
+
+    /// Sets the number of CPUs that log (read from /cpus, at most `MAX_CPUS`).
+    pub fn set_cpu_count(&self, n: usize) {
+        self.ncpus.store(n.min(smp::MAX_CPUS), Ordering::Relaxed);
+    }
+}
+
+impl Platform for PseriesPlatform {
+    /// The logical index in this CPU's `PerCpu` slot, found through SPRG0 (PIR reads 0 on every CPU
+    /// under QEMU's TCG pseries). A CPU without a slot (SPRG0 = 0) reports `usize::MAX`: a counted drop.
+    #[inline]
+    fn cpu_id(&self) -> usize {
+        smp::this_cpu().map_or(usize::MAX, |c| c.index.load(Ordering::Relaxed))
+    }
+
+    /// The timebase (shared by all CPUs, 512 MHz under QEMU, frequency read from /cpus) in ns.
+    #[inline]
+    fn now_ns(&self) -> u64 {
+        timebase::now_ns()
+    }
+
+    #[inline]
+    fn cpu_count(&self) -> usize {
+        self.ncpus.load(Ordering::Relaxed)
+    }
+}
+
+/// The kernel log type.
+pub type KernelLog = Log<PseriesPlatform, { smp::MAX_CPUS }, RING_WORDS, MAIN_WORDS, DEPTH>;
+
+/// The kernel log.
+pub static LOG: KernelLog = Log::new(PseriesPlatform::new());

@@ -1,0 +1,114 @@
+//! Run-time scenario selection: `-append "scenario=NAME"` puts the string in /chosen `bootargs` (QEMU's
+//! sPAPR machine writes the kernel command line there, also under VOF), read at boot through the client
+//! interface.
+
+use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+/// The scenarios.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(usize)]
+pub enum Kind {
+    /// CPU 2 frozen mid-log-write, CPU 3 frozen holding the RTAS lock (outside the call proper).
+    Default,
+    /// CPU 2 frozen mid-log-write.
+    FreezeInLog,
+    /// CPU 3 frozen holding the RTAS lock, outside the firmware call proper.
+    RtasHeld,
+    /// CPU 3 frozen holding the RTAS lock, inside the firmware call proper.
+    RtasInCall,
+    /// CPU 1 never answers the NMI (it cleared SPRG0, so the 0x100 entry parks it at once, without
+    /// logging or checking in): the crashing CPU's bounded wait times out.
+    Deaf,
+    /// The 2020 locked design (global log-buffer spinlock, RTAS lock on the mask path), with CPU 2
+    /// frozen holding the log-buffer lock and CPU 3 holding the RTAS lock. Must deadlock.
+    Baseline,
+    /// The 2020 locked design with only CPU 3 holding the RTAS lock: the deadlock is on the RTAS lock.
+    BaselineRtas,
+}
+
+impl Kind {
+    /// Every scenario.
+    pub const ALL: [Kind; 7] = [Kind::Default, Kind::FreezeInLog, Kind::RtasHeld, Kind::RtasInCall, Kind::Deaf, Kind::Baseline, Kind::BaselineRtas];
+
+    /// The name on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Default => "default",
+            Kind::FreezeInLog => "freeze-in-log",
+            Kind::RtasHeld => "rtas-held",
+            Kind::RtasInCall => "rtas-in-call",
+            Kind::Deaf => "deaf",
+            Kind::Baseline => "baseline",
+            Kind::BaselineRtas => "baseline-rtas",
+        }
+    }
+
+    fn freezes_in_log(self) -> bool {
+        matches!(self, Kind::Default | Kind::FreezeInLog | Kind::Baseline)
+    }
+    fn holds_rtas(self) -> bool {
+        matches!(self, Kind::Default | Kind::RtasHeld | Kind::RtasInCall | Kind::Baseline | Kind::BaselineRtas)
+    }
+}
+
+const NONE: usize = usize::MAX;
+
+// Written once by the boot CPU before it starts the secondaries (RTAS start-cpu orders the stores
+// before their first instruction: the lock's Release/Acquire pair and the hypervisor's synchronisation).
+static KIND: AtomicUsize = AtomicUsize::new(0);
+static FREEZE_CPU: AtomicUsize = AtomicUsize::new(NONE);
+static RTAS_CPU: AtomicUsize = AtomicUsize::new(NONE);
+static RTAS_IN_CALL: AtomicBool = AtomicBool::new(false);
+static DEAF_CPU: AtomicUsize = AtomicUsize::new(NONE);
+
+/// Finds `scenario=NAME` in the command line. `Err(name)` for an unknown name.
+pub fn parse(cmdline: &[u8]) -> Result<Kind, &[u8]> {
+    for word in cmdline.split(|&b| b == b' ' || b == b'\t' || b == b'\n') {
+        if let Some(name) = word.strip_prefix(b"scenario=") {
+            return Kind::ALL.into_iter().find(|k| k.name().as_bytes() == name).ok_or(name);
+        }
+    }
+    Ok(Kind::Default)
+}
+
+/// Sets the scenario for `ncpus` CPUs: the log writer frozen is CPU 2 (CPU 1 with 2 CPUs), the RTAS
+/// holder CPU 3 (the last CPU with fewer; none if that is the frozen writer).
+pub fn set(kind: Kind, ncpus: usize) {
+    KIND.store(kind as usize, Ordering::Relaxed);
+    let freeze = if kind.freezes_in_log() && ncpus >= 2 { ncpus.min(3) - 1 } else { NONE };
+    let rtas = if kind.holds_rtas() && ncpus >= 2 { ncpus.min(4) - 1 } else { NONE };
+    FREEZE_CPU.store(freeze, Ordering::Relaxed);
+    RTAS_CPU.store(if rtas == freeze { NONE } else { rtas }, Ordering::Relaxed);
+    RTAS_IN_CALL.store(kind == Kind::RtasInCall, Ordering::Relaxed);
+    DEAF_CPU.store(if kind == Kind::Deaf && ncpus >= 2 { 1 } else { NONE }, Ordering::Relaxed);
+}
+
+/// The CPU that never answers the NMI.
+pub fn deaf_cpu() -> Option<usize> {
+    Some(DEAF_CPU.load(Ordering::Relaxed)).filter(|&c| c != NONE)
+}
+
+/// The scenario.
+pub fn kind() -> Kind {
+    Kind::ALL[KIND.load(Ordering::Relaxed)]
+}
+
+/// The CPU frozen in the middle of a log write (in the baseline: holding the log-buffer lock).
+pub fn freeze_cpu() -> Option<usize> {
+    Some(FREEZE_CPU.load(Ordering::Relaxed)).filter(|&c| c != NONE)
+}
+
+/// The CPU frozen holding the RTAS lock.
+pub fn rtas_cpu() -> Option<usize> {
+    Some(RTAS_CPU.load(Ordering::Relaxed)).filter(|&c| c != NONE)
+}
+
+/// Whether the RTAS holder is frozen inside the firmware call proper.
+pub fn rtas_in_call() -> bool {
+    RTAS_IN_CALL.load(Ordering::Relaxed)
+}
+
+/// The locked 2020 design.
+pub fn baseline() -> bool {
+    matches!(kind(), Kind::Baseline | Kind::BaselineRtas)
+}

@@ -1,0 +1,162 @@
+//! What every CPU does until the crash: log in task context (`cpu=<c> n=<i>`) and, from the decrementer
+//! interrupt, in interrupt context (`cpu=<c> irq n=<i>`); and the scenario's freezes.
+//!
+//! The freezes are deterministic: once the boot CPU has logged for a while it raises `FREEZE_NOW`; the
+//! scenario's CPUs then freeze at their next task-loop iteration, with external interrupts off, exactly
+//! where the scenario wants them when the NMI arrives:
+//! * mid-log-write: inside `append_raw_with_hook`, the hook parks the CPU after half of the payload is
+//!   stored (the record's sequence word is odd, its header written) — it never returns;
+//! * holding the RTAS lock: lock taken, the shared argument buffer half-filled, (optionally) marked as
+//!   inside the firmware call proper — then parked.
+
+use core::fmt::Write as _;
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+
+use nmilog::fmt::LineBuf;
+use nmilog::record::facility;
+use nmilog::ring::WriteStep;
+use nmilog::{Level, LINE_MAX};
+
+use crate::klog::LOG;
+use crate::smp::MAX_CPUS;
+use crate::{baseline, exceptions, irq, rtas, scenario, timebase};
+
+/// Pause between two task records (µs): keeps the dmesg readable (tens of records per CPU).
+pub const PACE_US: u64 = 500;
+/// Decrementer period (µs).
+pub const IRQ_PERIOD_US: u64 = 2_000;
+
+/// Raised (Release) by the boot CPU when the scenario CPUs should freeze; they load it with Acquire.
+pub static FREEZE_NOW: AtomicBool = AtomicBool::new(false);
+/// Bit c: CPU c froze as the scenario asked. Set with a Release `fetch_or` by the frozen CPU; the boot
+/// CPU Acquire-loads it before it crashes the machine.
+pub static FROZEN: AtomicUsize = AtomicUsize::new(0);
+/// Task records each CPU has committed (ground truth for the boot report).
+pub static TASK_N: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
+/// Interrupt-context records each CPU has committed.
+pub static IRQ_N: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
+/// `n` of the record a CPU was frozen in the middle of writing (u64::MAX: none).
+pub static FROZEN_AT: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(u64::MAX) }; MAX_CPUS];
+
+/// The external-interrupt handler: one interrupt-context record per device interrupt (none is
+/// expected: the vty has no input and no EPOW event happens; the handler is there because the boot
+/// CPU's presenter accepts every priority).
+pub fn ext_irq_handler(cpu: usize, src: u32) {
+    LOG.irq_enter();
+    let _ = LOG.log_fmt(Level::Info, 0, format_args!("cpu={cpu} external interrupt {src:#x}"));
+    LOG.irq_exit();
+}
+
+/// One task-context record.
+fn task_log(cpu: usize, i: u64) {
+    if scenario::baseline() {
+        baseline::printk(format_args!("cpu={cpu} n={i}"));
+    } else {
+        let _ = LOG.log_fmt(Level::Info, 0, format_args!("cpu={cpu} n={i}"));
+    }
+}
+
+/// The decrementer handler: one interrupt-context record.
+pub fn irq_handler(cpu: usize) {
+    let k = IRQ_N[cpu].load(Ordering::Relaxed);
+    LOG.irq_enter();
+    if scenario::baseline() {
+        baseline::printk(format_args!("cpu={cpu} irq n={k}"));
+    } else {
+        let _ = LOG.log_fmt(Level::Info, 0, format_args!("cpu={cpu} irq n={k}"));
+    }
+    LOG.irq_exit();
+    IRQ_N[cpu].store(k + 1, Ordering::Relaxed);
+}
+
+/// The task-context logging loop: runs until `max` records (forever if `None`), freezing first if the
+/// scenario says so.
+pub fn log_loop(cpu: usize, max: Option<u64>) {
+    irq::start_this_cpu();
+    let mut i = 0u64;
+    loop {
+        // Acquire pairs with the Release store of FREEZE_NOW in `freeze_and_wait`.
+        if FREEZE_NOW.load(Ordering::Acquire) {
+            if scenario::freeze_cpu() == Some(cpu) {
+                freeze_mid_write(cpu, i);
+            }
+            if scenario::rtas_cpu() == Some(cpu) {
+                freeze_holding_rtas(cpu);
+            }
+            if scenario::deaf_cpu() == Some(cpu) {
+                go_deaf(cpu);
+            }
+        }
+        if max.is_some_and(|m| i >= m) {
+            return;
+        }
+        task_log(cpu, i);
+        i += 1;
+        TASK_N[cpu].store(i, Ordering::Relaxed);
+        timebase::delay_us(PACE_US);
+    }
+}
+
+fn signal_frozen(cpu: usize) {
+    // Release pairs with the boot CPU's Acquire load in `freeze_and_wait`.
+    FROZEN.fetch_or(1 << cpu, Ordering::Release);
+}
+
+/// Starts writing task record `i` and parks half-way through the payload: the record stays in flight
+/// (odd sequence word) until the NMI stops this CPU.
+fn freeze_mid_write(cpu: usize, i: u64) -> ! {
+    irq::disable();
+    FROZEN_AT[cpu].store(i, Ordering::Relaxed);
+    if scenario::baseline() {
+        baseline::freeze_holding_logbuf(cpu, i)
+    }
+    let mut line: LineBuf<LINE_MAX> = LineBuf::new();
+    let _ = write!(line, "cpu={cpu} n={i}");
+    let _ = LOG.append_raw_with_hook(Level::Info as u8, facility::KERNEL, 0, line.finish(), &mut |step| {
+        if step == WriteStep::PayloadHalf {
+            signal_frozen(cpu);
+            exceptions::park();
+        }
+        true
+    });
+    // Not reached: the hook parks.
+    exceptions::park()
+}
+
+/// Takes the RTAS lock (half-filling the argument buffer; marked inside the call in `rtas-in-call`)
+/// and parks without releasing it.
+pub fn freeze_holding_rtas(cpu: usize) -> ! {
+    irq::disable();
+    rtas::scenario_hold(rtas::Func::SetXive, scenario::rtas_in_call());
+    signal_frozen(cpu);
+    exceptions::park()
+}
+
+/// Makes this CPU deaf to the crash NMI: SPRG0 = 0 makes the 0x100 entry park it at once, without
+/// touching memory, logging or checking in (as a CPU stuck with the NMI blocked would behave).
+fn go_deaf(cpu: usize) -> ! {
+    irq::disable();
+    signal_frozen(cpu);
+    // SAFETY: clearing SPRG0 only detaches this CPU from its PerCpu slot; from here on it runs no Rust
+    // code that needs the slot (it spins in `park`, and its 0x100 entry parks without it).
+    unsafe { core::arch::asm!("li {0}, 0", "mtspr 272, {0}", out(reg) _, options(nomem, nostack, preserves_flags)) };
+    exceptions::park()
+}
+
+/// Boot CPU: turns its interrupts off, asks the scenario CPUs to freeze and waits (bounded) until they have. Returns the mask of
+/// CPUs that froze and the mask expected.
+pub fn freeze_and_wait() -> (usize, usize) {
+    // The crashing CPU is done logging: interrupts off from here on (a panicking kernel runs its crash
+    // path with local interrupts disabled). In the locked baseline this also keeps this CPU's
+    // decrementer handler from spinning on the log-buffer lock that CPU 2 is about to keep forever.
+    irq::disable();
+    let want = [scenario::freeze_cpu(), scenario::rtas_cpu(), scenario::deaf_cpu()].into_iter().flatten().fold(0, |m, c| m | (1 << c));
+    // Release pairs with the Acquire load in `log_loop`.
+    FREEZE_NOW.store(true, Ordering::Release);
+    let d = timebase::Deadline::after_us(1_000_000);
+    // Acquire pairs with the Release fetch_or in `signal_frozen`.
+    while FROZEN.load(Ordering::Acquire) & want != want && !d.expired() {
+        core::hint::spin_loop();
+    }
+    (FROZEN.load(Ordering::Acquire), want)
+}
