@@ -308,6 +308,19 @@ pub struct Log<
     console_loglevel: AtomicUsize,
     settle_ns: AtomicUsize,
     bad_cpu: AtomicUsize,
+    flush_policy: AtomicUsize,
+}
+
+/// When normal-context log calls move records into the main log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FlushPolicy {
+    /// Every normal-context log call tries to flush (one compare-exchange; if it wins, it merges what
+    /// is ready). Records reach the main log (and readers) at once, like the legacy printk.
+    Eager,
+    /// Log calls only append to their ring; records reach the main log when someone calls
+    /// [`Log::flush`] (a console thread, a timer, a reader) or at the crash drain — like printk's
+    /// deferred consoles. The cheapest normal-context path.
+    Deferred,
 }
 
 impl<
@@ -343,6 +356,7 @@ impl<
             console_loglevel: AtomicUsize::new(Level::Info as usize + 1),
             settle_ns: AtomicUsize::new(0),
             bad_cpu: AtomicUsize::new(0),
+            flush_policy: AtomicUsize::new(0),
         }
     }
 
@@ -368,6 +382,7 @@ impl<
             console_loglevel: AtomicUsize::new(Level::Info as usize + 1),
             settle_ns: AtomicUsize::new(0),
             bad_cpu: AtomicUsize::new(0),
+            flush_policy: AtomicUsize::new(0),
         }
     }
 
@@ -414,6 +429,23 @@ impl<
     /// Sets the flush settle window (nanoseconds; see the module docs). Default 0.
     pub fn set_flush_settle_ns(&self, ns: u64) {
         self.settle_ns.store(ns as usize, Ordering::Relaxed);
+    }
+
+    /// Sets when normal-context log calls flush (default [`FlushPolicy::Eager`]).
+    pub fn set_flush_policy(&self, policy: FlushPolicy) {
+        self.flush_policy.store(
+            (policy == FlushPolicy::Deferred) as usize,
+            Ordering::Relaxed,
+        );
+    }
+
+    /// The flush policy in effect.
+    pub fn flush_policy(&self) -> FlushPolicy {
+        if self.flush_policy.load(Ordering::Relaxed) == 0 {
+            FlushPolicy::Eager
+        } else {
+            FlushPolicy::Deferred
+        }
     }
 
     /// Log calls dropped because the platform reported a CPU number out of range.
@@ -708,7 +740,7 @@ impl<
             feature = "critical-section",
             feature = "unsafe-assume-single-core"
         ))]
-        {
+        if self.flush_policy.load(Ordering::Relaxed) == 0 {
             let _ = self.flush();
         }
     }

@@ -347,7 +347,10 @@ fn reader_racing_a_writer_never_sees_a_torn_record() {
                 last = Some(buf.seq);
                 assert_eq!(buf.header.ts_ns, buf.seq);
                 assert_eq!(buf.header.len as usize, 1 + i % 60);
-                assert!(buf.payload().iter().all(|&b| b == i as u8), "torn record {i}");
+                assert!(
+                    buf.payload().iter().all(|&b| b == i as u8),
+                    "torn record {i}"
+                );
                 read += 1;
             }
             Read::Overwritten { missed: m } => missed += m,
@@ -370,4 +373,19 @@ fn reader_racing_a_writer_never_sees_a_torn_record() {
     }
     assert_eq!(read + missed, n as u64, "read {read} missed {missed}");
     assert!(read > 0);
+}
+
+#[test]
+fn deferred_policy_leaves_records_in_the_rings_until_a_flush() {
+    let log: Log<Manual, 1, 256, 1024> = Log::new(Manual::new(1));
+    log.set_flush_policy(crate::FlushPolicy::Deferred);
+    for i in 0..5 {
+        log.log_fmt(Level::Info, 0, format_args!("n={i}")).unwrap();
+    }
+    assert_eq!(log.main().next_seq(), 0);
+    assert_eq!(log.flush().unwrap().moved, 5);
+    assert_eq!(log.main().next_seq(), 5);
+    log.set_flush_policy(crate::FlushPolicy::Eager);
+    log.log_fmt(Level::Info, 0, format_args!("eager")).unwrap();
+    assert_eq!(log.main().next_seq(), 6);
 }
