@@ -65,6 +65,11 @@
 #![deny(missing_docs)]
 #![deny(clippy::undocumented_unsafe_blocks)]
 
+pub mod console;
+#[cfg(feature = "defmt")]
+pub mod defmt_logger;
+#[cfg(feature = "log")]
+pub mod facade;
 pub mod fmt;
 pub mod global;
 pub mod handover;
@@ -73,6 +78,7 @@ pub mod host;
 mod log;
 pub mod percpu;
 pub mod platform;
+pub mod ratelimit;
 pub mod record;
 pub mod ring;
 mod sync;
@@ -81,8 +87,8 @@ mod tests;
 
 pub use crate::fmt::{LINE_MAX, TRUNCATION_MARKER};
 pub use crate::log::{
-    AppendError, ContextGuard, CpuCounters, DrainReport, FlushHook, FlushReport, FlushStep, Log,
-    MainReader,
+    AppendError, ContextGuard, CpuCounters, DrainReport, FlushHook, FlushPolicy, FlushReport,
+    FlushStep, Log, MainReader,
 };
 pub use crate::platform::Platform;
 pub use crate::record::{ContextKind, Header, Level, RecordBuf, HEADER_BYTES, MAX_PAYLOAD};

@@ -309,6 +309,8 @@ pub struct Log<
     settle_ns: AtomicUsize,
     bad_cpu: AtomicUsize,
     flush_policy: AtomicUsize,
+    /// A `fn()` run after each normal-context flush (console output), or null.
+    console_hook: portable_atomic::AtomicPtr<()>,
 }
 
 /// When normal-context log calls move records into the main log.
@@ -357,6 +359,7 @@ impl<
             settle_ns: AtomicUsize::new(0),
             bad_cpu: AtomicUsize::new(0),
             flush_policy: AtomicUsize::new(0),
+            console_hook: portable_atomic::AtomicPtr::new(core::ptr::null_mut()),
         }
     }
 
@@ -383,6 +386,7 @@ impl<
             settle_ns: AtomicUsize::new(0),
             bad_cpu: AtomicUsize::new(0),
             flush_policy: AtomicUsize::new(0),
+            console_hook: portable_atomic::AtomicPtr::new(core::ptr::null_mut()),
         }
     }
 
@@ -445,6 +449,34 @@ impl<
             FlushPolicy::Eager
         } else {
             FlushPolicy::Deferred
+        }
+    }
+
+    /// Registers a function run after every normal-context flush, never from NMI or crash context —
+    /// typically `|| CONSOLES.emit_pending(&LOG)` (see [`crate::console`]).
+    ///
+    /// ```
+    /// # use nmilog::{Log, Platform};
+    /// # struct One; impl Platform for One { fn cpu_id(&self)->usize{0} fn now_ns(&self)->u64{0} fn cpu_count(&self)->usize{1} }
+    /// static LOG: Log<One, 1, 256, 1024> = Log::new(One);
+    /// static RAN: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+    /// LOG.set_console_hook(|| RAN.store(true, core::sync::atomic::Ordering::Relaxed));
+    /// LOG.log_fmt(nmilog::Level::Info, 0, format_args!("hello")).unwrap();
+    /// assert!(RAN.load(core::sync::atomic::Ordering::Relaxed));
+    /// ```
+    pub fn set_console_hook(&self, hook: fn()) {
+        self.console_hook
+            .store(hook as *mut (), portable_atomic::Ordering::Release);
+    }
+
+    fn run_console_hook(&self) {
+        let p = self.console_hook.load(portable_atomic::Ordering::Acquire);
+        if !p.is_null() {
+            // SAFETY: the only non-null value ever stored is a `fn()` cast to a pointer
+            // (`set_console_hook`); function and data pointers have the same size on every target
+            // this crate supports.
+            let f: fn() = unsafe { core::mem::transmute::<*mut (), fn()>(p) };
+            f();
         }
     }
 
@@ -812,6 +844,7 @@ impl<
                 break;
             }
         }
+        self.run_console_hook();
         Some(total)
     }
 

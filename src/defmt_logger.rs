@@ -1,0 +1,395 @@
+//! An NMI-safe [defmt](https://defmt.ferrous-systems.com) global logger (feature `defmt`).
+//!
+//! defmt's `Logger` contract lets the implementation define what an "execution context" is. Here it
+//! is a **(CPU, context nesting depth)** pair — the same key the core uses to pick a ring. Each pair
+//! has its own encoder and its own fixed frame buffer ([`DefmtSlots`]), so a defmt call from an NMI
+//! that interrupted a task-context defmt frame gets its own encoder, its own buffer and, on
+//! release, its own ring: neither frame is corrupted. (defmt-rtt takes a critical section in
+//! `acquire` and panics with "defmt logger taken reentrantly"; masking interrupts does not mask an
+//! NMI.)
+//!
+//! # Plugging in your `Log`
+//!
+//! `#[defmt::global_logger]` needs a concrete unit struct, so the crate gives you a macro that
+//! writes it for your `static` logger (your crate must depend on `defmt`, as every defmt user does):
+//!
+//! ```ignore
+//! static LOG: nmilog::Log<MyPlatform, 4, 1024, 16384> = nmilog::Log::new(MyPlatform);
+//! nmilog::defmt_global_logger!(LOG);        // frames of up to 256 encoded bytes
+//! // or: nmilog::defmt_global_logger!(LOG, 512);
+//!
+//! defmt::info!("booted in {=u32} ms", 42);  // anywhere, including NMI handlers
+//! ```
+//!
+//! (This snippet is not run as a doctest: a defmt program links only with defmt's linker script.
+//! `examples/defmt_logger.rs` builds it for the host.)
+//!
+//! # What ends up in the log
+//!
+//! * `acquire` picks the slot of the current (CPU, depth), starts a fresh `defmt::Encoder` and
+//!   begins the frame; `write` encodes into the slot's buffer; `release` ends the frame and appends
+//!   the whole encoded frame as **one raw record**: facility [`facility::DEFMT`], flag
+//!   [`flags::RAW`], level [`Level::Info`] (the defmt level is inside the frame and only the decoder
+//!   knows it). The append is [`Log::append`]: in normal context it may flush, following the
+//!   log's flush policy, as any log call does; in NMI context it only appends to the ring.
+//!   Nothing is written anywhere before `release`.
+//! * The encoding is defmt's own `Encoder`: **rzCOBS** by default, raw if the final binary enables
+//!   defmt's `encoding-raw` feature. With rzCOBS each record's payload is `0x00`, the encoded
+//!   frame, `0x00` (a fresh encoder emits a leading separator; the decoder skips empty frames), so
+//!   any subset of records concatenated in any order is a valid defmt stream. With `encoding-raw`
+//!   frames carry no framing: a lost record desynchronises the decoder, so use rzCOBS with nmilog.
+//! * Refusals are counted, never silent: a frame larger than the slot buffer or the ring is dropped
+//!   ([`DefmtSlots::dropped`], or the ring's dropped counter); a defmt call inside a defmt call in
+//!   the *same* context (a `Format` impl that logs) is discarded and counted instead of panicking;
+//!   frames from a bad CPU id or a nesting too deep are counted by the core (`bad_cpu_dropped`,
+//!   overflow) exactly as text records are.
+//! * `flush` does not wait (a never-blocking logger cannot): records reach the main log through
+//!   the core's flush, the crash drain and the handover image.
+//!
+//! # Decoding
+//!
+//! Select the records with `facility == facility::DEFMT` (the `RAW` flag is set) from the main log,
+//! a crash dump or the handover image, in main-log order, and concatenate their payloads into a
+//! file. Then decode with the firmware ELF (the one that contains the `.defmt` section with the
+//! interned strings):
+//!
+//! ```text
+//! defmt-print -e target/thumbv7em-none-eabi/release/firmware < defmt-frames.bin
+//! ```
+//!
+//! Record timestamps, CPU and context come from the nmilog header; defmt's own timestamp (if the
+//! program defines `defmt::timestamp!`) is inside the frame.
+//!
+//! # Context rules
+//!
+//! Like the rest of the crate, the slot is found with the platform's CPU id and the core's context
+//! depth ([`Log::context`](crate::Log::context)), so interrupt and NMI entry must be tracked with
+//! [`Log::irq_enter`](crate::Log::irq_enter)/[`Log::nmi_enter`](crate::Log::nmi_enter) (an
+//! untracked interrupt that logs while a task frame is open finds that slot busy: its frame is
+//! dropped and counted, never mixed in). A task-context frame must not migrate to another CPU
+//! between `acquire` and `release` (defmt frames are short; call with preemption disabled, as
+//! defmt-rtt's critical section does — a host thread registered as a CPU never migrates).
+
+use core::cell::UnsafeCell;
+
+use portable_atomic::{AtomicUsize, Ordering};
+
+use crate::record::{facility, flags};
+use crate::{Level, Log, Platform};
+
+/// The default per-context frame buffer: 256 encoded bytes.
+pub const DEFAULT_FRAME_BYTES: usize = 256;
+
+struct Frame<const BUF: usize> {
+    encoder: defmt::Encoder,
+    buf: [u8; BUF],
+    len: usize,
+    overflow: bool,
+}
+
+struct Slot<const BUF: usize> {
+    /// 0: idle; 1: a frame is open; n > 1: n - 1 reentrant acquires (discarded) inside it.
+    nest: AtomicUsize,
+    dropped: AtomicUsize,
+    frame: UnsafeCell<Frame<BUF>>,
+}
+
+impl<const BUF: usize> Slot<BUF> {
+    const fn new() -> Self {
+        Slot {
+            nest: AtomicUsize::new(0),
+            dropped: AtomicUsize::new(0),
+            frame: UnsafeCell::new(Frame {
+                encoder: defmt::Encoder::new(),
+                buf: [0; BUF],
+                len: 0,
+                overflow: false,
+            }),
+        }
+    }
+
+    fn count_drop(&self) {
+        // Only this slot's context writes the counter: load + store, no RMW (NMI-safe).
+        let v = self.dropped.load(Ordering::Relaxed);
+        self.dropped.store(v.wrapping_add(1), Ordering::Relaxed);
+    }
+}
+
+/// Per-(CPU, depth) defmt encoders and frame buffers: the state behind
+/// [`defmt_global_logger!`](crate::defmt_global_logger), usable directly by a test harness or a
+/// custom `Logger`.
+///
+/// `CPUS` and `DEPTH` must match the [`Log`]'s (the macro takes them from the `static`);
+/// `BUF` is the largest encoded frame in bytes.
+///
+/// ```
+/// use nmilog::defmt_logger::DefmtSlots;
+/// use nmilog::record::facility;
+/// use nmilog::{Log, Platform, RecordBuf};
+/// struct One;
+/// impl Platform for One {
+///     fn cpu_id(&self) -> usize { 0 }
+///     fn now_ns(&self) -> u64 { 1 }
+///     fn cpu_count(&self) -> usize { 1 }
+/// }
+/// static LOG: Log<One, 1, 256, 1024> = Log::new(One);
+/// static SLOTS: DefmtSlots<1, 4> = DefmtSlots::new();
+///
+/// // What defmt's macros do for one log call:
+/// SLOTS.acquire(&LOG);
+/// SLOTS.write(&LOG, &[1, 0, 42]);   // (a string index and an argument)
+/// SLOTS.release(&LOG);
+///
+/// let mut rec = RecordBuf::new();
+/// LOG.main_reader().read(&LOG, &mut rec);
+/// assert_eq!(rec.header.facility, facility::DEFMT);
+/// assert_eq!(rec.payload().first(), Some(&0)); // rzCOBS: separator, frame, separator
+/// assert_eq!(rec.payload().last(), Some(&0));
+/// ```
+pub struct DefmtSlots<const CPUS: usize, const DEPTH: usize, const BUF: usize = DEFAULT_FRAME_BYTES>
+{
+    slots: [[Slot<BUF>; DEPTH]; CPUS],
+}
+
+// SAFETY: each slot's `frame` cell is only accessed by the execution context that owns the slot:
+// the code running on CPU `c` at nesting depth `d` (the Platform contract makes `cpu_id()` unique
+// among running contexts; interrupts nest LIFO, so a nested context uses a different depth and
+// finishes before depth `d` resumes). The `nest` word is set before the cell is touched and
+// cleared after, with signal fences, so a reentrant call in the same context (a `Format` impl that
+// logs) sees the slot busy and never touches the cell.
+unsafe impl<const CPUS: usize, const DEPTH: usize, const BUF: usize> Sync
+    for DefmtSlots<CPUS, DEPTH, BUF>
+{
+}
+
+impl<const CPUS: usize, const DEPTH: usize, const BUF: usize> Default
+    for DefmtSlots<CPUS, DEPTH, BUF>
+{
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<const CPUS: usize, const DEPTH: usize, const BUF: usize> DefmtSlots<CPUS, DEPTH, BUF> {
+    /// Idle slots. `const`, so it can be a `static`.
+    pub const fn new() -> Self {
+        DefmtSlots {
+            slots: [const { [const { Slot::new() }; DEPTH] }; CPUS],
+        }
+    }
+
+    fn slot<P: Platform, const R: usize, const M: usize>(
+        &self,
+        log: &Log<P, CPUS, R, M, DEPTH>,
+    ) -> Option<&Slot<BUF>> {
+        let cpu = log.platform().cpu_id();
+        if cpu >= log.platform().cpu_count() {
+            return None;
+        }
+        let (_, depth) = log.cpu(cpu)?.context();
+        self.slots.get(cpu)?.get(depth)
+    }
+
+    /// `Logger::acquire`: opens a frame in the current context's slot. A second acquire in the
+    /// same context (without a release) opens a discarded nested frame instead of panicking.
+    pub fn acquire<P: Platform, const R: usize, const M: usize>(
+        &self,
+        log: &Log<P, CPUS, R, M, DEPTH>,
+    ) {
+        let Some(slot) = self.slot(log) else { return };
+        let n = slot.nest.load(Ordering::Relaxed);
+        slot.nest.store(n + 1, Ordering::Relaxed);
+        core::sync::atomic::compiler_fence(Ordering::SeqCst);
+        if n != 0 {
+            return;
+        }
+        // SAFETY: this context owns the slot (see the `Sync` impl) and `nest` was 0: nobody else
+        // is inside the cell.
+        let f = unsafe { &mut *slot.frame.get() };
+        f.encoder = defmt::Encoder::new();
+        f.len = 0;
+        f.overflow = false;
+        let Frame {
+            encoder, buf, len, ..
+        } = f;
+        let mut ovf = false;
+        encoder.start_frame(|b| push(buf, len, &mut ovf, b));
+        f.overflow |= ovf;
+    }
+
+    /// `Logger::write`: encodes `bytes` into the open frame (ignored inside a discarded nested
+    /// frame, or without an open frame).
+    pub fn write<P: Platform, const R: usize, const M: usize>(
+        &self,
+        log: &Log<P, CPUS, R, M, DEPTH>,
+        bytes: &[u8],
+    ) {
+        let Some(slot) = self.slot(log) else { return };
+        if slot.nest.load(Ordering::Relaxed) != 1 {
+            return;
+        }
+        // SAFETY: as in `acquire`: this context's open frame.
+        let f = unsafe { &mut *slot.frame.get() };
+        let Frame {
+            encoder, buf, len, ..
+        } = f;
+        let mut ovf = false;
+        encoder.write(bytes, |b| push(buf, len, &mut ovf, b));
+        f.overflow |= ovf;
+    }
+
+    /// `Logger::release`: ends the frame and appends it as one raw record (see the module docs).
+    pub fn release<P: Platform, const R: usize, const M: usize>(
+        &self,
+        log: &Log<P, CPUS, R, M, DEPTH>,
+    ) {
+        let Some(slot) = self.slot(log) else {
+            // No slot: a bad CPU id or nesting too deep. Let the core refuse and count it exactly
+            // as it counts a text record in that situation.
+            let _ = log.append_raw(Level::Info, facility::DEFMT, flags::RAW, &[]);
+            return;
+        };
+        let n = slot.nest.load(Ordering::Relaxed);
+        if n == 0 {
+            return;
+        }
+        if n > 1 {
+            slot.count_drop();
+            slot.nest.store(n - 1, Ordering::Relaxed);
+            return;
+        }
+        {
+            // SAFETY: as in `acquire`: this context's open frame.
+            let f = unsafe { &mut *slot.frame.get() };
+            let Frame {
+                encoder, buf, len, ..
+            } = f;
+            let mut ovf = false;
+            encoder.end_frame(|b| push(buf, len, &mut ovf, b));
+            f.overflow |= ovf;
+            if f.overflow {
+                slot.count_drop();
+            } else {
+                // Refusals (too large for the ring, reentry in the core) are counted by the core.
+                let _ = log.append(Level::Info, facility::DEFMT, flags::RAW, &f.buf[..f.len]);
+            }
+        }
+        core::sync::atomic::compiler_fence(Ordering::SeqCst);
+        slot.nest.store(0, Ordering::Relaxed);
+    }
+
+    /// `Logger::flush`: does not wait (see the module docs).
+    pub fn flush<P: Platform, const R: usize, const M: usize>(
+        &self,
+        _log: &Log<P, CPUS, R, M, DEPTH>,
+    ) {
+    }
+
+    /// Whether slot `(cpu, depth)` has a frame open (between `acquire` and `release`): a
+    /// diagnostic, e.g. for an NMI handler that wants to know what it interrupted.
+    ///
+    /// ```
+    /// let s: nmilog::defmt_logger::DefmtSlots<1, 4> = nmilog::defmt_logger::DefmtSlots::new();
+    /// assert!(!s.frame_open(0, 0));
+    /// ```
+    pub fn frame_open(&self, cpu: usize, depth: usize) -> bool {
+        self.slots
+            .get(cpu)
+            .and_then(|r| r.get(depth))
+            .is_some_and(|s| s.nest.load(Ordering::Relaxed) != 0)
+    }
+
+    /// Frames dropped by slot `(cpu, depth)`: larger than `BUF`, or a reentrant frame in the same
+    /// context.
+    ///
+    /// ```
+    /// let s: nmilog::defmt_logger::DefmtSlots<2, 4> = nmilog::defmt_logger::DefmtSlots::new();
+    /// assert_eq!(s.dropped(1, 3), 0);
+    /// ```
+    pub fn dropped(&self, cpu: usize, depth: usize) -> u64 {
+        self.slots
+            .get(cpu)
+            .and_then(|r| r.get(depth))
+            .map_or(0, |s| s.dropped.load(Ordering::Relaxed) as u64)
+    }
+}
+
+#[inline]
+fn push<const BUF: usize>(buf: &mut [u8; BUF], len: &mut usize, ovf: &mut bool, bytes: &[u8]) {
+    let room = BUF - *len;
+    if bytes.len() > room {
+        *ovf = true;
+        return;
+    }
+    buf[*len..*len + bytes.len()].copy_from_slice(bytes);
+    *len += bytes.len();
+}
+
+/// `(CPUS, DEPTH)` of a [`Log`], in a `const` context (used by
+/// [`defmt_global_logger!`](crate::defmt_global_logger) to size the slots).
+///
+/// ```
+/// # use nmilog::{Log, Platform};
+/// # struct One;
+/// # impl Platform for One { fn cpu_id(&self)->usize{0} fn now_ns(&self)->u64{0} fn cpu_count(&self)->usize{1} }
+/// static LOG: Log<One, 3, 256, 1024, 5> = Log::new(One);
+/// const SHAPE: (usize, usize) = nmilog::defmt_logger::shape_of(&LOG);
+/// assert_eq!(SHAPE, (3, 5));
+/// ```
+pub const fn shape_of<
+    P: Platform,
+    const C: usize,
+    const R: usize,
+    const M: usize,
+    const D: usize,
+>(
+    _log: &Log<P, C, R, M, D>,
+) -> (usize, usize) {
+    (C, D)
+}
+
+/// Defines the `#[defmt::global_logger]` for a `static` [`Log`]: `defmt_global_logger!(LOG)` (frames
+/// up to [`DEFAULT_FRAME_BYTES`] encoded bytes) or `defmt_global_logger!(LOG, 512)`; add a name,
+/// `defmt_global_logger!(LOG, 512, DEFMT_SLOTS)`, to get the [`DefmtSlots`] `static` as an item you
+/// can query ([`DefmtSlots::dropped`]). Use it once, in the final binary; the crate must depend on
+/// `defmt`. See the [module docs](self) and `examples/defmt_logger.rs`.
+#[macro_export]
+macro_rules! defmt_global_logger {
+    ($log:path) => {
+        $crate::defmt_global_logger!($log, $crate::defmt_logger::DEFAULT_FRAME_BYTES);
+    };
+    ($log:path, $buf:expr) => {
+        const _: () = {
+            $crate::defmt_global_logger!($log, $buf, SLOTS);
+        };
+    };
+    ($log:path, $buf:expr, $slots:ident) => {
+        static $slots: $crate::defmt_logger::DefmtSlots<
+            { $crate::defmt_logger::shape_of(&$log).0 },
+            { $crate::defmt_logger::shape_of(&$log).1 },
+            { $buf },
+        > = $crate::defmt_logger::DefmtSlots::new();
+
+        const _: () = {
+            #[::defmt::global_logger]
+            struct NmilogDefmtLogger;
+
+            // SAFETY: acquire/release/write are per execution context ((CPU, depth) slots), so a
+            // frame is never interleaved with another; nothing blocks or panics.
+            unsafe impl ::defmt::Logger for NmilogDefmtLogger {
+                fn acquire() {
+                    $slots.acquire(&$log)
+                }
+                unsafe fn flush() {
+                    $slots.flush(&$log)
+                }
+                unsafe fn release() {
+                    $slots.release(&$log)
+                }
+                unsafe fn write(bytes: &[u8]) {
+                    $slots.write(&$log, bytes)
+                }
+            }
+        };
+    };
+}

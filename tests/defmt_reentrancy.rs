@@ -1,0 +1,346 @@
+//! The defmt global logger under reentrancy: a frame from an NMI that lands inside a task-context
+//! frame gets its own encoder, buffer and ring, and both frames come out intact.
+//!
+//! The global logger is the real one (`defmt_global_logger!`), driven by defmt's own macros; only
+//! the string indices are meaningless on the host (no defmt linker script), so the checks look at
+//! the framing and the argument bytes.
+#![cfg(feature = "defmt")]
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+use nmilog::host::HostPlatform;
+use nmilog::record::{facility, flags};
+use nmilog::ring::Read;
+use nmilog::{ContextKind, Log, RecordBuf};
+
+static LOG: Log<HostPlatform, 4, 4096, 65536> = Log::new(HostPlatform::new(4));
+nmilog::defmt_global_logger!(LOG, 256, DEFMT_SLOTS);
+defmt::timestamp!("{=u8}", 0x5a);
+
+/// Tests share the logger; run them one at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// rzCOBS decoding of one frame (without separators), as defmt-decoder does it.
+fn rzcobs_decode(data: &[u8]) -> Option<Vec<u8>> {
+    let mut res = vec![];
+    let mut it = data.iter().rev().cloned();
+    while let Some(x) = it.next() {
+        match x {
+            0 => return None,
+            0x01..=0x7f => {
+                for i in 0..7 {
+                    if x & (1 << (6 - i)) == 0 {
+                        res.push(it.next()?);
+                    } else {
+                        res.push(0);
+                    }
+                }
+            }
+            0x80..=0xfe => {
+                let n = (x & 0x7f) + 7;
+                res.push(0);
+                for _ in 0..n {
+                    res.push(it.next()?);
+                }
+            }
+            0xff => {
+                for _ in 0..134 {
+                    res.push(it.next()?);
+                }
+            }
+        }
+    }
+    res.reverse();
+    Some(res)
+}
+
+/// The frames in one record's payload (split on 0x00, empty frames skipped, each decoded).
+fn frames_of(payload: &[u8]) -> Vec<Vec<u8>> {
+    payload
+        .split(|&b| b == 0)
+        .filter(|f| !f.is_empty())
+        .map(|f| rzcobs_decode(f).expect("malformed rzCOBS frame"))
+        .collect()
+}
+
+struct DefmtRecord {
+    cpu: u16,
+    depth: usize,
+    frame: Vec<u8>,
+}
+
+/// Reads every defmt record from `reader` on; checks one frame per record.
+fn read_defmt(reader: &mut nmilog::MainReader) -> Vec<DefmtRecord> {
+    LOG.flush();
+    let mut out = vec![];
+    let mut rec = RecordBuf::new();
+    loop {
+        match reader.read(&LOG, &mut rec) {
+            Read::Record => {}
+            Read::Overwritten { missed } => panic!("main log overwrote {missed} records"),
+            _ => break,
+        }
+        if rec.header.facility != facility::DEFMT {
+            continue;
+        }
+        assert_ne!(rec.header.flags & flags::RAW, 0);
+        let p = rec.payload();
+        assert_eq!(p.first(), Some(&0), "record starts with a separator");
+        assert_eq!(p.last(), Some(&0), "record ends with a separator");
+        let mut fr = frames_of(p);
+        assert_eq!(fr.len(), 1, "exactly one frame per record: {p:02x?}");
+        out.push(DefmtRecord {
+            cpu: rec.header.cpu,
+            depth: rec.header.context().1,
+            frame: fr.pop().unwrap(),
+        });
+    }
+    out
+}
+
+/// rzCOBS pads the last 7-byte group with zero bits, so a decoded frame may carry up to 6 trailing
+/// zero bytes that the defmt decoder never reads. Checks the frame is `len` bytes plus such padding.
+fn assert_len(frame: &[u8], len: usize) {
+    assert!(
+        frame.len() >= len && frame.len() - len < 7 && frame[len..].iter().all(|&b| b == 0),
+        "frame of {len} bytes expected: {frame:02x?}"
+    );
+}
+
+fn contains(hay: &[u8], needle: u32) -> bool {
+    hay.windows(4).any(|w| w == needle.to_le_bytes())
+}
+
+/// An argument whose formatting is interrupted by an "NMI" that logs (what an NMI landing in the
+/// middle of a task-context frame does).
+struct NmiArrives(u32);
+impl defmt::Format for NmiArrives {
+    fn format(&self, f: defmt::Formatter) {
+        {
+            let _nmi = LOG.enter(ContextKind::Nmi);
+            defmt::error!("nmi {=u32}", self.0);
+        }
+        defmt::write!(f, "after {=u32}", 0x4444_4444u32);
+    }
+}
+
+/// A `Format` impl that logs in the same context: defmt-rtt panics here; nmilog discards the
+/// inner frame and counts it.
+struct LogsInFormat;
+impl defmt::Format for LogsInFormat {
+    fn format(&self, f: defmt::Formatter) {
+        defmt::error!("inner {=u32}", 0x6666_6666u32);
+        defmt::write!(f, "x");
+    }
+}
+
+#[test]
+fn nmi_frame_inside_task_frame_both_intact() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    HostPlatform::register_cpu(0);
+    let mut reader = LOG.main_reader();
+    read_defmt(&mut reader);
+
+    defmt::error!(
+        "task {=u32} {} {=u32}",
+        0x1111_1111u32,
+        NmiArrives(0x2222_2222),
+        0x3333_3333u32
+    );
+    let recs = read_defmt(&mut reader);
+    assert_eq!(recs.len(), 2, "two frames, two records");
+    let nmi = recs.iter().find(|r| r.depth == 1).expect("NMI record");
+    let task = recs.iter().find(|r| r.depth == 0).expect("task record");
+    assert_eq!((nmi.cpu, task.cpu), (0, 0));
+    // The NMI frame: index (2) + timestamp (1) + u32 (4), nothing from the task frame.
+    assert_len(&nmi.frame, 2 + 1 + 4);
+    assert_eq!(nmi.frame[2], 0x5a);
+    assert!(contains(&nmi.frame, 0x2222_2222));
+    assert!(!contains(&nmi.frame, 0x1111_1111));
+    // The task frame: all its own arguments, in order, and none of the NMI's.
+    let f = &task.frame;
+    let pos = |v: u32| f.windows(4).position(|w| w == v.to_le_bytes()).unwrap();
+    assert!(pos(0x1111_1111) < pos(0x4444_4444) && pos(0x4444_4444) < pos(0x3333_3333));
+    assert!(!contains(f, 0x2222_2222));
+    assert_len(f, pos(0x3333_3333) + 4);
+}
+
+#[test]
+fn same_context_reentry_is_counted_not_a_panic() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    HostPlatform::register_cpu(1);
+    let mut reader = LOG.main_reader();
+    read_defmt(&mut reader);
+    let before = DEFMT_SLOTS.dropped(1, 0);
+
+    defmt::error!(
+        "outer {=u32} {} {=u32}",
+        0x5555_5555u32,
+        LogsInFormat,
+        0x7777_7777u32
+    );
+
+    let recs = read_defmt(&mut reader);
+    assert_eq!(recs.len(), 1);
+    let f = &recs[0].frame;
+    assert!(contains(f, 0x5555_5555) && contains(f, 0x7777_7777));
+    assert!(!contains(f, 0x6666_6666), "the inner frame is not mixed in");
+    assert_eq!(DEFMT_SLOTS.dropped(1, 0), before + 1);
+
+    // The slot is usable again.
+    defmt::error!("again {=u32}", 0x8888_8888u32);
+    let recs = read_defmt(&mut reader);
+    assert_eq!(recs.len(), 1);
+    assert!(contains(&recs[0].frame, 0x8888_8888));
+}
+
+#[test]
+fn frame_at_nested_irq_nmi_depth_goes_to_its_own_ring() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    HostPlatform::register_cpu(3);
+    let mut reader = LOG.main_reader();
+    read_defmt(&mut reader);
+    let _irq = LOG.enter(ContextKind::Irq);
+    let _nmi = LOG.enter(ContextKind::Nmi);
+    defmt::error!("deep {=u32}", 0x9999_9999u32);
+    drop(_nmi);
+    drop(_irq);
+    let recs = read_defmt(&mut reader);
+    assert_eq!(recs.len(), 1);
+    assert_eq!((recs[0].cpu, recs[0].depth), (3, 2));
+    assert!(contains(&recs[0].frame, 0x9999_9999));
+}
+
+#[cfg(unix)]
+mod signals {
+    use super::*;
+    use std::sync::atomic::AtomicBool;
+
+    static HANDLED: AtomicUsize = AtomicUsize::new(0);
+    static INSIDE_TASK_FRAME: AtomicUsize = AtomicUsize::new(0);
+    static STOP: AtomicBool = AtomicBool::new(false);
+
+    extern "C" fn on_sigusr1(_: libc::c_int) {
+        // The "NMI": tracked entry and exit, a defmt frame in between.
+        if DEFMT_SLOTS.frame_open(2, 0) {
+            INSIDE_TASK_FRAME.fetch_add(1, Ordering::Relaxed);
+        }
+        LOG.nmi_enter();
+        let n = HANDLED.load(Ordering::Relaxed) as u32;
+        defmt::error!(
+            "nmi {=u32} {=u32}",
+            0xabab_0000 | (n & 0xffff),
+            !(0xabab_0000 | (n & 0xffff))
+        );
+        HANDLED.store(n as usize + 1, Ordering::Relaxed);
+        LOG.nmi_exit();
+    }
+
+    /// A task thread logs defmt frames in a loop; another thread interrupts it with signals whose
+    /// handler logs defmt frames in NMI context. Every frame must decode with its own checksum
+    /// intact and none may be lost.
+    #[test]
+    fn asynchronous_nmis_inside_task_frames() {
+        let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        let mut reader = LOG.main_reader();
+        HostPlatform::register_cpu(0);
+        read_defmt(&mut reader);
+        HANDLED.store(0, Ordering::Relaxed);
+        STOP.store(false, Ordering::Relaxed);
+
+        // SAFETY: installs a handler that only touches atomics, a const thread-local and the
+        // logger's NMI path (async-signal-safe by design).
+        unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = on_sigusr1 as *const () as usize;
+            libc::sigemptyset(&mut sa.sa_mask);
+            assert_eq!(libc::sigaction(libc::SIGUSR1, &sa, std::ptr::null_mut()), 0);
+        }
+        const MIN_NMIS: usize = 300;
+        static CHECKED: AtomicUsize = AtomicUsize::new(0);
+        static PROGRESS: AtomicUsize = AtomicUsize::new(0);
+        CHECKED.store(0, Ordering::Relaxed);
+        PROGRESS.store(0, Ordering::Relaxed);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let worker = std::thread::spawn(move || {
+            HostPlatform::register_cpu(2);
+            // SAFETY: pthread_self has no preconditions.
+            tx.send(unsafe { libc::pthread_self() } as usize).unwrap();
+            let t = std::time::Instant::now();
+            let mut i = 0u32;
+            while HANDLED.load(Ordering::Relaxed) < MIN_NMIS
+                && t.elapsed() < std::time::Duration::from_secs(5)
+            {
+                // Stay at most 2000 frames ahead of the checker so the main log never wraps.
+                if i as usize - CHECKED.load(Ordering::Relaxed) > 2000 {
+                    std::thread::yield_now();
+                    continue;
+                }
+                defmt::error!("task {=u32} {=u32} {=u32}", i, 0x1234_5678u32 ^ i, !i);
+                i += 1;
+                PROGRESS.store(i as usize, Ordering::Relaxed);
+            }
+            STOP.store(true, Ordering::Release);
+            i
+        });
+        let tid = rx.recv().unwrap() as libc::pthread_t;
+        let (mut task, mut nmi, mut sent) = (0u32, 0usize, 0u64);
+        let mut check = |recs: Vec<DefmtRecord>| {
+            for r in &recs {
+                assert_eq!(r.cpu, 2);
+                let f = &r.frame;
+                let word =
+                    |k: usize| u32::from_le_bytes(f[3 + 4 * k..7 + 4 * k].try_into().unwrap());
+                match r.depth {
+                    0 => {
+                        assert_len(f, 2 + 1 + 12);
+                        let i = word(0);
+                        assert_eq!(i, task, "task frames in order, none lost");
+                        assert_eq!((word(1), word(2)), (0x1234_5678 ^ i, !i));
+                        task += 1;
+                        CHECKED.store(task as usize, Ordering::Relaxed);
+                    }
+                    1 => {
+                        assert_len(f, 2 + 1 + 8);
+                        assert_eq!(word(1), !word(0));
+                        nmi += 1;
+                    }
+                    d => panic!("unexpected depth {d}"),
+                }
+            }
+        };
+        let mut last = 0;
+        while !STOP.load(Ordering::Acquire) {
+            // Pace the "NMIs": one per few task frames, so the worker keeps making progress and
+            // most signals land while a task frame is open.
+            let p = PROGRESS.load(Ordering::Relaxed);
+            if p >= CHECKED.load(Ordering::Relaxed) + 1000 {
+                check(read_defmt(&mut reader));
+                continue;
+            }
+            if p < last + 3 {
+                std::hint::spin_loop();
+                continue;
+            }
+            last = p;
+            // SAFETY: the worker thread has not returned from its closure (STOP is set just
+            // before it does, and we join it before it can be reaped).
+            unsafe { libc::pthread_kill(tid, libc::SIGUSR1) };
+            sent += 1;
+        }
+        let frames = worker.join().unwrap();
+        check(read_defmt(&mut reader));
+        assert_eq!(task, frames);
+        assert_eq!(nmi, HANDLED.load(Ordering::Relaxed));
+        assert!(nmi > 0 && task > 0);
+        let c = LOG.counters(2, 1).unwrap();
+        assert_eq!((c.overwritten, c.torn, c.dropped), (0, 0, 0));
+        assert_eq!(DEFMT_SLOTS.dropped(2, 0) + DEFMT_SLOTS.dropped(2, 1), 0);
+        let inside = INSIDE_TASK_FRAME.load(Ordering::Relaxed);
+        assert!(inside > 0, "no signal landed inside an open task frame");
+        eprintln!(
+            "{task} task frames, {nmi} NMI frames ({inside} inside an open task frame), {sent} signals sent"
+        );
+    }
+}
