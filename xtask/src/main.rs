@@ -221,7 +221,7 @@ fn steps() -> Vec<Step> {
                     c,
                     ".",
                     &[("NMILOG_STRESS_SECS", secs)],
-                    &["cargo", "test", "--workspace", "--features", "nmilog/log,nmilog/kv,nmilog/steps"],
+                    &["cargo", "test", "--workspace", "--features", "nmilog/log,nmilog/kv,nmilog/defmt,nmilog/steps"],
                 )?;
                 sh(
                     c,
