@@ -274,9 +274,10 @@ enum Peek {
 /// * `MAIN_WORDS`: words in the main log buffer (a power of two).
 /// * `DEPTH`: context nesting levels with their own ring (task, irq, NMI, nested NMI: 4).
 ///
-/// Footprint (see [`Log::FOOTPRINT_BYTES`]): about
-/// `CPUS × (DEPTH × (RING_WORDS × W + 6W) + 128-byte padding) + MAIN_WORDS × W + CPUS × DEPTH × 10W`
-/// bytes, `W = size_of::<usize>()`.
+/// Footprint ([`Log::FOOTPRINT_BYTES`], exact; `W = size_of::<usize>()`, `T = 8 / W`, `pad` = round
+/// up to `CachePadded`'s alignment):
+/// `CPUS·pad((2 + DEPTH·(7 + RING_WORDS))·W) + pad((13 + T + MAIN_WORDS + CPUS·DEPTH·(8 + T))·W)
+/// + pad(size_of::<P>() + 6·W)` bytes.
 ///
 /// ```
 /// use nmilog::{Log, Level, Platform};
@@ -860,6 +861,13 @@ impl<
         let ring = &self.cpus[c].rings[d];
         let cons = &self.main.consumers[c][d];
         let mut cur = cons.cursor();
+        // Fast path for the common case of a normal flush: nothing committed past the cursor and no
+        // log call in progress on that ring. (A stale `next_seq` only delays a record to the next
+        // flush: its writer's own flush attempt, or the `pending` hand-off, comes after the store.)
+        if !crash && ring.next_seq() as usize == cur.seq && !ring.writer_inside_unpublished() {
+            rep.steps += 1;
+            return Peek::Done;
+        }
         // At most two resynchronisations: each moves the cursor to the ring's tail.
         for _ in 0..3 {
             rep.steps += 1;
@@ -933,50 +941,65 @@ impl<
             }
         }
         let budget = self.drain_step_bound();
-        let mut buf = RecordBuf::new();
-        loop {
-            if rep.steps >= budget {
-                break;
-            }
-            if crash && self.main.drain_gen.load(Ordering::Relaxed) != gen {
-                return (rep, false);
-            }
-            if !crash && self.crash_cpu.load(Ordering::Relaxed) != 0 {
-                break;
-            }
+        // Built on first use: an empty flush does not zero a 1 KiB buffer.
+        let mut buf: Option<RecordBuf> = None;
+        'merge: loop {
+            // The oldest head, and the runner-up it has to stay ahead of (ties: CPU, then depth).
             let mut best: Option<(u64, usize, usize)> = None;
+            let mut second: Option<(u64, usize, usize)> = None;
             for (c, row) in heads.iter().enumerate().take(ncpu) {
                 for (d, h) in row.iter().enumerate() {
                     if let Peek::Ready(ts) = *h {
                         if best.is_none_or(|(bt, _, _)| ts < bt) {
+                            second = best;
                             best = Some((ts, c, d));
+                        } else if second.is_none_or(|(st, _, _)| ts < st) {
+                            second = Some((ts, c, d));
                         }
                     }
                 }
             }
-            let Some((ts, c, d)) = best else { break };
-            if ts > bound {
-                break;
-            }
+            let Some((mut ts, c, d)) = best else { break };
             let ring = &self.cpus[c].rings[d];
             let cons = &self.main.consumers[c][d];
-            let mut cur = cons.cursor();
-            rep.steps += 1;
-            match ring.read(&mut cur, &mut buf) {
-                Read::Record => {
-                    if !self.move_record(c, d, &buf, cur, hook) {
-                        return (rep, false);
+            // A run: move records from (c, d) while its head stays older than the runner-up, without
+            // rescanning every source per record.
+            loop {
+                if rep.steps >= budget {
+                    break 'merge;
+                }
+                if crash && self.main.drain_gen.load(Ordering::Relaxed) != gen {
+                    return (rep, false);
+                }
+                if !crash && self.crash_cpu.load(Ordering::Relaxed) != 0 {
+                    break 'merge;
+                }
+                if ts > bound {
+                    break 'merge;
+                }
+                let mut cur = cons.cursor();
+                rep.steps += 1;
+                let buf = buf.get_or_insert_with(RecordBuf::new);
+                match ring.read(&mut cur, buf) {
+                    Read::Record => {
+                        if !self.move_record(c, d, buf, cur, hook) {
+                            return (rep, false);
+                        }
+                        rep.moved += 1;
                     }
-                    rep.moved += 1;
+                    Read::Overwritten { missed } => {
+                        Consumer::add(&cons.overwritten, missed);
+                        rep.overwritten += missed;
+                        cons.set_cursor(cur);
+                    }
+                    Read::Empty | Read::InFlight => {}
                 }
-                Read::Overwritten { missed } => {
-                    Consumer::add(&cons.overwritten, missed);
-                    rep.overwritten += missed;
-                    cons.set_cursor(cur);
+                heads[c][d] = self.peek_source(c, d, crash, &mut bound, &mut rep);
+                match heads[c][d] {
+                    Peek::Ready(t) if second.is_none_or(|s| (t, c, d) < s) => ts = t,
+                    _ => continue 'merge,
                 }
-                Read::Empty | Read::InFlight => {}
             }
-            heads[c][d] = self.peek_source(c, d, crash, &mut bound, &mut rep);
         }
         (rep, true)
     }

@@ -424,35 +424,38 @@ impl<const WORDS: usize> RecordRing<WORDS> {
         // Step 5: header, payload, terminator.
         let mut h = stamp(seq as u64);
         h.len = len as u16;
-        let mut at = start.wrapping_add(1);
-        for w in header_words(&h) {
-            self.word(at, mask).store(w, Ordering::Relaxed);
-            at = at.wrapping_add(1);
+        // A record never straddles the end of the array (step 1 moved it to the next lap), so its
+        // words are one slice: one bounds check instead of a mask and a check per word.
+        let base = start & mask;
+        let rec = &self.data[base..base + span];
+        let (hdr, body) = rec[1..].split_at(HEADER_WORDS);
+        for (slot, w) in hdr.iter().zip(header_words(&h)) {
+            slot.store(w, Ordering::Relaxed);
         }
         if !hook.step(WriteStep::HeaderWritten) {
             return Err(WriteError::Frozen);
         }
         let (full, rest) = payload.as_chunks::<WORD>();
         let half = full.len() / 2;
-        for (i, chunk) in full.iter().enumerate() {
+        for (i, (slot, chunk)) in body.iter().zip(full).enumerate() {
             if i == half && !hook.step(WriteStep::PayloadHalf) {
                 return Err(WriteError::Frozen);
             }
-            self.word(at, mask)
-                .store(usize::from_le_bytes(*chunk), Ordering::Relaxed);
-            at = at.wrapping_add(1);
+            slot.store(usize::from_le_bytes(*chunk), Ordering::Relaxed);
         }
         if full.is_empty() && !hook.step(WriteStep::PayloadHalf) {
             return Err(WriteError::Frozen);
         }
-        if !rest.is_empty() {
-            let mut w = 0usize;
-            for (i, &b) in rest.iter().enumerate() {
-                w |= (b as usize) << (8 * i);
+        if let Some(last) = body.get(full.len()) {
+            if !rest.is_empty() {
+                let mut w = 0usize;
+                for (i, &b) in rest.iter().enumerate() {
+                    w |= (b as usize) << (8 * i);
+                }
+                last.store(w, Ordering::Relaxed);
             }
-            self.word(at, mask).store(w, Ordering::Relaxed);
-            at = at.wrapping_add(1);
         }
+        let at = start.wrapping_add(span);
         self.word(at, mask).store(ST_FREE, Ordering::Relaxed);
         if !hook.step(WriteStep::PayloadWritten) {
             return Err(WriteError::Frozen);

@@ -1,0 +1,547 @@
+//! Tail latency of one log call, which criterion's medians do not show: per-call cycle counts for
+//! nmilog's NMI-path append and the baselines of `benches/nmi_path.rs`, with one writer and with a
+//! second thread on the other core writing through the same mechanism. Prints p50/p99/p99.9/max per
+//! mechanism (as NanoLog and Quill publish them).
+//!
+//! ```text
+//! cargo run --release --example latency [-- [--samples N] [--single] [--plot FILE.svg]]
+//! ```
+//!
+//! A second table gives the median cost per call over interleaved batches of 1000 back-to-back calls
+//! (no timer inside the batch, so no quantisation and no timer overhead), with its ratio to
+//! `raw_copy`.
+//!
+//! `--single` skips the run with the other core writing (for `valgrind --tool=callgrind`, whose
+//! per-function instruction counts then give the instructions per call of each mechanism).
+//!
+//! Each call is timed on its own with the TSC on x86-64 (`lfence; rdtsc; lfence` on both sides, the
+//! timer's own cost is printed as the `timer` row and included in every other row) and with the
+//! monotonic clock elsewhere. Every mechanism stores the same 40 bytes: an 8-byte timestamp from
+//! nmilog's own clock and a 32-byte record, into buffers of 128 records that overwrite the oldest.
+//! With `--plot FILE.svg` the latency-by-percentile curves of both runs are drawn (plotters, SVG).
+//! The default (1 000 000 calls per mechanism and mode) takes a few seconds.
+
+use std::cell::UnsafeCell;
+use std::collections::VecDeque;
+use std::error::Error;
+use std::hint::black_box;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, LazyLock, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crossbeam_queue::ArrayQueue;
+use nmilog::host::HostPlatform;
+use nmilog::{ContextKind, Level, Log, Platform};
+
+const RING_WORDS: usize = 1024;
+const MAIN_WORDS: usize = 4096;
+const SLOTS: usize = 128;
+
+static LOG: Log<HostPlatform, 2, RING_WORDS, MAIN_WORDS> = Log::new(HostPlatform::new(2));
+
+type Rec32 = [u8; 32];
+
+/// What the baselines store (written, never read back: a log buffer).
+#[derive(Clone, Copy)]
+#[allow(dead_code)]
+struct Record {
+    ts: u64,
+    data: Rec32,
+}
+
+const EMPTY: Record = Record {
+    ts: 0,
+    data: [0; 32],
+};
+
+#[inline(always)]
+fn now() -> u64 {
+    LOG.platform().now_ns()
+}
+
+// ------------------------------------------------------------------ the mechanisms (as in the bench)
+
+#[inline(never)]
+fn push_nmilog(rec: &Rec32) {
+    let _ = black_box(LOG.append_raw(Level::Info, 0, 0, rec));
+}
+
+struct LocalRing {
+    recs: [Record; SLOTS],
+    head: usize,
+}
+
+std::thread_local! {
+    static LOCAL: UnsafeCell<LocalRing> = const {
+        UnsafeCell::new(LocalRing { recs: [EMPTY; SLOTS], head: 0 })
+    };
+}
+
+#[inline(never)]
+fn push_raw_copy(rec: &Rec32) {
+    let ts = now();
+    LOCAL.with(|l| {
+        // SAFETY: thread-local and not re-entered: the only reference to the ring.
+        let l = unsafe { &mut *l.get() };
+        let slot = &mut l.recs[l.head % SLOTS];
+        *slot = Record { ts, data: *rec };
+        l.head = l.head.wrapping_add(1);
+        black_box(slot);
+    });
+}
+
+struct SpinRing {
+    locked: AtomicBool,
+    inner: UnsafeCell<LocalRing>,
+}
+
+// SAFETY: `inner` is only accessed with `locked` held (Acquire swap / Release store).
+unsafe impl Sync for SpinRing {}
+
+static SPIN: SpinRing = SpinRing {
+    locked: AtomicBool::new(false),
+    inner: UnsafeCell::new(LocalRing {
+        recs: [EMPTY; SLOTS],
+        head: 0,
+    }),
+};
+
+#[inline(never)]
+fn push_spinlock(rec: &Rec32) {
+    loop {
+        while SPIN.locked.load(Ordering::Relaxed) {
+            std::hint::spin_loop();
+        }
+        if !SPIN.locked.swap(true, Ordering::Acquire) {
+            break;
+        }
+    }
+    {
+        // SAFETY: the lock is held: the only reference to the buffer.
+        let r = unsafe { &mut *SPIN.inner.get() };
+        let ts = now();
+        let slot = &mut r.recs[r.head % SLOTS];
+        *slot = Record { ts, data: *rec };
+        r.head = r.head.wrapping_add(1);
+    }
+    SPIN.locked.store(false, Ordering::Release);
+}
+
+static MUTEX: Mutex<VecDeque<Record>> = Mutex::new(VecDeque::new());
+
+#[inline(never)]
+fn push_mutex(rec: &Rec32) {
+    let mut q = MUTEX.lock().unwrap_or_else(|e| e.into_inner());
+    let ts = now();
+    if q.len() == SLOTS {
+        q.pop_front();
+    }
+    q.push_back(Record { ts, data: *rec });
+}
+
+static ARRAY_QUEUE: LazyLock<ArrayQueue<Record>> = LazyLock::new(|| ArrayQueue::new(SLOTS));
+
+#[inline(never)]
+fn push_crossbeam(rec: &Rec32) {
+    let ts = now();
+    black_box(ARRAY_QUEUE.force_push(Record { ts, data: *rec }));
+}
+
+#[allow(deprecated)] // deprecated because it is not lock-free, which is what we measure
+static HEAPLESS: heapless::mpmc::Queue<Record, SLOTS> = heapless::mpmc::Queue::new();
+
+#[inline(never)]
+fn push_heapless(rec: &Rec32) {
+    let mut r = Record {
+        ts: now(),
+        data: *rec,
+    };
+    for _ in 0..8 {
+        match HEAPLESS.enqueue(r) {
+            Ok(()) => return,
+            Err(back) => {
+                r = back;
+                black_box(HEAPLESS.dequeue());
+            }
+        }
+    }
+}
+
+#[inline(never)]
+fn push_nothing(rec: &Rec32) {
+    black_box(rec);
+}
+
+/// One log call of a mechanism.
+type Push = fn(&Rec32);
+
+const MECHS: [(&str, Push); 7] = [
+    ("timer", push_nothing),
+    ("nmilog", push_nmilog),
+    ("raw_copy", push_raw_copy),
+    ("spinlock_global", push_spinlock),
+    ("mutex_vecdeque", push_mutex),
+    ("crossbeam_array_queue", push_crossbeam),
+    ("heapless_mpmc", push_heapless),
+];
+
+// ------------------------------------------------------------------ timing
+
+/// A serialised timestamp counter read: TSC ticks on x86-64, nanoseconds elsewhere.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn ticks() -> u64 {
+    use core::arch::x86_64::{_mm_lfence, _rdtsc};
+    // SAFETY: LFENCE and RDTSC exist on every x86-64 CPU and have no memory effects.
+    unsafe {
+        _mm_lfence();
+        let t = _rdtsc();
+        _mm_lfence();
+        t
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn ticks() -> u64 {
+    static BASE: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    BASE.get_or_init(Instant::now).elapsed().as_nanos() as u64
+}
+
+/// Nanoseconds per tick.
+fn calibrate() -> f64 {
+    let (t0, c0) = (Instant::now(), ticks());
+    thread::sleep(Duration::from_millis(50));
+    let (c1, t1) = (ticks(), Instant::now());
+    (t1 - t0).as_nanos() as f64 / c1.wrapping_sub(c0).max(1) as f64
+}
+
+fn pin(cpu: Option<usize>) {
+    #[cfg(target_os = "linux")]
+    {
+        let n = thread::available_parallelism().map_or(1, |n| n.get());
+        // SAFETY: `cpu_set_t` is plain data (all-zero = empty set); CPU_SET writes inside the set for
+        // an index below CPU_SETSIZE; sched_setaffinity reads the set we own. Failure is harmless.
+        unsafe {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            for c in 0..n.min(libc::CPU_SETSIZE as usize) {
+                if cpu.is_none_or(|want| want == c) {
+                    libc::CPU_SET(c, &mut set);
+                }
+            }
+            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = cpu;
+}
+
+/// Runs `f` as `cpu` in NMI context (nmilog: its own ring at depth 1, no flush).
+fn as_cpu_in_nmi<R>(cpu: usize, f: impl FnOnce() -> R) -> R {
+    HostPlatform::register_cpu(cpu);
+    let _nmi = LOG.enter(ContextKind::Nmi);
+    f()
+}
+
+/// A writer on the other core, until dropped.
+struct Contender {
+    stop: Arc<AtomicBool>,
+    handle: Option<thread::JoinHandle<u64>>,
+}
+
+impl Contender {
+    fn start(push: Push) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let running = Arc::new(AtomicBool::new(false));
+        let (s, r) = (stop.clone(), running.clone());
+        let handle = thread::spawn(move || {
+            pin(Some(1));
+            as_cpu_in_nmi(1, || {
+                let rec: Rec32 = *b"contender-record-0123456789abcde";
+                let mut n = 0u64;
+                r.store(true, Ordering::Release);
+                while !s.load(Ordering::Relaxed) {
+                    push(black_box(&rec));
+                    n += 1;
+                }
+                n
+            })
+        });
+        while !running.load(Ordering::Acquire) {
+            thread::yield_now();
+        }
+        Contender {
+            stop,
+            handle: Some(handle),
+        }
+    }
+
+    fn stop(mut self) -> u64 {
+        self.stop.store(true, Ordering::Relaxed);
+        self.handle.take().map_or(0, |h| h.join().unwrap_or(0))
+    }
+}
+
+impl Drop for Contender {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+/// Latency percentiles of one (mechanism, mode), in nanoseconds.
+struct Stats {
+    p50: f64,
+    p99: f64,
+    p999: f64,
+    max: f64,
+    /// `(nines, ns)`: the latency at percentile `1 - 10^-nines`, for the plot.
+    curve: Vec<(f64, f64)>,
+}
+
+fn stats(samples: &mut [u64], ns_per_tick: f64) -> Stats {
+    samples.sort_unstable();
+    let n = samples.len();
+    let at = |p: f64| samples[((p * n as f64) as usize).min(n - 1)] as f64 * ns_per_tick;
+    let top = (n as f64).log10();
+    let curve = (0..=((top * 50.0) as usize))
+        .map(|k| {
+            let nines = k as f64 / 50.0;
+            (nines, at(1.0 - 10f64.powf(-nines)))
+        })
+        .chain(std::iter::once((top, samples[n - 1] as f64 * ns_per_tick)))
+        .collect();
+    Stats {
+        p50: at(0.50),
+        p99: at(0.99),
+        p999: at(0.999),
+        max: samples[n - 1] as f64 * ns_per_tick,
+        curve,
+    }
+}
+
+fn measure(push: Push, samples: &mut [u64]) {
+    as_cpu_in_nmi(0, || {
+        let rec: Rec32 = *b"cpu 0: NMI watchdog: hard LOCKUP";
+        for _ in 0..samples.len() / 10 {
+            push(black_box(&rec));
+        }
+        for s in samples.iter_mut() {
+            let t0 = ticks();
+            push(black_box(&rec));
+            let t1 = ticks();
+            *s = t1.wrapping_sub(t0);
+        }
+    });
+}
+
+/// Per-call cost without the timer: `batches` rounds, each timing `BATCH` back-to-back calls of every
+/// mechanism in turn (interleaved, so background load hits all of them alike). Returns the median
+/// nanoseconds per call of each mechanism.
+fn batch_medians(batches: usize, ns_per_tick: f64) -> Vec<f64> {
+    const BATCH: usize = 1000;
+    let rec: Rec32 = *b"cpu 0: NMI watchdog: hard LOCKUP";
+    let mut per: Vec<Vec<f64>> = vec![Vec::with_capacity(batches); MECHS.len()];
+    as_cpu_in_nmi(0, || {
+        for _ in 0..batches {
+            for (i, (_, push)) in MECHS.iter().enumerate() {
+                let t0 = ticks();
+                for _ in 0..BATCH {
+                    push(black_box(&rec));
+                }
+                let t1 = ticks();
+                per[i].push(t1.wrapping_sub(t0) as f64 * ns_per_tick / BATCH as f64);
+            }
+        }
+    });
+    per.into_iter()
+        .map(|mut v| {
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        })
+        .collect()
+}
+
+const MODES: [&str; 2] = ["one writer", "other core writing"];
+
+fn main() -> Result<(), Box<dyn Error>> {
+    let mut plot = None;
+    let mut n = 1_000_000usize;
+    let mut single_only = false;
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--plot" => plot = Some(args.next().ok_or("--plot needs a file name")?),
+            "--samples" => n = args.next().ok_or("--samples needs a number")?.parse()?,
+            "--single" => single_only = true,
+            "--bench" => {} // passed by `cargo bench`-style runners
+            _ => {
+                return Err(
+                    format!("unknown argument {a:?} (use --samples N, --plot FILE.svg)").into(),
+                )
+            }
+        }
+    }
+    let n = n.max(1000);
+    HostPlatform::register_cpu(0); // calibrates nmilog's clock
+    LazyLock::force(&ARRAY_QUEUE);
+    MUTEX
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .reserve(SLOTS);
+    let ns_per_tick = calibrate();
+    let started = Instant::now();
+
+    pin(Some(0));
+    let batched = batch_medians((n / 2000).max(50), ns_per_tick);
+    pin(None);
+    let mut samples = vec![0u64; n];
+    let mut results: Vec<[Stats; 2]> = Vec::new();
+    for (name, push) in MECHS {
+        pin(None);
+        measure(push, &mut samples);
+        let single = stats(&mut samples, ns_per_tick);
+        let mut other = 0;
+        if !single_only {
+            pin(Some(0));
+            let contender = Contender::start(push);
+            measure(push, &mut samples);
+            other = contender.stop();
+            pin(None);
+        }
+        let contended = stats(&mut samples, ns_per_tick);
+        eprintln!("{name}: done (contender made {other} calls)");
+        results.push([single, contended]);
+    }
+
+    println!(
+        "\nper-call latency, ns ({n} calls per row; {:.3} ns/tick; `timer` = the timing itself, \
+         included in every row)\n",
+        ns_per_tick
+    );
+    println!(
+        "| mechanism | {0} p50 | p99 | p99.9 | max | {1} p50 | p99 | p99.9 | max |",
+        MODES[0], MODES[1]
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for ((name, _), [a, b]) in MECHS.iter().zip(&results) {
+        let other = if single_only {
+            "- | - | - | - |".to_string()
+        } else {
+            format!(
+                "{:.1} | {:.1} | {:.1} | {:.0} |",
+                b.p50, b.p99, b.p999, b.max
+            )
+        };
+        println!(
+            "| {name} | {:.1} | {:.1} | {:.1} | {:.0} | {other}",
+            a.p50, a.p99, a.p999, a.max
+        );
+    }
+    println!(
+        "\nmedian ns per call in interleaved batches of 1000 back-to-back calls (no timer in the loop; \
+         one writer):\n"
+    );
+    println!("| mechanism | ns/call | × raw_copy |");
+    println!("|---|---:|---:|");
+    for ((name, _), ns) in MECHS.iter().zip(&batched).skip(1) {
+        println!("| {name} | {ns:.1} | {:.2} |", ns / batched[2]);
+    }
+    if !single_only {
+        let nm = &results[1][1];
+        println!(
+            "\nnmilog with the other core writing: p99.9 / p50 = {:.2} (target <= 3)",
+            nm.p999 / nm.p50
+        );
+    }
+    println!("measured in {:.1} s", started.elapsed().as_secs_f64());
+
+    if let Some(path) = plot {
+        draw(&path, &results, n)?;
+        println!("plot written to {path}");
+    }
+    Ok(())
+}
+
+fn nines_label(x: f64) -> String {
+    let p = 100.0 * (1.0 - 10f64.powf(-x));
+    if x < 0.5 {
+        "0%".into()
+    } else if p.fract().abs() < 1e-9 {
+        format!("{p:.0}%")
+    } else {
+        let digits = ((x - 2.0).ceil().max(1.0)) as usize;
+        format!("{p:.digits$}%")
+    }
+}
+
+fn draw(path: &str, results: &[[Stats; 2]], n: usize) -> Result<(), Box<dyn Error>> {
+    use plotters::prelude::*;
+    let colors = [
+        RGBColor(128, 128, 128),
+        RED,
+        BLACK,
+        BLUE,
+        MAGENTA,
+        RGBColor(0, 150, 0),
+        RGBColor(230, 140, 0),
+    ];
+    let root = SVGBackend::new(path, (1400, 560)).into_drawing_area();
+    root.fill(&WHITE)?;
+    // The y axis ends at twice the largest p99.99: the few calls above it are preemptions by other
+    // processes (the table's `max`), drawn at the top edge.
+    let ys = || results.iter().flat_map(|r| r.iter());
+    let lo = ys()
+        .flat_map(|s| s.curve.iter().map(|&(_, y)| y))
+        .fold(f64::MAX, f64::min);
+    let p9999 = ys()
+        .map(|s| {
+            s.curve
+                .iter()
+                .rev()
+                .find(|&&(x, _)| x <= 4.0)
+                .map_or(0.0, |&(_, y)| y)
+        })
+        .fold(0f64, f64::max);
+    let (lo, hi) = ((lo * 0.8).max(0.1), (p9999 * 2.0).max(1000.0));
+    let xmax = (n as f64).log10();
+    for (mode, panel) in root.split_evenly((1, 2)).iter().enumerate() {
+        let mut chart = ChartBuilder::on(panel)
+            .caption(
+                format!("nmilog vs baselines: {}", MODES[mode]),
+                ("sans-serif", 20),
+            )
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(60)
+            .build_cartesian_2d(0f64..xmax, (lo..hi).log_scale())?;
+        chart
+            .configure_mesh()
+            .x_desc("percentile")
+            .y_desc("ns per call")
+            .x_labels(xmax as usize + 1)
+            .x_label_formatter(&|x| nines_label(*x))
+            .y_label_formatter(&|y| format!("{y:.0}"))
+            .draw()?;
+        for (i, ((name, _), r)) in MECHS.iter().zip(results).enumerate() {
+            let color = colors[i % colors.len()];
+            chart
+                .draw_series(LineSeries::new(
+                    r[mode].curve.iter().map(|&(x, y)| (x, y.min(hi))),
+                    color.stroke_width(2),
+                ))?
+                .label(*name)
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperLeft)
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .draw()?;
+    }
+    root.present()?;
+    Ok(())
+}
