@@ -196,6 +196,8 @@ impl TsCell {
     }
 }
 
+const CONSOLE_LOGLEVEL_DEFAULT: usize = Level::Info as usize + 1;
+
 const OWNER_TAKEN_OVER: usize = 1 << (usize::BITS - 1);
 
 /// The main log buffer: a ring written only by the flush owner, the flush-side state of every source
@@ -356,7 +358,7 @@ impl<
                 consumers: [const { [const { Consumer::new() }; DEPTH] }; CPUS],
             }),
             crash_cpu: AtomicUsize::new(0),
-            console_loglevel: AtomicUsize::new(Level::Info as usize + 1),
+            console_loglevel: AtomicUsize::new(0),
             settle_ns: AtomicUsize::new(0),
             bad_cpu: AtomicUsize::new(0),
             flush_policy: AtomicUsize::new(0),
@@ -383,7 +385,7 @@ impl<
                 consumers: core::array::from_fn(|_| core::array::from_fn(|_| Consumer::new())),
             }),
             crash_cpu: AtomicUsize::new(0),
-            console_loglevel: AtomicUsize::new(Level::Info as usize + 1),
+            console_loglevel: AtomicUsize::new(0),
             settle_ns: AtomicUsize::new(0),
             bad_cpu: AtomicUsize::new(0),
             flush_policy: AtomicUsize::new(0),
@@ -422,13 +424,14 @@ impl<
     /// Records with a level numerically below this go to the consoles (default: 7, i.e. all but
     /// debug).
     pub fn console_loglevel(&self) -> u8 {
-        self.console_loglevel.load(Ordering::Relaxed) as u8
+        // Stored XOR the default, so a fresh `static Log` is all zeros (`.bss`).
+        (self.console_loglevel.load(Ordering::Relaxed) ^ CONSOLE_LOGLEVEL_DEFAULT) as u8
     }
 
     /// Sets the console log level.
     pub fn set_console_loglevel(&self, level: u8) {
         self.console_loglevel
-            .store(level as usize, Ordering::Relaxed);
+            .store(level as usize ^ CONSOLE_LOGLEVEL_DEFAULT, Ordering::Relaxed);
     }
 
     /// Sets the flush settle window (nanoseconds; see the module docs). Default 0.

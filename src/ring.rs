@@ -253,7 +253,9 @@ pub struct RecordRing<const WORDS: usize> {
     pub(crate) active: AtomicUsize,
     /// Records the writer refused (recursion, too large).
     dropped: AtomicUsize,
-    mask: AtomicUsize,
+    /// `(capacity - 1) ^ (WORDS - 1)`: zero at full capacity, so a `static` ring is all zeros and
+    /// lands in `.bss`, not in the image.
+    mask_xor: AtomicUsize,
     data: [AtomicUsize; WORDS],
 }
 
@@ -274,7 +276,7 @@ impl<const WORDS: usize> RecordRing<WORDS> {
             tail: AtomicUsize::new(0),
             active: AtomicUsize::new(0),
             dropped: AtomicUsize::new(0),
-            mask: AtomicUsize::new(WORDS - 1),
+            mask_xor: AtomicUsize::new(0),
             data: zeroed_words(),
         }
     }
@@ -290,7 +292,7 @@ impl<const WORDS: usize> RecordRing<WORDS> {
             tail: AtomicUsize::new(0),
             active: AtomicUsize::new(0),
             dropped: AtomicUsize::new(0),
-            mask: AtomicUsize::new(WORDS - 1),
+            mask_xor: AtomicUsize::new(0),
             data: zeroed_words(),
         }
     }
@@ -308,13 +310,14 @@ impl<const WORDS: usize> RecordRing<WORDS> {
         } else {
             w.next_power_of_two() / 2
         };
-        self.mask.store(w - 1, Ordering::Relaxed);
+        self.mask_xor
+            .store((w - 1) ^ (WORDS - 1), Ordering::Relaxed);
         Ok(w)
     }
 
     /// Capacity in words.
     pub fn capacity_words(&self) -> usize {
-        self.mask.load(Ordering::Relaxed) + 1
+        self.mask() + 1
     }
 
     /// The largest payload this ring accepts, in bytes.
@@ -345,6 +348,12 @@ impl<const WORDS: usize> RecordRing<WORDS> {
         self.active.load(Ordering::Relaxed) == ACTIVE_WRITING
     }
 
+    /// Capacity in words minus one.
+    #[inline(always)]
+    fn mask(&self) -> usize {
+        self.mask_xor.load(Ordering::Relaxed) ^ (WORDS - 1)
+    }
+
     #[inline(always)]
     fn word(&self, pos: usize, mask: usize) -> &AtomicUsize {
         // `mask <= WORDS - 1` and both are powers of two minus one, so the extra `& (WORDS - 1)`
@@ -365,7 +374,7 @@ impl<const WORDS: usize> RecordRing<WORDS> {
         payload: &[u8],
         hook: &mut H,
     ) -> Result<u64, WriteError> {
-        let mask = self.mask.load(Ordering::Relaxed);
+        let mask = self.mask();
         let cap = mask + 1;
         let len = payload.len();
         let span = span_words(len);
@@ -522,7 +531,7 @@ impl<const WORDS: usize> RecordRing<WORDS> {
         out: Option<&mut [u8; MAX_PAYLOAD]>,
         advance: bool,
     ) -> (Read, Header) {
-        let mask = self.mask.load(Ordering::Relaxed);
+        let mask = self.mask();
         let cap = mask + 1;
         let mut pos = cur.pos;
         // LMM(read:A): pairs with LMM(write:B) and LMM(write:D).
@@ -621,7 +630,7 @@ impl<const WORDS: usize> RecordRing<WORDS> {
     /// writer; a record it had not committed is stepped over (the next write reuses its place).
     /// Returns `true` if a committed record was completed. Bounded: a few loads and stores.
     pub(crate) fn complete_abandoned_write(&self) -> bool {
-        let mask = self.mask.load(Ordering::Relaxed);
+        let mask = self.mask();
         let cap = mask + 1;
         let (head, seq) = self.writer_state();
         let mut pos = head;
@@ -647,7 +656,7 @@ impl<const WORDS: usize> RecordRing<WORDS> {
         let mut c = Cursor::START;
         let mut scratch_missed = Cursor::START;
         // `resync` computes the oldest record's position and number from the tail.
-        let mask = self.mask.load(Ordering::Relaxed);
+        let mask = self.mask();
         if let Read::Overwritten { .. } = self.resync(&mut scratch_missed, mask) {
             c = scratch_missed;
         }

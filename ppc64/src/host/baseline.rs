@@ -1,0 +1,466 @@
+//! `--baseline locked`: the 2020 design, for comparison. One global spinlock (`logbuf_lock`) around
+//! one shared log buffer; the crash NMI handler uses a per-CPU NMI buffer (printk's NMI context of
+//! the time), but the crashing CPU's own messages ("IPI complete", "kexec: Starting switchover
+//! sequence.") take `logbuf_lock`, and masking interrupts takes the RTAS lock. A CPU frozen by the
+//! NMI holding either lock deadlocks the crash path; a watchdog thread notices, reports who holds
+//! what and who waits where, and exits with code 2.
+
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::OnceLock;
+
+use super::{sys, Line, Role, SimConfig, EXIT_DEADLOCK, EXIT_FAIL, EXIT_OK, MAX_CPUS};
+use crate::rtas::RtasLock;
+
+const BUF_BYTES: usize = 1 << 22;
+
+/// The shared log buffer of the 2020 design (written only under `LOGBUF_LOCK`).
+static BUF: [AtomicU8; BUF_BYTES] = [const { AtomicU8::new(0) }; BUF_BYTES];
+static BUF_AT: AtomicUsize = AtomicUsize::new(0);
+/// `logbuf_lock`: 0 free, else holder + 1.
+static LOGBUF_LOCK: AtomicUsize = AtomicUsize::new(0);
+static RTAS: RtasLock = RtasLock::new();
+static CFG: OnceLock<SimConfig> = OnceLock::new();
+static PID: AtomicI32 = AtomicI32::new(0);
+static START: AtomicBool = AtomicBool::new(false);
+static CRASH_STARTED: AtomicBool = AtomicBool::new(false);
+static CRASH_DONE: AtomicBool = AtomicBool::new(false);
+static T_CRASH: AtomicU64 = AtomicU64::new(0);
+static T_START: AtomicU64 = AtomicU64::new(0);
+static CPUS: [BCpu; MAX_CPUS] = [const { BCpu::new() }; MAX_CPUS];
+static CRASHING: AtomicUsize = AtomicUsize::new(usize::MAX);
+
+/// Where a CPU spins.
+const WAIT_NONE: u8 = 0;
+const WAIT_LOGBUF: u8 = 1;
+const WAIT_RTAS: u8 = 2;
+
+struct BCpu {
+    tid: AtomicI32,
+    task_n: AtomicU64,
+    irq_n: AtomicU64,
+    stopped: AtomicBool,
+    /// Whether the NMI landed while this CPU held `logbuf_lock` / the RTAS lock.
+    stopped_in_printk: AtomicBool,
+    waiting: AtomicU8,
+    /// Index into `SITES` of what the waiter was doing.
+    site: AtomicU8,
+    parked_in_log: AtomicBool,
+    rtas_parked: AtomicBool,
+    hung: AtomicBool,
+    nmi_msgs: AtomicU64,
+}
+
+impl BCpu {
+    const fn new() -> Self {
+        BCpu {
+            tid: AtomicI32::new(0),
+            task_n: AtomicU64::new(0),
+            irq_n: AtomicU64::new(0),
+            stopped: AtomicBool::new(false),
+            stopped_in_printk: AtomicBool::new(false),
+            waiting: AtomicU8::new(WAIT_NONE),
+            site: AtomicU8::new(0),
+            parked_in_log: AtomicBool::new(false),
+            rtas_parked: AtomicBool::new(false),
+            hung: AtomicBool::new(false),
+            nmi_msgs: AtomicU64::new(0),
+        }
+    }
+}
+
+const SITES: [&str; 5] = [
+    "printk (task)",
+    "printk (irq)",
+    "printk(\"IPI complete\")",
+    "ibm,int-off (lock_rtas)",
+    "printk(\"kexec: Starting switchover sequence.\")",
+];
+
+fn cfg() -> &'static SimConfig {
+    CFG.get().expect("configured")
+}
+
+fn cur() -> usize {
+    nmilog::host::HostPlatform::current_cpu()
+}
+
+/// LMM(setup:B): Acquire loads pairing with each role's LMM(setup:A) Release store.
+fn setup_ready() -> bool {
+    let c = cfg();
+    (0..c.cpus).all(|cpu| match c.role(cpu) {
+        Role::FreezeInLog => CPUS[cpu].parked_in_log.load(Ordering::Acquire),
+        Role::RtasHolder => CPUS[cpu].rtas_parked.load(Ordering::Acquire),
+        // A deaf CPU may well be spinning on logbuf_lock forever: it plays no part in the deadlock.
+        _ => true,
+    })
+}
+
+/// printk of the time: `spin_lock_irqsave(&logbuf_lock)`, copy, unlock. Returns false if the
+/// crashing CPU gave up spinning (the hard-lockup detector fired: it crashes instead).
+fn printk(c: usize, site: u8, text: &str, freeze: bool) -> bool {
+    let me = &CPUS[c];
+    let irqs_were_off = sys::block_save(libc::SIGUSR2); // spin_lock_irqsave
+    me.site.store(site, Ordering::Relaxed);
+    // LMM(wait:A): pairs with LMM(wait:B) in the watchdog's report.
+    me.waiting.store(WAIT_LOGBUF, Ordering::Release);
+    let t0 = sys::mono_ns();
+    // LMM(logbuf:A): Acquire pairs with LMM(logbuf:B), the previous holder's unlock.
+    while LOGBUF_LOCK
+        .compare_exchange_weak(0, c + 1, Ordering::Acquire, Ordering::Relaxed)
+        .is_err()
+    {
+        if c == cfg().crash_cpu
+            && !CRASH_STARTED.load(Ordering::Relaxed)
+            && setup_ready()
+            && sys::mono_ns() - t0 > 2_000_000
+        {
+            // Stuck on a lock a frozen CPU will never release: the hard-lockup detector panics.
+            me.waiting.store(WAIT_NONE, Ordering::Relaxed);
+            if !irqs_were_off {
+                sys::unblock(&[libc::SIGUSR2]);
+            }
+            return false;
+        }
+        sys::yield_now();
+    }
+    me.waiting.store(WAIT_NONE, Ordering::Relaxed);
+    let at = BUF_AT.load(Ordering::Relaxed);
+    for (i, b) in text.bytes().chain(std::iter::once(b'\n')).enumerate() {
+        BUF[(at + i) % BUF_BYTES].store(b, Ordering::Relaxed);
+    }
+    BUF_AT.store(at + text.len() + 1, Ordering::Relaxed);
+    if freeze {
+        // LMM(setup:A): pairs with LMM(setup:B) in `setup_ready`.
+        me.parked_in_log.store(true, Ordering::Release);
+        loop {
+            sys::usleep(100); // the NMI lands here, with logbuf_lock held
+        }
+    }
+    // LMM(logbuf:B): pairs with LMM(logbuf:A).
+    LOGBUF_LOCK.store(0, Ordering::Release);
+    if !irqs_were_off {
+        sys::unblock(&[libc::SIGUSR2]); // spin_unlock_irqrestore
+    }
+    true
+}
+
+extern "C" fn on_nmi(_sig: i32, _info: *mut libc::siginfo_t, _uc: *mut libc::c_void) {
+    let c = cur();
+    let Some(me) = CPUS.get(c) else { return };
+    // LMM(crashing:B): pairs with LMM(crashing:A).
+    let crashing = CRASHING.load(Ordering::Acquire);
+    if crashing == usize::MAX || crashing == c {
+        return;
+    }
+    // printk_nmi_enter(): the message goes to this CPU's NMI buffer, no lock.
+    me.nmi_msgs.fetch_add(1, Ordering::Relaxed);
+    me.stopped_in_printk.store(
+        LOGBUF_LOCK.load(Ordering::Relaxed) == c + 1,
+        Ordering::Relaxed,
+    );
+    // LMM(stop:A): pairs with LMM(stop:B), the crashing CPU's check-in wait.
+    me.stopped.store(true, Ordering::Release);
+    sys::park_forever()
+}
+
+extern "C" fn on_timer(_sig: i32, _info: *mut libc::siginfo_t, _uc: *mut libc::c_void) {
+    let c = cur();
+    let Some(me) = CPUS.get(c) else { return };
+    let i = me.irq_n.load(Ordering::Relaxed);
+    // No allocation in a signal handler: the interrupted code may be inside malloc.
+    let mut text = Line::new();
+    let _ = write!(text, "cpu={c} irq n={i}");
+    let text = text.as_str();
+    if printk(c, 1, text, false) {
+        me.irq_n.store(i + 1, Ordering::Relaxed);
+    } else {
+        crash(c); // the hard-lockup panic, taken in whatever context was spinning
+    }
+}
+
+fn cpu_main(c: usize) {
+    let conf = cfg();
+    let me = &CPUS[c];
+    nmilog::host::HostPlatform::register_cpu(c);
+    // LMM(tid:A): pairs with LMM(tid:B) in `run`.
+    me.tid.store(sys::gettid(), Ordering::Release);
+    let role = conf.role(c);
+    sys::unblock(&[libc::SIGUSR2]);
+    if !conf.is_deaf(c) {
+        sys::unblock(&[libc::SIGUSR1]);
+    }
+    // LMM(start:B): pairs with LMM(start:A).
+    while !START.load(Ordering::Acquire) {
+        sys::usleep(50);
+    }
+    let freeze_at = if role == Role::FreezeInLog {
+        conf.freeze_at(c)
+    } else {
+        u64::MAX
+    };
+    if role == Role::RtasHolder {
+        // In this design the holder takes the RTAS lock (interrupts off) before it logs: logging
+        // stalls behind the frozen logbuf_lock holder, so taking it afterwards would never happen.
+        sys::block(&[libc::SIGUSR2]);
+        RTAS.lock(c);
+        if conf.rtas_in_call {
+            RTAS.enter_call(c);
+        }
+        // LMM(setup:A) for the RTAS holder.
+        me.rtas_parked.store(true, Ordering::Release);
+    }
+    for i in 0..conf.records {
+        // No allocation either: a CPU frozen inside malloc would hold an arena lock.
+        let mut text = Line::new();
+        let _ = write!(text, "cpu={c} n={i}");
+        let text = text.as_str();
+        if !printk(c, 0, text, i == freeze_at) {
+            crash(c); // the crashing CPU's hard-lockup panic
+        }
+        me.task_n.store(i + 1, Ordering::Relaxed);
+        super::busy_work(conf.work_ns);
+    }
+    match role {
+        Role::Crash => {
+            while !setup_ready() {
+                sys::usleep(100);
+            }
+            crash(c)
+        }
+        Role::RtasHolder => loop {
+            sys::usleep(100); // still holding the RTAS lock
+        },
+        Role::Deaf => {
+            sys::block_all();
+            // LMM(setup:A) for the deaf role (not awaited: see `setup_ready`).
+            me.hung.store(true, Ordering::Release);
+            loop {
+                sys::usleep(100_000);
+            }
+        }
+        _ => loop {
+            sys::usleep(300);
+        },
+    }
+}
+
+/// The 2020 crash path: NMI IPI, bounded wait, then printk and lock_rtas, which spin.
+fn crash(c: usize) -> ! {
+    sys::block(&[libc::SIGUSR2]);
+    // LMM(crashing:A): pairs with LMM(crashing:B) in the NMI handler.
+    CRASHING.store(c, Ordering::Release);
+    T_CRASH.store(sys::mono_ns(), Ordering::Relaxed);
+    // LMM(started:A): pairs with LMM(started:B) in the watchdog.
+    CRASH_STARTED.store(true, Ordering::Release);
+    let conf = cfg();
+    let pid = PID.load(Ordering::Relaxed);
+    for (o, s) in CPUS.iter().enumerate().take(conf.cpus) {
+        if o != c {
+            sys::tgkill(pid, s.tid.load(Ordering::Relaxed), libc::SIGUSR1);
+        }
+    }
+    let t0 = sys::mono_ns();
+    // LMM(stop:B): pairs with LMM(stop:A).
+    while (0..conf.cpus).any(|o| o != c && !CPUS[o].stopped.load(Ordering::Acquire))
+        && sys::mono_ns() - t0 < conf.ack_timeout_ms * 1_000_000
+    {
+        sys::yield_now();
+    }
+    printk(c, 2, "IPI complete", false);
+    let me = &CPUS[c];
+    for _src in 0..conf.cpus + 4 {
+        me.site.store(3, Ordering::Relaxed);
+        // LMM(wait:A) as above.
+        me.waiting.store(WAIT_RTAS, Ordering::Release);
+        RTAS.lock(c);
+        me.waiting.store(WAIT_NONE, Ordering::Relaxed);
+        RTAS.unlock(c);
+    }
+    printk(c, 4, "kexec: Starting switchover sequence.", false);
+    // LMM(done:A): pairs with LMM(done:B) in `run`.
+    CRASH_DONE.store(true, Ordering::Release);
+    loop {
+        sys::usleep(100_000);
+    }
+}
+
+pub(crate) fn run(conf: SimConfig) -> i32 {
+    let ncpu = conf.cpus;
+    let _ = CFG.set(conf.clone());
+    let _ = nmilog::host::HostPlatform::clock_ns();
+    PID.store(sys::getpid(), Ordering::Relaxed);
+    sys::install(libc::SIGUSR1, on_nmi, true);
+    sys::install(libc::SIGUSR2, on_timer, false);
+    sys::block(&[libc::SIGUSR1, libc::SIGUSR2]);
+    {
+        let mut out: Box<dyn std::io::Write> = if conf.json {
+            Box::new(std::io::stderr())
+        } else {
+            Box::new(std::io::stdout())
+        };
+        let _ = writeln!(
+            out,
+            "baseline (2020 design: logbuf_lock + RTAS lock on the crash path): {}",
+            conf.describe()
+        );
+        let _ = out.flush();
+    }
+    let t_start = sys::mono_ns();
+    T_START.store(t_start, Ordering::Relaxed);
+    for c in 0..ncpu {
+        if let Err(e) = std::thread::Builder::new()
+            .name(format!("cpu{c}"))
+            .stack_size(1 << 20)
+            .spawn(move || cpu_main(c))
+        {
+            eprintln!("spawn: {e}");
+            return EXIT_FAIL;
+        }
+    }
+    // LMM(tid:B): pairs with LMM(tid:A).
+    while (0..ncpu).any(|c| CPUS[c].tid.load(Ordering::Acquire) == 0) {
+        sys::usleep(100);
+    }
+    // LMM(start:A): pairs with LMM(start:B) in `cpu_main`.
+    START.store(true, Ordering::Release);
+    let period = conf.tick_us * (ncpu as u64).div_ceil(4);
+    let pid = PID.load(Ordering::Relaxed);
+    let stall_ns = conf.ack_timeout_ms * 1_000_000 + 2_000_000_000;
+    loop {
+        sys::usleep(period);
+        for s in CPUS.iter().take(ncpu) {
+            if !s.stopped.load(Ordering::Relaxed) {
+                sys::tgkill(pid, s.tid.load(Ordering::Relaxed), libc::SIGUSR2);
+            }
+        }
+        let now = sys::mono_ns();
+        // LMM(done:B): pairs with LMM(done:A).
+        if CRASH_DONE.load(Ordering::Acquire) {
+            let ms = (now - T_CRASH.load(Ordering::Relaxed)) as f64 / 1e6;
+            let msg = if conf.json {
+                format!("{{\"summary\":{{\"deadlock\":false,\"baseline\":\"locked\",\"mask_path\":\"rtas\",\"elapsed_ms\":{ms:.3}}}}}\n")
+            } else {
+                format!("baseline: the crash path completed in {ms:.1} ms (no lock was held by a frozen CPU)\n")
+            };
+            sys::write_fd(1, msg.as_bytes());
+            sys::exit_now(EXIT_OK);
+        }
+        // LMM(started:B): pairs with LMM(started:A).
+        if CRASH_STARTED.load(Ordering::Acquire) {
+            let waited = now - T_CRASH.load(Ordering::Relaxed);
+            if waited > stall_ns {
+                report_deadlock(&conf, waited);
+                sys::exit_now(EXIT_DEADLOCK);
+            }
+        } else if now - t_start > 60_000_000_000 {
+            sys::write_fd(2, b"baseline: setup timeout\n");
+            sys::exit_now(EXIT_FAIL);
+        }
+    }
+}
+
+fn report_deadlock(conf: &SimConfig, waited_ns: u64) {
+    let crash_cpu = CRASHING.load(Ordering::Relaxed);
+    let mut held = Vec::new();
+    let lock_of = |v: usize| if v == 0 { None } else { Some(v - 1) };
+    if let Some(h) = lock_of(LOGBUF_LOCK.load(Ordering::Relaxed)) {
+        held.push(("logbuf_lock", h));
+    }
+    if let Some((h, _)) = RTAS.holder() {
+        held.push(("rtas.lock", h));
+    }
+    let state = |c: usize| -> String {
+        let s = &CPUS[c];
+        if s.stopped.load(Ordering::Relaxed) {
+            "stopped by the crash NMI, parked forever".to_string()
+        } else if s.hung.load(Ordering::Relaxed) {
+            "hung with interrupts off (deaf to the NMI)".to_string()
+        } else if c == crash_cpu {
+            "the crashing CPU".to_string()
+        } else {
+            "running".to_string()
+        }
+    };
+    let mut waits = Vec::new();
+    for c in 0..conf.cpus {
+        // LMM(wait:B): pairs with LMM(wait:A).
+        let w = CPUS[c].waiting.load(Ordering::Acquire);
+        if w != WAIT_NONE {
+            let lock = if w == WAIT_LOGBUF {
+                "logbuf_lock"
+            } else {
+                "rtas.lock"
+            };
+            let site = SITES[CPUS[c].site.load(Ordering::Relaxed) as usize % SITES.len()];
+            waits.push((c, lock, site));
+        }
+    }
+    let mut s = String::new();
+    if conf.json {
+        let _ = write!(
+            s,
+            "{{\"summary\":{{\"deadlock\":true,\"baseline\":\"locked\",\"crash_cpu\":{},\"held\":[",
+            crash_cpu
+        );
+        for (i, (l, h)) in held.iter().enumerate() {
+            let _ = write!(
+                s,
+                "{}{{\"lock\":\"{}\",\"holder\":{},\"holder_state\":\"{}\"}}",
+                if i > 0 { "," } else { "" },
+                l,
+                h,
+                state(*h)
+            );
+        }
+        s.push_str("],\"waiting\":[");
+        for (i, (c, l, site)) in waits.iter().enumerate() {
+            let _ = write!(
+                s,
+                "{}{{\"cpu\":{},\"lock\":\"{}\",\"at\":\"{}\"}}",
+                if i > 0 { "," } else { "" },
+                c,
+                l,
+                site.replace('"', "\\\"")
+            );
+        }
+        let _ = writeln!(
+            s,
+            "],\"mask_path\":null,\"elapsed_ms\":{:.3},\"run_ms\":{:.3}}}}}",
+            waited_ns as f64 / 1e6,
+            T_CRASH
+                .load(Ordering::Relaxed)
+                .saturating_sub(T_START.load(Ordering::Relaxed)) as f64
+                / 1e6
+        );
+        sys::write_fd(1, s.as_bytes());
+    } else {
+        let _ = writeln!(
+            s,
+            "watchdog: DEADLOCK — the crash path on CPU {} (crashed {:.1} ms after start) made no progress for {:.1} s; the capture kernel is never reached",
+            crash_cpu,
+            T_CRASH.load(Ordering::Relaxed).saturating_sub(T_START.load(Ordering::Relaxed)) as f64 / 1e6,
+            waited_ns as f64 / 1e9
+        );
+        for (c, b) in CPUS.iter().enumerate().take(conf.cpus) {
+            let _ = writeln!(
+                s,
+                "  CPU {c}: {} task / {} irq records logged before it stopped",
+                b.task_n.load(Ordering::Relaxed),
+                b.irq_n.load(Ordering::Relaxed)
+            );
+        }
+        for (c, l, site) in &waits {
+            let _ = writeln!(s, "  CPU {c} ({}) spins on {l} at {site}", state(*c));
+        }
+        for (l, h) in &held {
+            let _ = writeln!(s, "  {l} is held by CPU {h} ({})", state(*h));
+        }
+        let _ = writeln!(
+            s,
+            "  (nmilog: `cargo run --release --example crash` — same scenario, no lock on the crash path)"
+        );
+        sys::write_fd(1, s.as_bytes());
+    }
+}

@@ -1,0 +1,550 @@
+//! The capture stage: what the kexec switchover execs. Reads the handover region (the ground-truth
+//! block, then the handover image) from the inherited memfd, parses the image, prints the recovered
+//! log and checks it against the simulation's ground truth.
+
+use std::fmt::Write as _;
+use std::io::{Read as _, Write as _};
+
+use nmilog::handover::{self, Image};
+use nmilog::record::facility;
+use nmilog::{ContextKind, Header};
+
+use super::{sys, truth, Role, EXIT_FAIL, EXIT_OK};
+
+const DEPTH: usize = 4;
+
+/// Per-CPU facts from the ground-truth block.
+struct CpuTruth {
+    role: Role,
+    answered: bool,
+    task: u64,
+    irq: u64,
+    mid: u8,
+    deferred: u64,
+    stop_ts: u64,
+    pc: u64,
+    stop_ctx: u8,
+    freeze_at: u64,
+    truth_set: bool,
+    deaf: bool,
+}
+
+struct Truth {
+    w: Vec<u64>,
+    cpus: Vec<CpuTruth>,
+}
+
+impl Truth {
+    fn get(&self, i: usize) -> u64 {
+        self.w.get(i).copied().unwrap_or(0)
+    }
+}
+
+fn read_truth(bytes: &[u8]) -> Option<Truth> {
+    if bytes.len() < truth::BYTES {
+        return None;
+    }
+    let w: Vec<u64> = bytes[..truth::BYTES]
+        .chunks_exact(8)
+        .map(|c| u64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
+        .collect();
+    if w[truth::W_MAGIC] != truth::MAGIC {
+        return None;
+    }
+    let n = (w[truth::W_NCPU] as usize).min(super::MAX_CPUS);
+    let cpus = (0..n)
+        .map(|c| {
+            let b = truth::CPU_BASE + c * truth::PER_CPU;
+            CpuTruth {
+                role: Role::from_code(w[b + truth::C_ROLE]),
+                answered: w[b + truth::C_ANSWERED] != 0,
+                task: w[b + truth::C_TASK],
+                irq: w[b + truth::C_IRQ],
+                mid: w[b + truth::C_MID] as u8,
+                deferred: w[b + truth::C_DEFERRED],
+                stop_ts: w[b + truth::C_STOP_TS],
+                pc: w[b + truth::C_PC],
+                stop_ctx: w[b + truth::C_STOP_CTX] as u8,
+                freeze_at: w[b + truth::C_FREEZE_AT],
+                truth_set: w[b + truth::C_TRUTH_SET] != 0,
+                deaf: w[b + truth::C_DEAF] != 0,
+            }
+        })
+        .collect();
+    Some(Truth { w, cpus })
+}
+
+fn ctx_name(h: &Header) -> &'static str {
+    h.context().0.map_or("?", ContextKind::name)
+}
+
+fn json_str(out: &mut String, s: &str) {
+    out.push('"');
+    for ch in s.chars() {
+        match ch {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+fn list<T: std::fmt::Display>(v: impl IntoIterator<Item = T>) -> String {
+    let items: Vec<String> = v.into_iter().map(|x| x.to_string()).collect();
+    format!("[{}]", items.join(","))
+}
+
+/// What the recovered log says about one CPU.
+#[derive(Default)]
+struct Seen {
+    task: Vec<u64>,
+    irq: Vec<u64>,
+    stopped: bool,
+}
+
+/// Parses `cpu=<c> n=<i>` / `cpu=<c> irq n=<i>`.
+fn parse_sim_text(t: &str) -> Option<(usize, bool, u64)> {
+    let rest = t.strip_prefix("cpu=")?;
+    let (c, rest) = rest.split_once(' ')?;
+    let (irq, rest) = match rest.strip_prefix("irq ") {
+        Some(r) => (true, r),
+        None => (false, rest),
+    };
+    let n = rest.strip_prefix("n=")?;
+    Some((c.parse().ok()?, irq, n.parse().ok()?))
+}
+
+pub(crate) fn main(args: &[String], pos: usize) -> i32 {
+    let json = args.iter().any(|a| a == "--json");
+    let dmesg_all = args.iter().any(|a| a == "--dmesg-all");
+    let Some(fd) = args.get(pos + 1).and_then(|s| s.parse::<i32>().ok()) else {
+        eprintln!("capture: --capture-fd needs a descriptor");
+        return EXIT_FAIL;
+    };
+    let mut bytes = Vec::new();
+    let path = format!("/proc/self/fd/{fd}");
+    match std::fs::File::open(&path) {
+        Ok(mut f) => {
+            if let Err(e) = f.read_to_end(&mut bytes) {
+                eprintln!("capture: reading {path}: {e}");
+                return EXIT_FAIL;
+            }
+        }
+        Err(e) => {
+            eprintln!("capture: opening {path}: {e}");
+            return EXIT_FAIL;
+        }
+    }
+    let t_capture = sys::mono_ns();
+    let Some(tr) = read_truth(&bytes) else {
+        eprintln!("capture: no ground-truth block in the handover region");
+        return EXIT_FAIL;
+    };
+    let img_len = (tr.get(truth::W_IMAGE_LEN) as usize).min(bytes.len() - truth::BYTES);
+    let img_bytes = &bytes[truth::BYTES..truth::BYTES + img_len];
+    let image = match handover::parse(img_bytes) {
+        Ok(i) => i,
+        Err(e) => {
+            eprintln!("capture: handover image unreadable: {e}");
+            return EXIT_FAIL;
+        }
+    };
+    let ncpu = tr.cpus.len();
+    let crash_cpu = tr.get(truth::W_CRASH_CPU) as usize;
+    let elapsed_ms = t_capture.saturating_sub(tr.get(truth::W_T_CRASH_MONO)) as f64 / 1e6;
+    let mask_path = match tr.get(truth::W_MASK_PATH) {
+        0 => "rtas",
+        1 => "rtas-takeover",
+        _ => "presenter",
+    };
+
+    // Walk the log once: JSON lines, per-CPU sequences, checks.
+    let mut seen: Vec<Seen> = (0..ncpu).map(|_| Seen::default()).collect();
+    let mut failures: Vec<String> = Vec::new();
+    let mut last_ts = 0u64;
+    let mut ipi_complete = false;
+    let mut switchover = false;
+    let mut out = String::new();
+    for r in image.records() {
+        let h = r.header;
+        let text = r.text().unwrap_or("<binary>");
+        if h.ts_ns < last_ts {
+            failures.push(format!("timestamp goes backwards at seq {}", r.seq));
+        }
+        last_ts = last_ts.max(h.ts_ns);
+        let c = h.cpu as usize;
+        if h.facility == facility::KERNEL {
+            if let Some((tc, irq, n)) = parse_sim_text(text) {
+                if tc == c && c < ncpu {
+                    if irq {
+                        seen[c].irq.push(n);
+                    } else {
+                        seen[c].task.push(n);
+                    }
+                }
+            } else if c < ncpu && text.starts_with(&format!("CPU {c} stopped")) {
+                seen[c].stopped = true;
+            } else if c == crash_cpu && text == "IPI complete" {
+                ipi_complete = true;
+            } else if c == crash_cpu && text == "kexec: Starting switchover sequence." {
+                switchover = true;
+            }
+        }
+        if json {
+            out.push_str("{\"seq\":");
+            let _ = write!(
+                out,
+                "{},\"ts_ns\":{},\"cpu\":{},\"ctx\":\"{}\",\"level\":{},\"text\":",
+                r.seq,
+                h.ts_ns,
+                h.cpu,
+                ctx_name(&h),
+                h.level
+            );
+            json_str(&mut out, text);
+            out.push_str("}\n");
+        }
+    }
+
+    // Checks against the ground truth.
+    let counters = |c: usize, d: usize| image.counters(c, d).unwrap_or_default();
+    // Records the main log itself overwrote (it wrapped before the crash): the oldest record in the
+    // image has that main-log sequence number. They are not attributed to a CPU by the core, so the
+    // per-CPU equations become inequalities whose deficits must add up to this.
+    let main_lost = image.records().next().map_or(0, |r| r.seq);
+    let mut deficit = 0u64;
+    for (c, t) in tr.cpus.iter().enumerate() {
+        if !t.truth_set {
+            continue;
+        }
+        for (what, got, committed, depth) in [
+            ("task", &seen[c].task, t.task, 0usize),
+            ("irq", &seen[c].irq, t.irq, 1usize),
+        ] {
+            let ow = counters(c, depth).overwritten;
+            // In log order, each record once and in the order written. With no overwrites this and
+            // the count below mean exactly 0..committed; with overwrites, every gap is accounted for
+            // by the ring's overwritten count (the count equation below).
+            if got.windows(2).any(|w| w[1] <= w[0]) {
+                failures.push(format!("CPU {c}: {what} records out of order or repeated"));
+            }
+            if ow == 0 && main_lost == 0 && got.windows(2).any(|w| w[1] != w[0] + 1) {
+                failures.push(format!(
+                    "CPU {c}: {what} records not contiguous, none overwritten"
+                ));
+            }
+            if let Some(&last) = got.last() {
+                if last + 1 != committed {
+                    failures.push(format!(
+                        "CPU {c}: newest {what} record n={last}, but {committed} were committed"
+                    ));
+                }
+            }
+            let accounted = got.len() as u64 + ow;
+            if accounted > committed || (main_lost == 0 && accounted != committed) {
+                failures.push(format!(
+                    "CPU {c}: {what}: {} recovered + {ow} overwritten != {committed} committed",
+                    got.len()
+                ));
+            }
+            deficit += committed.saturating_sub(accounted);
+        }
+        if c != crash_cpu && !t.deaf && !seen[c].stopped {
+            failures.push(format!("CPU {c}: no \"stopped\" record"));
+        }
+    }
+    if deficit != main_lost {
+        failures.push(format!(
+            "{deficit} committed records unaccounted for, but the main log lost {main_lost}"
+        ));
+    }
+    if !ipi_complete {
+        failures.push("no \"IPI complete\" from the crashing CPU".into());
+    }
+    if !switchover {
+        failures.push("no \"kexec: Starting switchover sequence.\" from the crashing CPU".into());
+    }
+    let totals = image.totals();
+    let mid_cpus: Vec<usize> = (0..ncpu).filter(|&c| tr.cpus[c].mid != 0).collect();
+    let mid_count: u64 = tr.cpus.iter().map(|t| u64::from(t.mid.count_ones())).sum();
+    if totals.torn != mid_count {
+        failures.push(format!(
+            "torn {} != {} log calls frozen mid-write",
+            totals.torn, mid_count
+        ));
+    }
+    let papr = tr.get(truth::W_PAPR);
+    if papr != 0 {
+        failures.push(format!("{papr} PAPR violations (overlapping RTAS calls)"));
+    }
+    if let Some((e, at)) = image.corruption() {
+        failures.push(format!("image corrupt at byte {at}: {e}"));
+    }
+    if image.left_out() != 0 {
+        failures.push(format!(
+            "{} records left out of the image",
+            image.left_out()
+        ));
+    }
+    if tr.get(truth::W_IMAGE_ERR) != 0 {
+        failures.push("write_image failed".into());
+    }
+
+    let ack_timeout: Vec<usize> = (0..ncpu).filter(|&c| !tr.cpus[c].answered).collect();
+    let per = |f: &dyn Fn(nmilog::CpuCounters) -> u64| {
+        list((0..ncpu).map(|c| list((0..DEPTH).map(|d| f(counters(c, d))))))
+    };
+    if json {
+        let _ = write!(
+            out,
+            "{{\"summary\":{{\"recovered\":{},\"torn\":{},\"dropped\":{},\"committed_per_cpu\":{},\"irq_committed_per_cpu\":{},\"ack_timeout_cpus\":{},\"mask_path\":\"{}\",\"deadlock\":false,\"elapsed_ms\":{:.3}",
+            image.record_count(),
+            totals.torn,
+            totals.overwritten + totals.dropped + main_lost,
+            list(tr.cpus.iter().map(|t| t.task)),
+            list(tr.cpus.iter().map(|t| t.irq)),
+            list(ack_timeout.iter()),
+            mask_path,
+            elapsed_ms
+        );
+        let _ = write!(
+            out,
+            ",\"frozen_mid_write\":{},\"frozen_mid_write_calls\":{},\"main_log_lost\":{},\"overwritten\":{},\"refused\":{},\"overwritten_per_cpu\":{},\"torn_per_cpu\":{},\"refused_per_cpu\":{},\"cpus\":{},\"crash_cpu\":{},\"crash_ctx\":\"{}\",\"rtas_holder\":{},\"papr_violations\":{},\"nmi_deferred\":{},\"image_bytes\":{},\"left_out\":{},\"run_ms\":{:.3},\"verified\":{},\"failures\":",
+            list(mid_cpus.iter()),
+            mid_count,
+            main_lost,
+            totals.overwritten,
+            totals.dropped,
+            per(&|x| x.overwritten),
+            per(&|x| x.torn),
+            per(&|x| x.dropped),
+            ncpu,
+            crash_cpu,
+            if tr.get(truth::W_CRASH_IN_IRQ) != 0 { "irq" } else { "task" },
+            tr.get(truth::W_RTAS_HOLDER) as i64 - 1,
+            papr,
+            tr.cpus.iter().map(|t| t.deferred).sum::<u64>(),
+            img_len,
+            image.left_out(),
+            tr.get(truth::W_T_CRASH_MONO).saturating_sub(tr.get(truth::W_T_START_MONO)) as f64 / 1e6,
+            failures.is_empty(),
+        );
+        out.push('[');
+        for (i, f) in failures.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            json_str(&mut out, f);
+        }
+        out.push_str("]}}\n");
+    } else {
+        human(
+            &mut out, &tr, &image, &seen, img_len, elapsed_ms, mask_path, dmesg_all,
+        );
+        let _ = writeln!(
+            out,
+            "\nsummary: {} records recovered, {} torn (CPUs frozen mid-write: {:?}), {} overwritten in rings, {} refused, \
+{} lost to the main log wrapping; NMI unanswered: {:?}; mask path: {}; PAPR violations: {}; deadlock: no; crash to capture {:.1} ms",
+            image.record_count(),
+            totals.torn,
+            mid_cpus,
+            totals.overwritten,
+            totals.dropped,
+            main_lost,
+            ack_timeout,
+            mask_path,
+            papr,
+            elapsed_ms
+        );
+        if failures.is_empty() {
+            let _ = writeln!(
+                out,
+                "verify: OK — every CPU's recovered records are exactly its newest committed ones, contiguous, none twice; \
+losses add up; torn = frozen mid-write; timestamps never go backwards"
+            );
+        } else {
+            for f in &failures {
+                let _ = writeln!(out, "verify: FAILED: {f}");
+            }
+        }
+    }
+    let stdout = std::io::stdout();
+    let mut lock = stdout.lock();
+    let _ = lock.write_all(out.as_bytes());
+    let _ = lock.flush();
+    if failures.is_empty() {
+        EXIT_OK
+    } else {
+        EXIT_FAIL
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn human(
+    out: &mut String,
+    tr: &Truth,
+    image: &Image<'_>,
+    seen: &[Seen],
+    img_len: usize,
+    elapsed_ms: f64,
+    mask_path: &str,
+    dmesg_all: bool,
+) {
+    let ncpu = tr.cpus.len();
+    let crash_cpu = tr.get(truth::W_CRASH_CPU) as usize;
+    let t_enter = tr.get(truth::W_T_ENTER);
+    let t_start = tr.get(truth::W_T_START_LOG);
+    let rel = |ts: u64| (ts as i64 - t_enter as i64) as f64 / 1e6;
+    let _ = writeln!(
+        out,
+        "\n=== capture stage (exec'd by the kexec switchover; pid {}) ===",
+        sys::getpid()
+    );
+    let _ = writeln!(
+        out,
+        "handover image: {} bytes, {} records, {} CPUs x {} contexts, checksums ok; crash to capture {:.1} ms",
+        img_len,
+        image.record_count(),
+        image.cpu_count(),
+        image.depth(),
+        elapsed_ms
+    );
+    let _ = writeln!(
+        out,
+        "\n--- timeline of the crash sequence (ms relative to crash entry on CPU {crash_cpu}) ---"
+    );
+    for r in image.records() {
+        let h = r.header;
+        let (k, _) = h.context();
+        let seq_rec = matches!(k, Some(ContextKind::Nmi) | Some(ContextKind::Crash))
+            || h.facility == facility::NMILOG;
+        if !seq_rec {
+            continue;
+        }
+        let _ = writeln!(
+            out,
+            "{:>+9.3}  CPU{:<2} {:<5} {}",
+            rel(h.ts_ns),
+            h.cpu,
+            ctx_name(&h),
+            r.text().unwrap_or("<binary>")
+        );
+    }
+    let _ = writeln!(out, "\n--- per CPU ---");
+    let _ = writeln!(
+        out,
+        "CPU  role                        stopped         in context      task: committed recovered overwritten | irq: committed recovered overwritten | torn"
+    );
+    for (c, t) in tr.cpus.iter().enumerate() {
+        let stopped = if c == crash_cpu {
+            "crashing".to_string()
+        } else if !t.answered {
+            "never (timeout)".to_string()
+        } else {
+            format!("{:+.3} ms", rel(t.stop_ts))
+        };
+        let h = Header {
+            ctx: t.stop_ctx,
+            ..Header::default()
+        };
+        let ctx = if c == crash_cpu {
+            if tr.get(truth::W_CRASH_IN_IRQ) != 0 {
+                "irq".to_string()
+            } else {
+                "task".to_string()
+            }
+        } else if t.answered {
+            let mut s = ctx_name(&h).to_string();
+            if t.mid & 1 != 0 {
+                s.push_str(", mid-write");
+            }
+            if t.mid & 2 != 0 {
+                s.push_str(", irq mid-write");
+            }
+            s
+        } else {
+            "-".to_string()
+        };
+        let mut role = t.role.name().to_string();
+        if t.deaf && t.role != Role::Deaf {
+            role.push_str(", deaf");
+        }
+        if t.freeze_at != u64::MAX {
+            role = format!("frozen in write n={}", t.freeze_at);
+        }
+        let c0 = image.counters(c, 0).unwrap_or_default();
+        let c1 = image.counters(c, 1).unwrap_or_default();
+        let torn: u64 = (0..DEPTH)
+            .map(|d| image.counters(c, d).unwrap_or_default().torn)
+            .sum();
+        let _ = writeln!(
+            out,
+            "{:<4} {:<27} {:<15} {:<15} {:>15} {:>9} {:>11} | {:>14} {:>9} {:>11} | {:>4}{}",
+            c,
+            role,
+            stopped,
+            ctx,
+            t.task,
+            seen[c].task.len(),
+            c0.overwritten,
+            t.irq,
+            seen[c].irq.len(),
+            c1.overwritten,
+            torn,
+            if t.pc != 0 {
+                format!("  pc={:#x}", t.pc)
+            } else {
+                String::new()
+            }
+        );
+    }
+    let held = tr.get(truth::W_RTAS_HOLDER);
+    let _ = writeln!(
+        out,
+        "interrupts: mask path {mask_path}{}; {} sources masked through firmware; firmware calls {}, PAPR violations {}",
+        if held != 0 {
+            format!(
+                " (RTAS lock held by CPU {}, {} the call)",
+                held - 1,
+                if tr.get(truth::W_RTAS_IN_CALL) != 0 { "inside" } else { "outside" }
+            )
+        } else {
+            String::new()
+        },
+        tr.get(truth::W_MASKED),
+        tr.get(truth::W_FW_CALLS),
+        tr.get(truth::W_PAPR)
+    );
+    let n = image.record_count();
+    let skip = if dmesg_all { 0 } else { n.saturating_sub(24) };
+    let _ = writeln!(
+        out,
+        "\n--- dmesg{} ---",
+        if skip > 0 {
+            format!(" (last 24 of {n} records; --dmesg-all for all)")
+        } else {
+            String::new()
+        }
+    );
+    for r in image.records().skip(skip) {
+        let h = r.header;
+        let ts = h.ts_ns.saturating_sub(t_start);
+        let _ = writeln!(
+            out,
+            "[{:>5}.{:06}] C{} {:<5} {}",
+            ts / 1_000_000_000,
+            (ts / 1000) % 1_000_000,
+            h.cpu,
+            ctx_name(&h),
+            r.text().unwrap_or("<binary>")
+        );
+    }
+    let _ = ncpu;
+}

@@ -1,0 +1,819 @@
+//! The nmilog simulation: CPU threads, timer and NMI signals, the firmware model, and the host
+//! [`Machine`].
+
+use std::ffi::CString;
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::sync::atomic::{
+    compiler_fence, AtomicBool, AtomicI32, AtomicU64, AtomicU8, AtomicUsize, Ordering,
+};
+use std::sync::OnceLock;
+
+use nmilog::handover;
+use nmilog::host::HostPlatform;
+use nmilog::record::facility;
+use nmilog::ring::WriteStep;
+use nmilog::{Level, Log, Platform};
+
+use super::{sys, truth, Line, Role, SimConfig, EXIT_DEADLOCK, EXIT_FAIL, MAX_CPUS};
+use crate::machine::{Machine, RtasArgs, SavedRegs};
+use crate::rtas::{CrashAcquire, RtasLock};
+use crate::shutdown::{
+    crash_shutdown, on_nmi_stop, CrashState, MaskPath, ShutdownConfig, ShutdownReport,
+};
+
+/// Words per ring at most (64 KiB rings).
+pub(crate) const RING_WORDS: usize = 8192;
+/// Words in the main log (8 MiB).
+pub(crate) const MAIN_WORDS: usize = 1 << 20;
+/// Context depths (task, irq, NMI, nested).
+pub(crate) const DEPTH: usize = 4;
+
+type SimLog = Log<HostPlatform, MAX_CPUS, RING_WORDS, MAIN_WORDS, DEPTH>;
+
+static LOG: SimLog = Log::new(HostPlatform::new(4));
+static RTAS: RtasLock = RtasLock::new();
+static CRASH: CrashState<MAX_CPUS> = CrashState::new();
+/// The RTAS argument buffer of normal (locked) calls.
+static RTAS_ARGS: RtasArgs = RtasArgs::new();
+static FW: Firmware = Firmware::new();
+static SIM: [SimCpu; MAX_CPUS] = [const { SimCpu::new() }; MAX_CPUS];
+static CFG: OnceLock<SimConfig> = OnceLock::new();
+static REGION: OnceLock<Region> = OnceLock::new();
+static EXEC: OnceLock<ExecArgs> = OnceLock::new();
+static PID: AtomicI32 = AtomicI32::new(0);
+static START: AtomicBool = AtomicBool::new(false);
+static CRASH_ARMED: AtomicBool = AtomicBool::new(false);
+static CRASH_STARTED: AtomicBool = AtomicBool::new(false);
+static T_CRASH_MONO: AtomicU64 = AtomicU64::new(0);
+static T_START_MONO: AtomicU64 = AtomicU64::new(0);
+static T_START_LOG: AtomicU64 = AtomicU64::new(0);
+
+/// RTAS tokens of the firmware model.
+const TOKEN_INT_OFF: u32 = 0x2001;
+const TOKEN_GET_XIVE: u32 = 0x2002;
+/// Interrupt sources besides the per-CPU timers (console, disk, network, PCI).
+const DEVICE_SOURCES: usize = 4;
+const MAX_SOURCES: usize = MAX_CPUS + DEVICE_SOURCES;
+/// Deferrals of one NMI before the handler gives up waiting for an observable point.
+const MAX_DEFER: u64 = 100_000;
+
+fn cfg() -> &'static SimConfig {
+    CFG.get().expect("configured before any CPU runs")
+}
+
+struct Region {
+    fd: i32,
+    base: usize,
+    len: usize,
+}
+
+struct ExecArgs {
+    _strings: Vec<CString>,
+    /// `char *argv[]`, NULL-terminated, as addresses.
+    ptrs: Vec<usize>,
+}
+
+// ------------------------------------------------------------------------------------------------
+// Ground-truth tracking of log calls.
+
+/// One context's log calls on one CPU. Written only by that CPU (its task code or its irq handler);
+/// read by the same CPU's NMI handler, so `Relaxed` plus compiler fences order them (a signal handler
+/// runs on the interrupted thread, after every instruction before the interruption point).
+struct Track {
+    /// Records committed so far (record `n` is the `n`-th call).
+    committed: AtomicU64,
+    /// `i + 1` while inside the log call for record `i`, else 0.
+    in_call: AtomicU64,
+    /// Last write-protocol step reached inside the current call (`WriteStep` index + 1; 0 = none).
+    step: AtomicU8,
+}
+
+impl Track {
+    const fn new() -> Self {
+        Track {
+            committed: AtomicU64::new(0),
+            in_call: AtomicU64::new(0),
+            step: AtomicU8::new(0),
+        }
+    }
+
+    /// `(records committed, frozen inside the call with its record not committed)`, or `None` when
+    /// the interruption point is one where neither is observable: between entering the call and the
+    /// first protocol step (the core's recursion guard may or may not be set) or between the last
+    /// payload store and the commit hook (the commit store may or may not have happened).
+    fn resolve(&self) -> Option<(u64, bool)> {
+        let ic = self.in_call.load(Ordering::Relaxed);
+        if ic == 0 {
+            return Some((self.committed.load(Ordering::Relaxed), false));
+        }
+        match self.step.load(Ordering::Relaxed) {
+            // Entered .. PayloadHalf: guard set, record not committed.
+            1..=5 => Some((ic - 1, true)),
+            // Committed, Published: the record is in.
+            7 | 8 => Some((ic, false)),
+            _ => None,
+        }
+    }
+}
+
+fn step_code(s: WriteStep) -> u8 {
+    WriteStep::ALL
+        .iter()
+        .position(|&x| x == s)
+        .map_or(0, |i| i as u8 + 1)
+}
+
+struct SimCpu {
+    tid: AtomicI32,
+    task: Track,
+    irq: Track,
+    /// The NMI was deferred to the next observable point (see `Track::resolve`).
+    defer: AtomicBool,
+    deferred: AtomicU64,
+    parked_in_log: AtomicBool,
+    rtas_parked: AtomicBool,
+    hung: AtomicBool,
+    truth_task: AtomicU64,
+    truth_irq: AtomicU64,
+    /// Bit 0: frozen inside a task log call; bit 1: inside an irq log call.
+    mid: AtomicU8,
+    truth_set: AtomicBool,
+    /// Interrupt presenter priority (0xff: everything presented; 0: nothing).
+    cppr: AtomicU8,
+}
+
+impl SimCpu {
+    const fn new() -> Self {
+        SimCpu {
+            tid: AtomicI32::new(0),
+            task: Track::new(),
+            irq: Track::new(),
+            defer: AtomicBool::new(false),
+            deferred: AtomicU64::new(0),
+            parked_in_log: AtomicBool::new(false),
+            rtas_parked: AtomicBool::new(false),
+            hung: AtomicBool::new(false),
+            truth_task: AtomicU64::new(0),
+            truth_irq: AtomicU64::new(0),
+            mid: AtomicU8::new(0),
+            truth_set: AtomicBool::new(false),
+            cppr: AtomicU8::new(0xff),
+        }
+    }
+
+    fn set_truth(&self, task: u64, irq: u64, mid: u8) {
+        self.truth_task.store(task, Ordering::Relaxed);
+        self.truth_irq.store(irq, Ordering::Relaxed);
+        self.mid.store(mid, Ordering::Relaxed);
+        // Published to the crashing CPU through the check-in (LMM(checkin:A/B)) or, for the crashing
+        // and deaf CPUs, by this Release (read with Acquire in `kexec`).
+        // LMM(truth:A): pairs with LMM(truth:B) in `fill_truth`.
+        self.truth_set.store(true, Ordering::Release);
+    }
+}
+
+/// If this CPU's NMI was deferred, take it now (we are at an observable point).
+#[inline]
+fn check_defer(me: &SimCpu) {
+    compiler_fence(Ordering::SeqCst);
+    if me.defer.load(Ordering::Relaxed) {
+        me.defer.store(false, Ordering::Relaxed);
+        sys::tgkill(
+            PID.load(Ordering::Relaxed),
+            me.tid.load(Ordering::Relaxed),
+            libc::SIGUSR1,
+        );
+    }
+}
+
+/// One tracked log call in the current context: the normal path (`append` + opportunistic flush),
+/// with a step hook that records progress for the ground truth, takes a deferred NMI, and — for
+/// `freeze` — parks the writer after its header until the NMI stops it.
+fn log_tracked(me: &SimCpu, tr: &Track, i: u64, text: &[u8], freeze: bool) {
+    tr.step.store(0, Ordering::Relaxed);
+    compiler_fence(Ordering::SeqCst);
+    tr.in_call.store(i + 1, Ordering::Relaxed);
+    compiler_fence(Ordering::SeqCst);
+    let mut hook = |s: WriteStep| -> bool {
+        tr.step.store(step_code(s), Ordering::Relaxed);
+        compiler_fence(Ordering::SeqCst);
+        if freeze && s == WriteStep::HeaderWritten {
+            // Inside the write protocol, odd sequence word and header stored: wait for the NMI,
+            // whose handler never returns.
+            // LMM(setup:A): pairs with LMM(setup:B) in `setup_ready`.
+            me.parked_in_log.store(true, Ordering::Release);
+            loop {
+                sys::usleep(100);
+            }
+        }
+        check_defer(me);
+        true
+    };
+    let r = LOG.append_raw_with_hook(Level::Info as u8, facility::KERNEL, 0, text, &mut hook);
+    compiler_fence(Ordering::SeqCst);
+    if r.is_ok() {
+        tr.committed.store(i + 1, Ordering::Relaxed);
+    }
+    compiler_fence(Ordering::SeqCst);
+    tr.in_call.store(0, Ordering::Relaxed);
+    compiler_fence(Ordering::SeqCst);
+    tr.step.store(0, Ordering::Relaxed);
+    check_defer(me);
+    // The rest of the normal path (what `Log::append` does after the append).
+    let _ = LOG.flush();
+}
+
+// ------------------------------------------------------------------------------------------------
+// Firmware model.
+
+/// RTAS as the simulation sees it: a table of interrupt sources, and a detector of overlapping calls
+/// (PAPR: RTAS calls are serialised).
+struct Firmware {
+    inside: AtomicUsize,
+    violations: AtomicU64,
+    calls: AtomicU64,
+    nsrc: AtomicUsize,
+    enabled: [AtomicBool; MAX_SOURCES],
+}
+
+impl Firmware {
+    const fn new() -> Self {
+        Firmware {
+            inside: AtomicUsize::new(0),
+            violations: AtomicU64::new(0),
+            calls: AtomicU64::new(0),
+            nsrc: AtomicUsize::new(0),
+            enabled: [const { AtomicBool::new(true) }; MAX_SOURCES],
+        }
+    }
+
+    /// Enters firmware (the call proper begins).
+    fn enter(&self) {
+        if self.inside.fetch_add(1, Ordering::AcqRel) != 0 {
+            self.violations.fetch_add(1, Ordering::Relaxed);
+        }
+        self.calls.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn leave(&self) {
+        self.inside.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// One call with `args` (the caller holds the RTAS lock and is marked inside it).
+    fn call(&self, args: &RtasArgs) -> i32 {
+        self.enter();
+        let token = args.token.load(Ordering::Relaxed);
+        let a0 = args.cells[0].load(Ordering::Relaxed) as usize;
+        let status = match token {
+            TOKEN_INT_OFF if a0 < self.nsrc.load(Ordering::Relaxed) => {
+                // LMM(src:A): pairs with LMM(src:B), the ticker's check.
+                self.enabled[a0].store(false, Ordering::Release);
+                0
+            }
+            TOKEN_GET_XIVE => 0,
+            _ => -3,
+        };
+        self.leave();
+        status
+    }
+
+    fn source_enabled(&self, src: usize) -> bool {
+        self.enabled
+            .get(src)
+            // LMM(src:B): pairs with LMM(src:A).
+            .is_some_and(|e| e.load(Ordering::Acquire))
+    }
+}
+
+// ------------------------------------------------------------------------------------------------
+// The machine.
+
+/// The host [`Machine`]: signals for IPIs, the firmware model, `execv` for kexec.
+pub(crate) struct HostMachine;
+
+impl Machine for HostMachine {
+    fn nmi_ipi_all_but_self(&self, me: usize) {
+        let pid = PID.load(Ordering::Relaxed);
+        for (c, s) in SIM.iter().enumerate().take(cfg().cpus) {
+            if c != me {
+                sys::tgkill(pid, s.tid.load(Ordering::Relaxed), libc::SIGUSR1);
+            }
+        }
+    }
+
+    fn now_ns(&self) -> u64 {
+        LOG.platform().now_ns()
+    }
+
+    fn irq_source_count(&self) -> usize {
+        FW.nsrc.load(Ordering::Relaxed)
+    }
+
+    fn firmware_mask_source(&self, src: usize, args: &RtasArgs) -> Result<(), i32> {
+        args.fill(HostPlatform::current_cpu(), TOKEN_INT_OFF, &[src as u32], 1);
+        match FW.call(args) {
+            0 => Ok(()),
+            e => Err(e),
+        }
+    }
+
+    fn mask_at_presenter(&self) {
+        if let Some(s) = SIM.get(HostPlatform::current_cpu()) {
+            s.cppr.store(0, Ordering::Release);
+        }
+        sys::block(&[libc::SIGUSR2]);
+    }
+
+    fn relax(&self) {
+        // Two host cores run many simulated CPUs: give the others the core.
+        sys::yield_now();
+    }
+
+    fn park(&self) -> ! {
+        sys::park_forever()
+    }
+
+    fn kexec<const C: usize>(&self, image: &[u8], report: &ShutdownReport<C>) -> ! {
+        let Some(region) = REGION.get() else {
+            sys::write_fd(2, b"kexec: no handover region\n");
+            sys::exit_now(EXIT_FAIL);
+        };
+        let img_at = region.base + truth::BYTES;
+        let img_len = image.len().min(region.len - truth::BYTES);
+        if image.as_ptr() as usize != img_at {
+            // SAFETY: the destination is inside the mapped region (len checked above) and does not
+            // overlap `image` unless they are the same bytes (handled by `copy`).
+            unsafe { core::ptr::copy(image.as_ptr(), img_at as *mut u8, img_len) };
+        }
+        let mut w = [0u64; truth::BYTES / 8];
+        fill_truth(&mut w, report, img_len);
+        for (i, v) in w.iter().enumerate() {
+            // SAFETY: `i * 8 + 8 <= truth::BYTES <= region.len`: inside the mapping; unaligned
+            // writes are allowed by `write_unaligned`.
+            unsafe {
+                core::ptr::write_unaligned(
+                    (region.base as *mut u8).add(i * 8) as *mut [u8; 8],
+                    v.to_le_bytes(),
+                )
+            };
+        }
+        let Some(exec) = EXEC.get() else {
+            sys::exit_now(EXIT_FAIL);
+        };
+        // SAFETY: `ptrs` is a NULL-terminated array of pointers to the NUL-terminated strings kept
+        // alive in `exec._strings`; execv only reads them (and replaces the process on success).
+        unsafe {
+            libc::execv(
+                exec.ptrs[0] as *const libc::c_char,
+                exec.ptrs.as_ptr() as *const *const libc::c_char,
+            )
+        };
+        sys::write_fd(2, b"kexec: execv failed\n");
+        sys::exit_now(EXIT_FAIL)
+    }
+}
+
+fn fill_truth<const C: usize>(w: &mut [u64], r: &ShutdownReport<C>, img_len: usize) {
+    use truth::*;
+    let c = cfg();
+    w[W_MAGIC] = MAGIC;
+    w[W_NCPU] = c.cpus as u64;
+    w[W_CRASH_CPU] = r.crash_cpu as u64;
+    w[W_IMAGE_LEN] = img_len as u64;
+    w[W_IMAGE_ERR] = r.image_error.is_some() as u64;
+    w[W_MASK_PATH] = match r.mask.path {
+        MaskPath::Rtas => 0,
+        MaskPath::RtasTakeover => 1,
+        MaskPath::Presenter => 2,
+    };
+    w[W_RTAS_HOLDER] = match r.mask.decision {
+        CrashAcquire::TakenOver { from } => from as u64 + 1,
+        CrashAcquire::Unsafe { holder, .. } => holder.wrapping_add(1) as u64,
+        _ => 0,
+    };
+    w[W_PAPR] = FW.violations.load(Ordering::Relaxed);
+    w[W_T_CRASH_MONO] = T_CRASH_MONO.load(Ordering::Relaxed);
+    w[W_T_START_MONO] = T_START_MONO.load(Ordering::Relaxed);
+    w[W_MASKED] = r.mask.masked as u64;
+    w[W_NOT_ANSWERED] = r.not_answered as u64;
+    w[W_RECORDS] = c.records;
+    w[W_CRASH_IN_IRQ] = c.crash_in_irq as u64;
+    w[W_T_ENTER] = r.t_enter_ns;
+    w[W_T_IPI_DONE] = r.t_ipi_done_ns;
+    w[W_T_MASKED] = r.t_masked_ns;
+    w[W_T_SWITCH] = r.t_switch_ns;
+    w[W_D0_MOVED] = r.drains[0].flush.moved;
+    w[W_D0_TORN] = r.drains[0].flush.torn;
+    w[W_D1_MOVED] = r.drains[1].flush.moved;
+    w[W_D1_TORN] = r.drains[1].flush.torn;
+    w[W_TOOK_OVER] = r.drains[0].took_over_from.map_or(0, |x| x as u64 + 1);
+    w[W_RTAS_IN_CALL] = c.rtas_in_call as u64;
+    w[W_SEED] = c.seed;
+    w[W_FW_CALLS] = FW.calls.load(Ordering::Relaxed);
+    w[W_RING_BYTES] = LOG
+        .cpu(0)
+        .map_or(0, |p| p.rings[0].capacity_words() as u64 * 8);
+    w[W_WAIT_SPINS] = r.wait_spins;
+    w[W_ACK_TIMEOUT_MS] = c.ack_timeout_ms;
+    w[W_T_START_LOG] = T_START_LOG.load(Ordering::Relaxed);
+    for (cpu, s) in SIM.iter().enumerate().take(c.cpus.min(C)) {
+        let b = CPU_BASE + cpu * PER_CPU;
+        // LMM(truth:B): pairs with LMM(truth:A) (stopped CPUs are also ordered by LMM(checkin)).
+        let set = s.truth_set.load(Ordering::Acquire);
+        w[b + C_ROLE] = c.role(cpu).code();
+        w[b + C_ANSWERED] = r.answered[cpu] as u64;
+        w[b + C_TRUTH_SET] = set as u64;
+        let (task, irq) = if set {
+            (
+                s.truth_task.load(Ordering::Relaxed),
+                s.truth_irq.load(Ordering::Relaxed),
+            )
+        } else {
+            (
+                s.task.committed.load(Ordering::Relaxed),
+                s.irq.committed.load(Ordering::Relaxed),
+            )
+        };
+        w[b + C_TASK] = task;
+        w[b + C_IRQ] = irq;
+        w[b + C_MID] = s.mid.load(Ordering::Relaxed) as u64;
+        w[b + C_DEFERRED] = s.deferred.load(Ordering::Relaxed);
+        if let Some((ts, k, d)) = CRASH.stop_info(cpu) {
+            w[b + C_STOP_TS] = ts;
+            w[b + C_STOP_CTX] =
+                nmilog::Header::pack_ctx(k.unwrap_or(nmilog::ContextKind::Task), d) as u64;
+        }
+        w[b + C_PC] = CRASH.saved_regs(cpu).map_or(0, |r| r.pc as u64);
+        w[b + C_FREEZE_AT] = if c.role(cpu) == Role::FreezeInLog {
+            c.freeze_at(cpu)
+        } else {
+            u64::MAX
+        };
+        w[b + C_CPPR] = s.cppr.load(Ordering::Relaxed) as u64;
+        w[b + C_DEAF] = c.is_deaf(cpu) as u64;
+    }
+}
+
+// ------------------------------------------------------------------------------------------------
+// Signal handlers.
+
+/// The NMI (system reset) handler: `SIGUSR1`, every other signal blocked while it runs.
+extern "C" fn on_nmi(_sig: i32, _info: *mut libc::siginfo_t, uc: *mut libc::c_void) {
+    let c = HostPlatform::current_cpu();
+    let Some(me) = SIM.get(c) else { return };
+    if LOG.crashing_cpu().is_none_or(|x| x == c) {
+        return;
+    }
+    let t = me.task.resolve();
+    let q = me.irq.resolve();
+    let (t, q) = match (t, q) {
+        (Some(t), Some(q)) => (t, q),
+        _ if me.deferred.load(Ordering::Relaxed) < MAX_DEFER => {
+            // Not an observable point: take the NMI at the next protocol step (a few instructions).
+            me.deferred.fetch_add(1, Ordering::Relaxed);
+            me.defer.store(true, Ordering::Relaxed);
+            return;
+        }
+        (t, q) => (t.unwrap_or((0, false)), q.unwrap_or((0, false))),
+    };
+    let mid = t.1 as u8 | (q.1 as u8) << 1;
+    me.set_truth(t.0, q.0, mid);
+    let (pc, sp) = sys::regs_from_ucontext(uc);
+    let what = match mid {
+        0 => "",
+        1 => ", inside a task log call",
+        2 => ", inside an irq log call",
+        _ => ", inside task and irq log calls",
+    };
+    on_nmi_stop(
+        &LOG,
+        &HostMachine,
+        &CRASH,
+        SavedRegs { pc, sp, msr: 0 },
+        format_args!("pc={:#x}{}", pc, what),
+    );
+}
+
+/// The timer interrupt: `SIGUSR2` (only itself blocked while it runs, so the NMI can land in it).
+extern "C" fn on_timer(_sig: i32, _info: *mut libc::siginfo_t, _uc: *mut libc::c_void) {
+    let c = HostPlatform::current_cpu();
+    let Some(me) = SIM.get(c) else { return };
+    LOG.irq_enter();
+    let i = me.irq.committed.load(Ordering::Relaxed);
+    let mut line = Line::new();
+    let _ = write!(line, "cpu={} irq n={}", c, i);
+    log_tracked(me, &me.irq, i, line.bytes(), false);
+    // LMM(arm:B): pairs with LMM(arm:A).
+    if CRASH_ARMED.load(Ordering::Acquire) && c == cfg().crash_cpu {
+        crash_now(c, "an oops in the timer interrupt");
+    }
+    LOG.irq_exit();
+    check_defer(me);
+}
+
+// ------------------------------------------------------------------------------------------------
+// CPU threads.
+
+/// LMM(setup:B): the Acquire loads below pair with the Release stores LMM(setup:A) of each role.
+fn setup_ready() -> bool {
+    let c = cfg();
+    (0..c.cpus).all(|cpu| match c.role(cpu) {
+        Role::FreezeInLog => SIM[cpu].parked_in_log.load(Ordering::Acquire),
+        Role::RtasHolder => SIM[cpu].rtas_parked.load(Ordering::Acquire),
+        Role::Deaf => SIM[cpu].hung.load(Ordering::Acquire),
+        _ => true,
+    })
+}
+
+fn cpu_main(c: usize) {
+    let conf = cfg();
+    let me = &SIM[c];
+    HostPlatform::register_cpu(c);
+    // LMM(tid:A): pairs with LMM(tid:B) in `run` (and the IPI / ticker loads after START).
+    me.tid.store(sys::gettid(), Ordering::Release);
+    let role = conf.role(c);
+    sys::unblock(&[libc::SIGUSR2]);
+    if !conf.is_deaf(c) {
+        sys::unblock(&[libc::SIGUSR1]);
+    }
+    // LMM(start:B): pairs with LMM(start:A) in `run`.
+    while !START.load(Ordering::Acquire) {
+        sys::usleep(50);
+    }
+    let freeze_at = if role == Role::FreezeInLog {
+        conf.freeze_at(c)
+    } else {
+        u64::MAX
+    };
+    for i in 0..conf.records {
+        let mut line = Line::new();
+        let _ = write!(line, "cpu={} n={}", c, i);
+        log_tracked(me, &me.task, i, line.bytes(), i == freeze_at);
+        // The task's other work between log calls (a busy loop, no system call), so that timer
+        // interrupts interleave with the records and the NMI can land anywhere in the loop.
+        super::busy_work(conf.work_ns);
+    }
+    match role {
+        Role::Crash => crash_cpu_main(c),
+        Role::RtasHolder => rtas_hold(c, conf.rtas_in_call, conf.is_deaf(c)),
+        Role::Deaf => {
+            // Hung with interrupts hard-off: never answers, never logs again.
+            sys::block_all();
+            me.set_truth(
+                me.task.committed.load(Ordering::Relaxed),
+                me.irq.committed.load(Ordering::Relaxed),
+                0,
+            );
+            // LMM(setup:A) for the deaf role.
+            me.hung.store(true, Ordering::Release);
+            loop {
+                sys::usleep(100_000);
+            }
+        }
+        _ => loop {
+            sys::usleep(300);
+            check_defer(me);
+        },
+    }
+}
+
+/// Takes the RTAS lock (interrupts off, as `lock_rtas()`), fills the shared argument buffer and
+/// stays there — before the call proper, or inside it — until the NMI stops this CPU.
+fn rtas_hold(c: usize, inside: bool, deaf: bool) -> ! {
+    let me = &SIM[c];
+    sys::block(&[libc::SIGUSR2]);
+    if deaf {
+        // Hung holding the lock: it will never check in (and never give the lock back).
+        me.set_truth(
+            me.task.committed.load(Ordering::Relaxed),
+            me.irq.committed.load(Ordering::Relaxed),
+            0,
+        );
+    }
+    RTAS.lock(c);
+    RTAS_ARGS.fill(c, TOKEN_GET_XIVE, &[c as u32], 2);
+    if inside {
+        RTAS.enter_call(c);
+        FW.enter(); // firmware is running this call, and never will return from it
+    }
+    // LMM(setup:A) for the RTAS holder.
+    SIM[c].rtas_parked.store(true, Ordering::Release);
+    loop {
+        sys::usleep(100);
+    }
+}
+
+fn crash_cpu_main(c: usize) -> ! {
+    let me = &SIM[c];
+    let t0 = sys::mono_ns();
+    while !setup_ready() {
+        if sys::mono_ns() - t0 > 30_000_000_000 {
+            // The main thread's watchdog reports the setup timeout.
+            loop {
+                sys::usleep(100_000);
+            }
+        }
+        sys::usleep(100);
+    }
+    if cfg().crash_in_irq {
+        // LMM(arm:A): pairs with LMM(arm:B) in the timer handler.
+        CRASH_ARMED.store(true, Ordering::Release);
+        loop {
+            sys::usleep(100);
+            check_defer(me);
+        }
+    }
+    sys::block(&[libc::SIGUSR2]); // local_irq_disable()
+    crash_now(c, "a simulated oops in task context (sysrq-c)")
+}
+
+fn crash_now(c: usize, reason: &str) -> ! {
+    let me = &SIM[c];
+    me.set_truth(
+        me.task.committed.load(Ordering::Relaxed),
+        me.irq.committed.load(Ordering::Relaxed),
+        0,
+    );
+    T_CRASH_MONO.store(sys::mono_ns(), Ordering::Relaxed);
+    // LMM(started:A): pairs with LMM(started:B), the watchdog's load (T_CRASH_MONO before it).
+    CRASH_STARTED.store(true, Ordering::Release);
+    let region = REGION.get().expect("mapped at start-up");
+    // SAFETY: the region is a live shared mapping of `len` bytes that nothing else references; only
+    // the crashing CPU gets here (one designated CPU, once: crash_now never returns), so this is the
+    // only reference to the image part.
+    let image = unsafe {
+        std::slice::from_raw_parts_mut(
+            (region.base + truth::BYTES) as *mut u8,
+            region.len - truth::BYTES,
+        )
+    };
+    let sc = ShutdownConfig {
+        ack_timeout_ns: cfg().ack_timeout_ms * 1_000_000,
+        max_wait_spins: u64::MAX,
+    };
+    crash_shutdown(
+        &LOG,
+        &HostMachine,
+        &CRASH,
+        &RTAS,
+        image,
+        &sc,
+        format_args!("{}", reason),
+    )
+}
+
+// ------------------------------------------------------------------------------------------------
+// Start-up, ticker and watchdog.
+
+pub(crate) fn run(conf: SimConfig) -> i32 {
+    let ncpu = conf.cpus;
+    let _ = CFG.set(conf.clone());
+    let _ = HostPlatform::clock_ns(); // calibrate once, before any CPU logs
+    LOG.platform().set_cpu_count(ncpu);
+    if LOG.set_ring_capacity_words(conf.ring_bytes / 8).is_err() {
+        eprintln!("cannot set the ring capacity");
+        return EXIT_FAIL;
+    }
+    LOG.set_flush_settle_ns(1_000_000);
+    FW.nsrc.store(ncpu + DEVICE_SOURCES, Ordering::Relaxed);
+
+    let len = truth::BYTES + handover::max_image_size(ncpu, DEPTH, MAIN_WORDS);
+    let (fd, base) = match sys::shared_region(len) {
+        Ok(x) => x,
+        Err(e) => {
+            eprintln!("{e}");
+            return EXIT_FAIL;
+        }
+    };
+    let _ = REGION.set(Region {
+        fd,
+        base: base as usize,
+        len,
+    });
+    let exe = match std::env::current_exe() {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("current_exe: {e}");
+            return EXIT_FAIL;
+        }
+    };
+    let mut strings = vec![
+        CString::new(exe.as_os_str().as_encoded_bytes()).unwrap_or_default(),
+        CString::new("--capture-fd").unwrap_or_default(),
+        CString::new(fd.to_string()).unwrap_or_default(),
+    ];
+    for a in conf.to_args() {
+        strings.push(CString::new(a).unwrap_or_default());
+    }
+    let mut ptrs: Vec<usize> = strings.iter().map(|s| s.as_ptr() as usize).collect();
+    ptrs.push(0);
+    let _ = EXEC.set(ExecArgs {
+        _strings: strings,
+        ptrs,
+    });
+    let _ = REGION.get().map(|r| r.fd);
+
+    PID.store(sys::getpid(), Ordering::Relaxed);
+    sys::install(libc::SIGUSR1, on_nmi, true);
+    sys::install(libc::SIGUSR2, on_timer, false);
+    // The main thread (ticker, watchdog) never takes either signal; CPU threads unblock them.
+    sys::block(&[libc::SIGUSR1, libc::SIGUSR2]);
+
+    {
+        let mut out: Box<dyn std::io::Write> = if conf.json {
+            Box::new(std::io::stderr())
+        } else {
+            Box::new(std::io::stdout())
+        };
+        let _ = writeln!(
+            out,
+            "nmilog crash demo (lock-free crash path): {}",
+            conf.describe()
+        );
+        let _ = out.flush();
+    }
+
+    T_START_MONO.store(sys::mono_ns(), Ordering::Relaxed);
+    T_START_LOG.store(LOG.platform().now_ns(), Ordering::Relaxed);
+    for c in 0..ncpu {
+        let r = std::thread::Builder::new()
+            .name(format!("cpu{c}"))
+            .stack_size(1 << 20)
+            .spawn(move || cpu_main(c));
+        if let Err(e) = r {
+            eprintln!("spawn: {e}");
+            return EXIT_FAIL;
+        }
+    }
+    let t0 = sys::mono_ns();
+    // LMM(tid:B): pairs with LMM(tid:A).
+    while (0..ncpu).any(|c| SIM[c].tid.load(Ordering::Acquire) == 0) {
+        if sys::mono_ns() - t0 > 10_000_000_000 {
+            eprintln!("CPU threads did not start");
+            return EXIT_FAIL;
+        }
+        sys::usleep(100);
+    }
+    // LMM(start:A): pairs with LMM(start:B) in `cpu_main`.
+    START.store(true, Ordering::Release);
+
+    // Ticker and watchdog. Never prints while CPUs run (a frozen CPU could hold a stdio lock: none
+    // of them prints, but the rule keeps the crash path independent of it).
+    let period = conf.tick_us * (ncpu as u64).div_ceil(4);
+    let pid = PID.load(Ordering::Relaxed);
+    loop {
+        sys::usleep(period);
+        for (c, s) in SIM.iter().enumerate().take(ncpu) {
+            if FW.source_enabled(c) && s.cppr.load(Ordering::Relaxed) != 0 {
+                sys::tgkill(pid, s.tid.load(Ordering::Relaxed), libc::SIGUSR2);
+            }
+        }
+        let now = sys::mono_ns();
+        // LMM(started:B): pairs with LMM(started:A).
+        if CRASH_STARTED.load(Ordering::Acquire) {
+            let tc = T_CRASH_MONO.load(Ordering::Relaxed);
+            let limit = conf.ack_timeout_ms * 1_000_000 + 10_000_000_000;
+            if now.saturating_sub(tc) > limit {
+                watchdog_report(&conf, now - tc);
+                return EXIT_DEADLOCK;
+            }
+        } else if now - t0 > 60_000_000_000 {
+            let mut s = String::from("setup timeout: the scenario never reached its crash point\n");
+            for (c, sc) in SIM.iter().enumerate().take(ncpu) {
+                let _ = writeln!(
+                    s,
+                    "  CPU {c}: {} task records committed, role {}",
+                    sc.task.committed.load(Ordering::Relaxed),
+                    conf.role(c).name()
+                );
+            }
+            sys::write_fd(2, s.as_bytes());
+            sys::exit_now(EXIT_FAIL);
+        }
+    }
+}
+
+/// The crash path did not reach the switchover in time (never expected with nmilog).
+fn watchdog_report(conf: &SimConfig, waited_ns: u64) {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "watchdog: crash path stuck for {} ms (no switchover)",
+        waited_ns / 1_000_000
+    );
+    if let Some((h, inside)) = RTAS.holder() {
+        let _ = writeln!(s, "  RTAS lock held by CPU {h} (inside call: {inside})");
+    }
+    if conf.json {
+        let _ = writeln!(
+            s,
+            "{{\"summary\":{{\"deadlock\":true,\"mask_path\":null,\"elapsed_ms\":{}}}}}",
+            waited_ns / 1_000_000
+        );
+        sys::write_fd(1, s.as_bytes());
+    } else {
+        sys::write_fd(2, s.as_bytes());
+    }
+    sys::exit_now(EXIT_DEADLOCK)
+}

@@ -1,0 +1,141 @@
+//! What the crash sequence needs from the machine.
+//!
+//! A port implements [`Machine`] once. Every method is called from the crash path or from an NMI
+//! handler, after other CPUs may have been frozen at an arbitrary instruction, so **no method may take
+//! a lock, allocate, or wait for another CPU** (a bounded spin on the hardware, such as waiting for an
+//! hcall to return, is fine). The pseries port maps them to:
+//!
+//! | method                          | pseries (bare metal)                                          | host simulation                      |
+//! |---------------------------------|---------------------------------------------------------------|--------------------------------------|
+//! | [`nmi_ipi_all_but_self`]        | `H_SIGNAL_SYS_RESET(H_SIGNAL_SYS_RESET_ALL_OTHERS)`           | `tgkill(SIGUSR1)` per CPU thread      |
+//! | [`now_ns`]                      | timebase (`mftb`) scaled to ns                                | TSC / monotonic clock                 |
+//! | [`irq_source_count`]            | sources found in the device tree (XICS ICS)                   | one per simulated CPU, plus devices   |
+//! | [`firmware_mask_source`]        | RTAS `ibm,int-off(irq)` through `KVMPPC_H_RTAS`, no lock      | firmware model (detects PAPR overlap) |
+//! | [`mask_at_presenter`]           | `H_CPPR(0)` / store 0 to the ICP's CPPR: nothing is presented | CPPR model + block the timer signal   |
+//! | [`park`]                        | `or 1,1,1` / `nap` loop with `MSR[EE]=0`, forever              | `pause()` with every signal blocked   |
+//! | [`kexec`]                       | copy the image to the capture kernel's region, jump           | `execv` itself with the image fd      |
+//!
+//! [`nmi_ipi_all_but_self`]: Machine::nmi_ipi_all_but_self
+//! [`now_ns`]: Machine::now_ns
+//! [`irq_source_count`]: Machine::irq_source_count
+//! [`firmware_mask_source`]: Machine::firmware_mask_source
+//! [`mask_at_presenter`]: Machine::mask_at_presenter
+//! [`park`]: Machine::park
+//! [`kexec`]: Machine::kexec
+
+use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+
+use crate::shutdown::ShutdownReport;
+
+/// Register state a stopped CPU saves for the dump (what `crash_save_cpu()` keeps: enough to find
+/// where it was).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SavedRegs {
+    /// The interrupted program counter (SRR0 on powerpc, the signal context's PC on the host).
+    pub pc: usize,
+    /// The interrupted stack pointer (r1).
+    pub sp: usize,
+    /// The interrupted machine state (SRR1 on powerpc; 0 where there is none).
+    pub msr: usize,
+}
+
+/// An RTAS argument buffer: `{token, nargs, nret, args[..], rets[..]}` of 32-bit cells, as PAPR
+/// defines it. Made of atomics so that one buffer can be shared by reference (the crash path owns a
+/// buffer of its own in [`crate::CrashState`], so it never touches the buffer a frozen CPU may have
+/// half-written). On pseries the cells are stored big-endian and the buffer must be
+/// RTAS-addressable (below the RMO limit): a `static` is.
+#[derive(Debug)]
+pub struct RtasArgs {
+    /// RTAS function token.
+    pub token: AtomicU32,
+    /// Number of input arguments.
+    pub nargs: AtomicU32,
+    /// Number of return values.
+    pub nret: AtomicU32,
+    /// Inputs followed by outputs (`nargs + nret <= 16`).
+    pub cells: [AtomicU32; 16],
+    /// The CPU that last filled the buffer (diagnostics only; `usize::MAX` if none).
+    pub filled_by: AtomicUsize,
+}
+
+impl RtasArgs {
+    /// An empty buffer.
+    pub const fn new() -> Self {
+        RtasArgs {
+            token: AtomicU32::new(0),
+            nargs: AtomicU32::new(0),
+            nret: AtomicU32::new(0),
+            cells: [const { AtomicU32::new(0) }; 16],
+            filled_by: AtomicUsize::new(usize::MAX),
+        }
+    }
+
+    /// Fills the buffer for a call of `token` with `args` and `nret` return cells (extra arguments
+    /// beyond the buffer are cut).
+    pub fn fill(&self, cpu: usize, token: u32, args: &[u32], nret: u32) {
+        let n = args.len().min(self.cells.len());
+        self.token.store(token, Ordering::Relaxed);
+        self.nargs.store(n as u32, Ordering::Relaxed);
+        self.nret.store(nret, Ordering::Relaxed);
+        for (cell, &a) in self.cells.iter().zip(&args[..n]) {
+            cell.store(a, Ordering::Relaxed);
+        }
+        self.filled_by.store(cpu, Ordering::Relaxed);
+    }
+
+    /// Return value `i` (after the call).
+    pub fn ret(&self, i: usize) -> u32 {
+        let at = self.nargs.load(Ordering::Relaxed) as usize + i;
+        self.cells
+            .get(at)
+            .map_or(u32::MAX, |c| c.load(Ordering::Relaxed))
+    }
+}
+
+impl Default for RtasArgs {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The machine, as the crash sequence sees it. See the [module docs](self) for how each port
+/// implements it.
+///
+/// Contract for every method: callable from the crash path with other CPUs frozen anywhere; takes no
+/// lock, does not allocate, never waits for another CPU.
+pub trait Machine: Sync {
+    /// Sends the crash NMI IPI (system reset) to every CPU except `me`. Must return without waiting
+    /// for the targets to take it: the crash sequence waits for check-ins itself, with a timeout.
+    fn nmi_ipi_all_but_self(&self, me: usize);
+
+    /// A clock in nanoseconds, monotonic on each CPU and comparable across CPUs (the same clock as the
+    /// log's [`nmilog::Platform::now_ns`]).
+    fn now_ns(&self) -> u64;
+
+    /// Number of interrupt sources to mask before the switchover (`0..irq_source_count()`).
+    fn irq_source_count(&self) -> usize;
+
+    /// Masks interrupt source `src` through firmware (RTAS `ibm,int-off`), using `args` as the
+    /// argument buffer. Called only by the crash sequence while it owns the firmware lock
+    /// ([`crate::RtasLock`]) and has marked itself inside the firmware call; the implementation makes
+    /// the raw call and must **not** take the lock itself. Returns the RTAS status (`Err(status)` for a
+    /// nonzero one).
+    fn firmware_mask_source(&self, src: usize, args: &RtasArgs) -> Result<(), i32>;
+
+    /// Masks every interrupt at the calling CPU's interrupt presenter (XICS: set the CPPR to 0, the
+    /// most favoured priority, so no external interrupt is presented). Used when firmware cannot be
+    /// called; the capture kernel resets the interrupt controller when it boots.
+    fn mask_at_presenter(&self);
+
+    /// A pause in a bounded busy wait (`cpu_relax()`; the host yields the CPU).
+    fn relax(&self) {
+        core::hint::spin_loop();
+    }
+
+    /// Parks the calling CPU forever (a stopped CPU in its NMI handler, with interrupts off).
+    fn park(&self) -> !;
+
+    /// The kexec switchover: hands `image` (the serialised log) and the sequence's `report` to the
+    /// capture stage and jumps there. Never returns.
+    fn kexec<const CPUS: usize>(&self, image: &[u8], report: &ShutdownReport<CPUS>) -> !;
+}

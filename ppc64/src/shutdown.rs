@@ -1,0 +1,745 @@
+//! The crash-shutdown sequence: [`crash_shutdown`] on the crashing CPU, [`on_nmi_stop`] on every
+//! other CPU.
+//!
+//! ```text
+//!  crashing CPU                                   every other CPU (NMI handler)
+//!  ------------                                   -----------------------------
+//!  crash_enter (all log calls → NMI-safe path)
+//!  log "crash: CPU n crashing: …"
+//!  NMI IPI to all but self  ───────────────────▶  nmi_enter
+//!                                                 log "CPU m stopped (NMI in … context)"
+//!                                                 save registers
+//!  wait for check-ins (timeout + spin bound) ◀──  check in (LMM(checkin:A), Release)
+//!  log "crash: CPU k did not answer …"            park forever
+//!  log "IPI complete"
+//!  mask interrupts: RTAS / RTAS takeover / presenter (see crate::rtas)
+//!  drain (lock-free, bounded)
+//!  log "kexec: Starting switchover sequence."
+//!  drain again; write the handover image
+//!  kexec into the capture stage
+//! ```
+//!
+//! Nothing here takes a lock (the firmware lock is only ever *taken over* or *left alone*, see
+//! [`crate::rtas`]) and every wait is bounded by a timeout and an iteration count.
+
+use core::fmt;
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use nmilog::handover::{self, HandoverError};
+use nmilog::{ContextKind, DrainReport, Header, Level, Log, Platform};
+
+use crate::machine::{Machine, RtasArgs, SavedRegs};
+use crate::rtas::{CrashAcquire, RtasLock};
+
+/// Per-CPU stop state shared by the stopped CPUs (writers) and the crashing CPU (reader).
+#[derive(Debug)]
+struct CpuStop {
+    /// 0, or 1 once the CPU is parked in its NMI handler.
+    checked_in: AtomicUsize,
+    ts_ns: AtomicU64,
+    pc: AtomicUsize,
+    sp: AtomicUsize,
+    msr: AtomicUsize,
+    /// `Header::pack_ctx` of the context the NMI interrupted.
+    interrupted: AtomicUsize,
+}
+
+impl CpuStop {
+    const fn new() -> Self {
+        CpuStop {
+            checked_in: AtomicUsize::new(0),
+            ts_ns: AtomicU64::new(0),
+            pc: AtomicUsize::new(0),
+            sp: AtomicUsize::new(0),
+            msr: AtomicUsize::new(0),
+            interrupted: AtomicUsize::new(0),
+        }
+    }
+}
+
+/// The state of one crash: the check-in flags and saved registers of the stopped CPUs, and the
+/// crashing CPU's own RTAS argument buffer. One `static` per kernel.
+///
+/// **Check-in handshake.** A stopped CPU writes its "stopped" record, its saved registers and
+/// everything it did before the NMI, then stores its check-in flag with Release — LMM(checkin:A).
+/// The crashing CPU loads the flag with Acquire — LMM(checkin:B) — before it drains the rings, reads
+/// the firmware lock or the saved registers; so everything the stopped CPU wrote is visible to it.
+#[derive(Debug)]
+pub struct CrashState<const CPUS: usize> {
+    cpus: [CpuStop; CPUS],
+    /// The crashing CPU's own RTAS argument buffer: the global one may be half-filled by a CPU frozen
+    /// holding the RTAS lock.
+    pub rtas_args: RtasArgs,
+}
+
+impl<const CPUS: usize> CrashState<CPUS> {
+    /// Nobody stopped yet.
+    pub const fn new() -> Self {
+        CrashState {
+            cpus: [const { CpuStop::new() }; CPUS],
+            rtas_args: RtasArgs::new(),
+        }
+    }
+
+    /// Whether `cpu` checked in (is parked in its NMI handler for good).
+    pub fn checked_in(&self, cpu: usize) -> bool {
+        // LMM(checkin:B): Acquire pairs with LMM(checkin:A) in `check_in`.
+        self.cpus
+            .get(cpu)
+            .is_some_and(|s| s.checked_in.load(Ordering::Acquire) != 0)
+    }
+
+    /// The registers `cpu` saved when it stopped (meaningful once [`checked_in`](Self::checked_in)).
+    pub fn saved_regs(&self, cpu: usize) -> Option<SavedRegs> {
+        let s = self.cpus.get(cpu)?;
+        Some(SavedRegs {
+            pc: s.pc.load(Ordering::Relaxed),
+            sp: s.sp.load(Ordering::Relaxed),
+            msr: s.msr.load(Ordering::Relaxed),
+        })
+    }
+
+    /// When `cpu` stopped (clock of [`Machine::now_ns`]) and the context kind and depth the NMI
+    /// interrupted.
+    pub fn stop_info(&self, cpu: usize) -> Option<(u64, Option<ContextKind>, usize)> {
+        let s = self.cpus.get(cpu)?;
+        let h = Header {
+            ctx: s.interrupted.load(Ordering::Relaxed) as u8,
+            ..Header::default()
+        };
+        let (k, d) = h.context();
+        Some((s.ts_ns.load(Ordering::Relaxed), k, d))
+    }
+
+    fn check_in(&self, cpu: usize, ts: u64, regs: SavedRegs, kind: ContextKind, depth: usize) {
+        let Some(s) = self.cpus.get(cpu) else { return };
+        s.ts_ns.store(ts, Ordering::Relaxed);
+        s.pc.store(regs.pc, Ordering::Relaxed);
+        s.sp.store(regs.sp, Ordering::Relaxed);
+        s.msr.store(regs.msr, Ordering::Relaxed);
+        s.interrupted
+            .store(Header::pack_ctx(kind, depth) as usize, Ordering::Relaxed);
+        // LMM(checkin:A): Release pairs with LMM(checkin:B) in `checked_in`: the "stopped" record,
+        // the saved registers and everything this CPU wrote before the NMI (ring words, the RTAS lock
+        // word, a half-done flush) are visible to the crashing CPU once it sees the flag.
+        s.checked_in.store(1, Ordering::Release);
+    }
+}
+
+impl<const CPUS: usize> Default for CrashState<CPUS> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Tunables of the sequence.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ShutdownConfig {
+    /// How long to wait for the other CPUs to check in (Linux: 10 s for the crash IPI; the host
+    /// simulation uses 1 s).
+    pub ack_timeout_ns: u64,
+    /// An upper bound on the check-in wait's iterations, so the wait ends even if the clock stops.
+    pub max_wait_spins: u64,
+}
+
+impl ShutdownConfig {
+    /// One second, at most 2^32 iterations.
+    pub const fn new() -> Self {
+        ShutdownConfig {
+            ack_timeout_ns: 1_000_000_000,
+            max_wait_spins: 1 << 32,
+        }
+    }
+}
+
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// How interrupts were masked before the switchover.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MaskPath {
+    /// Through RTAS `ibm,int-off`; the firmware lock was free (or already the crashing CPU's).
+    Rtas,
+    /// Through RTAS, after taking the lock over from a CPU frozen outside the firmware call.
+    RtasTakeover,
+    /// At the interrupt presenter: RTAS could not be called without breaking PAPR.
+    Presenter,
+}
+
+impl MaskPath {
+    /// `"rtas"`, `"rtas-takeover"` or `"presenter"`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            MaskPath::Rtas => "rtas",
+            MaskPath::RtasTakeover => "rtas-takeover",
+            MaskPath::Presenter => "presenter",
+        }
+    }
+}
+
+/// What the masking step did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MaskOutcome {
+    /// The path taken.
+    pub path: MaskPath,
+    /// The firmware-lock decision behind it.
+    pub decision: CrashAcquire,
+    /// Sources masked through firmware.
+    pub masked: usize,
+    /// Sources whose firmware call failed.
+    pub failed: usize,
+}
+
+/// What [`crash_shutdown`] did, handed to [`Machine::kexec`] with the image.
+#[derive(Clone, Copy, Debug)]
+pub struct ShutdownReport<const CPUS: usize> {
+    /// The crashing CPU.
+    pub crash_cpu: usize,
+    /// CPUs in the system.
+    pub cpus: usize,
+    /// Crash entry.
+    pub t_enter_ns: u64,
+    /// The check-in wait ended.
+    pub t_ipi_done_ns: u64,
+    /// Interrupts masked.
+    pub t_masked_ns: u64,
+    /// Image written, about to switch over.
+    pub t_switch_ns: u64,
+    /// Which CPUs checked in (the crashing CPU counts as answered).
+    pub answered: [bool; CPUS],
+    /// How many did not.
+    pub not_answered: usize,
+    /// Iterations of the check-in wait.
+    pub wait_spins: u64,
+    /// The masking step.
+    pub mask: MaskOutcome,
+    /// The two crash drains (before and after the switchover message).
+    pub drains: [DrainReport; 2],
+    /// Bytes of handover image written (0 on error).
+    pub image_len: usize,
+    /// Why the image could not be written, if it could not.
+    pub image_error: Option<HandoverError>,
+}
+
+/// The NMI (system reset) handler's crash part, on a CPU that is not the crashing one: enters NMI
+/// context, logs `"CPU n stopped (NMI in <ctx> context; <note>)"`, saves `regs`, checks in and parks
+/// forever. Returns at once (doing nothing) if no crash is in progress or if called on the crashing
+/// CPU, so it can sit at the top of a shared NMI handler.
+pub fn on_nmi_stop<
+    P: Platform,
+    M: Machine,
+    const C: usize,
+    const R: usize,
+    const W: usize,
+    const D: usize,
+>(
+    log: &Log<P, C, R, W, D>,
+    machine: &M,
+    state: &CrashState<C>,
+    regs: SavedRegs,
+    note: fmt::Arguments<'_>,
+) {
+    let Some(crasher) = log.crashing_cpu() else {
+        return;
+    };
+    let cpu = log.platform().cpu_id();
+    if cpu == crasher {
+        return;
+    }
+    stop_self(log, machine, state, regs, "NMI", note)
+}
+
+fn stop_self<
+    P: Platform,
+    M: Machine,
+    const C: usize,
+    const R: usize,
+    const W: usize,
+    const D: usize,
+>(
+    log: &Log<P, C, R, W, D>,
+    machine: &M,
+    state: &CrashState<C>,
+    regs: SavedRegs,
+    how: &str,
+    note: fmt::Arguments<'_>,
+) -> ! {
+    let cpu = log.platform().cpu_id();
+    let (kind, depth) = log.context().unwrap_or((ContextKind::Task, 0));
+    log.nmi_enter();
+    let ts = machine.now_ns();
+    let _ = log.log_fmt(
+        Level::Emerg,
+        0,
+        format_args!(
+            "CPU {} stopped ({} in {} context; {})",
+            cpu,
+            how,
+            kind.name(),
+            note
+        ),
+    );
+    state.check_in(cpu, ts, regs, kind, depth);
+    machine.park()
+}
+
+/// The crash-shutdown sequence (see the [module docs](self)): on the crashing CPU, with interrupts
+/// off. Writes the handover image into `image` (a region the capture stage can find; its size bounds
+/// how much of the log survives, see [`handover::max_image_size`]) and never returns.
+///
+/// If another CPU is already crashing, the caller behaves as a stopped CPU: it logs, checks in and
+/// parks (the NMI the other CPU sends would do the same).
+#[allow(clippy::too_many_arguments)]
+pub fn crash_shutdown<
+    P: Platform,
+    M: Machine,
+    const C: usize,
+    const R: usize,
+    const W: usize,
+    const D: usize,
+>(
+    log: &Log<P, C, R, W, D>,
+    machine: &M,
+    state: &CrashState<C>,
+    rtas: &RtasLock,
+    image: &mut [u8],
+    cfg: &ShutdownConfig,
+    reason: fmt::Arguments<'_>,
+) -> ! {
+    let cpu = match log.crash_enter() {
+        Ok(c) => c,
+        Err(other) => stop_self(
+            log,
+            machine,
+            state,
+            SavedRegs::default(),
+            "crash",
+            format_args!("CPU {} is already crashing", other),
+        ),
+    };
+    let ncpu = log.platform().cpu_count().min(C);
+    let t_enter = machine.now_ns();
+    let mut report = ShutdownReport::<C> {
+        crash_cpu: cpu,
+        cpus: ncpu,
+        t_enter_ns: t_enter,
+        t_ipi_done_ns: 0,
+        t_masked_ns: 0,
+        t_switch_ns: 0,
+        answered: [false; C],
+        not_answered: 0,
+        wait_spins: 0,
+        mask: MaskOutcome {
+            path: MaskPath::Presenter,
+            decision: CrashAcquire::AlreadyOwn,
+            masked: 0,
+            failed: 0,
+        },
+        drains: [DrainReport::default(); 2],
+        image_len: 0,
+        image_error: None,
+    };
+    let _ = log.log_fmt(
+        Level::Emerg,
+        0,
+        format_args!("crash: CPU {} crashing: {}", cpu, reason),
+    );
+    let _ = log.log_fmt(
+        Level::Emerg,
+        0,
+        format_args!(
+            "crash: sending NMI IPI to {} other CPUs",
+            ncpu.saturating_sub(1)
+        ),
+    );
+
+    // 1. Stop everybody else, then wait for the check-ins: bounded by time and by iterations.
+    machine.nmi_ipi_all_but_self(cpu);
+    let deadline = t_enter.saturating_add(cfg.ack_timeout_ns);
+    let mut spins = 0u64;
+    loop {
+        let missing = (0..ncpu)
+            .filter(|&c| c != cpu && !state.checked_in(c))
+            .count();
+        if missing == 0 || spins >= cfg.max_wait_spins || machine.now_ns() >= deadline {
+            break;
+        }
+        spins += 1;
+        machine.relax();
+    }
+    report.wait_spins = spins;
+    for c in 0..ncpu {
+        let ok = c == cpu || state.checked_in(c);
+        report.answered[c] = ok;
+        if !ok {
+            report.not_answered += 1;
+            let _ = log.log_fmt(
+                Level::Emerg,
+                0,
+                format_args!(
+                    "crash: CPU {} did not answer the NMI IPI within {} ms",
+                    c,
+                    cfg.ack_timeout_ns / 1_000_000
+                ),
+            );
+        }
+    }
+    report.t_ipi_done_ns = machine.now_ns();
+    // The message that deadlocked on logbuf_lock in 2020: here it only appends to this CPU's ring.
+    let _ = log.log_fmt(Level::Emerg, 0, format_args!("IPI complete"));
+
+    // 2. Mask interrupts (machine_kexec_mask_interrupts) without waiting on the firmware lock.
+    report.mask = mask_interrupts(log, machine, state, rtas, cpu);
+    report.t_masked_ns = machine.now_ns();
+
+    // 3. Drain, announce, drain again (so the announcement is in the image), serialise.
+    report.drains[0] = log.drain_on_crash();
+    let d = report.drains[0];
+    let _ = log.log_fmt(
+        Level::Emerg,
+        0,
+        format_args!(
+            "crash: log drained: {} records moved, {} torn, {} overwritten, {} steps (bound {}){}",
+            d.flush.moved,
+            d.flush.torn,
+            d.flush.overwritten,
+            d.flush.steps,
+            d.bound,
+            match (d.took_over_from, d.repaired_move) {
+                (Some(_), true) =>
+                    "; flush ownership taken over from a stopped CPU, its half-done move repaired",
+                (Some(_), false) => "; flush ownership taken over from a stopped CPU",
+                _ => "",
+            }
+        ),
+    );
+    let _ = log.log_fmt(
+        Level::Emerg,
+        0,
+        format_args!("kexec: Starting switchover sequence."),
+    );
+    report.drains[1] = log.drain_on_crash();
+    match handover::write_image(log, image) {
+        Ok(n) => report.image_len = n,
+        Err(e) => report.image_error = Some(e),
+    }
+    report.t_switch_ns = machine.now_ns();
+    let len = report.image_len.min(image.len());
+    machine.kexec(&image[..len], &report)
+}
+
+fn mask_interrupts<
+    P: Platform,
+    M: Machine,
+    const C: usize,
+    const R: usize,
+    const W: usize,
+    const D: usize,
+>(
+    log: &Log<P, C, R, W, D>,
+    machine: &M,
+    state: &CrashState<C>,
+    rtas: &RtasLock,
+    cpu: usize,
+) -> MaskOutcome {
+    let decision = rtas.crash_acquire(cpu, |c| state.checked_in(c));
+    let mut out = MaskOutcome {
+        path: MaskPath::Rtas,
+        decision,
+        masked: 0,
+        failed: 0,
+    };
+    match decision {
+        CrashAcquire::Acquired | CrashAcquire::AlreadyOwn | CrashAcquire::TakenOver { .. } => {
+            // We own the lock and no other CPU is in firmware (nor ever will be): PAPR's
+            // serialisation holds. Use our own argument buffer, never the frozen holder's.
+            let n = machine.irq_source_count();
+            for src in 0..n {
+                rtas.enter_call(cpu);
+                let r = machine.firmware_mask_source(src, &state.rtas_args);
+                rtas.leave_call(cpu);
+                match r {
+                    Ok(()) => out.masked += 1,
+                    Err(_) => out.failed += 1,
+                }
+            }
+            rtas.unlock(cpu);
+            if let CrashAcquire::TakenOver { from } = decision {
+                out.path = MaskPath::RtasTakeover;
+                let _ = log.log_fmt(
+                    Level::Emerg,
+                    0,
+                    format_args!(
+                        "kexec: RTAS lock held by CPU {} (stopped outside the firmware call): taken over; masked {} of {} interrupt sources via ibm,int-off [mask_path=rtas-takeover]",
+                        from, out.masked, n
+                    ),
+                );
+            } else {
+                let _ = log.log_fmt(
+                    Level::Emerg,
+                    0,
+                    format_args!(
+                        "kexec: masked {} of {} interrupt sources via RTAS ibm,int-off [mask_path=rtas]",
+                        out.masked, n
+                    ),
+                );
+            }
+            if out.failed != 0 {
+                let _ = log.log_fmt(
+                    Level::Emerg,
+                    0,
+                    format_args!("kexec: ibm,int-off failed for {} sources", out.failed),
+                );
+            }
+        }
+        CrashAcquire::Unsafe {
+            holder,
+            inside,
+            stopped,
+        } => {
+            out.path = MaskPath::Presenter;
+            machine.mask_at_presenter();
+            let why = match (inside, stopped) {
+                (true, _) => "frozen inside the firmware call",
+                (false, false) => "did not stop",
+                (false, true) => "changed hands",
+            };
+            let _ = log.log_fmt(
+                Level::Emerg,
+                0,
+                format_args!(
+                    "kexec: RTAS lock held by CPU {} ({}): RTAS not called (PAPR: calls are serialised); interrupts masked at the presenter (CPPR=0) [mask_path=presenter]",
+                    holder as isize, why
+                ),
+            );
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    //! The whole sequence on one thread: a platform whose CPU number the test switches, and a
+    //! machine whose "NMI IPI" runs each responsive CPU's handler right away. `park` and `kexec`
+    //! unwind (they must not return), and the test catches the unwinding.
+    extern crate std;
+    use std::boxed::Box;
+    use std::panic::{catch_unwind, AssertUnwindSafe};
+    use std::string::{String, ToString};
+    use std::vec::Vec;
+
+    use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+    use super::*;
+
+    static CPU: AtomicUsize = AtomicUsize::new(0);
+    static CLOCK: AtomicU64 = AtomicU64::new(1_000);
+
+    struct TestPlatform;
+    impl Platform for TestPlatform {
+        fn cpu_id(&self) -> usize {
+            CPU.load(Ordering::Relaxed)
+        }
+        fn now_ns(&self) -> u64 {
+            CLOCK.fetch_add(10, Ordering::Relaxed)
+        }
+        fn cpu_count(&self) -> usize {
+            4
+        }
+    }
+
+    type TestLog = Log<TestPlatform, 4, 1024, 8192>;
+
+    struct Parked;
+    struct Switched(Vec<u8>);
+
+    struct TestMachine<'a> {
+        log: &'a TestLog,
+        state: &'a CrashState<4>,
+        /// CPUs that take the NMI (the others are deaf).
+        responsive: [bool; 4],
+        firmware_calls: AtomicUsize,
+        presenter: AtomicUsize,
+    }
+
+    impl Machine for TestMachine<'_> {
+        fn nmi_ipi_all_but_self(&self, me: usize) {
+            for c in 0..4 {
+                if c == me || !self.responsive[c] {
+                    continue;
+                }
+                CPU.store(c, Ordering::Relaxed);
+                let r = catch_unwind(AssertUnwindSafe(|| {
+                    on_nmi_stop(
+                        self.log,
+                        self,
+                        self.state,
+                        SavedRegs {
+                            pc: 0x100 + c,
+                            sp: 0,
+                            msr: 0,
+                        },
+                        format_args!("test"),
+                    )
+                }));
+                assert!(r.is_err(), "a stopped CPU must park");
+            }
+            CPU.store(me, Ordering::Relaxed);
+        }
+        fn now_ns(&self) -> u64 {
+            CLOCK.fetch_add(10, Ordering::Relaxed)
+        }
+        fn irq_source_count(&self) -> usize {
+            3
+        }
+        fn firmware_mask_source(&self, _src: usize, _args: &RtasArgs) -> Result<(), i32> {
+            self.firmware_calls.fetch_add(1, Ordering::Relaxed);
+            Ok(())
+        }
+        fn mask_at_presenter(&self) {
+            self.presenter.fetch_add(1, Ordering::Relaxed);
+        }
+        fn park(&self) -> ! {
+            std::panic::panic_any(Parked)
+        }
+        fn kexec<const C: usize>(&self, image: &[u8], report: &ShutdownReport<C>) -> ! {
+            assert!(report.image_error.is_none());
+            std::panic::panic_any(Switched(image.to_vec()))
+        }
+    }
+
+    /// Runs the sequence from CPU 0 and returns the recovered texts and the machine's counters.
+    fn crash_once(rtas: &RtasLock, responsive: [bool; 4]) -> (Vec<String>, usize, usize) {
+        // The tests share the CPU-number switch: one at a time.
+        static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        let log: &'static TestLog = Box::leak(Box::new(TestLog::new(TestPlatform)));
+        let state: &'static CrashState<4> = Box::leak(Box::new(CrashState::new()));
+        for c in 0..4 {
+            CPU.store(c, Ordering::Relaxed);
+            let _ = log.log_fmt(Level::Info, 0, format_args!("cpu={} n=0", c));
+        }
+        CPU.store(0, Ordering::Relaxed);
+        let m = TestMachine {
+            log,
+            state,
+            responsive,
+            firmware_calls: AtomicUsize::new(0),
+            presenter: AtomicUsize::new(0),
+        };
+        let mut image = std::vec![0u8; 1 << 16];
+        let cfg = ShutdownConfig {
+            ack_timeout_ns: 1_000,
+            max_wait_spins: 1_000,
+        };
+        let r = catch_unwind(AssertUnwindSafe(|| {
+            crash_shutdown(log, &m, state, rtas, &mut image, &cfg, format_args!("test"))
+        }));
+        let Err(payload) = r else {
+            panic!("crash_shutdown never returns")
+        };
+        let Ok(switched) = payload.downcast::<Switched>() else {
+            panic!("kexec not reached")
+        };
+        let Switched(bytes) = *switched;
+        let img = handover::parse(&bytes).expect("a valid image");
+        let texts = img
+            .records()
+            .filter_map(|r| r.text().map(|t| t.to_string()))
+            .collect();
+        (
+            texts,
+            m.firmware_calls.load(Ordering::Relaxed),
+            m.presenter.load(Ordering::Relaxed),
+        )
+    }
+
+    fn has(texts: &[String], s: &str) -> bool {
+        texts.iter().any(|t| t.contains(s))
+    }
+
+    #[test]
+    fn takeover_from_a_cpu_frozen_outside_the_call() {
+        let rtas = RtasLock::new();
+        rtas.lock(1);
+        let (t, fw, pres) = crash_once(&rtas, [true, true, true, false]);
+        for s in [
+            "cpu=0 n=0",
+            "cpu=3 n=0",
+            "CPU 1 stopped (NMI in task context; test)",
+            "CPU 2 stopped",
+            "crash: CPU 3 did not answer the NMI IPI",
+            "IPI complete",
+            "[mask_path=rtas-takeover]",
+            "kexec: Starting switchover sequence.",
+        ] {
+            assert!(has(&t, s), "missing {s:?} in {t:?}");
+        }
+        assert!(!has(&t, "CPU 3 stopped"));
+        assert_eq!((fw, pres), (3, 0));
+        // Log order: IPI complete before masking before the switchover message.
+        let at = |s: &str| t.iter().position(|x| x.contains(s)).unwrap();
+        assert!(
+            at("IPI complete") < at("[mask_path=") && at("[mask_path=") < at("kexec: Starting")
+        );
+    }
+
+    #[test]
+    fn presenter_when_the_holder_is_inside_the_call() {
+        let rtas = RtasLock::new();
+        rtas.lock(2);
+        rtas.enter_call(2);
+        let (t, fw, pres) = crash_once(&rtas, [true; 4]);
+        assert!(has(&t, "[mask_path=presenter]"), "{t:?}");
+        assert!(has(&t, "frozen inside the firmware call"));
+        assert_eq!((fw, pres), (0, 1));
+        assert_eq!(rtas.holder(), Some((2, true)), "the lock is left alone");
+    }
+
+    #[test]
+    fn presenter_when_the_holder_did_not_stop() {
+        let rtas = RtasLock::new();
+        rtas.lock(3);
+        let (t, fw, pres) = crash_once(&rtas, [true, true, true, false]);
+        assert!(has(&t, "did not stop"), "{t:?}");
+        assert_eq!((fw, pres), (0, 1));
+    }
+
+    #[test]
+    fn plain_rtas_when_the_lock_is_free() {
+        let rtas = RtasLock::new();
+        let (t, fw, pres) = crash_once(&rtas, [true; 4]);
+        assert!(has(&t, "[mask_path=rtas]"), "{t:?}");
+        assert_eq!((fw, pres), (3, 0));
+        assert_eq!(rtas.holder(), None);
+    }
+
+    #[test]
+    fn lock_decisions() {
+        let l = RtasLock::new();
+        assert_eq!(l.crash_acquire(0, |_| true), CrashAcquire::Acquired);
+        let l = RtasLock::new();
+        l.lock(0);
+        assert_eq!(l.crash_acquire(0, |_| true), CrashAcquire::AlreadyOwn);
+        l.enter_call(0);
+        assert!(!l.crash_acquire(0, |_| true).may_call_firmware());
+        let l = RtasLock::new();
+        l.lock(1);
+        assert_eq!(
+            l.crash_acquire(0, |_| false),
+            CrashAcquire::Unsafe {
+                holder: 1,
+                inside: false,
+                stopped: false
+            }
+        );
+        assert_eq!(l.holder(), Some((1, false)));
+        l.leave_call(1);
+        l.unlock(1);
+        assert!(l.try_lock(2));
+        assert!(!l.try_lock(3));
+    }
+}
