@@ -221,7 +221,13 @@ fn steps() -> Vec<Step> {
                     c,
                     ".",
                     &[("NMILOG_STRESS_SECS", secs)],
-                    &["cargo", "test", "--workspace", "--features", "nmilog/log,nmilog/kv,nmilog/defmt,nmilog/steps"],
+                    &[
+                        "cargo",
+                        "test",
+                        "--workspace",
+                        "--features",
+                        "nmilog/log,nmilog/kv,nmilog/defmt,nmilog/steps",
+                    ],
                 )?;
                 sh(
                     c,
@@ -318,7 +324,14 @@ fn steps() -> Vec<Step> {
                     c,
                     ".",
                     &[("RUSTDOCFLAGS", "-D warnings")],
-                    &["cargo", "doc", "--workspace", "--no-deps", "--features", "nmilog/log,nmilog/kv,nmilog/defmt"],
+                    &[
+                        "cargo",
+                        "doc",
+                        "--workspace",
+                        "--no-deps",
+                        "--features",
+                        "nmilog/log,nmilog/kv,nmilog/defmt",
+                    ],
                 )
             },
         },
