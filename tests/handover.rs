@@ -502,7 +502,7 @@ fn a_foreign_header_layout_is_decoded_through_the_table() {
         hb[16..32].copy_from_slice(b"unknown field!!!");
         out.extend_from_slice(&hb);
         out.extend_from_slice(p);
-        while (out.len() - start + 4) % 8 != 0 {
+        while !(out.len() - start + 4).is_multiple_of(8) {
             out.push(0);
         }
         let c = CRC32C.checksum(&out[start..]);
