@@ -277,9 +277,13 @@ enum Peek {
 /// * `DEPTH`: context nesting levels with their own ring (task, irq, NMI, nested NMI: 4).
 ///
 /// Footprint ([`Log::FOOTPRINT_BYTES`], exact; `W = size_of::<usize>()`, `T = 8 / W`, `pad` = round
-/// up to `CachePadded`'s alignment):
-/// `CPUS·pad((2 + DEPTH·(7 + RING_WORDS))·W) + pad((13 + T + MAIN_WORDS + CPUS·DEPTH·(8 + T))·W)
-/// + pad(size_of::<P>() + 6·W)` bytes.
+/// up to `CachePadded`'s alignment), in bytes:
+///
+/// ```text
+/// CPUS·pad((2 + DEPTH·(7 + RING_WORDS))·W)
+///   + pad((13 + T + MAIN_WORDS + CPUS·DEPTH·(8 + T))·W)
+///   + pad(size_of::<P>() + 6·W)
+/// ```
 ///
 /// ```
 /// use nmilog::{Log, Level, Platform};
