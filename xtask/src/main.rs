@@ -336,11 +336,6 @@ fn steps() -> Vec<Step> {
             },
         },
         Step {
-            name: "bench-build",
-            slow: false,
-            run: |c| sh(c, ".", &[], &["cargo", "bench", "--no-run"]),
-        },
-        Step {
             name: "pseries",
             slow: false,
             run: |c| sh(c, ".", &[], &["bash", "ppc64/pseries/test.sh"]),
