@@ -145,8 +145,12 @@ impl Consumer {
         }
     }
     fn set_cursor(&self, c: Cursor) {
-        self.pos.store(c.pos, Ordering::Relaxed);
+        // `seq` first: an owner stopped between the two stores leaves (old pos, new seq). For a
+        // resync the old position is behind the tail, so the next reader resynchronises again (with
+        // nothing missed); for a move the journal still holds the whole new cursor.
         self.seq.store(c.seq, Ordering::Relaxed);
+        signal_fence();
+        self.pos.store(c.pos, Ordering::Relaxed);
     }
     fn add(counter: &AtomicUsize, n: u64) {
         // Only the flush owner writes these: load + store, no RMW.
@@ -510,7 +514,7 @@ impl<
         )))]
         {
             let v = self.bad_cpu.load(Ordering::Relaxed);
-            self.bad_cpu.store(v + 1, Ordering::Relaxed);
+            self.bad_cpu.store(v.wrapping_add(1), Ordering::Relaxed);
         }
     }
 
@@ -648,12 +652,23 @@ impl<
         ring.active
             .store(crate::ring::ACTIVE_WRITING, Ordering::Relaxed);
         signal_fence();
+        // Clears the guard however `f` leaves (a `Display` impl may panic), except when a test hook
+        // froze the writer: a frozen CPU never leaves.
+        struct Guard<'a, const W: usize>(&'a RecordRing<W>, bool);
+        impl<const W: usize> Drop for Guard<'_, W> {
+            fn drop(&mut self) {
+                if self.1 {
+                    signal_fence();
+                    self.0.active.store(0, Ordering::Relaxed);
+                }
+            }
+        }
+        let mut guard = Guard(ring, true);
         let r = f(cpu, kind, depth, ring);
         if matches!(r, Err(AppendError::Frozen)) {
-            return r; // a frozen writer never leaves (test hooks only)
+            guard.1 = false;
         }
-        signal_fence();
-        ring.active.store(0, Ordering::Relaxed);
+        drop(guard);
         r
     }
 
@@ -830,7 +845,28 @@ impl<
                 .compare_exchange(0, cpu + 1, Ordering::Acquire, Ordering::Relaxed)
                 .is_err()
             {
-                self.main.pending.store(1, Ordering::Release);
+                // LMM(pending:A): SeqCst store, then one more try below (SeqCst), pairs with the
+                // owner's SeqCst release and `pending` swap (LMM(pending:B)): either the owner sees
+                // the flag and looks again, or this CPU sees the owner gone and takes over.
+                self.main.pending.store(1, Ordering::SeqCst);
+                if self
+                    .main
+                    .owner
+                    .compare_exchange(0, cpu + 1, Ordering::SeqCst, Ordering::Relaxed)
+                    .is_ok()
+                {
+                    self.main.pending.store(0, Ordering::Relaxed);
+                    let (rep, completed) = self.flush_owned(false, hook);
+                    total.moved += rep.moved;
+                    total.overwritten = total.overwritten.wrapping_add(rep.overwritten);
+                    total.steps += rep.steps;
+                    if !completed {
+                        return Some(total);
+                    }
+                    self.main.owner.store(0, Ordering::SeqCst);
+                    self.run_console_hook();
+                    return Some(total);
+                }
                 return if total == FlushReport::default() {
                     None
                 } else {
@@ -846,9 +882,9 @@ impl<
             total.overwritten += rep.overwritten;
             total.torn += rep.torn;
             total.steps += rep.steps;
-            // LMM(owner:B): pairs with LMM(owner:A).
-            self.main.owner.store(0, Ordering::Release);
-            if self.main.pending.swap(0, Ordering::AcqRel) == 0 {
+            // LMM(owner:B): pairs with LMM(owner:A); SeqCst with the swap for LMM(pending:B).
+            self.main.owner.store(0, Ordering::SeqCst);
+            if self.main.pending.swap(0, Ordering::SeqCst) == 0 {
                 break;
             }
         }
@@ -895,16 +931,23 @@ impl<
                         // `cur.seq`. Torn, counted once however many drains see it.
                         self.count_torn_once(c, d, cur, rep);
                     } else {
-                        *bound = (*bound).min(cons.last_ts.get());
+                        // Strict: a record with the in-flight record's timestamp could tie with it,
+                        // and ties are broken by CPU, which the in-flight record has not had yet.
+                        *bound = (*bound).min(cons.last_ts.get().saturating_sub(1));
                     }
                     return Peek::Done;
                 }
                 (Read::Overwritten { missed }, _) => {
-                    Consumer::add(&cons.overwritten, missed);
-                    rep.overwritten += missed;
                     cons.set_cursor(cur);
+                    Consumer::add(&cons.overwritten, missed);
+                    rep.overwritten = rep.overwritten.wrapping_add(missed);
                 }
             }
+        }
+        // Gave up on a ring the writer keeps lapping: whatever it still holds is no older than the
+        // last record moved from it, so nothing newer may be merged before it.
+        if !crash {
+            *bound = (*bound).min(cons.last_ts.get());
         }
         Peek::Done
     }
@@ -996,7 +1039,7 @@ impl<
                     }
                     Read::Overwritten { missed } => {
                         Consumer::add(&cons.overwritten, missed);
-                        rep.overwritten += missed;
+                        rep.overwritten = rep.overwritten.wrapping_add(missed);
                         cons.set_cursor(cur);
                     }
                     Read::Empty | Read::InFlight => {}
@@ -1092,8 +1135,10 @@ impl<
     /// costs at most that flush's records (never memory safety).
     ///
     /// Never spins: a bounded number of steps ([`DrainReport::bound`]), no lock, no waiting. Idempotent
-    /// and safe to call again from a nested crash: a drain interrupted half-way is repaired through the
-    /// move journal, and no record is delivered twice.
+    /// and safe to call again from a nested crash (a fault inside the crash path): a drain interrupted
+    /// half-way is repaired through the move journal, and no record is delivered twice. The nested
+    /// crash must not *return* into the interrupted drain (crash paths never return): the interrupted
+    /// drain's local state is stale by then, and resuming it would rewind the main log.
     pub fn drain_on_crash(&self) -> DrainReport {
         self.drain_on_crash_with_hook(&mut NoHook)
     }
@@ -1254,7 +1299,7 @@ impl MainReader {
     ) -> Read {
         let r = log.main.ring.read(&mut self.cur, out);
         if let Read::Overwritten { missed } = r {
-            self.missed += missed;
+            self.missed = self.missed.wrapping_add(missed);
         }
         r
     }

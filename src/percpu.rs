@@ -122,7 +122,11 @@ impl<const RING_WORDS: usize, const DEPTH: usize> PerCpu<RING_WORDS, DEPTH> {
     /// from an interrupt handler, must stay on the NMI-safe path).
     #[inline]
     pub fn nmi_safe_only(&self) -> bool {
-        let d = self.depth.load(Ordering::Relaxed).min(DEPTH - 1);
+        let d = self.depth.load(Ordering::Relaxed);
+        if d >= DEPTH {
+            // Deeper than we track: assume the worst (an NMI nested beyond DEPTH).
+            return true;
+        }
         (1..=d).any(|i| {
             ContextKind::from_u8(self.kinds[i].load(Ordering::Relaxed) as u8)
                 .is_none_or(|k| k.is_nmi_safe_only())

@@ -398,7 +398,8 @@ impl<const WORDS: usize> RecordRing<WORDS> {
         // start + span - cap.
         let need = start.wrapping_add(span + 1).wrapping_sub(cap);
         let mut tail = self.tail.load(Ordering::Relaxed);
-        if before(tail, need) {
+        let tail_moved = before(tail, need);
+        if tail_moved {
             let mut budget = cap;
             while before(tail, need) && budget > 0 {
                 tail = self.skip(tail, mask);
@@ -415,9 +416,19 @@ impl<const WORDS: usize> RecordRing<WORDS> {
         if !hook.step(WriteStep::TailAdvanced) {
             return Err(WriteError::Frozen);
         }
-        // Step 3: the odd sequence word, then the wrap marker.
-        self.word(start, mask)
-            .store(enc(seq, ST_WRITING), Ordering::Relaxed);
+        // Step 3: the odd sequence word, then the wrap marker. LMM(write:E): when this call moved the
+        // tail, the odd word may land on the first word of a record the tail just passed, so it must
+        // not become visible before the tail does (a release store orders only *earlier* accesses):
+        // a lapped reader that sees it also sees the new tail in its resync (LMM(read:B)). Pairs
+        // with LMM(read:A)/LMM(read:B). Relaxed otherwise (the common case on a ring that is not full).
+        self.word(start, mask).store(
+            enc(seq, ST_WRITING),
+            if tail_moved {
+                Ordering::Release
+            } else {
+                Ordering::Relaxed
+            },
+        );
         if wraps {
             // LMM(write:B): a reader that loads the marker (LMM(read:A)) sees the odd word at `start`
             // (not stale payload of an older lap).
@@ -477,8 +488,10 @@ impl<const WORDS: usize> RecordRing<WORDS> {
             return Err(WriteError::Frozen);
         }
         // Step 7: own state.
-        self.head.store(start.wrapping_add(span), Ordering::Relaxed);
+        // `next_seq` first: a writer stopped between the two leaves (old head, new seq), which
+        // `complete_abandoned_write` recognises (the committed record `seq` at the old head).
         self.next_seq.store(seq.wrapping_add(1), Ordering::Relaxed);
+        self.head.store(start.wrapping_add(span), Ordering::Relaxed);
         // Tell the crash drain that this call's record is out, even if the writer is stopped before
         // it clears its recursion guard (a guard left at 1 with `next_seq` at the reader means "frozen
         // before the record became visible": torn).
@@ -592,11 +605,14 @@ impl<const WORDS: usize> RecordRing<WORDS> {
         // LMM(read:B): pairs with LMM(write:A); the record at the tail was committed (or is the one
         // being written) before the tail moved onto it.
         let tail = self.tail.load(Ordering::Acquire);
+        // `next_seq` before the word: a `next_seq` stored after this call's odd word (LMM(write:C)
+        // precedes the step-7 store) means the word below is no longer free, so a free word read
+        // afterwards proves `ns` is the number of the record that will start at `tail`.
+        let ns = self.next_seq.load(Ordering::Acquire);
         let w = self.word(tail, mask).load(Ordering::Acquire);
         let target = if w & ST_MASK == ST_FREE {
-            // Everything older was overwritten and the record at `tail` has not been started yet:
-            // `next_seq` was stored before the tail (program order + LMM(write:A)).
-            self.next_seq.load(Ordering::Relaxed) & SEQ_MASK
+            // Everything older was overwritten and the record at `tail` has not been started yet.
+            ns & SEQ_MASK
         } else {
             w >> 2
         };
@@ -606,6 +622,11 @@ impl<const WORDS: usize> RecordRing<WORDS> {
             return Read::Overwritten { missed: 0 };
         }
         let missed = target.wrapping_sub(cur.seq) & SEQ_MASK;
+        if missed > SEQ_MASK / 2 {
+            // The word at the tail is older than our cursor: a race with the writer (or a cursor
+            // that does not belong to this ring). Never report a bogus count; try again later.
+            return Read::Overwritten { missed: 0 };
+        }
         if missed == 0 && cur.pos == tail {
             return Read::Empty;
         }
@@ -633,20 +654,26 @@ impl<const WORDS: usize> RecordRing<WORDS> {
         let mask = self.mask();
         let cap = mask + 1;
         let (head, seq) = self.writer_state();
-        let mut pos = head;
-        let mut w = self.word(pos, mask).load(Ordering::Acquire);
-        if w == enc(seq, ST_WRAP) {
-            pos = pos.wrapping_add(cap - (pos & mask));
-            w = self.word(pos, mask).load(Ordering::Acquire);
-        }
-        if w == enc(seq, ST_COMMITTED) {
-            let lw = self
-                .word(pos.wrapping_add(1 + LEN_WORD), mask)
-                .load(Ordering::Relaxed);
-            let span = span_words(lw & 0xffff).min(max_span(cap));
-            self.head.store(pos.wrapping_add(span), Ordering::Relaxed);
-            self.next_seq.store(seq.wrapping_add(1), Ordering::Relaxed);
-            return true;
+        // The record at `head` is `seq` (stopped before step 7) or `seq - 1` (stopped between the
+        // `next_seq` and `head` stores of step 7).
+        for (want, bump) in [(seq, true), (seq.wrapping_sub(1), false)] {
+            let mut pos = head;
+            let mut w = self.word(pos, mask).load(Ordering::Acquire);
+            if w == enc(want, ST_WRAP) {
+                pos = pos.wrapping_add(cap - (pos & mask));
+                w = self.word(pos, mask).load(Ordering::Acquire);
+            }
+            if w == enc(want, ST_COMMITTED) {
+                let lw = self
+                    .word(pos.wrapping_add(1 + LEN_WORD), mask)
+                    .load(Ordering::Relaxed);
+                let span = span_words(lw & 0xffff).min(max_span(cap));
+                if bump {
+                    self.next_seq.store(seq.wrapping_add(1), Ordering::Relaxed);
+                }
+                self.head.store(pos.wrapping_add(span), Ordering::Relaxed);
+                return true;
+            }
         }
         false
     }
