@@ -60,7 +60,7 @@
 //! compare-exchange for ownership) and crash election need read-modify-write: on targets without it
 //! (thumbv6m) enable `critical-section` or `unsafe-assume-single-core` (forwarded to portable-atomic,
 //! as heapless does); without either, [`Log::flush`] does not exist and records reach the main log
-//! through [`Log::drain_on_crash`] or an explicit single-owner drain.
+//! only through [`Log::drain_on_crash`].
 #![cfg_attr(not(any(feature = "std", test)), no_std)]
 #![deny(missing_docs)]
 #![deny(clippy::undocumented_unsafe_blocks)]
