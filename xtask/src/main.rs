@@ -332,14 +332,13 @@ fn steps() -> Vec<Step> {
             slow: true,
             run: |c| {
                 let tgt = c.root.join("target/loom");
-                let tgt = tgt.to_str().unwrap();
                 sh(
                     c,
                     ".",
                     &[
                         ("RUSTFLAGS", "--cfg loom"),
                         ("LOOM_MAX_PREEMPTIONS", "2"),
-                        ("CARGO_TARGET_DIR", tgt),
+                        ("CARGO_TARGET_DIR", tgt.to_str().unwrap()),
                     ],
                     &[
                         "cargo",
@@ -349,6 +348,9 @@ fn steps() -> Vec<Step> {
                         "--release",
                         "--test",
                         "loom",
+                        "--",
+                        "--test-threads=2",
+                        "--nocapture",
                     ],
                 )
             },
@@ -379,6 +381,7 @@ fn steps() -> Vec<Step> {
                     ".",
                     &[
                         ("RUSTFLAGS", "-Zsanitizer=thread"),
+                        ("RUSTDOCFLAGS", "-Zsanitizer=thread"),
                         ("CARGO_TARGET_DIR", tgt.to_str().unwrap()),
                         ("NMILOG_STRESS_SECS", "3"),
                     ],
@@ -395,6 +398,8 @@ fn steps() -> Vec<Step> {
                         "stress_kunit",
                         "--test",
                         "stress_ftrace",
+                        "--",
+                        "--nocapture",
                     ],
                 )
             },
@@ -409,11 +414,32 @@ fn steps() -> Vec<Step> {
                     "-max_total_time=60"
                 };
                 for t in ["concurrent_writers", "handover_parse"] {
+                    // Run on a scratch copy of the committed seeds, so the run never grows them.
+                    let scratch = c.root.join("target/fuzz-corpus").join(t);
+                    let _ = std::fs::remove_dir_all(&scratch);
+                    std::fs::create_dir_all(&scratch).map_err(|e| e.to_string())?;
+                    let seeds = c.root.join("fuzz/corpus").join(t);
+                    for e in std::fs::read_dir(&seeds).map_err(|e| e.to_string())? {
+                        let e = e.map_err(|e| e.to_string())?;
+                        std::fs::copy(e.path(), scratch.join(e.file_name()))
+                            .map_err(|e| e.to_string())?;
+                    }
                     sh(
                         c,
                         "fuzz",
                         &[],
-                        &["cargo", "+nightly", "fuzz", "run", t, "--", secs],
+                        &[
+                            "cargo",
+                            "+nightly",
+                            "fuzz",
+                            "run",
+                            t,
+                            scratch.to_str().unwrap(),
+                            "-O",
+                            "--",
+                            secs,
+                            "-max_len=4096",
+                        ],
                     )?;
                 }
                 Ok(())

@@ -1,0 +1,686 @@
+//! Model checking of the real ring, flush and drain code with loom (`src/sync.rs` swaps loom's
+//! atomics and fences in under `cfg(loom)`).
+//!
+//! ```text
+//! CARGO_TARGET_DIR=/work/tgt/loom RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=2 \
+//!     cargo test --test loom --release -- --test-threads=2 --nocapture
+//! ```
+//!
+//! Every test prints how many interleavings (loom iterations) it explored. The preemption bound
+//! defaults to 2 when `LOOM_MAX_PREEMPTIONS` is not set (unbounded exploration would not finish).
+//!
+//! The platform keeps the current CPU in a `loom::thread_local!` (loom threads are fibres on one OS
+//! thread, so a `std` thread-local would be shared) and the clock in a `std` atomic: loom runs one
+//! thread at a time and replays schedules deterministically, so a plain counter is a valid, strictly
+//! increasing clock comparable across "CPUs".
+#![cfg(loom)]
+
+use std::cell::Cell;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering as StdOrdering};
+
+use loom::sync::atomic::{AtomicUsize as LoomAtomicUsize, Ordering};
+use loom::sync::Arc;
+use loom::thread;
+
+use nmilog::ring::{Cursor, NoHook, Read, RecordRing, WriteStep};
+use nmilog::{ContextKind, FlushStep, Header, Level, Log, MainReader, Platform, RecordBuf};
+
+loom::thread_local! {
+    static CPU: Cell<usize> = Cell::new(usize::MAX);
+}
+
+fn set_cpu(c: usize) {
+    CPU.with(|x| x.set(c));
+}
+
+struct LoomPlat {
+    clock: AtomicU64,
+    cpus: usize,
+}
+
+impl LoomPlat {
+    fn new(cpus: usize) -> Self {
+        LoomPlat {
+            clock: AtomicU64::new(1),
+            cpus,
+        }
+    }
+}
+
+impl Platform for LoomPlat {
+    fn cpu_id(&self) -> usize {
+        CPU.with(|c| c.get())
+    }
+    fn now_ns(&self) -> u64 {
+        self.clock.fetch_add(1, StdOrdering::SeqCst)
+    }
+    fn cpu_count(&self) -> usize {
+        self.cpus
+    }
+}
+
+/// 2 CPUs, 32-word rings, a 128-word main log, 2 nesting depths (task, NMI).
+type L2 = Log<LoomPlat, 2, 32, 128, 2>;
+/// 2 CPUs, 32-word rings, one depth (fewer atomics, so more interleavings per second).
+type L1 = Log<LoomPlat, 2, 32, 128, 1>;
+
+/// Runs `f` under loom with the preemption bound from the environment (default 2) and prints the
+/// number of interleavings explored.
+fn model<F: Fn() + Sync + Send + 'static>(name: &str, f: F) {
+    static ITER: AtomicUsize = AtomicUsize::new(0);
+    let mut b = loom::model::Builder::new();
+    if b.preemption_bound.is_none() {
+        b.preemption_bound = Some(2);
+    }
+    b.max_branches = b.max_branches.max(20_000);
+    let start = std::time::Instant::now();
+    let before = ITER.load(StdOrdering::Relaxed);
+    // ITER is process-wide (tests may run in parallel), so count per test with a local counter too.
+    let local = std::sync::Arc::new(AtomicUsize::new(0));
+    let l2 = local.clone();
+    b.check(move || {
+        l2.fetch_add(1, StdOrdering::Relaxed);
+        f();
+    });
+    let n = local.load(StdOrdering::Relaxed);
+    ITER.fetch_add(n, StdOrdering::Relaxed);
+    let _ = before;
+    eprintln!(
+        "loom: {name}: {n} interleavings in {:.2?} (preemption bound {:?})",
+        start.elapsed(),
+        b.preemption_bound
+    );
+}
+
+// ------------------------------------------------------------------------------------------------
+// Ground truth for records: the payload is derived from (tag, seq), so a reader can tell a torn or
+// overwritten copy from a good one.
+
+fn pat(tag: u8, seq: u64, len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|k| {
+            tag ^ (seq as u8)
+                .wrapping_mul(37)
+                .wrapping_add(k as u8)
+                .wrapping_mul(13)
+        })
+        .collect()
+}
+
+fn ring_hdr(seq: u64) -> Header {
+    Header {
+        ts_ns: 1000 + seq,
+        src_seq: seq,
+        ..Header::default()
+    }
+}
+
+/// Writes record `ring.next_seq()` with length `len(seq)` directly into a ring.
+fn ring_write<const W: usize>(ring: &RecordRing<W>, len: fn(u64) -> usize) -> u64 {
+    let seq = ring.next_seq();
+    let p = pat(0x5a, seq, len(seq));
+    ring.write(ring_hdr, &p, &mut NoHook).expect("write")
+}
+
+/// What one ring reader has seen so far.
+#[derive(Debug, Default)]
+struct ReaderState {
+    cur: Cursor,
+    next: u64,
+    read: u64,
+    missed: u64,
+    /// Every outcome so far (printed when an assertion fails).
+    log: Vec<(Read, u64)>,
+}
+
+impl ReaderState {
+    /// One read, checked: a delivered record is exactly the next sequence number, with the header
+    /// and payload its writer wrote; an overwrite report moves the expectation by exactly `missed`.
+    fn step<const W: usize>(&mut self, ring: &RecordRing<W>, len: fn(u64) -> usize) -> Read {
+        let mut buf = RecordBuf::new();
+        let r = ring.read(&mut self.cur, &mut buf);
+        self.log.push((r, self.cur.seq()));
+        match r {
+            Read::Record => {
+                assert_eq!(
+                    buf.seq, self.next,
+                    "sequence went backwards or skipped silently: {:?}",
+                    self.log
+                );
+                assert_eq!(
+                    buf.header.src_seq, buf.seq,
+                    "header of another record: {:?}",
+                    self.log
+                );
+                assert_eq!(buf.header.ts_ns, 1000 + buf.seq, "torn header");
+                assert_eq!(
+                    buf.payload(),
+                    &pat(0x5a, buf.seq, len(buf.seq))[..],
+                    "torn or overwritten payload delivered for seq {}",
+                    buf.seq
+                );
+                self.next += 1;
+                self.read += 1;
+            }
+            Read::Overwritten { missed } => {
+                self.next += missed;
+                self.missed += missed;
+            }
+            Read::Empty | Read::InFlight => {}
+        }
+        assert_eq!(self.cur.seq(), self.next, "cursor and accounting disagree");
+        r
+    }
+
+    /// After the writer is done: read to the end (bounded) and check `read + missed == total`.
+    fn finish<const W: usize>(&mut self, ring: &RecordRing<W>, len: fn(u64) -> usize, total: u64) {
+        for _ in 0..64 {
+            match self.step(ring, len) {
+                Read::Empty => break,
+                Read::InFlight => panic!("no writer is in flight any more"),
+                _ => {}
+            }
+        }
+        assert_eq!(self.next, total);
+        assert_eq!(self.read + self.missed, total, "{self:?}");
+    }
+}
+
+// ------------------------------------------------------------------------------------------------
+// 1. A writer and a reader on one ring.
+
+/// The reader races the first two writes of an empty ring: it sees records in order, intact, or
+/// nothing (empty / in flight) — never a torn record.
+#[test]
+fn ring_reader_vs_writer_in_flight() {
+    fn len(s: u64) -> usize {
+        [8, 13][s as usize % 2]
+    }
+    model("ring_reader_vs_writer_in_flight", || {
+        let ring: Arc<RecordRing<32>> = Arc::new(RecordRing::new());
+        let w = ring.clone();
+        let t = thread::spawn(move || {
+            ring_write(&w, len);
+            ring_write(&w, len);
+        });
+        let mut st = ReaderState::default();
+        for _ in 0..3 {
+            st.step(&ring, len);
+        }
+        t.join().unwrap();
+        st.finish(&ring, len, 2);
+    });
+}
+
+/// Six 5-word records fill the 32-word ring; the writer then writes two more, which wrap (a wrap
+/// marker at word 30) and overwrite records 0, 1 and 2 while the reader is copying them. The reader
+/// must either deliver an intact record or report exactly how many it missed.
+#[test]
+fn ring_reader_lapped_by_writer() {
+    fn len(_: u64) -> usize {
+        8
+    }
+    model("ring_reader_lapped_by_writer", || {
+        let ring: Arc<RecordRing<32>> = Arc::new(RecordRing::new());
+        for _ in 0..6 {
+            ring_write(&ring, len);
+        }
+        let w = ring.clone();
+        let t = thread::spawn(move || {
+            ring_write(&w, len);
+            ring_write(&w, len);
+        });
+        let mut st = ReaderState::default();
+        for _ in 0..3 {
+            st.step(&ring, len);
+        }
+        t.join().unwrap();
+        st.finish(&ring, len, 8);
+    });
+}
+
+/// The reader starts already lapped (records 0..3 are gone), so its first read resynchronises to
+/// the tail while the writer moves the tail again: the resync must never report a wrong count.
+#[test]
+fn ring_resync_races_writer() {
+    fn len(s: u64) -> usize {
+        [8, 16, 1][s as usize % 3]
+    }
+    model("ring_resync_races_writer", || {
+        let ring: Arc<RecordRing<32>> = Arc::new(RecordRing::new());
+        for _ in 0..7 {
+            ring_write(&ring, len);
+        }
+        let w = ring.clone();
+        let t = thread::spawn(move || {
+            ring_write(&w, len);
+            ring_write(&w, len);
+        });
+        let mut st = ReaderState::default();
+        for _ in 0..3 {
+            st.step(&ring, len);
+        }
+        t.join().unwrap();
+        st.finish(&ring, len, 9);
+    });
+}
+
+// ------------------------------------------------------------------------------------------------
+// Main-log checking.
+
+/// Reads the whole main log: `(cpu, depth, src_seq, ts, payload)` for every valid record, checking
+/// that the main log's own sequence numbers are contiguous (nothing lost there).
+fn main_records<const D: usize>(
+    log: &Log<LoomPlat, 2, 32, 128, D>,
+) -> Vec<(u16, usize, u64, u64, Vec<u8>)> {
+    let mut rd = MainReader::new();
+    let mut buf = RecordBuf::new();
+    let mut out = Vec::new();
+    for _ in 0..64 {
+        match rd.read(log, &mut buf) {
+            Read::Record => {
+                let (_, d) = buf.header.context();
+                if buf.header.facility == nmilog::record::facility::NMILOG {
+                    continue; // accounting lines
+                }
+                out.push((
+                    buf.header.cpu,
+                    d,
+                    buf.header.src_seq,
+                    buf.header.ts_ns,
+                    buf.payload().to_vec(),
+                ));
+            }
+            Read::Empty => break,
+            other => panic!("main log: {other:?}"),
+        }
+    }
+    assert_eq!(
+        rd.missed(),
+        0,
+        "the main log is large enough: nothing may be missed"
+    );
+    out
+}
+
+/// Payload of record `seq` written on `(cpu, depth)` through the logger.
+fn lpat(cpu: usize, depth: usize, seq: u64) -> Vec<u8> {
+    pat((cpu * 16 + depth) as u8, seq, 6 + (seq as usize % 3) * 5)
+}
+
+/// Checks: each source's records appear in source order, exactly once, intact, and are exactly the
+/// set `expect[(cpu, depth)] = (first, count)` (first: the first seq not lost to overwriting).
+fn check_main<const D: usize>(
+    log: &Log<LoomPlat, 2, 32, 128, D>,
+    expect: &[((usize, usize), u64, u64)],
+    cross_ring_ts_order: bool,
+) {
+    let recs = main_records(log);
+    let mut last_ts = 0;
+    for &((c, d), first, count) in expect {
+        let mine: Vec<_> = recs
+            .iter()
+            .filter(|r| r.0 as usize == c && r.1 == d)
+            .collect();
+        let seqs: Vec<u64> = mine.iter().map(|r| r.2).collect();
+        let want: Vec<u64> = (first..first + count).collect();
+        assert_eq!(
+            seqs, want,
+            "source ({c},{d}): records lost, duplicated or out of order"
+        );
+        for r in mine {
+            assert_eq!(r.4, lpat(c, d, r.2), "torn payload in the main log");
+        }
+    }
+    let n: u64 = expect.iter().map(|e| e.2).sum();
+    assert_eq!(
+        recs.len() as u64,
+        n,
+        "unexpected records in the main log: {recs:?}"
+    );
+    if cross_ring_ts_order {
+        for r in &recs {
+            assert!(r.3 >= last_ts, "timestamps out of order: {recs:?}");
+            last_ts = r.3;
+        }
+    }
+}
+
+/// For a source that lost records to overwriting: its records in the main log are strictly
+/// increasing, from `0..total`, intact, and exactly `total - lost` of them. Returns their numbers.
+fn check_source_with_losses<const D: usize>(
+    log: &Log<LoomPlat, 2, 32, 128, D>,
+    (c, d): (usize, usize),
+    total: u64,
+    lost: u64,
+) -> Vec<u64> {
+    let recs = main_records(log);
+    let mine: Vec<_> = recs
+        .iter()
+        .filter(|r| r.0 as usize == c && r.1 == d)
+        .collect();
+    let seqs: Vec<u64> = mine.iter().map(|r| r.2).collect();
+    assert!(
+        seqs.windows(2).all(|w| w[0] < w[1]),
+        "duplicated or out of order: {seqs:?}"
+    );
+    assert!(seqs.iter().all(|&s| s < total), "{seqs:?}");
+    assert_eq!(
+        seqs.len() as u64 + lost,
+        total,
+        "moved + overwritten != written: {seqs:?}"
+    );
+    for r in mine {
+        assert_eq!(r.4, lpat(c, d, r.2), "torn payload in the main log");
+    }
+    seqs
+}
+
+fn append<const D: usize>(log: &Log<LoomPlat, 2, 32, 128, D>, c: usize, d: usize) -> u64 {
+    let seq = log.cpu(c).unwrap().rings[d].next_seq();
+    let got = log
+        .append_raw(Level::Info, 0, 0, &lpat(c, d, seq))
+        .expect("append");
+    assert_eq!(got, seq);
+    got
+}
+
+// ------------------------------------------------------------------------------------------------
+// 2. A write interrupted by a nested (NMI) write on the same CPU.
+
+/// Explicit interleavings: for every step of the outer write, an NMI lands there and logs (the hook
+/// runs it), while CPU 1 flushes concurrently. Afterwards a flush moves the rest: both records exactly
+/// once, intact, in timestamp order.
+#[test]
+fn nested_nmi_at_each_step_with_racing_flush() {
+    for step in WriteStep::ALL {
+        model(
+            &format!("nested_nmi_at_{step:?}_with_racing_flush"),
+            move || {
+                let log: Arc<L2> = Arc::new(Log::new(LoomPlat::new(2)));
+                let l1 = log.clone();
+                let flusher = thread::spawn(move || {
+                    set_cpu(1);
+                    let _ = l1.flush();
+                });
+                set_cpu(0);
+                let outer = lpat(0, 0, 0);
+                let r = log.append_raw_with_hook(6, 0, 0, &outer, &mut |s: WriteStep| {
+                    if s == step {
+                        let _g = log.enter(ContextKind::Nmi);
+                        assert_eq!(append(&log, 0, 1), 0);
+                    }
+                    true
+                });
+                assert_eq!(r, Ok(0));
+                flusher.join().unwrap();
+                set_cpu(1);
+                log.flush().expect("ownership is free again");
+                check_main(&log, &[((0, 0), 0, 1), ((0, 1), 0, 1)], false);
+                for d in 0..2 {
+                    let c = log.counters(0, d).unwrap();
+                    assert_eq!((c.torn, c.overwritten, c.dropped), (0, 0, 0));
+                }
+            },
+        );
+    }
+}
+
+/// The NMI as a loom thread of its own that runs only between two steps of the outer write (the
+/// outer writer waits for it at `Reserved` and at `PayloadHalf`, as an interrupted CPU would), while
+/// CPU 1 flushes: the NMI's and the flusher's accesses interleave freely.
+#[test]
+fn nested_nmi_as_a_thread_with_racing_flush() {
+    for step in [WriteStep::Reserved, WriteStep::PayloadHalf] {
+        model(&format!("nested_nmi_thread_at_{step:?}"), move || {
+            let log: Arc<L2> = Arc::new(Log::new(LoomPlat::new(2)));
+            // 0: outer running; 1: NMI may run; 2: NMI done.
+            let gate = Arc::new(LoomAtomicUsize::new(0));
+            let (l1, g1) = (log.clone(), gate.clone());
+            let nmi = thread::spawn(move || {
+                set_cpu(0);
+                while g1.load(Ordering::Acquire) != 1 {
+                    thread::yield_now();
+                }
+                l1.nmi_enter();
+                assert_eq!(append(&l1, 0, 1), 0);
+                l1.nmi_exit();
+                g1.store(2, Ordering::Release);
+            });
+            let l2 = log.clone();
+            let flusher = thread::spawn(move || {
+                set_cpu(1);
+                let _ = l2.flush();
+            });
+            set_cpu(0);
+            let outer = lpat(0, 0, 0);
+            let r = log.append_raw_with_hook(6, 0, 0, &outer, &mut |s: WriteStep| {
+                if s == step {
+                    gate.store(1, Ordering::Release);
+                    while gate.load(Ordering::Acquire) != 2 {
+                        thread::yield_now();
+                    }
+                }
+                true
+            });
+            assert_eq!(r, Ok(0));
+            nmi.join().unwrap();
+            flusher.join().unwrap();
+            set_cpu(1);
+            log.flush().expect("ownership is free again");
+            check_main(&log, &[((0, 0), 0, 1), ((0, 1), 0, 1)], false);
+        });
+    }
+}
+
+// ------------------------------------------------------------------------------------------------
+// 3. A normal-context flush racing a writer.
+
+/// CPU 0 appends two more records while CPU 1 flushes; a final flush moves the rest. Every record moved
+/// exactly once, in order, intact.
+#[test]
+fn flush_races_writer() {
+    model("flush_races_writer", || {
+        let log: Arc<L1> = Arc::new(Log::new(LoomPlat::new(2)));
+        // One record is already there, so the flush really reads the ring (an empty source takes
+        // a fast path that touches two words only).
+        set_cpu(0);
+        append(&log, 0, 0);
+        let l0 = log.clone();
+        let writer = thread::spawn(move || {
+            set_cpu(0);
+            append(&l0, 0, 0);
+            append(&l0, 0, 0);
+        });
+        set_cpu(1);
+        let _ = log.flush();
+        writer.join().unwrap();
+        log.flush().expect("ownership is free again");
+        check_main(&log, &[((0, 0), 0, 3)], false);
+        assert_eq!(log.counters(0, 0).unwrap().overwritten, 0);
+    });
+}
+
+/// The ring holds four records the flush has not moved; CPU 0 appends two more, which overwrite
+/// the oldest while CPU 1 flushes. Moved + overwritten == written, each record at most once, in
+/// order, intact; the overwrite count is exact.
+#[test]
+fn flush_races_overwriting_writer() {
+    model("flush_races_overwriting_writer", || {
+        let log: Arc<L1> = Arc::new(Log::new(LoomPlat::new(2)));
+        set_cpu(0);
+        // Record lengths 6, 11, 16, 6, ...: spans 5, 6, 6, 5 words.
+        for _ in 0..4 {
+            append(&log, 0, 0);
+        }
+        let l0 = log.clone();
+        let writer = thread::spawn(move || {
+            set_cpu(0);
+            append(&l0, 0, 0);
+            append(&l0, 0, 0);
+        });
+        set_cpu(1);
+        let _ = log.flush();
+        writer.join().unwrap();
+        log.flush().expect("ownership is free again");
+        let lost = log.counters(0, 0).unwrap().overwritten;
+        // Records 0 and 1 are the ones overwritten (the flush may have moved either first).
+        assert!(lost <= 2, "{lost}");
+        let seqs = check_source_with_losses(&log, (0, 0), 6, lost);
+        assert!(seqs.starts_with(&[0, 1][..2 - lost as usize]) || lost == 1);
+        assert!(seqs.ends_with(&[2, 3, 4, 5]), "{seqs:?}");
+    });
+}
+
+/// Two CPUs flush at once (ownership is one compare-exchange; the loser sets `pending`): every
+/// record moved exactly once, in timestamp order.
+#[test]
+fn two_flushers_race() {
+    model("two_flushers_race", || {
+        let log: Arc<L1> = Arc::new(Log::new(LoomPlat::new(2)));
+        set_cpu(0);
+        append(&log, 0, 0);
+        set_cpu(1);
+        append(&log, 1, 0);
+        let l0 = log.clone();
+        let other = thread::spawn(move || {
+            set_cpu(0);
+            let _ = l0.flush();
+        });
+        set_cpu(1);
+        let _ = log.flush();
+        other.join().unwrap();
+        log.flush().expect("ownership is free again");
+        check_main(&log, &[((0, 0), 0, 1), ((1, 0), 0, 1)], true);
+    });
+}
+
+// ------------------------------------------------------------------------------------------------
+// 4. The crash drain.
+
+/// CPU 1 logs one record, then freezes forever at step `k` of its next write (the hook returns
+/// false); the crashing CPU 0 (ordered after the stop, as the IPI handshake orders it: `join`) enters
+/// the crash context and drains. The first record is delivered, the frozen one only if it was
+/// committed, otherwise it is counted torn exactly once; the drain stays within its bound and a second
+/// drain delivers nothing again.
+#[test]
+fn crash_drain_with_writer_stopped_at_each_step() {
+    for (k, step) in WriteStep::ALL.into_iter().enumerate() {
+        model(
+            &format!("crash_drain_writer_stopped_at_{step:?}"),
+            move || {
+                let log: Arc<L2> = Arc::new(Log::new(LoomPlat::new(2)));
+                let l1 = log.clone();
+                let stopped = thread::spawn(move || {
+                    set_cpu(1);
+                    append(&l1, 1, 0);
+                    let p = lpat(1, 0, 1);
+                    let r = l1.append_raw_with_hook(6, 0, 0, &p, &mut |s: WriteStep| s != step);
+                    assert_eq!(r, Err(nmilog::AppendError::Frozen));
+                });
+                stopped.join().unwrap();
+                set_cpu(0);
+                log.crash_enter().unwrap();
+                append(&log, 0, 1); // the crash path logs at depth 1
+                let rep = log.drain_on_crash();
+                assert!(rep.flush.steps <= rep.bound, "{rep:?}");
+                let committed = k >= 6;
+                assert_eq!(rep.flush.torn, u64::from(!committed), "{step:?}: {rep:?}");
+                let n1 = if committed { 2 } else { 1 };
+                check_main(&log, &[((1, 0), 0, n1), ((0, 1), 0, 1)], true);
+                let rep2 = log.drain_on_crash();
+                assert_eq!(
+                    (rep2.flush.moved, rep2.flush.torn, rep2.accounting_records),
+                    (0, 0, 0)
+                );
+                check_main(&log, &[((1, 0), 0, n1), ((0, 1), 0, 1)], true);
+            },
+        );
+    }
+}
+
+/// The flush owner (CPU 1) is stopped for good at each step of a journaled move; the crashing CPU
+/// takes ownership over, repairs the move through the journal and drains: each record exactly once.
+#[test]
+fn crash_drain_takes_over_owner_stopped_at_each_move_step() {
+    let steps: Vec<FlushStep> = [FlushStep::Journaled]
+        .into_iter()
+        .chain(WriteStep::ALL.into_iter().map(FlushStep::Main))
+        .chain([FlushStep::CursorStored, FlushStep::Done])
+        .collect();
+    for stop in steps {
+        model(&format!("crash_drain_takeover_at_{stop:?}"), move || {
+            let log: Arc<L1> = Arc::new(Log::new(LoomPlat::new(2)));
+            set_cpu(0);
+            append(&log, 0, 0);
+            append(&log, 0, 0);
+            let l1 = log.clone();
+            let owner = thread::spawn(move || {
+                set_cpu(1);
+                append(&l1, 1, 0);
+                let _ = l1.flush_with_hook(&mut |s: FlushStep| s != stop);
+            });
+            owner.join().unwrap();
+            set_cpu(0);
+            log.crash_enter().unwrap();
+            let rep = log.drain_on_crash();
+            assert_eq!(rep.took_over_from, Some(1), "{stop:?}");
+            assert!(rep.flush.steps <= rep.bound);
+            check_main(&log, &[((0, 0), 0, 2), ((1, 0), 0, 1)], true);
+        });
+    }
+}
+
+/// Outside the drain's contract but still required to be safe: CPU 1 did not stop and keeps logging
+/// (on the NMI path, into its own ring) while CPU 0 drains. The drain may count the in-flight record
+/// as torn, but never delivers a torn record or one twice; a second drain after CPU 1 finished moves
+/// the rest.
+#[test]
+fn crash_drain_races_an_unstopped_writer() {
+    model("crash_drain_races_an_unstopped_writer", || {
+        let log: Arc<L1> = Arc::new(Log::new(LoomPlat::new(2)));
+        set_cpu(1);
+        append(&log, 1, 0);
+        set_cpu(0);
+        log.crash_enter().unwrap();
+        let l1 = log.clone();
+        let live = thread::spawn(move || {
+            set_cpu(1);
+            append(&l1, 1, 0);
+        });
+        let rep = log.drain_on_crash();
+        assert!(rep.flush.steps <= rep.bound);
+        live.join().unwrap();
+        let rep2 = log.drain_on_crash();
+        assert!(rep2.flush.steps <= rep2.bound);
+        // Record 1 is either moved by one of the drains or (if the first drain counted it torn while
+        // it was in flight) still moved by the second: never lost, never twice.
+        check_main(&log, &[((1, 0), 0, 2)], true);
+    });
+}
+
+/// Not a protocol bug but a documented assumption, shown here: a normal flush orders records across
+/// rings by timestamp only for records whose odd sequence word it could already see. On a weakly
+/// ordered machine (and for the duration of a store-buffer drain on x86) CPU 0 can stamp its record
+/// *before* CPU 1 stamps a later one while CPU 1's flush still reads CPU 0's old sequence word: the
+/// later record is moved first and the main log's timestamps go backwards. `Log::set_flush_settle_ns`
+/// (default 0) is what covers this on real hardware; loom has no notion of time, so it always finds
+/// the inversion. Run with `--ignored` to see it.
+#[test]
+#[ignore = "documents the settle-window assumption; fails by design under loom"]
+fn flush_timestamp_order_across_rings_relies_on_the_settle_window() {
+    model("flush_ts_order_needs_settle", || {
+        let log: Arc<L1> = Arc::new(Log::new(LoomPlat::new(2)));
+        let l0 = log.clone();
+        let writer = thread::spawn(move || {
+            set_cpu(0);
+            append(&l0, 0, 0);
+        });
+        set_cpu(1);
+        append(&log, 1, 0);
+        let _ = log.flush();
+        writer.join().unwrap();
+        log.flush().expect("ownership is free again");
+        check_main(&log, &[((0, 0), 0, 1), ((1, 0), 0, 1)], true);
+    });
+}
