@@ -21,160 +21,23 @@
 //! With `--plot FILE.svg` the latency-by-percentile curves of both runs are drawn (plotters, SVG).
 //! The default (1 000 000 calls per mechanism and mode) takes a few seconds.
 
-use std::cell::UnsafeCell;
-use std::collections::VecDeque;
 use std::error::Error;
 use std::hint::black_box;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::{Arc, LazyLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crossbeam_queue::ArrayQueue;
 use nmilog::host::HostPlatform;
-use nmilog::{ContextKind, Level, Log, Platform};
 
-const RING_WORDS: usize = 1024;
-const MAIN_WORDS: usize = 4096;
-const SLOTS: usize = 128;
-
-static LOG: Log<HostPlatform, 2, RING_WORDS, MAIN_WORDS> = Log::new(HostPlatform::new(2));
-
-type Rec32 = [u8; 32];
-
-/// What the baselines store (written, never read back: a log buffer).
-#[derive(Clone, Copy)]
-#[allow(dead_code)]
-struct Record {
-    ts: u64,
-    data: Rec32,
-}
-
-const EMPTY: Record = Record {
-    ts: 0,
-    data: [0; 32],
-};
-
-#[inline(always)]
-fn now() -> u64 {
-    LOG.platform().now_ns()
-}
-
-// ------------------------------------------------------------------ the mechanisms (as in the bench)
-
-#[inline(never)]
-fn push_nmilog(rec: &Rec32) {
-    let _ = black_box(LOG.append_raw(Level::Info, 0, 0, rec));
-}
-
-struct LocalRing {
-    recs: [Record; SLOTS],
-    head: usize,
-}
-
-std::thread_local! {
-    static LOCAL: UnsafeCell<LocalRing> = const {
-        UnsafeCell::new(LocalRing { recs: [EMPTY; SLOTS], head: 0 })
-    };
-}
-
-#[inline(never)]
-fn push_raw_copy(rec: &Rec32) {
-    let ts = now();
-    LOCAL.with(|l| {
-        // SAFETY: thread-local and not re-entered: the only reference to the ring.
-        let l = unsafe { &mut *l.get() };
-        let slot = &mut l.recs[l.head % SLOTS];
-        *slot = Record { ts, data: *rec };
-        l.head = l.head.wrapping_add(1);
-        black_box(slot);
-    });
-}
-
-struct SpinRing {
-    locked: AtomicBool,
-    inner: UnsafeCell<LocalRing>,
-}
-
-// SAFETY: `inner` is only accessed with `locked` held (Acquire swap / Release store).
-unsafe impl Sync for SpinRing {}
-
-static SPIN: SpinRing = SpinRing {
-    locked: AtomicBool::new(false),
-    inner: UnsafeCell::new(LocalRing {
-        recs: [EMPTY; SLOTS],
-        head: 0,
-    }),
-};
-
-#[inline(never)]
-fn push_spinlock(rec: &Rec32) {
-    loop {
-        while SPIN.locked.load(Ordering::Relaxed) {
-            std::hint::spin_loop();
-        }
-        if !SPIN.locked.swap(true, Ordering::Acquire) {
-            break;
-        }
-    }
-    {
-        // SAFETY: the lock is held: the only reference to the buffer.
-        let r = unsafe { &mut *SPIN.inner.get() };
-        let ts = now();
-        let slot = &mut r.recs[r.head % SLOTS];
-        *slot = Record { ts, data: *rec };
-        r.head = r.head.wrapping_add(1);
-    }
-    SPIN.locked.store(false, Ordering::Release);
-}
-
-static MUTEX: Mutex<VecDeque<Record>> = Mutex::new(VecDeque::new());
-
-#[inline(never)]
-fn push_mutex(rec: &Rec32) {
-    let mut q = MUTEX.lock().unwrap_or_else(|e| e.into_inner());
-    let ts = now();
-    if q.len() == SLOTS {
-        q.pop_front();
-    }
-    q.push_back(Record { ts, data: *rec });
-}
-
-static ARRAY_QUEUE: LazyLock<ArrayQueue<Record>> = LazyLock::new(|| ArrayQueue::new(SLOTS));
-
-#[inline(never)]
-fn push_crossbeam(rec: &Rec32) {
-    let ts = now();
-    black_box(ARRAY_QUEUE.force_push(Record { ts, data: *rec }));
-}
-
-#[allow(deprecated)] // deprecated because it is not lock-free, which is what we measure
-static HEAPLESS: heapless::mpmc::Queue<Record, SLOTS> = heapless::mpmc::Queue::new();
-
-#[inline(never)]
-fn push_heapless(rec: &Rec32) {
-    let mut r = Record {
-        ts: now(),
-        data: *rec,
-    };
-    for _ in 0..8 {
-        match HEAPLESS.enqueue(r) {
-            Ok(()) => return,
-            Err(back) => {
-                r = back;
-                black_box(HEAPLESS.dequeue());
-            }
-        }
-    }
-}
+#[path = "../benches/common/mod.rs"]
+mod common;
+use common::*;
 
 #[inline(never)]
 fn push_nothing(rec: &Rec32) {
     black_box(rec);
 }
-
-/// One log call of a mechanism.
-type Push = fn(&Rec32);
 
 const MECHS: [(&str, Push); 7] = [
     ("timer", push_nothing),
@@ -214,33 +77,6 @@ fn calibrate() -> f64 {
     thread::sleep(Duration::from_millis(50));
     let (c1, t1) = (ticks(), Instant::now());
     (t1 - t0).as_nanos() as f64 / c1.wrapping_sub(c0).max(1) as f64
-}
-
-fn pin(cpu: Option<usize>) {
-    #[cfg(target_os = "linux")]
-    {
-        let n = thread::available_parallelism().map_or(1, |n| n.get());
-        // SAFETY: `cpu_set_t` is plain data (all-zero = empty set); CPU_SET writes inside the set for
-        // an index below CPU_SETSIZE; sched_setaffinity reads the set we own. Failure is harmless.
-        unsafe {
-            let mut set: libc::cpu_set_t = std::mem::zeroed();
-            for c in 0..n.min(libc::CPU_SETSIZE as usize) {
-                if cpu.is_none_or(|want| want == c) {
-                    libc::CPU_SET(c, &mut set);
-                }
-            }
-            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
-        }
-    }
-    #[cfg(not(target_os = "linux"))]
-    let _ = cpu;
-}
-
-/// Runs `f` as `cpu` in NMI context (nmilog: its own ring at depth 1, no flush).
-fn as_cpu_in_nmi<R>(cpu: usize, f: impl FnOnce() -> R) -> R {
-    HostPlatform::register_cpu(cpu);
-    let _nmi = LOG.enter(ContextKind::Nmi);
-    f()
 }
 
 /// A writer on the other core, until dropped.
