@@ -835,61 +835,55 @@ impl<
     pub fn flush_with_hook<H: FlushHook>(&self, hook: &mut H) -> Option<FlushReport> {
         let cpu = self.normal_context()?;
         let mut total = FlushReport::default();
+        let mut owned = false;
         // Bounded: at most four rounds, each one bounded by the ring sizes.
         for _ in 0..4 {
-            // LMM(owner:A): Acquire pairs with LMM(owner:B), the previous owner's release, so this owner
-            // sees the consumer cursors and main-log state it left.
-            if self
-                .main
-                .owner
-                .compare_exchange(0, cpu + 1, Ordering::Acquire, Ordering::Relaxed)
-                .is_err()
-            {
-                // LMM(pending:A): SeqCst store, then one more try below (SeqCst), pairs with the
-                // owner's SeqCst release and `pending` swap (LMM(pending:B)): either the owner sees
-                // the flag and looks again, or this CPU sees the owner gone and takes over.
+            if !self.try_own_flush(cpu) {
+                // LMM(pending:A): SeqCst store, then one more try (SeqCst), pairs with the owner's
+                // SeqCst release and `pending` swap (LMM(pending:B)): either the owner sees the flag
+                // and looks again, or this CPU sees the owner gone and takes over.
                 self.main.pending.store(1, Ordering::SeqCst);
-                if self
-                    .main
-                    .owner
-                    .compare_exchange(0, cpu + 1, Ordering::SeqCst, Ordering::Relaxed)
-                    .is_ok()
-                {
-                    self.main.pending.store(0, Ordering::Relaxed);
-                    let (rep, completed) = self.flush_owned(false, hook);
-                    total.moved += rep.moved;
-                    total.overwritten = total.overwritten.wrapping_add(rep.overwritten);
-                    total.steps += rep.steps;
-                    if !completed {
-                        return Some(total);
-                    }
-                    self.main.owner.store(0, Ordering::SeqCst);
-                    self.run_console_hook();
-                    return Some(total);
+                if !self.try_own_flush(cpu) {
+                    break;
                 }
-                return if total == FlushReport::default() {
-                    None
-                } else {
-                    Some(total)
-                };
+                self.main.pending.store(0, Ordering::Relaxed);
             }
+            owned = true;
             let (rep, completed) = self.flush_owned(false, hook);
-            if !completed {
-                // A hook froze the flush: ownership stays with the "frozen" CPU, as it would.
-                return Some(rep);
-            }
             total.moved += rep.moved;
-            total.overwritten += rep.overwritten;
+            total.overwritten = total.overwritten.wrapping_add(rep.overwritten);
             total.torn += rep.torn;
             total.steps += rep.steps;
+            if !completed {
+                // A hook froze the flush: ownership stays with the "frozen" CPU, as it would.
+                return Some(total);
+            }
             // LMM(owner:B): pairs with LMM(owner:A); SeqCst with the swap for LMM(pending:B).
             self.main.owner.store(0, Ordering::SeqCst);
             if self.main.pending.swap(0, Ordering::SeqCst) == 0 {
                 break;
             }
         }
+        if !owned {
+            return None;
+        }
         self.run_console_hook();
         Some(total)
+    }
+
+    /// One attempt to take flush ownership for `cpu`. LMM(owner:A): pairs with LMM(owner:B), the
+    /// previous owner's release, so this owner sees the consumer cursors and main-log state it left
+    /// (SeqCst also for LMM(pending:A)).
+    #[cfg(any(
+        target_has_atomic = "ptr",
+        feature = "critical-section",
+        feature = "unsafe-assume-single-core"
+    ))]
+    fn try_own_flush(&self, cpu: usize) -> bool {
+        self.main
+            .owner
+            .compare_exchange(0, cpu + 1, Ordering::SeqCst, Ordering::Relaxed)
+            .is_ok()
     }
 
     /// Peeks the next record of source `(c, d)`: its timestamp, or done (empty, in flight, torn).

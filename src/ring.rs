@@ -38,7 +38,9 @@
 //!    the array, its start moves to the next lap. Advance the local tail past every record that
 //!    overlaps `[head, start + span]` (bounded: at most one step per overwritten record).
 //! 2. `tail.store(t, Release)` — **LMM(write:A)**, pairs with LMM(read:B) and LMM(read:C).
-//! 3. `seq_word(start).store(WRITING(seq))`; if wrapping, `seq_word(head).store(WRAP(seq), Release)`
+//! 3. `seq_word(start).store(WRITING(seq))` — `Release` when step 1 moved the tail, **LMM(write:E)**,
+//!    pairs with LMM(read:A)/LMM(read:B): the odd word may land on a record the tail just passed and
+//!    must not be seen before the tail is; if wrapping, `seq_word(head).store(WRAP(seq), Release)`
 //!    — **LMM(write:B)**, pairs with LMM(read:A): a reader that sees the wrap marker sees the record's
 //!    odd sequence word.
 //! 4. `fence(Release)` — **LMM(write:C)**, pairs with LMM(read:C): a reader that observed any of the
@@ -48,8 +50,9 @@
 //!    (`Relaxed`) and the terminator `0`.
 //! 6. `seq_word(start).store(COMMITTED(seq), Release)` — **LMM(write:D)**, pairs with LMM(read:A):
 //!    whoever sees the even word sees the header, payload and terminator.
-//! 7. `head.store`, `next_seq.store` (`Relaxed`; only the writer, the crash drain and a flush-ownership
-//!    takeover read them, and those are ordered by other means).
+//! 7. `next_seq.store`, then `head.store` (`Relaxed`; the writer, the crash drain, a flush-ownership
+//!    takeover and a resync read them; a resync's `next_seq` load pairs with LMM(write:C), a takeover is
+//!    ordered by the stop handshake, and the order lets it repair a writer stopped between the two).
 //!
 //! # Read protocol (any number of readers; never blocks the writer, never loops)
 //!
@@ -680,13 +683,10 @@ impl<const WORDS: usize> RecordRing<WORDS> {
 
     /// A cursor at the oldest intact record (for a reader that starts late).
     pub fn oldest(&self) -> Cursor {
+        // `resync` moves a cursor at the start to the oldest intact record, and leaves it where it is
+        // when nothing was overwritten (or when it raced the writer: the reader resyncs later).
         let mut c = Cursor::START;
-        let mut scratch_missed = Cursor::START;
-        // `resync` computes the oldest record's position and number from the tail.
-        let mask = self.mask();
-        if let Read::Overwritten { .. } = self.resync(&mut scratch_missed, mask) {
-            c = scratch_missed;
-        }
+        let _ = self.resync(&mut c, self.mask());
         c
     }
 }
