@@ -210,6 +210,14 @@ struct MainLog<const MAIN_WORDS: usize, const CPUS: usize, const DEPTH: usize> {
     /// 0 when free; `cpu + 1` of the owner, with `OWNER_TAKEN_OVER` set after a crash takeover.
     owner: AtomicUsize,
     /// Set by a CPU that found ownership taken, so the owner looks again before leaving.
+    #[cfg_attr(
+        not(any(
+            target_has_atomic = "ptr",
+            feature = "critical-section",
+            feature = "unsafe-assume-single-core"
+        )),
+        allow(dead_code)
+    )]
     pending: AtomicUsize,
     /// Incremented by each crash drain; a drain that finds it changed was interrupted by a nested one
     /// and stops.
@@ -481,6 +489,14 @@ impl<
             .store(hook as *mut (), portable_atomic::Ordering::Release);
     }
 
+    #[cfg_attr(
+        not(any(
+            target_has_atomic = "ptr",
+            feature = "critical-section",
+            feature = "unsafe-assume-single-core"
+        )),
+        allow(dead_code)
+    )]
     fn run_console_hook(&self) {
         let p = self.console_hook.load(portable_atomic::Ordering::Acquire);
         if !p.is_null() {
@@ -803,6 +819,14 @@ impl<
     // ---------------------------------------------------------------- flush
 
     /// Whether the calling context may touch the main log and consoles.
+    #[cfg_attr(
+        not(any(
+            target_has_atomic = "ptr",
+            feature = "critical-section",
+            feature = "unsafe-assume-single-core"
+        )),
+        allow(dead_code)
+    )]
     fn normal_context(&self) -> Option<usize> {
         if self.crash_cpu.load(Ordering::Relaxed) != 0 {
             return None;
