@@ -1,6 +1,7 @@
-//! The `std` host platform: threads register as CPUs; the clock is the TSC on x86-64 (converted to
-//! nanoseconds with a factor calibrated once against the monotonic clock) and the monotonic clock
-//! elsewhere.
+//! The `std` host platform: threads register as CPUs; the clock is the TSC on x86-64 where it is
+//! invariant (`constant_tsc nonstop_tsc`) and the kernel's own clocksource (so the kernel found it
+//! synchronised across CPUs), converted to nanoseconds with a factor calibrated once against the
+//! monotonic clock; the monotonic clock otherwise.
 //!
 //! Signal handlers can log through it: the CPU number is a const-initialised thread-local `Cell`
 //! (no lazy initialisation, no destructor) and the clock read is a single instruction plus a multiply.
@@ -98,9 +99,19 @@ fn calibration() -> &'static Calibration {
         let epoch = Instant::now();
         #[cfg(target_arch = "x86_64")]
         {
-            let tsc_ok = std::fs::read_to_string("/proc/cpuinfo")
+            // The TSC only where it is invariant *and* the kernel itself trusts it as the system
+            // clocksource: the kernel checks that the CPUs' TSCs are synchronised before it picks
+            // `tsc` (a VM whose vCPUs' TSCs disagree runs on kvm-clock or hpet instead), and log
+            // records from different CPUs are merged by these timestamps.
+            let invariant = std::fs::read_to_string("/proc/cpuinfo")
                 .map(|s| s.contains("constant_tsc") && s.contains("nonstop_tsc"))
                 .unwrap_or(false);
+            let trusted = std::fs::read_to_string(
+                "/sys/devices/system/clocksource/clocksource0/current_clocksource",
+            )
+            .map(|s| s.trim() == "tsc")
+            .unwrap_or(false);
+            let tsc_ok = invariant && trusted;
             let tsc0 = rdtsc();
             let mut mult = 0;
             if tsc_ok {

@@ -51,7 +51,10 @@ if [ "$build" = 1 ]; then
     if command -v rustup >/dev/null && ! rustup target list --installed | grep -qx "$target"; then
         rustup target add "$target"
     fi
-    cargo build --release --quiet
+    # The image needs exactly the flags and target of .cargo/config.toml, in ./target (where the
+    # paths below look), whatever the environment says.
+    env -u RUSTFLAGS -u CARGO_ENCODED_RUSTFLAGS -u CARGO_BUILD_TARGET -u CARGO_BUILD_RUSTFLAGS \
+        cargo build --release --quiet --target-dir target
 fi
 
 machine=pseries

@@ -28,7 +28,8 @@ while [ $# -gt 0 ]; do
     esac
 done
 if [ "$build" = 1 ]; then
-    cargo build --release --quiet || exit 1
+    env -u RUSTFLAGS -u CARGO_ENCODED_RUSTFLAGS -u CARGO_BUILD_TARGET -u CARGO_BUILD_RUSTFLAGS \
+        cargo build --release --quiet --target-dir target || exit 1
 fi
 
 failures=0
@@ -41,10 +42,20 @@ run() {
     local name=$1 cpus=$2 scen=$3
     log=target/test-$name.log
     echo "== $name (--cpus $cpus --scenario $scen)"
+    scen_failures=$failures
     local t0=$(date +%s%N)
     timeout $((secs + 10)) ./run.sh --no-build --cpus "$cpus" --scenario "$scen" --timeout "$secs" >"$log" 2>&1
     rc=$?
     echo "  run.sh exit $rc after $(( ($(date +%s%N) - t0) / 1000000 )) ms; console in ppc64/pseries/$log"
+}
+
+# report: after a scenario's checks, shows the end of its console output if any check failed (so a
+# CI log cut to its tail still says what the machine printed).
+report() {
+    if [ "$failures" != "$scen_failures" ]; then
+        echo "  ---- the last 40 console lines of ppc64/pseries/$log:"
+        tail -40 "$log" | sed 's/^/  | /'
+    fi
 }
 
 # check_fixed CPUS TORN MASK FROZEN_CPU(or -) [DEAF_CPU]
@@ -116,15 +127,15 @@ check_deadlock() {
     ! has '^capture: recovered=' && pass "no capture stage ran" || fail "the capture stage ran"
 }
 
-run default 4 default;             check_fixed 4 1 rtas-takeover 2
-run freeze-in-log 4 freeze-in-log; check_fixed 4 1 rtas 2
-run rtas-held 4 rtas-held;         check_fixed 4 0 rtas-takeover -
-run rtas-in-call 4 rtas-in-call;   check_fixed 4 0 presenter -
-run deaf 4 deaf;                   check_fixed 4 0 rtas - 1
-run default-8cpu 8 default;        check_fixed 8 1 rtas-takeover 2
-run freeze-in-log-2cpu 2 freeze-in-log; check_fixed 2 1 rtas 1
-run baseline 4 baseline;           check_deadlock logbuf_lock 2
-run baseline-rtas 4 baseline-rtas; check_deadlock rtas_lock 3
+run default 4 default;             check_fixed 4 1 rtas-takeover 2; report
+run freeze-in-log 4 freeze-in-log; check_fixed 4 1 rtas 2; report
+run rtas-held 4 rtas-held;         check_fixed 4 0 rtas-takeover -; report
+run rtas-in-call 4 rtas-in-call;   check_fixed 4 0 presenter -; report
+run deaf 4 deaf;                   check_fixed 4 0 rtas - 1; report
+run default-8cpu 8 default;        check_fixed 8 1 rtas-takeover 2; report
+run freeze-in-log-2cpu 2 freeze-in-log; check_fixed 2 1 rtas 1; report
+run baseline 4 baseline;           check_deadlock logbuf_lock 2; report
+run baseline-rtas 4 baseline-rtas; check_deadlock rtas_lock 3; report
 
 if [ "$failures" = 0 ]; then
     echo "test.sh: all scenarios passed"

@@ -11,8 +11,11 @@
 //! * `cargo xtask list` — the steps.
 
 use std::env;
+use std::fs::File;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode};
+use std::process::{Command, ExitCode, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 struct Step {
@@ -94,6 +97,7 @@ fn run_steps(ctx: &Ctx, quick: bool, only: Option<Vec<String>>) -> ExitCode {
             continue;
         }
         println!("\n==== xtask: {} ====", s.name);
+        begin_step_log(ctx, s.name);
         let t = Instant::now();
         match (s.run)(ctx) {
             Ok(()) => {
@@ -114,6 +118,9 @@ fn run_steps(ctx: &Ctx, quick: bool, only: Option<Vec<String>>) -> ExitCode {
             }
         }
     }
+    for f in &failed {
+        failure_digest(ctx, f);
+    }
     println!("\nxtask: {:.0} s in all", all.elapsed().as_secs_f64());
     if !failed.is_empty() {
         println!("xtask: failed steps: {}", failed.join(", "));
@@ -126,24 +133,185 @@ fn run_steps(ctx: &Ctx, quick: bool, only: Option<Vec<String>>) -> ExitCode {
     }
 }
 
+/// How a step's command output is shown: `Live` streams it (and keeps a copy in the step's log);
+/// `Quiet` keeps it only in the log and shows its last lines (for the fuzzers, whose progress
+/// lines would bury everything else in a CI log).
+#[derive(Clone, Copy, PartialEq)]
+enum Show {
+    Live,
+    Quiet,
+}
+
 fn sh(ctx: &Ctx, dir: &str, envs: &[(&str, &str)], argv: &[&str]) -> Result<(), String> {
-    println!(
+    sh_show(ctx, dir, envs, argv, Show::Live)
+}
+
+/// Runs `argv` in `dir`, appending its stdout and stderr to the current step's log
+/// (`target/xtask/STEP.log`, read back by the failure digest at the end of the run).
+fn sh_show(
+    ctx: &Ctx,
+    dir: &str,
+    envs: &[(&str, &str)],
+    argv: &[&str],
+    show: Show,
+) -> Result<(), String> {
+    let line = format!(
         "$ {}{}",
         envs.iter()
             .map(|(k, v)| format!("{k}={v} "))
             .collect::<String>(),
         argv.join(" ")
     );
-    let st = Command::new(argv[0])
+    println!("{line}");
+    let log = step_log(ctx);
+    {
+        let mut f = log.lock().unwrap();
+        let _ = writeln!(f, "{line}");
+    }
+    let mut child = Command::new(argv[0])
         .args(&argv[1..])
         .envs(envs.iter().copied())
         .current_dir(ctx.root.join(dir))
-        .status()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .map_err(|e| format!("cannot run {}: {e}", argv[0]))?;
+    let out = child.stdout.take().unwrap();
+    let err = child.stderr.take().unwrap();
+    let t_out = tee(out, log.clone(), show, false);
+    let t_err = tee(err, log.clone(), show, true);
+    let st = child.wait().map_err(|e| e.to_string())?;
+    let _ = t_out.join();
+    let _ = t_err.join();
+    if show == Show::Quiet {
+        let text = std::fs::read_to_string(log_path(ctx, &current_step())).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        // This command's part of the step log: after its `$ ...` line.
+        let from = lines.iter().rposition(|l| *l == line).unwrap_or(0);
+        let keys = [
+            "Done ",
+            "stat::",
+            "ERROR",
+            "SUMMARY",
+            "panicked",
+            "Test unit written",
+            "#0 ",
+        ];
+        println!("  (whole output in target/xtask/{}.log)", current_step());
+        for l in lines[from..]
+            .iter()
+            .filter(|l| keys.iter().any(|k| l.contains(k)))
+        {
+            println!("  | {}", truncate(l, 400));
+        }
+    }
     if st.success() {
         Ok(())
     } else {
         Err(format!("`{}` exited with {st}", argv.join(" ")))
+    }
+}
+
+/// Copies a child's pipe to the step log, and to our own stdout/stderr when `Live`.
+fn tee(
+    mut r: impl Read + Send + 'static,
+    log: Arc<Mutex<File>>,
+    show: Show,
+    is_err: bool,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 8192];
+        loop {
+            let n = match r.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            if show == Show::Live {
+                if is_err {
+                    let _ = std::io::stderr().write_all(&buf[..n]);
+                } else {
+                    let _ = std::io::stdout().write_all(&buf[..n]);
+                }
+            }
+            let _ = log.lock().unwrap().write_all(&buf[..n]);
+        }
+    })
+}
+
+thread_local! {
+    static STEP: std::cell::RefCell<(String, Option<Arc<Mutex<File>>>)> =
+        const { std::cell::RefCell::new((String::new(), None)) };
+}
+
+fn log_path(ctx: &Ctx, step: &str) -> PathBuf {
+    ctx.root.join("target/xtask").join(format!("{step}.log"))
+}
+
+fn current_step() -> String {
+    STEP.with(|s| s.borrow().0.clone())
+}
+
+/// Starts the log of step `name` (truncating an old one).
+fn begin_step_log(ctx: &Ctx, name: &str) {
+    let p = log_path(ctx, name);
+    let _ = std::fs::create_dir_all(p.parent().unwrap());
+    let f = File::create(&p).ok().map(|f| Arc::new(Mutex::new(f)));
+    STEP.with(|s| *s.borrow_mut() = (name.to_owned(), f));
+}
+
+fn step_log(ctx: &Ctx) -> Arc<Mutex<File>> {
+    STEP.with(|s| {
+        let mut s = s.borrow_mut();
+        if s.1.is_none() {
+            let p = log_path(ctx, "misc");
+            let _ = std::fs::create_dir_all(p.parent().unwrap());
+            s.1 = Some(Arc::new(Mutex::new(
+                File::create(p).expect("target/xtask/misc.log"),
+            )));
+        }
+        s.1.clone().unwrap()
+    })
+}
+
+/// The lines of a failed step's log that say what failed, then its last lines: printed at the
+/// very end of the run, so that a CI log cut to its tail still shows the cause.
+fn failure_digest(ctx: &Ctx, step: &str) {
+    let text = std::fs::read_to_string(log_path(ctx, step)).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    println!("\n---- xtask: why `{step}` failed (from target/xtask/{step}.log) ----");
+    let keys = [
+        "panicked at",
+        "FAILED",
+        "FAIL:",
+        "failures:",
+        "error[",
+        "error:",
+        "assertion",
+        "left:",
+        "right:",
+        "test result: FAILED",
+        "---- ",
+        "exit ",
+        "Killed",
+        "timed out",
+    ];
+    let mut shown = 0;
+    for (i, l) in lines.iter().enumerate() {
+        if keys.iter().any(|k| l.contains(k)) && shown < 80 {
+            println!("  {:>6}: {}", i + 1, truncate(l, 400));
+            shown += 1;
+        }
+    }
+    println!("  ... last lines:");
+    for l in &lines[lines.len().saturating_sub(25)..] {
+        println!("  | {}", truncate(l, 400));
+    }
+}
+
+fn truncate(s: &str, n: usize) -> &str {
+    match s.char_indices().nth(n) {
+        Some((i, _)) => &s[..i],
+        None => s,
     }
 }
 
@@ -424,7 +592,7 @@ fn steps() -> Vec<Step> {
                         std::fs::copy(e.path(), scratch.join(e.file_name()))
                             .map_err(|e| e.to_string())?;
                     }
-                    sh(
+                    sh_show(
                         c,
                         "fuzz",
                         &[],
@@ -439,7 +607,9 @@ fn steps() -> Vec<Step> {
                             "--",
                             secs,
                             "-max_len=4096",
+                            "-print_final_stats=1",
                         ],
+                        Show::Quiet,
                     )?;
                 }
                 Ok(())

@@ -12,6 +12,9 @@ pub const RING_WORDS: usize = 4096;
 pub const MAIN_WORDS: usize = 32768;
 /// Context nesting depths per CPU: task, irq, NMI, crash/nested NMI.
 pub const DEPTH: usize = 4;
+/// The flush's settle window ([`Log::set_flush_settle_ns`]): far longer than a store takes to become
+/// visible to the other CPUs, far shorter than the time between two records of one CPU here.
+pub const FLUSH_SETTLE_NS: u64 = 50_000;
 
 /// The pseries machine as nmilog sees it.
 pub struct PseriesPlatform {

@@ -212,8 +212,12 @@ pub fn kmain() -> ! {
         Err(e) => println!("kexec -p: no capture stage loaded ({e:?}); a crash will power off without a dump"),
     }
 
-    // The nmilog core.
+    // The nmilog core. The settle window keeps the eager flush's merge in timestamp order: a writer
+    // stores its odd sequence word before it reads the timebase, but `mftb` is not ordered with that
+    // store's visibility, so records stamped within the last 50 us stay in their rings for the next
+    // flush (or the crash drain).
     klog::LOG.platform().set_cpu_count(n);
+    klog::LOG.set_flush_settle_ns(klog::FLUSH_SETTLE_NS);
     println!(
         "nmilog: {} CPUs x {} rings x {} KiB, main log {} KiB ({} KiB static)",
         n,
