@@ -341,7 +341,19 @@ fn steps() -> Vec<Step> {
         Step {
             name: "fmt",
             slow: false,
-            run: |c| sh(c, ".", &[], &["cargo", "fmt", "--all", "--", "--check"]),
+            run: |c| {
+                sh(c, ".", &[], &["cargo", "fmt", "--all", "--", "--check"])?;
+                // The standalone crates (outside the workspace).
+                for m in ["ppc64/pseries/Cargo.toml", "fuzz/Cargo.toml"] {
+                    sh(
+                        c,
+                        ".",
+                        &[],
+                        &["cargo", "fmt", "--manifest-path", m, "--", "--check"],
+                    )?;
+                }
+                Ok(())
+            },
         },
         Step {
             name: "clippy",

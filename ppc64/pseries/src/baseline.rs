@@ -37,13 +37,21 @@ static WATCHDOG_ARMED_AT: AtomicU64 = AtomicU64::new(0);
 static STAGE: AtomicUsize = AtomicUsize::new(0);
 
 /// Crash-path steps, for the report.
-pub const STAGES: [&str; 4] = ["crash entry", "printk(\"IPI complete\")", "masking interrupts through RTAS", "switchover"];
+pub const STAGES: [&str; 4] = [
+    "crash entry",
+    "printk(\"IPI complete\")",
+    "masking interrupts through RTAS",
+    "switchover",
+];
 
 /// Arms the watchdog on the calling (crashing) CPU: `ms` milliseconds from now.
 pub fn arm_watchdog(ms: u64) {
     let now = timebase::now();
     WATCHDOG_ARMED_AT.store(now, Ordering::Relaxed);
-    WATCHDOG_DEADLINE.store(now.wrapping_add(timebase::us_to_ticks(ms * 1000)), Ordering::Relaxed);
+    WATCHDOG_DEADLINE.store(
+        now.wrapping_add(timebase::us_to_ticks(ms * 1000)),
+        Ordering::Relaxed,
+    );
     WATCHDOG_CPU.store(smp::this_cpu_index() + 1, Ordering::Relaxed);
 }
 
@@ -73,7 +81,11 @@ fn spin_lock(lock: &AtomicUsize, name: &str) {
         // Test, then test-and-set: waiters spin on a plain load, not on the reservation.
         let held = lock.load(Ordering::Relaxed);
         // Acquire pairs with the Release store in `spin_unlock`.
-        if held == 0 && lock.compare_exchange_weak(0, me, Ordering::Acquire, Ordering::Relaxed).is_ok() {
+        if held == 0
+            && lock
+                .compare_exchange_weak(0, me, Ordering::Acquire, Ordering::Relaxed)
+                .is_ok()
+        {
             return;
         }
         watchdog_check(name, held.checked_sub(1));
@@ -103,14 +115,20 @@ pub fn freeze_holding_logbuf(cpu: usize, i: u64) -> ! {
     spin_lock(&LOGBUF_LOCK, "logbuf_lock");
     let mut line: LineBuf<{ nmilog::LINE_MAX }> = LineBuf::new();
     let _ = write!(line, "cpu={cpu} n={i}");
-    let _ = LOG.append_raw_with_hook(Level::Info as u8, facility::KERNEL, 0, line.finish(), &mut |step| {
-        if step == WriteStep::PayloadHalf {
-            // Release pairs with the boot CPU's Acquire load in `workload::freeze_and_wait`.
-            workload::FROZEN.fetch_or(1 << cpu, Ordering::Release);
-            exceptions::park();
-        }
-        true
-    });
+    let _ = LOG.append_raw_with_hook(
+        Level::Info as u8,
+        facility::KERNEL,
+        0,
+        line.finish(),
+        &mut |step| {
+            if step == WriteStep::PayloadHalf {
+                // Release pairs with the boot CPU's Acquire load in `workload::freeze_and_wait`.
+                workload::FROZEN.fetch_or(1 << cpu, Ordering::Release);
+                exceptions::park();
+            }
+            true
+        },
+    );
     exceptions::park()
 }
 
@@ -142,10 +160,18 @@ impl fmt::Write for Raw {
 }
 
 fn report_deadlock(lock: &str, holder: Option<usize>) -> ! {
-    let waited = timebase::ticks_to_us(timebase::now().wrapping_sub(WATCHDOG_ARMED_AT.load(Ordering::Relaxed))) / 1000;
+    let waited = timebase::ticks_to_us(
+        timebase::now().wrapping_sub(WATCHDOG_ARMED_AT.load(Ordering::Relaxed)),
+    ) / 1000;
     let me = smp::this_cpu_index();
-    let stage = STAGES.get(STAGE.load(Ordering::Relaxed)).copied().unwrap_or("?");
-    let _ = writeln!(Raw, "watchdog: CPU {me} stuck for {waited} ms in the crash path at {stage}");
+    let stage = STAGES
+        .get(STAGE.load(Ordering::Relaxed))
+        .copied()
+        .unwrap_or("?");
+    let _ = writeln!(
+        Raw,
+        "watchdog: CPU {me} stuck for {waited} ms in the crash path at {stage}"
+    );
     match holder {
         Some(h) => {
             let checked_in = crate::crash::checked_in(h);

@@ -77,7 +77,10 @@ fn lock(deadline: Option<timebase::Deadline>) -> bool {
 
 fn print_locked(args: fmt::Arguments, deadline: Option<timebase::Deadline>) {
     let owned = lock(deadline);
-    let mut out = Out { buf: [0; 64], len: 0 };
+    let mut out = Out {
+        buf: [0; 64],
+        len: 0,
+    };
     let _ = out.write_fmt(args);
     out.flush();
     if owned {

@@ -107,13 +107,20 @@ impl Machine for Pseries {
     /// buffer; it is copied into `rtas::CRASH_BUF` in PAPR layout (big-endian cells) for each call.
     fn firmware_mask_source(&self, src: usize, args: &RtasArgs) -> Result<(), i32> {
         let me = smp::this_cpu_index();
-        let Some(irq) = SOURCES.get(src).map(|s| s.load(Ordering::Relaxed)) else { return Err(rtas::PARAM_ERROR) };
+        let Some(irq) = SOURCES.get(src).map(|s| s.load(Ordering::Relaxed)) else {
+            return Err(rtas::PARAM_ERROR);
+        };
         let server = SERVER.load(Ordering::Relaxed);
         // With ic-mode=xive /rtas has none of these: report it instead of calling token 0.
-        let (Some(int_off), Some(set_xive), Some(get_xive)) =
-            (rtas::token(rtas::Func::IntOff), rtas::token(rtas::Func::SetXive), rtas::token(rtas::Func::GetXive))
-        else {
-            klog!(Level::Warning, "crash: irq {irq:#x}: /rtas has no ibm,int-off/set-xive/get-xive: not masked");
+        let (Some(int_off), Some(set_xive), Some(get_xive)) = (
+            rtas::token(rtas::Func::IntOff),
+            rtas::token(rtas::Func::SetXive),
+            rtas::token(rtas::Func::GetXive),
+        ) else {
+            klog!(
+                Level::Warning,
+                "crash: irq {irq:#x}: /rtas has no ibm,int-off/set-xive/get-xive: not masked"
+            );
             return Err(rtas::NO_TOKEN);
         };
         args.fill(me, int_off, &[irq], 1);
@@ -164,7 +171,12 @@ impl Machine for Pseries {
             scenario: name16(scenario::kind().name()),
             mask_path: name16(report.mask.path.name()),
             not_answered: report.not_answered as u32,
-            answered: report.answered.iter().enumerate().filter(|&(c, &a)| a && c < 64).fold(0, |m, (c, _)| m | (1 << c)),
+            answered: report
+                .answered
+                .iter()
+                .enumerate()
+                .filter(|&(c, &a)| a && c < 64)
+                .fold(0, |m, (c, _)| m | (1 << c)),
         });
         kexec::switchover(image.as_ptr() as usize, params);
         // No capture stage loaded: say so on the raw console and power off.
@@ -179,16 +191,31 @@ pub fn power_off_crash() -> ! {
     // SAFETY: every other CPU is parked; the crash buffer is used by this CPU only.
     unsafe {
         let mut r = [0u32; 1];
-        rtas::call_with(&rtas::CRASH_BUF, rtas::Func::PowerOff, &[u32::MAX, u32::MAX], &mut r);
+        rtas::call_with(
+            &rtas::CRASH_BUF,
+            rtas::Func::PowerOff,
+            &[u32::MAX, u32::MAX],
+            &mut r,
+        );
     }
     exceptions::park()
 }
 
 /// The system-reset handler of every CPU but the crashing one. Runs on the CPU's own NMI stack.
 pub fn system_reset(_cpu: usize, saved: &SavedRegs) -> ! {
-    let regs = nmilog_ppc64::SavedRegs { pc: saved.nip as usize, sp: saved.gpr[1] as usize, msr: saved.msr as usize };
+    let regs = nmilog_ppc64::SavedRegs {
+        pc: saved.nip as usize,
+        sp: saved.gpr[1] as usize,
+        msr: saved.msr as usize,
+    };
     // Returns only if no crash is in progress (a stray system reset): then just park.
-    nmilog_ppc64::on_nmi_stop(&LOG, &MACHINE, &STATE, regs, format_args!("nip {:#x} lr {:#x}", saved.nip, saved.lr));
+    nmilog_ppc64::on_nmi_stop(
+        &LOG,
+        &MACHINE,
+        &STATE,
+        regs,
+        format_args!("nip {:#x} lr {:#x}", saved.nip, saved.lr),
+    );
     MACHINE.park()
 }
 
@@ -200,9 +227,21 @@ pub fn crash_shutdown(reason: &str) -> ! {
     }
     // SAFETY: HANDOVER_BASE..+HANDOVER_SIZE is RAM reserved for the image (see `bootparams`); nothing
     // else uses it, and only the crashing CPU writes it (after every other CPU is parked).
-    let region = unsafe { core::slice::from_raw_parts_mut(HANDOVER_BASE as *mut u8, HANDOVER_SIZE) };
-    let cfg = ShutdownConfig { ack_timeout_ns: CHECKIN_TIMEOUT_NS, ..ShutdownConfig::new() };
-    nmilog_ppc64::crash_shutdown(&LOG, &MACHINE, &STATE, &rtas::RTAS_LOCK, region, &cfg, format_args!("{reason}"))
+    let region =
+        unsafe { core::slice::from_raw_parts_mut(HANDOVER_BASE as *mut u8, HANDOVER_SIZE) };
+    let cfg = ShutdownConfig {
+        ack_timeout_ns: CHECKIN_TIMEOUT_NS,
+        ..ShutdownConfig::new()
+    };
+    nmilog_ppc64::crash_shutdown(
+        &LOG,
+        &MACHINE,
+        &STATE,
+        &rtas::RTAS_LOCK,
+        region,
+        &cfg,
+        format_args!("{reason}"),
+    )
 }
 
 /// The locked 2020 design's crash path: the NMI IPI and a bounded wait as before, but its messages go
@@ -226,12 +265,16 @@ fn baseline_crash(reason: &str) -> ! {
     baseline::stage(2);
     let (srcs, n) = sources();
     let masked = baseline::mask_through_rtas_locked(&srcs[..n]);
-    baseline::printk(format_args!("crash: CPU {me}: {reason} (locked baseline); {masked} interrupt sources masked via rtas"));
+    baseline::printk(format_args!(
+        "crash: CPU {me}: {reason} (locked baseline); {masked} interrupt sources masked via rtas"
+    ));
     baseline::stage(3);
     // No deadlock (nothing was held): the rest of the sequence is the same in both designs.
     LOG.drain_on_crash();
     klog!(Level::Emerg, "kexec: Starting switchover sequence.");
     LOG.drain_on_crash();
-    console::write_bytes(b"crash: the locked baseline did not deadlock (no lock was held)\ncapture: no-deadlock\n");
+    console::write_bytes(
+        b"crash: the locked baseline did not deadlock (no lock was held)\ncapture: no-deadlock\n",
+    );
     power_off_crash()
 }

@@ -39,7 +39,15 @@ pub struct SavedRegs {
 
 impl SavedRegs {
     /// All zero.
-    pub const ZERO: SavedRegs = SavedRegs { gpr: [0; 32], nip: 0, msr: 0, lr: 0, ctr: 0, cr: 0, xer: 0 };
+    pub const ZERO: SavedRegs = SavedRegs {
+        gpr: [0; 32],
+        nip: 0,
+        msr: 0,
+        lr: 0,
+        ctr: 0,
+        cr: 0,
+        xer: 0,
+    };
 }
 
 const OFF_NIP: usize = core::mem::offset_of!(SavedRegs, nip);
@@ -170,7 +178,12 @@ pub const DECREMENTER_VECTOR: usize = 0x900;
 pub unsafe fn install_system_reset_vector() -> u32 {
     crate::of::close();
     // SAFETY: forwarded to the caller.
-    unsafe { install_vector(SYSTEM_RESET_VECTOR, __system_reset_entry as *const () as usize) }
+    unsafe {
+        install_vector(
+            SYSTEM_RESET_VECTOR,
+            __system_reset_entry as *const () as usize,
+        )
+    }
 }
 
 /// Writes `ba target` at real address `vector` and flushes it to the instruction caches.
@@ -179,7 +192,10 @@ pub unsafe fn install_system_reset_vector() -> u32 {
 /// `vector` is an interrupt vector in firmware memory that is no longer used (the client interface is
 /// closed) and no CPU executes there or can take that interrupt yet; `target` is an interrupt entry.
 pub unsafe fn install_vector(vector: usize, target: usize) -> u32 {
-    assert!(target < (1 << 25) && target & 3 == 0, "handler must be reachable by an absolute branch");
+    assert!(
+        target < (1 << 25) && target & 3 == 0,
+        "handler must be reachable by an absolute branch"
+    );
     // `ba target`: opcode 18, LI = target, AA = 1, LK = 0.
     let insn: u32 = 0x4800_0002 | target as u32;
     let p = vector as *mut u32;
@@ -196,7 +212,9 @@ pub fn flush_icache_range(start: usize, end: usize) {
     let mut a = start & !(LINE - 1);
     while a < end {
         // SAFETY: dcbst only writes a cache line back to memory; it has no architected effect on data.
-        unsafe { core::arch::asm!("dcbst 0, {0}", in(reg_nonzero) a, options(nostack, preserves_flags)) };
+        unsafe {
+            core::arch::asm!("dcbst 0, {0}", in(reg_nonzero) a, options(nostack, preserves_flags))
+        };
         a += LINE;
     }
     // SAFETY: a barrier: orders the write-backs before the invalidations.
@@ -204,7 +222,9 @@ pub fn flush_icache_range(start: usize, end: usize) {
     let mut a = start & !(LINE - 1);
     while a < end {
         // SAFETY: icbi discards a stale instruction-cache line (broadcast to all CPUs); no data effect.
-        unsafe { core::arch::asm!("icbi 0, {0}", in(reg_nonzero) a, options(nostack, preserves_flags)) };
+        unsafe {
+            core::arch::asm!("icbi 0, {0}", in(reg_nonzero) a, options(nostack, preserves_flags))
+        };
         a += LINE;
     }
     // SAFETY: barriers: the invalidations complete, then this CPU discards prefetched instructions.

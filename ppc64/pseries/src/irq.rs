@@ -132,7 +132,12 @@ pub unsafe fn install(f: fn(usize), period_ticks: u64) -> u32 {
     // Release pairs with the Acquire load in `decrementer_rust` (on any CPU).
     HANDLER.store(f as usize, Ordering::Release);
     // SAFETY: forwarded to the caller; __decrementer_entry is the interrupt entry above.
-    unsafe { crate::exceptions::install_vector(crate::exceptions::DECREMENTER_VECTOR, __decrementer_entry as *const () as usize) }
+    unsafe {
+        crate::exceptions::install_vector(
+            crate::exceptions::DECREMENTER_VECTOR,
+            __decrementer_entry as *const () as usize,
+        )
+    }
 }
 
 /// Installs the external-interrupt vector (0x500) and its Rust handler `f(cpu, source)`: the entry
@@ -145,7 +150,12 @@ pub unsafe fn install_external(f: fn(usize, u32)) -> u32 {
     // Release pairs with the Acquire load in `external_rust`.
     EXT_HANDLER.store(f as usize, Ordering::Release);
     // SAFETY: forwarded to the caller; __external_entry is the interrupt entry above.
-    unsafe { crate::exceptions::install_vector(crate::exceptions::EXTERNAL_VECTOR, __external_entry as *const () as usize) }
+    unsafe {
+        crate::exceptions::install_vector(
+            crate::exceptions::EXTERNAL_VECTOR,
+            __external_entry as *const () as usize,
+        )
+    }
 }
 
 extern "C" fn external_rust() {
@@ -169,7 +179,9 @@ extern "C" fn external_rust() {
 fn set_dec(ticks: u64) {
     let v = ticks.min(i32::MAX as u64);
     // SAFETY: writing DEC only schedules this CPU's next decrementer interrupt.
-    unsafe { core::arch::asm!("mtspr 22, {0}", in(reg) v, options(nomem, nostack, preserves_flags)) };
+    unsafe {
+        core::arch::asm!("mtspr 22, {0}", in(reg) v, options(nomem, nostack, preserves_flags))
+    };
 }
 
 /// Arms the decrementer and enables external interrupts (MSR[EE]) on this CPU.

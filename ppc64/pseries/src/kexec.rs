@@ -10,7 +10,9 @@
 
 use core::sync::atomic::{AtomicUsize, Ordering};
 
-use crate::bootparams::{BootParams, CRASH_BASE, CRASH_SIZE, PARAMS_BASE, PARAMS_MAGIC, STAGING_BASE, STAGING_MAX};
+use crate::bootparams::{
+    BootParams, CRASH_BASE, CRASH_SIZE, PARAMS_BASE, PARAMS_MAGIC, STAGING_BASE, STAGING_MAX,
+};
 
 /// The capture stage's entry point (0 = not loaded).
 static ENTRY: AtomicUsize = AtomicUsize::new(0);
@@ -60,7 +62,9 @@ fn u64_at(off: usize) -> usize {
 }
 
 fn in_region(a: usize, len: usize) -> bool {
-    a >= CRASH_BASE && a.checked_add(len).is_some_and(|e| e <= CRASH_BASE + CRASH_SIZE)
+    a >= CRASH_BASE
+        && a.checked_add(len)
+            .is_some_and(|e| e <= CRASH_BASE + CRASH_SIZE)
 }
 
 /// Loads the staged capture ELF into the reserved region. Call once, at boot, before any CPU logs.
@@ -69,7 +73,10 @@ pub fn load_capture() -> Result<Loaded, LoadError> {
         static __image_end: u8;
     }
     // The kernel image must end below the reserved region.
-    assert!((&raw const __image_end) as usize <= CRASH_BASE, "kernel image overlaps the crash region");
+    assert!(
+        (&raw const __image_end) as usize <= CRASH_BASE,
+        "kernel image overlaps the crash region"
+    );
     if rd::<4>(0) != *b"\x7fELF" {
         return Err(LoadError::NoElf);
     }
@@ -85,20 +92,34 @@ pub fn load_capture() -> Result<Loaded, LoadError> {
     if phentsize < 56 || phoff.saturating_add(phnum * phentsize) > STAGING_MAX {
         return Err(LoadError::OutOfRegion);
     }
-    let mut out = Loaded { entry, lo: usize::MAX, hi: 0, segments: 0 };
+    let mut out = Loaded {
+        entry,
+        lo: usize::MAX,
+        hi: 0,
+        segments: 0,
+    };
     for i in 0..phnum {
         let ph = phoff + i * phentsize;
         if u32_at(ph) != 1 {
             continue; // not PT_LOAD
         }
-        let (off, paddr, filesz, memsz) = (u64_at(ph + 8), u64_at(ph + 24), u64_at(ph + 32), u64_at(ph + 40));
+        let (off, paddr, filesz, memsz) = (
+            u64_at(ph + 8),
+            u64_at(ph + 24),
+            u64_at(ph + 32),
+            u64_at(ph + 40),
+        );
         if filesz > memsz || !in_region(paddr, memsz) || off.saturating_add(filesz) > STAGING_MAX {
             return Err(LoadError::OutOfRegion);
         }
         // SAFETY: source inside the staging area, destination inside the reserved region (both checked
         // above, disjoint by the memory map); nothing else uses either.
         unsafe {
-            core::ptr::copy_nonoverlapping((STAGING_BASE + off) as *const u8, paddr as *mut u8, filesz);
+            core::ptr::copy_nonoverlapping(
+                (STAGING_BASE + off) as *const u8,
+                paddr as *mut u8,
+                filesz,
+            );
             core::ptr::write_bytes((paddr + filesz) as *mut u8, 0, memsz - filesz);
         }
         crate::exceptions::flush_icache_range(paddr, paddr + memsz);
@@ -121,7 +142,10 @@ pub fn loaded() -> bool {
 
 /// Writes the boot-parameter block for the capture stage; returns its address.
 pub fn write_params(p: BootParams) -> usize {
-    let p = BootParams { magic: PARAMS_MAGIC, ..p };
+    let p = BootParams {
+        magic: PARAMS_MAGIC,
+        ..p
+    };
     // SAFETY: PARAMS_BASE is reserved RAM for this block (see `bootparams`), suitably aligned; only the
     // crashing CPU writes it, once, and the capture stage reads it after the jump (same CPU).
     unsafe { (PARAMS_BASE as *mut BootParams).write_volatile(p) };

@@ -24,7 +24,9 @@ pub struct PseriesPlatform {
 impl PseriesPlatform {
     /// No CPUs yet: every log call is a counted bad-CPU drop until `set_cpu_count`.
     pub const fn new() -> Self {
-        PseriesPlatform { ncpus: AtomicUsize::new(0) }
+        PseriesPlatform {
+            ncpus: AtomicUsize::new(0),
+        }
     }
 
     /// Sets the number of CPUs that log (read from /cpus, at most `MAX_CPUS`).

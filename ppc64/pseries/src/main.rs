@@ -62,7 +62,18 @@ struct Machine {
 }
 
 fn read_device_tree() -> Machine {
-    let mut m = Machine { cpus: [0; MAX_CPUS], ncpus: 0, ignored_cpus: 0, tb_freq: 0, vty_reg: None, vty_irq: None, epow_irq: None, rtas_tokens: 0, bootargs: [0; 128], bootargs_len: 0 };
+    let mut m = Machine {
+        cpus: [0; MAX_CPUS],
+        ncpus: 0,
+        ignored_cpus: 0,
+        tb_freq: 0,
+        vty_reg: None,
+        vty_irq: None,
+        epow_irq: None,
+        rtas_tokens: 0,
+        bootargs: [0; 128],
+        bootargs_len: 0,
+    };
 
     // /rtas: walk the properties and list every one-cell property whose value lies in QEMU's token
     // range, then look up each function this image uses by name.
@@ -101,7 +112,9 @@ fn read_device_tree() -> Machine {
             if of::getprop_str(node, c"device_type", &mut t) != Some(b"cpu".as_slice()) {
                 continue;
             }
-            let Some(reg) = of::getprop_u32(node, c"reg") else { continue };
+            let Some(reg) = of::getprop_u32(node, c"reg") else {
+                continue;
+            };
             if m.tb_freq == 0 {
                 m.tb_freq = of::getprop_u32(node, c"timebase-frequency").unwrap_or(0);
             }
@@ -156,7 +169,11 @@ fn find_boot_cpu(m: &mut Machine) -> Option<(usize, i32)> {
 pub fn kmain() -> ! {
     let t_entry = timebase::now();
     println!();
-    println!("nmilog-pseries: boot CPU up (MSR {:#x}, client interface at {:#x})", smp::msr(), of::entry());
+    println!(
+        "nmilog-pseries: boot CPU up (MSR {:#x}, client interface at {:#x})",
+        smp::msr(),
+        of::entry()
+    );
     let st = hcall::set_interrupts_little_endian();
     println!("H_SET_MODE(little-endian interrupts) = {st}");
 
@@ -166,14 +183,33 @@ pub fn kmain() -> ! {
     for (i, c) in m.cpus[..m.ncpus].iter().enumerate() {
         print!("{}{}", if i > 0 { ", " } else { "" }, c);
     }
-    println!("], timebase-frequency {} Hz{}", m.tb_freq, if m.ignored_cpus > 0 { " (extra CPUs ignored)" } else { "" });
-    println!("vty: reg {}, interrupt {}; epow-events interrupt {}", Hex(m.vty_reg), Hex(m.vty_irq), Hex(m.epow_irq));
+    println!(
+        "], timebase-frequency {} Hz{}",
+        m.tb_freq,
+        if m.ignored_cpus > 0 {
+            " (extra CPUs ignored)"
+        } else {
+            ""
+        }
+    );
+    println!(
+        "vty: reg {}, interrupt {}; epow-events interrupt {}",
+        Hex(m.vty_reg),
+        Hex(m.vty_irq),
+        Hex(m.epow_irq)
+    );
     if let Some(reg) = m.vty_reg {
         console::set_term(reg as u64);
     }
     match find_boot_cpu(&mut m) {
-        Some(_) => println!("boot CPU: hw id {} (the one query-cpu-stopped-state reports running)", m.cpus[0]),
-        None => println!("boot CPU: not found through query-cpu-stopped-state; assuming hw id {}", m.cpus[0]),
+        Some(_) => println!(
+            "boot CPU: hw id {} (the one query-cpu-stopped-state reports running)",
+            m.cpus[0]
+        ),
+        None => println!(
+            "boot CPU: not found through query-cpu-stopped-state; assuming hw id {}",
+            m.cpus[0]
+        ),
     }
     smp::init_boot_cpu(m.cpus[0]);
     let n = m.ncpus;
@@ -183,7 +219,10 @@ pub fn kmain() -> ! {
     let kind = match scenario::parse(cmdline) {
         Ok(k) => k,
         Err(bad) => {
-            println!("bootargs: unknown scenario {:?}; known:", core::str::from_utf8(bad).unwrap_or("?"));
+            println!(
+                "bootargs: unknown scenario {:?}; known:",
+                core::str::from_utf8(bad).unwrap_or("?")
+            );
             for k in scenario::Kind::ALL {
                 println!("  scenario={}", k.name());
             }
@@ -199,7 +238,11 @@ pub fn kmain() -> ! {
         kind.name(),
         Cpu(scenario::freeze_cpu()),
         Cpu(scenario::rtas_cpu()),
-        if scenario::rtas_in_call() { ", inside the call" } else { "" },
+        if scenario::rtas_in_call() {
+            ", inside the call"
+        } else {
+            ""
+        },
         Cpu(scenario::deaf_cpu())
     );
 
@@ -233,7 +276,12 @@ pub fn kmain() -> ! {
     // the secondaries are not started yet and this CPU runs the image.
     let insn = unsafe { exceptions::install_system_reset_vector() };
     // SAFETY: the client interface is closed and no CPU has MSR[EE] set yet.
-    let dinsn = unsafe { irq::install(workload::irq_handler, timebase::us_to_ticks(workload::IRQ_PERIOD_US)) };
+    let dinsn = unsafe {
+        irq::install(
+            workload::irq_handler,
+            timebase::us_to_ticks(workload::IRQ_PERIOD_US),
+        )
+    };
     // SAFETY: as above.
     let einsn = unsafe { irq::install_external(workload::ext_irq_handler) };
     println!(
@@ -264,17 +312,37 @@ pub fn kmain() -> ! {
     }
     // Acquire pairs with the Release fetch_add in `secondary_main`.
     let up = wait_until(2_000_000, || ONLINE.load(Ordering::Acquire) >= n - 1);
-    println!("{} of {} secondary CPU(s) logging after {} us", ONLINE.load(Ordering::Acquire), n - 1, up);
+    println!(
+        "{} of {} secondary CPU(s) logging after {} us",
+        ONLINE.load(Ordering::Acquire),
+        n - 1,
+        up
+    );
 
     // The boot CPU logs too, then the scenario CPUs freeze, then the crash.
     workload::log_loop(0, Some(BOOT_RECORDS));
     let (frozen, want) = workload::freeze_and_wait();
-    print!("scenario {}: frozen {:#x} of {:#x}", kind.name(), frozen, want);
+    print!(
+        "scenario {}: frozen {:#x} of {:#x}",
+        kind.name(),
+        frozen,
+        want
+    );
     if let Some(c) = scenario::freeze_cpu() {
-        print!("; CPU {c} parked mid-write of \"cpu={c} n={}\"", workload::FROZEN_AT[c].load(Ordering::Relaxed));
+        print!(
+            "; CPU {c} parked mid-write of \"cpu={c} n={}\"",
+            workload::FROZEN_AT[c].load(Ordering::Relaxed)
+        );
     }
     if let Some(c) = scenario::rtas_cpu() {
-        print!("; CPU {c} parked holding the RTAS lock ({} the call)", if scenario::rtas_in_call() { "inside" } else { "outside" });
+        print!(
+            "; CPU {c} parked holding the RTAS lock ({} the call)",
+            if scenario::rtas_in_call() {
+                "inside"
+            } else {
+                "outside"
+            }
+        );
     }
     if let Some(c) = scenario::deaf_cpu() {
         print!("; CPU {c} deaf to the NMI");
@@ -282,7 +350,11 @@ pub fn kmain() -> ! {
     println!();
     print!("records committed so far:");
     for c in 0..n {
-        print!(" C{c} task {} irq {};", workload::TASK_N[c].load(Ordering::Relaxed), workload::IRQ_N[c].load(Ordering::Relaxed));
+        print!(
+            " C{c} task {} irq {};",
+            workload::TASK_N[c].load(Ordering::Relaxed),
+            workload::IRQ_N[c].load(Ordering::Relaxed)
+        );
     }
     println!();
     println!("crash: CPU 0 crashes now ({} us since kmain); the console stays silent until the capture stage", timebase::ticks_to_us(timebase::now() - t_entry));
@@ -334,6 +406,10 @@ fn secondary_main(cpu: usize) -> ! {
 #[panic_handler]
 fn panic(info: &core::panic::PanicInfo) -> ! {
     // A panic is a bug in this image: report it on the raw console (no lock) and power off.
-    console::nmi_print(format_args!("CPU {}: PANIC: {}\npseries: FAILED\n", smp::this_cpu_index(), info));
+    console::nmi_print(format_args!(
+        "CPU {}: PANIC: {}\npseries: FAILED\n",
+        smp::this_cpu_index(),
+        info
+    ));
     crash::power_off_crash()
 }

@@ -41,7 +41,12 @@ unsafe fn copy_forward(dst: *mut u8, src: *const u8, n: usize) {
     if (dst as usize | src as usize) & (W - 1) == 0 {
         while i + W <= n {
             // SAFETY: i + W <= n and both pointers are doubleword aligned.
-            unsafe { write_volatile(dst.add(i) as *mut u64, read_volatile(src.add(i) as *const u64)) };
+            unsafe {
+                write_volatile(
+                    dst.add(i) as *mut u64,
+                    read_volatile(src.add(i) as *const u64),
+                )
+            };
             i += W;
         }
     }

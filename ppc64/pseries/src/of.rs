@@ -58,7 +58,10 @@ pub fn close() {
 
 fn cell_ptr<T: ?Sized>(p: *const T) -> u32 {
     let a = p as *const u8 as usize;
-    debug_assert!(a <= u32::MAX as usize, "client-interface pointers must be below 4 GiB");
+    debug_assert!(
+        a <= u32::MAX as usize,
+        "client-interface pointers must be below 4 GiB"
+    );
     a as u32
 }
 
@@ -71,7 +74,12 @@ pub fn call<const R: usize>(service: &CStr, args: &[u32]) -> Result<[u32; R], Ci
     if args.len() + R > 12 {
         return Err(CiError::TooManyCells);
     }
-    let mut a = CiArgs { service: cell_ptr(service.as_ptr()).to_be(), nargs: (args.len() as u32).to_be(), nret: (R as u32).to_be(), cells: [0; 12] };
+    let mut a = CiArgs {
+        service: cell_ptr(service.as_ptr()).to_be(),
+        nargs: (args.len() as u32).to_be(),
+        nret: (R as u32).to_be(),
+        cells: [0; 12],
+    };
     for (c, v) in a.cells.iter_mut().zip(args) {
         *c = v.to_be();
     }
@@ -97,7 +105,16 @@ pub fn finddevice(path: &CStr) -> Option<Phandle> {
 
 /// `getprop(ph, name, buf)`: the property's full length (may exceed `buf.len()`; only `buf` is filled).
 pub fn getprop(ph: Phandle, name: &CStr, buf: &mut [u8]) -> Option<usize> {
-    let [len] = call::<1>(c"getprop", &[ph, cell_ptr(name.as_ptr()), cell_ptr(buf.as_mut_ptr()), buf.len() as u32]).ok()?;
+    let [len] = call::<1>(
+        c"getprop",
+        &[
+            ph,
+            cell_ptr(name.as_ptr()),
+            cell_ptr(buf.as_mut_ptr()),
+            buf.len() as u32,
+        ],
+    )
+    .ok()?;
     (len as i32 >= 0).then_some(len as usize)
 }
 
@@ -116,7 +133,11 @@ pub const PROPNAME_BUF: usize = 64;
 /// `nextprop(ph, prev, buf)`: writes the name of the property after `prev` ("" for the first) into
 /// `buf`; `None` at the end or on error.
 pub fn nextprop<'a>(ph: Phandle, prev: &CStr, buf: &'a mut [u8; PROPNAME_BUF]) -> Option<&'a CStr> {
-    let [r] = call::<1>(c"nextprop", &[ph, cell_ptr(prev.as_ptr()), cell_ptr(buf.as_mut_ptr())]).ok()?;
+    let [r] = call::<1>(
+        c"nextprop",
+        &[ph, cell_ptr(prev.as_ptr()), cell_ptr(buf.as_mut_ptr())],
+    )
+    .ok()?;
     if r as i32 != 1 {
         return None;
     }
@@ -163,7 +184,11 @@ pub fn for_each_u32_prop(ph: Phandle, mut f: impl FnMut(&[u8], u32)) -> (usize, 
     let mut name = [0u8; PROPNAME_BUF];
     let mut visited = 0;
     loop {
-        let Some(cur) = nextprop(ph, CStr::from_bytes_until_nul(&prev).unwrap_or(c""), &mut name) else {
+        let Some(cur) = nextprop(
+            ph,
+            CStr::from_bytes_until_nul(&prev).unwrap_or(c""),
+            &mut name,
+        ) else {
             return (visited, name[PROPNAME_BUF - 1] == 0);
         };
         visited += 1;

@@ -125,7 +125,12 @@ unsafe impl Sync for Buffer {}
 
 impl Buffer {
     const fn new() -> Self {
-        Buffer(UnsafeCell::new(Args { token: 0, nargs: 0, nret: 0, cells: [0; MAX_CELLS] }))
+        Buffer(UnsafeCell::new(Args {
+            token: 0,
+            nargs: 0,
+            nret: 0,
+            cells: [0; MAX_CELLS],
+        }))
     }
 }
 

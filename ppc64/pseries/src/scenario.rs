@@ -28,7 +28,15 @@ pub enum Kind {
 
 impl Kind {
     /// Every scenario.
-    pub const ALL: [Kind; 7] = [Kind::Default, Kind::FreezeInLog, Kind::RtasHeld, Kind::RtasInCall, Kind::Deaf, Kind::Baseline, Kind::BaselineRtas];
+    pub const ALL: [Kind; 7] = [
+        Kind::Default,
+        Kind::FreezeInLog,
+        Kind::RtasHeld,
+        Kind::RtasInCall,
+        Kind::Deaf,
+        Kind::Baseline,
+        Kind::BaselineRtas,
+    ];
 
     /// The name on the command line.
     pub fn name(self) -> &'static str {
@@ -47,7 +55,10 @@ impl Kind {
         matches!(self, Kind::Default | Kind::FreezeInLog | Kind::Baseline)
     }
     fn holds_rtas(self) -> bool {
-        matches!(self, Kind::Default | Kind::RtasHeld | Kind::RtasInCall | Kind::Baseline | Kind::BaselineRtas)
+        matches!(
+            self,
+            Kind::Default | Kind::RtasHeld | Kind::RtasInCall | Kind::Baseline | Kind::BaselineRtas
+        )
     }
 }
 
@@ -65,7 +76,10 @@ static DEAF_CPU: AtomicUsize = AtomicUsize::new(NONE);
 pub fn parse(cmdline: &[u8]) -> Result<Kind, &[u8]> {
     for word in cmdline.split(|&b| b == b' ' || b == b'\t' || b == b'\n') {
         if let Some(name) = word.strip_prefix(b"scenario=") {
-            return Kind::ALL.into_iter().find(|k| k.name().as_bytes() == name).ok_or(name);
+            return Kind::ALL
+                .into_iter()
+                .find(|k| k.name().as_bytes() == name)
+                .ok_or(name);
         }
     }
     Ok(Kind::Default)
@@ -75,12 +89,27 @@ pub fn parse(cmdline: &[u8]) -> Result<Kind, &[u8]> {
 /// holder CPU 3 (the last CPU with fewer; none if that is the frozen writer).
 pub fn set(kind: Kind, ncpus: usize) {
     KIND.store(kind as usize, Ordering::Relaxed);
-    let freeze = if kind.freezes_in_log() && ncpus >= 2 { ncpus.min(3) - 1 } else { NONE };
-    let rtas = if kind.holds_rtas() && ncpus >= 2 { ncpus.min(4) - 1 } else { NONE };
+    let freeze = if kind.freezes_in_log() && ncpus >= 2 {
+        ncpus.min(3) - 1
+    } else {
+        NONE
+    };
+    let rtas = if kind.holds_rtas() && ncpus >= 2 {
+        ncpus.min(4) - 1
+    } else {
+        NONE
+    };
     FREEZE_CPU.store(freeze, Ordering::Relaxed);
     RTAS_CPU.store(if rtas == freeze { NONE } else { rtas }, Ordering::Relaxed);
     RTAS_IN_CALL.store(kind == Kind::RtasInCall, Ordering::Relaxed);
-    DEAF_CPU.store(if kind == Kind::Deaf && ncpus >= 2 { 1 } else { NONE }, Ordering::Relaxed);
+    DEAF_CPU.store(
+        if kind == Kind::Deaf && ncpus >= 2 {
+            1
+        } else {
+            NONE
+        },
+        Ordering::Relaxed,
+    );
 }
 
 /// The CPU that never answers the NMI.

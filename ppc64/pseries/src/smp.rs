@@ -73,7 +73,8 @@ struct Stacks<const N: usize>(UnsafeCell<[[u8; N]; MAX_CPUS]>);
 unsafe impl<const N: usize> Sync for Stacks<N> {}
 
 static TASK_STACKS: Stacks<STACK_SIZE> = Stacks(UnsafeCell::new([[0; STACK_SIZE]; MAX_CPUS]));
-static NMI_STACKS: Stacks<NMI_STACK_SIZE> = Stacks(UnsafeCell::new([[0; NMI_STACK_SIZE]; MAX_CPUS]));
+static NMI_STACKS: Stacks<NMI_STACK_SIZE> =
+    Stacks(UnsafeCell::new([[0; NMI_STACK_SIZE]; MAX_CPUS]));
 
 fn stack_top<const N: usize>(s: &Stacks<N>, i: usize) -> usize {
     s.0.get() as usize + (i + 1) * N - STACK_RESERVE
@@ -83,7 +84,9 @@ fn stack_top<const N: usize>(s: &Stacks<N>, i: usize) -> usize {
 pub fn this_cpu() -> Option<&'static PerCpu> {
     let p: usize;
     // SAFETY: reading SPRG0 (SPR 272) has no side effects.
-    unsafe { core::arch::asm!("mfspr {0}, 272", out(reg) p, options(nomem, nostack, preserves_flags)) };
+    unsafe {
+        core::arch::asm!("mfspr {0}, 272", out(reg) p, options(nomem, nostack, preserves_flags))
+    };
     if p == 0 {
         return None;
     }
@@ -102,7 +105,9 @@ pub fn this_cpu_index() -> usize {
 pub fn pir() -> u64 {
     let v: u64;
     // SAFETY: reading PIR (SPR 1023) has no side effects.
-    unsafe { core::arch::asm!("mfspr {0}, 1023", out(reg) v, options(nomem, nostack, preserves_flags)) };
+    unsafe {
+        core::arch::asm!("mfspr {0}, 1023", out(reg) v, options(nomem, nostack, preserves_flags))
+    };
     v
 }
 
@@ -121,8 +126,10 @@ fn setup_slot(index: usize, hw_id: u32) -> &'static PerCpu {
     let c = &PERCPU[index];
     c.index.store(index, Ordering::Relaxed);
     c.hw_id.store(hw_id as usize, Ordering::Relaxed);
-    c.stack_top.store(stack_top(&TASK_STACKS, index), Ordering::Relaxed);
-    c.nmi_stack_top.store(stack_top(&NMI_STACKS, index), Ordering::Relaxed);
+    c.stack_top
+        .store(stack_top(&TASK_STACKS, index), Ordering::Relaxed);
+    c.nmi_stack_top
+        .store(stack_top(&NMI_STACKS, index), Ordering::Relaxed);
     c
 }
 
@@ -130,7 +137,9 @@ fn setup_slot(index: usize, hw_id: u32) -> &'static PerCpu {
 pub fn init_boot_cpu(hw_id: u32) {
     let c = setup_slot(0, hw_id);
     // SAFETY: SPRG0 is reserved for the per-CPU pointer; c is 'static.
-    unsafe { core::arch::asm!("mtspr 272, {0}", in(reg) c as *const PerCpu as usize, options(nomem, nostack, preserves_flags)) };
+    unsafe {
+        core::arch::asm!("mtspr 272, {0}", in(reg) c as *const PerCpu as usize, options(nomem, nostack, preserves_flags))
+    };
 }
 
 extern "C" {
@@ -146,7 +155,11 @@ pub fn start_cpu(index: usize, hw_id: u32, entry: fn(usize) -> !) -> i32 {
     c.entry.store(entry as usize, Ordering::Release);
     // The rtas call's lock (an acquire/release pair) and the hypervisor's own synchronisation order
     // the slot's stores before the new CPU's first instruction.
-    rtas::start_cpu(hw_id, __secondary_entry as *const () as usize, c as *const PerCpu as usize)
+    rtas::start_cpu(
+        hw_id,
+        __secondary_entry as *const () as usize,
+        c as *const PerCpu as usize,
+    )
 }
 
 /// Called from `__secondary_entry` with the CPU in little-endian 64-bit mode, on its own stack, SPRG0

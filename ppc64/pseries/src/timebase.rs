@@ -20,7 +20,9 @@ const fn ns_mult(hz: u64) -> u64 {
 pub fn now() -> u64 {
     let tb: u64;
     // SAFETY: `mftb` (mfspr 268) only reads the timebase; no memory or other state is touched.
-    unsafe { core::arch::asm!("mfspr {0}, 268", out(reg) tb, options(nomem, nostack, preserves_flags)) };
+    unsafe {
+        core::arch::asm!("mfspr {0}, 268", out(reg) tb, options(nomem, nostack, preserves_flags))
+    };
     tb
 }
 

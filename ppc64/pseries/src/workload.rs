@@ -43,7 +43,11 @@ pub static FROZEN_AT: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(u64::MAX) 
 /// CPU's presenter accepts every priority).
 pub fn ext_irq_handler(cpu: usize, src: u32) {
     LOG.irq_enter();
-    let _ = LOG.log_fmt(Level::Info, 0, format_args!("cpu={cpu} external interrupt {src:#x}"));
+    let _ = LOG.log_fmt(
+        Level::Info,
+        0,
+        format_args!("cpu={cpu} external interrupt {src:#x}"),
+    );
     LOG.irq_exit();
 }
 
@@ -112,13 +116,19 @@ fn freeze_mid_write(cpu: usize, i: u64) -> ! {
     }
     let mut line: LineBuf<LINE_MAX> = LineBuf::new();
     let _ = write!(line, "cpu={cpu} n={i}");
-    let _ = LOG.append_raw_with_hook(Level::Info as u8, facility::KERNEL, 0, line.finish(), &mut |step| {
-        if step == WriteStep::PayloadHalf {
-            signal_frozen(cpu);
-            exceptions::park();
-        }
-        true
-    });
+    let _ = LOG.append_raw_with_hook(
+        Level::Info as u8,
+        facility::KERNEL,
+        0,
+        line.finish(),
+        &mut |step| {
+            if step == WriteStep::PayloadHalf {
+                signal_frozen(cpu);
+                exceptions::park();
+            }
+            true
+        },
+    );
     // Not reached: the hook parks.
     exceptions::park()
 }
@@ -139,7 +149,9 @@ fn go_deaf(cpu: usize) -> ! {
     signal_frozen(cpu);
     // SAFETY: clearing SPRG0 only detaches this CPU from its PerCpu slot; from here on it runs no Rust
     // code that needs the slot (it spins in `park`, and its 0x100 entry parks without it).
-    unsafe { core::arch::asm!("li {0}, 0", "mtspr 272, {0}", out(reg) _, options(nomem, nostack, preserves_flags)) };
+    unsafe {
+        core::arch::asm!("li {0}, 0", "mtspr 272, {0}", out(reg) _, options(nomem, nostack, preserves_flags))
+    };
     exceptions::park()
 }
 
@@ -150,7 +162,14 @@ pub fn freeze_and_wait() -> (usize, usize) {
     // path with local interrupts disabled). In the locked baseline this also keeps this CPU's
     // decrementer handler from spinning on the log-buffer lock that CPU 2 is about to keep forever.
     irq::disable();
-    let want = [scenario::freeze_cpu(), scenario::rtas_cpu(), scenario::deaf_cpu()].into_iter().flatten().fold(0, |m, c| m | (1 << c));
+    let want = [
+        scenario::freeze_cpu(),
+        scenario::rtas_cpu(),
+        scenario::deaf_cpu(),
+    ]
+    .into_iter()
+    .flatten()
+    .fold(0, |m, c| m | (1 << c));
     // Release pairs with the Acquire load in `log_loop`.
     FREEZE_NOW.store(true, Ordering::Release);
     let d = timebase::Deadline::after_us(1_000_000);

@@ -91,12 +91,18 @@ struct Console {
 
 impl Console {
     const fn new() -> Self {
-        Console { buf: [0; 16], len: 0 }
+        Console {
+            buf: [0; 16],
+            len: 0,
+        }
     }
     fn flush(&mut self) {
         let term = TERM.load(Ordering::Relaxed);
         let mut tries = 0;
-        while self.len > 0 && hcall::put_term_chars(term, &self.buf[..self.len]) != hcall::H_SUCCESS && tries < 1000 {
+        while self.len > 0
+            && hcall::put_term_chars(term, &self.buf[..self.len]) != hcall::H_SUCCESS
+            && tries < 1000
+        {
             tries += 1;
         }
         self.len = 0;
@@ -123,11 +129,25 @@ impl Write for Console {
 fn power_off(token: u32) -> ! {
     #[repr(C, align(16))]
     struct Args([u32; 8]);
-    let mut a = Args([token.to_be(), 2u32.to_be(), 1u32.to_be(), u32::MAX.to_be(), u32::MAX.to_be(), u32::MAX.to_be(), 0, 0]);
+    let mut a = Args([
+        token.to_be(),
+        2u32.to_be(),
+        1u32.to_be(),
+        u32::MAX.to_be(),
+        u32::MAX.to_be(),
+        u32::MAX.to_be(),
+        0,
+        0,
+    ]);
     if token != 0 {
         // SAFETY: `a` lives on this stage's stack at a real address (translation is off); the RTAS
         // hypercall reads the cells and writes the return cell; `power-off` ends the machine.
-        unsafe { hcall::hcall(hcall::KVMPPC_H_RTAS, [&mut a as *mut Args as u64, 0, 0, 0, 0, 0]) };
+        unsafe {
+            hcall::hcall(
+                hcall::KVMPPC_H_RTAS,
+                [&mut a as *mut Args as u64, 0, 0, 0, 0, 0],
+            )
+        };
     }
     loop {
         core::hint::spin_loop();
@@ -144,7 +164,12 @@ struct Seq {
 }
 
 impl Seq {
-    const NONE: Seq = Seq { first: 0, last: 0, count: 0, gaps: 0 };
+    const NONE: Seq = Seq {
+        first: 0,
+        last: 0,
+        count: 0,
+        gaps: 0,
+    };
     fn push(&mut self, n: u64) {
         if self.count == 0 {
             self.first = n;
@@ -161,7 +186,18 @@ impl fmt::Display for Seq {
         if self.count == 0 {
             return f.write_str("none");
         }
-        write!(f, "n={}..{} ({}{})", self.first, self.last, self.count, if self.gaps == 0 { ", contiguous" } else { ", GAPS" })
+        write!(
+            f,
+            "n={}..{} ({}{})",
+            self.first,
+            self.last,
+            self.count,
+            if self.gaps == 0 {
+                ", contiguous"
+            } else {
+                ", GAPS"
+            }
+        )
     }
 }
 
@@ -184,7 +220,10 @@ extern "C" fn capture_main(image: usize, params: usize) -> ! {
     let mut out = Console::new();
     let _ = writeln!(out);
     if p.magic != PARAMS_MAGIC {
-        let _ = writeln!(out, "capture: bad parameter block at {params:#x}\ncapture: FAILED");
+        let _ = writeln!(
+            out,
+            "capture: bad parameter block at {params:#x}\ncapture: FAILED"
+        );
         loop {
             core::hint::spin_loop();
         }
@@ -202,12 +241,22 @@ extern "C" fn capture_main(image: usize, params: usize) -> ! {
     let img = match handover::parse(bytes) {
         Ok(i) => i,
         Err(e) => {
-            let _ = writeln!(out, "capture: handover image unreadable: {e}\ncapture: FAILED");
+            let _ = writeln!(
+                out,
+                "capture: handover image unreadable: {e}\ncapture: FAILED"
+            );
             power_off(p.power_off_token)
         }
     };
     let ncpu = img.cpu_count().min(MAX_CPUS);
-    let _ = writeln!(out, "capture: image v{}: {} records, {} CPUs x {} contexts; dmesg follows", img.version(), img.record_count(), img.cpu_count(), img.depth());
+    let _ = writeln!(
+        out,
+        "capture: image v{}: {} records, {} CPUs x {} contexts; dmesg follows",
+        img.version(),
+        img.record_count(),
+        img.cpu_count(),
+        img.depth()
+    );
 
     let mut task = [Seq::NONE; MAX_CPUS];
     let mut irq = [Seq::NONE; MAX_CPUS];
@@ -240,7 +289,12 @@ extern "C" fn capture_main(image: usize, params: usize) -> ! {
             #[allow(unreachable_patterns)]
             Some(_) => "/?",
         };
-        let _ = writeln!(out, "[{:>5}.{:06}] C{c}{ctx} {text}", h.ts_ns / 1_000_000_000, (h.ts_ns / 1000) % 1_000_000);
+        let _ = writeln!(
+            out,
+            "[{:>5}.{:06}] C{c}{ctx} {text}",
+            h.ts_ns / 1_000_000_000,
+            (h.ts_ns / 1000) % 1_000_000
+        );
         if c < MAX_CPUS {
             if let Some(k) = kind {
                 let i = k as usize;
@@ -274,7 +328,10 @@ extern "C" fn capture_main(image: usize, params: usize) -> ! {
         if text == "kexec: Starting switchover sequence." {
             switchover = true;
         }
-        if let Some(m) = text.rsplit_once("[mask_path=").and_then(|(_, m)| m.strip_suffix(']')) {
+        if let Some(m) = text
+            .rsplit_once("[mask_path=")
+            .and_then(|(_, m)| m.strip_suffix(']'))
+        {
             mask = match m {
                 "rtas" => "rtas",
                 "rtas-takeover" => "rtas-takeover",
@@ -288,12 +345,22 @@ extern "C" fn capture_main(image: usize, params: usize) -> ! {
 
     // Checks.
     let reported = str16(&p.mask_path);
-    let mut ok = img.corruption().is_none() && ts_back == 0 && ipi_complete && switchover && mask != "unknown" && mask == reported;
+    let mut ok = img.corruption().is_none()
+        && ts_back == 0
+        && ipi_complete
+        && switchover
+        && mask != "unknown"
+        && mask == reported;
     for c in 0..ncpu {
         let crash = c == p.crash_cpu as usize;
         let answered = p.answered & (1 << c) != 0;
         // A CPU that did not answer the NMI has no "stopped" record, and must not have one.
-        let stop_ok = crash || if answered { stopped[c] && nmi_ctx[c] } else { !stopped[c] };
+        let stop_ok = crash
+            || if answered {
+                stopped[c] && nmi_ctx[c]
+            } else {
+                !stopped[c]
+            };
         let cpu_ok = task[c].count > 0 && task[c].gaps == 0 && irq[c].gaps == 0 && stop_ok;
         ok &= cpu_ok;
         let _ = writeln!(
@@ -304,22 +371,44 @@ extern "C" fn capture_main(image: usize, params: usize) -> ! {
             if crash {
                 "crashing CPU"
             } else if !answered {
-                if stopped[c] { "DID NOT ANSWER BUT HAS A STOPPED RECORD" } else { "did not answer the NMI (no stopped record)" }
+                if stopped[c] {
+                    "DID NOT ANSWER BUT HAS A STOPPED RECORD"
+                } else {
+                    "did not answer the NMI (no stopped record)"
+                }
             } else if stopped[c] && nmi_ctx[c] {
                 "stopped (NMI record)"
             } else {
                 "NO STOPPED RECORD"
             },
-            if ctx_seen[c][ContextKind::Task as usize] { " task" } else { "" },
-            if ctx_seen[c][ContextKind::Irq as usize] { " irq" } else { "" },
-            if ctx_seen[c][ContextKind::Nmi as usize] { " nmi" } else { "" },
-            if ctx_seen[c][ContextKind::Crash as usize] { " crash" } else { "" },
+            if ctx_seen[c][ContextKind::Task as usize] {
+                " task"
+            } else {
+                ""
+            },
+            if ctx_seen[c][ContextKind::Irq as usize] {
+                " irq"
+            } else {
+                ""
+            },
+            if ctx_seen[c][ContextKind::Nmi as usize] {
+                " nmi"
+            } else {
+                ""
+            },
+            if ctx_seen[c][ContextKind::Crash as usize] {
+                " crash"
+            } else {
+                ""
+            },
             if cpu_ok { "" } else { "  <-- FAILED" },
         );
         // A torn record (frozen mid-write, not delivered) at depth d is explained if the NMI stopped
         // this CPU in a context at depth >= d: the writer at d was interrupted and never resumed.
         for d in 0..img.depth() {
-            let Some(x) = img.counters(c, d).filter(|x| x.torn > 0) else { continue };
+            let Some(x) = img.counters(c, d).filter(|x| x.torn > 0) else {
+                continue;
+            };
             let explained = stop_depth[c].is_some_and(|sd| d <= sd);
             ok &= explained;
             let _ = writeln!(
@@ -327,7 +416,11 @@ extern "C" fn capture_main(image: usize, params: usize) -> ! {
                 "capture: C{c}: {} torn record(s) at depth {d} ({}), {}",
                 x.torn,
                 img.context_kind(c, d).map_or("?", |k| k.name()),
-                if explained { "explained: the NMI stopped this CPU mid-write" } else { "UNEXPLAINED" }
+                if explained {
+                    "explained: the NMI stopped this CPU mid-write"
+                } else {
+                    "UNEXPLAINED"
+                }
             );
         }
     }
