@@ -7,6 +7,10 @@
 //!   timed `drain_on_crash`, which merges the 1016 records in timestamp order into the 128 KiB main
 //!   log. Setup is not timed.
 //! * `drain/memcpy`: `copy_from_slice` of the same number of bytes between two warm buffers.
+//! * `drain/atomic_words`: the same bytes copied as word-sized `Relaxed` atomic loads and stores
+//!   between two arrays of `AtomicUsize` — the cheapest copy a seqlock reader may make under Rust's
+//!   memory model (the compiler may not merge or vectorise atomic accesses), so the floor for any
+//!   drain that reads rings a frozen writer might still be scribbling on.
 //!
 //! Throughput counts the ring bytes of the drained records: per record one sequence word, the
 //! 24-byte header and the 32-byte payload (`span_words(32)` words = 64 bytes), 65 024 bytes in all.
@@ -16,6 +20,7 @@
 //! ```
 
 use std::hint::black_box;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use nmilog::host::HostPlatform;
@@ -26,6 +31,7 @@ const CPUS: usize = 8;
 const RING_WORDS: usize = 1024;
 const MAIN_WORDS: usize = 16384;
 const PAYLOAD: usize = 32;
+const WORD: usize = core::mem::size_of::<usize>();
 
 type BenchLog = Log<HostPlatform, CPUS, RING_WORDS, MAIN_WORDS>;
 
@@ -33,7 +39,7 @@ type BenchLog = Log<HostPlatform, CPUS, RING_WORDS, MAIN_WORDS>;
 /// terminator word must fit behind the oldest record).
 const PER_RING: usize = (RING_WORDS - 1) / span_words(PAYLOAD);
 /// Bytes drained: every record's ring words.
-const BYTES: usize = CPUS * PER_RING * span_words(PAYLOAD) * core::mem::size_of::<usize>();
+const BYTES: usize = CPUS * PER_RING * span_words(PAYLOAD) * WORD;
 
 /// A fresh logger whose eight task-context rings are full, each written by its own CPU.
 fn full_log() -> Box<BenchLog> {
@@ -80,6 +86,15 @@ fn drain(c: &mut Criterion) {
     g.bench_function("memcpy", |b| {
         b.iter(|| {
             black_box(&mut dst[..]).copy_from_slice(black_box(&src[..]));
+        })
+    });
+    let asrc: Vec<AtomicUsize> = (0..BYTES / WORD).map(AtomicUsize::new).collect();
+    let adst: Vec<AtomicUsize> = (0..BYTES / WORD).map(|_| AtomicUsize::new(0)).collect();
+    g.bench_function("atomic_words", |b| {
+        b.iter(|| {
+            for (d, s) in black_box(&adst[..]).iter().zip(black_box(&asrc[..])) {
+                d.store(s.load(Ordering::Relaxed), Ordering::Relaxed);
+            }
         })
     });
     g.finish();

@@ -149,6 +149,20 @@ const fn owned_word(prio: Priority, cpu: usize, flags: usize) -> usize {
 }
 
 /// Why [`ConsoleState::try_acquire`] failed.
+///
+/// ```
+/// use nmilog::console::{AcquireError, ConsoleState, Priority, Wait};
+/// let st = ConsoleState::new();
+/// let owner = st.try_acquire(0, Priority::Emergency, &Wait::none()).unwrap();
+/// // Equal priority never waits: the caller leaves its records in the log.
+/// let err = st.try_acquire(1, Priority::Emergency, &Wait::spins(1000)).err();
+/// assert_eq!(err, Some(AcquireError::Busy));
+/// drop(owner);
+/// // SAFETY: this doc example is single-threaded: no other CPU can be inside `st`.
+/// drop(unsafe { st.panic_takeover(0) });
+/// let err = st.try_acquire(0, Priority::Emergency, &Wait::none()).err();
+/// assert_eq!(err, Some(AcquireError::Unsafe)); // only the panic path may use it now
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AcquireError {
     /// The owner (or a context already waiting) has the same or a higher priority.
@@ -252,6 +266,12 @@ impl Default for ConsoleState {
 
 impl ConsoleState {
     /// A free console.
+    ///
+    /// ```
+    /// use nmilog::console::{ConsoleState, Priority};
+    /// static UART_STATE: ConsoleState = ConsoleState::new();
+    /// assert_eq!(UART_STATE.view().prio, Priority::None);
+    /// ```
     pub const fn new() -> Self {
         ConsoleState {
             word: AtomicUsize::new(0),
@@ -259,6 +279,17 @@ impl ConsoleState {
     }
 
     /// The current ownership word, decoded.
+    ///
+    /// ```
+    /// use nmilog::console::{ConsoleState, Priority, Wait};
+    /// let st = ConsoleState::new();
+    /// let mut ctx = st.try_acquire(2, Priority::Normal, &Wait::none()).unwrap();
+    /// assert!(ctx.enter_unsafe());
+    /// let v = st.view();
+    /// assert_eq!((v.prio, v.cpu, v.unsafe_section), (Priority::Normal, 2, true));
+    /// drop(ctx);
+    /// assert_eq!(st.view().prio, Priority::None);
+    /// ```
     pub fn view(&self) -> StateView {
         StateView::decode(self.word.load(Ordering::Acquire))
     }
@@ -479,22 +510,55 @@ impl<'a> WriteContext<'a> {
     }
 
     /// This owner's priority.
+    ///
+    /// ```
+    /// use nmilog::console::{ConsoleState, Priority, Wait};
+    /// let st = ConsoleState::new();
+    /// let ctx = st.try_acquire(0, Priority::Panic, &Wait::none()).unwrap();
+    /// assert_eq!(ctx.priority(), Priority::Panic);
+    /// ```
     pub fn priority(&self) -> Priority {
         StateView::decode(self.mine).prio
     }
 
     /// This owner's CPU.
+    ///
+    /// ```
+    /// use nmilog::console::{ConsoleState, Priority, Wait};
+    /// let st = ConsoleState::new();
+    /// let ctx = st.try_acquire(3, Priority::Normal, &Wait::none()).unwrap();
+    /// assert_eq!(ctx.cpu(), 3);
+    /// ```
     pub fn cpu(&self) -> usize {
         self.mine >> CPU_SHIFT
     }
 
     /// Whether the console was taken over unsafely at some point (a driver may want to reset the
     /// device before writing).
+    ///
+    /// ```
+    /// use nmilog::console::{ConsoleState, Priority, Wait};
+    /// let st = ConsoleState::new();
+    /// // SAFETY: this doc example is single-threaded: no other CPU can be inside `st`.
+    /// drop(unsafe { st.panic_takeover(0) });
+    /// // The mark sticks: a later panic-priority owner is told to reset the device first.
+    /// let ctx = st.try_acquire(0, Priority::Panic, &Wait::none()).unwrap();
+    /// assert!(ctx.after_unsafe_takeover());
+    /// ```
     pub fn after_unsafe_takeover(&self) -> bool {
         self.mine & UNSAFE_TAKEOVER != 0
     }
 
     /// Whether this context no longer owns the console.
+    ///
+    /// ```
+    /// use nmilog::console::{ConsoleState, Priority, Wait};
+    /// let st = ConsoleState::new();
+    /// let low = st.try_acquire(0, Priority::Normal, &Wait::none()).unwrap();
+    /// assert!(!low.lost());
+    /// let _oops = st.try_acquire(1, Priority::Emergency, &Wait::none()).unwrap();
+    /// assert!(low.lost()); // must not touch the device again
+    /// ```
     pub fn lost(&self) -> bool {
         if self.lost {
             return true;
@@ -518,6 +582,16 @@ impl<'a> WriteContext<'a> {
 
     /// Hands the console to a waiter if one has a higher priority and this owner is outside an
     /// unsafe section; returns whether this context may go on writing.
+    ///
+    /// ```
+    /// use nmilog::console::{ConsoleState, Priority, Wait};
+    /// let st = ConsoleState::new();
+    /// let mut low = st.try_acquire(0, Priority::Normal, &Wait::none()).unwrap();
+    /// assert!(low.can_proceed());
+    /// // Between two records an emergency on another CPU takes the console.
+    /// let _oops = st.try_acquire(1, Priority::Emergency, &Wait::none()).unwrap();
+    /// assert!(!low.can_proceed());
+    /// ```
     pub fn can_proceed(&mut self) -> bool {
         if self.lost() {
             self.lost = true;
@@ -533,11 +607,30 @@ impl<'a> WriteContext<'a> {
     /// Enters an unsafe section (no direct takeover until [`exit_unsafe`](Self::exit_unsafe));
     /// hands over instead, and returns `false`, if a higher priority waits. `false` also when the
     /// console was lost: stop touching the device.
+    ///
+    /// ```
+    /// use nmilog::console::{ConsoleState, Priority, Wait};
+    /// let st = ConsoleState::new();
+    /// let mut ctx = st.try_acquire(0, Priority::Normal, &Wait::none()).unwrap();
+    /// assert!(ctx.enter_unsafe());
+    /// // Mid-register-sequence: nobody takes the console directly, an emergency can only wait.
+    /// assert!(st.try_acquire(1, Priority::Emergency, &Wait::none()).is_err());
+    /// assert!(ctx.exit_unsafe());
+    /// ```
     pub fn enter_unsafe(&mut self) -> bool {
         self.update_unsafe(true)
     }
 
     /// Leaves the unsafe section; then hands over if a higher priority waits (returns `false`).
+    ///
+    /// ```
+    /// use nmilog::console::{ConsoleState, Priority, Wait};
+    /// let st = ConsoleState::new();
+    /// let mut ctx = st.try_acquire(0, Priority::Normal, &Wait::none()).unwrap();
+    /// assert!(ctx.enter_unsafe());
+    /// assert!(ctx.exit_unsafe());
+    /// assert!(!st.view().unsafe_section);
+    /// ```
     pub fn exit_unsafe(&mut self) -> bool {
         self.update_unsafe(false)
     }
@@ -639,6 +732,20 @@ pub trait Console: Sync {
 }
 
 /// What one emitter call did, summed over its consoles.
+///
+/// ```
+/// use nmilog::console::{Consoles, MemConsole};
+/// use nmilog::{host::HostPlatform, Level, Log};
+/// static LOG: Log<HostPlatform, 1, 1024, 4096> = Log::new(HostPlatform::new(1));
+/// static MEM: MemConsole<1024> = MemConsole::new();
+/// static CONSOLES: Consoles<1> = Consoles::new([&MEM]);
+/// HostPlatform::register_cpu(0);
+/// LOG.log_fmt(Level::Err, 0, format_args!("ata1: bus error")).unwrap();
+/// LOG.log_fmt(Level::Debug, 0, format_args!("ata1: retry")).unwrap();
+/// let r = CONSOLES.emit_pending(&LOG);
+/// // Debug is not below the default console loglevel (7): filtered, not printed.
+/// assert_eq!((r.printed, r.filtered, r.busy), (1, 1, 0));
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct EmitReport {
     /// Records written to a console.
@@ -701,6 +808,14 @@ unsafe impl<const N: usize> Sync for Consoles<N> {}
 
 impl<const N: usize> Consoles<N> {
     /// The consoles, all enabled, each starting at the beginning of the main log.
+    ///
+    /// ```
+    /// use nmilog::console::{Consoles, MemConsole};
+    /// static UART: MemConsole<256> = MemConsole::new();
+    /// static CONSOLES: Consoles<1> = Consoles::new([&UART]);
+    /// assert!(CONSOLES.is_enabled(0));
+    /// assert!(CONSOLES.state(1).is_none()); // there is only console 0
+    /// ```
     pub const fn new(consoles: [&'static dyn Console; N]) -> Self {
         Consoles {
             consoles,
@@ -709,6 +824,20 @@ impl<const N: usize> Consoles<N> {
     }
 
     /// Enables or disables console `i` (a disabled console keeps its cursor and is skipped).
+    ///
+    /// ```
+    /// # use nmilog::console::{Consoles, MemConsole};
+    /// # use nmilog::{host::HostPlatform, Level, Log};
+    /// # static LOG: Log<HostPlatform, 1, 1024, 4096> = Log::new(HostPlatform::new(1));
+    /// static MEM: MemConsole<1024> = MemConsole::new();
+    /// static CONSOLES: Consoles<1> = Consoles::new([&MEM]);
+    /// HostPlatform::register_cpu(0);
+    /// CONSOLES.set_enabled(0, false); // e.g. while the UART is reprogrammed
+    /// LOG.log_fmt(Level::Info, 0, format_args!("ttyS0: baud 115200")).unwrap();
+    /// assert_eq!(CONSOLES.emit_pending(&LOG).printed, 0);
+    /// CONSOLES.set_enabled(0, true); // the cursor kept its place: nothing is lost
+    /// assert_eq!(CONSOLES.emit_pending(&LOG).printed, 1);
+    /// ```
     pub fn set_enabled(&self, i: usize, on: bool) {
         if let Some(s) = self.slots.get(i) {
             s.enabled.store(on, Ordering::Relaxed);
@@ -716,6 +845,14 @@ impl<const N: usize> Consoles<N> {
     }
 
     /// Whether console `i` is enabled.
+    ///
+    /// ```
+    /// # use nmilog::console::{Consoles, MemConsole};
+    /// # static MEM: MemConsole<64> = MemConsole::new();
+    /// static CONSOLES: Consoles<1> = Consoles::new([&MEM]);
+    /// assert!(CONSOLES.is_enabled(0));
+    /// assert!(!CONSOLES.is_enabled(5)); // out of range: no such console
+    /// ```
     pub fn is_enabled(&self, i: usize) -> bool {
         self.slots
             .get(i)
@@ -735,6 +872,21 @@ impl<const N: usize> Consoles<N> {
     }
 
     /// Records console `i`'s cursor missed because the main log wrapped before it printed them.
+    ///
+    /// ```
+    /// # use nmilog::console::{Consoles, MemConsole};
+    /// # use nmilog::{host::HostPlatform, Level, Log};
+    /// // A main log of only 64 words: a few dozen records wrap it before the console prints.
+    /// static LOG: Log<HostPlatform, 1, 1024, 64> = Log::new(HostPlatform::new(1));
+    /// static MEM: MemConsole<4096> = MemConsole::new();
+    /// static CONSOLES: Consoles<1> = Consoles::new([&MEM]);
+    /// HostPlatform::register_cpu(0);
+    /// for i in 0..40 {
+    ///     LOG.log_fmt(Level::Info, 0, format_args!("line {}", i)).unwrap();
+    /// }
+    /// let r = CONSOLES.emit_pending(&LOG);
+    /// assert!(r.missed > 0 && CONSOLES.missed(0) == r.missed);
+    /// ```
     pub fn missed(&self, i: usize) -> u64 {
         self.slots
             .get(i)
@@ -744,6 +896,22 @@ impl<const N: usize> Consoles<N> {
     /// Prints pending records at [`Priority::Normal`], without waiting for any console. Does
     /// nothing (records stay in the log) from NMI or crash context, during a crash, or on a bad
     /// CPU id.
+    ///
+    /// ```
+    /// # use nmilog::console::{Consoles, EmitReport, MemConsole};
+    /// # use nmilog::{host::HostPlatform, ContextKind, Level, Log};
+    /// # static LOG: Log<HostPlatform, 1, 1024, 4096> = Log::new(HostPlatform::new(1));
+    /// # static MEM: MemConsole<1024> = MemConsole::new();
+    /// # static CONSOLES: Consoles<1> = Consoles::new([&MEM]);
+    /// HostPlatform::register_cpu(0);
+    /// LOG.log_fmt(Level::Info, 0, format_args!("eth0: link up")).unwrap();
+    /// {
+    ///     let _nmi = LOG.enter(ContextKind::Nmi); // never prints from NMI context
+    ///     assert_eq!(CONSOLES.emit_pending(&LOG), EmitReport::default());
+    /// }
+    /// assert_eq!(CONSOLES.emit_pending(&LOG).printed, 1);
+    /// assert_eq!(CONSOLES.emit_pending(&LOG).printed, 0); // each record once
+    /// ```
     pub fn emit_pending<
         P: Platform,
         const C: usize,
@@ -989,6 +1157,12 @@ impl<const N: usize> Default for MemConsole<N> {
 
 impl<const N: usize> MemConsole<N> {
     /// An empty console.
+    ///
+    /// ```
+    /// use nmilog::console::MemConsole;
+    /// static RAMCON: MemConsole<4096> = MemConsole::new();
+    /// assert_eq!((RAMCON.writes(), RAMCON.overflowed()), (0, 0));
+    /// ```
     pub const fn new() -> Self {
         MemConsole {
             buf: [const { AtomicU8::new(0) }; N],
@@ -1016,6 +1190,15 @@ impl<const N: usize> MemConsole<N> {
     }
 
     /// The contents as text (lossy UTF-8).
+    ///
+    /// ```
+    /// use nmilog::console::{Console, ConsoleState, MemConsole, Priority, Wait};
+    /// let mem: MemConsole<64> = MemConsole::new();
+    /// let st = ConsoleState::new();
+    /// let mut ctx = st.try_acquire(0, Priority::Normal, &Wait::none()).unwrap();
+    /// assert!(mem.write_atomic(&mut ctx, b"[    0.000001] hi\n"));
+    /// assert_eq!(mem.contents(), "[    0.000001] hi\n");
+    /// ```
     #[cfg(feature = "std")]
     pub fn contents(&self) -> std::string::String {
         let mut v = std::vec![0u8; N];
@@ -1024,16 +1207,46 @@ impl<const N: usize> MemConsole<N> {
     }
 
     /// Bytes dropped because the buffer was full.
+    ///
+    /// ```
+    /// use nmilog::console::{Console, ConsoleState, MemConsole, Priority, Wait};
+    /// let mem: MemConsole<4> = MemConsole::new();
+    /// let st = ConsoleState::new();
+    /// let mut ctx = st.try_acquire(0, Priority::Normal, &Wait::none()).unwrap();
+    /// assert!(mem.write_atomic(&mut ctx, b"abcdef"));
+    /// assert_eq!(mem.overflowed(), 2);
+    /// ```
     pub fn overflowed(&self) -> u64 {
         self.overflow.load(Ordering::Relaxed) as u64
     }
 
     /// Successful `write_atomic` calls so far.
+    ///
+    /// ```
+    /// use nmilog::console::{Console, ConsoleState, MemConsole, Priority, Wait};
+    /// let mem: MemConsole<64> = MemConsole::new();
+    /// let st = ConsoleState::new();
+    /// let mut ctx = st.try_acquire(0, Priority::Normal, &Wait::none()).unwrap();
+    /// mem.write_atomic(&mut ctx, b"one\n");
+    /// mem.write_atomic(&mut ctx, b"two\n");
+    /// assert_eq!(mem.writes(), 2);
+    /// ```
     pub fn writes(&self) -> u64 {
         self.writes.load(Ordering::Relaxed) as u64
     }
 
     /// Empties the buffer and the counters (no owner may be writing).
+    ///
+    /// ```
+    /// use nmilog::console::{Console, ConsoleState, MemConsole, Priority, Wait};
+    /// let mem: MemConsole<4> = MemConsole::new();
+    /// let st = ConsoleState::new();
+    /// let mut ctx = st.try_acquire(0, Priority::Normal, &Wait::none()).unwrap();
+    /// mem.write_atomic(&mut ctx, b"overflow");
+    /// drop(ctx);
+    /// mem.clear();
+    /// assert_eq!((mem.copy_to(&mut [0; 4]), mem.writes(), mem.overflowed()), (0, 0, 0));
+    /// ```
     pub fn clear(&self) {
         self.len.store(0, Ordering::Release);
         self.overflow.store(0, Ordering::Relaxed);
@@ -1042,6 +1255,19 @@ impl<const N: usize> MemConsole<N> {
 
     /// Test knob: after `n` more successful writes, `write_atomic` fails (returns `false`) until
     /// reset with `usize::MAX`.
+    ///
+    /// ```
+    /// use nmilog::console::{Console, ConsoleState, MemConsole, Priority, Wait};
+    /// let mem: MemConsole<64> = MemConsole::new();
+    /// let st = ConsoleState::new();
+    /// let mut ctx = st.try_acquire(0, Priority::Normal, &Wait::none()).unwrap();
+    /// mem.fail_after(1);
+    /// assert!(mem.write_atomic(&mut ctx, b"a"));
+    /// assert!(!mem.write_atomic(&mut ctx, b"b")); // a device error: the emitter retries later
+    /// mem.fail_after(usize::MAX);
+    /// assert!(mem.write_atomic(&mut ctx, b"c"));
+    /// assert_eq!(mem.contents(), "ac");
+    /// ```
     pub fn fail_after(&self, n: usize) {
         self.fail_after.store(n, Ordering::Relaxed);
     }

@@ -21,8 +21,31 @@
 //! defmt::info!("booted in {=u32} ms", 42);  // anywhere, including NMI handlers
 //! ```
 //!
-//! (This snippet is not run as a doctest: a defmt program links only with defmt's linker script.
-//! `examples/defmt_logger.rs` builds it for the host.)
+//! (This snippet is not run as a doctest: `defmt::info!` interns its format string in the `.defmt`
+//! section, which only defmt's linker script provides. `examples/defmt_logger.rs` runs it on the
+//! host; the [`crate::defmt_global_logger!`] example defines the logger without logging through it.)
+//!
+//! Driven by hand (what the generated `Logger` does), a frame from an NMI that lands inside an
+//! open task-context frame goes to its own slot and its own record:
+//!
+//! ```
+//! use nmilog::{defmt_logger::DefmtSlots, host::HostPlatform, ring::Read, ContextKind, Log};
+//! static LOG: Log<HostPlatform, 1, 1024, 4096> = Log::new(HostPlatform::new(1));
+//! static SLOTS: DefmtSlots<1, 4> = DefmtSlots::new();
+//! HostPlatform::register_cpu(0);
+//! SLOTS.acquire(&LOG); // a task-context frame is open...
+//! {
+//!     let _nmi = LOG.enter(ContextKind::Nmi); // ...when an NMI logs
+//!     SLOTS.acquire(&LOG);
+//!     SLOTS.release(&LOG);
+//!     assert!(SLOTS.frame_open(0, 0)); // the task frame is untouched
+//! }
+//! SLOTS.release(&LOG);
+//! LOG.flush();
+//! let (mut r, mut rec) = (LOG.main_reader(), nmilog::RecordBuf::new());
+//! let n = (0..3).filter(|_| r.read(&LOG, &mut rec) == Read::Record).count();
+//! assert_eq!(n, 2); // two whole frames, nothing dropped
+//! ```
 //!
 //! # What ends up in the log
 //!
@@ -78,6 +101,25 @@ use crate::record::{facility, flags};
 use crate::{Level, Log, Platform};
 
 /// The default per-context frame buffer: 256 encoded bytes.
+///
+/// ```
+/// # use nmilog::defmt_logger::DefmtSlots;
+/// # use nmilog::{Log, Platform};
+/// # struct One;
+/// # impl Platform for One {
+/// #     fn cpu_id(&self) -> usize { 0 }
+/// #     fn now_ns(&self) -> u64 { 1 }
+/// #     fn cpu_count(&self) -> usize { 1 }
+/// # }
+/// # static LOG: Log<One, 1, 256, 1024> = Log::new(One);
+///
+/// use nmilog::defmt_logger::DEFAULT_FRAME_BYTES;
+/// static SLOTS: DefmtSlots<1, 4> = DefmtSlots::new(); // BUF = DEFAULT_FRAME_BYTES
+/// SLOTS.acquire(&LOG);
+/// SLOTS.write(&LOG, &[7; DEFAULT_FRAME_BYTES]); // rzCOBS adds overhead: too big
+/// SLOTS.release(&LOG);
+/// assert_eq!(SLOTS.dropped(0, 0), 1); // counted, not appended
+/// ```
 pub const DEFAULT_FRAME_BYTES: usize = 256;
 
 struct Frame<const BUF: usize> {
@@ -172,6 +214,13 @@ impl<const CPUS: usize, const DEPTH: usize, const BUF: usize> Default
 
 impl<const CPUS: usize, const DEPTH: usize, const BUF: usize> DefmtSlots<CPUS, DEPTH, BUF> {
     /// Idle slots. `const`, so it can be a `static`.
+    ///
+    /// ```
+    /// use nmilog::defmt_logger::DefmtSlots;
+    /// static SLOTS: DefmtSlots<4, 4, 512> = DefmtSlots::new(); // 512-byte frames
+    /// assert!(!SLOTS.frame_open(3, 3));
+    /// assert_eq!(SLOTS.dropped(3, 3), 0);
+    /// ```
     pub const fn new() -> Self {
         DefmtSlots {
             slots: [const { [const { Slot::new() }; DEPTH] }; CPUS],
@@ -192,6 +241,27 @@ impl<const CPUS: usize, const DEPTH: usize, const BUF: usize> DefmtSlots<CPUS, D
 
     /// `Logger::acquire`: opens a frame in the current context's slot. A second acquire in the
     /// same context (without a release) opens a discarded nested frame instead of panicking.
+    ///
+    /// ```
+    /// # use nmilog::defmt_logger::DefmtSlots;
+    /// # use nmilog::{Log, Platform};
+    /// # struct One;
+    /// # impl Platform for One {
+    /// #     fn cpu_id(&self) -> usize { 0 }
+    /// #     fn now_ns(&self) -> u64 { 1 }
+    /// #     fn cpu_count(&self) -> usize { 1 }
+    /// # }
+    /// # static LOG: Log<One, 1, 256, 1024> = Log::new(One);
+    ///
+    /// static SLOTS: DefmtSlots<1, 4> = DefmtSlots::new();
+    /// SLOTS.acquire(&LOG);
+    /// assert!(SLOTS.frame_open(0, 0)); // CPU 0, task context (depth 0)
+    /// SLOTS.acquire(&LOG); // a `Format` impl that logs: same context
+    /// SLOTS.release(&LOG); // the nested frame is discarded and counted...
+    /// SLOTS.release(&LOG); // ...the outer one is appended
+    /// assert_eq!(SLOTS.dropped(0, 0), 1);
+    /// assert!(!SLOTS.frame_open(0, 0));
+    /// ```
     pub fn acquire<P: Platform, const R: usize, const M: usize>(
         &self,
         log: &Log<P, CPUS, R, M, DEPTH>,
@@ -219,6 +289,28 @@ impl<const CPUS: usize, const DEPTH: usize, const BUF: usize> DefmtSlots<CPUS, D
 
     /// `Logger::write`: encodes `bytes` into the open frame (ignored inside a discarded nested
     /// frame, or without an open frame).
+    ///
+    /// ```
+    /// # use nmilog::defmt_logger::DefmtSlots;
+    /// # use nmilog::{Log, Platform};
+    /// # struct One;
+    /// # impl Platform for One {
+    /// #     fn cpu_id(&self) -> usize { 0 }
+    /// #     fn now_ns(&self) -> u64 { 1 }
+    /// #     fn cpu_count(&self) -> usize { 1 }
+    /// # }
+    /// # static LOG: Log<One, 1, 256, 1024> = Log::new(One);
+    ///
+    /// # use nmilog::RecordBuf;
+    /// static SLOTS: DefmtSlots<1, 4> = DefmtSlots::new();
+    /// SLOTS.write(&LOG, &[1, 2]); // no open frame: ignored
+    /// SLOTS.acquire(&LOG);
+    /// SLOTS.write(&LOG, &[1, 0, 42]);
+    /// SLOTS.release(&LOG);
+    /// let mut rec = RecordBuf::new();
+    /// LOG.main_reader().read(&LOG, &mut rec);
+    /// assert!(rec.payload().contains(&42)); // only the framed write made it
+    /// ```
     pub fn write<P: Platform, const R: usize, const M: usize>(
         &self,
         log: &Log<P, CPUS, R, M, DEPTH>,
@@ -239,6 +331,30 @@ impl<const CPUS: usize, const DEPTH: usize, const BUF: usize> DefmtSlots<CPUS, D
     }
 
     /// `Logger::release`: ends the frame and appends it as one raw record (see the module docs).
+    ///
+    /// ```
+    /// # use nmilog::defmt_logger::DefmtSlots;
+    /// # use nmilog::{Log, Platform};
+    /// # struct One;
+    /// # impl Platform for One {
+    /// #     fn cpu_id(&self) -> usize { 0 }
+    /// #     fn now_ns(&self) -> u64 { 1 }
+    /// #     fn cpu_count(&self) -> usize { 1 }
+    /// # }
+    /// # static LOG: Log<One, 1, 256, 1024> = Log::new(One);
+    ///
+    /// # use nmilog::{ring::Read, RecordBuf};
+    /// use nmilog::record::{facility, flags};
+    /// static SLOTS: DefmtSlots<1, 4> = DefmtSlots::new();
+    /// SLOTS.acquire(&LOG);
+    /// SLOTS.write(&LOG, &[3, 0]);
+    /// let mut reader = LOG.main_reader();
+    /// let mut rec = RecordBuf::new();
+    /// assert_eq!(reader.read(&LOG, &mut rec), Read::Empty); // nothing before release
+    /// SLOTS.release(&LOG);
+    /// assert_eq!(reader.read(&LOG, &mut rec), Read::Record);
+    /// assert!(rec.header.facility == facility::DEFMT && rec.header.flags & flags::RAW != 0);
+    /// ```
     pub fn release<P: Platform, const R: usize, const M: usize>(
         &self,
         log: &Log<P, CPUS, R, M, DEPTH>,
@@ -279,6 +395,27 @@ impl<const CPUS: usize, const DEPTH: usize, const BUF: usize> DefmtSlots<CPUS, D
     }
 
     /// `Logger::flush`: does not wait (see the module docs).
+    ///
+    /// ```
+    /// # use nmilog::defmt_logger::DefmtSlots;
+    /// # use nmilog::{Log, Platform};
+    /// # struct One;
+    /// # impl Platform for One {
+    /// #     fn cpu_id(&self) -> usize { 0 }
+    /// #     fn now_ns(&self) -> u64 { 1 }
+    /// #     fn cpu_count(&self) -> usize { 1 }
+    /// # }
+    /// # static LOG: Log<One, 1, 256, 1024> = Log::new(One);
+    ///
+    /// # use nmilog::{ring::Read, RecordBuf};
+    /// static SLOTS: DefmtSlots<1, 4> = DefmtSlots::new();
+    /// SLOTS.acquire(&LOG);
+    /// SLOTS.release(&LOG);
+    /// SLOTS.flush(&LOG); // returns at once; the record already went through the core
+    /// let (mut reader, mut rec) = (LOG.main_reader(), RecordBuf::new());
+    /// assert_eq!(reader.read(&LOG, &mut rec), Read::Record);
+    /// assert_eq!(reader.read(&LOG, &mut rec), Read::Empty);
+    /// ```
     pub fn flush<P: Platform, const R: usize, const M: usize>(
         &self,
         _log: &Log<P, CPUS, R, M, DEPTH>,
@@ -353,6 +490,20 @@ pub const fn shape_of<
 /// `defmt_global_logger!(LOG, 512, DEFMT_SLOTS)`, to get the [`DefmtSlots`] `static` as an item you
 /// can query ([`DefmtSlots::dropped`]). Use it once, in the final binary; the crate must depend on
 /// `defmt`. See the [module docs](self) and `examples/defmt_logger.rs`.
+///
+/// ```
+/// use nmilog::{host::HostPlatform, record::facility, Log, RecordBuf};
+/// static LOG: Log<HostPlatform, 2, 1024, 8192> = Log::new(HostPlatform::new(2));
+/// nmilog::defmt_global_logger!(LOG, 256, DEFMT_SLOTS);
+/// # defmt::timestamp!("{=u8}", 0);
+///
+/// HostPlatform::register_cpu(0);
+/// defmt::println!("booted in {=u32} ms", 42);
+/// let mut rec = RecordBuf::new();
+/// LOG.main_reader().read(&LOG, &mut rec);
+/// assert_eq!(rec.header.facility, facility::DEFMT);
+/// assert_eq!(DEFMT_SLOTS.dropped(0, 0), 0);
+/// ```
 #[macro_export]
 macro_rules! defmt_global_logger {
     ($log:path) => {

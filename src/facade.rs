@@ -56,6 +56,24 @@ use crate::global::LogSink;
 use crate::Level;
 
 /// What a `log::Level::Trace` record's text starts with (trace maps to [`Level::Debug`]).
+///
+/// ```
+/// use log::{Level::Trace, Log as _, Record};
+/// use nmilog::{facade::{Facade, TRACE_PREFIX}, Level, Log, RecordBuf};
+/// # struct One;
+/// # impl nmilog::Platform for One {
+/// #     fn cpu_id(&self) -> usize { 0 }
+/// #     fn now_ns(&self) -> u64 { 1 }
+/// #     fn cpu_count(&self) -> usize { 1 }
+/// # }
+/// static LOG: Log<One, 1, 256, 1024> = Log::new(One);
+/// static FACADE: Facade = Facade::new(&LOG).without_target();
+/// FACADE.log(&Record::builder().level(Trace).args(format_args!("irq {} masked", 5)).build());
+/// let mut rec = RecordBuf::new();
+/// LOG.main_reader().read(&LOG, &mut rec);
+/// assert_eq!(rec.header.level, Level::Debug as u8);
+/// assert_eq!(rec.text().unwrap().strip_prefix(TRACE_PREFIX), Some("irq 5 masked"));
+/// ```
 pub const TRACE_PREFIX: &str = "trace: ";
 
 /// Maps a `log` level to a printk level. Trace has no printk counterpart and becomes
@@ -107,6 +125,23 @@ pub struct Facade {
 
 impl Facade {
     /// A backend writing to `sink`, with the `target: ` prefix.
+    ///
+    /// ```
+    /// use log::{Log as _, Record};
+    /// use nmilog::{facade::Facade, Log, RecordBuf};
+    /// # struct One;
+    /// # impl nmilog::Platform for One {
+    /// #     fn cpu_id(&self) -> usize { 0 }
+    /// #     fn now_ns(&self) -> u64 { 1 }
+    /// #     fn cpu_count(&self) -> usize { 1 }
+    /// # }
+    /// static LOG: Log<One, 1, 256, 1024> = Log::new(One);
+    /// static FACADE: Facade = Facade::new(&LOG);
+    /// FACADE.log(&Record::builder().target("pci").args(format_args!("bus {} up", 0)).build());
+    /// let mut rec = RecordBuf::new();
+    /// LOG.main_reader().read(&LOG, &mut rec);
+    /// assert_eq!(rec.text(), Some("pci: bus 0 up"));
+    /// ```
     pub const fn new(sink: &'static dyn LogSink) -> Self {
         Facade {
             sink,
@@ -258,6 +293,22 @@ impl log::Log for GlobalFacade {
 }
 
 /// Why [`init`] failed.
+///
+/// ```
+/// use nmilog::facade::{init, InitError};
+/// use nmilog::{host::HostPlatform, Log};
+/// static LOG: Log<HostPlatform, 1, 256, 1024> = Log::new(HostPlatform::new(1));
+/// # struct Serial;
+/// # impl log::Log for Serial {
+/// #     fn enabled(&self, _: &log::Metadata<'_>) -> bool { true }
+/// #     fn log(&self, _: &log::Record<'_>) {}
+/// #     fn flush(&self) {}
+/// # }
+/// # static SERIAL: Serial = Serial;
+/// log::set_logger(&SERIAL).unwrap(); // an early-boot serial backend got there first
+/// assert_eq!(init(&LOG, log::LevelFilter::Info), Err(InitError::OtherLogger));
+/// assert_eq!(init(&LOG, log::LevelFilter::Info), Err(InitError::AlreadyInitialized));
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum InitError {
     /// [`init`] was already called.

@@ -5,9 +5,24 @@ use core::fmt;
 /// Size of the per-call formatting buffer, in bytes (the longest formatted record). Longer text is
 /// cut at a character boundary, ends with [`TRUNCATION_MARKER`] and carries
 /// [`crate::record::flags::TRUNCATED`].
+///
+/// ```
+/// // Long enough for a full console line, and a formatted line always fits in one record.
+/// assert!(nmilog::LINE_MAX >= 80);
+/// assert!(nmilog::LINE_MAX <= nmilog::MAX_PAYLOAD);
+/// ```
 pub const LINE_MAX: usize = 256;
 
 /// What a truncated record ends with.
+///
+/// ```
+/// use core::fmt::Write;
+/// use nmilog::{fmt::LineBuf, TRUNCATION_MARKER};
+/// let mut b: LineBuf<12> = LineBuf::new();
+/// write!(b, "link down on eth{}", 0).unwrap();
+/// assert!(b.finish().ends_with(TRUNCATION_MARKER.as_bytes()));
+/// assert_eq!(TRUNCATION_MARKER, "[...]");
+/// ```
 pub const TRUNCATION_MARKER: &str = "[...]";
 
 /// A `fmt::Write` sink over a `heapless::Vec` that keeps what fits and remembers that it cut.
@@ -27,6 +42,14 @@ pub struct LineBuf<const N: usize> {
 
 impl<const N: usize> LineBuf<N> {
     /// An empty buffer.
+    ///
+    /// ```
+    /// use nmilog::fmt::LineBuf;
+    /// const EMPTY: LineBuf<32> = LineBuf::new(); // `const`: no runtime initialisation
+    /// let mut b = EMPTY;
+    /// assert!(!b.truncated());
+    /// assert_eq!(b.finish(), b"");
+    /// ```
     pub const fn new() -> Self {
         LineBuf {
             buf: heapless::Vec::new(),
@@ -35,11 +58,30 @@ impl<const N: usize> LineBuf<N> {
     }
 
     /// Whether text was cut.
+    ///
+    /// ```
+    /// use core::fmt::Write;
+    /// use nmilog::fmt::LineBuf;
+    /// let mut b: LineBuf<8> = LineBuf::new();
+    /// b.write_str("12345678").unwrap(); // exactly full: nothing cut
+    /// assert!(!b.truncated());
+    /// b.write_str("9").unwrap(); // one byte too many: still `Ok`, but remembered
+    /// assert!(b.truncated());
+    /// ```
     pub fn truncated(&self) -> bool {
         self.truncated
     }
 
     /// The text, with the truncation marker in its last bytes if it was cut.
+    ///
+    /// ```
+    /// use core::fmt::Write;
+    /// use nmilog::fmt::LineBuf;
+    /// let mut b: LineBuf<8> = LineBuf::new();
+    /// b.write_str("ééééé").unwrap(); // 10 bytes of two-byte characters
+    /// // Cut at a character boundary, so the result is still valid UTF-8.
+    /// assert_eq!(b.finish(), "é[...]".as_bytes());
+    /// ```
     pub fn finish(&mut self) -> &[u8] {
         if self.truncated && N >= TRUNCATION_MARKER.len() {
             let mut keep = N - TRUNCATION_MARKER.len();

@@ -12,6 +12,25 @@ use portable_atomic::{AtomicPtr, Ordering};
 use crate::{AppendError, Level};
 
 /// The object-safe face of a [`Log`](crate::Log), used by the macros.
+///
+/// ```
+/// # use nmilog::{FlushPolicy, Level, Log, Platform};
+/// # struct One;
+/// # impl Platform for One {
+/// #     fn cpu_id(&self) -> usize { 0 }
+/// #     fn now_ns(&self) -> u64 { 7 }
+/// #     fn cpu_count(&self) -> usize { 1 }
+/// # }
+/// # static LOG: Log<One, 1, 256, 1024> = Log::new(One);
+/// use nmilog::global::LogSink;
+/// LOG.set_flush_policy(FlushPolicy::Deferred);
+/// let sink: &dyn LogSink = &LOG; // any `Log`, whatever its parameters
+/// sink.log_fmt(Level::Info, 0, format_args!("eth{}: link up", 0)).unwrap();
+/// sink.append_raw(Level::Crit, 0, 0, b"raw bytes").unwrap();
+/// assert_eq!(LOG.main().next_seq(), 0); // deferred: still in the CPU's ring
+/// sink.flush();
+/// assert_eq!(LOG.main().next_seq(), 2);
+/// ```
 pub trait LogSink: Sync {
     /// Formats and logs (see [`Log::log_fmt`](crate::Log::log_fmt)).
     fn log_fmt(
@@ -66,12 +85,43 @@ static GLOBAL: AtomicPtr<&'static dyn LogSink> = AtomicPtr::new(core::ptr::null_
 
 /// Registers the global logger (use [`set_global!`](crate::set_global), which builds the
 /// `&'static &'static dyn LogSink` for you).
+///
+/// ```
+/// # use nmilog::{Log, Platform};
+/// # struct One;
+/// # impl Platform for One {
+/// #     fn cpu_id(&self) -> usize { 0 }
+/// #     fn now_ns(&self) -> u64 { 7 }
+/// #     fn cpu_count(&self) -> usize { 1 }
+/// # }
+/// # static LOG: Log<One, 1, 256, 1024> = Log::new(One);
+/// use nmilog::global::{set_global_sink, LogSink};
+/// static SINK: &dyn LogSink = &LOG; // what `set_global!(LOG)` builds
+/// set_global_sink(&SINK);
+/// nmilog::pr_err!("disk {} failed", 2);
+/// assert_eq!(LOG.main().next_seq(), 1);
+/// ```
 pub fn set_global_sink(sink: &'static &'static dyn LogSink) {
     // Release pairs with the Acquire in `global()`: a CPU that sees the pointer sees the logger.
     GLOBAL.store(sink as *const _ as *mut _, Ordering::Release);
 }
 
 /// The registered logger, if any.
+///
+/// ```
+/// # use nmilog::{Level, Log, Platform};
+/// # struct One;
+/// # impl Platform for One {
+/// #     fn cpu_id(&self) -> usize { 0 }
+/// #     fn now_ns(&self) -> u64 { 7 }
+/// #     fn cpu_count(&self) -> usize { 1 }
+/// # }
+/// # static LOG: Log<One, 1, 256, 1024> = Log::new(One);
+/// assert!(nmilog::global::global().is_none()); // early boot: the macros do nothing
+/// nmilog::set_global!(LOG);
+/// let g = nmilog::global::global().unwrap();
+/// assert_eq!(g.append_raw(Level::Info, 0, 0, b"via the global"), Ok(0));
+/// ```
 #[inline]
 pub fn global() -> Option<&'static dyn LogSink> {
     let p = GLOBAL.load(Ordering::Acquire);
@@ -84,6 +134,22 @@ pub fn global() -> Option<&'static dyn LogSink> {
 }
 
 /// Formats and logs through the global logger (what the macros call).
+///
+/// ```
+/// # use nmilog::{Level, Log, Platform};
+/// # struct One;
+/// # impl Platform for One {
+/// #     fn cpu_id(&self) -> usize { 0 }
+/// #     fn now_ns(&self) -> u64 { 7 }
+/// #     fn cpu_count(&self) -> usize { 1 }
+/// # }
+/// # static LOG: Log<One, 1, 256, 1024> = Log::new(One);
+/// use nmilog::global::log_fmt;
+/// log_fmt(Level::Info, 0, format_args!("dropped")); // no logger yet: a no-op
+/// nmilog::set_global!(LOG);
+/// log_fmt(Level::Info, 0, format_args!("kept"));
+/// assert_eq!(LOG.main().next_seq(), 1);
+/// ```
 #[doc(hidden)]
 #[inline]
 pub fn log_fmt(level: Level, flags: u8, args: fmt::Arguments<'_>) {

@@ -122,6 +122,13 @@ pub const MAGIC: [u8; 8] = *b"NMILOGHO";
 pub const VERSION: u16 = 1;
 
 /// Size of the core header in bytes.
+///
+/// ```
+/// use nmilog::handover::{fixed_size, parse, HandoverError, CORE_BYTES};
+/// assert!(fixed_size(0, 0) > CORE_BYTES); // the tables follow the core header
+/// let err = parse(b"NMILOGHO").unwrap_err(); // magic, then nothing
+/// assert_eq!(err, HandoverError::Truncated { needed: CORE_BYTES, have: 8 });
+/// ```
 pub const CORE_BYTES: usize = 64;
 
 const LAYOUT_ENTRY_BYTES: usize = 4;
@@ -669,6 +676,14 @@ pub struct ImageRecord<'a> {
 impl<'a> ImageRecord<'a> {
     /// The payload as text (borrowed from the image): `None` if it is marked [`flags::RAW`] or is
     /// not UTF-8.
+    ///
+    /// ```
+    /// use nmilog::{handover::ImageRecord, Header};
+    /// let ok = ImageRecord { seq: 3, header: Header::default(), payload: "né".as_bytes() };
+    /// assert_eq!(ok.text(), Some("né"));
+    /// let bad = ImageRecord { payload: &[0xc3], ..ok }; // a cut UTF-8 sequence
+    /// assert_eq!(bad.text(), None);
+    /// ```
     pub fn text(&self) -> Option<&'a str> {
         if self.header.flags & flags::RAW != 0 {
             return None;
@@ -697,6 +712,20 @@ fn decode_record<'a>(bytes: &'a [u8], at: usize, l: &Layout) -> Option<(ImageRec
 }
 
 /// A parsed handover image (see [`parse`]). Borrows the image bytes.
+///
+/// ```
+/// use nmilog::{handover, host::HostPlatform, Level, Log};
+/// static LOG: Log<HostPlatform, 2, 1024, 4096> = Log::new(HostPlatform::new(2));
+/// HostPlatform::register_cpu(0);
+/// LOG.append_raw(Level::Info, 0, 0, b"hello").unwrap();
+/// LOG.crash_enter().unwrap();
+/// LOG.drain_on_crash();
+/// let mut region = vec![0u8; handover::max_image_size(2, 4, 4096)];
+/// let n = handover::write_image(&LOG, &mut region).unwrap();
+/// let image = handover::parse(&region[..n]).unwrap();
+/// assert_eq!((image.cpu_count(), image.depth(), image.record_count()), (2, 4, 1));
+/// assert_eq!(image.records().next().unwrap().text(), Some("hello"));
+/// ```
 #[derive(Clone)]
 pub struct Image<'a> {
     bytes: &'a [u8],
@@ -729,21 +758,78 @@ impl fmt::Debug for Image<'_> {
 
 impl<'a> Image<'a> {
     /// The format version of the image.
+    ///
+    /// ```
+    /// # use nmilog::{handover, host::HostPlatform, Level, Log};
+    /// # static LOG: Log<HostPlatform, 2, 1024, 4096> = Log::new(HostPlatform::new(2));
+    /// # HostPlatform::register_cpu(0);
+    /// # LOG.append_raw(Level::Info, 0, 0, b"hello").unwrap();
+    /// # LOG.crash_enter().unwrap();
+    /// # LOG.drain_on_crash();
+    /// # let mut region = [0u8; 4096];
+    /// # let n = handover::write_image(&LOG, &mut region).unwrap();
+    /// let image = handover::parse(&region[..n]).unwrap();
+    /// assert_eq!(image.version(), handover::VERSION);
+    /// ```
     pub fn version(&self) -> u16 {
         self.version
     }
 
     /// The number of CPUs the image has counters for.
+    ///
+    /// ```
+    /// # use nmilog::{handover, host::HostPlatform, Level, Log};
+    /// # static LOG: Log<HostPlatform, 2, 1024, 4096> = Log::new(HostPlatform::new(2));
+    /// # HostPlatform::register_cpu(0);
+    /// # LOG.append_raw(Level::Info, 0, 0, b"hello").unwrap();
+    /// # LOG.crash_enter().unwrap();
+    /// # LOG.drain_on_crash();
+    /// # let mut region = [0u8; 4096];
+    /// # let n = handover::write_image(&LOG, &mut region).unwrap();
+    /// let image = handover::parse(&region[..n]).unwrap();
+    /// assert_eq!(image.cpu_count(), 2); // the platform's CPU count
+    /// assert!(image.counters(1, 0).is_some() && image.counters(2, 0).is_none());
+    /// ```
     pub fn cpu_count(&self) -> usize {
         self.cpu_count
     }
 
     /// Context depths (rings per CPU) the image has counters for.
+    ///
+    /// ```
+    /// # use nmilog::{handover, host::HostPlatform, Level, Log};
+    /// # static LOG: Log<HostPlatform, 2, 1024, 4096> = Log::new(HostPlatform::new(2));
+    /// # HostPlatform::register_cpu(0);
+    /// # LOG.append_raw(Level::Info, 0, 0, b"hello").unwrap();
+    /// # LOG.crash_enter().unwrap();
+    /// # LOG.drain_on_crash();
+    /// # let mut region = [0u8; 4096];
+    /// # let n = handover::write_image(&LOG, &mut region).unwrap();
+    /// let image = handover::parse(&region[..n]).unwrap();
+    /// assert_eq!(image.depth(), 4); // `Log`'s default DEPTH
+    /// assert!(image.counters(0, 3).is_some() && image.counters(0, 4).is_none());
+    /// ```
     pub fn depth(&self) -> usize {
         self.depth
     }
 
     /// The valid records, oldest first (those before the corruption point, if any).
+    ///
+    /// ```
+    /// # use nmilog::{handover, host::HostPlatform, Level, Log};
+    /// # static LOG: Log<HostPlatform, 2, 1024, 4096> = Log::new(HostPlatform::new(2));
+    /// # HostPlatform::register_cpu(0);
+    /// LOG.append_raw(Level::Info, 0, 0, b"hello").unwrap();
+    /// LOG.append_raw(Level::Err, 0, 0, b"world").unwrap();
+    /// # LOG.crash_enter().unwrap();
+    /// # LOG.drain_on_crash();
+    /// # let mut region = [0u8; 4096];
+    /// # let n = handover::write_image(&LOG, &mut region).unwrap();
+    /// let image = handover::parse(&region[..n]).unwrap();
+    /// let recs: Vec<_> = image.records().map(|r| (r.header.level, r.payload)).collect();
+    /// assert_eq!(recs, [(6, &b"hello"[..]), (3, &b"world"[..])]);
+    /// assert!(image.records().all(|r| r.header.cpu == 0));
+    /// ```
     pub fn records(&self) -> Records<'a> {
         Records {
             bytes: self.bytes,
@@ -754,11 +840,44 @@ impl<'a> Image<'a> {
     }
 
     /// Number of valid records recovered.
+    ///
+    /// ```
+    /// # use nmilog::{handover, host::HostPlatform, Level, Log};
+    /// # static LOG: Log<HostPlatform, 2, 1024, 4096> = Log::new(HostPlatform::new(2));
+    /// # HostPlatform::register_cpu(0);
+    /// LOG.append_raw(Level::Info, 0, 0, b"hello").unwrap();
+    /// LOG.append_raw(Level::Info, 0, 0, b"world").unwrap();
+    /// # LOG.crash_enter().unwrap();
+    /// # LOG.drain_on_crash();
+    /// # let mut region = [0u8; 4096];
+    /// # let n = handover::write_image(&LOG, &mut region).unwrap();
+    /// let image = handover::parse(&region[..n]).unwrap();
+    /// assert_eq!(image.record_count(), 2);
+    /// assert_eq!(image.records().count(), image.record_count());
+    /// ```
     pub fn record_count(&self) -> usize {
         self.valid
     }
 
     /// Loss counters of ring `(cpu, depth)`, or `None` outside the image's CPUs and depths.
+    ///
+    /// ```
+    /// # use nmilog::{handover, host::HostPlatform, Level, Log};
+    /// # static LOG: Log<HostPlatform, 2, 1024, 4096> = Log::new(HostPlatform::new(2));
+    /// # HostPlatform::register_cpu(0);
+    /// # LOG.append_raw(Level::Info, 0, 0, b"hello").unwrap();
+    /// let big = [0u8; nmilog::MAX_PAYLOAD + 1];
+    /// assert!(LOG.append_raw(Level::Info, 0, 0, &big).is_err());
+    /// # LOG.crash_enter().unwrap();
+    /// # LOG.drain_on_crash();
+    /// # let mut region = [0u8; 4096];
+    /// # let n = handover::write_image(&LOG, &mut region).unwrap();
+    /// let image = handover::parse(&region[..n]).unwrap();
+    /// let c = image.counters(0, 0).unwrap(); // CPU 0, task context
+    /// assert_eq!((c.dropped, c.torn, c.overwritten), (1, 0, 0)); // the oversized record
+    /// assert_eq!(image.counters(1, 0).unwrap().dropped, 0);
+    /// assert_eq!(image.counters(9, 0), None);
+    /// ```
     pub fn counters(&self, cpu: usize, depth: usize) -> Option<CpuCounters> {
         let at = self.counter_at(cpu, depth)?;
         Some(CpuCounters {
@@ -770,6 +889,22 @@ impl<'a> Image<'a> {
 
     /// The kind of context last entered at `depth` on `cpu` when the image was written (as the
     /// crash drain's accounting names it), or `None` outside the table or for an unknown kind.
+    ///
+    /// ```
+    /// # use nmilog::{handover, host::HostPlatform, Level, Log};
+    /// # static LOG: Log<HostPlatform, 2, 1024, 4096> = Log::new(HostPlatform::new(2));
+    /// # HostPlatform::register_cpu(0);
+    /// # LOG.append_raw(Level::Info, 0, 0, b"hello").unwrap();
+    /// # LOG.crash_enter().unwrap();
+    /// # LOG.drain_on_crash();
+    /// # let mut region = [0u8; 4096];
+    /// # let n = handover::write_image(&LOG, &mut region).unwrap();
+    /// let image = handover::parse(&region[..n]).unwrap();
+    /// use nmilog::ContextKind;
+    /// assert_eq!(image.context_kind(0, 0), Some(ContextKind::Task));
+    /// assert_eq!(image.context_kind(0, 1), Some(ContextKind::Crash)); // `crash_enter` on CPU 0
+    /// assert_eq!(image.context_kind(0, 4), None); // beyond the image's depth
+    /// ```
     pub fn context_kind(&self, cpu: usize, depth: usize) -> Option<ContextKind> {
         let at = self.counter_at(cpu, depth)?.checked_add(24)?;
         ContextKind::from_u8(*self.bytes.get(at)?)
@@ -785,6 +920,24 @@ impl<'a> Image<'a> {
     }
 
     /// The counters summed over every CPU and depth (saturating).
+    ///
+    /// ```
+    /// # use nmilog::{handover, host::HostPlatform, Level, Log};
+    /// # static LOG: Log<HostPlatform, 2, 1024, 4096> = Log::new(HostPlatform::new(2));
+    /// # HostPlatform::register_cpu(0);
+    /// # LOG.append_raw(Level::Info, 0, 0, b"hello").unwrap();
+    /// let big = [0u8; nmilog::MAX_PAYLOAD + 1];
+    /// assert!(LOG.append_raw(Level::Info, 0, 0, &big).is_err());
+    /// assert!(LOG.append_raw(Level::Info, 0, 0, &big).is_err());
+    /// # LOG.crash_enter().unwrap();
+    /// # LOG.drain_on_crash();
+    /// # let mut region = [0u8; 4096];
+    /// # let n = handover::write_image(&LOG, &mut region).unwrap();
+    /// let image = handover::parse(&region[..n]).unwrap();
+    /// let t = image.totals();
+    /// assert_eq!((t.dropped, t.torn, t.overwritten), (2, 0, 0));
+    /// assert_eq!(t.dropped, image.counters(0, 0).unwrap().dropped);
+    /// ```
     pub fn totals(&self) -> CpuCounters {
         let mut t = CpuCounters::default();
         for c in 0..self.cpu_count {
@@ -800,11 +953,44 @@ impl<'a> Image<'a> {
     }
 
     /// Log calls dropped because the platform reported a bad CPU id.
+    ///
+    /// ```
+    /// # use nmilog::{handover, host::HostPlatform, Level, Log};
+    /// # static LOG: Log<HostPlatform, 2, 1024, 4096> = Log::new(HostPlatform::new(2));
+    /// # HostPlatform::register_cpu(0);
+    /// # LOG.append_raw(Level::Info, 0, 0, b"hello").unwrap();
+    /// HostPlatform::register_cpu(7); // not one of the 2 CPUs
+    /// assert!(LOG.append_raw(Level::Info, 0, 0, b"lost").is_err());
+    /// HostPlatform::register_cpu(0);
+    /// # LOG.crash_enter().unwrap();
+    /// # LOG.drain_on_crash();
+    /// # let mut region = [0u8; 4096];
+    /// # let n = handover::write_image(&LOG, &mut region).unwrap();
+    /// let image = handover::parse(&region[..n]).unwrap();
+    /// assert_eq!(image.bad_cpu_dropped(), 1);
+    /// assert_eq!(image.bad_cpu_dropped(), LOG.bad_cpu_dropped());
+    /// ```
     pub fn bad_cpu_dropped(&self) -> u64 {
         self.bad_cpu
     }
 
     /// Records the writer left out because the region was too small (the oldest ones).
+    ///
+    /// ```
+    /// # use nmilog::{handover, host::HostPlatform, Level, Log};
+    /// # static LOG: Log<HostPlatform, 2, 1024, 4096> = Log::new(HostPlatform::new(2));
+    /// # HostPlatform::register_cpu(0);
+    /// LOG.append_raw(Level::Info, 0, 0, b"old").unwrap();
+    /// LOG.append_raw(Level::Info, 0, 0, b"new").unwrap();
+    /// # LOG.crash_enter().unwrap();
+    /// # LOG.drain_on_crash();
+    /// // Room for the fixed part and one record only.
+    /// let mut region = vec![0u8; handover::fixed_size(2, 4) + handover::record_size(3)];
+    /// let n = handover::write_image(&LOG, &mut region).unwrap();
+    /// let image = handover::parse(&region[..n]).unwrap();
+    /// assert_eq!(image.left_out(), 1);
+    /// assert_eq!(image.records().next().unwrap().text(), Some("new"));
+    /// ```
     pub fn left_out(&self) -> u64 {
         self.left_out
     }
@@ -844,6 +1030,24 @@ impl<'a> Image<'a> {
 }
 
 /// Iterator over an [`Image`]'s valid records, oldest first.
+///
+/// ```
+/// # use nmilog::{handover, host::HostPlatform, Level, Log};
+/// # static LOG: Log<HostPlatform, 2, 1024, 4096> = Log::new(HostPlatform::new(2));
+/// # HostPlatform::register_cpu(0);
+/// LOG.append_raw(Level::Info, 0, 0, b"hello").unwrap();
+/// LOG.append_raw(Level::Info, 0, 0, b"world").unwrap();
+/// # LOG.crash_enter().unwrap();
+/// # LOG.drain_on_crash();
+/// # let mut region = [0u8; 4096];
+/// # let n = handover::write_image(&LOG, &mut region).unwrap();
+/// let image = handover::parse(&region[..n]).unwrap();
+/// let mut records = image.records();
+/// assert_eq!(records.size_hint(), (0, Some(2)));
+/// let texts: Vec<_> = records.by_ref().filter_map(|r| r.text()).collect();
+/// assert_eq!(texts, ["hello", "world"]);
+/// assert!(records.next().is_none());
+/// ```
 #[derive(Clone, Debug)]
 pub struct Records<'a> {
     bytes: &'a [u8],

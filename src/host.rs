@@ -34,6 +34,12 @@ pub struct HostPlatform {
 
 impl HostPlatform {
     /// A host platform with `cpus` CPUs (change later with [`set_cpu_count`](Self::set_cpu_count)).
+    ///
+    /// ```
+    /// use nmilog::{host::HostPlatform, Platform};
+    /// static P: HostPlatform = HostPlatform::new(8); // `const`: fine in a `static`
+    /// assert_eq!(P.cpu_count(), 8);
+    /// ```
     pub const fn new(cpus: usize) -> Self {
         HostPlatform {
             cpus: AtomicUsize::new(cpus),
@@ -41,23 +47,56 @@ impl HostPlatform {
     }
 
     /// Sets the number of CPUs (before logging starts).
+    ///
+    /// ```
+    /// use nmilog::{host::HostPlatform, AppendError, Level, Log};
+    /// static LOG: Log<HostPlatform, 4, 256, 1024> = Log::new(HostPlatform::new(4));
+    /// LOG.platform().set_cpu_count(2); // only two CPUs came up
+    /// HostPlatform::register_cpu(3);
+    /// assert_eq!(LOG.append_raw(Level::Info, 0, 0, b"hi"), Err(AppendError::BadCpu));
+    /// ```
     pub fn set_cpu_count(&self, cpus: usize) {
         self.cpus.store(cpus, Ordering::Relaxed);
     }
 
     /// Makes the calling thread CPU `cpu`. Also calibrates the clock (once per process).
+    ///
+    /// ```
+    /// use nmilog::host::HostPlatform;
+    /// let cpu = std::thread::spawn(|| {
+    ///     HostPlatform::register_cpu(1); // this thread is CPU 1 from now on
+    ///     HostPlatform::current_cpu()
+    /// });
+    /// HostPlatform::register_cpu(0);
+    /// assert_eq!(cpu.join().unwrap(), 1);
+    /// assert_eq!(HostPlatform::current_cpu(), 0);
+    /// ```
     pub fn register_cpu(cpu: usize) {
         calibration();
         CPU.with(|c| c.set(cpu));
     }
 
     /// The calling thread's CPU number, or `usize::MAX` if it never registered.
+    ///
+    /// ```
+    /// use nmilog::host::HostPlatform;
+    /// assert_eq!(HostPlatform::current_cpu(), usize::MAX); // not registered yet
+    /// HostPlatform::register_cpu(3);
+    /// assert_eq!(HostPlatform::current_cpu(), 3);
+    /// ```
     #[inline]
     pub fn current_cpu() -> usize {
         CPU.try_with(|c| c.get()).unwrap_or(usize::MAX)
     }
 
     /// Nanoseconds since the process's clock epoch.
+    ///
+    /// ```
+    /// use nmilog::host::HostPlatform;
+    /// let t0 = HostPlatform::clock_ns();
+    /// std::thread::sleep(std::time::Duration::from_millis(2));
+    /// assert!(HostPlatform::clock_ns() - t0 >= 1_000_000);
+    /// ```
     pub fn clock_ns() -> u64 {
         let cal = calibration();
         cal.now()

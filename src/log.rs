@@ -39,6 +39,21 @@ use crate::Platform;
 
 /// Why a log call did not produce a record. Every refusal is also counted (see
 /// [`CpuCounters`]); none is silent.
+///
+/// ```
+/// # use nmilog::{AppendError, Level, Log, Platform};
+/// # struct One;
+/// # impl Platform for One {
+/// #     fn cpu_id(&self) -> usize { 0 }
+/// #     fn now_ns(&self) -> u64 { 7 }
+/// #     fn cpu_count(&self) -> usize { 1 }
+/// # }
+/// static LOG: Log<One, 1, 64, 1024> = Log::new(One);
+/// // A 64-word ring takes at most a few hundred bytes of payload.
+/// let dump = [0u8; 1024];
+/// assert_eq!(LOG.append_raw(Level::Err, 0, 0, &dump), Err(AppendError::TooLarge));
+/// assert_eq!(LOG.counters(0, 0).unwrap().dropped, 1); // refused, and counted
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AppendError {
     /// The platform reported a CPU number `>= CPUS` (or `>= cpu_count()`).
@@ -54,6 +69,23 @@ pub enum AppendError {
 }
 
 /// What one flush or drain did.
+///
+/// ```
+/// # use nmilog::{FlushPolicy, FlushReport, Level, Log, Platform};
+/// # struct One;
+/// # impl Platform for One {
+/// #     fn cpu_id(&self) -> usize { 0 }
+/// #     fn now_ns(&self) -> u64 { 7 }
+/// #     fn cpu_count(&self) -> usize { 1 }
+/// # }
+/// # static LOG: Log<One, 1, 256, 1024> = Log::new(One);
+/// LOG.set_flush_policy(FlushPolicy::Deferred);
+/// LOG.append(Level::Info, 0, 0, b"one").unwrap();
+/// LOG.append(Level::Info, 0, 0, b"two").unwrap();
+/// let rep: FlushReport = LOG.flush().unwrap();
+/// assert_eq!((rep.moved, rep.overwritten, rep.torn), (2, 0, 0));
+/// assert!(rep.steps >= 2);
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FlushReport {
     /// Records moved from the rings into the main log.
@@ -67,6 +99,25 @@ pub struct FlushReport {
 }
 
 /// What [`Log::drain_on_crash`] did.
+///
+/// ```
+/// # use nmilog::{DrainReport, Level, Log, Platform};
+/// # struct One;
+/// # impl Platform for One {
+/// #     fn cpu_id(&self) -> usize { 0 }
+/// #     fn now_ns(&self) -> u64 { 7 }
+/// #     fn cpu_count(&self) -> usize { 1 }
+/// # }
+/// # static LOG: Log<One, 1, 256, 1024> = Log::new(One);
+/// LOG.append_raw(Level::Emerg, 0, 0, b"Oops: 0000 [#1] SMP").unwrap();
+/// LOG.crash_enter().unwrap();
+/// let rep: DrainReport = LOG.drain_on_crash();
+/// assert_eq!(rep.flush.moved, 1);
+/// assert_eq!(rep.took_over_from, None); // nobody owned the flush
+/// assert!(!rep.repaired_move);
+/// assert_eq!(rep.accounting_records, 0); // nothing was lost
+/// assert!(rep.flush.steps <= rep.bound);
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct DrainReport {
     /// The merge itself.
@@ -83,6 +134,22 @@ pub struct DrainReport {
 }
 
 /// Loss counters of one (CPU, depth) ring, as kept by the flush side.
+///
+/// ```
+/// # use nmilog::{CpuCounters, Level, Log, Platform};
+/// # struct One;
+/// # impl Platform for One {
+/// #     fn cpu_id(&self) -> usize { 0 }
+/// #     fn now_ns(&self) -> u64 { 7 }
+/// #     fn cpu_count(&self) -> usize { 1 }
+/// # }
+/// # static LOG: Log<One, 1, 256, 1024> = Log::new(One);
+/// LOG.nmi_enter();
+/// let _ = LOG.append_raw(Level::Emerg, 0, 0, &[0; 4096]); // too large: refused
+/// LOG.nmi_exit();
+/// let c: CpuCounters = LOG.counters(0, 1).unwrap(); // CPU 0, depth 1 (the NMI's ring)
+/// assert_eq!(c, CpuCounters { torn: 0, overwritten: 0, dropped: 1 });
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CpuCounters {
     /// Records the flush found frozen mid-write.
@@ -143,6 +210,11 @@ impl Consumer {
             pos: self.pos.load(Ordering::Relaxed),
             seq: self.seq.load(Ordering::Relaxed),
         }
+    }
+    /// Sequence number of the next record this consumer reads.
+    #[inline(always)]
+    fn seq(&self) -> usize {
+        self.seq.load(Ordering::Relaxed)
     }
     fn set_cursor(&self, c: Cursor) {
         // `seq` first: an owner stopped between the two stores leaves (old pos, new seq). For a
@@ -234,6 +306,25 @@ struct MainLog<const MAIN_WORDS: usize, const CPUS: usize, const DEPTH: usize> {
 }
 
 /// Steps of one journaled move from a CPU ring into the main log, for [`FlushHook`]s.
+///
+/// ```
+/// # use nmilog::{FlushPolicy, FlushStep, Level, Log, Platform};
+/// # struct One;
+/// # impl Platform for One {
+/// #     fn cpu_id(&self) -> usize { 0 }
+/// #     fn now_ns(&self) -> u64 { 7 }
+/// #     fn cpu_count(&self) -> usize { 1 }
+/// # }
+/// # static LOG: Log<One, 1, 256, 1024> = Log::new(One);
+/// use nmilog::ring::WriteStep;
+/// LOG.set_flush_policy(FlushPolicy::Deferred);
+/// LOG.append(Level::Info, 0, 0, b"hi").unwrap();
+/// let mut steps = Vec::new();
+/// LOG.flush_with_hook(&mut |s: FlushStep| { steps.push(s); true }).unwrap();
+/// assert_eq!(steps.first(), Some(&FlushStep::Journaled));
+/// assert!(steps.contains(&FlushStep::Main(WriteStep::Committed)));
+/// assert_eq!(steps.last(), Some(&FlushStep::Done));
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FlushStep {
     /// The journal entry is written; the main-log append has not started.
@@ -248,6 +339,28 @@ pub enum FlushStep {
 
 /// Called between the steps of a journaled move (test harnesses); `false` stops the flush there, as a
 /// CPU frozen at that point would.
+///
+/// ```
+/// # use nmilog::{FlushPolicy, FlushStep, Level, Log, Platform};
+/// # struct One;
+/// # impl Platform for One {
+/// #     fn cpu_id(&self) -> usize { 0 }
+/// #     fn now_ns(&self) -> u64 { 7 }
+/// #     fn cpu_count(&self) -> usize { 1 }
+/// # }
+/// # static LOG: Log<One, 1, 256, 1024> = Log::new(One);
+/// use nmilog::ring::WriteStep;
+/// LOG.set_flush_policy(FlushPolicy::Deferred);
+/// LOG.append(Level::Info, 0, 0, b"moved once").unwrap();
+/// // The flush owner is stopped right after the main-log commit, with the journal still set.
+/// let mut freeze = |s: FlushStep| s != FlushStep::Main(WriteStep::Committed);
+/// LOG.flush_with_hook(&mut freeze);
+/// LOG.crash_enter().unwrap();
+/// let rep = LOG.drain_on_crash();
+/// assert!(rep.repaired_move); // the journal completed the move...
+/// assert_eq!(rep.flush.moved, 0); // ...so the record is not moved twice
+/// assert_eq!(LOG.main().next_seq(), 1);
+/// ```
 pub trait FlushHook {
     /// Called after `step`.
     fn step(&mut self, step: FlushStep) -> bool;
@@ -333,6 +446,22 @@ pub struct Log<
 }
 
 /// When normal-context log calls move records into the main log.
+///
+/// ```
+/// # use nmilog::{FlushPolicy, Level, Log, Platform};
+/// # struct One;
+/// # impl Platform for One {
+/// #     fn cpu_id(&self) -> usize { 0 }
+/// #     fn now_ns(&self) -> u64 { 7 }
+/// #     fn cpu_count(&self) -> usize { 1 }
+/// # }
+/// # static LOG: Log<One, 1, 256, 1024> = Log::new(One);
+/// LOG.set_flush_policy(FlushPolicy::Deferred);
+/// LOG.append(Level::Info, 0, 0, b"queued").unwrap();
+/// assert_eq!(LOG.main().next_seq(), 0); // still in the CPU's ring
+/// LOG.flush(); // from a console thread or a timer
+/// assert_eq!(LOG.main().next_seq(), 1);
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FlushPolicy {
     /// Every normal-context log call tries to flush (one compare-exchange; if it wins, it merges what
@@ -353,9 +482,26 @@ impl<
     > Log<P, CPUS, RING_WORDS, MAIN_WORDS, DEPTH>
 {
     /// Static memory taken by this logger, in bytes.
+    ///
+    /// ```
+    /// use nmilog::{host::HostPlatform, Log};
+    /// type L = Log<HostPlatform, 4, 1024, 8192>;
+    /// assert_eq!(L::FOOTPRINT_BYTES, core::mem::size_of::<L>());
+    /// // At least the rings: 4 CPUs x 4 depths x 1024 words, plus the 8192-word main log.
+    /// assert!(L::FOOTPRINT_BYTES > (4 * 4 * 1024 + 8192) * core::mem::size_of::<usize>());
+    /// ```
     pub const FOOTPRINT_BYTES: usize = core::mem::size_of::<Self>();
 
     /// A logger with empty rings. `const`, so it can be a `static`.
+    ///
+    /// ```
+    /// use nmilog::{host::HostPlatform, Level, Log};
+    /// // 2 CPUs, 1024-word rings, an 8192-word main log; `const`, so no init code runs at boot.
+    /// static LOG: Log<HostPlatform, 2, 1024, 8192> = Log::new(HostPlatform::new(2));
+    /// HostPlatform::register_cpu(0);
+    /// assert_eq!(LOG.crashing_cpu(), None);
+    /// assert_eq!(LOG.append_raw(Level::Info, 0, 0, b"first"), Ok(0));
+    /// ```
     #[cfg(not(loom))]
     pub const fn new(platform: P) -> Self {
         Log {
@@ -410,22 +556,73 @@ impl<
     }
 
     /// The platform.
+    ///
+    /// ```
+    /// use nmilog::{host::HostPlatform, Log, Platform};
+    /// static LOG: Log<HostPlatform, 2, 256, 1024> = Log::new(HostPlatform::new(2));
+    /// assert_eq!(LOG.platform().cpu_count(), 2);
+    /// ```
     pub fn platform(&self) -> &P {
         &self.platform
     }
 
     /// The per-CPU state of `cpu`.
+    ///
+    /// ```
+    /// # use nmilog::{ContextKind, Log, Platform};
+    /// # struct One;
+    /// # impl Platform for One {
+    /// #     fn cpu_id(&self) -> usize { 0 }
+    /// #     fn now_ns(&self) -> u64 { 7 }
+    /// #     fn cpu_count(&self) -> usize { 1 }
+    /// # }
+    /// # static LOG: Log<One, 1, 256, 1024> = Log::new(One);
+    /// LOG.nmi_enter();
+    /// assert_eq!(LOG.cpu(0).unwrap().context(), (ContextKind::Nmi, 1));
+    /// LOG.nmi_exit();
+    /// assert!(LOG.cpu(1).is_none()); // `CPUS` is 1
+    /// ```
     pub fn cpu(&self, cpu: usize) -> Option<&PerCpu<RING_WORDS, DEPTH>> {
         self.cpus.get(cpu).map(|c| &**c)
     }
 
     /// The main log buffer (read it with [`MainReader`]).
+    ///
+    /// ```
+    /// # use nmilog::{Level, Log, Platform};
+    /// # struct One;
+    /// # impl Platform for One {
+    /// #     fn cpu_id(&self) -> usize { 0 }
+    /// #     fn now_ns(&self) -> u64 { 7 }
+    /// #     fn cpu_count(&self) -> usize { 1 }
+    /// # }
+    /// # static LOG: Log<One, 1, 256, 1024> = Log::new(One);
+    /// assert_eq!(LOG.main().next_seq(), 0);
+    /// LOG.log_fmt(Level::Info, 0, format_args!("hello")).unwrap(); // flushed at once
+    /// assert_eq!(LOG.main().next_seq(), 1);
+    /// ```
     pub fn main(&self) -> &RecordRing<MAIN_WORDS> {
         &self.main.ring
     }
 
     /// Sets every per-CPU ring to use `words` words (a power of two `<= RING_WORDS`), before anything
     /// is logged. Returns the capacity in effect.
+    ///
+    /// ```
+    /// # use nmilog::{Level, Log, Platform};
+    /// # struct One;
+    /// # impl Platform for One {
+    /// #     fn cpu_id(&self) -> usize { 0 }
+    /// #     fn now_ns(&self) -> u64 { 7 }
+    /// #     fn cpu_count(&self) -> usize { 1 }
+    /// # }
+    /// static LOG: Log<One, 1, 1024, 4096> = Log::new(One);
+    /// // A boot parameter asks for smaller rings on this machine.
+    /// assert_eq!(LOG.set_ring_capacity_words(256), Ok(256));
+    /// assert_eq!(LOG.cpu(0).unwrap().rings[0].capacity_words(), 256);
+    /// LOG.append_raw(Level::Info, 0, 0, b"x").unwrap();
+    /// assert_eq!(LOG.set_ring_capacity_words(512), Err(256)); // too late: a ring was written
+    /// ```
     pub fn set_ring_capacity_words(&self, words: usize) -> Result<usize, usize> {
         let mut got = Ok(words);
         for c in &self.cpus {
@@ -439,23 +636,81 @@ impl<
 
     /// Records with a level numerically below this go to the consoles (default: 7, i.e. all but
     /// debug).
+    ///
+    /// ```
+    /// # use nmilog::{Log, Platform};
+    /// # struct One;
+    /// # impl Platform for One {
+    /// #     fn cpu_id(&self) -> usize { 0 }
+    /// #     fn now_ns(&self) -> u64 { 7 }
+    /// #     fn cpu_count(&self) -> usize { 1 }
+    /// # }
+    /// # static LOG: Log<One, 1, 256, 1024> = Log::new(One);
+    /// assert_eq!(LOG.console_loglevel(), 7); // everything but debug
+    /// ```
     pub fn console_loglevel(&self) -> u8 {
         // Stored XOR the default, so a fresh `static Log` is all zeros (`.bss`).
         (self.console_loglevel.load(Ordering::Relaxed) ^ CONSOLE_LOGLEVEL_DEFAULT) as u8
     }
 
     /// Sets the console log level.
+    ///
+    /// ```
+    /// # use nmilog::{Level, Log, Platform};
+    /// # struct One;
+    /// # impl Platform for One {
+    /// #     fn cpu_id(&self) -> usize { 0 }
+    /// #     fn now_ns(&self) -> u64 { 7 }
+    /// #     fn cpu_count(&self) -> usize { 1 }
+    /// # }
+    /// # static LOG: Log<One, 1, 256, 1024> = Log::new(One);
+    /// LOG.set_console_loglevel(Level::Err as u8 + 1); // `quiet`: only err and worse
+    /// assert_eq!(LOG.console_loglevel(), 4);
+    /// ```
     pub fn set_console_loglevel(&self, level: u8) {
         self.console_loglevel
             .store(level as usize ^ CONSOLE_LOGLEVEL_DEFAULT, Ordering::Relaxed);
     }
 
     /// Sets the flush settle window (nanoseconds; see the module docs). Default 0.
+    ///
+    /// ```
+    /// # use nmilog::{FlushPolicy, Level, Log, Platform};
+    /// # struct One;
+    /// # impl Platform for One {
+    /// #     fn cpu_id(&self) -> usize { 0 }
+    /// #     fn now_ns(&self) -> u64 { 7 }
+    /// #     fn cpu_count(&self) -> usize { 1 }
+    /// # }
+    /// # static LOG: Log<One, 1, 256, 1024> = Log::new(One);
+    /// LOG.set_flush_policy(FlushPolicy::Deferred);
+    /// LOG.set_flush_settle_ns(1_000); // keep records younger than 1 us in their ring
+    /// LOG.append(Level::Info, 0, 0, b"fresh").unwrap();
+    /// assert_eq!(LOG.flush().unwrap().moved, 0);
+    /// LOG.set_flush_settle_ns(0);
+    /// assert_eq!(LOG.flush().unwrap().moved, 1);
+    /// ```
     pub fn set_flush_settle_ns(&self, ns: u64) {
         self.settle_ns.store(ns as usize, Ordering::Relaxed);
     }
 
     /// Sets when normal-context log calls flush (default [`FlushPolicy::Eager`]).
+    ///
+    /// ```
+    /// # use nmilog::{FlushPolicy, Level, Log, Platform};
+    /// # struct One;
+    /// # impl Platform for One {
+    /// #     fn cpu_id(&self) -> usize { 0 }
+    /// #     fn now_ns(&self) -> u64 { 7 }
+    /// #     fn cpu_count(&self) -> usize { 1 }
+    /// # }
+    /// # static LOG: Log<One, 1, 256, 1024> = Log::new(One);
+    /// LOG.append(Level::Info, 0, 0, b"eager").unwrap();
+    /// assert_eq!(LOG.main().next_seq(), 1); // in the main log at once
+    /// LOG.set_flush_policy(FlushPolicy::Deferred);
+    /// LOG.append(Level::Info, 0, 0, b"deferred").unwrap();
+    /// assert_eq!(LOG.main().next_seq(), 1); // waits in the ring for the next flush
+    /// ```
     pub fn set_flush_policy(&self, policy: FlushPolicy) {
         self.flush_policy.store(
             (policy == FlushPolicy::Deferred) as usize,
@@ -464,6 +719,20 @@ impl<
     }
 
     /// The flush policy in effect.
+    ///
+    /// ```
+    /// # use nmilog::{FlushPolicy, Log, Platform};
+    /// # struct One;
+    /// # impl Platform for One {
+    /// #     fn cpu_id(&self) -> usize { 0 }
+    /// #     fn now_ns(&self) -> u64 { 7 }
+    /// #     fn cpu_count(&self) -> usize { 1 }
+    /// # }
+    /// # static LOG: Log<One, 1, 256, 1024> = Log::new(One);
+    /// assert_eq!(LOG.flush_policy(), FlushPolicy::Eager);
+    /// LOG.set_flush_policy(FlushPolicy::Deferred);
+    /// assert_eq!(LOG.flush_policy(), FlushPolicy::Deferred);
+    /// ```
     pub fn flush_policy(&self) -> FlushPolicy {
         if self.flush_policy.load(Ordering::Relaxed) == 0 {
             FlushPolicy::Eager
@@ -509,6 +778,14 @@ impl<
     }
 
     /// Log calls dropped because the platform reported a CPU number out of range.
+    ///
+    /// ```
+    /// use nmilog::{host::HostPlatform, AppendError, Level, Log};
+    /// static LOG: Log<HostPlatform, 2, 256, 1024> = Log::new(HostPlatform::new(2));
+    /// // This thread never called `register_cpu`: its CPU id is out of range.
+    /// assert_eq!(LOG.append_raw(Level::Info, 0, 0, b"hi"), Err(AppendError::BadCpu));
+    /// assert_eq!(LOG.bad_cpu_dropped(), 1);
+    /// ```
     pub fn bad_cpu_dropped(&self) -> u64 {
         self.bad_cpu.load(Ordering::Relaxed) as u64
     }
@@ -566,24 +843,85 @@ impl<
     }
 
     /// `irq_enter()`: entering an interrupt handler. Pair with [`irq_exit`](Self::irq_exit).
+    ///
+    /// ```
+    /// # use nmilog::{ContextKind, Level, Log, Platform};
+    /// # struct One;
+    /// # impl Platform for One {
+    /// #     fn cpu_id(&self) -> usize { 0 }
+    /// #     fn now_ns(&self) -> u64 { 7 }
+    /// #     fn cpu_count(&self) -> usize { 1 }
+    /// # }
+    /// # static LOG: Log<One, 1, 256, 1024> = Log::new(One);
+    /// LOG.irq_enter();
+    /// assert_eq!(LOG.context(), Some((ContextKind::Irq, 1)));
+    /// LOG.append_raw(Level::Info, 0, 0, b"irq 5: spurious").unwrap(); // goes to ring 1
+    /// LOG.irq_exit();
+    /// assert_eq!(LOG.cpu(0).unwrap().rings[1].next_seq(), 1);
+    /// ```
     pub fn irq_enter(&self) {
         if let Ok((_, pc)) = self.this_cpu() {
             pc.enter(ContextKind::Irq);
         }
     }
     /// Leaving an interrupt handler.
+    ///
+    /// ```
+    /// # use nmilog::{ContextKind, Log, Platform};
+    /// # struct One;
+    /// # impl Platform for One {
+    /// #     fn cpu_id(&self) -> usize { 0 }
+    /// #     fn now_ns(&self) -> u64 { 7 }
+    /// #     fn cpu_count(&self) -> usize { 1 }
+    /// # }
+    /// # static LOG: Log<One, 1, 256, 1024> = Log::new(One);
+    /// LOG.irq_enter();
+    /// LOG.irq_exit();
+    /// assert_eq!(LOG.context(), Some((ContextKind::Task, 0)));
+    /// ```
     pub fn irq_exit(&self) {
         if let Ok((_, pc)) = self.this_cpu() {
             pc.exit();
         }
     }
     /// `nmi_enter()`: entering an NMI (or machine check) handler. Pair with [`nmi_exit`](Self::nmi_exit).
+    ///
+    /// ```
+    /// # use nmilog::{Level, Log, Platform};
+    /// # struct One;
+    /// # impl Platform for One {
+    /// #     fn cpu_id(&self) -> usize { 0 }
+    /// #     fn now_ns(&self) -> u64 { 7 }
+    /// #     fn cpu_count(&self) -> usize { 1 }
+    /// # }
+    /// # static LOG: Log<One, 1, 256, 1024> = Log::new(One);
+    /// LOG.nmi_enter();
+    /// LOG.log_fmt(Level::Emerg, 0, format_args!("watchdog: CPU {} stuck", 0)).unwrap();
+    /// assert_eq!(LOG.main().next_seq(), 0); // NMI context: ring only, no flush
+    /// LOG.nmi_exit();
+    /// LOG.flush();
+    /// assert_eq!(LOG.main().next_seq(), 1);
+    /// ```
     pub fn nmi_enter(&self) {
         if let Ok((_, pc)) = self.this_cpu() {
             pc.enter(ContextKind::Nmi);
         }
     }
     /// Leaving an NMI handler.
+    ///
+    /// ```
+    /// # use nmilog::{ContextKind, Log, Platform};
+    /// # struct One;
+    /// # impl Platform for One {
+    /// #     fn cpu_id(&self) -> usize { 0 }
+    /// #     fn now_ns(&self) -> u64 { 7 }
+    /// #     fn cpu_count(&self) -> usize { 1 }
+    /// # }
+    /// # static LOG: Log<One, 1, 256, 1024> = Log::new(One);
+    /// LOG.nmi_enter();
+    /// LOG.nmi_exit();
+    /// assert_eq!(LOG.context(), Some((ContextKind::Task, 0)));
+    /// ```
     pub fn nmi_exit(&self) {
         if let Ok((_, pc)) = self.this_cpu() {
             pc.exit();
@@ -591,6 +929,14 @@ impl<
     }
 
     /// The current CPU's context kind and depth (`None` for a bad CPU id).
+    ///
+    /// ```
+    /// use nmilog::{host::HostPlatform, ContextKind, Log};
+    /// static LOG: Log<HostPlatform, 2, 256, 1024> = Log::new(HostPlatform::new(2));
+    /// assert_eq!(LOG.context(), None); // this thread is not a CPU yet
+    /// HostPlatform::register_cpu(1);
+    /// assert_eq!(LOG.context(), Some((ContextKind::Task, 0)));
+    /// ```
     pub fn context(&self) -> Option<(ContextKind, usize)> {
         let cpu = self.platform.cpu_id();
         self.cpus.get(cpu).map(|pc| pc.context())
@@ -600,6 +946,19 @@ impl<
     /// path, and this CPU is in crash context (one nesting level above what it was running). Returns
     /// `Err(cpu)` if another CPU is already crashing (a crash on this CPU again is allowed: a fault
     /// inside the crash path). The crash state is never left.
+    ///
+    /// ```
+    /// use nmilog::{host::HostPlatform, ContextKind, Log};
+    /// static LOG: Log<HostPlatform, 2, 256, 1024> = Log::new(HostPlatform::new(2));
+    /// std::thread::spawn(|| {
+    ///     HostPlatform::register_cpu(1);
+    ///     assert_eq!(LOG.crash_enter(), Ok(1));
+    ///     assert_eq!(LOG.context(), Some((ContextKind::Crash, 1)));
+    /// }).join().unwrap();
+    /// HostPlatform::register_cpu(0);
+    /// assert_eq!(LOG.crash_enter(), Err(1)); // CPU 1 is already crashing
+    /// assert_eq!(LOG.flush(), None); // every CPU is on the NMI-safe path now
+    /// ```
     pub fn crash_enter(&self) -> Result<usize, usize> {
         let (cpu, pc) = match self.this_cpu() {
             Ok(x) => x,
@@ -639,6 +998,20 @@ impl<
     }
 
     /// The crashing CPU, if a crash has begun.
+    ///
+    /// ```
+    /// # use nmilog::{Log, Platform};
+    /// # struct One;
+    /// # impl Platform for One {
+    /// #     fn cpu_id(&self) -> usize { 0 }
+    /// #     fn now_ns(&self) -> u64 { 7 }
+    /// #     fn cpu_count(&self) -> usize { 1 }
+    /// # }
+    /// # static LOG: Log<One, 1, 256, 1024> = Log::new(One);
+    /// assert_eq!(LOG.crashing_cpu(), None);
+    /// LOG.crash_enter().unwrap();
+    /// assert_eq!(LOG.crashing_cpu(), Some(0));
+    /// ```
     pub fn crashing_cpu(&self) -> Option<usize> {
         match self.crash_cpu.load(Ordering::Acquire) {
             0 => None,
@@ -723,6 +1096,23 @@ impl<
 
     /// The NMI path: appends pre-formatted bytes to the current CPU's ring and does nothing else.
     /// Wait-free, lock-free, no read-modify-write atomics. Returns the record's number in its ring.
+    ///
+    /// ```
+    /// # use nmilog::{Level, Log, Platform};
+    /// # struct One;
+    /// # impl Platform for One {
+    /// #     fn cpu_id(&self) -> usize { 0 }
+    /// #     fn now_ns(&self) -> u64 { 7 }
+    /// #     fn cpu_count(&self) -> usize { 1 }
+    /// # }
+    /// # static LOG: Log<One, 1, 256, 1024> = Log::new(One);
+    /// use nmilog::record::flags;
+    /// LOG.nmi_enter(); // a machine check handler: pre-formatted bytes, nothing else
+    /// assert_eq!(LOG.append_raw(Level::Emerg, 0, flags::RAW, b"MCE bank 4"), Ok(0));
+    /// assert_eq!(LOG.append_raw(Level::Emerg, 0, flags::RAW, b"status 0xbe00"), Ok(1));
+    /// LOG.nmi_exit();
+    /// assert_eq!(LOG.main().next_seq(), 0); // the NMI path never flushes
+    /// ```
     #[inline]
     pub fn append_raw(
         &self,
@@ -736,6 +1126,25 @@ impl<
 
     /// [`append_raw`](Self::append_raw) with a step hook (test harnesses: nested writes and frozen
     /// writers at every step of the protocol).
+    ///
+    /// ```
+    /// # use nmilog::{AppendError, Level, Log, Platform};
+    /// # struct One;
+    /// # impl Platform for One {
+    /// #     fn cpu_id(&self) -> usize { 0 }
+    /// #     fn now_ns(&self) -> u64 { 7 }
+    /// #     fn cpu_count(&self) -> usize { 1 }
+    /// # }
+    /// # static LOG: Log<One, 1, 256, 1024> = Log::new(One);
+    /// use nmilog::ring::WriteStep;
+    /// // The crash NMI stops this CPU after it reserved its record, before the header is written.
+    /// let mut freeze = |s: WriteStep| s != WriteStep::Reserved;
+    /// let r = LOG.append_raw_with_hook(Level::Err as u8, 0, 0, b"half", &mut freeze);
+    /// assert_eq!(r, Err(AppendError::Frozen));
+    /// LOG.crash_enter().unwrap();
+    /// assert_eq!(LOG.drain_on_crash().flush.torn, 1);
+    /// assert_eq!(LOG.counters(0, 0).unwrap().torn, 1);
+    /// ```
     #[inline]
     pub fn append_raw_with_hook<H: StepHook>(
         &self,
@@ -757,6 +1166,22 @@ impl<
     }
 
     /// Appends pre-formatted bytes; in normal context (task or irq, no crash) then tries to flush.
+    ///
+    /// ```
+    /// # use nmilog::{Level, Log, Platform, RecordBuf};
+    /// # struct One;
+    /// # impl Platform for One {
+    /// #     fn cpu_id(&self) -> usize { 0 }
+    /// #     fn now_ns(&self) -> u64 { 7 }
+    /// #     fn cpu_count(&self) -> usize { 1 }
+    /// # }
+    /// # static LOG: Log<One, 1, 256, 1024> = Log::new(One);
+    /// use nmilog::{record::facility, ring::Read};
+    /// assert_eq!(LOG.append(Level::Warning, facility::KERNEL, 0, b"thermal: throttling"), Ok(0));
+    /// let (mut reader, mut rec) = (LOG.main_reader(), RecordBuf::new());
+    /// assert_eq!(reader.read(&LOG, &mut rec), Read::Record); // already flushed
+    /// assert_eq!(rec.header.level, Level::Warning as u8);
+    /// ```
     pub fn append(
         &self,
         level: Level,
@@ -772,6 +1197,24 @@ impl<
     /// Formats `args` into a [`LINE_MAX`]-byte stack buffer (cut with a marker if longer) and appends
     /// it; in normal context then tries to flush. A log call made while formatting (a `Display` impl
     /// that logs) is refused and counted as dropped.
+    ///
+    /// ```
+    /// # use nmilog::{Level, Log, Platform, RecordBuf, LINE_MAX, TRUNCATION_MARKER};
+    /// # struct One;
+    /// # impl Platform for One {
+    /// #     fn cpu_id(&self) -> usize { 0 }
+    /// #     fn now_ns(&self) -> u64 { 7 }
+    /// #     fn cpu_count(&self) -> usize { 1 }
+    /// # }
+    /// # static LOG: Log<One, 1, 256, 1024> = Log::new(One);
+    /// use nmilog::record::flags;
+    /// LOG.log_fmt(Level::Err, 0, format_args!("{:>300}", "end")).unwrap(); // too long
+    /// let (mut reader, mut rec) = (LOG.main_reader(), RecordBuf::new());
+    /// reader.read(&LOG, &mut rec);
+    /// assert_eq!(rec.payload().len(), LINE_MAX);
+    /// assert!(rec.text().unwrap().ends_with(TRUNCATION_MARKER));
+    /// assert_ne!(rec.header.flags & flags::TRUNCATED, 0);
+    /// ```
     pub fn log_fmt(
         &self,
         level: Level,
@@ -841,6 +1284,25 @@ impl<
     /// Normal-context flush: takes flush ownership if it is free (never waits for it) and merges the
     /// rings into the main log. Returns `None` if called from NMI or crash context, during a crash, or
     /// if another CPU owns the flush (which is then told to look again before it leaves).
+    ///
+    /// ```
+    /// # use nmilog::{FlushPolicy, Level, Log, Platform};
+    /// # struct One;
+    /// # impl Platform for One {
+    /// #     fn cpu_id(&self) -> usize { 0 }
+    /// #     fn now_ns(&self) -> u64 { 7 }
+    /// #     fn cpu_count(&self) -> usize { 1 }
+    /// # }
+    /// # static LOG: Log<One, 1, 256, 1024> = Log::new(One);
+    /// LOG.set_flush_policy(FlushPolicy::Deferred);
+    /// LOG.append(Level::Info, 0, 0, b"a").unwrap();
+    /// LOG.append(Level::Info, 0, 0, b"b").unwrap();
+    /// assert_eq!(LOG.flush().map(|r| r.moved), Some(2));
+    /// assert_eq!(LOG.flush().map(|r| r.moved), Some(0)); // nothing left
+    /// LOG.nmi_enter();
+    /// assert_eq!(LOG.flush(), None); // never from NMI context
+    /// LOG.nmi_exit();
+    /// ```
     #[cfg(any(
         target_has_atomic = "ptr",
         feature = "critical-section",
@@ -851,6 +1313,23 @@ impl<
     }
 
     /// [`flush`](Self::flush) with a hook between the steps of each move (test harnesses).
+    ///
+    /// ```
+    /// # use nmilog::{FlushPolicy, FlushStep, Level, Log, Platform};
+    /// # struct One;
+    /// # impl Platform for One {
+    /// #     fn cpu_id(&self) -> usize { 0 }
+    /// #     fn now_ns(&self) -> u64 { 7 }
+    /// #     fn cpu_count(&self) -> usize { 1 }
+    /// # }
+    /// # static LOG: Log<One, 1, 256, 1024> = Log::new(One);
+    /// LOG.set_flush_policy(FlushPolicy::Deferred);
+    /// LOG.append(Level::Info, 0, 0, b"x").unwrap();
+    /// // Freeze the owner right after it journaled its first move.
+    /// let rep = LOG.flush_with_hook(&mut |s: FlushStep| s != FlushStep::Journaled).unwrap();
+    /// assert_eq!(rep.moved, 0);
+    /// assert_eq!(LOG.flush(), None); // the "frozen" CPU still owns the flush
+    /// ```
     #[cfg(any(
         target_has_atomic = "ptr",
         feature = "critical-section",
@@ -910,6 +1389,17 @@ impl<
             .is_ok()
     }
 
+    /// Fast path for the common case of a normal flush: nothing committed past the consumer's cursor
+    /// and no log call in progress on that ring (two loads, inlined into the merge's first scan).
+    /// A stale `next_seq` only delays a record to the next flush: its writer's own flush attempt, or
+    /// the `pending` hand-off, comes after the store.
+    #[inline(always)]
+    fn source_idle(&self, c: usize, d: usize) -> bool {
+        let ring = &self.cpus[c].rings[d];
+        ring.next_seq() as usize == self.main.consumers[c][d].seq()
+            && !ring.writer_inside_unpublished()
+    }
+
     /// Peeks the next record of source `(c, d)`: its timestamp, or done (empty, in flight, torn).
     fn peek_source(
         &self,
@@ -922,10 +1412,7 @@ impl<
         let ring = &self.cpus[c].rings[d];
         let cons = &self.main.consumers[c][d];
         let mut cur = cons.cursor();
-        // Fast path for the common case of a normal flush: nothing committed past the cursor and no
-        // log call in progress on that ring. (A stale `next_seq` only delays a record to the next
-        // flush: its writer's own flush attempt, or the `pending` hand-off, comes after the store.)
-        if !crash && ring.next_seq() as usize == cur.seq && !ring.writer_inside_unpublished() {
+        if !crash && self.source_idle(c, d) {
             rep.steps += 1;
             return Peek::Done;
         }
@@ -982,6 +1469,25 @@ impl<
     }
 
     /// The most steps one flush or drain can take with the current CPU count.
+    ///
+    /// ```
+    /// # use nmilog::{Level, Log, Platform};
+    /// # struct One;
+    /// # impl Platform for One {
+    /// #     fn cpu_id(&self) -> usize { 0 }
+    /// #     fn now_ns(&self) -> u64 { 7 }
+    /// #     fn cpu_count(&self) -> usize { 1 }
+    /// # }
+    /// # static LOG: Log<One, 1, 256, 1024> = Log::new(One);
+    /// for _ in 0..100 {
+    ///     LOG.append_raw(Level::Info, 0, 0, b"flood").unwrap(); // wraps the ring
+    /// }
+    /// let bound = LOG.drain_step_bound();
+    /// LOG.crash_enter().unwrap();
+    /// let rep = LOG.drain_on_crash();
+    /// assert_eq!(rep.bound, bound);
+    /// assert!(rep.flush.steps <= bound);
+    /// ```
     pub fn drain_step_bound(&self) -> u64 {
         let n = self.platform.cpu_count().min(CPUS) as u64;
         let per_ring = (RING_WORDS / span_words(0)) as u64 + 1;
@@ -1005,7 +1511,12 @@ impl<
         let mut heads = [[Peek::Done; DEPTH]; CPUS];
         for (c, row) in heads.iter_mut().enumerate().take(ncpu) {
             for (d, h) in row.iter_mut().enumerate() {
-                *h = self.peek_source(c, d, crash, &mut bound, &mut rep);
+                *h = if !crash && self.source_idle(c, d) {
+                    rep.steps += 1;
+                    Peek::Done
+                } else {
+                    self.peek_source(c, d, crash, &mut bound, &mut rep)
+                };
             }
         }
         let budget = self.drain_step_bound();
@@ -1027,11 +1538,16 @@ impl<
                     }
                 }
             }
-            let Some((mut ts, c, d)) = best else { break };
+            let Some((ts, c, d)) = best else { break };
+            if ts > bound {
+                break;
+            }
             let ring = &self.cpus[c].rings[d];
             let cons = &self.main.consumers[c][d];
             // A run: move records from (c, d) while its head stays older than the runner-up, without
-            // rescanning every source per record.
+            // rescanning every source per record. Each read doubles as the peek at the next record:
+            // one validated copy per record moved (the record that ends the run is read and left in
+            // its ring, to be read again when its turn comes).
             loop {
                 if rep.steps >= budget {
                     break 'merge;
@@ -1042,14 +1558,16 @@ impl<
                 if !crash && self.crash_cpu.load(Ordering::Relaxed) != 0 {
                     break 'merge;
                 }
-                if ts > bound {
-                    break 'merge;
-                }
                 let mut cur = cons.cursor();
                 rep.steps += 1;
                 let buf = buf.get_or_insert_with(RecordBuf::new);
                 match ring.read(&mut cur, buf) {
                     Read::Record => {
+                        let t = buf.header.ts_ns;
+                        if t > bound || second.is_some_and(|s| (t, c, d) > s) {
+                            heads[c][d] = Peek::Ready(t);
+                            continue 'merge;
+                        }
                         if !self.move_record(c, d, buf, cur, hook) {
                             return (rep, false);
                         }
@@ -1059,13 +1577,14 @@ impl<
                         Consumer::add(&cons.overwritten, missed);
                         rep.overwritten = rep.overwritten.wrapping_add(missed);
                         cons.set_cursor(cur);
+                        heads[c][d] = self.peek_source(c, d, crash, &mut bound, &mut rep);
+                        continue 'merge;
                     }
-                    Read::Empty | Read::InFlight => {}
-                }
-                heads[c][d] = self.peek_source(c, d, crash, &mut bound, &mut rep);
-                match heads[c][d] {
-                    Peek::Ready(t) if second.is_none_or(|s| (t, c, d) < s) => ts = t,
-                    _ => continue 'merge,
+                    Read::Empty | Read::InFlight => {
+                        // Torn accounting, the flush bound and lapping are `peek_source`'s job.
+                        heads[c][d] = self.peek_source(c, d, crash, &mut bound, &mut rep);
+                        continue 'merge;
+                    }
                 }
             }
         }
@@ -1157,11 +1676,46 @@ impl<
     /// half-way is repaired through the move journal, and no record is delivered twice. The nested
     /// crash must not *return* into the interrupted drain (crash paths never return): the interrupted
     /// drain's local state is stale by then, and resuming it would rewind the main log.
+    ///
+    /// ```
+    /// use nmilog::{host::HostPlatform, Level, Log, RecordBuf, ring::Read};
+    /// static LOG: Log<HostPlatform, 2, 256, 1024> = Log::new(HostPlatform::new(2));
+    /// std::thread::spawn(|| {
+    ///     HostPlatform::register_cpu(1);
+    ///     LOG.nmi_enter(); // the crash IPI; CPU 1 never leaves it
+    ///     LOG.append_raw(Level::Emerg, 0, 0, b"CPU 1 stopping").unwrap();
+    /// }).join().unwrap();
+    /// HostPlatform::register_cpu(0);
+    /// LOG.crash_enter().unwrap();
+    /// assert_eq!(LOG.drain_on_crash().flush.moved, 1);
+    /// let (mut reader, mut rec) = (LOG.main_reader(), RecordBuf::new());
+    /// assert_eq!(reader.read(&LOG, &mut rec), Read::Record);
+    /// assert_eq!((rec.header.cpu, rec.text()), (1, Some("CPU 1 stopping")));
+    /// ```
     pub fn drain_on_crash(&self) -> DrainReport {
         self.drain_on_crash_with_hook(&mut NoHook)
     }
 
     /// [`drain_on_crash`](Self::drain_on_crash) with a hook between the steps of each move.
+    ///
+    /// ```
+    /// # use nmilog::{FlushStep, Level, Log, Platform};
+    /// # struct One;
+    /// # impl Platform for One {
+    /// #     fn cpu_id(&self) -> usize { 0 }
+    /// #     fn now_ns(&self) -> u64 { 7 }
+    /// #     fn cpu_count(&self) -> usize { 1 }
+    /// # }
+    /// # static LOG: Log<One, 1, 256, 1024> = Log::new(One);
+    /// LOG.append_raw(Level::Emerg, 0, 0, b"last words").unwrap();
+    /// LOG.crash_enter().unwrap();
+    /// // A fault inside the drain stops it right after it journaled its first move...
+    /// let first = LOG.drain_on_crash_with_hook(&mut |s: FlushStep| s != FlushStep::Journaled);
+    /// assert_eq!(first.flush.moved, 0);
+    /// // ...and the nested crash's drain finishes the job, exactly once.
+    /// assert_eq!(LOG.drain_on_crash().flush.moved, 1);
+    /// assert_eq!(LOG.main().next_seq(), 1);
+    /// ```
     pub fn drain_on_crash_with_hook<H: FlushHook>(&self, hook: &mut H) -> DrainReport {
         let me = self.platform.cpu_id();
         let m = &*self.main;
@@ -1191,6 +1745,26 @@ impl<
     }
 
     /// Loss counters of source `(cpu, depth)`.
+    ///
+    /// ```
+    /// # use nmilog::{FlushPolicy, Level, Log, Platform};
+    /// # struct One;
+    /// # impl Platform for One {
+    /// #     fn cpu_id(&self) -> usize { 0 }
+    /// #     fn now_ns(&self) -> u64 { 7 }
+    /// #     fn cpu_count(&self) -> usize { 1 }
+    /// # }
+    /// static LOG: Log<One, 1, 64, 1024> = Log::new(One);
+    /// LOG.set_flush_policy(FlushPolicy::Deferred);
+    /// for _ in 0..20 {
+    ///     LOG.append(Level::Info, 0, 0, b"spam spam spam").unwrap(); // the 64-word ring wraps
+    /// }
+    /// LOG.flush();
+    /// let c = LOG.counters(0, 0).unwrap();
+    /// assert!(c.overwritten > 0);
+    /// assert_eq!(LOG.main().next_seq() + c.overwritten, 20); // every record accounted for
+    /// assert_eq!(LOG.counters(1, 0), None); // no CPU 1
+    /// ```
     pub fn counters(&self, cpu: usize, depth: usize) -> Option<CpuCounters> {
         let pc = self.cpus.get(cpu)?;
         let ring = pc.rings.get(depth)?;
@@ -1262,6 +1836,25 @@ impl<
     }
 
     /// A reader of the main log starting at its oldest record.
+    ///
+    /// ```
+    /// # use nmilog::{Level, Log, Platform, RecordBuf};
+    /// # struct One;
+    /// # impl Platform for One {
+    /// #     fn cpu_id(&self) -> usize { 0 }
+    /// #     fn now_ns(&self) -> u64 { 7 }
+    /// #     fn cpu_count(&self) -> usize { 1 }
+    /// # }
+    /// static LOG: Log<One, 1, 256, 64> = Log::new(One);
+    /// use nmilog::ring::Read;
+    /// for i in 0..20 {
+    ///     LOG.log_fmt(Level::Info, 0, format_args!("line {i:02}")).unwrap(); // the main log wraps
+    /// }
+    /// let (mut late, mut rec) = (LOG.main_reader(), RecordBuf::new());
+    /// assert_eq!(late.read(&LOG, &mut rec), Read::Record); // the oldest record still there
+    /// assert_eq!(late.missed(), 0);
+    /// assert!(rec.seq > 0);
+    /// ```
     pub fn main_reader(&self) -> MainReader {
         MainReader {
             cur: self.main.ring.oldest(),
@@ -1280,6 +1873,26 @@ impl<const R: usize, const D: usize> ExitContext for PerCpu<R, D> {
 }
 
 /// Leaves a context entered with [`Log::enter`] when dropped.
+///
+/// ```
+/// # use nmilog::{ContextKind, Level, Log, Platform};
+/// # struct One;
+/// # impl Platform for One {
+/// #     fn cpu_id(&self) -> usize { 0 }
+/// #     fn now_ns(&self) -> u64 { 7 }
+/// #     fn cpu_count(&self) -> usize { 1 }
+/// # }
+/// # static LOG: Log<One, 1, 256, 1024> = Log::new(One);
+/// fn nmi_handler(reason: u8) -> Option<u64> {
+///     let _nmi = LOG.enter(ContextKind::Nmi);
+///     if reason == 0 {
+///         return None; // unknown NMI: the guard still leaves the context
+///     }
+///     LOG.append_raw(Level::Emerg, 0, 0, b"NMI").ok()
+/// }
+/// assert_eq!(nmi_handler(0), None);
+/// assert_eq!(LOG.context(), Some((ContextKind::Task, 0)));
+/// ```
 pub struct ContextGuard<'a> {
     cpu: Option<&'a dyn ExitContext>,
 }
@@ -1294,6 +1907,24 @@ impl Drop for ContextGuard<'_> {
 
 /// A reader of the main log, like an open `/dev/kmsg`: sees every record once, in order, and is told
 /// how many it missed when the log overwrote records it had not read.
+///
+/// ```
+/// # use nmilog::{Level, Log, MainReader, Platform, RecordBuf};
+/// # struct One;
+/// # impl Platform for One {
+/// #     fn cpu_id(&self) -> usize { 0 }
+/// #     fn now_ns(&self) -> u64 { 7 }
+/// #     fn cpu_count(&self) -> usize { 1 }
+/// # }
+/// # static LOG: Log<One, 1, 256, 1024> = Log::new(One);
+/// use nmilog::ring::Read;
+/// LOG.append(Level::Info, 0, 0, b"boot").unwrap();
+/// let (mut console, mut syslog) = (MainReader::new(), MainReader::new());
+/// let mut rec = RecordBuf::new();
+/// assert_eq!(console.read(&LOG, &mut rec), Read::Record);
+/// assert_eq!(console.read(&LOG, &mut rec), Read::Empty);
+/// assert_eq!(syslog.read(&LOG, &mut rec), Read::Record); // readers are independent
+/// ```
 #[derive(Clone, Copy, Debug)]
 pub struct MainReader {
     cur: Cursor,
@@ -1302,6 +1933,22 @@ pub struct MainReader {
 
 impl MainReader {
     /// A reader at the start of a log that was never written.
+    ///
+    /// ```
+    /// # use nmilog::{Log, MainReader, Platform, RecordBuf};
+    /// # struct One;
+    /// # impl Platform for One {
+    /// #     fn cpu_id(&self) -> usize { 0 }
+    /// #     fn now_ns(&self) -> u64 { 7 }
+    /// #     fn cpu_count(&self) -> usize { 1 }
+    /// # }
+    /// # static LOG: Log<One, 1, 256, 1024> = Log::new(One);
+    /// use nmilog::ring::Read;
+    /// const AT_START: MainReader = MainReader::new();
+    /// let mut reader = AT_START;
+    /// assert_eq!(reader.next_seq(), 0);
+    /// assert_eq!(reader.read(&LOG, &mut RecordBuf::new()), Read::Empty);
+    /// ```
     pub const fn new() -> Self {
         MainReader {
             cur: Cursor::START,
@@ -1310,6 +1957,26 @@ impl MainReader {
     }
 
     /// Reads the next record of `log`'s main buffer (see [`Read`]).
+    ///
+    /// ```
+    /// # use nmilog::{Level, Log, MainReader, Platform, RecordBuf};
+    /// # struct One;
+    /// # impl Platform for One {
+    /// #     fn cpu_id(&self) -> usize { 0 }
+    /// #     fn now_ns(&self) -> u64 { 7 }
+    /// #     fn cpu_count(&self) -> usize { 1 }
+    /// # }
+    /// # static LOG: Log<One, 1, 256, 1024> = Log::new(One);
+    /// use nmilog::ring::Read;
+    /// LOG.log_fmt(Level::Info, 0, format_args!("a")).unwrap();
+    /// LOG.log_fmt(Level::Info, 0, format_args!("b")).unwrap();
+    /// let (mut reader, mut rec) = (MainReader::new(), RecordBuf::new());
+    /// let mut lines = Vec::new();
+    /// while reader.read(&LOG, &mut rec) == Read::Record {
+    ///     lines.push(rec.text().unwrap().to_string());
+    /// }
+    /// assert_eq!(lines, ["a", "b"]);
+    /// ```
     pub fn read<P: Platform, const C: usize, const R: usize, const M: usize, const D: usize>(
         &mut self,
         log: &Log<P, C, R, M, D>,
@@ -1323,11 +1990,47 @@ impl MainReader {
     }
 
     /// Sequence number of the next record.
+    ///
+    /// ```
+    /// # use nmilog::{Level, Log, Platform, RecordBuf};
+    /// # struct One;
+    /// # impl Platform for One {
+    /// #     fn cpu_id(&self) -> usize { 0 }
+    /// #     fn now_ns(&self) -> u64 { 7 }
+    /// #     fn cpu_count(&self) -> usize { 1 }
+    /// # }
+    /// # static LOG: Log<One, 1, 256, 1024> = Log::new(One);
+    /// LOG.append(Level::Info, 0, 0, b"one").unwrap();
+    /// let mut reader = LOG.main_reader();
+    /// reader.read(&LOG, &mut RecordBuf::new());
+    /// assert_eq!(reader.next_seq(), 1);
+    /// ```
     pub fn next_seq(&self) -> u64 {
         self.cur.seq()
     }
 
     /// Records this reader missed so far.
+    ///
+    /// ```
+    /// # use nmilog::{Level, Log, MainReader, Platform, RecordBuf};
+    /// # struct One;
+    /// # impl Platform for One {
+    /// #     fn cpu_id(&self) -> usize { 0 }
+    /// #     fn now_ns(&self) -> u64 { 7 }
+    /// #     fn cpu_count(&self) -> usize { 1 }
+    /// # }
+    /// static LOG: Log<One, 1, 256, 64> = Log::new(One);
+    /// use nmilog::ring::Read;
+    /// let mut slow = MainReader::new();
+    /// for i in 0..20 {
+    ///     LOG.log_fmt(Level::Info, 0, format_args!("line {i:02}")).unwrap(); // the main log wraps
+    /// }
+    /// let mut rec = RecordBuf::new();
+    /// let Read::Overwritten { missed } = slow.read(&LOG, &mut rec) else { panic!() };
+    /// assert!(missed > 0);
+    /// assert_eq!(slow.missed(), missed);
+    /// assert_eq!(slow.read(&LOG, &mut rec), Read::Record); // then it goes on from the oldest
+    /// ```
     pub fn missed(&self) -> u64 {
         self.missed
     }

@@ -45,6 +45,13 @@ impl<const RING_WORDS: usize, const DEPTH: usize> PerCpu<RING_WORDS, DEPTH> {
     const CHECK: () = assert!(DEPTH >= 1 && DEPTH <= 15, "DEPTH must be 1..=15");
 
     /// A CPU in task context with empty rings.
+    ///
+    /// ```
+    /// use nmilog::{percpu::PerCpu, ContextKind};
+    /// static CPU0: PerCpu<256, 4> = PerCpu::new(); // `const`: fine in a `static`
+    /// assert_eq!(CPU0.context(), (ContextKind::Task, 0));
+    /// assert!(CPU0.rings.iter().all(|r| r.next_seq() == 0));
+    /// ```
     #[cfg(not(loom))]
     pub const fn new() -> Self {
         #[allow(clippy::let_unit_value)]
@@ -72,6 +79,16 @@ impl<const RING_WORDS: usize, const DEPTH: usize> PerCpu<RING_WORDS, DEPTH> {
 
     /// Enters a nested context of `kind` (interrupt, NMI, crash) on this CPU. Must be called on the
     /// CPU that owns this state, and paired with [`exit`](Self::exit).
+    ///
+    /// ```
+    /// use nmilog::{percpu::PerCpu, ContextKind};
+    /// let cpu: PerCpu<64, 4> = PerCpu::new();
+    /// cpu.enter(ContextKind::Irq); // irq_enter()
+    /// cpu.enter(ContextKind::Nmi); // an NMI lands in the interrupt handler
+    /// assert_eq!(cpu.context(), (ContextKind::Nmi, 2)); // so it logs to ring 2
+    /// cpu.exit();
+    /// cpu.exit();
+    /// ```
     #[inline]
     pub fn enter(&self, kind: ContextKind) {
         let d = self.depth.load(Ordering::Relaxed) + 1;
@@ -86,6 +103,16 @@ impl<const RING_WORDS: usize, const DEPTH: usize> PerCpu<RING_WORDS, DEPTH> {
     }
 
     /// Leaves the innermost nested context.
+    ///
+    /// ```
+    /// use nmilog::{percpu::PerCpu, ContextKind};
+    /// let cpu: PerCpu<64, 4> = PerCpu::new();
+    /// cpu.enter(ContextKind::Irq);
+    /// cpu.exit();
+    /// assert_eq!(cpu.context(), (ContextKind::Task, 0));
+    /// cpu.exit(); // an unbalanced exit saturates at task context
+    /// assert_eq!(cpu.context(), (ContextKind::Task, 0));
+    /// ```
     #[inline]
     pub fn exit(&self) {
         signal_fence();
@@ -95,6 +122,15 @@ impl<const RING_WORDS: usize, const DEPTH: usize> PerCpu<RING_WORDS, DEPTH> {
     }
 
     /// The current context kind and depth.
+    ///
+    /// ```
+    /// use nmilog::{percpu::PerCpu, ContextKind};
+    /// let cpu: PerCpu<64, 2> = PerCpu::new(); // tracks depths 0 and 1 only
+    /// cpu.enter(ContextKind::Irq);
+    /// assert_eq!(cpu.context(), (ContextKind::Irq, 1));
+    /// cpu.enter(ContextKind::Irq);
+    /// assert_eq!(cpu.context(), (ContextKind::Nmi, 2)); // untracked depth: assume the worst
+    /// ```
     #[inline]
     pub fn context(&self) -> (ContextKind, usize) {
         let d = self.depth.load(Ordering::Relaxed);
@@ -110,6 +146,16 @@ impl<const RING_WORDS: usize, const DEPTH: usize> PerCpu<RING_WORDS, DEPTH> {
     }
 
     /// The kind of context at `depth` as last entered (task for depth 0).
+    ///
+    /// ```
+    /// use nmilog::{percpu::PerCpu, ContextKind};
+    /// let cpu: PerCpu<64, 4> = PerCpu::new();
+    /// cpu.enter(ContextKind::Irq);
+    /// cpu.enter(ContextKind::Nmi);
+    /// assert_eq!(cpu.kind_at(0), ContextKind::Task);
+    /// assert_eq!(cpu.kind_at(1), ContextKind::Irq);
+    /// assert_eq!(cpu.kind_at(2), ContextKind::Nmi);
+    /// ```
     pub fn kind_at(&self, depth: usize) -> ContextKind {
         if depth == 0 || depth >= DEPTH {
             return ContextKind::Task;
@@ -120,6 +166,17 @@ impl<const RING_WORDS: usize, const DEPTH: usize> PerCpu<RING_WORDS, DEPTH> {
 
     /// Whether any depth below the current one is inside an NMI or crash context (so this call, even
     /// from an interrupt handler, must stay on the NMI-safe path).
+    ///
+    /// ```
+    /// use nmilog::{percpu::PerCpu, ContextKind};
+    /// let cpu: PerCpu<64, 4> = PerCpu::new();
+    /// cpu.enter(ContextKind::Irq);
+    /// assert!(!cpu.nmi_safe_only()); // an interrupt handler may flush
+    /// cpu.exit();
+    /// cpu.enter(ContextKind::Nmi);
+    /// cpu.enter(ContextKind::Irq); // an interrupt taken inside an NMI handler
+    /// assert!(cpu.nmi_safe_only()); // must not touch the main log
+    /// ```
     #[inline]
     pub fn nmi_safe_only(&self) -> bool {
         let d = self.depth.load(Ordering::Relaxed);
@@ -134,6 +191,21 @@ impl<const RING_WORDS: usize, const DEPTH: usize> PerCpu<RING_WORDS, DEPTH> {
     }
 
     /// Log calls refused because the nesting was deeper than `DEPTH - 1`.
+    ///
+    /// ```
+    /// # use nmilog::{AppendError, ContextKind, Level, Log, Platform};
+    /// # struct One;
+    /// # impl Platform for One {
+    /// #     fn cpu_id(&self) -> usize { 0 }
+    /// #     fn now_ns(&self) -> u64 { 7 }
+    /// #     fn cpu_count(&self) -> usize { 1 }
+    /// # }
+    /// static LOG: Log<One, 1, 256, 1024, 2> = Log::new(One); // DEPTH = 2: task and irq
+    /// let _irq = LOG.enter(ContextKind::Irq);
+    /// let _nmi = LOG.enter(ContextKind::Nmi);
+    /// assert_eq!(LOG.append_raw(Level::Emerg, 0, 0, b"x"), Err(AppendError::TooDeep));
+    /// assert_eq!(LOG.cpu(0).unwrap().overflow_dropped(), 1);
+    /// ```
     pub fn overflow_dropped(&self) -> u64 {
         self.overflow.load(Ordering::Relaxed) as u64
     }

@@ -6,6 +6,24 @@
 //! registers each thread as a CPU and reads the TSC.
 //!
 //! Every method is called from NMI context: none may take a lock, allocate or wait.
+//!
+//! ```
+//! use core::sync::atomic::{AtomicU64, Ordering};
+//! use nmilog::{Level, Log, Platform, RecordBuf};
+//! static TICKS: AtomicU64 = AtomicU64::new(0); // a free-running 1 MHz timer
+//! struct Board;
+//! impl Platform for Board {
+//!     fn cpu_id(&self) -> usize { 0 } // single core
+//!     fn now_ns(&self) -> u64 { TICKS.load(Ordering::Relaxed) * 1000 }
+//!     fn cpu_count(&self) -> usize { 1 }
+//! }
+//! static LOG: Log<Board, 1, 256, 1024> = Log::new(Board);
+//! TICKS.store(5, Ordering::Relaxed);
+//! LOG.log_fmt(Level::Info, 0, format_args!("clocks up")).unwrap();
+//! let mut rec = RecordBuf::new();
+//! LOG.main_reader().read(&LOG, &mut rec);
+//! assert_eq!((rec.header.cpu, rec.header.ts_ns), (0, 5_000));
+//! ```
 
 /// The machine, as the logger sees it.
 ///

@@ -50,8 +50,23 @@
 use portable_atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
 
 /// Linux's `DEFAULT_RATELIMIT_INTERVAL`: 5 s, in milliseconds.
+///
+/// ```
+/// use nmilog::ratelimit::{Decision, RateLimit, DEFAULT_INTERVAL_MS};
+/// let rs = RateLimit::new(DEFAULT_INTERVAL_MS, 1);
+/// assert_eq!(rs.check_at(0), Decision::Print { suppressed: 0 });
+/// assert_eq!(rs.check_at(4_999), Decision::Suppress);
+/// assert_eq!(rs.check_at(5_000), Decision::Print { suppressed: 1 }); // 5 s later
+/// ```
 pub const DEFAULT_INTERVAL_MS: u32 = 5_000;
 /// Linux's `DEFAULT_RATELIMIT_BURST`.
+///
+/// ```
+/// use nmilog::ratelimit::{Decision, RateLimit, DEFAULT_BURST};
+/// let rs = RateLimit::linux_default();
+/// let printed = (0..100).filter(|&t| rs.check_at(t) != Decision::Suppress).count();
+/// assert_eq!(printed, DEFAULT_BURST as usize);
+/// ```
 pub const DEFAULT_BURST: u32 = 10;
 
 static CLOCK: AtomicPtr<()> = AtomicPtr::new(core::ptr::null_mut());
@@ -141,6 +156,17 @@ fn try_replace(a: &AtomicUsize, old: usize, new: usize) -> bool {
 }
 
 /// What [`RateLimit::check`] decided.
+///
+/// ```
+/// use nmilog::ratelimit::{Decision, RateLimit};
+/// let rs = RateLimit::new(100, 1);
+/// assert_eq!(rs.check_at(0), Decision::Print { suppressed: 0 });
+/// assert_eq!(rs.check_at(1), Decision::Suppress);
+/// match rs.check_at(100) {
+///     Decision::Print { suppressed } => assert_eq!(suppressed, 1), // "1 callbacks suppressed"
+///     Decision::Suppress => unreachable!("a new window prints"),
+/// }
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Decision {
     /// Print. `suppressed` calls were skipped in the window that just closed (report them if
@@ -178,6 +204,14 @@ pub struct RateLimit {
 impl RateLimit {
     /// At most `burst` prints per `interval_ms` milliseconds. An interval or burst of 0 disables
     /// limiting (every call prints), as in Linux.
+    ///
+    /// ```
+    /// use nmilog::ratelimit::{Decision, RateLimit};
+    /// let rs = RateLimit::new(1000, 3);
+    /// assert_eq!((0..5).filter(|&t| rs.check_at(t) != Decision::Suppress).count(), 3);
+    /// let off = RateLimit::new(0, 3); // interval 0: never limit
+    /// assert!((0..5).all(|t| off.check_at(t) == Decision::Print { suppressed: 0 }));
+    /// ```
     pub const fn new(interval_ms: u32, burst: u32) -> Self {
         RateLimit {
             interval_ms,
@@ -199,6 +233,18 @@ impl RateLimit {
     }
 
     /// Decides with the registered clock ([`now_ms`]); without a clock, always prints.
+    ///
+    /// ```
+    /// use core::sync::atomic::{AtomicU64, Ordering};
+    /// use nmilog::ratelimit::{set_clock, Decision, RateLimit};
+    /// static NOW_NS: AtomicU64 = AtomicU64::new(0);
+    /// static RS: RateLimit = RateLimit::new(1000, 1);
+    /// set_clock(|| NOW_NS.load(Ordering::Relaxed));
+    /// assert_eq!(RS.check(), Decision::Print { suppressed: 0 });
+    /// assert_eq!(RS.check(), Decision::Suppress);
+    /// NOW_NS.store(2_000_000_000, Ordering::Relaxed); // 2 s later
+    /// assert_eq!(RS.check(), Decision::Print { suppressed: 1 });
+    /// ```
     pub fn check(&self) -> Decision {
         match now_ms() {
             Some(t) => self.check_at(t),
@@ -207,6 +253,14 @@ impl RateLimit {
     }
 
     /// Decides at time `now_ms` (milliseconds). No loop, no lock (see the module docs).
+    ///
+    /// ```
+    /// use nmilog::ratelimit::{Decision, RateLimit};
+    /// let rs = RateLimit::new(1000, 1);
+    /// assert_eq!(rs.check_at(5_000), Decision::Print { suppressed: 0 }); // opens [5000, 6000)
+    /// assert_eq!(rs.check_at(5_999), Decision::Suppress);
+    /// assert_eq!(rs.check_at(6_000), Decision::Print { suppressed: 1 });
+    /// ```
     pub fn check_at(&self, now_ms: u64) -> Decision {
         if self.interval_ms == 0 || self.burst == 0 {
             return Decision::Print { suppressed: 0 };
@@ -256,6 +310,12 @@ pub struct Once {
 
 impl Once {
     /// Not yet done.
+    ///
+    /// ```
+    /// use nmilog::ratelimit::Once;
+    /// static WARNED: Once = Once::new();
+    /// assert_eq!((0..3).filter(|_| WARNED.first()).count(), 1);
+    /// ```
     pub const fn new() -> Self {
         Once {
             done: AtomicBool::new(false),
@@ -263,6 +323,14 @@ impl Once {
     }
 
     /// `true` for the first caller only (on CAS-less targets, possibly for two racing callers).
+    ///
+    /// ```
+    /// use nmilog::ratelimit::Once;
+    /// static FW_OLD: Once = Once::new();
+    /// let cpus: Vec<_> = (0..4).map(|_| std::thread::spawn(|| FW_OLD.first())).collect();
+    /// let winners = cpus.into_iter().map(|h| h.join().unwrap()).filter(|&w| w);
+    /// assert_eq!(winners.count(), 1); // exactly one CPU prints the warning
+    /// ```
     pub fn first(&self) -> bool {
         if self.done.load(Ordering::Relaxed) {
             return false;

@@ -18,52 +18,170 @@
 //! | `flags`    |     23 |    1 | [`flags`] bits                                             |
 
 /// Size of the record header in bytes (on every target).
+///
+/// ```
+/// use nmilog::{Header, HEADER_BYTES};
+/// assert_eq!(HEADER_BYTES, 24);
+/// assert_eq!(Header::default().to_bytes().len(), HEADER_BYTES);
+/// ```
 pub const HEADER_BYTES: usize = 24;
 
 /// The largest payload a single record may carry, in bytes. Longer raw appends are refused with
 /// [`crate::AppendError::TooLarge`] and counted as dropped; formatted records are truncated earlier, at
 /// [`crate::LINE_MAX`], and marked [`flags::TRUNCATED`].
+///
+/// ```
+/// use nmilog::ring::{NoHook, RecordRing, WriteError};
+/// use nmilog::{Header, MAX_PAYLOAD};
+/// let ring: RecordRing<4096> = RecordRing::new();
+/// assert_eq!(ring.max_payload(), MAX_PAYLOAD);
+/// let big = [b'x'; MAX_PAYLOAD + 1];
+/// let r = ring.write(|_| Header::default(), &big, &mut NoHook);
+/// assert_eq!(r, Err(WriteError::TooLarge));
+/// ```
 pub const MAX_PAYLOAD: usize = 1024;
 
 /// Field offsets and sizes of the header, as published in the handover image.
+///
+/// The fields are contiguous, in header order, and fill exactly [`crate::HEADER_BYTES`]:
+///
+/// ```
+/// use nmilog::record::layout;
+/// let mut end = 0;
+/// for (off, size) in layout::ALL {
+///     assert_eq!(off, end);
+///     end += size;
+/// }
+/// assert_eq!(end as usize, nmilog::HEADER_BYTES);
+/// ```
 pub mod layout {
     /// `(offset, size)` of `ts_ns`.
+    ///
+    /// ```
+    /// use nmilog::{record::layout, Header};
+    /// let b = Header { ts_ns: 0x0102, ..Header::default() }.to_bytes();
+    /// let (off, size) = layout::TS_NS;
+    /// assert_eq!(&b[off as usize..][..size as usize], &0x0102u64.to_le_bytes());
+    /// ```
     pub const TS_NS: (u8, u8) = (0, 8);
     /// `(offset, size)` of `src_seq`.
+    ///
+    /// ```
+    /// assert_eq!(nmilog::record::layout::SRC_SEQ, (8, 8));
+    /// ```
     pub const SRC_SEQ: (u8, u8) = (8, 8);
     /// `(offset, size)` of `len`.
+    ///
+    /// ```
+    /// use nmilog::{record::layout, Header};
+    /// let b = Header { len: 300, ..Header::default() }.to_bytes();
+    /// let off = layout::LEN.0 as usize;
+    /// assert_eq!(u16::from_le_bytes([b[off], b[off + 1]]), 300);
+    /// ```
     pub const LEN: (u8, u8) = (16, 2);
     /// `(offset, size)` of `cpu`.
+    ///
+    /// ```
+    /// assert_eq!(nmilog::record::layout::CPU, (18, 2));
+    /// ```
     pub const CPU: (u8, u8) = (18, 2);
     /// `(offset, size)` of `level`.
+    ///
+    /// ```
+    /// use nmilog::{record::layout, Header};
+    /// let b = Header { level: 3, ..Header::default() }.to_bytes();
+    /// assert_eq!(b[layout::LEVEL.0 as usize], 3);
+    /// ```
     pub const LEVEL: (u8, u8) = (20, 1);
     /// `(offset, size)` of `facility`.
+    ///
+    /// ```
+    /// assert_eq!(nmilog::record::layout::FACILITY, (21, 1));
+    /// ```
     pub const FACILITY: (u8, u8) = (21, 1);
     /// `(offset, size)` of `ctx`.
+    ///
+    /// ```
+    /// assert_eq!(nmilog::record::layout::CTX, (22, 1));
+    /// ```
     pub const CTX: (u8, u8) = (22, 1);
     /// `(offset, size)` of `flags`.
+    ///
+    /// ```
+    /// use nmilog::{record::{flags, layout}, Header};
+    /// let b = Header { flags: flags::RAW, ..Header::default() }.to_bytes();
+    /// assert_eq!(b[layout::FLAGS.0 as usize], flags::RAW);
+    /// ```
     pub const FLAGS: (u8, u8) = (23, 1);
     /// All fields in header order, for writing the layout table.
+    ///
+    /// ```
+    /// use nmilog::record::layout;
+    /// assert_eq!(layout::ALL.len(), 8);
+    /// assert_eq!(layout::ALL[0], layout::TS_NS);
+    /// assert_eq!(layout::ALL[7], layout::FLAGS);
+    /// ```
     pub const ALL: [(u8, u8); 8] = [TS_NS, SRC_SEQ, LEN, CPU, LEVEL, FACILITY, CTX, FLAGS];
 }
 
 /// Record flag bits.
+///
+/// Each flag is a distinct single bit, so they combine with `|`:
+///
+/// ```
+/// use nmilog::record::flags::{CONT, RAW, TRUNCATED};
+/// for f in [CONT, TRUNCATED, RAW] {
+///     assert_eq!(f.count_ones(), 1);
+/// }
+/// assert_eq!(CONT | TRUNCATED | RAW, 0b111);
+/// ```
 pub mod flags {
     /// The record continues the previous record of the same caller (`pr_cont!`).
+    ///
+    /// ```
+    /// assert_eq!(nmilog::record::flags::CONT, 0b001);
+    /// ```
     pub const CONT: u8 = 1 << 0;
     /// The text was cut at the formatting buffer's end; it ends with [`crate::TRUNCATION_MARKER`].
+    ///
+    /// ```
+    /// assert_eq!(nmilog::record::flags::TRUNCATED, 0b010);
+    /// ```
     pub const TRUNCATED: u8 = 1 << 1;
     /// The payload is raw bytes (a defmt frame, a pre-formatted binary record), not UTF-8 text.
+    ///
+    /// ```
+    /// use nmilog::{handover::ImageRecord, record::flags, Header};
+    /// let h = Header { flags: flags::RAW, ..Header::default() };
+    /// assert_eq!(ImageRecord { seq: 0, header: h, payload: b"text" }.text(), None);
+    /// ```
     pub const RAW: u8 = 1 << 2;
 }
 
 /// Facility numbers.
+///
+/// ```
+/// use nmilog::record::facility::{DEFMT, KERNEL, NMILOG};
+/// assert_eq!([KERNEL, NMILOG, DEFMT], [0, 1, 2]);
+/// ```
 pub mod facility {
     /// Ordinary log text.
+    ///
+    /// ```
+    /// assert_eq!(nmilog::record::facility::KERNEL, 0);
+    /// ```
     pub const KERNEL: u8 = 0;
     /// nmilog's own accounting records (torn / overwritten / dropped counts).
+    ///
+    /// ```
+    /// assert_eq!(nmilog::record::facility::NMILOG, 1);
+    /// ```
     pub const NMILOG: u8 = 1;
     /// defmt frames.
+    ///
+    /// ```
+    /// assert_eq!(nmilog::record::facility::DEFMT, 2);
+    /// ```
     pub const DEFMT: u8 = 2;
 }
 
@@ -97,6 +215,13 @@ pub enum Level {
 
 impl Level {
     /// The level for a number 0..=7, or `None`.
+    ///
+    /// ```
+    /// use nmilog::Level;
+    /// assert_eq!(Level::from_u8(0), Some(Level::Emerg));
+    /// assert_eq!(Level::from_u8(Level::Debug as u8), Some(Level::Debug));
+    /// assert_eq!(Level::from_u8(8), None);
+    /// ```
     pub const fn from_u8(v: u8) -> Option<Level> {
         Some(match v {
             0 => Level::Emerg,
@@ -112,6 +237,12 @@ impl Level {
     }
 
     /// The kernel's short name (`"info"`, `"err"`, …).
+    ///
+    /// ```
+    /// use nmilog::Level;
+    /// assert_eq!(Level::Info.name(), "info");
+    /// assert_eq!(Level::Warning.name(), "warn");
+    /// ```
     pub const fn name(self) -> &'static str {
         match self {
             Level::Emerg => "emerg",
@@ -152,6 +283,12 @@ pub enum ContextKind {
 
 impl ContextKind {
     /// The kind for its number, or `None`.
+    ///
+    /// ```
+    /// use nmilog::ContextKind;
+    /// assert_eq!(ContextKind::from_u8(ContextKind::Irq as u8), Some(ContextKind::Irq));
+    /// assert_eq!(ContextKind::from_u8(4), None);
+    /// ```
     pub const fn from_u8(v: u8) -> Option<ContextKind> {
         Some(match v {
             0 => ContextKind::Task,
@@ -163,6 +300,12 @@ impl ContextKind {
     }
 
     /// `"task"`, `"irq"`, `"nmi"` or `"crash"`.
+    ///
+    /// ```
+    /// use nmilog::ContextKind;
+    /// assert_eq!(ContextKind::Task.name(), "task");
+    /// assert_eq!(ContextKind::Nmi.name(), "nmi");
+    /// ```
     pub const fn name(self) -> &'static str {
         match self {
             ContextKind::Task => "task",
@@ -173,6 +316,13 @@ impl ContextKind {
     }
 
     /// Whether a log call in this context must take the NMI-safe path (append to its own ring only).
+    ///
+    /// ```
+    /// use nmilog::ContextKind;
+    /// assert!(ContextKind::Nmi.is_nmi_safe_only());
+    /// assert!(ContextKind::Crash.is_nmi_safe_only());
+    /// assert!(!ContextKind::Irq.is_nmi_safe_only());
+    /// ```
     pub const fn is_nmi_safe_only(self) -> bool {
         matches!(self, ContextKind::Nmi | ContextKind::Crash)
     }
@@ -210,11 +360,25 @@ pub struct Header {
 
 impl Header {
     /// Packs a context kind and nesting depth into the `ctx` byte.
+    ///
+    /// ```
+    /// use nmilog::{ContextKind, Header};
+    /// assert_eq!(Header::pack_ctx(ContextKind::Nmi, 3), 0x32);
+    /// assert_eq!(Header::pack_ctx(ContextKind::Task, 0), 0);
+    /// ```
     pub const fn pack_ctx(kind: ContextKind, depth: usize) -> u8 {
         (kind as u8) | (((depth & 0xf) as u8) << 4)
     }
 
     /// The context kind (if valid) and depth of the `ctx` byte.
+    ///
+    /// ```
+    /// use nmilog::{ContextKind, Header};
+    /// let h = Header { ctx: Header::pack_ctx(ContextKind::Crash, 2), ..Header::default() };
+    /// assert_eq!(h.context(), (Some(ContextKind::Crash), 2));
+    /// let bad = Header { ctx: 0x1f, ..Header::default() };
+    /// assert_eq!(bad.context(), (None, 1));
+    /// ```
     pub const fn context(&self) -> (Option<ContextKind>, usize) {
         (
             ContextKind::from_u8(self.ctx & 0xf),
@@ -223,6 +387,13 @@ impl Header {
     }
 
     /// The header in its little-endian byte layout (the table in the module docs).
+    ///
+    /// ```
+    /// use nmilog::Header;
+    /// let b = Header { ts_ns: 0x0201, cpu: 7, level: 4, ..Header::default() }.to_bytes();
+    /// assert_eq!(&b[0..3], &[0x01, 0x02, 0x00]);
+    /// assert_eq!(&b[18..21], &[7, 0, 4]);
+    /// ```
     #[inline]
     pub fn to_bytes(&self) -> [u8; HEADER_BYTES] {
         let mut b = [0u8; HEADER_BYTES];
@@ -238,6 +409,15 @@ impl Header {
     }
 
     /// Decodes the little-endian layout.
+    ///
+    /// ```
+    /// use nmilog::{Header, HEADER_BYTES};
+    /// let mut b = [0u8; HEADER_BYTES];
+    /// b[16] = 5; // len, low byte
+    /// b[20] = 6; // level
+    /// let h = Header::from_bytes(&b);
+    /// assert_eq!((h.len, h.level, h.ts_ns), (5, 6, 0));
+    /// ```
     #[inline]
     pub fn from_bytes(b: &[u8; HEADER_BYTES]) -> Header {
         Header {
@@ -271,6 +451,13 @@ pub struct RecordBuf {
 
 impl RecordBuf {
     /// An empty record buffer.
+    ///
+    /// ```
+    /// use nmilog::{Header, RecordBuf};
+    /// let r = RecordBuf::new();
+    /// assert_eq!((r.seq, r.header), (0, Header::default()));
+    /// assert_eq!(r.text(), Some(""));
+    /// ```
     pub const fn new() -> Self {
         RecordBuf {
             seq: 0,
@@ -289,11 +476,35 @@ impl RecordBuf {
     }
 
     /// The payload bytes (`header.len` of them).
+    ///
+    /// ```
+    /// # use nmilog::ring::{Cursor, NoHook, RecordRing};
+    /// # use nmilog::{Header, RecordBuf};
+    /// let ring: RecordRing<64> = RecordRing::new();
+    /// ring.write(|_seq| Header::default(), &[0xff, 0x00, 0x7f], &mut NoHook).unwrap();
+    /// let mut buf = RecordBuf::new();
+    /// ring.read(&mut Cursor::START, &mut buf);
+    /// assert_eq!(buf.header.len, 3);
+    /// assert_eq!(buf.payload(), &[0xff, 0x00, 0x7f]);
+    /// ```
     pub fn payload(&self) -> &[u8] {
         &self.payload[..(self.header.len as usize).min(MAX_PAYLOAD)]
     }
 
     /// The payload as text, if it is UTF-8.
+    ///
+    /// ```
+    /// # use nmilog::ring::{Cursor, NoHook, RecordRing};
+    /// # use nmilog::{Header, RecordBuf};
+    /// let ring: RecordRing<64> = RecordRing::new();
+    /// ring.write(|_seq| Header::default(), "héllo".as_bytes(), &mut NoHook).unwrap();
+    /// ring.write(|_seq| Header::default(), &[0xff, 0xfe], &mut NoHook).unwrap();
+    /// let (mut cur, mut buf) = (Cursor::START, RecordBuf::new());
+    /// ring.read(&mut cur, &mut buf);
+    /// assert_eq!(buf.text(), Some("héllo"));
+    /// ring.read(&mut cur, &mut buf);
+    /// assert_eq!(buf.text(), None);
+    /// ```
     pub fn text(&self) -> Option<&str> {
         core::str::from_utf8(self.payload()).ok()
     }

@@ -104,6 +104,16 @@ pub(crate) const fn before(a: usize, b: usize) -> bool {
 
 /// Number of ring words a record with a `len`-byte payload occupies (sequence word, header, payload;
 /// the terminator is shared with the next record).
+///
+/// ```
+/// use nmilog::ring::span_words;
+/// let word = core::mem::size_of::<usize>();
+/// let empty = span_words(0); // sequence word + header words
+/// assert_eq!(empty, 1 + nmilog::HEADER_BYTES / word);
+/// assert_eq!(span_words(1), empty + 1);
+/// assert_eq!(span_words(word), empty + 1);
+/// assert_eq!(span_words(word + 1), empty + 2);
+/// ```
 #[inline(always)]
 pub const fn span_words(len: usize) -> usize {
     1 + HEADER_WORDS + len.div_ceil(WORD)
@@ -117,6 +127,16 @@ const fn max_span(cap: usize) -> usize {
 }
 
 /// The largest payload, in bytes, that a ring of `cap_words` words accepts.
+///
+/// ```
+/// use nmilog::ring::{max_payload_for, span_words};
+/// // Small rings are limited by their size (a record may take under half the ring)…
+/// let p = max_payload_for(64);
+/// assert!(p < nmilog::MAX_PAYLOAD);
+/// assert!(span_words(p) < 64 / 2);
+/// // …large ones by MAX_PAYLOAD.
+/// assert_eq!(max_payload_for(1 << 12), nmilog::MAX_PAYLOAD);
+/// ```
 pub const fn max_payload_for(cap_words: usize) -> usize {
     let by_ring = (max_span(cap_words) - 1 - HEADER_WORDS) * WORD;
     if by_ring < MAX_PAYLOAD {
@@ -127,6 +147,16 @@ pub const fn max_payload_for(cap_words: usize) -> usize {
 }
 
 /// The steps of the write protocol, in order, as reported to a [`StepHook`].
+///
+/// ```
+/// use nmilog::ring::{RecordRing, WriteStep};
+/// use nmilog::Header;
+/// let ring: RecordRing<64> = RecordRing::new();
+/// let mut seen = Vec::new();
+/// let mut hook = |s: WriteStep| { seen.push(s); true };
+/// ring.write(|_| Header::default(), b"hi", &mut hook).unwrap();
+/// assert_eq!(seen, WriteStep::ALL);
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum WriteStep {
     /// The writer is inside the call (after the recursion guard), nothing written yet.
@@ -149,6 +179,12 @@ pub enum WriteStep {
 
 impl WriteStep {
     /// Every step, in protocol order.
+    ///
+    /// ```
+    /// use nmilog::ring::WriteStep;
+    /// assert_eq!(WriteStep::ALL.first(), Some(&WriteStep::Entered));
+    /// assert_eq!(WriteStep::ALL.last(), Some(&WriteStep::Published));
+    /// ```
     pub const ALL: [WriteStep; 8] = [
         WriteStep::Entered,
         WriteStep::TailAdvanced,
@@ -167,12 +203,41 @@ impl WriteStep {
 /// use hooks to run other operations "inside" a write (as an interrupt or NMI would), or to freeze the
 /// writer at a step forever (as the crash NMI does): returning `false` makes the writer return
 /// [`WriteError::Frozen`] at once, leaving the ring exactly as a CPU stopped at that point would.
+///
+/// Closures `FnMut(WriteStep) -> bool` are hooks. A writer frozen after reserving its record leaves
+/// it in flight for readers:
+///
+/// ```
+/// use nmilog::ring::{Cursor, Read, RecordRing, WriteError, WriteStep};
+/// use nmilog::{Header, RecordBuf};
+/// let ring: RecordRing<64> = RecordRing::new();
+/// let mut freeze = |s: WriteStep| s != WriteStep::Reserved;
+/// let r = ring.write(|_| Header::default(), b"lost", &mut freeze);
+/// assert_eq!(r, Err(WriteError::Frozen));
+/// assert_eq!(ring.read(&mut Cursor::START, &mut RecordBuf::new()), Read::InFlight);
+/// ```
 pub trait StepHook {
     /// Called after `step` has been carried out. Return `false` to stop the writer there.
+    ///
+    /// ```
+    /// use nmilog::ring::{StepHook, WriteStep};
+    /// struct Count(usize);
+    /// impl StepHook for Count {
+    ///     fn step(&mut self, _: WriteStep) -> bool { self.0 += 1; self.0 < 3 }
+    /// }
+    /// let mut c = Count(0);
+    /// assert!(c.step(WriteStep::Entered) && c.step(WriteStep::TailAdvanced));
+    /// assert!(!c.step(WriteStep::Reserved));
+    /// ```
     fn step(&mut self, step: WriteStep) -> bool;
 }
 
 /// The hook that does nothing.
+///
+/// ```
+/// use nmilog::ring::{NoHook, StepHook, WriteStep};
+/// assert!(WriteStep::ALL.iter().all(|&s| NoHook.step(s)));
+/// ```
 #[derive(Clone, Copy, Debug, Default)]
 pub struct NoHook;
 
@@ -190,6 +255,17 @@ impl<F: FnMut(WriteStep) -> bool> StepHook for F {
 }
 
 /// Why a write did not commit.
+///
+/// ```
+/// use nmilog::ring::{max_payload_for, NoHook, RecordRing, WriteError, WriteStep};
+/// use nmilog::Header;
+/// let ring: RecordRing<64> = RecordRing::new();
+/// let big = vec![0u8; max_payload_for(64) + 1];
+/// let r = ring.write(|_| Header::default(), &big, &mut NoHook);
+/// assert_eq!(r, Err(WriteError::TooLarge));
+/// let r = ring.write(|_| Header::default(), b"x", &mut |_: WriteStep| false);
+/// assert_eq!(r, Err(WriteError::Frozen));
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WriteError {
     /// The payload is larger than this ring accepts ([`max_payload_for`]).
@@ -199,6 +275,17 @@ pub enum WriteError {
 }
 
 /// A reader's position in a ring: the logical word position and sequence number of the next record.
+///
+/// ```
+/// use nmilog::ring::{Cursor, NoHook, RecordRing};
+/// use nmilog::{Header, RecordBuf};
+/// let ring: RecordRing<64> = RecordRing::new();
+/// ring.write(|_| Header::default(), b"a", &mut NoHook).unwrap();
+/// let mut cur = Cursor::START;
+/// ring.read(&mut cur, &mut RecordBuf::new());
+/// assert_eq!(cur.seq(), 1);
+/// assert_ne!(cur, Cursor::START);
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Cursor {
     pub(crate) pos: usize,
@@ -207,15 +294,52 @@ pub struct Cursor {
 
 impl Cursor {
     /// The cursor at the very beginning of a ring that was never written.
+    ///
+    /// ```
+    /// use nmilog::ring::{Cursor, RecordRing};
+    /// assert_eq!(Cursor::START, Cursor::default());
+    /// let ring: RecordRing<64> = RecordRing::new();
+    /// assert_eq!(ring.oldest(), Cursor::START);
+    /// ```
     pub const START: Cursor = Cursor { pos: 0, seq: 0 };
 
     /// Sequence number of the next record this cursor will read.
+    ///
+    /// ```
+    /// # use nmilog::ring::{Cursor, NoHook, RecordRing};
+    /// # use nmilog::{Header, RecordBuf};
+    /// let ring: RecordRing<64> = RecordRing::new();
+    /// for _ in 0..3 {
+    ///     ring.write(|_| Header::default(), b"x", &mut NoHook).unwrap();
+    /// }
+    /// let mut cur = Cursor::START;
+    /// assert_eq!(cur.seq(), 0);
+    /// while ring.read(&mut cur, &mut RecordBuf::new()) == nmilog::ring::Read::Record {}
+    /// assert_eq!(cur.seq(), 3);
+    /// ```
     pub fn seq(&self) -> u64 {
         self.seq as u64
     }
 }
 
 /// The outcome of one [`RecordRing::read`] call.
+///
+/// A reader that falls a lap behind learns how many records it lost:
+///
+/// ```
+/// use nmilog::ring::{Cursor, NoHook, Read, RecordRing};
+/// use nmilog::{Header, RecordBuf};
+/// let ring: RecordRing<64> = RecordRing::new();
+/// let (mut cur, mut buf) = (Cursor::START, RecordBuf::new());
+/// assert_eq!(ring.read(&mut cur, &mut buf), Read::Empty);
+/// for _ in 0..20 {
+///     ring.write(|_| Header::default(), b"0123456789", &mut NoHook).unwrap();
+/// }
+/// let missed = ring.oldest().seq();
+/// assert!(missed > 0);
+/// assert_eq!(ring.read(&mut cur, &mut buf), Read::Overwritten { missed });
+/// assert_eq!(ring.read(&mut cur, &mut buf), Read::Record);
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Read {
     /// A valid record was copied into the buffer; the cursor moved past it.
@@ -269,6 +393,13 @@ impl<const WORDS: usize> RecordRing<WORDS> {
     );
 
     /// An empty ring of `WORDS` words.
+    ///
+    /// ```
+    /// use nmilog::ring::RecordRing;
+    /// static RING: RecordRing<256> = RecordRing::new(); // `const`: fine in a `static`
+    /// assert_eq!(RING.capacity_words(), 256);
+    /// assert_eq!(RING.next_seq(), 0);
+    /// ```
     #[cfg(not(loom))]
     pub const fn new() -> Self {
         #[allow(clippy::let_unit_value)]
@@ -302,6 +433,16 @@ impl<const WORDS: usize> RecordRing<WORDS> {
 
     /// Uses only the first `words` words (rounded down to a power of two, at least 32, at most
     /// `WORDS`). Only allowed while the ring was never written; returns the capacity in effect.
+    ///
+    /// ```
+    /// use nmilog::ring::{NoHook, RecordRing};
+    /// use nmilog::Header;
+    /// let ring: RecordRing<1024> = RecordRing::new();
+    /// assert_eq!(ring.set_capacity_words(100), Ok(64)); // rounded down to a power of two
+    /// assert_eq!(ring.capacity_words(), 64);
+    /// ring.write(|_| Header::default(), b"x", &mut NoHook).unwrap();
+    /// assert_eq!(ring.set_capacity_words(1024), Err(64)); // too late: already written
+    /// ```
     pub fn set_capacity_words(&self, words: usize) -> Result<usize, usize> {
         let cur = self.capacity_words();
         if self.next_seq.load(Ordering::Relaxed) != 0 {
@@ -319,21 +460,58 @@ impl<const WORDS: usize> RecordRing<WORDS> {
     }
 
     /// Capacity in words.
+    ///
+    /// ```
+    /// use nmilog::ring::RecordRing;
+    /// let ring: RecordRing<128> = RecordRing::new();
+    /// assert_eq!(ring.capacity_words(), 128);
+    /// ring.set_capacity_words(32).unwrap();
+    /// assert_eq!(ring.capacity_words(), 32);
+    /// ```
     pub fn capacity_words(&self) -> usize {
         self.mask() + 1
     }
 
     /// The largest payload this ring accepts, in bytes.
+    ///
+    /// ```
+    /// use nmilog::ring::{max_payload_for, NoHook, RecordRing};
+    /// use nmilog::Header;
+    /// let ring: RecordRing<64> = RecordRing::new();
+    /// assert_eq!(ring.max_payload(), max_payload_for(64));
+    /// let fits = vec![b'a'; ring.max_payload()];
+    /// assert!(ring.write(|_| Header::default(), &fits, &mut NoHook).is_ok());
+    /// ```
     pub fn max_payload(&self) -> usize {
         max_payload_for(self.capacity_words())
     }
 
     /// Sequence number the next record will get (the writer's view).
+    ///
+    /// ```
+    /// use nmilog::ring::{NoHook, RecordRing};
+    /// use nmilog::Header;
+    /// let ring: RecordRing<64> = RecordRing::new();
+    /// let seq = ring.write(|_| Header::default(), b"x", &mut NoHook).unwrap();
+    /// assert_eq!((seq, ring.next_seq()), (0, 1));
+    /// ```
     pub fn next_seq(&self) -> u64 {
         self.next_seq.load(Ordering::Relaxed) as u64
     }
 
     /// Records the writer refused (recursion, oversize), ever.
+    ///
+    /// A [`Log`](crate::Log) counts its refused appends here, in the ring of the CPU and depth
+    /// that made the call:
+    ///
+    /// ```
+    /// use nmilog::{host::HostPlatform, AppendError, Level, Log, MAX_PAYLOAD};
+    /// static LOG: Log<HostPlatform, 2, 1024, 4096> = Log::new(HostPlatform::new(2));
+    /// HostPlatform::register_cpu(0);
+    /// let big = [0u8; MAX_PAYLOAD + 1];
+    /// assert_eq!(LOG.append_raw(Level::Info, 0, 0, &big), Err(AppendError::TooLarge));
+    /// assert_eq!(LOG.cpu(0).unwrap().rings[0].dropped(), 1);
+    /// ```
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed) as u64
     }
@@ -370,6 +548,17 @@ impl<const WORDS: usize> RecordRing<WORDS> {
     /// The caller must be the ring's only writer for the duration of the call (per-CPU rings: the code
     /// at this depth on this CPU; the main log: the flush owner). Never waits, never loops more than
     /// once per record it overwrites. Returns the record's sequence number.
+    ///
+    /// ```
+    /// use nmilog::ring::{Cursor, NoHook, RecordRing};
+    /// use nmilog::{Header, RecordBuf};
+    /// let ring: RecordRing<64> = RecordRing::new();
+    /// let stamp = |seq| Header { ts_ns: 100 + seq, len: 999, ..Header::default() };
+    /// assert_eq!(ring.write(stamp, b"hello", &mut NoHook), Ok(0));
+    /// let mut buf = RecordBuf::new();
+    /// ring.read(&mut Cursor::START, &mut buf);
+    /// assert_eq!((buf.header.ts_ns, buf.header.len), (100, 5)); // `len` is the payload's
+    /// ```
     #[inline]
     pub fn write<H: StepHook>(
         &self,
@@ -526,6 +715,19 @@ impl<const WORDS: usize> RecordRing<WORDS> {
 
     /// Reads the record at the cursor into `out` (see the read protocol in the module docs). Never
     /// blocks the writer and never loops: one call is a bounded number of loads.
+    ///
+    /// ```
+    /// use nmilog::ring::{Cursor, NoHook, Read, RecordRing};
+    /// use nmilog::{Header, RecordBuf};
+    /// let ring: RecordRing<64> = RecordRing::new();
+    /// ring.write(|_| Header { cpu: 3, ..Header::default() }, b"a", &mut NoHook).unwrap();
+    /// ring.write(|_| Header { cpu: 3, ..Header::default() }, b"b", &mut NoHook).unwrap();
+    /// let (mut cur, mut buf) = (Cursor::START, RecordBuf::new());
+    /// assert_eq!(ring.read(&mut cur, &mut buf), Read::Record);
+    /// assert_eq!(ring.read(&mut cur, &mut buf), Read::Record);
+    /// assert_eq!((buf.seq, buf.header.cpu, buf.payload()), (1, 3, &b"b"[..]));
+    /// assert_eq!(ring.read(&mut cur, &mut buf), Read::Empty);
+    /// ```
     pub fn read(&self, cur: &mut Cursor, out: &mut RecordBuf) -> Read {
         let (r, h) = self.read_inner(cur, Some(&mut out.payload), true);
         if r == Read::Record {
@@ -537,6 +739,18 @@ impl<const WORDS: usize> RecordRing<WORDS> {
 
     /// Like [`read`](Self::read) but copies only the header and leaves the cursor on the record
     /// (it still moves, with `Overwritten`, when the cursor was lapped).
+    ///
+    /// ```
+    /// use nmilog::ring::{Cursor, NoHook, Read, RecordRing};
+    /// use nmilog::{Header, RecordBuf};
+    /// let ring: RecordRing<64> = RecordRing::new();
+    /// ring.write(|_| Header { level: 2, ..Header::default() }, b"crit", &mut NoHook).unwrap();
+    /// let mut cur = Cursor::START;
+    /// let (r, h) = ring.peek(&mut cur);
+    /// assert_eq!((r, h.level, h.len), (Read::Record, 2, 4));
+    /// assert_eq!(cur, Cursor::START); // not consumed: `read` still gets it
+    /// assert_eq!(ring.read(&mut cur, &mut RecordBuf::new()), Read::Record);
+    /// ```
     pub fn peek(&self, cur: &mut Cursor) -> (Read, Header) {
         self.read_inner(cur, None, false)
     }
@@ -682,6 +896,19 @@ impl<const WORDS: usize> RecordRing<WORDS> {
     }
 
     /// A cursor at the oldest intact record (for a reader that starts late).
+    ///
+    /// ```
+    /// use nmilog::ring::{NoHook, Read, RecordRing};
+    /// use nmilog::{Header, RecordBuf};
+    /// let ring: RecordRing<64> = RecordRing::new();
+    /// for i in 0..20u8 {
+    ///     ring.write(|_| Header::default(), &[b'a' + i; 10], &mut NoHook).unwrap();
+    /// }
+    /// let (mut cur, mut buf) = (ring.oldest(), RecordBuf::new());
+    /// assert!(cur.seq() > 0); // the first records were overwritten
+    /// assert_eq!(ring.read(&mut cur, &mut buf), Read::Record); // no `Overwritten` first
+    /// assert_eq!(buf.seq, cur.seq() - 1);
+    /// ```
     pub fn oldest(&self) -> Cursor {
         // `resync` moves a cursor at the start to the oldest intact record, and leaves it where it is
         // when nothing was overwritten (or when it raced the writer: the reader resyncs later).
