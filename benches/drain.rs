@@ -6,6 +6,8 @@
 //!   (127 records of 32 bytes: full, nothing overwritten yet), then `crash_enter` on CPU 0 and the
 //!   timed `drain_on_crash`, which merges the 1016 records in timestamp order into the 128 KiB main
 //!   log. Setup is not timed.
+//! * `drain/nmilog_8cpus_interleaved`: the same records, but written by the CPUs taking turns, so
+//!   the timestamp merge alternates between the rings on every record (a busy machine's log).
 //! * `drain/memcpy`: `copy_from_slice` of the same number of bytes between two warm buffers.
 //! * `drain/atomic_words`: the same bytes copied as word-sized `Relaxed` atomic loads and stores
 //!   between two arrays of `AtomicUsize` — the cheapest copy a seqlock reader may make under Rust's
@@ -41,16 +43,25 @@ const PER_RING: usize = (RING_WORDS - 1) / span_words(PAYLOAD);
 /// Bytes drained: every record's ring words.
 const BYTES: usize = CPUS * PER_RING * span_words(PAYLOAD) * WORD;
 
-/// A fresh logger whose eight task-context rings are full, each written by its own CPU.
-fn full_log() -> Box<BenchLog> {
+/// A fresh logger whose eight task-context rings are full, each written by its own CPU: one CPU
+/// after another (`interleaved == false`: the merge moves each ring in one run) or taking turns
+/// record by record (every run is one record long, as in a log where all CPUs were busy).
+fn full_log(interleaved: bool) -> Box<BenchLog> {
     let log = Box::new(Log::new(HostPlatform::new(CPUS)));
     let mut rec = *b"cpu N: rcu: INFO: rcu_sched stal";
-    for cpu in 0..CPUS {
+    let mut one = |cpu: usize| {
         HostPlatform::register_cpu(cpu);
         rec[4] = b'0' + cpu as u8;
+        log.append_raw(Level::Info, 0, 0, &rec)
+            .expect("append to a fresh ring");
+    };
+    if interleaved {
         for _ in 0..PER_RING {
-            log.append_raw(Level::Info, 0, 0, &rec)
-                .expect("append to a fresh ring");
+            (0..CPUS).for_each(&mut one);
+        }
+    } else {
+        for cpu in 0..CPUS {
+            (0..PER_RING).for_each(|_| one(cpu));
         }
     }
     HostPlatform::register_cpu(0);
@@ -61,8 +72,8 @@ fn full_log() -> Box<BenchLog> {
 fn drain(c: &mut Criterion) {
     HostPlatform::register_cpu(0);
     // Check once (untimed) that the drain moves every record and nothing was lost.
-    {
-        let log = full_log();
+    for interleaved in [false, true] {
+        let log = full_log(interleaved);
         let rep = log.drain_on_crash();
         assert_eq!(rep.flush.moved as usize, CPUS * PER_RING, "{rep:?}");
         assert_eq!(rep.flush.overwritten + rep.flush.torn, 0, "{rep:?}");
@@ -71,16 +82,18 @@ fn drain(c: &mut Criterion) {
 
     let mut g = c.benchmark_group("drain");
     g.throughput(Throughput::Bytes(BYTES as u64));
-    g.bench_function("nmilog_8cpus", |b| {
-        b.iter_batched(
-            full_log,
-            |log| {
-                black_box(log.drain_on_crash());
-                log // dropped outside the timed region
-            },
-            BatchSize::PerIteration,
-        )
-    });
+    for (name, interleaved) in [("nmilog_8cpus", false), ("nmilog_8cpus_interleaved", true)] {
+        g.bench_function(name, |b| {
+            b.iter_batched(
+                || full_log(interleaved),
+                |log| {
+                    black_box(log.drain_on_crash());
+                    log // dropped outside the timed region
+                },
+                BatchSize::PerIteration,
+            )
+        });
+    }
     let src = vec![0x5au8; BYTES];
     let mut dst = vec![0u8; BYTES];
     g.bench_function("memcpy", |b| {

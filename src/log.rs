@@ -393,6 +393,82 @@ enum Peek {
     Done,
 }
 
+/// The merge's ready sources as a binary min-heap of `(timestamp, source)`, `source = cpu * DEPTH +
+/// depth`: the lexicographic order is the merge order (ties go to the lower CPU, then the lower
+/// depth). Popping the oldest head and pushing a source back after its run are O(log K) for K
+/// sources, so a drain costs O(N log K) for N records, not O(N K) (a 256-CPU machine with four
+/// depths has 1024 sources). Fixed capacity, on the stack, no allocation.
+struct SourceHeap<const CPUS: usize, const DEPTH: usize> {
+    keys: [[(u64, u32); DEPTH]; CPUS],
+    len: usize,
+}
+
+impl<const CPUS: usize, const DEPTH: usize> SourceHeap<CPUS, DEPTH> {
+    fn new() -> Self {
+        SourceHeap {
+            keys: [[(0, 0); DEPTH]; CPUS],
+            len: 0,
+        }
+    }
+
+    /// The oldest head, without removing it.
+    #[inline]
+    fn peek(&self) -> Option<(u64, u32)> {
+        self.keys.as_flattened()[..self.len].first().copied()
+    }
+
+    /// Adds a source's head. Each source is in the heap at most once (the merge pushes a source only
+    /// after popping it, or once in its first scan), so the capacity `CPUS * DEPTH` is never exceeded;
+    /// a push beyond it is ignored rather than allowed to panic.
+    #[inline]
+    fn push(&mut self, key: (u64, u32)) {
+        let len = self.len;
+        let h = self.keys.as_flattened_mut();
+        if len >= h.len() {
+            return;
+        }
+        let mut i = len;
+        h[i] = key;
+        while i > 0 {
+            let parent = (i - 1) / 2;
+            if h[parent] <= h[i] {
+                break;
+            }
+            h.swap(parent, i);
+            i = parent;
+        }
+        self.len = len + 1;
+    }
+
+    /// Removes and returns the oldest head.
+    #[inline]
+    fn pop(&mut self) -> Option<(u64, u32)> {
+        let len = self.len.checked_sub(1)?;
+        let h = &mut self.keys.as_flattened_mut()[..=len];
+        let top = h[0];
+        h.swap(0, len);
+        self.len = len;
+        let h = &mut h[..len];
+        let mut i = 0;
+        loop {
+            let (l, r) = (2 * i + 1, 2 * i + 2);
+            let mut m = i;
+            if l < h.len() && h[l] < h[m] {
+                m = l;
+            }
+            if r < h.len() && h[r] < h[m] {
+                m = r;
+            }
+            if m == i {
+                break;
+            }
+            h.swap(i, m);
+            i = m;
+        }
+        Some(top)
+    }
+}
+
 /// The logger.
 ///
 /// * `P`: the [`Platform`] (CPU id, clock, CPU count).
@@ -1491,7 +1567,8 @@ impl<
     pub fn drain_step_bound(&self) -> u64 {
         let n = self.platform.cpu_count().min(CPUS) as u64;
         let per_ring = (RING_WORDS / span_words(0)) as u64 + 1;
-        // Per source: three peeks for the first look, then per record one read and up to three peeks.
+        // Per source: three peeks for the first look; then per record at most one look that ends a
+        // run and one that moves it, and after a run up to three peeks (a resync, a lapped reader).
         n * DEPTH as u64 * (3 + per_ring * 4)
     }
 
@@ -1508,48 +1585,41 @@ impl<
                 .saturating_sub(self.settle_ns.load(Ordering::Relaxed) as u64)
         };
         let gen = self.main.drain_gen.load(Ordering::Relaxed);
-        let mut heads = [[Peek::Done; DEPTH]; CPUS];
-        for (c, row) in heads.iter_mut().enumerate().take(ncpu) {
-            for (d, h) in row.iter_mut().enumerate() {
-                *h = if !crash && self.source_idle(c, d) {
+        let mut heap: SourceHeap<CPUS, DEPTH> = SourceHeap::new();
+        for c in 0..ncpu {
+            for d in 0..DEPTH {
+                let p = if !crash && self.source_idle(c, d) {
                     rep.steps += 1;
                     Peek::Done
                 } else {
                     self.peek_source(c, d, crash, &mut bound, &mut rep)
                 };
+                if let Peek::Ready(ts) = p {
+                    heap.push((ts, (c * DEPTH + d) as u32));
+                }
             }
         }
         let budget = self.drain_step_bound();
         // Built on first use: an empty flush does not zero a 1 KiB buffer.
         let mut buf: Option<RecordBuf> = None;
-        'merge: loop {
-            // The oldest head, and the runner-up it has to stay ahead of (ties: CPU, then depth).
-            let mut best: Option<(u64, usize, usize)> = None;
-            let mut second: Option<(u64, usize, usize)> = None;
-            for (c, row) in heads.iter().enumerate().take(ncpu) {
-                for (d, h) in row.iter().enumerate() {
-                    if let Peek::Ready(ts) = *h {
-                        if best.is_none_or(|(bt, _, _)| ts < bt) {
-                            second = best;
-                            best = Some((ts, c, d));
-                        } else if second.is_none_or(|(st, _, _)| ts < st) {
-                            second = Some((ts, c, d));
-                        }
-                    }
-                }
-            }
-            let Some((ts, c, d)) = best else { break };
+        // The oldest head, and the runner-up it has to stay ahead of (ties: CPU, then depth).
+        'merge: while let Some((ts, src)) = heap.peek() {
             if ts > bound {
                 break;
             }
+            let _ = heap.pop();
+            let second = heap.peek();
+            let (c, d) = (src as usize / DEPTH, src as usize % DEPTH);
             let ring = &self.cpus[c].rings[d];
             let cons = &self.main.consumers[c][d];
             // A run: move records from (c, d) while its head stays older than the runner-up, without
-            // rescanning every source per record. Each read doubles as the peek at the next record:
-            // one validated copy per record moved (the record that ends the run is read and left in
-            // its ring, to be read again when its turn comes).
+            // rescanning every source per record. One validated look per record: `read_if` copies
+            // the payload only of a record the run takes; the record that ends the run is only
+            // peeked (header) and stays in its ring, looked at again when its turn comes.
             loop {
-                if rep.steps >= budget {
+                // One read, then up to three peeks in `peek_source`: stop before the bound can be
+                // passed.
+                if rep.steps + 4 > budget {
                     break 'merge;
                 }
                 if crash && self.main.drain_gen.load(Ordering::Relaxed) != gen {
@@ -1561,28 +1631,35 @@ impl<
                 let mut cur = cons.cursor();
                 rep.steps += 1;
                 let buf = buf.get_or_insert_with(RecordBuf::new);
-                match ring.read(&mut cur, buf) {
-                    Read::Record => {
-                        let t = buf.header.ts_ns;
-                        if t > bound || second.is_some_and(|s| (t, c, d) > s) {
-                            heads[c][d] = Peek::Ready(t);
-                            continue 'merge;
-                        }
+                let in_run =
+                    |h: &Header| h.ts_ns <= bound && second.is_none_or(|s| (h.ts_ns, src) < s);
+                match ring.read_if(&mut cur, buf, in_run) {
+                    (Read::Record, h, false) => {
+                        heap.push((h.ts_ns, src));
+                        continue 'merge;
+                    }
+                    (Read::Record, _, true) => {
                         if !self.move_record(c, d, buf, cur, hook) {
                             return (rep, false);
                         }
                         rep.moved += 1;
                     }
-                    Read::Overwritten { missed } => {
+                    (Read::Overwritten { missed }, _, _) => {
                         Consumer::add(&cons.overwritten, missed);
                         rep.overwritten = rep.overwritten.wrapping_add(missed);
                         cons.set_cursor(cur);
-                        heads[c][d] = self.peek_source(c, d, crash, &mut bound, &mut rep);
+                        if let Peek::Ready(t) = self.peek_source(c, d, crash, &mut bound, &mut rep)
+                        {
+                            heap.push((t, src));
+                        }
                         continue 'merge;
                     }
-                    Read::Empty | Read::InFlight => {
+                    (Read::Empty | Read::InFlight, _, _) => {
                         // Torn accounting, the flush bound and lapping are `peek_source`'s job.
-                        heads[c][d] = self.peek_source(c, d, crash, &mut bound, &mut rep);
+                        if let Peek::Ready(t) = self.peek_source(c, d, crash, &mut bound, &mut rep)
+                        {
+                            heap.push((t, src));
+                        }
                         continue 'merge;
                     }
                 }

@@ -729,12 +729,25 @@ impl<const WORDS: usize> RecordRing<WORDS> {
     /// assert_eq!(ring.read(&mut cur, &mut buf), Read::Empty);
     /// ```
     pub fn read(&self, cur: &mut Cursor, out: &mut RecordBuf) -> Read {
-        let (r, h) = self.read_inner(cur, Some(&mut out.payload), true);
-        if r == Read::Record {
+        self.read_if(cur, out, |_| true).0
+    }
+
+    /// [`read`](Self::read) if `take(header)` says so, else [`peek`](Self::peek): one validated
+    /// look at the record either way, and its payload is copied only when it is taken. Returns the
+    /// outcome, the header (for `Read::Record`) and whether the record was taken (copied into `out`,
+    /// cursor moved past it).
+    pub(crate) fn read_if(
+        &self,
+        cur: &mut Cursor,
+        out: &mut RecordBuf,
+        take: impl FnOnce(&Header) -> bool,
+    ) -> (Read, Header, bool) {
+        let (r, h, taken) = self.read_inner(cur, Some(&mut out.payload), take);
+        if taken {
             out.header = h;
             out.seq = cur.seq.wrapping_sub(1) as u64;
         }
-        r
+        (r, h, taken)
     }
 
     /// Like [`read`](Self::read) but copies only the header and leaves the cursor on the record
@@ -752,15 +765,16 @@ impl<const WORDS: usize> RecordRing<WORDS> {
     /// assert_eq!(ring.read(&mut cur, &mut RecordBuf::new()), Read::Record);
     /// ```
     pub fn peek(&self, cur: &mut Cursor) -> (Read, Header) {
-        self.read_inner(cur, None, false)
+        let (r, h, _) = self.read_inner(cur, None, |_| false);
+        (r, h)
     }
 
     fn read_inner(
         &self,
         cur: &mut Cursor,
         out: Option<&mut [u8; MAX_PAYLOAD]>,
-        advance: bool,
-    ) -> (Read, Header) {
+        take: impl FnOnce(&Header) -> bool,
+    ) -> (Read, Header, bool) {
         let mask = self.mask();
         let cap = mask + 1;
         let mut pos = cur.pos;
@@ -783,6 +797,13 @@ impl<const WORDS: usize> RecordRing<WORDS> {
             // The length is not trusted until the sequence word is re-checked: clamp so the copy stays
             // inside the buffer and the ring's largest record.
             let len = (h.len as usize).min(max_payload_for(cap));
+            // Taken (payload copied, cursor advanced) or only peeked. `take` sees a header that is
+            // validated below: a decision made on a torn header is undone with the `Read` outcome.
+            let out = match out {
+                Some(out) if take(&h) => Some(out),
+                _ => None,
+            };
+            let advance = out.is_some();
             if let Some(out) = out {
                 // Whole words (the buffer is a multiple of WORD long; bytes past `len` are scratch).
                 let (chunks, _) = out.as_chunks_mut::<WORD>();
@@ -801,19 +822,19 @@ impl<const WORDS: usize> RecordRing<WORDS> {
                     cur.pos = pos.wrapping_add(span_words(len));
                     cur.seq = cur.seq.wrapping_add(1);
                 }
-                return (Read::Record, h);
+                return (Read::Record, h, advance);
             }
-            return (self.resync(cur, mask), Header::default());
+            return (self.resync(cur, mask), Header::default(), false);
         }
         // LMM(read:B): pairs with LMM(write:A).
         let tail = self.tail.load(Ordering::Acquire);
         if before(cur.pos, tail) {
-            return (self.resync(cur, mask), Header::default());
+            return (self.resync(cur, mask), Header::default(), false);
         }
         if w == enc(cur.seq, ST_WRITING) {
-            (Read::InFlight, Header::default())
+            (Read::InFlight, Header::default(), false)
         } else {
-            (Read::Empty, Header::default())
+            (Read::Empty, Header::default(), false)
         }
     }
 

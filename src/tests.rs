@@ -23,6 +23,10 @@ impl Manual {
     fn set_cpu(&self, c: usize) {
         self.cpu.store(c, Ordering::Relaxed);
     }
+    /// The next clock read returns `t`.
+    fn set_clock(&self, t: usize) {
+        self.clock.store(t, Ordering::Relaxed);
+    }
 }
 impl Platform for Manual {
     fn cpu_id(&self) -> usize {
@@ -388,4 +392,44 @@ fn deferred_policy_leaves_records_in_the_rings_until_a_flush() {
     log.set_flush_policy(crate::FlushPolicy::Eager);
     log.log_fmt(Level::Info, 0, format_args!("eager")).unwrap();
     assert_eq!(log.main().next_seq(), 6);
+}
+
+#[test]
+fn drain_merges_many_sources_in_timestamp_cpu_depth_order() {
+    // Four CPUs, task and irq rings each, timestamps with many ties across sources (each source's
+    // own timestamps never go backwards, as with a real clock): the main log must hold every record
+    // in (timestamp, CPU, depth) order, each source's records in their own order.
+    let log: Log<Manual, 4, 256, 8192> = Log::new(Manual::new(4));
+    let mut expect = std::vec::Vec::new();
+    let mut x: u32 = 0x2545_f491;
+    let mut last = [[0usize; 2]; 4];
+    for n in 0..120usize {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        let (cpu, depth) = ((x % 4) as usize, ((x >> 8) % 2) as usize);
+        // Ties: timestamps advance by 0 or 1 per record of a source, from a shared slow base.
+        let ts = (n / 5).max(last[cpu][depth]) + ((x >> 12) % 2) as usize;
+        last[cpu][depth] = ts;
+        log.platform().set_cpu(cpu);
+        let _irq = (depth == 1).then(|| log.enter(ContextKind::Irq));
+        log.platform().set_clock(ts);
+        let text = std::format!("c{cpu} d{depth} n{n}");
+        log.append_raw(Level::Info, 0, 0, text.as_bytes()).unwrap();
+        expect.push((ts as u64, cpu, depth, n, text));
+    }
+    expect.sort_by_key(|e| (e.0, e.1, e.2, e.3));
+    log.platform().set_cpu(0);
+    log.crash_enter().unwrap();
+    let rep = log.drain_on_crash();
+    assert_eq!(rep.flush.moved, 120, "{rep:?}");
+    assert!(rep.flush.steps <= rep.bound, "{rep:?}");
+    let mut rd = MainReader::new();
+    let mut buf = RecordBuf::new();
+    let mut got = std::vec::Vec::new();
+    while rd.read(&log, &mut buf) == Read::Record {
+        got.push((buf.header.ts_ns, buf.text().unwrap().to_owned()));
+    }
+    let want: std::vec::Vec<_> = expect.into_iter().map(|e| (e.0, e.4)).collect();
+    assert_eq!(got, want);
 }
