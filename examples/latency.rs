@@ -286,10 +286,15 @@ fn main() -> Result<(), Box<dyn Error>> {
         println!("| {name} | {ns:.1} | {:.2} |", ns / batched[2]);
     }
     if !single_only {
-        let nm = &results[1][1];
+        let (nm, timer) = (&results[1][1], &results[0][1]);
+        // Every row includes the timer; net of its median, the ratio describes the log call alone
+        // (and is the stricter reading of the target).
         println!(
-            "\nnmilog with the other core writing: p99.9 / p50 = {:.2} (target <= 3)",
-            nm.p999 / nm.p50
+            "\nnmilog with the other core writing: p99.9 / p50 = {:.2} as measured, {:.2} net of the \
+             timer's median ({:.1} ns) (target <= 3)",
+            nm.p999 / nm.p50,
+            (nm.p999 - timer.p50) / (nm.p50 - timer.p50),
+            timer.p50
         );
     }
     println!("measured in {:.1} s", started.elapsed().as_secs_f64());

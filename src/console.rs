@@ -728,6 +728,30 @@ pub trait Console: Sync {
     /// stopped; never from NMI context. The emitter calls it inside an unsafe section; a driver
     /// may call [`WriteContext::exit_unsafe`]/[`WriteContext::enter_unsafe`] between its own
     /// atomic steps to let a waiting higher priority in earlier.
+    ///
+    /// A write that returns `false` leaves the record unprinted:
+    ///
+    /// ```
+    /// use core::sync::atomic::{AtomicUsize, Ordering};
+    /// use nmilog::console::{Console, Consoles, WriteContext};
+    /// use nmilog::{host::HostPlatform, Level, Log};
+    /// struct Flaky(AtomicUsize); // its first write hits a FIFO error
+    /// impl Console for Flaky {
+    ///     fn write_atomic(&self, ctx: &mut WriteContext<'_>, text: &[u8]) -> bool {
+    ///         assert!(text.ends_with(b"] eth0: link up\n"));
+    ///         self.0.fetch_add(1, Ordering::Relaxed) > 0 && !ctx.lost()
+    ///     }
+    /// }
+    /// static LOG: Log<HostPlatform, 1, 1024, 4096> = Log::new(HostPlatform::new(1));
+    /// static UART: Flaky = Flaky(AtomicUsize::new(0));
+    /// static CONSOLES: Consoles<1> = Consoles::new([&UART]);
+    /// HostPlatform::register_cpu(0);
+    /// LOG.log_fmt(Level::Info, 0, format_args!("eth0: link up")).unwrap();
+    /// assert_eq!(CONSOLES.emit_pending(&LOG).printed, 0); // failed: not marked printed...
+    /// assert_eq!(CONSOLES.emit_pending(&LOG).printed, 1); // ...so the next call prints it
+    /// assert_eq!(CONSOLES.emit_pending(&LOG).printed, 0); // and only once
+    /// assert_eq!(UART.0.load(Ordering::Relaxed), 2);
+    /// ```
     fn write_atomic(&self, ctx: &mut WriteContext<'_>, text: &[u8]) -> bool;
 }
 

@@ -42,10 +42,10 @@
 //!
 //! # Targets without pointer-sized compare-and-swap
 //!
-//! [`init`] uses `log::set_logger` where `target_has_atomic = "ptr"`. Elsewhere (thumbv6m) `log`
-//! only offers the `unsafe` `set_logger_racy`; [`init`] then calls it and its contract becomes
-//! yours: call [`init`] once, at boot, before any other CPU or interrupt handler can log (see
-//! [`init`]'s safety notes).
+//! [`init`] uses `log::set_logger` and exists only where `target_has_atomic = "ptr"`. Elsewhere
+//! (thumbv6m) `log` only offers the `unsafe` `set_logger_racy`, and so does this module:
+//! [`init_racy`] is an `unsafe fn` whose contract is yours — call it once, at boot, before any
+//! other CPU or interrupt handler can log.
 
 use core::cell::UnsafeCell;
 use core::fmt;
@@ -342,48 +342,67 @@ impl fmt::Display for InitError {
 /// assert!(rec.text().unwrap().ends_with(": kept"));
 /// ```
 ///
-/// # Targets without pointer-sized CAS
-///
-/// There `log::set_logger` does not exist and this function uses `log::set_logger_racy` and
-/// `log::set_max_level_racy`. It is then only sound if nothing else calls `log`'s setters or logs
-/// concurrently — call it once at boot, on the boot CPU, before interrupts are enabled and before
-/// other CPUs start (the same rule as [`set_global!`](crate::set_global)).
+/// Only on targets with pointer-sized CAS (where `log::set_logger` exists); elsewhere use
+/// [`init_racy`], whose boot-time contract the caller must keep.
+#[cfg(target_has_atomic = "ptr")]
 pub fn init(sink: &'static dyn LogSink, max_level: log::LevelFilter) -> Result<(), InitError> {
-    #[cfg(target_has_atomic = "ptr")]
+    if GLOBAL
+        .state
+        .compare_exchange(0, 1, Ordering::Acquire, Ordering::Relaxed)
+        .is_err()
     {
-        if GLOBAL
-            .state
-            .compare_exchange(0, 1, Ordering::Acquire, Ordering::Relaxed)
-            .is_err()
-        {
-            return Err(InitError::AlreadyInitialized);
-        }
+        return Err(InitError::AlreadyInitialized);
     }
-    #[cfg(not(target_has_atomic = "ptr"))]
-    {
-        if GLOBAL.state.load(Ordering::Acquire) != 0 {
-            return Err(InitError::AlreadyInitialized);
-        }
-        GLOBAL.state.store(1, Ordering::Relaxed);
-    }
-    // SAFETY: this caller moved `state` from 0 to 1 (CAS; or, without CAS, by the boot-time
-    // single-caller contract above), so it is the only writer, and no reader looks before state 2.
+    // SAFETY: this caller moved `state` from 0 to 1 with the CAS above, so it is the only writer,
+    // and no reader looks at `sink` before state 2 (published with the Release store below).
     unsafe { *GLOBAL.sink.get() = Some(sink) };
     GLOBAL.state.store(2, Ordering::Release);
+    log::set_logger(&GLOBAL).map_err(|_| InitError::OtherLogger)?;
+    log::set_max_level(max_level);
+    Ok(())
+}
 
-    #[cfg(target_has_atomic = "ptr")]
-    {
-        log::set_logger(&GLOBAL).map_err(|_| InitError::OtherLogger)?;
-        log::set_max_level(max_level);
+/// [`init`] for targets without pointer-sized CAS (thumbv6m and the like), where `log` offers only
+/// `set_logger_racy` / `set_max_level_racy`. Available on every target.
+///
+/// # Safety
+///
+/// Call it once, at boot, on the boot CPU, before interrupts are enabled and before other CPUs
+/// start: nothing may call `init`, `init_racy`, `log`'s setters or any `log` macro concurrently
+/// with it (the same rule as [`set_global!`](crate::set_global) and as `log::set_logger_racy`).
+///
+/// ```
+/// use nmilog::facade::init_racy;
+/// use nmilog::host::HostPlatform;
+/// use nmilog::Log;
+///
+/// static LOG: Log<HostPlatform, 1, 1024, 4096> = Log::new(HostPlatform::new(1));
+/// HostPlatform::register_cpu(0);
+/// // SAFETY: the only thread, before anything logs: nothing races with the registration.
+/// unsafe { init_racy(&LOG, log::LevelFilter::Info) }.unwrap();
+/// log::info!("booted");
+/// LOG.flush();
+/// let mut rec = nmilog::RecordBuf::new();
+/// LOG.main_reader().read(&LOG, &mut rec);
+/// assert!(rec.text().unwrap().ends_with("booted"));
+/// ```
+pub unsafe fn init_racy(
+    sink: &'static dyn LogSink,
+    max_level: log::LevelFilter,
+) -> Result<(), InitError> {
+    if GLOBAL.state.load(Ordering::Acquire) != 0 {
+        return Err(InitError::AlreadyInitialized);
     }
-    #[cfg(not(target_has_atomic = "ptr"))]
-    {
-        // SAFETY: `init`'s documented contract: called once at boot, before any other CPU or
-        // interrupt handler runs, so nothing races with `log`'s plain-store logger registration.
-        unsafe {
-            log::set_logger_racy(&GLOBAL).map_err(|_| InitError::OtherLogger)?;
-            log::set_max_level_racy(max_level);
-        }
+    GLOBAL.state.store(1, Ordering::Relaxed);
+    // SAFETY: the caller's contract: no concurrent `init`/`init_racy`, so this is the only writer,
+    // and no reader looks at `sink` before state 2 (published with the Release store below).
+    unsafe { *GLOBAL.sink.get() = Some(sink) };
+    GLOBAL.state.store(2, Ordering::Release);
+    // SAFETY: the caller's contract is `set_logger_racy`'s and `set_max_level_racy`'s: nothing else
+    // calls `log`'s setters or logs concurrently.
+    unsafe {
+        log::set_logger_racy(&GLOBAL).map_err(|_| InitError::OtherLogger)?;
+        log::set_max_level_racy(max_level);
     }
     Ok(())
 }

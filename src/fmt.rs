@@ -1,4 +1,16 @@
 //! Formatting into a fixed stack buffer, cutting at the end with an explicit marker.
+//!
+//! ```
+//! use core::fmt::Write;
+//! use nmilog::{fmt::LineBuf, LINE_MAX, TRUNCATION_MARKER};
+//! let mut line: LineBuf<LINE_MAX> = LineBuf::new();
+//! // Never an error, even when the text does not fit: it is cut and marked instead.
+//! write!(line, "cpu{}: {:x>400}", 3, "").unwrap();
+//! assert!(line.truncated());
+//! let text = core::str::from_utf8(line.finish()).unwrap();
+//! assert_eq!(text.len(), LINE_MAX);
+//! assert!(text.starts_with("cpu3: xxx") && text.ends_with(TRUNCATION_MARKER));
+//! ```
 
 use core::fmt;
 

@@ -4,6 +4,25 @@
 //! [`set_global!`](crate::set_global). Until then the macros do nothing (and count nothing: there is
 //! nowhere to count). Registration stores one pointer with a plain atomic store, so it works on
 //! targets without CAS; do it once at boot, before other CPUs log.
+//!
+//! ```
+//! use nmilog::{Level, Log, Platform, RecordBuf};
+//! struct One;
+//! impl Platform for One {
+//!     fn cpu_id(&self) -> usize { 0 }
+//!     fn now_ns(&self) -> u64 { 0 }
+//!     fn cpu_count(&self) -> usize { 1 }
+//! }
+//! static LOG: Log<One, 1, 256, 1024> = Log::new(One);
+//! nmilog::pr_warn!("too early: nowhere to go"); // not registered yet: dropped
+//! nmilog::set_global!(LOG);
+//! nmilog::pr_warn!("eth{}: tx timeout", 0);
+//! assert_eq!(LOG.main().next_seq(), 1);
+//! let mut rec = RecordBuf::new();
+//! LOG.main_reader().read(&LOG, &mut rec);
+//! assert_eq!(rec.header.level, Level::Warning as u8);
+//! assert_eq!(rec.text(), Some("eth0: tx timeout"));
+//! ```
 
 use core::fmt;
 
@@ -33,6 +52,24 @@ use crate::{AppendError, Level};
 /// ```
 pub trait LogSink: Sync {
     /// Formats and logs (see [`Log::log_fmt`](crate::Log::log_fmt)).
+    ///
+    /// ```
+    /// # use nmilog::{Level, Log, Platform};
+    /// # struct One;
+    /// # impl Platform for One {
+    /// #     fn cpu_id(&self) -> usize { 0 }
+    /// #     fn now_ns(&self) -> u64 { 7 }
+    /// #     fn cpu_count(&self) -> usize { 1 }
+    /// # }
+    /// # static LOG: Log<One, 1, 256, 1024> = Log::new(One);
+    /// use nmilog::{global::LogSink, record::flags, RecordBuf, LINE_MAX};
+    /// let sink: &dyn LogSink = &LOG;
+    /// sink.log_fmt(Level::Err, 0, format_args!("{:x>300}", "")).unwrap(); // too long
+    /// let mut rec = RecordBuf::new();
+    /// LOG.main_reader().read(&LOG, &mut rec); // normal context: flushed at once
+    /// assert_eq!(rec.payload().len(), LINE_MAX);
+    /// assert_eq!(rec.header.flags & flags::TRUNCATED, flags::TRUNCATED);
+    /// ```
     fn log_fmt(
         &self,
         level: Level,
@@ -40,6 +77,23 @@ pub trait LogSink: Sync {
         args: fmt::Arguments<'_>,
     ) -> Result<u64, AppendError>;
     /// The NMI path (see [`Log::append_raw`](crate::Log::append_raw)).
+    ///
+    /// ```
+    /// # use nmilog::{Level, Log, Platform};
+    /// # struct One;
+    /// # impl Platform for One {
+    /// #     fn cpu_id(&self) -> usize { 0 }
+    /// #     fn now_ns(&self) -> u64 { 7 }
+    /// #     fn cpu_count(&self) -> usize { 1 }
+    /// # }
+    /// # static LOG: Log<One, 1, 256, 1024> = Log::new(One);
+    /// use nmilog::{global::LogSink, AppendError, MAX_PAYLOAD};
+    /// let sink: &dyn LogSink = &LOG;
+    /// assert_eq!(sink.append_raw(Level::Emerg, 0, 0, b"NMI watchdog: cpu 0"), Ok(0));
+    /// assert_eq!(LOG.main().next_seq(), 0); // the NMI path never flushes
+    /// let big = [0u8; MAX_PAYLOAD + 1];
+    /// assert_eq!(sink.append_raw(Level::Emerg, 0, 0, &big), Err(AppendError::TooLarge));
+    /// ```
     fn append_raw(
         &self,
         level: Level,
@@ -48,6 +102,27 @@ pub trait LogSink: Sync {
         payload: &[u8],
     ) -> Result<u64, AppendError>;
     /// A normal-context flush attempt.
+    ///
+    /// ```
+    /// # use nmilog::{Level, Log, Platform};
+    /// # struct One;
+    /// # impl Platform for One {
+    /// #     fn cpu_id(&self) -> usize { 0 }
+    /// #     fn now_ns(&self) -> u64 { 7 }
+    /// #     fn cpu_count(&self) -> usize { 1 }
+    /// # }
+    /// # static LOG: Log<One, 1, 256, 1024> = Log::new(One);
+    /// use nmilog::{global::LogSink, ContextKind};
+    /// let sink: &dyn LogSink = &LOG;
+    /// sink.append_raw(Level::Info, 0, 0, b"pending").unwrap();
+    /// {
+    ///     let _nmi = LOG.enter(ContextKind::Nmi);
+    ///     sink.flush(); // not a normal context: does nothing
+    /// }
+    /// assert_eq!(LOG.main().next_seq(), 0);
+    /// sink.flush();
+    /// assert_eq!(LOG.main().next_seq(), 1);
+    /// ```
     fn flush(&self);
 }
 

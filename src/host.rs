@@ -5,6 +5,29 @@
 //!
 //! Signal handlers can log through it: the CPU number is a const-initialised thread-local `Cell`
 //! (no lazy initialisation, no destructor) and the clock read is a single instruction plus a multiply.
+//!
+//! ```
+//! use nmilog::{host::HostPlatform, AppendError, Level, Log, RecordBuf};
+//! static LOG: Log<HostPlatform, 2, 1024, 4096> = Log::new(HostPlatform::new(2));
+//! // A thread that never registered is not a CPU: its log calls are refused and counted.
+//! assert_eq!(LOG.append_raw(Level::Info, 0, 0, b"who am I?"), Err(AppendError::BadCpu));
+//! assert_eq!(LOG.bad_cpu_dropped(), 1);
+//! std::thread::spawn(|| {
+//!     HostPlatform::register_cpu(1);
+//!     LOG.log_fmt(Level::Info, 0, format_args!("from cpu 1")).unwrap();
+//! })
+//! .join()
+//! .unwrap();
+//! HostPlatform::register_cpu(0);
+//! LOG.log_fmt(Level::Info, 0, format_args!("from cpu 0")).unwrap();
+//! let (mut reader, mut rec) = (LOG.main_reader(), RecordBuf::new());
+//! reader.read(&LOG, &mut rec);
+//! let (cpu, ts) = (rec.header.cpu, rec.header.ts_ns);
+//! assert_eq!((cpu, rec.text()), (1, Some("from cpu 1")));
+//! reader.read(&LOG, &mut rec);
+//! assert_eq!((rec.header.cpu, rec.text()), (0, Some("from cpu 0")));
+//! assert!(rec.header.ts_ns >= ts); // one clock for every thread
+//! ```
 
 use core::cell::Cell;
 use std::sync::atomic::{AtomicUsize, Ordering};

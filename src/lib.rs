@@ -92,3 +92,8 @@ pub use crate::log::{
 };
 pub use crate::platform::Platform;
 pub use crate::record::{ContextKind, Header, Level, RecordBuf, HEADER_BYTES, MAX_PAYLOAD};
+
+/// The README's code (its usage example), compiled and run as a doctest so it cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

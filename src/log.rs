@@ -363,6 +363,34 @@ pub enum FlushStep {
 /// ```
 pub trait FlushHook {
     /// Called after `step`.
+    ///
+    /// ```
+    /// # use nmilog::{FlushPolicy, Level, Log, Platform};
+    /// # struct One;
+    /// # impl Platform for One {
+    /// #     fn cpu_id(&self) -> usize { 0 }
+    /// #     fn now_ns(&self) -> u64 { 7 }
+    /// #     fn cpu_count(&self) -> usize { 1 }
+    /// # }
+    /// # static LOG: Log<One, 1, 256, 1024> = Log::new(One);
+    /// use nmilog::{FlushHook, FlushStep};
+    /// struct CountMoves(usize);
+    /// impl FlushHook for CountMoves {
+    ///     fn step(&mut self, step: FlushStep) -> bool {
+    ///         if step == FlushStep::Done {
+    ///             self.0 += 1;
+    ///         }
+    ///         true // never freeze
+    ///     }
+    /// }
+    /// LOG.set_flush_policy(FlushPolicy::Deferred);
+    /// LOG.append(Level::Info, 0, 0, b"a").unwrap();
+    /// LOG.append(Level::Info, 0, 0, b"b").unwrap();
+    /// let mut hook = CountMoves(0);
+    /// let rep = LOG.flush_with_hook(&mut hook).unwrap();
+    /// assert_eq!((hook.0, rep.moved), (2, 2)); // one journaled move per record
+    /// assert_eq!(LOG.main().next_seq(), 2);
+    /// ```
     fn step(&mut self, step: FlushStep) -> bool;
 }
 
@@ -867,33 +895,36 @@ impl<
     }
 
     fn count_bad_cpu(&self) {
-        // Many CPUs may get here, so this one counter is shared: an RMW where the target has one.
-        // Without CAS the count is best effort (a racing increment can be lost); the drop itself is
-        // still refused, never UB.
-        #[cfg(any(
-            target_has_atomic = "ptr",
-            feature = "critical-section",
-            feature = "unsafe-assume-single-core"
-        ))]
+        // Many CPUs may get here, so this one counter is shared: a native RMW where the target has
+        // one (never portable-atomic's emulation, which the NMI path must not depend on). Without it
+        // the count is best effort (a racing increment can be lost); the call is still refused,
+        // never UB.
+        #[cfg(target_has_atomic = "ptr")]
         self.bad_cpu.fetch_add(1, Ordering::Relaxed);
-        #[cfg(not(any(
-            target_has_atomic = "ptr",
-            feature = "critical-section",
-            feature = "unsafe-assume-single-core"
-        )))]
+        #[cfg(not(target_has_atomic = "ptr"))]
         {
             let v = self.bad_cpu.load(Ordering::Relaxed);
             self.bad_cpu.store(v.wrapping_add(1), Ordering::Relaxed);
         }
     }
 
+    /// The calling CPU and its state; a CPU id out of range is counted ([`Self::bad_cpu_dropped`]).
     fn this_cpu(&self) -> Result<(usize, &PerCpu<RING_WORDS, DEPTH>), AppendError> {
+        self.cpu_slot().ok_or_else(|| {
+            self.count_bad_cpu();
+            AppendError::BadCpu
+        })
+    }
+
+    /// The calling CPU and its state, without counting a bad id (for checks made after a log call
+    /// that already counted it).
+    #[inline]
+    fn cpu_slot(&self) -> Option<(usize, &PerCpu<RING_WORDS, DEPTH>)> {
         let cpu = self.platform.cpu_id();
         if cpu >= self.platform.cpu_count().min(CPUS) {
-            self.count_bad_cpu();
-            return Err(AppendError::BadCpu);
+            return None;
         }
-        Ok((cpu, &self.cpus[cpu]))
+        Some((cpu, &self.cpus[cpu]))
     }
 
     // ---------------------------------------------------------------- context tracking
@@ -1197,7 +1228,28 @@ impl<
         flags: u8,
         payload: &[u8],
     ) -> Result<u64, AppendError> {
-        self.append_raw_with_hook(level as u8, facility, flags, payload, &mut NoHook)
+        self.append_raw_hooked(level as u8, facility, flags, payload, &mut NoHook)
+    }
+
+    /// The body of `append_raw_with_hook` (public with the `steps` feature).
+    #[inline]
+    pub(crate) fn append_raw_hooked<H: StepHook>(
+        &self,
+        level: u8,
+        facility: u8,
+        flags: u8,
+        payload: &[u8],
+        hook: &mut H,
+    ) -> Result<u64, AppendError> {
+        self.with_ring(|cpu, kind, depth, ring| {
+            self.write_record(
+                (cpu, kind, depth),
+                ring,
+                (level, facility, flags),
+                payload,
+                hook,
+            )
+        })
     }
 
     /// [`append_raw`](Self::append_raw) with a step hook (test harnesses: nested writes and frozen
@@ -1221,6 +1273,7 @@ impl<
     /// assert_eq!(LOG.drain_on_crash().flush.torn, 1);
     /// assert_eq!(LOG.counters(0, 0).unwrap().torn, 1);
     /// ```
+    #[cfg(feature = "steps")]
     #[inline]
     pub fn append_raw_with_hook<H: StepHook>(
         &self,
@@ -1230,15 +1283,7 @@ impl<
         payload: &[u8],
         hook: &mut H,
     ) -> Result<u64, AppendError> {
-        self.with_ring(|cpu, kind, depth, ring| {
-            self.write_record(
-                (cpu, kind, depth),
-                ring,
-                (level, facility, flags),
-                payload,
-                hook,
-            )
-        })
+        self.append_raw_hooked(level, facility, flags, payload, hook)
     }
 
     /// Appends pre-formatted bytes; in normal context (task or irq, no crash) then tries to flush.
@@ -1350,7 +1395,7 @@ impl<
         if self.crash_cpu.load(Ordering::Relaxed) != 0 {
             return None;
         }
-        let (cpu, pc) = self.this_cpu().ok()?;
+        let (cpu, pc) = self.cpu_slot()?;
         if pc.nmi_safe_only() {
             return None;
         }
@@ -1385,33 +1430,16 @@ impl<
         feature = "unsafe-assume-single-core"
     ))]
     pub fn flush(&self) -> Option<FlushReport> {
-        self.flush_with_hook(&mut NoHook)
+        self.flush_hooked(&mut NoHook)
     }
 
-    /// [`flush`](Self::flush) with a hook between the steps of each move (test harnesses).
-    ///
-    /// ```
-    /// # use nmilog::{FlushPolicy, FlushStep, Level, Log, Platform};
-    /// # struct One;
-    /// # impl Platform for One {
-    /// #     fn cpu_id(&self) -> usize { 0 }
-    /// #     fn now_ns(&self) -> u64 { 7 }
-    /// #     fn cpu_count(&self) -> usize { 1 }
-    /// # }
-    /// # static LOG: Log<One, 1, 256, 1024> = Log::new(One);
-    /// LOG.set_flush_policy(FlushPolicy::Deferred);
-    /// LOG.append(Level::Info, 0, 0, b"x").unwrap();
-    /// // Freeze the owner right after it journaled its first move.
-    /// let rep = LOG.flush_with_hook(&mut |s: FlushStep| s != FlushStep::Journaled).unwrap();
-    /// assert_eq!(rep.moved, 0);
-    /// assert_eq!(LOG.flush(), None); // the "frozen" CPU still owns the flush
-    /// ```
+    /// The body of `flush_with_hook` (public with the `steps` feature).
     #[cfg(any(
         target_has_atomic = "ptr",
         feature = "critical-section",
         feature = "unsafe-assume-single-core"
     ))]
-    pub fn flush_with_hook<H: FlushHook>(&self, hook: &mut H) -> Option<FlushReport> {
+    pub(crate) fn flush_hooked<H: FlushHook>(&self, hook: &mut H) -> Option<FlushReport> {
         let cpu = self.normal_context()?;
         let mut total = FlushReport::default();
         let mut owned = false;
@@ -1448,6 +1476,36 @@ impl<
         }
         self.run_console_hook();
         Some(total)
+    }
+
+    /// [`flush`](Self::flush) with a hook between the steps of each move (test harnesses).
+    ///
+    /// ```
+    /// # use nmilog::{FlushPolicy, FlushStep, Level, Log, Platform};
+    /// # struct One;
+    /// # impl Platform for One {
+    /// #     fn cpu_id(&self) -> usize { 0 }
+    /// #     fn now_ns(&self) -> u64 { 7 }
+    /// #     fn cpu_count(&self) -> usize { 1 }
+    /// # }
+    /// # static LOG: Log<One, 1, 256, 1024> = Log::new(One);
+    /// LOG.set_flush_policy(FlushPolicy::Deferred);
+    /// LOG.append(Level::Info, 0, 0, b"x").unwrap();
+    /// // Freeze the owner right after it journaled its first move.
+    /// let rep = LOG.flush_with_hook(&mut |s: FlushStep| s != FlushStep::Journaled).unwrap();
+    /// assert_eq!(rep.moved, 0);
+    /// assert_eq!(LOG.flush(), None); // the "frozen" CPU still owns the flush
+    /// ```
+    #[cfg(all(
+        feature = "steps",
+        any(
+            target_has_atomic = "ptr",
+            feature = "critical-section",
+            feature = "unsafe-assume-single-core"
+        )
+    ))]
+    pub fn flush_with_hook<H: FlushHook>(&self, hook: &mut H) -> Option<FlushReport> {
+        self.flush_hooked(hook)
     }
 
     /// One attempt to take flush ownership for `cpu`. LMM(owner:A): pairs with LMM(owner:B), the
@@ -1770,30 +1828,11 @@ impl<
     /// assert_eq!((rec.header.cpu, rec.text()), (1, Some("CPU 1 stopping")));
     /// ```
     pub fn drain_on_crash(&self) -> DrainReport {
-        self.drain_on_crash_with_hook(&mut NoHook)
+        self.drain_on_crash_hooked(&mut NoHook)
     }
 
-    /// [`drain_on_crash`](Self::drain_on_crash) with a hook between the steps of each move.
-    ///
-    /// ```
-    /// # use nmilog::{FlushStep, Level, Log, Platform};
-    /// # struct One;
-    /// # impl Platform for One {
-    /// #     fn cpu_id(&self) -> usize { 0 }
-    /// #     fn now_ns(&self) -> u64 { 7 }
-    /// #     fn cpu_count(&self) -> usize { 1 }
-    /// # }
-    /// # static LOG: Log<One, 1, 256, 1024> = Log::new(One);
-    /// LOG.append_raw(Level::Emerg, 0, 0, b"last words").unwrap();
-    /// LOG.crash_enter().unwrap();
-    /// // A fault inside the drain stops it right after it journaled its first move...
-    /// let first = LOG.drain_on_crash_with_hook(&mut |s: FlushStep| s != FlushStep::Journaled);
-    /// assert_eq!(first.flush.moved, 0);
-    /// // ...and the nested crash's drain finishes the job, exactly once.
-    /// assert_eq!(LOG.drain_on_crash().flush.moved, 1);
-    /// assert_eq!(LOG.main().next_seq(), 1);
-    /// ```
-    pub fn drain_on_crash_with_hook<H: FlushHook>(&self, hook: &mut H) -> DrainReport {
+    /// The body of `drain_on_crash_with_hook` (public with the `steps` feature).
+    pub(crate) fn drain_on_crash_hooked<H: FlushHook>(&self, hook: &mut H) -> DrainReport {
         let me = self.platform.cpu_id();
         let m = &*self.main;
         let mut report = DrainReport {
@@ -1819,6 +1858,31 @@ impl<
         }
         report.accounting_records = self.write_accounting();
         report
+    }
+
+    /// [`drain_on_crash`](Self::drain_on_crash) with a hook between the steps of each move.
+    ///
+    /// ```
+    /// # use nmilog::{FlushStep, Level, Log, Platform};
+    /// # struct One;
+    /// # impl Platform for One {
+    /// #     fn cpu_id(&self) -> usize { 0 }
+    /// #     fn now_ns(&self) -> u64 { 7 }
+    /// #     fn cpu_count(&self) -> usize { 1 }
+    /// # }
+    /// # static LOG: Log<One, 1, 256, 1024> = Log::new(One);
+    /// LOG.append_raw(Level::Emerg, 0, 0, b"last words").unwrap();
+    /// LOG.crash_enter().unwrap();
+    /// // A fault inside the drain stops it right after it journaled its first move...
+    /// let first = LOG.drain_on_crash_with_hook(&mut |s: FlushStep| s != FlushStep::Journaled);
+    /// assert_eq!(first.flush.moved, 0);
+    /// // ...and the nested crash's drain finishes the job, exactly once.
+    /// assert_eq!(LOG.drain_on_crash().flush.moved, 1);
+    /// assert_eq!(LOG.main().next_seq(), 1);
+    /// ```
+    #[cfg(feature = "steps")]
+    pub fn drain_on_crash_with_hook<H: FlushHook>(&self, hook: &mut H) -> DrainReport {
+        self.drain_on_crash_hooked(hook)
     }
 
     /// Loss counters of source `(cpu, depth)`.

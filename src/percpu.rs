@@ -16,6 +16,27 @@
 //! that lands between the two restores the value before it returns.
 //!
 //! Calls at a depth of `DEPTH` or more are refused and counted ([`PerCpu::overflow_dropped`]).
+//!
+//! ```
+//! use nmilog::{ContextKind, FlushPolicy, Level, Log, Platform};
+//! struct One;
+//! impl Platform for One {
+//!     fn cpu_id(&self) -> usize { 0 }
+//!     fn now_ns(&self) -> u64 { 0 }
+//!     fn cpu_count(&self) -> usize { 1 }
+//! }
+//! static LOG: Log<One, 1, 256, 1024> = Log::new(One);
+//! LOG.set_flush_policy(FlushPolicy::Deferred); // keep the records in the CPU's rings
+//! LOG.append(Level::Info, 0, 0, b"task").unwrap();
+//! {
+//!     let _irq = LOG.enter(ContextKind::Irq); // depth 1
+//!     let _nmi = LOG.enter(ContextKind::Nmi); // an NMI in the interrupt handler: depth 2
+//!     LOG.append_raw(Level::Emerg, 0, 0, b"nmi").unwrap();
+//! }
+//! let cpu0 = LOG.cpu(0).unwrap();
+//! let per_depth: Vec<u64> = cpu0.rings.iter().map(|r| r.next_seq()).collect();
+//! assert_eq!(per_depth[..3], [1, 0, 1]); // ring 0 (task) and ring 2 (the NMI's depth)
+//! ```
 
 use crate::record::ContextKind;
 use crate::ring::RecordRing;

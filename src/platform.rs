@@ -40,11 +40,65 @@
 pub trait Platform: Sync {
     /// The number of the CPU running the caller, `0..cpu_count()`. A value out of range makes the
     /// log call a counted drop ([`crate::Log::bad_cpu_dropped`]).
+    ///
+    /// ```
+    /// use nmilog::{AppendError, Level, Log, Platform};
+    /// struct Hotplugged; // reports a CPU number the logger was not sized for
+    /// impl Platform for Hotplugged {
+    ///     fn cpu_id(&self) -> usize { 5 }
+    ///     fn now_ns(&self) -> u64 { 0 }
+    ///     fn cpu_count(&self) -> usize { 2 }
+    /// }
+    /// static LOG: Log<Hotplugged, 2, 256, 1024> = Log::new(Hotplugged);
+    /// assert_eq!(LOG.platform().cpu_id(), 5);
+    /// assert_eq!(LOG.append_raw(Level::Info, 0, 0, b"hi"), Err(AppendError::BadCpu));
+    /// assert_eq!(LOG.bad_cpu_dropped(), 1);
+    /// ```
     fn cpu_id(&self) -> usize;
     /// A timestamp in nanoseconds that is monotonic on each CPU and comparable across CPUs (the
     /// timebase, an invariant TSC, a monotonic clock).
+    ///
+    /// Every record's header carries the value read when it was written:
+    ///
+    /// ```
+    /// use core::sync::atomic::{AtomicU64, Ordering};
+    /// use nmilog::{Level, Log, Platform, RecordBuf};
+    /// static NOW: AtomicU64 = AtomicU64::new(1_000);
+    /// struct Clocked;
+    /// impl Platform for Clocked {
+    ///     fn cpu_id(&self) -> usize { 0 }
+    ///     fn now_ns(&self) -> u64 { NOW.load(Ordering::Relaxed) }
+    ///     fn cpu_count(&self) -> usize { 1 }
+    /// }
+    /// static LOG: Log<Clocked, 1, 256, 1024> = Log::new(Clocked);
+    /// LOG.append(Level::Info, 0, 0, b"first").unwrap();
+    /// NOW.store(2_500, Ordering::Relaxed);
+    /// LOG.append(Level::Info, 0, 0, b"second").unwrap();
+    /// let (mut reader, mut rec) = (LOG.main_reader(), RecordBuf::new());
+    /// reader.read(&LOG, &mut rec);
+    /// assert_eq!(rec.header.ts_ns, 1_000);
+    /// reader.read(&LOG, &mut rec);
+    /// assert_eq!((rec.header.ts_ns, rec.text()), (2_500, Some("second")));
+    /// ```
     fn now_ns(&self) -> u64;
     /// How many CPUs may log (at most the `CPUS` parameter of [`crate::Log`]).
+    ///
+    /// ```
+    /// use core::sync::atomic::{AtomicUsize, Ordering};
+    /// use nmilog::{AppendError, Level, Log, Platform};
+    /// static CPU: AtomicUsize = AtomicUsize::new(0);
+    /// struct TwoOfFour; // four CPU slots, two populated
+    /// impl Platform for TwoOfFour {
+    ///     fn cpu_id(&self) -> usize { CPU.load(Ordering::Relaxed) }
+    ///     fn now_ns(&self) -> u64 { 0 }
+    ///     fn cpu_count(&self) -> usize { 2 }
+    /// }
+    /// static LOG: Log<TwoOfFour, 4, 256, 1024> = Log::new(TwoOfFour);
+    /// CPU.store(1, Ordering::Relaxed);
+    /// assert_eq!(LOG.append_raw(Level::Info, 0, 0, b"cpu 1"), Ok(0));
+    /// CPU.store(2, Ordering::Relaxed); // below `CPUS`, but not below `cpu_count()`
+    /// assert_eq!(LOG.append_raw(Level::Info, 0, 0, b"cpu 2"), Err(AppendError::BadCpu));
+    /// ```
     fn cpu_count(&self) -> usize;
 }
 

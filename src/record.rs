@@ -16,6 +16,22 @@
 //! | `facility` |     21 |    1 | 0 = kernel/user text, 1 = nmilog's own accounting, …       |
 //! | `ctx`      |     22 |    1 | context kind (low nibble) and nesting depth (high nibble)  |
 //! | `flags`    |     23 |    1 | [`flags`] bits                                             |
+//!
+//! ```
+//! use nmilog::{record::layout, ContextKind, Header, Level};
+//! let h = Header {
+//!     ts_ns: 1_500_000_000,
+//!     cpu: 3,
+//!     level: Level::Err as u8,
+//!     ctx: Header::pack_ctx(ContextKind::Irq, 1),
+//!     ..Header::default()
+//! };
+//! let b = h.to_bytes();
+//! assert_eq!(b[..8], 1_500_000_000u64.to_le_bytes()); // `ts_ns` at offset 0
+//! assert_eq!(b[18..20], 3u16.to_le_bytes()); // `cpu` at offset 18
+//! assert_eq!(b[layout::LEVEL.0 as usize], 3);
+//! assert_eq!(b[22], 0x11); // kind 1 (irq) in the low nibble, depth 1 in the high one
+//! ```
 
 /// Size of the record header in bytes (on every target).
 ///

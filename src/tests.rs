@@ -166,7 +166,7 @@ fn nested_write_between_every_pair_of_steps_leaves_both_intact() {
     // Each iteration uses a fresh logger so the expectations stay simple.
     for step in WriteStep::ALL {
         let log: Log<Manual, 1, 128, 1024> = Log::new(Manual::new(1));
-        let r = log.append_raw_with_hook(6, 0, 0, b"outer record", &mut |s: WriteStep| {
+        let r = log.append_raw_hooked(6, 0, 0, b"outer record", &mut |s: WriteStep| {
             if s == step {
                 // An NMI lands here and logs.
                 let _g = log.enter(ContextKind::Nmi);
@@ -259,7 +259,7 @@ fn drain_counts_a_frozen_writer_as_torn_and_moves_everything_else() {
     let log: Log<Manual, 2, 128, 2048> = Log::new(Manual::new(2));
     log.platform().set_cpu(1);
     log.append_raw(Level::Info, 0, 0, b"cpu1 a").unwrap();
-    let _ = log.append_raw_with_hook(6, 0, 0, b"cpu1 torn", &mut |s: WriteStep| {
+    let _ = log.append_raw_hooked(6, 0, 0, b"cpu1 torn", &mut |s: WriteStep| {
         s != WriteStep::HeaderWritten
     });
     log.platform().set_cpu(0);
@@ -309,7 +309,7 @@ fn drain_takes_over_from_an_owner_frozen_at_each_step_of_a_move() {
         }
         // CPU 1 flushes and freezes at `stop` during its first move.
         log.platform().set_cpu(1);
-        let _ = log.flush_with_hook(&mut |s: FlushStep| s != stop);
+        let _ = log.flush_hooked(&mut |s: FlushStep| s != stop);
         log.platform().set_cpu(0);
         log.crash_enter().unwrap();
         let rep = log.drain_on_crash();
@@ -432,4 +432,57 @@ fn drain_merges_many_sources_in_timestamp_cpu_depth_order() {
     }
     let want: std::vec::Vec<_> = expect.into_iter().map(|e| (e.0, e.4)).collect();
     assert_eq!(got, want);
+}
+
+#[test]
+fn nested_crash_drain_at_every_step_of_a_drain_delivers_each_record_once() {
+    // A fault inside the crash path: the drain is interrupted at its k-th hook step by a nested crash
+    // on the same CPU, whose own drain runs to the end; the interrupted drain never resumes (crash
+    // paths do not return). For every k, every record must be in the main log exactly once, in order,
+    // and the nested drain must stay within its bound.
+    let records = 6;
+    let mut k = 0;
+    loop {
+        let log: Log<Manual, 2, 128, 4096> = Log::new(Manual::new(2));
+        for i in 0..records {
+            log.platform().set_cpu(i % 2);
+            let _irq = (i % 3 == 2).then(|| log.enter(ContextKind::Irq));
+            log.append_raw(Level::Info, 0, 0, std::format!("rec {i}").as_bytes())
+                .unwrap();
+        }
+        log.platform().set_cpu(0);
+        log.crash_enter().unwrap();
+        let mut seen = 0;
+        let mut nested = None;
+        let outer = log.drain_on_crash_hooked(&mut |_: FlushStep| {
+            seen += 1;
+            if seen == k + 1 {
+                // The nested crash's drain, on the same CPU, from inside the interrupted one.
+                nested = Some(log.drain_on_crash());
+                return false;
+            }
+            true
+        });
+        let mut rd = MainReader::new();
+        let mut buf = RecordBuf::new();
+        let mut texts = std::vec::Vec::new();
+        while rd.read(&log, &mut buf) == Read::Record {
+            texts.push(buf.text().unwrap().to_owned());
+        }
+        let want: std::vec::Vec<_> = (0..records).map(|i| std::format!("rec {i}")).collect();
+        assert_eq!(texts, want, "interrupted at hook step {k}");
+        match nested {
+            Some(rep) => {
+                assert!(rep.flush.steps <= rep.bound, "step {k}: {rep:?}");
+                assert_eq!(rep.flush.torn, 0, "step {k}: {rep:?}");
+            }
+            None => {
+                // k is past the last step: the outer drain ran to completion on its own.
+                assert_eq!(outer.flush.moved, records as u64);
+                assert!(k > 0);
+                break;
+            }
+        }
+        k += 1;
+    }
 }

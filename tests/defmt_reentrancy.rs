@@ -4,6 +4,11 @@
 //! The global logger is the real one (`defmt_global_logger!`), driven by defmt's own macros; only
 //! the string indices are meaningless on the host (no defmt linker script), so the checks look at
 //! the framing and the argument bytes.
+//!
+//! `crash_drain_and_handover_image_keep_defmt_frames` drives a second log's `DefmtSlots` by hand
+//! (nested task/IRQ/NMI frames on two CPUs, then a crash-context frame), never flushes it, and
+//! checks that `drain_on_crash` and the handover image give back every frame byte for byte, in
+//! order, with its CPU and context and no loss counted.
 #![cfg(feature = "defmt")]
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -342,5 +347,208 @@ mod signals {
         eprintln!(
             "{task} task frames, {nmi} NMI frames ({inside} inside an open task frame), {sent} signals sent"
         );
+    }
+}
+
+/// Issue 7: defmt frames reach the handover image intact through the crash drain alone.
+mod crash_image {
+    use super::*;
+    use nmilog::defmt_logger::DefmtSlots;
+    use nmilog::{handover, FlushPolicy, Level, Platform};
+    use std::sync::atomic::AtomicU64;
+
+    /// `HostPlatform`'s thread-registered CPU numbers, with a clock that advances on every read: the
+    /// drain merges rings by timestamp, so append order is the only possible image order.
+    struct Stepped(AtomicU64);
+    impl Platform for Stepped {
+        fn cpu_id(&self) -> usize {
+            HostPlatform::current_cpu()
+        }
+        fn now_ns(&self) -> u64 {
+            self.0.fetch_add(1_000, Ordering::Relaxed)
+        }
+        fn cpu_count(&self) -> usize {
+            2
+        }
+    }
+
+    // Its own log (the crash state is permanent) and its own slots (the global logger is LOG's).
+    static CRASH_LOG: Log<Stepped, 2, 2048, 16384> = Log::new(Stepped(AtomicU64::new(1_000_000)));
+    static CRASH_SLOTS: DefmtSlots<2, 4, 256> = DefmtSlots::new();
+
+    /// A frame as the generated `Logger` drives one: `acquire`, one `write` per chunk, `release`.
+    struct HandFrame(Vec<Vec<u8>>);
+
+    /// A released frame: where it was logged and what was written into it.
+    #[derive(Debug)]
+    struct Sent {
+        cpu: u16,
+        kind: ContextKind,
+        depth: usize,
+        chunks: Vec<Vec<u8>>,
+    }
+
+    impl HandFrame {
+        /// Opens a frame and writes what defmt writes first: a string index and the timestamp.
+        fn open(index: u16) -> Self {
+            CRASH_SLOTS.acquire(&CRASH_LOG);
+            let mut f = HandFrame(vec![]);
+            f.write(&index.to_le_bytes());
+            f.write(&[0x5a]);
+            f
+        }
+        fn write(&mut self, bytes: &[u8]) {
+            CRASH_SLOTS.write(&CRASH_LOG, bytes);
+            self.0.push(bytes.to_vec());
+        }
+        fn release(self, sent: &mut Vec<Sent>) {
+            let (kind, depth) = CRASH_LOG.context().unwrap();
+            CRASH_SLOTS.release(&CRASH_LOG);
+            sent.push(Sent {
+                cpu: HostPlatform::current_cpu() as u16,
+                kind,
+                depth,
+                chunks: self.0,
+            });
+        }
+    }
+
+    /// What a fresh defmt encoder makes of the same writes: the exact payload expected.
+    fn encoded(chunks: &[Vec<u8>]) -> Vec<u8> {
+        let mut out = vec![];
+        let mut enc = defmt::Encoder::new();
+        enc.start_frame(|b| out.extend_from_slice(b));
+        for c in chunks {
+            enc.write(c, |b| out.extend_from_slice(b));
+        }
+        enc.end_frame(|b| out.extend_from_slice(b));
+        out
+    }
+
+    /// Non-zero bytes with zeros in between, and a 150-byte zero-free run (rzCOBS's long groups).
+    fn pattern(seed: u8, n: usize) -> Vec<u8> {
+        (0..n)
+            .map(|i| {
+                if i < 150 || i % 5 != 0 {
+                    seed.wrapping_add(i as u8) | 1
+                } else {
+                    0
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn crash_drain_and_handover_image_keep_defmt_frames() {
+        CRASH_LOG.set_flush_policy(FlushPolicy::Deferred);
+
+        // CPU 1: an NMI frame inside an IRQ frame inside a task frame.
+        let mut sent = std::thread::spawn(|| {
+            HostPlatform::register_cpu(1);
+            let mut sent = vec![];
+            let mut task = HandFrame::open(0x0101);
+            task.write(&0x1111_1111u32.to_le_bytes());
+            {
+                let _irq = CRASH_LOG.enter(ContextKind::Irq);
+                let mut irq = HandFrame::open(0x0102);
+                irq.write(&0x2222_2222u32.to_le_bytes());
+                {
+                    let _nmi = CRASH_LOG.enter(ContextKind::Nmi);
+                    let mut nmi = HandFrame::open(0x0103);
+                    nmi.write(&pattern(0x30, 180));
+                    nmi.release(&mut sent);
+                }
+                assert!(CRASH_SLOTS.frame_open(1, 1));
+                irq.write(&[0, 0, 0, 0, 0, 0, 0, 0x33]);
+                irq.release(&mut sent);
+            }
+            assert!(CRASH_SLOTS.frame_open(1, 0));
+            task.write(&0x4444_4444u32.to_le_bytes());
+            task.release(&mut sent);
+            sent
+        })
+        .join()
+        .unwrap();
+
+        // CPU 0: an NMI frame inside a task frame, then the crash and a crash-context frame.
+        HostPlatform::register_cpu(0);
+        let mut task = HandFrame::open(0x0201);
+        task.write(&0x5555_5555u32.to_le_bytes());
+        {
+            let _nmi = CRASH_LOG.enter(ContextKind::Nmi);
+            let mut nmi = HandFrame::open(0x0202);
+            nmi.write(&0x6666_6666u32.to_le_bytes());
+            nmi.write(&[0; 3]);
+            nmi.release(&mut sent);
+        }
+        assert!(CRASH_SLOTS.frame_open(0, 0));
+        task.write(&pattern(0x70, 40));
+        task.release(&mut sent);
+        assert_eq!(
+            CRASH_LOG.main().next_seq(),
+            0,
+            "nothing was flushed before the crash"
+        );
+
+        assert_eq!(CRASH_LOG.crash_enter(), Ok(0));
+        let mut crash = HandFrame::open(0x0301);
+        crash.write(&0x7777_7777u32.to_le_bytes());
+        crash.release(&mut sent);
+        let report = CRASH_LOG.drain_on_crash();
+        assert_eq!(report.flush.moved, sent.len() as u64);
+        assert_eq!((report.flush.torn, report.flush.overwritten), (0, 0));
+        assert_eq!(report.accounting_records, 0);
+
+        let mut region = vec![0u8; handover::max_image_size(2, 4, 16384)];
+        let n = handover::write_image(&CRASH_LOG, &mut region).unwrap();
+        let image = handover::parse(&region[..n]).unwrap();
+        assert!(image.corruption().is_none());
+        assert_eq!((image.left_out(), image.bad_cpu_dropped()), (0, 0));
+        for cpu in 0..2 {
+            for depth in 0..4 {
+                let c = image.counters(cpu, depth).unwrap();
+                assert_eq!(
+                    (c.torn, c.overwritten, c.dropped),
+                    (0, 0, 0),
+                    "{cpu}/{depth}"
+                );
+                assert_eq!(CRASH_SLOTS.dropped(cpu, depth), 0, "{cpu}/{depth}");
+            }
+        }
+        assert_eq!(image.context_kind(0, 1), Some(ContextKind::Crash));
+
+        let order = |s: &Sent| (s.cpu, s.depth);
+        assert_eq!(
+            sent.iter().map(order).collect::<Vec<_>>(),
+            [(1, 2), (1, 1), (1, 0), (0, 1), (0, 0), (0, 1)],
+            "frames released innermost first"
+        );
+        let recs: Vec<_> = image.records().collect();
+        assert_eq!(recs.len(), sent.len(), "one record per frame, nothing else");
+        for (i, (r, s)) in recs.iter().zip(&sent).enumerate() {
+            let h = &r.header;
+            assert_eq!(h.facility, facility::DEFMT, "record {i}");
+            assert_ne!(h.flags & flags::RAW, 0, "record {i}");
+            assert_eq!(h.level, Level::Info as u8, "record {i}");
+            assert_eq!(
+                (h.cpu, h.context()),
+                (s.cpu, (Some(s.kind), s.depth)),
+                "record {i}"
+            );
+            // Byte for byte what the encoder made of this frame's writes: not cut, not merged.
+            assert_eq!(r.payload, &encoded(&s.chunks)[..], "record {i}: {s:02x?}");
+            assert_eq!(r.payload.first(), Some(&0), "record {i}");
+            assert_eq!(r.payload.last(), Some(&0), "record {i}");
+            // And it decodes back to exactly those writes, as defmt-print would see them.
+            let mut fr = frames_of(r.payload);
+            assert_eq!(fr.len(), 1, "record {i}: one frame");
+            let raw = s.chunks.concat();
+            let f = fr.pop().unwrap();
+            assert_len(&f, raw.len());
+            assert_eq!(f[..raw.len()], raw[..], "record {i}");
+            if i > 0 {
+                assert!(h.ts_ns > recs[i - 1].header.ts_ns && r.seq == recs[i - 1].seq + 1);
+            }
+        }
     }
 }

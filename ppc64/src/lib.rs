@@ -22,6 +22,60 @@
 //! handler. The `std` feature adds `host` (Linux), an SMP simulation on POSIX threads and signals that runs
 //! the sequence for real (`cargo run --release --example crash`), together with the 2020 locked design
 //! for comparison.
+//!
+//! The sequence against a test [`Machine`] (its `kexec` unwinds instead of jumping, carrying the
+//! image out; see [`Machine`] for the full fake) in which CPU 1 never answers the NMI:
+//!
+//! ```
+//! # use std::panic::{catch_unwind, panic_any, AssertUnwindSafe};
+//! # use nmilog::{host::HostPlatform, Log};
+//! # use nmilog_ppc64::*;
+//! # static LOG: Log<HostPlatform, 2, 1024, 8192> = Log::new(HostPlatform::new(2));
+//! # static STATE: CrashState<2> = CrashState::new();
+//! # // CPU 1 takes the "NMI" on this thread unless `deaf`; `park` and `kexec` unwind
+//! # // (they must not return), `kexec` carrying the image and the report.
+//! # struct Fake { deaf: bool }
+//! # impl Machine for Fake {
+//! #     fn nmi_ipi_all_but_self(&self, me: usize) {
+//! #         if self.deaf { return; }
+//! #         HostPlatform::register_cpu(1);
+//! #         let regs = SavedRegs { pc: 0x1000, sp: 0x2000, msr: 0 };
+//! #         let r = catch_unwind(AssertUnwindSafe(|| {
+//! #             on_nmi_stop(&LOG, self, &STATE, regs, format_args!("test"))
+//! #         }));
+//! #         assert!(r.is_err(), "CPU 1 parks");
+//! #         HostPlatform::register_cpu(me);
+//! #     }
+//! #     fn now_ns(&self) -> u64 { HostPlatform::clock_ns() }
+//! #     fn irq_source_count(&self) -> usize { 3 }
+//! #     fn firmware_mask_source(&self, _: usize, _: &RtasArgs) -> Result<(), i32> { Ok(()) }
+//! #     fn mask_at_presenter(&self) {}
+//! #     fn park(&self) -> ! { panic_any("parked") }
+//! #     fn kexec<const C: usize>(&self, image: &[u8], report: &ShutdownReport<C>) -> ! {
+//! #         panic_any((image.to_vec(), *report))
+//! #     }
+//! # }
+//! # // Runs the sequence on CPU 0 and returns what `kexec` was handed.
+//! # fn crash(m: &Fake, l: &RtasLock, c: &ShutdownConfig) -> (Vec<u8>, ShutdownReport<2>) {
+//! #     let mut image = vec![0u8; nmilog::handover::max_image_size(2, 4, 8192)];
+//! #     let r = catch_unwind(AssertUnwindSafe(|| {
+//! #         crash_shutdown(&LOG, m, &STATE, l, &mut image, c, format_args!("test"))
+//! #     }));
+//! #     *r.unwrap_err().downcast().unwrap()
+//! # }
+//! # std::panic::set_hook(Box::new(|_| {})); // quiet unwinding
+//! # HostPlatform::register_cpu(0);
+//! use nmilog::handover;
+//! let cfg = ShutdownConfig { ack_timeout_ns: 1_000_000, ..ShutdownConfig::new() }; // 1 ms
+//! let (image, report) = crash(&Fake { deaf: true }, &RtasLock::new(), &cfg);
+//! assert_eq!(report.not_answered, 1);
+//! // The capture stage recovers the whole crash log from the handover image.
+//! let img = handover::parse(&image).unwrap();
+//! let texts: Vec<&str> = img.records().filter_map(|r| r.text()).collect();
+//! assert!(texts.contains(&"crash: CPU 1 did not answer the NMI IPI within 1 ms"));
+//! assert!(texts.contains(&"IPI complete"));
+//! assert!(texts.contains(&"kexec: Starting switchover sequence."));
+//! ```
 #![cfg_attr(not(feature = "std"), no_std)]
 #![deny(missing_docs)]
 #![deny(clippy::undocumented_unsafe_blocks)]

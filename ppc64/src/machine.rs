@@ -29,6 +29,15 @@ use crate::shutdown::ShutdownReport;
 
 /// Register state a stopped CPU saves for the dump (what `crash_save_cpu()` keeps: enough to find
 /// where it was).
+///
+/// ```
+/// use nmilog_ppc64::SavedRegs;
+/// // What a CPU that never stopped reports: all zero.
+/// assert_eq!(SavedRegs::default(), SavedRegs { pc: 0, sp: 0, msr: 0 });
+/// let r = SavedRegs { pc: 0x1234, sp: 0x8000, ..SavedRegs::default() };
+/// assert_eq!((r.pc, r.sp, r.msr), (0x1234, 0x8000, 0));
+/// assert_ne!(r, SavedRegs::default());
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SavedRegs {
     /// The interrupted program counter (SRR0 on powerpc, the signal context's PC on the host).
@@ -44,6 +53,21 @@ pub struct SavedRegs {
 /// buffer of its own in [`crate::CrashState`], so it never touches the buffer a frozen CPU may have
 /// half-written). On pseries the cells are stored big-endian and the buffer must be
 /// RTAS-addressable (below the RMO limit): a `static` is.
+///
+/// ```
+/// use core::sync::atomic::Ordering::Relaxed;
+/// use nmilog_ppc64::RtasArgs;
+/// static ARGS: RtasArgs = RtasArgs::new();
+/// // CPU 2 prepares `ibm,int-off(irq 17)`: one input, one return cell (the status).
+/// ARGS.fill(2, 0x2a, &[17], 1);
+/// assert_eq!(ARGS.token.load(Relaxed), 0x2a);
+/// assert_eq!((ARGS.nargs.load(Relaxed), ARGS.nret.load(Relaxed)), (1, 1));
+/// assert_eq!(ARGS.cells[0].load(Relaxed), 17);
+/// assert_eq!(ARGS.filled_by.load(Relaxed), 2);
+/// // Firmware writes the status right after the inputs.
+/// ARGS.cells[1].store(0, Relaxed);
+/// assert_eq!(ARGS.ret(0), 0);
+/// ```
 #[derive(Debug)]
 pub struct RtasArgs {
     /// RTAS function token.
@@ -60,6 +84,15 @@ pub struct RtasArgs {
 
 impl RtasArgs {
     /// An empty buffer.
+    ///
+    /// ```
+    /// use core::sync::atomic::Ordering::Relaxed;
+    /// use nmilog_ppc64::RtasArgs;
+    /// static ARGS: RtasArgs = RtasArgs::new(); // `const`: fine in a `static`
+    /// assert_eq!(ARGS.token.load(Relaxed), 0);
+    /// assert_eq!(ARGS.nargs.load(Relaxed), 0);
+    /// assert_eq!(ARGS.filled_by.load(Relaxed), usize::MAX); // nobody filled it yet
+    /// ```
     pub const fn new() -> Self {
         RtasArgs {
             token: AtomicU32::new(0),
@@ -72,6 +105,20 @@ impl RtasArgs {
 
     /// Fills the buffer for a call of `token` with `args` and `nret` return cells (extra arguments
     /// beyond the buffer are cut).
+    ///
+    /// ```
+    /// use core::sync::atomic::Ordering::Relaxed;
+    /// use nmilog_ppc64::RtasArgs;
+    /// let args = RtasArgs::new();
+    /// args.fill(1, 7, &[10, 20, 30], 2);
+    /// assert_eq!(args.nargs.load(Relaxed), 3);
+    /// assert_eq!(args.cells[2].load(Relaxed), 30);
+    /// assert_eq!(args.filled_by.load(Relaxed), 1);
+    /// // 20 arguments do not fit in 16 cells: the rest are cut.
+    /// args.fill(3, 7, &[1; 20], 0);
+    /// assert_eq!(args.nargs.load(Relaxed), 16);
+    /// assert_eq!(args.filled_by.load(Relaxed), 3);
+    /// ```
     pub fn fill(&self, cpu: usize, token: u32, args: &[u32], nret: u32) {
         let n = args.len().min(self.cells.len());
         self.token.store(token, Ordering::Relaxed);
@@ -84,6 +131,21 @@ impl RtasArgs {
     }
 
     /// Return value `i` (after the call).
+    ///
+    /// ```
+    /// use core::sync::atomic::Ordering::Relaxed;
+    /// use nmilog_ppc64::RtasArgs;
+    /// let args = RtasArgs::new();
+    /// args.fill(0, 9, &[5, 6], 2);
+    /// // "Firmware" writes two return cells after the two inputs: status -3 and a value.
+    /// args.cells[2].store(-3i32 as u32, Relaxed);
+    /// args.cells[3].store(42, Relaxed);
+    /// assert_eq!(args.ret(0) as i32, -3);
+    /// assert_eq!(args.ret(1), 42);
+    /// // A return cell past the end of the buffer reads as u32::MAX.
+    /// args.fill(0, 9, &[0; 16], 1);
+    /// assert_eq!(args.ret(0), u32::MAX);
+    /// ```
     pub fn ret(&self, i: usize) -> u32 {
         let at = self.nargs.load(Ordering::Relaxed) as usize + i;
         self.cells
@@ -103,6 +165,69 @@ impl Default for RtasArgs {
 ///
 /// Contract for every method: callable from the crash path with other CPUs frozen anywhere; takes no
 /// lock, does not allocate, never waits for another CPU.
+///
+/// A test machine: the "NMI IPI" runs CPU 1's NMI handler ([`crate::on_nmi_stop`]) right away on
+/// the calling thread, and `park` and `kexec` — which must not return — unwind instead, `kexec`
+/// carrying the handover image and the report out of [`crate::crash_shutdown`]:
+///
+/// ```
+/// use std::panic::{catch_unwind, panic_any, AssertUnwindSafe};
+/// use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+/// use nmilog::{host::HostPlatform, Log};
+/// use nmilog_ppc64::*;
+///
+/// static LOG: Log<HostPlatform, 2, 1024, 8192> = Log::new(HostPlatform::new(2));
+/// static STATE: CrashState<2> = CrashState::new();
+///
+/// struct TestMachine {
+///     firmware_calls: AtomicUsize,
+/// }
+///
+/// impl Machine for TestMachine {
+///     fn nmi_ipi_all_but_self(&self, me: usize) {
+///         HostPlatform::register_cpu(1); // this thread plays CPU 1 taking the NMI
+///         let regs = SavedRegs { pc: 0x1000, sp: 0x2000, msr: 0 };
+///         let parked = catch_unwind(AssertUnwindSafe(|| {
+///             on_nmi_stop(&LOG, self, &STATE, regs, format_args!("test"))
+///         }));
+///         assert!(parked.is_err()); // CPU 1 checked in and parked
+///         HostPlatform::register_cpu(me);
+///     }
+///     fn now_ns(&self) -> u64 {
+///         HostPlatform::clock_ns()
+///     }
+///     fn irq_source_count(&self) -> usize {
+///         3
+///     }
+///     fn firmware_mask_source(&self, _src: usize, _args: &RtasArgs) -> Result<(), i32> {
+///         self.firmware_calls.fetch_add(1, Relaxed);
+///         Ok(())
+///     }
+///     fn mask_at_presenter(&self) {}
+///     fn park(&self) -> ! {
+///         panic_any("parked")
+///     }
+///     fn kexec<const C: usize>(&self, image: &[u8], report: &ShutdownReport<C>) -> ! {
+///         panic_any((image.to_vec(), *report))
+///     }
+/// }
+///
+/// # std::panic::set_hook(Box::new(|_| {})); // quiet unwinding
+/// HostPlatform::register_cpu(0);
+/// let m = TestMachine { firmware_calls: AtomicUsize::new(0) };
+/// let rtas = RtasLock::new();
+/// let mut image = vec![0u8; nmilog::handover::max_image_size(2, 4, 8192)];
+/// let cfg = ShutdownConfig::new();
+/// let switched = catch_unwind(AssertUnwindSafe(|| {
+///     crash_shutdown(&LOG, &m, &STATE, &rtas, &mut image, &cfg, format_args!("test"))
+/// }));
+/// let payload = switched.unwrap_err();
+/// let (bytes, report) = *payload.downcast::<(Vec<u8>, ShutdownReport<2>)>().unwrap();
+/// assert_eq!(m.firmware_calls.load(Relaxed), 3); // every source masked through "RTAS"
+/// assert_eq!(report.mask.path, MaskPath::Rtas);
+/// assert!(STATE.checked_in(1));
+/// assert_eq!(bytes.len(), report.image_len);
+/// ```
 pub trait Machine: Sync {
     /// Sends the crash NMI IPI (system reset) to every CPU except `me`. Must return without waiting
     /// for the targets to take it: the crash sequence waits for check-ins itself, with a timeout.

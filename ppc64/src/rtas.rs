@@ -52,6 +52,29 @@
 //! local_irq_restore();
 //! ```
 //!
+//! The same protocol in code, with a CPU "frozen" at each point of it, and what the crashing CPU
+//! (0) then decides:
+//!
+//! ```
+//! use nmilog_ppc64::{CrashAcquire, RtasArgs, RtasLock};
+//! static LOCK: RtasLock = RtasLock::new();
+//! static ARGS: RtasArgs = RtasArgs::new();
+//! let stopped = |_cpu: usize| true; // CPU 1 checked in
+//! let mut seen = Vec::new();
+//! LOCK.lock(1);
+//! ARGS.fill(1, 0x2a, &[17], 1);
+//! seen.push(LOCK.holder()); // frozen here: outside, can be taken over
+//! LOCK.enter_call(1);
+//! seen.push(LOCK.holder()); // frozen in firmware: must not call RTAS
+//! assert!(!LOCK.crash_acquire(0, stopped).may_call_firmware());
+//! LOCK.leave_call(1);
+//! seen.push(LOCK.holder()); // frozen after firmware returned: outside again
+//! LOCK.unlock(1);
+//! seen.push(LOCK.holder());
+//! assert_eq!(seen, [Some((1, false)), Some((1, true)), Some((1, false)), None]);
+//! assert_eq!(LOCK.crash_acquire(0, stopped), CrashAcquire::Acquired);
+//! ```
+//!
 //! Memory ordering: the holder's stores to the word are ordered before its NMI handler's check-in
 //! (program order on one CPU; the NMI is a precise, context-synchronising interrupt), the check-in is a
 //! Release store and the crashing CPU loads it with Acquire before it reads this word (see
@@ -90,6 +113,27 @@ pub struct RtasLock {
 }
 
 /// What [`RtasLock::crash_acquire`] decided.
+///
+/// ```
+/// use nmilog_ppc64::{CrashAcquire, RtasLock};
+/// let all_stopped = |_cpu: usize| true;
+/// // Free: CPU 0 takes it.
+/// assert_eq!(RtasLock::new().crash_acquire(0, all_stopped), CrashAcquire::Acquired);
+/// // CPU 0 crashed in its own lock section, outside the call: it keeps the lock.
+/// let lock = RtasLock::new();
+/// lock.lock(0);
+/// assert_eq!(lock.crash_acquire(0, all_stopped), CrashAcquire::AlreadyOwn);
+/// // Held by stopped CPU 2, outside the call: taken over.
+/// let lock = RtasLock::new();
+/// lock.lock(2);
+/// assert_eq!(lock.crash_acquire(0, all_stopped), CrashAcquire::TakenOver { from: 2 });
+/// // Held by CPU 2, which did not stop: firmware must not be called.
+/// let lock = RtasLock::new();
+/// lock.lock(2);
+/// let d = lock.crash_acquire(0, |_| false);
+/// assert_eq!(d, CrashAcquire::Unsafe { holder: 2, inside: false, stopped: false });
+/// assert!(!d.may_call_firmware());
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CrashAcquire {
     /// The lock was free; the crashing CPU now holds it.
@@ -115,6 +159,16 @@ pub enum CrashAcquire {
 
 impl CrashAcquire {
     /// Whether the crashing CPU may now call firmware.
+    ///
+    /// ```
+    /// use nmilog_ppc64::CrashAcquire;
+    /// assert!(CrashAcquire::Acquired.may_call_firmware());
+    /// assert!(CrashAcquire::AlreadyOwn.may_call_firmware());
+    /// assert!(CrashAcquire::TakenOver { from: 1 }.may_call_firmware());
+    /// // A stopped holder frozen inside the call still forbids it (PAPR: no overlap).
+    /// let inside = CrashAcquire::Unsafe { holder: 1, inside: true, stopped: true };
+    /// assert!(!inside.may_call_firmware());
+    /// ```
     pub fn may_call_firmware(self) -> bool {
         !matches!(self, CrashAcquire::Unsafe { .. })
     }
@@ -122,6 +176,13 @@ impl CrashAcquire {
 
 impl RtasLock {
     /// A free lock.
+    ///
+    /// ```
+    /// use nmilog_ppc64::RtasLock;
+    /// static RTAS: RtasLock = RtasLock::new(); // `const`: one global lock per kernel
+    /// assert_eq!(RTAS.holder(), None);
+    /// assert!(RTAS.try_lock(0));
+    /// ```
     pub const fn new() -> Self {
         RtasLock {
             word: AtomicUsize::new(0),
@@ -130,6 +191,17 @@ impl RtasLock {
 
     /// Takes the lock for `cpu` (normal context only, with interrupts off, as `lock_rtas()`): spins
     /// until it is free. Never called on the crash path.
+    ///
+    /// ```
+    /// use nmilog_ppc64::RtasLock;
+    /// let lock = RtasLock::new();
+    /// lock.lock(2);
+    /// assert_eq!(lock.holder(), Some((2, false))); // held, not yet inside firmware
+    /// assert!(!lock.try_lock(1)); // another CPU would spin in `lock`
+    /// lock.unlock(2);
+    /// lock.lock(1); // free again: returns at once
+    /// assert_eq!(lock.holder(), Some((1, false)));
+    /// ```
     pub fn lock(&self, cpu: usize) {
         // LMM(rtas:A): Acquire pairs with LMM(rtas:B), the previous holder's unlock.
         while self
@@ -142,6 +214,15 @@ impl RtasLock {
     }
 
     /// Takes the lock for `cpu` if it is free.
+    ///
+    /// ```
+    /// use nmilog_ppc64::RtasLock;
+    /// let lock = RtasLock::new();
+    /// assert!(lock.try_lock(2));
+    /// assert!(!lock.try_lock(3)); // held by CPU 2
+    /// assert!(!lock.try_lock(2)); // not recursive either
+    /// assert_eq!(lock.holder(), Some((2, false)));
+    /// ```
     pub fn try_lock(&self, cpu: usize) -> bool {
         // LMM(rtas:A) as in `lock`.
         self.word
@@ -150,6 +231,20 @@ impl RtasLock {
     }
 
     /// The holder marks itself inside the firmware call proper (just before entering firmware).
+    ///
+    /// ```
+    /// use nmilog_ppc64::{CrashAcquire, RtasLock};
+    /// let lock = RtasLock::new();
+    /// lock.lock(1);
+    /// lock.enter_call(1);
+    /// assert_eq!(lock.holder(), Some((1, true)));
+    /// // CPU 1 is frozen in firmware: the crashing CPU must leave RTAS alone.
+    /// assert_eq!(
+    ///     lock.crash_acquire(0, |_| true),
+    ///     CrashAcquire::Unsafe { holder: 1, inside: true, stopped: true }
+    /// );
+    /// assert_eq!(lock.holder(), Some((1, true))); // and the lock untouched
+    /// ```
     pub fn enter_call(&self, cpu: usize) {
         // Release: the argument buffer the holder filled is ordered before "inside" (a crashing CPU
         // that sees "inside" through the check-in chain knows firmware may be reading it).
@@ -157,17 +252,47 @@ impl RtasLock {
     }
 
     /// The holder marks itself outside again (just after firmware returned).
+    ///
+    /// ```
+    /// use nmilog_ppc64::{CrashAcquire, RtasLock};
+    /// let lock = RtasLock::new();
+    /// lock.lock(1);
+    /// lock.enter_call(1);
+    /// lock.leave_call(1);
+    /// assert_eq!(lock.holder(), Some((1, false)));
+    /// // Frozen after firmware returned: no call is in progress, so the lock can be taken over.
+    /// assert_eq!(lock.crash_acquire(0, |_| true), CrashAcquire::TakenOver { from: 1 });
+    /// ```
     pub fn leave_call(&self, cpu: usize) {
         self.word.store(held(cpu), Ordering::Release);
     }
 
     /// Releases the lock.
+    ///
+    /// ```
+    /// use nmilog_ppc64::RtasLock;
+    /// let lock = RtasLock::new();
+    /// lock.lock(3);
+    /// lock.unlock(3);
+    /// assert_eq!(lock.holder(), None);
+    /// assert!(lock.try_lock(0));
+    /// ```
     pub fn unlock(&self, _cpu: usize) {
         // LMM(rtas:B): pairs with LMM(rtas:A).
         self.word.store(0, Ordering::Release);
     }
 
     /// The holder and whether it is inside the call, or `None` if the lock is free.
+    ///
+    /// ```
+    /// use nmilog_ppc64::RtasLock;
+    /// let lock = RtasLock::new();
+    /// assert_eq!(lock.holder(), None);
+    /// lock.lock(0); // CPU 0 is encoded as a nonzero word: not confused with "free"
+    /// assert_eq!(lock.holder(), Some((0, false)));
+    /// lock.enter_call(0);
+    /// assert_eq!(lock.holder(), Some((0, true)));
+    /// ```
     pub fn holder(&self) -> Option<(usize, bool)> {
         decode(self.word.load(Ordering::Acquire))
     }
@@ -175,6 +300,28 @@ impl RtasLock {
     /// The crash path's decision (see the [module docs](self)): called by the crashing CPU `me` once
     /// every other CPU is stopped (`is_stopped(cpu)` says which ones checked in). Never waits: at most
     /// two loads and one compare-exchange.
+    ///
+    /// ```
+    /// use nmilog_ppc64::{CrashAcquire, RtasLock};
+    /// // CPUs 1 and 2 checked in; CPU 3 is deaf.
+    /// let stopped = |cpu: usize| cpu == 1 || cpu == 2;
+    ///
+    /// let lock = RtasLock::new();
+    /// lock.lock(1); // frozen outside the call: taken over, the lock is now CPU 0's
+    /// assert_eq!(lock.crash_acquire(0, stopped), CrashAcquire::TakenOver { from: 1 });
+    /// assert_eq!(lock.holder(), Some((0, false)));
+    ///
+    /// let lock = RtasLock::new();
+    /// lock.lock(3); // deaf: it may enter firmware at any moment
+    /// let d = lock.crash_acquire(0, stopped);
+    /// assert_eq!(d, CrashAcquire::Unsafe { holder: 3, inside: false, stopped: false });
+    /// assert_eq!(lock.holder(), Some((3, false))); // left as it is
+    ///
+    /// let lock = RtasLock::new();
+    /// lock.lock(0);
+    /// lock.enter_call(0); // the crashing CPU itself faulted inside firmware
+    /// assert!(!lock.crash_acquire(0, stopped).may_call_firmware());
+    /// ```
     pub fn crash_acquire(&self, me: usize, is_stopped: impl Fn(usize) -> bool) -> CrashAcquire {
         let mut w = self.word.load(Ordering::Acquire);
         if w == 0 {

@@ -21,6 +21,57 @@
 //!
 //! Nothing here takes a lock (the firmware lock is only ever *taken over* or *left alone*, see
 //! [`crate::rtas`]) and every wait is bounded by a timeout and an iteration count.
+//!
+//! The 2020 RTAS deadlock, replayed: CPU 1 is frozen *inside* an RTAS call, holding the lock.
+//! The sequence does not wait for the lock, and does not call firmware either:
+//!
+//! ```
+//! # use std::panic::{catch_unwind, panic_any, AssertUnwindSafe};
+//! # use nmilog::{host::HostPlatform, Log};
+//! # use nmilog_ppc64::*;
+//! # static LOG: Log<HostPlatform, 2, 1024, 8192> = Log::new(HostPlatform::new(2));
+//! # static STATE: CrashState<2> = CrashState::new();
+//! # // CPU 1 takes the "NMI" on this thread unless `deaf`; `park` and `kexec` unwind
+//! # // (they must not return), `kexec` carrying the image and the report.
+//! # struct Fake { deaf: bool }
+//! # impl Machine for Fake {
+//! #     fn nmi_ipi_all_but_self(&self, me: usize) {
+//! #         if self.deaf { return; }
+//! #         HostPlatform::register_cpu(1);
+//! #         let regs = SavedRegs { pc: 0x1000, sp: 0x2000, msr: 0 };
+//! #         let r = catch_unwind(AssertUnwindSafe(|| {
+//! #             on_nmi_stop(&LOG, self, &STATE, regs, format_args!("test"))
+//! #         }));
+//! #         assert!(r.is_err(), "CPU 1 parks");
+//! #         HostPlatform::register_cpu(me);
+//! #     }
+//! #     fn now_ns(&self) -> u64 { HostPlatform::clock_ns() }
+//! #     fn irq_source_count(&self) -> usize { 3 }
+//! #     fn firmware_mask_source(&self, _: usize, _: &RtasArgs) -> Result<(), i32> { Ok(()) }
+//! #     fn mask_at_presenter(&self) {}
+//! #     fn park(&self) -> ! { panic_any("parked") }
+//! #     fn kexec<const C: usize>(&self, image: &[u8], report: &ShutdownReport<C>) -> ! {
+//! #         panic_any((image.to_vec(), *report))
+//! #     }
+//! # }
+//! # // Runs the sequence on CPU 0 and returns what `kexec` was handed.
+//! # fn crash(m: &Fake, l: &RtasLock, c: &ShutdownConfig) -> (Vec<u8>, ShutdownReport<2>) {
+//! #     let mut image = vec![0u8; nmilog::handover::max_image_size(2, 4, 8192)];
+//! #     let r = catch_unwind(AssertUnwindSafe(|| {
+//! #         crash_shutdown(&LOG, m, &STATE, l, &mut image, c, format_args!("test"))
+//! #     }));
+//! #     *r.unwrap_err().downcast().unwrap()
+//! # }
+//! # std::panic::set_hook(Box::new(|_| {})); // quiet unwinding
+//! # HostPlatform::register_cpu(0);
+//! let rtas = RtasLock::new();
+//! rtas.lock(1);
+//! rtas.enter_call(1);
+//! let (_, report) = crash(&Fake { deaf: false }, &rtas, &ShutdownConfig::new());
+//! assert_eq!(report.mask.path, MaskPath::Presenter);
+//! assert_eq!(report.mask.masked, 0);
+//! assert_eq!(rtas.holder(), Some((1, true))); // left alone
+//! ```
 
 use core::fmt;
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -64,6 +115,62 @@ impl CpuStop {
 /// everything it did before the NMI, then stores its check-in flag with Release — LMM(checkin:A).
 /// The crashing CPU loads the flag with Acquire — LMM(checkin:B) — before it drains the rings, reads
 /// the firmware lock or the saved registers; so everything the stopped CPU wrote is visible to it.
+///
+/// ```
+/// # use std::panic::{catch_unwind, panic_any, AssertUnwindSafe};
+/// # use nmilog::{host::HostPlatform, Log};
+/// # use nmilog_ppc64::*;
+/// # static LOG: Log<HostPlatform, 2, 1024, 8192> = Log::new(HostPlatform::new(2));
+/// # static STATE: CrashState<2> = CrashState::new();
+/// # // CPU 1 takes the "NMI" on this thread unless `deaf`; `park` and `kexec` unwind
+/// # // (they must not return), `kexec` carrying the image and the report.
+/// # struct Fake { deaf: bool }
+/// # impl Machine for Fake {
+/// #     fn nmi_ipi_all_but_self(&self, me: usize) {
+/// #         if self.deaf { return; }
+/// #         HostPlatform::register_cpu(1);
+/// #         let regs = SavedRegs { pc: 0x1000, sp: 0x2000, msr: 0 };
+/// #         let r = catch_unwind(AssertUnwindSafe(|| {
+/// #             on_nmi_stop(&LOG, self, &STATE, regs, format_args!("test"))
+/// #         }));
+/// #         assert!(r.is_err(), "CPU 1 parks");
+/// #         HostPlatform::register_cpu(me);
+/// #     }
+/// #     fn now_ns(&self) -> u64 { HostPlatform::clock_ns() }
+/// #     fn irq_source_count(&self) -> usize { 3 }
+/// #     fn firmware_mask_source(&self, _: usize, _: &RtasArgs) -> Result<(), i32> { Ok(()) }
+/// #     fn mask_at_presenter(&self) {}
+/// #     fn park(&self) -> ! { panic_any("parked") }
+/// #     fn kexec<const C: usize>(&self, image: &[u8], report: &ShutdownReport<C>) -> ! {
+/// #         panic_any((image.to_vec(), *report))
+/// #     }
+/// # }
+/// # // Runs the sequence on CPU 0 and returns what `kexec` was handed.
+/// # fn crash(m: &Fake, l: &RtasLock, c: &ShutdownConfig) -> (Vec<u8>, ShutdownReport<2>) {
+/// #     let mut image = vec![0u8; nmilog::handover::max_image_size(2, 4, 8192)];
+/// #     let r = catch_unwind(AssertUnwindSafe(|| {
+/// #         crash_shutdown(&LOG, m, &STATE, l, &mut image, c, format_args!("test"))
+/// #     }));
+/// #     *r.unwrap_err().downcast().unwrap()
+/// # }
+/// # std::panic::set_hook(Box::new(|_| {})); // quiet unwinding
+/// # HostPlatform::register_cpu(0);
+/// // CPU 0 crashes; CPU 1 takes the NMI while it is handling an interrupt.
+/// LOG.crash_enter().unwrap();
+/// HostPlatform::register_cpu(1);
+/// LOG.irq_enter();
+/// let regs = SavedRegs { pc: 0x1234, sp: 0x8000, msr: 0 };
+/// let parked = catch_unwind(AssertUnwindSafe(|| {
+///     on_nmi_stop(&LOG, &Fake { deaf: false }, &STATE, regs, format_args!("test"))
+/// }));
+/// assert!(parked.is_err());
+/// assert!(STATE.checked_in(1));
+/// assert!(!STATE.checked_in(0)); // the crashing CPU does not check in
+/// assert_eq!(STATE.saved_regs(1), Some(regs));
+/// let (ts, kind, depth) = STATE.stop_info(1).unwrap();
+/// assert!(ts > 0);
+/// assert_eq!((kind, depth), (Some(nmilog::ContextKind::Irq), 1));
+/// ```
 #[derive(Debug)]
 pub struct CrashState<const CPUS: usize> {
     cpus: [CpuStop; CPUS],
@@ -74,6 +181,13 @@ pub struct CrashState<const CPUS: usize> {
 
 impl<const CPUS: usize> CrashState<CPUS> {
     /// Nobody stopped yet.
+    ///
+    /// ```
+    /// use nmilog_ppc64::CrashState;
+    /// static STATE: CrashState<4> = CrashState::new(); // `const`: one `static` per kernel
+    /// assert!((0..4).all(|cpu| !STATE.checked_in(cpu)));
+    /// assert_eq!(STATE.saved_regs(0), Some(Default::default()));
+    /// ```
     pub const fn new() -> Self {
         CrashState {
             cpus: [const { CpuStop::new() }; CPUS],
@@ -82,6 +196,56 @@ impl<const CPUS: usize> CrashState<CPUS> {
     }
 
     /// Whether `cpu` checked in (is parked in its NMI handler for good).
+    ///
+    /// ```
+    /// # use std::panic::{catch_unwind, panic_any, AssertUnwindSafe};
+    /// # use nmilog::{host::HostPlatform, Log};
+    /// # use nmilog_ppc64::*;
+    /// # static LOG: Log<HostPlatform, 2, 1024, 8192> = Log::new(HostPlatform::new(2));
+    /// # static STATE: CrashState<2> = CrashState::new();
+    /// # // CPU 1 takes the "NMI" on this thread unless `deaf`; `park` and `kexec` unwind
+    /// # // (they must not return), `kexec` carrying the image and the report.
+    /// # struct Fake { deaf: bool }
+    /// # impl Machine for Fake {
+    /// #     fn nmi_ipi_all_but_self(&self, me: usize) {
+    /// #         if self.deaf { return; }
+    /// #         HostPlatform::register_cpu(1);
+    /// #         let regs = SavedRegs { pc: 0x1000, sp: 0x2000, msr: 0 };
+    /// #         let r = catch_unwind(AssertUnwindSafe(|| {
+    /// #             on_nmi_stop(&LOG, self, &STATE, regs, format_args!("test"))
+    /// #         }));
+    /// #         assert!(r.is_err(), "CPU 1 parks");
+    /// #         HostPlatform::register_cpu(me);
+    /// #     }
+    /// #     fn now_ns(&self) -> u64 { HostPlatform::clock_ns() }
+    /// #     fn irq_source_count(&self) -> usize { 3 }
+    /// #     fn firmware_mask_source(&self, _: usize, _: &RtasArgs) -> Result<(), i32> { Ok(()) }
+    /// #     fn mask_at_presenter(&self) {}
+    /// #     fn park(&self) -> ! { panic_any("parked") }
+    /// #     fn kexec<const C: usize>(&self, image: &[u8], report: &ShutdownReport<C>) -> ! {
+    /// #         panic_any((image.to_vec(), *report))
+    /// #     }
+    /// # }
+    /// # // Runs the sequence on CPU 0 and returns what `kexec` was handed.
+    /// # fn crash(m: &Fake, l: &RtasLock, c: &ShutdownConfig) -> (Vec<u8>, ShutdownReport<2>) {
+    /// #     let mut image = vec![0u8; nmilog::handover::max_image_size(2, 4, 8192)];
+    /// #     let r = catch_unwind(AssertUnwindSafe(|| {
+    /// #         crash_shutdown(&LOG, m, &STATE, l, &mut image, c, format_args!("test"))
+    /// #     }));
+    /// #     *r.unwrap_err().downcast().unwrap()
+    /// # }
+    /// # std::panic::set_hook(Box::new(|_| {})); // quiet unwinding
+    /// # HostPlatform::register_cpu(0);
+    /// LOG.crash_enter().unwrap();
+    /// assert!(!STATE.checked_in(1));
+    /// HostPlatform::register_cpu(1);
+    /// let regs = SavedRegs::default();
+    /// let _ = catch_unwind(AssertUnwindSafe(|| {
+    ///     on_nmi_stop(&LOG, &Fake { deaf: false }, &STATE, regs, format_args!("x"))
+    /// }));
+    /// assert!(STATE.checked_in(1));
+    /// assert!(!STATE.checked_in(7)); // not a CPU of this state: never checked in
+    /// ```
     pub fn checked_in(&self, cpu: usize) -> bool {
         // LMM(checkin:B): Acquire pairs with LMM(checkin:A) in `check_in`.
         self.cpus
@@ -90,6 +254,56 @@ impl<const CPUS: usize> CrashState<CPUS> {
     }
 
     /// The registers `cpu` saved when it stopped (meaningful once [`checked_in`](Self::checked_in)).
+    ///
+    /// ```
+    /// # use std::panic::{catch_unwind, panic_any, AssertUnwindSafe};
+    /// # use nmilog::{host::HostPlatform, Log};
+    /// # use nmilog_ppc64::*;
+    /// # static LOG: Log<HostPlatform, 2, 1024, 8192> = Log::new(HostPlatform::new(2));
+    /// # static STATE: CrashState<2> = CrashState::new();
+    /// # // CPU 1 takes the "NMI" on this thread unless `deaf`; `park` and `kexec` unwind
+    /// # // (they must not return), `kexec` carrying the image and the report.
+    /// # struct Fake { deaf: bool }
+    /// # impl Machine for Fake {
+    /// #     fn nmi_ipi_all_but_self(&self, me: usize) {
+    /// #         if self.deaf { return; }
+    /// #         HostPlatform::register_cpu(1);
+    /// #         let regs = SavedRegs { pc: 0x1000, sp: 0x2000, msr: 0 };
+    /// #         let r = catch_unwind(AssertUnwindSafe(|| {
+    /// #             on_nmi_stop(&LOG, self, &STATE, regs, format_args!("test"))
+    /// #         }));
+    /// #         assert!(r.is_err(), "CPU 1 parks");
+    /// #         HostPlatform::register_cpu(me);
+    /// #     }
+    /// #     fn now_ns(&self) -> u64 { HostPlatform::clock_ns() }
+    /// #     fn irq_source_count(&self) -> usize { 3 }
+    /// #     fn firmware_mask_source(&self, _: usize, _: &RtasArgs) -> Result<(), i32> { Ok(()) }
+    /// #     fn mask_at_presenter(&self) {}
+    /// #     fn park(&self) -> ! { panic_any("parked") }
+    /// #     fn kexec<const C: usize>(&self, image: &[u8], report: &ShutdownReport<C>) -> ! {
+    /// #         panic_any((image.to_vec(), *report))
+    /// #     }
+    /// # }
+    /// # // Runs the sequence on CPU 0 and returns what `kexec` was handed.
+    /// # fn crash(m: &Fake, l: &RtasLock, c: &ShutdownConfig) -> (Vec<u8>, ShutdownReport<2>) {
+    /// #     let mut image = vec![0u8; nmilog::handover::max_image_size(2, 4, 8192)];
+    /// #     let r = catch_unwind(AssertUnwindSafe(|| {
+    /// #         crash_shutdown(&LOG, m, &STATE, l, &mut image, c, format_args!("test"))
+    /// #     }));
+    /// #     *r.unwrap_err().downcast().unwrap()
+    /// # }
+    /// # std::panic::set_hook(Box::new(|_| {})); // quiet unwinding
+    /// # HostPlatform::register_cpu(0);
+    /// LOG.crash_enter().unwrap();
+    /// HostPlatform::register_cpu(1);
+    /// let regs = SavedRegs { pc: 0xc0de, sp: 0x7000, msr: 0x1 };
+    /// let _ = catch_unwind(AssertUnwindSafe(|| {
+    ///     on_nmi_stop(&LOG, &Fake { deaf: false }, &STATE, regs, format_args!("x"))
+    /// }));
+    /// assert_eq!(STATE.saved_regs(1), Some(regs));
+    /// assert_eq!(STATE.saved_regs(0), Some(SavedRegs::default())); // CPU 0 never stopped
+    /// assert_eq!(STATE.saved_regs(2), None); // only two CPUs
+    /// ```
     pub fn saved_regs(&self, cpu: usize) -> Option<SavedRegs> {
         let s = self.cpus.get(cpu)?;
         Some(SavedRegs {
@@ -101,6 +315,59 @@ impl<const CPUS: usize> CrashState<CPUS> {
 
     /// When `cpu` stopped (clock of [`Machine::now_ns`]) and the context kind and depth the NMI
     /// interrupted.
+    ///
+    /// ```
+    /// # use std::panic::{catch_unwind, panic_any, AssertUnwindSafe};
+    /// # use nmilog::{host::HostPlatform, Log};
+    /// # use nmilog_ppc64::*;
+    /// # static LOG: Log<HostPlatform, 2, 1024, 8192> = Log::new(HostPlatform::new(2));
+    /// # static STATE: CrashState<2> = CrashState::new();
+    /// # // CPU 1 takes the "NMI" on this thread unless `deaf`; `park` and `kexec` unwind
+    /// # // (they must not return), `kexec` carrying the image and the report.
+    /// # struct Fake { deaf: bool }
+    /// # impl Machine for Fake {
+    /// #     fn nmi_ipi_all_but_self(&self, me: usize) {
+    /// #         if self.deaf { return; }
+    /// #         HostPlatform::register_cpu(1);
+    /// #         let regs = SavedRegs { pc: 0x1000, sp: 0x2000, msr: 0 };
+    /// #         let r = catch_unwind(AssertUnwindSafe(|| {
+    /// #             on_nmi_stop(&LOG, self, &STATE, regs, format_args!("test"))
+    /// #         }));
+    /// #         assert!(r.is_err(), "CPU 1 parks");
+    /// #         HostPlatform::register_cpu(me);
+    /// #     }
+    /// #     fn now_ns(&self) -> u64 { HostPlatform::clock_ns() }
+    /// #     fn irq_source_count(&self) -> usize { 3 }
+    /// #     fn firmware_mask_source(&self, _: usize, _: &RtasArgs) -> Result<(), i32> { Ok(()) }
+    /// #     fn mask_at_presenter(&self) {}
+    /// #     fn park(&self) -> ! { panic_any("parked") }
+    /// #     fn kexec<const C: usize>(&self, image: &[u8], report: &ShutdownReport<C>) -> ! {
+    /// #         panic_any((image.to_vec(), *report))
+    /// #     }
+    /// # }
+    /// # // Runs the sequence on CPU 0 and returns what `kexec` was handed.
+    /// # fn crash(m: &Fake, l: &RtasLock, c: &ShutdownConfig) -> (Vec<u8>, ShutdownReport<2>) {
+    /// #     let mut image = vec![0u8; nmilog::handover::max_image_size(2, 4, 8192)];
+    /// #     let r = catch_unwind(AssertUnwindSafe(|| {
+    /// #         crash_shutdown(&LOG, m, &STATE, l, &mut image, c, format_args!("test"))
+    /// #     }));
+    /// #     *r.unwrap_err().downcast().unwrap()
+    /// # }
+    /// # std::panic::set_hook(Box::new(|_| {})); // quiet unwinding
+    /// # HostPlatform::register_cpu(0);
+    /// use nmilog::ContextKind;
+    /// LOG.crash_enter().unwrap();
+    /// HostPlatform::register_cpu(1); // CPU 1 is running a task when the NMI comes
+    /// let before = HostPlatform::clock_ns();
+    /// let regs = SavedRegs::default();
+    /// let _ = catch_unwind(AssertUnwindSafe(|| {
+    ///     on_nmi_stop(&LOG, &Fake { deaf: false }, &STATE, regs, format_args!("x"))
+    /// }));
+    /// let (ts, kind, depth) = STATE.stop_info(1).unwrap();
+    /// assert!(ts >= before);
+    /// assert_eq!((kind, depth), (Some(ContextKind::Task), 0));
+    /// assert_eq!(STATE.stop_info(2), None);
+    /// ```
     pub fn stop_info(&self, cpu: usize) -> Option<(u64, Option<ContextKind>, usize)> {
         let s = self.cpus.get(cpu)?;
         let h = Header {
@@ -133,6 +400,15 @@ impl<const CPUS: usize> Default for CrashState<CPUS> {
 }
 
 /// Tunables of the sequence.
+///
+/// ```
+/// use nmilog_ppc64::ShutdownConfig;
+/// assert_eq!(ShutdownConfig::default(), ShutdownConfig::new());
+/// // A short wait, for a simulation where the other CPUs answer in microseconds:
+/// let cfg = ShutdownConfig { ack_timeout_ns: 5_000_000, ..ShutdownConfig::new() };
+/// assert_eq!(cfg.ack_timeout_ns / 1_000_000, 5);
+/// assert_eq!(cfg.max_wait_spins, ShutdownConfig::new().max_wait_spins);
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ShutdownConfig {
     /// How long to wait for the other CPUs to check in (Linux: 10 s for the crash IPI; the host
@@ -144,6 +420,13 @@ pub struct ShutdownConfig {
 
 impl ShutdownConfig {
     /// One second, at most 2^32 iterations.
+    ///
+    /// ```
+    /// use nmilog_ppc64::ShutdownConfig;
+    /// const CFG: ShutdownConfig = ShutdownConfig::new();
+    /// assert_eq!(CFG.ack_timeout_ns, 1_000_000_000);
+    /// assert_eq!(CFG.max_wait_spins, 1 << 32);
+    /// ```
     pub const fn new() -> Self {
         ShutdownConfig {
             ack_timeout_ns: 1_000_000_000,
@@ -159,6 +442,20 @@ impl Default for ShutdownConfig {
 }
 
 /// How interrupts were masked before the switchover.
+///
+/// ```
+/// use nmilog_ppc64::{CrashAcquire, MaskPath};
+/// // The path follows from the firmware-lock decision:
+/// let path = |d: CrashAcquire| match d {
+///     CrashAcquire::TakenOver { .. } => MaskPath::RtasTakeover,
+///     d if d.may_call_firmware() => MaskPath::Rtas,
+///     _ => MaskPath::Presenter,
+/// };
+/// assert_eq!(path(CrashAcquire::Acquired), MaskPath::Rtas);
+/// assert_eq!(path(CrashAcquire::TakenOver { from: 2 }), MaskPath::RtasTakeover);
+/// let inside = CrashAcquire::Unsafe { holder: 2, inside: true, stopped: true };
+/// assert_eq!(path(inside), MaskPath::Presenter);
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MaskPath {
     /// Through RTAS `ibm,int-off`; the firmware lock was free (or already the crashing CPU's).
@@ -171,6 +468,15 @@ pub enum MaskPath {
 
 impl MaskPath {
     /// `"rtas"`, `"rtas-takeover"` or `"presenter"`.
+    ///
+    /// ```
+    /// use nmilog_ppc64::MaskPath;
+    /// assert_eq!(MaskPath::Rtas.name(), "rtas");
+    /// assert_eq!(MaskPath::RtasTakeover.name(), "rtas-takeover");
+    /// assert_eq!(MaskPath::Presenter.name(), "presenter");
+    /// // The names are what the crash log's `[mask_path=…]` tag says.
+    /// assert_eq!(format!("[mask_path={}]", MaskPath::Presenter.name()), "[mask_path=presenter]");
+    /// ```
     pub const fn name(self) -> &'static str {
         match self {
             MaskPath::Rtas => "rtas",
@@ -181,6 +487,56 @@ impl MaskPath {
 }
 
 /// What the masking step did.
+///
+/// ```
+/// # use std::panic::{catch_unwind, panic_any, AssertUnwindSafe};
+/// # use nmilog::{host::HostPlatform, Log};
+/// # use nmilog_ppc64::*;
+/// # static LOG: Log<HostPlatform, 2, 1024, 8192> = Log::new(HostPlatform::new(2));
+/// # static STATE: CrashState<2> = CrashState::new();
+/// # // CPU 1 takes the "NMI" on this thread unless `deaf`; `park` and `kexec` unwind
+/// # // (they must not return), `kexec` carrying the image and the report.
+/// # struct Fake { deaf: bool }
+/// # impl Machine for Fake {
+/// #     fn nmi_ipi_all_but_self(&self, me: usize) {
+/// #         if self.deaf { return; }
+/// #         HostPlatform::register_cpu(1);
+/// #         let regs = SavedRegs { pc: 0x1000, sp: 0x2000, msr: 0 };
+/// #         let r = catch_unwind(AssertUnwindSafe(|| {
+/// #             on_nmi_stop(&LOG, self, &STATE, regs, format_args!("test"))
+/// #         }));
+/// #         assert!(r.is_err(), "CPU 1 parks");
+/// #         HostPlatform::register_cpu(me);
+/// #     }
+/// #     fn now_ns(&self) -> u64 { HostPlatform::clock_ns() }
+/// #     fn irq_source_count(&self) -> usize { 3 }
+/// #     fn firmware_mask_source(&self, _: usize, _: &RtasArgs) -> Result<(), i32> { Ok(()) }
+/// #     fn mask_at_presenter(&self) {}
+/// #     fn park(&self) -> ! { panic_any("parked") }
+/// #     fn kexec<const C: usize>(&self, image: &[u8], report: &ShutdownReport<C>) -> ! {
+/// #         panic_any((image.to_vec(), *report))
+/// #     }
+/// # }
+/// # // Runs the sequence on CPU 0 and returns what `kexec` was handed.
+/// # fn crash(m: &Fake, l: &RtasLock, c: &ShutdownConfig) -> (Vec<u8>, ShutdownReport<2>) {
+/// #     let mut image = vec![0u8; nmilog::handover::max_image_size(2, 4, 8192)];
+/// #     let r = catch_unwind(AssertUnwindSafe(|| {
+/// #         crash_shutdown(&LOG, m, &STATE, l, &mut image, c, format_args!("test"))
+/// #     }));
+/// #     *r.unwrap_err().downcast().unwrap()
+/// # }
+/// # std::panic::set_hook(Box::new(|_| {})); // quiet unwinding
+/// # HostPlatform::register_cpu(0);
+/// // CPU 1 is frozen holding the RTAS lock, but outside the firmware call: taken over.
+/// let rtas = RtasLock::new();
+/// rtas.lock(1);
+/// let (_, report) = crash(&Fake { deaf: false }, &rtas, &ShutdownConfig::new());
+/// let m: MaskOutcome = report.mask;
+/// assert_eq!(m.path, MaskPath::RtasTakeover);
+/// assert_eq!(m.decision, CrashAcquire::TakenOver { from: 1 });
+/// assert_eq!((m.masked, m.failed), (3, 0)); // all three sources through RTAS
+/// assert_eq!(rtas.holder(), None); // released after masking
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MaskOutcome {
     /// The path taken.
@@ -194,6 +550,59 @@ pub struct MaskOutcome {
 }
 
 /// What [`crash_shutdown`] did, handed to [`Machine::kexec`] with the image.
+///
+/// ```
+/// # use std::panic::{catch_unwind, panic_any, AssertUnwindSafe};
+/// # use nmilog::{host::HostPlatform, Log};
+/// # use nmilog_ppc64::*;
+/// # static LOG: Log<HostPlatform, 2, 1024, 8192> = Log::new(HostPlatform::new(2));
+/// # static STATE: CrashState<2> = CrashState::new();
+/// # // CPU 1 takes the "NMI" on this thread unless `deaf`; `park` and `kexec` unwind
+/// # // (they must not return), `kexec` carrying the image and the report.
+/// # struct Fake { deaf: bool }
+/// # impl Machine for Fake {
+/// #     fn nmi_ipi_all_but_self(&self, me: usize) {
+/// #         if self.deaf { return; }
+/// #         HostPlatform::register_cpu(1);
+/// #         let regs = SavedRegs { pc: 0x1000, sp: 0x2000, msr: 0 };
+/// #         let r = catch_unwind(AssertUnwindSafe(|| {
+/// #             on_nmi_stop(&LOG, self, &STATE, regs, format_args!("test"))
+/// #         }));
+/// #         assert!(r.is_err(), "CPU 1 parks");
+/// #         HostPlatform::register_cpu(me);
+/// #     }
+/// #     fn now_ns(&self) -> u64 { HostPlatform::clock_ns() }
+/// #     fn irq_source_count(&self) -> usize { 3 }
+/// #     fn firmware_mask_source(&self, _: usize, _: &RtasArgs) -> Result<(), i32> { Ok(()) }
+/// #     fn mask_at_presenter(&self) {}
+/// #     fn park(&self) -> ! { panic_any("parked") }
+/// #     fn kexec<const C: usize>(&self, image: &[u8], report: &ShutdownReport<C>) -> ! {
+/// #         panic_any((image.to_vec(), *report))
+/// #     }
+/// # }
+/// # // Runs the sequence on CPU 0 and returns what `kexec` was handed.
+/// # fn crash(m: &Fake, l: &RtasLock, c: &ShutdownConfig) -> (Vec<u8>, ShutdownReport<2>) {
+/// #     let mut image = vec![0u8; nmilog::handover::max_image_size(2, 4, 8192)];
+/// #     let r = catch_unwind(AssertUnwindSafe(|| {
+/// #         crash_shutdown(&LOG, m, &STATE, l, &mut image, c, format_args!("test"))
+/// #     }));
+/// #     *r.unwrap_err().downcast().unwrap()
+/// # }
+/// # std::panic::set_hook(Box::new(|_| {})); // quiet unwinding
+/// # HostPlatform::register_cpu(0);
+/// // CPU 1 never answers the NMI: the wait ends at the timeout (or the spin bound).
+/// let cfg = ShutdownConfig { ack_timeout_ns: 2_000_000, max_wait_spins: 100_000 };
+/// let (image, r) = crash(&Fake { deaf: true }, &RtasLock::new(), &cfg);
+/// assert_eq!((r.crash_cpu, r.cpus), (0, 2));
+/// assert_eq!(r.answered, [true, false]);
+/// assert_eq!(r.not_answered, 1);
+/// assert!(r.wait_spins <= cfg.max_wait_spins);
+/// assert!(r.t_enter_ns <= r.t_ipi_done_ns && r.t_ipi_done_ns <= r.t_masked_ns);
+/// assert!(r.t_masked_ns <= r.t_switch_ns);
+/// assert_eq!(r.mask.path, MaskPath::Rtas); // the lock was free
+/// assert!(r.drains[0].flush.steps <= r.drains[0].bound);
+/// assert_eq!((r.image_len, r.image_error), (image.len(), None));
+/// ```
 #[derive(Clone, Copy, Debug)]
 pub struct ShutdownReport<const CPUS: usize> {
     /// The crashing CPU.
@@ -228,6 +637,62 @@ pub struct ShutdownReport<const CPUS: usize> {
 /// context, logs `"CPU n stopped (NMI in <ctx> context; <note>)"`, saves `regs`, checks in and parks
 /// forever. Returns at once (doing nothing) if no crash is in progress or if called on the crashing
 /// CPU, so it can sit at the top of a shared NMI handler.
+///
+/// ```
+/// # use std::panic::{catch_unwind, panic_any, AssertUnwindSafe};
+/// # use nmilog::{host::HostPlatform, Log};
+/// # use nmilog_ppc64::*;
+/// # static LOG: Log<HostPlatform, 2, 1024, 8192> = Log::new(HostPlatform::new(2));
+/// # static STATE: CrashState<2> = CrashState::new();
+/// # // CPU 1 takes the "NMI" on this thread unless `deaf`; `park` and `kexec` unwind
+/// # // (they must not return), `kexec` carrying the image and the report.
+/// # struct Fake { deaf: bool }
+/// # impl Machine for Fake {
+/// #     fn nmi_ipi_all_but_self(&self, me: usize) {
+/// #         if self.deaf { return; }
+/// #         HostPlatform::register_cpu(1);
+/// #         let regs = SavedRegs { pc: 0x1000, sp: 0x2000, msr: 0 };
+/// #         let r = catch_unwind(AssertUnwindSafe(|| {
+/// #             on_nmi_stop(&LOG, self, &STATE, regs, format_args!("test"))
+/// #         }));
+/// #         assert!(r.is_err(), "CPU 1 parks");
+/// #         HostPlatform::register_cpu(me);
+/// #     }
+/// #     fn now_ns(&self) -> u64 { HostPlatform::clock_ns() }
+/// #     fn irq_source_count(&self) -> usize { 3 }
+/// #     fn firmware_mask_source(&self, _: usize, _: &RtasArgs) -> Result<(), i32> { Ok(()) }
+/// #     fn mask_at_presenter(&self) {}
+/// #     fn park(&self) -> ! { panic_any("parked") }
+/// #     fn kexec<const C: usize>(&self, image: &[u8], report: &ShutdownReport<C>) -> ! {
+/// #         panic_any((image.to_vec(), *report))
+/// #     }
+/// # }
+/// # // Runs the sequence on CPU 0 and returns what `kexec` was handed.
+/// # fn crash(m: &Fake, l: &RtasLock, c: &ShutdownConfig) -> (Vec<u8>, ShutdownReport<2>) {
+/// #     let mut image = vec![0u8; nmilog::handover::max_image_size(2, 4, 8192)];
+/// #     let r = catch_unwind(AssertUnwindSafe(|| {
+/// #         crash_shutdown(&LOG, m, &STATE, l, &mut image, c, format_args!("test"))
+/// #     }));
+/// #     *r.unwrap_err().downcast().unwrap()
+/// # }
+/// # std::panic::set_hook(Box::new(|_| {})); // quiet unwinding
+/// # HostPlatform::register_cpu(0);
+/// let m = Fake { deaf: false };
+/// let regs = SavedRegs::default();
+/// // No crash in progress: returns at once (an ordinary NMI, e.g. a watchdog).
+/// on_nmi_stop(&LOG, &m, &STATE, regs, format_args!("x"));
+/// LOG.crash_enter().unwrap(); // CPU 0 crashes
+/// // On the crashing CPU itself: returns too.
+/// on_nmi_stop(&LOG, &m, &STATE, regs, format_args!("x"));
+/// assert!(!STATE.checked_in(0));
+/// // On CPU 1: logs, checks in and parks (here: unwinds out of `park`).
+/// HostPlatform::register_cpu(1);
+/// let parked = catch_unwind(AssertUnwindSafe(|| {
+///     on_nmi_stop(&LOG, &m, &STATE, regs, format_args!("hello"))
+/// }));
+/// assert_eq!(*parked.unwrap_err().downcast::<&str>().unwrap(), "parked");
+/// assert!(STATE.checked_in(1));
+/// ```
 pub fn on_nmi_stop<
     P: Platform,
     M: Machine,
@@ -292,6 +757,70 @@ fn stop_self<
 ///
 /// If another CPU is already crashing, the caller behaves as a stopped CPU: it logs, checks in and
 /// parks (the NMI the other CPU sends would do the same).
+///
+/// ```
+/// # use std::panic::{catch_unwind, panic_any, AssertUnwindSafe};
+/// # use nmilog::{host::HostPlatform, Log};
+/// # use nmilog_ppc64::*;
+/// # static LOG: Log<HostPlatform, 2, 1024, 8192> = Log::new(HostPlatform::new(2));
+/// # static STATE: CrashState<2> = CrashState::new();
+/// # // CPU 1 takes the "NMI" on this thread unless `deaf`; `park` and `kexec` unwind
+/// # // (they must not return), `kexec` carrying the image and the report.
+/// # struct Fake { deaf: bool }
+/// # impl Machine for Fake {
+/// #     fn nmi_ipi_all_but_self(&self, me: usize) {
+/// #         if self.deaf { return; }
+/// #         HostPlatform::register_cpu(1);
+/// #         let regs = SavedRegs { pc: 0x1000, sp: 0x2000, msr: 0 };
+/// #         let r = catch_unwind(AssertUnwindSafe(|| {
+/// #             on_nmi_stop(&LOG, self, &STATE, regs, format_args!("test"))
+/// #         }));
+/// #         assert!(r.is_err(), "CPU 1 parks");
+/// #         HostPlatform::register_cpu(me);
+/// #     }
+/// #     fn now_ns(&self) -> u64 { HostPlatform::clock_ns() }
+/// #     fn irq_source_count(&self) -> usize { 3 }
+/// #     fn firmware_mask_source(&self, _: usize, _: &RtasArgs) -> Result<(), i32> { Ok(()) }
+/// #     fn mask_at_presenter(&self) {}
+/// #     fn park(&self) -> ! { panic_any("parked") }
+/// #     fn kexec<const C: usize>(&self, image: &[u8], report: &ShutdownReport<C>) -> ! {
+/// #         panic_any((image.to_vec(), *report))
+/// #     }
+/// # }
+/// # // Runs the sequence on CPU 0 and returns what `kexec` was handed.
+/// # fn crash(m: &Fake, l: &RtasLock, c: &ShutdownConfig) -> (Vec<u8>, ShutdownReport<2>) {
+/// #     let mut image = vec![0u8; nmilog::handover::max_image_size(2, 4, 8192)];
+/// #     let r = catch_unwind(AssertUnwindSafe(|| {
+/// #         crash_shutdown(&LOG, m, &STATE, l, &mut image, c, format_args!("test"))
+/// #     }));
+/// #     *r.unwrap_err().downcast().unwrap()
+/// # }
+/// # std::panic::set_hook(Box::new(|_| {})); // quiet unwinding
+/// # HostPlatform::register_cpu(0);
+/// use nmilog::handover;
+/// // Log something on each CPU before the crash.
+/// LOG.log_fmt(nmilog::Level::Info, 0, format_args!("cpu 0 was here")).unwrap();
+/// let rtas = RtasLock::new();
+/// let mut image = vec![0u8; handover::max_image_size(2, 4, 8192)];
+/// let cfg = ShutdownConfig { ack_timeout_ns: 10_000_000, ..ShutdownConfig::new() };
+/// let m = Fake { deaf: false };
+/// // `crash_shutdown` returns `!`: this fake `kexec` unwinds with what it was handed.
+/// let switched = catch_unwind(AssertUnwindSafe(|| {
+///     crash_shutdown(&LOG, &m, &STATE, &rtas, &mut image, &cfg, format_args!("oops"))
+/// }));
+/// let payload = switched.unwrap_err();
+/// let (bytes, report) = *payload.downcast::<(Vec<u8>, ShutdownReport<2>)>().unwrap();
+/// assert_eq!(report.not_answered, 0);
+/// assert_eq!(report.mask.path, MaskPath::Rtas);
+/// // The capture stage parses the image: every message made it, in order.
+/// let img = handover::parse(&bytes).unwrap();
+/// let texts: Vec<&str> = img.records().filter_map(|r| r.text()).collect();
+/// let at = |s: &str| texts.iter().position(|t| t.starts_with(s)).expect(s);
+/// assert!(at("cpu 0 was here") < at("crash: CPU 0 crashing: oops"));
+/// assert!(at("CPU 1 stopped (NMI in task context; test)") < at("IPI complete"));
+/// assert!(at("IPI complete") < at("kexec: masked 3 of 3 interrupt sources"));
+/// assert!(at("kexec: masked") < at("kexec: Starting switchover sequence."));
+/// ```
 #[allow(clippy::too_many_arguments)]
 pub fn crash_shutdown<
     P: Platform,

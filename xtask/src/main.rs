@@ -324,6 +324,7 @@ fn have(cmd: &str, arg: &str) -> bool {
 }
 
 const NO_STD_TARGETS: &[&str] = &[
+    "x86_64-unknown-linux-gnu",
     "aarch64-unknown-none",
     "riscv32imac-unknown-none-elf",
     "thumbv7em-none-eabi",
@@ -462,6 +463,23 @@ fn steps() -> Vec<Step> {
                         "--lib",
                         "--no-default-features",
                         "--features",
+                        "unsafe-assume-single-core",
+                        "--target",
+                        "thumbv6m-none-eabi",
+                    ],
+                )?;
+                sh(
+                    c,
+                    ".",
+                    &[],
+                    &[
+                        "cargo",
+                        "build",
+                        "-p",
+                        "nmilog",
+                        "--lib",
+                        "--no-default-features",
+                        "--features",
                         "defmt,log",
                         "--target",
                         "thumbv7em-none-eabi",
@@ -528,6 +546,8 @@ fn steps() -> Vec<Step> {
                         "--release",
                         "--test",
                         "loom",
+                        "--features",
+                        "steps",
                         "--",
                         "--test-threads=2",
                         "--nocapture",
@@ -632,8 +652,7 @@ fn steps() -> Vec<Step> {
 
 fn setup(c: &Ctx) -> Result<(), String> {
     let mut targets = vec!["add"];
-    targets.extend_from_slice(NO_STD_TARGETS);
-    targets.push("x86_64-unknown-linux-gnu");
+    targets.extend_from_slice(NO_STD_TARGETS); // x86_64-unknown-linux-gnu among them: TSan needs it
     let mut argv = vec!["rustup", "target"];
     argv.extend(targets);
     sh(c, ".", &[], &argv)?;
@@ -643,6 +662,28 @@ fn setup(c: &Ctx) -> Result<(), String> {
         &[],
         &["rustup", "component", "add", "clippy", "rustfmt"],
     )?;
+    // Miri, ThreadSanitizer's -Zbuild-std and cargo-fuzz need a nightly toolchain: install one if
+    // the machine has none (an installed nightly is kept as it is, not updated).
+    if !Command::new("rustup")
+        .args(["run", "nightly", "rustc", "--version"])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+    {
+        sh(
+            c,
+            ".",
+            &[],
+            &[
+                "rustup",
+                "toolchain",
+                "install",
+                "nightly",
+                "--profile",
+                "minimal",
+            ],
+        )?;
+    }
     sh(
         c,
         ".",

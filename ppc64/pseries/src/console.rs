@@ -1,9 +1,12 @@
 //! Console output through the hypervisor virtual terminal (H_PUT_TERM_CHAR).
 //!
-//! A spin lock tagged with the owner CPU keeps lines from interleaving. This is the bring-up console:
-//! the NMI path of this demo takes it with a bounded wait (`nmi_print`) and then writes regardless, so a
-//! CPU frozen while holding it cannot hang the crash path. The real integration routes NMI-context
-//! output through nmilog, which never takes this lock.
+//! A spin lock tagged with the owner CPU keeps task-context lines (boot messages) from interleaving.
+//! The NMI handler and the crash path never print: they log through nmilog, which never takes this
+//! lock. Two exceptions, both last words before power-off: the panic handler (a bug in this image)
+//! prints with `nmi_print`, which waits at most 10 ms for the lock and then writes regardless, so a
+//! CPU frozen while holding it cannot hang it; and the crash path's failure exits (no capture stage
+//! loaded, the locked baseline's verdict, its watchdog) write with the lockless `write_bytes`, after
+//! the log has been drained.
 
 use core::fmt::{self, Write};
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};

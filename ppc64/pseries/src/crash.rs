@@ -14,7 +14,9 @@
 //! The stopped CPUs run `system_reset` from the 0x100 handler (own NMI stack): it hands the interrupted
 //! registers to `nmilog_ppc64::on_nmi_stop`, which enters NMI context, logs "CPU n stopped", saves
 //! them into the crash state, checks in (Release; the crashing CPU Acquire-loads it, with a timebase
-//! bound) and parks. No console output from NMI or crash context: everything goes to nmilog.
+//! bound) and parks. No console output from NMI or crash context: everything goes to nmilog (the
+//! only exceptions are the failure exits' last words before power-off, through the lockless
+//! `console::write_bytes`; see `console`).
 
 use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 

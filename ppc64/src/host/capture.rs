@@ -366,8 +366,8 @@ pub(crate) fn main(args: &[String], pos: usize) -> i32 {
         if failures.is_empty() {
             let _ = writeln!(
                 out,
-                "verify: OK — every CPU's recovered records are exactly its newest committed ones, contiguous, none twice; \
-losses add up; torn = frozen mid-write; timestamps never go backwards"
+                "verify: OK — every CPU's recovered records are in order, none twice, up to its newest committed one; \
+every missing one is counted as overwritten (contiguous where none was); torn = frozen mid-write; timestamps never go backwards"
             );
         } else {
             for f in &failures {
