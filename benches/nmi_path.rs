@@ -21,9 +21,7 @@
 //! ```
 
 use std::hint::black_box;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, LazyLock};
-use std::thread;
+use std::sync::LazyLock;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use nmilog::host::HostPlatform;
@@ -42,60 +40,6 @@ const MECHS: [(&str, Push); 6] = [
     ("crossbeam_array_queue", push_crossbeam),
     ("heapless_mpmc", push_heapless),
 ];
-
-/// A thread on the other core writing through `push` until stopped.
-struct Contender {
-    name: &'static str,
-    started: std::time::Instant,
-    stop: Arc<AtomicBool>,
-    handle: Option<thread::JoinHandle<u64>>,
-}
-
-impl Contender {
-    fn start(name: &'static str, push: Push) -> Self {
-        let stop = Arc::new(AtomicBool::new(false));
-        let running = Arc::new(AtomicBool::new(false));
-        let (s, r) = (stop.clone(), running.clone());
-        let handle = thread::spawn(move || {
-            pin(Some(1));
-            as_cpu_in_nmi(1, || {
-                let rec: Rec32 = *b"contender-record-0123456789abcde";
-                let mut n = 0u64;
-                r.store(true, Ordering::Release);
-                while !s.load(Ordering::Relaxed) {
-                    push(black_box(&rec));
-                    n += 1;
-                }
-                n
-            })
-        });
-        while !running.load(Ordering::Acquire) {
-            thread::yield_now();
-        }
-        Contender {
-            name,
-            started: std::time::Instant::now(),
-            stop,
-            handle: Some(handle),
-        }
-    }
-}
-
-impl Drop for Contender {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(h) = self.handle.take() {
-            // How much the other core really wrote (on a shared machine it may have been descheduled).
-            let calls = h.join().unwrap_or(0);
-            let secs = self.started.elapsed().as_secs_f64();
-            eprintln!(
-                "nmi_path_contended/{}: the other core made {calls} calls in {secs:.1} s ({:.1} M/s)",
-                self.name,
-                calls as f64 / secs / 1e6
-            );
-        }
-    }
-}
 
 fn setup() {
     HostPlatform::register_cpu(0); // also calibrates the TSC clock, once
@@ -125,11 +69,16 @@ fn nmi_path_contended(c: &mut Criterion) {
     pin(Some(0));
     let mut g = c.benchmark_group("nmi_path_contended");
     for (name, push) in MECHS {
-        let contender = Contender::start(name, push);
+        let contender = Contender::start(push);
         as_cpu_in_nmi(0, || {
             g.bench_function(name, |b| b.iter(|| push(black_box(&rec))));
         });
-        drop(contender);
+        let (calls, took) = contender.stop();
+        let secs = took.as_secs_f64();
+        eprintln!(
+            "nmi_path_contended/{name}: the other core made {calls} calls in {secs:.1} s ({:.1} M/s)",
+            calls as f64 / secs / 1e6
+        );
     }
     g.finish();
     pin(None);

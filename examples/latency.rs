@@ -23,8 +23,7 @@
 
 use std::error::Error;
 use std::hint::black_box;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, LazyLock};
+use std::sync::LazyLock;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -77,54 +76,6 @@ fn calibrate() -> f64 {
     thread::sleep(Duration::from_millis(50));
     let (c1, t1) = (ticks(), Instant::now());
     (t1 - t0).as_nanos() as f64 / c1.wrapping_sub(c0).max(1) as f64
-}
-
-/// A writer on the other core, until dropped.
-struct Contender {
-    stop: Arc<AtomicBool>,
-    handle: Option<thread::JoinHandle<u64>>,
-}
-
-impl Contender {
-    fn start(push: Push) -> Self {
-        let stop = Arc::new(AtomicBool::new(false));
-        let running = Arc::new(AtomicBool::new(false));
-        let (s, r) = (stop.clone(), running.clone());
-        let handle = thread::spawn(move || {
-            pin(Some(1));
-            as_cpu_in_nmi(1, || {
-                let rec: Rec32 = *b"contender-record-0123456789abcde";
-                let mut n = 0u64;
-                r.store(true, Ordering::Release);
-                while !s.load(Ordering::Relaxed) {
-                    push(black_box(&rec));
-                    n += 1;
-                }
-                n
-            })
-        });
-        while !running.load(Ordering::Acquire) {
-            thread::yield_now();
-        }
-        Contender {
-            stop,
-            handle: Some(handle),
-        }
-    }
-
-    fn stop(mut self) -> u64 {
-        self.stop.store(true, Ordering::Relaxed);
-        self.handle.take().map_or(0, |h| h.join().unwrap_or(0))
-    }
-}
-
-impl Drop for Contender {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(h) = self.handle.take() {
-            let _ = h.join();
-        }
-    }
 }
 
 /// Latency percentiles of one (mechanism, mode), in nanoseconds.
@@ -244,7 +195,7 @@ fn main() -> Result<(), Box<dyn Error>> {
             pin(Some(0));
             let contender = Contender::start(push);
             measure(push, &mut samples);
-            other = contender.stop();
+            other = contender.stop().0;
             pin(None);
         }
         let contended = stats(&mut samples, ns_per_tick);

@@ -452,20 +452,12 @@ impl ConsoleState {
 
 #[inline]
 fn cas_word(a: &AtomicUsize, old: usize, new: usize) -> Result<(), usize> {
-    #[cfg(any(
-        target_has_atomic = "ptr",
-        feature = "critical-section",
-        feature = "unsafe-assume-single-core"
-    ))]
+    #[cfg(nmilog_cas)]
     {
         a.compare_exchange(old, new, Ordering::AcqRel, Ordering::Acquire)
             .map(|_| ())
     }
-    #[cfg(not(any(
-        target_has_atomic = "ptr",
-        feature = "critical-section",
-        feature = "unsafe-assume-single-core"
-    )))]
+    #[cfg(not(nmilog_cas))]
     {
         // Without CAS there is no arbitration between CPUs; such targets are single-core in
         // practice (thumbv6m), where only interrupt nesting races, and consoles are only driven

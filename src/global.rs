@@ -147,11 +147,7 @@ impl<P: crate::Platform, const C: usize, const R: usize, const M: usize, const D
         crate::Log::append_raw(self, level, facility, flags, payload)
     }
     fn flush(&self) {
-        #[cfg(any(
-            target_has_atomic = "ptr",
-            feature = "critical-section",
-            feature = "unsafe-assume-single-core"
-        ))]
+        #[cfg(nmilog_cas)]
         let _ = crate::Log::flush(self);
     }
 }

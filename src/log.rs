@@ -282,14 +282,7 @@ struct MainLog<const MAIN_WORDS: usize, const CPUS: usize, const DEPTH: usize> {
     /// 0 when free; `cpu + 1` of the owner, with `OWNER_TAKEN_OVER` set after a crash takeover.
     owner: AtomicUsize,
     /// Set by a CPU that found ownership taken, so the owner looks again before leaving.
-    #[cfg_attr(
-        not(any(
-            target_has_atomic = "ptr",
-            feature = "critical-section",
-            feature = "unsafe-assume-single-core"
-        )),
-        allow(dead_code)
-    )]
+    #[cfg_attr(not(nmilog_cas), allow(dead_code))]
     pending: AtomicUsize,
     /// Incremented by each crash drain; a drain that finds it changed was interrupted by a nested one
     /// and stops.
@@ -413,12 +406,6 @@ impl<H: FlushHook> StepHook for MainHookAdapter<'_, H> {
     fn step(&mut self, step: WriteStep) -> bool {
         self.0.step(FlushStep::Main(step))
     }
-}
-
-#[derive(Clone, Copy)]
-enum Peek {
-    Ready(u64),
-    Done,
 }
 
 /// The merge's ready sources as a binary min-heap of `(timestamp, source)`, `source = cpu * DEPTH +
@@ -862,14 +849,7 @@ impl<
             .store(hook as *mut (), portable_atomic::Ordering::Release);
     }
 
-    #[cfg_attr(
-        not(any(
-            target_has_atomic = "ptr",
-            feature = "critical-section",
-            feature = "unsafe-assume-single-core"
-        )),
-        allow(dead_code)
-    )]
+    #[cfg_attr(not(nmilog_cas), allow(dead_code))]
     fn run_console_hook(&self) {
         let p = self.console_hook.load(portable_atomic::Ordering::Acquire);
         if !p.is_null() {
@@ -1071,11 +1051,7 @@ impl<
             Ok(x) => x,
             Err(_) => return Err(usize::MAX),
         };
-        #[cfg(any(
-            target_has_atomic = "ptr",
-            feature = "critical-section",
-            feature = "unsafe-assume-single-core"
-        ))]
+        #[cfg(nmilog_cas)]
         let won =
             match self
                 .crash_cpu
@@ -1084,11 +1060,7 @@ impl<
                 Ok(_) => true,
                 Err(v) => v == cpu + 1,
             };
-        #[cfg(not(any(
-            target_has_atomic = "ptr",
-            feature = "critical-section",
-            feature = "unsafe-assume-single-core"
-        )))]
+        #[cfg(not(nmilog_cas))]
         let won = {
             // Without CAS two CPUs crashing at the same instant are not arbitrated; the last store wins.
             let v = self.crash_cpu.load(Ordering::Acquire);
@@ -1370,11 +1342,7 @@ impl<
 
     #[inline]
     fn flush_if_normal(&self) {
-        #[cfg(any(
-            target_has_atomic = "ptr",
-            feature = "critical-section",
-            feature = "unsafe-assume-single-core"
-        ))]
+        #[cfg(nmilog_cas)]
         if self.flush_policy.load(Ordering::Relaxed) == 0 {
             let _ = self.flush();
         }
@@ -1383,14 +1351,7 @@ impl<
     // ---------------------------------------------------------------- flush
 
     /// Whether the calling context may touch the main log and consoles.
-    #[cfg_attr(
-        not(any(
-            target_has_atomic = "ptr",
-            feature = "critical-section",
-            feature = "unsafe-assume-single-core"
-        )),
-        allow(dead_code)
-    )]
+    #[cfg_attr(not(nmilog_cas), allow(dead_code))]
     fn normal_context(&self) -> Option<usize> {
         if self.crash_cpu.load(Ordering::Relaxed) != 0 {
             return None;
@@ -1424,21 +1385,13 @@ impl<
     /// assert_eq!(LOG.flush(), None); // never from NMI context
     /// LOG.nmi_exit();
     /// ```
-    #[cfg(any(
-        target_has_atomic = "ptr",
-        feature = "critical-section",
-        feature = "unsafe-assume-single-core"
-    ))]
+    #[cfg(nmilog_cas)]
     pub fn flush(&self) -> Option<FlushReport> {
         self.flush_hooked(&mut NoHook)
     }
 
     /// The body of `flush_with_hook` (public with the `steps` feature).
-    #[cfg(any(
-        target_has_atomic = "ptr",
-        feature = "critical-section",
-        feature = "unsafe-assume-single-core"
-    ))]
+    #[cfg(nmilog_cas)]
     pub(crate) fn flush_hooked<H: FlushHook>(&self, hook: &mut H) -> Option<FlushReport> {
         let cpu = self.normal_context()?;
         let mut total = FlushReport::default();
@@ -1496,14 +1449,7 @@ impl<
     /// assert_eq!(rep.moved, 0);
     /// assert_eq!(LOG.flush(), None); // the "frozen" CPU still owns the flush
     /// ```
-    #[cfg(all(
-        feature = "steps",
-        any(
-            target_has_atomic = "ptr",
-            feature = "critical-section",
-            feature = "unsafe-assume-single-core"
-        )
-    ))]
+    #[cfg(all(feature = "steps", nmilog_cas))]
     pub fn flush_with_hook<H: FlushHook>(&self, hook: &mut H) -> Option<FlushReport> {
         self.flush_hooked(hook)
     }
@@ -1511,11 +1457,7 @@ impl<
     /// One attempt to take flush ownership for `cpu`. LMM(owner:A): pairs with LMM(owner:B), the
     /// previous owner's release, so this owner sees the consumer cursors and main-log state it left
     /// (SeqCst also for LMM(pending:A)).
-    #[cfg(any(
-        target_has_atomic = "ptr",
-        feature = "critical-section",
-        feature = "unsafe-assume-single-core"
-    ))]
+    #[cfg(nmilog_cas)]
     fn try_own_flush(&self, cpu: usize) -> bool {
         self.main
             .owner
@@ -1534,7 +1476,9 @@ impl<
             && !ring.writer_inside_unpublished()
     }
 
-    /// Peeks the next record of source `(c, d)`: its timestamp, or done (empty, in flight, torn).
+    /// Peeks the next record of source `(c, d)`: its timestamp, or `None` (idle, empty, in flight,
+    /// torn). The idle check is inlined into the merge; the rest is not.
+    #[inline(always)]
     fn peek_source(
         &self,
         c: usize,
@@ -1542,19 +1486,31 @@ impl<
         crash: bool,
         bound: &mut u64,
         rep: &mut FlushReport,
-    ) -> Peek {
+    ) -> Option<u64> {
+        if !crash && self.source_idle(c, d) {
+            rep.steps += 1;
+            return None;
+        }
+        self.peek_busy_source(c, d, crash, bound, rep)
+    }
+
+    /// [`peek_source`](Self::peek_source) past the idle check.
+    fn peek_busy_source(
+        &self,
+        c: usize,
+        d: usize,
+        crash: bool,
+        bound: &mut u64,
+        rep: &mut FlushReport,
+    ) -> Option<u64> {
         let ring = &self.cpus[c].rings[d];
         let cons = &self.main.consumers[c][d];
         let mut cur = cons.cursor();
-        if !crash && self.source_idle(c, d) {
-            rep.steps += 1;
-            return Peek::Done;
-        }
         // At most two resynchronisations: each moves the cursor to the ring's tail.
         for _ in 0..3 {
             rep.steps += 1;
             match ring.peek(&mut cur) {
-                (Read::Record, h) => return Peek::Ready(h.ts_ns),
+                (Read::Record, h) => return Some(h.ts_ns),
                 (Read::Empty, _) => {
                     // A writer stopped inside a log call before its record became visible (guard set,
                     // nothing at the head yet) lost that record too: torn.
@@ -1562,7 +1518,7 @@ impl<
                     {
                         self.count_torn_once(c, d, cur, rep);
                     }
-                    return Peek::Done;
+                    return None;
                 }
                 (Read::InFlight, _) => {
                     if crash {
@@ -1574,7 +1530,7 @@ impl<
                         // and ties are broken by CPU, which the in-flight record has not had yet.
                         *bound = (*bound).min(cons.last_ts.get().saturating_sub(1));
                     }
-                    return Peek::Done;
+                    return None;
                 }
                 (Read::Overwritten { missed }, _) => {
                     cons.set_cursor(cur);
@@ -1588,7 +1544,7 @@ impl<
         if !crash {
             *bound = (*bound).min(cons.last_ts.get());
         }
-        Peek::Done
+        None
     }
 
     /// Counts the record `cur.seq` of source `(c, d)` as torn, unless a previous drain already did.
@@ -1625,8 +1581,10 @@ impl<
     pub fn drain_step_bound(&self) -> u64 {
         let n = self.platform.cpu_count().min(CPUS) as u64;
         let per_ring = (RING_WORDS / span_words(0)) as u64 + 1;
-        // Per source: three peeks for the first look; then per record at most one look that ends a
-        // run and one that moves it, and after a run up to three peeks (a resync, a lapped reader).
+        // Per source with its writer stopped: up to three peeks for the first look, two looks per
+        // record (the one that ends a run and the one that moves it), up to three peeks when it runs
+        // dry: 6 + 2 × records, within 3 + 4 × per_ring since per_ring > records. Against a writer
+        // that keeps going, the merge stops before a step could pass the bound.
         n * DEPTH as u64 * (3 + per_ring * 4)
     }
 
@@ -1646,13 +1604,7 @@ impl<
         let mut heap: SourceHeap<CPUS, DEPTH> = SourceHeap::new();
         for c in 0..ncpu {
             for d in 0..DEPTH {
-                let p = if !crash && self.source_idle(c, d) {
-                    rep.steps += 1;
-                    Peek::Done
-                } else {
-                    self.peek_source(c, d, crash, &mut bound, &mut rep)
-                };
-                if let Peek::Ready(ts) = p {
+                if let Some(ts) = self.peek_source(c, d, crash, &mut bound, &mut rep) {
                     heap.push((ts, (c * DEPTH + d) as u32));
                 }
             }
@@ -1661,11 +1613,10 @@ impl<
         // Built on first use: an empty flush does not zero a 1 KiB buffer.
         let mut buf: Option<RecordBuf> = None;
         // The oldest head, and the runner-up it has to stay ahead of (ties: CPU, then depth).
-        'merge: while let Some((ts, src)) = heap.peek() {
+        'merge: while let Some((ts, src)) = heap.pop() {
             if ts > bound {
                 break;
             }
-            let _ = heap.pop();
             let second = heap.peek();
             let (c, d) = (src as usize / DEPTH, src as usize % DEPTH);
             let ring = &self.cpus[c].rings[d];
@@ -1706,16 +1657,14 @@ impl<
                         Consumer::add(&cons.overwritten, missed);
                         rep.overwritten = rep.overwritten.wrapping_add(missed);
                         cons.set_cursor(cur);
-                        if let Peek::Ready(t) = self.peek_source(c, d, crash, &mut bound, &mut rep)
-                        {
+                        if let Some(t) = self.peek_source(c, d, crash, &mut bound, &mut rep) {
                             heap.push((t, src));
                         }
                         continue 'merge;
                     }
                     (Read::Empty | Read::InFlight, _, _) => {
                         // Torn accounting, the flush bound and lapping are `peek_source`'s job.
-                        if let Peek::Ready(t) = self.peek_source(c, d, crash, &mut bound, &mut rep)
-                        {
+                        if let Some(t) = self.peek_source(c, d, crash, &mut bound, &mut rep) {
                             heap.push((t, src));
                         }
                         continue 'merge;

@@ -7,7 +7,8 @@
 //! a copy (portable-atomic has no loom support, so the swap is ours).
 //!
 //! Loom's atomics cannot be built in a `const` context; the constructors that need one are written
-//! twice (`const fn` and a loom variant) with identical bodies apart from the array initialiser.
+//! twice (`const fn` and a loom variant) with identical bodies (the word arrays come from
+//! [`zeroed_words`], which has a variant of its own).
 
 #[cfg(not(loom))]
 pub(crate) use portable_atomic::{fence, AtomicUsize, Ordering};

@@ -7,8 +7,9 @@ use std::cell::UnsafeCell;
 use std::collections::VecDeque;
 use std::hint::black_box;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{LazyLock, Mutex};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::thread;
+use std::time::{Duration, Instant};
 
 use crossbeam_queue::ArrayQueue;
 use nmilog::host::HostPlatform;
@@ -205,4 +206,58 @@ pub fn as_cpu_in_nmi<R>(cpu: usize, f: impl FnOnce() -> R) -> R {
     HostPlatform::register_cpu(cpu);
     let _nmi = LOG.enter(ContextKind::Nmi);
     f()
+}
+
+/// A writer pinned to the other core (CPU 1), calling `push` back to back until stopped or dropped.
+pub struct Contender {
+    stop: Arc<AtomicBool>,
+    started: Instant,
+    handle: Option<thread::JoinHandle<u64>>,
+}
+
+impl Contender {
+    /// Starts the writer and returns once it is writing.
+    pub fn start(push: Push) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let running = Arc::new(AtomicBool::new(false));
+        let (s, r) = (stop.clone(), running.clone());
+        let handle = thread::spawn(move || {
+            pin(Some(1));
+            as_cpu_in_nmi(1, || {
+                let rec: Rec32 = *b"contender-record-0123456789abcde";
+                let mut n = 0u64;
+                r.store(true, Ordering::Release);
+                while !s.load(Ordering::Relaxed) {
+                    push(black_box(&rec));
+                    n += 1;
+                }
+                n
+            })
+        });
+        while !running.load(Ordering::Acquire) {
+            thread::yield_now();
+        }
+        Contender {
+            stop,
+            started: Instant::now(),
+            handle: Some(handle),
+        }
+    }
+
+    /// Stops the writer: how many calls it made, and in how long (on a shared machine it may have
+    /// been descheduled, so the rate says how hard it really competed).
+    pub fn stop(mut self) -> (u64, Duration) {
+        self.stop.store(true, Ordering::Relaxed);
+        let calls = self.handle.take().map_or(0, |h| h.join().unwrap_or(0));
+        (calls, self.started.elapsed())
+    }
+}
+
+impl Drop for Contender {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
 }

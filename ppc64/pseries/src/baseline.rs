@@ -15,13 +15,10 @@
 use core::fmt::{self, Write as _};
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
-use nmilog::fmt::LineBuf;
-use nmilog::record::facility;
-use nmilog::ring::WriteStep;
 use nmilog::Level;
 
 use crate::klog::LOG;
-use crate::{console, exceptions, irq, rtas, smp, timebase, workload};
+use crate::{console, irq, rtas, smp, timebase};
 
 /// `logbuf_lock`: 0 = free, otherwise the owner's CPU index + 1. Acquire on taking, Release on
 /// dropping (the pair orders the previous holder's log-buffer writes before the next holder's).
@@ -110,26 +107,9 @@ pub fn printk(args: fmt::Arguments<'_>) {
     }
 }
 
-/// Scenario: takes `logbuf_lock`, starts writing record `i` and parks half-way, holding the lock.
-pub fn freeze_holding_logbuf(cpu: usize, i: u64) -> ! {
+/// Scenario: takes `logbuf_lock` for good (the caller then parks mid-write, holding it).
+pub fn hold_logbuf_lock() {
     spin_lock(&LOGBUF_LOCK, "logbuf_lock");
-    let mut line: LineBuf<{ nmilog::LINE_MAX }> = LineBuf::new();
-    let _ = write!(line, "cpu={cpu} n={i}");
-    let _ = LOG.append_raw_with_hook(
-        Level::Info as u8,
-        facility::KERNEL,
-        0,
-        line.finish(),
-        &mut |step| {
-            if step == WriteStep::PayloadHalf {
-                // Release pairs with the boot CPU's Acquire load in `workload::freeze_and_wait`.
-                workload::FROZEN.fetch_or(1 << cpu, Ordering::Release);
-                exceptions::park();
-            }
-            true
-        },
-    );
-    exceptions::park()
 }
 
 /// The 2020 mask path: wait for the RTAS lock like any spinlock (under the watchdog), then mask.

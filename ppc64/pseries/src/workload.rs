@@ -30,7 +30,7 @@ pub const IRQ_PERIOD_US: u64 = 2_000;
 pub static FREEZE_NOW: AtomicBool = AtomicBool::new(false);
 /// Bit c: CPU c froze as the scenario asked. Set with a Release `fetch_or` by the frozen CPU; the boot
 /// CPU Acquire-loads it before it crashes the machine.
-pub static FROZEN: AtomicUsize = AtomicUsize::new(0);
+static FROZEN: AtomicUsize = AtomicUsize::new(0);
 /// Task records each CPU has committed (ground truth for the boot report).
 pub static TASK_N: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
 /// Interrupt-context records each CPU has committed.
@@ -112,7 +112,8 @@ fn freeze_mid_write(cpu: usize, i: u64) -> ! {
     irq::disable();
     FROZEN_AT[cpu].store(i, Ordering::Relaxed);
     if scenario::baseline() {
-        baseline::freeze_holding_logbuf(cpu, i)
+        // The 2020 design: the record is written under `logbuf_lock`, so this CPU parks holding it.
+        baseline::hold_logbuf_lock();
     }
     let mut line: LineBuf<LINE_MAX> = LineBuf::new();
     let _ = write!(line, "cpu={cpu} n={i}");
