@@ -4,7 +4,7 @@
 #   ppc64/pseries/run.sh [--cpus N] [--scenario S] [--timeout SECS] [--slof] [--no-build] [-- extra qemu args]
 #
 # Scenarios: default (CPU 2 frozen mid-log-write + CPU 3 frozen holding the RTAS lock), freeze-in-log,
-# rtas-held, rtas-in-call, deaf, baseline (the 2020 locked design: must deadlock), baseline-rtas.
+# rtas-held, rtas-in-call, deaf, baseline (the 2020 locked design: must deadlock), baseline-rtas, baseline-race.
 # Exits 0 if QEMU exited 0 (RTAS power-off) and the capture stage printed its verdict: for the fixed
 # design "capture: recovered=... ok", for the baselines "capture: deadlock ...".
 # The console output is kept in target/pseries-<scenario>.log.

@@ -2,7 +2,7 @@
 # Runs every crash scenario of the pseries image under QEMU (each under `timeout`) and checks the
 # console output. Exits non-zero if any check fails.
 #
-#   ppc64/pseries/test.sh [--no-build] [--timeout SECS]
+#   ppc64/pseries/test.sh [--no-build | --build-only] [--timeout SECS]
 #
 # Fixed design (default, freeze-in-log, rtas-held, rtas-in-call, deaf; 4 CPUs, plus default on 8 CPUs
 # and freeze-in-log on 2): QEMU powers off with status 0; the capture stage's last line is
@@ -12,8 +12,10 @@
 # CPU was writing is absent and counted torn (other CPUs the NMI happened to stop mid-write may add
 # torn records: each must be explained by its CPU's "stopped" record); a deaf CPU has no "stopped" record and the crashing CPU
 # logged that it did not answer (after the bounded wait).
-# Locked baseline (baseline, baseline-rtas): the crash path deadlocks; the watchdog names the lock and
-# its holder and prints "capture: deadlock ...".
+# Locked baseline: the crash path deadlocks; the watchdog names the lock and its holder and prints
+# "capture: deadlock ...". `baseline` always hangs on logbuf_lock (CPU 2 frozen holding it),
+# `baseline-rtas` always on the RTAS lock (CPU 3; every CPU logs lock-free there), `baseline-race` on
+# whichever it meets first (every CPU logs under logbuf_lock while CPU 3 holds the RTAS lock).
 set -uo pipefail
 cd "$(dirname "$0")"
 
@@ -22,15 +24,17 @@ secs=60
 while [ $# -gt 0 ]; do
     case "$1" in
         --no-build) build=0; shift ;;
+        --build-only) build=2; shift ;;
         --timeout) secs="$2"; shift 2 ;;
         -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
         *) echo "test.sh: unknown argument $1" >&2; exit 2 ;;
     esac
 done
-if [ "$build" = 1 ]; then
+if [ "$build" != 0 ]; then
     env -u RUSTFLAGS -u CARGO_ENCODED_RUSTFLAGS -u CARGO_BUILD_TARGET -u CARGO_BUILD_RUSTFLAGS \
         cargo build --release --quiet --target-dir target || exit 1
 fi
+[ "$build" = 2 ] && exit 0
 
 failures=0
 fail() { echo "  FAIL: $*"; failures=$((failures + 1)); }
@@ -117,6 +121,25 @@ check_fixed() {
     fi
 }
 
+# check_deadlock_either: baseline-race hangs on logbuf_lock (held by whichever CPU the NMI stopped
+# inside printk: 1 or 2) or, if no CPU was inside printk, on the RTAS lock (CPU 3).
+check_deadlock_either() {
+    local line lock holder
+    line=$(grep -E '^capture: deadlock lock=' "$log" | tail -1)
+    if [[ "$line" =~ ^capture:\ deadlock\ lock=(logbuf_lock|rtas_lock)\ holder=([0-9]+)$ ]]; then
+        lock=${BASH_REMATCH[1]} holder=${BASH_REMATCH[2]}
+        echo "  (the race went to $lock, held by CPU $holder)"
+        if [ "$lock" = rtas_lock ]; then
+            [ "$holder" = 3 ] && pass "rtas_lock held by CPU 3" || fail "rtas_lock held by CPU $holder, expected 3"
+        else
+            [ "$holder" = 1 ] || [ "$holder" = 2 ] && pass "logbuf_lock held by CPU $holder (stopped inside printk)" || fail "logbuf_lock held by CPU $holder, expected 1 or 2"
+        fi
+        check_deadlock "$lock" "$holder"
+    else
+        fail "no 'capture: deadlock lock=... holder=N' line (got: ${line:-nothing})"
+    fi
+}
+
 # check_deadlock LOCK HOLDER
 check_deadlock() {
     local lock=$1 holder=$2
@@ -136,6 +159,7 @@ run default-8cpu 8 default;        check_fixed 8 1 rtas-takeover 2; report
 run freeze-in-log-2cpu 2 freeze-in-log; check_fixed 2 1 rtas 1; report
 run baseline 4 baseline;           check_deadlock logbuf_lock 2; report
 run baseline-rtas 4 baseline-rtas; check_deadlock rtas_lock 3; report
+run baseline-race 4 baseline-race; check_deadlock_either; report
 
 if [ "$failures" = 0 ]; then
     echo "test.sh: all scenarios passed"

@@ -7,6 +7,10 @@
 //!   `--quick` skips the slow verifiers (loom, Miri, TSan, fuzz); `--only NAME[,NAME]` runs some steps.
 //! * `cargo xtask soak` — the stress tests for minutes instead of seconds (`NMILOG_STRESS_SECS`, default
 //!   300) and longer fuzz runs.
+//! * `cargo xtask soak --repeat N [--load] [--only pseries|host]` — every pseries scenario and every
+//!   host crash-demo scenario test N times in a row (with `--load`: while two busy-looping processes
+//!   keep both cores busy), then the pass rate per scenario. Exits non-zero unless every one passed
+//!   every time.
 //! * `cargo xtask qemu -- --cpus 4 [--scenario S]` — builds the pseries image and boots it.
 //! * `cargo xtask list` — the steps.
 
@@ -37,6 +41,25 @@ fn main() -> ExitCode {
         .to_path_buf();
     let cmd = args.first().map(String::as_str).unwrap_or("help");
     match cmd {
+        "soak" if args.iter().any(|a| a == "--repeat") => {
+            let n = args
+                .iter()
+                .position(|a| a == "--repeat")
+                .and_then(|i| args.get(i + 1))
+                .and_then(|v| v.parse::<u32>().ok())
+                .filter(|n| (1..=10_000).contains(n));
+            let Some(n) = n else {
+                eprintln!("xtask: --repeat takes a count in 1..=10000");
+                return ExitCode::from(1);
+            };
+            let load = args.iter().any(|a| a == "--load");
+            let only: Option<String> = args
+                .iter()
+                .position(|a| a == "--only")
+                .and_then(|i| args.get(i + 1))
+                .cloned();
+            repeat_scenarios(&root, n, load, only.as_deref())
+        }
         "test" | "soak" => {
             let quick = args.iter().any(|a| a == "--quick");
             let only: Option<Vec<String>> = args
@@ -78,7 +101,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         _ => {
-            eprintln!("usage: cargo xtask test [--quick] [--only STEP[,STEP]] | soak | qemu -- [--cpus N] [--scenario S] | list");
+            eprintln!("usage: cargo xtask test [--quick] [--only STEP[,STEP]] | soak [--repeat N [--load] [--only pseries|host]] | qemu -- [--cpus N] [--scenario S] | list");
             ExitCode::from(2)
         }
     }
@@ -723,4 +746,148 @@ fn setup(c: &Ctx) -> Result<(), String> {
         sh(c, ".", &[], &["cargo", "install", "cargo-fuzz", "--locked"])?;
     }
     Ok(())
+}
+
+/// `cargo xtask soak --repeat N`: runs every pseries scenario (`test.sh`) and every host crash-demo
+/// scenario test N times and prints the pass rate of each. A flaky scenario shows up as less than N/N.
+fn repeat_scenarios(root: &Path, n: u32, load: bool, only: Option<&str>) -> ExitCode {
+    use std::collections::BTreeMap;
+    let want = |what: &str| only.is_none_or(|o| o == what);
+    // Build once, outside the timed loop.
+    if want("pseries") {
+        let ok = Command::new("bash")
+            .arg(root.join("ppc64/pseries/test.sh"))
+            .arg("--build-only")
+            .current_dir(root)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            eprintln!("xtask: building the pseries image failed");
+            return ExitCode::FAILURE;
+        }
+    }
+    if want("host") {
+        let ok = Command::new("cargo")
+            .args(["build", "--release", "--quiet", "--example", "crash"])
+            .current_dir(root)
+            .status()
+            .is_ok_and(|s| s.success())
+            && Command::new("cargo")
+                .args(["test", "--quiet", "--test", "crash_demo", "--no-run"])
+                .current_dir(root)
+                .status()
+                .is_ok_and(|s| s.success());
+        if !ok {
+            eprintln!("xtask: building the crash demo failed");
+            return ExitCode::FAILURE;
+        }
+    }
+    // Busy loops on every core: the scenarios then compete for the CPUs, as on a loaded CI host.
+    let hogs: Vec<std::process::Child> = if load {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        (0..cores)
+            .filter_map(|_| {
+                Command::new("sh")
+                    .args(["-c", "while :; do :; done"])
+                    .spawn()
+                    .ok()
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let mut passes: BTreeMap<String, (u32, u32)> = BTreeMap::new();
+    let mut tally = |name: String, ok: bool| {
+        let e = passes.entry(name).or_insert((0, 0));
+        e.1 += 1;
+        if ok {
+            e.0 += 1;
+        }
+    };
+    let t0 = Instant::now();
+    for i in 1..=n {
+        if want("pseries") {
+            let out = Command::new("bash")
+                .arg(root.join("ppc64/pseries/test.sh"))
+                .arg("--no-build")
+                .current_dir(root)
+                .output();
+            let text = out
+                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                .unwrap_or_default();
+            // `== NAME (...)` starts a scenario; a `  FAIL:` line before the next one fails it.
+            let mut cur: Option<(String, bool)> = None;
+            for l in text.lines() {
+                if let Some(rest) = l.strip_prefix("== ") {
+                    if let Some((name, ok)) = cur.take() {
+                        tally(format!("pseries {name}"), ok);
+                    }
+                    let name = rest.split_whitespace().next().unwrap_or("?").to_owned();
+                    cur = Some((name, true));
+                } else if l.trim_start().starts_with("FAIL:") {
+                    if let Some(c) = cur.as_mut() {
+                        c.1 = false;
+                        println!("  run {i}: pseries {}: {}", c.0, l.trim());
+                    }
+                }
+            }
+            if let Some((name, ok)) = cur.take() {
+                tally(format!("pseries {name}"), ok);
+            }
+        }
+        if want("host") {
+            let out = Command::new("cargo")
+                .args([
+                    "test",
+                    "--quiet",
+                    "--test",
+                    "crash_demo",
+                    "--",
+                    "--test-threads=1",
+                ])
+                .current_dir(root)
+                .output();
+            let text = out
+                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                .unwrap_or_default();
+            for l in text.lines() {
+                // `test NAME ... ok` / `test NAME ... FAILED`
+                if let Some(rest) = l.strip_prefix("test ") {
+                    if let Some((name, verdict)) = rest.split_once(" ... ") {
+                        let ok = verdict.trim() == "ok";
+                        if !ok {
+                            println!("  run {i}: host {name}: {verdict}");
+                        }
+                        tally(format!("host {name}"), ok);
+                    }
+                }
+            }
+        }
+        println!(
+            "xtask: repeat {i}/{n} done ({:.0} s so far)",
+            t0.elapsed().as_secs_f64()
+        );
+    }
+    for mut h in hogs {
+        let _ = h.kill();
+        let _ = h.wait();
+    }
+    println!(
+        "\nxtask: pass rate per scenario over {n} runs{}:",
+        if load { " (both cores busy)" } else { "" }
+    );
+    let mut all = true;
+    for (name, (ok, runs)) in &passes {
+        println!("  {ok:>4}/{runs:<4} {name}");
+        all &= ok == runs && *runs == n;
+    }
+    if passes.is_empty() {
+        println!("  (no scenario ran)");
+        all = false;
+    }
+    if all {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }

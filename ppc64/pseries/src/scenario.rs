@@ -22,13 +22,20 @@ pub enum Kind {
     /// The 2020 locked design (global log-buffer spinlock, RTAS lock on the mask path), with CPU 2
     /// frozen holding the log-buffer lock and CPU 3 holding the RTAS lock. Must deadlock.
     Baseline,
-    /// The 2020 locked design with only CPU 3 holding the RTAS lock: the deadlock is on the RTAS lock.
+    /// The 2020 RTAS locking (the mask path waits for the RTAS lock) with CPU 3 frozen holding it,
+    /// while every CPU logs through the lock-free path: nothing can hold `logbuf_lock` at the crash,
+    /// so the only lock that can hang the crash path is the RTAS lock — deterministically.
     BaselineRtas,
+    /// The whole 2020 design (every CPU logs under `logbuf_lock`, the mask path waits for the RTAS
+    /// lock) with CPU 3 frozen holding the RTAS lock: the NMI may also stop another CPU inside a
+    /// `printk` holding `logbuf_lock`, so the crash path hangs on whichever lock it meets first.
+    /// The check accepts either and names the one hit.
+    BaselineRace,
 }
 
 impl Kind {
     /// Every scenario.
-    pub const ALL: [Kind; 7] = [
+    pub const ALL: [Kind; 8] = [
         Kind::Default,
         Kind::FreezeInLog,
         Kind::RtasHeld,
@@ -36,6 +43,7 @@ impl Kind {
         Kind::Deaf,
         Kind::Baseline,
         Kind::BaselineRtas,
+        Kind::BaselineRace,
     ];
 
     /// The name on the command line.
@@ -48,6 +56,7 @@ impl Kind {
             Kind::Deaf => "deaf",
             Kind::Baseline => "baseline",
             Kind::BaselineRtas => "baseline-rtas",
+            Kind::BaselineRace => "baseline-race",
         }
     }
 
@@ -57,7 +66,12 @@ impl Kind {
     fn holds_rtas(self) -> bool {
         matches!(
             self,
-            Kind::Default | Kind::RtasHeld | Kind::RtasInCall | Kind::Baseline | Kind::BaselineRtas
+            Kind::Default
+                | Kind::RtasHeld
+                | Kind::RtasInCall
+                | Kind::Baseline
+                | Kind::BaselineRtas
+                | Kind::BaselineRace
         )
     }
 }
@@ -137,7 +151,17 @@ pub fn rtas_in_call() -> bool {
     RTAS_IN_CALL.load(Ordering::Relaxed)
 }
 
-/// The locked 2020 design.
+/// The crash path is the locked 2020 one (its messages under `logbuf_lock`, masking under the RTAS
+/// lock).
 pub fn baseline() -> bool {
-    matches!(kind(), Kind::Baseline | Kind::BaselineRtas)
+    matches!(
+        kind(),
+        Kind::Baseline | Kind::BaselineRtas | Kind::BaselineRace
+    )
+}
+
+/// Task and interrupt context log through the 2020 `printk` (under `logbuf_lock`). Not in
+/// `baseline-rtas`, whose CPUs log lock-free so that only the RTAS lock can deadlock it.
+pub fn locked_printk() -> bool {
+    matches!(kind(), Kind::Baseline | Kind::BaselineRace)
 }

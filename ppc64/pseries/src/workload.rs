@@ -53,7 +53,7 @@ pub fn ext_irq_handler(cpu: usize, src: u32) {
 
 /// One task-context record.
 fn task_log(cpu: usize, i: u64) {
-    if scenario::baseline() {
+    if scenario::locked_printk() {
         baseline::printk(format_args!("cpu={cpu} n={i}"));
     } else {
         let _ = LOG.log_fmt(Level::Info, 0, format_args!("cpu={cpu} n={i}"));
@@ -64,7 +64,7 @@ fn task_log(cpu: usize, i: u64) {
 pub fn irq_handler(cpu: usize) {
     let k = IRQ_N[cpu].load(Ordering::Relaxed);
     LOG.irq_enter();
-    if scenario::baseline() {
+    if scenario::locked_printk() {
         baseline::printk(format_args!("cpu={cpu} irq n={k}"));
     } else {
         let _ = LOG.log_fmt(Level::Info, 0, format_args!("cpu={cpu} irq n={k}"));
@@ -111,7 +111,7 @@ fn signal_frozen(cpu: usize) {
 fn freeze_mid_write(cpu: usize, i: u64) -> ! {
     irq::disable();
     FROZEN_AT[cpu].store(i, Ordering::Relaxed);
-    if scenario::baseline() {
+    if scenario::locked_printk() {
         // The 2020 design: the record is written under `logbuf_lock`, so this CPU parks holding it.
         baseline::hold_logbuf_lock();
     }
