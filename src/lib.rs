@@ -68,6 +68,9 @@
 pub mod console;
 #[cfg(feature = "defmt")]
 pub mod defmt_logger;
+#[doc(hidden)]
+pub mod doc_support;
+pub mod escape;
 #[cfg(feature = "log")]
 pub mod facade;
 pub mod fmt;
@@ -82,7 +85,7 @@ pub mod ratelimit;
 pub mod record;
 pub mod ring;
 mod sync;
-#[cfg(all(test, not(loom)))]
+#[cfg(all(test, not(nmilog_loom)))]
 mod tests;
 
 pub use crate::fmt::{LINE_MAX, TRUNCATION_MARKER};

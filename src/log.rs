@@ -177,7 +177,7 @@ struct Consumer {
 }
 
 impl Consumer {
-    #[cfg(not(loom))]
+    #[cfg(not(nmilog_loom))]
     const fn new() -> Self {
         Consumer {
             pos: AtomicUsize::new(0),
@@ -191,7 +191,7 @@ impl Consumer {
             reported_dropped: AtomicUsize::new(0),
         }
     }
-    #[cfg(loom)]
+    #[cfg(nmilog_loom)]
     fn new() -> Self {
         Consumer {
             pos: AtomicUsize::new(0),
@@ -239,7 +239,7 @@ struct TsCell {
 }
 
 impl TsCell {
-    #[cfg(not(loom))]
+    #[cfg(not(nmilog_loom))]
     const fn new() -> Self {
         TsCell {
             lo: AtomicUsize::new(0),
@@ -247,7 +247,7 @@ impl TsCell {
             hi: AtomicUsize::new(0),
         }
     }
-    #[cfg(loom)]
+    #[cfg(nmilog_loom)]
     fn new() -> Self {
         TsCell {
             lo: AtomicUsize::new(0),
@@ -593,7 +593,7 @@ impl<
     /// assert_eq!(LOG.crashing_cpu(), None);
     /// assert_eq!(LOG.append_raw(Level::Info, 0, 0, b"first"), Ok(0));
     /// ```
-    #[cfg(not(loom))]
+    #[cfg(not(nmilog_loom))]
     pub const fn new(platform: P) -> Self {
         Log {
             platform,
@@ -620,7 +620,7 @@ impl<
     }
 
     /// A logger with empty rings.
-    #[cfg(loom)]
+    #[cfg(nmilog_loom)]
     pub fn new(platform: P) -> Self {
         Log {
             platform,

@@ -73,7 +73,7 @@ impl<const RING_WORDS: usize, const DEPTH: usize> PerCpu<RING_WORDS, DEPTH> {
     /// assert_eq!(CPU0.context(), (ContextKind::Task, 0));
     /// assert!(CPU0.rings.iter().all(|r| r.next_seq() == 0));
     /// ```
-    #[cfg(not(loom))]
+    #[cfg(not(nmilog_loom))]
     pub const fn new() -> Self {
         #[allow(clippy::let_unit_value)]
         let () = Self::CHECK;
@@ -86,7 +86,7 @@ impl<const RING_WORDS: usize, const DEPTH: usize> PerCpu<RING_WORDS, DEPTH> {
     }
 
     /// A CPU in task context with empty rings.
-    #[cfg(loom)]
+    #[cfg(nmilog_loom)]
     pub fn new() -> Self {
         #[allow(clippy::let_unit_value)]
         let () = Self::CHECK;

@@ -72,7 +72,7 @@
 //! many records could be fooled (the same ABA bound as the kernel's 32-bit descriptor ids).
 
 use crate::record::{Header, RecordBuf, HEADER_BYTES, MAX_PAYLOAD};
-use crate::sync::{fence, zeroed_words, AtomicUsize, Ordering};
+use crate::sync::{array_of, const_or_loom_fn, fence, AtomicUsize, Ordering};
 
 const WORD: usize = core::mem::size_of::<usize>();
 /// Header size in ring words.
@@ -387,47 +387,31 @@ pub struct RecordRing<const WORDS: usize> {
 }
 
 impl<const WORDS: usize> RecordRing<WORDS> {
-    const CHECK: () = assert!(
-        WORDS.is_power_of_two() && WORDS >= 32,
-        "ring size must be a power of two of at least 32 words"
-    );
-
-    /// An empty ring of `WORDS` words.
-    ///
-    /// ```
-    /// use nmilog::ring::RecordRing;
-    /// static RING: RecordRing<256> = RecordRing::new(); // `const`: fine in a `static`
-    /// assert_eq!(RING.capacity_words(), 256);
-    /// assert_eq!(RING.next_seq(), 0);
-    /// ```
-    #[cfg(not(loom))]
-    pub const fn new() -> Self {
-        #[allow(clippy::let_unit_value)]
-        let () = Self::CHECK;
-        RecordRing {
-            head: AtomicUsize::new(0),
-            next_seq: AtomicUsize::new(0),
-            tail: AtomicUsize::new(0),
-            active: AtomicUsize::new(0),
-            dropped: AtomicUsize::new(0),
-            mask_xor: AtomicUsize::new(0),
-            data: zeroed_words(),
-        }
-    }
-
-    /// An empty ring of `WORDS` words.
-    #[cfg(loom)]
-    pub fn new() -> Self {
-        #[allow(clippy::let_unit_value)]
-        let () = Self::CHECK;
-        RecordRing {
-            head: AtomicUsize::new(0),
-            next_seq: AtomicUsize::new(0),
-            tail: AtomicUsize::new(0),
-            active: AtomicUsize::new(0),
-            dropped: AtomicUsize::new(0),
-            mask_xor: AtomicUsize::new(0),
-            data: zeroed_words(),
+    const_or_loom_fn! {
+        /// An empty ring of `WORDS` words.
+        ///
+        /// ```
+        /// use nmilog::ring::RecordRing;
+        /// static RING: RecordRing<256> = RecordRing::new(); // `const`: fine in a `static`
+        /// assert_eq!(RING.capacity_words(), 256);
+        /// assert_eq!(RING.next_seq(), 0);
+        /// ```
+        pub fn new() -> Self {
+            const {
+                assert!(
+                    WORDS.is_power_of_two() && WORDS >= 32,
+                    "ring size must be a power of two of at least 32 words"
+                )
+            };
+            RecordRing {
+                head: AtomicUsize::new(0),
+                next_seq: AtomicUsize::new(0),
+                tail: AtomicUsize::new(0),
+                active: AtomicUsize::new(0),
+                dropped: AtomicUsize::new(0),
+                mask_xor: AtomicUsize::new(0),
+                data: array_of!(AtomicUsize::new(0); WORDS),
+            }
         }
     }
 

@@ -2,36 +2,84 @@
 //!
 //! Normal builds use [`portable_atomic`] (so targets without native atomics of some width still
 //! build; the NMI path only ever uses plain `load`/`store` of pointer-sized words, which are native
-//! on every supported target). Under `cfg(loom)` the same names resolve to loom's model-checked
-//! atomics and fences, so the model checker exercises the real ring, flush and drain code rather than
-//! a copy (portable-atomic has no loom support, so the swap is ours).
+//! on every supported target). Under the crate-private `cfg(nmilog_loom)` (set with
+//! `RUSTFLAGS="--cfg nmilog_loom"`, as crossbeam uses `crossbeam_loom`, so that a downstream crate
+//! building with loom for its own models does not switch this crate over) the same names resolve to
+//! loom's model-checked atomics and fences, so the model checker exercises the real ring, flush,
+//! drain and console code rather than a copy (portable-atomic has no loom support, so the swap is
+//! ours).
 //!
-//! Loom's atomics cannot be built in a `const` context; the constructors that need one are written
-//! twice (`const fn` and a loom variant) with identical bodies (the word arrays come from
-//! [`zeroed_words`], which has a variant of its own).
+//! Loom's atomics cannot be built in a `const` context. [`const_or_loom_fn!`] writes a constructor
+//! once and expands it to a `const fn` normally and to a plain `fn` under loom; inside it,
+//! [`array_of!`] builds an array of non-`Copy` values in either build.
 
-#[cfg(not(loom))]
-pub(crate) use portable_atomic::{fence, AtomicUsize, Ordering};
+// Every atomic type the crate uses, from one place (some only on some targets or features).
+#[allow(unused_imports)]
+#[cfg(not(nmilog_loom))]
+pub(crate) use portable_atomic::{
+    fence, AtomicBool, AtomicPtr, AtomicU64, AtomicU8, AtomicUsize, Ordering,
+};
 
-#[cfg(loom)]
-pub(crate) use loom::sync::atomic::{fence, AtomicUsize, Ordering};
+#[allow(unused_imports)]
+#[cfg(nmilog_loom)]
+pub(crate) use loom::sync::atomic::{
+    fence, AtomicBool, AtomicPtr, AtomicU64, AtomicU8, AtomicUsize, Ordering,
+};
 
 /// A compiler-only barrier: orders this CPU's accesses against an interrupt or NMI handler that runs
 /// on the same CPU (a "signal fence"). Loom models threads, not interrupts, and already keeps program
 /// order within a thread, so the plain core barrier is correct in both builds.
 #[inline(always)]
 pub(crate) fn signal_fence() {
-    core::sync::atomic::compiler_fence(Ordering::SeqCst);
+    core::sync::atomic::compiler_fence(core::sync::atomic::Ordering::SeqCst);
 }
 
+/// Writes a constructor once: a `const fn` in normal builds (so loggers can be `static` and land in
+/// `.bss`), a plain `fn` under `cfg(nmilog_loom)` (loom's atomics are not `const`-constructible).
+///
+/// ```ignore
+/// const_or_loom_fn! {
+///     /// An empty ring.
+///     pub fn new() -> Self { RecordRing { head: AtomicUsize::new(0), data: array_of!(AtomicUsize::new(0); WORDS) } }
+/// }
+/// ```
+macro_rules! const_or_loom_fn {
+    ($(#[$m:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) -> $ret:ty $body:block) => {
+        $(#[$m])*
+        #[cfg(not(nmilog_loom))]
+        $vis const fn $name($($arg: $ty),*) -> $ret $body
+
+        $(#[$m])*
+        #[cfg(nmilog_loom)]
+        $vis fn $name($($arg: $ty),*) -> $ret $body
+    };
+}
+pub(crate) use const_or_loom_fn;
+
+/// `[value; N]` for a value that is not `Copy` (an atomic, a struct of atomics): a `const` block
+/// repeated normally, `core::array::from_fn` under loom. Usable inside [`const_or_loom_fn!`].
+#[cfg(not(nmilog_loom))]
+macro_rules! array_of {
+    ($value:expr; $n:expr) => {
+        [const { $value }; $n]
+    };
+}
+#[cfg(nmilog_loom)]
+macro_rules! array_of {
+    ($value:expr; $n:expr) => {
+        core::array::from_fn::<_, { $n }, _>(|_| $value)
+    };
+}
+pub(crate) use array_of;
+
 /// `[AtomicUsize; N]` filled with zeros, in a `const` context.
-#[cfg(not(loom))]
+#[cfg(not(nmilog_loom))]
 pub(crate) const fn zeroed_words<const N: usize>() -> [AtomicUsize; N] {
     [const { AtomicUsize::new(0) }; N]
 }
 
 /// `[AtomicUsize; N]` filled with zeros (loom atomics are not `const`-constructible).
-#[cfg(loom)]
+#[cfg(nmilog_loom)]
 pub(crate) fn zeroed_words<const N: usize>() -> [AtomicUsize; N] {
     core::array::from_fn(|_| AtomicUsize::new(0))
 }

@@ -1,8 +1,8 @@
 //! Model checking of the real ring, flush and drain code with loom (`src/sync.rs` swaps loom's
-//! atomics and fences in under `cfg(loom)`).
+//! atomics and fences in under `cfg(nmilog_loom)`).
 //!
 //! ```text
-//! CARGO_TARGET_DIR=/work/tgt/loom RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=2 \
+//! CARGO_TARGET_DIR=/work/tgt/loom RUSTFLAGS="--cfg nmilog_loom" LOOM_MAX_PREEMPTIONS=2 \
 //!     cargo test --test loom --release -- --test-threads=2 --nocapture
 //! ```
 //!
@@ -13,7 +13,7 @@
 //! thread, so a `std` thread-local would be shared) and the clock in a `std` atomic: loom runs one
 //! thread at a time and replays schedules deterministically, so a plain counter is a valid, strictly
 //! increasing clock comparable across "CPUs".
-#![cfg(loom)]
+#![cfg(nmilog_loom)]
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering as StdOrdering};

@@ -85,7 +85,7 @@ pub mod rtas;
 pub mod shutdown;
 
 // The host simulation needs `const` loggers, which loom's atomics cannot give.
-#[cfg(all(feature = "std", target_os = "linux", not(loom)))]
+#[cfg(all(feature = "std", target_os = "linux", not(nmilog_loom)))]
 pub mod host;
 
 pub use crate::machine::{Machine, RtasArgs, SavedRegs};

@@ -557,7 +557,7 @@ fn steps() -> Vec<Step> {
                     c,
                     ".",
                     &[
-                        ("RUSTFLAGS", "--cfg loom"),
+                        ("RUSTFLAGS", "--cfg nmilog_loom"),
                         ("LOOM_MAX_PREEMPTIONS", "2"),
                         ("CARGO_TARGET_DIR", tgt.to_str().unwrap()),
                     ],
