@@ -1200,14 +1200,14 @@ impl<
         flags: u8,
         payload: &[u8],
     ) -> Result<u64, AppendError> {
-        self.append_raw_hooked(level as u8, facility, flags, payload, &mut NoHook)
+        self.append_raw_hooked(level, facility, flags, payload, &mut NoHook)
     }
 
     /// The body of `append_raw_with_hook` (public with the `steps` feature).
     #[inline]
     pub(crate) fn append_raw_hooked<H: StepHook>(
         &self,
-        level: u8,
+        level: Level,
         facility: u8,
         flags: u8,
         payload: &[u8],
@@ -1217,7 +1217,7 @@ impl<
             self.write_record(
                 (cpu, kind, depth),
                 ring,
-                (level, facility, flags),
+                (level as u8, facility, flags),
                 payload,
                 hook,
             )
@@ -1239,7 +1239,7 @@ impl<
     /// use nmilog::ring::WriteStep;
     /// // The crash NMI stops this CPU after it reserved its record, before the header is written.
     /// let mut freeze = |s: WriteStep| s != WriteStep::Reserved;
-    /// let r = LOG.append_raw_with_hook(Level::Err as u8, 0, 0, b"half", &mut freeze);
+    /// let r = LOG.append_raw_with_hook(Level::Err, 0, 0, b"half", &mut freeze);
     /// assert_eq!(r, Err(AppendError::Frozen));
     /// LOG.crash_enter().unwrap();
     /// assert_eq!(LOG.drain_on_crash().flush.torn, 1);
@@ -1249,7 +1249,7 @@ impl<
     #[inline]
     pub fn append_raw_with_hook<H: StepHook>(
         &self,
-        level: u8,
+        level: Level,
         facility: u8,
         flags: u8,
         payload: &[u8],

@@ -166,7 +166,7 @@ fn nested_write_between_every_pair_of_steps_leaves_both_intact() {
     // Each iteration uses a fresh logger so the expectations stay simple.
     for step in WriteStep::ALL {
         let log: Log<Manual, 1, 128, 1024> = Log::new(Manual::new(1));
-        let r = log.append_raw_hooked(6, 0, 0, b"outer record", &mut |s: WriteStep| {
+        let r = log.append_raw_hooked(Level::Info, 0, 0, b"outer record", &mut |s: WriteStep| {
             if s == step {
                 // An NMI lands here and logs.
                 let _g = log.enter(ContextKind::Nmi);
@@ -259,7 +259,7 @@ fn drain_counts_a_frozen_writer_as_torn_and_moves_everything_else() {
     let log: Log<Manual, 2, 128, 2048> = Log::new(Manual::new(2));
     log.platform().set_cpu(1);
     log.append_raw(Level::Info, 0, 0, b"cpu1 a").unwrap();
-    let _ = log.append_raw_hooked(6, 0, 0, b"cpu1 torn", &mut |s: WriteStep| {
+    let _ = log.append_raw_hooked(Level::Info, 0, 0, b"cpu1 torn", &mut |s: WriteStep| {
         s != WriteStep::HeaderWritten
     });
     log.platform().set_cpu(0);

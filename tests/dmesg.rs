@@ -104,7 +104,7 @@ fn small_image() -> Vec<u8> {
     }
     // CPU 1 is stopped by the crash NMI in the middle of a record, and its ring stays busy.
     cpu(1);
-    let frozen = log.append_raw_with_hook(6, 0, 0, b"never seen", &mut |s: WriteStep| {
+    let frozen = log.append_raw_with_hook(Level::Info, 0, 0, b"never seen", &mut |s: WriteStep| {
         s != WriteStep::HeaderWritten
     });
     assert!(frozen.is_err());

@@ -82,9 +82,13 @@ fn crashed_log() -> Box<TestLog> {
     .unwrap();
     // CPU 1 is stopped by the crash NMI half-way through a write: torn.
     p.set_cpu(1);
-    let r = log.append_raw_with_hook(6, 0, 0, b"frozen half-way", &mut |s: WriteStep| {
-        s != WriteStep::PayloadHalf
-    });
+    let r = log.append_raw_with_hook(
+        Level::Info,
+        0,
+        0,
+        b"frozen half-way",
+        &mut |s: WriteStep| s != WriteStep::PayloadHalf,
+    );
     assert!(r.is_err());
     // The frozen writer still holds its ring's recursion guard: a further call at that depth (as
     // from a handler that runs on the stopped CPU's behalf) is refused and counted as dropped.
@@ -687,10 +691,13 @@ fn drain_matrix_through_the_image() {
                     committed.push(t);
                 }
                 p.set_cpu(frozen_cpu);
-                let r =
-                    log.append_raw_with_hook(6, 0, 0, b"the frozen one", &mut |s: WriteStep| {
-                        s != step
-                    });
+                let r = log.append_raw_with_hook(
+                    Level::Info,
+                    0,
+                    0,
+                    b"the frozen one",
+                    &mut |s: WriteStep| s != step,
+                );
                 assert!(r.is_err(), "{ctx}");
                 let delivered_frozen = matches!(step, WriteStep::Committed | WriteStep::Published);
                 p.set_cpu(crasher);
@@ -788,7 +795,8 @@ fn writer_frozen_before_its_record_is_visible_is_counted_by_the_first_drain() {
         let p = log.platform();
         p.set_cpu(1);
         log.append_raw(Level::Info, 0, 0, b"pending").unwrap();
-        let _ = log.append_raw_with_hook(6, 0, 0, b"frozen", &mut |s: WriteStep| s != step);
+        let _ =
+            log.append_raw_with_hook(Level::Info, 0, 0, b"frozen", &mut |s: WriteStep| s != step);
         p.set_cpu(0);
         log.crash_enter().unwrap();
         let r1 = log.drain_on_crash();

@@ -405,7 +405,7 @@ fn nested_nmi_at_each_step_with_racing_flush() {
                 });
                 set_cpu(0);
                 let outer = lpat(0, 0, 0);
-                let r = log.append_raw_with_hook(6, 0, 0, &outer, &mut |s: WriteStep| {
+                let r = log.append_raw_with_hook(Level::Info, 0, 0, &outer, &mut |s: WriteStep| {
                     if s == step {
                         let _g = log.enter(ContextKind::Nmi);
                         assert_eq!(append(&log, 0, 1), 0);
@@ -454,7 +454,7 @@ fn nested_nmi_as_a_thread_with_racing_flush() {
             });
             set_cpu(0);
             let outer = lpat(0, 0, 0);
-            let r = log.append_raw_with_hook(6, 0, 0, &outer, &mut |s: WriteStep| {
+            let r = log.append_raw_with_hook(Level::Info, 0, 0, &outer, &mut |s: WriteStep| {
                 if s == step {
                     gate.store(1, Ordering::Release);
                     while gate.load(Ordering::Acquire) != 2 {
@@ -575,7 +575,8 @@ fn crash_drain_with_writer_stopped_at_each_step() {
                     set_cpu(1);
                     append(&l1, 1, 0);
                     let p = lpat(1, 0, 1);
-                    let r = l1.append_raw_with_hook(6, 0, 0, &p, &mut |s: WriteStep| s != step);
+                    let r = l1
+                        .append_raw_with_hook(Level::Info, 0, 0, &p, &mut |s: WriteStep| s != step);
                     assert_eq!(r, Err(nmilog::AppendError::Frozen));
                 });
                 stopped.join().unwrap();

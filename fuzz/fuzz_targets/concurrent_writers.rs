@@ -199,7 +199,7 @@ impl<'a> Sim<'a> {
         self.stack.push(Suspended::Write(id));
         let r = {
             let mut hook = |step: WriteStep| self.write_step(c, id, step, nest);
-            log.append_raw_with_hook(Level::Info as u8, 0, 0, &p, &mut hook)
+            log.append_raw_with_hook(Level::Info, 0, 0, &p, &mut hook)
         };
         self.stack.pop();
         self.finish_rec(id, r);

@@ -118,7 +118,7 @@ fn freeze_mid_write(cpu: usize, i: u64) -> ! {
     let mut line: LineBuf<LINE_MAX> = LineBuf::new();
     let _ = write!(line, "cpu={cpu} n={i}");
     let _ = LOG.append_raw_with_hook(
-        Level::Info as u8,
+        Level::Info,
         facility::KERNEL,
         0,
         line.finish(),

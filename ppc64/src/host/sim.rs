@@ -210,7 +210,7 @@ fn log_tracked(me: &SimCpu, tr: &Track, i: u64, text: &[u8], freeze: bool) {
         check_defer(me);
         true
     };
-    let r = LOG.append_raw_with_hook(Level::Info as u8, facility::KERNEL, 0, text, &mut hook);
+    let r = LOG.append_raw_with_hook(Level::Info, facility::KERNEL, 0, text, &mut hook);
     compiler_fence(Ordering::SeqCst);
     if r.is_ok() {
         tr.committed.store(i + 1, Ordering::Relaxed);
