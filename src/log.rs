@@ -68,6 +68,35 @@ pub enum AppendError {
     Frozen,
 }
 
+/// Why [`Log::crash_enter`] did not make the calling CPU the crashing one.
+///
+/// ```
+/// use nmilog::CrashEnterError;
+/// let e = CrashEnterError::OtherCpu { cpu: 3 };
+/// assert_eq!(e.to_string(), "CPU 3 is already crashing");
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CrashEnterError {
+    /// Another CPU entered the crash path first; the caller should behave as a stopped CPU.
+    OtherCpu {
+        /// The crashing CPU.
+        cpu: usize,
+    },
+    /// The platform reported a CPU number out of range (counted in [`Log::bad_cpu_dropped`]).
+    BadCpu,
+}
+
+impl fmt::Display for CrashEnterError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CrashEnterError::OtherCpu { cpu } => write!(f, "CPU {cpu} is already crashing"),
+            CrashEnterError::BadCpu => f.write_str("the CPU number is out of range"),
+        }
+    }
+}
+
+impl core::error::Error for CrashEnterError {}
+
 /// What one flush or drain did.
 ///
 /// ```
@@ -1031,11 +1060,12 @@ impl<
 
     /// Crash entry on the current CPU: from now on every log call on every CPU takes the NMI-safe
     /// path, and this CPU is in crash context (one nesting level above what it was running). Returns
-    /// `Err(cpu)` if another CPU is already crashing (a crash on this CPU again is allowed: a fault
-    /// inside the crash path). The crash state is never left.
+    /// this CPU's number, [`CrashEnterError::OtherCpu`] if another CPU is already crashing (a crash on
+    /// this CPU again is allowed: a fault inside the crash path), or [`CrashEnterError::BadCpu`] if the
+    /// platform reports a CPU number out of range. The crash state is never left.
     ///
     /// ```
-    /// use nmilog::{host::HostPlatform, ContextKind, Log};
+    /// use nmilog::{host::HostPlatform, ContextKind, CrashEnterError, Log};
     /// static LOG: Log<HostPlatform, 2, 256, 1024> = Log::new(HostPlatform::new(2));
     /// std::thread::spawn(|| {
     ///     HostPlatform::register_cpu(1);
@@ -1043,14 +1073,11 @@ impl<
     ///     assert_eq!(LOG.context(), Some((ContextKind::Crash, 1)));
     /// }).join().unwrap();
     /// HostPlatform::register_cpu(0);
-    /// assert_eq!(LOG.crash_enter(), Err(1)); // CPU 1 is already crashing
+    /// assert_eq!(LOG.crash_enter(), Err(CrashEnterError::OtherCpu { cpu: 1 })); // already crashing
     /// assert_eq!(LOG.flush(), None); // every CPU is on the NMI-safe path now
     /// ```
-    pub fn crash_enter(&self) -> Result<usize, usize> {
-        let (cpu, pc) = match self.this_cpu() {
-            Ok(x) => x,
-            Err(_) => return Err(usize::MAX),
-        };
+    pub fn crash_enter(&self) -> Result<usize, CrashEnterError> {
+        let (cpu, pc) = self.this_cpu().map_err(|_| CrashEnterError::BadCpu)?;
         #[cfg(nmilog_cas)]
         let won =
             match self
@@ -1070,7 +1097,9 @@ impl<
             v == 0 || v == cpu + 1
         };
         if !won {
-            return Err(self.crash_cpu.load(Ordering::Relaxed) - 1);
+            return Err(CrashEnterError::OtherCpu {
+                cpu: self.crash_cpu.load(Ordering::Relaxed).wrapping_sub(1),
+            });
         }
         pc.enter(ContextKind::Crash);
         Ok(cpu)

@@ -840,7 +840,7 @@ pub fn crash_shutdown<
 ) -> ! {
     let cpu = match log.crash_enter() {
         Ok(c) => c,
-        Err(other) => stop_self(
+        Err(nmilog::CrashEnterError::OtherCpu { cpu: other }) => stop_self(
             log,
             machine,
             state,
@@ -848,6 +848,9 @@ pub fn crash_shutdown<
             "crash",
             format_args!("CPU {} is already crashing", other),
         ),
+        // The platform does not know this CPU: no log call can succeed and no other CPU will see a
+        // crash in progress. Nothing of the sequence can run; stop here.
+        Err(nmilog::CrashEnterError::BadCpu) => machine.park(),
     };
     let ncpu = log.platform().cpu_count().min(C);
     let t_enter = machine.now_ns();
