@@ -12,8 +12,10 @@
 //! per_cpu     = (2 + D)·W + D·ring(R)
 //!             = (2 + D·(7 + R))·W   depth, overflow, kinds[D] + D rings
 //! consumer    = (8 + T)·W           pos, seq, overwritten, torn, torn_seq, 3 × reported_*, last_ts
-//! main        = (7 + T)·W + ring(M) + C·D·consumer
-//!                                   owner, pending, drain_gen, j_valid, j_src, j_pos, j_seq, j_ts
+//! journal     = (4 + T)·W           valid, src, pos, seq, ts
+//! main        = 3·W + journal + ring(M) + C·D·consumer
+//!             = (7 + T)·W + ring(M) + C·D·consumer
+//!                                   owner, pending, drain_gen + journal + main ring + consumers
 //!
 //! FOOTPRINT_BYTES = C·pad(per_cpu) + pad(main) + pad(size_of::<P>() + 6·W)
 //!                                   (the platform and crash_cpu, console_loglevel, settle_ns, bad_cpu,
@@ -65,8 +67,13 @@ const fn consumer_bytes() -> usize {
     (8 + T) * W
 }
 
+/// The move journal: valid, src, pos, seq, and a timestamp.
+const fn journal_bytes() -> usize {
+    (4 + T) * W
+}
+
 const fn main_bytes(c: usize, m: usize, d: usize) -> usize {
-    (7 + T) * W + ring_bytes(m) + c * d * consumer_bytes()
+    3 * W + journal_bytes() + ring_bytes(m) + c * d * consumer_bytes()
 }
 
 /// The README formula.

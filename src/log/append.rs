@@ -1,0 +1,281 @@
+//! Appending: one record into the calling CPU's ring for its current context depth.
+//!
+//! Contract: [`Log::append_raw`] (and every log call in NMI or crash context, or on any CPU once a
+//! crash has begun) only writes the calling CPU's own ring — plain atomic loads and stores, no lock,
+//! no read-modify-write, no loop that waits on anyone. [`Log::append`] and [`Log::log_fmt`] then try
+//! one normal-context flush if the [`FlushPolicy`](super::FlushPolicy) says so. A call that cannot
+//! produce a record (bad CPU, nesting too deep, re-entered, too large) returns an [`AppendError`]
+//! and is counted; a ring's recursion guard is held for the whole write and released however the
+//! write ends (a `Display` impl may panic), except by a writer a test hook froze.
+
+use core::fmt;
+
+use super::Log;
+use crate::fmt::{LineBuf, LINE_MAX};
+use crate::record::{facility, flags, ContextKind, Header, Level};
+use crate::ring::{NoHook, RecordRing, StepHook, WriteError};
+use crate::sync::{signal_fence, Ordering};
+use crate::Platform;
+
+/// Why a log call did not produce a record. Every refusal is also counted (see
+/// [`CpuCounters`](crate::CpuCounters)); none is silent.
+///
+/// ```
+/// # use nmilog::doc_support::OneCpu;
+/// # use nmilog::{AppendError, Level, Log};
+/// static LOG: Log<OneCpu, 1, 64, 1024> = Log::new(OneCpu);
+/// // A 64-word ring takes at most a few hundred bytes of payload.
+/// let dump = [0u8; 1024];
+/// assert_eq!(LOG.append_raw(Level::Err, 0, 0, &dump), Err(AppendError::TooLarge));
+/// assert_eq!(LOG.counters(0, 0).unwrap().dropped, 1); // refused, and counted
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AppendError {
+    /// The platform reported a CPU number `>= CPUS` (or `>= cpu_count()`).
+    BadCpu,
+    /// The context nesting is deeper than the `DEPTH` parameter allows.
+    TooDeep,
+    /// A log call from inside a log call in the same context (a `Display` impl that logs).
+    Reentered,
+    /// The payload is larger than the ring accepts.
+    TooLarge,
+    /// A test hook froze the writer.
+    Frozen,
+}
+
+impl<
+        P: Platform,
+        const CPUS: usize,
+        const RING_WORDS: usize,
+        const MAIN_WORDS: usize,
+        const DEPTH: usize,
+    > Log<P, CPUS, RING_WORDS, MAIN_WORDS, DEPTH>
+{
+    /// Runs `f` with the current CPU's ring for the current depth, holding that ring's recursion guard.
+    #[inline]
+    fn with_ring<R>(
+        &self,
+        f: impl FnOnce(usize, ContextKind, usize, &RecordRing<RING_WORDS>) -> Result<R, AppendError>,
+    ) -> Result<R, AppendError> {
+        let (cpu, pc) = self.this_cpu()?;
+        let (kind, depth) = pc.context();
+        if depth >= DEPTH {
+            pc.count_overflow();
+            return Err(AppendError::TooDeep);
+        }
+        let ring = &pc.rings[depth];
+        if ring.active.load(Ordering::Relaxed) != 0 {
+            ring.count_drop();
+            return Err(AppendError::Reentered);
+        }
+        ring.active
+            .store(crate::ring::ACTIVE_WRITING, Ordering::Relaxed);
+        signal_fence();
+        // Clears the guard however `f` leaves (a `Display` impl may panic), except when a test hook
+        // froze the writer: a frozen CPU never leaves.
+        struct Guard<'a, const W: usize>(&'a RecordRing<W>, bool);
+        impl<const W: usize> Drop for Guard<'_, W> {
+            fn drop(&mut self) {
+                if self.1 {
+                    signal_fence();
+                    self.0.active.store(0, Ordering::Relaxed);
+                }
+            }
+        }
+        let mut guard = Guard(ring, true);
+        let r = f(cpu, kind, depth, ring);
+        if matches!(r, Err(AppendError::Frozen)) {
+            guard.1 = false;
+        }
+        drop(guard);
+        r
+    }
+
+    #[inline]
+    fn write_record<H: StepHook>(
+        &self,
+        (cpu, kind, depth): (usize, ContextKind, usize),
+        ring: &RecordRing<RING_WORDS>,
+        (level, facility, flags): (u8, u8, u8),
+        payload: &[u8],
+        hook: &mut H,
+    ) -> Result<u64, AppendError> {
+        let platform = &self.platform;
+        ring.write(
+            |seq| Header {
+                ts_ns: platform.now_ns(),
+                src_seq: seq,
+                len: 0,
+                cpu: cpu as u16,
+                level,
+                facility,
+                ctx: Header::pack_ctx(kind, depth),
+                flags,
+            },
+            payload,
+            hook,
+        )
+        .map_err(|e| match e {
+            WriteError::TooLarge => {
+                ring.count_drop();
+                AppendError::TooLarge
+            }
+            WriteError::Frozen => AppendError::Frozen,
+        })
+    }
+
+    /// The NMI path: appends pre-formatted bytes to the current CPU's ring and does nothing else.
+    /// Wait-free, lock-free, no read-modify-write atomics. Returns the record's number in its ring.
+    ///
+    /// ```
+    /// # use nmilog::doc_support::OneCpu;
+    /// # use nmilog::{Level, Log};
+    /// # static LOG: Log<OneCpu, 1, 256, 1024> = Log::new(OneCpu);
+    /// use nmilog::record::flags;
+    /// LOG.nmi_enter(); // a machine check handler: pre-formatted bytes, nothing else
+    /// assert_eq!(LOG.append_raw(Level::Emerg, 0, flags::RAW, b"MCE bank 4"), Ok(0));
+    /// assert_eq!(LOG.append_raw(Level::Emerg, 0, flags::RAW, b"status 0xbe00"), Ok(1));
+    /// LOG.nmi_exit();
+    /// assert_eq!(LOG.main().next_seq(), 0); // the NMI path never flushes
+    /// ```
+    #[inline]
+    pub fn append_raw(
+        &self,
+        level: Level,
+        facility: u8,
+        flags: u8,
+        payload: &[u8],
+    ) -> Result<u64, AppendError> {
+        self.append_raw_hooked(level, facility, flags, payload, &mut NoHook)
+    }
+
+    /// The body of `append_raw_with_hook` (public with the `steps` feature).
+    #[inline]
+    pub(crate) fn append_raw_hooked<H: StepHook>(
+        &self,
+        level: Level,
+        facility: u8,
+        flags: u8,
+        payload: &[u8],
+        hook: &mut H,
+    ) -> Result<u64, AppendError> {
+        self.with_ring(|cpu, kind, depth, ring| {
+            self.write_record(
+                (cpu, kind, depth),
+                ring,
+                (level as u8, facility, flags),
+                payload,
+                hook,
+            )
+        })
+    }
+
+    /// [`append_raw`](Self::append_raw) with a step hook (test harnesses: nested writes and frozen
+    /// writers at every step of the protocol).
+    ///
+    /// ```
+    /// # use nmilog::doc_support::OneCpu;
+    /// # use nmilog::{AppendError, Level, Log};
+    /// # static LOG: Log<OneCpu, 1, 256, 1024> = Log::new(OneCpu);
+    /// use nmilog::ring::WriteStep;
+    /// // The crash NMI stops this CPU after it reserved its record, before the header is written.
+    /// let mut freeze = |s: WriteStep| s != WriteStep::Reserved;
+    /// let r = LOG.append_raw_with_hook(Level::Err, 0, 0, b"half", &mut freeze);
+    /// assert_eq!(r, Err(AppendError::Frozen));
+    /// LOG.crash_enter().unwrap();
+    /// assert_eq!(LOG.drain_on_crash().flush.torn, 1);
+    /// assert_eq!(LOG.counters(0, 0).unwrap().torn, 1);
+    /// ```
+    #[cfg(feature = "steps")]
+    #[inline]
+    pub fn append_raw_with_hook<H: StepHook>(
+        &self,
+        level: Level,
+        facility: u8,
+        flags: u8,
+        payload: &[u8],
+        hook: &mut H,
+    ) -> Result<u64, AppendError> {
+        self.append_raw_hooked(level, facility, flags, payload, hook)
+    }
+
+    /// Appends pre-formatted bytes; in normal context (task or irq, no crash) then tries to flush.
+    ///
+    /// ```
+    /// # use nmilog::doc_support::OneCpu;
+    /// # use nmilog::{Level, Log, RecordBuf};
+    /// # static LOG: Log<OneCpu, 1, 256, 1024> = Log::new(OneCpu);
+    /// use nmilog::{record::facility, ring::Read};
+    /// assert_eq!(LOG.append(Level::Warning, facility::KERNEL, 0, b"thermal: throttling"), Ok(0));
+    /// let (mut reader, mut rec) = (LOG.main_reader(), RecordBuf::new());
+    /// assert_eq!(reader.read(&LOG, &mut rec), Read::Record); // already flushed
+    /// assert_eq!(rec.header.level, Level::Warning as u8);
+    /// ```
+    pub fn append(
+        &self,
+        level: Level,
+        facility: u8,
+        flags: u8,
+        payload: &[u8],
+    ) -> Result<u64, AppendError> {
+        let r = self.append_raw(level, facility, flags, payload);
+        self.flush_if_normal();
+        r
+    }
+
+    /// Formats `args` into a [`LINE_MAX`]-byte stack buffer (cut with a marker if longer) and appends
+    /// it; in normal context then tries to flush. A log call made while formatting (a `Display` impl
+    /// that logs) is refused and counted as dropped.
+    ///
+    /// ```
+    /// # use nmilog::doc_support::OneCpu;
+    /// # use nmilog::{Level, Log, RecordBuf, LINE_MAX, TRUNCATION_MARKER};
+    /// # static LOG: Log<OneCpu, 1, 256, 1024> = Log::new(OneCpu);
+    /// use nmilog::record::flags;
+    /// LOG.log_fmt(Level::Err, 0, format_args!("{:>300}", "end")).unwrap(); // too long
+    /// let (mut reader, mut rec) = (LOG.main_reader(), RecordBuf::new());
+    /// reader.read(&LOG, &mut rec);
+    /// assert_eq!(rec.payload().len(), LINE_MAX);
+    /// assert!(rec.text().unwrap().ends_with(TRUNCATION_MARKER));
+    /// assert_ne!(rec.header.flags & flags::TRUNCATED, 0);
+    /// ```
+    pub fn log_fmt(
+        &self,
+        level: Level,
+        flags: u8,
+        args: fmt::Arguments<'_>,
+    ) -> Result<u64, AppendError> {
+        let r = self.with_ring(|cpu, kind, depth, ring| {
+            let mut line: LineBuf<LINE_MAX> = LineBuf::new();
+            let (text, fl): (&[u8], u8) = match args.as_str() {
+                Some(s) if s.len() <= LINE_MAX => (s.as_bytes(), flags),
+                _ => {
+                    let _ = fmt::write(&mut line, args);
+                    let fl = if line.truncated() {
+                        flags | flags::TRUNCATED
+                    } else {
+                        flags
+                    };
+                    (line.finish(), fl)
+                }
+            };
+            self.write_record(
+                (cpu, kind, depth),
+                ring,
+                (level as u8, facility::KERNEL, fl),
+                text,
+                &mut NoHook,
+            )
+        });
+        self.flush_if_normal();
+        r
+    }
+
+    #[inline]
+    fn flush_if_normal(&self) {
+        #[cfg(nmilog_cas)]
+        if self.flush_policy.load(Ordering::Relaxed) == 0 {
+            let _ = self.flush();
+        }
+    }
+}

@@ -1,0 +1,305 @@
+//! Context tracking: which CPU is calling, in which context (task, irq, NMI, crash) and at which
+//! nesting depth, and the crash state.
+//!
+//! Contract: context entry and exit are per-CPU and touch only the calling CPU's [`PerCpu`] (plain
+//! loads and stores; safe in NMI context). A CPU number the platform reports out of range is refused
+//! and counted ([`Log::bad_cpu_dropped`]), never used as an index. [`Log::crash_enter`] elects one
+//! crashing CPU (one compare-exchange where the target has it); once it has, every log call on every
+//! CPU takes the NMI-safe path and the crash state is never left.
+
+use core::fmt;
+
+use super::{AppendError, Log};
+use crate::percpu::PerCpu;
+use crate::record::ContextKind;
+use crate::sync::Ordering;
+use crate::Platform;
+
+/// Why [`Log::crash_enter`] did not make the calling CPU the crashing one.
+///
+/// ```
+/// use nmilog::CrashEnterError;
+/// let e = CrashEnterError::OtherCpu { cpu: 3 };
+/// assert_eq!(e.to_string(), "CPU 3 is already crashing");
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CrashEnterError {
+    /// Another CPU entered the crash path first; the caller should behave as a stopped CPU.
+    OtherCpu {
+        /// The crashing CPU.
+        cpu: usize,
+    },
+    /// The platform reported a CPU number out of range (counted in [`Log::bad_cpu_dropped`]).
+    BadCpu,
+}
+
+impl fmt::Display for CrashEnterError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CrashEnterError::OtherCpu { cpu } => write!(f, "CPU {cpu} is already crashing"),
+            CrashEnterError::BadCpu => f.write_str("the CPU number is out of range"),
+        }
+    }
+}
+
+impl core::error::Error for CrashEnterError {}
+
+impl<
+        P: Platform,
+        const CPUS: usize,
+        const RING_WORDS: usize,
+        const MAIN_WORDS: usize,
+        const DEPTH: usize,
+    > Log<P, CPUS, RING_WORDS, MAIN_WORDS, DEPTH>
+{
+    /// Log calls dropped because the platform reported a CPU number out of range.
+    ///
+    /// ```
+    /// use nmilog::{host::HostPlatform, AppendError, Level, Log};
+    /// static LOG: Log<HostPlatform, 2, 256, 1024> = Log::new(HostPlatform::new(2));
+    /// // This thread never called `register_cpu`: its CPU id is out of range.
+    /// assert_eq!(LOG.append_raw(Level::Info, 0, 0, b"hi"), Err(AppendError::BadCpu));
+    /// assert_eq!(LOG.bad_cpu_dropped(), 1);
+    /// ```
+    pub fn bad_cpu_dropped(&self) -> u64 {
+        self.bad_cpu.load(Ordering::Relaxed) as u64
+    }
+
+    fn count_bad_cpu(&self) {
+        // Many CPUs may get here, so this one counter is shared: a native RMW where the target has
+        // one (never portable-atomic's emulation, which the NMI path must not depend on). Without it
+        // the count is best effort (a racing increment can be lost); the call is still refused,
+        // never UB.
+        #[cfg(target_has_atomic = "ptr")]
+        self.bad_cpu.fetch_add(1, Ordering::Relaxed);
+        #[cfg(not(target_has_atomic = "ptr"))]
+        {
+            let v = self.bad_cpu.load(Ordering::Relaxed);
+            self.bad_cpu.store(v.wrapping_add(1), Ordering::Relaxed);
+        }
+    }
+
+    /// The calling CPU and its state; a CPU id out of range is counted ([`Self::bad_cpu_dropped`]).
+    pub(super) fn this_cpu(&self) -> Result<(usize, &PerCpu<RING_WORDS, DEPTH>), AppendError> {
+        self.cpu_slot().ok_or_else(|| {
+            self.count_bad_cpu();
+            AppendError::BadCpu
+        })
+    }
+
+    /// The calling CPU and its state, without counting a bad id (for checks made after a log call
+    /// that already counted it).
+    #[inline]
+    pub(super) fn cpu_slot(&self) -> Option<(usize, &PerCpu<RING_WORDS, DEPTH>)> {
+        let cpu = self.platform.cpu_id();
+        if cpu >= self.platform.cpu_count().min(CPUS) {
+            return None;
+        }
+        Some((cpu, &self.cpus[cpu]))
+    }
+
+    /// Enters a nested context of `kind` on the current CPU; returns a guard that leaves it.
+    ///
+    /// ```
+    /// # use nmilog::doc_support::OneCpu;
+    /// # use nmilog::{Log, ContextKind};
+    /// # static LOG: Log<OneCpu, 1, 256, 1024> = Log::new(OneCpu);
+    /// {
+    ///     let _nmi = LOG.enter(ContextKind::Nmi);
+    ///     assert_eq!(LOG.context(), Some((ContextKind::Nmi, 1)));
+    /// }
+    /// assert_eq!(LOG.context(), Some((ContextKind::Task, 0)));
+    /// ```
+    pub fn enter(&self, kind: ContextKind) -> ContextGuard<'_> {
+        let pc = self.this_cpu().ok().map(|(_, pc)| {
+            pc.enter(kind);
+            pc as &dyn ExitContext
+        });
+        ContextGuard { cpu: pc }
+    }
+
+    /// `irq_enter()`: entering an interrupt handler. Pair with [`irq_exit`](Self::irq_exit).
+    ///
+    /// ```
+    /// # use nmilog::doc_support::OneCpu;
+    /// # use nmilog::{ContextKind, Level, Log};
+    /// # static LOG: Log<OneCpu, 1, 256, 1024> = Log::new(OneCpu);
+    /// LOG.irq_enter();
+    /// assert_eq!(LOG.context(), Some((ContextKind::Irq, 1)));
+    /// LOG.append_raw(Level::Info, 0, 0, b"irq 5: spurious").unwrap(); // goes to ring 1
+    /// LOG.irq_exit();
+    /// assert_eq!(LOG.cpu(0).unwrap().rings[1].next_seq(), 1);
+    /// ```
+    pub fn irq_enter(&self) {
+        if let Ok((_, pc)) = self.this_cpu() {
+            pc.enter(ContextKind::Irq);
+        }
+    }
+    /// Leaving an interrupt handler.
+    ///
+    /// ```
+    /// # use nmilog::doc_support::OneCpu;
+    /// # use nmilog::{ContextKind, Log};
+    /// # static LOG: Log<OneCpu, 1, 256, 1024> = Log::new(OneCpu);
+    /// LOG.irq_enter();
+    /// LOG.irq_exit();
+    /// assert_eq!(LOG.context(), Some((ContextKind::Task, 0)));
+    /// ```
+    pub fn irq_exit(&self) {
+        if let Ok((_, pc)) = self.this_cpu() {
+            pc.exit();
+        }
+    }
+    /// `nmi_enter()`: entering an NMI (or machine check) handler. Pair with [`nmi_exit`](Self::nmi_exit).
+    ///
+    /// ```
+    /// # use nmilog::doc_support::OneCpu;
+    /// # use nmilog::{Level, Log};
+    /// # static LOG: Log<OneCpu, 1, 256, 1024> = Log::new(OneCpu);
+    /// LOG.nmi_enter();
+    /// LOG.log_fmt(Level::Emerg, 0, format_args!("watchdog: CPU {} stuck", 0)).unwrap();
+    /// assert_eq!(LOG.main().next_seq(), 0); // NMI context: ring only, no flush
+    /// LOG.nmi_exit();
+    /// LOG.flush();
+    /// assert_eq!(LOG.main().next_seq(), 1);
+    /// ```
+    pub fn nmi_enter(&self) {
+        if let Ok((_, pc)) = self.this_cpu() {
+            pc.enter(ContextKind::Nmi);
+        }
+    }
+    /// Leaving an NMI handler.
+    ///
+    /// ```
+    /// # use nmilog::doc_support::OneCpu;
+    /// # use nmilog::{ContextKind, Log};
+    /// # static LOG: Log<OneCpu, 1, 256, 1024> = Log::new(OneCpu);
+    /// LOG.nmi_enter();
+    /// LOG.nmi_exit();
+    /// assert_eq!(LOG.context(), Some((ContextKind::Task, 0)));
+    /// ```
+    pub fn nmi_exit(&self) {
+        if let Ok((_, pc)) = self.this_cpu() {
+            pc.exit();
+        }
+    }
+
+    /// The current CPU's context kind and depth (`None` for a bad CPU id).
+    ///
+    /// ```
+    /// use nmilog::{host::HostPlatform, ContextKind, Log};
+    /// static LOG: Log<HostPlatform, 2, 256, 1024> = Log::new(HostPlatform::new(2));
+    /// assert_eq!(LOG.context(), None); // this thread is not a CPU yet
+    /// HostPlatform::register_cpu(1);
+    /// assert_eq!(LOG.context(), Some((ContextKind::Task, 0)));
+    /// ```
+    pub fn context(&self) -> Option<(ContextKind, usize)> {
+        let cpu = self.platform.cpu_id();
+        self.cpus.get(cpu).map(|pc| pc.context())
+    }
+
+    /// Crash entry on the current CPU: from now on every log call on every CPU takes the NMI-safe
+    /// path, and this CPU is in crash context (one nesting level above what it was running). Returns
+    /// this CPU's number, [`CrashEnterError::OtherCpu`] if another CPU is already crashing (a crash on
+    /// this CPU again is allowed: a fault inside the crash path), or [`CrashEnterError::BadCpu`] if the
+    /// platform reports a CPU number out of range. The crash state is never left.
+    ///
+    /// ```
+    /// use nmilog::{host::HostPlatform, ContextKind, CrashEnterError, Log};
+    /// static LOG: Log<HostPlatform, 2, 256, 1024> = Log::new(HostPlatform::new(2));
+    /// std::thread::spawn(|| {
+    ///     HostPlatform::register_cpu(1);
+    ///     assert_eq!(LOG.crash_enter(), Ok(1));
+    ///     assert_eq!(LOG.context(), Some((ContextKind::Crash, 1)));
+    /// }).join().unwrap();
+    /// HostPlatform::register_cpu(0);
+    /// assert_eq!(LOG.crash_enter(), Err(CrashEnterError::OtherCpu { cpu: 1 })); // already crashing
+    /// assert_eq!(LOG.flush(), None); // every CPU is on the NMI-safe path now
+    /// ```
+    pub fn crash_enter(&self) -> Result<usize, CrashEnterError> {
+        let (cpu, pc) = self.this_cpu().map_err(|_| CrashEnterError::BadCpu)?;
+        #[cfg(nmilog_cas)]
+        let won =
+            match self
+                .crash_cpu
+                .compare_exchange(0, cpu + 1, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => true,
+                Err(v) => v == cpu + 1,
+            };
+        #[cfg(not(nmilog_cas))]
+        let won = {
+            // Without CAS two CPUs crashing at the same instant are not arbitrated; the last store wins.
+            let v = self.crash_cpu.load(Ordering::Acquire);
+            if v == 0 {
+                self.crash_cpu.store(cpu + 1, Ordering::Release);
+            }
+            v == 0 || v == cpu + 1
+        };
+        if !won {
+            return Err(CrashEnterError::OtherCpu {
+                cpu: self.crash_cpu.load(Ordering::Relaxed).wrapping_sub(1),
+            });
+        }
+        pc.enter(ContextKind::Crash);
+        Ok(cpu)
+    }
+
+    /// The crashing CPU, if a crash has begun.
+    ///
+    /// ```
+    /// # use nmilog::doc_support::OneCpu;
+    /// # use nmilog::Log;
+    /// # static LOG: Log<OneCpu, 1, 256, 1024> = Log::new(OneCpu);
+    /// assert_eq!(LOG.crashing_cpu(), None);
+    /// LOG.crash_enter().unwrap();
+    /// assert_eq!(LOG.crashing_cpu(), Some(0));
+    /// ```
+    pub fn crashing_cpu(&self) -> Option<usize> {
+        match self.crash_cpu.load(Ordering::Acquire) {
+            0 => None,
+            v => Some(v - 1),
+        }
+    }
+}
+
+/// What a [`ContextGuard`] needs of a CPU's state (which is generic over the ring sizes the guard
+/// does not name).
+trait ExitContext {
+    fn exit_context(&self);
+}
+impl<const R: usize, const D: usize> ExitContext for PerCpu<R, D> {
+    fn exit_context(&self) {
+        self.exit();
+    }
+}
+
+/// Leaves a context entered with [`Log::enter`] when dropped.
+///
+/// ```
+/// # use nmilog::doc_support::OneCpu;
+/// # use nmilog::{ContextKind, Level, Log};
+/// # static LOG: Log<OneCpu, 1, 256, 1024> = Log::new(OneCpu);
+/// fn nmi_handler(reason: u8) -> Option<u64> {
+///     let _nmi = LOG.enter(ContextKind::Nmi);
+///     if reason == 0 {
+///         return None; // unknown NMI: the guard still leaves the context
+///     }
+///     LOG.append_raw(Level::Emerg, 0, 0, b"NMI").ok()
+/// }
+/// assert_eq!(nmi_handler(0), None);
+/// assert_eq!(LOG.context(), Some((ContextKind::Task, 0)));
+/// ```
+pub struct ContextGuard<'a> {
+    /// The CPU whose context to leave; `None` when the CPU number was out of range (nothing was
+    /// entered).
+    cpu: Option<&'a dyn ExitContext>,
+}
+
+impl Drop for ContextGuard<'_> {
+    fn drop(&mut self) {
+        if let Some(c) = self.cpu {
+            c.exit_context();
+        }
+    }
+}
