@@ -43,6 +43,26 @@ pub enum AppendError {
     Frozen,
 }
 
+/// ```
+/// use nmilog::AppendError;
+/// assert_eq!(AppendError::TooLarge.to_string(), "the payload is larger than the ring accepts");
+/// let e: &dyn core::error::Error = &AppendError::BadCpu;
+/// assert_eq!(e.to_string(), "the CPU number is out of range");
+/// ```
+impl fmt::Display for AppendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            AppendError::BadCpu => "the CPU number is out of range",
+            AppendError::TooDeep => "the context nesting is deeper than the logger tracks",
+            AppendError::Reentered => "a log call from inside a log call in the same context",
+            AppendError::TooLarge => "the payload is larger than the ring accepts",
+            AppendError::Frozen => "a test hook froze the writer",
+        })
+    }
+}
+
+impl core::error::Error for AppendError {}
+
 impl<
         P: Platform,
         const CPUS: usize,
@@ -73,8 +93,8 @@ impl<
         signal_fence();
         // Clears the guard however `f` leaves (a `Display` impl may panic), except when a test hook
         // froze the writer: a frozen CPU never leaves.
-        struct Guard<'a, const W: usize>(&'a RecordRing<W>, bool);
-        impl<const W: usize> Drop for Guard<'_, W> {
+        struct Guard<'a, const RING_WORDS: usize>(&'a RecordRing<RING_WORDS>, bool);
+        impl<const RING_WORDS: usize> Drop for Guard<'_, RING_WORDS> {
             fn drop(&mut self) {
                 if self.1 {
                     signal_fence();

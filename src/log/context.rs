@@ -268,7 +268,7 @@ impl<
 trait ExitContext {
     fn exit_context(&self);
 }
-impl<const R: usize, const D: usize> ExitContext for PerCpu<R, D> {
+impl<const RING_WORDS: usize, const DEPTH: usize> ExitContext for PerCpu<RING_WORDS, DEPTH> {
     fn exit_context(&self) {
         self.exit();
     }
@@ -294,6 +294,23 @@ pub struct ContextGuard<'a> {
     /// The CPU whose context to leave; `None` when the CPU number was out of range (nothing was
     /// entered).
     cpu: Option<&'a dyn ExitContext>,
+}
+
+/// Shows whether the guard leaves a context when dropped.
+///
+/// ```
+/// # use nmilog::doc_support::OneCpu;
+/// # use nmilog::{ContextKind, Log};
+/// # static LOG: Log<OneCpu, 1, 256, 1024> = Log::new(OneCpu);
+/// let nmi = LOG.enter(ContextKind::Nmi);
+/// assert_eq!(format!("{nmi:?}"), "ContextGuard { entered: true }");
+/// ```
+impl fmt::Debug for ContextGuard<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ContextGuard")
+            .field("entered", &self.cpu.is_some())
+            .finish()
+    }
 }
 
 impl Drop for ContextGuard<'_> {

@@ -40,6 +40,8 @@
 //!   records;
 //! * `reader.rs`: readers of the main log.
 
+use core::fmt;
+
 use crossbeam_utils::CachePadded;
 
 use crate::percpu::PerCpu;
@@ -387,5 +389,65 @@ impl<
             let f: fn() = unsafe { core::mem::transmute::<*mut (), fn()>(p) };
             f();
         }
+    }
+}
+
+/// Shows the configuration and the loss counters (summed over every ring), not the rings' contents.
+///
+/// ```
+/// # use nmilog::doc_support::OneCpu;
+/// use nmilog::{Level, Log};
+/// static LOG: Log<OneCpu, 1, 256, 1024> = Log::new(OneCpu);
+/// LOG.append(Level::Info, 0, 0, b"hi").unwrap();
+/// let _ = LOG.append_raw(Level::Info, 0, 0, &[0; 4096]); // too large: dropped
+/// let shown = format!("{LOG:?}");
+/// assert!(shown.starts_with("Log { cpus: 1, ring_words: 256, main_words: 1024, depth: 4, "));
+/// assert!(shown.contains("flush_policy: Eager"));
+/// assert!(shown.contains("main_next_seq: 1"));
+/// assert!(shown.contains("lost: CpuCounters { torn: 0, overwritten: 0, dropped: 1 }"));
+/// assert!(shown.len() < 500); // no ring words
+/// ```
+impl<
+        P: Platform,
+        const CPUS: usize,
+        const RING_WORDS: usize,
+        const MAIN_WORDS: usize,
+        const DEPTH: usize,
+    > fmt::Debug for Log<P, CPUS, RING_WORDS, MAIN_WORDS, DEPTH>
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut lost = CpuCounters::default();
+        for cpu in 0..CPUS {
+            for depth in 0..DEPTH {
+                if let Some(c) = self.counters(cpu, depth) {
+                    lost.torn = lost.torn.wrapping_add(c.torn);
+                    lost.overwritten = lost.overwritten.wrapping_add(c.overwritten);
+                    lost.dropped = lost.dropped.wrapping_add(c.dropped);
+                }
+            }
+        }
+        let ring_capacity = self
+            .cpus
+            .first()
+            .and_then(|c| c.rings.first())
+            .map_or(RING_WORDS, |r| r.capacity_words());
+        f.debug_struct("Log")
+            .field("cpus", &CPUS)
+            .field("ring_words", &RING_WORDS)
+            .field("main_words", &MAIN_WORDS)
+            .field("depth", &DEPTH)
+            .field("ring_capacity_words", &ring_capacity)
+            .field("crashing_cpu", &self.crashing_cpu())
+            .field("console_loglevel", &self.console_loglevel())
+            .field("flush_policy", &self.flush_policy())
+            .field("flush_settle_ns", &self.settle_ns.load(Ordering::Relaxed))
+            .field(
+                "console_hook",
+                &!self.console_hook.load(Ordering::Relaxed).is_null(),
+            )
+            .field("main_next_seq", &self.main.ring.next_seq())
+            .field("bad_cpu_dropped", &self.bad_cpu_dropped())
+            .field("lost", &lost)
+            .finish_non_exhaustive()
     }
 }

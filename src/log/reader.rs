@@ -99,9 +99,15 @@ impl MainReader {
     /// }
     /// assert_eq!(lines, ["a", "b"]);
     /// ```
-    pub fn read<P: Platform, const C: usize, const R: usize, const M: usize, const D: usize>(
+    pub fn read<
+        P: Platform,
+        const CPUS: usize,
+        const RING_WORDS: usize,
+        const MAIN_WORDS: usize,
+        const DEPTH: usize,
+    >(
         &mut self,
-        log: &Log<P, C, R, M, D>,
+        log: &Log<P, CPUS, RING_WORDS, MAIN_WORDS, DEPTH>,
         out: &mut RecordBuf,
     ) -> Read {
         let r = log.main.ring.read(&mut self.cur, out);
