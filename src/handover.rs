@@ -884,6 +884,7 @@ impl<'a> Image<'a> {
             torn: le(self.bytes, at, 8)?,
             overwritten: le(self.bytes, at.checked_add(8)?, 8)?,
             dropped: le(self.bytes, at.checked_add(16)?, 8)?,
+            in_flight: 0,
         })
     }
 

@@ -50,9 +50,10 @@
 //!    (`Relaxed`) and the terminator `0`.
 //! 6. `seq_word(start).store(COMMITTED(seq), Release)` — **LMM(write:D)**, pairs with LMM(read:A):
 //!    whoever sees the even word sees the header, payload and terminator.
-//! 7. `next_seq.store`, then `head.store` (`Relaxed`; the writer, the crash drain, a flush-ownership
-//!    takeover and a resync read them; a resync's `next_seq` load pairs with LMM(write:C), a takeover is
-//!    ordered by the stop handshake, and the order lets it repair a writer stopped between the two).
+//! 7. `next_seq.store`, then `head.store` (`Relaxed`; the writer, the crash drain's snapshot and a
+//!    resync read them; a resync's `next_seq` load pairs with LMM(write:C); the snapshot of a stopped
+//!    writer is ordered by the stop handshake, and the order lets it recognise a writer stopped
+//!    between the two stores: its record is committed and counted in `next_seq`).
 //!
 //! # Read protocol (any number of readers; never blocks the writer, never loops)
 //!
@@ -665,7 +666,7 @@ impl<const WORDS: usize> RecordRing<WORDS> {
         }
         // Step 7: own state.
         // `next_seq` first: a writer stopped between the two leaves (old head, new seq), which
-        // `complete_abandoned_write` recognises (the committed record `seq` at the old head).
+        // the crash drain's snapshot recognises (the committed record `seq` at the old head).
         self.next_seq.store(seq.wrapping_add(1), Ordering::Relaxed);
         self.head.store(start.wrapping_add(span), Ordering::Relaxed);
         // Tell the crash drain that this call's record is out, even if the writer is stopped before
@@ -753,6 +754,14 @@ impl<const WORDS: usize> RecordRing<WORDS> {
         (r, h)
     }
 
+    /// Steps over the record at the cursor: like [`read`](Self::read), validated the same way, but
+    /// copies only the header (for readers that need to know a record is there and what it is, not
+    /// its payload: the crash drain's scan of the main log and its walk past records already merged).
+    pub(crate) fn step_over(&self, cur: &mut Cursor) -> (Read, Header) {
+        let (r, h, _) = self.read_inner(cur, None, |_| true);
+        (r, h)
+    }
+
     fn read_inner(
         &self,
         cur: &mut Cursor,
@@ -783,12 +792,8 @@ impl<const WORDS: usize> RecordRing<WORDS> {
             let len = (h.len as usize).min(max_payload_for(cap));
             // Taken (payload copied, cursor advanced) or only peeked. `take` sees a header that is
             // validated below: a decision made on a torn header is undone with the `Read` outcome.
-            let out = match out {
-                Some(out) if take(&h) => Some(out),
-                _ => None,
-            };
-            let advance = out.is_some();
-            if let Some(out) = out {
+            let advance = take(&h);
+            if let Some(out) = out.filter(|_| advance) {
                 // Whole words (the buffer is a multiple of WORD long; bytes past `len` are scratch).
                 let (chunks, _) = out.as_chunks_mut::<WORD>();
                 for chunk in chunks.iter_mut().take(len.div_ceil(WORD)) {
@@ -859,45 +864,12 @@ impl<const WORDS: usize> RecordRing<WORDS> {
         }
     }
 
-    /// The writer-side state, for the crash drain and ownership takeover: `(head, next_seq)`.
+    /// The writer-side state, for the crash drain's snapshot: `(head, next_seq)`.
     pub(crate) fn writer_state(&self) -> (usize, usize) {
         (
             self.head.load(Ordering::Relaxed),
             self.next_seq.load(Ordering::Relaxed),
         )
-    }
-
-    /// After taking over a ring whose previous writer stopped for good somewhere inside
-    /// [`write`](Self::write): if that writer had already committed its record but not published
-    /// `head`/`next_seq`, publish them now, so the record is kept and not overwritten by the new
-    /// writer; a record it had not committed is stepped over (the next write reuses its place).
-    /// Returns `true` if a committed record was completed. Bounded: a few loads and stores.
-    pub(crate) fn complete_abandoned_write(&self) -> bool {
-        let mask = self.mask();
-        let cap = mask + 1;
-        let (head, seq) = self.writer_state();
-        // The record at `head` is `seq` (stopped before step 7) or `seq - 1` (stopped between the
-        // `next_seq` and `head` stores of step 7).
-        for (want, bump) in [(seq, true), (seq.wrapping_sub(1), false)] {
-            let mut pos = head;
-            let mut w = self.word(pos, mask).load(Ordering::Acquire);
-            if w == enc(want, ST_WRAP) {
-                pos = pos.wrapping_add(cap - (pos & mask));
-                w = self.word(pos, mask).load(Ordering::Acquire);
-            }
-            if w == enc(want, ST_COMMITTED) {
-                let lw = self
-                    .word(pos.wrapping_add(1 + LEN_WORD), mask)
-                    .load(Ordering::Relaxed);
-                let span = span_words(lw & 0xffff).min(max_span(cap));
-                if bump {
-                    self.next_seq.store(seq.wrapping_add(1), Ordering::Relaxed);
-                }
-                self.head.store(pos.wrapping_add(span), Ordering::Relaxed);
-                return true;
-            }
-        }
-        false
     }
 
     /// A cursor at the oldest intact record (for a reader that starts late).

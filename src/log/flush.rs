@@ -1,20 +1,31 @@
-//! The normal-context flush: who may merge the rings into the main log, and when.
+//! The normal-context flush: who may merge the rings into the main log, when, and how a record moves.
 //!
 //! Contract: one CPU at a time owns the flush. A CPU in normal context (task or irq, no crash) takes
 //! ownership with one compare-exchange or leaves; it never waits for the owner. A CPU that finds the
 //! flush owned sets `pending`, and the owner looks again before it leaves (the `pending` hand-off,
-//! LMM(pending:A/B)), so no record appended before a flush attempt waits for the next log call. The
-//! merge itself is in `merge.rs`; the crash drain takes ownership without consent (`crash.rs`). The
-//! [`FlushHook`] types let test harnesses stop a flush between the steps of a journaled move, as a
-//! CPU frozen there would be.
+//! LMM(pending:A/B)), so no record appended before a flush attempt waits for the next log call.
+//!
+//! The owner runs the merge engine (`merge.rs`) over the per-CPU rings with [`FlushMerge`]: each
+//! source's cursor is its [`Consumer`](super::accounting::Consumer); a record moves by being appended
+//! to the main log (the ring write protocol, the owner being the main log's only writer) and *then*
+//! the source cursor is stored (LMM(cursor:A)). An owner stopped between the two leaves the record in
+//! both places; nothing else ever takes the flush over (the crash drain only reads, and tells the two
+//! copies apart by the record's source and `src_seq`), so no journal is needed. The [`FlushHook`]
+//! types let test harnesses stop a flush between the steps of a move, as a CPU frozen there would be.
+//!
+//! Only records older than every record the flush cannot see yet are moved (see the `log` module
+//! docs): a ring whose next record is in flight bounds the flush at the last timestamp moved from it,
+//! and records younger than `now - settle` stay in their rings.
 
-use super::merge::MergeMode;
+use super::accounting::Consumer;
+use super::merge::{self, Key, Look, Merge, Outcome};
 use super::Log;
-use crate::ring::{NoHook, WriteStep};
+use crate::record::RecordBuf;
+use crate::ring::{span_words, Cursor, NoHook, Read, StepHook, WriteError, WriteStep};
 use crate::sync::Ordering;
 use crate::Platform;
 
-/// What one flush or drain did.
+/// What one flush did.
 ///
 /// ```
 /// # use nmilog::doc_support::OneCpu;
@@ -24,7 +35,7 @@ use crate::Platform;
 /// LOG.append(Level::Info, 0, 0, b"one").unwrap();
 /// LOG.append(Level::Info, 0, 0, b"two").unwrap();
 /// let rep: FlushReport = LOG.flush().unwrap();
-/// assert_eq!((rep.moved, rep.overwritten, rep.torn), (2, 0, 0));
+/// assert_eq!((rep.moved, rep.overwritten), (2, 0));
 /// assert!(rep.steps >= 2);
 /// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -33,13 +44,11 @@ pub struct FlushReport {
     pub moved: u64,
     /// Records found overwritten in a ring before the flush could read them.
     pub overwritten: u64,
-    /// Records found frozen mid-write (crash drain only).
-    pub torn: u64,
     /// Bounded steps taken (each a read or a peek of one record).
     pub steps: u64,
 }
 
-/// Steps of one journaled move from a CPU ring into the main log, for [`FlushHook`]s.
+/// Steps of one move from a CPU ring into the main log, for [`FlushHook`]s.
 ///
 /// ```
 /// # use nmilog::doc_support::OneCpu;
@@ -50,24 +59,47 @@ pub struct FlushReport {
 /// LOG.append(Level::Info, 0, 0, b"hi").unwrap();
 /// let mut steps = Vec::new();
 /// LOG.flush_with_hook(&mut |s: FlushStep| { steps.push(s); true }).unwrap();
-/// assert_eq!(steps.first(), Some(&FlushStep::Journaled));
+/// assert_eq!(steps.first(), Some(&FlushStep::Main(WriteStep::Entered)));
 /// assert!(steps.contains(&FlushStep::Main(WriteStep::Committed)));
 /// assert_eq!(steps.last(), Some(&FlushStep::Done));
 /// ```
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum FlushStep {
-    /// The journal entry is written; the main-log append has not started.
-    Journaled,
     /// A step of the append into the main log.
     Main(WriteStep),
-    /// The source cursor has been advanced; the journal is still set.
+    /// The source cursor has been advanced past the record.
     CursorStored,
-    /// The journal entry is cleared.
+    /// The move is complete.
     Done,
 }
 
-/// Called between the steps of a journaled move (test harnesses); `false` stops the flush there, as a
-/// CPU frozen at that point would.
+impl FlushStep {
+    /// Every step of one move, in order.
+    ///
+    /// ```
+    /// use nmilog::FlushStep;
+    /// assert_eq!(FlushStep::ALL.len(), 10);
+    /// assert_eq!(FlushStep::ALL.last(), Some(&FlushStep::Done));
+    /// ```
+    pub const ALL: [FlushStep; 10] = [
+        FlushStep::Main(WriteStep::Entered),
+        FlushStep::Main(WriteStep::TailAdvanced),
+        FlushStep::Main(WriteStep::Reserved),
+        FlushStep::Main(WriteStep::HeaderWritten),
+        FlushStep::Main(WriteStep::PayloadHalf),
+        FlushStep::Main(WriteStep::PayloadWritten),
+        FlushStep::Main(WriteStep::Committed),
+        FlushStep::Main(WriteStep::Published),
+        FlushStep::CursorStored,
+        FlushStep::Done,
+    ];
+}
+
+/// Called between the steps of a move (test harnesses); `false` stops the flush there, as a CPU
+/// frozen at that point would.
+///
+/// A flush owner stopped right after the main-log commit leaves the record in the main log *and*
+/// (by its cursor) still unmoved in its ring; the crash drain delivers it once:
 ///
 /// ```
 /// # use nmilog::doc_support::OneCpu;
@@ -76,14 +108,18 @@ pub enum FlushStep {
 /// use nmilog::ring::WriteStep;
 /// LOG.set_flush_policy(FlushPolicy::Deferred);
 /// LOG.append(Level::Info, 0, 0, b"moved once").unwrap();
-/// // The flush owner is stopped right after the main-log commit, with the journal still set.
 /// let mut freeze = |s: FlushStep| s != FlushStep::Main(WriteStep::Committed);
 /// LOG.flush_with_hook(&mut freeze);
 /// LOG.crash_enter().unwrap();
-/// let rep = LOG.drain_on_crash();
-/// assert!(rep.repaired_move); // the journal completed the move...
-/// assert_eq!(rep.flush.moved, 0); // ...so the record is not moved twice
-/// assert_eq!(LOG.main().next_seq(), 1);
+/// let mut texts = Vec::new();
+/// let rep = LOG
+///     .drain_on_crash(&|_| true, &mut |_, r: &nmilog::RecordBuf| {
+///         texts.push(r.text().unwrap().to_string());
+///         true
+///     })
+///     .unwrap();
+/// assert_eq!(texts, ["moved once"]);
+/// assert_eq!((rep.from_main, rep.from_rings), (1, 0));
 /// ```
 pub trait FlushHook {
     /// Called after `step`.
@@ -107,7 +143,7 @@ pub trait FlushHook {
     /// LOG.append(Level::Info, 0, 0, b"b").unwrap();
     /// let mut hook = CountMoves(0);
     /// let rep = LOG.flush_with_hook(&mut hook).unwrap();
-    /// assert_eq!((hook.0, rep.moved), (2, 2)); // one journaled move per record
+    /// assert_eq!((hook.0, rep.moved), (2, 2)); // one move per record
     /// assert_eq!(LOG.main().next_seq(), 2);
     /// ```
     fn step(&mut self, step: FlushStep) -> bool;
@@ -123,6 +159,181 @@ impl FlushHook for NoHook {
 impl<F: FnMut(FlushStep) -> bool> FlushHook for F {
     fn step(&mut self, step: FlushStep) -> bool {
         self(step)
+    }
+}
+
+/// Forwards the main-log write's steps to a [`FlushHook`].
+struct MainHookAdapter<'a, H: FlushHook>(&'a mut H);
+impl<H: FlushHook> StepHook for MainHookAdapter<'_, H> {
+    #[inline(always)]
+    fn step(&mut self, step: WriteStep) -> bool {
+        self.0.step(FlushStep::Main(step))
+    }
+}
+
+/// The normal flush as a [`Merge`]: per-CPU rings (from their consumers' cursors) into the main log.
+struct FlushMerge<
+    'a,
+    P: Platform,
+    H: FlushHook,
+    const CPUS: usize,
+    const RING_WORDS: usize,
+    const MAIN_WORDS: usize,
+    const DEPTH: usize,
+> {
+    log: &'a Log<P, CPUS, RING_WORDS, MAIN_WORDS, DEPTH>,
+    hook: &'a mut H,
+    ncpu: usize,
+    bound: u64,
+    rep: FlushReport,
+}
+
+impl<
+        P: Platform,
+        H: FlushHook,
+        const CPUS: usize,
+        const RING_WORDS: usize,
+        const MAIN_WORDS: usize,
+        const DEPTH: usize,
+    > FlushMerge<'_, P, H, CPUS, RING_WORDS, MAIN_WORDS, DEPTH>
+{
+    #[inline(always)]
+    fn split(src: usize) -> (usize, usize) {
+        (src / DEPTH, src % DEPTH)
+    }
+
+    /// Fast path for the common case: nothing committed past the consumer's cursor and no log call in
+    /// progress on that ring (two loads). A stale `next_seq` only delays a record to the next flush:
+    /// its writer's own flush attempt, or the `pending` hand-off, comes after the store.
+    #[inline(always)]
+    fn idle(&self, c: usize, d: usize) -> bool {
+        let ring = &self.log.cpus[c].rings[d];
+        ring.next_seq() as usize == self.log.main.consumers[c][d].seq()
+            && !ring.writer_inside_unpublished()
+    }
+
+    /// [`Merge::head`] past the idle check.
+    fn head_busy(&mut self, c: usize, d: usize, steps: &mut u64) -> Option<Key> {
+        let ring = &self.log.cpus[c].rings[d];
+        let cons = &self.log.main.consumers[c][d];
+        let mut cur = cons.cursor();
+        // At most two resynchronisations: each moves the cursor to the ring's tail.
+        for _ in 0..3 {
+            *steps += 1;
+            match ring.peek(&mut cur) {
+                (Read::Record, h) => {
+                    let src = (c * DEPTH + d) as u32;
+                    return Some(Key {
+                        ts: h.ts_ns,
+                        tie: src,
+                        src,
+                    });
+                }
+                // A running writer publishes it; a later flush moves it.
+                (Read::Empty, _) => return None,
+                (Read::InFlight, _) => {
+                    // Strict: a record with the in-flight record's timestamp could tie with it, and
+                    // ties are broken by CPU, which the in-flight record has not had yet.
+                    self.bound = self.bound.min(cons.last_ts.get().saturating_sub(1));
+                    return None;
+                }
+                (Read::Overwritten { missed }, _) => {
+                    cons.set_cursor(cur);
+                    Consumer::add(&cons.overwritten, missed);
+                    self.rep.overwritten = self.rep.overwritten.wrapping_add(missed);
+                }
+            }
+        }
+        // Gave up on a ring the writer keeps lapping: whatever it still holds is no older than the
+        // last record moved from it, so nothing newer may be merged before it.
+        self.bound = self.bound.min(cons.last_ts.get());
+        None
+    }
+}
+
+impl<
+        P: Platform,
+        H: FlushHook,
+        const CPUS: usize,
+        const RING_WORDS: usize,
+        const MAIN_WORDS: usize,
+        const DEPTH: usize,
+    > Merge for FlushMerge<'_, P, H, CPUS, RING_WORDS, MAIN_WORDS, DEPTH>
+{
+    fn sources(&self) -> usize {
+        self.ncpu * DEPTH
+    }
+
+    fn bound(&self) -> u64 {
+        self.bound
+    }
+
+    fn stop(&self) -> bool {
+        self.log.crash_cpu.load(Ordering::Relaxed) != 0
+    }
+
+    #[inline(always)]
+    fn head(&mut self, src: usize, steps: &mut u64) -> Option<Key> {
+        let (c, d) = Self::split(src);
+        if self.idle(c, d) {
+            *steps += 1;
+            return None;
+        }
+        self.head_busy(c, d, steps)
+    }
+
+    fn look(
+        &mut self,
+        src: usize,
+        buf: &mut RecordBuf,
+        take: impl FnOnce(Key) -> bool,
+        _steps: &mut u64,
+    ) -> Look {
+        let (c, d) = Self::split(src);
+        let ring = &self.log.cpus[c].rings[d];
+        let cons = &self.log.main.consumers[c][d];
+        let mut cur = cons.cursor();
+        let tie = src as u32;
+        let key = |ts| Key { ts, tie, src: tie };
+        match ring.read_if(&mut cur, buf, |h| take(key(h.ts_ns))) {
+            (Read::Record, _, true) => Look::Taken(cur),
+            (Read::Record, h, false) => Look::NotTaken(key(h.ts_ns)),
+            (Read::Overwritten { missed }, _, _) => {
+                Consumer::add(&cons.overwritten, missed);
+                self.rep.overwritten = self.rep.overwritten.wrapping_add(missed);
+                cons.set_cursor(cur);
+                Look::Dry
+            }
+            // Lapping, the in-flight bound: `head`'s job.
+            (Read::Empty | Read::InFlight, _, _) => Look::Dry,
+        }
+    }
+
+    fn deliver(&mut self, src: usize, buf: &RecordBuf, next: Cursor) -> bool {
+        let (c, d) = Self::split(src);
+        let m = &*self.log.main;
+        let cons = &m.consumers[c][d];
+        let header = buf.header;
+        match m
+            .ring
+            .write(|_| header, buf.payload(), &mut MainHookAdapter(self.hook))
+        {
+            Ok(_) => self.rep.moved += 1,
+            Err(WriteError::Frozen) => return false,
+            Err(WriteError::TooLarge) => {
+                // The main log is smaller than a source ring's largest record: counted, not lost
+                // silently.
+                Consumer::add(&cons.overwritten, 1);
+                self.rep.overwritten = self.rep.overwritten.wrapping_add(1);
+            }
+        }
+        // After the main-log commit: LMM(cursor:A) in `set_cursor`.
+        cons.set_cursor(next);
+        cons.last_ts.set(header.ts_ns);
+        if !self.hook.step(FlushStep::CursorStored) {
+            return false;
+        }
+        self.hook.step(FlushStep::Done)
     }
 }
 
@@ -188,10 +399,9 @@ impl<
                 self.main.pending.store(0, Ordering::Relaxed);
             }
             owned = true;
-            let (rep, completed) = self.flush_owned(MergeMode::Flush, hook);
+            let (rep, completed) = self.flush_owned(hook);
             total.moved += rep.moved;
             total.overwritten = total.overwritten.wrapping_add(rep.overwritten);
-            total.torn += rep.torn;
             total.steps += rep.steps;
             if !completed {
                 // A hook froze the flush: ownership stays with the "frozen" CPU, as it would.
@@ -216,10 +426,12 @@ impl<
     /// # use nmilog::doc_support::OneCpu;
     /// # use nmilog::{FlushPolicy, FlushStep, Level, Log};
     /// # static LOG: Log<OneCpu, 1, 256, 1024> = Log::new(OneCpu);
+    /// use nmilog::ring::WriteStep;
     /// LOG.set_flush_policy(FlushPolicy::Deferred);
     /// LOG.append(Level::Info, 0, 0, b"x").unwrap();
-    /// // Freeze the owner right after it journaled its first move.
-    /// let rep = LOG.flush_with_hook(&mut |s: FlushStep| s != FlushStep::Journaled).unwrap();
+    /// // Freeze the owner as it enters its first main-log write.
+    /// let freeze = |s: FlushStep| s != FlushStep::Main(WriteStep::Entered);
+    /// let rep = LOG.flush_with_hook(&mut { freeze }).unwrap();
     /// assert_eq!(rep.moved, 0);
     /// assert_eq!(LOG.flush(), None); // the "frozen" CPU still owns the flush
     /// ```
@@ -237,5 +449,47 @@ impl<
             .owner
             .compare_exchange(0, cpu + 1, Ordering::SeqCst, Ordering::Relaxed)
             .is_ok()
+    }
+
+    /// The most steps one flush round can take with the current CPU count.
+    #[cfg_attr(not(nmilog_cas), allow(dead_code))]
+    pub(super) fn flush_step_bound(&self) -> u64 {
+        let n = self.platform.cpu_count().min(CPUS) as u64;
+        let per_ring = (RING_WORDS / span_words(0)) as u64 + 1;
+        // Per source: up to three peeks for the first look, two looks per record (the one that ends
+        // a run and the one that moves it), up to three peeks when it runs dry: 6 + 2 × records,
+        // within 3 + 4 × per_ring since per_ring > records. Against a writer that keeps going, the
+        // merge stops before a step could pass the bound.
+        n * DEPTH as u64 * (3 + per_ring * 4)
+    }
+
+    /// The merge (flush owner only). Returns the report and whether it ran to completion (false only
+    /// when a hook froze it).
+    #[cfg_attr(not(nmilog_cas), allow(dead_code))]
+    fn flush_owned<H: FlushHook>(&self, hook: &mut H) -> (FlushReport, bool) {
+        let bound = self
+            .platform
+            .now_ns()
+            .saturating_sub(self.settle_ns.load(Ordering::Relaxed) as u64);
+        let mut m = FlushMerge {
+            log: self,
+            hook,
+            ncpu: self.platform.cpu_count().min(CPUS),
+            bound,
+            rep: FlushReport::default(),
+        };
+        let mut buf = None;
+        let mut steps = 0;
+        let out = merge::run(
+            &mut m,
+            &self.main.flush_heap,
+            &mut buf,
+            self.flush_step_bound(),
+            &mut steps,
+        );
+        let mut rep = m.rep;
+        rep.steps = steps;
+        // Refused: a hook froze the mover. Interrupted (a crash began) or done: release ownership.
+        (rep, out != Outcome::Refused)
     }
 }

@@ -13,12 +13,15 @@
 //!   an opportunistic [`flush`](Log::flush): try once to take flush ownership (one compare-exchange);
 //!   if another CPU owns it, leave the work to that owner (and tell it to look again).
 //! * **Flush** (owner only): merge the per-CPU rings into the main log in timestamp order (ties: CPU,
-//!   then depth), one record at a time, each move journaled so that an owner stopped half-way can be
-//!   taken over without losing or duplicating a record.
-//! * **Crash drain** ([`Log::drain_on_crash`]): on the crashing CPU, once the other CPUs are stopped
-//!   (or declared dead): take flush ownership over without consent, repair the half-done move a stopped
-//!   owner may have left, merge everything, count records frozen mid-write as torn, and write the
-//!   accounting as ordinary records. Its work is bounded by the ring sizes (see [`DrainReport::bound`]).
+//!   then depth), a record at a time: append it to the main log, then advance its ring's cursor.
+//! * **Crash drain** ([`Log::drain_on_crash`]): on the crashing CPU, hand every record of the main
+//!   log and the rings to a sink the crashing CPU alone owns (the handover image, a console), in
+//!   timestamp order and exactly once, counting what was lost and why — **reading** shared state
+//!   only, so that a CPU that did not stop (deaf to the NMI, or late) can resume anything it was
+//!   doing, a flush included, without corrupting the crash log. Its work is bounded by the ring sizes
+//!   (see [`DrainReport::bound`]).
+//!
+//! Both merges run one engine (`merge.rs`); they differ in their sources and their destination.
 //!
 //! # Timestamp order across flushes
 //!
@@ -26,18 +29,19 @@
 //! record is in flight bounds the flush at the last timestamp moved from that ring, and records younger
 //! than `now - settle` stay in their rings (a writer stores its odd sequence word *before* it reads the
 //! clock; the settle window, [`Log::set_flush_settle_ns`], covers the time that store takes to become
-//! visible). The crash drain, with every other CPU stopped, has no such limit.
+//! visible). The crash drain, which merges the main log with everything still in the rings, has no
+//! such limit.
 //!
 //! # Files
 //!
 //! * `context.rs`: context tracking (task, irq, NMI, crash) and the calling CPU's slot;
 //! * `append.rs`: appending a record to the calling CPU's ring (the NMI path and the normal path);
-//! * `flush.rs`: the normal-context flush: ownership (one compare-exchange) and the `pending` hand-off;
-//! * `merge.rs`: the merge both the flush and the crash drain run: run selection, peeking, moves;
-//! * `journal.rs`: the move journal, and its replay after a takeover;
-//! * `crash.rs`: the crash-time drain;
-//! * `accounting.rs`: the flush side's per-source state (cursors, loss counters) and the accounting
-//!   records;
+//! * `merge.rs`: the merge engine both the flush and the crash drain run: heap, runs, bounds;
+//! * `flush.rs`: the normal-context flush: ownership (one compare-exchange), the `pending` hand-off,
+//!   and the move of a record into the main log;
+//! * `crash.rs`: the crash-time drain: its snapshot, its sources and its accounting records;
+//! * `accounting.rs`: the flush side's per-source state (cursors, loss counters) and
+//!   [`Log::counters`];
 //! * `reader.rs`: readers of the main log.
 
 use core::fmt;
@@ -55,7 +59,6 @@ mod append;
 mod context;
 mod crash;
 mod flush;
-mod journal;
 mod merge;
 mod reader;
 
@@ -63,30 +66,28 @@ use self::accounting::Consumer;
 pub use self::accounting::CpuCounters;
 pub use self::append::AppendError;
 pub use self::context::{ContextGuard, CrashEnterError};
-pub use self::crash::DrainReport;
+use self::crash::DrainState;
+pub use self::crash::{CrashSink, DrainError, DrainReport, Origin};
 pub use self::flush::{FlushHook, FlushReport, FlushStep};
-use self::journal::Journal;
+use self::merge::MergeHeap;
 pub use self::reader::MainReader;
 
 const CONSOLE_LOGLEVEL_DEFAULT: usize = Level::Info as usize + 1;
 
-const OWNER_TAKEN_OVER: usize = 1 << (usize::BITS - 1);
-
 /// The main log buffer: a ring written only by the flush owner, the flush-side state of every source
-/// ring, and the journal of the move in progress.
+/// ring, and the flush's merge heap.
 struct MainLog<const MAIN_WORDS: usize, const CPUS: usize, const DEPTH: usize> {
-    /// 0 when free; `cpu + 1` of the owner, with `OWNER_TAKEN_OVER` set after a crash takeover.
+    /// 0 when free; `cpu + 1` of the owner.
+    #[cfg_attr(not(nmilog_cas), allow(dead_code))]
     owner: AtomicUsize,
     /// Set by a CPU that found ownership taken, so the owner looks again before leaving.
     #[cfg_attr(not(nmilog_cas), allow(dead_code))]
     pending: AtomicUsize,
-    /// Incremented by each crash drain; a drain that finds it changed was interrupted by a nested one
-    /// and stops.
-    drain_gen: AtomicUsize,
     ring: RecordRing<MAIN_WORDS>,
-    /// The move in progress.
-    journal: Journal,
     consumers: [[Consumer; DEPTH]; CPUS],
+    /// The flush's merge heap (flush owner only).
+    #[cfg_attr(not(nmilog_cas), allow(dead_code))]
+    flush_heap: MergeHeap<CPUS, DEPTH>,
 }
 
 /// The logger.
@@ -131,6 +132,8 @@ pub struct Log<
     platform: P,
     cpus: [CachePadded<PerCpu<RING_WORDS, DEPTH>>; CPUS],
     main: CachePadded<MainLog<MAIN_WORDS, CPUS, DEPTH>>,
+    /// The crash drain's state (crashing CPU only).
+    crash: CachePadded<DrainState<CPUS, DEPTH>>,
     /// 0, or `cpu + 1` of the crashing CPU.
     crash_cpu: AtomicUsize,
     console_loglevel: AtomicUsize,
@@ -201,11 +204,11 @@ impl<
                 main: CachePadded::new(MainLog {
                     owner: AtomicUsize::new(0),
                     pending: AtomicUsize::new(0),
-                    drain_gen: AtomicUsize::new(0),
                     ring: RecordRing::new(),
-                    journal: Journal::new(),
                     consumers: array_of!(array_of!(Consumer::new(); DEPTH); CPUS),
+                    flush_heap: MergeHeap::new(),
                 }),
+                crash: CachePadded::new(DrainState::new()),
                 crash_cpu: AtomicUsize::new(0),
                 console_loglevel: AtomicUsize::new(0),
                 settle_ns: AtomicUsize::new(0),
