@@ -3,7 +3,9 @@
 use crate::record::flags;
 use crate::ring::{Cursor, NoHook, Read, RecordRing, WriteError, WriteStep};
 use crate::sync::{AtomicUsize, Ordering};
-use crate::{ContextKind, FlushStep, Header, Level, Log, MainReader, Platform, RecordBuf};
+use crate::{
+    ContextKind, DrainReport, FlushStep, Header, Level, Log, MainReader, Origin, Platform, RecordBuf,
+};
 
 /// A platform for single-threaded tests: the "current CPU" is set by the test, the clock ticks by
 /// one on every read.
@@ -254,8 +256,27 @@ fn main_buffer_readers_see_each_record_once_and_count_misses() {
     assert!(early.missed() > 0);
 }
 
+/// One crash drain on the calling CPU into a vector of (origin, timestamp, text).
+fn drain_texts<P: Platform, const C: usize, const R: usize, const M: usize, const D: usize>(
+    log: &Log<P, C, R, M, D>,
+    stopped: &dyn Fn(usize) -> bool,
+) -> (DrainReport, std::vec::Vec<(Origin, u64, std::string::String)>) {
+    let mut out = std::vec::Vec::new();
+    let rep = log
+        .drain_on_crash(stopped, &mut |o: Origin, r: &RecordBuf| {
+            out.push((o, r.header.ts_ns, r.text().unwrap().to_owned()));
+            true
+        })
+        .expect("called on the crashing CPU");
+    (rep, out)
+}
+
+fn texts(out: &[(Origin, u64, std::string::String)]) -> std::vec::Vec<&str> {
+    out.iter().map(|e| e.2.as_str()).collect()
+}
+
 #[test]
-fn drain_counts_a_frozen_writer_as_torn_and_moves_everything_else() {
+fn drain_counts_a_frozen_writer_as_torn_and_delivers_everything_else() {
     let log: Log<Manual, 2, 128, 2048> = Log::new(Manual::new(2));
     log.platform().set_cpu(1);
     log.append_raw(Level::Info, 0, 0, b"cpu1 a").unwrap();
@@ -266,41 +287,36 @@ fn drain_counts_a_frozen_writer_as_torn_and_moves_everything_else() {
     log.append_raw(Level::Info, 0, 0, b"cpu0 a").unwrap();
     log.crash_enter().unwrap();
     log.append_raw(Level::Emerg, 0, 0, b"crash").unwrap();
-    let rep = log.drain_on_crash();
-    assert_eq!(rep.flush.moved, 3);
-    assert_eq!(rep.flush.torn, 1);
-    assert!(rep.flush.steps <= rep.bound);
-    // Idempotent: nothing more, nothing twice.
-    let rep2 = log.drain_on_crash();
-    assert_eq!(rep2.flush.moved, 0);
-    assert_eq!(rep2.flush.torn, 0);
-    assert_eq!(rep2.accounting_records, 0);
-    let mut rd = MainReader::new();
-    let mut buf = RecordBuf::new();
-    let mut texts = std::vec::Vec::new();
-    let mut last_ts = 0;
-    while rd.read(&log, &mut buf) == Read::Record {
-        assert!(buf.header.ts_ns >= last_ts);
-        last_ts = buf.header.ts_ns;
-        texts.push(buf.text().unwrap().to_owned());
-    }
-    assert_eq!(&texts[..3], ["cpu1 a", "cpu0 a", "crash"]);
-    assert_eq!(texts.len(), 4);
-    assert!(
-        texts[3].contains("cpu 1 task (depth 0): 1 torn, 0 overwritten, 0 dropped"),
-        "{}",
-        texts[3]
+    // CPU 1 checked in: its half-written record is torn.
+    let (rep, out) = drain_texts(&log, &|_| true);
+    assert_eq!((rep.from_rings, rep.torn, rep.in_flight), (3, 1, 0), "{rep:?}");
+    assert!(rep.complete && rep.steps <= rep.bound, "{rep:?}");
+    assert!(out.windows(2).all(|w| w[0].1 <= w[1].1), "{out:?}");
+    let t = texts(&out);
+    assert_eq!(t[..3], ["cpu1 a", "cpu0 a", "crash"]);
+    assert_eq!(t.len(), 4);
+    assert_eq!(
+        t[3],
+        "nmilog: cpu 1 task (depth 0): 1 torn, 0 overwritten, 0 dropped"
+    );
+    assert_eq!(out[3].0, Origin::Accounting);
+    assert_eq!(log.counters(1, 0).unwrap().torn, 1);
+    // Every drain is a whole one: the same records again, the loss counted once in each.
+    let (rep2, out2) = drain_texts(&log, &|_| true);
+    assert_eq!((rep2.records, rep2.torn), (rep.records, 1));
+    assert_eq!(texts(&out2), t);
+    // CPU 1 did not check in: the same call is in flight, not torn (it may still complete).
+    let (rep3, out3) = drain_texts(&log, &|c| c == 0);
+    assert_eq!((rep3.torn, rep3.in_flight, rep3.not_stopped), (0, 1, 1), "{rep3:?}");
+    assert_eq!(
+        texts(&out3)[3],
+        "nmilog: cpu 1 task (depth 0): 0 torn, 0 overwritten, 0 dropped, 1 in flight (CPU not stopped)"
     );
 }
 
 #[test]
-fn drain_takes_over_from_an_owner_frozen_at_each_step_of_a_move() {
-    let steps: std::vec::Vec<FlushStep> = [FlushStep::Journaled]
-        .into_iter()
-        .chain(WriteStep::ALL.into_iter().map(FlushStep::Main))
-        .chain([FlushStep::CursorStored, FlushStep::Done])
-        .collect();
-    for stop in steps {
+fn drain_delivers_once_what_an_owner_frozen_at_each_step_of_a_move_left() {
+    for stop in FlushStep::ALL {
         let log: Log<Manual, 2, 128, 2048> = Log::new(Manual::new(2));
         for i in 0..3 {
             log.platform().set_cpu(i % 2);
@@ -311,16 +327,15 @@ fn drain_takes_over_from_an_owner_frozen_at_each_step_of_a_move() {
         log.platform().set_cpu(1);
         let _ = log.flush_hooked(&mut |s: FlushStep| s != stop);
         log.platform().set_cpu(0);
+        // The frozen owner keeps the flush: nobody else can flush.
+        assert_eq!(log.flush(), None, "{stop:?}");
         log.crash_enter().unwrap();
-        let rep = log.drain_on_crash();
-        assert_eq!(rep.took_over_from, Some(1), "{stop:?}");
-        let mut rd = MainReader::new();
-        let mut buf = RecordBuf::new();
-        let mut texts = std::vec::Vec::new();
-        while rd.read(&log, &mut buf) == Read::Record {
-            texts.push(buf.text().unwrap().to_owned());
+        for stopped in [&|_| true as bool, &|c| c == 0] as [&dyn Fn(usize) -> bool; 2] {
+            let (rep, out) = drain_texts(&log, stopped);
+            assert_eq!(texts(&out), ["rec 0", "rec 1", "rec 2"], "{stop:?}");
+            assert_eq!((rep.torn, rep.in_flight, rep.main_lost), (0, 0, 0), "{stop:?}");
+            assert!(rep.steps <= rep.bound);
         }
-        assert_eq!(texts, ["rec 0", "rec 1", "rec 2"], "{stop:?}");
     }
 }
 
@@ -397,94 +412,91 @@ fn deferred_policy_leaves_records_in_the_rings_until_a_flush() {
 #[test]
 fn drain_merges_many_sources_in_timestamp_cpu_depth_order() {
     // Four CPUs, task and irq rings each, timestamps with many ties across sources (each source's
-    // own timestamps never go backwards, as with a real clock): the main log must hold every record
-    // in (timestamp, CPU, depth) order, each source's records in their own order.
-    let log: Log<Manual, 4, 256, 2048> = Log::new(Manual::new(4));
-    let mut expect = std::vec::Vec::new();
-    let mut x: u32 = 0x2545_f491;
-    let mut last = [[0usize; 2]; 4];
-    for n in 0..120usize {
-        x ^= x << 13;
-        x ^= x >> 17;
-        x ^= x << 5;
-        let (cpu, depth) = ((x % 4) as usize, ((x >> 8) % 2) as usize);
-        // Ties: timestamps advance by 0 or 1 per record of a source, from a shared slow base.
-        let ts = (n / 5).max(last[cpu][depth]) + ((x >> 12) % 2) as usize;
-        last[cpu][depth] = ts;
-        log.platform().set_cpu(cpu);
-        let _irq = (depth == 1).then(|| log.enter(ContextKind::Irq));
-        log.platform().set_clock(ts);
-        let text = std::format!("c{cpu} d{depth} n{n}");
-        log.append_raw(Level::Info, 0, 0, text.as_bytes()).unwrap();
-        expect.push((ts as u64, cpu, depth, n, text));
+    // own timestamps never go backwards, as with a real clock); some records flushed into the main
+    // log first: the drain's output must hold every record in (timestamp, CPU, depth) order, each
+    // source's records in their own order, each once.
+    for flushed in [0usize, 40, 120] {
+        let log: Log<Manual, 4, 256, 2048> = Log::new(Manual::new(4));
+        log.set_flush_policy(crate::FlushPolicy::Deferred);
+        let mut expect = std::vec::Vec::new();
+        let mut x: u32 = 0x2545_f491;
+        let mut last = [[0usize; 2]; 4];
+        for n in 0..120usize {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            let (cpu, depth) = ((x % 4) as usize, ((x >> 8) % 2) as usize);
+            // Ties: timestamps advance by 0 or 1 per record of a source, from a shared slow base.
+            let ts = (n / 5).max(last[cpu][depth]) + ((x >> 12) % 2) as usize;
+            last[cpu][depth] = ts;
+            log.platform().set_cpu(cpu);
+            let _irq = (depth == 1).then(|| log.enter(ContextKind::Irq));
+            log.platform().set_clock(ts);
+            let text = std::format!("c{cpu} d{depth} n{n}");
+            log.append_raw(Level::Info, 0, 0, text.as_bytes()).unwrap();
+            expect.push((ts as u64, cpu, depth, n, text));
+            if n + 1 == flushed {
+                log.platform().set_cpu(0);
+                log.platform().set_clock(1_000);
+                log.flush().unwrap();
+            }
+        }
+        expect.sort_by_key(|e| (e.0, e.1, e.2, e.3));
+        log.platform().set_cpu(0);
+        log.crash_enter().unwrap();
+        let (rep, out) = drain_texts(&log, &|_| true);
+        assert_eq!(rep.records, 120, "{rep:?}");
+        assert_eq!(rep.from_main, flushed as u64, "{rep:?}");
+        assert!(rep.steps <= rep.bound, "{rep:?}");
+        let got: std::vec::Vec<_> = out.iter().map(|e| (e.1, e.2.clone())).collect();
+        let want: std::vec::Vec<_> = expect.into_iter().map(|e| (e.0, e.4)).collect();
+        assert_eq!(got, want, "flushed {flushed}");
     }
-    expect.sort_by_key(|e| (e.0, e.1, e.2, e.3));
-    log.platform().set_cpu(0);
-    log.crash_enter().unwrap();
-    let rep = log.drain_on_crash();
-    assert_eq!(rep.flush.moved, 120, "{rep:?}");
-    assert!(rep.flush.steps <= rep.bound, "{rep:?}");
-    let mut rd = MainReader::new();
-    let mut buf = RecordBuf::new();
-    let mut got = std::vec::Vec::new();
-    while rd.read(&log, &mut buf) == Read::Record {
-        got.push((buf.header.ts_ns, buf.text().unwrap().to_owned()));
-    }
-    let want: std::vec::Vec<_> = expect.into_iter().map(|e| (e.0, e.4)).collect();
-    assert_eq!(got, want);
 }
 
 #[test]
-fn nested_crash_drain_at_every_step_of_a_drain_delivers_each_record_once() {
-    // A fault inside the crash path: the drain is interrupted at its k-th hook step by a nested crash
-    // on the same CPU, whose own drain runs to the end; the interrupted drain never resumes (crash
-    // paths do not return). For every k, every record must be in the main log exactly once, in order,
-    // and the nested drain must stay within its bound.
+fn nested_crash_drain_at_every_record_of_a_drain_delivers_each_record_once() {
+    // A fault inside the crash path: the drain is interrupted after its k-th record by a nested crash
+    // on the same CPU, whose own drain runs to the end. The nested drain's output must hold every
+    // record exactly once, in order; the interrupted drain, if it were resumed, stops.
     let records = 6;
-    // Miri interprets every step: there, every third interruption point (still all kinds of step).
-    let stride = if cfg!(miri) { 3 } else { 1 };
-    let mut k = 0;
-    loop {
-        let log: Log<Manual, 2, 64, 512> = Log::new(Manual::new(2));
-        for i in 0..records {
-            log.platform().set_cpu(i % 2);
-            let _irq = (i % 3 == 2).then(|| log.enter(ContextKind::Irq));
-            log.append_raw(Level::Info, 0, 0, std::format!("rec {i}").as_bytes())
+    for resume in [false, true] {
+        for k in 0..=records {
+            let log: Log<Manual, 2, 64, 512> = Log::new(Manual::new(2));
+            for i in 0..records {
+                log.platform().set_cpu(i % 2);
+                let _irq = (i % 3 == 2).then(|| log.enter(ContextKind::Irq));
+                log.append_raw(Level::Info, 0, 0, std::format!("rec {i}").as_bytes())
+                    .unwrap();
+            }
+            log.platform().set_cpu(0);
+            log.crash_enter().unwrap();
+            let mut seen = 0;
+            let mut nested = None;
+            let outer = log
+                .drain_on_crash(&|_| true, &mut |_, _: &RecordBuf| {
+                    seen += 1;
+                    if seen == k {
+                        nested = Some(drain_texts(&log, &|_| true));
+                        return resume;
+                    }
+                    true
+                })
                 .unwrap();
-        }
-        log.platform().set_cpu(0);
-        log.crash_enter().unwrap();
-        let mut seen = 0;
-        let mut nested = None;
-        let outer = log.drain_on_crash_hooked(&mut |_: FlushStep| {
-            seen += 1;
-            if seen == k + 1 {
-                // The nested crash's drain, on the same CPU, from inside the interrupted one.
-                nested = Some(log.drain_on_crash());
-                return false;
-            }
-            true
-        });
-        let mut rd = MainReader::new();
-        let mut buf = RecordBuf::new();
-        let mut texts = std::vec::Vec::new();
-        while rd.read(&log, &mut buf) == Read::Record {
-            texts.push(buf.text().unwrap().to_owned());
-        }
-        let want: std::vec::Vec<_> = (0..records).map(|i| std::format!("rec {i}")).collect();
-        assert_eq!(texts, want, "interrupted at hook step {k}");
-        match nested {
-            Some(rep) => {
-                assert!(rep.flush.steps <= rep.bound, "step {k}: {rep:?}");
-                assert_eq!(rep.flush.torn, 0, "step {k}: {rep:?}");
-            }
-            None => {
-                // k is past the last step: the outer drain ran to completion on its own.
-                assert_eq!(outer.flush.moved, records as u64);
-                assert!(k > 0);
-                break;
+            let want: std::vec::Vec<_> = (0..records).map(|i| std::format!("rec {i}")).collect();
+            match nested {
+                Some((rep, out)) => {
+                    assert_eq!(texts(&out), want, "interrupted after record {k}");
+                    assert!(rep.complete && rep.steps <= rep.bound, "{k}: {rep:?}");
+                    assert!(!outer.complete, "{k}: the interrupted drain must stop");
+                    assert_eq!(outer.records, k as u64, "{k}: {outer:?}");
+                }
+                None => {
+                    assert_eq!(k, 0);
+                    assert!(outer.complete);
+                    assert_eq!(outer.records, records as u64);
+                }
             }
         }
-        k += stride;
     }
 }

@@ -934,18 +934,16 @@ pub fn crash_shutdown<
         Level::Emerg,
         0,
         format_args!(
-            "crash: log drained: {} records moved, {} torn, {} overwritten, {} steps (bound {}){}",
-            d.flush.moved,
-            d.flush.torn,
-            d.flush.overwritten,
-            d.flush.steps,
+            "crash: log drained: {} records ({} from the main log, {} from the rings), {} torn, {} in flight on {} CPUs that did not stop, {} overwritten, {} steps (bound {})",
+            d.records,
+            d.from_main,
+            d.from_rings,
+            d.torn,
+            d.in_flight,
+            d.not_stopped,
+            d.overwritten,
+            d.steps,
             d.bound,
-            match (d.took_over_from, d.repaired_move) {
-                (Some(_), true) =>
-                    "; flush ownership taken over from a stopped CPU, its half-done move repaired",
-                (Some(_), false) => "; flush ownership taken over from a stopped CPU",
-                _ => "",
-            }
         ),
     );
     let _ = log.log_fmt(
