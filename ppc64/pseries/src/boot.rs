@@ -32,7 +32,7 @@
 //! Unlike Linux's macro it also sets MSR[SF], because VOF enters in 32-bit mode. It clobbers r10-r12.
 //! The encodings were produced with `llvm-mc --triple=powerpc64-unknown-linux-gnu --show-encoding`.
 
-use crate::smp;
+use crate::{percpu, smp};
 
 core::arch::global_asm!(
     r#"
@@ -178,7 +178,7 @@ __boot_stack_top:
     "#,
     boot_rust = sym boot_rust,
     secondary_rust = sym smp::secondary_rust,
-    stack_top = const smp::OFF_STACK_TOP,
+    stack_top = const percpu::OFF_STACK_TOP,
 );
 
 /// The boot CPU's first Rust code: little-endian, 64-bit, on the boot stack, r2 set, .bss zeroed.

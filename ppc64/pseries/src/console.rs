@@ -11,7 +11,7 @@
 use core::fmt::{self, Write};
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
-use crate::{hcall, smp, timebase};
+use crate::{hcall, percpu, timebase};
 
 /// Terminal number for H_PUT_TERM_CHAR (the vty's `reg`; 0 means "the default vty" to QEMU).
 static TERM: AtomicU64 = AtomicU64::new(0);
@@ -62,7 +62,7 @@ impl Write for Out {
 }
 
 fn lock(deadline: Option<timebase::Deadline>) -> bool {
-    let me = smp::this_cpu_index() + 1;
+    let me = percpu::this_cpu_index() + 1;
     loop {
         match LOCK.compare_exchange_weak(0, me, Ordering::Acquire, Ordering::Relaxed) {
             Ok(_) => return true,

@@ -167,7 +167,7 @@ extern "C" fn external_rust() {
         if h != 0 {
             // SAFETY: EXT_HANDLER only ever holds 0 or a `fn(usize, u32)` stored by `install_external`.
             let f = unsafe { core::mem::transmute::<usize, fn(usize, u32)>(h) };
-            f(crate::smp::this_cpu_index(), xisr);
+            f(crate::percpu::this_cpu_index(), xisr);
         }
     }
     if xisr != 0 {
@@ -217,6 +217,6 @@ extern "C" fn decrementer_rust() {
     if h != 0 {
         // SAFETY: HANDLER only ever holds 0 or a `fn(usize)` stored by `install`.
         let f = unsafe { core::mem::transmute::<usize, fn(usize)>(h) };
-        f(crate::smp::this_cpu_index());
+        f(crate::percpu::this_cpu_index());
     }
 }
