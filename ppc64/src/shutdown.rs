@@ -143,41 +143,128 @@ pub fn on_nmi_stop<
     if cpu == crasher {
         return;
     }
-    stop_self(log, machine, state, regs, "NMI", note)
+    Crash {
+        log,
+        machine,
+        state,
+    }
+    .stop_self(regs, "NMI", note)
 }
 
-fn stop_self<
+/// What every step of the sequence works on.
+struct Crash<
+    'a,
     P: Platform,
     M: Machine,
     const CPUS: usize,
     const RING_WORDS: usize,
     const MAIN_WORDS: usize,
     const DEPTH: usize,
->(
-    log: &Log<P, CPUS, RING_WORDS, MAIN_WORDS, DEPTH>,
-    machine: &M,
-    state: &CrashState<CPUS>,
-    regs: SavedRegs,
-    how: &str,
-    note: fmt::Arguments<'_>,
-) -> ! {
-    let cpu = log.platform().cpu_id();
-    let (kind, depth) = log.context().unwrap_or((ContextKind::Task, 0));
-    log.nmi_enter();
-    let ts = machine.now_ns();
-    let _ = log.log_fmt(
-        Level::Emerg,
-        0,
-        format_args!(
+> {
+    log: &'a Log<P, CPUS, RING_WORDS, MAIN_WORDS, DEPTH>,
+    machine: &'a M,
+    state: &'a CrashState<CPUS>,
+}
+
+impl<
+        P: Platform,
+        M: Machine,
+        const CPUS: usize,
+        const RING_WORDS: usize,
+        const MAIN_WORDS: usize,
+        const DEPTH: usize,
+    > Crash<'_, P, M, CPUS, RING_WORDS, MAIN_WORDS, DEPTH>
+{
+    /// Logs one of the sequence's messages at emerg level. Never blocks: the log is in crash mode,
+    /// or this CPU is in NMI context (the per-CPU rings, no lock).
+    fn emerg(&self, args: fmt::Arguments<'_>) {
+        let _ = self.log.log_fmt(Level::Emerg, 0, args);
+    }
+
+    /// Stops the calling CPU for good: NMI context, the "stopped" record, the saved registers and
+    /// the check-in, then parks.
+    fn stop_self(&self, regs: SavedRegs, how: &str, note: fmt::Arguments<'_>) -> ! {
+        let (log, machine) = (self.log, self.machine);
+        let cpu = log.platform().cpu_id();
+        let (kind, depth) = log.context().unwrap_or((ContextKind::Task, 0));
+        log.nmi_enter();
+        let ts = machine.now_ns();
+        self.emerg(format_args!(
             "CPU {} stopped ({} in {} context; {})",
             cpu,
             how,
             kind.name(),
             note
-        ),
-    );
-    state.check_in(cpu, ts, regs, kind, depth);
-    machine.park()
+        ));
+        self.state.check_in(cpu, ts, regs, kind, depth);
+        machine.park()
+    }
+
+    /// Masks every interrupt source before the switchover without waiting on the firmware lock (see
+    /// [`crate::rtas`] for the decision), and says how.
+    fn mask_interrupts(&self, rtas: &RtasLock, cpu: usize) -> MaskOutcome {
+        let (machine, state) = (self.machine, self.state);
+        let decision = rtas.crash_acquire(cpu, |c| state.checked_in(c));
+        let mut out = MaskOutcome {
+            path: MaskPath::Rtas,
+            decision,
+            masked: 0,
+            failed: 0,
+        };
+        match decision {
+            CrashAcquire::Acquired | CrashAcquire::AlreadyOwn | CrashAcquire::TakenOver { .. } => {
+                // We own the lock and no other CPU is in firmware (nor ever will be): PAPR's
+                // serialisation holds. Use our own argument buffer, never the frozen holder's.
+                let n = machine.irq_source_count();
+                for src in 0..n {
+                    rtas.enter_call(cpu);
+                    let r = machine.firmware_mask_source(src, &state.rtas_args);
+                    rtas.leave_call(cpu);
+                    match r {
+                        Ok(()) => out.masked += 1,
+                        Err(_) => out.failed += 1,
+                    }
+                }
+                rtas.unlock(cpu);
+                if let CrashAcquire::TakenOver { from } = decision {
+                    out.path = MaskPath::RtasTakeover;
+                    self.emerg(format_args!(
+                        "kexec: RTAS lock held by CPU {} (stopped outside the firmware call): taken over; masked {} of {} interrupt sources via ibm,int-off [mask_path=rtas-takeover]",
+                        from, out.masked, n
+                    ));
+                } else {
+                    self.emerg(format_args!(
+                        "kexec: masked {} of {} interrupt sources via RTAS ibm,int-off [mask_path=rtas]",
+                        out.masked, n
+                    ));
+                }
+                if out.failed != 0 {
+                    self.emerg(format_args!(
+                        "kexec: ibm,int-off failed for {} sources",
+                        out.failed
+                    ));
+                }
+            }
+            CrashAcquire::Unsafe {
+                holder,
+                inside,
+                stopped,
+            } => {
+                out.path = MaskPath::Presenter;
+                machine.mask_at_presenter();
+                let why = match (inside, stopped) {
+                    (true, _) => "frozen inside the firmware call",
+                    (false, false) => "did not stop",
+                    (false, true) => "changed hands",
+                };
+                self.emerg(format_args!(
+                    "kexec: RTAS lock held by CPU {} ({}): RTAS not called (PAPR: calls are serialised); interrupts masked at the presenter (CPPR=0) [mask_path=presenter]",
+                    holder as isize, why
+                ));
+            }
+        }
+        out
+    }
 }
 
 /// The crash-shutdown sequence (see the [module docs](self)): on the crashing CPU, with interrupts
@@ -236,12 +323,14 @@ pub fn crash_shutdown<
     cfg: &ShutdownConfig,
     reason: fmt::Arguments<'_>,
 ) -> ! {
+    let crash = Crash {
+        log,
+        machine,
+        state,
+    };
     let cpu = match log.crash_enter() {
         Ok(c) => c,
-        Err(nmilog::CrashEnterError::OtherCpu { cpu: other }) => stop_self(
-            log,
-            machine,
-            state,
+        Err(nmilog::CrashEnterError::OtherCpu { cpu: other }) => crash.stop_self(
             SavedRegs::default(),
             "crash",
             format_args!("CPU {} is already crashing", other),
@@ -272,19 +361,11 @@ pub fn crash_shutdown<
         image_len: 0,
         image_error: None,
     };
-    let _ = log.log_fmt(
-        Level::Emerg,
-        0,
-        format_args!("crash: CPU {} crashing: {}", cpu, reason),
-    );
-    let _ = log.log_fmt(
-        Level::Emerg,
-        0,
-        format_args!(
-            "crash: sending NMI IPI to {} other CPUs",
-            ncpu.saturating_sub(1)
-        ),
-    );
+    crash.emerg(format_args!("crash: CPU {} crashing: {}", cpu, reason));
+    crash.emerg(format_args!(
+        "crash: sending NMI IPI to {} other CPUs",
+        ncpu.saturating_sub(1)
+    ));
 
     // 1. Stop everybody else, then wait for the check-ins: bounded by time and by iterations.
     machine.nmi_ipi_all_but_self(cpu);
@@ -306,51 +387,39 @@ pub fn crash_shutdown<
         report.answered[c] = ok;
         if !ok {
             report.not_answered += 1;
-            let _ = log.log_fmt(
-                Level::Emerg,
-                0,
-                format_args!(
-                    "crash: CPU {} did not answer the NMI IPI within {} ms",
-                    c,
-                    cfg.ack_timeout_ns / 1_000_000
-                ),
-            );
+            crash.emerg(format_args!(
+                "crash: CPU {} did not answer the NMI IPI within {} ms",
+                c,
+                cfg.ack_timeout_ns / 1_000_000
+            ));
         }
     }
     report.t_ipi_done_ns = machine.now_ns();
     // The message that deadlocked on logbuf_lock in 2020: here it only appends to this CPU's ring.
-    let _ = log.log_fmt(Level::Emerg, 0, format_args!("IPI complete"));
+    crash.emerg(format_args!("IPI complete"));
 
     // 2. Mask interrupts (machine_kexec_mask_interrupts) without waiting on the firmware lock.
-    report.mask = mask_interrupts(log, machine, state, rtas, cpu);
+    report.mask = crash.mask_interrupts(rtas, cpu);
     report.t_masked_ns = machine.now_ns();
 
     // 3. Drain, announce, drain again (so the announcement is in the image), serialise.
     report.drains[0] = log.drain_on_crash();
     let d = report.drains[0];
-    let _ = log.log_fmt(
-        Level::Emerg,
-        0,
-        format_args!(
-            "crash: log drained: {} records moved, {} torn, {} overwritten, {} steps (bound {}){}",
-            d.flush.moved,
-            d.flush.torn,
-            d.flush.overwritten,
-            d.flush.steps,
-            d.bound,
-            match (d.took_over_from, d.repaired_move) {
-                (Some(_), true) =>
-                    "; flush ownership taken over from a stopped CPU, its half-done move repaired",
-                (Some(_), false) => "; flush ownership taken over from a stopped CPU",
-                _ => "",
-            }
-        ),
-    );
-    let _ = log.log_fmt(
-        Level::Emerg,
-        0,
-        format_args!("kexec: Starting switchover sequence."),
-    );
+    crash.emerg(format_args!(
+        "crash: log drained: {} records moved, {} torn, {} overwritten, {} steps (bound {}){}",
+        d.flush.moved,
+        d.flush.torn,
+        d.flush.overwritten,
+        d.flush.steps,
+        d.bound,
+        match (d.took_over_from, d.repaired_move) {
+            (Some(_), true) =>
+                "; flush ownership taken over from a stopped CPU, its half-done move repaired",
+            (Some(_), false) => "; flush ownership taken over from a stopped CPU",
+            _ => "",
+        }
+    ));
+    crash.emerg(format_args!("kexec: Starting switchover sequence."));
     report.drains[1] = log.drain_on_crash();
     match handover::write_image(log, image) {
         Ok(n) => report.image_len = n,
@@ -359,95 +428,6 @@ pub fn crash_shutdown<
     report.t_switch_ns = machine.now_ns();
     let len = report.image_len.min(image.len());
     machine.kexec(&image[..len], &report)
-}
-
-fn mask_interrupts<
-    P: Platform,
-    M: Machine,
-    const CPUS: usize,
-    const RING_WORDS: usize,
-    const MAIN_WORDS: usize,
-    const DEPTH: usize,
->(
-    log: &Log<P, CPUS, RING_WORDS, MAIN_WORDS, DEPTH>,
-    machine: &M,
-    state: &CrashState<CPUS>,
-    rtas: &RtasLock,
-    cpu: usize,
-) -> MaskOutcome {
-    let decision = rtas.crash_acquire(cpu, |c| state.checked_in(c));
-    let mut out = MaskOutcome {
-        path: MaskPath::Rtas,
-        decision,
-        masked: 0,
-        failed: 0,
-    };
-    match decision {
-        CrashAcquire::Acquired | CrashAcquire::AlreadyOwn | CrashAcquire::TakenOver { .. } => {
-            // We own the lock and no other CPU is in firmware (nor ever will be): PAPR's
-            // serialisation holds. Use our own argument buffer, never the frozen holder's.
-            let n = machine.irq_source_count();
-            for src in 0..n {
-                rtas.enter_call(cpu);
-                let r = machine.firmware_mask_source(src, &state.rtas_args);
-                rtas.leave_call(cpu);
-                match r {
-                    Ok(()) => out.masked += 1,
-                    Err(_) => out.failed += 1,
-                }
-            }
-            rtas.unlock(cpu);
-            if let CrashAcquire::TakenOver { from } = decision {
-                out.path = MaskPath::RtasTakeover;
-                let _ = log.log_fmt(
-                    Level::Emerg,
-                    0,
-                    format_args!(
-                        "kexec: RTAS lock held by CPU {} (stopped outside the firmware call): taken over; masked {} of {} interrupt sources via ibm,int-off [mask_path=rtas-takeover]",
-                        from, out.masked, n
-                    ),
-                );
-            } else {
-                let _ = log.log_fmt(
-                    Level::Emerg,
-                    0,
-                    format_args!(
-                        "kexec: masked {} of {} interrupt sources via RTAS ibm,int-off [mask_path=rtas]",
-                        out.masked, n
-                    ),
-                );
-            }
-            if out.failed != 0 {
-                let _ = log.log_fmt(
-                    Level::Emerg,
-                    0,
-                    format_args!("kexec: ibm,int-off failed for {} sources", out.failed),
-                );
-            }
-        }
-        CrashAcquire::Unsafe {
-            holder,
-            inside,
-            stopped,
-        } => {
-            out.path = MaskPath::Presenter;
-            machine.mask_at_presenter();
-            let why = match (inside, stopped) {
-                (true, _) => "frozen inside the firmware call",
-                (false, false) => "did not stop",
-                (false, true) => "changed hands",
-            };
-            let _ = log.log_fmt(
-                Level::Emerg,
-                0,
-                format_args!(
-                    "kexec: RTAS lock held by CPU {} ({}): RTAS not called (PAPR: calls are serialised); interrupts masked at the presenter (CPPR=0) [mask_path=presenter]",
-                    holder as isize, why
-                ),
-            );
-        }
-    }
-    out
 }
 
 #[cfg(test)]
