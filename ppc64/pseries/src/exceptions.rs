@@ -15,6 +15,7 @@
 
 use core::sync::atomic::{AtomicUsize, Ordering};
 
+use crate::asm;
 use crate::percpu::{self, SavedRegs};
 
 const OFF_NIP: usize = core::mem::offset_of!(SavedRegs, nip);
@@ -64,17 +65,10 @@ __system_reset_entry:
     ld 1, {nmi_stack}(13)
     li 0, 0
     std 0, 0(1)
-    /* TOC */
-    lis 2, .TOC.@ha
-    addi 2, 2, .TOC.@l
-    /* MSR |= VEC | VSX | FP | RI */
-    mfmsr 11
-    lis 12, 0x0280
-    ori 12, 12, 0x2002
-    or 11, 11, 12
-    mtmsrd 11
-    isync
-
+"#,
+    asm::load_toc!(),
+    asm::enable_fp_vsx!(),
+    r#"
     ld 3, {index}(13)
     addi 4, 13, {saved}
     bl {rust}

@@ -16,6 +16,7 @@
 // Platform modules expose API (all-CPU NMI, stopped-state query, ...) that this image does not use.
 #![allow(dead_code)]
 
+mod asm;
 mod baseline;
 mod boot;
 mod bootparams;
@@ -34,6 +35,7 @@ mod percpu;
 mod rtas;
 mod scenario;
 mod smp;
+mod term;
 mod timebase;
 mod workload;
 
