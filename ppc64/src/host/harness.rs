@@ -12,8 +12,8 @@ use std::sync::OnceLock;
 
 use nmilog::host::HostPlatform;
 
-use super::config::{Role, SimConfig};
-use super::{sys, EXIT_FAIL, MAX_CPUS};
+use super::config::{Role, SimConfig, EXIT_FAIL, MAX_CPUS};
+use super::sys;
 
 /// How long the CPU threads may take to start (publish their thread ids).
 const SPAWN_TIMEOUT_NS: u64 = 10_000_000_000;
