@@ -11,14 +11,19 @@
 //!
 //! Loom's atomics cannot be built in a `const` context. [`const_or_loom_fn!`] writes a constructor
 //! once and expands it to a `const fn` normally and to a plain `fn` under loom; inside it,
-//! [`array_of!`] builds an array of non-`Copy` values in either build.
+//! [`array_of!`] builds an array of non-`Copy` values in either build. A `static` cannot hold loom
+//! atomics at all: the few process-wide registration statics (the global logger, the rate-limit
+//! clock, the `log` backend) are compiled only outside loom.
 
 // Every atomic type the crate uses, from one place (some only on some targets or features).
 #[allow(unused_imports)]
 #[cfg(not(nmilog_loom))]
-pub(crate) use portable_atomic::{
-    fence, AtomicBool, AtomicPtr, AtomicU64, AtomicU8, AtomicUsize, Ordering,
-};
+pub(crate) use portable_atomic::{fence, AtomicBool, AtomicPtr, AtomicU8, AtomicUsize, Ordering};
+// 64-bit atomics only where the target has them natively: portable-atomic has no `AtomicU64` on
+// 32-bit targets without its `fallback` feature (riscv32imac, thumbv6m).
+#[allow(unused_imports)]
+#[cfg(all(not(nmilog_loom), target_has_atomic = "64"))]
+pub(crate) use portable_atomic::AtomicU64;
 
 #[allow(unused_imports)]
 #[cfg(nmilog_loom)]
@@ -71,15 +76,3 @@ macro_rules! array_of {
     };
 }
 pub(crate) use array_of;
-
-/// `[AtomicUsize; N]` filled with zeros, in a `const` context.
-#[cfg(not(nmilog_loom))]
-pub(crate) const fn zeroed_words<const N: usize>() -> [AtomicUsize; N] {
-    [const { AtomicUsize::new(0) }; N]
-}
-
-/// `[AtomicUsize; N]` filled with zeros (loom atomics are not `const`-constructible).
-#[cfg(nmilog_loom)]
-pub(crate) fn zeroed_words<const N: usize>() -> [AtomicUsize; N] {
-    core::array::from_fn(|_| AtomicUsize::new(0))
-}
