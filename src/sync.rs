@@ -31,6 +31,45 @@ pub(crate) use loom::sync::atomic::{
     fence, AtomicBool, AtomicPtr, AtomicU64, AtomicU8, AtomicUsize, Ordering,
 };
 
+/// A busy-wait hint for a bounded polling loop (the console handover wait). Under loom it is loom's
+/// `spin_loop`, which yields to the other model threads: the model checker then explores the
+/// waiter's bound without treating each poll as a fresh interleaving.
+#[allow(unused_imports)]
+#[cfg(not(nmilog_loom))]
+pub(crate) use core::hint::spin_loop;
+#[allow(unused_imports)]
+#[cfg(nmilog_loom)]
+pub(crate) use loom::hint::spin_loop;
+
+/// A cell whose accesses loom checks for data races (tokio's `loom::cell` shape): normally a thin
+/// wrapper around [`core::cell::UnsafeCell`], under `cfg(nmilog_loom)` loom's own cell. Access goes
+/// through `with` (shared) and `with_mut` (exclusive) closures that receive the raw pointer.
+#[cfg(not(nmilog_loom))]
+pub(crate) struct UnsafeCell<T>(core::cell::UnsafeCell<T>);
+
+#[cfg(not(nmilog_loom))]
+impl<T> UnsafeCell<T> {
+    /// A cell holding `value`.
+    pub(crate) const fn new(value: T) -> Self {
+        UnsafeCell(core::cell::UnsafeCell::new(value))
+    }
+
+    /// Runs `f` with a pointer for reading (the caller guarantees no concurrent writer).
+    #[inline(always)]
+    pub(crate) fn with<R>(&self, f: impl FnOnce(*const T) -> R) -> R {
+        f(self.0.get())
+    }
+
+    /// Runs `f` with a pointer for writing (the caller guarantees exclusive access).
+    #[inline(always)]
+    pub(crate) fn with_mut<R>(&self, f: impl FnOnce(*mut T) -> R) -> R {
+        f(self.0.get())
+    }
+}
+
+#[cfg(nmilog_loom)]
+pub(crate) use loom::cell::UnsafeCell;
+
 /// A compiler-only barrier: orders this CPU's accesses against an interrupt or NMI handler that runs
 /// on the same CPU (a "signal fence"). Loom models threads, not interrupts, and already keeps program
 /// order within a thread, so the plain core barrier is correct in both builds.
