@@ -31,16 +31,6 @@ use common::*;
 
 // ------------------------------------------------------------------------------------- harness
 
-/// The mechanisms, in table order: (function name, push).
-const MECHS: [(&str, Push); 6] = [
-    ("nmilog", push_nmilog),
-    ("raw_copy", push_raw_copy),
-    ("spinlock_global", push_spinlock),
-    ("mutex_vecdeque", push_mutex),
-    ("crossbeam_array_queue", push_crossbeam),
-    ("heapless_mpmc", push_heapless),
-];
-
 fn setup() {
     HostPlatform::register_cpu(0); // also calibrates the TSC clock, once
     LazyLock::force(&ARRAY_QUEUE);
@@ -55,7 +45,7 @@ fn nmi_path(c: &mut Criterion) {
     setup();
     let rec: Rec32 = *b"cpu 0: NMI watchdog: hard LOCKUP";
     let mut g = c.benchmark_group("nmi_path");
-    for (name, push) in MECHS {
+    for (name, push) in MECHANISMS {
         as_cpu_in_nmi(0, || {
             g.bench_function(name, |b| b.iter(|| push(black_box(&rec))));
         });
@@ -68,7 +58,7 @@ fn nmi_path_contended(c: &mut Criterion) {
     let rec: Rec32 = *b"cpu 0: NMI watchdog: hard LOCKUP";
     pin(Some(0));
     let mut g = c.benchmark_group("nmi_path_contended");
-    for (name, push) in MECHS {
+    for (name, push) in MECHANISMS {
         let contender = Contender::start(push);
         as_cpu_in_nmi(0, || {
             g.bench_function(name, |b| b.iter(|| push(black_box(&rec))));

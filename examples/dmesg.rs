@@ -17,7 +17,8 @@
 //!   joining), flags `-` normal and `c` continuation; text escaped as the kernel does (bytes below
 //!   0x20, from 0x7f, and `\` become `\xNN`).
 //! * `--json`: one object per record, `{"seq":…,"ts_ns":…,"cpu":…,"ctx":"task|irq|nmi|crash",
-//!   "level":…,"text":"…"}`, plus `"cont":true` on continuations and `"raw":true` on raw payloads.
+//!   "level":…,"text":"…"}`, plus `"cont":true` on continuations and `"raw":true` on raw payloads;
+//!   strings escaped by [`nmilog::escape::json_string`] (every control character, U+2028/U+2029).
 //!
 //! `--level N` keeps records (default format: lines) whose level is `<= N`. A payload flagged
 //! [`RAW`](nmilog::record::flags::RAW) or not valid UTF-8 prints as `raw[<len>]: <hex>`. In the default
@@ -32,6 +33,7 @@ use std::fmt::Write as _;
 use std::io::{self, Read, Write};
 use std::process::ExitCode;
 
+use nmilog::escape::json_string;
 use nmilog::handover::{self, ImageRecord};
 use nmilog::record::flags;
 use nmilog::ContextKind;
@@ -134,26 +136,6 @@ fn kmsg_text(r: &ImageRecord<'_>) -> String {
     s
 }
 
-fn json_string(out: &mut String, t: &str) {
-    out.push('"');
-    for c in t.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            '\u{8}' => out.push_str("\\b"),
-            '\u{c}' => out.push_str("\\f"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-}
-
 fn timestamp(ts_ns: u64) -> String {
     format!(
         "[{:5}.{:06}]",
@@ -218,12 +200,12 @@ fn render(image: &handover::Image<'_>, args: &Args, out: &mut impl Write) -> io:
                     "{{\"seq\":{},\"ts_ns\":{},\"cpu\":{},\"ctx\":",
                     r.seq, r.header.ts_ns, r.header.cpu
                 );
-                json_string(&mut s, &ctx_name(&r));
+                let _ = json_string(&mut s, &ctx_name(&r));
                 let _ = write!(s, ",\"level\":{},\"text\":", r.header.level);
-                match r.text() {
+                let _ = match r.text() {
                     Some(t) => json_string(&mut s, t),
                     None => json_string(&mut s, &hex(r.payload)),
-                }
+                };
                 if r.header.flags & flags::CONT != 0 {
                     s.push_str(",\"cont\":true");
                 }

@@ -95,7 +95,7 @@
 
 use core::cell::UnsafeCell;
 
-use portable_atomic::{AtomicUsize, Ordering};
+use crate::sync::{array_of, const_or_loom_fn, signal_fence, AtomicUsize, Ordering};
 
 use crate::record::{facility, flags};
 use crate::{Level, Log, Platform};
@@ -104,15 +104,9 @@ use crate::{Level, Log, Platform};
 ///
 /// ```
 /// # use nmilog::defmt_logger::DefmtSlots;
-/// # use nmilog::{Log, Platform};
-/// # struct One;
-/// # impl Platform for One {
-/// #     fn cpu_id(&self) -> usize { 0 }
-/// #     fn now_ns(&self) -> u64 { 1 }
-/// #     fn cpu_count(&self) -> usize { 1 }
-/// # }
-/// # static LOG: Log<One, 1, 256, 1024> = Log::new(One);
-///
+/// # use nmilog::doc_support::OneCpu;
+/// # use nmilog::Log;
+/// # static LOG: Log<OneCpu, 1, 256, 1024> = Log::new(OneCpu);
 /// use nmilog::defmt_logger::DEFAULT_FRAME_BYTES;
 /// static SLOTS: DefmtSlots<1, 4> = DefmtSlots::new(); // BUF = DEFAULT_FRAME_BYTES
 /// SLOTS.acquire(&LOG);
@@ -137,16 +131,18 @@ struct Slot<const BUF: usize> {
 }
 
 impl<const BUF: usize> Slot<BUF> {
-    const fn new() -> Self {
-        Slot {
-            nest: AtomicUsize::new(0),
-            dropped: AtomicUsize::new(0),
-            frame: UnsafeCell::new(Frame {
-                encoder: defmt::Encoder::new(),
-                buf: [0; BUF],
-                len: 0,
-                overflow: false,
-            }),
+    const_or_loom_fn! {
+        fn new() -> Self {
+            Slot {
+                nest: AtomicUsize::new(0),
+                dropped: AtomicUsize::new(0),
+                frame: UnsafeCell::new(Frame {
+                    encoder: defmt::Encoder::new(),
+                    buf: [0; BUF],
+                    len: 0,
+                    overflow: false,
+                }),
+            }
         }
     }
 
@@ -167,14 +163,9 @@ impl<const BUF: usize> Slot<BUF> {
 /// ```
 /// use nmilog::defmt_logger::DefmtSlots;
 /// use nmilog::record::facility;
-/// use nmilog::{Log, Platform, RecordBuf};
-/// struct One;
-/// impl Platform for One {
-///     fn cpu_id(&self) -> usize { 0 }
-///     fn now_ns(&self) -> u64 { 1 }
-///     fn cpu_count(&self) -> usize { 1 }
-/// }
-/// static LOG: Log<One, 1, 256, 1024> = Log::new(One);
+/// # use nmilog::doc_support::OneCpu;
+/// use nmilog::{Log, RecordBuf};
+/// static LOG: Log<OneCpu, 1, 256, 1024> = Log::new(OneCpu);
 /// static SLOTS: DefmtSlots<1, 4> = DefmtSlots::new();
 ///
 /// // What defmt's macros do for one log call:
@@ -204,6 +195,46 @@ unsafe impl<const CPUS: usize, const DEPTH: usize, const BUF: usize> Sync
 {
 }
 
+/// Shows the shape, the slots with a frame open and the frames dropped in all (not the buffers).
+///
+/// ```
+/// use nmilog::defmt_logger::DefmtSlots;
+/// let s: DefmtSlots<2, 4, 64> = DefmtSlots::new();
+/// assert_eq!(
+///     format!("{s:?}"),
+///     "DefmtSlots { cpus: 2, depth: 4, frame_bytes: 64, open: [], dropped: 0 }"
+/// );
+/// ```
+impl<const CPUS: usize, const DEPTH: usize, const BUF: usize> core::fmt::Debug
+    for DefmtSlots<CPUS, DEPTH, BUF>
+{
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        struct Open<'a, const CPUS: usize, const DEPTH: usize, const BUF: usize>(
+            &'a DefmtSlots<CPUS, DEPTH, BUF>,
+        );
+        impl<const CPUS: usize, const DEPTH: usize, const BUF: usize> core::fmt::Debug
+            for Open<'_, CPUS, DEPTH, BUF>
+        {
+            fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+                let open = (0..CPUS)
+                    .flat_map(|c| (0..DEPTH).map(move |d| (c, d)))
+                    .filter(|&(c, d)| self.0.frame_open(c, d));
+                f.debug_list().entries(open).finish()
+            }
+        }
+        let dropped = (0..CPUS)
+            .flat_map(|c| (0..DEPTH).map(move |d| (c, d)))
+            .fold(0u64, |n, (c, d)| n.saturating_add(self.dropped(c, d)));
+        f.debug_struct("DefmtSlots")
+            .field("cpus", &CPUS)
+            .field("depth", &DEPTH)
+            .field("frame_bytes", &BUF)
+            .field("open", &Open(self))
+            .field("dropped", &dropped)
+            .finish()
+    }
+}
+
 impl<const CPUS: usize, const DEPTH: usize, const BUF: usize> Default
     for DefmtSlots<CPUS, DEPTH, BUF>
 {
@@ -213,23 +244,25 @@ impl<const CPUS: usize, const DEPTH: usize, const BUF: usize> Default
 }
 
 impl<const CPUS: usize, const DEPTH: usize, const BUF: usize> DefmtSlots<CPUS, DEPTH, BUF> {
-    /// Idle slots. `const`, so it can be a `static`.
-    ///
-    /// ```
-    /// use nmilog::defmt_logger::DefmtSlots;
-    /// static SLOTS: DefmtSlots<4, 4, 512> = DefmtSlots::new(); // 512-byte frames
-    /// assert!(!SLOTS.frame_open(3, 3));
-    /// assert_eq!(SLOTS.dropped(3, 3), 0);
-    /// ```
-    pub const fn new() -> Self {
-        DefmtSlots {
-            slots: [const { [const { Slot::new() }; DEPTH] }; CPUS],
+    const_or_loom_fn! {
+        /// Idle slots. `const`, so it can be a `static`.
+        ///
+        /// ```
+        /// use nmilog::defmt_logger::DefmtSlots;
+        /// static SLOTS: DefmtSlots<4, 4, 512> = DefmtSlots::new(); // 512-byte frames
+        /// assert!(!SLOTS.frame_open(3, 3));
+        /// assert_eq!(SLOTS.dropped(3, 3), 0);
+        /// ```
+        pub fn new() -> Self {
+            DefmtSlots {
+                slots: array_of!(array_of!(Slot::new(); DEPTH); CPUS),
+            }
         }
     }
 
-    fn slot<P: Platform, const R: usize, const M: usize>(
+    fn slot<P: Platform, const RING_WORDS: usize, const MAIN_WORDS: usize>(
         &self,
-        log: &Log<P, CPUS, R, M, DEPTH>,
+        log: &Log<P, CPUS, RING_WORDS, MAIN_WORDS, DEPTH>,
     ) -> Option<&Slot<BUF>> {
         let cpu = log.platform().cpu_id();
         if cpu >= log.platform().cpu_count() {
@@ -244,15 +277,9 @@ impl<const CPUS: usize, const DEPTH: usize, const BUF: usize> DefmtSlots<CPUS, D
     ///
     /// ```
     /// # use nmilog::defmt_logger::DefmtSlots;
-    /// # use nmilog::{Log, Platform};
-    /// # struct One;
-    /// # impl Platform for One {
-    /// #     fn cpu_id(&self) -> usize { 0 }
-    /// #     fn now_ns(&self) -> u64 { 1 }
-    /// #     fn cpu_count(&self) -> usize { 1 }
-    /// # }
-    /// # static LOG: Log<One, 1, 256, 1024> = Log::new(One);
-    ///
+    /// # use nmilog::doc_support::OneCpu;
+    /// # use nmilog::Log;
+    /// # static LOG: Log<OneCpu, 1, 256, 1024> = Log::new(OneCpu);
     /// static SLOTS: DefmtSlots<1, 4> = DefmtSlots::new();
     /// SLOTS.acquire(&LOG);
     /// assert!(SLOTS.frame_open(0, 0)); // CPU 0, task context (depth 0)
@@ -262,14 +289,14 @@ impl<const CPUS: usize, const DEPTH: usize, const BUF: usize> DefmtSlots<CPUS, D
     /// assert_eq!(SLOTS.dropped(0, 0), 1);
     /// assert!(!SLOTS.frame_open(0, 0));
     /// ```
-    pub fn acquire<P: Platform, const R: usize, const M: usize>(
+    pub fn acquire<P: Platform, const RING_WORDS: usize, const MAIN_WORDS: usize>(
         &self,
-        log: &Log<P, CPUS, R, M, DEPTH>,
+        log: &Log<P, CPUS, RING_WORDS, MAIN_WORDS, DEPTH>,
     ) {
         let Some(slot) = self.slot(log) else { return };
         let n = slot.nest.load(Ordering::Relaxed);
         slot.nest.store(n + 1, Ordering::Relaxed);
-        core::sync::atomic::compiler_fence(Ordering::SeqCst);
+        signal_fence();
         if n != 0 {
             return;
         }
@@ -292,15 +319,9 @@ impl<const CPUS: usize, const DEPTH: usize, const BUF: usize> DefmtSlots<CPUS, D
     ///
     /// ```
     /// # use nmilog::defmt_logger::DefmtSlots;
-    /// # use nmilog::{Log, Platform};
-    /// # struct One;
-    /// # impl Platform for One {
-    /// #     fn cpu_id(&self) -> usize { 0 }
-    /// #     fn now_ns(&self) -> u64 { 1 }
-    /// #     fn cpu_count(&self) -> usize { 1 }
-    /// # }
-    /// # static LOG: Log<One, 1, 256, 1024> = Log::new(One);
-    ///
+    /// # use nmilog::doc_support::OneCpu;
+    /// # use nmilog::Log;
+    /// # static LOG: Log<OneCpu, 1, 256, 1024> = Log::new(OneCpu);
     /// # use nmilog::RecordBuf;
     /// static SLOTS: DefmtSlots<1, 4> = DefmtSlots::new();
     /// SLOTS.write(&LOG, &[1, 2]); // no open frame: ignored
@@ -311,9 +332,9 @@ impl<const CPUS: usize, const DEPTH: usize, const BUF: usize> DefmtSlots<CPUS, D
     /// LOG.main_reader().read(&LOG, &mut rec);
     /// assert!(rec.payload().contains(&42)); // only the framed write made it
     /// ```
-    pub fn write<P: Platform, const R: usize, const M: usize>(
+    pub fn write<P: Platform, const RING_WORDS: usize, const MAIN_WORDS: usize>(
         &self,
-        log: &Log<P, CPUS, R, M, DEPTH>,
+        log: &Log<P, CPUS, RING_WORDS, MAIN_WORDS, DEPTH>,
         bytes: &[u8],
     ) {
         let Some(slot) = self.slot(log) else { return };
@@ -334,15 +355,9 @@ impl<const CPUS: usize, const DEPTH: usize, const BUF: usize> DefmtSlots<CPUS, D
     ///
     /// ```
     /// # use nmilog::defmt_logger::DefmtSlots;
-    /// # use nmilog::{Log, Platform};
-    /// # struct One;
-    /// # impl Platform for One {
-    /// #     fn cpu_id(&self) -> usize { 0 }
-    /// #     fn now_ns(&self) -> u64 { 1 }
-    /// #     fn cpu_count(&self) -> usize { 1 }
-    /// # }
-    /// # static LOG: Log<One, 1, 256, 1024> = Log::new(One);
-    ///
+    /// # use nmilog::doc_support::OneCpu;
+    /// # use nmilog::Log;
+    /// # static LOG: Log<OneCpu, 1, 256, 1024> = Log::new(OneCpu);
     /// # use nmilog::{ring::Read, RecordBuf};
     /// use nmilog::record::{facility, flags};
     /// static SLOTS: DefmtSlots<1, 4> = DefmtSlots::new();
@@ -355,9 +370,9 @@ impl<const CPUS: usize, const DEPTH: usize, const BUF: usize> DefmtSlots<CPUS, D
     /// assert_eq!(reader.read(&LOG, &mut rec), Read::Record);
     /// assert!(rec.header.facility == facility::DEFMT && rec.header.flags & flags::RAW != 0);
     /// ```
-    pub fn release<P: Platform, const R: usize, const M: usize>(
+    pub fn release<P: Platform, const RING_WORDS: usize, const MAIN_WORDS: usize>(
         &self,
-        log: &Log<P, CPUS, R, M, DEPTH>,
+        log: &Log<P, CPUS, RING_WORDS, MAIN_WORDS, DEPTH>,
     ) {
         let Some(slot) = self.slot(log) else {
             // No slot: a bad CPU id or nesting too deep. Let the core refuse and count it exactly
@@ -390,7 +405,7 @@ impl<const CPUS: usize, const DEPTH: usize, const BUF: usize> DefmtSlots<CPUS, D
                 let _ = log.append(Level::Info, facility::DEFMT, flags::RAW, &f.buf[..f.len]);
             }
         }
-        core::sync::atomic::compiler_fence(Ordering::SeqCst);
+        signal_fence();
         slot.nest.store(0, Ordering::Relaxed);
     }
 
@@ -398,15 +413,9 @@ impl<const CPUS: usize, const DEPTH: usize, const BUF: usize> DefmtSlots<CPUS, D
     ///
     /// ```
     /// # use nmilog::defmt_logger::DefmtSlots;
-    /// # use nmilog::{Log, Platform};
-    /// # struct One;
-    /// # impl Platform for One {
-    /// #     fn cpu_id(&self) -> usize { 0 }
-    /// #     fn now_ns(&self) -> u64 { 1 }
-    /// #     fn cpu_count(&self) -> usize { 1 }
-    /// # }
-    /// # static LOG: Log<One, 1, 256, 1024> = Log::new(One);
-    ///
+    /// # use nmilog::doc_support::OneCpu;
+    /// # use nmilog::Log;
+    /// # static LOG: Log<OneCpu, 1, 256, 1024> = Log::new(OneCpu);
     /// # use nmilog::{ring::Read, RecordBuf};
     /// static SLOTS: DefmtSlots<1, 4> = DefmtSlots::new();
     /// SLOTS.acquire(&LOG);
@@ -416,9 +425,9 @@ impl<const CPUS: usize, const DEPTH: usize, const BUF: usize> DefmtSlots<CPUS, D
     /// assert_eq!(reader.read(&LOG, &mut rec), Read::Record);
     /// assert_eq!(reader.read(&LOG, &mut rec), Read::Empty);
     /// ```
-    pub fn flush<P: Platform, const R: usize, const M: usize>(
+    pub fn flush<P: Platform, const RING_WORDS: usize, const MAIN_WORDS: usize>(
         &self,
-        _log: &Log<P, CPUS, R, M, DEPTH>,
+        _log: &Log<P, CPUS, RING_WORDS, MAIN_WORDS, DEPTH>,
     ) {
     }
 
@@ -466,23 +475,22 @@ fn push<const BUF: usize>(buf: &mut [u8; BUF], len: &mut usize, ovf: &mut bool, 
 /// [`defmt_global_logger!`](crate::defmt_global_logger) to size the slots).
 ///
 /// ```
-/// # use nmilog::{Log, Platform};
-/// # struct One;
-/// # impl Platform for One { fn cpu_id(&self)->usize{0} fn now_ns(&self)->u64{0} fn cpu_count(&self)->usize{1} }
-/// static LOG: Log<One, 3, 256, 1024, 5> = Log::new(One);
+/// # use nmilog::doc_support::OneCpu;
+/// # use nmilog::Log;
+/// static LOG: Log<OneCpu, 3, 256, 1024, 5> = Log::new(OneCpu);
 /// const SHAPE: (usize, usize) = nmilog::defmt_logger::shape_of(&LOG);
 /// assert_eq!(SHAPE, (3, 5));
 /// ```
 pub const fn shape_of<
     P: Platform,
-    const C: usize,
-    const R: usize,
-    const M: usize,
-    const D: usize,
+    const CPUS: usize,
+    const RING_WORDS: usize,
+    const MAIN_WORDS: usize,
+    const DEPTH: usize,
 >(
-    _log: &Log<P, C, R, M, D>,
+    _log: &Log<P, CPUS, RING_WORDS, MAIN_WORDS, DEPTH>,
 ) -> (usize, usize) {
-    (C, D)
+    (CPUS, DEPTH)
 }
 
 /// Defines the `#[defmt::global_logger]` for a `static` [`Log`]: `defmt_global_logger!(LOG)` (frames

@@ -47,10 +47,12 @@
 //! [`init_racy`] is an `unsafe fn` whose contract is yours — call it once, at boot, before any
 //! other CPU or interrupt handler can log.
 
+#[cfg(not(nmilog_loom))]
 use core::cell::UnsafeCell;
 use core::fmt;
 
-use portable_atomic::{AtomicUsize, Ordering};
+#[cfg(not(nmilog_loom))]
+use crate::sync::{AtomicUsize, Ordering};
 
 use crate::global::LogSink;
 use crate::Level;
@@ -60,13 +62,8 @@ use crate::Level;
 /// ```
 /// use log::{Level::Trace, Log as _, Record};
 /// use nmilog::{facade::{Facade, TRACE_PREFIX}, Level, Log, RecordBuf};
-/// # struct One;
-/// # impl nmilog::Platform for One {
-/// #     fn cpu_id(&self) -> usize { 0 }
-/// #     fn now_ns(&self) -> u64 { 1 }
-/// #     fn cpu_count(&self) -> usize { 1 }
-/// # }
-/// static LOG: Log<One, 1, 256, 1024> = Log::new(One);
+/// # use nmilog::doc_support::OneCpu;
+/// static LOG: Log<OneCpu, 1, 256, 1024> = Log::new(OneCpu);
 /// static FACADE: Facade = Facade::new(&LOG).without_target();
 /// FACADE.log(&Record::builder().level(Trace).args(format_args!("irq {} masked", 5)).build());
 /// let mut rec = RecordBuf::new();
@@ -102,14 +99,9 @@ pub const fn map_level(level: log::Level) -> Level {
 /// which keeps one for you.
 ///
 /// ```
-/// use nmilog::{facade::Facade, Log, Platform};
-/// struct One;
-/// impl Platform for One {
-///     fn cpu_id(&self) -> usize { 0 }
-///     fn now_ns(&self) -> u64 { 1 }
-///     fn cpu_count(&self) -> usize { 1 }
-/// }
-/// static LOG: Log<One, 1, 256, 1024> = Log::new(One);
+/// # use nmilog::doc_support::OneCpu;
+/// use nmilog::{facade::Facade, Log};
+/// static LOG: Log<OneCpu, 1, 256, 1024> = Log::new(OneCpu);
 /// static FACADE: Facade = Facade::new(&LOG).without_target();
 ///
 /// use log::Log as _;
@@ -123,19 +115,31 @@ pub struct Facade {
     show_target: bool,
 }
 
+/// Shows whether the `target: ` prefix is on (the sink is a trait object without `Debug`).
+///
+/// ```
+/// # use nmilog::doc_support::OneCpu;
+/// # use nmilog::{facade::Facade, Log};
+/// # static LOG: Log<OneCpu, 1, 256, 1024> = Log::new(OneCpu);
+/// static FACADE: Facade = Facade::new(&LOG).without_target();
+/// assert_eq!(format!("{FACADE:?}"), "Facade { show_target: false, .. }");
+/// ```
+impl fmt::Debug for Facade {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Facade")
+            .field("show_target", &self.show_target)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Facade {
     /// A backend writing to `sink`, with the `target: ` prefix.
     ///
     /// ```
     /// use log::{Log as _, Record};
     /// use nmilog::{facade::Facade, Log, RecordBuf};
-    /// # struct One;
-    /// # impl nmilog::Platform for One {
-    /// #     fn cpu_id(&self) -> usize { 0 }
-    /// #     fn now_ns(&self) -> u64 { 1 }
-    /// #     fn cpu_count(&self) -> usize { 1 }
-    /// # }
-    /// static LOG: Log<One, 1, 256, 1024> = Log::new(One);
+    /// # use nmilog::doc_support::OneCpu;
+    /// static LOG: Log<OneCpu, 1, 256, 1024> = Log::new(OneCpu);
     /// static FACADE: Facade = Facade::new(&LOG);
     /// FACADE.log(&Record::builder().target("pci").args(format_args!("bus {} up", 0)).build());
     /// let mut rec = RecordBuf::new();
@@ -152,10 +156,9 @@ impl Facade {
     /// The same backend without the `target: ` prefix.
     ///
     /// ```
-    /// # use nmilog::{facade::Facade, Log, Platform};
-    /// # struct One;
-    /// # impl Platform for One { fn cpu_id(&self)->usize{0} fn now_ns(&self)->u64{0} fn cpu_count(&self)->usize{1} }
-    /// # static LOG: Log<One, 1, 256, 1024> = Log::new(One);
+    /// # use nmilog::doc_support::OneCpu;
+    /// # use nmilog::{facade::Facade, Log};
+    /// # static LOG: Log<OneCpu, 1, 256, 1024> = Log::new(OneCpu);
     /// static FACADE: Facade = Facade::new(&LOG).without_target();
     /// ```
     pub const fn without_target(self) -> Self {
@@ -168,10 +171,9 @@ impl Facade {
     /// The sink records go to.
     ///
     /// ```
-    /// # use nmilog::{facade::Facade, Log, Platform};
-    /// # struct One;
-    /// # impl Platform for One { fn cpu_id(&self)->usize{0} fn now_ns(&self)->u64{0} fn cpu_count(&self)->usize{1} }
-    /// # static LOG: Log<One, 1, 256, 1024> = Log::new(One);
+    /// # use nmilog::doc_support::OneCpu;
+    /// # use nmilog::{facade::Facade, Log};
+    /// # static LOG: Log<OneCpu, 1, 256, 1024> = Log::new(OneCpu);
     /// static FACADE: Facade = Facade::new(&LOG);
     /// FACADE.sink().flush();
     /// ```
@@ -247,8 +249,12 @@ impl<'kvs> log::kv::VisitSource<'kvs> for KvWriter<'_, '_> {
 }
 
 // ------------------------------------------------------------------ init
+//
+// The installed backend is a `static`, which loom's atomics cannot initialise: `GlobalFacade`, its
+// `static` and the functions that install it exist only outside `cfg(nmilog_loom)`.
 
 /// The backend [`init`] installs: the sink is written once, published by a state word.
+#[cfg(not(nmilog_loom))]
 struct GlobalFacade {
     /// 0: empty; 1: being written; 2: set.
     state: AtomicUsize,
@@ -259,13 +265,16 @@ struct GlobalFacade {
 // or — on targets without CAS — the single boot-time caller `init`'s contract requires), before
 // `state` is set to 2 with Release; it is only read after an Acquire load of 2, and never written
 // again.
+#[cfg(not(nmilog_loom))]
 unsafe impl Sync for GlobalFacade {}
 
+#[cfg(not(nmilog_loom))]
 static GLOBAL: GlobalFacade = GlobalFacade {
     state: AtomicUsize::new(0),
     sink: UnsafeCell::new(None),
 };
 
+#[cfg(not(nmilog_loom))]
 impl GlobalFacade {
     fn get(&self) -> Option<&'static dyn LogSink> {
         if self.state.load(Ordering::Acquire) != 2 {
@@ -276,6 +285,7 @@ impl GlobalFacade {
     }
 }
 
+#[cfg(not(nmilog_loom))]
 impl log::Log for GlobalFacade {
     fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
         metadata.level() <= log::max_level() && self.get().is_some()
@@ -326,6 +336,8 @@ impl fmt::Display for InitError {
     }
 }
 
+impl core::error::Error for InitError {}
+
 /// Installs nmilog as the `log` backend: records go to `sink` (any `static`
 /// [`Log`](crate::Log)), and `log`'s max level is set to `max_level`.
 ///
@@ -345,6 +357,7 @@ impl fmt::Display for InitError {
 /// Only on targets with pointer-sized CAS (where `log::set_logger` exists); elsewhere use
 /// [`init_racy`], whose boot-time contract the caller must keep.
 #[cfg(target_has_atomic = "ptr")]
+#[cfg(not(nmilog_loom))]
 pub fn init(sink: &'static dyn LogSink, max_level: log::LevelFilter) -> Result<(), InitError> {
     if GLOBAL
         .state
@@ -386,6 +399,7 @@ pub fn init(sink: &'static dyn LogSink, max_level: log::LevelFilter) -> Result<(
 /// LOG.main_reader().read(&LOG, &mut rec);
 /// assert!(rec.text().unwrap().ends_with("booted"));
 /// ```
+#[cfg(not(nmilog_loom))]
 pub unsafe fn init_racy(
     sink: &'static dyn LogSink,
     max_level: log::LevelFilter,

@@ -47,6 +47,7 @@ pub const TRUNCATION_MARKER: &str = "[...]";
 /// assert!(b.truncated());
 /// assert_eq!(b.finish(), b"0123456789a[...]");
 /// ```
+#[derive(Debug)]
 pub struct LineBuf<const N: usize> {
     buf: heapless::Vec<u8, N>,
     truncated: bool,

@@ -6,14 +6,9 @@
 //! targets without CAS; do it once at boot, before other CPUs log.
 //!
 //! ```
-//! use nmilog::{Level, Log, Platform, RecordBuf};
-//! struct One;
-//! impl Platform for One {
-//!     fn cpu_id(&self) -> usize { 0 }
-//!     fn now_ns(&self) -> u64 { 0 }
-//!     fn cpu_count(&self) -> usize { 1 }
-//! }
-//! static LOG: Log<One, 1, 256, 1024> = Log::new(One);
+//! # use nmilog::doc_support::OneCpu;
+//! use nmilog::{Level, Log, RecordBuf};
+//! static LOG: Log<OneCpu, 1, 256, 1024> = Log::new(OneCpu);
 //! nmilog::pr_warn!("too early: nowhere to go"); // not registered yet: dropped
 //! nmilog::set_global!(LOG);
 //! nmilog::pr_warn!("eth{}: tx timeout", 0);
@@ -26,21 +21,17 @@
 
 use core::fmt;
 
-use portable_atomic::{AtomicPtr, Ordering};
+#[cfg(not(nmilog_loom))]
+use crate::sync::{AtomicPtr, Ordering};
 
 use crate::{AppendError, Level};
 
 /// The object-safe face of a [`Log`](crate::Log), used by the macros.
 ///
 /// ```
-/// # use nmilog::{FlushPolicy, Level, Log, Platform};
-/// # struct One;
-/// # impl Platform for One {
-/// #     fn cpu_id(&self) -> usize { 0 }
-/// #     fn now_ns(&self) -> u64 { 7 }
-/// #     fn cpu_count(&self) -> usize { 1 }
-/// # }
-/// # static LOG: Log<One, 1, 256, 1024> = Log::new(One);
+/// # use nmilog::doc_support::OneCpu;
+/// # use nmilog::{FlushPolicy, Level, Log};
+/// # static LOG: Log<OneCpu, 1, 256, 1024> = Log::new(OneCpu);
 /// use nmilog::global::LogSink;
 /// LOG.set_flush_policy(FlushPolicy::Deferred);
 /// let sink: &dyn LogSink = &LOG; // any `Log`, whatever its parameters
@@ -54,14 +45,9 @@ pub trait LogSink: Sync {
     /// Formats and logs (see [`Log::log_fmt`](crate::Log::log_fmt)).
     ///
     /// ```
-    /// # use nmilog::{Level, Log, Platform};
-    /// # struct One;
-    /// # impl Platform for One {
-    /// #     fn cpu_id(&self) -> usize { 0 }
-    /// #     fn now_ns(&self) -> u64 { 7 }
-    /// #     fn cpu_count(&self) -> usize { 1 }
-    /// # }
-    /// # static LOG: Log<One, 1, 256, 1024> = Log::new(One);
+    /// # use nmilog::doc_support::OneCpu;
+    /// # use nmilog::{Level, Log};
+    /// # static LOG: Log<OneCpu, 1, 256, 1024> = Log::new(OneCpu);
     /// use nmilog::{global::LogSink, record::flags, RecordBuf, LINE_MAX};
     /// let sink: &dyn LogSink = &LOG;
     /// sink.log_fmt(Level::Err, 0, format_args!("{:x>300}", "")).unwrap(); // too long
@@ -79,14 +65,9 @@ pub trait LogSink: Sync {
     /// The NMI path (see [`Log::append_raw`](crate::Log::append_raw)).
     ///
     /// ```
-    /// # use nmilog::{Level, Log, Platform};
-    /// # struct One;
-    /// # impl Platform for One {
-    /// #     fn cpu_id(&self) -> usize { 0 }
-    /// #     fn now_ns(&self) -> u64 { 7 }
-    /// #     fn cpu_count(&self) -> usize { 1 }
-    /// # }
-    /// # static LOG: Log<One, 1, 256, 1024> = Log::new(One);
+    /// # use nmilog::doc_support::OneCpu;
+    /// # use nmilog::{Level, Log};
+    /// # static LOG: Log<OneCpu, 1, 256, 1024> = Log::new(OneCpu);
     /// use nmilog::{global::LogSink, AppendError, MAX_PAYLOAD};
     /// let sink: &dyn LogSink = &LOG;
     /// assert_eq!(sink.append_raw(Level::Emerg, 0, 0, b"NMI watchdog: cpu 0"), Ok(0));
@@ -104,14 +85,9 @@ pub trait LogSink: Sync {
     /// A normal-context flush attempt.
     ///
     /// ```
-    /// # use nmilog::{Level, Log, Platform};
-    /// # struct One;
-    /// # impl Platform for One {
-    /// #     fn cpu_id(&self) -> usize { 0 }
-    /// #     fn now_ns(&self) -> u64 { 7 }
-    /// #     fn cpu_count(&self) -> usize { 1 }
-    /// # }
-    /// # static LOG: Log<One, 1, 256, 1024> = Log::new(One);
+    /// # use nmilog::doc_support::OneCpu;
+    /// # use nmilog::{Level, Log};
+    /// # static LOG: Log<OneCpu, 1, 256, 1024> = Log::new(OneCpu);
     /// use nmilog::{global::LogSink, ContextKind};
     /// let sink: &dyn LogSink = &LOG;
     /// sink.append_raw(Level::Info, 0, 0, b"pending").unwrap();
@@ -126,8 +102,13 @@ pub trait LogSink: Sync {
     fn flush(&self);
 }
 
-impl<P: crate::Platform, const C: usize, const R: usize, const M: usize, const D: usize> LogSink
-    for crate::Log<P, C, R, M, D>
+impl<
+        P: crate::Platform,
+        const CPUS: usize,
+        const RING_WORDS: usize,
+        const MAIN_WORDS: usize,
+        const DEPTH: usize,
+    > LogSink for crate::Log<P, CPUS, RING_WORDS, MAIN_WORDS, DEPTH>
 {
     fn log_fmt(
         &self,
@@ -152,26 +133,26 @@ impl<P: crate::Platform, const C: usize, const R: usize, const M: usize, const D
     }
 }
 
+// The registry is a `static`, which loom's atomics cannot initialise: it, and the functions that
+// use it (registration, lookup, and the macros' entry point), exist only outside `cfg(nmilog_loom)`.
+// The models drive a `Log` directly, never through the global logger.
+#[cfg(not(nmilog_loom))]
 static GLOBAL: AtomicPtr<&'static dyn LogSink> = AtomicPtr::new(core::ptr::null_mut());
 
 /// Registers the global logger (use [`set_global!`](crate::set_global), which builds the
 /// `&'static &'static dyn LogSink` for you).
 ///
 /// ```
-/// # use nmilog::{Log, Platform};
-/// # struct One;
-/// # impl Platform for One {
-/// #     fn cpu_id(&self) -> usize { 0 }
-/// #     fn now_ns(&self) -> u64 { 7 }
-/// #     fn cpu_count(&self) -> usize { 1 }
-/// # }
-/// # static LOG: Log<One, 1, 256, 1024> = Log::new(One);
+/// # use nmilog::doc_support::OneCpu;
+/// # use nmilog::Log;
+/// # static LOG: Log<OneCpu, 1, 256, 1024> = Log::new(OneCpu);
 /// use nmilog::global::{set_global_sink, LogSink};
 /// static SINK: &dyn LogSink = &LOG; // what `set_global!(LOG)` builds
 /// set_global_sink(&SINK);
 /// nmilog::pr_err!("disk {} failed", 2);
 /// assert_eq!(LOG.main().next_seq(), 1);
 /// ```
+#[cfg(not(nmilog_loom))]
 pub fn set_global_sink(sink: &'static &'static dyn LogSink) {
     // Release pairs with the Acquire in `global()`: a CPU that sees the pointer sees the logger.
     GLOBAL.store(sink as *const _ as *mut _, Ordering::Release);
@@ -180,20 +161,16 @@ pub fn set_global_sink(sink: &'static &'static dyn LogSink) {
 /// The registered logger, if any.
 ///
 /// ```
-/// # use nmilog::{Level, Log, Platform};
-/// # struct One;
-/// # impl Platform for One {
-/// #     fn cpu_id(&self) -> usize { 0 }
-/// #     fn now_ns(&self) -> u64 { 7 }
-/// #     fn cpu_count(&self) -> usize { 1 }
-/// # }
-/// # static LOG: Log<One, 1, 256, 1024> = Log::new(One);
+/// # use nmilog::doc_support::OneCpu;
+/// # use nmilog::{Level, Log};
+/// # static LOG: Log<OneCpu, 1, 256, 1024> = Log::new(OneCpu);
 /// assert!(nmilog::global::global().is_none()); // early boot: the macros do nothing
 /// nmilog::set_global!(LOG);
 /// let g = nmilog::global::global().unwrap();
 /// assert_eq!(g.append_raw(Level::Info, 0, 0, b"via the global"), Ok(0));
 /// ```
 #[inline]
+#[cfg(not(nmilog_loom))]
 pub fn global() -> Option<&'static dyn LogSink> {
     let p = GLOBAL.load(Ordering::Acquire);
     if p.is_null() {
@@ -207,14 +184,9 @@ pub fn global() -> Option<&'static dyn LogSink> {
 /// Formats and logs through the global logger (what the macros call).
 ///
 /// ```
-/// # use nmilog::{Level, Log, Platform};
-/// # struct One;
-/// # impl Platform for One {
-/// #     fn cpu_id(&self) -> usize { 0 }
-/// #     fn now_ns(&self) -> u64 { 7 }
-/// #     fn cpu_count(&self) -> usize { 1 }
-/// # }
-/// # static LOG: Log<One, 1, 256, 1024> = Log::new(One);
+/// # use nmilog::doc_support::OneCpu;
+/// # use nmilog::{Level, Log};
+/// # static LOG: Log<OneCpu, 1, 256, 1024> = Log::new(OneCpu);
 /// use nmilog::global::log_fmt;
 /// log_fmt(Level::Info, 0, format_args!("dropped")); // no logger yet: a no-op
 /// nmilog::set_global!(LOG);
@@ -223,6 +195,7 @@ pub fn global() -> Option<&'static dyn LogSink> {
 /// ```
 #[doc(hidden)]
 #[inline]
+#[cfg(not(nmilog_loom))]
 pub fn log_fmt(level: Level, flags: u8, args: fmt::Arguments<'_>) {
     if let Some(g) = global() {
         let _ = g.log_fmt(level, flags, args);
@@ -232,14 +205,9 @@ pub fn log_fmt(level: Level, flags: u8, args: fmt::Arguments<'_>) {
 /// Registers a `static` [`Log`](crate::Log) as the global logger used by `printk!` and `pr_*!`.
 ///
 /// ```
-/// use nmilog::{Log, Platform};
-/// struct One;
-/// impl Platform for One {
-///     fn cpu_id(&self) -> usize { 0 }
-///     fn now_ns(&self) -> u64 { 0 }
-///     fn cpu_count(&self) -> usize { 1 }
-/// }
-/// static LOG: Log<One, 1, 256, 1024> = Log::new(One);
+/// # use nmilog::doc_support::OneCpu;
+/// use nmilog::Log;
+/// static LOG: Log<OneCpu, 1, 256, 1024> = Log::new(OneCpu);
 /// nmilog::set_global!(LOG);
 /// nmilog::pr_info!("booted with {} cpu", 1);
 /// assert_eq!(LOG.main().next_seq(), 1);

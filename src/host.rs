@@ -30,6 +30,8 @@
 //! ```
 
 use core::cell::Cell;
+// A `std` atomic, not `crate::sync`'s: this is a platform (a user of the core, like the models'
+// own platform), its `static`s need a `const` constructor, and loom has nothing to check here.
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
 use std::time::Instant;
@@ -51,6 +53,7 @@ std::thread_local! {
 /// let a = P.now_ns();
 /// assert!(P.now_ns() >= a);
 /// ```
+#[derive(Debug)]
 pub struct HostPlatform {
     cpus: AtomicUsize,
 }

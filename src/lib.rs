@@ -64,6 +64,7 @@
 #![cfg_attr(not(any(feature = "std", test)), no_std)]
 #![deny(missing_docs)]
 #![deny(clippy::undocumented_unsafe_blocks)]
+#![warn(missing_debug_implementations)]
 
 pub mod console;
 #[cfg(feature = "defmt")]

@@ -18,14 +18,9 @@
 //! Calls at a depth of `DEPTH` or more are refused and counted ([`PerCpu::overflow_dropped`]).
 //!
 //! ```
-//! use nmilog::{ContextKind, FlushPolicy, Level, Log, Platform};
-//! struct One;
-//! impl Platform for One {
-//!     fn cpu_id(&self) -> usize { 0 }
-//!     fn now_ns(&self) -> u64 { 0 }
-//!     fn cpu_count(&self) -> usize { 1 }
-//! }
-//! static LOG: Log<One, 1, 256, 1024> = Log::new(One);
+//! # use nmilog::doc_support::OneCpu;
+//! use nmilog::{ContextKind, FlushPolicy, Level, Log};
+//! static LOG: Log<OneCpu, 1, 256, 1024> = Log::new(OneCpu);
 //! LOG.set_flush_policy(FlushPolicy::Deferred); // keep the records in the CPU's rings
 //! LOG.append(Level::Info, 0, 0, b"task").unwrap();
 //! {
@@ -40,7 +35,7 @@
 
 use crate::record::ContextKind;
 use crate::ring::RecordRing;
-use crate::sync::{signal_fence, zeroed_words, AtomicUsize, Ordering};
+use crate::sync::{array_of, const_or_loom_fn, signal_fence, AtomicUsize, Ordering};
 
 /// One CPU's logging state: nesting depth, context kinds and `DEPTH` rings of `RING_WORDS` words.
 ///
@@ -63,38 +58,23 @@ pub struct PerCpu<const RING_WORDS: usize, const DEPTH: usize> {
 }
 
 impl<const RING_WORDS: usize, const DEPTH: usize> PerCpu<RING_WORDS, DEPTH> {
-    const CHECK: () = assert!(DEPTH >= 1 && DEPTH <= 15, "DEPTH must be 1..=15");
-
-    /// A CPU in task context with empty rings.
-    ///
-    /// ```
-    /// use nmilog::{percpu::PerCpu, ContextKind};
-    /// static CPU0: PerCpu<256, 4> = PerCpu::new(); // `const`: fine in a `static`
-    /// assert_eq!(CPU0.context(), (ContextKind::Task, 0));
-    /// assert!(CPU0.rings.iter().all(|r| r.next_seq() == 0));
-    /// ```
-    #[cfg(not(nmilog_loom))]
-    pub const fn new() -> Self {
-        #[allow(clippy::let_unit_value)]
-        let () = Self::CHECK;
-        PerCpu {
-            depth: AtomicUsize::new(0),
-            kinds: zeroed_words(),
-            overflow: AtomicUsize::new(0),
-            rings: [const { RecordRing::new() }; DEPTH],
-        }
-    }
-
-    /// A CPU in task context with empty rings.
-    #[cfg(nmilog_loom)]
-    pub fn new() -> Self {
-        #[allow(clippy::let_unit_value)]
-        let () = Self::CHECK;
-        PerCpu {
-            depth: AtomicUsize::new(0),
-            kinds: zeroed_words(),
-            overflow: AtomicUsize::new(0),
-            rings: core::array::from_fn(|_| RecordRing::new()),
+    const_or_loom_fn! {
+        /// A CPU in task context with empty rings.
+        ///
+        /// ```
+        /// use nmilog::{percpu::PerCpu, ContextKind};
+        /// static CPU0: PerCpu<256, 4> = PerCpu::new(); // `const`: fine in a `static`
+        /// assert_eq!(CPU0.context(), (ContextKind::Task, 0));
+        /// assert!(CPU0.rings.iter().all(|r| r.next_seq() == 0));
+        /// ```
+        pub fn new() -> Self {
+            const { assert!(DEPTH >= 1 && DEPTH <= 15, "DEPTH must be 1..=15") };
+            PerCpu {
+                depth: AtomicUsize::new(0),
+                kinds: array_of!(AtomicUsize::new(0); DEPTH),
+                overflow: AtomicUsize::new(0),
+                rings: array_of!(RecordRing::new(); DEPTH),
+            }
         }
     }
 
@@ -214,14 +194,9 @@ impl<const RING_WORDS: usize, const DEPTH: usize> PerCpu<RING_WORDS, DEPTH> {
     /// Log calls refused because the nesting was deeper than `DEPTH - 1`.
     ///
     /// ```
-    /// # use nmilog::{AppendError, ContextKind, Level, Log, Platform};
-    /// # struct One;
-    /// # impl Platform for One {
-    /// #     fn cpu_id(&self) -> usize { 0 }
-    /// #     fn now_ns(&self) -> u64 { 7 }
-    /// #     fn cpu_count(&self) -> usize { 1 }
-    /// # }
-    /// static LOG: Log<One, 1, 256, 1024, 2> = Log::new(One); // DEPTH = 2: task and irq
+    /// # use nmilog::doc_support::OneCpu;
+    /// # use nmilog::{AppendError, ContextKind, Level, Log};
+    /// static LOG: Log<OneCpu, 1, 256, 1024, 2> = Log::new(OneCpu); // DEPTH = 2: task and irq
     /// let _irq = LOG.enter(ContextKind::Irq);
     /// let _nmi = LOG.enter(ContextKind::Nmi);
     /// assert_eq!(LOG.append_raw(Level::Emerg, 0, 0, b"x"), Err(AppendError::TooDeep));
@@ -241,5 +216,37 @@ impl<const RING_WORDS: usize, const DEPTH: usize> PerCpu<RING_WORDS, DEPTH> {
 impl<const RING_WORDS: usize, const DEPTH: usize> Default for PerCpu<RING_WORDS, DEPTH> {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+/// Shows the context state and each ring's state words (not the rings' data).
+///
+/// ```
+/// use nmilog::{percpu::PerCpu, ContextKind};
+/// let cpu: PerCpu<64, 2> = PerCpu::new();
+/// cpu.enter(ContextKind::Irq);
+/// let s = format!("{cpu:?}");
+/// assert!(s.starts_with("PerCpu { depth: 1, kinds: [Task, Irq], overflow_dropped: 0, rings: [RecordRing {"));
+/// ```
+impl<const RING_WORDS: usize, const DEPTH: usize> core::fmt::Debug for PerCpu<RING_WORDS, DEPTH> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        struct Kinds<'a, const RING_WORDS: usize, const DEPTH: usize>(
+            &'a PerCpu<RING_WORDS, DEPTH>,
+        );
+        impl<const RING_WORDS: usize, const DEPTH: usize> core::fmt::Debug
+            for Kinds<'_, RING_WORDS, DEPTH>
+        {
+            fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+                f.debug_list()
+                    .entries((0..DEPTH).map(|d| self.0.kind_at(d)))
+                    .finish()
+            }
+        }
+        f.debug_struct("PerCpu")
+            .field("depth", &self.depth.load(Ordering::Relaxed))
+            .field("kinds", &Kinds(self))
+            .field("overflow_dropped", &self.overflow_dropped())
+            .field("rings", &self.rings)
+            .finish()
     }
 }

@@ -47,7 +47,9 @@
 //! The printing itself goes through [`printk!`](crate::printk), i.e. the core's NMI-safe path in NMI
 //! context.
 
-use portable_atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
+#[cfg(not(nmilog_loom))]
+use crate::sync::AtomicPtr;
+use crate::sync::{const_or_loom_fn, AtomicBool, AtomicUsize, Ordering};
 
 /// Linux's `DEFAULT_RATELIMIT_INTERVAL`: 5 s, in milliseconds.
 ///
@@ -69,6 +71,11 @@ pub const DEFAULT_INTERVAL_MS: u32 = 5_000;
 /// ```
 pub const DEFAULT_BURST: u32 = 10;
 
+// A `static`, which loom's atomics cannot initialise: the registered clock and what reads it
+// (`set_clock`, `now_ms`, `RateLimit::check`, and `print_limited`, which logs through the global
+// logger) exist only outside `cfg(nmilog_loom)`. The decision itself (`check_at`) is available to
+// models.
+#[cfg(not(nmilog_loom))]
 static CLOCK: AtomicPtr<()> = AtomicPtr::new(core::ptr::null_mut());
 
 /// Registers the clock used by the rate-limited macros: a function returning nanoseconds, monotonic
@@ -79,6 +86,7 @@ static CLOCK: AtomicPtr<()> = AtomicPtr::new(core::ptr::null_mut());
 /// nmilog::ratelimit::set_clock(my_clock);
 /// assert_eq!(nmilog::ratelimit::now_ms(), Some(42));
 /// ```
+#[cfg(not(nmilog_loom))]
 pub fn set_clock(now_ns: fn() -> u64) {
     CLOCK.store(now_ns as *mut (), Ordering::Release);
 }
@@ -90,6 +98,7 @@ pub fn set_clock(now_ns: fn() -> u64) {
 /// # #[cfg(feature = "std")]
 /// assert!(nmilog::ratelimit::now_ms().is_some());
 /// ```
+#[cfg(not(nmilog_loom))]
 pub fn now_ms() -> Option<u64> {
     let p = CLOCK.load(Ordering::Acquire);
     if !p.is_null() {
@@ -191,6 +200,7 @@ pub enum Decision {
 /// // The window [0, 1000) is over: the next call prints and reports the two it skipped.
 /// assert_eq!(RS.check_at(1000), Decision::Print { suppressed: 2 });
 /// ```
+#[derive(Debug)]
 pub struct RateLimit {
     interval_ms: u32,
     burst: u32,
@@ -202,34 +212,38 @@ pub struct RateLimit {
 }
 
 impl RateLimit {
-    /// At most `burst` prints per `interval_ms` milliseconds. An interval or burst of 0 disables
-    /// limiting (every call prints), as in Linux.
-    ///
-    /// ```
-    /// use nmilog::ratelimit::{Decision, RateLimit};
-    /// let rs = RateLimit::new(1000, 3);
-    /// assert_eq!((0..5).filter(|&t| rs.check_at(t) != Decision::Suppress).count(), 3);
-    /// let off = RateLimit::new(0, 3); // interval 0: never limit
-    /// assert!((0..5).all(|t| off.check_at(t) == Decision::Print { suppressed: 0 }));
-    /// ```
-    pub const fn new(interval_ms: u32, burst: u32) -> Self {
-        RateLimit {
-            interval_ms,
-            burst,
-            begin: AtomicUsize::new(0),
-            printed: AtomicUsize::new(0),
-            missed: AtomicUsize::new(0),
+    const_or_loom_fn! {
+        /// At most `burst` prints per `interval_ms` milliseconds. An interval or burst of 0 disables
+        /// limiting (every call prints), as in Linux.
+        ///
+        /// ```
+        /// use nmilog::ratelimit::{Decision, RateLimit};
+        /// let rs = RateLimit::new(1000, 3);
+        /// assert_eq!((0..5).filter(|&t| rs.check_at(t) != Decision::Suppress).count(), 3);
+        /// let off = RateLimit::new(0, 3); // interval 0: never limit
+        /// assert!((0..5).all(|t| off.check_at(t) == Decision::Print { suppressed: 0 }));
+        /// ```
+        pub fn new(interval_ms: u32, burst: u32) -> Self {
+            RateLimit {
+                interval_ms,
+                burst,
+                begin: AtomicUsize::new(0),
+                printed: AtomicUsize::new(0),
+                missed: AtomicUsize::new(0),
+            }
         }
     }
 
-    /// Linux's defaults: 10 per 5 s.
-    ///
-    /// ```
-    /// static RS: nmilog::ratelimit::RateLimit = nmilog::ratelimit::RateLimit::linux_default();
-    /// assert!(matches!(RS.check(), nmilog::ratelimit::Decision::Print { .. }));
-    /// ```
-    pub const fn linux_default() -> Self {
-        Self::new(DEFAULT_INTERVAL_MS, DEFAULT_BURST)
+    const_or_loom_fn! {
+        /// Linux's defaults: 10 per 5 s.
+        ///
+        /// ```
+        /// static RS: nmilog::ratelimit::RateLimit = nmilog::ratelimit::RateLimit::linux_default();
+        /// assert!(matches!(RS.check(), nmilog::ratelimit::Decision::Print { .. }));
+        /// ```
+        pub fn linux_default() -> Self {
+            Self::new(DEFAULT_INTERVAL_MS, DEFAULT_BURST)
+        }
     }
 
     /// Decides with the registered clock ([`now_ms`]); without a clock, always prints.
@@ -245,6 +259,7 @@ impl RateLimit {
     /// NOW_NS.store(2_000_000_000, Ordering::Relaxed); // 2 s later
     /// assert_eq!(RS.check(), Decision::Print { suppressed: 1 });
     /// ```
+    #[cfg(not(nmilog_loom))]
     pub fn check(&self) -> Decision {
         match now_ms() {
             Some(t) => self.check_at(t),
@@ -304,21 +319,24 @@ impl RateLimit {
 /// assert!(ONCE.first());
 /// assert!(!ONCE.first());
 /// ```
+#[derive(Debug)]
 pub struct Once {
     done: AtomicBool,
 }
 
 impl Once {
-    /// Not yet done.
-    ///
-    /// ```
-    /// use nmilog::ratelimit::Once;
-    /// static WARNED: Once = Once::new();
-    /// assert_eq!((0..3).filter(|_| WARNED.first()).count(), 1);
-    /// ```
-    pub const fn new() -> Self {
-        Once {
-            done: AtomicBool::new(false),
+    const_or_loom_fn! {
+        /// Not yet done.
+        ///
+        /// ```
+        /// use nmilog::ratelimit::Once;
+        /// static WARNED: Once = Once::new();
+        /// assert_eq!((0..3).filter(|_| WARNED.first()).count(), 1);
+        /// ```
+        pub fn new() -> Self {
+            Once {
+                done: AtomicBool::new(false),
+            }
         }
     }
 
@@ -355,6 +373,7 @@ impl Default for Once {
 
 /// Reports suppressed calls, then prints (what the rate-limited macros expand to).
 #[doc(hidden)]
+#[cfg(not(nmilog_loom))]
 pub fn print_limited(
     decision: Decision,
     file: &'static str,

@@ -11,20 +11,64 @@
 //!
 //! Loom's atomics cannot be built in a `const` context. [`const_or_loom_fn!`] writes a constructor
 //! once and expands it to a `const fn` normally and to a plain `fn` under loom; inside it,
-//! [`array_of!`] builds an array of non-`Copy` values in either build.
+//! [`array_of!`] builds an array of non-`Copy` values in either build. A `static` cannot hold loom
+//! atomics at all: the few process-wide registration statics (the global logger, the rate-limit
+//! clock, the `log` backend) are compiled only outside loom.
 
 // Every atomic type the crate uses, from one place (some only on some targets or features).
 #[allow(unused_imports)]
 #[cfg(not(nmilog_loom))]
-pub(crate) use portable_atomic::{
-    fence, AtomicBool, AtomicPtr, AtomicU64, AtomicU8, AtomicUsize, Ordering,
-};
+pub(crate) use portable_atomic::{fence, AtomicBool, AtomicPtr, AtomicU8, AtomicUsize, Ordering};
+// 64-bit atomics only where the target has them natively: portable-atomic has no `AtomicU64` on
+// 32-bit targets without its `fallback` feature (riscv32imac, thumbv6m).
+#[allow(unused_imports)]
+#[cfg(all(not(nmilog_loom), target_has_atomic = "64"))]
+pub(crate) use portable_atomic::AtomicU64;
 
 #[allow(unused_imports)]
 #[cfg(nmilog_loom)]
 pub(crate) use loom::sync::atomic::{
     fence, AtomicBool, AtomicPtr, AtomicU64, AtomicU8, AtomicUsize, Ordering,
 };
+
+/// A busy-wait hint for a bounded polling loop (the console handover wait). Under loom it is loom's
+/// `spin_loop`, which yields to the other model threads: the model checker then explores the
+/// waiter's bound without treating each poll as a fresh interleaving.
+#[allow(unused_imports)]
+#[cfg(not(nmilog_loom))]
+pub(crate) use core::hint::spin_loop;
+#[allow(unused_imports)]
+#[cfg(nmilog_loom)]
+pub(crate) use loom::hint::spin_loop;
+
+/// A cell whose accesses loom checks for data races (tokio's `loom::cell` shape): normally a thin
+/// wrapper around [`core::cell::UnsafeCell`], under `cfg(nmilog_loom)` loom's own cell. Access goes
+/// through `with` (shared) and `with_mut` (exclusive) closures that receive the raw pointer.
+#[cfg(not(nmilog_loom))]
+pub(crate) struct UnsafeCell<T>(core::cell::UnsafeCell<T>);
+
+#[cfg(not(nmilog_loom))]
+impl<T> UnsafeCell<T> {
+    /// A cell holding `value`.
+    pub(crate) const fn new(value: T) -> Self {
+        UnsafeCell(core::cell::UnsafeCell::new(value))
+    }
+
+    /// Runs `f` with a pointer for reading (the caller guarantees no concurrent writer).
+    #[inline(always)]
+    pub(crate) fn with<R>(&self, f: impl FnOnce(*const T) -> R) -> R {
+        f(self.0.get())
+    }
+
+    /// Runs `f` with a pointer for writing (the caller guarantees exclusive access).
+    #[inline(always)]
+    pub(crate) fn with_mut<R>(&self, f: impl FnOnce(*mut T) -> R) -> R {
+        f(self.0.get())
+    }
+}
+
+#[cfg(nmilog_loom)]
+pub(crate) use loom::cell::UnsafeCell;
 
 /// A compiler-only barrier: orders this CPU's accesses against an interrupt or NMI handler that runs
 /// on the same CPU (a "signal fence"). Loom models threads, not interrupts, and already keeps program
@@ -71,15 +115,3 @@ macro_rules! array_of {
     };
 }
 pub(crate) use array_of;
-
-/// `[AtomicUsize; N]` filled with zeros, in a `const` context.
-#[cfg(not(nmilog_loom))]
-pub(crate) const fn zeroed_words<const N: usize>() -> [AtomicUsize; N] {
-    [const { AtomicUsize::new(0) }; N]
-}
-
-/// `[AtomicUsize; N]` filled with zeros (loom atomics are not `const`-constructible).
-#[cfg(nmilog_loom)]
-pub(crate) fn zeroed_words<const N: usize>() -> [AtomicUsize; N] {
-    core::array::from_fn(|_| AtomicUsize::new(0))
-}

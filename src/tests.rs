@@ -4,7 +4,8 @@ use crate::record::flags;
 use crate::ring::{Cursor, NoHook, Read, RecordRing, WriteError, WriteStep};
 use crate::sync::{AtomicUsize, Ordering};
 use crate::{
-    ContextKind, DrainReport, FlushStep, Header, Level, Log, MainReader, Origin, Platform, RecordBuf,
+    ContextKind, DrainReport, FlushStep, Header, Level, Log, MainReader, Origin, Platform,
+    RecordBuf,
 };
 
 /// A platform for single-threaded tests: the "current CPU" is set by the test, the clock ticks by
@@ -260,7 +261,10 @@ fn main_buffer_readers_see_each_record_once_and_count_misses() {
 fn drain_texts<P: Platform, const C: usize, const R: usize, const M: usize, const D: usize>(
     log: &Log<P, C, R, M, D>,
     stopped: &dyn Fn(usize) -> bool,
-) -> (DrainReport, std::vec::Vec<(Origin, u64, std::string::String)>) {
+) -> (
+    DrainReport,
+    std::vec::Vec<(Origin, u64, std::string::String)>,
+) {
     let mut out = std::vec::Vec::new();
     let rep = log
         .drain_on_crash(stopped, &mut |o: Origin, r: &RecordBuf| {
@@ -289,7 +293,11 @@ fn drain_counts_a_frozen_writer_as_torn_and_delivers_everything_else() {
     log.append_raw(Level::Emerg, 0, 0, b"crash").unwrap();
     // CPU 1 checked in: its half-written record is torn.
     let (rep, out) = drain_texts(&log, &|_| true);
-    assert_eq!((rep.from_rings, rep.torn, rep.in_flight), (3, 1, 0), "{rep:?}");
+    assert_eq!(
+        (rep.from_rings, rep.torn, rep.in_flight),
+        (3, 1, 0),
+        "{rep:?}"
+    );
     assert!(rep.complete && rep.steps <= rep.bound, "{rep:?}");
     assert!(out.windows(2).all(|w| w[0].1 <= w[1].1), "{out:?}");
     let t = texts(&out);
@@ -307,7 +315,11 @@ fn drain_counts_a_frozen_writer_as_torn_and_delivers_everything_else() {
     assert_eq!(texts(&out2), t);
     // CPU 1 did not check in: the same call is in flight, not torn (it may still complete).
     let (rep3, out3) = drain_texts(&log, &|c| c == 0);
-    assert_eq!((rep3.torn, rep3.in_flight, rep3.not_stopped), (0, 1, 1), "{rep3:?}");
+    assert_eq!(
+        (rep3.torn, rep3.in_flight, rep3.not_stopped),
+        (0, 1, 1),
+        "{rep3:?}"
+    );
     assert_eq!(
         texts(&out3)[3],
         "nmilog: cpu 1 task (depth 0): 0 torn, 0 overwritten, 0 dropped, 1 in flight (CPU not stopped)"
@@ -333,7 +345,11 @@ fn drain_delivers_once_what_an_owner_frozen_at_each_step_of_a_move_left() {
         for stopped in [&|_| true as bool, &|c| c == 0] as [&dyn Fn(usize) -> bool; 2] {
             let (rep, out) = drain_texts(&log, stopped);
             assert_eq!(texts(&out), ["rec 0", "rec 1", "rec 2"], "{stop:?}");
-            assert_eq!((rep.torn, rep.in_flight, rep.main_lost), (0, 0, 0), "{stop:?}");
+            assert_eq!(
+                (rep.torn, rep.in_flight, rep.main_lost),
+                (0, 0, 0),
+                "{stop:?}"
+            );
             assert!(rep.steps <= rep.bound);
         }
     }

@@ -371,18 +371,25 @@ fn panic_flush_takes_a_stuck_console_over_without_repeating_lines() {
     LOG.crash_enter().unwrap();
     LOG.log_fmt(Level::Emerg, 0, format_args!("Kernel panic - not syncing"))
         .unwrap();
-    LOG.drain_on_crash();
 
     // Not the crashing CPU: refused.
     let other = std::thread::spawn(|| {
         HostPlatform::register_cpu(1);
         // SAFETY: refused before touching anything (not the crashing CPU).
-        unsafe { CONSOLES.panic_flush(&LOG, &Wait::spins(10)) }
+        unsafe { CONSOLES.panic_flush(&LOG, &|_| true, &Wait::spins(10)) }
     });
     assert_eq!(other.join().unwrap(), Default::default());
 
+    // CPU 1 did not check in: its console is left alone.
+    // SAFETY: no CPU is claimed to be stopped.
+    let skipped = unsafe { CONSOLES.panic_flush(&LOG, &|_| false, &Wait::spins(10)) };
+    assert_eq!(
+        (skipped.busy, skipped.printed, skipped.taken_over),
+        (1, 0, 0)
+    );
+    assert!(!CONSOLES.state(0).unwrap().view().unsafe_takeover);
     // SAFETY: CPU 1 "is stopped": it never touches the console again.
-    let r = unsafe { CONSOLES.panic_flush(&LOG, &Wait::spins(1000)) };
+    let r = unsafe { CONSOLES.panic_flush(&LOG, &|_| true, &Wait::spins(1000)) };
     assert_eq!(r.taken_over, 1);
     let text = MEM.contents();
     let got = lines(&text);
@@ -393,6 +400,26 @@ fn panic_flush_takes_a_stuck_console_over_without_repeating_lines() {
     assert!(CONSOLES.state(0).unwrap().view().unsafe_takeover);
     // A second panic flush prints nothing again.
     // SAFETY: as above.
-    let again = unsafe { CONSOLES.panic_flush(&LOG, &Wait::none()) };
+    let again = unsafe { CONSOLES.panic_flush(&LOG, &|_| true, &Wait::none()) };
     assert_eq!(again.printed, 0);
+    // Only what came after the first one.
+    LOG.log_fmt(
+        Level::Emerg,
+        0,
+        format_args!("kexec: Starting switchover sequence."),
+    )
+    .unwrap();
+    // SAFETY: as above.
+    let last = unsafe { CONSOLES.panic_flush(&LOG, &|_| true, &Wait::none()) };
+    assert_eq!(last.printed, 1);
+    let text = MEM.contents();
+    assert_eq!(
+        lines(&text).last(),
+        Some(&"kexec: Starting switchover sequence.")
+    );
+    assert_eq!(
+        lines(&text).iter().filter(|l| **l == "pending 1").count(),
+        1,
+        "{text}"
+    );
 }

@@ -35,7 +35,10 @@ fn new_log() -> &'static TestLog {
 
 /// Every record of the image, checked: in timestamp order, each (cpu, depth, src_seq) once. Returns
 /// the texts per CPU.
-fn check_image(bytes: &[u8], what: &str) -> (BTreeMap<u16, Vec<String>>, handover::Image<'_>) {
+fn check_image<'a>(
+    bytes: &'a [u8],
+    what: &str,
+) -> (BTreeMap<u16, Vec<String>>, handover::Image<'a>) {
     let img = handover::parse(bytes).unwrap_or_else(|e| panic!("{what}: image unreadable: {e}"));
     assert!(img.corruption().is_none(), "{what}");
     let mut seen = std::collections::BTreeSet::new();
@@ -121,7 +124,11 @@ fn flush_owner_paused(step: FlushStep, nth: usize, resume: Resume) {
     let mut sorted = drained.clone();
     sorted.sort();
     sorted.dedup();
-    assert_eq!(sorted.len(), drained.len(), "{what}: the drain delivered a record twice");
+    assert_eq!(
+        sorted.len(),
+        drained.len(),
+        "{what}: the drain delivered a record twice"
+    );
     assert_eq!(drained.len(), 11, "{what}: {rep:?}");
     if let (Some(tx), Some(h)) = (resume_tx.take(), owner.take()) {
         tx.send(()).unwrap();

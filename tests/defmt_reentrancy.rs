@@ -494,13 +494,15 @@ mod crash_image {
         let mut crash = HandFrame::open(0x0301);
         crash.write(&0x7777_7777u32.to_le_bytes());
         crash.release(&mut sent);
-        let report = CRASH_LOG.drain_on_crash();
-        assert_eq!(report.flush.moved, sent.len() as u64);
-        assert_eq!((report.flush.torn, report.flush.overwritten), (0, 0));
+        let report = CRASH_LOG
+            .drain_on_crash(&|_| true, &mut |_, _: &nmilog::RecordBuf| true)
+            .unwrap();
+        assert_eq!(report.records, sent.len() as u64);
+        assert_eq!((report.torn, report.overwritten), (0, 0));
         assert_eq!(report.accounting_records, 0);
 
         let mut region = vec![0u8; handover::max_image_size(2, 4, 16384)];
-        let n = handover::write_image(&CRASH_LOG, &mut region).unwrap();
+        let n = handover::write_image(&CRASH_LOG, &mut region, &|_| true).unwrap();
         let image = handover::parse(&region[..n]).unwrap();
         assert!(image.corruption().is_none());
         assert_eq!((image.left_out(), image.bad_cpu_dropped()), (0, 0));

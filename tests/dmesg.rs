@@ -120,7 +120,7 @@ fn small_image() -> Vec<u8> {
     let rep = log.drain_on_crash();
     assert_eq!(rep.flush.torn, 1);
     let mut out = vec![0u8; 16 << 10];
-    let n = handover::write_image(&*log, &mut out).unwrap();
+    let n = handover::write_image(&*log, &mut out, &|_| true).unwrap();
     out.truncate(n);
     out
 }

@@ -47,27 +47,42 @@ fn drain_steps_stay_within_the_bound_while_a_cpu_keeps_logging() {
     let start = Instant::now();
     let (mut drains, mut worst, mut moved) = (0u64, 0u64, 0u64);
     while drains < 300_000 && start.elapsed() < limit {
-        let rep = LOG.drain_on_crash();
+        // CPU 1 never stopped: its log call in progress at the snapshot is in flight, and it laps
+        // the drain's reader on its tiny ring.
+        let mut last = 0u64;
+        let mut sorted = true;
+        let rep = LOG
+            .drain_on_crash(&|c| c == 0, &mut |_, r: &nmilog::RecordBuf| {
+                sorted &= r.header.ts_ns >= last;
+                last = r.header.ts_ns;
+                true
+            })
+            .expect("CPU 0 is the crashing CPU");
         assert!(
-            rep.flush.steps <= rep.bound,
+            rep.steps <= rep.bound,
             "drain {drains}: {} steps > bound {}; {rep:?}",
-            rep.flush.steps,
+            rep.steps,
             rep.bound
         );
-        worst = worst.max(rep.flush.steps);
-        moved += rep.flush.moved;
+        assert!(sorted, "drain {drains}: timestamps go backwards");
+        assert_eq!(
+            rep.torn, 0,
+            "drain {drains}: CPU 1 is not known to be stopped"
+        );
+        worst = worst.max(rep.steps);
+        moved += rep.from_rings;
         drains += 1;
     }
     STOP.store(true, Ordering::Relaxed);
     writer.join().expect("writer");
     let appended = APPENDED.load(Ordering::Relaxed);
     eprintln!(
-        "{drains} drains against a live writer ({appended} records appended, {moved} moved); \
+        "{drains} drains against a live writer ({appended} records appended, {moved} delivered); \
          most steps in one drain: {worst}"
     );
     assert!(drains > 0 && appended > 0, "the race never ran");
     assert!(
         moved > 0,
-        "the drain never moved a record of the live writer"
+        "the drain never delivered a record of the live writer"
     );
 }

@@ -125,7 +125,7 @@ fn owned<'a>(recs: impl Iterator<Item = ImageRecord<'a>>) -> Vec<(u64, Header, V
 
 fn image_of(log: &TestLog) -> &'static [u8] {
     let mut buf = vec![0u8; 1 << 16];
-    let n = handover::write_image(log, &mut buf).unwrap();
+    let n = handover::write_image(log, &mut buf, &|_| true).unwrap();
     buf.truncate(n);
     Box::leak(buf.into_boxed_slice())
 }
@@ -225,7 +225,7 @@ fn a_region_too_small_keeps_the_newest_records_and_counts_the_rest() {
     assert_eq!(u32_at(full_img, 56) as usize, fixed);
     for size in 0..full_img.len() + 16 {
         let mut out = vec![0xa5u8; size];
-        match handover::write_image(&*log, &mut out) {
+        match handover::write_image(&*log, &mut out, &|_| true) {
             Err(e) => {
                 assert!(size < fixed, "size {size}: {e}");
                 assert_eq!(e, HandoverError::OutputTooSmall { needed: fixed });
@@ -635,7 +635,7 @@ fn random_garbage_and_random_damage_never_panic() {
 fn an_empty_log_round_trips() {
     let log: Box<TestLog> = Box::new(Log::new(Manual::new(2)));
     let mut buf = [0u8; 512];
-    let n = handover::write_image(&*log, &mut buf).unwrap();
+    let n = handover::write_image(&*log, &mut buf, &|_| true).unwrap();
     assert_eq!(n, handover::fixed_size(2, 4));
     let image = handover::parse(&buf[..n]).unwrap();
     assert_eq!(image.record_count(), 0);
@@ -711,7 +711,7 @@ fn drain_matrix_through_the_image() {
                 }
                 let torn = u64::from(!delivered_frozen);
 
-                let n = handover::write_image(&*log, &mut region).unwrap();
+                let n = handover::write_image(&*log, &mut region, &|_| true).unwrap();
                 let first = owned(handover::parse(&region[..n]).unwrap().records());
                 let image = handover::parse(&region[..n]).unwrap();
                 assert_eq!(image.corruption(), None, "{ctx}");
@@ -756,7 +756,7 @@ fn drain_matrix_through_the_image() {
                 // drains the frozen record is counted torn exactly once.
                 let rep2 = log.drain_on_crash();
                 assert_eq!(rep2.flush.moved, 0, "{ctx}");
-                let n = handover::write_image(&*log, &mut region).unwrap();
+                let n = handover::write_image(&*log, &mut region, &|_| true).unwrap();
                 let image = handover::parse(&region[..n]).unwrap();
                 let second = owned(image.records());
                 assert_eq!(second[..first.len()], first[..], "{ctx}");
@@ -843,7 +843,7 @@ fn drain_over_wrapped_rings_counts_overwrites_exactly() {
         p.set_cpu(2);
         log.crash_enter().unwrap();
         log.drain_on_crash();
-        let n = handover::write_image(&*log, &mut region).unwrap();
+        let n = handover::write_image(&*log, &mut region, &|_| true).unwrap();
         let image = handover::parse(&region[..n]).unwrap();
         assert_eq!(image.left_out(), 0);
         for (cpu, depth, tag, written) in [
@@ -896,7 +896,7 @@ fn max_image_size_is_enough_for_a_full_main_log() {
         log.drain_on_crash();
         let bound = handover::max_image_size(2, 4, 256);
         let mut region = vec![0u8; bound];
-        let n = handover::write_image(&*log, &mut region).unwrap();
+        let n = handover::write_image(&*log, &mut region, &|_| true).unwrap();
         let image = handover::parse(&region[..n]).unwrap();
         assert_eq!(image.left_out(), 0, "len {len}");
         assert!(image.record_count() > 2, "len {len}");

@@ -1,9 +1,11 @@
-//! Model checking of the real ring, flush and drain code with loom (`src/sync.rs` swaps loom's
-//! atomics and fences in under `cfg(nmilog_loom)`).
+//! Model checking of the real ring, flush, drain and console code with loom (`src/sync.rs` swaps
+//! loom's atomics, fences, spin hint and cell in under the crate-private `cfg(nmilog_loom)`).
 //!
 //! ```text
-//! CARGO_TARGET_DIR=/work/tgt/loom RUSTFLAGS="--cfg nmilog_loom" LOOM_MAX_PREEMPTIONS=2 \
-//!     cargo test --test loom --release -- --test-threads=2 --nocapture
+//! cargo xtask test --only loom
+//! # which runs:
+//! CARGO_TARGET_DIR=target/loom RUSTFLAGS="--cfg nmilog_loom" LOOM_MAX_PREEMPTIONS=2 \
+//!     cargo test -p nmilog --release --test loom --features steps -- --test-threads=2 --nocapture
 //! ```
 //!
 //! Every test prints how many interleavings (loom iterations) it explored. The preemption bound
@@ -18,10 +20,13 @@
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering as StdOrdering};
 
-use loom::sync::atomic::{AtomicUsize as LoomAtomicUsize, Ordering};
+use loom::sync::atomic::{AtomicBool as LoomAtomicBool, AtomicUsize as LoomAtomicUsize, Ordering};
 use loom::sync::Arc;
 use loom::thread;
 
+use nmilog::console::{
+    AcquireError, Console, ConsoleState, Consoles, Priority, Wait, WriteContext,
+};
 use nmilog::ring::{Cursor, NoHook, Read, RecordRing, WriteStep};
 use nmilog::{ContextKind, FlushStep, Header, Level, Log, MainReader, Platform, RecordBuf};
 
@@ -116,7 +121,7 @@ fn ring_hdr(seq: u64) -> Header {
 }
 
 /// Writes record `ring.next_seq()` with length `len(seq)` directly into a ring.
-fn ring_write<const W: usize>(ring: &RecordRing<W>, len: fn(u64) -> usize) -> u64 {
+fn ring_write<const WORDS: usize>(ring: &RecordRing<WORDS>, len: fn(u64) -> usize) -> u64 {
     let seq = ring.next_seq();
     let p = pat(0x5a, seq, len(seq));
     ring.write(ring_hdr, &p, &mut NoHook).expect("write")
@@ -136,7 +141,11 @@ struct ReaderState {
 impl ReaderState {
     /// One read, checked: a delivered record is exactly the next sequence number, with the header
     /// and payload its writer wrote; an overwrite report moves the expectation by exactly `missed`.
-    fn step<const W: usize>(&mut self, ring: &RecordRing<W>, len: fn(u64) -> usize) -> Read {
+    fn step<const WORDS: usize>(
+        &mut self,
+        ring: &RecordRing<WORDS>,
+        len: fn(u64) -> usize,
+    ) -> Read {
         let mut buf = RecordBuf::new();
         let r = ring.read(&mut self.cur, &mut buf);
         self.log.push((r, self.cur.seq()));
@@ -173,7 +182,12 @@ impl ReaderState {
     }
 
     /// After the writer is done: read to the end (bounded) and check `read + missed == total`.
-    fn finish<const W: usize>(&mut self, ring: &RecordRing<W>, len: fn(u64) -> usize, total: u64) {
+    fn finish<const WORDS: usize>(
+        &mut self,
+        ring: &RecordRing<WORDS>,
+        len: fn(u64) -> usize,
+        total: u64,
+    ) {
         for _ in 0..64 {
             match self.step(ring, len) {
                 Read::Empty => break,
@@ -270,8 +284,8 @@ fn ring_resync_races_writer() {
 
 /// Reads the whole main log: `(cpu, depth, src_seq, ts, payload)` for every valid record, checking
 /// that the main log's own sequence numbers are contiguous (nothing lost there).
-fn main_records<const D: usize>(
-    log: &Log<LoomPlat, 2, 32, 128, D>,
+fn main_records<const DEPTH: usize>(
+    log: &Log<LoomPlat, 2, 32, 128, DEPTH>,
 ) -> Vec<(u16, usize, u64, u64, Vec<u8>)> {
     let mut rd = MainReader::new();
     let mut buf = RecordBuf::new();
@@ -310,8 +324,8 @@ fn lpat(cpu: usize, depth: usize, seq: u64) -> Vec<u8> {
 
 /// Checks: each source's records appear in source order, exactly once, intact, and are exactly the
 /// set `expect[(cpu, depth)] = (first, count)` (first: the first seq not lost to overwriting).
-fn check_main<const D: usize>(
-    log: &Log<LoomPlat, 2, 32, 128, D>,
+fn check_main<const DEPTH: usize>(
+    log: &Log<LoomPlat, 2, 32, 128, DEPTH>,
     expect: &[((usize, usize), u64, u64)],
     cross_ring_ts_order: bool,
 ) {
@@ -348,8 +362,8 @@ fn check_main<const D: usize>(
 
 /// For a source that lost records to overwriting: its records in the main log are strictly
 /// increasing, from `0..total`, intact, and exactly `total - lost` of them. Returns their numbers.
-fn check_source_with_losses<const D: usize>(
-    log: &Log<LoomPlat, 2, 32, 128, D>,
+fn check_source_with_losses<const DEPTH: usize>(
+    log: &Log<LoomPlat, 2, 32, 128, DEPTH>,
     (c, d): (usize, usize),
     total: u64,
     lost: u64,
@@ -376,7 +390,7 @@ fn check_source_with_losses<const D: usize>(
     seqs
 }
 
-fn append<const D: usize>(log: &Log<LoomPlat, 2, 32, 128, D>, c: usize, d: usize) -> u64 {
+fn append<const DEPTH: usize>(log: &Log<LoomPlat, 2, 32, 128, DEPTH>, c: usize, d: usize) -> u64 {
     let seq = log.cpu(c).unwrap().rings[d].next_seq();
     let got = log
         .append_raw(Level::Info, 0, 0, &lpat(c, d, seq))
@@ -684,4 +698,351 @@ fn flush_timestamp_order_across_rings_relies_on_the_settle_window() {
         log.flush().expect("ownership is free again");
         check_main(&log, &[((0, 0), 0, 1), ((1, 0), 0, 1)], true);
     });
+}
+
+// ------------------------------------------------------------------------------------------------
+// 5. Console ownership (normal < emergency < panic), through the real emitter (`Consoles`).
+
+/// What one `write_atomic` call put on the device: the writer's CPU, which part of the line (the
+/// whole line, or its first or second half for a driver that leaves the unsafe section mid-line)
+/// and the whole line it belongs to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct DeviceWrite {
+    cpu: usize,
+    part: Part,
+    line: Vec<u8>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Part {
+    Whole,
+    First,
+    Second,
+}
+
+/// A console device for the models. Its output is a loom cell, so two contexts writing it without
+/// the ownership protocol ordering them (two owners at once) fail the model as a data race.
+struct LoomConsole {
+    out: loom::cell::UnsafeCell<Vec<DeviceWrite>>,
+    /// Write each line as two halves, leaving and re-entering the unsafe section in between (a
+    /// waiting higher priority may take the console there: the line is then cut).
+    chunked: bool,
+    /// The CPU the panic model stops (it polls `stop_requested` at each stop point).
+    stop_cpu: Option<usize>,
+    /// The stop request (the crashing CPU's NMI): stored `Release` by the panic CPU.
+    stop_requested: LoomAtomicBool,
+    /// The stop acknowledgement (the crash check-in): stored `Release` by the stopped CPU at its
+    /// stop point (or once it is idle), loaded `Acquire` by the panic CPU before it takes the
+    /// console.
+    stopped: LoomAtomicBool,
+    /// Where a stopped CPU parks its ownership: an unrelated console state, so that what the
+    /// emitter does after the stop point only touches this state, never the real console's.
+    limbo: &'static ConsoleState,
+}
+
+// SAFETY: `out` is only accessed by the context that owns the console (inside `write_atomic`, or by
+// the test after every thread joined); loom checks exactly that.
+unsafe impl Sync for LoomConsole {}
+
+impl LoomConsole {
+    fn leak(chunked: bool, stop_cpu: Option<usize>) -> &'static LoomConsole {
+        Box::leak(Box::new(LoomConsole {
+            out: loom::cell::UnsafeCell::new(Vec::new()),
+            chunked,
+            stop_cpu,
+            stop_requested: LoomAtomicBool::new(false),
+            stopped: LoomAtomicBool::new(false),
+            limbo: Box::leak(Box::new(ConsoleState::new())),
+        }))
+    }
+
+    fn put(&self, ctx: &WriteContext<'_>, part: Part, line: &[u8]) {
+        let w = DeviceWrite {
+            cpu: ctx.cpu(),
+            part,
+            line: line.to_vec(),
+        };
+        // SAFETY: only the console's owner writes (what the model checks).
+        self.out.with_mut(|v| unsafe { (*v).push(w) });
+    }
+
+    /// A stop point: if this is the CPU to stop and the stop was requested, stops it for good here
+    /// — its ownership of the real console is parked (never released, as a stopped CPU never
+    /// releases), the emitter goes on with a context of `limbo`, and the panic CPU is told — and
+    /// returns `true` (the write then reports failure).
+    fn stop_point(&self, ctx: &mut WriteContext<'_>) -> bool {
+        if self.stop_cpu != Some(ctx.cpu()) || !self.stop_requested.load(Ordering::Acquire) {
+            return false;
+        }
+        let mut parked = self
+            .limbo
+            .try_acquire(ctx.cpu(), Priority::Normal, &Wait::none())
+            .expect("limbo is free");
+        core::mem::swap(ctx, &mut parked);
+        core::mem::forget(parked);
+        self.stopped.store(true, Ordering::Release);
+        true
+    }
+
+    /// Every device write, once all threads joined.
+    fn writes(&self) -> Vec<DeviceWrite> {
+        // SAFETY: called after every writer thread joined.
+        self.out.with(|v| unsafe { (*v).clone() })
+    }
+}
+
+impl Console for LoomConsole {
+    /// Stop points (panic model): on entry and after the first half (inside the emitter's unsafe
+    /// section), and between the halves (outside it). Not after the whole line: a CPU stopped
+    /// between its device write and the emitter's bookkeeping has its line printed again by the
+    /// panic flush, by design (a record is marked printed only once `write_atomic` returned).
+    fn write_atomic(&self, ctx: &mut WriteContext<'_>, text: &[u8]) -> bool {
+        if ctx.lost() || self.stop_point(ctx) {
+            return false;
+        }
+        if !self.chunked {
+            self.put(ctx, Part::Whole, text);
+            return true;
+        }
+        self.put(ctx, Part::First, text);
+        if self.stop_point(ctx) || !ctx.exit_unsafe() || self.stop_point(ctx) || !ctx.enter_unsafe()
+        {
+            return false; // stopped, or handed over / taken between the halves: printed again
+        }
+        self.put(ctx, Part::Second, text);
+        true
+    }
+}
+
+/// Checks the device output: lines `0..n` each completed exactly once and in order; a line is
+/// completed by one owner's whole write or its two halves back to back; a line cut after its first
+/// half is printed again from the start by a different owner; nothing else appears.
+fn check_console_output(writes: &[DeviceWrite], lines: &[Vec<u8>]) {
+    let mut next = 0;
+    let mut i = 0;
+    while i < writes.len() {
+        let w = &writes[i];
+        assert!(next < lines.len(), "more output than records: {writes:?}");
+        assert_eq!(
+            w.line, lines[next],
+            "line out of order or twice: {writes:?}"
+        );
+        match w.part {
+            Part::Whole => {
+                next += 1;
+                i += 1;
+            }
+            Part::First => match writes.get(i + 1) {
+                Some(s) if s.part == Part::Second && s.cpu == w.cpu => {
+                    assert_eq!(s.line, w.line, "halves of two lines: {writes:?}");
+                    next += 1;
+                    i += 2;
+                }
+                Some(s) => {
+                    // Cut: the next owner starts the same line again.
+                    assert_ne!(s.cpu, w.cpu, "a cut line resumed by its owner: {writes:?}");
+                    assert_ne!(
+                        s.part,
+                        Part::Second,
+                        "two owners' halves interleaved: {writes:?}"
+                    );
+                    i += 1;
+                }
+                None => panic!("the last line was never completed: {writes:?}"),
+            },
+            Part::Second => panic!("a second half without its first: {writes:?}"),
+        }
+    }
+    assert_eq!(next, lines.len(), "records not printed: {writes:?}");
+}
+
+/// A log whose main log holds `n` text records from CPU 0, and the console lines they print as.
+fn console_log(n: usize) -> (Arc<L1>, Vec<Vec<u8>>) {
+    let log: Arc<L1> = Arc::new(Log::new(LoomPlat::new(2)));
+    set_cpu(0);
+    for i in 0..n {
+        log.append_raw(Level::Info, 0, 0, format!("rec{i}").as_bytes())
+            .expect("append");
+    }
+    log.flush().expect("nobody else flushes");
+    let mut rd = MainReader::new();
+    let mut rec = RecordBuf::new();
+    let mut lines = Vec::new();
+    while rd.read(&*log, &mut rec) == Read::Record {
+        let ts = rec.header.ts_ns;
+        lines.push(
+            format!(
+                "[{:>5}.{:06}] {}\n",
+                ts / 1_000_000_000,
+                (ts % 1_000_000_000) / 1000,
+                rec.text().unwrap()
+            )
+            .into_bytes(),
+        );
+    }
+    assert_eq!(lines.len(), n);
+    (log, lines)
+}
+
+/// The console state once every thread is done: free, and no request left behind.
+fn assert_console_free(consoles: &Consoles<1>) {
+    let v = consoles.state(0).unwrap().view();
+    assert_eq!(
+        (v.prio, v.req_prio),
+        (Priority::None, Priority::None),
+        "{v:?}"
+    );
+}
+
+/// CPU 0 prints two records at normal priority while CPU 1 prints at emergency priority, waiting
+/// (without bound in spins: loom's spin hint yields, so the owner runs) for a handover. The
+/// emergency context always gets the console — directly, or handed over between records — and
+/// every record is printed exactly once, in order, by one owner at a time.
+fn emergency_handover(name: &str, chunked: bool, cut_seen: &'static AtomicUsize) {
+    model(name, move || {
+        let (log, lines) = console_log(2);
+        let dev = LoomConsole::leak(chunked, None);
+        let consoles: &'static Consoles<1> = Box::leak(Box::new(Consoles::new([dev])));
+        let l0 = log.clone();
+        let normal = thread::spawn(move || {
+            set_cpu(0);
+            consoles.emit_pending(&*l0)
+        });
+        set_cpu(1);
+        let urgent = consoles.emit_emergency(&*log, &Wait::spins(u32::MAX));
+        let normal = normal.join().unwrap();
+        assert_eq!(
+            urgent.busy, 0,
+            "the emergency context got the console: {urgent:?}"
+        );
+        assert_eq!(normal.printed + urgent.printed, 2, "{normal:?} {urgent:?}");
+        let writes = dev.writes();
+        check_console_output(&writes, &lines);
+        assert_console_free(consoles);
+        if writes.iter().any(|w| w.part == Part::First) && writes.len() > lines.len() * 2 {
+            cut_seen.fetch_add(1, StdOrdering::Relaxed);
+        }
+    });
+}
+
+#[test]
+fn console_emergency_handover_between_records() {
+    static CUT: AtomicUsize = AtomicUsize::new(0);
+    emergency_handover("console_emergency_handover_between_records", false, &CUT);
+    assert_eq!(
+        CUT.load(StdOrdering::Relaxed),
+        0,
+        "whole-line writes are never cut"
+    );
+}
+
+/// The driver leaves the unsafe section between the two halves of a line, so the emergency
+/// context can take the console mid-line: the cut line is printed again, whole, by the new owner.
+#[test]
+fn console_emergency_handover_mid_record() {
+    static CUT: AtomicUsize = AtomicUsize::new(0);
+    emergency_handover("console_emergency_handover_mid_record", true, &CUT);
+    assert!(
+        CUT.load(StdOrdering::Relaxed) > 0,
+        "no interleaving cut a line"
+    );
+}
+
+/// The emergency context's wait is bounded by a deadline on the platform clock (the loom platform's
+/// clock ticks at each read, so the bound runs out at the first poll): it either gets the console
+/// or withdraws its request. Either way nothing is lost or printed twice, and no request is left
+/// behind. Some interleaving must time out.
+#[test]
+fn console_emergency_wait_times_out() {
+    static TIMED_OUT: AtomicUsize = AtomicUsize::new(0);
+    model("console_emergency_wait_times_out", || {
+        let (log, lines) = console_log(2);
+        let dev = LoomConsole::leak(false, None);
+        let consoles: &'static Consoles<1> = Box::leak(Box::new(Consoles::new([dev])));
+        let l0 = log.clone();
+        let normal = thread::spawn(move || {
+            set_cpu(0);
+            consoles.emit_pending(&*l0)
+        });
+        set_cpu(1);
+        let now = || log.platform().now_ns();
+        let deadline = now() + 1; // gives up after its first poll
+        let urgent =
+            consoles.emit_emergency(&*log, &Wait::spins(u32::MAX).with_deadline(&now, deadline));
+        let normal = normal.join().unwrap();
+        assert!(urgent.busy + normal.busy <= 1, "{normal:?} {urgent:?}");
+        assert_eq!(normal.printed + urgent.printed, 2, "{normal:?} {urgent:?}");
+        check_console_output(&dev.writes(), &lines);
+        assert_console_free(consoles);
+        if urgent.busy == 1 && normal.printed == 2 {
+            TIMED_OUT.fetch_add(1, StdOrdering::Relaxed);
+        }
+    });
+    assert!(
+        TIMED_OUT.load(StdOrdering::Relaxed) > 0,
+        "no interleaving timed out"
+    );
+}
+
+/// CPU 1 prints two lines at normal priority, in two bursts each, while the crashing CPU 0 asks it
+/// to stop and waits for its acknowledgement (or for it to finish); CPU 1 stops for good at the
+/// first stop point after the request: before a line, inside the emitter's unsafe section, or
+/// between two bursts outside it. CPU 0 then enters the crash and runs the panic flush. Inside an
+/// unsafe section the friendly request times out and the console is taken over unsafely (and stays
+/// marked: only the panic priority may use it); otherwise the panic context takes it directly.
+/// Either way the panic flush always gets the console, a cut line is printed again whole, and
+/// every record exactly once. Both outcomes must occur.
+#[test]
+fn console_panic_takeover() {
+    static HOSTILE: AtomicUsize = AtomicUsize::new(0);
+    static FRIENDLY: AtomicUsize = AtomicUsize::new(0);
+    model("console_panic_takeover", || {
+        let (log, lines) = console_log(2);
+        let dev = LoomConsole::leak(true, Some(1));
+        let consoles: &'static Consoles<1> = Box::leak(Box::new(Consoles::new([dev])));
+        let l1 = log.clone();
+        let cpu1 = thread::spawn(move || {
+            set_cpu(1);
+            let rep = consoles.emit_pending(&*l1);
+            dev.stopped.store(true, Ordering::Release); // idle when the stop came: acknowledged
+            rep
+        });
+        set_cpu(0);
+        dev.stop_requested.store(true, Ordering::Release);
+        while !dev.stopped.load(Ordering::Acquire) {
+            thread::yield_now();
+        }
+        log.crash_enter().unwrap();
+        // SAFETY: CPU 1 acknowledged the stop and never touches the console again (its ownership,
+        // if it had the console, is parked); there is no other CPU.
+        let panic = unsafe { consoles.panic_flush(&*log, &Wait::spins(2)) };
+        let before = cpu1.join().unwrap();
+        assert_eq!(panic.busy, 0, "{panic:?}");
+        assert_eq!(before.printed + panic.printed, 2, "{before:?} {panic:?}");
+        check_console_output(&dev.writes(), &lines);
+        let state = consoles.state(0).unwrap();
+        let hostile = panic.taken_over == 1;
+        assert_eq!(state.view().unsafe_takeover, hostile, "{panic:?}");
+        if hostile {
+            HOSTILE.fetch_add(1, StdOrdering::Relaxed);
+            assert_eq!(
+                state
+                    .try_acquire(1, Priority::Emergency, &Wait::none())
+                    .err(),
+                Some(AcquireError::Unsafe)
+            );
+        } else {
+            FRIENDLY.fetch_add(1, StdOrdering::Relaxed);
+            assert_eq!(panic.taken_over, 0, "{panic:?}");
+            assert_console_free(consoles);
+        }
+    });
+    assert!(
+        HOSTILE.load(StdOrdering::Relaxed) > 0,
+        "never stopped inside an unsafe section"
+    );
+    assert!(
+        FRIENDLY.load(StdOrdering::Relaxed) > 0,
+        "never stopped outside an unsafe section"
+    );
 }

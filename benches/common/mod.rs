@@ -179,6 +179,16 @@ pub fn push_heapless(rec: &Rec32) {
 /// One log call of a mechanism.
 pub type Push = fn(&Rec32);
 
+/// The mechanisms, in table order: (name, push).
+pub const MECHANISMS: [(&str, Push); 6] = [
+    ("nmilog", push_nmilog),
+    ("raw_copy", push_raw_copy),
+    ("spinlock_global", push_spinlock),
+    ("mutex_vecdeque", push_mutex),
+    ("crossbeam_array_queue", push_crossbeam),
+    ("heapless_mpmc", push_heapless),
+];
+
 /// Pins the calling thread to `cpu` (best effort; Linux only), or to every CPU for `None`.
 pub fn pin(cpu: Option<usize>) {
     #[cfg(target_os = "linux")]

@@ -125,7 +125,7 @@ fn round_trip(data: &[u8]) {
         max
     };
     let mut region = vec![0u8; size.min(max)];
-    let n = match handover::write_image(&*log, &mut region) {
+    let n = match handover::write_image(&*log, &mut region, &|_| true) {
         Ok(n) => n,
         Err(e) => panic!("write_image into {} bytes: {e:?}", region.len()),
     };

@@ -27,47 +27,15 @@
 //! image out; see [`Machine`] for the full fake) in which CPU 1 never answers the NMI:
 //!
 //! ```
-//! # use std::panic::{catch_unwind, panic_any, AssertUnwindSafe};
 //! # use nmilog::{host::HostPlatform, Log};
 //! # use nmilog_ppc64::*;
+//! # use nmilog_ppc64::doc_support::{crash, start, FakeMachine};
 //! # static LOG: Log<HostPlatform, 2, 1024, 8192> = Log::new(HostPlatform::new(2));
 //! # static STATE: CrashState<2> = CrashState::new();
-//! # // CPU 1 takes the "NMI" on this thread unless `deaf`; `park` and `kexec` unwind
-//! # // (they must not return), `kexec` carrying the image and the report.
-//! # struct Fake { deaf: bool }
-//! # impl Machine for Fake {
-//! #     fn nmi_ipi_all_but_self(&self, me: usize) {
-//! #         if self.deaf { return; }
-//! #         HostPlatform::register_cpu(1);
-//! #         let regs = SavedRegs { pc: 0x1000, sp: 0x2000, msr: 0 };
-//! #         let r = catch_unwind(AssertUnwindSafe(|| {
-//! #             on_nmi_stop(&LOG, self, &STATE, regs, format_args!("test"))
-//! #         }));
-//! #         assert!(r.is_err(), "CPU 1 parks");
-//! #         HostPlatform::register_cpu(me);
-//! #     }
-//! #     fn now_ns(&self) -> u64 { HostPlatform::clock_ns() }
-//! #     fn irq_source_count(&self) -> usize { 3 }
-//! #     fn firmware_mask_source(&self, _: usize, _: &RtasArgs) -> Result<(), i32> { Ok(()) }
-//! #     fn mask_at_presenter(&self) {}
-//! #     fn park(&self) -> ! { panic_any("parked") }
-//! #     fn kexec<const C: usize>(&self, image: &[u8], report: &ShutdownReport<C>) -> ! {
-//! #         panic_any((image.to_vec(), *report))
-//! #     }
-//! # }
-//! # // Runs the sequence on CPU 0 and returns what `kexec` was handed.
-//! # fn crash(m: &Fake, l: &RtasLock, c: &ShutdownConfig) -> (Vec<u8>, ShutdownReport<2>) {
-//! #     let mut image = vec![0u8; nmilog::handover::max_image_size(2, 4, 8192)];
-//! #     let r = catch_unwind(AssertUnwindSafe(|| {
-//! #         crash_shutdown(&LOG, m, &STATE, l, &mut image, c, format_args!("test"))
-//! #     }));
-//! #     *r.unwrap_err().downcast().unwrap()
-//! # }
-//! # std::panic::set_hook(Box::new(|_| {})); // quiet unwinding
-//! # HostPlatform::register_cpu(0);
+//! # start(); // quiet unwinding; this thread is CPU 0
 //! use nmilog::handover;
 //! let cfg = ShutdownConfig { ack_timeout_ns: 1_000_000, ..ShutdownConfig::new() }; // 1 ms
-//! let (image, report) = crash(&Fake { deaf: true }, &RtasLock::new(), &cfg);
+//! let (image, report) = crash(&FakeMachine::deaf(&LOG, &STATE), &RtasLock::new(), &cfg);
 //! assert_eq!(report.not_answered, 1);
 //! // The capture stage recovers the whole crash log from the handover image.
 //! let img = handover::parse(&image).unwrap();
@@ -79,17 +47,25 @@
 #![cfg_attr(not(feature = "std"), no_std)]
 #![deny(missing_docs)]
 #![deny(clippy::undocumented_unsafe_blocks)]
+#![warn(missing_debug_implementations)]
 
+pub mod crash_state;
 pub mod machine;
+pub mod report;
 pub mod rtas;
 pub mod shutdown;
+
+// Set-up shared by the doc examples: a fake machine and a crash helper (not part of the API).
+#[cfg(feature = "std")]
+#[doc(hidden)]
+pub mod doc_support;
 
 // The host simulation needs `const` loggers, which loom's atomics cannot give.
 #[cfg(all(feature = "std", target_os = "linux", not(nmilog_loom)))]
 pub mod host;
 
+pub use crate::crash_state::CrashState;
 pub use crate::machine::{Machine, RtasArgs, SavedRegs};
+pub use crate::report::{MaskOutcome, MaskPath, ShutdownReport};
 pub use crate::rtas::{CrashAcquire, RtasLock};
-pub use crate::shutdown::{
-    crash_shutdown, on_nmi_stop, CrashState, MaskOutcome, MaskPath, ShutdownConfig, ShutdownReport,
-};
+pub use crate::shutdown::{crash_shutdown, on_nmi_stop, ShutdownConfig};

@@ -25,7 +25,7 @@
 
 use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 
-use crate::shutdown::ShutdownReport;
+use crate::report::ShutdownReport;
 
 /// Register state a stopped CPU saves for the dump (what `crash_save_cpu()` keeps: enough to find
 /// where it was).
@@ -207,7 +207,7 @@ impl Default for RtasArgs {
 ///     fn park(&self) -> ! {
 ///         panic_any("parked")
 ///     }
-///     fn kexec<const C: usize>(&self, image: &[u8], report: &ShutdownReport<C>) -> ! {
+///     fn kexec<const CPUS: usize>(&self, image: &[u8], report: &ShutdownReport<CPUS>) -> ! {
 ///         panic_any((image.to_vec(), *report))
 ///     }
 /// }

@@ -26,378 +26,30 @@
 //! The sequence does not wait for the lock, and does not call firmware either:
 //!
 //! ```
-//! # use std::panic::{catch_unwind, panic_any, AssertUnwindSafe};
 //! # use nmilog::{host::HostPlatform, Log};
 //! # use nmilog_ppc64::*;
+//! # use nmilog_ppc64::doc_support::{crash, start, FakeMachine};
 //! # static LOG: Log<HostPlatform, 2, 1024, 8192> = Log::new(HostPlatform::new(2));
 //! # static STATE: CrashState<2> = CrashState::new();
-//! # // CPU 1 takes the "NMI" on this thread unless `deaf`; `park` and `kexec` unwind
-//! # // (they must not return), `kexec` carrying the image and the report.
-//! # struct Fake { deaf: bool }
-//! # impl Machine for Fake {
-//! #     fn nmi_ipi_all_but_self(&self, me: usize) {
-//! #         if self.deaf { return; }
-//! #         HostPlatform::register_cpu(1);
-//! #         let regs = SavedRegs { pc: 0x1000, sp: 0x2000, msr: 0 };
-//! #         let r = catch_unwind(AssertUnwindSafe(|| {
-//! #             on_nmi_stop(&LOG, self, &STATE, regs, format_args!("test"))
-//! #         }));
-//! #         assert!(r.is_err(), "CPU 1 parks");
-//! #         HostPlatform::register_cpu(me);
-//! #     }
-//! #     fn now_ns(&self) -> u64 { HostPlatform::clock_ns() }
-//! #     fn irq_source_count(&self) -> usize { 3 }
-//! #     fn firmware_mask_source(&self, _: usize, _: &RtasArgs) -> Result<(), i32> { Ok(()) }
-//! #     fn mask_at_presenter(&self) {}
-//! #     fn park(&self) -> ! { panic_any("parked") }
-//! #     fn kexec<const C: usize>(&self, image: &[u8], report: &ShutdownReport<C>) -> ! {
-//! #         panic_any((image.to_vec(), *report))
-//! #     }
-//! # }
-//! # // Runs the sequence on CPU 0 and returns what `kexec` was handed.
-//! # fn crash(m: &Fake, l: &RtasLock, c: &ShutdownConfig) -> (Vec<u8>, ShutdownReport<2>) {
-//! #     let mut image = vec![0u8; nmilog::handover::max_image_size(2, 4, 8192)];
-//! #     let r = catch_unwind(AssertUnwindSafe(|| {
-//! #         crash_shutdown(&LOG, m, &STATE, l, &mut image, c, format_args!("test"))
-//! #     }));
-//! #     *r.unwrap_err().downcast().unwrap()
-//! # }
-//! # std::panic::set_hook(Box::new(|_| {})); // quiet unwinding
-//! # HostPlatform::register_cpu(0);
+//! # start(); // quiet unwinding; this thread is CPU 0
 //! let rtas = RtasLock::new();
 //! rtas.lock(1);
 //! rtas.enter_call(1);
-//! let (_, report) = crash(&Fake { deaf: false }, &rtas, &ShutdownConfig::new());
+//! let (_, report) = crash(&FakeMachine::new(&LOG, &STATE), &rtas, &ShutdownConfig::new());
 //! assert_eq!(report.mask.path, MaskPath::Presenter);
 //! assert_eq!(report.mask.masked, 0);
 //! assert_eq!(rtas.holder(), Some((1, true))); // left alone
 //! ```
 
 use core::fmt;
-use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
-use nmilog::handover::{self, HandoverError};
-use nmilog::{ContextKind, DrainReport, Header, Level, Log, Platform};
+use nmilog::handover;
+use nmilog::{ContextKind, DrainReport, Level, Log, Platform};
 
-use crate::machine::{Machine, RtasArgs, SavedRegs};
+pub use crate::crash_state::CrashState;
+use crate::machine::{Machine, SavedRegs};
+pub use crate::report::{MaskOutcome, MaskPath, ShutdownReport};
 use crate::rtas::{CrashAcquire, RtasLock};
-
-/// Per-CPU stop state shared by the stopped CPUs (writers) and the crashing CPU (reader).
-#[derive(Debug)]
-struct CpuStop {
-    /// 0, or 1 once the CPU is parked in its NMI handler.
-    checked_in: AtomicUsize,
-    ts_ns: AtomicU64,
-    pc: AtomicUsize,
-    sp: AtomicUsize,
-    msr: AtomicUsize,
-    /// `Header::pack_ctx` of the context the NMI interrupted.
-    interrupted: AtomicUsize,
-}
-
-impl CpuStop {
-    const fn new() -> Self {
-        CpuStop {
-            checked_in: AtomicUsize::new(0),
-            ts_ns: AtomicU64::new(0),
-            pc: AtomicUsize::new(0),
-            sp: AtomicUsize::new(0),
-            msr: AtomicUsize::new(0),
-            interrupted: AtomicUsize::new(0),
-        }
-    }
-}
-
-/// The state of one crash: the check-in flags and saved registers of the stopped CPUs, and the
-/// crashing CPU's own RTAS argument buffer. One `static` per kernel.
-///
-/// **Check-in handshake.** A stopped CPU writes its "stopped" record, its saved registers and
-/// everything it did before the NMI, then stores its check-in flag with Release — LMM(checkin:A).
-/// The crashing CPU loads the flag with Acquire — LMM(checkin:B) — before it drains the rings, reads
-/// the firmware lock or the saved registers; so everything the stopped CPU wrote is visible to it.
-///
-/// ```
-/// # use std::panic::{catch_unwind, panic_any, AssertUnwindSafe};
-/// # use nmilog::{host::HostPlatform, Log};
-/// # use nmilog_ppc64::*;
-/// # static LOG: Log<HostPlatform, 2, 1024, 8192> = Log::new(HostPlatform::new(2));
-/// # static STATE: CrashState<2> = CrashState::new();
-/// # // CPU 1 takes the "NMI" on this thread unless `deaf`; `park` and `kexec` unwind
-/// # // (they must not return), `kexec` carrying the image and the report.
-/// # struct Fake { deaf: bool }
-/// # impl Machine for Fake {
-/// #     fn nmi_ipi_all_but_self(&self, me: usize) {
-/// #         if self.deaf { return; }
-/// #         HostPlatform::register_cpu(1);
-/// #         let regs = SavedRegs { pc: 0x1000, sp: 0x2000, msr: 0 };
-/// #         let r = catch_unwind(AssertUnwindSafe(|| {
-/// #             on_nmi_stop(&LOG, self, &STATE, regs, format_args!("test"))
-/// #         }));
-/// #         assert!(r.is_err(), "CPU 1 parks");
-/// #         HostPlatform::register_cpu(me);
-/// #     }
-/// #     fn now_ns(&self) -> u64 { HostPlatform::clock_ns() }
-/// #     fn irq_source_count(&self) -> usize { 3 }
-/// #     fn firmware_mask_source(&self, _: usize, _: &RtasArgs) -> Result<(), i32> { Ok(()) }
-/// #     fn mask_at_presenter(&self) {}
-/// #     fn park(&self) -> ! { panic_any("parked") }
-/// #     fn kexec<const C: usize>(&self, image: &[u8], report: &ShutdownReport<C>) -> ! {
-/// #         panic_any((image.to_vec(), *report))
-/// #     }
-/// # }
-/// # // Runs the sequence on CPU 0 and returns what `kexec` was handed.
-/// # fn crash(m: &Fake, l: &RtasLock, c: &ShutdownConfig) -> (Vec<u8>, ShutdownReport<2>) {
-/// #     let mut image = vec![0u8; nmilog::handover::max_image_size(2, 4, 8192)];
-/// #     let r = catch_unwind(AssertUnwindSafe(|| {
-/// #         crash_shutdown(&LOG, m, &STATE, l, &mut image, c, format_args!("test"))
-/// #     }));
-/// #     *r.unwrap_err().downcast().unwrap()
-/// # }
-/// # std::panic::set_hook(Box::new(|_| {})); // quiet unwinding
-/// # HostPlatform::register_cpu(0);
-/// // CPU 0 crashes; CPU 1 takes the NMI while it is handling an interrupt.
-/// LOG.crash_enter().unwrap();
-/// HostPlatform::register_cpu(1);
-/// LOG.irq_enter();
-/// let regs = SavedRegs { pc: 0x1234, sp: 0x8000, msr: 0 };
-/// let parked = catch_unwind(AssertUnwindSafe(|| {
-///     on_nmi_stop(&LOG, &Fake { deaf: false }, &STATE, regs, format_args!("test"))
-/// }));
-/// assert!(parked.is_err());
-/// assert!(STATE.checked_in(1));
-/// assert!(!STATE.checked_in(0)); // the crashing CPU does not check in
-/// assert_eq!(STATE.saved_regs(1), Some(regs));
-/// let (ts, kind, depth) = STATE.stop_info(1).unwrap();
-/// assert!(ts > 0);
-/// assert_eq!((kind, depth), (Some(nmilog::ContextKind::Irq), 1));
-/// ```
-#[derive(Debug)]
-pub struct CrashState<const CPUS: usize> {
-    cpus: [CpuStop; CPUS],
-    /// The crashing CPU's own RTAS argument buffer: the global one may be half-filled by a CPU frozen
-    /// holding the RTAS lock.
-    pub rtas_args: RtasArgs,
-}
-
-impl<const CPUS: usize> CrashState<CPUS> {
-    /// Nobody stopped yet.
-    ///
-    /// ```
-    /// use nmilog_ppc64::CrashState;
-    /// static STATE: CrashState<4> = CrashState::new(); // `const`: one `static` per kernel
-    /// assert!((0..4).all(|cpu| !STATE.checked_in(cpu)));
-    /// assert_eq!(STATE.saved_regs(0), Some(Default::default()));
-    /// ```
-    pub const fn new() -> Self {
-        CrashState {
-            cpus: [const { CpuStop::new() }; CPUS],
-            rtas_args: RtasArgs::new(),
-        }
-    }
-
-    /// Whether `cpu` checked in (is parked in its NMI handler for good).
-    ///
-    /// ```
-    /// # use std::panic::{catch_unwind, panic_any, AssertUnwindSafe};
-    /// # use nmilog::{host::HostPlatform, Log};
-    /// # use nmilog_ppc64::*;
-    /// # static LOG: Log<HostPlatform, 2, 1024, 8192> = Log::new(HostPlatform::new(2));
-    /// # static STATE: CrashState<2> = CrashState::new();
-    /// # // CPU 1 takes the "NMI" on this thread unless `deaf`; `park` and `kexec` unwind
-    /// # // (they must not return), `kexec` carrying the image and the report.
-    /// # struct Fake { deaf: bool }
-    /// # impl Machine for Fake {
-    /// #     fn nmi_ipi_all_but_self(&self, me: usize) {
-    /// #         if self.deaf { return; }
-    /// #         HostPlatform::register_cpu(1);
-    /// #         let regs = SavedRegs { pc: 0x1000, sp: 0x2000, msr: 0 };
-    /// #         let r = catch_unwind(AssertUnwindSafe(|| {
-    /// #             on_nmi_stop(&LOG, self, &STATE, regs, format_args!("test"))
-    /// #         }));
-    /// #         assert!(r.is_err(), "CPU 1 parks");
-    /// #         HostPlatform::register_cpu(me);
-    /// #     }
-    /// #     fn now_ns(&self) -> u64 { HostPlatform::clock_ns() }
-    /// #     fn irq_source_count(&self) -> usize { 3 }
-    /// #     fn firmware_mask_source(&self, _: usize, _: &RtasArgs) -> Result<(), i32> { Ok(()) }
-    /// #     fn mask_at_presenter(&self) {}
-    /// #     fn park(&self) -> ! { panic_any("parked") }
-    /// #     fn kexec<const C: usize>(&self, image: &[u8], report: &ShutdownReport<C>) -> ! {
-    /// #         panic_any((image.to_vec(), *report))
-    /// #     }
-    /// # }
-    /// # // Runs the sequence on CPU 0 and returns what `kexec` was handed.
-    /// # fn crash(m: &Fake, l: &RtasLock, c: &ShutdownConfig) -> (Vec<u8>, ShutdownReport<2>) {
-    /// #     let mut image = vec![0u8; nmilog::handover::max_image_size(2, 4, 8192)];
-    /// #     let r = catch_unwind(AssertUnwindSafe(|| {
-    /// #         crash_shutdown(&LOG, m, &STATE, l, &mut image, c, format_args!("test"))
-    /// #     }));
-    /// #     *r.unwrap_err().downcast().unwrap()
-    /// # }
-    /// # std::panic::set_hook(Box::new(|_| {})); // quiet unwinding
-    /// # HostPlatform::register_cpu(0);
-    /// LOG.crash_enter().unwrap();
-    /// assert!(!STATE.checked_in(1));
-    /// HostPlatform::register_cpu(1);
-    /// let regs = SavedRegs::default();
-    /// let _ = catch_unwind(AssertUnwindSafe(|| {
-    ///     on_nmi_stop(&LOG, &Fake { deaf: false }, &STATE, regs, format_args!("x"))
-    /// }));
-    /// assert!(STATE.checked_in(1));
-    /// assert!(!STATE.checked_in(7)); // not a CPU of this state: never checked in
-    /// ```
-    pub fn checked_in(&self, cpu: usize) -> bool {
-        // LMM(checkin:B): Acquire pairs with LMM(checkin:A) in `check_in`.
-        self.cpus
-            .get(cpu)
-            .is_some_and(|s| s.checked_in.load(Ordering::Acquire) != 0)
-    }
-
-    /// The registers `cpu` saved when it stopped (meaningful once [`checked_in`](Self::checked_in)).
-    ///
-    /// ```
-    /// # use std::panic::{catch_unwind, panic_any, AssertUnwindSafe};
-    /// # use nmilog::{host::HostPlatform, Log};
-    /// # use nmilog_ppc64::*;
-    /// # static LOG: Log<HostPlatform, 2, 1024, 8192> = Log::new(HostPlatform::new(2));
-    /// # static STATE: CrashState<2> = CrashState::new();
-    /// # // CPU 1 takes the "NMI" on this thread unless `deaf`; `park` and `kexec` unwind
-    /// # // (they must not return), `kexec` carrying the image and the report.
-    /// # struct Fake { deaf: bool }
-    /// # impl Machine for Fake {
-    /// #     fn nmi_ipi_all_but_self(&self, me: usize) {
-    /// #         if self.deaf { return; }
-    /// #         HostPlatform::register_cpu(1);
-    /// #         let regs = SavedRegs { pc: 0x1000, sp: 0x2000, msr: 0 };
-    /// #         let r = catch_unwind(AssertUnwindSafe(|| {
-    /// #             on_nmi_stop(&LOG, self, &STATE, regs, format_args!("test"))
-    /// #         }));
-    /// #         assert!(r.is_err(), "CPU 1 parks");
-    /// #         HostPlatform::register_cpu(me);
-    /// #     }
-    /// #     fn now_ns(&self) -> u64 { HostPlatform::clock_ns() }
-    /// #     fn irq_source_count(&self) -> usize { 3 }
-    /// #     fn firmware_mask_source(&self, _: usize, _: &RtasArgs) -> Result<(), i32> { Ok(()) }
-    /// #     fn mask_at_presenter(&self) {}
-    /// #     fn park(&self) -> ! { panic_any("parked") }
-    /// #     fn kexec<const C: usize>(&self, image: &[u8], report: &ShutdownReport<C>) -> ! {
-    /// #         panic_any((image.to_vec(), *report))
-    /// #     }
-    /// # }
-    /// # // Runs the sequence on CPU 0 and returns what `kexec` was handed.
-    /// # fn crash(m: &Fake, l: &RtasLock, c: &ShutdownConfig) -> (Vec<u8>, ShutdownReport<2>) {
-    /// #     let mut image = vec![0u8; nmilog::handover::max_image_size(2, 4, 8192)];
-    /// #     let r = catch_unwind(AssertUnwindSafe(|| {
-    /// #         crash_shutdown(&LOG, m, &STATE, l, &mut image, c, format_args!("test"))
-    /// #     }));
-    /// #     *r.unwrap_err().downcast().unwrap()
-    /// # }
-    /// # std::panic::set_hook(Box::new(|_| {})); // quiet unwinding
-    /// # HostPlatform::register_cpu(0);
-    /// LOG.crash_enter().unwrap();
-    /// HostPlatform::register_cpu(1);
-    /// let regs = SavedRegs { pc: 0xc0de, sp: 0x7000, msr: 0x1 };
-    /// let _ = catch_unwind(AssertUnwindSafe(|| {
-    ///     on_nmi_stop(&LOG, &Fake { deaf: false }, &STATE, regs, format_args!("x"))
-    /// }));
-    /// assert_eq!(STATE.saved_regs(1), Some(regs));
-    /// assert_eq!(STATE.saved_regs(0), Some(SavedRegs::default())); // CPU 0 never stopped
-    /// assert_eq!(STATE.saved_regs(2), None); // only two CPUs
-    /// ```
-    pub fn saved_regs(&self, cpu: usize) -> Option<SavedRegs> {
-        let s = self.cpus.get(cpu)?;
-        Some(SavedRegs {
-            pc: s.pc.load(Ordering::Relaxed),
-            sp: s.sp.load(Ordering::Relaxed),
-            msr: s.msr.load(Ordering::Relaxed),
-        })
-    }
-
-    /// When `cpu` stopped (clock of [`Machine::now_ns`]) and the context kind and depth the NMI
-    /// interrupted.
-    ///
-    /// ```
-    /// # use std::panic::{catch_unwind, panic_any, AssertUnwindSafe};
-    /// # use nmilog::{host::HostPlatform, Log};
-    /// # use nmilog_ppc64::*;
-    /// # static LOG: Log<HostPlatform, 2, 1024, 8192> = Log::new(HostPlatform::new(2));
-    /// # static STATE: CrashState<2> = CrashState::new();
-    /// # // CPU 1 takes the "NMI" on this thread unless `deaf`; `park` and `kexec` unwind
-    /// # // (they must not return), `kexec` carrying the image and the report.
-    /// # struct Fake { deaf: bool }
-    /// # impl Machine for Fake {
-    /// #     fn nmi_ipi_all_but_self(&self, me: usize) {
-    /// #         if self.deaf { return; }
-    /// #         HostPlatform::register_cpu(1);
-    /// #         let regs = SavedRegs { pc: 0x1000, sp: 0x2000, msr: 0 };
-    /// #         let r = catch_unwind(AssertUnwindSafe(|| {
-    /// #             on_nmi_stop(&LOG, self, &STATE, regs, format_args!("test"))
-    /// #         }));
-    /// #         assert!(r.is_err(), "CPU 1 parks");
-    /// #         HostPlatform::register_cpu(me);
-    /// #     }
-    /// #     fn now_ns(&self) -> u64 { HostPlatform::clock_ns() }
-    /// #     fn irq_source_count(&self) -> usize { 3 }
-    /// #     fn firmware_mask_source(&self, _: usize, _: &RtasArgs) -> Result<(), i32> { Ok(()) }
-    /// #     fn mask_at_presenter(&self) {}
-    /// #     fn park(&self) -> ! { panic_any("parked") }
-    /// #     fn kexec<const C: usize>(&self, image: &[u8], report: &ShutdownReport<C>) -> ! {
-    /// #         panic_any((image.to_vec(), *report))
-    /// #     }
-    /// # }
-    /// # // Runs the sequence on CPU 0 and returns what `kexec` was handed.
-    /// # fn crash(m: &Fake, l: &RtasLock, c: &ShutdownConfig) -> (Vec<u8>, ShutdownReport<2>) {
-    /// #     let mut image = vec![0u8; nmilog::handover::max_image_size(2, 4, 8192)];
-    /// #     let r = catch_unwind(AssertUnwindSafe(|| {
-    /// #         crash_shutdown(&LOG, m, &STATE, l, &mut image, c, format_args!("test"))
-    /// #     }));
-    /// #     *r.unwrap_err().downcast().unwrap()
-    /// # }
-    /// # std::panic::set_hook(Box::new(|_| {})); // quiet unwinding
-    /// # HostPlatform::register_cpu(0);
-    /// use nmilog::ContextKind;
-    /// LOG.crash_enter().unwrap();
-    /// HostPlatform::register_cpu(1); // CPU 1 is running a task when the NMI comes
-    /// let before = HostPlatform::clock_ns();
-    /// let regs = SavedRegs::default();
-    /// let _ = catch_unwind(AssertUnwindSafe(|| {
-    ///     on_nmi_stop(&LOG, &Fake { deaf: false }, &STATE, regs, format_args!("x"))
-    /// }));
-    /// let (ts, kind, depth) = STATE.stop_info(1).unwrap();
-    /// assert!(ts >= before);
-    /// assert_eq!((kind, depth), (Some(ContextKind::Task), 0));
-    /// assert_eq!(STATE.stop_info(2), None);
-    /// ```
-    pub fn stop_info(&self, cpu: usize) -> Option<(u64, Option<ContextKind>, usize)> {
-        let s = self.cpus.get(cpu)?;
-        let h = Header {
-            ctx: s.interrupted.load(Ordering::Relaxed) as u8,
-            ..Header::default()
-        };
-        let (k, d) = h.context();
-        Some((s.ts_ns.load(Ordering::Relaxed), k, d))
-    }
-
-    fn check_in(&self, cpu: usize, ts: u64, regs: SavedRegs, kind: ContextKind, depth: usize) {
-        let Some(s) = self.cpus.get(cpu) else { return };
-        s.ts_ns.store(ts, Ordering::Relaxed);
-        s.pc.store(regs.pc, Ordering::Relaxed);
-        s.sp.store(regs.sp, Ordering::Relaxed);
-        s.msr.store(regs.msr, Ordering::Relaxed);
-        s.interrupted
-            .store(Header::pack_ctx(kind, depth) as usize, Ordering::Relaxed);
-        // LMM(checkin:A): Release pairs with LMM(checkin:B) in `checked_in`: the "stopped" record,
-        // the saved registers and everything this CPU wrote before the NMI (ring words, the RTAS lock
-        // word, a half-done flush) are visible to the crashing CPU once it sees the flag.
-        s.checked_in.store(1, Ordering::Release);
-    }
-}
-
-impl<const CPUS: usize> Default for CrashState<CPUS> {
-    fn default() -> Self {
-        Self::new()
-    }
-}
 
 /// Tunables of the sequence.
 ///
@@ -441,243 +93,20 @@ impl Default for ShutdownConfig {
     }
 }
 
-/// How interrupts were masked before the switchover.
-///
-/// ```
-/// use nmilog_ppc64::{CrashAcquire, MaskPath};
-/// // The path follows from the firmware-lock decision:
-/// let path = |d: CrashAcquire| match d {
-///     CrashAcquire::TakenOver { .. } => MaskPath::RtasTakeover,
-///     d if d.may_call_firmware() => MaskPath::Rtas,
-///     _ => MaskPath::Presenter,
-/// };
-/// assert_eq!(path(CrashAcquire::Acquired), MaskPath::Rtas);
-/// assert_eq!(path(CrashAcquire::TakenOver { from: 2 }), MaskPath::RtasTakeover);
-/// let inside = CrashAcquire::Unsafe { holder: 2, inside: true, stopped: true };
-/// assert_eq!(path(inside), MaskPath::Presenter);
-/// ```
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum MaskPath {
-    /// Through RTAS `ibm,int-off`; the firmware lock was free (or already the crashing CPU's).
-    Rtas,
-    /// Through RTAS, after taking the lock over from a CPU frozen outside the firmware call.
-    RtasTakeover,
-    /// At the interrupt presenter: RTAS could not be called without breaking PAPR.
-    Presenter,
-}
-
-impl MaskPath {
-    /// `"rtas"`, `"rtas-takeover"` or `"presenter"`.
-    ///
-    /// ```
-    /// use nmilog_ppc64::MaskPath;
-    /// assert_eq!(MaskPath::Rtas.name(), "rtas");
-    /// assert_eq!(MaskPath::RtasTakeover.name(), "rtas-takeover");
-    /// assert_eq!(MaskPath::Presenter.name(), "presenter");
-    /// // The names are what the crash log's `[mask_path=…]` tag says.
-    /// assert_eq!(format!("[mask_path={}]", MaskPath::Presenter.name()), "[mask_path=presenter]");
-    /// ```
-    pub const fn name(self) -> &'static str {
-        match self {
-            MaskPath::Rtas => "rtas",
-            MaskPath::RtasTakeover => "rtas-takeover",
-            MaskPath::Presenter => "presenter",
-        }
-    }
-}
-
-/// What the masking step did.
-///
-/// ```
-/// # use std::panic::{catch_unwind, panic_any, AssertUnwindSafe};
-/// # use nmilog::{host::HostPlatform, Log};
-/// # use nmilog_ppc64::*;
-/// # static LOG: Log<HostPlatform, 2, 1024, 8192> = Log::new(HostPlatform::new(2));
-/// # static STATE: CrashState<2> = CrashState::new();
-/// # // CPU 1 takes the "NMI" on this thread unless `deaf`; `park` and `kexec` unwind
-/// # // (they must not return), `kexec` carrying the image and the report.
-/// # struct Fake { deaf: bool }
-/// # impl Machine for Fake {
-/// #     fn nmi_ipi_all_but_self(&self, me: usize) {
-/// #         if self.deaf { return; }
-/// #         HostPlatform::register_cpu(1);
-/// #         let regs = SavedRegs { pc: 0x1000, sp: 0x2000, msr: 0 };
-/// #         let r = catch_unwind(AssertUnwindSafe(|| {
-/// #             on_nmi_stop(&LOG, self, &STATE, regs, format_args!("test"))
-/// #         }));
-/// #         assert!(r.is_err(), "CPU 1 parks");
-/// #         HostPlatform::register_cpu(me);
-/// #     }
-/// #     fn now_ns(&self) -> u64 { HostPlatform::clock_ns() }
-/// #     fn irq_source_count(&self) -> usize { 3 }
-/// #     fn firmware_mask_source(&self, _: usize, _: &RtasArgs) -> Result<(), i32> { Ok(()) }
-/// #     fn mask_at_presenter(&self) {}
-/// #     fn park(&self) -> ! { panic_any("parked") }
-/// #     fn kexec<const C: usize>(&self, image: &[u8], report: &ShutdownReport<C>) -> ! {
-/// #         panic_any((image.to_vec(), *report))
-/// #     }
-/// # }
-/// # // Runs the sequence on CPU 0 and returns what `kexec` was handed.
-/// # fn crash(m: &Fake, l: &RtasLock, c: &ShutdownConfig) -> (Vec<u8>, ShutdownReport<2>) {
-/// #     let mut image = vec![0u8; nmilog::handover::max_image_size(2, 4, 8192)];
-/// #     let r = catch_unwind(AssertUnwindSafe(|| {
-/// #         crash_shutdown(&LOG, m, &STATE, l, &mut image, c, format_args!("test"))
-/// #     }));
-/// #     *r.unwrap_err().downcast().unwrap()
-/// # }
-/// # std::panic::set_hook(Box::new(|_| {})); // quiet unwinding
-/// # HostPlatform::register_cpu(0);
-/// // CPU 1 is frozen holding the RTAS lock, but outside the firmware call: taken over.
-/// let rtas = RtasLock::new();
-/// rtas.lock(1);
-/// let (_, report) = crash(&Fake { deaf: false }, &rtas, &ShutdownConfig::new());
-/// let m: MaskOutcome = report.mask;
-/// assert_eq!(m.path, MaskPath::RtasTakeover);
-/// assert_eq!(m.decision, CrashAcquire::TakenOver { from: 1 });
-/// assert_eq!((m.masked, m.failed), (3, 0)); // all three sources through RTAS
-/// assert_eq!(rtas.holder(), None); // released after masking
-/// ```
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct MaskOutcome {
-    /// The path taken.
-    pub path: MaskPath,
-    /// The firmware-lock decision behind it.
-    pub decision: CrashAcquire,
-    /// Sources masked through firmware.
-    pub masked: usize,
-    /// Sources whose firmware call failed.
-    pub failed: usize,
-}
-
-/// What [`crash_shutdown`] did, handed to [`Machine::kexec`] with the image.
-///
-/// ```
-/// # use std::panic::{catch_unwind, panic_any, AssertUnwindSafe};
-/// # use nmilog::{host::HostPlatform, Log};
-/// # use nmilog_ppc64::*;
-/// # static LOG: Log<HostPlatform, 2, 1024, 8192> = Log::new(HostPlatform::new(2));
-/// # static STATE: CrashState<2> = CrashState::new();
-/// # // CPU 1 takes the "NMI" on this thread unless `deaf`; `park` and `kexec` unwind
-/// # // (they must not return), `kexec` carrying the image and the report.
-/// # struct Fake { deaf: bool }
-/// # impl Machine for Fake {
-/// #     fn nmi_ipi_all_but_self(&self, me: usize) {
-/// #         if self.deaf { return; }
-/// #         HostPlatform::register_cpu(1);
-/// #         let regs = SavedRegs { pc: 0x1000, sp: 0x2000, msr: 0 };
-/// #         let r = catch_unwind(AssertUnwindSafe(|| {
-/// #             on_nmi_stop(&LOG, self, &STATE, regs, format_args!("test"))
-/// #         }));
-/// #         assert!(r.is_err(), "CPU 1 parks");
-/// #         HostPlatform::register_cpu(me);
-/// #     }
-/// #     fn now_ns(&self) -> u64 { HostPlatform::clock_ns() }
-/// #     fn irq_source_count(&self) -> usize { 3 }
-/// #     fn firmware_mask_source(&self, _: usize, _: &RtasArgs) -> Result<(), i32> { Ok(()) }
-/// #     fn mask_at_presenter(&self) {}
-/// #     fn park(&self) -> ! { panic_any("parked") }
-/// #     fn kexec<const C: usize>(&self, image: &[u8], report: &ShutdownReport<C>) -> ! {
-/// #         panic_any((image.to_vec(), *report))
-/// #     }
-/// # }
-/// # // Runs the sequence on CPU 0 and returns what `kexec` was handed.
-/// # fn crash(m: &Fake, l: &RtasLock, c: &ShutdownConfig) -> (Vec<u8>, ShutdownReport<2>) {
-/// #     let mut image = vec![0u8; nmilog::handover::max_image_size(2, 4, 8192)];
-/// #     let r = catch_unwind(AssertUnwindSafe(|| {
-/// #         crash_shutdown(&LOG, m, &STATE, l, &mut image, c, format_args!("test"))
-/// #     }));
-/// #     *r.unwrap_err().downcast().unwrap()
-/// # }
-/// # std::panic::set_hook(Box::new(|_| {})); // quiet unwinding
-/// # HostPlatform::register_cpu(0);
-/// // CPU 1 never answers the NMI: the wait ends at the timeout (or the spin bound).
-/// let cfg = ShutdownConfig { ack_timeout_ns: 2_000_000, max_wait_spins: 100_000 };
-/// let (image, r) = crash(&Fake { deaf: true }, &RtasLock::new(), &cfg);
-/// assert_eq!((r.crash_cpu, r.cpus), (0, 2));
-/// assert_eq!(r.answered, [true, false]);
-/// assert_eq!(r.not_answered, 1);
-/// assert!(r.wait_spins <= cfg.max_wait_spins);
-/// assert!(r.t_enter_ns <= r.t_ipi_done_ns && r.t_ipi_done_ns <= r.t_masked_ns);
-/// assert!(r.t_masked_ns <= r.t_switch_ns);
-/// assert_eq!(r.mask.path, MaskPath::Rtas); // the lock was free
-/// assert!(r.drains[0].flush.steps <= r.drains[0].bound);
-/// assert_eq!((r.image_len, r.image_error), (image.len(), None));
-/// ```
-#[derive(Clone, Copy, Debug)]
-pub struct ShutdownReport<const CPUS: usize> {
-    /// The crashing CPU.
-    pub crash_cpu: usize,
-    /// CPUs in the system.
-    pub cpus: usize,
-    /// Crash entry.
-    pub t_enter_ns: u64,
-    /// The check-in wait ended.
-    pub t_ipi_done_ns: u64,
-    /// Interrupts masked.
-    pub t_masked_ns: u64,
-    /// Image written, about to switch over.
-    pub t_switch_ns: u64,
-    /// Which CPUs checked in (the crashing CPU counts as answered).
-    pub answered: [bool; CPUS],
-    /// How many did not.
-    pub not_answered: usize,
-    /// Iterations of the check-in wait.
-    pub wait_spins: u64,
-    /// The masking step.
-    pub mask: MaskOutcome,
-    /// The two crash drains (before and after the switchover message).
-    pub drains: [DrainReport; 2],
-    /// Bytes of handover image written (0 on error).
-    pub image_len: usize,
-    /// Why the image could not be written, if it could not.
-    pub image_error: Option<HandoverError>,
-}
-
 /// The NMI (system reset) handler's crash part, on a CPU that is not the crashing one: enters NMI
 /// context, logs `"CPU n stopped (NMI in <ctx> context; <note>)"`, saves `regs`, checks in and parks
 /// forever. Returns at once (doing nothing) if no crash is in progress or if called on the crashing
 /// CPU, so it can sit at the top of a shared NMI handler.
 ///
 /// ```
-/// # use std::panic::{catch_unwind, panic_any, AssertUnwindSafe};
+/// # use std::panic::{catch_unwind, AssertUnwindSafe};
 /// # use nmilog::{host::HostPlatform, Log};
 /// # use nmilog_ppc64::*;
+/// # use nmilog_ppc64::doc_support::{start, FakeMachine};
 /// # static LOG: Log<HostPlatform, 2, 1024, 8192> = Log::new(HostPlatform::new(2));
 /// # static STATE: CrashState<2> = CrashState::new();
-/// # // CPU 1 takes the "NMI" on this thread unless `deaf`; `park` and `kexec` unwind
-/// # // (they must not return), `kexec` carrying the image and the report.
-/// # struct Fake { deaf: bool }
-/// # impl Machine for Fake {
-/// #     fn nmi_ipi_all_but_self(&self, me: usize) {
-/// #         if self.deaf { return; }
-/// #         HostPlatform::register_cpu(1);
-/// #         let regs = SavedRegs { pc: 0x1000, sp: 0x2000, msr: 0 };
-/// #         let r = catch_unwind(AssertUnwindSafe(|| {
-/// #             on_nmi_stop(&LOG, self, &STATE, regs, format_args!("test"))
-/// #         }));
-/// #         assert!(r.is_err(), "CPU 1 parks");
-/// #         HostPlatform::register_cpu(me);
-/// #     }
-/// #     fn now_ns(&self) -> u64 { HostPlatform::clock_ns() }
-/// #     fn irq_source_count(&self) -> usize { 3 }
-/// #     fn firmware_mask_source(&self, _: usize, _: &RtasArgs) -> Result<(), i32> { Ok(()) }
-/// #     fn mask_at_presenter(&self) {}
-/// #     fn park(&self) -> ! { panic_any("parked") }
-/// #     fn kexec<const C: usize>(&self, image: &[u8], report: &ShutdownReport<C>) -> ! {
-/// #         panic_any((image.to_vec(), *report))
-/// #     }
-/// # }
-/// # // Runs the sequence on CPU 0 and returns what `kexec` was handed.
-/// # fn crash(m: &Fake, l: &RtasLock, c: &ShutdownConfig) -> (Vec<u8>, ShutdownReport<2>) {
-/// #     let mut image = vec![0u8; nmilog::handover::max_image_size(2, 4, 8192)];
-/// #     let r = catch_unwind(AssertUnwindSafe(|| {
-/// #         crash_shutdown(&LOG, m, &STATE, l, &mut image, c, format_args!("test"))
-/// #     }));
-/// #     *r.unwrap_err().downcast().unwrap()
-/// # }
-/// # std::panic::set_hook(Box::new(|_| {})); // quiet unwinding
-/// # HostPlatform::register_cpu(0);
-/// let m = Fake { deaf: false };
+/// # start(); // quiet unwinding; this thread is CPU 0
+/// let m = FakeMachine::new(&LOG, &STATE);
 /// let regs = SavedRegs::default();
 /// // No crash in progress: returns at once (an ordinary NMI, e.g. a watchdog).
 /// on_nmi_stop(&LOG, &m, &STATE, regs, format_args!("x"));
@@ -696,14 +125,14 @@ pub struct ShutdownReport<const CPUS: usize> {
 pub fn on_nmi_stop<
     P: Platform,
     M: Machine,
-    const C: usize,
-    const R: usize,
-    const W: usize,
-    const D: usize,
+    const CPUS: usize,
+    const RING_WORDS: usize,
+    const MAIN_WORDS: usize,
+    const DEPTH: usize,
 >(
-    log: &Log<P, C, R, W, D>,
+    log: &Log<P, CPUS, RING_WORDS, MAIN_WORDS, DEPTH>,
     machine: &M,
-    state: &CrashState<C>,
+    state: &CrashState<CPUS>,
     regs: SavedRegs,
     note: fmt::Arguments<'_>,
 ) {
@@ -714,41 +143,128 @@ pub fn on_nmi_stop<
     if cpu == crasher {
         return;
     }
-    stop_self(log, machine, state, regs, "NMI", note)
+    Crash {
+        log,
+        machine,
+        state,
+    }
+    .stop_self(regs, "NMI", note)
 }
 
-fn stop_self<
+/// What every step of the sequence works on.
+struct Crash<
+    'a,
     P: Platform,
     M: Machine,
-    const C: usize,
-    const R: usize,
-    const W: usize,
-    const D: usize,
->(
-    log: &Log<P, C, R, W, D>,
-    machine: &M,
-    state: &CrashState<C>,
-    regs: SavedRegs,
-    how: &str,
-    note: fmt::Arguments<'_>,
-) -> ! {
-    let cpu = log.platform().cpu_id();
-    let (kind, depth) = log.context().unwrap_or((ContextKind::Task, 0));
-    log.nmi_enter();
-    let ts = machine.now_ns();
-    let _ = log.log_fmt(
-        Level::Emerg,
-        0,
-        format_args!(
+    const CPUS: usize,
+    const RING_WORDS: usize,
+    const MAIN_WORDS: usize,
+    const DEPTH: usize,
+> {
+    log: &'a Log<P, CPUS, RING_WORDS, MAIN_WORDS, DEPTH>,
+    machine: &'a M,
+    state: &'a CrashState<CPUS>,
+}
+
+impl<
+        P: Platform,
+        M: Machine,
+        const CPUS: usize,
+        const RING_WORDS: usize,
+        const MAIN_WORDS: usize,
+        const DEPTH: usize,
+    > Crash<'_, P, M, CPUS, RING_WORDS, MAIN_WORDS, DEPTH>
+{
+    /// Logs one of the sequence's messages at emerg level. Never blocks: the log is in crash mode,
+    /// or this CPU is in NMI context (the per-CPU rings, no lock).
+    fn emerg(&self, args: fmt::Arguments<'_>) {
+        let _ = self.log.log_fmt(Level::Emerg, 0, args);
+    }
+
+    /// Stops the calling CPU for good: NMI context, the "stopped" record, the saved registers and
+    /// the check-in, then parks.
+    fn stop_self(&self, regs: SavedRegs, how: &str, note: fmt::Arguments<'_>) -> ! {
+        let (log, machine) = (self.log, self.machine);
+        let cpu = log.platform().cpu_id();
+        let (kind, depth) = log.context().unwrap_or((ContextKind::Task, 0));
+        log.nmi_enter();
+        let ts = machine.now_ns();
+        self.emerg(format_args!(
             "CPU {} stopped ({} in {} context; {})",
             cpu,
             how,
             kind.name(),
             note
-        ),
-    );
-    state.check_in(cpu, ts, regs, kind, depth);
-    machine.park()
+        ));
+        self.state.check_in(cpu, ts, regs, kind, depth);
+        machine.park()
+    }
+
+    /// Masks every interrupt source before the switchover without waiting on the firmware lock (see
+    /// [`crate::rtas`] for the decision), and says how.
+    fn mask_interrupts(&self, rtas: &RtasLock, cpu: usize) -> MaskOutcome {
+        let (machine, state) = (self.machine, self.state);
+        let decision = rtas.crash_acquire(cpu, |c| state.checked_in(c));
+        let mut out = MaskOutcome {
+            path: MaskPath::Rtas,
+            decision,
+            masked: 0,
+            failed: 0,
+        };
+        match decision {
+            CrashAcquire::Acquired | CrashAcquire::AlreadyOwn | CrashAcquire::TakenOver { .. } => {
+                // We own the lock and no other CPU is in firmware (nor ever will be): PAPR's
+                // serialisation holds. Use our own argument buffer, never the frozen holder's.
+                let n = machine.irq_source_count();
+                for src in 0..n {
+                    rtas.enter_call(cpu);
+                    let r = machine.firmware_mask_source(src, &state.rtas_args);
+                    rtas.leave_call(cpu);
+                    match r {
+                        Ok(()) => out.masked += 1,
+                        Err(_) => out.failed += 1,
+                    }
+                }
+                rtas.unlock(cpu);
+                if let CrashAcquire::TakenOver { from } = decision {
+                    out.path = MaskPath::RtasTakeover;
+                    self.emerg(format_args!(
+                        "kexec: RTAS lock held by CPU {} (stopped outside the firmware call): taken over; masked {} of {} interrupt sources via ibm,int-off [mask_path=rtas-takeover]",
+                        from, out.masked, n
+                    ));
+                } else {
+                    self.emerg(format_args!(
+                        "kexec: masked {} of {} interrupt sources via RTAS ibm,int-off [mask_path=rtas]",
+                        out.masked, n
+                    ));
+                }
+                if out.failed != 0 {
+                    self.emerg(format_args!(
+                        "kexec: ibm,int-off failed for {} sources",
+                        out.failed
+                    ));
+                }
+            }
+            CrashAcquire::Unsafe {
+                holder,
+                inside,
+                stopped,
+            } => {
+                out.path = MaskPath::Presenter;
+                machine.mask_at_presenter();
+                let why = match (inside, stopped) {
+                    (true, _) => "frozen inside the firmware call",
+                    (false, false) => "did not stop",
+                    (false, true) => "changed hands",
+                };
+                self.emerg(format_args!(
+                    "kexec: RTAS lock held by CPU {} ({}): RTAS not called (PAPR: calls are serialised); interrupts masked at the presenter (CPPR=0) [mask_path=presenter]",
+                    holder as isize, why
+                ));
+            }
+        }
+        out
+    }
 }
 
 /// The crash-shutdown sequence (see the [module docs](self)): on the crashing CPU, with interrupts
@@ -759,51 +275,20 @@ fn stop_self<
 /// parks (the NMI the other CPU sends would do the same).
 ///
 /// ```
-/// # use std::panic::{catch_unwind, panic_any, AssertUnwindSafe};
+/// # use std::panic::{catch_unwind, AssertUnwindSafe};
 /// # use nmilog::{host::HostPlatform, Log};
 /// # use nmilog_ppc64::*;
+/// # use nmilog_ppc64::doc_support::{start, FakeMachine};
 /// # static LOG: Log<HostPlatform, 2, 1024, 8192> = Log::new(HostPlatform::new(2));
 /// # static STATE: CrashState<2> = CrashState::new();
-/// # // CPU 1 takes the "NMI" on this thread unless `deaf`; `park` and `kexec` unwind
-/// # // (they must not return), `kexec` carrying the image and the report.
-/// # struct Fake { deaf: bool }
-/// # impl Machine for Fake {
-/// #     fn nmi_ipi_all_but_self(&self, me: usize) {
-/// #         if self.deaf { return; }
-/// #         HostPlatform::register_cpu(1);
-/// #         let regs = SavedRegs { pc: 0x1000, sp: 0x2000, msr: 0 };
-/// #         let r = catch_unwind(AssertUnwindSafe(|| {
-/// #             on_nmi_stop(&LOG, self, &STATE, regs, format_args!("test"))
-/// #         }));
-/// #         assert!(r.is_err(), "CPU 1 parks");
-/// #         HostPlatform::register_cpu(me);
-/// #     }
-/// #     fn now_ns(&self) -> u64 { HostPlatform::clock_ns() }
-/// #     fn irq_source_count(&self) -> usize { 3 }
-/// #     fn firmware_mask_source(&self, _: usize, _: &RtasArgs) -> Result<(), i32> { Ok(()) }
-/// #     fn mask_at_presenter(&self) {}
-/// #     fn park(&self) -> ! { panic_any("parked") }
-/// #     fn kexec<const C: usize>(&self, image: &[u8], report: &ShutdownReport<C>) -> ! {
-/// #         panic_any((image.to_vec(), *report))
-/// #     }
-/// # }
-/// # // Runs the sequence on CPU 0 and returns what `kexec` was handed.
-/// # fn crash(m: &Fake, l: &RtasLock, c: &ShutdownConfig) -> (Vec<u8>, ShutdownReport<2>) {
-/// #     let mut image = vec![0u8; nmilog::handover::max_image_size(2, 4, 8192)];
-/// #     let r = catch_unwind(AssertUnwindSafe(|| {
-/// #         crash_shutdown(&LOG, m, &STATE, l, &mut image, c, format_args!("test"))
-/// #     }));
-/// #     *r.unwrap_err().downcast().unwrap()
-/// # }
-/// # std::panic::set_hook(Box::new(|_| {})); // quiet unwinding
-/// # HostPlatform::register_cpu(0);
+/// # start(); // quiet unwinding; this thread is CPU 0
 /// use nmilog::handover;
 /// // Log something on each CPU before the crash.
 /// LOG.log_fmt(nmilog::Level::Info, 0, format_args!("cpu 0 was here")).unwrap();
 /// let rtas = RtasLock::new();
 /// let mut image = vec![0u8; handover::max_image_size(2, 4, 8192)];
 /// let cfg = ShutdownConfig { ack_timeout_ns: 10_000_000, ..ShutdownConfig::new() };
-/// let m = Fake { deaf: false };
+/// let m = FakeMachine::new(&LOG, &STATE);
 /// // `crash_shutdown` returns `!`: this fake `kexec` unwinds with what it was handed.
 /// let switched = catch_unwind(AssertUnwindSafe(|| {
 ///     crash_shutdown(&LOG, &m, &STATE, &rtas, &mut image, &cfg, format_args!("oops"))
@@ -825,25 +310,27 @@ fn stop_self<
 pub fn crash_shutdown<
     P: Platform,
     M: Machine,
-    const C: usize,
-    const R: usize,
-    const W: usize,
-    const D: usize,
+    const CPUS: usize,
+    const RING_WORDS: usize,
+    const MAIN_WORDS: usize,
+    const DEPTH: usize,
 >(
-    log: &Log<P, C, R, W, D>,
+    log: &Log<P, CPUS, RING_WORDS, MAIN_WORDS, DEPTH>,
     machine: &M,
-    state: &CrashState<C>,
+    state: &CrashState<CPUS>,
     rtas: &RtasLock,
     image: &mut [u8],
     cfg: &ShutdownConfig,
     reason: fmt::Arguments<'_>,
 ) -> ! {
+    let crash = Crash {
+        log,
+        machine,
+        state,
+    };
     let cpu = match log.crash_enter() {
         Ok(c) => c,
-        Err(nmilog::CrashEnterError::OtherCpu { cpu: other }) => stop_self(
-            log,
-            machine,
-            state,
+        Err(nmilog::CrashEnterError::OtherCpu { cpu: other }) => crash.stop_self(
             SavedRegs::default(),
             "crash",
             format_args!("CPU {} is already crashing", other),
@@ -852,16 +339,16 @@ pub fn crash_shutdown<
         // crash in progress. Nothing of the sequence can run; stop here.
         Err(nmilog::CrashEnterError::BadCpu) => machine.park(),
     };
-    let ncpu = log.platform().cpu_count().min(C);
+    let ncpu = log.platform().cpu_count().min(CPUS);
     let t_enter = machine.now_ns();
-    let mut report = ShutdownReport::<C> {
+    let mut report = ShutdownReport::<CPUS> {
         crash_cpu: cpu,
         cpus: ncpu,
         t_enter_ns: t_enter,
         t_ipi_done_ns: 0,
         t_masked_ns: 0,
         t_switch_ns: 0,
-        answered: [false; C],
+        answered: [false; CPUS],
         not_answered: 0,
         wait_spins: 0,
         mask: MaskOutcome {
@@ -874,19 +361,11 @@ pub fn crash_shutdown<
         image_len: 0,
         image_error: None,
     };
-    let _ = log.log_fmt(
-        Level::Emerg,
-        0,
-        format_args!("crash: CPU {} crashing: {}", cpu, reason),
-    );
-    let _ = log.log_fmt(
-        Level::Emerg,
-        0,
-        format_args!(
-            "crash: sending NMI IPI to {} other CPUs",
-            ncpu.saturating_sub(1)
-        ),
-    );
+    crash.emerg(format_args!("crash: CPU {} crashing: {}", cpu, reason));
+    crash.emerg(format_args!(
+        "crash: sending NMI IPI to {} other CPUs",
+        ncpu.saturating_sub(1)
+    ));
 
     // 1. Stop everybody else, then wait for the check-ins: bounded by time and by iterations.
     machine.nmi_ipi_all_but_self(cpu);
@@ -908,146 +387,52 @@ pub fn crash_shutdown<
         report.answered[c] = ok;
         if !ok {
             report.not_answered += 1;
-            let _ = log.log_fmt(
-                Level::Emerg,
-                0,
-                format_args!(
-                    "crash: CPU {} did not answer the NMI IPI within {} ms",
-                    c,
-                    cfg.ack_timeout_ns / 1_000_000
-                ),
-            );
+            crash.emerg(format_args!(
+                "crash: CPU {} did not answer the NMI IPI within {} ms",
+                c,
+                cfg.ack_timeout_ns / 1_000_000
+            ));
         }
     }
     report.t_ipi_done_ns = machine.now_ns();
     // The message that deadlocked on logbuf_lock in 2020: here it only appends to this CPU's ring.
-    let _ = log.log_fmt(Level::Emerg, 0, format_args!("IPI complete"));
+    crash.emerg(format_args!("IPI complete"));
 
     // 2. Mask interrupts (machine_kexec_mask_interrupts) without waiting on the firmware lock.
-    report.mask = mask_interrupts(log, machine, state, rtas, cpu);
+    report.mask = crash.mask_interrupts(rtas, cpu);
     report.t_masked_ns = machine.now_ns();
 
-    // 3. Drain, announce, drain again (so the announcement is in the image), serialise.
-    report.drains[0] = log.drain_on_crash();
+    // 3. Drain (read-only: a CPU that did not stop may still be writing the main log or its rings),
+    //    announce, then write the handover image: the final drain, which also takes in whatever a CPU
+    //    that checked in late, or never stopped, committed by then.
+    let stopped = |c: usize| state.checked_in(c);
+    report.drains[0] = log
+        .drain_on_crash(&stopped, &mut |_, _: &nmilog::RecordBuf| true)
+        .unwrap_or_default();
     let d = report.drains[0];
-    let _ = log.log_fmt(
-        Level::Emerg,
-        0,
-        format_args!(
-            "crash: log drained: {} records ({} from the main log, {} from the rings), {} torn, {} in flight on {} CPUs that did not stop, {} overwritten, {} steps (bound {})",
-            d.records,
-            d.from_main,
-            d.from_rings,
-            d.torn,
-            d.in_flight,
-            d.not_stopped,
-            d.overwritten,
-            d.steps,
-            d.bound,
-        ),
-    );
-    let _ = log.log_fmt(
-        Level::Emerg,
-        0,
-        format_args!("kexec: Starting switchover sequence."),
-    );
-    report.drains[1] = log.drain_on_crash();
-    match handover::write_image(log, image) {
-        Ok(n) => report.image_len = n,
+    crash.emerg(format_args!(
+        "crash: log drained: {} records ({} from the main log, {} from the rings), {} torn, {} in flight on {} CPUs that did not stop, {} overwritten, {} steps (bound {})",
+        d.records,
+        d.from_main,
+        d.from_rings,
+        d.torn,
+        d.in_flight,
+        d.not_stopped,
+        d.overwritten,
+        d.steps,
+        d.bound,
+    ));
+    crash.emerg(format_args!("kexec: Starting switchover sequence."));
+    match handover::write_image_report(log, image, &stopped) {
+        Ok(r) => {
+            report.image_len = r.len;
+            report.drains[1] = r.drain;
+        }
         Err(e) => report.image_error = Some(e),
     }
     report.t_switch_ns = machine.now_ns();
     let len = report.image_len.min(image.len());
     machine.kexec(&image[..len], &report)
-}
-
-fn mask_interrupts<
-    P: Platform,
-    M: Machine,
-    const C: usize,
-    const R: usize,
-    const W: usize,
-    const D: usize,
->(
-    log: &Log<P, C, R, W, D>,
-    machine: &M,
-    state: &CrashState<C>,
-    rtas: &RtasLock,
-    cpu: usize,
-) -> MaskOutcome {
-    let decision = rtas.crash_acquire(cpu, |c| state.checked_in(c));
-    let mut out = MaskOutcome {
-        path: MaskPath::Rtas,
-        decision,
-        masked: 0,
-        failed: 0,
-    };
-    match decision {
-        CrashAcquire::Acquired | CrashAcquire::AlreadyOwn | CrashAcquire::TakenOver { .. } => {
-            // We own the lock and no other CPU is in firmware (nor ever will be): PAPR's
-            // serialisation holds. Use our own argument buffer, never the frozen holder's.
-            let n = machine.irq_source_count();
-            for src in 0..n {
-                rtas.enter_call(cpu);
-                let r = machine.firmware_mask_source(src, &state.rtas_args);
-                rtas.leave_call(cpu);
-                match r {
-                    Ok(()) => out.masked += 1,
-                    Err(_) => out.failed += 1,
-                }
-            }
-            rtas.unlock(cpu);
-            if let CrashAcquire::TakenOver { from } = decision {
-                out.path = MaskPath::RtasTakeover;
-                let _ = log.log_fmt(
-                    Level::Emerg,
-                    0,
-                    format_args!(
-                        "kexec: RTAS lock held by CPU {} (stopped outside the firmware call): taken over; masked {} of {} interrupt sources via ibm,int-off [mask_path=rtas-takeover]",
-                        from, out.masked, n
-                    ),
-                );
-            } else {
-                let _ = log.log_fmt(
-                    Level::Emerg,
-                    0,
-                    format_args!(
-                        "kexec: masked {} of {} interrupt sources via RTAS ibm,int-off [mask_path=rtas]",
-                        out.masked, n
-                    ),
-                );
-            }
-            if out.failed != 0 {
-                let _ = log.log_fmt(
-                    Level::Emerg,
-                    0,
-                    format_args!("kexec: ibm,int-off failed for {} sources", out.failed),
-                );
-            }
-        }
-        CrashAcquire::Unsafe {
-            holder,
-            inside,
-            stopped,
-        } => {
-            out.path = MaskPath::Presenter;
-            machine.mask_at_presenter();
-            let why = match (inside, stopped) {
-                (true, _) => "frozen inside the firmware call",
-                (false, false) => "did not stop",
-                (false, true) => "changed hands",
-            };
-            let _ = log.log_fmt(
-                Level::Emerg,
-                0,
-                format_args!(
-                    "kexec: RTAS lock held by CPU {} ({}): RTAS not called (PAPR: calls are serialised); interrupts masked at the presenter (CPPR=0) [mask_path=presenter]",
-                    holder as isize, why
-                ),
-            );
-        }
-    }
-    out
 }
 
 #[cfg(test)]
@@ -1064,6 +449,7 @@ mod tests {
     use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
     use super::*;
+    use crate::machine::RtasArgs;
 
     static CPU: AtomicUsize = AtomicUsize::new(0);
     static CLOCK: AtomicU64 = AtomicU64::new(1_000);
@@ -1135,7 +521,7 @@ mod tests {
         fn park(&self) -> ! {
             std::panic::panic_any(Parked)
         }
-        fn kexec<const C: usize>(&self, image: &[u8], report: &ShutdownReport<C>) -> ! {
+        fn kexec<const CPUS: usize>(&self, image: &[u8], report: &ShutdownReport<CPUS>) -> ! {
             assert!(report.image_error.is_none());
             std::panic::panic_any(Switched(image.to_vec()))
         }

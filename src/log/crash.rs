@@ -197,7 +197,9 @@ pub struct DrainReport {
 const STOPPED: usize = 1;
 const TORN: usize = 2;
 
-/// The drain's view of one (CPU, depth) ring.
+/// The drain's view of one (CPU, depth) ring. The snapshot's fields are set by a fresh drain; the
+/// merge's (`end`, `late`, `lapped`, the cursor) are reset from them by a drain over the same
+/// snapshot.
 pub(super) struct DrainSource {
     /// Where this drain's reading starts (first record at or past the threshold)...
     start_pos: AtomicUsize,
@@ -205,16 +207,22 @@ pub(super) struct DrainSource {
     /// ...and where it is.
     pos: AtomicUsize,
     seq: AtomicUsize,
-    /// One past the last record to deliver (the ring's `next_seq` at the snapshot).
+    /// One past the last record to deliver: the ring's `next_seq` at the snapshot...
+    snap_end: AtomicUsize,
+    /// ...and during the merge (cut short where committed records were not visible).
     end: AtomicUsize,
-    /// `STOPPED`, `TORN`.
+    /// `STOPPED`, `TORN` (snapshot).
     flags: AtomicUsize,
-    /// Records in flight on a CPU not known to be stopped.
+    /// A log call in progress at the snapshot on a CPU not known to be stopped (0 or 1).
     in_flight: AtomicUsize,
+    /// Records published before the snapshot but not visible to the merge (a CPU that did not stop).
+    late: AtomicUsize,
     /// The flush's overwritten count at the snapshot.
     flush_overwritten: AtomicUsize,
-    /// Records this drain found overwritten.
+    /// Records the snapshot found overwritten (between the threshold and the oldest record).
     found_overwritten: AtomicUsize,
+    /// Records lapped under the merge by a writer that did not stop.
+    lapped: AtomicUsize,
 }
 
 impl DrainSource {
@@ -225,11 +233,14 @@ impl DrainSource {
                 start_seq: AtomicUsize::new(0),
                 pos: AtomicUsize::new(0),
                 seq: AtomicUsize::new(0),
+                snap_end: AtomicUsize::new(0),
                 end: AtomicUsize::new(0),
                 flags: AtomicUsize::new(0),
                 in_flight: AtomicUsize::new(0),
+                late: AtomicUsize::new(0),
                 flush_overwritten: AtomicUsize::new(0),
                 found_overwritten: AtomicUsize::new(0),
+                lapped: AtomicUsize::new(0),
             }
         }
     }
@@ -252,19 +263,33 @@ impl DrainSource {
     fn add(w: &AtomicUsize, n: usize) {
         w.store(w.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
     }
+    /// Back to the snapshot's start, for a drain over the same snapshot.
+    fn rewind(&self) {
+        self.pos
+            .store(self.start_pos.load(Ordering::Relaxed), Ordering::Relaxed);
+        self.seq
+            .store(self.start_seq.load(Ordering::Relaxed), Ordering::Relaxed);
+        self.end
+            .store(self.snap_end.load(Ordering::Relaxed), Ordering::Relaxed);
+        self.late.store(0, Ordering::Relaxed);
+        self.lapped.store(0, Ordering::Relaxed);
+    }
     /// Torn records at the last drain (0 or 1).
     pub(super) fn torn(&self) -> usize {
         usize::from(self.flags() & TORN != 0)
     }
     /// In-flight records at the last drain.
     pub(super) fn in_flight(&self) -> usize {
-        self.in_flight.load(Ordering::Relaxed)
+        self.in_flight
+            .load(Ordering::Relaxed)
+            .wrapping_add(self.late.load(Ordering::Relaxed))
     }
     /// Overwritten records as of the last drain: the flush's and the drain's.
     pub(super) fn overwritten(&self) -> usize {
         self.flush_overwritten
             .load(Ordering::Relaxed)
             .wrapping_add(self.found_overwritten.load(Ordering::Relaxed))
+            .wrapping_add(self.lapped.load(Ordering::Relaxed))
     }
     /// Whether the CPU was known to be stopped at the last drain.
     pub(super) fn stopped(&self) -> bool {
@@ -402,7 +427,10 @@ impl<
     /// Ties between sources: ring `(c, d)` and main-log records of that ring order by `(c, d)`.
     fn tie_of(h: &Header) -> u32 {
         let d = h.context().1.min(DEPTH);
-        ((h.cpu as u32).wrapping_mul(DEPTH as u32).wrapping_add(d as u32)) << 1
+        ((h.cpu as u32)
+            .wrapping_mul(DEPTH as u32)
+            .wrapping_add(d as u32))
+            << 1
     }
 
     /// Ends ring source `(c, d)` at its cursor: what is left before its end is committed but not
@@ -411,7 +439,7 @@ impl<
         let cur = s.cursor();
         let end = s.end();
         if seq_before(cur.seq, end) {
-            DrainSource::add(&s.in_flight, end.wrapping_sub(cur.seq));
+            DrainSource::add(&s.late, end.wrapping_sub(cur.seq));
             s.end.store(cur.seq, Ordering::Relaxed);
         }
     }
@@ -421,7 +449,7 @@ impl<
         let end = s.end();
         let upto = if seq_before(to.seq, end) { to.seq } else { end };
         if seq_before(from, upto) {
-            DrainSource::add(&s.found_overwritten, upto.wrapping_sub(from));
+            DrainSource::add(&s.lapped, upto.wrapping_sub(from));
         }
         s.set_cursor(to);
     }
@@ -481,7 +509,13 @@ impl<
                     // Published before the snapshot, not visible or overwritten since: a flush that
                     // did not stop rewrote the main log under us.
                     (Read::Empty | Read::InFlight, _) => {
-                        self.main_lapped(cur.seq, Cursor { pos: cur.pos, seq: end });
+                        self.main_lapped(
+                            cur.seq,
+                            Cursor {
+                                pos: cur.pos,
+                                seq: end,
+                            },
+                        );
                         return None;
                     }
                 }
@@ -539,7 +573,14 @@ impl<
             tie: ((src as u32) << 1) | 1,
             src: src as u32,
         };
-        look_at(&self.log.cpus[c].rings[d], s.cursor(), s.end(), buf, key, take)
+        look_at(
+            &self.log.cpus[c].rings[d],
+            s.cursor(),
+            s.end(),
+            buf,
+            key,
+            take,
+        )
     }
 
     fn deliver(&mut self, src: usize, buf: &RecordBuf, next: Cursor) -> bool {
@@ -616,6 +657,13 @@ impl<
         sink: &mut S,
     ) -> Result<DrainReport, DrainError> {
         self.drain(None, sink)
+    }
+
+    /// The main-log sequence number where the last drain's window starts: how many records the main
+    /// log had already overwritten by its own wrapping (the handover image numbers its records from
+    /// it).
+    pub(crate) fn drained_main_start(&self) -> u64 {
+        self.crash.main_start_seq.load(Ordering::Relaxed) as u64
     }
 
     /// The drain's view of `cpu`: whether it was known to be stopped at the last drain.
@@ -703,7 +751,10 @@ impl<
                     rep.torn += cnt.torn;
                     rep.in_flight += cnt.in_flight;
                     rep.overwritten = rep.overwritten.wrapping_add(cnt.overwritten);
-                    if cnt.torn == 0 && cnt.in_flight == 0 && cnt.overwritten == 0 && cnt.dropped == 0
+                    if cnt.torn == 0
+                        && cnt.in_flight == 0
+                        && cnt.overwritten == 0
+                        && cnt.dropped == 0
                     {
                         continue;
                     }
@@ -786,10 +837,7 @@ impl<
         st.main_lost.store(0, Ordering::Relaxed);
         for c in 0..ncpu {
             for s in &st.sources[c] {
-                s.pos
-                    .store(s.start_pos.load(Ordering::Relaxed), Ordering::Relaxed);
-                s.seq
-                    .store(s.start_seq.load(Ordering::Relaxed), Ordering::Relaxed);
+                s.rewind();
             }
         }
     }
@@ -875,7 +923,8 @@ impl<
                     // already before `end`. Otherwise it is not complete: torn if the CPU is stopped
                     // for good, in flight if it may still complete.
                     *steps += 2;
-                    let committed_next = ring.peek(&mut Cursor { pos: head, seq: ns }).0 == Read::Record;
+                    let committed_next =
+                        ring.peek(&mut Cursor { pos: head, seq: ns }).0 == Read::Record;
                     let published_prev = ns != 0
                         && ring
                             .peek(&mut Cursor {
@@ -894,9 +943,12 @@ impl<
                         in_flight = 1;
                     }
                 }
+                s.snap_end.store(end, Ordering::Relaxed);
                 s.end.store(end, Ordering::Relaxed);
                 s.flags.store(flags, Ordering::Relaxed);
                 s.in_flight.store(in_flight, Ordering::Relaxed);
+                s.late.store(0, Ordering::Relaxed);
+                s.lapped.store(0, Ordering::Relaxed);
                 s.found_overwritten.store(0, Ordering::Relaxed);
                 // Start at the oldest record, then walk past what is below the threshold.
                 *steps += 1;
@@ -908,7 +960,11 @@ impl<
                 };
                 if seq_before(stop_at, cur.seq) {
                     // Overwritten before anyone merged them.
-                    let upto = if seq_before(cur.seq, end) { cur.seq } else { end };
+                    let upto = if seq_before(cur.seq, end) {
+                        cur.seq
+                    } else {
+                        end
+                    };
                     if seq_before(stop_at, upto) {
                         s.found_overwritten
                             .store(upto.wrapping_sub(stop_at), Ordering::Relaxed);
@@ -925,8 +981,16 @@ impl<
                         (Read::Overwritten { .. }, _) => {
                             // Lapped while walking: what the jump passed beyond the threshold was
                             // never merged.
-                            let lo = if seq_before(from, stop_at) { stop_at } else { from };
-                            let hi = if seq_before(cur.seq, end) { cur.seq } else { end };
+                            let lo = if seq_before(from, stop_at) {
+                                stop_at
+                            } else {
+                                from
+                            };
+                            let hi = if seq_before(cur.seq, end) {
+                                cur.seq
+                            } else {
+                                end
+                            };
                             if seq_before(lo, hi) {
                                 DrainSource::add(&s.found_overwritten, hi.wrapping_sub(lo));
                             }
@@ -942,7 +1006,10 @@ impl<
         // Sources past the CPU count: nothing.
         for c in ncpu..CPUS {
             for s in &st.sources[c] {
-                s.end.store(s.seq.load(Ordering::Relaxed), Ordering::Relaxed);
+                s.snap_end
+                    .store(s.start_seq.load(Ordering::Relaxed), Ordering::Relaxed);
+                s.end
+                    .store(s.start_seq.load(Ordering::Relaxed), Ordering::Relaxed);
             }
         }
     }

@@ -313,15 +313,21 @@ mod tests {
     fn heap_interleaved_push_pop_stays_sorted() {
         let heap: MergeHeap<4, 2> = MergeHeap::new();
         let mut x = 7u64;
-        let mut last = Key { ts: 0, tie: 0, src: 0 };
+        let mut last = Key {
+            ts: 0,
+            tie: 0,
+            src: 0,
+        };
         let mut live = 0;
         for i in 0..2000u32 {
             if live < 9 && next(&mut x) % 3 != 0 {
-                heap.push(Key {
+                // A merge pushes a source back with a head no older than the head it popped.
+                let k = Key {
                     ts: last.ts + next(&mut x) % 5,
                     tie: (next(&mut x) % 3) as u32,
                     src: i,
-                });
+                };
+                heap.push(k.max(last));
                 live += 1;
             } else if let Some(k) = heap.pop() {
                 assert!(k >= last, "{k:?} after {last:?}");

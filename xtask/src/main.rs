@@ -338,21 +338,48 @@ fn truncate(s: &str, n: usize) -> &str {
     }
 }
 
-fn have(cmd: &str, arg: &str) -> bool {
+/// Whether `cmd args…` runs and exits with success (its output discarded).
+fn succeeds(cmd: &str, args: &[&str]) -> bool {
     Command::new(cmd)
-        .arg(arg)
+        .args(args)
         .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false)
+        .is_ok_and(|o| o.status.success())
 }
 
-const NO_STD_TARGETS: &[&str] = &[
-    "x86_64-unknown-linux-gnu",
-    "aarch64-unknown-none",
-    "riscv32imac-unknown-none-elf",
-    "thumbv7em-none-eabi",
-    "thumbv6m-none-eabi",
-    "powerpc64le-unknown-linux-gnu",
+/// The `no_std` builds, `(package, target, features)`: each is
+/// `cargo build -p PACKAGE --lib --no-default-features [--features FEATURES] --target TARGET`.
+/// The core on every supported target; the CAS-less thumbv6m with each of its two ways to get
+/// read-modify-write atomics; the optional integrations on a microcontroller; the crash sequence on
+/// the pseries target.
+const NO_STD_BUILDS: &[(&str, &str, &str)] = &[
+    ("nmilog", "x86_64-unknown-linux-gnu", ""),
+    ("nmilog", "aarch64-unknown-none", ""),
+    ("nmilog", "riscv32imac-unknown-none-elf", ""),
+    ("nmilog", "thumbv7em-none-eabi", ""),
+    ("nmilog", "thumbv6m-none-eabi", ""),
+    ("nmilog", "powerpc64le-unknown-linux-gnu", ""),
+    ("nmilog", "thumbv6m-none-eabi", "critical-section"),
+    ("nmilog", "thumbv6m-none-eabi", "unsafe-assume-single-core"),
+    ("nmilog", "thumbv7em-none-eabi", "defmt,log"),
+    ("nmilog-ppc64", "powerpc64le-unknown-linux-gnu", ""),
+];
+
+/// The rustup targets the `no_std` builds need, each once, in the order of [`NO_STD_BUILDS`].
+fn no_std_targets() -> Vec<&'static str> {
+    let mut v: Vec<&str> = Vec::new();
+    for &(_, t, _) in NO_STD_BUILDS {
+        if !v.contains(&t) {
+            v.push(t);
+        }
+    }
+    v
+}
+
+/// What clippy checks, each as `cargo clippy SCOPE --all-targets -- -D warnings`: the workspace
+/// with default features, then the core with its integrations and step hooks.
+const CLIPPY_SCOPES: &[&[&str]] = &[
+    &["--workspace"],
+    &["-p", "nmilog", "--features", "log,kv,defmt,steps"],
 ];
 
 fn steps() -> Vec<Step> {
@@ -383,37 +410,13 @@ fn steps() -> Vec<Step> {
             name: "clippy",
             slow: false,
             run: |c| {
-                sh(
-                    c,
-                    ".",
-                    &[],
-                    &[
-                        "cargo",
-                        "clippy",
-                        "--workspace",
-                        "--all-targets",
-                        "--",
-                        "-D",
-                        "warnings",
-                    ],
-                )?;
-                sh(
-                    c,
-                    ".",
-                    &[],
-                    &[
-                        "cargo",
-                        "clippy",
-                        "-p",
-                        "nmilog",
-                        "--all-targets",
-                        "--features",
-                        "log,kv,defmt,steps",
-                        "--",
-                        "-D",
-                        "warnings",
-                    ],
-                )
+                for scope in CLIPPY_SCOPES {
+                    let mut argv = vec!["cargo", "clippy"];
+                    argv.extend_from_slice(scope);
+                    argv.extend_from_slice(&["--all-targets", "--", "-D", "warnings"]);
+                    sh(c, ".", &[], &argv)?;
+                }
+                Ok(())
             },
         },
         Step {
@@ -440,88 +443,22 @@ fn steps() -> Vec<Step> {
             name: "no_std",
             slow: false,
             run: |c| {
-                for t in NO_STD_TARGETS {
-                    sh(
-                        c,
-                        ".",
-                        &[],
-                        &[
-                            "cargo",
-                            "build",
-                            "-p",
-                            "nmilog",
-                            "--lib",
-                            "--no-default-features",
-                            "--target",
-                            t,
-                        ],
-                    )?;
+                for &(package, target, features) in NO_STD_BUILDS {
+                    let mut argv = vec![
+                        "cargo",
+                        "build",
+                        "-p",
+                        package,
+                        "--lib",
+                        "--no-default-features",
+                    ];
+                    if !features.is_empty() {
+                        argv.extend_from_slice(&["--features", features]);
+                    }
+                    argv.extend_from_slice(&["--target", target]);
+                    sh(c, ".", &[], &argv)?;
                 }
-                sh(
-                    c,
-                    ".",
-                    &[],
-                    &[
-                        "cargo",
-                        "build",
-                        "-p",
-                        "nmilog",
-                        "--lib",
-                        "--no-default-features",
-                        "--features",
-                        "critical-section",
-                        "--target",
-                        "thumbv6m-none-eabi",
-                    ],
-                )?;
-                sh(
-                    c,
-                    ".",
-                    &[],
-                    &[
-                        "cargo",
-                        "build",
-                        "-p",
-                        "nmilog",
-                        "--lib",
-                        "--no-default-features",
-                        "--features",
-                        "unsafe-assume-single-core",
-                        "--target",
-                        "thumbv6m-none-eabi",
-                    ],
-                )?;
-                sh(
-                    c,
-                    ".",
-                    &[],
-                    &[
-                        "cargo",
-                        "build",
-                        "-p",
-                        "nmilog",
-                        "--lib",
-                        "--no-default-features",
-                        "--features",
-                        "defmt,log",
-                        "--target",
-                        "thumbv7em-none-eabi",
-                    ],
-                )?;
-                sh(
-                    c,
-                    ".",
-                    &[],
-                    &[
-                        "cargo",
-                        "build",
-                        "-p",
-                        "nmilog-ppc64",
-                        "--no-default-features",
-                        "--target",
-                        "powerpc64le-unknown-linux-gnu",
-                    ],
-                )
+                Ok(())
             },
         },
         Step {
@@ -674,10 +611,8 @@ fn steps() -> Vec<Step> {
 }
 
 fn setup(c: &Ctx) -> Result<(), String> {
-    let mut targets = vec!["add"];
-    targets.extend_from_slice(NO_STD_TARGETS); // x86_64-unknown-linux-gnu among them: TSan needs it
-    let mut argv = vec!["rustup", "target"];
-    argv.extend(targets);
+    let mut argv = vec!["rustup", "target", "add"];
+    argv.extend(no_std_targets()); // x86_64-unknown-linux-gnu among them: TSan needs it
     sh(c, ".", &[], &argv)?;
     sh(
         c,
@@ -687,12 +622,7 @@ fn setup(c: &Ctx) -> Result<(), String> {
     )?;
     // Miri, ThreadSanitizer's -Zbuild-std and cargo-fuzz need a nightly toolchain: install one if
     // the machine has none (an installed nightly is kept as it is, not updated).
-    if !Command::new("rustup")
-        .args(["run", "nightly", "rustc", "--version"])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false)
-    {
+    if !succeeds("rustup", &["run", "nightly", "rustc", "--version"]) {
         sh(
             c,
             ".",
@@ -721,7 +651,7 @@ fn setup(c: &Ctx) -> Result<(), String> {
             "rust-src",
         ],
     )?;
-    if !have("qemu-system-ppc64", "--version") {
+    if !succeeds("qemu-system-ppc64", &["--version"]) {
         sh(c, ".", &[], &["apt-get", "update"])?;
         sh(
             c,
@@ -736,13 +666,7 @@ fn setup(c: &Ctx) -> Result<(), String> {
             ],
         )?;
     }
-    if !have("cargo-fuzz", "--version")
-        && !Command::new("cargo")
-            .args(["fuzz", "--version"])
-            .output()
-            .map(|o| o.status.success())
-            .unwrap_or(false)
-    {
+    if !succeeds("cargo-fuzz", &["--version"]) && !succeeds("cargo", &["fuzz", "--version"]) {
         sh(c, ".", &[], &["cargo", "install", "cargo-fuzz", "--locked"])?;
     }
     Ok(())

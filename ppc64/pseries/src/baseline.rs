@@ -16,9 +16,12 @@ use core::fmt::{self, Write as _};
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use nmilog::Level;
+use nmilog_ppc64::Machine;
 
+use crate::crash_state::{checked_in, sources, CHECKIN_TIMEOUT_NS};
 use crate::klog::LOG;
-use crate::{console, irq, rtas, smp, timebase};
+use crate::machine::{power_off_crash, MACHINE};
+use crate::{console, irq, percpu, rtas, smp, timebase};
 
 /// `logbuf_lock`: 0 = free, otherwise the owner's CPU index + 1. Acquire on taking, Release on
 /// dropping (the pair orders the previous holder's log-buffer writes before the next holder's).
@@ -49,7 +52,7 @@ pub fn arm_watchdog(ms: u64) {
         now.wrapping_add(timebase::us_to_ticks(ms * 1000)),
         Ordering::Relaxed,
     );
-    WATCHDOG_CPU.store(smp::this_cpu_index() + 1, Ordering::Relaxed);
+    WATCHDOG_CPU.store(percpu::this_cpu_index() + 1, Ordering::Relaxed);
 }
 
 /// Records the crash-path step (an index into `STAGES`).
@@ -60,7 +63,7 @@ pub fn stage(i: usize) {
 /// Called on every spin iteration: on the watched CPU, once the deadline has passed, reports the
 /// deadlock on `lock` held by `holder` and powers off.
 fn watchdog_check(lock: &str, holder: Option<usize>) {
-    let me = smp::this_cpu_index() + 1;
+    let me = percpu::this_cpu_index() + 1;
     if WATCHDOG_CPU.load(Ordering::Relaxed) != me {
         return;
     }
@@ -73,7 +76,7 @@ fn watchdog_check(lock: &str, holder: Option<usize>) {
 
 /// Spins for a lock word (0 = free, owner + 1 otherwise) under the watchdog.
 fn spin_lock(lock: &AtomicUsize, name: &str) {
-    let me = smp::this_cpu_index() + 1;
+    let me = percpu::this_cpu_index() + 1;
     loop {
         // Test, then test-and-set: waiters spin on a plain load, not on the reservation.
         let held = lock.load(Ordering::Relaxed);
@@ -115,7 +118,7 @@ pub fn hold_logbuf_lock() {
 /// The 2020 mask path: wait for the RTAS lock like any spinlock (under the watchdog), then mask.
 pub fn mask_through_rtas_locked(sources: &[u32]) -> usize {
     rtas::lock_watched(&mut |holder| watchdog_check("rtas_lock", holder));
-    let me = smp::this_cpu_index();
+    let me = percpu::this_cpu_index();
     let mut n = 0;
     for &irq in sources {
         rtas::RTAS_LOCK.enter_call(me);
@@ -143,7 +146,7 @@ fn report_deadlock(lock: &str, holder: Option<usize>) -> ! {
     let waited = timebase::ticks_to_us(
         timebase::now().wrapping_sub(WATCHDOG_ARMED_AT.load(Ordering::Relaxed)),
     ) / 1000;
-    let me = smp::this_cpu_index();
+    let me = percpu::this_cpu_index();
     let stage = STAGES
         .get(STAGE.load(Ordering::Relaxed))
         .copied()
@@ -154,7 +157,7 @@ fn report_deadlock(lock: &str, holder: Option<usize>) -> ! {
     );
     match holder {
         Some(h) => {
-            let checked_in = crate::crash::checked_in(h);
+            let checked_in = checked_in(h);
             let _ = writeln!(
                 Raw,
                 "watchdog: deadlock: {lock} is held by CPU {h}, which {} (NMI check-in {}); it will never release it",
@@ -169,5 +172,38 @@ fn report_deadlock(lock: &str, holder: Option<usize>) -> ! {
     }
     // Every other CPU is parked by the NMI; the RTAS lock may be held by one of them, so power off
     // through the crash buffer without it (the watchdog's reset: the last thing that runs).
-    crate::crash::power_off_crash()
+    power_off_crash()
+}
+
+/// The locked 2020 design's crash path: the NMI IPI and a bounded wait as before, but its messages go
+/// through `logbuf_lock` and its masking waits for the RTAS lock. The watchdog ends it when it
+/// deadlocks.
+pub fn crash(reason: &str) -> ! {
+    arm_watchdog(1000);
+    stage(0);
+    let me = percpu::this_cpu_index();
+    // Crash state on, so the stopped CPUs' NMI handlers check in (their "stopped" records go to the
+    // per-CPU NMI path, as 2020's printk_nmi did).
+    let _ = LOG.crash_enter();
+    let ncpus = nmilog::Platform::cpu_count(LOG.platform());
+    MACHINE.nmi_ipi_all_but_self(me);
+    let d = timebase::Deadline::after_us(CHECKIN_TIMEOUT_NS / 1000);
+    while (0..ncpus).any(|c| c != me && !checked_in(c)) && !d.expired() {
+        core::hint::spin_loop();
+    }
+    stage(1);
+    printk(format_args!("IPI complete"));
+    stage(2);
+    let (srcs, n) = sources();
+    let masked = mask_through_rtas_locked(&srcs[..n]);
+    printk(format_args!(
+        "crash: CPU {me}: {reason} (locked baseline); {masked} interrupt sources masked via rtas"
+    ));
+    stage(3);
+    // No deadlock (nothing was held): the 2020 design would now switch over; here the run ends.
+    nmilog::pr_emerg!("kexec: Starting switchover sequence.");
+    console::write_bytes(
+        b"crash: the locked baseline did not deadlock (no lock was held)\ncapture: no-deadlock\n",
+    );
+    power_off_crash()
 }

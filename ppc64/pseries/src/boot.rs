@@ -32,7 +32,7 @@
 //! Unlike Linux's macro it also sets MSR[SF], because VOF enters in 32-bit mode. It clobbers r10-r12.
 //! The encodings were produced with `llvm-mc --triple=powerpc64-unknown-linux-gnu --show-encoding`.
 
-use crate::smp;
+use crate::{asm, percpu, smp};
 
 core::arch::global_asm!(
     r#"
@@ -55,46 +55,19 @@ core::arch::global_asm!(
 191:
     .endm
 
-    /* r2 = .TOC. (absolute: the image runs where it is linked, below 2 GiB). */
-    .macro NMILOG_LOAD_TOC
-    lis 2, .TOC.@ha
-    addi 2, 2, .TOC.@l
-    .endm
-
-    /* MSR |= VEC (1<<25) | VSX (1<<23) | FP (1<<13) | RI (1<<1); clobbers r11, r12. */
-    .macro NMILOG_ENABLE_FP_VSX
-    mfmsr 11
-    lis 12, 0x0280
-    ori 12, 12, 0x2002
-    or 11, 11, 12
-    mtmsrd 11
-    isync
-    .endm
-
     .section .text.boot, "ax"
     .globl _start
     .type _start, @function
 _start:
     NMILOG_FIXUP_ENDIAN
-    NMILOG_LOAD_TOC
-    /* Zero .bss (8-byte aligned by the linker script). r5 (client interface) is preserved. */
-    lis 6, __bss_start@ha
-    addi 6, 6, __bss_start@l
-    lis 7, __bss_end@ha
-    addi 7, 7, __bss_end@l
-    li 0, 0
-1:  cmpld 6, 7
-    bge 2f
-    std 0, 0(6)
-    addi 6, 6, 8
-    b 1b
-2:
-    /* Boot stack with a zero back chain and a 64-byte frame above it. */
-    lis 1, __boot_stack_top@ha
-    addi 1, 1, __boot_stack_top@l
-    li 0, 0
-    stdu 0, -64(1)
-    NMILOG_ENABLE_FP_VSX
+"#,
+    asm::load_toc!(),
+    "    /* Zero .bss. r5 (client interface) is preserved. */",
+    asm::zero_bss!(),
+    "    /* The boot stack. */",
+    asm::initial_stack!("__boot_stack_top"),
+    asm::enable_fp_vsx!(),
+    r#"
     mr 3, 5
     bl {boot_rust}
     nop
@@ -106,12 +79,16 @@ _start:
     .balign 4
 __secondary_entry:
     NMILOG_FIXUP_ENDIAN
-    NMILOG_LOAD_TOC
+"#,
+    asm::load_toc!(),
+    r#"
     mtspr 272, 3                /* SPRG0 = &PerCpu */
     ld 1, {stack_top}(3)
     li 0, 0
     std 0, 0(1)
-    NMILOG_ENABLE_FP_VSX
+"#,
+    asm::enable_fp_vsx!(),
+    r#"
     bl {secondary_rust}         /* r3 = &PerCpu */
     nop
 4:  b 4b
@@ -178,7 +155,7 @@ __boot_stack_top:
     "#,
     boot_rust = sym boot_rust,
     secondary_rust = sym smp::secondary_rust,
-    stack_top = const smp::OFF_STACK_TOP,
+    stack_top = const percpu::OFF_STACK_TOP,
 );
 
 /// The boot CPU's first Rust code: little-endian, 64-bit, on the boot stack, r2 set, .bss zeroed.

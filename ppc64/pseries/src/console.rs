@@ -11,7 +11,8 @@
 use core::fmt::{self, Write};
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
-use crate::{hcall, smp, timebase};
+use crate::term::LineWriter;
+use crate::{percpu, term, timebase};
 
 /// Terminal number for H_PUT_TERM_CHAR (the vty's `reg`; 0 means "the default vty" to QEMU).
 static TERM: AtomicU64 = AtomicU64::new(0);
@@ -23,46 +24,14 @@ pub fn set_term(reg: u64) {
     TERM.store(reg, Ordering::Relaxed);
 }
 
-/// Writes raw bytes, 16 at a time, retrying while the hypervisor says busy.
+/// Writes raw bytes to the console's terminal (no lock), 16 at a time, retrying while the
+/// hypervisor says busy.
 pub fn write_bytes(bytes: &[u8]) {
-    let term = TERM.load(Ordering::Relaxed);
-    for chunk in bytes.chunks(16) {
-        let mut tries = 0;
-        while hcall::put_term_chars(term, chunk) != hcall::H_SUCCESS && tries < 1000 {
-            tries += 1;
-            core::hint::spin_loop();
-        }
-    }
-}
-
-/// A `fmt::Write` that buffers a little and flushes through the hypercall.
-struct Out {
-    buf: [u8; 64],
-    len: usize,
-}
-
-impl Out {
-    fn flush(&mut self) {
-        write_bytes(&self.buf[..self.len]);
-        self.len = 0;
-    }
-}
-
-impl Write for Out {
-    fn write_str(&mut self, s: &str) -> fmt::Result {
-        for &b in s.as_bytes() {
-            if self.len == self.buf.len() {
-                self.flush();
-            }
-            self.buf[self.len] = b;
-            self.len += 1;
-        }
-        Ok(())
-    }
+    term::write_bytes(TERM.load(Ordering::Relaxed), bytes);
 }
 
 fn lock(deadline: Option<timebase::Deadline>) -> bool {
-    let me = smp::this_cpu_index() + 1;
+    let me = percpu::this_cpu_index() + 1;
     loop {
         match LOCK.compare_exchange_weak(0, me, Ordering::Acquire, Ordering::Relaxed) {
             Ok(_) => return true,
@@ -80,10 +49,7 @@ fn lock(deadline: Option<timebase::Deadline>) -> bool {
 
 fn print_locked(args: fmt::Arguments, deadline: Option<timebase::Deadline>) {
     let owned = lock(deadline);
-    let mut out = Out {
-        buf: [0; 64],
-        len: 0,
-    };
+    let mut out = LineWriter::<64>::new(TERM.load(Ordering::Relaxed));
     let _ = out.write_fmt(args);
     out.flush();
     if owned {

@@ -7,7 +7,7 @@
 //!
 //! The interrupt arrives in real mode, 64-bit, little-endian (after H_SET_MODE), with external
 //! interrupts, FP, VMX and VSX off, and all GPRs live. `__system_reset_entry` saves every GPR and the
-//! interrupted SRR0/SRR1/LR/CTR/CR/XER into this CPU's `PerCpu::saved` (found through SPRG0, with SPRG1
+//! interrupted SRR0/SRR1/LR/CTR/CR/XER into this CPU's `percpu::PerCpu::saved` (found through SPRG0, with SPRG1
 //! and SPRG2 as scratch), switches to the CPU's own NMI stack, loads the TOC, re-enables FP/VMX/VSX
 //! (compiled `core` may use VSX) and calls `system_reset_rust(cpu, &saved)`, which never returns.
 //! A second system reset on a CPU that is already in its handler overwrites the save area: the handler
@@ -15,40 +15,8 @@
 
 use core::sync::atomic::{AtomicUsize, Ordering};
 
-use crate::smp;
-
-/// Registers of the interrupted context.
-#[repr(C)]
-#[derive(Clone, Copy, Debug)]
-pub struct SavedRegs {
-    /// r0..r31 at the moment of the interrupt.
-    pub gpr: [u64; 32],
-    /// SRR0: the interrupted instruction address.
-    pub nip: u64,
-    /// SRR1: the interrupted MSR (plus the reason bits of the interrupt).
-    pub msr: u64,
-    /// Link register.
-    pub lr: u64,
-    /// Count register.
-    pub ctr: u64,
-    /// Condition register.
-    pub cr: u64,
-    /// Fixed-point exception register.
-    pub xer: u64,
-}
-
-impl SavedRegs {
-    /// All zero.
-    pub const ZERO: SavedRegs = SavedRegs {
-        gpr: [0; 32],
-        nip: 0,
-        msr: 0,
-        lr: 0,
-        ctr: 0,
-        cr: 0,
-        xer: 0,
-    };
-}
+use crate::asm;
+use crate::percpu::{self, SavedRegs};
 
 const OFF_NIP: usize = core::mem::offset_of!(SavedRegs, nip);
 const OFF_MSR: usize = core::mem::offset_of!(SavedRegs, msr);
@@ -97,17 +65,10 @@ __system_reset_entry:
     ld 1, {nmi_stack}(13)
     li 0, 0
     std 0, 0(1)
-    /* TOC */
-    lis 2, .TOC.@ha
-    addi 2, 2, .TOC.@l
-    /* MSR |= VEC | VSX | FP | RI */
-    mfmsr 11
-    lis 12, 0x0280
-    ori 12, 12, 0x2002
-    or 11, 11, 12
-    mtmsrd 11
-    isync
-
+"#,
+    asm::load_toc!(),
+    asm::enable_fp_vsx!(),
+    r#"
     ld 3, {index}(13)
     addi 4, 13, {saved}
     bl {rust}
@@ -117,15 +78,15 @@ __system_reset_entry:
     .size __system_reset_entry, . - __system_reset_entry
     .text
     "#,
-    saved = const smp::OFF_SAVED,
+    saved = const percpu::OFF_SAVED,
     nip = const OFF_NIP,
     msr = const OFF_MSR,
     lr = const OFF_LR,
     ctr = const OFF_CTR,
     cr = const OFF_CR,
     xer = const OFF_XER,
-    nmi_stack = const smp::OFF_NMI_STACK_TOP,
-    index = const smp::OFF_INDEX,
+    nmi_stack = const percpu::OFF_NMI_STACK_TOP,
+    index = const percpu::OFF_INDEX,
     rust = sym system_reset_rust,
 );
 

@@ -25,6 +25,8 @@
 
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
+use crate::asm;
+
 core::arch::global_asm!(
     r#"
     .macro NMILOG_IRQ_ENTRY name, rust
@@ -50,13 +52,10 @@ core::arch::global_asm!(
     std 0, 176(1)
     mfsrr1 0
     std 0, 184(1)
-    /* MSR |= VEC | VSX | FP | RI (EE stays off) */
-    mfmsr 11
-    lis 12, 0x0280
-    ori 12, 12, 0x2002
-    or 11, 11, 12
-    mtmsrd 11
-    isync
+    /* EE stays off */
+"#,
+    asm::enable_fp_vsx!(),
+    r#"
     addi 11, 1, 224
     .irp n, 0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31,32,33,34,35,36,37,38,39,40,41,42,43,44,45,46,47,48,49,50,51,52,53,54,55,56,57,58,59,60,61,62,63
     stxvd2x \n, 0, 11
@@ -67,8 +66,9 @@ core::arch::global_asm!(
     mfvscr 0                    /* v0 (vs32) is saved above */
     addi 11, 1, 208
     stvx 0, 0, 11
-    lis 2, .TOC.@ha
-    addi 2, 2, .TOC.@l
+"#,
+    asm::load_toc!(),
+    r#"
     bl \rust
     nop
     addi 11, 1, 208
@@ -167,7 +167,7 @@ extern "C" fn external_rust() {
         if h != 0 {
             // SAFETY: EXT_HANDLER only ever holds 0 or a `fn(usize, u32)` stored by `install_external`.
             let f = unsafe { core::mem::transmute::<usize, fn(usize, u32)>(h) };
-            f(crate::smp::this_cpu_index(), xisr);
+            f(crate::percpu::this_cpu_index(), xisr);
         }
     }
     if xisr != 0 {
@@ -217,6 +217,6 @@ extern "C" fn decrementer_rust() {
     if h != 0 {
         // SAFETY: HANDLER only ever holds 0 or a `fn(usize)` stored by `install`.
         let f = unsafe { core::mem::transmute::<usize, fn(usize)>(h) };
-        f(crate::smp::this_cpu_index());
+        f(crate::percpu::this_cpu_index());
     }
 }

@@ -4,7 +4,7 @@ use core::sync::atomic::{AtomicUsize, Ordering};
 
 use nmilog::{Log, Platform};
 
-use crate::{smp, timebase};
+use crate::{percpu, timebase};
 
 /// Words per per-CPU ring (32 KiB; one ring per nesting depth).
 pub const RING_WORDS: usize = 4096;
@@ -17,6 +17,7 @@ pub const DEPTH: usize = 4;
 pub const FLUSH_SETTLE_NS: u64 = 50_000;
 
 /// The pseries machine as nmilog sees it.
+#[derive(Debug)]
 pub struct PseriesPlatform {
     ncpus: AtomicUsize,
 }
@@ -31,7 +32,7 @@ impl PseriesPlatform {
 
     /// Sets the number of CPUs that log (read from /cpus, at most `MAX_CPUS`).
     pub fn set_cpu_count(&self, n: usize) {
-        self.ncpus.store(n.min(smp::MAX_CPUS), Ordering::Relaxed);
+        self.ncpus.store(n.min(percpu::MAX_CPUS), Ordering::Relaxed);
     }
 }
 
@@ -40,7 +41,7 @@ impl Platform for PseriesPlatform {
     /// under QEMU's TCG pseries). A CPU without a slot (SPRG0 = 0) reports `usize::MAX`: a counted drop.
     #[inline]
     fn cpu_id(&self) -> usize {
-        smp::this_cpu().map_or(usize::MAX, |c| c.index.load(Ordering::Relaxed))
+        percpu::this_cpu().map_or(usize::MAX, |c| c.index.load(Ordering::Relaxed))
     }
 
     /// The timebase (shared by all CPUs, 512 MHz under QEMU, frequency read from /cpus) in ns.
@@ -56,7 +57,13 @@ impl Platform for PseriesPlatform {
 }
 
 /// The kernel log type.
-pub type KernelLog = Log<PseriesPlatform, { smp::MAX_CPUS }, RING_WORDS, MAIN_WORDS, DEPTH>;
+pub type KernelLog = Log<PseriesPlatform, { percpu::MAX_CPUS }, RING_WORDS, MAIN_WORDS, DEPTH>;
 
 /// The kernel log.
 pub static LOG: KernelLog = Log::new(PseriesPlatform::new());
+
+/// Registers [`LOG`] as nmilog's global logger, so that the core's `printk!`/`pr_*!` macros log into
+/// it (the crash path's own messages use them). Once, at boot, before the other CPUs start.
+pub fn register_global() {
+    nmilog::set_global!(LOG);
+}

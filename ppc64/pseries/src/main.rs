@@ -16,27 +16,32 @@
 // Platform modules expose API (all-CPU NMI, stopped-state query, ...) that this image does not use.
 #![allow(dead_code)]
 
+mod asm;
 mod baseline;
 mod boot;
 mod bootparams;
 mod console;
 mod crash;
+mod crash_state;
 mod exceptions;
 mod hcall;
 mod irq;
 mod kexec;
 mod klog;
+mod machine;
 mod mem;
 mod of;
+mod percpu;
 mod rtas;
 mod scenario;
 mod smp;
+mod term;
 mod timebase;
 mod workload;
 
 use core::sync::atomic::{AtomicUsize, Ordering};
 
-use smp::MAX_CPUS;
+use percpu::MAX_CPUS;
 
 /// Secondary CPUs that reached their logging loop.
 static ONLINE: AtomicUsize = AtomicUsize::new(0);
@@ -261,6 +266,7 @@ pub fn kmain() -> ! {
     // flush (or the crash drain).
     klog::LOG.platform().set_cpu_count(n);
     klog::LOG.set_flush_settle_ns(klog::FLUSH_SETTLE_NS);
+    klog::register_global();
     println!(
         "nmilog: {} CPUs x {} rings x {} KiB, main log {} KiB ({} KiB static)",
         n,
@@ -290,12 +296,12 @@ pub fn kmain() -> ! {
     );
 
     // Interrupt sources: route them to this CPU (as request_irq would) so the crash path has real work.
-    crash::set_platform(m.cpus[0], m.vty_reg.unwrap_or(0));
+    crash_state::set_platform(m.cpus[0], m.vty_reg.unwrap_or(0));
     for irq in [m.vty_irq, m.epow_irq].into_iter().flatten() {
         let st = rtas::set_xive(irq, m.cpus[0], 5);
         let (gst, srv, prio) = rtas::get_xive(irq);
         println!("irq {irq:#x}: ibm,set-xive(server {}, prio 5) = {st}; ibm,get-xive = {gst}: server {srv}, priority {prio:#x}", m.cpus[0]);
-        crash::add_source(irq);
+        crash_state::add_source(irq);
     }
     // Open this CPU's presenter (CPPR 0 at reset blocks everything): the crash path has to close it
     // when it cannot mask through RTAS.
@@ -408,8 +414,8 @@ fn panic(info: &core::panic::PanicInfo) -> ! {
     // A panic is a bug in this image: report it on the raw console (no lock) and power off.
     console::nmi_print(format_args!(
         "CPU {}: PANIC: {}\npseries: FAILED\n",
-        smp::this_cpu_index(),
+        percpu::this_cpu_index(),
         info
     ));
-    crash::power_off_crash()
+    machine::power_off_crash()
 }

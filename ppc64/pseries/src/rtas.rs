@@ -12,7 +12,7 @@ use core::sync::atomic::{AtomicU32, Ordering};
 
 use nmilog_ppc64::RtasLock;
 
-use crate::{hcall, smp};
+use crate::{hcall, percpu};
 
 /// RTAS functions the bring-up knows by name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -118,6 +118,7 @@ struct Args {
 }
 
 /// An RTAS argument buffer (`{token, nargs, nret, cells}`, big-endian cells).
+#[derive(Debug)]
 pub struct Buffer(UnsafeCell<Args>);
 // SAFETY: a buffer is only touched by the holder of RTAS_LOCK (BUF) or by the one crashing CPU after every
 // other CPU is known stopped (CRASH_BUF); see `call_with`.
@@ -145,7 +146,7 @@ pub static CRASH_BUF: Buffer = Buffer::new();
 pub static RTAS_LOCK: RtasLock = RtasLock::new();
 
 fn me() -> usize {
-    smp::this_cpu_index()
+    percpu::this_cpu_index()
 }
 
 /// The CPU index holding the RTAS lock, if any.

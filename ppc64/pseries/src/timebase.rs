@@ -63,7 +63,7 @@ pub fn us_to_ticks(us: u64) -> u64 {
 }
 
 /// A deadline on the timebase.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Debug)]
 pub struct Deadline(u64);
 
 impl Deadline {

@@ -18,7 +18,7 @@ use nmilog::ring::WriteStep;
 use nmilog::{Level, LINE_MAX};
 
 use crate::klog::LOG;
-use crate::smp::MAX_CPUS;
+use crate::percpu::MAX_CPUS;
 use crate::{baseline, exceptions, irq, rtas, scenario, timebase};
 
 /// Pause between two task records (µs): keeps the dmesg readable (tens of records per CPU).

@@ -6,11 +6,13 @@
 //! what and who waits where, and exits with code 2.
 
 use std::fmt::Write as _;
-use std::io::Write as _;
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 
-use super::{sys, Line, Role, SimConfig, EXIT_DEADLOCK, EXIT_FAIL, EXIT_OK, MAX_CPUS};
+use nmilog::escape::json_string;
+
+use super::config::{Role, SimConfig, EXIT_DEADLOCK, EXIT_OK, MAX_CPUS};
+use super::harness::{self, cfg, Line, Milestone};
+use super::sys;
 use crate::rtas::RtasLock;
 
 const BUF_BYTES: usize = 1 << 22;
@@ -21,13 +23,7 @@ static BUF_AT: AtomicUsize = AtomicUsize::new(0);
 /// `logbuf_lock`: 0 free, else holder + 1.
 static LOGBUF_LOCK: AtomicUsize = AtomicUsize::new(0);
 static RTAS: RtasLock = RtasLock::new();
-static CFG: OnceLock<SimConfig> = OnceLock::new();
-static PID: AtomicI32 = AtomicI32::new(0);
-static START: AtomicBool = AtomicBool::new(false);
-static CRASH_STARTED: AtomicBool = AtomicBool::new(false);
 static CRASH_DONE: AtomicBool = AtomicBool::new(false);
-static T_CRASH: AtomicU64 = AtomicU64::new(0);
-static T_START: AtomicU64 = AtomicU64::new(0);
 static CPUS: [BCpu; MAX_CPUS] = [const { BCpu::new() }; MAX_CPUS];
 static CRASHING: AtomicUsize = AtomicUsize::new(usize::MAX);
 
@@ -37,7 +33,6 @@ const WAIT_LOGBUF: u8 = 1;
 const WAIT_RTAS: u8 = 2;
 
 struct BCpu {
-    tid: AtomicI32,
     task_n: AtomicU64,
     irq_n: AtomicU64,
     stopped: AtomicBool,
@@ -46,25 +41,18 @@ struct BCpu {
     waiting: AtomicU8,
     /// Index into `SITES` of what the waiter was doing.
     site: AtomicU8,
-    parked_in_log: AtomicBool,
-    rtas_parked: AtomicBool,
-    hung: AtomicBool,
     nmi_msgs: AtomicU64,
 }
 
 impl BCpu {
     const fn new() -> Self {
         BCpu {
-            tid: AtomicI32::new(0),
             task_n: AtomicU64::new(0),
             irq_n: AtomicU64::new(0),
             stopped: AtomicBool::new(false),
             stopped_in_printk: AtomicBool::new(false),
             waiting: AtomicU8::new(WAIT_NONE),
             site: AtomicU8::new(0),
-            parked_in_log: AtomicBool::new(false),
-            rtas_parked: AtomicBool::new(false),
-            hung: AtomicBool::new(false),
             nmi_msgs: AtomicU64::new(0),
         }
     }
@@ -78,23 +66,14 @@ const SITES: [&str; 5] = [
     "printk(\"kexec: Starting switchover sequence.\")",
 ];
 
-fn cfg() -> &'static SimConfig {
-    CFG.get().expect("configured")
-}
-
 fn cur() -> usize {
     nmilog::host::HostPlatform::current_cpu()
 }
 
-/// LMM(setup:B): Acquire loads pairing with each role's LMM(setup:A) Release store.
+/// Whether the scenario CPUs are in place. A deaf CPU is not awaited: it may well be spinning on
+/// logbuf_lock forever, and plays no part in the deadlock.
 fn setup_ready() -> bool {
-    let c = cfg();
-    (0..c.cpus).all(|cpu| match c.role(cpu) {
-        Role::FreezeInLog => CPUS[cpu].parked_in_log.load(Ordering::Acquire),
-        Role::RtasHolder => CPUS[cpu].rtas_parked.load(Ordering::Acquire),
-        // A deaf CPU may well be spinning on logbuf_lock forever: it plays no part in the deadlock.
-        _ => true,
-    })
+    harness::setup_ready(false)
 }
 
 /// printk of the time: `spin_lock_irqsave(&logbuf_lock)`, copy, unlock. Returns false if the
@@ -112,7 +91,7 @@ fn printk(c: usize, site: u8, text: &str, freeze: bool) -> bool {
         .is_err()
     {
         if c == cfg().crash_cpu
-            && !CRASH_STARTED.load(Ordering::Relaxed)
+            && !harness::crash_has_started()
             && setup_ready()
             && sys::mono_ns() - t0 > 2_000_000
         {
@@ -132,8 +111,7 @@ fn printk(c: usize, site: u8, text: &str, freeze: bool) -> bool {
     }
     BUF_AT.store(at + text.len() + 1, Ordering::Relaxed);
     if freeze {
-        // LMM(setup:A): pairs with LMM(setup:B) in `setup_ready`.
-        me.parked_in_log.store(true, Ordering::Release);
+        harness::reached(c, Milestone::ParkedInLog);
         loop {
             sys::usleep(100); // the NMI lands here, with logbuf_lock held
         }
@@ -181,25 +159,10 @@ extern "C" fn on_timer(_sig: i32, _info: *mut libc::siginfo_t, _uc: *mut libc::c
 }
 
 fn cpu_main(c: usize) {
+    let role = harness::cpu_prologue(c);
     let conf = cfg();
     let me = &CPUS[c];
-    nmilog::host::HostPlatform::register_cpu(c);
-    // LMM(tid:A): pairs with LMM(tid:B) in `run`.
-    me.tid.store(sys::gettid(), Ordering::Release);
-    let role = conf.role(c);
-    sys::unblock(&[libc::SIGUSR2]);
-    if !conf.is_deaf(c) {
-        sys::unblock(&[libc::SIGUSR1]);
-    }
-    // LMM(start:B): pairs with LMM(start:A).
-    while !START.load(Ordering::Acquire) {
-        sys::usleep(50);
-    }
-    let freeze_at = if role == Role::FreezeInLog {
-        conf.freeze_at(c)
-    } else {
-        u64::MAX
-    };
+    let freeze_at = conf.freeze_record(c);
     if role == Role::RtasHolder {
         // In this design the holder takes the RTAS lock (interrupts off) before it logs: logging
         // stalls behind the frozen logbuf_lock holder, so taking it afterwards would never happen.
@@ -208,8 +171,7 @@ fn cpu_main(c: usize) {
         if conf.rtas_in_call {
             RTAS.enter_call(c);
         }
-        // LMM(setup:A) for the RTAS holder.
-        me.rtas_parked.store(true, Ordering::Release);
+        harness::reached(c, Milestone::RtasParked);
     }
     for i in 0..conf.records {
         // No allocation either: a CPU frozen inside malloc would hold an arena lock.
@@ -220,13 +182,11 @@ fn cpu_main(c: usize) {
             crash(c); // the crashing CPU's hard-lockup panic
         }
         me.task_n.store(i + 1, Ordering::Relaxed);
-        super::busy_work(conf.work_ns);
+        harness::busy_work(conf.work_ns);
     }
     match role {
         Role::Crash => {
-            while !setup_ready() {
-                sys::usleep(100);
-            }
+            harness::wait_for_setup(false);
             crash(c)
         }
         Role::RtasHolder => loop {
@@ -234,8 +194,7 @@ fn cpu_main(c: usize) {
         },
         Role::Deaf => {
             sys::block_all();
-            // LMM(setup:A) for the deaf role (not awaited: see `setup_ready`).
-            me.hung.store(true, Ordering::Release);
+            harness::reached(c, Milestone::Hung); // not awaited: see `setup_ready`
             loop {
                 sys::usleep(100_000);
             }
@@ -251,16 +210,9 @@ fn crash(c: usize) -> ! {
     sys::block(&[libc::SIGUSR2]);
     // LMM(crashing:A): pairs with LMM(crashing:B) in the NMI handler.
     CRASHING.store(c, Ordering::Release);
-    T_CRASH.store(sys::mono_ns(), Ordering::Relaxed);
-    // LMM(started:A): pairs with LMM(started:B) in the watchdog.
-    CRASH_STARTED.store(true, Ordering::Release);
+    harness::mark_crash_started();
     let conf = cfg();
-    let pid = PID.load(Ordering::Relaxed);
-    for (o, s) in CPUS.iter().enumerate().take(conf.cpus) {
-        if o != c {
-            sys::tgkill(pid, s.tid.load(Ordering::Relaxed), libc::SIGUSR1);
-        }
-    }
+    harness::nmi_ipi_all_but(c);
     let t0 = sys::mono_ns();
     // LMM(stop:B): pairs with LMM(stop:A).
     while (0..conf.cpus).any(|o| o != c && !CPUS[o].stopped.load(Ordering::Acquire))
@@ -287,82 +239,41 @@ fn crash(c: usize) -> ! {
 }
 
 pub(crate) fn run(conf: SimConfig) -> i32 {
-    let ncpu = conf.cpus;
-    let _ = CFG.set(conf.clone());
-    let _ = nmilog::host::HostPlatform::clock_ns();
-    PID.store(sys::getpid(), Ordering::Relaxed);
-    sys::install(libc::SIGUSR1, on_nmi, true);
-    sys::install(libc::SIGUSR2, on_timer, false);
-    sys::block(&[libc::SIGUSR1, libc::SIGUSR2]);
-    {
-        let mut out: Box<dyn std::io::Write> = if conf.json {
-            Box::new(std::io::stderr())
-        } else {
-            Box::new(std::io::stdout())
-        };
-        let _ = writeln!(
-            out,
-            "baseline (2020 design: logbuf_lock + RTAS lock on the crash path): {}",
-            conf.describe()
-        );
-        let _ = out.flush();
+    let conf = harness::configure(conf);
+    harness::install_signals(on_nmi, on_timer);
+    harness::banner("baseline (2020 design: logbuf_lock + RTAS lock on the crash path)");
+    if let Err(code) = harness::start_cpus(cpu_main) {
+        return code;
     }
-    let t_start = sys::mono_ns();
-    T_START.store(t_start, Ordering::Relaxed);
-    for c in 0..ncpu {
-        if let Err(e) = std::thread::Builder::new()
-            .name(format!("cpu{c}"))
-            .stack_size(1 << 20)
-            .spawn(move || cpu_main(c))
-        {
-            eprintln!("spawn: {e}");
-            return EXIT_FAIL;
-        }
-    }
-    // LMM(tid:B): pairs with LMM(tid:A).
-    while (0..ncpu).any(|c| CPUS[c].tid.load(Ordering::Acquire) == 0) {
-        sys::usleep(100);
-    }
-    // LMM(start:A): pairs with LMM(start:B) in `cpu_main`.
-    START.store(true, Ordering::Release);
-    let period = conf.tick_us * (ncpu as u64).div_ceil(4);
-    let pid = PID.load(Ordering::Relaxed);
     let stall_ns = conf.ack_timeout_ms * 1_000_000 + 2_000_000_000;
-    loop {
-        sys::usleep(period);
-        for s in CPUS.iter().take(ncpu) {
-            if !s.stopped.load(Ordering::Relaxed) {
-                sys::tgkill(pid, s.tid.load(Ordering::Relaxed), libc::SIGUSR2);
+    harness::tick_until(
+        |c| !CPUS[c].stopped.load(Ordering::Relaxed),
+        |waited| {
+            // LMM(done:B): pairs with LMM(done:A).
+            if CRASH_DONE.load(Ordering::Acquire) {
+                let ms = waited as f64 / 1e6;
+                let msg = if conf.json {
+                    format!("{{\"summary\":{{\"deadlock\":false,\"baseline\":\"locked\",\"mask_path\":\"rtas\",\"elapsed_ms\":{ms:.3}}}}}\n")
+                } else {
+                    format!("baseline: the crash path completed in {ms:.1} ms (no lock was held by a frozen CPU)\n")
+                };
+                sys::write_fd(1, msg.as_bytes());
+                sys::exit_now(EXIT_OK);
             }
-        }
-        let now = sys::mono_ns();
-        // LMM(done:B): pairs with LMM(done:A).
-        if CRASH_DONE.load(Ordering::Acquire) {
-            let ms = (now - T_CRASH.load(Ordering::Relaxed)) as f64 / 1e6;
-            let msg = if conf.json {
-                format!("{{\"summary\":{{\"deadlock\":false,\"baseline\":\"locked\",\"mask_path\":\"rtas\",\"elapsed_ms\":{ms:.3}}}}}\n")
-            } else {
-                format!("baseline: the crash path completed in {ms:.1} ms (no lock was held by a frozen CPU)\n")
-            };
-            sys::write_fd(1, msg.as_bytes());
-            sys::exit_now(EXIT_OK);
-        }
-        // LMM(started:B): pairs with LMM(started:A).
-        if CRASH_STARTED.load(Ordering::Acquire) {
-            let waited = now - T_CRASH.load(Ordering::Relaxed);
             if waited > stall_ns {
-                report_deadlock(&conf, waited);
+                report_deadlock(conf, waited);
                 sys::exit_now(EXIT_DEADLOCK);
             }
-        } else if now - t_start > 60_000_000_000 {
-            sys::write_fd(2, b"baseline: setup timeout\n");
-            sys::exit_now(EXIT_FAIL);
-        }
-    }
+            None
+        },
+        || sys::write_fd(2, b"baseline: setup timeout\n"),
+    )
 }
 
 fn report_deadlock(conf: &SimConfig, waited_ns: u64) {
     let crash_cpu = CRASHING.load(Ordering::Relaxed);
+    let (t_start, t_crash) = harness::times();
+    let run_ms = t_crash.saturating_sub(t_start) as f64 / 1e6;
     let mut held = Vec::new();
     let lock_of = |v: usize| if v == 0 { None } else { Some(v - 1) };
     if let Some(h) = lock_of(LOGBUF_LOCK.load(Ordering::Relaxed)) {
@@ -375,7 +286,7 @@ fn report_deadlock(conf: &SimConfig, waited_ns: u64) {
         let s = &CPUS[c];
         if s.stopped.load(Ordering::Relaxed) {
             "stopped by the crash NMI, parked forever".to_string()
-        } else if s.hung.load(Ordering::Relaxed) {
+        } else if harness::is_hung(c) {
             "hung with interrupts off (deaf to the NMI)".to_string()
         } else if c == crash_cpu {
             "the crashing CPU".to_string()
@@ -418,21 +329,19 @@ fn report_deadlock(conf: &SimConfig, waited_ns: u64) {
         for (i, (c, l, site)) in waits.iter().enumerate() {
             let _ = write!(
                 s,
-                "{}{{\"cpu\":{},\"lock\":\"{}\",\"at\":\"{}\"}}",
+                "{}{{\"cpu\":{},\"lock\":\"{}\",\"at\":",
                 if i > 0 { "," } else { "" },
                 c,
-                l,
-                site.replace('"', "\\\"")
+                l
             );
+            let _ = json_string(&mut s, site);
+            s.push('}');
         }
         let _ = writeln!(
             s,
             "],\"mask_path\":null,\"elapsed_ms\":{:.3},\"run_ms\":{:.3}}}}}",
             waited_ns as f64 / 1e6,
-            T_CRASH
-                .load(Ordering::Relaxed)
-                .saturating_sub(T_START.load(Ordering::Relaxed)) as f64
-                / 1e6
+            run_ms
         );
         sys::write_fd(1, s.as_bytes());
     } else {
@@ -440,7 +349,7 @@ fn report_deadlock(conf: &SimConfig, waited_ns: u64) {
             s,
             "watchdog: DEADLOCK — the crash path on CPU {} (crashed {:.1} ms after start) made no progress for {:.1} s; the capture kernel is never reached",
             crash_cpu,
-            T_CRASH.load(Ordering::Relaxed).saturating_sub(T_START.load(Ordering::Relaxed)) as f64 / 1e6,
+            run_ms,
             waited_ns as f64 / 1e9
         );
         for (c, b) in CPUS.iter().enumerate().take(conf.cpus) {

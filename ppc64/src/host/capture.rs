@@ -5,13 +5,13 @@
 use std::fmt::Write as _;
 use std::io::{Read as _, Write as _};
 
+use nmilog::escape::json_string;
 use nmilog::handover::{self, Image};
 use nmilog::record::facility;
 use nmilog::{ContextKind, Header};
 
-use super::{sys, truth, Role, EXIT_FAIL, EXIT_OK};
-
-const DEPTH: usize = 4;
+use super::config::{Role, DEPTH, EXIT_FAIL, EXIT_OK, MAX_CPUS};
+use super::{sys, truth};
 
 /// Per-CPU facts from the ground-truth block.
 struct CpuTruth {
@@ -51,7 +51,7 @@ fn read_truth(bytes: &[u8]) -> Option<Truth> {
     if w[truth::W_MAGIC] != truth::MAGIC {
         return None;
     }
-    let n = (w[truth::W_NCPU] as usize).min(super::MAX_CPUS);
+    let n = (w[truth::W_NCPU] as usize).min(MAX_CPUS);
     let cpus = (0..n)
         .map(|c| {
             let b = truth::CPU_BASE + c * truth::PER_CPU;
@@ -76,24 +76,6 @@ fn read_truth(bytes: &[u8]) -> Option<Truth> {
 
 fn ctx_name(h: &Header) -> &'static str {
     h.context().0.map_or("?", ContextKind::name)
-}
-
-fn json_str(out: &mut String, s: &str) {
-    out.push('"');
-    for ch in s.chars() {
-        match ch {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
 }
 
 fn list<T: std::fmt::Display>(v: impl IntoIterator<Item = T>) -> String {
@@ -208,7 +190,7 @@ pub(crate) fn main(args: &[String], pos: usize) -> i32 {
                 ctx_name(&h),
                 h.level
             );
-            json_str(&mut out, text);
+            let _ = json_string(&mut out, text);
             out.push_str("}\n");
         }
     }
@@ -341,7 +323,7 @@ pub(crate) fn main(args: &[String], pos: usize) -> i32 {
             if i > 0 {
                 out.push(',');
             }
-            json_str(&mut out, f);
+            let _ = json_string(&mut out, f);
         }
         out.push_str("]}}\n");
     } else {

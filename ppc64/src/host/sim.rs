@@ -1,12 +1,9 @@
-//! The nmilog simulation: CPU threads, timer and NMI signals, the firmware model, and the host
-//! [`Machine`].
+//! The nmilog simulation: CPU threads that log through nmilog (with ground-truth tracking of every
+//! log call), its timer and NMI handlers, and the host [`Machine`].
 
 use std::ffi::CString;
 use std::fmt::Write as _;
-use std::io::Write as _;
-use std::sync::atomic::{
-    compiler_fence, AtomicBool, AtomicI32, AtomicU64, AtomicU8, AtomicUsize, Ordering,
-};
+use std::sync::atomic::{compiler_fence, AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::OnceLock;
 
 use nmilog::handover;
@@ -15,19 +12,17 @@ use nmilog::record::facility;
 use nmilog::ring::WriteStep;
 use nmilog::{Level, Log, Platform};
 
-use super::{sys, truth, Line, Role, SimConfig, EXIT_DEADLOCK, EXIT_FAIL, MAX_CPUS};
-use crate::machine::{Machine, RtasArgs, SavedRegs};
-use crate::rtas::{CrashAcquire, RtasLock};
-use crate::shutdown::{
-    crash_shutdown, on_nmi_stop, CrashState, MaskPath, ShutdownConfig, ShutdownReport,
+use super::config::{
+    Role, SimConfig, DEPTH, EXIT_DEADLOCK, EXIT_FAIL, MAIN_WORDS, MAX_CPUS, RING_WORDS,
 };
-
-/// Words per ring at most (64 KiB rings).
-pub(crate) const RING_WORDS: usize = 8192;
-/// Words in the main log (8 MiB).
-pub(crate) const MAIN_WORDS: usize = 1 << 20;
-/// Context depths (task, irq, NMI, nested).
-pub(crate) const DEPTH: usize = 4;
+use super::firmware::{Firmware, DEVICE_SOURCES, TOKEN_GET_XIVE, TOKEN_INT_OFF};
+use super::harness::{self, cfg, Line, Milestone};
+use super::{sys, truth};
+use crate::crash_state::CrashState;
+use crate::machine::{Machine, RtasArgs, SavedRegs};
+use crate::report::{MaskPath, ShutdownReport};
+use crate::rtas::{CrashAcquire, RtasLock};
+use crate::shutdown::{crash_shutdown, on_nmi_stop, ShutdownConfig};
 
 type SimLog = Log<HostPlatform, MAX_CPUS, RING_WORDS, MAIN_WORDS, DEPTH>;
 
@@ -38,32 +33,17 @@ static CRASH: CrashState<MAX_CPUS> = CrashState::new();
 static RTAS_ARGS: RtasArgs = RtasArgs::new();
 static FW: Firmware = Firmware::new();
 static SIM: [SimCpu; MAX_CPUS] = [const { SimCpu::new() }; MAX_CPUS];
-static CFG: OnceLock<SimConfig> = OnceLock::new();
 static REGION: OnceLock<Region> = OnceLock::new();
 static EXEC: OnceLock<ExecArgs> = OnceLock::new();
-static PID: AtomicI32 = AtomicI32::new(0);
-static START: AtomicBool = AtomicBool::new(false);
 static CRASH_ARMED: AtomicBool = AtomicBool::new(false);
-static CRASH_STARTED: AtomicBool = AtomicBool::new(false);
-static T_CRASH_MONO: AtomicU64 = AtomicU64::new(0);
-static T_START_MONO: AtomicU64 = AtomicU64::new(0);
 static T_START_LOG: AtomicU64 = AtomicU64::new(0);
 
-/// RTAS tokens of the firmware model.
-const TOKEN_INT_OFF: u32 = 0x2001;
-const TOKEN_GET_XIVE: u32 = 0x2002;
-/// Interrupt sources besides the per-CPU timers (console, disk, network, PCI).
-const DEVICE_SOURCES: usize = 4;
-const MAX_SOURCES: usize = MAX_CPUS + DEVICE_SOURCES;
 /// Deferrals of one NMI before the handler gives up waiting for an observable point.
 const MAX_DEFER: u64 = 100_000;
 
-fn cfg() -> &'static SimConfig {
-    CFG.get().expect("configured before any CPU runs")
-}
-
+/// The handover region: a shared mapping of a memfd that stays open (it is passed, by number, to the
+/// capture stage, and survives `execv`).
 struct Region {
-    fd: i32,
     base: usize,
     len: usize,
 }
@@ -125,15 +105,11 @@ fn step_code(s: WriteStep) -> u8 {
 }
 
 struct SimCpu {
-    tid: AtomicI32,
     task: Track,
     irq: Track,
     /// The NMI was deferred to the next observable point (see `Track::resolve`).
     defer: AtomicBool,
     deferred: AtomicU64,
-    parked_in_log: AtomicBool,
-    rtas_parked: AtomicBool,
-    hung: AtomicBool,
     truth_task: AtomicU64,
     truth_irq: AtomicU64,
     /// Bit 0: frozen inside a task log call; bit 1: inside an irq log call.
@@ -146,14 +122,10 @@ struct SimCpu {
 impl SimCpu {
     const fn new() -> Self {
         SimCpu {
-            tid: AtomicI32::new(0),
             task: Track::new(),
             irq: Track::new(),
             defer: AtomicBool::new(false),
             deferred: AtomicU64::new(0),
-            parked_in_log: AtomicBool::new(false),
-            rtas_parked: AtomicBool::new(false),
-            hung: AtomicBool::new(false),
             truth_task: AtomicU64::new(0),
             truth_irq: AtomicU64::new(0),
             mid: AtomicU8::new(0),
@@ -179,11 +151,7 @@ fn check_defer(me: &SimCpu) {
     compiler_fence(Ordering::SeqCst);
     if me.defer.load(Ordering::Relaxed) {
         me.defer.store(false, Ordering::Relaxed);
-        sys::tgkill(
-            PID.load(Ordering::Relaxed),
-            me.tid.load(Ordering::Relaxed),
-            libc::SIGUSR1,
-        );
+        harness::signal(HostPlatform::current_cpu(), libc::SIGUSR1);
     }
 }
 
@@ -201,8 +169,7 @@ fn log_tracked(me: &SimCpu, tr: &Track, i: u64, text: &[u8], freeze: bool) {
         if freeze && s == WriteStep::HeaderWritten {
             // Inside the write protocol, odd sequence word and header stored: wait for the NMI,
             // whose handler never returns.
-            // LMM(setup:A): pairs with LMM(setup:B) in `setup_ready`.
-            me.parked_in_log.store(true, Ordering::Release);
+            harness::reached(HostPlatform::current_cpu(), Milestone::ParkedInLog);
             loop {
                 sys::usleep(100);
             }
@@ -225,68 +192,6 @@ fn log_tracked(me: &SimCpu, tr: &Track, i: u64, text: &[u8], freeze: bool) {
 }
 
 // ------------------------------------------------------------------------------------------------
-// Firmware model.
-
-/// RTAS as the simulation sees it: a table of interrupt sources, and a detector of overlapping calls
-/// (PAPR: RTAS calls are serialised).
-struct Firmware {
-    inside: AtomicUsize,
-    violations: AtomicU64,
-    calls: AtomicU64,
-    nsrc: AtomicUsize,
-    enabled: [AtomicBool; MAX_SOURCES],
-}
-
-impl Firmware {
-    const fn new() -> Self {
-        Firmware {
-            inside: AtomicUsize::new(0),
-            violations: AtomicU64::new(0),
-            calls: AtomicU64::new(0),
-            nsrc: AtomicUsize::new(0),
-            enabled: [const { AtomicBool::new(true) }; MAX_SOURCES],
-        }
-    }
-
-    /// Enters firmware (the call proper begins).
-    fn enter(&self) {
-        if self.inside.fetch_add(1, Ordering::AcqRel) != 0 {
-            self.violations.fetch_add(1, Ordering::Relaxed);
-        }
-        self.calls.fetch_add(1, Ordering::Relaxed);
-    }
-
-    fn leave(&self) {
-        self.inside.fetch_sub(1, Ordering::AcqRel);
-    }
-
-    /// One call with `args` (the caller holds the RTAS lock and is marked inside it).
-    fn call(&self, args: &RtasArgs) -> i32 {
-        self.enter();
-        let token = args.token.load(Ordering::Relaxed);
-        let a0 = args.cells[0].load(Ordering::Relaxed) as usize;
-        let status = match token {
-            TOKEN_INT_OFF if a0 < self.nsrc.load(Ordering::Relaxed) => {
-                // LMM(src:A): pairs with LMM(src:B), the ticker's check.
-                self.enabled[a0].store(false, Ordering::Release);
-                0
-            }
-            TOKEN_GET_XIVE => 0,
-            _ => -3,
-        };
-        self.leave();
-        status
-    }
-
-    fn source_enabled(&self, src: usize) -> bool {
-        self.enabled
-            .get(src)
-            // LMM(src:B): pairs with LMM(src:A).
-            .is_some_and(|e| e.load(Ordering::Acquire))
-    }
-}
-
-// ------------------------------------------------------------------------------------------------
 // The machine.
 
 /// The host [`Machine`]: signals for IPIs, the firmware model, `execv` for kexec.
@@ -294,12 +199,7 @@ pub(crate) struct HostMachine;
 
 impl Machine for HostMachine {
     fn nmi_ipi_all_but_self(&self, me: usize) {
-        let pid = PID.load(Ordering::Relaxed);
-        for (c, s) in SIM.iter().enumerate().take(cfg().cpus) {
-            if c != me {
-                sys::tgkill(pid, s.tid.load(Ordering::Relaxed), libc::SIGUSR1);
-            }
-        }
+        harness::nmi_ipi_all_but(me);
     }
 
     fn now_ns(&self) -> u64 {
@@ -334,7 +234,7 @@ impl Machine for HostMachine {
         sys::park_forever()
     }
 
-    fn kexec<const C: usize>(&self, image: &[u8], report: &ShutdownReport<C>) -> ! {
+    fn kexec<const CPUS: usize>(&self, image: &[u8], report: &ShutdownReport<CPUS>) -> ! {
         let Some(region) = REGION.get() else {
             sys::write_fd(2, b"kexec: no handover region\n");
             sys::exit_now(EXIT_FAIL);
@@ -374,7 +274,7 @@ impl Machine for HostMachine {
     }
 }
 
-fn fill_truth<const C: usize>(w: &mut [u64], r: &ShutdownReport<C>, img_len: usize) {
+fn fill_truth<const CPUS: usize>(w: &mut [u64], r: &ShutdownReport<CPUS>, img_len: usize) {
     use truth::*;
     let c = cfg();
     w[W_MAGIC] = MAGIC;
@@ -393,8 +293,9 @@ fn fill_truth<const C: usize>(w: &mut [u64], r: &ShutdownReport<C>, img_len: usi
         _ => 0,
     };
     w[W_PAPR] = FW.violations.load(Ordering::Relaxed);
-    w[W_T_CRASH_MONO] = T_CRASH_MONO.load(Ordering::Relaxed);
-    w[W_T_START_MONO] = T_START_MONO.load(Ordering::Relaxed);
+    let (t_start, t_crash) = harness::times();
+    w[W_T_CRASH_MONO] = t_crash;
+    w[W_T_START_MONO] = t_start;
     w[W_MASKED] = r.mask.masked as u64;
     w[W_NOT_ANSWERED] = r.not_answered as u64;
     w[W_RECORDS] = c.records;
@@ -403,11 +304,11 @@ fn fill_truth<const C: usize>(w: &mut [u64], r: &ShutdownReport<C>, img_len: usi
     w[W_T_IPI_DONE] = r.t_ipi_done_ns;
     w[W_T_MASKED] = r.t_masked_ns;
     w[W_T_SWITCH] = r.t_switch_ns;
-    w[W_D0_MOVED] = r.drains[0].flush.moved;
-    w[W_D0_TORN] = r.drains[0].flush.torn;
-    w[W_D1_MOVED] = r.drains[1].flush.moved;
-    w[W_D1_TORN] = r.drains[1].flush.torn;
-    w[W_TOOK_OVER] = r.drains[0].took_over_from.map_or(0, |x| x as u64 + 1);
+    w[W_D0_RECORDS] = r.drains[0].records;
+    w[W_D0_TORN] = r.drains[0].torn;
+    w[W_D1_RECORDS] = r.drains[1].records;
+    w[W_D1_TORN] = r.drains[1].torn;
+    w[W_NOT_STOPPED] = r.drains[1].not_stopped;
     w[W_RTAS_IN_CALL] = c.rtas_in_call as u64;
     w[W_SEED] = c.seed;
     w[W_FW_CALLS] = FW.calls.load(Ordering::Relaxed);
@@ -417,7 +318,7 @@ fn fill_truth<const C: usize>(w: &mut [u64], r: &ShutdownReport<C>, img_len: usi
     w[W_WAIT_SPINS] = r.wait_spins;
     w[W_ACK_TIMEOUT_MS] = c.ack_timeout_ms;
     w[W_T_START_LOG] = T_START_LOG.load(Ordering::Relaxed);
-    for (cpu, s) in SIM.iter().enumerate().take(c.cpus.min(C)) {
+    for (cpu, s) in SIM.iter().enumerate().take(c.cpus.min(CPUS)) {
         let b = CPU_BASE + cpu * PER_CPU;
         // LMM(truth:B): pairs with LMM(truth:A) (stopped CPUs are also ordered by LMM(checkin)).
         let set = s.truth_set.load(Ordering::Acquire);
@@ -445,11 +346,7 @@ fn fill_truth<const C: usize>(w: &mut [u64], r: &ShutdownReport<C>, img_len: usi
                 nmilog::Header::pack_ctx(k.unwrap_or(nmilog::ContextKind::Task), d) as u64;
         }
         w[b + C_PC] = CRASH.saved_regs(cpu).map_or(0, |r| r.pc as u64);
-        w[b + C_FREEZE_AT] = if c.role(cpu) == Role::FreezeInLog {
-            c.freeze_at(cpu)
-        } else {
-            u64::MAX
-        };
+        w[b + C_FREEZE_AT] = c.freeze_record(cpu);
         w[b + C_CPPR] = s.cppr.load(Ordering::Relaxed) as u64;
         w[b + C_DEAF] = c.is_deaf(cpu) as u64;
     }
@@ -515,44 +412,18 @@ extern "C" fn on_timer(_sig: i32, _info: *mut libc::siginfo_t, _uc: *mut libc::c
 // ------------------------------------------------------------------------------------------------
 // CPU threads.
 
-/// LMM(setup:B): the Acquire loads below pair with the Release stores LMM(setup:A) of each role.
-fn setup_ready() -> bool {
-    let c = cfg();
-    (0..c.cpus).all(|cpu| match c.role(cpu) {
-        Role::FreezeInLog => SIM[cpu].parked_in_log.load(Ordering::Acquire),
-        Role::RtasHolder => SIM[cpu].rtas_parked.load(Ordering::Acquire),
-        Role::Deaf => SIM[cpu].hung.load(Ordering::Acquire),
-        _ => true,
-    })
-}
-
 fn cpu_main(c: usize) {
+    let role = harness::cpu_prologue(c);
     let conf = cfg();
     let me = &SIM[c];
-    HostPlatform::register_cpu(c);
-    // LMM(tid:A): pairs with LMM(tid:B) in `run` (and the IPI / ticker loads after START).
-    me.tid.store(sys::gettid(), Ordering::Release);
-    let role = conf.role(c);
-    sys::unblock(&[libc::SIGUSR2]);
-    if !conf.is_deaf(c) {
-        sys::unblock(&[libc::SIGUSR1]);
-    }
-    // LMM(start:B): pairs with LMM(start:A) in `run`.
-    while !START.load(Ordering::Acquire) {
-        sys::usleep(50);
-    }
-    let freeze_at = if role == Role::FreezeInLog {
-        conf.freeze_at(c)
-    } else {
-        u64::MAX
-    };
+    let freeze_at = conf.freeze_record(c);
     for i in 0..conf.records {
         let mut line = Line::new();
         let _ = write!(line, "cpu={} n={}", c, i);
         log_tracked(me, &me.task, i, line.bytes(), i == freeze_at);
         // The task's other work between log calls (a busy loop, no system call), so that timer
         // interrupts interleave with the records and the NMI can land anywhere in the loop.
-        super::busy_work(conf.work_ns);
+        harness::busy_work(conf.work_ns);
     }
     match role {
         Role::Crash => crash_cpu_main(c),
@@ -565,8 +436,7 @@ fn cpu_main(c: usize) {
                 me.irq.committed.load(Ordering::Relaxed),
                 0,
             );
-            // LMM(setup:A) for the deaf role.
-            me.hung.store(true, Ordering::Release);
+            harness::reached(c, Milestone::Hung);
             loop {
                 sys::usleep(100_000);
             }
@@ -597,8 +467,7 @@ fn rtas_hold(c: usize, inside: bool, deaf: bool) -> ! {
         RTAS.enter_call(c);
         FW.enter(); // firmware is running this call, and never will return from it
     }
-    // LMM(setup:A) for the RTAS holder.
-    SIM[c].rtas_parked.store(true, Ordering::Release);
+    harness::reached(c, Milestone::RtasParked);
     loop {
         sys::usleep(100);
     }
@@ -606,16 +475,7 @@ fn rtas_hold(c: usize, inside: bool, deaf: bool) -> ! {
 
 fn crash_cpu_main(c: usize) -> ! {
     let me = &SIM[c];
-    let t0 = sys::mono_ns();
-    while !setup_ready() {
-        if sys::mono_ns() - t0 > 30_000_000_000 {
-            // The main thread's watchdog reports the setup timeout.
-            loop {
-                sys::usleep(100_000);
-            }
-        }
-        sys::usleep(100);
-    }
+    harness::wait_for_setup(true);
     if cfg().crash_in_irq {
         // LMM(arm:A): pairs with LMM(arm:B) in the timer handler.
         CRASH_ARMED.store(true, Ordering::Release);
@@ -635,9 +495,7 @@ fn crash_now(c: usize, reason: &str) -> ! {
         me.irq.committed.load(Ordering::Relaxed),
         0,
     );
-    T_CRASH_MONO.store(sys::mono_ns(), Ordering::Relaxed);
-    // LMM(started:A): pairs with LMM(started:B), the watchdog's load (T_CRASH_MONO before it).
-    CRASH_STARTED.store(true, Ordering::Release);
+    harness::mark_crash_started();
     let region = REGION.get().expect("mapped at start-up");
     // SAFETY: the region is a live shared mapping of `len` bytes that nothing else references; only
     // the crashing CPU gets here (one designated CPU, once: crash_now never returns), so this is the
@@ -667,9 +525,8 @@ fn crash_now(c: usize, reason: &str) -> ! {
 // Start-up, ticker and watchdog.
 
 pub(crate) fn run(conf: SimConfig) -> i32 {
+    let conf = harness::configure(conf);
     let ncpu = conf.cpus;
-    let _ = CFG.set(conf.clone());
-    let _ = HostPlatform::clock_ns(); // calibrate once, before any CPU logs
     LOG.platform().set_cpu_count(ncpu);
     if LOG.set_ring_capacity_words(conf.ring_bytes / 8).is_err() {
         eprintln!("cannot set the ring capacity");
@@ -677,27 +534,52 @@ pub(crate) fn run(conf: SimConfig) -> i32 {
     }
     LOG.set_flush_settle_ns(1_000_000);
     FW.nsrc.store(ncpu + DEVICE_SOURCES, Ordering::Relaxed);
+    if let Err(e) = map_region_and_exec_args(conf) {
+        eprintln!("{e}");
+        return EXIT_FAIL;
+    }
 
-    let len = truth::BYTES + handover::max_image_size(ncpu, DEPTH, MAIN_WORDS);
-    let (fd, base) = match sys::shared_region(len) {
-        Ok(x) => x,
-        Err(e) => {
-            eprintln!("{e}");
-            return EXIT_FAIL;
-        }
-    };
+    harness::install_signals(on_nmi, on_timer);
+    harness::banner("nmilog crash demo (lock-free crash path)");
+    T_START_LOG.store(LOG.platform().now_ns(), Ordering::Relaxed);
+    if let Err(code) = harness::start_cpus(cpu_main) {
+        return code;
+    }
+    harness::tick_until(
+        |c| FW.source_enabled(c) && SIM[c].cppr.load(Ordering::Relaxed) != 0,
+        |waited| {
+            let limit = conf.ack_timeout_ms * 1_000_000 + 10_000_000_000;
+            (waited > limit).then(|| {
+                watchdog_report(conf, waited);
+                EXIT_DEADLOCK
+            })
+        },
+        || {
+            let mut s = String::from("setup timeout: the scenario never reached its crash point\n");
+            for (c, sc) in SIM.iter().enumerate().take(ncpu) {
+                let _ = writeln!(
+                    s,
+                    "  CPU {c}: {} task records committed, role {}",
+                    sc.task.committed.load(Ordering::Relaxed),
+                    conf.role(c).name()
+                );
+            }
+            sys::write_fd(2, s.as_bytes());
+        },
+    )
+}
+
+/// Maps the handover region (the ground-truth block, then the image) and prepares the `execv`
+/// arguments of the capture stage (`--capture-fd N` and the output options), so that the crash path
+/// neither allocates nor formats.
+fn map_region_and_exec_args(conf: &SimConfig) -> Result<(), String> {
+    let len = truth::BYTES + handover::max_image_size(conf.cpus, DEPTH, MAIN_WORDS);
+    let (fd, base) = sys::shared_region(len)?;
     let _ = REGION.set(Region {
-        fd,
         base: base as usize,
         len,
     });
-    let exe = match std::env::current_exe() {
-        Ok(p) => p,
-        Err(e) => {
-            eprintln!("current_exe: {e}");
-            return EXIT_FAIL;
-        }
-    };
+    let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
     let mut strings = vec![
         CString::new(exe.as_os_str().as_encoded_bytes()).unwrap_or_default(),
         CString::new("--capture-fd").unwrap_or_default(),
@@ -712,86 +594,7 @@ pub(crate) fn run(conf: SimConfig) -> i32 {
         _strings: strings,
         ptrs,
     });
-    let _ = REGION.get().map(|r| r.fd);
-
-    PID.store(sys::getpid(), Ordering::Relaxed);
-    sys::install(libc::SIGUSR1, on_nmi, true);
-    sys::install(libc::SIGUSR2, on_timer, false);
-    // The main thread (ticker, watchdog) never takes either signal; CPU threads unblock them.
-    sys::block(&[libc::SIGUSR1, libc::SIGUSR2]);
-
-    {
-        let mut out: Box<dyn std::io::Write> = if conf.json {
-            Box::new(std::io::stderr())
-        } else {
-            Box::new(std::io::stdout())
-        };
-        let _ = writeln!(
-            out,
-            "nmilog crash demo (lock-free crash path): {}",
-            conf.describe()
-        );
-        let _ = out.flush();
-    }
-
-    T_START_MONO.store(sys::mono_ns(), Ordering::Relaxed);
-    T_START_LOG.store(LOG.platform().now_ns(), Ordering::Relaxed);
-    for c in 0..ncpu {
-        let r = std::thread::Builder::new()
-            .name(format!("cpu{c}"))
-            .stack_size(1 << 20)
-            .spawn(move || cpu_main(c));
-        if let Err(e) = r {
-            eprintln!("spawn: {e}");
-            return EXIT_FAIL;
-        }
-    }
-    let t0 = sys::mono_ns();
-    // LMM(tid:B): pairs with LMM(tid:A).
-    while (0..ncpu).any(|c| SIM[c].tid.load(Ordering::Acquire) == 0) {
-        if sys::mono_ns() - t0 > 10_000_000_000 {
-            eprintln!("CPU threads did not start");
-            return EXIT_FAIL;
-        }
-        sys::usleep(100);
-    }
-    // LMM(start:A): pairs with LMM(start:B) in `cpu_main`.
-    START.store(true, Ordering::Release);
-
-    // Ticker and watchdog. Never prints while CPUs run (a frozen CPU could hold a stdio lock: none
-    // of them prints, but the rule keeps the crash path independent of it).
-    let period = conf.tick_us * (ncpu as u64).div_ceil(4);
-    let pid = PID.load(Ordering::Relaxed);
-    loop {
-        sys::usleep(period);
-        for (c, s) in SIM.iter().enumerate().take(ncpu) {
-            if FW.source_enabled(c) && s.cppr.load(Ordering::Relaxed) != 0 {
-                sys::tgkill(pid, s.tid.load(Ordering::Relaxed), libc::SIGUSR2);
-            }
-        }
-        let now = sys::mono_ns();
-        // LMM(started:B): pairs with LMM(started:A).
-        if CRASH_STARTED.load(Ordering::Acquire) {
-            let tc = T_CRASH_MONO.load(Ordering::Relaxed);
-            let limit = conf.ack_timeout_ms * 1_000_000 + 10_000_000_000;
-            if now.saturating_sub(tc) > limit {
-                watchdog_report(&conf, now - tc);
-                return EXIT_DEADLOCK;
-            }
-        } else if now - t0 > 60_000_000_000 {
-            let mut s = String::from("setup timeout: the scenario never reached its crash point\n");
-            for (c, sc) in SIM.iter().enumerate().take(ncpu) {
-                let _ = writeln!(
-                    s,
-                    "  CPU {c}: {} task records committed, role {}",
-                    sc.task.committed.load(Ordering::Relaxed),
-                    conf.role(c).name()
-                );
-            }
-            sys::write_fd(2, s.as_bytes());
-            sys::exit_now(EXIT_FAIL);
-        }
-    }
+    Ok(())
 }
 
 /// The crash path did not reach the switchover in time (never expected with nmilog).

@@ -13,6 +13,8 @@
 #![no_std]
 #![no_main]
 
+#[path = "../asm.rs"]
+mod asm;
 #[path = "../bootparams.rs"]
 #[allow(dead_code)]
 mod bootparams;
@@ -21,6 +23,8 @@ mod bootparams;
 mod hcall;
 #[path = "../mem.rs"]
 mod mem;
+#[path = "../term.rs"]
+mod term;
 
 use core::fmt::{self, Write};
 use core::sync::atomic::{AtomicU64, Ordering};
@@ -28,6 +32,7 @@ use core::sync::atomic::{AtomicU64, Ordering};
 use bootparams::{str16, BootParams, PARAMS_MAGIC};
 use nmilog::handover;
 use nmilog::ContextKind;
+use term::LineWriter;
 
 /// Most CPUs this stage checks.
 const MAX_CPUS: usize = 64;
@@ -42,29 +47,12 @@ core::arch::global_asm!(
     .globl _start
     .type _start, @function
 _start:
-    lis 2, .TOC.@ha
-    addi 2, 2, .TOC.@l
-    lis 6, __bss_start@ha
-    addi 6, 6, __bss_start@l
-    lis 7, __bss_end@ha
-    addi 7, 7, __bss_end@l
-    li 0, 0
-1:  cmpld 6, 7
-    bge 2f
-    std 0, 0(6)
-    addi 6, 6, 8
-    b 1b
-2:
-    lis 1, __capture_stack_top@ha
-    addi 1, 1, __capture_stack_top@l
-    li 0, 0
-    stdu 0, -64(1)
-    mfmsr 11
-    lis 12, 0x0280
-    ori 12, 12, 0x2002
-    or 11, 11, 12
-    mtmsrd 11
-    isync
+"#,
+    asm::load_toc!(),
+    asm::zero_bss!(),
+    asm::initial_stack!("__capture_stack_top"),
+    asm::enable_fp_vsx!(),
+    r#"
     bl {main}
     nop
 3:  b 3b
@@ -83,46 +71,9 @@ __capture_stack_top:
 /// The terminal (vty `reg`) from the parameter block (one CPU runs here: Relaxed is enough).
 static TERM: AtomicU64 = AtomicU64::new(0);
 
-/// H_PUT_TERM_CHAR output, 16 bytes per call, with a line buffer.
-struct Console {
-    buf: [u8; 16],
-    len: usize,
-}
-
-impl Console {
-    const fn new() -> Self {
-        Console {
-            buf: [0; 16],
-            len: 0,
-        }
-    }
-    fn flush(&mut self) {
-        let term = TERM.load(Ordering::Relaxed);
-        let mut tries = 0;
-        while self.len > 0
-            && hcall::put_term_chars(term, &self.buf[..self.len]) != hcall::H_SUCCESS
-            && tries < 1000
-        {
-            tries += 1;
-        }
-        self.len = 0;
-    }
-}
-
-impl Write for Console {
-    fn write_str(&mut self, s: &str) -> fmt::Result {
-        for &b in s.as_bytes() {
-            if self.len == self.buf.len() {
-                self.flush();
-            }
-            self.buf[self.len] = b;
-            self.len += 1;
-            if b == b'\n' {
-                self.flush();
-            }
-        }
-        Ok(())
-    }
+/// The console: H_PUT_TERM_CHAR output, 16 bytes per call, line-buffered.
+fn console() -> LineWriter<16> {
+    LineWriter::new(TERM.load(Ordering::Relaxed))
 }
 
 /// Power off through RTAS with this stage's own argument buffer.
@@ -217,7 +168,7 @@ extern "C" fn capture_main(image: usize, params: usize) -> ! {
     // volatile copy (it was written before the jump, by the same CPU), then check its magic.
     let p: BootParams = unsafe { (params as *const BootParams).read_volatile() };
     TERM.store(p.term as u64, Ordering::Relaxed);
-    let mut out = Console::new();
+    let mut out = console();
     let _ = writeln!(out);
     if p.magic != PARAMS_MAGIC {
         let _ = writeln!(
@@ -452,7 +403,7 @@ extern "C" fn capture_main(image: usize, params: usize) -> ! {
 
 #[panic_handler]
 fn panic(info: &core::panic::PanicInfo) -> ! {
-    let mut out = Console::new();
+    let mut out = console();
     let _ = writeln!(out, "capture: PANIC: {info}\ncapture: FAILED");
     loop {
         core::hint::spin_loop();

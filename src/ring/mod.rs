@@ -71,9 +71,17 @@
 //!
 //! Sequence words hold `seq` modulo `2^(usize::BITS - 2)`; a reader that sleeps through exactly that
 //! many records could be fooled (the same ABA bound as the kernel's 32-bit descriptor ids).
+//!
+//! # Layout
+//!
+//! This file holds the word encoding, the public types and the ring's state; `write` holds the
+//! write protocol, `read` the read protocol.
 
-use crate::record::{Header, RecordBuf, HEADER_BYTES, MAX_PAYLOAD};
-use crate::sync::{array_of, const_or_loom_fn, fence, AtomicUsize, Ordering};
+mod read;
+mod write;
+
+use crate::record::{HEADER_BYTES, MAX_PAYLOAD};
+use crate::sync::{array_of, const_or_loom_fn, AtomicUsize, Ordering};
 
 const WORD: usize = core::mem::size_of::<usize>();
 /// Header size in ring words.
@@ -266,6 +274,7 @@ impl<F: FnMut(WriteStep) -> bool> StepHook for F {
 /// assert_eq!(r, Err(WriteError::TooLarge));
 /// let r = ring.write(|_| Header::default(), b"x", &mut |_: WriteStep| false);
 /// assert_eq!(r, Err(WriteError::Frozen));
+/// assert_eq!(WriteError::TooLarge.to_string(), "payload larger than the ring accepts");
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WriteError {
@@ -274,6 +283,17 @@ pub enum WriteError {
     /// A [`StepHook`] stopped the writer (test harnesses only).
     Frozen,
 }
+
+impl core::fmt::Display for WriteError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(match self {
+            WriteError::TooLarge => "payload larger than the ring accepts",
+            WriteError::Frozen => "writer stopped by a step hook",
+        })
+    }
+}
+
+impl core::error::Error for WriteError {}
 
 /// A reader's position in a ring: the logical word position and sequence number of the next record.
 ///
@@ -526,373 +546,6 @@ impl<const WORDS: usize> RecordRing<WORDS> {
         // changes nothing but lets the compiler drop the bounds check (no unsafe needed).
         &self.data[pos & mask & (WORDS - 1)]
     }
-
-    /// Appends one record. `stamp(seq)` is called after the odd sequence word is stored (this is
-    /// where the timestamp is read) and returns the header; its `len` is replaced by `payload.len()`.
-    ///
-    /// The caller must be the ring's only writer for the duration of the call (per-CPU rings: the code
-    /// at this depth on this CPU; the main log: the flush owner). Never waits, never loops more than
-    /// once per record it overwrites. Returns the record's sequence number.
-    ///
-    /// ```
-    /// use nmilog::ring::{Cursor, NoHook, RecordRing};
-    /// use nmilog::{Header, RecordBuf};
-    /// let ring: RecordRing<64> = RecordRing::new();
-    /// let stamp = |seq| Header { ts_ns: 100 + seq, len: 999, ..Header::default() };
-    /// assert_eq!(ring.write(stamp, b"hello", &mut NoHook), Ok(0));
-    /// let mut buf = RecordBuf::new();
-    /// ring.read(&mut Cursor::START, &mut buf);
-    /// assert_eq!((buf.header.ts_ns, buf.header.len), (100, 5)); // `len` is the payload's
-    /// ```
-    #[inline]
-    pub fn write<H: StepHook>(
-        &self,
-        stamp: impl FnOnce(u64) -> Header,
-        payload: &[u8],
-        hook: &mut H,
-    ) -> Result<u64, WriteError> {
-        let mask = self.mask();
-        let cap = mask + 1;
-        let len = payload.len();
-        let span = span_words(len);
-        if len > MAX_PAYLOAD || span > max_span(cap) {
-            return Err(WriteError::TooLarge);
-        }
-        if !hook.step(WriteStep::Entered) {
-            return Err(WriteError::Frozen);
-        }
-        // Step 1: reserve. `head`/`next_seq` are our own state.
-        let seq = self.next_seq.load(Ordering::Relaxed);
-        let head = self.head.load(Ordering::Relaxed);
-        let idx = head & mask;
-        let wraps = idx + span > cap;
-        let start = if wraps {
-            head.wrapping_add(cap - idx)
-        } else {
-            head
-        };
-        // Every word of [head, start + span] must be free: the oldest intact word must be later than
-        // start + span - cap.
-        let need = start.wrapping_add(span + 1).wrapping_sub(cap);
-        let mut tail = self.tail.load(Ordering::Relaxed);
-        let tail_moved = before(tail, need);
-        if tail_moved {
-            let mut budget = cap;
-            while before(tail, need) && budget > 0 {
-                tail = self.skip(tail, mask);
-                budget -= 1;
-            }
-            if before(tail, need) {
-                tail = need; // unreachable for a well-formed ring; never loop
-            }
-            // Step 2. LMM(write:A): publish the moved tail before touching the overwritten words.
-            // Pairs with LMM(read:B) (a lapped reader finds the new oldest record) and, through
-            // LMM(write:C), with LMM(read:C).
-            self.tail.store(tail, Ordering::Release);
-        }
-        if !hook.step(WriteStep::TailAdvanced) {
-            return Err(WriteError::Frozen);
-        }
-        // Step 3: the odd sequence word, then the wrap marker. LMM(write:E): when this call moved the
-        // tail, the odd word may land on the first word of a record the tail just passed, so it must
-        // not become visible before the tail does (a release store orders only *earlier* accesses):
-        // a lapped reader that sees it also sees the new tail in its resync (LMM(read:B)). Pairs
-        // with LMM(read:A)/LMM(read:B). Relaxed otherwise (the common case on a ring that is not full).
-        self.word(start, mask).store(
-            enc(seq, ST_WRITING),
-            if tail_moved {
-                Ordering::Release
-            } else {
-                Ordering::Relaxed
-            },
-        );
-        if wraps {
-            // LMM(write:B): a reader that loads the marker (LMM(read:A)) sees the odd word at `start`
-            // (not stale payload of an older lap).
-            self.word(head, mask)
-                .store(enc(seq, ST_WRAP), Ordering::Release);
-        }
-        // Step 4. LMM(write:C): the tail and odd word are ordered before every data store below.
-        // Pairs with LMM(read:C).
-        fence(Ordering::Release);
-        if !hook.step(WriteStep::Reserved) {
-            return Err(WriteError::Frozen);
-        }
-        // Step 5: header, payload, terminator.
-        let mut h = stamp(seq as u64);
-        h.len = len as u16;
-        // A record never straddles the end of the array (step 1 moved it to the next lap), so its
-        // words are one slice: one bounds check instead of a mask and a check per word.
-        let base = start & mask;
-        let rec = &self.data[base..base + span];
-        let (hdr, body) = rec[1..].split_at(HEADER_WORDS);
-        for (slot, w) in hdr.iter().zip(header_words(&h)) {
-            slot.store(w, Ordering::Relaxed);
-        }
-        if !hook.step(WriteStep::HeaderWritten) {
-            return Err(WriteError::Frozen);
-        }
-        let (full, rest) = payload.as_chunks::<WORD>();
-        let half = full.len() / 2;
-        for (i, (slot, chunk)) in body.iter().zip(full).enumerate() {
-            if i == half && !hook.step(WriteStep::PayloadHalf) {
-                return Err(WriteError::Frozen);
-            }
-            slot.store(usize::from_le_bytes(*chunk), Ordering::Relaxed);
-        }
-        if full.is_empty() && !hook.step(WriteStep::PayloadHalf) {
-            return Err(WriteError::Frozen);
-        }
-        if let Some(last) = body.get(full.len()) {
-            if !rest.is_empty() {
-                let mut w = 0usize;
-                for (i, &b) in rest.iter().enumerate() {
-                    w |= (b as usize) << (8 * i);
-                }
-                last.store(w, Ordering::Relaxed);
-            }
-        }
-        let at = start.wrapping_add(span);
-        self.word(at, mask).store(ST_FREE, Ordering::Relaxed);
-        if !hook.step(WriteStep::PayloadWritten) {
-            return Err(WriteError::Frozen);
-        }
-        // Step 6. LMM(write:D): commit. Pairs with LMM(read:A): whoever sees the even word sees the
-        // header, payload and terminator.
-        self.word(start, mask)
-            .store(enc(seq, ST_COMMITTED), Ordering::Release);
-        if !hook.step(WriteStep::Committed) {
-            return Err(WriteError::Frozen);
-        }
-        // Step 7: own state.
-        // `next_seq` first: a writer stopped between the two leaves (old head, new seq), which
-        // the crash drain's snapshot recognises (the committed record `seq` at the old head).
-        self.next_seq.store(seq.wrapping_add(1), Ordering::Relaxed);
-        self.head.store(start.wrapping_add(span), Ordering::Relaxed);
-        // Tell the crash drain that this call's record is out, even if the writer is stopped before
-        // it clears its recursion guard (a guard left at 1 with `next_seq` at the reader means "frozen
-        // before the record became visible": torn).
-        if self.active.load(Ordering::Relaxed) != 0 {
-            self.active.store(ACTIVE_PUBLISHED, Ordering::Relaxed);
-        }
-        if !hook.step(WriteStep::Published) {
-            return Err(WriteError::Frozen);
-        }
-        Ok(seq as u64)
-    }
-
-    /// Position of the record after the one at `pos` (writer-side walk over its own records).
-    fn skip(&self, pos: usize, mask: usize) -> usize {
-        let cap = mask + 1;
-        let w = self.word(pos, mask).load(Ordering::Relaxed);
-        match w & ST_MASK {
-            ST_WRAP => pos.wrapping_add(cap - (pos & mask)),
-            ST_COMMITTED | ST_WRITING => {
-                let lw = self
-                    .word(pos.wrapping_add(1 + LEN_WORD), mask)
-                    .load(Ordering::Relaxed);
-                let span = span_words(lw & 0xffff).min(max_span(cap));
-                pos.wrapping_add(span)
-            }
-            _ => pos.wrapping_add(1),
-        }
-    }
-
-    /// Reads the record at the cursor into `out` (see the read protocol in the module docs). Never
-    /// blocks the writer and never loops: one call is a bounded number of loads.
-    ///
-    /// ```
-    /// use nmilog::ring::{Cursor, NoHook, Read, RecordRing};
-    /// use nmilog::{Header, RecordBuf};
-    /// let ring: RecordRing<64> = RecordRing::new();
-    /// ring.write(|_| Header { cpu: 3, ..Header::default() }, b"a", &mut NoHook).unwrap();
-    /// ring.write(|_| Header { cpu: 3, ..Header::default() }, b"b", &mut NoHook).unwrap();
-    /// let (mut cur, mut buf) = (Cursor::START, RecordBuf::new());
-    /// assert_eq!(ring.read(&mut cur, &mut buf), Read::Record);
-    /// assert_eq!(ring.read(&mut cur, &mut buf), Read::Record);
-    /// assert_eq!((buf.seq, buf.header.cpu, buf.payload()), (1, 3, &b"b"[..]));
-    /// assert_eq!(ring.read(&mut cur, &mut buf), Read::Empty);
-    /// ```
-    pub fn read(&self, cur: &mut Cursor, out: &mut RecordBuf) -> Read {
-        self.read_if(cur, out, |_| true).0
-    }
-
-    /// [`read`](Self::read) if `take(header)` says so, else [`peek`](Self::peek): one validated
-    /// look at the record either way, and its payload is copied only when it is taken. Returns the
-    /// outcome, the header (for `Read::Record`) and whether the record was taken (copied into `out`,
-    /// cursor moved past it).
-    pub(crate) fn read_if(
-        &self,
-        cur: &mut Cursor,
-        out: &mut RecordBuf,
-        take: impl FnOnce(&Header) -> bool,
-    ) -> (Read, Header, bool) {
-        let (r, h, taken) = self.read_inner(cur, Some(&mut out.payload), take);
-        if taken {
-            out.header = h;
-            out.seq = cur.seq.wrapping_sub(1) as u64;
-        }
-        (r, h, taken)
-    }
-
-    /// Like [`read`](Self::read) but copies only the header and leaves the cursor on the record
-    /// (it still moves, with `Overwritten`, when the cursor was lapped).
-    ///
-    /// ```
-    /// use nmilog::ring::{Cursor, NoHook, Read, RecordRing};
-    /// use nmilog::{Header, RecordBuf};
-    /// let ring: RecordRing<64> = RecordRing::new();
-    /// ring.write(|_| Header { level: 2, ..Header::default() }, b"crit", &mut NoHook).unwrap();
-    /// let mut cur = Cursor::START;
-    /// let (r, h) = ring.peek(&mut cur);
-    /// assert_eq!((r, h.level, h.len), (Read::Record, 2, 4));
-    /// assert_eq!(cur, Cursor::START); // not consumed: `read` still gets it
-    /// assert_eq!(ring.read(&mut cur, &mut RecordBuf::new()), Read::Record);
-    /// ```
-    pub fn peek(&self, cur: &mut Cursor) -> (Read, Header) {
-        let (r, h, _) = self.read_inner(cur, None, |_| false);
-        (r, h)
-    }
-
-    /// Steps over the record at the cursor: like [`read`](Self::read), validated the same way, but
-    /// copies only the header (for readers that need to know a record is there and what it is, not
-    /// its payload: the crash drain's scan of the main log and its walk past records already merged).
-    pub(crate) fn step_over(&self, cur: &mut Cursor) -> (Read, Header) {
-        let (r, h, _) = self.read_inner(cur, None, |_| true);
-        (r, h)
-    }
-
-    fn read_inner(
-        &self,
-        cur: &mut Cursor,
-        out: Option<&mut [u8; MAX_PAYLOAD]>,
-        take: impl FnOnce(&Header) -> bool,
-    ) -> (Read, Header, bool) {
-        let mask = self.mask();
-        let cap = mask + 1;
-        let mut pos = cur.pos;
-        // LMM(read:A): pairs with LMM(write:B) and LMM(write:D).
-        let mut w = self.word(pos, mask).load(Ordering::Acquire);
-        if w == enc(cur.seq, ST_WRAP) {
-            pos = pos.wrapping_add(cap - (pos & mask));
-            // LMM(read:A) again, for the record at the lap start.
-            w = self.word(pos, mask).load(Ordering::Acquire);
-        }
-        if w == enc(cur.seq, ST_COMMITTED) {
-            let mut hb = [0u8; HEADER_BYTES];
-            let mut at = pos.wrapping_add(1);
-            for chunk in hb.chunks_exact_mut(WORD) {
-                let v = self.word(at, mask).load(Ordering::Relaxed);
-                chunk.copy_from_slice(&v.to_le_bytes());
-                at = at.wrapping_add(1);
-            }
-            let h = Header::from_bytes(&hb);
-            // The length is not trusted until the sequence word is re-checked: clamp so the copy stays
-            // inside the buffer and the ring's largest record.
-            let len = (h.len as usize).min(max_payload_for(cap));
-            // Taken (payload copied, cursor advanced) or only peeked. `take` sees a header that is
-            // validated below: a decision made on a torn header is undone with the `Read` outcome.
-            let advance = take(&h);
-            if let Some(out) = out.filter(|_| advance) {
-                // Whole words (the buffer is a multiple of WORD long; bytes past `len` are scratch).
-                let (chunks, _) = out.as_chunks_mut::<WORD>();
-                for chunk in chunks.iter_mut().take(len.div_ceil(WORD)) {
-                    *chunk = self.word(at, mask).load(Ordering::Relaxed).to_le_bytes();
-                    at = at.wrapping_add(1);
-                }
-            }
-            // LMM(read:C): pairs with LMM(write:C). If any word copied above came from a newer
-            // record, the tail move (or changed sequence word) that preceded it is visible below.
-            fence(Ordering::Acquire);
-            let tail = self.tail.load(Ordering::Relaxed);
-            let w2 = self.word(pos, mask).load(Ordering::Relaxed);
-            if w2 == w && !before(pos, tail) && len == h.len as usize {
-                if advance {
-                    cur.pos = pos.wrapping_add(span_words(len));
-                    cur.seq = cur.seq.wrapping_add(1);
-                }
-                return (Read::Record, h, advance);
-            }
-            return (self.resync(cur, mask), Header::default(), false);
-        }
-        // LMM(read:B): pairs with LMM(write:A).
-        let tail = self.tail.load(Ordering::Acquire);
-        if before(cur.pos, tail) {
-            return (self.resync(cur, mask), Header::default(), false);
-        }
-        if w == enc(cur.seq, ST_WRITING) {
-            (Read::InFlight, Header::default(), false)
-        } else {
-            (Read::Empty, Header::default(), false)
-        }
-    }
-
-    /// Moves a lapped cursor to the oldest intact record and reports how many records it missed.
-    fn resync(&self, cur: &mut Cursor, mask: usize) -> Read {
-        // LMM(read:B): pairs with LMM(write:A); the record at the tail was committed (or is the one
-        // being written) before the tail moved onto it.
-        let tail = self.tail.load(Ordering::Acquire);
-        // `next_seq` before the word: a `next_seq` stored after this call's odd word (LMM(write:C)
-        // precedes the step-7 store) means the word below is no longer free, so a free word read
-        // afterwards proves `ns` is the number of the record that will start at `tail`.
-        let ns = self.next_seq.load(Ordering::Acquire);
-        let w = self.word(tail, mask).load(Ordering::Acquire);
-        let target = if w & ST_MASK == ST_FREE {
-            // Everything older was overwritten and the record at `tail` has not been started yet.
-            ns & SEQ_MASK
-        } else {
-            w >> 2
-        };
-        // Re-check that the tail did not move while we looked (LMM(read:C) pairing as above).
-        fence(Ordering::Acquire);
-        if self.tail.load(Ordering::Relaxed) != tail {
-            return Read::Overwritten { missed: 0 };
-        }
-        let missed = target.wrapping_sub(cur.seq) & SEQ_MASK;
-        if missed > SEQ_MASK / 2 {
-            // The word at the tail is older than our cursor: a race with the writer (or a cursor
-            // that does not belong to this ring). Never report a bogus count; try again later.
-            return Read::Overwritten { missed: 0 };
-        }
-        if missed == 0 && cur.pos == tail {
-            return Read::Empty;
-        }
-        cur.pos = tail;
-        cur.seq = cur.seq.wrapping_add(missed);
-        Read::Overwritten {
-            missed: missed as u64,
-        }
-    }
-
-    /// The writer-side state, for the crash drain's snapshot: `(head, next_seq)`.
-    pub(crate) fn writer_state(&self) -> (usize, usize) {
-        (
-            self.head.load(Ordering::Relaxed),
-            self.next_seq.load(Ordering::Relaxed),
-        )
-    }
-
-    /// A cursor at the oldest intact record (for a reader that starts late).
-    ///
-    /// ```
-    /// use nmilog::ring::{NoHook, Read, RecordRing};
-    /// use nmilog::{Header, RecordBuf};
-    /// let ring: RecordRing<64> = RecordRing::new();
-    /// for i in 0..20u8 {
-    ///     ring.write(|_| Header::default(), &[b'a' + i; 10], &mut NoHook).unwrap();
-    /// }
-    /// let (mut cur, mut buf) = (ring.oldest(), RecordBuf::new());
-    /// assert!(cur.seq() > 0); // the first records were overwritten
-    /// assert_eq!(ring.read(&mut cur, &mut buf), Read::Record); // no `Overwritten` first
-    /// assert_eq!(buf.seq, cur.seq() - 1);
-    /// ```
-    pub fn oldest(&self) -> Cursor {
-        // `resync` moves a cursor at the start to the oldest intact record, and leaves it where it is
-        // when nothing was overwritten (or when it raced the writer: the reader resyncs later).
-        let mut c = Cursor::START;
-        let _ = self.resync(&mut c, self.mask());
-        c
-    }
 }
 
 impl<const WORDS: usize> Default for RecordRing<WORDS> {
@@ -901,14 +554,28 @@ impl<const WORDS: usize> Default for RecordRing<WORDS> {
     }
 }
 
-/// The header as ring words (its little-endian byte layout, read as words).
-#[inline(always)]
-fn header_words(h: &Header) -> [usize; HEADER_WORDS] {
-    let b = h.to_bytes();
-    let (chunks, _) = b.as_chunks::<WORD>();
-    let mut w = [0usize; HEADER_WORDS];
-    for (o, c) in w.iter_mut().zip(chunks) {
-        *o = usize::from_le_bytes(*c);
+/// Shows the ring's state words (`Relaxed` loads, a snapshot for diagnostics), not its data.
+///
+/// ```
+/// use nmilog::ring::{span_words, NoHook, RecordRing};
+/// use nmilog::Header;
+/// let ring: RecordRing<64> = RecordRing::new();
+/// ring.write(|_| Header::default(), b"x", &mut NoHook).unwrap();
+/// let head = span_words(1);
+/// assert_eq!(
+///     format!("{ring:?}"),
+///     format!("RecordRing {{ capacity_words: 64, head: {head}, tail: 0, next_seq: 1, dropped: 0, active: 0 }}")
+/// );
+/// ```
+impl<const WORDS: usize> core::fmt::Debug for RecordRing<WORDS> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("RecordRing")
+            .field("capacity_words", &self.capacity_words())
+            .field("head", &self.head.load(Ordering::Relaxed))
+            .field("tail", &self.tail.load(Ordering::Relaxed))
+            .field("next_seq", &self.next_seq.load(Ordering::Relaxed))
+            .field("dropped", &self.dropped.load(Ordering::Relaxed))
+            .field("active", &self.active.load(Ordering::Relaxed))
+            .finish()
     }
-    w
 }

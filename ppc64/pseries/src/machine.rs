@@ -1,0 +1,147 @@
+//! The pseries `nmilog_ppc64::Machine`: what the portable crash-shutdown sequence
+//! (`nmilog_ppc64::crash_shutdown`, run by `crash`) needs from this machine; and `power_off_crash`,
+//! the crash path's last exit when there is nothing to switch over to.
+//!
+//! | `Machine` method        | here                                                                        |
+//! |-------------------------|-----------------------------------------------------------------------------|
+//! | `nmi_ipi_all_but_self`  | `H_SIGNAL_SYS_RESET(-2)`; each target takes the 0x100 system reset         |
+//! | `now_ns`                | the timebase scaled to ns (the log's clock)                                 |
+//! | `irq_source_count`      | the sources found in the device tree (vty, EPOW), routed to the boot CPU   |
+//! | `firmware_mask_source`  | RTAS `ibm,int-off` then `ibm,set-xive(prio 0xff)` through the crash buffer |
+//! | `mask_at_presenter`     | `H_CPPR(0)` (checked with `H_IPOLL`)                                        |
+//! | `park`                  | `or 1,1,1` spin with MSR[EE] off                                            |
+//! | `kexec`                 | parameter block + jump to the capture stage, r3 = image                    |
+//!
+//! Its messages go to nmilog through the core's `pr_*!` macros (the kernel log is registered as the
+//! global logger at boot, `klog::register_global`), never to the console.
+
+use core::sync::atomic::Ordering;
+
+use nmilog_ppc64::{Machine, RtasArgs, ShutdownReport};
+
+use crate::bootparams::{name16, BootParams};
+use crate::{
+    console, crash_state, exceptions, hcall, irq, kexec, percpu, rtas, scenario, timebase,
+};
+
+/// The pseries machine.
+#[derive(Debug)]
+pub struct Pseries;
+
+/// The one instance.
+pub static MACHINE: Pseries = Pseries;
+
+impl Machine for Pseries {
+    fn nmi_ipi_all_but_self(&self, me: usize) {
+        let t0 = timebase::now();
+        let st = hcall::signal_sys_reset(hcall::SYS_RESET_ALL_OTHERS);
+        nmilog::pr_info!(
+            "crash: CPU {me}: H_SIGNAL_SYS_RESET(-2) = {st} after {} us",
+            timebase::ticks_to_us(timebase::now().wrapping_sub(t0))
+        );
+    }
+
+    fn now_ns(&self) -> u64 {
+        timebase::now_ns()
+    }
+
+    fn irq_source_count(&self) -> usize {
+        crash_state::source_count()
+    }
+
+    /// `ibm,int-off(irq)`, then `ibm,set-xive(irq, server, 0xff)` (what Linux's ics_rtas_mask_irq
+    /// does), then `ibm,get-xive` to log the priority now in force. `args` is the crash state's own
+    /// buffer; it is copied into `rtas::CRASH_BUF` in PAPR layout (big-endian cells) for each call.
+    fn firmware_mask_source(&self, src: usize, args: &RtasArgs) -> Result<(), i32> {
+        let me = percpu::this_cpu_index();
+        let Some(irq) = crash_state::source(src) else {
+            return Err(rtas::PARAM_ERROR);
+        };
+        let server = crash_state::server();
+        // With ic-mode=xive /rtas has none of these: report it instead of calling token 0.
+        let (Some(int_off), Some(set_xive), Some(get_xive)) = (
+            rtas::token(rtas::Func::IntOff),
+            rtas::token(rtas::Func::SetXive),
+            rtas::token(rtas::Func::GetXive),
+        ) else {
+            nmilog::pr_warn!(
+                "crash: irq {irq:#x}: /rtas has no ibm,int-off/set-xive/get-xive: not masked"
+            );
+            return Err(rtas::NO_TOKEN);
+        };
+        args.fill(me, int_off, &[irq], 1);
+        // SAFETY: the crash sequence owns the RTAS lock (taken, or taken over from a CPU stopped
+        // outside the firmware call) and has marked itself inside the call; CRASH_BUF is used only by
+        // the crashing CPU.
+        let off = unsafe { rtas::call_from_args(&rtas::CRASH_BUF, args) };
+        args.fill(me, set_xive, &[irq, server, 0xff], 1);
+        // SAFETY: as above.
+        let set = unsafe { rtas::call_from_args(&rtas::CRASH_BUF, args) };
+        args.fill(me, get_xive, &[irq], 3);
+        // SAFETY: as above.
+        let get = unsafe { rtas::call_from_args(&rtas::CRASH_BUF, args) };
+        nmilog::pr_info!(
+            "crash: irq {irq:#x}: ibm,int-off = {off}, ibm,set-xive(prio 0xff) = {set}; ibm,get-xive = {get}: priority {:#x}",
+            args.ret(2)
+        );
+        if off == rtas::SUCCESS {
+            Ok(())
+        } else {
+            Err(off)
+        }
+    }
+
+    fn mask_at_presenter(&self) {
+        let hw = percpu::this_cpu().map_or(0, |c| c.hw_id.load(Ordering::Relaxed)) as u64;
+        let (_, before) = hcall::poll_cppr(hw);
+        let st = hcall::set_cppr(0);
+        let (pst, after) = hcall::poll_cppr(hw);
+        nmilog::pr_info!("crash: presenter: H_CPPR(0) = {st}; H_IPOLL = {pst}: CPPR {before:#x} -> {after:#x} (nothing is presented)");
+    }
+
+    fn park(&self) -> ! {
+        irq::disable();
+        exceptions::park()
+    }
+
+    fn kexec<const CPUS: usize>(&self, image: &[u8], report: &ShutdownReport<CPUS>) -> ! {
+        let params = kexec::write_params(BootParams {
+            magic: 0,
+            image_len: image.len() as u64,
+            tb_freq: timebase::freq(),
+            power_off_token: rtas::token(rtas::Func::PowerOff).unwrap_or(0),
+            term: crash_state::term(),
+            ncpus: report.cpus as u32,
+            crash_cpu: report.crash_cpu as u32,
+            scenario: name16(scenario::kind().name()),
+            mask_path: name16(report.mask.path.name()),
+            not_answered: report.not_answered as u32,
+            answered: report
+                .answered
+                .iter()
+                .enumerate()
+                .filter(|&(c, &a)| a && c < 64)
+                .fold(0, |m, (c, _)| m | (1 << c)),
+        });
+        kexec::switchover(image.as_ptr() as usize, params);
+        // No capture stage loaded: say so on the raw console and power off.
+        console::write_bytes(b"crash: no capture stage loaded; powering off\ncapture: none\n");
+        power_off_crash()
+    }
+}
+
+/// Powers off through the crash buffer without the RTAS lock (every other CPU is parked; the lock may
+/// be held by one of them).
+pub fn power_off_crash() -> ! {
+    // SAFETY: every other CPU is parked; the crash buffer is used by this CPU only.
+    unsafe {
+        let mut r = [0u32; 1];
+        rtas::call_with(
+            &rtas::CRASH_BUF,
+            rtas::Func::PowerOff,
+            &[u32::MAX, u32::MAX],
+            &mut r,
+        );
+    }
+    exceptions::park()
+}

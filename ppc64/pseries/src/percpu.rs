@@ -1,0 +1,113 @@
+//! The per-CPU area: every CPU owns a `PerCpu` slot (a static; no allocation) holding its logical
+//! index, its hardware id (the device tree's `reg`, which RTAS and H_SIGNAL_SYS_RESET use), the tops
+//! of its task and NMI stacks, its entry function and the register save area of its system-reset
+//! handler (`SavedRegs`). SPRG0 holds the slot's address on each CPU: the 0x100 handler finds its NMI
+//! stack there without touching memory through any other register, and `this_cpu` finds it from Rust.
+//!
+//! A leaf: it uses no other module of the image (bring-up, which fills the slots, is `smp`).
+
+use core::cell::UnsafeCell;
+use core::sync::atomic::{AtomicUsize, Ordering};
+
+/// Most CPUs the image supports.
+pub const MAX_CPUS: usize = 8;
+
+/// Registers of the interrupted context.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct SavedRegs {
+    /// r0..r31 at the moment of the interrupt.
+    pub gpr: [u64; 32],
+    /// SRR0: the interrupted instruction address.
+    pub nip: u64,
+    /// SRR1: the interrupted MSR (plus the reason bits of the interrupt).
+    pub msr: u64,
+    /// Link register.
+    pub lr: u64,
+    /// Count register.
+    pub ctr: u64,
+    /// Condition register.
+    pub cr: u64,
+    /// Fixed-point exception register.
+    pub xer: u64,
+}
+
+impl SavedRegs {
+    /// All zero.
+    pub const ZERO: SavedRegs = SavedRegs {
+        gpr: [0; 32],
+        nip: 0,
+        msr: 0,
+        lr: 0,
+        ctr: 0,
+        cr: 0,
+        xer: 0,
+    };
+}
+
+/// One CPU's slot. Field offsets are used by the assembly in `boot.rs` and `exceptions.rs`.
+#[repr(C)]
+#[derive(Debug)]
+pub struct PerCpu {
+    /// Logical CPU index (0 = boot CPU).
+    pub index: AtomicUsize,
+    /// Hardware id (`reg` of the /cpus node).
+    pub hw_id: AtomicUsize,
+    /// Initial task stack pointer.
+    pub stack_top: AtomicUsize,
+    /// Initial NMI stack pointer.
+    pub nmi_stack_top: AtomicUsize,
+    /// `fn(usize) -> !` run by a secondary CPU once it is in little-endian 64-bit mode.
+    pub entry: AtomicUsize,
+    /// Registers saved by the system-reset handler (written only by this CPU's 0x100 handler).
+    pub saved: UnsafeCell<SavedRegs>,
+}
+
+// SAFETY: all fields but `saved` are atomics; `saved` is written only by the owning CPU's NMI handler
+// (in assembly, before Rust runs there) and read only by that handler's Rust code.
+unsafe impl Sync for PerCpu {}
+
+impl PerCpu {
+    const fn new() -> Self {
+        PerCpu {
+            index: AtomicUsize::new(0),
+            hw_id: AtomicUsize::new(0),
+            stack_top: AtomicUsize::new(0),
+            nmi_stack_top: AtomicUsize::new(0),
+            entry: AtomicUsize::new(0),
+            saved: UnsafeCell::new(SavedRegs::ZERO),
+        }
+    }
+}
+
+/// Offsets for the assembly.
+pub const OFF_INDEX: usize = core::mem::offset_of!(PerCpu, index);
+/// Offset of `stack_top`.
+pub const OFF_STACK_TOP: usize = core::mem::offset_of!(PerCpu, stack_top);
+/// Offset of `nmi_stack_top`.
+pub const OFF_NMI_STACK_TOP: usize = core::mem::offset_of!(PerCpu, nmi_stack_top);
+/// Offset of `saved`.
+pub const OFF_SAVED: usize = core::mem::offset_of!(PerCpu, saved);
+
+/// All per-CPU slots.
+pub static PERCPU: [PerCpu; MAX_CPUS] = [const { PerCpu::new() }; MAX_CPUS];
+
+/// This CPU's slot, from SPRG0 (`None` before `init_boot_cpu`).
+pub fn this_cpu() -> Option<&'static PerCpu> {
+    let p: usize;
+    // SAFETY: reading SPRG0 (SPR 272) has no side effects.
+    unsafe {
+        core::arch::asm!("mfspr {0}, 272", out(reg) p, options(nomem, nostack, preserves_flags))
+    };
+    if p == 0 {
+        return None;
+    }
+    // SAFETY: SPRG0 is only ever set (by init_boot_cpu and the secondary entry) to the address of a
+    // slot in PERCPU, which is 'static.
+    Some(unsafe { &*(p as *const PerCpu) })
+}
+
+/// This CPU's logical index (0 before `init_boot_cpu`).
+pub fn this_cpu_index() -> usize {
+    this_cpu().map_or(0, |c| c.index.load(Ordering::Relaxed))
+}

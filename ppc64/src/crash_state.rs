@@ -1,0 +1,214 @@
+//! The state of one crash that the stopped CPUs and the crashing CPU share: each stopped CPU's
+//! check-in flag, saved registers and interrupted context ([`CrashState`]), and the crashing CPU's own
+//! RTAS argument buffer. Written by [`on_nmi_stop`](crate::on_nmi_stop), read by
+//! [`crash_shutdown`](crate::crash_shutdown).
+
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use nmilog::{ContextKind, Header};
+
+use crate::machine::{RtasArgs, SavedRegs};
+
+/// Per-CPU stop state shared by the stopped CPUs (writers) and the crashing CPU (reader).
+#[derive(Debug)]
+struct CpuStop {
+    /// 0, or 1 once the CPU is parked in its NMI handler.
+    checked_in: AtomicUsize,
+    ts_ns: AtomicU64,
+    pc: AtomicUsize,
+    sp: AtomicUsize,
+    msr: AtomicUsize,
+    /// `Header::pack_ctx` of the context the NMI interrupted.
+    interrupted: AtomicUsize,
+}
+
+impl CpuStop {
+    const fn new() -> Self {
+        CpuStop {
+            checked_in: AtomicUsize::new(0),
+            ts_ns: AtomicU64::new(0),
+            pc: AtomicUsize::new(0),
+            sp: AtomicUsize::new(0),
+            msr: AtomicUsize::new(0),
+            interrupted: AtomicUsize::new(0),
+        }
+    }
+}
+
+/// The state of one crash: the check-in flags and saved registers of the stopped CPUs, and the
+/// crashing CPU's own RTAS argument buffer. One `static` per kernel.
+///
+/// **Check-in handshake.** A stopped CPU writes its "stopped" record, its saved registers and
+/// everything it did before the NMI, then stores its check-in flag with Release — LMM(checkin:A).
+/// The crashing CPU loads the flag with Acquire — LMM(checkin:B) — before it drains the rings, reads
+/// the firmware lock or the saved registers; so everything the stopped CPU wrote is visible to it.
+///
+/// ```
+/// # use std::panic::{catch_unwind, AssertUnwindSafe};
+/// # use nmilog::{host::HostPlatform, Log};
+/// # use nmilog_ppc64::*;
+/// # use nmilog_ppc64::doc_support::{start, FakeMachine};
+/// # static LOG: Log<HostPlatform, 2, 1024, 8192> = Log::new(HostPlatform::new(2));
+/// # static STATE: CrashState<2> = CrashState::new();
+/// # start(); // quiet unwinding; this thread is CPU 0
+/// # let m = FakeMachine::new(&LOG, &STATE); // CPU 1 answers the NMI
+/// // CPU 0 crashes; CPU 1 takes the NMI while it is handling an interrupt.
+/// LOG.crash_enter().unwrap();
+/// HostPlatform::register_cpu(1);
+/// LOG.irq_enter();
+/// let regs = SavedRegs { pc: 0x1234, sp: 0x8000, msr: 0 };
+/// let parked = catch_unwind(AssertUnwindSafe(|| {
+///     on_nmi_stop(&LOG, &m, &STATE, regs, format_args!("test"))
+/// }));
+/// assert!(parked.is_err());
+/// assert!(STATE.checked_in(1));
+/// assert!(!STATE.checked_in(0)); // the crashing CPU does not check in
+/// assert_eq!(STATE.saved_regs(1), Some(regs));
+/// let (ts, kind, depth) = STATE.stop_info(1).unwrap();
+/// assert!(ts > 0);
+/// assert_eq!((kind, depth), (Some(nmilog::ContextKind::Irq), 1));
+/// ```
+#[derive(Debug)]
+pub struct CrashState<const CPUS: usize> {
+    cpus: [CpuStop; CPUS],
+    /// The crashing CPU's own RTAS argument buffer: the global one may be half-filled by a CPU frozen
+    /// holding the RTAS lock.
+    pub rtas_args: RtasArgs,
+}
+
+impl<const CPUS: usize> CrashState<CPUS> {
+    /// Nobody stopped yet.
+    ///
+    /// ```
+    /// use nmilog_ppc64::CrashState;
+    /// static STATE: CrashState<4> = CrashState::new(); // `const`: one `static` per kernel
+    /// assert!((0..4).all(|cpu| !STATE.checked_in(cpu)));
+    /// assert_eq!(STATE.saved_regs(0), Some(Default::default()));
+    /// ```
+    pub const fn new() -> Self {
+        CrashState {
+            cpus: [const { CpuStop::new() }; CPUS],
+            rtas_args: RtasArgs::new(),
+        }
+    }
+
+    /// Whether `cpu` checked in (is parked in its NMI handler for good).
+    ///
+    /// ```
+    /// # use std::panic::{catch_unwind, AssertUnwindSafe};
+    /// # use nmilog::{host::HostPlatform, Log};
+    /// # use nmilog_ppc64::*;
+    /// # use nmilog_ppc64::doc_support::{start, FakeMachine};
+    /// # static LOG: Log<HostPlatform, 2, 1024, 8192> = Log::new(HostPlatform::new(2));
+    /// # static STATE: CrashState<2> = CrashState::new();
+    /// # start(); // quiet unwinding; this thread is CPU 0
+    /// # let m = FakeMachine::new(&LOG, &STATE); // CPU 1 answers the NMI
+    /// LOG.crash_enter().unwrap();
+    /// assert!(!STATE.checked_in(1));
+    /// HostPlatform::register_cpu(1);
+    /// let regs = SavedRegs::default();
+    /// let _ = catch_unwind(AssertUnwindSafe(|| {
+    ///     on_nmi_stop(&LOG, &m, &STATE, regs, format_args!("x"))
+    /// }));
+    /// assert!(STATE.checked_in(1));
+    /// assert!(!STATE.checked_in(7)); // not a CPU of this state: never checked in
+    /// ```
+    pub fn checked_in(&self, cpu: usize) -> bool {
+        // LMM(checkin:B): Acquire pairs with LMM(checkin:A) in `check_in`.
+        self.cpus
+            .get(cpu)
+            .is_some_and(|s| s.checked_in.load(Ordering::Acquire) != 0)
+    }
+
+    /// The registers `cpu` saved when it stopped (meaningful once [`checked_in`](Self::checked_in)).
+    ///
+    /// ```
+    /// # use std::panic::{catch_unwind, AssertUnwindSafe};
+    /// # use nmilog::{host::HostPlatform, Log};
+    /// # use nmilog_ppc64::*;
+    /// # use nmilog_ppc64::doc_support::{start, FakeMachine};
+    /// # static LOG: Log<HostPlatform, 2, 1024, 8192> = Log::new(HostPlatform::new(2));
+    /// # static STATE: CrashState<2> = CrashState::new();
+    /// # start(); // quiet unwinding; this thread is CPU 0
+    /// # let m = FakeMachine::new(&LOG, &STATE); // CPU 1 answers the NMI
+    /// LOG.crash_enter().unwrap();
+    /// HostPlatform::register_cpu(1);
+    /// let regs = SavedRegs { pc: 0xc0de, sp: 0x7000, msr: 0x1 };
+    /// let _ = catch_unwind(AssertUnwindSafe(|| {
+    ///     on_nmi_stop(&LOG, &m, &STATE, regs, format_args!("x"))
+    /// }));
+    /// assert_eq!(STATE.saved_regs(1), Some(regs));
+    /// assert_eq!(STATE.saved_regs(0), Some(SavedRegs::default())); // CPU 0 never stopped
+    /// assert_eq!(STATE.saved_regs(2), None); // only two CPUs
+    /// ```
+    pub fn saved_regs(&self, cpu: usize) -> Option<SavedRegs> {
+        let s = self.cpus.get(cpu)?;
+        Some(SavedRegs {
+            pc: s.pc.load(Ordering::Relaxed),
+            sp: s.sp.load(Ordering::Relaxed),
+            msr: s.msr.load(Ordering::Relaxed),
+        })
+    }
+
+    /// When `cpu` stopped (clock of [`Machine::now_ns`](crate::Machine::now_ns)) and the context kind
+    /// and depth the NMI interrupted.
+    ///
+    /// ```
+    /// # use std::panic::{catch_unwind, AssertUnwindSafe};
+    /// # use nmilog::{host::HostPlatform, Log};
+    /// # use nmilog_ppc64::*;
+    /// # use nmilog_ppc64::doc_support::{start, FakeMachine};
+    /// # static LOG: Log<HostPlatform, 2, 1024, 8192> = Log::new(HostPlatform::new(2));
+    /// # static STATE: CrashState<2> = CrashState::new();
+    /// # start(); // quiet unwinding; this thread is CPU 0
+    /// # let m = FakeMachine::new(&LOG, &STATE); // CPU 1 answers the NMI
+    /// use nmilog::ContextKind;
+    /// LOG.crash_enter().unwrap();
+    /// HostPlatform::register_cpu(1); // CPU 1 is running a task when the NMI comes
+    /// let before = HostPlatform::clock_ns();
+    /// let regs = SavedRegs::default();
+    /// let _ = catch_unwind(AssertUnwindSafe(|| {
+    ///     on_nmi_stop(&LOG, &m, &STATE, regs, format_args!("x"))
+    /// }));
+    /// let (ts, kind, depth) = STATE.stop_info(1).unwrap();
+    /// assert!(ts >= before);
+    /// assert_eq!((kind, depth), (Some(ContextKind::Task), 0));
+    /// assert_eq!(STATE.stop_info(2), None);
+    /// ```
+    pub fn stop_info(&self, cpu: usize) -> Option<(u64, Option<ContextKind>, usize)> {
+        let s = self.cpus.get(cpu)?;
+        let h = Header {
+            ctx: s.interrupted.load(Ordering::Relaxed) as u8,
+            ..Header::default()
+        };
+        let (k, d) = h.context();
+        Some((s.ts_ns.load(Ordering::Relaxed), k, d))
+    }
+
+    pub(crate) fn check_in(
+        &self,
+        cpu: usize,
+        ts: u64,
+        regs: SavedRegs,
+        kind: ContextKind,
+        depth: usize,
+    ) {
+        let Some(s) = self.cpus.get(cpu) else { return };
+        s.ts_ns.store(ts, Ordering::Relaxed);
+        s.pc.store(regs.pc, Ordering::Relaxed);
+        s.sp.store(regs.sp, Ordering::Relaxed);
+        s.msr.store(regs.msr, Ordering::Relaxed);
+        s.interrupted
+            .store(Header::pack_ctx(kind, depth) as usize, Ordering::Relaxed);
+        // LMM(checkin:A): Release pairs with LMM(checkin:B) in `checked_in`: the "stopped" record,
+        // the saved registers and everything this CPU wrote before the NMI (ring words, the RTAS lock
+        // word, a half-done flush) are visible to the crashing CPU once it sees the flag.
+        s.checked_in.store(1, Ordering::Release);
+    }
+}
+
+impl<const CPUS: usize> Default for CrashState<CPUS> {
+    fn default() -> Self {
+        Self::new()
+    }
+}

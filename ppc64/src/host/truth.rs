@@ -1,0 +1,56 @@
+//! The ground-truth block the simulation hands to the capture stage, before the handover image in
+//! the same region: what the simulation knows about each CPU's log calls and about the crash, as
+//! little-endian `u64` words at these indices. Written by `sim` at kexec, read by `capture`.
+
+use super::config::MAX_CPUS;
+
+/// Bytes reserved for it at the start of the handover region.
+pub const BYTES: usize = 8192;
+pub const MAGIC: u64 = u64::from_le_bytes(*b"NMSIMTR1");
+pub const W_MAGIC: usize = 0;
+pub const W_NCPU: usize = 1;
+pub const W_CRASH_CPU: usize = 2;
+pub const W_IMAGE_LEN: usize = 3;
+pub const W_IMAGE_ERR: usize = 4;
+pub const W_MASK_PATH: usize = 5;
+pub const W_RTAS_HOLDER: usize = 6;
+pub const W_PAPR: usize = 7;
+pub const W_T_CRASH_MONO: usize = 8;
+pub const W_T_START_MONO: usize = 9;
+pub const W_MASKED: usize = 10;
+pub const W_NOT_ANSWERED: usize = 11;
+pub const W_RECORDS: usize = 12;
+pub const W_CRASH_IN_IRQ: usize = 13;
+pub const W_T_ENTER: usize = 14;
+pub const W_T_IPI_DONE: usize = 15;
+pub const W_T_MASKED: usize = 16;
+pub const W_T_SWITCH: usize = 17;
+pub const W_D0_RECORDS: usize = 18;
+pub const W_D0_TORN: usize = 19;
+pub const W_D1_RECORDS: usize = 20;
+pub const W_D1_TORN: usize = 21;
+pub const W_NOT_STOPPED: usize = 22;
+pub const W_RTAS_IN_CALL: usize = 23;
+pub const W_SEED: usize = 24;
+pub const W_FW_CALLS: usize = 25;
+pub const W_RING_BYTES: usize = 26;
+pub const W_WAIT_SPINS: usize = 27;
+pub const W_ACK_TIMEOUT_MS: usize = 28;
+pub const W_T_START_LOG: usize = 29;
+/// Per-CPU blocks start here, `PER_CPU` words each.
+pub const CPU_BASE: usize = 32;
+pub const PER_CPU: usize = 13;
+pub const C_ROLE: usize = 0;
+pub const C_ANSWERED: usize = 1;
+pub const C_TASK: usize = 2;
+pub const C_IRQ: usize = 3;
+pub const C_MID: usize = 4;
+pub const C_DEFERRED: usize = 5;
+pub const C_STOP_TS: usize = 6;
+pub const C_PC: usize = 7;
+pub const C_STOP_CTX: usize = 8;
+pub const C_FREEZE_AT: usize = 9;
+pub const C_TRUTH_SET: usize = 10;
+pub const C_CPPR: usize = 11;
+pub const C_DEAF: usize = 12;
+const _: () = assert!((CPU_BASE + MAX_CPUS * PER_CPU) * 8 <= BYTES);

@@ -1,0 +1,138 @@
+//! What the crash sequence reports: how interrupts were masked ([`MaskPath`], [`MaskOutcome`]) and
+//! the whole run ([`ShutdownReport`]), which [`crash_shutdown`](crate::crash_shutdown) hands to
+//! [`Machine::kexec`](crate::Machine::kexec) with the image.
+
+use nmilog::handover::HandoverError;
+use nmilog::DrainReport;
+
+use crate::rtas::CrashAcquire;
+
+/// How interrupts were masked before the switchover.
+///
+/// ```
+/// use nmilog_ppc64::{CrashAcquire, MaskPath};
+/// // The path follows from the firmware-lock decision:
+/// let path = |d: CrashAcquire| match d {
+///     CrashAcquire::TakenOver { .. } => MaskPath::RtasTakeover,
+///     d if d.may_call_firmware() => MaskPath::Rtas,
+///     _ => MaskPath::Presenter,
+/// };
+/// assert_eq!(path(CrashAcquire::Acquired), MaskPath::Rtas);
+/// assert_eq!(path(CrashAcquire::TakenOver { from: 2 }), MaskPath::RtasTakeover);
+/// let inside = CrashAcquire::Unsafe { holder: 2, inside: true, stopped: true };
+/// assert_eq!(path(inside), MaskPath::Presenter);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MaskPath {
+    /// Through RTAS `ibm,int-off`; the firmware lock was free (or already the crashing CPU's).
+    Rtas,
+    /// Through RTAS, after taking the lock over from a CPU frozen outside the firmware call.
+    RtasTakeover,
+    /// At the interrupt presenter: RTAS could not be called without breaking PAPR.
+    Presenter,
+}
+
+impl MaskPath {
+    /// `"rtas"`, `"rtas-takeover"` or `"presenter"`.
+    ///
+    /// ```
+    /// use nmilog_ppc64::MaskPath;
+    /// assert_eq!(MaskPath::Rtas.name(), "rtas");
+    /// assert_eq!(MaskPath::RtasTakeover.name(), "rtas-takeover");
+    /// assert_eq!(MaskPath::Presenter.name(), "presenter");
+    /// // The names are what the crash log's `[mask_path=…]` tag says.
+    /// assert_eq!(format!("[mask_path={}]", MaskPath::Presenter.name()), "[mask_path=presenter]");
+    /// ```
+    pub const fn name(self) -> &'static str {
+        match self {
+            MaskPath::Rtas => "rtas",
+            MaskPath::RtasTakeover => "rtas-takeover",
+            MaskPath::Presenter => "presenter",
+        }
+    }
+}
+
+/// What the masking step did.
+///
+/// ```
+/// # use nmilog::{host::HostPlatform, Log};
+/// # use nmilog_ppc64::*;
+/// # use nmilog_ppc64::doc_support::{crash, start, FakeMachine};
+/// # static LOG: Log<HostPlatform, 2, 1024, 8192> = Log::new(HostPlatform::new(2));
+/// # static STATE: CrashState<2> = CrashState::new();
+/// # start(); // quiet unwinding; this thread is CPU 0
+/// // CPU 1 is frozen holding the RTAS lock, but outside the firmware call: taken over.
+/// let rtas = RtasLock::new();
+/// rtas.lock(1);
+/// let (_, report) = crash(&FakeMachine::new(&LOG, &STATE), &rtas, &ShutdownConfig::new());
+/// let m: MaskOutcome = report.mask;
+/// assert_eq!(m.path, MaskPath::RtasTakeover);
+/// assert_eq!(m.decision, CrashAcquire::TakenOver { from: 1 });
+/// assert_eq!((m.masked, m.failed), (3, 0)); // all three sources through RTAS
+/// assert_eq!(rtas.holder(), None); // released after masking
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MaskOutcome {
+    /// The path taken.
+    pub path: MaskPath,
+    /// The firmware-lock decision behind it.
+    pub decision: CrashAcquire,
+    /// Sources masked through firmware.
+    pub masked: usize,
+    /// Sources whose firmware call failed.
+    pub failed: usize,
+}
+
+/// What [`crash_shutdown`](crate::crash_shutdown) did, handed to
+/// [`Machine::kexec`](crate::Machine::kexec) with the image.
+///
+/// ```
+/// # use nmilog::{host::HostPlatform, Log};
+/// # use nmilog_ppc64::*;
+/// # use nmilog_ppc64::doc_support::{crash, start, FakeMachine};
+/// # static LOG: Log<HostPlatform, 2, 1024, 8192> = Log::new(HostPlatform::new(2));
+/// # static STATE: CrashState<2> = CrashState::new();
+/// # start(); // quiet unwinding; this thread is CPU 0
+/// // CPU 1 never answers the NMI: the wait ends at the timeout (or the spin bound).
+/// let cfg = ShutdownConfig { ack_timeout_ns: 2_000_000, max_wait_spins: 100_000 };
+/// let (image, r) = crash(&FakeMachine::deaf(&LOG, &STATE), &RtasLock::new(), &cfg);
+/// assert_eq!((r.crash_cpu, r.cpus), (0, 2));
+/// assert_eq!(r.answered, [true, false]);
+/// assert_eq!(r.not_answered, 1);
+/// assert!(r.wait_spins <= cfg.max_wait_spins);
+/// assert!(r.t_enter_ns <= r.t_ipi_done_ns && r.t_ipi_done_ns <= r.t_masked_ns);
+/// assert!(r.t_masked_ns <= r.t_switch_ns);
+/// assert_eq!(r.mask.path, MaskPath::Rtas); // the lock was free
+/// assert!(r.drains[0].steps <= r.drains[0].bound);
+/// assert_eq!((r.image_len, r.image_error), (image.len(), None));
+/// ```
+#[derive(Clone, Copy, Debug)]
+pub struct ShutdownReport<const CPUS: usize> {
+    /// The crashing CPU.
+    pub crash_cpu: usize,
+    /// CPUs in the system.
+    pub cpus: usize,
+    /// Crash entry.
+    pub t_enter_ns: u64,
+    /// The check-in wait ended.
+    pub t_ipi_done_ns: u64,
+    /// Interrupts masked.
+    pub t_masked_ns: u64,
+    /// Image written, about to switch over.
+    pub t_switch_ns: u64,
+    /// Which CPUs checked in (the crashing CPU counts as answered).
+    pub answered: [bool; CPUS],
+    /// How many did not.
+    pub not_answered: usize,
+    /// Iterations of the check-in wait.
+    pub wait_spins: u64,
+    /// The masking step.
+    pub mask: MaskOutcome,
+    /// The two crash drains: the first (before the switchover message), and the one that wrote the
+    /// handover image.
+    pub drains: [DrainReport; 2],
+    /// Bytes of handover image written (0 on error).
+    pub image_len: usize,
+    /// Why the image could not be written, if it could not.
+    pub image_error: Option<HandoverError>,
+}

@@ -1,0 +1,206 @@
+//! The writer's side of the ring: [`RecordRing::write`] (steps 1–7 of the write protocol in the
+//! [module docs](super)), and the writer-side state the crash drain's snapshot reads.
+//!
+//! Contract: exactly one writer at a time (the caller's guarantee); plain loads and stores only, no
+//! read-modify-write; never waits, and loops at most once per record it overwrites.
+
+use super::{
+    before, enc, max_span, span_words, RecordRing, StepHook, WriteError, WriteStep,
+    ACTIVE_PUBLISHED, HEADER_WORDS, LEN_WORD, ST_COMMITTED, ST_FREE, ST_MASK, ST_WRAP, ST_WRITING,
+    WORD,
+};
+use crate::record::{Header, MAX_PAYLOAD};
+use crate::sync::{fence, Ordering};
+
+impl<const WORDS: usize> RecordRing<WORDS> {
+    /// Appends one record. `stamp(seq)` is called after the odd sequence word is stored (this is
+    /// where the timestamp is read) and returns the header; its `len` is replaced by `payload.len()`.
+    ///
+    /// The caller must be the ring's only writer for the duration of the call (per-CPU rings: the code
+    /// at this depth on this CPU; the main log: the flush owner). Never waits, never loops more than
+    /// once per record it overwrites. Returns the record's sequence number.
+    ///
+    /// ```
+    /// use nmilog::ring::{Cursor, NoHook, RecordRing};
+    /// use nmilog::{Header, RecordBuf};
+    /// let ring: RecordRing<64> = RecordRing::new();
+    /// let stamp = |seq| Header { ts_ns: 100 + seq, len: 999, ..Header::default() };
+    /// assert_eq!(ring.write(stamp, b"hello", &mut NoHook), Ok(0));
+    /// let mut buf = RecordBuf::new();
+    /// ring.read(&mut Cursor::START, &mut buf);
+    /// assert_eq!((buf.header.ts_ns, buf.header.len), (100, 5)); // `len` is the payload's
+    /// ```
+    #[inline]
+    pub fn write<H: StepHook>(
+        &self,
+        stamp: impl FnOnce(u64) -> Header,
+        payload: &[u8],
+        hook: &mut H,
+    ) -> Result<u64, WriteError> {
+        let mask = self.mask();
+        let cap = mask + 1;
+        let len = payload.len();
+        let span = span_words(len);
+        if len > MAX_PAYLOAD || span > max_span(cap) {
+            return Err(WriteError::TooLarge);
+        }
+        if !hook.step(WriteStep::Entered) {
+            return Err(WriteError::Frozen);
+        }
+        // Step 1: reserve. `head`/`next_seq` are our own state.
+        let seq = self.next_seq.load(Ordering::Relaxed);
+        let head = self.head.load(Ordering::Relaxed);
+        let idx = head & mask;
+        let wraps = idx + span > cap;
+        let start = if wraps {
+            head.wrapping_add(cap - idx)
+        } else {
+            head
+        };
+        // Every word of [head, start + span] must be free: the oldest intact word must be later than
+        // start + span - cap.
+        let need = start.wrapping_add(span + 1).wrapping_sub(cap);
+        let mut tail = self.tail.load(Ordering::Relaxed);
+        let tail_moved = before(tail, need);
+        if tail_moved {
+            let mut budget = cap;
+            while before(tail, need) && budget > 0 {
+                tail = self.skip(tail, mask);
+                budget -= 1;
+            }
+            if before(tail, need) {
+                tail = need; // unreachable for a well-formed ring; never loop
+            }
+            // Step 2. LMM(write:A): publish the moved tail before touching the overwritten words.
+            // Pairs with LMM(read:B) (a lapped reader finds the new oldest record) and, through
+            // LMM(write:C), with LMM(read:C).
+            self.tail.store(tail, Ordering::Release);
+        }
+        if !hook.step(WriteStep::TailAdvanced) {
+            return Err(WriteError::Frozen);
+        }
+        // Step 3: the odd sequence word, then the wrap marker. LMM(write:E): when this call moved the
+        // tail, the odd word may land on the first word of a record the tail just passed, so it must
+        // not become visible before the tail does (a release store orders only *earlier* accesses):
+        // a lapped reader that sees it also sees the new tail in its resync (LMM(read:B)). Pairs
+        // with LMM(read:A)/LMM(read:B). Relaxed otherwise (the common case on a ring that is not full).
+        self.word(start, mask).store(
+            enc(seq, ST_WRITING),
+            if tail_moved {
+                Ordering::Release
+            } else {
+                Ordering::Relaxed
+            },
+        );
+        if wraps {
+            // LMM(write:B): a reader that loads the marker (LMM(read:A)) sees the odd word at `start`
+            // (not stale payload of an older lap).
+            self.word(head, mask)
+                .store(enc(seq, ST_WRAP), Ordering::Release);
+        }
+        // Step 4. LMM(write:C): the tail and odd word are ordered before every data store below.
+        // Pairs with LMM(read:C).
+        fence(Ordering::Release);
+        if !hook.step(WriteStep::Reserved) {
+            return Err(WriteError::Frozen);
+        }
+        // Step 5: header, payload, terminator.
+        let mut h = stamp(seq as u64);
+        h.len = len as u16;
+        // A record never straddles the end of the array (step 1 moved it to the next lap), so its
+        // words are one slice: one bounds check instead of a mask and a check per word.
+        let base = start & mask;
+        let rec = &self.data[base..base + span];
+        let (hdr, body) = rec[1..].split_at(HEADER_WORDS);
+        for (slot, w) in hdr.iter().zip(header_words(&h)) {
+            slot.store(w, Ordering::Relaxed);
+        }
+        if !hook.step(WriteStep::HeaderWritten) {
+            return Err(WriteError::Frozen);
+        }
+        let (full, rest) = payload.as_chunks::<WORD>();
+        let half = full.len() / 2;
+        for (i, (slot, chunk)) in body.iter().zip(full).enumerate() {
+            if i == half && !hook.step(WriteStep::PayloadHalf) {
+                return Err(WriteError::Frozen);
+            }
+            slot.store(usize::from_le_bytes(*chunk), Ordering::Relaxed);
+        }
+        if full.is_empty() && !hook.step(WriteStep::PayloadHalf) {
+            return Err(WriteError::Frozen);
+        }
+        if let Some(last) = body.get(full.len()) {
+            if !rest.is_empty() {
+                let mut w = 0usize;
+                for (i, &b) in rest.iter().enumerate() {
+                    w |= (b as usize) << (8 * i);
+                }
+                last.store(w, Ordering::Relaxed);
+            }
+        }
+        let at = start.wrapping_add(span);
+        self.word(at, mask).store(ST_FREE, Ordering::Relaxed);
+        if !hook.step(WriteStep::PayloadWritten) {
+            return Err(WriteError::Frozen);
+        }
+        // Step 6. LMM(write:D): commit. Pairs with LMM(read:A): whoever sees the even word sees the
+        // header, payload and terminator.
+        self.word(start, mask)
+            .store(enc(seq, ST_COMMITTED), Ordering::Release);
+        if !hook.step(WriteStep::Committed) {
+            return Err(WriteError::Frozen);
+        }
+        // Step 7: own state.
+        // `next_seq` first: a writer stopped between the two leaves (old head, new seq), which
+        // the crash drain's snapshot recognises (the committed record `seq` at the old head).
+        self.next_seq.store(seq.wrapping_add(1), Ordering::Relaxed);
+        self.head.store(start.wrapping_add(span), Ordering::Relaxed);
+        // Tell the crash drain that this call's record is out, even if the writer is stopped before
+        // it clears its recursion guard (a guard left at 1 with `next_seq` at the reader means "frozen
+        // before the record became visible": torn).
+        if self.active.load(Ordering::Relaxed) != 0 {
+            self.active.store(ACTIVE_PUBLISHED, Ordering::Relaxed);
+        }
+        if !hook.step(WriteStep::Published) {
+            return Err(WriteError::Frozen);
+        }
+        Ok(seq as u64)
+    }
+
+    /// Position of the record after the one at `pos` (writer-side walk over its own records).
+    fn skip(&self, pos: usize, mask: usize) -> usize {
+        let cap = mask + 1;
+        let w = self.word(pos, mask).load(Ordering::Relaxed);
+        match w & ST_MASK {
+            ST_WRAP => pos.wrapping_add(cap - (pos & mask)),
+            ST_COMMITTED | ST_WRITING => {
+                let lw = self
+                    .word(pos.wrapping_add(1 + LEN_WORD), mask)
+                    .load(Ordering::Relaxed);
+                let span = span_words(lw & 0xffff).min(max_span(cap));
+                pos.wrapping_add(span)
+            }
+            _ => pos.wrapping_add(1),
+        }
+    }
+
+    /// The writer-side state, for the crash drain's snapshot: `(head, next_seq)`.
+    pub(crate) fn writer_state(&self) -> (usize, usize) {
+        (
+            self.head.load(Ordering::Relaxed),
+            self.next_seq.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// The header as ring words (its little-endian byte layout, read as words).
+#[inline(always)]
+fn header_words(h: &Header) -> [usize; HEADER_WORDS] {
+    let b = h.to_bytes();
+    let (chunks, _) = b.as_chunks::<WORD>();
+    let mut w = [0usize; HEADER_WORDS];
+    for (o, c) in w.iter_mut().zip(chunks) {
+        *o = usize::from_le_bytes(*c);
+    }
+    w
+}
