@@ -16,9 +16,11 @@
 //! * **a main log buffer** ([`Log`]): records merged from the rings in timestamp order by whoever owns
 //!   the flush (taken with one compare-exchange, never waited for), read through `/dev/kmsg`-like
 //!   cursors ([`MainReader`]);
-//! * **a crash-time drain** ([`Log::drain_on_crash`]) that takes the flush over from a stopped owner,
-//!   repairs its half-done move through a journal, merges every ring in bounded steps, counts records
-//!   frozen mid-write as torn and writes its own accounting into the log;
+//! * **a crash-time drain** ([`Log::drain_on_crash`]) that reads the main log and every ring — never
+//!   writing anything a CPU that did not stop could also write — and hands every record, in timestamp
+//!   order and exactly once, to a sink the crashing CPU owns, in bounded steps; records frozen
+//!   mid-write on stopped CPUs are counted torn, those in flight on CPUs that did not stop are
+//!   counted in flight;
 //! * **a handover image** ([`handover`]) that the capture stage parses without trusting it.
 //!
 //! ```
@@ -50,7 +52,8 @@
 //!   read them (per ring, exact), records frozen mid-write by a crash (torn, per ring), calls refused
 //!   for recursion, size or nesting depth (dropped, per ring / CPU), calls from a bad CPU id
 //!   ([`Log::bad_cpu_dropped`]), and records a main-log reader missed because the main log wrapped
-//!   ([`MainReader::missed`]). The crash drain writes the per-ring counts into the log.
+//!   ([`MainReader::missed`]), and log calls in flight on a CPU that did not stop when the crash
+//!   drain ran. The crash drain ends its output with the per-ring counts.
 //! * **Never delivered**: a record whose bytes changed while it was read, or whose writer never
 //!   committed it.
 //!
@@ -59,8 +62,9 @@
 //! The NMI path needs only pointer-sized atomic loads and stores. The normal-context flush (one
 //! compare-exchange for ownership) and crash election need read-modify-write: on targets without it
 //! (thumbv6m) enable `critical-section` or `unsafe-assume-single-core` (forwarded to portable-atomic,
-//! as heapless does); without either, [`Log::flush`] does not exist and records reach the main log
-//! only through [`Log::drain_on_crash`].
+//! as heapless does); without either, [`Log::flush`] does not exist, the main log stays empty, and
+//! records come out through the crash drain ([`Log::drain_on_crash`], [`handover::write_image`]),
+//! which needs no read-modify-write.
 #![cfg_attr(not(any(feature = "std", test)), no_std)]
 #![deny(missing_docs)]
 #![deny(clippy::undocumented_unsafe_blocks)]

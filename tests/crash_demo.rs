@@ -695,3 +695,184 @@ fn bad_arguments_exit_1() {
     let (code, _, _) = run(&["--deaf", "0"]);
     assert_eq!(code, 1);
 }
+
+// ------------------------------------------------------------------------------------------------
+// CPUs that did not stop: the crash drain reads what they may still be writing.
+
+/// Runs a scenario in which some CPUs had not checked in when the handover image was written, and
+/// checks what holds whatever they did: the capture stage's own verification (every committed record
+/// recovered once or counted, the ground truth being a range for such a CPU), and here, from the
+/// records alone: timestamp order, each record at most once, every stopped CPU's "stopped" record,
+/// no torn record on a CPU that did not stop.
+fn check_unstopped(args: &[&str]) -> J {
+    let mut full = vec!["--json"];
+    full.extend_from_slice(args);
+    let (code, stdout, stderr) = run(&full);
+    let ctx = format!("scenario {args:?}\nstderr:\n{stderr}");
+    assert_eq!(code, 0, "exit code; {ctx}\nstdout tail:\n{}", tail(&stdout));
+    let mut recs = Vec::new();
+    let mut summary = None;
+    for line in stdout.lines().filter(|l| !l.trim().is_empty()) {
+        let v = json(line);
+        if let J::Obj(m) = &v {
+            if let Some(s) = m.get("summary") {
+                summary = Some(s.clone());
+                continue;
+            }
+        }
+        recs.push(Rec {
+            seq: v.get("seq").u(),
+            ts: v.get("ts_ns").u(),
+            cpu: v.get("cpu").u() as usize,
+            ctx: v.get("ctx").s().to_string(),
+            text: v.get("text").s().to_string(),
+        });
+    }
+    let s = summary.unwrap_or_else(|| panic!("no summary line; {ctx}"));
+    assert_eq!(
+        s.get("verified"),
+        &J::Bool(true),
+        "capture stage's own check: {:?}; {ctx}",
+        s.get("failures")
+    );
+    for w in recs.windows(2) {
+        assert!(w[1].seq > w[0].seq, "seq order at {}; {ctx}", w[1].seq);
+        assert!(
+            w[1].ts >= w[0].ts,
+            "timestamp goes backwards at seq {}; {ctx}",
+            w[1].seq
+        );
+    }
+    let mut seen = std::collections::HashSet::new();
+    for r in &recs {
+        if let Some(key) = parse_sim(&r.text) {
+            assert!(seen.insert(key), "{key:?} delivered twice; {ctx}");
+        }
+    }
+    let ncpu = s.get("cpus").u() as usize;
+    let not_stopped = s.get("not_stopped_cpus").us();
+    let crash_cpu = s.get("crash_cpu").u() as usize;
+    assert!(!not_stopped.contains(&(crash_cpu as u64)), "{ctx}");
+    let torn: Vec<Vec<u64>> = s.get("torn_per_cpu").arr().iter().map(J::us).collect();
+    let in_flight = s.get("in_flight_per_cpu").us();
+    for c in 0..ncpu {
+        if not_stopped.contains(&(c as u64)) {
+            assert!(
+                torn[c].iter().all(|&t| t == 0),
+                "CPU {c} did not stop, yet torn; {ctx}"
+            );
+        } else {
+            assert_eq!(in_flight[c], 0, "CPU {c} stopped, yet in flight; {ctx}");
+            if c != crash_cpu {
+                let prefix = format!("CPU {c} stopped");
+                assert!(
+                    recs.iter().any(|r| r.cpu == c && r.text.starts_with(&prefix)),
+                    "CPU {c} checked in before the image but its \"stopped\" record is missing; {ctx}"
+                );
+            }
+        }
+    }
+    for text in ["IPI complete", "kexec: Starting switchover sequence."] {
+        assert!(
+            recs.iter().any(|r| r.cpu == crash_cpu && r.text == text),
+            "no \"{text}\"; {ctx}"
+        );
+    }
+    s
+}
+
+#[test]
+fn ack_timeout_0_one_deaf_cpu_over_many_seeds() {
+    // The drain runs while the other CPUs are still taking the NMI (no wait at all): they stop
+    // during the drain, or after it, or only after the image. The seed moves the crash point.
+    let mut late = 0;
+    for seed in 1..=16 {
+        let seed = seed.to_string();
+        let s = check_unstopped(&[
+            "--ack-timeout-ms",
+            "0",
+            "--freeze-in-log",
+            "none",
+            "--rtas-held-by",
+            "none",
+            "--deaf",
+            "1",
+            "--seed",
+            &seed,
+        ]);
+        assert!(s.get("not_stopped_cpus").us().contains(&1), "CPU 1 is deaf");
+        late += s.get("not_stopped_cpus").us().len() - 1;
+    }
+    eprintln!("besides the deaf CPU, {late} CPU(s) had not checked in by the image over 16 seeds");
+}
+
+#[test]
+fn ack_timeout_0_several_deaf_cpus_with_frozen_writers_over_many_seeds() {
+    for seed in 1..=8 {
+        let seed = seed.to_string();
+        let s = check_unstopped(&[
+            "--cpus",
+            "6",
+            "--ack-timeout-ms",
+            "0",
+            "--deaf",
+            "1,4",
+            "--seed",
+            &seed,
+        ]);
+        let ns = s.get("not_stopped_cpus").us();
+        assert!(ns.contains(&1) && ns.contains(&4), "{ns:?}");
+    }
+}
+
+#[test]
+fn deaf_flush_owner_paused_at_every_step_of_a_move() {
+    // The seed picks the move step the deaf flush owner is parked at and when it resumes: cover every
+    // step, with both a short and the default check-in wait.
+    let mut covered = [false; 10];
+    let mut seed = 0u64;
+    while covered.iter().any(|c| !c) {
+        seed += 1;
+        let conf = nmilog_ppc64::host::SimConfig {
+            seed,
+            ..Default::default()
+        };
+        let (step, _) = conf.flusher_pause();
+        if covered[step] {
+            continue;
+        }
+        covered[step] = true;
+        let seed_s = seed.to_string();
+        let wait = if step % 2 == 0 { "0" } else { "30" };
+        let s = check_unstopped(&[
+            "--freeze-in-log",
+            "none",
+            "--rtas-held-by",
+            "none",
+            "--deaf-flusher",
+            "1",
+            "--ack-timeout-ms",
+            wait,
+            "--seed",
+            &seed_s,
+        ]);
+        assert!(s.get("not_stopped_cpus").us().contains(&1), "step {step}");
+    }
+}
+
+#[test]
+fn deaf_cpu_keeps_logging_through_and_after_the_crash() {
+    for seed in 1..=6 {
+        let seed_s = seed.to_string();
+        let wait = if seed % 2 == 0 { "0" } else { "50" };
+        let s = check_unstopped(&[
+            "--deaf-logging",
+            "1",
+            "--ack-timeout-ms",
+            wait,
+            "--seed",
+            &seed_s,
+        ]);
+        assert!(s.get("not_stopped_cpus").us().contains(&1));
+    }
+}

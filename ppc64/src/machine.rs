@@ -160,6 +160,44 @@ impl Default for RtasArgs {
     }
 }
 
+/// The stages of the crash sequence, in order (see [`crate::crash_shutdown`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum CrashStage {
+    /// Crash entry: this CPU won the crash election; the NMI IPI is about to be sent.
+    Entered,
+    /// The NMI IPI was sent.
+    IpiSent,
+    /// The check-in wait ended (every CPU answered, or the timeout passed).
+    CheckInsDone,
+    /// Interrupts are masked.
+    Masked,
+    /// The first crash drain returned.
+    Drained,
+    /// The handover image is about to be written (its drain's snapshot comes next).
+    ImageStart,
+    /// The handover image is written; the switchover comes next.
+    ImageWritten,
+}
+
+impl CrashStage {
+    /// Every stage, in order.
+    ///
+    /// ```
+    /// use nmilog_ppc64::CrashStage;
+    /// assert_eq!(CrashStage::ALL.first(), Some(&CrashStage::Entered));
+    /// assert_eq!(CrashStage::ALL.last(), Some(&CrashStage::ImageWritten));
+    /// ```
+    pub const ALL: [CrashStage; 7] = [
+        CrashStage::Entered,
+        CrashStage::IpiSent,
+        CrashStage::CheckInsDone,
+        CrashStage::Masked,
+        CrashStage::Drained,
+        CrashStage::ImageStart,
+        CrashStage::ImageWritten,
+    ];
+}
+
 /// The machine, as the crash sequence sees it. See the [module docs](self) for how each port
 /// implements it.
 ///
@@ -255,6 +293,14 @@ pub trait Machine: Sync {
     /// A pause in a bounded busy wait (`cpu_relax()`; the host yields the CPU).
     fn relax(&self) {
         core::hint::spin_loop();
+    }
+
+    /// The crash sequence on the crashing CPU reached `stage` (called once per stage, in order).
+    /// Must not take a lock or wait. Default: nothing. A kernel can leave a breadcrumb in preserved
+    /// memory here, so that a crash path that hangs or dies can be diagnosed; the host simulation
+    /// samples its ground truth.
+    fn stage(&self, stage: CrashStage) {
+        let _ = stage;
     }
 
     /// Parks the calling CPU forever (a stopped CPU in its NMI handler, with interrupts off).

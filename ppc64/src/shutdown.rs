@@ -47,7 +47,7 @@ use nmilog::handover;
 use nmilog::{ContextKind, DrainReport, Level, Log, Platform};
 
 pub use crate::crash_state::CrashState;
-use crate::machine::{Machine, SavedRegs};
+use crate::machine::{CrashStage, Machine, SavedRegs};
 pub use crate::report::{MaskOutcome, MaskPath, ShutdownReport};
 use crate::rtas::{CrashAcquire, RtasLock};
 
@@ -361,6 +361,7 @@ pub fn crash_shutdown<
         image_len: 0,
         image_error: None,
     };
+    machine.stage(CrashStage::Entered);
     crash.emerg(format_args!("crash: CPU {} crashing: {}", cpu, reason));
     crash.emerg(format_args!(
         "crash: sending NMI IPI to {} other CPUs",
@@ -369,6 +370,7 @@ pub fn crash_shutdown<
 
     // 1. Stop everybody else, then wait for the check-ins: bounded by time and by iterations.
     machine.nmi_ipi_all_but_self(cpu);
+    machine.stage(CrashStage::IpiSent);
     let deadline = t_enter.saturating_add(cfg.ack_timeout_ns);
     let mut spins = 0u64;
     loop {
@@ -395,12 +397,14 @@ pub fn crash_shutdown<
         }
     }
     report.t_ipi_done_ns = machine.now_ns();
+    machine.stage(CrashStage::CheckInsDone);
     // The message that deadlocked on logbuf_lock in 2020: here it only appends to this CPU's ring.
     crash.emerg(format_args!("IPI complete"));
 
     // 2. Mask interrupts (machine_kexec_mask_interrupts) without waiting on the firmware lock.
     report.mask = crash.mask_interrupts(rtas, cpu);
     report.t_masked_ns = machine.now_ns();
+    machine.stage(CrashStage::Masked);
 
     // 3. Drain (read-only: a CPU that did not stop may still be writing the main log or its rings),
     //    announce, then write the handover image: the final drain, which also takes in whatever a CPU
@@ -409,6 +413,7 @@ pub fn crash_shutdown<
     report.drains[0] = log
         .drain_on_crash(&stopped, &mut |_, _: &nmilog::RecordBuf| true)
         .unwrap_or_default();
+    machine.stage(CrashStage::Drained);
     let d = report.drains[0];
     crash.emerg(format_args!(
         "crash: log drained: {} records ({} from the main log, {} from the rings), {} torn, {} in flight on {} CPUs that did not stop, {} overwritten, {} steps (bound {})",
@@ -423,6 +428,7 @@ pub fn crash_shutdown<
         d.bound,
     ));
     crash.emerg(format_args!("kexec: Starting switchover sequence."));
+    machine.stage(CrashStage::ImageStart);
     match handover::write_image_report(log, image, &stopped) {
         Ok(r) => {
             report.image_len = r.len;
@@ -430,6 +436,7 @@ pub fn crash_shutdown<
         }
         Err(e) => report.image_error = Some(e),
     }
+    machine.stage(CrashStage::ImageWritten);
     report.t_switch_ns = machine.now_ns();
     let len = report.image_len.min(image.len());
     machine.kexec(&image[..len], &report)

@@ -208,7 +208,7 @@ pub(super) fn checked_fixed_size(cpus: usize, depth: usize) -> Option<usize> {
 /// ```
 /// use nmilog::handover::fixed_size;
 /// assert_eq!(fixed_size(0, 4), 104);
-/// assert_eq!(fixed_size(2, 4), 104 + 2 * 4 * 32);
+/// assert_eq!(fixed_size(2, 4), 104 + 2 * 4 * 40);
 /// ```
 pub fn fixed_size(cpus: usize, depth: usize) -> usize {
     checked_fixed_size(cpus, depth).unwrap_or(usize::MAX)

@@ -98,8 +98,9 @@ impl FlushStep {
 /// Called between the steps of a move (test harnesses); `false` stops the flush there, as a CPU
 /// frozen at that point would.
 ///
-/// A flush owner stopped right after the main-log commit leaves the record in the main log *and*
-/// (by its cursor) still unmoved in its ring; the crash drain delivers it once:
+/// A flush owner stopped right after it published the record in the main log, before storing its
+/// cursor, leaves the record in the main log *and* (by its cursor) still unmoved in its ring; the
+/// crash drain delivers it once:
 ///
 /// ```
 /// # use nmilog::doc_support::OneCpu;
@@ -108,7 +109,7 @@ impl FlushStep {
 /// use nmilog::ring::WriteStep;
 /// LOG.set_flush_policy(FlushPolicy::Deferred);
 /// LOG.append(Level::Info, 0, 0, b"moved once").unwrap();
-/// let mut freeze = |s: FlushStep| s != FlushStep::Main(WriteStep::Committed);
+/// let mut freeze = |s: FlushStep| s != FlushStep::Main(WriteStep::Published);
 /// LOG.flush_with_hook(&mut freeze);
 /// LOG.crash_enter().unwrap();
 /// let mut texts = Vec::new();

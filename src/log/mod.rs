@@ -407,7 +407,7 @@ impl<
 /// assert!(shown.starts_with("Log { cpus: 1, ring_words: 256, main_words: 1024, depth: 4, "));
 /// assert!(shown.contains("flush_policy: Eager"));
 /// assert!(shown.contains("main_next_seq: 1"));
-/// assert!(shown.contains("lost: CpuCounters { torn: 0, overwritten: 0, dropped: 1 }"));
+/// assert!(shown.contains("lost: CpuCounters { torn: 0, overwritten: 0, dropped: 1, in_flight: 0 }"));
 /// assert!(shown.len() < 500); // no ring words
 /// ```
 impl<

@@ -34,6 +34,22 @@ pub static MACHINE: Pseries = Pseries;
 impl Machine for Pseries {
     fn nmi_ipi_all_but_self(&self, me: usize) {
         let t0 = timebase::now();
+        let ncpus = nmilog::Platform::cpu_count(crate::klog::LOG.platform());
+        if let Some(lost) = scenario::deaf_logging_cpu(ncpus) {
+            // The scenario's lost IPI: every other CPU but `lost` gets its own system reset.
+            for c in (0..ncpus).filter(|&c| c != me && c != lost) {
+                let hw = percpu::PERCPU[c].hw_id.load(Ordering::Relaxed);
+                let st = hcall::signal_sys_reset(hw as i64);
+                if st != 0 {
+                    nmilog::pr_warn!("crash: H_SIGNAL_SYS_RESET({hw}) = {st}");
+                }
+            }
+            nmilog::pr_info!(
+                "crash: CPU {me}: H_SIGNAL_SYS_RESET to each CPU but {lost} (its IPI is lost) after {} us",
+                timebase::ticks_to_us(timebase::now().wrapping_sub(t0))
+            );
+            return;
+        }
         let st = hcall::signal_sys_reset(hcall::SYS_RESET_ALL_OTHERS);
         nmilog::pr_info!(
             "crash: CPU {me}: H_SIGNAL_SYS_RESET(-2) = {st} after {} us",

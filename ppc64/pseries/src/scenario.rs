@@ -19,6 +19,11 @@ pub enum Kind {
     /// CPU 1 never answers the NMI (it cleared SPRG0, so the 0x100 entry parks it at once, without
     /// logging or checking in): the crashing CPU's bounded wait times out.
     Deaf,
+    /// CPU 1 never gets the crash NMI (the IPI to it is lost, as to a vCPU the hypervisor did not
+    /// run in time) and keeps logging in task and interrupt context through the crash and after the
+    /// image; CPU 2 frozen mid-log-write as in `freeze-in-log`. The crash drain reads what CPU 1 is
+    /// still writing.
+    DeafLogging,
     /// The 2020 locked design (global log-buffer spinlock, RTAS lock on the mask path), with CPU 2
     /// frozen holding the log-buffer lock and CPU 3 holding the RTAS lock. Must deadlock.
     Baseline,
@@ -35,12 +40,13 @@ pub enum Kind {
 
 impl Kind {
     /// Every scenario.
-    pub const ALL: [Kind; 8] = [
+    pub const ALL: [Kind; 9] = [
         Kind::Default,
         Kind::FreezeInLog,
         Kind::RtasHeld,
         Kind::RtasInCall,
         Kind::Deaf,
+        Kind::DeafLogging,
         Kind::Baseline,
         Kind::BaselineRtas,
         Kind::BaselineRace,
@@ -54,6 +60,7 @@ impl Kind {
             Kind::RtasHeld => "rtas-held",
             Kind::RtasInCall => "rtas-in-call",
             Kind::Deaf => "deaf",
+            Kind::DeafLogging => "deaf-logging",
             Kind::Baseline => "baseline",
             Kind::BaselineRtas => "baseline-rtas",
             Kind::BaselineRace => "baseline-race",
@@ -61,7 +68,10 @@ impl Kind {
     }
 
     fn freezes_in_log(self) -> bool {
-        matches!(self, Kind::Default | Kind::FreezeInLog | Kind::Baseline)
+        matches!(
+            self,
+            Kind::Default | Kind::FreezeInLog | Kind::DeafLogging | Kind::Baseline
+        )
     }
     fn holds_rtas(self) -> bool {
         matches!(
@@ -124,6 +134,11 @@ pub fn set(kind: Kind, ncpus: usize) {
         },
         Ordering::Relaxed,
     );
+}
+
+/// The CPU the crash NMI never reaches, which keeps logging (`deaf-logging`).
+pub fn deaf_logging_cpu(ncpus: usize) -> Option<usize> {
+    (kind() == Kind::DeafLogging && ncpus >= 3).then_some(1)
 }
 
 /// The CPU that never answers the NMI.

@@ -27,6 +27,9 @@ struct CpuTruth {
     freeze_at: u64,
     truth_set: bool,
     deaf: bool,
+    /// Records committed before the image's drain (a CPU that had not checked in by then).
+    lower_task: u64,
+    lower_irq: u64,
 }
 
 struct Truth {
@@ -68,6 +71,8 @@ fn read_truth(bytes: &[u8]) -> Option<Truth> {
                 freeze_at: w[b + truth::C_FREEZE_AT],
                 truth_set: w[b + truth::C_TRUTH_SET] != 0,
                 deaf: w[b + truth::C_DEAF] != 0,
+                lower_task: w[b + truth::C_LOWER_TASK],
+                lower_irq: w[b + truth::C_LOWER_IRQ],
             }
         })
         .collect();
@@ -201,16 +206,24 @@ pub(crate) fn main(args: &[String], pos: usize) -> i32 {
     // image has that main-log sequence number. They are not attributed to a CPU by the core, so the
     // per-CPU equations become inequalities whose deficits must add up to this.
     let main_lost = image.records().next().map_or(0, |r| r.seq);
+    // A CPU the image says was not stopped (it had not checked in when the image's drain took its
+    // snapshot) may have gone on logging: its ground truth is a range — at least what it had
+    // committed before the snapshot (`lower_*`), at most what it had committed at the switchover.
+    let stopped = |c: usize| image.cpu_stopped(c).unwrap_or(false);
+    let not_stopped: Vec<usize> = (0..ncpu).filter(|&c| !stopped(c)).collect();
     let mut deficit = 0u64;
+    let mut exact = true;
     for (c, t) in tr.cpus.iter().enumerate() {
-        if !t.truth_set {
+        let live = !stopped(c);
+        if !t.truth_set && !live {
             continue;
         }
-        for (what, got, committed, depth) in [
-            ("task", &seen[c].task, t.task, 0usize),
-            ("irq", &seen[c].irq, t.irq, 1usize),
+        for (what, got, committed, lower, depth) in [
+            ("task", &seen[c].task, t.task, t.lower_task, 0usize),
+            ("irq", &seen[c].irq, t.irq, t.lower_irq, 1usize),
         ] {
-            let ow = counters(c, depth).overwritten;
+            let cnt = counters(c, depth);
+            let ow = cnt.overwritten;
             // In log order, each record once and in the order written. With no overwrites this and
             // the count below mean exactly 0..committed; with overwrites, every gap is accounted for
             // by the ring's overwritten count (the count equation below).
@@ -221,6 +234,33 @@ pub(crate) fn main(args: &[String], pos: usize) -> i32 {
                 failures.push(format!(
                     "CPU {c}: {what} records not contiguous, none overwritten"
                 ));
+            }
+            if live {
+                // Everything committed before the snapshot is in, or counted; nothing beyond what
+                // was ever committed.
+                let newest = got.last().map_or(0, |&n| n + 1);
+                if newest > committed {
+                    failures.push(format!(
+                        "CPU {c}: {what} record n={} recovered, but only {committed} were committed",
+                        newest - 1
+                    ));
+                }
+                let accounted = got.len() as u64 + ow + cnt.in_flight;
+                if newest < lower && accounted < lower {
+                    failures.push(format!(
+                        "CPU {c} (did not stop): {what}: {} recovered + {ow} overwritten + {} in flight < {lower} committed before the image",
+                        got.len(),
+                        cnt.in_flight
+                    ));
+                }
+                if cnt.torn != 0 {
+                    failures.push(format!(
+                        "CPU {c} (did not stop): {what}: {} torn (only a stopped CPU's call is torn)",
+                        cnt.torn
+                    ));
+                }
+                exact = false;
+                continue;
             }
             if let Some(&last) = got.last() {
                 if last + 1 != committed {
@@ -238,11 +278,11 @@ pub(crate) fn main(args: &[String], pos: usize) -> i32 {
             }
             deficit += committed.saturating_sub(accounted);
         }
-        if c != crash_cpu && !t.deaf && !seen[c].stopped {
+        if c != crash_cpu && !live && !seen[c].stopped {
             failures.push(format!("CPU {c}: no \"stopped\" record"));
         }
     }
-    if deficit != main_lost {
+    if deficit > main_lost || (exact && deficit != main_lost) {
         failures.push(format!(
             "{deficit} committed records unaccounted for, but the main log lost {main_lost}"
         ));
@@ -255,12 +295,25 @@ pub(crate) fn main(args: &[String], pos: usize) -> i32 {
     }
     let totals = image.totals();
     let mid_cpus: Vec<usize> = (0..ncpu).filter(|&c| tr.cpus[c].mid != 0).collect();
-    let mid_count: u64 = tr.cpus.iter().map(|t| u64::from(t.mid.count_ones())).sum();
+    // Torn: exactly the log calls the NMI froze mid-write on the CPUs stopped by the snapshot.
+    let mid_count: u64 = (0..ncpu)
+        .filter(|&c| stopped(c))
+        .map(|c| u64::from(tr.cpus[c].mid.count_ones()))
+        .sum();
     if totals.torn != mid_count {
         failures.push(format!(
             "torn {} != {} log calls frozen mid-write",
             totals.torn, mid_count
         ));
+    }
+    let in_flight: Vec<u64> = (0..ncpu)
+        .map(|c| (0..DEPTH).map(|d| counters(c, d).in_flight).sum())
+        .collect();
+    if not_stopped.contains(&crash_cpu) {
+        failures.push("the crashing CPU is reported as not stopped".into());
+    }
+    if (0..ncpu).any(|c| stopped(c) && in_flight[c] != 0) {
+        failures.push("a stopped CPU has records counted in flight".into());
     }
     let papr = tr.get(truth::W_PAPR);
     if papr != 0 {
@@ -298,7 +351,7 @@ pub(crate) fn main(args: &[String], pos: usize) -> i32 {
         );
         let _ = write!(
             out,
-            ",\"frozen_mid_write\":{},\"frozen_mid_write_calls\":{},\"main_log_lost\":{},\"overwritten\":{},\"refused\":{},\"overwritten_per_cpu\":{},\"torn_per_cpu\":{},\"refused_per_cpu\":{},\"cpus\":{},\"crash_cpu\":{},\"crash_ctx\":\"{}\",\"rtas_holder\":{},\"papr_violations\":{},\"nmi_deferred\":{},\"image_bytes\":{},\"left_out\":{},\"run_ms\":{:.3},\"verified\":{},\"failures\":",
+            ",\"frozen_mid_write\":{},\"frozen_mid_write_calls\":{},\"main_log_lost\":{},\"overwritten\":{},\"refused\":{},\"overwritten_per_cpu\":{},\"torn_per_cpu\":{},\"refused_per_cpu\":{},\"not_stopped_cpus\":{},\"in_flight_per_cpu\":{},\"cpus\":{},\"crash_cpu\":{},\"crash_ctx\":\"{}\",\"rtas_holder\":{},\"papr_violations\":{},\"nmi_deferred\":{},\"image_bytes\":{},\"left_out\":{},\"run_ms\":{:.3},\"verified\":{},\"failures\":",
             list(mid_cpus.iter()),
             mid_count,
             main_lost,
@@ -307,6 +360,8 @@ pub(crate) fn main(args: &[String], pos: usize) -> i32 {
             per(&|x| x.overwritten),
             per(&|x| x.torn),
             per(&|x| x.dropped),
+            list(not_stopped.iter()),
+            list(in_flight.iter()),
             ncpu,
             crash_cpu,
             if tr.get(truth::W_CRASH_IN_IRQ) != 0 { "irq" } else { "task" },
@@ -345,11 +400,25 @@ pub(crate) fn main(args: &[String], pos: usize) -> i32 {
             papr,
             elapsed_ms
         );
+        for &c in &not_stopped {
+            let t = &tr.cpus[c];
+            let _ = writeln!(
+                out,
+                "did not stop: CPU {c} had not checked in when the image was written ({}); {} log call(s) in flight then; \
+its records up to the image: task n<{} (at least {} committed before it), irq n<{}",
+                t.role.name(),
+                in_flight[c],
+                seen[c].task.last().map_or(0, |n| n + 1),
+                t.lower_task,
+                seen[c].irq.last().map_or(0, |n| n + 1),
+            );
+        }
         if failures.is_empty() {
             let _ = writeln!(
                 out,
-                "verify: OK — every CPU's recovered records are in order, none twice, up to its newest committed one; \
-every missing one is counted as overwritten (contiguous where none was); torn = frozen mid-write; timestamps never go backwards"
+                "verify: OK — every CPU's recovered records are in order, none twice, up to its newest committed one \
+(for a CPU that did not stop: at least what it committed before the image); every missing one is counted as \
+overwritten (contiguous where none was) or in flight; torn = frozen mid-write on a stopped CPU; timestamps never go backwards"
             );
         } else {
             for f in &failures {

@@ -33,8 +33,15 @@ pub struct SimConfig {
     pub rtas_held_by: Option<usize>,
     /// `--rtas-in-call`: the RTAS holder is frozen inside the firmware call (default: outside it).
     pub rtas_in_call: bool,
-    /// `--deaf CPU[,CPU…]`.
+    /// `--deaf CPU[,CPU…]`: blocks the NMI; hung with interrupts off after its records.
     pub deaf: Vec<usize>,
+    /// `--deaf-logging CPU[,CPU…]`: blocks the NMI and keeps logging task records through the crash
+    /// and after it (until the switchover replaces the process).
+    pub deaf_logging: Vec<usize>,
+    /// `--deaf-flusher CPU`: blocks the NMI, and owns the flush at the crash — parked inside a move
+    /// (at a step the seed picks) until the crash has begun, then it resumes after a short delay
+    /// (also from the seed), finishes its flush and keeps logging.
+    pub deaf_flusher: Option<usize>,
     /// `--crash-cpu CPU` (default 0).
     pub crash_cpu: usize,
     /// `--crash-in task|irq` (default task): the context the crash is entered from.
@@ -67,6 +74,8 @@ impl Default for SimConfig {
             rtas_held_by: Some(3),
             rtas_in_call: false,
             deaf: vec![],
+            deaf_logging: vec![],
+            deaf_flusher: None,
             crash_cpu: 0,
             crash_in_irq: false,
             ring_bytes: 65536,
@@ -94,6 +103,10 @@ pub enum Role {
     RtasHolder,
     /// Blocks the NMI; hung with interrupts off after its records.
     Deaf,
+    /// Blocks the NMI; keeps logging through the crash and after it.
+    DeafLogging,
+    /// Blocks the NMI; owns the flush at the crash, parked inside a move, then resumes it.
+    DeafFlusher,
 }
 
 impl Role {
@@ -104,6 +117,8 @@ impl Role {
             Role::FreezeInLog => 2,
             Role::RtasHolder => 3,
             Role::Deaf => 4,
+            Role::DeafLogging => 5,
+            Role::DeafFlusher => 6,
         }
     }
     pub(crate) fn from_code(v: u64) -> Role {
@@ -112,6 +127,8 @@ impl Role {
             2 => Role::FreezeInLog,
             3 => Role::RtasHolder,
             4 => Role::Deaf,
+            5 => Role::DeafLogging,
+            6 => Role::DeafFlusher,
             _ => Role::Plain,
         }
     }
@@ -123,6 +140,8 @@ impl Role {
             Role::FreezeInLog => "frozen mid-log-write",
             Role::RtasHolder => "holding the RTAS lock",
             Role::Deaf => "deaf (NMI blocked, hung)",
+            Role::DeafLogging => "deaf, keeps logging",
+            Role::DeafFlusher => "deaf flush owner",
         }
     }
 }
@@ -153,6 +172,8 @@ impl SimConfig {
                 }
                 "--rtas-in-call" => c.rtas_in_call = true,
                 "--deaf" => c.deaf = cpu_list(&val(a)?)?,
+                "--deaf-logging" => c.deaf_logging = cpu_list(&val(a)?)?,
+                "--deaf-flusher" => c.deaf_flusher = cpu_list(&val(a)?)?.first().copied(),
                 "--crash-cpu" => c.crash_cpu = num(&val(a)?)? as usize,
                 "--crash-in" => {
                     c.crash_in_irq = match val(a)?.as_str() {
@@ -221,6 +242,12 @@ impl SimConfig {
             }
             claim(x, "--deaf")?;
         }
+        for &x in &c.deaf_logging {
+            claim(x, "--deaf-logging")?;
+        }
+        if let Some(x) = c.deaf_flusher {
+            claim(x, "--deaf-flusher")?;
+        }
         Ok(c)
     }
 
@@ -234,14 +261,28 @@ impl SimConfig {
             Role::RtasHolder
         } else if self.deaf.contains(&cpu) {
             Role::Deaf
+        } else if self.deaf_logging.contains(&cpu) {
+            Role::DeafLogging
+        } else if self.deaf_flusher == Some(cpu) {
+            Role::DeafFlusher
         } else {
             Role::Plain
         }
     }
 
-    /// Whether `cpu` blocks the NMI (`--deaf`), whatever its role.
+    /// Whether `cpu` blocks the NMI (`--deaf`, `--deaf-logging`, `--deaf-flusher`), whatever its
+    /// role.
     pub fn is_deaf(&self, cpu: usize) -> bool {
         self.deaf.contains(&cpu)
+            || self.deaf_logging.contains(&cpu)
+            || self.deaf_flusher == Some(cpu)
+    }
+
+    /// The `--deaf-flusher`'s pause: the flush step it parks at (an index into `FlushStep::ALL`) and
+    /// how long it waits, once the crash has begun, before it resumes (µs, 0..=2000).
+    pub fn flusher_pause(&self) -> (usize, u64) {
+        let r = splitmix(self.seed ^ 0xf1u64);
+        ((r % 10) as usize, (r >> 8) % 2001)
     }
 
     /// The task record a `--freeze-in-log` CPU freezes in (from the seed): in the second half.
@@ -306,12 +347,23 @@ impl SimConfig {
         for &c in &self.deaf {
             let _ = write!(s, "; CPU {c} is deaf to the NMI");
         }
+        for &c in &self.deaf_logging {
+            let _ = write!(s, "; CPU {c} is deaf to the NMI and keeps logging");
+        }
+        if let Some(c) = self.deaf_flusher {
+            let (step, us) = self.flusher_pause();
+            let _ = write!(
+                s,
+                "; CPU {c} is deaf to the NMI and owns the flush, paused at move step {step}, resuming {us} us into the crash"
+            );
+        }
         s
     }
 }
 
 pub(crate) const USAGE: &str = "usage: crash [--cpus N] [--records-per-cpu K] [--freeze-in-log CPU[,CPU..]|none] \
-[--rtas-held-by CPU|none] [--rtas-in-call] [--deaf CPU[,CPU..]] [--crash-cpu CPU] [--crash-in task|irq] \
+[--rtas-held-by CPU|none] [--rtas-in-call] [--deaf CPU[,CPU..]] [--deaf-logging CPU[,CPU..]] [--deaf-flusher CPU] \
+[--crash-cpu CPU] [--crash-in task|irq] \
 [--ring-bytes B] [--seed S] [--baseline locked] [--json] [--ack-timeout-ms T] [--tick-us T] [--work-ns N] [--dmesg-all]";
 
 fn num(s: &str) -> Result<u64, String> {

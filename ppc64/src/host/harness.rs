@@ -41,6 +41,8 @@ struct Slot {
     rtas_parked: AtomicBool,
     /// Hung with interrupts hard-off (`--deaf`).
     hung: AtomicBool,
+    /// Parked inside a move of its flush (`--deaf-flusher`).
+    parked_in_flush: AtomicBool,
 }
 
 impl Slot {
@@ -50,6 +52,7 @@ impl Slot {
             parked_in_log: AtomicBool::new(false),
             rtas_parked: AtomicBool::new(false),
             hung: AtomicBool::new(false),
+            parked_in_flush: AtomicBool::new(false),
         }
     }
 }
@@ -63,6 +66,8 @@ pub(crate) enum Milestone {
     RtasParked,
     /// Hung with interrupts hard-off: it will never answer the NMI.
     Hung,
+    /// Parked inside a move of its flush, owning the flush, until the crash begins.
+    ParkedInFlush,
 }
 
 /// Stores the configuration (once) and calibrates the clock before any CPU logs.
@@ -155,6 +160,7 @@ pub(crate) fn reached(c: usize, m: Milestone) {
         Milestone::ParkedInLog => &s.parked_in_log,
         Milestone::RtasParked => &s.rtas_parked,
         Milestone::Hung => &s.hung,
+        Milestone::ParkedInFlush => &s.parked_in_flush,
     };
     // LMM(setup:A): pairs with LMM(setup:B) in `setup_ready`.
     flag.store(true, Ordering::Release);
@@ -174,6 +180,7 @@ pub(crate) fn setup_ready(await_deaf: bool) -> bool {
         Role::FreezeInLog => SLOTS[cpu].parked_in_log.load(Ordering::Acquire),
         Role::RtasHolder => SLOTS[cpu].rtas_parked.load(Ordering::Acquire),
         Role::Deaf if await_deaf => SLOTS[cpu].hung.load(Ordering::Acquire),
+        Role::DeafFlusher => SLOTS[cpu].parked_in_flush.load(Ordering::Acquire),
         _ => true,
     })
 }

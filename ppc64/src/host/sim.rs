@@ -10,7 +10,7 @@ use nmilog::handover;
 use nmilog::host::HostPlatform;
 use nmilog::record::facility;
 use nmilog::ring::WriteStep;
-use nmilog::{Level, Log, Platform};
+use nmilog::{FlushStep, Level, Log, Platform};
 
 use super::config::{
     Role, SimConfig, DEPTH, EXIT_DEADLOCK, EXIT_FAIL, MAIN_WORDS, MAX_CPUS, RING_WORDS,
@@ -19,7 +19,7 @@ use super::firmware::{Firmware, DEVICE_SOURCES, TOKEN_GET_XIVE, TOKEN_INT_OFF};
 use super::harness::{self, cfg, Line, Milestone};
 use super::{sys, truth};
 use crate::crash_state::CrashState;
-use crate::machine::{Machine, RtasArgs, SavedRegs};
+use crate::machine::{CrashStage, Machine, RtasArgs, SavedRegs};
 use crate::report::{MaskPath, ShutdownReport};
 use crate::rtas::{CrashAcquire, RtasLock};
 use crate::shutdown::{crash_shutdown, on_nmi_stop, ShutdownConfig};
@@ -117,6 +117,10 @@ struct SimCpu {
     truth_set: AtomicBool,
     /// Interrupt presenter priority (0xff: everything presented; 0: nothing).
     cppr: AtomicU8,
+    /// For a CPU that had not checked in when the handover image's drain began: the task and irq
+    /// records it had committed by then (each must be in the image, or counted).
+    lower_task: AtomicU64,
+    lower_irq: AtomicU64,
 }
 
 impl SimCpu {
@@ -131,6 +135,8 @@ impl SimCpu {
             mid: AtomicU8::new(0),
             truth_set: AtomicBool::new(false),
             cppr: AtomicU8::new(0xff),
+            lower_task: AtomicU64::new(0),
+            lower_irq: AtomicU64::new(0),
         }
     }
 
@@ -180,7 +186,9 @@ fn log_tracked(me: &SimCpu, tr: &Track, i: u64, text: &[u8], freeze: bool) {
     let r = LOG.append_raw_with_hook(Level::Info, facility::KERNEL, 0, text, &mut hook);
     compiler_fence(Ordering::SeqCst);
     if r.is_ok() {
-        tr.committed.store(i + 1, Ordering::Relaxed);
+        // LMM(committed:A): Release, pairs with LMM(committed:B) in `HostMachine::stage`: a count
+        // sampled there covers records whose ring words the drain that follows can see.
+        tr.committed.store(i + 1, Ordering::Release);
     }
     compiler_fence(Ordering::SeqCst);
     tr.in_call.store(0, Ordering::Relaxed);
@@ -228,6 +236,24 @@ impl Machine for HostMachine {
     fn relax(&self) {
         // Two host cores run many simulated CPUs: give the others the core.
         sys::yield_now();
+    }
+
+    fn stage(&self, stage: CrashStage) {
+        if stage != CrashStage::ImageStart {
+            return;
+        }
+        // The ground truth's lower bound for the CPUs that did not stop: what they had committed
+        // before the image's drain took its snapshot.
+        let me = HostPlatform::current_cpu();
+        for (c, s) in SIM.iter().enumerate().take(cfg().cpus) {
+            if c != me && !CRASH.checked_in(c) {
+                // LMM(committed:B): Acquire, pairs with LMM(committed:A).
+                s.lower_task
+                    .store(s.task.committed.load(Ordering::Acquire), Ordering::Relaxed);
+                s.lower_irq
+                    .store(s.irq.committed.load(Ordering::Acquire), Ordering::Relaxed);
+            }
+        }
     }
 
     fn park(&self) -> ! {
@@ -349,6 +375,8 @@ fn fill_truth<const CPUS: usize>(w: &mut [u64], r: &ShutdownReport<CPUS>, img_le
         w[b + C_FREEZE_AT] = c.freeze_record(cpu);
         w[b + C_CPPR] = s.cppr.load(Ordering::Relaxed) as u64;
         w[b + C_DEAF] = c.is_deaf(cpu) as u64;
+        w[b + C_LOWER_TASK] = s.lower_task.load(Ordering::Relaxed);
+        w[b + C_LOWER_IRQ] = s.lower_irq.load(Ordering::Relaxed);
     }
 }
 
@@ -428,6 +456,11 @@ fn cpu_main(c: usize) {
     match role {
         Role::Crash => crash_cpu_main(c),
         Role::RtasHolder => rtas_hold(c, conf.rtas_in_call, conf.is_deaf(c)),
+        Role::DeafLogging => keep_logging(c, conf.records),
+        Role::DeafFlusher => {
+            let next = own_the_flush_at_the_crash(c, conf.records);
+            keep_logging(c, next)
+        }
         Role::Deaf => {
             // Hung with interrupts hard-off: never answers, never logs again.
             sys::block_all();
@@ -446,6 +479,61 @@ fn cpu_main(c: usize) {
             check_defer(me);
         },
     }
+}
+
+/// A CPU that never saw the NMI: logs task records from `from` on, through the crash and after it,
+/// until the switchover replaces the process.
+fn keep_logging(c: usize, from: u64) -> ! {
+    let me = &SIM[c];
+    let mut i = from;
+    loop {
+        let mut line = Line::new();
+        let _ = write!(line, "cpu={} n={}", c, i);
+        log_tracked(me, &me.task, i, line.bytes(), false);
+        i += 1;
+        harness::busy_work(cfg().work_ns.max(20_000));
+    }
+}
+
+/// `--deaf-flusher`: logs until its own flush has a record to move, and parks inside that move at
+/// the seed's step, holding flush ownership, until the crash has begun; then waits the seed's delay
+/// and resumes, finishing the move (and the flush round). Returns the next task record number.
+fn own_the_flush_at_the_crash(c: usize, from: u64) -> u64 {
+    let me = &SIM[c];
+    let (step, delay_us) = cfg().flusher_pause();
+    let want = FlushStep::ALL[step];
+    let mut parked = false;
+    let mut i = from;
+    while !parked {
+        let mut line = Line::new();
+        let _ = write!(line, "cpu={} n={}", c, i);
+        // The append alone (no flush of its own): the flush below is the one that parks.
+        let tr = &me.task;
+        tr.in_call.store(i + 1, Ordering::Relaxed);
+        compiler_fence(Ordering::SeqCst);
+        if LOG
+            .append_raw(Level::Info, facility::KERNEL, 0, line.bytes())
+            .is_ok()
+        {
+            // LMM(committed:A), as in `log_tracked`.
+            tr.committed.store(i + 1, Ordering::Release);
+        }
+        compiler_fence(Ordering::SeqCst);
+        tr.in_call.store(0, Ordering::Relaxed);
+        i += 1;
+        let _ = LOG.flush_with_hook(&mut |s: FlushStep| {
+            if s == want && !parked {
+                parked = true;
+                harness::reached(c, Milestone::ParkedInFlush);
+                while !harness::crash_has_started() {
+                    sys::usleep(20);
+                }
+                sys::usleep(delay_us);
+            }
+            true
+        });
+    }
+    i
 }
 
 /// Takes the RTAS lock (interrupts off, as `lock_rtas()`), fills the shared argument buffer and

@@ -39,7 +39,7 @@ pub const W_ACK_TIMEOUT_MS: usize = 28;
 pub const W_T_START_LOG: usize = 29;
 /// Per-CPU blocks start here, `PER_CPU` words each.
 pub const CPU_BASE: usize = 32;
-pub const PER_CPU: usize = 13;
+pub const PER_CPU: usize = 15;
 pub const C_ROLE: usize = 0;
 pub const C_ANSWERED: usize = 1;
 pub const C_TASK: usize = 2;
@@ -53,4 +53,7 @@ pub const C_FREEZE_AT: usize = 9;
 pub const C_TRUTH_SET: usize = 10;
 pub const C_CPPR: usize = 11;
 pub const C_DEAF: usize = 12;
+/// Records committed before the image's drain, for a CPU that had not checked in by then.
+pub const C_LOWER_TASK: usize = 13;
+pub const C_LOWER_IRQ: usize = 14;
 const _: () = assert!((CPU_BASE + MAX_CPUS * PER_CPU) * 8 <= BYTES);

@@ -112,6 +112,10 @@ struct Seq {
     last: u64,
     count: u64,
     gaps: u64,
+    /// Records missing between `first` and `last`.
+    holes: u64,
+    /// A record at or before the previous one (repeated or out of order).
+    disorder: bool,
 }
 
 impl Seq {
@@ -120,15 +124,32 @@ impl Seq {
         last: 0,
         count: 0,
         gaps: 0,
+        holes: 0,
+        disorder: false,
     };
     fn push(&mut self, n: u64) {
         if self.count == 0 {
             self.first = n;
+        } else if n <= self.last {
+            self.disorder = true;
         } else if n != self.last + 1 {
             self.gaps += 1;
+            self.holes += n - self.last - 1;
         }
         self.last = n;
         self.count += 1;
+    }
+    /// Records missing from 0 up to the newest recovered one (all of them if none was).
+    fn missing(&self) -> u64 {
+        if self.count == 0 {
+            0
+        } else {
+            self.first + self.holes
+        }
+    }
+    /// In order, none twice, and every missing record counted as overwritten in its ring.
+    fn accounted(&self, overwritten: u64) -> bool {
+        !self.disorder && self.missing() == overwritten
     }
 }
 
@@ -143,10 +164,12 @@ impl fmt::Display for Seq {
             self.first,
             self.last,
             self.count,
-            if self.gaps == 0 {
+            if self.disorder {
+                ", OUT OF ORDER"
+            } else if self.gaps == 0 {
                 ", contiguous"
             } else {
-                ", GAPS"
+                ", gaps"
             }
         )
     }
@@ -305,14 +328,21 @@ extern "C" fn capture_main(image: usize, params: usize) -> ! {
     for c in 0..ncpu {
         let crash = c == p.crash_cpu as usize;
         let answered = p.answered & (1 << c) != 0;
-        // A CPU that did not answer the NMI has no "stopped" record, and must not have one.
+        // Whether the CPU had checked in when the image was written (the image says).
+        let stopped_at_image = img.cpu_stopped(c) == Some(true);
+        // A CPU that answered the NMI in time has its "stopped" record; one that never answered has
+        // none; one that answered after the wait has it if it checked in before the image.
         let stop_ok = crash
             || if answered {
+                stopped_at_image && stopped[c] && nmi_ctx[c]
+            } else if stopped_at_image {
                 stopped[c] && nmi_ctx[c]
             } else {
-                !stopped[c]
+                !stopped[c] || nmi_ctx[c]
             };
-        let cpu_ok = task[c].count > 0 && task[c].gaps == 0 && irq[c].gaps == 0 && stop_ok;
+        let ow = |d: usize| img.counters(c, d).map_or(0, |x| x.overwritten);
+        let cpu_ok =
+            task[c].count > 0 && task[c].accounted(ow(0)) && irq[c].accounted(ow(1)) && stop_ok;
         ok &= cpu_ok;
         let _ = writeln!(
             out,
@@ -354,6 +384,22 @@ extern "C" fn capture_main(image: usize, params: usize) -> ! {
             },
             if cpu_ok { "" } else { "  <-- FAILED" },
         );
+        if !crash && !stopped_at_image {
+            let in_flight: u64 = (0..img.depth())
+                .map(|d| img.counters(c, d).map_or(0, |x| x.in_flight))
+                .sum();
+            let torn: u64 = (0..img.depth())
+                .map(|d| img.counters(c, d).map_or(0, |x| x.torn))
+                .sum();
+            // A CPU that did not stop is never counted torn: its call may still complete.
+            ok &= torn == 0;
+            let _ = writeln!(
+                out,
+                "capture: C{c}: did not stop (not checked in when the image was written): {in_flight} log call(s) in flight then, {torn} torn; {} task and {} irq records overwritten in its rings before the image, every one counted",
+                ow(0),
+                ow(1),
+            );
+        }
         // A torn record (frozen mid-write, not delivered) at depth d is explained if the NMI stopped
         // this CPU in a context at depth >= d: the writer at d was interrupted and never resumed.
         for d in 0..img.depth() {
