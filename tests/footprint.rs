@@ -11,20 +11,26 @@
 //! ring(N)     = (6 + N)·W           head, next_seq, tail, active, dropped, mask + N data words
 //! per_cpu     = (2 + D)·W + D·ring(R)
 //!             = (2 + D·(7 + R))·W   depth, overflow, kinds[D] + D rings
-//! consumer    = (8 + T)·W           pos, seq, overwritten, torn, torn_seq, 3 × reported_*, last_ts
-//! journal     = (4 + T)·W           valid, src, pos, seq, ts
-//! main        = 3·W + journal + ring(M) + C·D·consumer
-//!             = (7 + T)·W + ring(M) + C·D·consumer
-//!                                   owner, pending, drain_gen + journal + main ring + consumers
+//! consumer    = (3 + T)·W           pos, seq, overwritten, last_ts
+//! heap(K)     = (1 + (K + 1)·(2 + T))·W
+//!                                   len + a slot (ts, tie, source) per source and one more
+//! main        = 2·W + ring(M) + C·D·consumer + heap(C·D)
+//!             = (11 + T + M + C·D·(5 + 2·T))·W
+//!                                   owner, pending + main ring + consumers + the flush's heap
+//! drain       = (7 + T)·W + C·D·12·W + heap(C·D)
+//!             = (10 + 2·T + C·D·(14 + T))·W
+//!                                   generation, the main window's 6 words, snapshot time,
+//!                                   12 words per source, the drain's heap
 //!
-//! FOOTPRINT_BYTES = C·pad(per_cpu) + pad(main) + pad(size_of::<P>() + 6·W)
+//! FOOTPRINT_BYTES = C·pad(per_cpu) + pad(main) + pad(drain) + pad(size_of::<P>() + 6·W)
 //!                                   (the platform and crash_cpu, console_loglevel, settle_ns, bad_cpu,
 //!                                   flush_policy, console_hook)
 //! ```
 //!
 //! On a 64-bit target with 128-byte padding that is
-//! `C·pad128((2 + D·(7 + R))·8) + pad128((14 + M + 9·C·D)·8) + pad128(size_of::<P>() + 48)`;
-//! e.g. `Log<HostPlatform, 4, 1024, 8192>` (4 depths) is 4·33 024 + 66 816 + 128 = 199 040 bytes.
+//! `C·pad128((2 + D·(7 + R))·8) + pad128((12 + M + 7·C·D)·8) + pad128((12 + 15·C·D)·8) +
+//! pad128(size_of::<P>() + 48)`; e.g. `Log<HostPlatform, 4, 1024, 8192>` (4 depths) is
+//! 4·33 024 + 66 560 + 2 048 + 128 = 200 832 bytes.
 //!
 //! # Per record
 //!
@@ -64,21 +70,30 @@ const fn per_cpu_bytes(r: usize, d: usize) -> usize {
 }
 
 const fn consumer_bytes() -> usize {
-    (8 + T) * W
+    (3 + T) * W
 }
 
-/// The move journal: valid, src, pos, seq, and a timestamp.
-const fn journal_bytes() -> usize {
-    (4 + T) * W
+/// A merge heap over `k` sources: its length and `k + 1` slots of (timestamp, tie, source).
+const fn heap_bytes(k: usize) -> usize {
+    (1 + (k + 1) * (2 + T)) * W
 }
 
 const fn main_bytes(c: usize, m: usize, d: usize) -> usize {
-    3 * W + journal_bytes() + ring_bytes(m) + c * d * consumer_bytes()
+    2 * W + ring_bytes(m) + c * d * consumer_bytes() + heap_bytes(c * d)
+}
+
+/// The crash drain's state: generation, the main window's six words, the snapshot time, twelve
+/// words per source and its heap.
+const fn drain_bytes(c: usize, d: usize) -> usize {
+    (7 + T) * W + c * d * 12 * W + heap_bytes(c * d)
 }
 
 /// The README formula.
 fn footprint(platform_bytes: usize, c: usize, r: usize, m: usize, d: usize) -> usize {
-    c * pad(per_cpu_bytes(r, d)) + pad(main_bytes(c, m, d)) + pad(platform_bytes + LOG_WORDS * W)
+    c * pad(per_cpu_bytes(r, d))
+        + pad(main_bytes(c, m, d))
+        + pad(drain_bytes(c, d))
+        + pad(platform_bytes + LOG_WORDS * W)
 }
 
 /// Checks `FOOTPRINT_BYTES` and `size_of` against the formula for one parameter set.
@@ -167,7 +182,8 @@ fn building_blocks() {
     #[cfg(target_pointer_width = "64")]
     {
         assert_eq!(per_cpu_bytes(1024, 4), (2 + 4 * (7 + 1024)) * 8);
-        assert_eq!(main_bytes(4, 8192, 4), (14 + 8192 + 9 * 4 * 4) * 8);
+        assert_eq!(main_bytes(4, 8192, 4), (12 + 8192 + 7 * 4 * 4) * 8);
+        assert_eq!(drain_bytes(4, 4), (12 + 15 * 4 * 4) * 8);
     }
     #[cfg(any(
         target_arch = "x86_64",
@@ -191,7 +207,7 @@ fn log_footprint_is_exact() {
     check!(P80, 2, 64, 256, 2);
     check!(P88, 2, 64, 256, 2);
     #[cfg(all(target_pointer_width = "64", target_arch = "x86_64"))]
-    assert_eq!(readme, 199_040);
+    assert_eq!(readme, 200_832);
     let _ = readme;
 }
 
