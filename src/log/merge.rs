@@ -320,7 +320,7 @@ mod tests {
         };
         let mut live = 0;
         for i in 0..2000u32 {
-            if live < 9 && next(&mut x) % 3 != 0 {
+            if live < 9 && !next(&mut x).is_multiple_of(3) {
                 // A merge pushes a source back with a head no older than the head it popped.
                 let k = Key {
                     ts: last.ts + next(&mut x) % 5,
