@@ -8,7 +8,6 @@
 use super::super::accounting::TsCell;
 use super::super::merge::MergeHeap;
 use super::super::Log;
-use crate::record::facility;
 use crate::ring::{span_words, Cursor, Read};
 use crate::sync::{array_of, const_or_loom_fn, AtomicUsize, Ordering};
 use crate::Platform;
@@ -252,8 +251,10 @@ impl<
                         st.main_start_seq.store(at.seq, Ordering::Relaxed);
                         first = false;
                     }
+                    // Every record of the main log came from a ring (the drain's own accounting
+                    // records never go there).
                     let (c, d) = (h.cpu as usize, h.context().1);
-                    if c < ncpu && d < DEPTH && h.facility != facility::NMILOG {
+                    if c < ncpu && d < DEPTH {
                         let s = st.source(c, d);
                         let next = (h.src_seq as usize).wrapping_add(1);
                         if seq_before(s.start_seq.load(Ordering::Relaxed), next) {
