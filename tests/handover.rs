@@ -21,10 +21,12 @@ use nmilog::{
     Platform, RecordBuf,
 };
 
-/// A single-threaded test platform: the test sets the current CPU; the clock advances 1 µs per read.
+/// A single-threaded test platform: the test sets the current CPU; the clock advances 1 µs per read
+/// (unless the test stops it).
 struct Manual {
     cpu: AtomicUsize,
     clock: AtomicU64,
+    tick: AtomicU64,
     cpus: usize,
 }
 
@@ -33,11 +35,16 @@ impl Manual {
         Manual {
             cpu: AtomicUsize::new(0),
             clock: AtomicU64::new(1_000_000),
+            tick: AtomicU64::new(1_000),
             cpus,
         }
     }
     fn set_cpu(&self, c: usize) {
         self.cpu.store(c, Ordering::Relaxed);
+    }
+    /// Stops (`0`) or restarts the clock.
+    fn set_tick(&self, ns: u64) {
+        self.tick.store(ns, Ordering::Relaxed);
     }
 }
 
@@ -46,7 +53,8 @@ impl Platform for Manual {
         self.cpu.load(Ordering::Relaxed)
     }
     fn now_ns(&self) -> u64 {
-        self.clock.fetch_add(1_000, Ordering::Relaxed)
+        self.clock
+            .fetch_add(self.tick.load(Ordering::Relaxed), Ordering::Relaxed)
     }
     fn cpu_count(&self) -> usize {
         self.cpus
@@ -1418,6 +1426,24 @@ fn a_nested_drain_supersedes_the_interrupted_one() {
     assert_drains_the_same("after", drain(&log, &all_stopped), &first);
 }
 
+/// The same while the outer drain hands out its accounting records: resumed, it goes on handing out
+/// the rest and reports itself complete, although `DrainReport::complete` says "false: ... a nested
+/// drain superseded this one" and the module docs say an interrupted drain "stops if it is ever
+/// resumed" (the accounting loop in `Log::drain` does not check the generation). A console sink
+/// prints those accounting lines twice.
+#[test]
+#[ignore = "core bug: a drain superseded by a nested one during its accounting records does not stop"]
+fn a_drain_superseded_during_its_accounting_stops() {
+    let log = crashed_log();
+    let first = drain(&log, &all_stopped);
+    let records = (first.0.records - first.0.accounting_records) as usize;
+    for k in records..first.1.len() {
+        let (rep, outer) = drain_nested_at(&log, k, &first);
+        assert_eq!(outer.len(), k + 1, "nested at {k}: the outer drain went on");
+        assert!(!rep.complete, "nested at {k}: {rep:?}");
+    }
+}
+
 /// A writer frozen at each step of the write protocol on a ring with nothing pending, one record
 /// pending, or one record already moved to the main log: the first drain delivers every committed
 /// record (the frozen one once committed) and counts the frozen call torn exactly once; every later
@@ -1602,4 +1628,65 @@ fn max_image_size_is_enough_for_a_full_main_log() {
             .records()
             .all(|r| r.header.facility != facility::KERNEL || r.payload == &payload[..]));
     }
+}
+
+/// [`handover::max_image_size`] promises "a region this large never leaves records out", but it
+/// only counts the main log: the read-only drain also puts every record still in a per-CPU ring in
+/// the image (the old drain had merged them into the main log first, so the main log bounded it).
+/// A full main log plus full rings does not fit.
+#[test]
+#[ignore = "core bug: max_image_size ignores the per-CPU rings, whose records the read-only drain now writes into the image"]
+fn max_image_size_is_enough_for_a_full_main_log_and_full_rings() {
+    let log: Box<Log<Manual, 2, 128, 256, 4>> = Box::new(Log::new(Manual::new(2)));
+    for i in 0..200 {
+        log.platform().set_cpu(i % 2);
+        log.append(Level::Info, 0, 0, b"").unwrap(); // flushed: the main log wraps
+    }
+    log.platform().set_cpu(0);
+    log.crash_enter().unwrap();
+    for i in 0..200 {
+        log.platform().set_cpu(i % 2);
+        log.append(Level::Info, 0, 0, b"").unwrap(); // after the crash: ring only, rings wrap
+    }
+    log.platform().set_cpu(0);
+    let mut region = vec![0u8; handover::max_image_size(2, 4, 256)];
+    let wrote = handover::write_image_report(&*log, &mut region, &all_stopped).unwrap();
+    assert!(wrote.drain.from_rings > 0 && wrote.drain.from_main > 0);
+    assert_eq!(wrote.left_out, 0, "{wrote:?}");
+}
+
+/// Records with equal timestamps should come out of the drain (and the main log) ordered by CPU,
+/// then depth ("in timestamp order (ties: CPU, then depth)", `Log::drain_on_crash`), and each CPU's
+/// records in their order. They do not when the flush moved them in separate flushes: the normal
+/// flush's settle bound is inclusive (`flush.rs`: records with `ts <= now - settle` are moved), so
+/// CPU 1's record stamped `t` is moved when the flush reads `now == t`, and CPU 0's record stamped
+/// `t` afterwards (the same clock tick) lands after it in the main log. The drain then merges the
+/// main log (one source, in its own order) with CPU 0's ring by (ts, CPU): CPU 0's next record, still
+/// in its ring, ties with the main log's head (CPU 1's) and wins, so it comes out *before* CPU 0's
+/// older record in the main log. Only equal timestamps are affected (a coarse clock makes them
+/// common); a strict bound (`ts < now - settle`) would keep the order.
+#[test]
+#[ignore = "core bug: the flush's settle bound is inclusive, so records with equal timestamps moved by separate flushes come out of the drain out of order, even a CPU's own"]
+fn equal_timestamps_come_out_ordered_by_cpu() {
+    let log: Box<TestLog> = Box::new(Log::new(Manual::new(3)));
+    let p = log.platform();
+    p.set_tick(0); // one clock tick: every record gets the same timestamp
+    p.set_cpu(1);
+    log.append(Level::Info, 0, 0, b"cpu 1").unwrap(); // flushed at once
+    p.set_cpu(0);
+    log.append(Level::Info, 0, 0, b"cpu 0, first").unwrap(); // flushed at once
+    log.append_raw(Level::Info, 0, 0, b"cpu 0, second").unwrap(); // left in its ring
+    p.set_cpu(2);
+    log.crash_enter().unwrap();
+    let (rep, out) = drain(&log, &all_stopped);
+    assert_eq!((rep.from_main, rep.from_rings), (2, 1));
+    assert!(out.iter().all(|o| o.header.ts_ns == out[0].header.ts_ns));
+    let texts: Vec<&str> = out.iter().map(Out::text).collect();
+    let cpu0: Vec<&str> = texts
+        .iter()
+        .copied()
+        .filter(|t| t.starts_with("cpu 0"))
+        .collect();
+    assert_eq!(cpu0, ["cpu 0, first", "cpu 0, second"], "CPU 0's own order");
+    assert_eq!(texts, ["cpu 0, first", "cpu 0, second", "cpu 1"]);
 }
