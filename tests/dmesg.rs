@@ -1,7 +1,9 @@
 //! `examples/dmesg` on the checked-in image `tests/data/small.img`, which this test also generates
-//! (deterministically) and compares byte for byte. `NMILOG_BLESS=1` rewrites the image and the
-//! expected outputs (`small.dmesg`, `small.kmsg`, `small.json`). The example is built with the
-//! caller's cargo (`cargo build --example dmesg`, same target directory) and run directly.
+//! (deterministically: the crash drain into the image) and compares byte for byte. `NMILOG_BLESS=1`
+//! rewrites the image and the expected outputs (`small.dmesg`, `small.kmsg`, `small.json`). The
+//! version-1 image of the same log, `small-v1.img`, and its outputs are never rewritten: the reader
+//! must go on reading what the previous writer wrote. The example is built with the caller's cargo
+//! (`cargo build --example dmesg`, same target directory) and run directly.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -12,7 +14,7 @@ use std::sync::OnceLock;
 use nmilog::handover;
 use nmilog::record::{facility, flags};
 use nmilog::ring::WriteStep;
-use nmilog::{ContextKind, Level, Log, Platform};
+use nmilog::{ContextKind, Level, Log, Origin, Platform, RecordBuf};
 
 /// Test platform: the test picks the CPU; the clock starts at 5.123456789 s and advances by
 /// 1.000250 ms per read, so every timestamp is deterministic.
@@ -117,11 +119,60 @@ fn small_image() -> Vec<u8> {
         .unwrap();
     log.append_raw(Level::Info, 0, flags::CONT, b" (test crash)")
         .unwrap();
-    let rep = log.drain_on_crash();
-    assert_eq!(rep.flush.torn, 1);
+    // The crash drain (read-only: `write_image` below drains again and gets the same records): every
+    // record once, in timestamp order, the frozen one counted torn in one accounting record at the
+    // end.
+    let mut drained: Vec<(Origin, String)> = Vec::new();
+    let rep = log
+        .drain_on_crash(&|_| true, &mut |o: Origin, r: &RecordBuf| {
+            let text = r
+                .text()
+                .map_or_else(|| format!("{:02x?}", r.payload()), String::from);
+            drained.push((o, text));
+            true
+        })
+        .unwrap();
+    assert!(rep.complete, "{rep:?}");
+    assert_eq!(
+        (
+            rep.records,
+            rep.from_main,
+            rep.from_rings,
+            rep.accounting_records
+        ),
+        (15, 11, 3, 1),
+        "{rep:?}"
+    );
+    assert_eq!((rep.torn, rep.in_flight, rep.overwritten), (1, 0, 0));
+    assert_eq!(
+        drained.last().unwrap(),
+        &(
+            Origin::Accounting,
+            "nmilog: cpu 1 task (depth 0): 1 torn, 0 overwritten, 1 dropped".to_string()
+        )
+    );
+    assert!(drained
+        .iter()
+        .all(|(_, t)| t != "never seen" && t != "refused"));
+    // The records logged after the last flush (CPU 3's NMI line, the crashing CPU's lines) come from
+    // their rings, the rest from the main log.
+    let from_rings: Vec<&str> = drained
+        .iter()
+        .filter(|(o, _)| matches!(o, Origin::Ring { .. }))
+        .map(|(_, t)| t.as_str())
+        .collect();
+    assert_eq!(
+        from_rings,
+        [
+            "NMI watchdog: hard LOCKUP on cpu 3",
+            "Kernel panic - not syncing: sysrq",
+            " (test crash)"
+        ]
+    );
     let mut out = vec![0u8; 16 << 10];
-    let n = handover::write_image(&*log, &mut out, &|_| true).unwrap();
-    out.truncate(n);
+    let wrote = handover::write_image_report(&*log, &mut out, &|_| true).unwrap();
+    assert_eq!((wrote.records, wrote.left_out), (rep.records, 0));
+    out.truncate(wrote.len);
     out
 }
 
@@ -230,18 +281,45 @@ fn small_image_is_reproducible_and_checked_in() {
     );
     let image = handover::parse(&on_disk).unwrap();
     assert_eq!(image.corruption(), None);
-    assert_eq!(image.totals().torn, 1);
+    assert_eq!(image.version(), handover::VERSION);
+    assert_eq!((image.cpu_count(), image.depth()), (4, 4));
+    assert_eq!(
+        (
+            image.record_count(),
+            image.left_out(),
+            image.bad_cpu_dropped()
+        ),
+        (15, 0, 1)
+    );
+    // Numbered from the main log's start (it never wrapped), one more per record.
+    let seqs: Vec<u64> = image.records().map(|r| r.seq).collect();
+    assert_eq!(seqs, (0..15).collect::<Vec<u64>>());
+    let t = image.totals();
+    assert_eq!(
+        (t.torn, t.overwritten, t.dropped, t.in_flight),
+        (1, 0, 1, 0)
+    );
+    assert_eq!(image.counters(1, 0).unwrap().torn, 1);
+    for cpu in 0..4 {
+        assert_eq!(image.cpu_stopped(cpu), Some(true), "cpu {cpu}");
+    }
 }
 
 fn expect_output(args: &[&str], file: &str) -> String {
+    expect_output_of("small.img", args, file)
+}
+
+/// Runs `examples/dmesg` on the checked-in image `image` with `args`; its stdout must be the
+/// checked-in `file`. Returns its stderr.
+fn expect_output_of(image: &str, args: &[&str], file: &str) -> String {
     let _ = checked_in_image();
-    let img = data("small.img");
+    let img = data(image);
     let mut all = vec![img.to_str().unwrap()];
     all.extend_from_slice(args);
     let out = dmesg(&all, None);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let want = std::fs::read_to_string(data(file)).unwrap();
-    assert_eq!(text(&out.stdout), want, "dmesg {args:?} vs {file}");
+    assert_eq!(text(&out.stdout), want, "dmesg {image} {args:?} vs {file}");
     text(&out.stderr).to_owned()
 }
 
@@ -273,6 +351,64 @@ fn dmesg_format_matches_expected_output() {
     assert!(out.contains("] C2 raw[10]: 62616420ff2075746638\n"));
     assert!(out.contains("nmilog: cpu 1 task (depth 0): 1 torn, 0 overwritten, 1 dropped"));
     assert!(!out.contains("never seen"));
+}
+
+/// `tests/data/small-v1.img`: the same log as `small.img`, written by the previous writer (format
+/// version 1: 32-byte counter entries, no in-flight counts, no stopped flags), checked in once and
+/// never regenerated, with what `examples/dmesg` printed for it then (`small-v1.{dmesg,kmsg,json}`).
+/// This reader still reads it: the same records as the version-2 image (only the accounting record's
+/// timestamp differs: each drain stamps it when it runs), the same counters, every CPU read as
+/// stopped; and the tool prints what it printed then.
+#[test]
+fn a_version_1_image_still_reads() {
+    let v2_bytes = checked_in_image();
+    let v1_bytes = std::fs::read(data("small-v1.img")).unwrap();
+    let v1 = handover::parse(&v1_bytes).unwrap();
+    let v2 = handover::parse(&v2_bytes).unwrap();
+    assert_eq!((v1.version(), v2.version()), (1, 2));
+    assert_eq!(v1.corruption(), None);
+    // Eight more bytes per counter entry (four CPUs, four depths).
+    assert_eq!(v2_bytes.len() - v1_bytes.len(), 4 * 4 * 8);
+    let unstamped = |image: &handover::Image<'_>| -> Vec<_> {
+        image
+            .records()
+            .map(|r| {
+                let mut h = r.header;
+                if h.facility == facility::NMILOG {
+                    h.ts_ns = 0;
+                }
+                (r.seq, h, r.payload.to_vec())
+            })
+            .collect()
+    };
+    assert_eq!(unstamped(&v1), unstamped(&v2));
+    assert_eq!(
+        (
+            v1.cpu_count(),
+            v1.depth(),
+            v1.bad_cpu_dropped(),
+            v1.left_out()
+        ),
+        (4, 4, 1, 0)
+    );
+    for cpu in 0..4 {
+        assert_eq!(v1.cpu_stopped(cpu), Some(true), "cpu {cpu}");
+        for depth in 0..4 {
+            assert_eq!(v1.counters(cpu, depth), v2.counters(cpu, depth));
+            assert_eq!(v1.context_kind(cpu, depth), v2.context_kind(cpu, depth));
+        }
+    }
+    for (args, file) in [
+        (&[][..], "small-v1.dmesg"),
+        (&["--kmsg"][..], "small-v1.kmsg"),
+        (&["--json"][..], "small-v1.json"),
+    ] {
+        let stderr = expect_output_of("small-v1.img", args, file);
+        assert_eq!(
+            stderr.trim_end(),
+            "recovered=15 torn=1 overwritten=0 dropped=1 left_out=0 bad_cpu=1"
+        );
+    }
 }
 
 #[test]

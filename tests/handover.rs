@@ -1,17 +1,32 @@
-//! The handover image: round trip through a crash drain, regions too small, every single-byte flip,
-//! every truncation, fixed-part corruption, foreign layouts and random garbage.
+//! The handover image and the crash drain that writes it.
+//!
+//! The image: a round trip (the image is exactly the drain's output), regions too small, every
+//! single-byte flip, every truncation, fixed-part corruption, foreign layouts, version-1 images and
+//! random garbage. The drain, through its sink and through the image: writers frozen at every step
+//! of the write protocol, flush owners frozen at every step of a move, CPUs known to be stopped or
+//! not, repeated and nested drains, wrapped rings.
+//!
+//! The drain is read-only: after a crash the main log holds only what normal flushes moved. Every
+//! test reads the crash output from the drain's sink or from the image, and the drain tests check
+//! that the main log did not change.
 
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use nmilog::handover::{self, HandoverError, Image, ImageRecord};
 use nmilog::record::{facility, flags};
 use nmilog::ring::{Read, WriteStep};
-use nmilog::{ContextKind, CpuCounters, Header, Level, Log, Platform, RecordBuf};
+use nmilog::{
+    ContextKind, CpuCounters, DrainError, DrainReport, FlushStep, Header, Level, Log, Origin,
+    Platform, RecordBuf,
+};
 
-/// A single-threaded test platform: the test sets the current CPU; the clock advances 1 µs per read.
+/// A single-threaded test platform: the test sets the current CPU; the clock advances 1 µs per read
+/// (unless the test stops it).
 struct Manual {
     cpu: AtomicUsize,
     clock: AtomicU64,
+    tick: AtomicU64,
     cpus: usize,
 }
 
@@ -20,11 +35,16 @@ impl Manual {
         Manual {
             cpu: AtomicUsize::new(0),
             clock: AtomicU64::new(1_000_000),
+            tick: AtomicU64::new(1_000),
             cpus,
         }
     }
     fn set_cpu(&self, c: usize) {
         self.cpu.store(c, Ordering::Relaxed);
+    }
+    /// Stops (`0`) or restarts the clock.
+    fn set_tick(&self, ns: u64) {
+        self.tick.store(ns, Ordering::Relaxed);
     }
 }
 
@@ -33,7 +53,8 @@ impl Platform for Manual {
         self.cpu.load(Ordering::Relaxed)
     }
     fn now_ns(&self) -> u64 {
-        self.clock.fetch_add(1_000, Ordering::Relaxed)
+        self.clock
+            .fetch_add(self.tick.load(Ordering::Relaxed), Ordering::Relaxed)
     }
     fn cpu_count(&self) -> usize {
         self.cpus
@@ -43,8 +64,9 @@ impl Platform for Manual {
 type TestLog = Log<Manual, 3, 128, 4096, 4>;
 
 /// A crashed log: records from three CPUs in task, irq, NMI and crash context, a continuation, a raw
-/// record, a wrapped ring (overwritten records), a writer frozen mid-write (torn), a refused
-/// re-entrant call (dropped) and a bad CPU id; then crash entry and the drain.
+/// record, a wrapped ring (overwritten records), a writer frozen mid-write on CPU 1, a refused
+/// re-entrant call (dropped) and a bad CPU id; then crash entry on CPU 0 and a last record. Normal
+/// flushes (the `log_fmt` calls) moved what was in the rings before them into the main log.
 fn crashed_log() -> Box<TestLog> {
     let log: Box<TestLog> = Box::new(Log::new(Manual::new(3)));
     let p = log.platform();
@@ -80,7 +102,7 @@ fn crashed_log() -> Box<TestLog> {
         &[0xde, 0xad, 0xbe, 0xef, 0x00],
     )
     .unwrap();
-    // CPU 1 is stopped by the crash NMI half-way through a write: torn.
+    // CPU 1 is stopped by the crash NMI half-way through a write: torn (if it is known stopped).
     p.set_cpu(1);
     let r = log.append_raw_with_hook(
         Level::Info,
@@ -99,12 +121,157 @@ fn crashed_log() -> Box<TestLog> {
     log.crash_enter().unwrap();
     log.append_raw(Level::Emerg, 0, 0, b"Kernel panic - not syncing: test")
         .unwrap();
-    let rep = log.drain_on_crash();
-    assert!(rep.flush.torn >= 1);
     log
 }
 
-fn main_records(log: &TestLog) -> Vec<(u64, Header, Vec<u8>)> {
+/// Every CPU known to be stopped.
+fn all_stopped(_: usize) -> bool {
+    true
+}
+
+/// One record of the crash drain's output.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Out {
+    origin: Origin,
+    header: Header,
+    payload: Vec<u8>,
+}
+
+impl Out {
+    fn new(origin: Origin, r: &RecordBuf) -> Self {
+        Out {
+            origin,
+            header: r.header,
+            payload: r.payload().to_vec(),
+        }
+    }
+    /// The payload as text (`<raw>` for a raw record).
+    fn text(&self) -> &str {
+        match self.header.flags & flags::RAW {
+            0 => std::str::from_utf8(&self.payload).unwrap(),
+            _ => "<raw>",
+        }
+    }
+}
+
+/// Runs the crash drain (on the crashing CPU) into a vector.
+fn drain<const C: usize, const R: usize, const M: usize, const D: usize>(
+    log: &Log<Manual, C, R, M, D>,
+    stopped: &dyn Fn(usize) -> bool,
+) -> (DrainReport, Vec<Out>) {
+    let mut out = Vec::new();
+    let rep = log
+        .drain_on_crash(stopped, &mut |o: Origin, r: &RecordBuf| {
+            out.push(Out::new(o, r));
+            true
+        })
+        .expect("drained on the crashing CPU");
+    (rep, out)
+}
+
+/// The drain's contract, checked on one drain's output: the report counts what the sink got; every
+/// record once ((CPU, depth, `src_seq`) unique), in (timestamp, CPU, depth) order; a ring record from
+/// its own ring; main-log records at consecutive main-log numbers; the accounting records (facility
+/// NMILOG, warning level, no older than any record) last; within the step bound.
+fn check_drain(what: &str, rep: &DrainReport, out: &[Out]) {
+    let count = |f: &dyn Fn(&Origin) -> bool| out.iter().filter(|o| f(&o.origin)).count() as u64;
+    assert_eq!(rep.records, out.len() as u64, "{what}: {rep:?}");
+    assert_eq!(
+        rep.from_main,
+        count(&|o| matches!(o, Origin::Main { .. })),
+        "{what}: {rep:?}"
+    );
+    assert_eq!(
+        rep.from_rings,
+        count(&|o| matches!(o, Origin::Ring { .. })),
+        "{what}: {rep:?}"
+    );
+    assert_eq!(
+        rep.accounting_records,
+        count(&|o| *o == Origin::Accounting),
+        "{what}: {rep:?}"
+    );
+    assert!(rep.steps <= rep.bound, "{what}: {rep:?}");
+    let (records, accounting) = out.split_at(out.len() - rep.accounting_records as usize);
+    let mut seen = BTreeSet::new();
+    let mut last = (0, 0, 0);
+    let mut main_seq: Option<u64> = None;
+    for o in records {
+        let (cpu, depth) = (usize::from(o.header.cpu), o.header.context().1);
+        assert_ne!(o.header.facility, facility::NMILOG, "{what}: {o:?}");
+        assert!(
+            seen.insert((cpu, depth, o.header.src_seq)),
+            "{what}: delivered twice: {o:?}"
+        );
+        let key = (o.header.ts_ns, cpu, depth);
+        assert!(key >= last, "{what}: {o:?} after {last:?}");
+        last = key;
+        match o.origin {
+            Origin::Ring { cpu: c, depth: d } => {
+                assert_eq!((c, d), (cpu, depth), "{what}: {o:?}");
+            }
+            Origin::Main { seq } => {
+                if let Some(prev) = main_seq {
+                    assert_eq!(seq, prev + 1, "{what}: main-log records skipped");
+                }
+                main_seq = Some(seq);
+            }
+            Origin::Accounting => panic!("{what}: accounting among the records: {o:?}"),
+        }
+    }
+    for o in accounting {
+        assert_eq!(o.origin, Origin::Accounting, "{what}: {o:?}");
+        assert_eq!(
+            (o.header.facility, o.header.level),
+            (facility::NMILOG, Level::Warning as u8),
+            "{what}: {o:?}"
+        );
+        assert!(o.header.ts_ns >= last.0, "{what}: {o:?}");
+        assert!(o.text().starts_with("nmilog: "), "{what}: {o:?}");
+    }
+}
+
+/// A drain's output with the accounting records' timestamps zeroed. Each drain stamps its accounting
+/// records with the clock when it makes them (no earlier than its records), so two drains of the
+/// same state differ there and nowhere else.
+fn unstamped(out: &[Out]) -> Vec<Out> {
+    out.iter()
+        .cloned()
+        .map(|mut o| {
+            if o.origin == Origin::Accounting {
+                o.header.ts_ns = 0;
+            }
+            o
+        })
+        .collect()
+}
+
+/// `later` is the same drain output as `earlier` (see [`unstamped`]), its accounting records stamped
+/// no earlier.
+fn assert_same_output(what: &str, earlier: &[Out], later: &[Out]) {
+    assert_eq!(unstamped(later), unstamped(earlier), "{what}");
+    for (a, b) in earlier.iter().zip(later) {
+        assert!(
+            b.header.ts_ns >= a.header.ts_ns,
+            "{what}: {b:?} before {a:?}"
+        );
+    }
+}
+
+/// A drain again gives the same report and the same output.
+fn assert_drains_the_same(
+    what: &str,
+    again: (DrainReport, Vec<Out>),
+    first: &(DrainReport, Vec<Out>),
+) {
+    assert_eq!(again.0, first.0, "{what}: report");
+    assert_same_output(what, &first.1, &again.1);
+}
+
+/// The main log's records, as a reader sees them.
+fn main_records<const C: usize, const R: usize, const M: usize, const D: usize>(
+    log: &Log<Manual, C, R, M, D>,
+) -> Vec<(u64, Header, Vec<u8>)> {
     let mut r = log.main_reader();
     let mut buf = RecordBuf::new();
     let mut out = Vec::new();
@@ -118,14 +285,62 @@ fn main_records(log: &TestLog) -> Vec<(u64, Header, Vec<u8>)> {
     out
 }
 
+/// The drain's records that came from the main log, with their main-log numbers.
+fn from_main(out: &[Out]) -> Vec<(u64, Header, Vec<u8>)> {
+    out.iter()
+        .filter_map(|o| match o.origin {
+            Origin::Main { seq } => Some((seq, o.header, o.payload.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
 fn owned<'a>(recs: impl Iterator<Item = ImageRecord<'a>>) -> Vec<(u64, Header, Vec<u8>)> {
     recs.map(|r| (r.seq, r.header, r.payload.to_vec()))
         .collect()
 }
 
+/// Image records with the accounting records' timestamps zeroed (see [`unstamped`]).
+fn unstamped_image(recs: Vec<(u64, Header, Vec<u8>)>) -> Vec<(u64, Header, Vec<u8>)> {
+    recs.into_iter()
+        .map(|(seq, mut h, p)| {
+            if h.facility == facility::NMILOG {
+                h.ts_ns = 0;
+            }
+            (seq, h, p)
+        })
+        .collect()
+}
+
+/// The image holds exactly a drain's output: the same records (headers, payloads) in the same
+/// order, numbered consecutively from `first_seq` (the main log's window start), none left out,
+/// nothing damaged.
+fn check_image_is<'a>(what: &str, bytes: &'a [u8], out: &[Out], first_seq: u64) -> Image<'a> {
+    let image = handover::parse(bytes).unwrap_or_else(|e| panic!("{what}: {e}"));
+    assert_eq!(image.corruption(), None, "{what}");
+    assert_eq!(image.left_out(), 0, "{what}");
+    assert_eq!(image.record_count(), out.len(), "{what}");
+    let recovered: Vec<Out> = image
+        .records()
+        .zip(out)
+        .enumerate()
+        .map(|(i, (r, o))| {
+            assert_eq!(r.seq, first_seq + i as u64, "{what}: record {i}");
+            Out {
+                origin: o.origin,
+                header: r.header,
+                payload: r.payload.to_vec(),
+            }
+        })
+        .collect();
+    // The image is written by drains of its own: its accounting records are stamped then.
+    assert_same_output(what, out, &recovered);
+    image
+}
+
 fn image_of(log: &TestLog) -> &'static [u8] {
     let mut buf = vec![0u8; 1 << 16];
-    let n = handover::write_image(log, &mut buf, &|_| true).unwrap();
+    let n = handover::write_image(log, &mut buf, &all_stopped).unwrap();
     buf.truncate(n);
     Box::leak(buf.into_boxed_slice())
 }
@@ -149,26 +364,102 @@ fn entry_bounds(img: &[u8], parsed: &Image<'_>) -> Vec<(usize, usize)> {
         .collect()
 }
 
+/// `crashed_log`'s drain output, exactly: the records in timestamp order (those the normal flushes
+/// moved come from the main log, the rest from their rings), CPU 2's overwritten spam counted, the
+/// frozen record counted torn (CPU 1 known stopped) or in flight (not), never delivered.
+#[test]
+fn the_crash_drain_delivers_every_record_once_in_order_and_counts_the_rest() {
+    for cpu1_stopped in [true, false] {
+        let what = format!("CPU 1 known stopped: {cpu1_stopped}");
+        let log = crashed_log();
+        let stopped = |c: usize| cpu1_stopped || c != 1;
+        let main_before = main_records(&log);
+        let (rep, out) = drain(&log, &stopped);
+        check_drain(&what, &rep, &out);
+        let lost = log.counters(2, 0).unwrap().overwritten as usize;
+        assert!(lost > 0 && lost < 40, "{what}: the ring wrapped: {lost}");
+        let mut want: Vec<String> = ["boot: 3 cpus", "cpu1 hello", "irq on cpu1", "nmi on cpu2"]
+            .map(String::from)
+            .into();
+        want.extend((lost..40).map(|i| format!("spam {i:02}")));
+        want.extend(
+            [
+                "line start",
+                " continued",
+                "<raw>",
+                "Kernel panic - not syncing: test",
+            ]
+            .map(String::from),
+        );
+        want.push(if cpu1_stopped {
+            "nmilog: cpu 1 task (depth 0): 1 torn, 0 overwritten, 1 dropped".into()
+        } else {
+            "nmilog: cpu 1 task (depth 0): 0 torn, 0 overwritten, 1 dropped, \
+             1 in flight (CPU not stopped)"
+                .into()
+        });
+        want.push(format!(
+            "nmilog: cpu 2 task (depth 0): 0 torn, {lost} overwritten, 0 dropped"
+        ));
+        let texts: Vec<&str> = out.iter().map(Out::text).collect();
+        assert_eq!(texts, want, "{what}");
+        let (torn, in_flight) = if cpu1_stopped { (1, 0) } else { (0, 1) };
+        assert_eq!(
+            (rep.torn, rep.in_flight, rep.overwritten, rep.main_lost),
+            (torn, in_flight, lost as u64, 0),
+            "{what}"
+        );
+        assert_eq!(rep.not_stopped, u64::from(!cpu1_stopped), "{what}");
+        assert!(rep.complete, "{what}");
+        // What the normal flushes moved comes from the main log, at its main-log numbers; the rest
+        // (the raw record and the panic, logged after the last flush) from the rings.
+        assert_eq!(from_main(&out), main_before, "{what}");
+        assert_eq!(rep.from_main, 6 + (40 - lost) as u64, "{what}");
+        assert_eq!(rep.from_rings, 2, "{what}");
+        let panic = out.iter().find(|o| o.text().starts_with("Kernel")).unwrap();
+        assert_eq!(panic.origin, Origin::Ring { cpu: 0, depth: 1 }, "{what}");
+        assert_eq!(panic.header.context(), (Some(ContextKind::Crash), 1));
+        // Counters: the drain's view, exact.
+        assert_eq!(
+            log.counters(1, 0),
+            Some(CpuCounters {
+                torn,
+                in_flight,
+                dropped: 1,
+                overwritten: 0
+            }),
+            "{what}"
+        );
+        for (c, d) in (0..3).flat_map(|c| (0..4).map(move |d| (c, d))) {
+            if (c, d) != (1, 0) && (c, d) != (2, 0) {
+                assert_eq!(log.counters(c, d), Some(CpuCounters::default()), "{what}");
+            }
+        }
+        // Read-only: the main log is what the normal flushes left; a second drain gives the same.
+        assert_eq!(main_records(&log), main_before, "{what}");
+        assert_drains_the_same(&what, drain(&log, &stopped), &(rep, out));
+    }
+}
+
 #[test]
 fn round_trip_keeps_every_record_and_counter() {
     let log = crashed_log();
-    let expect = main_records(&log);
+    let (rep, expect) = drain(&log, &all_stopped);
     assert!(expect.len() >= 10, "{}", expect.len());
+    assert_eq!(rep.torn, 1);
     let img = image_of(&log);
-    let image = handover::parse(img).unwrap();
+    // The image is the drain's output, numbered from the main log's start (it never wrapped).
+    let image = check_image_is("round trip", img, &expect, 0);
     assert_eq!(image.version(), handover::VERSION);
-    assert_eq!(image.corruption(), None);
     assert_eq!(image.cpu_count(), 3);
     assert_eq!(image.depth(), 4);
-    assert_eq!(image.record_count(), expect.len());
-    assert_eq!(image.left_out(), 0);
     assert_eq!(image.bad_cpu_dropped(), 1);
-    assert_eq!(owned(image.records()), expect);
     for r in image.records() {
         assert_eq!(r.header.len as usize, r.payload.len());
     }
     let mut sum = CpuCounters::default();
     for c in 0..3 {
+        assert_eq!(image.cpu_stopped(c), Some(true), "cpu {c}");
         for d in 0..4 {
             let want = log.counters(c, d).unwrap();
             assert_eq!(image.counters(c, d), Some(want), "cpu {c} depth {d}");
@@ -180,16 +471,21 @@ fn round_trip_keeps_every_record_and_counter() {
             sum.torn += want.torn;
             sum.overwritten += want.overwritten;
             sum.dropped += want.dropped;
+            sum.in_flight += want.in_flight;
         }
     }
+    assert_eq!(image.cpu_stopped(3), None);
     assert_eq!(image.counters(3, 0), None);
     assert_eq!(image.counters(0, 4), None);
     assert_eq!(image.totals(), sum);
     assert_eq!(sum.torn, 1);
+    assert_eq!(sum.in_flight, 0);
+    assert_eq!(sum.overwritten, rep.overwritten);
     assert!(sum.overwritten > 0);
-    assert!(sum.dropped >= 1);
+    assert_eq!(sum.dropped, 1);
     assert_eq!(image.context_kind(1, 1), Some(ContextKind::Irq));
     assert_eq!(image.context_kind(2, 1), Some(ContextKind::Nmi));
+    assert_eq!(image.context_kind(0, 1), Some(ContextKind::Crash));
     // Specific records survived with their contexts and flags.
     let find = |t: &str| image.records().find(|r| r.payload == t.as_bytes()).unwrap();
     assert_eq!(
@@ -207,8 +503,65 @@ fn round_trip_keeps_every_record_and_counter() {
     assert!(image.records().any(|r| r
         .text()
         .is_some_and(|t| t.contains("cpu 1 task (depth 0): 1 torn"))));
-    // Writing again gives the same bytes (the image is a pure function of the log).
-    assert_eq!(image_of(&log), img);
+    // Writing again gives the same image (the image is a function of the log; only the accounting
+    // records are stamped with the time of the write), and neither write touched the main log.
+    let main_before = main_records(&log);
+    let again = image_of(&log);
+    let records_at = u32_at(img, 56) as usize;
+    assert_eq!(again[..records_at], img[..records_at], "the fixed part");
+    check_image_is("written again", again, &expect, 0);
+    assert_eq!(main_records(&log), main_before);
+    // The report of a write says what it wrote.
+    let mut region = vec![0u8; img.len()];
+    let wrote = handover::write_image_report(&*log, &mut region, &all_stopped).unwrap();
+    check_image_is("reported", &region, &expect, 0);
+    assert_eq!((wrote.len, wrote.left_out), (img.len(), 0));
+    assert_eq!(wrote.records, expect.len() as u64);
+    assert!(wrote.drain.complete);
+    assert_eq!(
+        (
+            wrote.drain.records,
+            wrote.drain.torn,
+            wrote.drain.overwritten
+        ),
+        (rep.records, rep.torn, rep.overwritten)
+    );
+}
+
+/// A CPU that did not check in: its log call in progress is counted in flight, not torn, and the
+/// image says the CPU was not known to be stopped.
+#[test]
+fn an_image_names_the_cpus_not_known_to_be_stopped() {
+    let log = crashed_log();
+    let stopped = |c: usize| c != 1;
+    let (rep, out) = drain(&log, &stopped);
+    let mut region = vec![0u8; 1 << 16];
+    let n = handover::write_image(&*log, &mut region, &stopped).unwrap();
+    let image = check_image_is("CPU 1 not stopped", &region[..n], &out, 0);
+    assert_eq!(
+        (
+            image.cpu_stopped(0),
+            image.cpu_stopped(1),
+            image.cpu_stopped(2)
+        ),
+        (Some(true), Some(false), Some(true))
+    );
+    assert_eq!(image.cpu_stopped(3), None);
+    let c = image.counters(1, 0).unwrap();
+    assert_eq!((c.torn, c.in_flight, c.dropped), (0, 1, 1));
+    assert_eq!(image.totals().in_flight, rep.in_flight);
+    assert_eq!((image.totals().torn, rep.torn), (0, 0));
+    // The crashing CPU is known stopped even when `stopped` says otherwise.
+    let n = handover::write_image(&*log, &mut region, &|_| false).unwrap();
+    let image = handover::parse(&region[..n]).unwrap();
+    assert_eq!(
+        (
+            image.cpu_stopped(0),
+            image.cpu_stopped(1),
+            image.cpu_stopped(2)
+        ),
+        (Some(true), Some(false), Some(false))
+    );
 }
 
 #[test]
@@ -216,7 +569,7 @@ fn a_region_too_small_keeps_the_newest_records_and_counts_the_rest() {
     let log = crashed_log();
     let full_img = image_of(&log);
     let full = handover::parse(full_img).unwrap();
-    let all = owned(full.records());
+    let all = unstamped_image(owned(full.records()));
     let sizes: Vec<usize> = all
         .iter()
         .map(|r| handover::record_size(r.2.len()))
@@ -225,14 +578,19 @@ fn a_region_too_small_keeps_the_newest_records_and_counts_the_rest() {
     assert_eq!(u32_at(full_img, 56) as usize, fixed);
     for size in 0..full_img.len() + 16 {
         let mut out = vec![0xa5u8; size];
-        match handover::write_image(&*log, &mut out, &|_| true) {
+        match handover::write_image_report(&*log, &mut out, &all_stopped) {
             Err(e) => {
                 assert!(size < fixed, "size {size}: {e}");
                 assert_eq!(e, HandoverError::OutputTooSmall { needed: fixed });
                 assert!(out.iter().all(|&b| b == 0xa5), "nothing written");
             }
-            Ok(n) => {
+            Ok(wrote) => {
+                let n = wrote.len;
                 assert!(size >= fixed, "size {size}");
+                // Every record the drain delivered is written or counted left out.
+                assert!(wrote.drain.complete, "size {size}");
+                assert_eq!(wrote.drain.records, all.len() as u64, "size {size}");
+                assert_eq!(wrote.records + wrote.left_out, all.len() as u64);
                 // The longest suffix of records that fits.
                 let mut k = 0;
                 let mut used = fixed;
@@ -245,10 +603,9 @@ fn a_region_too_small_keeps_the_newest_records_and_counts_the_rest() {
                 let image = handover::parse(&out[..n]).unwrap();
                 assert_eq!(image.corruption(), None);
                 assert_eq!(image.left_out(), (all.len() - k) as u64, "size {size}");
-                let got: Vec<_> = image
-                    .records()
-                    .map(|r| (r.seq, r.header, r.payload.to_vec()))
-                    .collect();
+                assert_eq!(wrote.records, k as u64, "size {size}");
+                // The same records as the full image (each write stamps its accounting records).
+                let got = unstamped_image(owned(image.records()));
                 assert_eq!(got, all[all.len() - k..], "size {size}");
                 assert_eq!(image.totals(), full.totals());
             }
@@ -406,7 +763,7 @@ fn fixed_part_corruption_gives_the_right_error() {
     );
 
     let mut bad = img.to_vec();
-    bad[64 + 32 + 8] ^= 1; // a torn counter
+    bad[64 + 32 + 40 + 8] ^= 1; // CPU 0 depth 1's overwritten counter
     assert!(matches!(
         handover::parse_located(&bad).unwrap_err(),
         (HandoverError::ChecksumMismatch { .. }, 64)
@@ -416,12 +773,15 @@ fn fixed_part_corruption_gives_the_right_error() {
     bad[..8].copy_from_slice(b"NMILOGHX");
     assert_eq!(handover::parse(&bad).unwrap_err(), HandoverError::BadMagic);
 
-    let mut bad = img.to_vec();
-    bad[8..10].copy_from_slice(&2u16.to_le_bytes());
-    assert_eq!(
-        handover::parse(&bad).unwrap_err(),
-        HandoverError::UnknownVersion(2)
-    );
+    // A version this reader does not know: newer, or 0.
+    for v in [handover::VERSION + 1, 0, u16::MAX] {
+        let mut bad = img.to_vec();
+        bad[8..10].copy_from_slice(&v.to_le_bytes());
+        assert_eq!(
+            handover::parse_located(&bad).unwrap_err(),
+            (HandoverError::UnknownVersion(v), 8)
+        );
+    }
 
     // A correctly signed image whose layout lacks the `len` field (id 2 renamed to an unknown id).
     let mut bad = img.to_vec();
@@ -634,254 +994,612 @@ fn random_garbage_and_random_damage_never_panic() {
 #[test]
 fn an_empty_log_round_trips() {
     let log: Box<TestLog> = Box::new(Log::new(Manual::new(2)));
-    let mut buf = [0u8; 512];
-    let n = handover::write_image(&*log, &mut buf, &|_| true).unwrap();
+    let mut buf = [0xa5u8; 512];
+    // Only the crashing CPU drains or writes an image.
+    assert_eq!(
+        handover::write_image(&*log, &mut buf, &all_stopped),
+        Err(HandoverError::NotCrashing)
+    );
+    assert!(buf.iter().all(|&b| b == 0xa5), "nothing written");
+    assert_eq!(
+        log.drain_on_crash(&all_stopped, &mut |_, _: &RecordBuf| true),
+        Err(DrainError::NotCrashing)
+    );
+    log.platform().set_cpu(1);
+    log.crash_enter().unwrap();
+    log.platform().set_cpu(0);
+    assert_eq!(
+        handover::write_image(&*log, &mut buf, &all_stopped),
+        Err(HandoverError::NotCrashing)
+    );
+    assert!(buf.iter().all(|&b| b == 0xa5), "nothing written");
+    log.platform().set_cpu(1);
+    let n = handover::write_image(&*log, &mut buf, &all_stopped).unwrap();
     assert_eq!(n, handover::fixed_size(2, 4));
     let image = handover::parse(&buf[..n]).unwrap();
     assert_eq!(image.record_count(), 0);
     assert_eq!(image.cpu_count(), 2);
     assert_eq!(image.corruption(), None);
     assert_eq!(image.totals(), CpuCounters::default());
+    assert_eq!(
+        (image.cpu_stopped(0), image.cpu_stopped(1)),
+        (Some(true), Some(true))
+    );
     // Trailing bytes of the region are ignored.
     assert_eq!(handover::parse(&buf).unwrap().record_count(), 0);
 }
 
-/// Drain matrix, end to end through the image: three CPUs; one CPU's writer is frozen at each step
-/// of the write protocol in turn, while another CPU holds flush ownership frozen at each step of a
-/// journaled move (or flushed completely). After the crash drain on the third CPU, the image holds
-/// every committed record exactly once, in timestamp order, and the frozen record is either
-/// delivered (frozen after its commit) or counted torn exactly once.
+/// The version-1 layout of a version-2 image: 32-byte counter entries (no flags byte, no in-flight
+/// count), the record area moved accordingly, both fixed-part checksums recomputed (the record
+/// entries, each with its own checksum, are copied as they are).
+fn to_version_1(img: &[u8]) -> Vec<u8> {
+    let records_at = u32_at(img, 56) as usize;
+    let entries = u32_at(img, 16) as usize * usize::from(u16::from_le_bytes([img[20], img[21]]));
+    let counters_at = 64 + usize::from(img[14]) * usize::from(img[15]);
+    assert_eq!(u16::from_le_bytes([img[22], img[23]]), 40);
+    let mut out = img[..counters_at].to_vec();
+    for i in 0..entries {
+        let e = counters_at + 40 * i;
+        out.extend_from_slice(&img[e..e + 25]); // torn, overwritten, dropped, kind
+        out.extend_from_slice(&[0; 7]);
+    }
+    while !(out.len() + 4).is_multiple_of(8) {
+        out.push(0);
+    }
+    out.extend_from_slice(&[0; 4]); // the tables' checksum
+    let new_records_at = out.len();
+    out.extend_from_slice(&img[records_at..]);
+    out[8..10].copy_from_slice(&1u16.to_le_bytes());
+    out[22..24].copy_from_slice(&32u16.to_le_bytes());
+    out[56..60].copy_from_slice(&(new_records_at as u32).to_le_bytes());
+    resign(&mut out);
+    out
+}
+
+/// A version-1 image (as the previous writer made them) reads the same: records, loss counters and
+/// context kinds; it has no in-flight counts and no stopped flags, so they read as 0 and "stopped".
+#[test]
+fn a_version_1_image_is_read() {
+    let log = crashed_log();
+    let mut region = vec![0u8; 1 << 16];
+    let n = handover::write_image(&*log, &mut region, &|c| c != 1).unwrap();
+    let v2 = handover::parse(&region[..n]).unwrap();
+    assert_eq!(v2.version(), 2);
+    assert_eq!(v2.cpu_stopped(1), Some(false));
+    assert_eq!(v2.counters(1, 0).unwrap().in_flight, 1);
+    let bytes = to_version_1(&region[..n]);
+    let v1 = handover::parse(&bytes).unwrap();
+    assert_eq!(v1.version(), 1);
+    assert_eq!(v1.corruption(), None);
+    assert_eq!(owned(v1.records()), owned(v2.records()));
+    assert_eq!(
+        (
+            v1.cpu_count(),
+            v1.depth(),
+            v1.bad_cpu_dropped(),
+            v1.left_out()
+        ),
+        (3, 4, 1, 0)
+    );
+    for c in 0..3 {
+        assert_eq!(v1.cpu_stopped(c), Some(true), "cpu {c}");
+        for d in 0..4 {
+            let want = CpuCounters {
+                in_flight: 0,
+                ..v2.counters(c, d).unwrap()
+            };
+            assert_eq!(v1.counters(c, d), Some(want), "cpu {c} depth {d}");
+            assert_eq!(v1.context_kind(c, d), v2.context_kind(c, d));
+        }
+    }
+    assert_eq!(v1.cpu_stopped(3), None);
+    assert_eq!(v1.totals().in_flight, 0);
+    // Each of its bytes is covered by a checksum, as in version 2.
+    for pos in 0..u32_at(&bytes, 56) as usize {
+        let mut bad = bytes.clone();
+        bad[pos] ^= 0x10;
+        assert!(handover::parse(&bad).is_err(), "flip at {pos}");
+    }
+}
+
+/// Where the flush owner stops in the drain matrix: nowhere (a complete flush), or at `step` of its
+/// `nth` move (`nth` counted from 0).
+#[derive(Clone, Copy, Debug)]
+enum OwnerStop {
+    Completed,
+    At { nth: usize, step: FlushStep },
+}
+
+/// Drain matrix, through the sink and the image: three CPUs; one CPU's writer is frozen at each step
+/// of the write protocol in turn, while another CPU holds flush ownership frozen at each step of its
+/// first or sixth move (or flushed completely), and the CPUs other than the crashing one are known
+/// to be stopped or not. Then the crashing CPU (the third) drains:
+///
+/// * every committed record exactly once, in timestamp order (the records' exact sequence), the
+///   record of a frozen move included once whether it reached the main log or not;
+/// * what the flush moved comes from the main log (exactly the main log's records, at their
+///   main-log numbers), the rest from the rings;
+/// * the frozen record delivered (frozen after its commit) or counted exactly once: torn if its CPU
+///   is known to be stopped, in flight if not, with one accounting record saying so;
+/// * the drain is read-only (the main log unchanged) and repeatable (a second drain gives the same
+///   records and report); the image holds exactly the drain's output and its counters;
+/// * a nested drain (a fault in the sink: crash entry again on the same CPU, a record, a drain) is
+///   complete, its own record included, and the interrupted drain stops when resumed.
 #[test]
 fn drain_matrix_through_the_image() {
-    use nmilog::FlushStep;
-    let flush_stops: Vec<Option<FlushStep>> = [None, Some(FlushStep::Journaled)]
-        .into_iter()
-        .chain(WriteStep::ALL.into_iter().map(|s| Some(FlushStep::Main(s))))
-        .chain([Some(FlushStep::CursorStored), Some(FlushStep::Done)])
-        .collect();
+    let mut stops = vec![OwnerStop::Completed];
+    for nth in [0, 5] {
+        stops.extend(FlushStep::ALL.map(|step| OwnerStop::At { nth, step }));
+    }
     let mut region = vec![0u8; 1 << 16];
+    let mut case = 0usize;
     for frozen_cpu in 0..3 {
         for step in WriteStep::ALL {
-            for &stop in &flush_stops {
-                let ctx =
-                    format!("cpu {frozen_cpu} frozen at {step:?}, flush owner stopped at {stop:?}");
-                let log: Box<TestLog> = Box::new(Log::new(Manual::new(3)));
-                let p = log.platform();
-                let (owner, crasher) = ((frozen_cpu + 2) % 3, (frozen_cpu + 1) % 3);
-                let mut committed = Vec::new();
-                for i in 0..9 {
-                    p.set_cpu(i % 3);
-                    let t = format!("rec {i}");
-                    log.append_raw(Level::Info, 0, 0, t.as_bytes()).unwrap();
-                    committed.push(t);
-                }
-                p.set_cpu(owner);
-                match stop {
-                    None => {
-                        log.flush().unwrap();
-                    }
-                    Some(stop) => {
-                        let _ = log.flush_with_hook(&mut |s: FlushStep| s != stop);
-                    }
-                }
-                for i in 9..12 {
-                    p.set_cpu(i % 3);
-                    let t = format!("rec {i}");
-                    log.append_raw(Level::Info, 0, 0, t.as_bytes()).unwrap();
-                    committed.push(t);
-                }
-                p.set_cpu(frozen_cpu);
-                let r = log.append_raw_with_hook(
-                    Level::Info,
-                    0,
-                    0,
-                    b"the frozen one",
-                    &mut |s: WriteStep| s != step,
-                );
-                assert!(r.is_err(), "{ctx}");
-                let delivered_frozen = matches!(step, WriteStep::Committed | WriteStep::Published);
-                p.set_cpu(crasher);
-                log.crash_enter().unwrap();
-                log.append_raw(Level::Emerg, 0, 0, b"panic").unwrap();
-                committed.push("panic".into());
-                let rep = log.drain_on_crash();
-                assert!(rep.flush.steps <= rep.bound, "{ctx}");
-                if stop.is_some() {
-                    assert_eq!(rep.took_over_from, Some(owner), "{ctx}");
-                }
-                let torn = u64::from(!delivered_frozen);
-
-                let n = handover::write_image(&*log, &mut region, &|_| true).unwrap();
-                let first = owned(handover::parse(&region[..n]).unwrap().records());
-                let image = handover::parse(&region[..n]).unwrap();
-                assert_eq!(image.corruption(), None, "{ctx}");
-                let texts: Vec<&str> = image
-                    .records()
-                    .filter(|r| r.header.facility == facility::KERNEL)
-                    .map(|r| r.text().unwrap())
-                    .collect();
-                let mut want: Vec<&str> = committed.iter().map(|s| s.as_str()).collect();
-                if delivered_frozen {
-                    want.push("the frozen one");
-                }
-                let mut sorted_got = texts.clone();
-                sorted_got.sort_unstable();
-                want.sort_unstable();
-                assert_eq!(
-                    sorted_got, want,
-                    "{ctx}: every committed record exactly once"
-                );
-                let ts: Vec<u64> = image.records().map(|r| r.header.ts_ns).collect();
-                assert!(
-                    ts.windows(2).all(|w| w[0] <= w[1]),
-                    "{ctx}: timestamp order {ts:?}"
-                );
-                let seqs: Vec<u64> = image.records().map(|r| r.seq).collect();
-                assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "{ctx}: {seqs:?}");
-                assert_eq!(image.totals().overwritten, 0, "{ctx}");
-                let accounting = |image: &Image<'_>| {
-                    image
-                        .records()
-                        .filter(|r| r.header.facility == facility::NMILOG)
-                        .count() as u64
-                };
-                {
-                    assert_eq!(rep.flush.torn, torn, "{ctx}");
-                    assert_eq!(image.totals().torn, torn, "{ctx}");
-                    assert_eq!(image.counters(frozen_cpu, 0).unwrap().torn, torn, "{ctx}");
-                    assert_eq!(accounting(&image), torn, "{ctx}");
-                }
-
-                // A second drain (a fault in the crash path) adds no record twice, and over both
-                // drains the frozen record is counted torn exactly once.
-                let rep2 = log.drain_on_crash();
-                assert_eq!(rep2.flush.moved, 0, "{ctx}");
-                let n = handover::write_image(&*log, &mut region, &|_| true).unwrap();
-                let image = handover::parse(&region[..n]).unwrap();
-                let second = owned(image.records());
-                assert_eq!(second[..first.len()], first[..], "{ctx}");
-                {
-                    // Over both drains the frozen record is counted torn exactly once.
-                    assert_eq!(rep.flush.torn + rep2.flush.torn, torn, "{ctx}");
-                    assert_eq!(image.totals().torn, torn, "{ctx}");
-                    assert_eq!(image.counters(frozen_cpu, 0).unwrap().torn, torn, "{ctx}");
-                    assert_eq!(accounting(&image), torn, "{ctx}");
-                }
-                {
-                    assert_eq!((rep2.flush.torn, rep2.accounting_records), (0, 0), "{ctx}");
-                    assert_eq!(second.len(), first.len(), "{ctx}");
+            for &stop in &stops {
+                for others_stopped in [true, false] {
+                    case += 1;
+                    drain_matrix_case(frozen_cpu, step, stop, others_stopped, case, &mut region);
                 }
             }
         }
     }
+    assert_eq!(case, 3 * 8 * 21 * 2);
 }
 
-/// Core bug 1: a writer frozen before its record became visible (at `Entered` or `TailAdvanced`:
-/// recursion guard set, no odd sequence word yet) is counted torn by the drain only when its ring
-/// had nothing left to move when the drain started (`count_frozen_before_visible` runs for the
-/// initial peek only, not when the merge later empties the ring). With a record pending, the first
-/// drain counts nothing and writes no accounting; the second drain counts it.
-///
-/// Core bug 2: a writer frozen at `Published` (record committed and `next_seq` published, but the
-/// recursion guard not yet cleared) has its record delivered by the first drain, and the second
-/// drain then counts a phantom torn record (guard set and `next_seq == cursor`), with an accounting
-/// line. (Both fixed: the drain checks for a frozen unpublished writer whenever a ring runs empty, and
-/// the writer marks its guard "published" after `next_seq`.)
-#[test]
+fn drain_matrix_case(
+    frozen_cpu: usize,
+    step: WriteStep,
+    stop: OwnerStop,
+    others_stopped: bool,
+    case: usize,
+    region: &mut [u8],
+) {
+    let what = format!(
+        "cpu {frozen_cpu} frozen at {step:?}, flush owner {stop:?}, others stopped: {others_stopped}"
+    );
+    let log: Box<TestLog> = Box::new(Log::new(Manual::new(3)));
+    let p = log.platform();
+    let (owner, crasher) = ((frozen_cpu + 2) % 3, (frozen_cpu + 1) % 3);
+    let mut committed = Vec::new();
+    for i in 0..9 {
+        p.set_cpu(i % 3);
+        let t = format!("rec {i}");
+        log.append_raw(Level::Info, 0, 0, t.as_bytes()).unwrap();
+        committed.push(t);
+    }
+    p.set_cpu(owner);
+    let in_main = match stop {
+        OwnerStop::Completed => {
+            assert_eq!(log.flush().unwrap().moved, 9, "{what}");
+            9
+        }
+        OwnerStop::At { nth, step: at } => {
+            let mut moves = 0;
+            let rep = log
+                .flush_with_hook(&mut |s: FlushStep| {
+                    if s == at && moves == nth {
+                        return false;
+                    }
+                    moves += usize::from(s == FlushStep::Done);
+                    true
+                })
+                .unwrap();
+            // The frozen move's main-log record is published from its `Published` step on.
+            let published = !matches!(
+                at,
+                FlushStep::Main(w) if w != WriteStep::Published
+            );
+            let visible = nth + usize::from(published);
+            assert_eq!(log.main().next_seq() as usize, visible, "{what}");
+            // A move counts once its main-log write returned.
+            let returned = matches!(at, FlushStep::CursorStored | FlushStep::Done);
+            assert_eq!(
+                rep.moved as usize,
+                nth + usize::from(returned),
+                "{what}: {rep:?}"
+            );
+            // The frozen owner keeps flush ownership: nobody else moves anything.
+            p.set_cpu(frozen_cpu);
+            assert_eq!(log.flush(), None, "{what}");
+            visible
+        }
+    };
+    assert_eq!(log.main().next_seq() as usize, in_main, "{what}");
+    for i in 9..12 {
+        p.set_cpu(i % 3);
+        let t = format!("rec {i}");
+        log.append_raw(Level::Info, 0, 0, t.as_bytes()).unwrap();
+        committed.push(t);
+    }
+    p.set_cpu(frozen_cpu);
+    let r = log.append_raw_with_hook(Level::Info, 0, 0, b"the frozen one", &mut |s: WriteStep| {
+        s != step
+    });
+    assert!(r.is_err(), "{what}");
+    let delivered_frozen = matches!(step, WriteStep::Committed | WriteStep::Published);
+    if delivered_frozen {
+        committed.push("the frozen one".into());
+    }
+    p.set_cpu(crasher);
+    log.crash_enter().unwrap();
+    log.append_raw(Level::Emerg, 0, 0, b"panic").unwrap();
+    committed.push("panic".into());
+    let stopped = |c: usize| others_stopped || c == crasher;
+    let lost = u64::from(!delivered_frozen);
+    let (torn, in_flight) = if others_stopped { (lost, 0) } else { (0, lost) };
 
-fn writer_frozen_before_its_record_is_visible_is_counted_by_the_first_drain() {
-    for step in [WriteStep::Entered, WriteStep::TailAdvanced] {
-        let log: Box<TestLog> = Box::new(Log::new(Manual::new(2)));
-        let p = log.platform();
-        p.set_cpu(1);
-        log.append_raw(Level::Info, 0, 0, b"pending").unwrap();
-        let _ =
-            log.append_raw_with_hook(Level::Info, 0, 0, b"frozen", &mut |s: WriteStep| s != step);
-        p.set_cpu(0);
-        log.crash_enter().unwrap();
-        let r1 = log.drain_on_crash();
-        let r2 = log.drain_on_crash();
+    // A reader of the main log also sees a record committed there but not yet published (the owner
+    // frozen at `Main(Committed)`); the drain's main-log window ends at the published ones.
+    let main_before = main_records(&log);
+    let unpublished = matches!(
+        stop,
+        OwnerStop::At {
+            step: FlushStep::Main(WriteStep::Committed),
+            ..
+        }
+    );
+    assert_eq!(
+        main_before.len(),
+        in_main + usize::from(unpublished),
+        "{what}"
+    );
+    let (rep, out) = drain(&log, &stopped);
+    check_drain(&what, &rep, &out);
+    let (records, accounting) = out.split_at(out.len() - rep.accounting_records as usize);
+    let texts: Vec<&str> = records.iter().map(Out::text).collect();
+    assert_eq!(
+        texts, committed,
+        "{what}: every committed record once, in order"
+    );
+    assert_eq!(from_main(&out), main_before[..in_main], "{what}");
+    assert_eq!(rep.from_main as usize, in_main, "{what}");
+    if let Some((_, h, payload)) = main_before.get(in_main) {
+        // The unpublished main-log record comes from its ring, once.
+        let copy = Out {
+            origin: Origin::Ring {
+                cpu: usize::from(h.cpu),
+                depth: 0,
+            },
+            header: *h,
+            payload: payload.clone(),
+        };
+        assert_eq!(out.iter().filter(|&o| *o == copy).count(), 1, "{what}");
+    }
+    assert!(rep.complete, "{what}: {rep:?}");
+    assert_eq!(
+        (rep.torn, rep.in_flight, rep.overwritten, rep.main_lost),
+        (torn, in_flight, 0, 0),
+        "{what}: {rep:?}"
+    );
+    assert_eq!(
+        rep.not_stopped,
+        if others_stopped { 0 } else { 2 },
+        "{what}"
+    );
+    let acc: Vec<&str> = accounting.iter().map(Out::text).collect();
+    let acc_want: Vec<String> = match (torn, in_flight) {
+        (0, 0) => vec![],
+        (1, 0) => vec![format!(
+            "nmilog: cpu {frozen_cpu} task (depth 0): 1 torn, 0 overwritten, 0 dropped"
+        )],
+        _ => vec![format!(
+            "nmilog: cpu {frozen_cpu} task (depth 0): 0 torn, 0 overwritten, 0 dropped, \
+             1 in flight (CPU not stopped)"
+        )],
+    };
+    assert_eq!(acc, acc_want, "{what}");
+    assert!(
+        accounting
+            .iter()
+            .all(|o| usize::from(o.header.cpu) == frozen_cpu),
+        "{what}"
+    );
+    for c in 0..3 {
+        for d in 0..4 {
+            let want = if (c, d) == (frozen_cpu, 0) {
+                CpuCounters {
+                    torn,
+                    in_flight,
+                    ..CpuCounters::default()
+                }
+            } else {
+                CpuCounters::default()
+            };
+            assert_eq!(log.counters(c, d), Some(want), "{what}: cpu {c} depth {d}");
+        }
+    }
+
+    // Read-only and repeatable.
+    assert_eq!(main_records(&log), main_before, "{what}");
+    let first = (rep, out.clone());
+    assert_drains_the_same(&what, drain(&log, &stopped), &first);
+
+    // The image: the drain's output, its counters, who was not known to be stopped.
+    let wrote = handover::write_image_report(&*log, region, &stopped).unwrap();
+    let image = check_image_is(&what, &region[..wrote.len], &out, 0);
+    assert_eq!(wrote.records, out.len() as u64, "{what}");
+    assert_eq!(image.totals().torn, torn, "{what}");
+    assert_eq!(image.totals().in_flight, in_flight, "{what}");
+    assert_eq!(image.totals().overwritten, 0, "{what}");
+    assert_eq!(
+        image.counters(frozen_cpu, 0),
+        log.counters(frozen_cpu, 0),
+        "{what}"
+    );
+    for c in 0..3 {
         assert_eq!(
-            (r1.flush.moved, r1.flush.torn, r1.accounting_records),
-            (1, 1, 1),
-            "{step:?}"
+            image.cpu_stopped(c),
+            Some(others_stopped || c == crasher),
+            "{what}"
         );
-        assert_eq!(
-            (r2.flush.moved, r2.flush.torn, r2.accounting_records),
-            (0, 0, 0),
-            "{step:?}"
-        );
+    }
+    assert_eq!(main_records(&log), main_before, "{what}");
+
+    // A nested crash in the sink, at a record that varies with the case.
+    let k = case % records.len();
+    let mut outer = Vec::new();
+    let mut inner = None;
+    let outer_rep = log
+        .drain_on_crash(&stopped, &mut |o: Origin, r: &RecordBuf| {
+            outer.push(Out::new(o, r));
+            if outer.len() == k + 1 {
+                assert_eq!(log.crash_enter(), Ok(crasher));
+                log.append_raw(Level::Emerg, 0, 0, b"fault in the crash path")
+                    .unwrap();
+                inner = Some(drain(&log, &stopped));
+            }
+            true
+        })
+        .unwrap();
+    let (inner_rep, inner_out) = inner.expect("the nested drain ran");
+    let mut want = out.clone();
+    want.insert(
+        records.len(),
+        Out {
+            origin: Origin::Ring {
+                cpu: crasher,
+                depth: 2,
+            },
+            header: inner_out[records.len()].header,
+            payload: b"fault in the crash path".to_vec(),
+        },
+    );
+    assert_same_output(&format!("{what}: the nested drain"), &want, &inner_out);
+    assert!(inner_rep.complete, "{what}");
+    assert_eq!(
+        inner_out[records.len()].header.context(),
+        (Some(ContextKind::Crash), 2),
+        "{what}"
+    );
+    assert_eq!(outer, out[..=k], "{what}: the interrupted drain");
+    assert!(!outer_rep.complete, "{what}: {outer_rep:?}");
+    assert_eq!(
+        (outer_rep.records, outer_rep.accounting_records),
+        (k as u64 + 1, 0),
+        "{what}"
+    );
+    // After both, the image is the nested drain's output.
+    let n = handover::write_image(&*log, region, &stopped).unwrap();
+    check_image_is(&what, &region[..n], &inner_out, 0);
+    assert_eq!(main_records(&log), main_before, "{what}");
+}
+
+/// Drains `log` with a nested drain (as a fault in the sink would start) run from the sink when it
+/// gets the outer drain's record `k`; returns the outer drain's report and output. The nested drain
+/// must give `first`'s output.
+fn drain_nested_at(
+    log: &TestLog,
+    k: usize,
+    first: &(DrainReport, Vec<Out>),
+) -> (DrainReport, Vec<Out>) {
+    let mut outer = Vec::new();
+    let mut nested = false;
+    let rep = log
+        .drain_on_crash(&all_stopped, &mut |o: Origin, r: &RecordBuf| {
+            outer.push(Out::new(o, r));
+            if outer.len() == k + 1 {
+                assert_drains_the_same(&format!("nested at {k}"), drain(log, &all_stopped), first);
+                nested = true;
+            }
+            true
+        })
+        .unwrap();
+    assert!(nested, "nested at {k}");
+    (rep, outer)
+}
+
+/// A nested drain started from the sink at any record of the outer drain's merge is complete; the
+/// outer drain, resumed, stops at once: it delivered exactly what it had, no accounting records.
+#[test]
+fn a_nested_drain_supersedes_the_interrupted_one() {
+    let log = crashed_log();
+    let first = drain(&log, &all_stopped);
+    let records = (first.0.records - first.0.accounting_records) as usize;
+    assert_eq!(first.0.accounting_records, 2);
+    for k in 0..records {
+        let (rep, outer) = drain_nested_at(&log, k, &first);
+        assert_eq!(outer, first.1[..=k], "nested at {k}");
+        assert!(!rep.complete, "nested at {k}: {rep:?}");
+        assert_eq!((rep.records, rep.accounting_records), (k as u64 + 1, 0));
+    }
+    // The log is as it was: a plain drain gives the same output.
+    assert_drains_the_same("after", drain(&log, &all_stopped), &first);
+}
+
+/// The same while the outer drain hands out its accounting records: resumed, it goes on handing out
+/// the rest and reports itself complete, although `DrainReport::complete` says "false: ... a nested
+/// drain superseded this one" and the module docs say an interrupted drain "stops if it is ever
+/// resumed" (the accounting loop in `Log::drain` does not check the generation). A console sink
+/// prints those accounting lines twice.
+#[test]
+#[ignore = "core bug: a drain superseded by a nested one during its accounting records does not stop"]
+fn a_drain_superseded_during_its_accounting_stops() {
+    let log = crashed_log();
+    let first = drain(&log, &all_stopped);
+    let records = (first.0.records - first.0.accounting_records) as usize;
+    for k in records..first.1.len() {
+        let (rep, outer) = drain_nested_at(&log, k, &first);
+        assert_eq!(outer.len(), k + 1, "nested at {k}: the outer drain went on");
+        assert!(!rep.complete, "nested at {k}: {rep:?}");
     }
 }
 
-/// Rings that wrapped before the crash drain: per ring, records delivered plus records counted
-/// overwritten is exactly the number written, and the delivered ones are the newest.
+/// A writer frozen at each step of the write protocol on a ring with nothing pending, one record
+/// pending, or one record already moved to the main log: the first drain delivers every committed
+/// record (the frozen one once committed) and counts the frozen call torn exactly once; every later
+/// drain (the image's two included) gives the same output — no phantom torn record, no record
+/// counted late.
+#[test]
+fn a_frozen_writer_is_counted_by_every_drain_exactly_once() {
+    for pending in ["none", "in its ring", "in the main log"] {
+        for step in WriteStep::ALL {
+            let what = format!("pending {pending}, frozen at {step:?}");
+            let log: Box<TestLog> = Box::new(Log::new(Manual::new(2)));
+            let p = log.platform();
+            p.set_cpu(1);
+            if pending != "none" {
+                log.append_raw(Level::Info, 0, 0, b"pending").unwrap();
+            }
+            if pending == "in the main log" {
+                assert_eq!(log.flush().unwrap().moved, 1);
+            }
+            let _ = log
+                .append_raw_with_hook(Level::Info, 0, 0, b"frozen", &mut |s: WriteStep| s != step);
+            p.set_cpu(0);
+            log.crash_enter().unwrap();
+            let delivered = matches!(step, WriteStep::Committed | WriteStep::Published);
+            let mut want: Vec<&str> = Vec::new();
+            if pending != "none" {
+                want.push("pending");
+            }
+            if delivered {
+                want.push("frozen");
+            } else {
+                want.push("nmilog: cpu 1 task (depth 0): 1 torn, 0 overwritten, 0 dropped");
+            }
+            let first = drain(&log, &all_stopped);
+            let (r1, out1) = first.clone();
+            check_drain(&what, &r1, &out1);
+            let texts: Vec<&str> = out1.iter().map(Out::text).collect();
+            assert_eq!(texts, want, "{what}");
+            let torn = u64::from(!delivered);
+            assert_eq!(
+                (r1.torn, r1.accounting_records, r1.from_main),
+                (torn, torn, u64::from(pending == "in the main log")),
+                "{what}"
+            );
+            for _ in 0..2 {
+                assert_drains_the_same(&what, drain(&log, &all_stopped), &first);
+            }
+            let mut region = vec![0u8; 4096];
+            let n = handover::write_image(&*log, &mut region, &all_stopped).unwrap();
+            let image = check_image_is(&what, &region[..n], &out1, 0);
+            assert_eq!(image.counters(1, 0).unwrap().torn, torn, "{what}");
+            assert_eq!(log.counters(1, 0).unwrap().torn, torn, "{what}");
+            assert_drains_the_same(&what, drain(&log, &all_stopped), &first);
+        }
+    }
+}
+
+/// Rings that wrapped before the crash drain, with or without a normal flush half-way: per ring,
+/// records delivered (from the main log or the ring) plus records counted overwritten is exactly the
+/// number written; without the flush the delivered ones are the newest, consecutive; with it, those
+/// the flush moved come from the main log and the newest from the ring.
 #[test]
 fn drain_over_wrapped_rings_counts_overwrites_exactly() {
     let mut region = vec![0u8; 1 << 16];
     for (count, len) in [(10usize, 4usize), (37, 13), (60, 1), (25, 60), (90, 30)] {
-        let log: Box<TestLog> = Box::new(Log::new(Manual::new(3)));
-        let p = log.platform();
-        // CPU 0 in task context, CPU 1 in an NMI (depth 1), CPU 2 interleaved with both.
-        for i in 0..count {
-            let body = format!("{i:04}{}", "x".repeat(len));
-            p.set_cpu(0);
-            log.append_raw(Level::Info, 0, 0, format!("a{body}").as_bytes())
-                .unwrap();
-            p.set_cpu(1);
-            {
-                let _nmi = log.enter(ContextKind::Nmi);
-                log.append_raw(Level::Info, 0, 0, format!("b{body}").as_bytes())
+        for flush_half_way in [false, true] {
+            let what = format!("count {count} len {len} flush half-way {flush_half_way}");
+            let log: Box<TestLog> = Box::new(Log::new(Manual::new(3)));
+            let p = log.platform();
+            // CPU 0 in task context, CPU 1 in an NMI (depth 1), CPU 2 interleaved with both.
+            for i in 0..count {
+                let body = format!("{i:04}{}", "x".repeat(len));
+                p.set_cpu(0);
+                log.append_raw(Level::Info, 0, 0, format!("a{body}").as_bytes())
                     .unwrap();
+                p.set_cpu(1);
+                {
+                    let _nmi = log.enter(ContextKind::Nmi);
+                    log.append_raw(Level::Info, 0, 0, format!("b{body}").as_bytes())
+                        .unwrap();
+                }
+                if i % 3 == 0 {
+                    p.set_cpu(2);
+                    log.append_raw(Level::Info, 0, 0, format!("c{body}").as_bytes())
+                        .unwrap();
+                }
+                if flush_half_way && i == count / 2 {
+                    p.set_cpu(0);
+                    assert!(log.flush().unwrap().moved > 0, "{what}");
+                }
             }
-            if i % 3 == 0 {
-                p.set_cpu(2);
-                log.append_raw(Level::Info, 0, 0, format!("c{body}").as_bytes())
-                    .unwrap();
-            }
-        }
-        p.set_cpu(2);
-        log.crash_enter().unwrap();
-        log.drain_on_crash();
-        let n = handover::write_image(&*log, &mut region, &|_| true).unwrap();
-        let image = handover::parse(&region[..n]).unwrap();
-        assert_eq!(image.left_out(), 0);
-        for (cpu, depth, tag, written) in [
-            (0, 0, 'a', count),
-            (1, 1, 'b', count),
-            (2, 0, 'c', count.div_ceil(3)),
-        ] {
-            let got: Vec<usize> = image
-                .records()
-                .filter_map(|r| r.text())
-                .filter(|t| t.starts_with(tag))
-                .map(|t| t[1..5].parse().unwrap())
-                .collect();
-            let c = image.counters(cpu, depth).unwrap();
-            assert_eq!(
-                got.len() as u64 + c.overwritten,
-                written as u64,
-                "count {count} len {len} cpu {cpu}"
-            );
-            // The survivors are the newest, consecutive, in order.
-            let step = if tag == 'c' { 3 } else { 1 };
-            let last = (written - 1) * step;
-            let want: Vec<usize> = (0..got.len())
-                .map(|k| last - (got.len() - 1 - k) * step)
-                .collect();
-            assert_eq!(got, want, "count {count} len {len} cpu {cpu}");
-            if written >= 60 {
-                assert!(
-                    c.overwritten > 0,
-                    "count {count} len {len} cpu {cpu}: ring must wrap"
+            let main_before = main_records(&log);
+            assert_eq!(main_before.is_empty(), !flush_half_way, "{what}");
+            p.set_cpu(2);
+            log.crash_enter().unwrap();
+            let (rep, out) = drain(&log, &all_stopped);
+            check_drain(&what, &rep, &out);
+            assert!(rep.complete, "{what}");
+            assert_eq!(from_main(&out), main_before, "{what}");
+            let n = handover::write_image(&*log, &mut region, &all_stopped).unwrap();
+            let image = check_image_is(&what, &region[..n], &out, 0);
+            let mut overwritten = 0;
+            for (cpu, depth, tag, written) in [
+                (0, 0, 'a', count),
+                (1, 1, 'b', count),
+                (2, 0, 'c', count.div_ceil(3)),
+            ] {
+                let what = format!("{what} cpu {cpu}");
+                let got: Vec<(usize, bool)> = out
+                    .iter()
+                    .filter(|o| o.origin != Origin::Accounting && o.text().starts_with(tag))
+                    .map(|o| {
+                        let is_main = matches!(o.origin, Origin::Main { .. });
+                        (o.text()[1..5].parse().unwrap(), is_main)
+                    })
+                    .collect();
+                let c = image.counters(cpu, depth).unwrap();
+                assert_eq!(log.counters(cpu, depth), Some(c), "{what}");
+                overwritten += c.overwritten;
+                assert_eq!(
+                    got.len() as u64 + c.overwritten,
+                    written as u64,
+                    "{what}: delivered + overwritten"
                 );
+                let step = if tag == 'c' { 3 } else { 1 };
+                let ids: Vec<usize> = got.iter().map(|&(i, _)| i / step).collect();
+                // In order, each once, the newest always delivered.
+                assert!(ids.windows(2).all(|w| w[0] < w[1]), "{what}: {ids:?}");
+                assert_eq!(ids.last(), Some(&(written - 1)), "{what}");
+                // The main log's copies first, then the ring's.
+                let main_part = got.iter().take_while(|&&(_, m)| m).count();
+                assert!(got[main_part..].iter().all(|&(_, m)| !m), "{what}");
+                assert_eq!(main_part > 0, flush_half_way, "{what}");
+                if !flush_half_way {
+                    // The survivors are the newest, consecutive.
+                    let want: Vec<usize> = (written - got.len()..written).collect();
+                    assert_eq!(ids, want, "{what}");
+                } else {
+                    // The flush moved a consecutive run; the ring's survivors are consecutive up to
+                    // the newest; what lies between (and before) was overwritten.
+                    let (m, r) = ids.split_at(main_part);
+                    assert!(m.windows(2).all(|w| w[1] == w[0] + 1), "{what}: {m:?}");
+                    assert!(r.windows(2).all(|w| w[1] == w[0] + 1), "{what}: {r:?}");
+                }
+                if written >= 60 {
+                    assert!(c.overwritten > 0, "{what}: the ring must wrap");
+                }
             }
+            assert_eq!(rep.overwritten, overwritten, "{what}");
         }
     }
 }
 
 /// [`handover::max_image_size`] is enough for any main log content: a wrapped main log full of the
-/// smallest or largest records never leaves one out.
+/// smallest or largest records never leaves one out. Every record came from the main log (each was
+/// flushed as it was logged), so the image numbers them with their main-log numbers.
 #[test]
 fn max_image_size_is_enough_for_a_full_main_log() {
     for len in [0usize, 1, 7, 8, 9, 33, 100, 200] {
@@ -893,17 +1611,82 @@ fn max_image_size_is_enough_for_a_full_main_log() {
         }
         log.platform().set_cpu(0);
         log.crash_enter().unwrap();
-        log.drain_on_crash();
+        let main = main_records(&log);
+        let (rep, out) = drain(&log, &all_stopped);
+        check_drain(&format!("len {len}"), &rep, &out);
+        assert_eq!((rep.from_main, rep.from_rings), (main.len() as u64, 0));
         let bound = handover::max_image_size(2, 4, 256);
         let mut region = vec![0u8; bound];
-        let n = handover::write_image(&*log, &mut region, &|_| true).unwrap();
+        let n = handover::write_image(&*log, &mut region, &all_stopped).unwrap();
         let image = handover::parse(&region[..n]).unwrap();
         assert_eq!(image.left_out(), 0, "len {len}");
         assert!(image.record_count() > 2, "len {len}");
+        assert_eq!(owned(image.records()), main, "len {len}");
         let first = image.records().next().unwrap().seq;
         assert!(first > 0, "len {len}: the main log must have wrapped");
         assert!(image
             .records()
             .all(|r| r.header.facility != facility::KERNEL || r.payload == &payload[..]));
     }
+}
+
+/// [`handover::max_image_size`] promises "a region this large never leaves records out", but it
+/// only counts the main log: the read-only drain also puts every record still in a per-CPU ring in
+/// the image (the old drain had merged them into the main log first, so the main log bounded it).
+/// A full main log plus full rings does not fit.
+#[test]
+#[ignore = "core bug: max_image_size ignores the per-CPU rings, whose records the read-only drain now writes into the image"]
+fn max_image_size_is_enough_for_a_full_main_log_and_full_rings() {
+    let log: Box<Log<Manual, 2, 128, 256, 4>> = Box::new(Log::new(Manual::new(2)));
+    for i in 0..200 {
+        log.platform().set_cpu(i % 2);
+        log.append(Level::Info, 0, 0, b"").unwrap(); // flushed: the main log wraps
+    }
+    log.platform().set_cpu(0);
+    log.crash_enter().unwrap();
+    for i in 0..200 {
+        log.platform().set_cpu(i % 2);
+        log.append(Level::Info, 0, 0, b"").unwrap(); // after the crash: ring only, rings wrap
+    }
+    log.platform().set_cpu(0);
+    let mut region = vec![0u8; handover::max_image_size(2, 4, 256)];
+    let wrote = handover::write_image_report(&*log, &mut region, &all_stopped).unwrap();
+    assert!(wrote.drain.from_rings > 0 && wrote.drain.from_main > 0);
+    assert_eq!(wrote.left_out, 0, "{wrote:?}");
+}
+
+/// Records with equal timestamps should come out of the drain (and the main log) ordered by CPU,
+/// then depth ("in timestamp order (ties: CPU, then depth)", `Log::drain_on_crash`), and each CPU's
+/// records in their order. They do not when the flush moved them in separate flushes: the normal
+/// flush's settle bound is inclusive (`flush.rs`: records with `ts <= now - settle` are moved), so
+/// CPU 1's record stamped `t` is moved when the flush reads `now == t`, and CPU 0's record stamped
+/// `t` afterwards (the same clock tick) lands after it in the main log. The drain then merges the
+/// main log (one source, in its own order) with CPU 0's ring by (ts, CPU): CPU 0's next record, still
+/// in its ring, ties with the main log's head (CPU 1's) and wins, so it comes out *before* CPU 0's
+/// older record in the main log. Only equal timestamps are affected (a coarse clock makes them
+/// common); a strict bound (`ts < now - settle`) would keep the order.
+#[test]
+#[ignore = "core bug: the flush's settle bound is inclusive, so records with equal timestamps moved by separate flushes come out of the drain out of order, even a CPU's own"]
+fn equal_timestamps_come_out_ordered_by_cpu() {
+    let log: Box<TestLog> = Box::new(Log::new(Manual::new(3)));
+    let p = log.platform();
+    p.set_tick(0); // one clock tick: every record gets the same timestamp
+    p.set_cpu(1);
+    log.append(Level::Info, 0, 0, b"cpu 1").unwrap(); // flushed at once
+    p.set_cpu(0);
+    log.append(Level::Info, 0, 0, b"cpu 0, first").unwrap(); // flushed at once
+    log.append_raw(Level::Info, 0, 0, b"cpu 0, second").unwrap(); // left in its ring
+    p.set_cpu(2);
+    log.crash_enter().unwrap();
+    let (rep, out) = drain(&log, &all_stopped);
+    assert_eq!((rep.from_main, rep.from_rings), (2, 1));
+    assert!(out.iter().all(|o| o.header.ts_ns == out[0].header.ts_ns));
+    let texts: Vec<&str> = out.iter().map(Out::text).collect();
+    let cpu0: Vec<&str> = texts
+        .iter()
+        .copied()
+        .filter(|t| t.starts_with("cpu 0"))
+        .collect();
+    assert_eq!(cpu0, ["cpu 0, first", "cpu 0, second"], "CPU 0's own order");
+    assert_eq!(texts, ["cpu 0, first", "cpu 0, second", "cpu 1"]);
 }
