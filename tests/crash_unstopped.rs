@@ -134,7 +134,7 @@ fn flush_owner_paused(step: FlushStep, nth: usize, resume: Resume) {
         tx.send(()).unwrap();
         h.join().unwrap();
     }
-    let mut region = vec![0u8; handover::max_image_size(3, 4, 4096)];
+    let mut region = vec![0u8; handover::max_image_size(3, 4, 512, 4096)];
     let n = handover::write_image(log, &mut region, &stopped).unwrap();
     let (by_cpu, img) = check_image(&region[..n], &what);
     let want = |c: u16| -> Vec<String> { (0..5).map(|i| format!("cpu{c} n={i}")).collect() };
@@ -218,7 +218,7 @@ fn writer_paused(step: WriteStep, resume: Resume) {
         h.join().unwrap();
     }
     // The image is written after CPU 1 finished both calls: both are in it, once.
-    let mut region = vec![0u8; handover::max_image_size(3, 4, 4096)];
+    let mut region = vec![0u8; handover::max_image_size(3, 4, 512, 4096)];
     let n = handover::write_image(log, &mut region, &stopped).unwrap();
     let (by_cpu, img) = check_image(&region[..n], &what);
     let want: Vec<String> = (0..5).map(|i| format!("cpu1 n={i}")).collect();
@@ -258,7 +258,7 @@ fn writer_frozen_at_every_step_and_stopped_is_torn_or_delivered() {
         HostPlatform::register_cpu(0);
         log.crash_enter().unwrap();
         let committed = matches!(step, WriteStep::Committed | WriteStep::Published);
-        let mut region = vec![0u8; handover::max_image_size(3, 4, 4096)];
+        let mut region = vec![0u8; handover::max_image_size(3, 4, 512, 4096)];
         let n = handover::write_image(log, &mut region, &|_| true).unwrap();
         let (by_cpu, img) = check_image(&region[..n], &format!("{step:?}"));
         let got = by_cpu.get(&1).cloned().unwrap_or_default();

@@ -501,7 +501,7 @@ mod crash_image {
         assert_eq!((report.torn, report.overwritten), (0, 0));
         assert_eq!(report.accounting_records, 0);
 
-        let mut region = vec![0u8; handover::max_image_size(2, 4, 16384)];
+        let mut region = vec![0u8; handover::max_image_size(2, 4, 1024, 16384)];
         let n = handover::write_image(&CRASH_LOG, &mut region, &|_| true).unwrap();
         let image = handover::parse(&region[..n]).unwrap();
         assert!(image.corruption().is_none());

@@ -1432,7 +1432,6 @@ fn a_nested_drain_supersedes_the_interrupted_one() {
 /// resumed" (the accounting loop in `Log::drain` does not check the generation). A console sink
 /// prints those accounting lines twice.
 #[test]
-#[ignore = "core bug: a drain superseded by a nested one during its accounting records does not stop"]
 fn a_drain_superseded_during_its_accounting_stops() {
     let log = crashed_log();
     let first = drain(&log, &all_stopped);
@@ -1615,7 +1614,7 @@ fn max_image_size_is_enough_for_a_full_main_log() {
         let (rep, out) = drain(&log, &all_stopped);
         check_drain(&format!("len {len}"), &rep, &out);
         assert_eq!((rep.from_main, rep.from_rings), (main.len() as u64, 0));
-        let bound = handover::max_image_size(2, 4, 256);
+        let bound = handover::max_image_size(2, 4, 128, 256);
         let mut region = vec![0u8; bound];
         let n = handover::write_image(&*log, &mut region, &all_stopped).unwrap();
         let image = handover::parse(&region[..n]).unwrap();
@@ -1630,12 +1629,10 @@ fn max_image_size_is_enough_for_a_full_main_log() {
     }
 }
 
-/// [`handover::max_image_size`] promises "a region this large never leaves records out", but it
-/// only counts the main log: the read-only drain also puts every record still in a per-CPU ring in
-/// the image (the old drain had merged them into the main log first, so the main log bounded it).
-/// A full main log plus full rings does not fit.
+/// [`handover::max_image_size`] promises "a region this large never leaves records out": the
+/// read-only drain also puts every record still in a per-CPU ring in the image, and the bound counts
+/// them (a full main log plus full rings fits).
 #[test]
-#[ignore = "core bug: max_image_size ignores the per-CPU rings, whose records the read-only drain now writes into the image"]
 fn max_image_size_is_enough_for_a_full_main_log_and_full_rings() {
     let log: Box<Log<Manual, 2, 128, 256, 4>> = Box::new(Log::new(Manual::new(2)));
     for i in 0..200 {
@@ -1649,44 +1646,46 @@ fn max_image_size_is_enough_for_a_full_main_log_and_full_rings() {
         log.append(Level::Info, 0, 0, b"").unwrap(); // after the crash: ring only, rings wrap
     }
     log.platform().set_cpu(0);
-    let mut region = vec![0u8; handover::max_image_size(2, 4, 256)];
+    let mut region = vec![0u8; handover::max_image_size(2, 4, 128, 256)];
+    assert_eq!(region.len(), Log::<Manual, 2, 128, 256, 4>::MAX_IMAGE_BYTES);
     let wrote = handover::write_image_report(&*log, &mut region, &all_stopped).unwrap();
     assert!(wrote.drain.from_rings > 0 && wrote.drain.from_main > 0);
     assert_eq!(wrote.left_out, 0, "{wrote:?}");
 }
 
-/// Records with equal timestamps should come out of the drain (and the main log) ordered by CPU,
-/// then depth ("in timestamp order (ties: CPU, then depth)", `Log::drain_on_crash`), and each CPU's
-/// records in their order. They do not when the flush moved them in separate flushes: the normal
-/// flush's settle bound is inclusive (`flush.rs`: records with `ts <= now - settle` are moved), so
-/// CPU 1's record stamped `t` is moved when the flush reads `now == t`, and CPU 0's record stamped
-/// `t` afterwards (the same clock tick) lands after it in the main log. The drain then merges the
-/// main log (one source, in its own order) with CPU 0's ring by (ts, CPU): CPU 0's next record, still
-/// in its ring, ties with the main log's head (CPU 1's) and wins, so it comes out *before* CPU 0's
-/// older record in the main log. Only equal timestamps are affected (a coarse clock makes them
-/// common); a strict bound (`ts < now - settle`) would keep the order.
+/// Records with equal timestamps come out of the drain (and the main log) ordered by CPU, then depth
+/// ("in timestamp order (ties: CPU, then depth)", `Log::drain_on_crash`), and each CPU's records in
+/// their order. The normal flush's settle bound is strict (`flush.rs`: records with
+/// `ts < now - settle` are moved), so a flush never moves a record stamped with the current tick:
+/// records that tie are moved together, in (ts, CPU) order. (With an inclusive bound, CPU 1's record
+/// stamped `t` was moved when the flush read `now == t`, CPU 0's record stamped `t` afterwards landed
+/// after it in the main log, and the drain then put CPU 0's next record, still in its ring, before
+/// CPU 0's older one.)
 #[test]
-#[ignore = "core bug: the flush's settle bound is inclusive, so records with equal timestamps moved by separate flushes come out of the drain out of order, even a CPU's own"]
 fn equal_timestamps_come_out_ordered_by_cpu() {
     let log: Box<TestLog> = Box::new(Log::new(Manual::new(3)));
     let p = log.platform();
     p.set_tick(0); // one clock tick: every record gets the same timestamp
     p.set_cpu(1);
-    log.append(Level::Info, 0, 0, b"cpu 1").unwrap(); // flushed at once
+    log.append(Level::Info, 0, 0, b"cpu 1").unwrap(); // eager flush: nothing of this tick moves
     p.set_cpu(0);
-    log.append(Level::Info, 0, 0, b"cpu 0, first").unwrap(); // flushed at once
-    log.append_raw(Level::Info, 0, 0, b"cpu 0, second").unwrap(); // left in its ring
+    log.append(Level::Info, 0, 0, b"cpu 0, first").unwrap();
+    log.append_raw(Level::Info, 0, 0, b"cpu 0, second").unwrap();
+    assert_eq!(
+        log.main().next_seq(),
+        0,
+        "a record of the current tick is never flushed"
+    );
+    // The clock moves on by one tick: one flush moves all three, ties by CPU, each CPU in order.
+    p.set_tick(1);
+    let _ = p.now_ns();
+    p.set_tick(0);
+    assert_eq!(log.flush().map(|r| r.moved), Some(3));
     p.set_cpu(2);
     log.crash_enter().unwrap();
     let (rep, out) = drain(&log, &all_stopped);
-    assert_eq!((rep.from_main, rep.from_rings), (2, 1));
+    assert_eq!((rep.from_main, rep.from_rings), (3, 0));
     assert!(out.iter().all(|o| o.header.ts_ns == out[0].header.ts_ns));
     let texts: Vec<&str> = out.iter().map(Out::text).collect();
-    let cpu0: Vec<&str> = texts
-        .iter()
-        .copied()
-        .filter(|t| t.starts_with("cpu 0"))
-        .collect();
-    assert_eq!(cpu0, ["cpu 0, first", "cpu 0, second"], "CPU 0's own order");
     assert_eq!(texts, ["cpu 0, first", "cpu 0, second", "cpu 1"]);
 }

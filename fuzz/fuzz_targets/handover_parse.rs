@@ -231,7 +231,7 @@ fn round_trip(data: &[u8]) {
 
     // The image, in a region of input-chosen size: the newest records of the drain, the rest
     // counted left out.
-    let max = handover::max_image_size(2, 2, 512);
+    let max = handover::max_image_size(2, 2, 64, 512);
     let size = if data.len() > 2 {
         handover::fixed_size(2, 2) + (u16::from_le_bytes([data[1], data[2]]) as usize % max)
     } else {

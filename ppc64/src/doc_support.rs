@@ -139,7 +139,8 @@ pub fn crash<
     rtas: &RtasLock,
     cfg: &ShutdownConfig,
 ) -> (Vec<u8>, ShutdownReport<CPUS>) {
-    let mut image = std::vec![0u8; nmilog::handover::max_image_size(CPUS, DEPTH, MAIN_WORDS)];
+    let mut image =
+        std::vec![0u8; nmilog::handover::max_image_size(CPUS, DEPTH, RING_WORDS, MAIN_WORDS)];
     let r = catch_unwind(AssertUnwindSafe(|| {
         crash_shutdown(
             machine.log,

@@ -254,7 +254,7 @@ impl CrashStage {
 /// HostPlatform::register_cpu(0);
 /// let m = TestMachine { firmware_calls: AtomicUsize::new(0) };
 /// let rtas = RtasLock::new();
-/// let mut image = vec![0u8; nmilog::handover::max_image_size(2, 4, 8192)];
+/// let mut image = vec![0u8; nmilog::handover::max_image_size(2, 4, 1024, 8192)];
 /// let cfg = ShutdownConfig::new();
 /// let switched = catch_unwind(AssertUnwindSafe(|| {
 ///     crash_shutdown(&LOG, &m, &STATE, &rtas, &mut image, &cfg, format_args!("test"))

@@ -286,7 +286,7 @@ impl<
 /// // Log something on each CPU before the crash.
 /// LOG.log_fmt(nmilog::Level::Info, 0, format_args!("cpu 0 was here")).unwrap();
 /// let rtas = RtasLock::new();
-/// let mut image = vec![0u8; handover::max_image_size(2, 4, 8192)];
+/// let mut image = vec![0u8; handover::max_image_size(2, 4, 1024, 8192)];
 /// let cfg = ShutdownConfig { ack_timeout_ns: 10_000_000, ..ShutdownConfig::new() };
 /// let m = FakeMachine::new(&LOG, &STATE);
 /// // `crash_shutdown` returns `!`: this fake `kexec` unwinds with what it was handed.

@@ -233,21 +233,49 @@ pub fn record_size(payload_len: usize) -> usize {
     checked_record_size(HEADER_BYTES, payload_len).unwrap_or(usize::MAX)
 }
 
-/// An upper bound on the size of an image of a log with `cpus` CPUs, `depth` rings per CPU and a
-/// `main_words`-word main log: a region this large never leaves records out. Saturates.
+/// An upper bound on the size of an image of a log with `cpus` CPUs, `depth` rings of `ring_words`
+/// words per CPU and a `main_words`-word main log: a region this large never leaves records out (the
+/// crash drain's output is the main log's records, every ring's records and one accounting record per
+/// ring plus one). Saturates; `const`, so a kernel can size a static region with it (also
+/// [`Log::MAX_IMAGE_BYTES`](crate::Log::MAX_IMAGE_BYTES)).
 ///
 /// ```
 /// use nmilog::handover::max_image_size;
-/// assert!(max_image_size(4, 4, 8192) > 8192 * core::mem::size_of::<usize>());
+/// let words = 4 * 4 * 1024 + 8192; // every ring and the main log
+/// assert!(max_image_size(4, 4, 1024, 8192) > words * core::mem::size_of::<usize>());
 /// ```
-pub fn max_image_size(cpus: usize, depth: usize, main_words: usize) -> usize {
-    // Each record takes at least `span_words(0)` words of the main log, and its payload bytes are
-    // at most the log's bytes; an entry adds `record_size(0) + 7` bytes to its payload at most.
-    let records = main_words / span_words(0);
-    let per_record = record_size(0).saturating_add(ALIGN - 1);
-    fixed_size(cpus, depth)
-        .saturating_add(records.saturating_mul(per_record))
-        .saturating_add(main_words.saturating_mul(core::mem::size_of::<usize>()))
+pub const fn max_image_size(
+    cpus: usize,
+    depth: usize,
+    ring_words: usize,
+    main_words: usize,
+) -> usize {
+    let sources = cpus.saturating_mul(depth);
+    // The fixed part: core header, layout table, counters, CRC, padding.
+    let fixed = CORE_BYTES
+        .saturating_add(layout::ALL.len() * LAYOUT_ENTRY_BYTES)
+        .saturating_add(sources.saturating_mul(COUNTER_ENTRY_BYTES))
+        .saturating_add(CRC_BYTES)
+        .saturating_add(ALIGN);
+    // The drain's accounting records: at most one per ring and one for the main log, each at most a
+    // line long.
+    let accounting = (sources.saturating_add(1))
+        .saturating_mul(SEQ_BYTES + HEADER_BYTES + crate::fmt::LINE_MAX + CRC_BYTES + ALIGN);
+    fixed
+        .saturating_add(area_bytes(main_words))
+        .saturating_add(sources.saturating_mul(area_bytes(ring_words)))
+        .saturating_add(accounting)
+}
+
+/// The most image bytes the records of one `words`-word ring can take: each record takes at least
+/// `span_words(0)` words, and an entry is its payload (at most the ring's bytes in all) plus at most
+/// `record_size(0) + 7` bytes.
+const fn area_bytes(words: usize) -> usize {
+    let records = words / span_words(0) + 1;
+    let per_record = SEQ_BYTES + HEADER_BYTES + CRC_BYTES + 2 * ALIGN - 1;
+    records
+        .saturating_mul(per_record)
+        .saturating_add(words.saturating_mul(core::mem::size_of::<usize>()))
 }
 
 /// CRC32C of `bytes[from..to]`, or `None` if that range is not inside `bytes`.

@@ -58,7 +58,7 @@ impl<'a> ImageRecord<'a> {
 /// HostPlatform::register_cpu(0);
 /// LOG.append_raw(Level::Info, 0, 0, b"hello").unwrap();
 /// LOG.crash_enter().unwrap();
-/// let mut region = vec![0u8; handover::max_image_size(2, 4, 4096)];
+/// let mut region = vec![0u8; handover::max_image_size(2, 4, 1024, 4096)];
 /// let n = handover::write_image(&LOG, &mut region, &|_| true).unwrap();
 /// let image = handover::parse(&region[..n]).unwrap();
 /// assert_eq!((image.cpu_count(), image.depth(), image.record_count()), (2, 4, 1));

@@ -187,6 +187,21 @@ impl<
     /// ```
     pub const FOOTPRINT_BYTES: usize = core::mem::size_of::<Self>();
 
+    /// A region this large holds the handover image of this logger whatever the rings and the main
+    /// log contain ([`handover::max_image_size`](crate::handover::max_image_size) for these
+    /// parameters): [`handover::write_image`](crate::handover::write_image) never leaves a record
+    /// out of it.
+    ///
+    /// ```
+    /// use nmilog::{handover, host::HostPlatform, Log};
+    /// type L = Log<HostPlatform, 4, 1024, 8192>;
+    /// assert_eq!(L::MAX_IMAGE_BYTES, handover::max_image_size(4, 4, 1024, 8192));
+    /// static REGION_BYTES: usize = L::MAX_IMAGE_BYTES; // `const`: a static region can use it
+    /// assert!(REGION_BYTES > 4 * 4 * 1024 * 8);
+    /// ```
+    pub const MAX_IMAGE_BYTES: usize =
+        crate::handover::max_image_size(CPUS, DEPTH, RING_WORDS, MAIN_WORDS);
+
     const_or_loom_fn! {
         /// A logger with empty rings. `const`, so it can be a `static`.
         ///

@@ -36,6 +36,9 @@ pub fn system_reset(_cpu: usize, saved: &SavedRegs) -> ! {
     MACHINE.park()
 }
 
+// The handover region holds any image of the kernel log: nothing is ever left out for lack of room.
+const _: () = assert!(crate::klog::KernelLog::MAX_IMAGE_BYTES <= HANDOVER_SIZE);
+
 /// Crash shutdown on the calling CPU. Never returns.
 pub fn crash_shutdown(reason: &str) -> ! {
     irq::disable();

@@ -661,7 +661,7 @@ pub(crate) fn run(conf: SimConfig) -> i32 {
 /// arguments of the capture stage (`--capture-fd N` and the output options), so that the crash path
 /// neither allocates nor formats.
 fn map_region_and_exec_args(conf: &SimConfig) -> Result<(), String> {
-    let len = truth::BYTES + handover::max_image_size(conf.cpus, DEPTH, MAIN_WORDS);
+    let len = truth::BYTES + handover::max_image_size(conf.cpus, DEPTH, RING_WORDS, MAIN_WORDS);
     let (fd, base) = sys::shared_region(len)?;
     let _ = REGION.set(Region {
         base: base as usize,

@@ -360,8 +360,15 @@ impl<
         if out == Outcome::Done || out == Outcome::Budget {
             let buf = buf.get_or_insert_with(RecordBuf::new);
             let ts = self.platform.now_ns().max(st.snapshot_ts.get());
-            for c in 0..ncpu {
+            // Whether the sink still takes records and no nested drain superseded this one.
+            let mut go_on = true;
+            'sources: for c in 0..ncpu {
                 for d in 0..DEPTH {
+                    if st.gen.load(Ordering::Relaxed) != gen {
+                        // A nested drain superseded this one: it reports the losses itself.
+                        go_on = false;
+                        break 'sources;
+                    }
                     let Some(cnt) = self.counters(c, d) else {
                         continue;
                     };
@@ -407,13 +414,13 @@ impl<
                     rep.records += 1;
                     rep.accounting_records += 1;
                     if !m.sink.record(Origin::Accounting, buf) {
-                        rep.complete = false;
-                        break;
+                        go_on = false;
+                        break 'sources;
                     }
                 }
             }
             rep.main_lost = st.main_lost.load(Ordering::Relaxed) as u64;
-            if rep.main_lost != 0 {
+            if rep.main_lost != 0 && go_on && st.gen.load(Ordering::Relaxed) == gen {
                 let mut line: LineBuf<LINE_MAX> = LineBuf::new();
                 let _ = fmt::Write::write_fmt(
                     &mut line,
@@ -432,10 +439,9 @@ impl<
                 fill(buf, header, line.finish());
                 rep.records += 1;
                 rep.accounting_records += 1;
-                if !m.sink.record(Origin::Accounting, buf) {
-                    rep.complete = false;
-                }
+                go_on = m.sink.record(Origin::Accounting, buf);
             }
+            rep.complete &= go_on;
         }
         rep.not_stopped = (0..ncpu)
             .filter(|&c| c != me && !st.source(c, 0).stopped())
