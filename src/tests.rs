@@ -342,7 +342,7 @@ fn drain_delivers_once_what_an_owner_frozen_at_each_step_of_a_move_left() {
         // The frozen owner keeps the flush: nobody else can flush.
         assert_eq!(log.flush(), None, "{stop:?}");
         log.crash_enter().unwrap();
-        for stopped in [&|_| true as bool, &|c| c == 0] as [&dyn Fn(usize) -> bool; 2] {
+        for stopped in [&|_| true, &|c| c == 0] as [&dyn Fn(usize) -> bool; 2] {
             let (rep, out) = drain_texts(&log, stopped);
             assert_eq!(texts(&out), ["rec 0", "rec 1", "rec 2"], "{stop:?}");
             assert_eq!(
