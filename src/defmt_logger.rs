@@ -294,8 +294,14 @@ impl<const CPUS: usize, const DEPTH: usize, const BUF: usize> DefmtSlots<CPUS, D
         log: &Log<P, CPUS, RING_WORDS, MAIN_WORDS, DEPTH>,
     ) {
         let Some(slot) = self.slot(log) else { return };
+        // LMM(defmt:C): pairs with LMM(defmt:A)/LMM(defmt:B): a call in this slot's context that
+        // interrupted (an untracked interrupt: same CPU, same depth) or re-entered (a `Format` impl
+        // that logs) an open frame sees `nest` set and never touches the frame cell. Relaxed: same
+        // CPU, program order.
         let n = slot.nest.load(Ordering::Relaxed);
         slot.nest.store(n + 1, Ordering::Relaxed);
+        // LMM(defmt:A): signal fence, pairs with LMM(defmt:C): the slot is marked busy before the
+        // frame cell is touched.
         signal_fence();
         if n != 0 {
             return;
@@ -405,6 +411,8 @@ impl<const CPUS: usize, const DEPTH: usize, const BUF: usize> DefmtSlots<CPUS, D
                 let _ = log.append(Level::Info, facility::DEFMT, flags::RAW, &f.buf[..f.len]);
             }
         }
+        // LMM(defmt:B): signal fence, pairs with LMM(defmt:C): the frame cell is finished with (and
+        // appended) before the slot is marked free.
         signal_fence();
         slot.nest.store(0, Ordering::Relaxed);
     }

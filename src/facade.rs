@@ -277,6 +277,8 @@ static GLOBAL: GlobalFacade = GlobalFacade {
 #[cfg(not(nmilog_loom))]
 impl GlobalFacade {
     fn get(&self) -> Option<&'static dyn LogSink> {
+        // LMM(facade:B): pairs with LMM(facade:A) in `init`/`init_racy`: a reader that sees state 2
+        // sees the `sink` written before it.
         if self.state.load(Ordering::Acquire) != 2 {
             return None;
         }
@@ -359,6 +361,8 @@ impl core::error::Error for InitError {}
 #[cfg(target_has_atomic = "ptr")]
 #[cfg(not(nmilog_loom))]
 pub fn init(sink: &'static dyn LogSink, max_level: log::LevelFilter) -> Result<(), InitError> {
+    // Acquire pairs with nothing (stronger than needed): the winner reads the initial 0, never a
+    // published state; the compare-exchange's atomicity alone makes it the only writer of `sink`.
     if GLOBAL
         .state
         .compare_exchange(0, 1, Ordering::Acquire, Ordering::Relaxed)
@@ -369,6 +373,7 @@ pub fn init(sink: &'static dyn LogSink, max_level: log::LevelFilter) -> Result<(
     // SAFETY: this caller moved `state` from 0 to 1 with the CAS above, so it is the only writer,
     // and no reader looks at `sink` before state 2 (published with the Release store below).
     unsafe { *GLOBAL.sink.get() = Some(sink) };
+    // LMM(facade:A): pairs with LMM(facade:B) in `GlobalFacade::get`: publishes `sink`.
     GLOBAL.state.store(2, Ordering::Release);
     log::set_logger(&GLOBAL).map_err(|_| InitError::OtherLogger)?;
     log::set_max_level(max_level);
@@ -404,6 +409,8 @@ pub unsafe fn init_racy(
     sink: &'static dyn LogSink,
     max_level: log::LevelFilter,
 ) -> Result<(), InitError> {
+    // Acquire pairs with nothing (stronger than needed): only the value is used, and the caller's
+    // contract rules out a concurrent `init`.
     if GLOBAL.state.load(Ordering::Acquire) != 0 {
         return Err(InitError::AlreadyInitialized);
     }
@@ -411,6 +418,7 @@ pub unsafe fn init_racy(
     // SAFETY: the caller's contract: no concurrent `init`/`init_racy`, so this is the only writer,
     // and no reader looks at `sink` before state 2 (published with the Release store below).
     unsafe { *GLOBAL.sink.get() = Some(sink) };
+    // LMM(facade:A), as in `init`.
     GLOBAL.state.store(2, Ordering::Release);
     // SAFETY: the caller's contract is `set_logger_racy`'s and `set_max_level_racy`'s: nothing else
     // calls `log`'s setters or logs concurrently.

@@ -154,7 +154,8 @@ static GLOBAL: AtomicPtr<&'static dyn LogSink> = AtomicPtr::new(core::ptr::null_
 /// ```
 #[cfg(not(nmilog_loom))]
 pub fn set_global_sink(sink: &'static &'static dyn LogSink) {
-    // Release pairs with the Acquire in `global()`: a CPU that sees the pointer sees the logger.
+    // LMM(global:A): Release, pairs with LMM(global:B), the Acquire in `global()`: a CPU that sees
+    // the pointer sees the logger (and whatever was set up before registering it).
     GLOBAL.store(sink as *const _ as *mut _, Ordering::Release);
 }
 
@@ -172,6 +173,7 @@ pub fn set_global_sink(sink: &'static &'static dyn LogSink) {
 #[inline]
 #[cfg(not(nmilog_loom))]
 pub fn global() -> Option<&'static dyn LogSink> {
+    // LMM(global:B): pairs with LMM(global:A) in `set_global_sink`.
     let p = GLOBAL.load(Ordering::Acquire);
     if p.is_null() {
         return None;

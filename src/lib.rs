@@ -86,6 +86,10 @@ pub mod host;
 mod log;
 pub mod percpu;
 pub mod platform;
+/// The memory-ordering protocol: every barrier pair (its `LMM` labels) in the crate, in one table.
+///
+#[doc = include_str!("PROTOCOL.md")]
+pub mod protocol {}
 pub mod ratelimit;
 pub mod record;
 pub mod ring;

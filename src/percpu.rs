@@ -94,7 +94,9 @@ impl<const RING_WORDS: usize, const DEPTH: usize> PerCpu<RING_WORDS, DEPTH> {
     pub fn enter(&self, kind: ContextKind) {
         let d = self.depth.load(Ordering::Relaxed) + 1;
         // Depth first: an NMI that lands between the two stores nests above `d` and leaves
-        // `kinds[d]` alone.
+        // `kinds[d]` alone. LMM(nest:A): signal fences, pair with LMM(nest:C) in the handler that
+        // lands here: it sees the new depth before `kinds[d]` changes, and both before the code of
+        // the entered context runs.
         self.depth.store(d, Ordering::Relaxed);
         signal_fence();
         if d < DEPTH {
@@ -116,6 +118,9 @@ impl<const RING_WORDS: usize, const DEPTH: usize> PerCpu<RING_WORDS, DEPTH> {
     /// ```
     #[inline]
     pub fn exit(&self) {
+        // LMM(nest:B): signal fences, pair with LMM(nest:C) in the handler that lands here: every
+        // access of the context being left (its ring writes) is done before the depth drops, so a
+        // handler that sees the lower depth and takes that ring is its only writer.
         signal_fence();
         let d = self.depth.load(Ordering::Relaxed);
         self.depth.store(d.saturating_sub(1), Ordering::Relaxed);
@@ -134,6 +139,9 @@ impl<const RING_WORDS: usize, const DEPTH: usize> PerCpu<RING_WORDS, DEPTH> {
     /// ```
     #[inline]
     pub fn context(&self) -> (ContextKind, usize) {
+        // LMM(nest:C): pairs with LMM(nest:A)/LMM(nest:B): an interrupt or NMI handler on this CPU
+        // reads the depth and kind in the order `enter`/`exit` stored them. Relaxed: same CPU,
+        // program order (the signal fences keep the compiler from reordering the stores).
         let d = self.depth.load(Ordering::Relaxed);
         if d == 0 {
             return (ContextKind::Task, 0);

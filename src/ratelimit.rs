@@ -88,6 +88,8 @@ static CLOCK: AtomicPtr<()> = AtomicPtr::new(core::ptr::null_mut());
 /// ```
 #[cfg(not(nmilog_loom))]
 pub fn set_clock(now_ns: fn() -> u64) {
+    // LMM(clock:A): pairs with LMM(clock:B) in `now_ms`: a CPU that calls the clock sees what was
+    // set up before registering it (the state the clock function reads).
     CLOCK.store(now_ns as *mut (), Ordering::Release);
 }
 
@@ -100,6 +102,7 @@ pub fn set_clock(now_ns: fn() -> u64) {
 /// ```
 #[cfg(not(nmilog_loom))]
 pub fn now_ms() -> Option<u64> {
+    // LMM(clock:B): pairs with LMM(clock:A) in `set_clock`.
     let p = CLOCK.load(Ordering::Acquire);
     if !p.is_null() {
         // SAFETY: the only non-null value ever stored is a `fn() -> u64` cast to a pointer
@@ -147,10 +150,17 @@ fn take(a: &AtomicUsize) -> usize {
     }
 }
 
+/// Opens a window: LMM(window:A), the Release (half) of the `begin` update, pairs with
+/// LMM(window:B), the Acquire load of `begin` in `RateLimit::check_at` (and the Acquire half here,
+/// which reads the previous opener's update): a CPU that sees a window's start sees what its
+/// opener did before opening it. Nothing relies on more than the value: the opener resets the
+/// counts *after* the update and the accounting is approximate by design (module docs), so this
+/// pair is stronger than needed (kept; not weakened).
 #[inline]
 fn try_replace(a: &AtomicUsize, old: usize, new: usize) -> bool {
     #[cfg(target_has_atomic = "ptr")]
     {
+        // LMM(window:A) (release half) and LMM(window:B) (acquire half).
         a.compare_exchange(old, new, Ordering::AcqRel, Ordering::Relaxed)
             .is_ok()
     }
@@ -159,6 +169,7 @@ fn try_replace(a: &AtomicUsize, old: usize, new: usize) -> bool {
         if a.load(Ordering::Relaxed) != old {
             return false;
         }
+        // LMM(window:A).
         a.store(new, Ordering::Release);
         true
     }
@@ -281,6 +292,8 @@ impl RateLimit {
             return Decision::Print { suppressed: 0 };
         }
         let now = (now_ms as usize) | 1;
+        // LMM(window:B): pairs with LMM(window:A) in `try_replace` (see there: stronger than
+        // needed).
         let begin = self.begin.load(Ordering::Acquire);
         let mut suppressed = 0;
         if begin == 0 || now.wrapping_sub(begin) >= self.interval_ms as usize {

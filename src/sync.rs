@@ -73,6 +73,10 @@ pub(crate) use loom::cell::UnsafeCell;
 /// A compiler-only barrier: orders this CPU's accesses against an interrupt or NMI handler that runs
 /// on the same CPU (a "signal fence"). Loom models threads, not interrupts, and already keeps program
 /// order within a thread, so the plain core barrier is correct in both builds.
+///
+/// Every call site names its pair (see `src/PROTOCOL.md`): LMM(nest:A), LMM(nest:B) (context
+/// depth), LMM(guard:A) (a ring's recursion guard), LMM(cursor:C) (the flush cursor's two words),
+/// LMM(defmt:A), LMM(defmt:B) (a defmt slot's `nest` word).
 #[inline(always)]
 pub(crate) fn signal_fence() {
     core::sync::atomic::compiler_fence(core::sync::atomic::Ordering::SeqCst);

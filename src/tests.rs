@@ -369,12 +369,15 @@ fn reader_racing_a_writer_never_sees_a_torn_record() {
             p[..len].fill(i as u8);
             RING.write(hdr(i as u64), &p[..len], &mut NoHook).unwrap();
         }
+        // LMM(writer_done:A): pairs with LMM(writer_done:B): a reader that sees DONE sees every
+        // record written, so an empty read after it is the end.
         DONE.store(true, std::sync::atomic::Ordering::Release);
     });
     let mut cur = Cursor::START;
     let mut buf = RecordBuf::new();
     let (mut read, mut missed, mut last) = (0u64, 0u64, None::<u64>);
     loop {
+        // LMM(writer_done:B): pairs with LMM(writer_done:A).
         let done = DONE.load(std::sync::atomic::Ordering::Acquire);
         match RING.read(&mut cur, &mut buf) {
             Read::Record => {

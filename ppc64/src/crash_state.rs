@@ -202,7 +202,9 @@ impl<const CPUS: usize> CrashState<CPUS> {
             .store(Header::pack_ctx(kind, depth) as usize, Ordering::Relaxed);
         // LMM(checkin:A): Release pairs with LMM(checkin:B) in `checked_in`: the "stopped" record,
         // the saved registers and everything this CPU wrote before the NMI (ring words, the RTAS lock
-        // word, a half-done flush) are visible to the crashing CPU once it sees the flag.
+        // word, a half-done flush) are visible to the crashing CPU once it sees the flag. The
+        // core's signal fences (LMM(guard:A), LMM(cursor:C)) keep the interrupted code's stores in
+        // program order, which is what this store publishes.
         s.checked_in.store(1, Ordering::Release);
     }
 }

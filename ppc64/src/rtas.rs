@@ -246,8 +246,9 @@ impl RtasLock {
     /// assert_eq!(lock.holder(), Some((1, true))); // and the lock untouched
     /// ```
     pub fn enter_call(&self, cpu: usize) {
-        // Release: the argument buffer the holder filled is ordered before "inside" (a crashing CPU
-        // that sees "inside" through the check-in chain knows firmware may be reading it).
+        // LMM(rtas:C): Release, pairs with LMM(rtas:D): the argument buffer the holder filled is
+        // ordered before "inside" (a crashing CPU that sees "inside" — through the check-in chain,
+        // or directly — knows firmware may be reading it).
         self.word.store(held(cpu) | INSIDE, Ordering::Release);
     }
 
@@ -264,6 +265,8 @@ impl RtasLock {
     /// assert_eq!(lock.crash_acquire(0, |_| true), CrashAcquire::TakenOver { from: 1 });
     /// ```
     pub fn leave_call(&self, cpu: usize) {
+        // LMM(rtas:C) as in `enter_call`: what the call returned (the argument buffer's results) is
+        // ordered before "outside again", so a CPU that takes the lock over from here sees it.
         self.word.store(held(cpu), Ordering::Release);
     }
 
@@ -294,6 +297,8 @@ impl RtasLock {
     /// assert_eq!(lock.holder(), Some((0, true)));
     /// ```
     pub fn holder(&self) -> Option<(usize, bool)> {
+        // LMM(rtas:D): Acquire, pairs with LMM(rtas:B)/LMM(rtas:C): an observer of the holder's
+        // state sees what the holder did before it (its buffer, the call's results).
         decode(self.word.load(Ordering::Acquire))
     }
 
@@ -323,6 +328,7 @@ impl RtasLock {
     /// assert!(!lock.crash_acquire(0, stopped).may_call_firmware());
     /// ```
     pub fn crash_acquire(&self, me: usize, is_stopped: impl Fn(usize) -> bool) -> CrashAcquire {
+        // LMM(rtas:D) as in `holder` (so are the compare-exchanges' failure loads below).
         let mut w = self.word.load(Ordering::Acquire);
         if w == 0 {
             // LMM(rtas:A) as in `lock`.
@@ -364,6 +370,8 @@ impl RtasLock {
         }
         // Frozen outside the call, parked forever: take it over. A compare-exchange (not a store) so
         // that a word changed since we read it — impossible for a stopped holder — is not clobbered.
+        // LMM(rtas:A) as in `lock`; the word it replaces was stored by LMM(rtas:C) or by the
+        // holder's `lock` (no Release half): the check-in chain orders a stopped holder's writes.
         match self
             .word
             .compare_exchange(w, held(me), Ordering::Acquire, Ordering::Acquire)

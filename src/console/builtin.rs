@@ -84,6 +84,8 @@ impl<const N: usize> MemConsole<N> {
     /// assert_eq!(m.copy_to(&mut out), 0);
     /// ```
     pub fn copy_to(&self, out: &mut [u8]) -> usize {
+        // LMM(memcon:B): pairs with LMM(memcon:A) in `write_atomic`: the bytes below `len` are the
+        // ones the writer stored before publishing it.
         let n = self.len.load(Ordering::Acquire).min(N).min(out.len());
         for (o, b) in out.iter_mut().zip(&self.buf[..n]) {
             *o = b.load(Ordering::Relaxed);
@@ -150,6 +152,8 @@ impl<const N: usize> MemConsole<N> {
     /// assert_eq!((mem.copy_to(&mut [0; 4]), mem.writes(), mem.overflowed()), (0, 0, 0));
     /// ```
     pub fn clear(&self) {
+        // Release pairs with nothing (stronger than needed): a reader that sees 0 copies nothing,
+        // and the next write is ordered by the console ownership (no owner may be writing now).
         self.len.store(0, Ordering::Release);
         self.overflow.store(0, Ordering::Relaxed);
         self.writes.store(0, Ordering::Relaxed);
@@ -194,6 +198,8 @@ impl<const N: usize> Console for MemConsole<N> {
         for (i, b) in text[..n].iter().enumerate() {
             self.buf[len + i].store(*b, Ordering::Relaxed);
         }
+        // LMM(memcon:A): pairs with LMM(memcon:B) in `copy_to`: a reader that sees the new length
+        // sees the bytes stored above.
         self.len.store(len + n, Ordering::Release);
         if n < text.len() {
             let o = self.overflow.load(Ordering::Relaxed);

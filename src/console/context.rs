@@ -98,6 +98,7 @@ impl<'a> WriteContext<'a> {
         if self.lost {
             return true;
         }
+        // LMM(console:C) (see `cas_word` in `state.rs`): pairs with LMM(console:B)/LMM(console:D).
         let cur = self.state.word.load(Ordering::Acquire);
         cur & !REQ_MASK != self.mine
     }
@@ -176,6 +177,7 @@ impl<'a> WriteContext<'a> {
         }
         // Bounded: a CAS fails only when the word changed (a request arrived, or we lost it).
         for _ in 0..4 {
+            // LMM(console:C), as in `lost`.
             let cur = self.state.word.load(Ordering::Acquire);
             if cur & !REQ_MASK != self.mine {
                 self.lost = true;
@@ -185,7 +187,8 @@ impl<'a> WriteContext<'a> {
             let waiting = Priority::from_bits(req >> REQ_SHIFT) > self.priority();
             if waiting && (on || self.mine & UNSAFE_TAKEOVER == 0) {
                 // Hand over between records. (After an unsafe takeover the unsafe bit is sticky and
-                // only the panic owner is left; it never hands over.)
+                // only the panic owner is left; it never hands over.) LMM(console:B): this owner's
+                // last change, read by the waiter's LMM(console:A).
                 if self
                     .state
                     .cas(cur, req | (self.mine & UNSAFE_TAKEOVER))
@@ -203,6 +206,8 @@ impl<'a> WriteContext<'a> {
             } else {
                 self.mine & !UNSAFE
             };
+            // LMM(console:B) when leaving the unsafe section (a direct takeover between records
+            // reads it with LMM(console:A)); entering it, the Acquire half re-confirms ownership.
             if self.state.cas(cur, mine | req).is_ok() {
                 self.mine = mine;
                 return true;
@@ -219,11 +224,13 @@ impl<'a> WriteContext<'a> {
         }
         self.lost = true;
         for _ in 0..4 {
+            // LMM(console:C), as in `lost`.
             let cur = self.state.word.load(Ordering::Acquire);
             if cur & !REQ_MASK != self.mine {
                 return;
             }
-            // Free, keeping a pending request (the waiter takes it) and the takeover mark.
+            // Free, keeping a pending request (the waiter takes it) and the takeover mark:
+            // LMM(console:B), read by the next owner's LMM(console:A).
             let new = (cur & REQ_MASK) | (self.mine & UNSAFE_TAKEOVER);
             if self.state.cas(cur, new).is_ok() {
                 return;

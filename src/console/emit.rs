@@ -518,7 +518,7 @@ fn panic_emit_slot<
     rep: &mut EmitReport,
 ) {
     let loglevel = log.console_loglevel();
-    // Main-log records below this were printed by the normal path.
+    // Main-log records below this were printed by the normal path. LMM(emit:B), as in `emit_slot`.
     let committed = slot.next_seq.load(Ordering::Acquire);
     // The last record a previous panic flush printed: the drain's order is (timestamp, CPU, depth),
     // then the source's sequence number, so everything up to it was printed.
@@ -584,6 +584,10 @@ fn emit_slot<
     let loglevel = log.console_loglevel();
     let bound = log.main().capacity_words() / span_words(0) + 2;
     let mut rec = RecordBuf::new();
+    // LMM(emit:B): pairs with LMM(emit:A), the previous owner's store below: an owner that reads a
+    // committed `next_seq` sees the cursor cell and device writes that preceded it. Redundant with
+    // the ownership hand-off (LMM(console:A)/LMM(console:B)) and, after a panic takeover, with the
+    // stop handshake (LMM(checkin:A/B)), and only ever decides what to skip: a second line.
     let committed = slot.next_seq.load(Ordering::Acquire);
     let mut reader = if rebuild {
         // The cell may have been left half-written by a stopped owner: start from the oldest
@@ -643,6 +647,7 @@ fn emit_slot<
             // SAFETY: still the owner, inside the unsafe section (checked just above; a direct
             // takeover cannot happen during it).
             slot.reader.with_mut(|r| unsafe { *r = reader });
+            // LMM(emit:A): pairs with LMM(emit:B) in the next owner's `emit_slot` or panic flush.
             slot.next_seq
                 .store(reader.next_seq() as usize, Ordering::Release);
         } else {

@@ -55,13 +55,15 @@
 //!
 //! Every ownership change is one compare-exchange on the word (`AcqRel`, failure `Acquire`), and an
 //! owner checks the word with `Acquire` loads. **LMM(console:A)**: the compare-exchange that makes a
-//! context the owner reads the word written by the previous owner's last compare-exchange (its
-//! release, its handover, or — for a direct takeover between records — its `exit_unsafe`), so
-//! whatever the previous owner wrote to the device and to the emitter's cursor inside its unsafe
-//! sections happens before the new owner's first access. The panic takeover is a plain `Release`
-//! store: there the previous owner is stopped, and the stop handshake (the crash check-in) orders
-//! its writes before the panic CPU's. The loom models in `tests/loom.rs` check the normal/emergency
-//! handover and the panic takeover against this code.
+//! context the owner reads the word written by the previous owner's last compare-exchange
+//! (**LMM(console:B)**: its release, its handover, or — for a direct takeover between records — its
+//! `exit_unsafe`), so whatever the previous owner wrote to the device and to the emitter's cursor
+//! inside its unsafe sections happens before the new owner's first access. The plain `Acquire`
+//! loads of the word (**LMM(console:C)**) only feed decisions that a LMM(console:A)
+//! compare-exchange confirms. The panic takeover is a plain `Release` store (**LMM(console:D)**):
+//! there the previous owner is stopped, and the stop handshake (the crash check-in,
+//! LMM(checkin:A/B)) orders its writes before the panic CPU's. The loom models in `tests/loom.rs`
+//! check the normal/emergency handover and the panic takeover against this code.
 //!
 //! Where to call it: wherever the kernel can afford console output in normal context — after a
 //! burst of log calls, from a console kthread, or as a hook right after the core's normal-context

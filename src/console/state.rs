@@ -287,6 +287,7 @@ impl ConsoleState {
     /// assert_eq!(st.view().prio, Priority::None);
     /// ```
     pub fn view(&self) -> StateView {
+        // LMM(console:C): see `cas_word`.
         StateView::decode(self.word.load(Ordering::Acquire))
     }
 
@@ -304,6 +305,7 @@ impl ConsoleState {
         }
         let keep = cur & UNSAFE_TAKEOVER;
         let new = owned_word(prio, cpu, keep);
+        // LMM(console:A): the compare-exchange that makes this context the owner.
         self.cas(cur, new).map(|_| new).map_err(Some)
     }
 
@@ -335,6 +337,8 @@ impl ConsoleState {
         if prio == Priority::None {
             return Err(AcquireError::Busy);
         }
+        // LMM(console:C) here and in the polls below (see `cas_word`); every path to ownership goes
+        // through a LMM(console:A) compare-exchange.
         let mut cur = self.word.load(Ordering::Acquire);
         // A direct attempt may lose a race with another CPU changing the word; retry a bounded
         // number of times (each failure means the word changed, not that anyone waits on us).
@@ -372,6 +376,7 @@ impl ConsoleState {
         }
         let mut spins = 0u32;
         loop {
+            // LMM(console:C), as above.
             let cur = self.word.load(Ordering::Acquire);
             let v = StateView::decode(cur);
             if v.req_prio != prio {
@@ -379,7 +384,8 @@ impl ConsoleState {
                 return Err(AcquireError::Busy);
             }
             if v.prio == Priority::None {
-                // Handed over to us: the previous owner released with our request still set.
+                // Handed over to us: the previous owner released with our request still set
+                // (LMM(console:B)); LMM(console:A) on the compare-exchange that takes it.
                 let new = owned_word(prio, cpu, cur & UNSAFE_TAKEOVER);
                 if self.cas(cur, new).is_ok() {
                     return Ok(WriteContext::new(self, new));
@@ -399,6 +405,7 @@ impl ConsoleState {
         // Withdraw the request. Bounded: each failed attempt means the word changed, and the owner
         // may have just handed over to us.
         for _ in 0..4 {
+            // LMM(console:C), as above.
             let cur = self.word.load(Ordering::Acquire);
             let v = StateView::decode(cur);
             if v.req_prio != prio {
@@ -441,11 +448,22 @@ impl ConsoleState {
     /// section, and must never resume it.
     pub unsafe fn panic_takeover(&self, cpu: usize) -> WriteContext<'_> {
         let w = owned_word(Priority::Panic, cpu, UNSAFE_TAKEOVER);
+        // LMM(console:D): Release, pairs with LMM(console:A)/LMM(console:C): a later owner or
+        // observer of the word sees what the panic CPU did before taking the console. The stopped
+        // previous owner's writes are ordered by the stop handshake (LMM(checkin:A/B)), not by
+        // this store.
         self.word.store(w, Ordering::Release);
         WriteContext::new(self, w)
     }
 }
 
+/// Every ownership change. LMM(console:A) is its Acquire half in the context that becomes the
+/// owner; LMM(console:B) is its Release half in the owner's last change (release, handover,
+/// `exit_unsafe`); they pair: what an owner wrote to the device and to the emitter's cursor inside
+/// its unsafe sections happens before the next owner's first access. The failure's Acquire, like
+/// the plain loads of the word — LMM(console:C) — pairs with LMM(console:B)/LMM(console:D) but only
+/// feeds a decision that a LMM(console:A) compare-exchange confirms before any device or cursor
+/// access, so it is stronger than needed (kept: `view` is public and cheap to keep ordered).
 #[inline]
 fn cas_word(a: &AtomicUsize, old: usize, new: usize) -> Result<(), usize> {
     #[cfg(nmilog_cas)]
@@ -457,7 +475,8 @@ fn cas_word(a: &AtomicUsize, old: usize, new: usize) -> Result<(), usize> {
     {
         // Without CAS there is no arbitration between CPUs; such targets are single-core in
         // practice (thumbv6m), where only interrupt nesting races, and consoles are only driven
-        // from normal context there. Load and compare, then store.
+        // from normal context there. Load and compare, then store: LMM(console:A) on the load,
+        // LMM(console:B) on the store.
         let v = a.load(Ordering::Acquire);
         if v != old {
             return Err(v);

@@ -98,6 +98,10 @@ impl Consumer {
         // main-log record this store covers (committed just before, LMM(write:D) on the main log) is
         // visible to a crash drain that sees the new `seq`.
         self.seq.store(c.seq, Ordering::Release);
+        // LMM(cursor:C): signal fence, pairs with the stop handshake (LMM(checkin:A), the crash
+        // NMI's check-in on this CPU): `seq` lands before `pos` in program order, so an owner
+        // frozen between them leaves (old pos, new seq), never the reverse. (Release orders only
+        // earlier accesses, not this later store.)
         signal_fence();
         self.pos.store(c.pos, Ordering::Relaxed);
     }

@@ -84,12 +84,18 @@ impl<
             return Err(AppendError::TooDeep);
         }
         let ring = &pc.rings[depth];
+        // LMM(guard:B): pairs with LMM(guard:A): a call at this depth that interrupted (an
+        // untracked interrupt) or re-entered (a `Display` impl that logs) a log call on this ring
+        // sees the guard set, and leaves the ring alone. Relaxed: same CPU, program order.
         if ring.active.load(Ordering::Relaxed) != 0 {
             ring.count_drop();
             return Err(AppendError::Reentered);
         }
         ring.active
             .store(crate::ring::ACTIVE_WRITING, Ordering::Relaxed);
+        // LMM(guard:A): signal fence, pairs with LMM(guard:B): the guard is set before the ring is
+        // touched, in the order an interrupt on this CPU (and, through the stop handshake
+        // LMM(checkin:A/B), the crash drain) sees.
         signal_fence();
         // Clears the guard however `f` leaves (a `Display` impl may panic), except when a test hook
         // froze the writer: a frozen CPU never leaves.
@@ -97,6 +103,8 @@ impl<
         impl<const RING_WORDS: usize> Drop for Guard<'_, RING_WORDS> {
             fn drop(&mut self) {
                 if self.1 {
+                    // LMM(guard:A), the other half: the ring writes are done before the guard is
+                    // cleared.
                     signal_fence();
                     self.0.active.store(0, Ordering::Relaxed);
                 }

@@ -218,6 +218,11 @@ impl<
     /// ```
     pub fn crash_enter(&self) -> Result<usize, CrashEnterError> {
         let (cpu, pc) = self.this_cpu().map_err(|_| CrashEnterError::BadCpu)?;
+        // LMM(crash:A): the election's Release (the compare-exchange's release half; the store
+        // without CAS), pairs with LMM(crash:B): a CPU that finds the crash begun sees what the
+        // crashing CPU did before electing itself. The success's Acquire half pairs with nothing
+        // (it reads the initial 0; the crash state is never left); the failure's Acquire is
+        // LMM(crash:B).
         #[cfg(nmilog_cas)]
         let won =
             match self
@@ -230,6 +235,7 @@ impl<
         #[cfg(not(nmilog_cas))]
         let won = {
             // Without CAS two CPUs crashing at the same instant are not arbitrated; the last store wins.
+            // LMM(crash:B) on the load, LMM(crash:A) on the store.
             let v = self.crash_cpu.load(Ordering::Acquire);
             if v == 0 {
                 self.crash_cpu.store(cpu + 1, Ordering::Release);
@@ -256,6 +262,9 @@ impl<
     /// assert_eq!(LOG.crashing_cpu(), Some(0));
     /// ```
     pub fn crashing_cpu(&self) -> Option<usize> {
+        // LMM(crash:B): pairs with LMM(crash:A) in `crash_enter`: a caller that sees the crashing
+        // CPU sees what that CPU did before electing itself. Inside the crate only the value is
+        // used (the flush loads it Relaxed; the crash drain checks its own CPU's election).
         match self.crash_cpu.load(Ordering::Acquire) {
             0 => None,
             v => Some(v - 1),

@@ -395,11 +395,14 @@ impl<
     /// assert!(RAN.load(Ordering::Relaxed));
     /// ```
     pub fn set_console_hook(&self, hook: fn()) {
+        // LMM(hook:A): pairs with LMM(hook:B) in `run_console_hook`: a flush that runs the hook
+        // sees what the registering code set up before registering it (the consoles it prints to).
         self.console_hook.store(hook as *mut (), Ordering::Release);
     }
 
     #[cfg_attr(not(nmilog_cas), allow(dead_code))]
     fn run_console_hook(&self) {
+        // LMM(hook:B): pairs with LMM(hook:A) in `set_console_hook`.
         let p = self.console_hook.load(Ordering::Acquire);
         if !p.is_null() {
             // SAFETY: the only non-null value ever stored is a `fn()` cast to a pointer

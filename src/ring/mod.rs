@@ -44,16 +44,18 @@
 //!    — **LMM(write:B)**, pairs with LMM(read:A): a reader that sees the wrap marker sees the record's
 //!    odd sequence word.
 //! 4. `fence(Release)` — **LMM(write:C)**, pairs with LMM(read:C): a reader that observed any of the
-//!    data stores below also observes steps 2–3 (so it sees the odd word or the moved tail).
+//!    data stores below also observes steps 2–3 (so it sees the odd word or the moved tail); and
+//!    with LMM(read:D): a resync that sees the step-7 `next_seq` sees the odd word.
 //! 5. Read the clock (after step 3, so the normal-context flush can bound the timestamp of any record
 //!    it cannot see yet; see [`crate::Log::flush`]), then store the header and payload words
 //!    (`Relaxed`) and the terminator `0`.
 //! 6. `seq_word(start).store(COMMITTED(seq), Release)` — **LMM(write:D)**, pairs with LMM(read:A):
 //!    whoever sees the even word sees the header, payload and terminator.
 //! 7. `next_seq.store`, then `head.store` (`Relaxed`; the writer, the crash drain's snapshot and a
-//!    resync read them; a resync's `next_seq` load pairs with LMM(write:C); the snapshot of a stopped
-//!    writer is ordered by the stop handshake, and the order lets it recognise a writer stopped
-//!    between the two stores: its record is committed and counted in `next_seq`).
+//!    resync read them; a resync's `next_seq` load, LMM(read:D), pairs with LMM(write:C); the
+//!    snapshot of a stopped writer is ordered by the stop handshake, and the order lets it
+//!    recognise a writer stopped between the two stores: its record is committed and counted in
+//!    `next_seq`).
 //!
 //! # Read protocol (any number of readers; never blocks the writer, never loops)
 //!
@@ -67,7 +69,9 @@
 //!    copying and the cursor is resynchronised.
 //! 3. Otherwise `tail.load(Acquire)` — **LMM(read:B)**, pairs with LMM(write:A). If `pos` is behind the
 //!    tail the reader was lapped: it jumps to the tail and learns exactly how many records it missed from
-//!    the sequence word there. Else the record is in flight (odd word) or not written yet.
+//!    the sequence word there (`next_seq.load(Acquire)` first — **LMM(read:D)**, pairs with
+//!    LMM(write:C) — for a tail whose record is not started yet). Else the record is in flight (odd
+//!    word) or not written yet.
 //!
 //! Sequence words hold `seq` modulo `2^(usize::BITS - 2)`; a reader that sleeps through exactly that
 //! many records could be fooled (the same ABA bound as the kernel's 32-bit descriptor ids).
@@ -531,6 +535,10 @@ impl<const WORDS: usize> RecordRing<WORDS> {
     /// Whether the writer is inside a log call whose record is not published yet (recursion guard
     /// set, `next_seq` not yet advanced by this call).
     pub(crate) fn writer_inside_unpublished(&self) -> bool {
+        // LMM(guard:B) (the crash drain's look at another CPU's guard): pairs with LMM(guard:A)
+        // through the stop handshake (LMM(checkin:A/B)): for a CPU known stopped the guard is the
+        // one its frozen log call left, in that call's program order. Relaxed: the handshake
+        // orders it.
         self.active.load(Ordering::Relaxed) == ACTIVE_WRITING
     }
 

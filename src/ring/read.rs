@@ -147,10 +147,14 @@ impl<const WORDS: usize> RecordRing<WORDS> {
         // LMM(read:B): pairs with LMM(write:A); the record at the tail was committed (or is the one
         // being written) before the tail moved onto it.
         let tail = self.tail.load(Ordering::Acquire);
-        // `next_seq` before the word: a `next_seq` stored after this call's odd word (LMM(write:C)
-        // precedes the step-7 store) means the word below is no longer free, so a free word read
-        // afterwards proves `ns` is the number of the record that will start at `tail`.
+        // LMM(read:D): pairs with LMM(write:C). `next_seq` before the word: a `next_seq` stored
+        // after this call's odd word (the release fence LMM(write:C) precedes the step-7 store)
+        // means the word below is no longer free, so a free word read afterwards proves `ns` is the
+        // number of the record that will start at `tail`.
         let ns = self.next_seq.load(Ordering::Acquire);
+        // LMM(read:A) once more (pairs with LMM(write:B), LMM(write:D), LMM(write:E)); only the
+        // word's value is used here and the fence below (LMM(read:C)) orders the tail re-check, so
+        // this Acquire is stronger than needed (kept: same load as the read path's).
         let w = self.word(tail, mask).load(Ordering::Acquire);
         let target = if w & ST_MASK == ST_FREE {
             // Everything older was overwritten and the record at `tail` has not been started yet.

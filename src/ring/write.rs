@@ -98,8 +98,8 @@ impl<const WORDS: usize> RecordRing<WORDS> {
             self.word(head, mask)
                 .store(enc(seq, ST_WRAP), Ordering::Release);
         }
-        // Step 4. LMM(write:C): the tail and odd word are ordered before every data store below.
-        // Pairs with LMM(read:C).
+        // Step 4. LMM(write:C): the tail and odd word are ordered before every data store below
+        // and before the step-7 `next_seq` store. Pairs with LMM(read:C) and LMM(read:D).
         fence(Ordering::Release);
         if !hook.step(WriteStep::Reserved) {
             return Err(WriteError::Frozen);

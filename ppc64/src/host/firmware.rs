@@ -41,6 +41,9 @@ impl Firmware {
 
     /// Enters firmware (the call proper begins).
     pub(crate) fn enter(&self) {
+        // LMM(fw:B): the Acquire half pairs with LMM(fw:A), the previous call's `leave`: a call
+        // that finds firmware idle sees the previous call's effects (the model's serialisation).
+        // The Release half pairs with nothing (stronger than needed): the count detects overlap.
         if self.inside.fetch_add(1, Ordering::AcqRel) != 0 {
             self.violations.fetch_add(1, Ordering::Relaxed);
         }
@@ -48,6 +51,8 @@ impl Firmware {
     }
 
     pub(crate) fn leave(&self) {
+        // LMM(fw:A): the Release half pairs with LMM(fw:B) in the next call's `enter`. The Acquire
+        // half pairs with nothing (stronger than needed).
         self.inside.fetch_sub(1, Ordering::AcqRel);
     }
 

@@ -59,7 +59,8 @@ struct ExecArgs {
 
 /// One context's log calls on one CPU. Written only by that CPU (its task code or its irq handler);
 /// read by the same CPU's NMI handler, so `Relaxed` plus compiler fences order them (a signal handler
-/// runs on the interrupted thread, after every instruction before the interruption point).
+/// runs on the interrupted thread, after every instruction before the interruption point): the
+/// fences are LMM(track:A), the handler's loads in `Track::resolve` LMM(track:B).
 struct Track {
     /// Records committed so far (record `n` is the `n`-th call).
     committed: AtomicU64,
@@ -83,6 +84,8 @@ impl Track {
     /// first protocol step (the core's recursion guard may or may not be set) or between the last
     /// payload store and the commit hook (the commit store may or may not have happened).
     fn resolve(&self) -> Option<(u64, bool)> {
+        // LMM(track:B): pairs with LMM(track:A), the compiler fences between the interrupted code's
+        // tracking stores: the handler sees them in program order. Relaxed: same thread.
         let ic = self.in_call.load(Ordering::Relaxed);
         if ic == 0 {
             return Some((self.committed.load(Ordering::Relaxed), false));
@@ -154,6 +157,8 @@ impl SimCpu {
 /// If this CPU's NMI was deferred, take it now (we are at an observable point).
 #[inline]
 fn check_defer(me: &SimCpu) {
+    // LMM(track:A): pairs with LMM(track:B): the tracking stores before this point are done before
+    // the deferred NMI is raised.
     compiler_fence(Ordering::SeqCst);
     if me.defer.load(Ordering::Relaxed) {
         me.defer.store(false, Ordering::Relaxed);
@@ -165,6 +170,8 @@ fn check_defer(me: &SimCpu) {
 /// with a step hook that records progress for the ground truth, takes a deferred NMI, and — for
 /// `freeze` — parks the writer after its header until the NMI stops it.
 fn log_tracked(me: &SimCpu, tr: &Track, i: u64, text: &[u8], freeze: bool) {
+    // LMM(track:A) on every compiler fence below: pairs with LMM(track:B) in `Track::resolve` (the
+    // NMI handler on this thread sees the tracking stores, and the log call's, in program order).
     tr.step.store(0, Ordering::Relaxed);
     compiler_fence(Ordering::SeqCst);
     tr.in_call.store(i + 1, Ordering::Relaxed);
@@ -184,12 +191,14 @@ fn log_tracked(me: &SimCpu, tr: &Track, i: u64, text: &[u8], freeze: bool) {
         true
     };
     let r = LOG.append_raw_with_hook(Level::Info, facility::KERNEL, 0, text, &mut hook);
+    // LMM(track:A), as above.
     compiler_fence(Ordering::SeqCst);
     if r.is_ok() {
         // LMM(committed:A): Release, pairs with LMM(committed:B) in `HostMachine::stage`: a count
         // sampled there covers records whose ring words the drain that follows can see.
         tr.committed.store(i + 1, Ordering::Release);
     }
+    // LMM(track:A), as above.
     compiler_fence(Ordering::SeqCst);
     tr.in_call.store(0, Ordering::Relaxed);
     compiler_fence(Ordering::SeqCst);
@@ -228,6 +237,9 @@ impl Machine for HostMachine {
 
     fn mask_at_presenter(&self) {
         if let Some(s) = SIM.get(HostPlatform::current_cpu()) {
+            // Release pairs with nothing (stronger than needed): its readers (the ticker,
+            // `fill_truth`) use only the value, Relaxed; a stopped CPU's is ordered by
+            // LMM(checkin:A/B).
             s.cppr.store(0, Ordering::Release);
         }
         sys::block(&[libc::SIGUSR2]);
@@ -346,7 +358,8 @@ fn fill_truth<const CPUS: usize>(w: &mut [u64], r: &ShutdownReport<CPUS>, img_le
     w[W_T_START_LOG] = T_START_LOG.load(Ordering::Relaxed);
     for (cpu, s) in SIM.iter().enumerate().take(c.cpus.min(CPUS)) {
         let b = CPU_BASE + cpu * PER_CPU;
-        // LMM(truth:B): pairs with LMM(truth:A) (stopped CPUs are also ordered by LMM(checkin)).
+        // LMM(truth:B): pairs with LMM(truth:A) (stopped CPUs are also ordered by
+        // LMM(checkin:A/B)).
         let set = s.truth_set.load(Ordering::Acquire);
         w[b + C_ROLE] = c.role(cpu).code();
         w[b + C_ANSWERED] = r.answered[cpu] as u64;
@@ -510,6 +523,7 @@ fn own_the_flush_at_the_crash(c: usize, from: u64) -> u64 {
         // The append alone (no flush of its own): the flush below is the one that parks.
         let tr = &me.task;
         tr.in_call.store(i + 1, Ordering::Relaxed);
+        // LMM(track:A), as in `log_tracked`.
         compiler_fence(Ordering::SeqCst);
         if LOG
             .append_raw(Level::Info, facility::KERNEL, 0, line.bytes())
@@ -518,6 +532,7 @@ fn own_the_flush_at_the_crash(c: usize, from: u64) -> u64 {
             // LMM(committed:A), as in `log_tracked`.
             tr.committed.store(i + 1, Ordering::Release);
         }
+        // LMM(track:A), as in `log_tracked`.
         compiler_fence(Ordering::SeqCst);
         tr.in_call.store(0, Ordering::Relaxed);
         i += 1;
