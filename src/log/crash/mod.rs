@@ -229,7 +229,8 @@ impl<
     /// every record still in the main log or a per-CPU ring to `sink`, in timestamp order (ties: CPU,
     /// then depth), each exactly once, then one accounting record per ring with losses. `stopped(cpu)`
     /// says whether `cpu` is known to be stopped for good (it checked in after the crash NMI); the
-    /// crashing CPU always is. See the [module docs](self) for the design.
+    /// crashing CPU always is. The README's "Crash drain and handover image" section gives the design;
+    /// [`crate::protocol`] lists its barrier pairs.
     ///
     /// **Contract.** Writes nothing another CPU could write: the main log, the rings, the consumer
     /// cursors and flush ownership are only read, whatever the other CPUs do meanwhile — stopped,
