@@ -12,7 +12,9 @@
 //!   visible line.
 //!
 //! The examples are built once with the caller's cargo (`cargo build --example …`, same target
-//! directory and profile as this test) and run directly.
+//! directory and profile as this test) and run directly. Linux only, as the crash demo is.
+
+#![cfg(target_os = "linux")]
 
 use std::fs::File;
 use std::io::Write;

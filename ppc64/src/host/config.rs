@@ -153,7 +153,7 @@ impl Role {
 
 impl SimConfig {
     /// Parses the command line (without the program name). `Err` carries the message to print: one
-    /// line naming the option and, for a value out of range, the allowed range (see [`USAGE`]).
+    /// line naming the option and, for a value out of range, the allowed range (`--help` lists them).
     /// `-h`/`--help` is `Err` with the usage text here ([`run`](super::run) prints it and exits 0
     /// before parsing).
     pub fn parse(args: &[String]) -> Result<SimConfig, String> {
