@@ -1,7 +1,7 @@
 //! `dmesg` for nmilog handover images: prints the log a crashed kernel left behind.
 //!
 //! ```text
-//! cargo run --example dmesg -- [--kmsg | --json] [--level N] [IMAGE]     (IMAGE absent or "-": stdin)
+//! cargo run --example dmesg -- [--kmsg | --json] [--level 0-7] [--] [IMAGE | -]   (no IMAGE, "-": stdin)
 //! ```
 //!
 //! Output formats (one record or line per line of stdout):
@@ -13,30 +13,67 @@
 //!   (CPU *and* context, as printk's caller id is per task or per CPU context: an NMI's line never
 //!   swallows the continuation of the task it interrupted); the joined line keeps the level of its
 //!   first record. A continuation with no earlier line from its caller starts a line of its own.
+//!   Text is escaped by [`nmilog::escape::text`]: control characters print as `\xNN`, format
+//!   characters (bidirectional overrides, zero-width characters…) and the line and paragraph
+//!   separators as `\u{XXXX}`, so that one record stays one line and cannot disguise its neighbours.
 //! * `--kmsg`: the `/dev/kmsg` record format `level,seq,usec,flags;text`, one line per record (no
 //!   joining), flags `-` normal and `c` continuation; text escaped as the kernel does (bytes below
-//!   0x20, from 0x7f, and `\` become `\xNN`).
+//!   0x20, from 0x7f, and `\` become `\xNN`: so every non-ASCII character is escaped).
 //! * `--json`: one object per record, `{"seq":…,"ts_ns":…,"cpu":…,"ctx":"task|irq|nmi|crash",
 //!   "level":…,"text":"…"}`, plus `"cont":true` on continuations and `"raw":true` on raw payloads;
 //!   strings escaped by [`nmilog::escape::json_string`] (every control character, U+2028/U+2029).
 //!
-//! `--level N` keeps records (default format: lines) whose level is `<= N`. A payload flagged
-//! [`RAW`](nmilog::record::flags::RAW) or not valid UTF-8 prints as `raw[<len>]: <hex>`. In the default
-//! format, control characters in text print as `\xNN` so that one line stays one line.
+//! `--level N` (0 emerg … 7 debug) keeps records (default format: lines) whose level is `<= N`. A
+//! payload flagged [`RAW`](nmilog::record::flags::RAW) or not valid UTF-8 prints as
+//! `raw[<len>]: <hex>`.
+//!
+//! **Reading.** The input (a file, or standard input for `-` or no path) is read as a stream, and
+//! only as far as the image goes: first the 64-byte core header; if it is an intact header (magic,
+//! version and checksum), then up to the end of the record area it declares (`RO + A`), at most
+//! [`MAX_IMAGE_BYTES`]. Whatever follows the image is never read (the format ignores it), so a
+//! valid image followed by gigabytes is recovered whole, and `/dev/zero` or a huge file of zeros is
+//! answered after 64 bytes. Memory: the bytes read, and never more than [`MAX_IMAGE_BYTES`].
 //!
 //! stderr gets a summary, `recovered=N torn=T overwritten=O dropped=D left_out=L bad_cpu=B`. A corrupt
 //! image gets one line naming the problem and its byte offset and exit code 1; when only the record
-//! area is damaged, the records before the damage are printed first (with the summary).
+//! area is damaged, the records before the damage are printed first (with the summary). An image
+//! declaring more than [`MAX_IMAGE_BYTES`] is read up to that size only (a line on stderr says so),
+//! and whatever the parser finds there is reported as for any other image: the records up to that
+//! point, then the damage where the bytes stop matching the header (exit code 1). Exit codes: 0 success, 1 corrupt or oversized image, 2 a bad command line or
+//! an input/output error.
 
 use std::collections::HashMap;
+use std::ffi::OsString;
 use std::fmt::Write as _;
 use std::io::{self, Read, Write};
 use std::process::ExitCode;
 
-use nmilog::escape::json_string;
-use nmilog::handover::{self, ImageRecord};
+use nmilog::escape::{self, json_string};
+use nmilog::handover::{self, HandoverError, ImageRecord, CORE_BYTES};
 use nmilog::record::flags;
 use nmilog::ContextKind;
+
+/// The largest image this reader reads (256 MiB; the README's dmesg paragraph documents it): more
+/// than ten times the largest image the host simulation can write (64 CPUs, an 8 MiB main log:
+/// `handover::max_image_size(64, 4, 1 << 20)`, under 20 MiB), and small enough to hold in memory
+/// anywhere this tool runs.
+const MAX_IMAGE_BYTES: u64 = 256 << 20;
+
+/// Exit code: the image is corrupt (or larger than [`MAX_IMAGE_BYTES`]).
+const EXIT_CORRUPT: u8 = 1;
+/// Exit code: a bad command line, or the input could not be read / the output written.
+const EXIT_TROUBLE: u8 = 2;
+
+const USAGE: &str = "\
+usage: dmesg [--kmsg | --json] [--level N] [--] [IMAGE | -]
+Prints an nmilog handover image like dmesg (IMAGE absent or -: standard input).
+  --kmsg       /dev/kmsg format: level,seq,usec,flags;text
+  --json       one JSON object per record
+  --level N    only records of level N (0 emerg .. 7 debug) or more urgent
+  -h, --help   this text
+Reads only the image (at most 256 MiB), never what follows it.
+Exit status: 0 ok, 1 corrupt or oversized image (records before the damage are printed),
+2 bad command line or input/output error.";
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Format {
@@ -48,33 +85,114 @@ enum Format {
 struct Args {
     format: Format,
     level: Option<u8>,
-    path: Option<String>,
+    /// `None`: standard input.
+    path: Option<OsString>,
 }
 
-const USAGE: &str = "usage: dmesg [--kmsg | --json] [--level N] [IMAGE|-]";
+/// What the command line asks for.
+enum Command {
+    Run(Args),
+    Help,
+}
 
-fn parse_args() -> Result<Args, String> {
-    let mut a = Args {
-        format: Format::Dmesg,
-        level: None,
-        path: None,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(arg) = it.next() {
-        match arg.as_str() {
-            "--kmsg" => a.format = Format::Kmsg,
-            "--json" => a.format = Format::Json,
-            "--level" => {
-                let v = it.next().ok_or("--level needs a number")?;
-                a.level = Some(v.parse().map_err(|_| format!("bad level {v:?}"))?);
+/// Parses the command line (without the program name). `Err` is a one-line message.
+fn parse_args(args: impl IntoIterator<Item = OsString>) -> Result<Command, String> {
+    use lexopt::prelude::*;
+    let mut p = lexopt::Parser::from_args(args);
+    let mut format: Option<(Format, &str)> = None;
+    let mut level = None;
+    let mut path: Option<OsString> = None;
+    while let Some(arg) = p.next().map_err(|e| e.to_string())? {
+        let (f, name) = match arg {
+            Short('h') | Long("help") => return Ok(Command::Help),
+            Long("kmsg") => (Format::Kmsg, "--kmsg"),
+            Long("json") => (Format::Json, "--json"),
+            Long("level") => {
+                let v = p.value().map_err(|e| e.to_string())?;
+                level = Some(level_value(&v)?);
+                continue;
             }
-            "-h" | "--help" => return Err(String::new()),
-            "-" => a.path = None,
-            s if s.starts_with("--") => return Err(format!("unknown option {s}")),
-            s => a.path = Some(s.to_owned()),
+            Value(v) => {
+                if let Some(first) = &path {
+                    return Err(format!(
+                        "one image at a time: got {:?} and {:?}",
+                        first.to_string_lossy(),
+                        v.to_string_lossy()
+                    ));
+                }
+                path = Some(v);
+                continue;
+            }
+            _ => return Err(format!("{} (try --help)", arg.unexpected())),
+        };
+        match format {
+            Some((g, other)) if g != f => {
+                return Err(format!("{other} and {name} exclude each other"))
+            }
+            _ => format = Some((f, name)),
         }
     }
-    Ok(a)
+    Ok(Command::Run(Args {
+        format: format.map_or(Format::Dmesg, |(f, _)| f),
+        level,
+        path: path.filter(|p| p != "-"),
+    }))
+}
+
+/// `--level`'s value: 0 (emerg) to 7 (debug).
+fn level_value(v: &OsString) -> Result<u8, String> {
+    v.to_str()
+        .and_then(|s| s.parse::<u8>().ok())
+        .filter(|&l| l <= 7)
+        .ok_or_else(|| {
+            format!(
+                "--level: expected a level from 0 (emerg) to 7 (debug), got {:?}",
+                v.to_string_lossy()
+            )
+        })
+}
+
+/// The image's bytes from `input`: the core header, then — if it is intact — up to the end of the
+/// record area it declares, at most [`MAX_IMAGE_BYTES`]; nothing after that is read. Returns the
+/// bytes and the size the header declares (`None` if the header is not intact: the parser then
+/// reports why from these bytes alone, as it would from the whole input).
+fn read_image(input: &mut impl Read) -> io::Result<(Vec<u8>, Option<u64>)> {
+    let mut buf = Vec::with_capacity(CORE_BYTES);
+    input
+        .by_ref()
+        .take(CORE_BYTES as u64)
+        .read_to_end(&mut buf)?;
+    // With the core header only, an intact header (magic, version, checksum, a readable layout)
+    // parses as far as "the tables and the record area are missing"; anything else is the error the
+    // whole image would give.
+    let declared = match handover::parse_located(&buf) {
+        Err((HandoverError::Truncated { .. }, _)) if buf.len() == CORE_BYTES => {
+            // Core header fields (README, "Handover image"): record area bytes `A` at 48 (u64),
+            // record area offset `RO` at 56 (u32).
+            let area = u64::from_le_bytes(buf[48..56].try_into().unwrap_or([0xff; 8]));
+            let offset = u32::from_le_bytes(buf[56..60].try_into().unwrap_or([0xff; 4]));
+            u64::from(offset).saturating_add(area)
+        }
+        _ => return Ok((buf, None)),
+    };
+    let want = declared.min(MAX_IMAGE_BYTES);
+    // Grow by at most doubling (from 1 MiB) and never past `want`, so a header that lies about its
+    // size costs memory for the bytes that really follow it (at most twice them), not for its claim.
+    let mut filled = buf.len();
+    while (filled as u64) < want {
+        if filled == buf.len() {
+            let room = (want - filled as u64).min(filled.max(1 << 20) as u64) as usize;
+            buf.resize(filled + room, 0);
+        }
+        match input.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    buf.truncate(filled);
+    Ok((buf, Some(declared)))
 }
 
 /// The caller id: `C<cpu>` in task context, `C<cpu>/<ctx>` otherwise.
@@ -102,19 +220,14 @@ fn hex(payload: &[u8]) -> String {
     s
 }
 
-/// Default format text: control characters as `\xNN`.
+/// Default format text: [`escape::text`] (controls as `\xNN`, format characters and separators as
+/// `\u{XXXX}`).
 fn dmesg_text(r: &ImageRecord<'_>) -> String {
     match r.text() {
         None => hex(r.payload),
         Some(t) => {
             let mut s = String::with_capacity(t.len());
-            for c in t.chars() {
-                if c.is_control() && (c as u32) < 0x100 {
-                    let _ = write!(s, "\\x{:02x}", c as u32);
-                } else {
-                    s.push(c);
-                }
-            }
+            let _ = escape::text(&mut s, t);
             s
         }
     }
@@ -221,31 +334,43 @@ fn render(image: &handover::Image<'_>, args: &Args, out: &mut impl Write) -> io:
 }
 
 fn main() -> ExitCode {
-    let args = match parse_args() {
-        Ok(a) => a,
+    let args = match parse_args(std::env::args_os().skip(1)) {
+        Ok(Command::Run(a)) => a,
+        Ok(Command::Help) => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
         Err(e) => {
-            if !e.is_empty() {
-                eprintln!("dmesg: {e}");
-            }
-            eprintln!("{USAGE}");
-            return ExitCode::from(2);
+            eprintln!("dmesg: {e}");
+            return ExitCode::from(EXIT_TROUBLE);
         }
     };
-    let mut bytes = Vec::new();
     let read = match &args.path {
-        Some(p) => std::fs::File::open(p).and_then(|mut f| f.read_to_end(&mut bytes)),
-        None => io::stdin().lock().read_to_end(&mut bytes),
+        Some(p) => std::fs::File::open(p).and_then(|mut f| read_image(&mut f)),
+        None => read_image(&mut io::stdin().lock()),
     };
-    if let Err(e) = read {
-        let name = args.path.as_deref().unwrap_or("stdin");
-        eprintln!("dmesg: cannot read {name}: {e}");
-        return ExitCode::from(2);
+    let (bytes, declared) = match read {
+        Ok(r) => r,
+        Err(e) => {
+            let name = args
+                .path
+                .as_ref()
+                .map_or("standard input".into(), |p| p.to_string_lossy());
+            eprintln!("dmesg: cannot read {name}: {e}");
+            return ExitCode::from(EXIT_TROUBLE);
+        }
+    };
+    if let Some(n) = declared.filter(|&n| n > MAX_IMAGE_BYTES) {
+        eprintln!(
+            "dmesg: the image declares {n} bytes, more than the {MAX_IMAGE_BYTES} this reader reads: \
+             only those were read"
+        );
     }
     let image = match handover::parse_located(&bytes) {
         Ok(image) => image,
         Err((e, at)) => {
             eprintln!("dmesg: corrupt handover image at byte {at}: {e}");
-            return ExitCode::from(1);
+            return ExitCode::from(EXIT_CORRUPT);
         }
     };
     let stdout = io::stdout();
@@ -254,7 +379,7 @@ fn main() -> ExitCode {
     if let Err(e) = written {
         if e.kind() != io::ErrorKind::BrokenPipe {
             eprintln!("dmesg: cannot write: {e}");
-            return ExitCode::from(2);
+            return ExitCode::from(EXIT_TROUBLE);
         }
     }
     let t = image.totals();
@@ -272,7 +397,7 @@ fn main() -> ExitCode {
             "dmesg: corrupt handover image at byte {at}: {e} (the {} records before it were recovered)",
             image.record_count()
         );
-        return ExitCode::from(1);
+        return ExitCode::from(EXIT_CORRUPT);
     }
     ExitCode::SUCCESS
 }

@@ -216,7 +216,7 @@ fn crash(c: usize) -> ! {
     let t0 = sys::mono_ns();
     // LMM(stop:B): pairs with LMM(stop:A).
     while (0..conf.cpus).any(|o| o != c && !CPUS[o].stopped.load(Ordering::Acquire))
-        && sys::mono_ns() - t0 < conf.ack_timeout_ms * 1_000_000
+        && sys::mono_ns() - t0 < conf.ack_timeout_ns()
     {
         sys::yield_now();
     }
@@ -245,7 +245,7 @@ pub(crate) fn run(conf: SimConfig) -> i32 {
     if let Err(code) = harness::start_cpus(cpu_main) {
         return code;
     }
-    let stall_ns = conf.ack_timeout_ms * 1_000_000 + 2_000_000_000;
+    let stall_ns = conf.ack_timeout_ns().saturating_add(2_000_000_000);
     harness::tick_until(
         |c| !CPUS[c].stopped.load(Ordering::Relaxed),
         |waited| {

@@ -5,8 +5,8 @@
 use std::fmt::Write as _;
 use std::io::{Read as _, Write as _};
 
-use nmilog::escape::json_string;
-use nmilog::handover::{self, Image};
+use nmilog::escape::{self, json_string};
+use nmilog::handover::{self, Image, ImageRecord};
 use nmilog::record::facility;
 use nmilog::{ContextKind, Header};
 
@@ -81,6 +81,19 @@ fn read_truth(bytes: &[u8]) -> Option<Truth> {
 
 fn ctx_name(h: &Header) -> &'static str {
     h.context().0.map_or("?", ContextKind::name)
+}
+
+/// A record's text for the human output: [`escape::text`] (controls as `\xNN`, format characters
+/// and separators as `\u{XXXX}`), `<binary>` for a payload that is not UTF-8.
+fn human_text(r: &ImageRecord<'_>) -> String {
+    let mut s = String::new();
+    match r.text() {
+        Some(t) => {
+            let _ = escape::text(&mut s, t);
+        }
+        None => s.push_str("<binary>"),
+    }
+    s
 }
 
 fn list<T: std::fmt::Display>(v: impl IntoIterator<Item = T>) -> String {
@@ -452,7 +465,8 @@ fn human(
     let crash_cpu = tr.get(truth::W_CRASH_CPU) as usize;
     let t_enter = tr.get(truth::W_T_ENTER);
     let t_start = tr.get(truth::W_T_START_LOG);
-    let rel = |ts: u64| (ts as i64 - t_enter as i64) as f64 / 1e6;
+    // The signed difference, whatever the two timestamps (no overflow).
+    let rel = |ts: u64| ts.wrapping_sub(t_enter) as i64 as f64 / 1e6;
     let _ = writeln!(
         out,
         "\n=== capture stage (exec'd by the kexec switchover; pid {}) ===",
@@ -485,7 +499,7 @@ fn human(
             rel(h.ts_ns),
             h.cpu,
             ctx_name(&h),
-            r.text().unwrap_or("<binary>")
+            human_text(&r)
         );
     }
     let _ = writeln!(out, "\n--- per CPU ---");
@@ -594,8 +608,41 @@ fn human(
             (ts / 1000) % 1_000_000,
             h.cpu,
             ctx_name(&h),
-            r.text().unwrap_or("<binary>")
+            human_text(&r)
         );
     }
     let _ = ncpu;
+}
+
+#[cfg(test)]
+mod tests {
+    use nmilog::doc_support::OneCpu;
+    use nmilog::{handover, Level, Log};
+
+    use super::human_text;
+
+    #[test]
+    fn human_output_escapes_controls_and_format_characters() {
+        let log: Box<Log<OneCpu, 1, 256, 1024>> = Box::new(Log::new(OneCpu));
+        for t in [
+            &b"cpu=1 n=7 \x1b[2J\r\n"[..],
+            "\u{202e}gpj.exe\u{2028}x".as_bytes(),
+            b"\xff",
+        ] {
+            log.append_raw(Level::Info, 0, 0, t).unwrap();
+        }
+        log.crash_enter().unwrap();
+        let mut region = vec![0u8; handover::max_image_size(1, 4, 1024)];
+        let n = handover::write_image(&*log, &mut region, &|_| true).unwrap();
+        let image = handover::parse(&region[..n]).unwrap();
+        let shown: Vec<String> = image.records().map(|r| human_text(&r)).collect();
+        assert_eq!(
+            shown,
+            [
+                r"cpu=1 n=7 \x1b[2J\x0d\x0a",
+                r"\u{202e}gpj.exe\u{2028}x",
+                "<binary>"
+            ]
+        );
+    }
 }

@@ -25,7 +25,7 @@ pub(crate) const DEPTH: usize = 4;
 pub struct SimConfig {
     /// `--cpus N` (2..=64, default 4).
     pub cpus: usize,
-    /// `--records-per-cpu K` (default 1000).
+    /// `--records-per-cpu K` (1..=10 000 000, default 1000).
     pub records: u64,
     /// `--freeze-in-log CPU[,CPU…]` (default 2 when there are more than 2 CPUs; `none` for none).
     pub freeze_in_log: Vec<usize>,
@@ -46,22 +46,27 @@ pub struct SimConfig {
     pub crash_cpu: usize,
     /// `--crash-in task|irq` (default task): the context the crash is entered from.
     pub crash_in_irq: bool,
-    /// `--ring-bytes B`: per-CPU ring capacity (default 65536, at most 65536, at least 1024: the crash path's own messages must fit).
+    /// `--ring-bytes B`: per-CPU ring capacity, a power of two from 1024 (the crash path's own
+    /// messages must fit) to 65536 (default 65536).
     pub ring_bytes: usize,
-    /// `--seed S` (default 1): picks the record each `--freeze-in-log` CPU freezes in.
+    /// `--seed S` (any `u64`, default 1): picks the record each `--freeze-in-log` CPU freezes in.
     pub seed: u64,
     /// `--baseline locked`.
     pub baseline_locked: bool,
     /// `--json`.
     pub json: bool,
-    /// `--ack-timeout-ms T` (default 1000): how long the crashing CPU waits for check-ins.
+    /// `--ack-timeout-ms T` (0..=3 600 000, default 1000): how long the crashing CPU waits for
+    /// check-ins.
     pub ack_timeout_ms: u64,
-    /// `--tick-us T` (default 100): timer interrupt period per CPU.
+    /// `--tick-us T` (20..=50 000, default 100): timer interrupt period per CPU, for up to four CPUs
+    /// (see [`tick_period_us`](Self::tick_period_us)).
     pub tick_us: u64,
     /// `--dmesg-all`: print every recovered record in human mode (default: the last 24).
     pub dmesg_all: bool,
-    /// `--work-ns N` (default 2000): busy work the task context does between two records, so that
-    /// timer interrupts interleave with them and the NMI lands anywhere in the loop (0: none).
+    /// `--work-ns N` (0..=10 000 000, default 2000; `records x work_ns` at most 30 s): busy work the
+    /// task context does between two records, so that timer interrupts interleave with them and the
+    /// NMI lands anywhere in the loop (0: none). A `--deaf-logging` CPU, after its records, spaces
+    /// its records at least 20 us apart.
     pub work_ns: u64,
 }
 
@@ -147,62 +152,113 @@ impl Role {
 }
 
 impl SimConfig {
-    /// Parses the command line (without the program name). `Err` carries the message to print.
+    /// Parses the command line (without the program name). `Err` carries the message to print: one
+    /// line naming the option and, for a value out of range, the allowed range (`--help` lists them).
+    /// `-h`/`--help` is `Err` with the usage text here ([`run`](super::run) prints it and exits 0
+    /// before parsing).
     pub fn parse(args: &[String]) -> Result<SimConfig, String> {
+        Self::parse_inner(args).map_err(|e| if e == USAGE { e } else { format!("crash: {e}") })
+    }
+
+    fn parse_inner(args: &[String]) -> Result<SimConfig, String> {
+        use lexopt::Arg::{Long, Short, Value};
         let mut c = SimConfig::default();
         let mut freeze_given = false;
         let mut rtas_given = false;
-        let mut it = args.iter();
-        while let Some(a) = it.next() {
-            let mut val = |name: &str| -> Result<String, String> {
-                it.next()
-                    .cloned()
-                    .ok_or_else(|| format!("{name} needs a value"))
+        let mut crash_cpu = None;
+        let mut p = lexopt::Parser::from_args(args);
+        while let Some(arg) = p.next().map_err(|e| e.to_string())? {
+            // The option's name, owned: `arg` borrows the parser, which `value` needs.
+            let name = match arg {
+                Long(l) => format!("--{l}"),
+                Short(s) => format!("-{s}"),
+                Value(v) => {
+                    return Err(format!(
+                        "unexpected argument {:?} (the demo takes options only; try --help)",
+                        v.to_string_lossy()
+                    ))
+                }
             };
-            match a.as_str() {
-                "--cpus" => c.cpus = num(&val(a)?)? as usize,
-                "--records-per-cpu" => c.records = num(&val(a)?)?,
+            let mut value = || -> Result<String, String> {
+                let v = p.value().map_err(|e| e.to_string())?;
+                v.into_string()
+                    .map_err(|v| format!("{name}: not valid UTF-8: {:?}", v.to_string_lossy()))
+            };
+            match name.as_str() {
+                "--cpus" => c.cpus = number(&name, &value()?, 2, MAX_CPUS as u64)? as usize,
+                "--records-per-cpu" => {
+                    c.records = number(&name, &value()?, 1, MAX_RECORDS_PER_CPU)?
+                }
                 "--freeze-in-log" => {
-                    c.freeze_in_log = cpu_list(&val(a)?)?;
+                    c.freeze_in_log = cpu_list(&name, &value()?)?;
                     freeze_given = true;
                 }
                 "--rtas-held-by" => {
-                    c.rtas_held_by = cpu_list(&val(a)?)?.first().copied();
+                    c.rtas_held_by = one_cpu(&name, &value()?)?;
                     rtas_given = true;
                 }
                 "--rtas-in-call" => c.rtas_in_call = true,
-                "--deaf" => c.deaf = cpu_list(&val(a)?)?,
-                "--deaf-logging" => c.deaf_logging = cpu_list(&val(a)?)?,
-                "--deaf-flusher" => c.deaf_flusher = cpu_list(&val(a)?)?.first().copied(),
-                "--crash-cpu" => c.crash_cpu = num(&val(a)?)? as usize,
+                "--deaf" => c.deaf = cpu_list(&name, &value()?)?,
+                "--deaf-logging" => c.deaf_logging = cpu_list(&name, &value()?)?,
+                "--deaf-flusher" => c.deaf_flusher = one_cpu(&name, &value()?)?,
+                "--crash-cpu" => crash_cpu = Some(cpu(&name, &value()?)?),
                 "--crash-in" => {
-                    c.crash_in_irq = match val(a)?.as_str() {
+                    c.crash_in_irq = match value()?.as_str() {
                         "irq" => true,
                         "task" => false,
-                        v => return Err(format!("--crash-in: expected task or irq, got {v}")),
+                        v => return Err(format!("{name}: expected task or irq, got {v:?}")),
                     }
                 }
-                "--ring-bytes" => c.ring_bytes = num(&val(a)?)? as usize,
-                "--seed" => c.seed = num(&val(a)?)?,
-                "--baseline" => match val(a)?.as_str() {
+                "--ring-bytes" => {
+                    let v = value()?;
+                    c.ring_bytes = v
+                        .parse::<u64>()
+                        .ok()
+                        .filter(|b| b.is_power_of_two())
+                        .filter(|b| (MIN_RING_BYTES..=MAX_RING_BYTES).contains(b))
+                        .ok_or_else(|| {
+                            format!(
+                                "{name}: expected a power of two from {MIN_RING_BYTES} to {MAX_RING_BYTES}, got {v:?}"
+                            )
+                        })? as usize;
+                }
+                "--seed" => c.seed = number(&name, &value()?, 0, u64::MAX)?,
+                "--baseline" => match value()?.as_str() {
                     "locked" => c.baseline_locked = true,
                     "none" | "nmilog" => c.baseline_locked = false,
-                    v => return Err(format!("--baseline: expected locked, got {v}")),
+                    v => return Err(format!("{name}: expected locked or none, got {v:?}")),
                 },
                 "--json" => c.json = true,
-                "--ack-timeout-ms" => c.ack_timeout_ms = num(&val(a)?)?,
-                "--tick-us" => c.tick_us = num(&val(a)?)?.max(20),
+                "--ack-timeout-ms" => {
+                    c.ack_timeout_ms = number(&name, &value()?, 0, MAX_ACK_TIMEOUT_MS)?
+                }
+                "--tick-us" => c.tick_us = number(&name, &value()?, MIN_TICK_US, MAX_TICK_US)?,
                 "--dmesg-all" => c.dmesg_all = true,
-                "--work-ns" => c.work_ns = num(&val(a)?)?,
+                "--work-ns" => c.work_ns = number(&name, &value()?, 0, MAX_WORK_NS)?,
                 "-h" | "--help" => return Err(USAGE.to_string()),
-                other => return Err(format!("unknown option {other}\n{USAGE}")),
+                _ => return Err(format!("invalid option '{name}' (try --help)")),
             }
         }
-        if !(2..=MAX_CPUS).contains(&c.cpus) {
-            return Err(format!("--cpus must be 2..={MAX_CPUS}"));
+        let busy_ns = c.records.saturating_mul(c.work_ns);
+        if busy_ns > MAX_BUSY_NS {
+            return Err(format!(
+                "--records-per-cpu {} x --work-ns {} is {} s of busy work per CPU before the crash; \
+                 at most {} s fit the set-up time",
+                c.records,
+                c.work_ns,
+                busy_ns / 1_000_000_000,
+                MAX_BUSY_NS / 1_000_000_000
+            ));
         }
-        if c.crash_cpu >= c.cpus {
-            return Err("--crash-cpu out of range".into());
+        if let Some(x) = crash_cpu {
+            if x >= c.cpus {
+                return Err(format!(
+                    "--crash-cpu: expected a CPU from 0 to {} (--cpus {}), got {x}",
+                    c.cpus - 1,
+                    c.cpus
+                ));
+            }
+            c.crash_cpu = x;
         }
         // Defaults that do not fit the CPU count (or collide with the crashing CPU) fall away.
         if !freeze_given {
@@ -211,14 +267,14 @@ impl SimConfig {
         if !rtas_given {
             c.rtas_held_by = c.rtas_held_by.filter(|&x| x < c.cpus && x != c.crash_cpu);
         }
-        if c.records == 0 {
-            return Err("--records-per-cpu must be at least 1".into());
-        }
-        c.ring_bytes = c.ring_bytes.clamp(1024, RING_WORDS * 8);
         let mut seen = [false; MAX_CPUS];
         let mut claim = |x: usize, what: &str| -> Result<(), String> {
             if x >= c.cpus {
-                return Err(format!("{what}: CPU {x} out of range"));
+                return Err(format!(
+                    "{what}: expected CPUs from 0 to {} (--cpus {}), got {x}",
+                    c.cpus - 1,
+                    c.cpus
+                ));
             }
             if x == c.crash_cpu {
                 return Err(format!("{what}: CPU {x} is the crashing CPU"));
@@ -249,6 +305,19 @@ impl SimConfig {
             claim(x, "--deaf-flusher")?;
         }
         Ok(c)
+    }
+
+    /// `--ack-timeout-ms` in nanoseconds (saturating; at most an hour by [`SimConfig::parse`]).
+    pub fn ack_timeout_ns(&self) -> u64 {
+        self.ack_timeout_ms.saturating_mul(1_000_000)
+    }
+
+    /// The period of the timer interrupt each CPU gets, in microseconds: `--tick-us` for up to four
+    /// CPUs; with more, the one ticker thread takes `ceil(cpus / 4)` times as long per round.
+    pub fn tick_period_us(&self) -> u64 {
+        self.tick_us
+            .saturating_mul((self.cpus as u64).div_ceil(4))
+            .min(MAX_TICK_PERIOD_US)
     }
 
     /// The role of `cpu`.
@@ -326,6 +395,9 @@ impl SimConfig {
             self.crash_cpu,
             if self.crash_in_irq { "irq" } else { "task" }
         );
+        if self.tick_period_us() != 100 {
+            let _ = write!(s, "; timer tick every {} us", self.tick_period_us());
+        }
         for &c in &self.freeze_in_log {
             let _ = write!(
                 s,
@@ -361,22 +433,80 @@ impl SimConfig {
     }
 }
 
-pub(crate) const USAGE: &str = "usage: crash [--cpus N] [--records-per-cpu K] [--freeze-in-log CPU[,CPU..]|none] \
-[--rtas-held-by CPU|none] [--rtas-in-call] [--deaf CPU[,CPU..]] [--deaf-logging CPU[,CPU..]] [--deaf-flusher CPU] \
-[--crash-cpu CPU] [--crash-in task|irq] \
-[--ring-bytes B] [--seed S] [--baseline locked] [--json] [--ack-timeout-ms T] [--tick-us T] [--work-ns N] [--dmesg-all]";
+/// Most task records per CPU (`--records-per-cpu`).
+const MAX_RECORDS_PER_CPU: u64 = 10_000_000;
+/// Smallest ring (`--ring-bytes`): the crash path's own messages must fit.
+const MIN_RING_BYTES: u64 = 1024;
+/// Largest ring (`--ring-bytes`): the static `Log`'s ring size.
+const MAX_RING_BYTES: u64 = (RING_WORDS * core::mem::size_of::<usize>()) as u64;
+/// Longest check-in wait (`--ack-timeout-ms`): an hour.
+const MAX_ACK_TIMEOUT_MS: u64 = 3_600_000;
+/// Shortest timer period (`--tick-us`): faster ticks would starve the CPU threads.
+const MIN_TICK_US: u64 = 20;
+/// Longest timer period (`--tick-us`): 50 ms.
+const MAX_TICK_US: u64 = 50_000;
+/// Longest period the ticker sleeps (`usleep` takes less than a second).
+const MAX_TICK_PERIOD_US: u64 = 999_999;
+/// Most busy work between two task records (`--work-ns`): 10 ms.
+const MAX_WORK_NS: u64 = 10_000_000;
+/// Most busy work per CPU before the crash (`--records-per-cpu` x `--work-ns`): 30 s, half the
+/// harness's set-up timeout.
+const MAX_BUSY_NS: u64 = 30_000_000_000;
 
-fn num(s: &str) -> Result<u64, String> {
-    s.parse::<u64>().map_err(|_| format!("not a number: {s}"))
+pub(crate) const USAGE: &str = "\
+usage: crash [OPTIONS]       the crash-shutdown demo on a simulated SMP machine
+  --cpus N                   simulated CPUs, 2..=64 (default 4)
+  --records-per-cpu K        task records each CPU logs before the crash, 1..=10000000 (default 1000)
+  --freeze-in-log CPU[,CPU..]|none   CPUs frozen by the NMI inside a log call (default 2)
+  --rtas-held-by CPU|none    the CPU frozen holding the RTAS lock (default 3)
+  --rtas-in-call             ...frozen inside the firmware call (default: outside it)
+  --deaf CPU[,CPU..]         CPUs that block the NMI and hang
+  --deaf-logging CPU[,CPU..] CPUs that block the NMI and keep logging
+  --deaf-flusher CPU|none    a CPU that blocks the NMI and owns the flush at the crash
+  --crash-cpu CPU            the crashing CPU (default 0)
+  --crash-in task|irq        the context the crash starts in (default task)
+  --ring-bytes B             per-CPU ring size, a power of two, 1024..=65536 (default 65536)
+  --seed S                   picks freeze points and pauses, 0..=18446744073709551615 (default 1)
+  --ack-timeout-ms T         check-in wait of the crashing CPU, 0..=3600000 (default 1000)
+  --tick-us T                timer interrupt period, 20..=50000 (default 100; x ceil(cpus/4))
+  --work-ns N                busy work between two task records, 0..=10000000 (default 2000);
+                             records x work at most 30 s
+  --baseline locked|none     run the 2020 design instead (deadlocks, exit 2)
+  --json                     JSON lines on stdout
+  --dmesg-all                print every recovered record (default: the last 24)
+  -h, --help                 this text
+CPUs are numbered from 0 to --cpus - 1; lists are comma-separated, none the crashing CPU, no CPU in two
+roles (except --deaf with --rtas-held-by). Exit status: 0 success, 1 failure (bad command line,
+failed verification), 2 deadlock detected.";
+
+/// `s` as a number from `lo` to `hi`; `Err` names the option and the range.
+fn number(name: &str, s: &str, lo: u64, hi: u64) -> Result<u64, String> {
+    s.parse::<u64>()
+        .ok()
+        .filter(|v| (lo..=hi).contains(v))
+        .ok_or_else(|| format!("{name}: expected a number from {lo} to {hi}, got {s:?}"))
 }
 
-fn cpu_list(s: &str) -> Result<Vec<usize>, String> {
-    if s == "none" || s.is_empty() {
+/// A CPU number (its range, below `--cpus`, is checked once the whole command line is read).
+fn cpu(name: &str, s: &str) -> Result<usize, String> {
+    s.parse::<usize>()
+        .map_err(|_| format!("{name}: expected a CPU number, got {s:?}"))
+}
+
+/// `none` or a comma-separated list of CPUs.
+fn cpu_list(name: &str, s: &str) -> Result<Vec<usize>, String> {
+    if s == "none" {
         return Ok(vec![]);
     }
-    s.split(',')
-        .map(|x| num(x.trim()).map(|v| v as usize))
-        .collect()
+    s.split(',').map(|x| cpu(name, x)).collect()
+}
+
+/// `none` or one CPU: a list is refused.
+fn one_cpu(name: &str, s: &str) -> Result<Option<usize>, String> {
+    if s.contains(',') {
+        return Err(format!("{name}: takes one CPU (or none), got {s:?}"));
+    }
+    Ok(cpu_list(name, s)?.first().copied())
 }
 
 fn splitmix(mut x: u64) -> u64 {
@@ -384,4 +514,86 @@ fn splitmix(mut x: u64) -> u64 {
     x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     x ^ (x >> 31)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{SimConfig, USAGE};
+
+    fn parse(args: &[&str]) -> Result<SimConfig, String> {
+        SimConfig::parse(&args.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn no_arguments_is_the_default_scenario() {
+        assert_eq!(parse(&[]), Ok(SimConfig::default()));
+        assert_eq!(parse(&["--help"]), Err(USAGE.to_string()));
+    }
+
+    #[test]
+    fn values_are_used_as_given() {
+        let c = parse(&[
+            "--cpus=16",
+            "--records-per-cpu",
+            "10000000",
+            "--ring-bytes",
+            "1024",
+            "--ack-timeout-ms",
+            "3600000",
+            "--tick-us",
+            "50000",
+            "--work-ns",
+            "0",
+            "--seed",
+            "18446744073709551615",
+            "--crash-cpu",
+            "15",
+            "--rtas-held-by",
+            "none",
+            "--deaf",
+            "3,4",
+            "--deaf-flusher",
+            "5",
+        ])
+        .unwrap();
+        assert_eq!(
+            (c.cpus, c.records, c.ring_bytes, c.ack_timeout_ms, c.tick_us),
+            (16, 10_000_000, 1024, 3_600_000, 50_000)
+        );
+        assert_eq!((c.work_ns, c.seed, c.crash_cpu), (0, u64::MAX, 15));
+        assert_eq!((c.rtas_held_by, c.deaf_flusher), (None, Some(5)));
+        assert_eq!((&c.deaf[..], &c.freeze_in_log[..]), (&[3, 4][..], &[2][..]));
+        assert_eq!(c.ack_timeout_ns(), 3_600_000_000_000);
+        // 16 CPUs: one ticker round takes four periods.
+        assert_eq!(c.tick_period_us(), 200_000);
+        assert!(c
+            .describe()
+            .contains("16 CPUs x 10000000 task records, 1024 B rings"));
+        assert!(c.describe().contains("timer tick every 200000 us"));
+    }
+
+    #[test]
+    fn every_error_is_one_line_naming_the_option() {
+        for (args, want) in [
+            (
+                &["--ring-bytes", "3072"][..],
+                "crash: --ring-bytes: expected a power of two",
+            ),
+            (
+                &["--tick-us", "0"][..],
+                "crash: --tick-us: expected a number from 20 to 50000",
+            ),
+            (
+                &["--rtas-held-by", "1,2"][..],
+                "crash: --rtas-held-by: takes one CPU",
+            ),
+            (
+                &["--cpus", "2", "--crash-cpu", "2"][..],
+                "crash: --crash-cpu: expected a CPU from 0 to 1",
+            ),
+        ] {
+            let e = parse(args).unwrap_err();
+            assert!(e.starts_with(want) && !e.contains('\n'), "{args:?}: {e}");
+        }
+    }
 }

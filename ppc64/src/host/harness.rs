@@ -249,7 +249,7 @@ pub(crate) fn tick_until(
     setup_timeout: impl Fn(),
 ) -> i32 {
     let conf = cfg();
-    let period = conf.tick_us * (conf.cpus as u64).div_ceil(4);
+    let period = conf.tick_period_us();
     let t_start = T_START.load(Ordering::Relaxed);
     loop {
         sys::usleep(period);
@@ -305,7 +305,7 @@ pub(crate) fn busy_work(ns: u64) {
     if ns == 0 {
         return;
     }
-    let until = HostPlatform::clock_ns() + ns;
+    let until = HostPlatform::clock_ns().saturating_add(ns);
     while HostPlatform::clock_ns() < until {
         std::hint::spin_loop();
     }

@@ -610,7 +610,7 @@ fn crash_now(c: usize, reason: &str) -> ! {
         )
     };
     let sc = ShutdownConfig {
-        ack_timeout_ns: cfg().ack_timeout_ms * 1_000_000,
+        ack_timeout_ns: cfg().ack_timeout_ns(),
         max_wait_spins: u64::MAX,
     };
     crash_shutdown(
@@ -631,8 +631,9 @@ pub(crate) fn run(conf: SimConfig) -> i32 {
     let conf = harness::configure(conf);
     let ncpu = conf.cpus;
     LOG.platform().set_cpu_count(ncpu);
-    if LOG.set_ring_capacity_words(conf.ring_bytes / 8).is_err() {
-        eprintln!("cannot set the ring capacity");
+    let words = conf.ring_bytes / core::mem::size_of::<usize>();
+    if LOG.set_ring_capacity_words(words) != Ok(words) {
+        eprintln!("cannot set the ring capacity to {} bytes", conf.ring_bytes);
         return EXIT_FAIL;
     }
     LOG.set_flush_settle_ns(1_000_000);
@@ -651,7 +652,7 @@ pub(crate) fn run(conf: SimConfig) -> i32 {
     harness::tick_until(
         |c| FW.source_enabled(c) && SIM[c].cppr.load(Ordering::Relaxed) != 0,
         |waited| {
-            let limit = conf.ack_timeout_ms * 1_000_000 + 10_000_000_000;
+            let limit = conf.ack_timeout_ns().saturating_add(10_000_000_000);
             (waited > limit).then(|| {
                 watchdog_report(conf, waited);
                 EXIT_DEADLOCK
