@@ -43,12 +43,13 @@ pub fn run(args: &[String]) -> i32 {
     if let Some(pos) = args.iter().position(|a| a == "--capture-fd") {
         return capture::main(args, pos);
     }
-    if args.iter().any(|a| a == "-h" || a == "--help") {
-        println!("{USAGE}");
-        return EXIT_OK;
-    }
+    // The parser decides what is help: `-h` as an option, not as the value of one or after `--`.
     let cfg = match SimConfig::parse(args) {
         Ok(c) => c,
+        Err(e) if e == USAGE => {
+            println!("{USAGE}");
+            return EXIT_OK;
+        }
         Err(e) => {
             eprintln!("{e}");
             return EXIT_FAIL;
