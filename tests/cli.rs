@@ -633,7 +633,7 @@ fn image_of(texts: &[&str]) -> Vec<u8> {
         log.append_raw(Level::Info, 0, 0, t.as_bytes()).unwrap();
     }
     log.crash_enter().unwrap();
-    let mut out = vec![0u8; handover::max_image_size(1, 4, 4096)];
+    let mut out = vec![0u8; Log::<OneCpu, 1, 1024, 4096>::MAX_IMAGE_BYTES];
     let n = handover::write_image(&*log, &mut out, &|_| true).unwrap();
     out.truncate(n);
     out
