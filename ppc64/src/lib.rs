@@ -15,8 +15,9 @@
 //! * the firmware lock is owner-aware ([`RtasLock`]): the crashing CPU takes it over from a CPU frozen
 //!   *outside* the firmware call, and masks at the interrupt presenter instead when the holder was
 //!   frozen *inside* the call (PAPR forbids a second non-reentrant RTAS call; see [`rtas`]);
-//! * the log is drained without a lock ([`nmilog::Log::drain_on_crash`]) and serialised into a
-//!   handover image ([`nmilog::handover::write_image`]) that the capture stage parses.
+//! * the log is drained without a lock and without writing anything another CPU could write
+//!   ([`nmilog::Log::drain_on_crash`]: a CPU that never answered the NMI may still be running) into
+//!   a handover image ([`nmilog::handover::write_image`]) that the capture stage parses.
 //!
 //! The sequence itself is [`crash_shutdown`]; each stopped CPU runs [`on_nmi_stop`] from its NMI
 //! handler. The `std` feature adds `host` (Linux), an SMP simulation on POSIX threads and signals that runs

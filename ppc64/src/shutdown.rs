@@ -13,14 +13,18 @@
 //!  log "crash: CPU k did not answer …"            park forever
 //!  log "IPI complete"
 //!  mask interrupts: RTAS / RTAS takeover / presenter (see crate::rtas)
-//!  drain (lock-free, bounded)
+//!  drain (read-only, bounded), log what it found
 //!  log "kexec: Starting switchover sequence."
-//!  drain again; write the handover image
+//!  write the handover image (the final drain)
 //!  kexec into the capture stage
 //! ```
 //!
 //! Nothing here takes a lock (the firmware lock is only ever *taken over* or *left alone*, see
-//! [`crate::rtas`]) and every wait is bounded by a timeout and an iteration count.
+//! [`crate::rtas`]) and every wait is bounded by a timeout and an iteration count. Nothing assumes a
+//! CPU is stopped unless it checked in: the drain and the image writer are told which CPUs did
+//! (`CrashState::checked_in`), read the log without writing what such a CPU could write, and count a
+//! log call in progress on a CPU that did not check in as in flight, not torn; the firmware lock is
+//! taken over only from a holder that checked in. [`Machine::stage`] is called at each step.
 //!
 //! The 2020 RTAS deadlock, replayed: CPU 1 is frozen *inside* an RTAS call, holding the lock.
 //! The sequence does not wait for the lock, and does not call firmware either:
