@@ -12,10 +12,11 @@
 //! defaults to 2 when `LOOM_MAX_PREEMPTIONS` is not set (unbounded exploration would not finish);
 //! the crash-drain race models, which are small, raise it to [`DRAIN_RACE_BOUND`].
 //!
-//! Loom's partial-order reduction only schedules a thread in between another's steps once it has
-//! taken a step of its own: a model whose main thread spawns a thread and then runs to its end
-//! first lets the new thread start (`thread::yield_now`, or a gate it waits for), or it explores a
-//! single interleaving.
+//! Where the search starts matters under the preemption bound: a model whose main thread spawns a
+//! thread and then runs its own part to the end may explore very little (the crash drain against
+//! an unordered writer explored a single interleaving that way). Such models let the new thread
+//! take its first step (`thread::yield_now`, or a gate the main thread waits for) before the main
+//! thread goes on; the flush-owner race runs both starts.
 //!
 //! The platform keeps the current CPU in a `loom::thread_local!` (loom threads are fibres on one OS
 //! thread, so a `std` thread-local would be shared) and the clock in a `std` atomic: loom runs one
@@ -894,9 +895,8 @@ fn crash_drain_with_flush_owner_stopped_at_each_move_step() {
 /// again, the moved ones from the main log. Prints how many records the first drain took from the
 /// main log, per number of records the owner moved; every split must occur.
 ///
-/// `owner_first`: the owner takes its first step before CPU 0 crashes (a thread that has not run
-/// yet is never scheduled in between by the model checker, so the two starts explore differently
-/// under the preemption bound).
+/// `owner_first`: the owner takes its first step before CPU 0 crashes (the two starts explore
+/// differently under the preemption bound; see the module docs).
 fn drain_races_flush_owner(pending: [u64; 2], owner_first: bool) {
     let name = format!(
         "crash_drain_races_a_flush_owner_{}_{}{}",
@@ -1145,8 +1145,8 @@ fn drain_races_writer(gate: Option<WriteStep>, strict: bool) -> (usize, usize) {
             });
             assert_eq!(r, Ok(1));
         });
-        // Ungated, still let the writer take its first step, so that the model checker knows it
-        // is there (a thread that never ran is never scheduled in between).
+        // Ungated, still let the writer take its first step (see the module docs: otherwise loom
+        // explores a single interleaving here).
         if gate.is_none() {
             thread::yield_now();
         }
