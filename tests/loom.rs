@@ -9,7 +9,14 @@
 //! ```
 //!
 //! Every test prints how many interleavings (loom iterations) it explored. The preemption bound
-//! defaults to 2 when `LOOM_MAX_PREEMPTIONS` is not set (unbounded exploration would not finish).
+//! defaults to 2 when `LOOM_MAX_PREEMPTIONS` is not set (unbounded exploration would not finish);
+//! the crash-drain race models, which are small, raise it to [`DRAIN_RACE_BOUND`].
+//!
+//! Where the search starts matters under the preemption bound: a model whose main thread spawns a
+//! thread and then runs its own part to the end may explore very little (the crash drain against
+//! an unordered writer explored a single interleaving that way). Such models let the new thread
+//! take its first step (`thread::yield_now`, or a gate the main thread waits for) before the main
+//! thread goes on; the flush-owner race runs both starts.
 //!
 //! The platform keeps the current CPU in a `loom::thread_local!` (loom threads are fibres on one OS
 //! thread, so a `std` thread-local would be shared) and the clock in a `std` atomic: loom runs one
@@ -18,6 +25,7 @@
 #![cfg(nmilog_loom)]
 
 use std::cell::Cell;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering as StdOrdering};
 
 use loom::sync::atomic::{AtomicBool as LoomAtomicBool, AtomicUsize as LoomAtomicUsize, Ordering};
@@ -27,8 +35,12 @@ use loom::thread;
 use nmilog::console::{
     AcquireError, Console, ConsoleState, Consoles, Priority, Wait, WriteContext,
 };
+use nmilog::record::facility;
 use nmilog::ring::{Cursor, NoHook, Read, RecordRing, WriteStep};
-use nmilog::{ContextKind, FlushStep, Header, Level, Log, MainReader, Platform, RecordBuf};
+use nmilog::{
+    ContextKind, DrainReport, FlushPolicy, FlushStep, Header, Level, Log, MainReader, Origin,
+    Platform, RecordBuf,
+};
 
 loom::thread_local! {
     static CPU: Cell<usize> = Cell::new(usize::MAX);
@@ -68,34 +80,39 @@ impl Platform for LoomPlat {
 type L2 = Log<LoomPlat, 2, 32, 128, 2>;
 /// 2 CPUs, 32-word rings, one depth (fewer atomics, so more interleavings per second).
 type L1 = Log<LoomPlat, 2, 32, 128, 1>;
+/// [`L1`] with a 32-word main log (about five records: it wraps at once).
+type LSmallMain = Log<LoomPlat, 2, 32, 32, 1>;
 
 /// Runs `f` under loom with the preemption bound from the environment (default 2) and prints the
 /// number of interleavings explored.
 fn model<F: Fn() + Sync + Send + 'static>(name: &str, f: F) {
-    static ITER: AtomicUsize = AtomicUsize::new(0);
+    model_bound(name, 0, f)
+}
+
+/// [`model`] with a preemption bound of at least `min_bound` (for small models that can afford a
+/// deeper search than the default).
+fn model_bound<F: Fn() + Sync + Send + 'static>(name: &str, min_bound: usize, f: F) {
     let mut b = loom::model::Builder::new();
-    if b.preemption_bound.is_none() {
-        b.preemption_bound = Some(2);
-    }
+    b.preemption_bound = Some(b.preemption_bound.unwrap_or(2).max(min_bound));
     b.max_branches = b.max_branches.max(20_000);
     let start = std::time::Instant::now();
-    let before = ITER.load(StdOrdering::Relaxed);
-    // ITER is process-wide (tests may run in parallel), so count per test with a local counter too.
-    let local = std::sync::Arc::new(AtomicUsize::new(0));
-    let l2 = local.clone();
+    let n = std::sync::Arc::new(AtomicUsize::new(0));
+    let count = n.clone();
     b.check(move || {
-        l2.fetch_add(1, StdOrdering::Relaxed);
+        count.fetch_add(1, StdOrdering::Relaxed);
         f();
     });
-    let n = local.load(StdOrdering::Relaxed);
-    ITER.fetch_add(n, StdOrdering::Relaxed);
-    let _ = before;
     eprintln!(
-        "loom: {name}: {n} interleavings in {:.2?} (preemption bound {:?})",
+        "loom: {name}: {} interleavings in {:.2?} (preemption bound {:?})",
+        n.load(StdOrdering::Relaxed),
         start.elapsed(),
         b.preemption_bound
     );
 }
+
+/// The preemption bound of the crash-drain race models (they are small: at most a few thousand
+/// interleavings each at this bound).
+const DRAIN_RACE_BOUND: usize = 4;
 
 // ------------------------------------------------------------------------------------------------
 // Ground truth for records: the payload is derived from (tag, seq), so a reader can tell a torn or
@@ -294,7 +311,7 @@ fn main_records<const DEPTH: usize>(
         match rd.read(log, &mut buf) {
             Read::Record => {
                 let (_, d) = buf.header.context();
-                if buf.header.facility == nmilog::record::facility::NMILOG {
+                if buf.header.facility == facility::NMILOG {
                     continue; // accounting lines
                 }
                 out.push((
@@ -390,7 +407,13 @@ fn check_source_with_losses<const DEPTH: usize>(
     seqs
 }
 
-fn append<const DEPTH: usize>(log: &Log<LoomPlat, 2, 32, 128, DEPTH>, c: usize, d: usize) -> u64 {
+/// Appends record `next_seq` of `(c, d)` (its payload: `lpat`) on the NMI path (no flush); the
+/// calling thread must be CPU `c` at depth `d`.
+fn append<const MAIN: usize, const DEPTH: usize>(
+    log: &Log<LoomPlat, 2, 32, MAIN, DEPTH>,
+    c: usize,
+    d: usize,
+) -> u64 {
     let seq = log.cpu(c).unwrap().rings[d].next_seq();
     let got = log
         .append_raw(Level::Info, 0, 0, &lpat(c, d, seq))
@@ -569,111 +592,6 @@ fn two_flushers_race() {
     });
 }
 
-// ------------------------------------------------------------------------------------------------
-// 4. The crash drain.
-
-/// CPU 1 logs one record, then freezes forever at step `k` of its next write (the hook returns
-/// false); the crashing CPU 0 (ordered after the stop, as the IPI handshake orders it: `join`) enters
-/// the crash context and drains. The first record is delivered, the frozen one only if it was
-/// committed, otherwise it is counted torn exactly once; the drain stays within its bound and a second
-/// drain delivers nothing again.
-#[test]
-fn crash_drain_with_writer_stopped_at_each_step() {
-    for (k, step) in WriteStep::ALL.into_iter().enumerate() {
-        model(
-            &format!("crash_drain_writer_stopped_at_{step:?}"),
-            move || {
-                let log: Arc<L2> = Arc::new(Log::new(LoomPlat::new(2)));
-                let l1 = log.clone();
-                let stopped = thread::spawn(move || {
-                    set_cpu(1);
-                    append(&l1, 1, 0);
-                    let p = lpat(1, 0, 1);
-                    let r = l1
-                        .append_raw_with_hook(Level::Info, 0, 0, &p, &mut |s: WriteStep| s != step);
-                    assert_eq!(r, Err(nmilog::AppendError::Frozen));
-                });
-                stopped.join().unwrap();
-                set_cpu(0);
-                log.crash_enter().unwrap();
-                append(&log, 0, 1); // the crash path logs at depth 1
-                let rep = log.drain_on_crash();
-                assert!(rep.flush.steps <= rep.bound, "{rep:?}");
-                let committed = k >= 6;
-                assert_eq!(rep.flush.torn, u64::from(!committed), "{step:?}: {rep:?}");
-                let n1 = if committed { 2 } else { 1 };
-                check_main(&log, &[((1, 0), 0, n1), ((0, 1), 0, 1)], true);
-                let rep2 = log.drain_on_crash();
-                assert_eq!(
-                    (rep2.flush.moved, rep2.flush.torn, rep2.accounting_records),
-                    (0, 0, 0)
-                );
-                check_main(&log, &[((1, 0), 0, n1), ((0, 1), 0, 1)], true);
-            },
-        );
-    }
-}
-
-/// The flush owner (CPU 1) is stopped for good at each step of a journaled move; the crashing CPU
-/// takes ownership over, repairs the move through the journal and drains: each record exactly once.
-#[test]
-fn crash_drain_takes_over_owner_stopped_at_each_move_step() {
-    let steps: Vec<FlushStep> = [FlushStep::Journaled]
-        .into_iter()
-        .chain(WriteStep::ALL.into_iter().map(FlushStep::Main))
-        .chain([FlushStep::CursorStored, FlushStep::Done])
-        .collect();
-    for stop in steps {
-        model(&format!("crash_drain_takeover_at_{stop:?}"), move || {
-            let log: Arc<L1> = Arc::new(Log::new(LoomPlat::new(2)));
-            set_cpu(0);
-            append(&log, 0, 0);
-            append(&log, 0, 0);
-            let l1 = log.clone();
-            let owner = thread::spawn(move || {
-                set_cpu(1);
-                append(&l1, 1, 0);
-                let _ = l1.flush_with_hook(&mut |s: FlushStep| s != stop);
-            });
-            owner.join().unwrap();
-            set_cpu(0);
-            log.crash_enter().unwrap();
-            let rep = log.drain_on_crash();
-            assert_eq!(rep.took_over_from, Some(1), "{stop:?}");
-            assert!(rep.flush.steps <= rep.bound);
-            check_main(&log, &[((0, 0), 0, 2), ((1, 0), 0, 1)], true);
-        });
-    }
-}
-
-/// Outside the drain's contract but still required to be safe: CPU 1 did not stop and keeps logging
-/// (on the NMI path, into its own ring) while CPU 0 drains. The drain may count the in-flight record
-/// as torn, but never delivers a torn record or one twice; a second drain after CPU 1 finished moves
-/// the rest.
-#[test]
-fn crash_drain_races_an_unstopped_writer() {
-    model("crash_drain_races_an_unstopped_writer", || {
-        let log: Arc<L1> = Arc::new(Log::new(LoomPlat::new(2)));
-        set_cpu(1);
-        append(&log, 1, 0);
-        set_cpu(0);
-        log.crash_enter().unwrap();
-        let l1 = log.clone();
-        let live = thread::spawn(move || {
-            set_cpu(1);
-            append(&l1, 1, 0);
-        });
-        let rep = log.drain_on_crash();
-        assert!(rep.flush.steps <= rep.bound);
-        live.join().unwrap();
-        let rep2 = log.drain_on_crash();
-        assert!(rep2.flush.steps <= rep2.bound);
-        // Record 1 is either moved by one of the drains or (if the first drain counted it torn while
-        // it was in flight) still moved by the second: never lost, never twice.
-        check_main(&log, &[((1, 0), 0, 2)], true);
-    });
-}
-
 /// Not a protocol bug but a documented assumption, shown here: a normal flush orders records across
 /// rings by timestamp only for records whose odd sequence word it could already see. On a weakly
 /// ordered machine (and for the duration of a store-buffer drain on x86) CPU 0 can stamp its record
@@ -698,6 +616,615 @@ fn flush_timestamp_order_across_rings_relies_on_the_settle_window() {
         log.flush().expect("ownership is free again");
         check_main(&log, &[((0, 0), 0, 1), ((1, 0), 0, 1)], true);
     });
+}
+
+// ------------------------------------------------------------------------------------------------
+// 4. The crash drain. It is read-only: every model checks what the drain handed its sink (never
+// the main log, which the drain does not write), and the drain's own accounting of what it did not
+// deliver.
+
+/// The sequence numbers a drain delivered, per `(cpu, depth)` source.
+type PerSource = BTreeMap<(usize, usize), Vec<u64>>;
+
+/// One record the drain handed its sink.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Drained {
+    origin: Origin,
+    cpu: usize,
+    depth: usize,
+    src_seq: u64,
+    ts: u64,
+    /// An accounting record (facility NMILOG): only its text is compared.
+    accounting: bool,
+    payload: Vec<u8>,
+}
+
+/// Runs one crash drain on the calling (crashing) CPU and checks what holds for every drain: it
+/// completed within its step bound; the report agrees with the sink; every record is intact (the
+/// payload its writer wrote), each `(cpu, depth, src_seq)` at most once, in `(ts, cpu, depth)`
+/// order, main-log records in main-log order; accounting records come last. Returns the report,
+/// the output, and the sequence numbers delivered per source.
+fn drain<const MAIN: usize, const DEPTH: usize>(
+    log: &Log<LoomPlat, 2, 32, MAIN, DEPTH>,
+    stopped: &dyn Fn(usize) -> bool,
+) -> (DrainReport, Vec<Drained>, PerSource) {
+    let mut out = Vec::new();
+    let rep = log
+        .drain_on_crash(stopped, &mut |origin: Origin, r: &RecordBuf| {
+            out.push(Drained {
+                origin,
+                cpu: r.header.cpu as usize,
+                depth: r.header.context().1,
+                src_seq: r.header.src_seq,
+                ts: r.header.ts_ns,
+                accounting: r.header.facility == facility::NMILOG,
+                payload: r.payload().to_vec(),
+            });
+            true
+        })
+        .expect("the crashing CPU drains");
+    assert!(rep.complete && rep.steps <= rep.bound, "{rep:?}");
+    let count = |f: fn(&Origin) -> bool| out.iter().filter(|d| f(&d.origin)).count() as u64;
+    assert_eq!(rep.records, out.len() as u64, "{rep:?}");
+    assert_eq!(rep.from_main, count(|o| matches!(o, Origin::Main { .. })));
+    assert_eq!(rep.from_rings, count(|o| matches!(o, Origin::Ring { .. })));
+    assert_eq!(rep.accounting_records, count(|o| *o == Origin::Accounting));
+    let n_records = out.len() - rep.accounting_records as usize;
+    let mut per_source = PerSource::new();
+    let mut last_key = None;
+    let mut last_main = None;
+    for (i, d) in out.iter().enumerate() {
+        assert_eq!(
+            d.accounting,
+            d.origin == Origin::Accounting,
+            "accounting records are exactly the drain's own: {out:?}"
+        );
+        if d.accounting {
+            assert!(i >= n_records, "accounting before a record: {out:?}");
+            continue;
+        }
+        match d.origin {
+            Origin::Ring { cpu, depth } => assert_eq!((cpu, depth), (d.cpu, d.depth)),
+            Origin::Main { seq } => {
+                assert!(
+                    last_main < Some(seq),
+                    "main-log records out of order: {out:?}"
+                );
+                last_main = Some(seq);
+            }
+            Origin::Accounting => unreachable!(),
+        }
+        assert_eq!(
+            d.payload,
+            lpat(d.cpu, d.depth, d.src_seq),
+            "torn payload delivered: {out:?}"
+        );
+        let key = (d.ts, d.cpu, d.depth);
+        assert!(
+            last_key < Some(key),
+            "out of (ts, cpu, depth) order, or twice: {out:?}"
+        );
+        last_key = Some(key);
+        let seqs = per_source.entry((d.cpu, d.depth)).or_default();
+        assert!(!seqs.contains(&d.src_seq), "delivered twice: {out:?}");
+        seqs.push(d.src_seq);
+    }
+    (rep, out, per_source)
+}
+
+/// Every record is delivered or counted, never both, never silently missing: source `(c, d)` wrote
+/// records `0..n` (`expect`; other sources wrote nothing). Per source, the records not delivered
+/// are at least the ones its counters (torn, in flight, overwritten) account for — fewer would mean
+/// a record delivered *and* counted — and over all sources the rest are exactly the main-log
+/// records the drain reports lost (`main_lost`, not attributed to a source).
+fn check_accounted<const MAIN: usize, const DEPTH: usize>(
+    log: &Log<LoomPlat, 2, 32, MAIN, DEPTH>,
+    rep: &DrainReport,
+    got: &PerSource,
+    expect: &[((usize, usize), u64)],
+) {
+    let mut unattributed = 0;
+    for c in 0..2 {
+        for d in 0..DEPTH {
+            let n = expect.iter().find(|e| e.0 == (c, d)).map_or(0, |e| e.1);
+            let seqs = got.get(&(c, d)).map_or(&[][..], |v| &v[..]);
+            assert!(
+                seqs.iter().all(|&s| s < n),
+                "({c},{d}): unknown record delivered: {seqs:?}"
+            );
+            let cnt = log.counters(c, d).unwrap();
+            let counted = cnt.torn + cnt.in_flight + cnt.overwritten;
+            let missing = n - seqs.len() as u64;
+            assert!(
+                missing >= counted,
+                "({c},{d}): delivered {seqs:?} of {n}, yet {cnt:?}: delivered and counted"
+            );
+            unattributed += missing - counted;
+        }
+    }
+    assert_eq!(
+        unattributed, rep.main_lost,
+        "records neither delivered nor counted: {got:?} {rep:?}"
+    );
+}
+
+/// One outcome of a main-log read: the outcome, and the record's number, header and payload.
+type MainSlot = (Read, u64, Header, Vec<u8>);
+
+/// What a reader of the main log sees (its `next_seq`, then every outcome and record up to the
+/// first empty or in-flight slot), to show that a drain did not write it.
+fn main_view<const MAIN: usize, const DEPTH: usize>(
+    log: &Log<LoomPlat, 2, 32, MAIN, DEPTH>,
+) -> (u64, Vec<MainSlot>) {
+    let mut rd = MainReader::new();
+    let mut buf = RecordBuf::new();
+    let mut seen = Vec::new();
+    for _ in 0..64 {
+        let r = rd.read(log, &mut buf);
+        seen.push((r, buf.seq, buf.header, buf.payload().to_vec()));
+        if matches!(r, Read::Empty | Read::InFlight) {
+            break;
+        }
+    }
+    (log.main().next_seq(), seen)
+}
+
+/// The records of a drain's output, for comparing two drains (accounting records by their text:
+/// their timestamp is the drain's).
+fn records_of(out: &[Drained]) -> Vec<Drained> {
+    out.iter()
+        .map(|d| {
+            let mut d = d.clone();
+            if d.accounting {
+                d.ts = 0;
+            }
+            d
+        })
+        .collect()
+}
+
+/// CPU 1 logs one record (the normal path: it is flushed at once), then freezes forever at step `k`
+/// of its next write (the hook returns false) and checks in; the crashing CPU 0 (ordered after the
+/// stop, as the IPI handshake orders it: `join`) enters the crash context, logs, and drains. The
+/// first record is delivered (from the main log), the frozen one only if it was committed,
+/// otherwise it is counted torn exactly once; the drain stays within its bound, never writes the
+/// main log, and a second drain hands over the same records.
+#[test]
+fn crash_drain_with_writer_stopped_at_each_step() {
+    for (k, step) in WriteStep::ALL.into_iter().enumerate() {
+        model(
+            &format!("crash_drain_writer_stopped_at_{step:?}"),
+            move || {
+                let log: Arc<L2> = Arc::new(Log::new(LoomPlat::new(2)));
+                let l1 = log.clone();
+                let stopped = thread::spawn(move || {
+                    set_cpu(1);
+                    assert_eq!(l1.append(Level::Info, 0, 0, &lpat(1, 0, 0)), Ok(0));
+                    let p = lpat(1, 0, 1);
+                    let r = l1
+                        .append_raw_with_hook(Level::Info, 0, 0, &p, &mut |s: WriteStep| s != step);
+                    assert_eq!(r, Err(nmilog::AppendError::Frozen));
+                });
+                stopped.join().unwrap();
+                set_cpu(0);
+                log.crash_enter().unwrap();
+                append(&log, 0, 1); // the crash path logs at depth 1
+                let main = main_view(&log);
+                let (rep, out, got) = drain(&log, &|_| true);
+                let committed = k >= 6;
+                assert_eq!(rep.torn, u64::from(!committed), "{step:?}: {rep:?}");
+                assert_eq!((rep.in_flight, rep.not_stopped), (0, 0), "{rep:?}");
+                let want1: Vec<u64> = if committed { vec![0, 1] } else { vec![0] };
+                assert_eq!(got.get(&(1, 0)), Some(&want1), "{out:?}");
+                assert_eq!(got.get(&(0, 1)), Some(&vec![0]), "{out:?}");
+                assert_eq!(out[0].origin, Origin::Main { seq: 0 }, "{out:?}");
+                assert_eq!(rep.accounting_records, u64::from(!committed), "{out:?}");
+                check_accounted(&log, &rep, &got, &[((1, 0), 2), ((0, 1), 1)]);
+                assert_eq!(main_view(&log), main, "the drain wrote the main log");
+                let (rep2, out2, _) = drain(&log, &|_| true);
+                assert_eq!(
+                    records_of(&out2),
+                    records_of(&out),
+                    "a second drain differs"
+                );
+                assert_eq!((rep2.torn, rep2.records), (rep.torn, rep.records));
+            },
+        );
+    }
+}
+
+/// The flush owner (CPU 1) stops for good at each step of its first or second move and checks in;
+/// the crashing CPU takes nothing over (the flush stays owned): it reads the main log and the rings
+/// and hands each record over exactly once, whether the move left it in the ring only, in both
+/// places (committed to the main log, cursor not stored) or moved.
+#[test]
+fn crash_drain_with_flush_owner_stopped_at_each_move_step() {
+    for nth in 0..2 {
+        for stop in FlushStep::ALL {
+            model(
+                &format!("crash_drain_owner_stopped_at_{stop:?}_of_move_{nth}"),
+                move || {
+                    let log: Arc<L1> = Arc::new(Log::new(LoomPlat::new(2)));
+                    log.set_flush_policy(FlushPolicy::Deferred);
+                    set_cpu(0);
+                    append(&log, 0, 0);
+                    append(&log, 0, 0);
+                    let l1 = log.clone();
+                    let owner = thread::spawn(move || {
+                        set_cpu(1);
+                        append(&l1, 1, 0);
+                        let mut moves = 0;
+                        let rep = l1.flush_with_hook(&mut |s: FlushStep| {
+                            if s == stop && moves == nth {
+                                return false;
+                            }
+                            moves += usize::from(s == FlushStep::Done);
+                            true
+                        });
+                        assert!(rep.is_some(), "nobody else owns the flush");
+                    });
+                    owner.join().unwrap();
+                    set_cpu(0);
+                    log.crash_enter().unwrap();
+                    assert_eq!(log.flush(), None, "the stopped owner still owns the flush");
+                    let main = main_view(&log);
+                    let (rep, out, got) = drain(&log, &|_| true);
+                    assert_eq!(got.get(&(0, 0)), Some(&vec![0, 1]), "{stop:?}: {out:?}");
+                    assert_eq!(got.get(&(1, 0)), Some(&vec![0]), "{stop:?}: {out:?}");
+                    assert_eq!(rep.accounting_records, 0, "{out:?}");
+                    check_accounted(&log, &rep, &got, &[((0, 0), 2), ((1, 0), 1)]);
+                    assert_eq!(main_view(&log), main, "the drain wrote the main log");
+                    let (_, out2, _) = drain(&log, &|_| true);
+                    assert_eq!(
+                        records_of(&out2),
+                        records_of(&out),
+                        "a second drain differs"
+                    );
+                },
+            );
+        }
+    }
+}
+
+/// CPU 1 is a flush owner that did not stop: it moves `pending[c]` records of each CPU `c` into
+/// the main log (one record of CPU 0 is already there) while CPU 0 crashes and drains, not knowing
+/// CPU 1 stopped. In every interleaving — the drain's snapshot before, between or during any step
+/// of any move, the owner resuming anywhere during the drain, the owner seeing the crash late —
+/// each record comes out exactly once, in order, intact, with nothing counted (nothing was lost:
+/// the owner only copies). After the owner finished, a second drain hands over the same records
+/// again, the moved ones from the main log. Prints how many records the first drain took from the
+/// main log, per number of records the owner moved; every split must occur.
+///
+/// `owner_first`: the owner takes its first step before CPU 0 crashes (the two starts explore
+/// differently under the preemption bound; see the module docs).
+fn drain_races_flush_owner(pending: [u64; 2], owner_first: bool) {
+    let name = format!(
+        "crash_drain_races_a_flush_owner_{}_{}{}",
+        pending[0],
+        pending[1],
+        if owner_first { "_owner_first" } else { "" }
+    );
+    let name = &name[..];
+    let seen: &'static std::sync::Mutex<BTreeMap<(u64, u64), usize>> = Box::leak(Box::default());
+    model_bound(name, DRAIN_RACE_BOUND, move || {
+        let log: Arc<L1> = Arc::new(Log::new(LoomPlat::new(2)));
+        set_cpu(0);
+        append(&log, 0, 0);
+        log.flush().expect("nobody else flushes");
+        log.set_flush_policy(FlushPolicy::Deferred);
+        for (c, &n) in pending.iter().enumerate() {
+            set_cpu(c);
+            for _ in 0..n {
+                append(&log, c, 0);
+            }
+        }
+        let l1 = log.clone();
+        let owner = thread::spawn(move || {
+            set_cpu(1);
+            l1.flush()
+        });
+        if owner_first {
+            thread::yield_now();
+        }
+        set_cpu(0);
+        log.crash_enter().unwrap();
+        let expect = [((0, 0), 1 + pending[0]), ((1, 0), pending[1])];
+        let all: PerSource = expect
+            .iter()
+            .filter(|e| e.1 > 0)
+            .map(|&(src, n)| (src, (0..n).collect()))
+            .collect();
+        let (rep, out, got) = drain(&log, &|c| c != 1);
+        assert_eq!(rep.not_stopped, 1, "{rep:?}");
+        assert_eq!(
+            (rep.torn, rep.in_flight, rep.overwritten, rep.main_lost),
+            (0, 0, 0, 0),
+            "{rep:?}"
+        );
+        assert_eq!(got, all, "{out:?}");
+        check_accounted(&log, &rep, &got, &expect);
+        let moved = owner.join().unwrap().map_or(0, |r| r.moved);
+        *seen
+            .lock()
+            .unwrap()
+            .entry((moved, rep.from_main - 1))
+            .or_default() += 1;
+        let (rep2, out2, got2) = drain(&log, &|c| c != 1);
+        assert_eq!(got2, all, "{out2:?}");
+        assert_eq!(rep2.from_main, 1 + moved, "{rep2:?}");
+        check_accounted(&log, &rep2, &got2, &expect);
+    });
+    let seen = seen.lock().unwrap();
+    eprintln!(
+        "loom: {name}: (records the owner moved, of them the drain took from the main log): \
+         interleavings {seen:?}"
+    );
+    let total = pending[0] + pending[1];
+    for k in 0..=total {
+        assert!(
+            seen.keys().any(|&(_, from_main)| from_main == k),
+            "no interleaving where the drain found {k} moved records in the main log"
+        );
+    }
+}
+
+#[test]
+fn crash_drain_races_a_flush_owner_that_resumes() {
+    for owner_first in [false, true] {
+        drain_races_flush_owner([1, 1], owner_first);
+        drain_races_flush_owner([1, 2], owner_first);
+        drain_races_flush_owner([2, 2], owner_first);
+    }
+}
+
+/// The flush owner (CPU 1, not stopped) wraps the main log while CPU 0 drains: the 32-word main
+/// log holds CPU 0's records 0 to 3 (about all it can), and moving CPU 0's record 4 and then CPU
+/// 1's record 0 overwrites the oldest main-log records (CPU 0's 0 and 1), which the drain may be
+/// reading. Those two were moved by the earlier flush (their ring copies are below its cursor), so
+/// the only copy the drain takes is the main log's: a record overwritten in the main log before the
+/// drain's snapshot is gone like any old dmesg line (neither delivered nor counted); one
+/// overwritten during the drain is counted in `main_lost`. In every interleaving: nothing twice, in
+/// order, intact; every record the drain did not deliver was overwritten in the main log by the
+/// time the owner is done; `main_lost` of them are counted, and the others are the oldest of the
+/// main log (the ones gone before the snapshot). Some interleaving must count a main-log loss.
+#[test]
+fn crash_drain_races_a_flush_owner_wrapping_the_main_log() {
+    let seen: &'static std::sync::Mutex<BTreeMap<(u64, u64), usize>> = Box::leak(Box::default());
+    let name = "crash_drain_races_a_flush_owner_wrapping_the_main_log";
+    model_bound(name, DRAIN_RACE_BOUND, move || {
+        let log: Arc<LSmallMain> = Arc::new(Log::new(LoomPlat::new(2)));
+        set_cpu(0);
+        for _ in 0..4 {
+            append(&log, 0, 0);
+        }
+        log.flush().expect("nobody else flushes");
+        assert_eq!(log.main().oldest().seq(), 0, "the main log holds them all");
+        log.set_flush_policy(FlushPolicy::Deferred);
+        append(&log, 0, 0);
+        set_cpu(1);
+        append(&log, 1, 0);
+        // Main-log order (timestamp order): CPU 0's 0 to 4, then CPU 1's 0.
+        let main_order: Vec<(usize, usize, u64)> =
+            (0..5).map(|s| (0, 0, s)).chain([(1, 0, 0)]).collect();
+        let l1 = log.clone();
+        let owner = thread::spawn(move || {
+            set_cpu(1);
+            l1.flush()
+        });
+        thread::yield_now();
+        set_cpu(0);
+        log.crash_enter().unwrap();
+        let (rep, out, got) = drain(&log, &|c| c != 1);
+        assert_eq!(
+            (rep.torn, rep.in_flight, rep.overwritten),
+            (0, 0, 0),
+            "{rep:?}"
+        );
+        let delivered: Vec<(usize, usize, u64)> = got
+            .iter()
+            .flat_map(|(&(c, d), seqs)| seqs.iter().map(move |&s| (c, d, s)))
+            .collect();
+        let missing: Vec<_> = main_order
+            .iter()
+            .copied()
+            .filter(|r| !delivered.contains(r))
+            .collect();
+        let lost = missing.len() as u64;
+        assert!(
+            rep.main_lost <= lost,
+            "counted lost but delivered: {out:?} {rep:?}"
+        );
+        // Not delivered and not counted: overwritten in the main log before the snapshot, so the
+        // oldest records of the main log.
+        let uncounted = (lost - rep.main_lost) as usize;
+        assert_eq!(
+            missing[..uncounted],
+            main_order[..uncounted],
+            "missing without being counted, but not the oldest: {out:?} {rep:?}"
+        );
+        let moved = owner.join().unwrap().map_or(0, |r| r.moved);
+        let gone = log.main().oldest().seq();
+        assert!(
+            missing
+                .iter()
+                .all(|r| main_order[..gone as usize].contains(r)),
+            "missing, yet still in the main log (overwritten: {gone}): {out:?} {rep:?}"
+        );
+        *seen
+            .lock()
+            .unwrap()
+            .entry((lost, rep.main_lost))
+            .or_default() += 1;
+        // After the owner: everything the main log still holds, and CPU 1's record.
+        let (rep2, out2, got2) = drain(&log, &|c| c != 1);
+        let mut want = PerSource::new();
+        for &(c, d, s) in &main_order[gone as usize..] {
+            want.entry((c, d)).or_default().push(s);
+        }
+        assert_eq!(
+            got2, want,
+            "moved {moved}, overwritten {gone}: {out2:?} {rep2:?}"
+        );
+        assert_eq!(rep2.main_lost, 0, "{rep2:?}");
+    });
+    let seen = seen.lock().unwrap();
+    eprintln!("loom: {name}: (not delivered, of them counted main_lost): interleavings {seen:?}");
+    assert!(
+        seen.keys().any(|&(_, main_lost)| main_lost > 0),
+        "no interleaving lost a main-log record under the drain"
+    );
+}
+
+/// How the first drain treated the racing writer's record, over all interleavings of one model.
+#[derive(Default)]
+struct WriterRaceSeen {
+    /// Delivered, not counted.
+    delivered: AtomicUsize,
+    /// Counted in flight once, not delivered.
+    in_flight: AtomicUsize,
+    /// Delivered *and* counted in flight.
+    both: AtomicUsize,
+    /// Not delivered, counted in flight more than once.
+    counted_twice: AtomicUsize,
+    /// Neither delivered nor counted.
+    neither: AtomicUsize,
+}
+
+impl WriterRaceSeen {
+    /// Prints the counts; returns (delivered, in flight).
+    fn print(&self, name: &str) -> (usize, usize) {
+        let [d, f, b, t, n] = [
+            &self.delivered,
+            &self.in_flight,
+            &self.both,
+            &self.counted_twice,
+            &self.neither,
+        ]
+        .map(|a| a.load(StdOrdering::Relaxed));
+        eprintln!(
+            "loom: {name}: the racing record was delivered in {d} interleavings, counted in \
+             flight in {f}, both in {b}, counted twice in {t}, neither in {n}"
+        );
+        (d, f)
+    }
+}
+
+/// CPU 1 did not stop: it is in the middle of a log call while CPU 0 crashes and drains. With
+/// `gate: Some(step)`, the call is past `step` when the drain starts (a release/acquire gate orders
+/// that much before the drain; the rest runs concurrently with it); with `None` nothing orders them
+/// (the call may also start after the drain's snapshot: then this drain rightly knows nothing of
+/// it).
+///
+/// Checked in every interleaving: the record before it is delivered; the racing record is never
+/// torn (CPU 1 is not known to be stopped) and, when delivered, intact and once; a call that
+/// published before the drain is delivered; after CPU 1 finished, a second drain delivers both
+/// records and counts nothing. `strict` adds: the racing record is delivered or counted in flight
+/// (when the gate ordered its start before the drain), never both, and counted once.
+fn drain_races_writer(gate: Option<WriteStep>, strict: bool) -> (usize, usize) {
+    let seen: &'static WriterRaceSeen = Box::leak(Box::default());
+    let name = format!(
+        "crash_drain_races_writer_past_{gate:?}{}",
+        if strict { "_strict" } else { "" }
+    );
+    model_bound(&name, DRAIN_RACE_BOUND, move || {
+        let log: Arc<L1> = Arc::new(Log::new(LoomPlat::new(2)));
+        set_cpu(1);
+        append(&log, 1, 0);
+        set_cpu(0);
+        log.crash_enter().unwrap();
+        let open = Arc::new(LoomAtomicBool::new(gate.is_none()));
+        let (l1, o1) = (log.clone(), open.clone());
+        let writer = thread::spawn(move || {
+            set_cpu(1);
+            let p = lpat(1, 0, 1);
+            let r = l1.append_raw_with_hook(Level::Info, 0, 0, &p, &mut |s: WriteStep| {
+                if Some(s) == gate {
+                    o1.store(true, Ordering::Release);
+                }
+                true
+            });
+            assert_eq!(r, Ok(1));
+        });
+        // Ungated, still let the writer take its first step (see the module docs: otherwise loom
+        // explores a single interleaving here).
+        if gate.is_none() {
+            thread::yield_now();
+        }
+        while !open.load(Ordering::Acquire) {
+            thread::yield_now();
+        }
+        let expect = [((1, 0), 2)];
+        let (rep, out, got) = drain(&log, &|c| c != 1);
+        let delivered = got.get(&(1, 0)).is_some_and(|s| s.contains(&1));
+        let cnt = log.counters(1, 0).unwrap();
+        let what = format!("past {gate:?}: delivered {delivered}, {cnt:?}, {out:?}, {rep:?}");
+        let class = match (delivered, cnt.in_flight) {
+            (true, 0) => &seen.delivered,
+            (false, 1) => &seen.in_flight,
+            (true, _) => &seen.both,
+            (false, 0) => &seen.neither,
+            (false, _) => &seen.counted_twice,
+        };
+        class.fetch_add(1, StdOrdering::Relaxed);
+        assert_eq!((rep.torn, cnt.torn, cnt.overwritten), (0, 0, 0), "{what}");
+        assert_eq!(got.get(&(1, 0)).map(|s| s[0]), Some(0), "{what}");
+        if gate == Some(WriteStep::Published) {
+            assert!(delivered, "published before the drain: {what}");
+        }
+        if strict {
+            if gate.is_some() {
+                assert!(delivered || cnt.in_flight > 0, "silently missing: {what}");
+            }
+            assert!(
+                !delivered || cnt.in_flight == 0,
+                "delivered and in flight: {what}"
+            );
+            assert!(cnt.in_flight <= 1, "one log call counted twice: {what}");
+            if gate.is_some() {
+                check_accounted(&log, &rep, &got, &expect);
+            }
+        }
+        writer.join().unwrap();
+        let (rep2, out2, got2) = drain(&log, &|c| c != 1);
+        assert_eq!(got2.get(&(1, 0)), Some(&vec![0, 1]), "{out2:?}");
+        assert_eq!((rep2.torn, rep2.in_flight), (0, 0), "{rep2:?}");
+        check_accounted(&log, &rep2, &got2, &expect);
+    });
+    seen.print(&name)
+}
+
+/// The writer race, unordered and from every step of the write on, with the checks that hold
+/// today; prints how the drain treated the racing record.
+#[test]
+fn crash_drain_races_a_writer_that_did_not_stop() {
+    let (mut delivered, mut in_flight) = drain_races_writer(None, false);
+    for step in WriteStep::ALL {
+        let (d, f) = drain_races_writer(Some(step), false);
+        delivered += d;
+        in_flight += f;
+    }
+    assert!(delivered > 0 && in_flight > 0, "both verdicts must occur");
+}
+
+/// What the drain's contract promises about a log call racing it on a CPU that did not stop:
+/// delivered or counted in flight, never both, counted once. It does not hold today (core bug,
+/// `src/log/crash.rs`, the snapshot's step 3): the snapshot loads the ring's
+/// `active` word (`writer_inside_unpublished`) before `writer_state()`, and decides "in flight"
+/// from the words at the `head` it loaded. A writer that gets through step 7 (`next_seq`, `head`)
+/// in between — or, under weak memory, whose `next_seq` store is visible before its commit is —
+/// is counted in flight although its record is below the snapshot's `end`: the merge then
+/// delivers it (both), or finds it not visible and counts it again as late (counted twice). And
+/// since `active` and `next_seq` are both `Relaxed`, a drain can see the call's end (`active`
+/// back to 0) without its `next_seq`: neither delivered nor counted, although the call started
+/// before the drain. Run with `--ignored` to see the first failing interleaving.
+#[test]
+#[ignore = "core bug: the crash drain's snapshot can count a racing writer's record in flight and \
+            also deliver it, count it twice, or (weak memory) neither deliver nor count it"]
+fn crash_drain_counts_a_racing_writer_once() {
+    drain_races_writer(None, true);
+    for step in WriteStep::ALL {
+        drain_races_writer(Some(step), true);
+    }
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -1015,7 +1542,7 @@ fn console_panic_takeover() {
         log.crash_enter().unwrap();
         // SAFETY: CPU 1 acknowledged the stop and never touches the console again (its ownership,
         // if it had the console, is parked); there is no other CPU.
-        let panic = unsafe { consoles.panic_flush(&*log, &Wait::spins(2)) };
+        let panic = unsafe { consoles.panic_flush(&*log, &|c| c == 1, &Wait::spins(2)) };
         let before = cpu1.join().unwrap();
         assert_eq!(panic.busy, 0, "{panic:?}");
         assert_eq!(before.printed + panic.printed, 2, "{before:?} {panic:?}");
