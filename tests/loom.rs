@@ -1207,19 +1207,13 @@ fn crash_drain_races_a_writer_that_did_not_stop() {
 }
 
 /// What the drain's contract promises about a log call racing it on a CPU that did not stop:
-/// delivered or counted in flight, never both, counted once. It does not hold today (core bug,
-/// `src/log/crash.rs`, the snapshot's step 3): the snapshot loads the ring's
-/// `active` word (`writer_inside_unpublished`) before `writer_state()`, and decides "in flight"
-/// from the words at the `head` it loaded. A writer that gets through step 7 (`next_seq`, `head`)
-/// in between — or, under weak memory, whose `next_seq` store is visible before its commit is —
-/// is counted in flight although its record is below the snapshot's `end`: the merge then
-/// delivers it (both), or finds it not visible and counts it again as late (counted twice). And
-/// since `active` and `next_seq` are both `Relaxed`, a drain can see the call's end (`active`
-/// back to 0) without its `next_seq`: neither delivered nor counted, although the call started
-/// before the drain. Run with `--ignored` to see the first failing interleaving.
+/// delivered or counted in flight, never both, counted once. The snapshot reads the ring's guard
+/// first (Acquire, LMM(guard:D), against the writer's Release clear, LMM(guard:C)) and the guard
+/// carries the call's sequence number: a call whose record `next_seq` already counts is published
+/// (delivered, or counted late by the merge if its words are not visible yet), one it does not is in
+/// flight — never both, never neither. (Found by this model: a guard that only said "writing" let
+/// a call be counted in flight and delivered, counted twice, or — weak memory — neither.)
 #[test]
-#[ignore = "core bug: the crash drain's snapshot can count a racing writer's record in flight and \
-            also deliver it, count it twice, or (weak memory) neither deliver nor count it"]
 fn crash_drain_counts_a_racing_writer_once() {
     drain_races_writer(None, true);
     for step in WriteStep::ALL {

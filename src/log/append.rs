@@ -87,12 +87,11 @@ impl<
         // LMM(guard:B): pairs with LMM(guard:A): a call at this depth that interrupted (an
         // untracked interrupt) or re-entered (a `Display` impl that logs) a log call on this ring
         // sees the guard set, and leaves the ring alone. Relaxed: same CPU, program order.
-        if ring.active.load(Ordering::Relaxed) != 0 {
+        if ring.guard_set() {
             ring.count_drop();
             return Err(AppendError::Reentered);
         }
-        ring.active
-            .store(crate::ring::ACTIVE_WRITING, Ordering::Relaxed);
+        ring.set_guard();
         // LMM(guard:A): signal fence, pairs with LMM(guard:B): the guard is set before the ring is
         // touched, in the order an interrupt on this CPU (and, through the stop handshake
         // LMM(checkin:A/B), the crash drain) sees.
@@ -104,9 +103,9 @@ impl<
             fn drop(&mut self) {
                 if self.1 {
                     // LMM(guard:A), the other half: the ring writes are done before the guard is
-                    // cleared.
+                    // cleared (LMM(guard:C), in `clear_guard`, for other CPUs).
                     signal_fence();
-                    self.0.active.store(0, Ordering::Relaxed);
+                    self.0.clear_guard();
                 }
             }
         }

@@ -94,8 +94,6 @@ pub(crate) const HEADER_WORDS: usize = HEADER_BYTES / WORD;
 const LEN_WORD: usize = 16 / WORD;
 
 /// Recursion-guard values of a per-CPU ring's `active` word.
-pub(crate) const ACTIVE_WRITING: usize = 1;
-const ACTIVE_PUBLISHED: usize = 2;
 
 const ST_FREE: usize = 0;
 const ST_WRITING: usize = 1;
@@ -532,14 +530,46 @@ impl<const WORDS: usize> RecordRing<WORDS> {
         self.dropped.store(d.wrapping_add(1), Ordering::Relaxed);
     }
 
-    /// Whether the writer is inside a log call whose record is not published yet (recursion guard
-    /// set, `next_seq` not yet advanced by this call).
+    /// Whether a log call is in progress on this ring (the recursion guard is set). Relaxed: for
+    /// the ring's own CPU (the recursion check), program order is enough — LMM(guard:B).
+    #[inline(always)]
+    pub(crate) fn guard_set(&self) -> bool {
+        // LMM(guard:B): pairs with LMM(guard:A) (same CPU).
+        self.active.load(Ordering::Relaxed) != 0
+    }
+
+    /// Sets the recursion guard for a log call (the ring's own CPU only): the word carries the
+    /// sequence number the call's record will get (the writer's `next_seq`, its own state), so that
+    /// the crash drain can tell "published" from "not yet" whatever it sees of `next_seq` and the
+    /// guard ([`call_in_progress`](Self::call_in_progress)).
+    #[inline(always)]
+    pub(crate) fn set_guard(&self) {
+        let seq = self.next_seq.load(Ordering::Relaxed);
+        self.active.store((seq << 1) | 1, Ordering::Relaxed);
+    }
+
+    /// Clears the recursion guard at the end of a log call. LMM(guard:C): Release, pairs with
+    /// LMM(guard:D) in [`call_in_progress`](Self::call_in_progress): a crash drain that sees the
+    /// guard cleared sees the call's `next_seq` and `head` (on a CPU that did not stop, too).
+    #[inline(always)]
+    pub(crate) fn clear_guard(&self) {
+        self.active.store(0, Ordering::Release);
+    }
+
+    /// The crash drain's look at a ring's guard: the sequence number (modulo `2^(usize::BITS - 1)`)
+    /// of the log call in progress, or `None`. LMM(guard:D): Acquire, pairs with LMM(guard:C): a
+    /// call seen finished has its `next_seq` visible to the loads that follow; for a CPU known to
+    /// be stopped the stop handshake (LMM(checkin:A/B)) orders everything anyway.
+    pub(crate) fn call_in_progress(&self) -> Option<usize> {
+        let g = self.active.load(Ordering::Acquire);
+        (g & 1 != 0).then_some(g >> 1)
+    }
+
+    /// Whether the writer is inside a log call whose record is not published yet (the guard's
+    /// sequence number is the ring's `next_seq`): the flush's "nothing new here" check.
     pub(crate) fn writer_inside_unpublished(&self) -> bool {
-        // LMM(guard:B) (the crash drain's look at another CPU's guard): pairs with LMM(guard:A)
-        // through the stop handshake (LMM(checkin:A/B)): for a CPU known stopped the guard is the
-        // one its frozen log call left, in that call's program order. Relaxed: the handshake
-        // orders it.
-        self.active.load(Ordering::Relaxed) == ACTIVE_WRITING
+        let ns = self.next_seq.load(Ordering::Relaxed);
+        self.call_in_progress() == Some(ns & (usize::MAX >> 1))
     }
 
     /// Capacity in words minus one.

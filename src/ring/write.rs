@@ -5,9 +5,8 @@
 //! read-modify-write; never waits, and loops at most once per record it overwrites.
 
 use super::{
-    before, enc, max_span, span_words, RecordRing, StepHook, WriteError, WriteStep,
-    ACTIVE_PUBLISHED, HEADER_WORDS, LEN_WORD, ST_COMMITTED, ST_FREE, ST_MASK, ST_WRAP, ST_WRITING,
-    WORD,
+    before, enc, max_span, span_words, RecordRing, StepHook, WriteError, WriteStep, HEADER_WORDS,
+    LEN_WORD, ST_COMMITTED, ST_FREE, ST_MASK, ST_WRAP, ST_WRITING, WORD,
 };
 use crate::record::{Header, MAX_PAYLOAD};
 use crate::sync::{fence, Ordering};
@@ -155,12 +154,6 @@ impl<const WORDS: usize> RecordRing<WORDS> {
         // the crash drain's snapshot recognises (the committed record `seq` at the old head).
         self.next_seq.store(seq.wrapping_add(1), Ordering::Relaxed);
         self.head.store(start.wrapping_add(span), Ordering::Relaxed);
-        // Tell the crash drain that this call's record is out, even if the writer is stopped before
-        // it clears its recursion guard (a guard left at 1 with `next_seq` at the reader means "frozen
-        // before the record became visible": torn).
-        if self.active.load(Ordering::Relaxed) != 0 {
-            self.active.store(ACTIVE_PUBLISHED, Ordering::Relaxed);
-        }
         if !hook.step(WriteStep::Published) {
             return Err(WriteError::Frozen);
         }

@@ -282,32 +282,23 @@ impl<
                 let ring = &self.cpus[c].rings[d];
                 let s = st.source(c, d);
                 let threshold = s.start_seq.load(Ordering::Relaxed);
-                let inside = ring.writer_inside_unpublished();
+                // The guard first (LMM(guard:D), Acquire): a call seen finished has its `next_seq`
+                // and `head` visible below; a call seen in progress names its record's number.
+                let call = ring.call_in_progress();
                 let (head, ns) = ring.writer_state();
                 let mut end = ns;
                 let mut flags = if is_stopped { STOPPED } else { 0 };
                 let mut in_flight = 0;
-                if inside {
-                    // A log call in progress. Its record may be committed but not yet counted in
-                    // `next_seq` (writer between steps 6 and 7): whole, deliver it. Or counted in
-                    // `next_seq` but `head` not yet moved (between the two stores of step 7): whole,
-                    // already before `end`. Otherwise it is not complete: torn if the CPU is stopped
-                    // for good, in flight if it may still complete.
-                    *steps += 2;
-                    let committed_next =
-                        ring.peek(&mut Cursor { pos: head, seq: ns }).0 == Read::Record;
-                    let published_prev = ns != 0
-                        && ring
-                            .peek(&mut Cursor {
-                                pos: head,
-                                seq: ns.wrapping_sub(1),
-                            })
-                            .0
-                            == Read::Record;
-                    if committed_next {
+                // A call in progress whose record `next_seq` does not count yet (if it does, the
+                // record is published: before `end`, delivered, or counted late by the merge if its
+                // words are not visible yet).
+                if call == Some(ns & (usize::MAX >> 1)) {
+                    // Committed but not yet counted in `next_seq` (the writer between steps 6 and
+                    // 7): whole, deliver it. Otherwise it is not complete: torn if the CPU is
+                    // stopped for good, in flight if it may still complete.
+                    *steps += 1;
+                    if ring.peek(&mut Cursor { pos: head, seq: ns }).0 == Read::Record {
                         end = ns.wrapping_add(1);
-                    } else if published_prev {
-                        // Complete.
                     } else if is_stopped {
                         flags |= TORN;
                     } else {
