@@ -93,8 +93,6 @@ pub(crate) const HEADER_WORDS: usize = HEADER_BYTES / WORD;
 /// Index, within the header words, of the word whose low 16 bits are the payload length.
 const LEN_WORD: usize = 16 / WORD;
 
-/// Recursion-guard values of a per-CPU ring's `active` word.
-
 const ST_FREE: usize = 0;
 const ST_WRITING: usize = 1;
 const ST_COMMITTED: usize = 2;
