@@ -632,7 +632,7 @@ mod tests {
             log.append_raw(Level::Info, 0, 0, t).unwrap();
         }
         log.crash_enter().unwrap();
-        let mut region = vec![0u8; handover::max_image_size(1, 4, 1024)];
+        let mut region = vec![0u8; Log::<OneCpu, 1, 256, 1024>::MAX_IMAGE_BYTES];
         let n = handover::write_image(&*log, &mut region, &|_| true).unwrap();
         let image = handover::parse(&region[..n]).unwrap();
         let shown: Vec<String> = image.records().map(|r| human_text(&r)).collect();
