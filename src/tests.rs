@@ -433,8 +433,8 @@ fn deferred_policy_leaves_records_in_the_rings_until_a_flush() {
 fn drain_merges_many_sources_in_timestamp_cpu_depth_order() {
     // Four CPUs, task and irq rings each, timestamps with many ties across sources (each source's
     // own timestamps never go backwards, as with a real clock); some records flushed into the main
-    // log first: the drain's output must hold every record in (timestamp, CPU, depth) order, each
-    // source's records in their own order, each once.
+    // log first: the drain's output must hold every record once, in timestamp order (ties: the main
+    // log's records first, then by CPU and depth), each source's records in their own order.
     for flushed in [0usize, 40, 120] {
         let log: Log<Manual, 4, 256, 2048> = Log::new(Manual::new(4));
         log.set_flush_policy(crate::FlushPolicy::Deferred);
@@ -461,7 +461,9 @@ fn drain_merges_many_sources_in_timestamp_cpu_depth_order() {
                 log.flush().unwrap();
             }
         }
-        expect.sort_by_key(|e| (e.0, e.1, e.2, e.3));
+        // Timestamp order; at equal timestamps the main log's records (moved by the flush, in its
+        // (ts, CPU, depth) order) come first, then the rings' by (CPU, depth).
+        expect.sort_by_key(|e| (e.0, e.3 >= flushed, e.1, e.2, e.3));
         log.platform().set_cpu(0);
         log.crash_enter().unwrap();
         let (rep, out) = drain_texts(&log, &|_| true);

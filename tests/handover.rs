@@ -10,7 +10,7 @@
 //! test reads the crash output from the drain's sink or from the image, and the drain tests check
 //! that the main log did not change.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use nmilog::handover::{self, HandoverError, Image, ImageRecord};
@@ -170,9 +170,11 @@ fn drain<const C: usize, const R: usize, const M: usize, const D: usize>(
 }
 
 /// The drain's contract, checked on one drain's output: the report counts what the sink got; every
-/// record once ((CPU, depth, `src_seq`) unique), in (timestamp, CPU, depth) order; a ring record from
-/// its own ring; main-log records at consecutive main-log numbers; the accounting records (facility
-/// NMILOG, warning level, no older than any record) last; within the step bound.
+/// record once ((CPU, depth, `src_seq`) unique); in timestamp order, the main log's records first
+/// among equal timestamps (in their main-log order), then ring records by (CPU, depth); each ring's
+/// records in their own order; a ring record from its own ring; main-log records at consecutive
+/// main-log numbers; the accounting records (facility NMILOG, warning level, no older than any
+/// record) last; within the step bound.
 fn check_drain(what: &str, rep: &DrainReport, out: &[Out]) {
     let count = |f: &dyn Fn(&Origin) -> bool| out.iter().filter(|o| f(&o.origin)).count() as u64;
     assert_eq!(rep.records, out.len() as u64, "{what}: {rep:?}");
@@ -194,7 +196,8 @@ fn check_drain(what: &str, rep: &DrainReport, out: &[Out]) {
     assert!(rep.steps <= rep.bound, "{what}: {rep:?}");
     let (records, accounting) = out.split_at(out.len() - rep.accounting_records as usize);
     let mut seen = BTreeSet::new();
-    let mut last = (0, 0, 0);
+    let mut last = (0, 0, 0, 0);
+    let mut per_source: BTreeMap<(usize, usize), u64> = BTreeMap::new();
     let mut main_seq: Option<u64> = None;
     for o in records {
         let (cpu, depth) = (usize::from(o.header.cpu), o.header.context().1);
@@ -203,7 +206,16 @@ fn check_drain(what: &str, rep: &DrainReport, out: &[Out]) {
             seen.insert((cpu, depth, o.header.src_seq)),
             "{what}: delivered twice: {o:?}"
         );
-        let key = (o.header.ts_ns, cpu, depth);
+        if let Some(prev) = per_source.insert((cpu, depth), o.header.src_seq) {
+            assert!(
+                o.header.src_seq > prev,
+                "{what}: ring order: {o:?} after {prev}"
+            );
+        }
+        let key = match o.origin {
+            Origin::Main { .. } => (o.header.ts_ns, 0, 0, 0),
+            _ => (o.header.ts_ns, 1, cpu, depth),
+        };
         assert!(key >= last, "{what}: {o:?} after {last:?}");
         last = key;
         match o.origin {
@@ -1653,39 +1665,28 @@ fn max_image_size_is_enough_for_a_full_main_log_and_full_rings() {
     assert_eq!(wrote.left_out, 0, "{wrote:?}");
 }
 
-/// Records with equal timestamps come out of the drain (and the main log) ordered by CPU, then depth
-/// ("in timestamp order (ties: CPU, then depth)", `Log::drain_on_crash`), and each CPU's records in
-/// their order. The normal flush's settle bound is strict (`flush.rs`: records with
-/// `ts < now - settle` are moved), so a flush never moves a record stamped with the current tick:
-/// records that tie are moved together, in (ts, CPU) order. (With an inclusive bound, CPU 1's record
-/// stamped `t` was moved when the flush read `now == t`, CPU 0's record stamped `t` afterwards landed
-/// after it in the main log, and the drain then put CPU 0's next record, still in its ring, before
-/// CPU 0's older one.)
+/// Records with equal timestamps: the drain's output stays in timestamp order and each CPU's records
+/// in their own order, also when the normal flush moved some of them in separate flushes (an eager
+/// flush moves what is stamped with the current tick). The main log keeps the order the flushes gave
+/// it, and the drain lets the main log win ties (a ring record that ties with a main-log record of its
+/// own ring is newer than it). Ties between records still in their rings go to the lower CPU.
 #[test]
-fn equal_timestamps_come_out_ordered_by_cpu() {
+fn equal_timestamps_keep_each_cpus_order() {
     let log: Box<TestLog> = Box::new(Log::new(Manual::new(3)));
     let p = log.platform();
     p.set_tick(0); // one clock tick: every record gets the same timestamp
     p.set_cpu(1);
-    log.append(Level::Info, 0, 0, b"cpu 1").unwrap(); // eager flush: nothing of this tick moves
+    log.append(Level::Info, 0, 0, b"cpu 1").unwrap(); // flushed at once
     p.set_cpu(0);
-    log.append(Level::Info, 0, 0, b"cpu 0, first").unwrap();
-    log.append_raw(Level::Info, 0, 0, b"cpu 0, second").unwrap();
-    assert_eq!(
-        log.main().next_seq(),
-        0,
-        "a record of the current tick is never flushed"
-    );
-    // The clock moves on by one tick: one flush moves all three, ties by CPU, each CPU in order.
-    p.set_tick(1);
-    let _ = p.now_ns();
-    p.set_tick(0);
-    assert_eq!(log.flush().map(|r| r.moved), Some(3));
+    log.append(Level::Info, 0, 0, b"cpu 0, first").unwrap(); // flushed at once, after CPU 1's
+    log.append_raw(Level::Info, 0, 0, b"cpu 0, second").unwrap(); // left in its ring
     p.set_cpu(2);
+    log.append_raw(Level::Info, 0, 0, b"cpu 2").unwrap(); // left in its ring
     log.crash_enter().unwrap();
     let (rep, out) = drain(&log, &all_stopped);
-    assert_eq!((rep.from_main, rep.from_rings), (3, 0));
+    assert_eq!((rep.from_main, rep.from_rings), (2, 2));
     assert!(out.iter().all(|o| o.header.ts_ns == out[0].header.ts_ns));
     let texts: Vec<&str> = out.iter().map(Out::text).collect();
-    assert_eq!(texts, ["cpu 0, first", "cpu 0, second", "cpu 1"]);
+    // The main log's order first (the flushes' order), then the rings by CPU.
+    assert_eq!(texts, ["cpu 1", "cpu 0, first", "cpu 0, second", "cpu 2"]);
 }

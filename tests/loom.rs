@@ -641,8 +641,9 @@ struct Drained {
 
 /// Runs one crash drain on the calling (crashing) CPU and checks what holds for every drain: it
 /// completed within its step bound; the report agrees with the sink; every record is intact (the
-/// payload its writer wrote), each `(cpu, depth, src_seq)` at most once, in `(ts, cpu, depth)`
-/// order, main-log records in main-log order; accounting records come last. Returns the report,
+/// payload its writer wrote), each `(cpu, depth, src_seq)` at most once, in timestamp order (ties:
+/// main-log records first, in main-log order, then by `(cpu, depth)`); accounting records come
+/// last. Returns the report,
 /// the output, and the sequence numbers delivered per source.
 fn drain<const MAIN: usize, const DEPTH: usize>(
     log: &Log<LoomPlat, 2, 32, MAIN, DEPTH>,
@@ -699,11 +700,13 @@ fn drain<const MAIN: usize, const DEPTH: usize>(
             lpat(d.cpu, d.depth, d.src_seq),
             "torn payload delivered: {out:?}"
         );
-        let key = (d.ts, d.cpu, d.depth);
-        assert!(
-            last_key < Some(key),
-            "out of (ts, cpu, depth) order, or twice: {out:?}"
-        );
+        // Timestamp order; at equal timestamps the main log's records first (in main-log order),
+        // then the rings' by (cpu, depth), each ring in its own order.
+        let key = match d.origin {
+            Origin::Main { seq } => (d.ts, 0, 0, 0, seq),
+            _ => (d.ts, 1, d.cpu, d.depth, d.src_seq),
+        };
+        assert!(last_key < Some(key), "out of order, or twice: {out:?}");
         last_key = Some(key);
         let seqs = per_source.entry((d.cpu, d.depth)).or_default();
         assert!(!seqs.contains(&d.src_seq), "delivered twice: {out:?}");

@@ -713,11 +713,13 @@ impl<'a, 's> Sim<'a, 's> {
                 Origin::Ring { cpu, depth } => assert_eq!((cpu, depth), (o.cpu, o.depth)),
                 Origin::Accounting => unreachable!(),
             }
-            let key = (o.ts, o.cpu, o.depth);
-            assert!(
-                last < Some(key),
-                "out of (ts, cpu, depth) order: {key:?} after {last:?}"
-            );
+            // Timestamp order; at equal timestamps the main log's records first (in main-log
+            // order), then the rings' by (cpu, depth), each ring in its own order.
+            let key = match o.origin {
+                Origin::Main { seq } => (o.ts, 0, 0, 0, seq),
+                _ => (o.ts, 1, o.cpu, o.depth, o.src_seq),
+            };
+            assert!(last < Some(key), "out of order: {key:?} after {last:?}");
             last = Some(key);
             let p = &o.payload[..];
             assert!(p.len() >= 4, "short payload {p:?}");

@@ -468,14 +468,10 @@ impl<
     /// when a hook froze it).
     #[cfg_attr(not(nmilog_cas), allow(dead_code))]
     fn flush_owned<H: FlushHook>(&self, hook: &mut H) -> (FlushReport, bool) {
-        // Strict: a record stamped `now - settle` may still have a sibling with the same timestamp
-        // that is not visible yet, and ties are broken by CPU: moving one of them now could put it
-        // ahead of an equal-timestamp record of a lower CPU moved by the next flush.
         let bound = self
             .platform
             .now_ns()
-            .saturating_sub(self.settle_ns.load(Ordering::Relaxed) as u64)
-            .saturating_sub(1);
+            .saturating_sub(self.settle_ns.load(Ordering::Relaxed) as u64);
         let mut m = FlushMerge {
             log: self,
             hook,

@@ -226,8 +226,9 @@ impl<
     > Log<P, CPUS, RING_WORDS, MAIN_WORDS, DEPTH>
 {
     /// The crash-time drain: on the crashing CPU (after [`crash_enter`](Self::crash_enter)), hands
-    /// every record still in the main log or a per-CPU ring to `sink`, in timestamp order (ties: CPU,
-    /// then depth), each exactly once, then one accounting record per ring with losses. `stopped(cpu)`
+    /// every record still in the main log or a per-CPU ring to `sink`, in timestamp order (ties: the
+    /// main log's records first, in its order, then CPU, then depth; each ring's records in their
+    /// order), each exactly once, then one accounting record per ring with losses. `stopped(cpu)`
     /// says whether `cpu` is known to be stopped for good (it checked in after the crash NMI); the
     /// crashing CPU always is. The README's "Crash drain and handover image" section gives the design;
     /// [`crate::protocol`] lists its barrier pairs.

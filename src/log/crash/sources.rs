@@ -66,13 +66,12 @@ impl<
         self.ncpu * DEPTH
     }
 
-    /// Ties between sources: ring `(c, d)` and main-log records of that ring order by `(c, d)`.
-    fn tie_of(h: &Header) -> u32 {
-        let d = h.context().1.min(DEPTH);
-        ((h.cpu as u32)
-            .wrapping_mul(DEPTH as u32)
-            .wrapping_add(d as u32))
-            << 1
+    /// The main window wins every timestamp tie: its records were moved by earlier flushes, in the
+    /// main log's order, and a ring record that ties with one is never older than it in its own ring
+    /// (so each ring's records keep their order). Ties between rings go to the lower CPU, then the
+    /// lower depth.
+    fn tie_of(_: &Header) -> u32 {
+        0
     }
 
     /// Ends ring source `(c, d)` at its cursor: what is left before its end is committed but not
