@@ -92,6 +92,8 @@ pub mod platform;
 pub mod protocol {}
 pub mod ratelimit;
 pub mod record;
+#[cfg(not(nmilog_loom))]
+pub mod recover;
 pub mod ring;
 mod sync;
 #[cfg(all(test, not(nmilog_loom)))]

@@ -214,6 +214,16 @@ impl<const RING_WORDS: usize, const DEPTH: usize> PerCpu<RING_WORDS, DEPTH> {
         self.overflow.load(Ordering::Relaxed) as u64
     }
 
+    /// The word [`kind_at`](Self::kind_at) reads for `depth` (none for depth 0, always task).
+    pub(crate) fn kind_word(&self, depth: usize) -> Option<&AtomicUsize> {
+        self.kinds.get(depth).filter(|_| depth > 0)
+    }
+
+    /// The word [`overflow_dropped`](Self::overflow_dropped) reads.
+    pub(crate) fn overflow_word(&self) -> &AtomicUsize {
+        &self.overflow
+    }
+
     #[inline]
     pub(crate) fn count_overflow(&self) {
         let v = self.overflow.load(Ordering::Relaxed);

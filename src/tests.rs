@@ -522,3 +522,35 @@ fn nested_crash_drain_at_every_record_of_a_drain_delivers_each_record_once() {
         }
     }
 }
+
+#[test]
+fn a_ring_laid_out_in_words_is_a_ring() {
+    use crate::ring::{Ring, RING_STATE_WORDS};
+    let words: std::vec::Vec<AtomicUsize> = (0..RING_STATE_WORDS + 64)
+        .map(|_| AtomicUsize::new(0))
+        .collect();
+    let ring: &Ring = Ring::from_words(&words).unwrap();
+    assert_eq!(ring.capacity_words(), 64);
+    ring.write(hdr(5), b"in an arena", &mut NoHook).unwrap();
+    let mut buf = RecordBuf::new();
+    let mut cur = Cursor::START;
+    assert_eq!(ring.read(&mut cur, &mut buf), Read::Record);
+    assert_eq!((buf.header.ts_ns, buf.payload()), (5, &b"in an arena"[..]));
+    // The same words seen again: the same ring.
+    let again = Ring::from_words(&words).unwrap();
+    assert_eq!(again.next_seq(), 1);
+    // Lengths that are not state + a power of two of at least 32 words are refused.
+    assert!(Ring::from_words(&words[..RING_STATE_WORDS + 48]).is_none());
+    assert!(Ring::from_words(&words[..RING_STATE_WORDS + 16]).is_none());
+    assert!(Ring::from_words(&words[..3]).is_none());
+    // A damaged mask word never takes an index out of bounds: reads and writes stay in the data.
+    let bad: std::vec::Vec<AtomicUsize> = (0..RING_STATE_WORDS + 32)
+        .map(|i| AtomicUsize::new(if i == 5 { 0b10_1010 } else { 0 }))
+        .collect();
+    let ring = Ring::from_words(&bad).unwrap();
+    for _ in 0..100 {
+        let _ = ring.write(hdr(1), b"x", &mut NoHook);
+        let _ = ring.read(&mut { Cursor::START }, &mut buf);
+        let _ = ring.oldest();
+    }
+}

@@ -77,6 +77,15 @@ pub struct CrashState<const CPUS: usize> {
 }
 
 impl<const CPUS: usize> CrashState<CPUS> {
+    /// Where a reader of a memory dump finds the check-in flags (for the log's descriptor,
+    /// [`nmilog::Log::describe`]): with them, a log rebuilt from memory says which CPUs did not stop.
+    pub fn stop_flags(&self) -> nmilog::recover::StopFlags {
+        nmilog::recover::StopFlags::new(
+            self.cpus.as_ptr() as usize + core::mem::offset_of!(CpuStop, checked_in),
+            core::mem::size_of::<CpuStop>(),
+        )
+    }
+
     /// Nobody stopped yet.
     ///
     /// ```

@@ -66,7 +66,7 @@ pub mod doc_support;
 pub mod host;
 
 pub use crate::crash_state::CrashState;
-pub use crate::machine::{CrashStage, Machine, RtasArgs, SavedRegs};
+pub use crate::machine::{CrashStage, DrainStep, Machine, RtasArgs, SavedRegs};
 pub use crate::report::{MaskOutcome, MaskPath, ShutdownReport};
 pub use crate::rtas::{CrashAcquire, RtasLock};
 pub use crate::shutdown::{crash_shutdown, on_nmi_stop, ShutdownConfig};

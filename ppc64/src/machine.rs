@@ -198,6 +198,15 @@ impl CrashStage {
     ];
 }
 
+/// A step inside the crash sequence's drains (see [`Machine::drain_step`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DrainStep {
+    /// The first crash drain (after masking) delivered its record `n` (counted from 0).
+    Record(u64),
+    /// The handover image writer (the final drain) reached this step.
+    Image(nmilog::handover::ImageStep),
+}
+
 /// The machine, as the crash sequence sees it. See the [module docs](self) for how each port
 /// implements it.
 ///
@@ -301,6 +310,15 @@ pub trait Machine: Sync {
     /// samples its ground truth.
     fn stage(&self, stage: CrashStage) {
         let _ = stage;
+    }
+
+    /// The crash sequence's drains reached `step` (called for every record of the first drain and
+    /// at every step of the image writer, in order, between [`CrashStage::Masked`] and
+    /// [`CrashStage::ImageWritten`]). Must not take a lock or wait. Default: nothing. The host
+    /// simulation and the pseries demo make the crashing CPU die here (`--die-in-drain`), to show
+    /// the log rebuilt from memory whatever point the crash path reached.
+    fn drain_step(&self, step: DrainStep) {
+        let _ = step;
     }
 
     /// Parks the calling CPU forever (a stopped CPU in its NMI handler, with interrupts off).

@@ -51,7 +51,7 @@ use nmilog::handover;
 use nmilog::{ContextKind, DrainReport, Level, Log, Platform};
 
 pub use crate::crash_state::CrashState;
-use crate::machine::{CrashStage, Machine, SavedRegs};
+use crate::machine::{CrashStage, DrainStep, Machine, SavedRegs};
 pub use crate::report::{MaskOutcome, MaskPath, ShutdownReport};
 use crate::rtas::{CrashAcquire, RtasLock};
 
@@ -414,8 +414,13 @@ pub fn crash_shutdown<
     //    announce, then write the handover image: the final drain, which also takes in whatever a CPU
     //    that checked in late, or never stopped, committed by then.
     let stopped = |c: usize| state.checked_in(c);
+    let mut n = 0;
     report.drains[0] = log
-        .drain_on_crash(&stopped, &mut |_, _: &nmilog::RecordBuf| true)
+        .drain_on_crash(&stopped, &mut |_, _: &nmilog::RecordBuf| {
+            machine.drain_step(DrainStep::Record(n));
+            n += 1;
+            true
+        })
         .unwrap_or_default();
     machine.stage(CrashStage::Drained);
     let d = report.drains[0];
@@ -433,7 +438,9 @@ pub fn crash_shutdown<
     ));
     crash.emerg(format_args!("kexec: Starting switchover sequence."));
     machine.stage(CrashStage::ImageStart);
-    match handover::write_image_report(log, image, &stopped) {
+    match handover::write_image_with_hook(log, image, &stopped, &mut |s| {
+        machine.drain_step(DrainStep::Image(s))
+    }) {
         Ok(r) => {
             report.image_len = r.len;
             report.drains[1] = r.drain;

@@ -116,4 +116,5 @@ pub use format::{
 };
 pub use image::{Image, ImageRecord, Records};
 pub use parse::{parse, parse_located};
-pub use write::{write_image, write_image_report, ImageReport};
+pub(crate) use write::write_from;
+pub use write::{write_image, write_image_report, write_image_with_hook, ImageReport, ImageStep};

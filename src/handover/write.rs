@@ -11,7 +11,9 @@ use super::format::{
     checked_fixed_size, checked_record_size, crc_of, off, record_size, HandoverError, CORE_BYTES,
     COUNTER_ENTRY_BYTES, CPU_NOT_STOPPED, CRC_BYTES, LAYOUT_ENTRY_BYTES, MAGIC, SEQ_BYTES, VERSION,
 };
-use crate::record::{layout, ContextKind, HEADER_BYTES};
+use crate::log::{counters_of, cpu_stopped, drain, DrainInput, DrainMem};
+use crate::record::{layout, HEADER_BYTES};
+use crate::sync::Ordering;
 use crate::{DrainReport, Log, Platform, RecordBuf};
 
 /// Copies `bytes` to `out[at..]`; false if it does not fit.
@@ -155,8 +157,70 @@ pub fn write_image_report<
     out: &mut [u8],
     stopped: &dyn Fn(usize) -> bool,
 ) -> Result<ImageReport, HandoverError> {
-    let ncpu = log.platform().cpu_count().min(CPUS);
-    let fixed = checked_fixed_size(ncpu, DEPTH)
+    write_image_with_hook(log, out, stopped, &mut |_| {})
+}
+
+/// Where the image writer is (see [`write_image_with_hook`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ImageStep {
+    /// Pass 1 (sizing) reached record `n` (counted from 0).
+    Sized(u64),
+    /// Pass 2 (copying) is about to write record `n` (counted from 0; skipped records included).
+    Copy(u64),
+    /// The records are written; the tables come next.
+    Tables,
+    /// The tables are written; the core header (which makes the image valid) comes next.
+    Header,
+}
+
+/// [`write_image_report`], calling `hook` at each [`ImageStep`]: a seam for tests that stop the
+/// crashing CPU at every point of the image writer (the host simulation's `--die-in-drain`), and for
+/// a kernel that leaves breadcrumbs. The hook runs on the crashing CPU in crash context: it must not
+/// take a lock or wait. Until the [`ImageStep::Header`] step has passed, the region holds no valid
+/// image (its core header is written last), so a capture stage never mistakes a partial image for a
+/// whole one.
+///
+/// ```
+/// # use nmilog::doc_support::OneCpu;
+/// use nmilog::{handover::{self, ImageStep}, Level, Log};
+/// let log: Log<OneCpu, 1, 256, 1024> = Log::new(OneCpu);
+/// log.append_raw(Level::Info, 0, 0, b"one").unwrap();
+/// log.crash_enter().unwrap();
+/// let mut steps = Vec::new();
+/// let mut region = [0u8; 4096];
+/// handover::write_image_with_hook(&log, &mut region, &|_| true, &mut |s| steps.push(s)).unwrap();
+/// assert_eq!(steps, [ImageStep::Sized(0), ImageStep::Copy(0), ImageStep::Tables, ImageStep::Header]);
+/// ```
+pub fn write_image_with_hook<
+    P: Platform,
+    const CPUS: usize,
+    const RING_WORDS: usize,
+    const MAIN_WORDS: usize,
+    const DEPTH: usize,
+>(
+    log: &Log<P, CPUS, RING_WORDS, MAIN_WORDS, DEPTH>,
+    out: &mut [u8],
+    stopped: &dyn Fn(usize) -> bool,
+    hook: &mut dyn FnMut(ImageStep),
+) -> Result<ImageReport, HandoverError> {
+    if log.crashing_cpu() != Some(log.platform().cpu_id()) {
+        return Err(HandoverError::NotCrashing);
+    }
+    write_from(log, log.drain_mem(), out, stopped, hook)
+}
+
+/// The image of any drain input (the live `Log`, or a log found in a memory dump) drained in `mem`:
+/// two drains over one snapshot, in `mem`.
+pub(crate) fn write_from<I: DrainInput + ?Sized>(
+    input: &I,
+    mem: DrainMem<'_>,
+    out: &mut [u8],
+    stopped: &dyn Fn(usize) -> bool,
+    hook: &mut dyn FnMut(ImageStep),
+) -> Result<ImageReport, HandoverError> {
+    let ncpu = input.cpus();
+    let depth = input.depth();
+    let fixed = checked_fixed_size(ncpu, depth)
         .ok_or(HandoverError::OutputTooSmall { needed: usize::MAX })?;
     if out.len() < fixed {
         return Err(HandoverError::OutputTooSmall { needed: fixed });
@@ -164,54 +228,58 @@ pub fn write_image_report<
 
     // Pass 1: the drain, sizing every record.
     let mut total: usize = 0;
-    log.drain_on_crash(stopped, &mut |_, r: &RecordBuf| {
+    let mut n: u64 = 0;
+    drain(input, mem, Some(stopped), &mut |_, r: &RecordBuf| {
+        hook(ImageStep::Sized(n));
+        n += 1;
         total = total.saturating_add(record_size(r.payload().len()));
         true
-    })
-    .map_err(|_| HandoverError::NotCrashing)?;
+    });
 
     // Pass 2: the same snapshot again; skip the oldest records until the rest fits, then copy.
     let mut skip = total.saturating_sub(out.len() - fixed);
     let mut at = fixed;
     let mut written: u64 = 0;
     let mut left_out: u64 = 0;
-    let mut seq = log.drained_main_start();
-    let drain = log
-        .drain_again(&mut |_, r: &RecordBuf| {
-            let size = record_size(r.payload().len());
-            if skip > 0 {
-                skip = skip.saturating_sub(size);
-                left_out += 1;
-            } else {
-                match put_record(out, at, seq, r) {
-                    Some(size) => {
-                        at += size;
-                        written += 1;
-                    }
-                    // Only if more was overwritten between the passes than sized (a writer that did not
-                    // stop lapped a ring): counted.
-                    None => left_out += 1,
+    let mut seq = mem.fixed.main_start_seq.load(Ordering::Relaxed) as u64;
+    let mut n: u64 = 0;
+    let drain = drain(input, mem, None, &mut |_, r: &RecordBuf| {
+        hook(ImageStep::Copy(n));
+        n += 1;
+        let size = record_size(r.payload().len());
+        if skip > 0 {
+            skip = skip.saturating_sub(size);
+            left_out += 1;
+        } else {
+            match put_record(out, at, seq, r) {
+                Some(size) => {
+                    at += size;
+                    written += 1;
                 }
+                // Only if more was overwritten between the passes than sized (a writer that did not
+                // stop lapped a ring): counted.
+                None => left_out += 1,
             }
-            seq = seq.wrapping_add(1);
-            true
-        })
-        .map_err(|_| HandoverError::NotCrashing)?;
+        }
+        seq = seq.wrapping_add(1);
+        true
+    });
 
     // Tables: layout, then counters, then padding, then their CRC.
+    hook(ImageStep::Tables);
     let mut t = CORE_BYTES;
     for (i, (o, s)) in layout::ALL.iter().enumerate() {
         put(out, t, &[i as u8, *o, *s, 0]);
         t += LAYOUT_ENTRY_BYTES;
     }
     for c in 0..ncpu {
-        for d in 0..DEPTH {
-            let cnt = log.counters(c, d).unwrap_or_default();
-            let kind = log.cpu(c).map_or(ContextKind::Task, |pc| pc.kind_at(d));
+        for d in 0..depth {
+            let cnt = counters_of(input, mem, c, d);
+            let kind = input.kind_at(c, d);
             put(out, t, &cnt.torn.to_le_bytes());
             put(out, t + 8, &cnt.overwritten.to_le_bytes());
             put(out, t + 16, &cnt.dropped.to_le_bytes());
-            let flags = if log.drained_cpu_stopped(c) {
+            let flags = if cpu_stopped(input, mem, c) {
                 0
             } else {
                 CPU_NOT_STOPPED
@@ -226,6 +294,7 @@ pub fn write_image_report<
     put(out, fixed - CRC_BYTES, &tables_crc.to_le_bytes());
 
     // Core header last.
+    hook(ImageStep::Header);
     put(out, 0, &MAGIC);
     put(out, off::VERSION, &VERSION.to_le_bytes());
     put(out, off::CORE_SIZE, &(CORE_BYTES as u16).to_le_bytes());
@@ -243,10 +312,10 @@ pub fn write_image_report<
     put(
         out,
         off::DEPTH,
-        &(DEPTH.min(u16::MAX as usize) as u16).to_le_bytes(),
+        &(depth.min(u16::MAX as usize) as u16).to_le_bytes(),
     );
     put(out, off::CE, &(COUNTER_ENTRY_BYTES as u16).to_le_bytes());
-    put(out, off::BAD_CPU, &log.bad_cpu_dropped().to_le_bytes());
+    put(out, off::BAD_CPU, &input.bad_cpu_dropped().to_le_bytes());
     put(out, off::LEFT_OUT, &left_out.to_le_bytes());
     put(out, off::COUNT, &written.to_le_bytes());
     put(out, off::AREA, &((at - fixed) as u64).to_le_bytes());

@@ -91,6 +91,11 @@ impl Consumer {
         self.seq.load(Ordering::Acquire)
     }
 
+    /// The word [`seq_for_drain`](Self::seq_for_drain) reads (a dump reader reads it there).
+    pub(super) fn seq_word(&self) -> &AtomicUsize {
+        &self.seq
+    }
+
     pub(super) fn set_cursor(&self, c: Cursor) {
         // `seq` first: an owner stopped between the two stores leaves (old pos, new seq); for a
         // resync the old position is behind the tail, so the next reader resynchronises again (with
@@ -178,23 +183,21 @@ impl<
     pub fn counters(&self, cpu: usize, depth: usize) -> Option<CpuCounters> {
         let pc = self.cpus.get(cpu)?;
         let ring = pc.rings.get(depth)?;
-        let dropped = ring.dropped() + if depth == 0 { pc.overflow_dropped() } else { 0 };
-        if !self.crash.ran() {
+        if !self.crash.fixed.ran() {
             let cons = &self.main.consumers[cpu][depth];
+            let overflow = if depth == 0 { pc.overflow_dropped() } else { 0 };
             return Some(CpuCounters {
                 overwritten: cons.overwritten.load(Ordering::Relaxed) as u64,
-                dropped,
+                dropped: ring.dropped().wrapping_add(overflow),
                 ..CpuCounters::default()
             });
         }
-        // After a crash drain: its snapshot of the flush's count plus its own finds (a flush owner
-        // that did not stop may go on counting records the drain already counted).
-        let drained = self.crash.source(cpu, depth);
-        Some(CpuCounters {
-            torn: drained.torn() as u64,
-            overwritten: drained.overwritten() as u64,
-            dropped,
-            in_flight: drained.in_flight() as u64,
-        })
+        // After a crash drain: what it found.
+        Some(super::crash::counters_of(
+            self,
+            self.crash.mem(),
+            cpu,
+            depth,
+        ))
     }
 }

@@ -483,7 +483,7 @@ impl<
         let mut steps = 0;
         let out = merge::run(
             &mut m,
-            &self.main.flush_heap,
+            self.main.flush_heap.view(),
             &mut buf,
             self.flush_step_bound(),
             &mut steps,

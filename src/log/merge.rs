@@ -36,7 +36,7 @@ pub(super) struct Key {
 }
 
 /// One heap slot (three words: `Relaxed` atomics, one writer at a time).
-struct Slot {
+pub(crate) struct Slot {
     ts: TsCell,
     tie: AtomicUsize,
     src: AtomicUsize,
@@ -44,7 +44,7 @@ struct Slot {
 
 impl Slot {
     const_or_loom_fn! {
-        fn new() -> Self {
+        pub(crate) fn new() -> Self {
             Slot { ts: TsCell::new(), tie: AtomicUsize::new(0), src: AtomicUsize::new(0) }
         }
     }
@@ -64,9 +64,8 @@ impl Slot {
     }
 }
 
-/// A fixed-capacity binary min-heap of [`Key`]s: one slot per (CPU, depth) source plus one (the
-/// crash drain's main-log source). A push beyond the capacity is ignored rather than allowed to panic
-/// (each source is in the heap at most once, so it never happens).
+/// The memory of a merge heap for a `CPUS × DEPTH`-source log: one slot per (CPU, depth) source
+/// plus one (the crash drain's main-log source), and the length. In the static `Log`.
 pub(super) struct MergeHeap<const CPUS: usize, const DEPTH: usize> {
     slots: [[Slot; DEPTH]; CPUS],
     extra: Slot,
@@ -84,11 +83,61 @@ impl<const CPUS: usize, const DEPTH: usize> MergeHeap<CPUS, DEPTH> {
         }
     }
 
-    const CAPACITY: usize = CPUS * DEPTH + 1;
+    /// The heap over this memory.
+    pub(super) fn view(&self) -> HeapView<'_, [Slot]> {
+        HeapView {
+            slots: self.slots.as_flattened(),
+            extra: &self.extra,
+            len: &self.len,
+        }
+    }
+}
 
+/// Where a heap's slots live: a plain array (the flush's [`MergeHeap`]), or one slot inside each
+/// source's crash-drain state (the drain's, in the static `Log` or a recovery tool's scratch).
+pub(crate) trait SlotStore {
+    /// Slot `i`, if there is one.
+    fn slot_at(&self, i: usize) -> Option<&Slot>;
+    /// How many slots.
+    fn slot_count(&self) -> usize;
+}
+
+impl SlotStore for [Slot] {
+    #[inline(always)]
+    fn slot_at(&self, i: usize) -> Option<&Slot> {
+        self.get(i)
+    }
+    #[inline(always)]
+    fn slot_count(&self) -> usize {
+        self.len()
+    }
+}
+
+/// A fixed-capacity binary min-heap of [`Key`]s over slots that live elsewhere (see [`SlotStore`]):
+/// `slot_count() + 1` keys at most. A push beyond the capacity is ignored rather than allowed to
+/// panic (each source is in the heap at most once, so it never happens).
+pub(crate) struct HeapView<'a, S: ?Sized + SlotStore = [Slot]> {
+    pub(crate) slots: &'a S,
+    pub(crate) extra: &'a Slot,
+    pub(crate) len: &'a AtomicUsize,
+}
+
+impl<S: ?Sized + SlotStore> Clone for HeapView<'_, S> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<S: ?Sized + SlotStore> Copy for HeapView<'_, S> {}
+
+impl<S: ?Sized + SlotStore> HeapView<'_, S> {
     #[inline(always)]
     fn slot(&self, i: usize) -> &Slot {
-        self.slots.as_flattened().get(i).unwrap_or(&self.extra)
+        self.slots.slot_at(i).unwrap_or(self.extra)
+    }
+
+    #[inline(always)]
+    fn capacity(&self) -> usize {
+        self.slots.slot_count() + 1
     }
 
     #[inline(always)]
@@ -109,7 +158,7 @@ impl<const CPUS: usize, const DEPTH: usize> MergeHeap<CPUS, DEPTH> {
     /// Adds a source's head.
     pub(super) fn push(&self, key: Key) {
         let len = self.len();
-        if len >= Self::CAPACITY {
+        if len >= self.capacity() {
             return;
         }
         let mut i = len;
@@ -214,9 +263,9 @@ pub(super) trait Merge {
 /// Runs one merge of `m`'s sources (see the module docs), in at most `budget` steps counted in
 /// `steps`. `buf` is the record buffer, made on first use (a merge with nothing to move does not
 /// zero a kilobyte).
-pub(super) fn run<M: Merge, const CPUS: usize, const DEPTH: usize>(
+pub(super) fn run<M: Merge, S: ?Sized + SlotStore>(
     m: &mut M,
-    heap: &MergeHeap<CPUS, DEPTH>,
+    heap: HeapView<'_, S>,
     buf: &mut Option<RecordBuf>,
     budget: u64,
     steps: &mut u64,
@@ -282,7 +331,8 @@ mod tests {
 
     #[test]
     fn heap_pops_random_keys_in_order() {
-        let heap: MergeHeap<8, 4> = MergeHeap::new();
+        let mem: MergeHeap<8, 4> = MergeHeap::new();
+        let heap = mem.view();
         let mut x = 0x9e37_79b9_7f4a_7c15u64;
         for round in 0..200 {
             heap.clear();
@@ -311,7 +361,8 @@ mod tests {
 
     #[test]
     fn heap_interleaved_push_pop_stays_sorted() {
-        let heap: MergeHeap<4, 2> = MergeHeap::new();
+        let mem: MergeHeap<4, 2> = MergeHeap::new();
+        let heap = mem.view();
         let mut x = 7u64;
         let mut last = Key {
             ts: 0,

@@ -59,6 +59,7 @@ mod append;
 mod context;
 mod crash;
 mod flush;
+mod layout;
 mod merge;
 mod reader;
 
@@ -67,7 +68,8 @@ pub use self::accounting::CpuCounters;
 pub use self::append::AppendError;
 pub use self::context::{ContextGuard, CrashEnterError};
 use self::crash::DrainState;
-pub use self::crash::{CrashSink, DrainError, DrainReport, Origin};
+pub(crate) use self::crash::{counters_of, cpu_stopped, drain, DrainFixed, DrainInput, DrainMem};
+pub use self::crash::{CrashSink, DrainError, DrainReport, DrainSource, Origin};
 pub use self::flush::{FlushHook, FlushReport, FlushStep};
 use self::merge::MergeHeap;
 pub use self::reader::MainReader;

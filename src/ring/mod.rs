@@ -393,21 +393,60 @@ pub enum Read {
 /// assert_eq!(buf.payload(), b"hello");
 /// assert_eq!(ring.read(&mut cur, &mut buf), Read::Empty);
 /// ```
-pub struct RecordRing<const WORDS: usize> {
+#[repr(C)]
+pub struct Ring<W: ?Sized = [AtomicUsize]> {
     head: AtomicUsize,
     next_seq: AtomicUsize,
     tail: AtomicUsize,
-    /// Recursion guard for per-CPU rings: non-zero while the writer is inside a write.
+    /// Recursion guard for per-CPU rings: `(seq << 1) | 1` while a log call whose record will be
+    /// `seq` is inside, 0 otherwise.
     pub(crate) active: AtomicUsize,
     /// Records the writer refused (recursion, too large).
     dropped: AtomicUsize,
-    /// `(capacity - 1) ^ (WORDS - 1)`: zero at full capacity, so a `static` ring is all zeros and
+    /// `(capacity - 1) ^ (words - 1)`: zero at full capacity, so a `static` ring is all zeros and
     /// lands in `.bss`, not in the image.
     mask_xor: AtomicUsize,
-    data: [AtomicUsize; WORDS],
+    data: W,
 }
 
-impl<const WORDS: usize> RecordRing<WORDS> {
+/// A ring of `WORDS` words, sized at compile time: what a `static` logger holds.
+///
+/// Every operation is written once for any [`Ring`]; a `&RecordRing<WORDS>` also coerces to the
+/// unsized `&Ring`, the same ring with its size known only at run time (a boot-time arena, a crash
+/// dump: [`Ring::from_words`]).
+pub type RecordRing<const WORDS: usize> = Ring<[AtomicUsize; WORDS]>;
+
+/// The words of a ring: an array (size known at compile time) or a slice (known at run time).
+/// Sealed: implemented for `[AtomicUsize; N]` and `[AtomicUsize]` only.
+pub trait RingWords: sealed::Sealed {
+    /// The words.
+    fn words(&self) -> &[AtomicUsize];
+}
+
+mod sealed {
+    pub trait Sealed {}
+    impl<const N: usize> Sealed for [super::AtomicUsize; N] {}
+    impl Sealed for [super::AtomicUsize] {}
+}
+
+impl<const N: usize> RingWords for [AtomicUsize; N] {
+    #[inline(always)]
+    fn words(&self) -> &[AtomicUsize] {
+        self
+    }
+}
+
+impl RingWords for [AtomicUsize] {
+    #[inline(always)]
+    fn words(&self) -> &[AtomicUsize] {
+        self
+    }
+}
+
+/// Words a ring's state takes before its data (head, next_seq, tail, guard, dropped, mask).
+pub const RING_STATE_WORDS: usize = 6;
+
+impl<const WORDS: usize> Ring<[AtomicUsize; WORDS]> {
     const_or_loom_fn! {
         /// An empty ring of `WORDS` words.
         ///
@@ -424,7 +463,7 @@ impl<const WORDS: usize> RecordRing<WORDS> {
                     "ring size must be a power of two of at least 32 words"
                 )
             };
-            RecordRing {
+            Ring {
                 head: AtomicUsize::new(0),
                 next_seq: AtomicUsize::new(0),
                 tail: AtomicUsize::new(0),
@@ -435,7 +474,32 @@ impl<const WORDS: usize> RecordRing<WORDS> {
             }
         }
     }
+}
 
+#[cfg(not(nmilog_loom))]
+impl Ring {
+    /// The ring laid out in `words`: its [`RING_STATE_WORDS`] state words, then its data (a power of
+    /// two of at least 32 words). `None` if `words` has another length. All-zero words are an empty
+    /// ring; the words of a ring that was in use (a crash dump copied into memory) are that ring, to
+    /// be read — a reader never trusts them: a damaged ring reads as damaged records, never as
+    /// undefined behaviour or a panic. Only a ring's one writer may write to it.
+    pub(crate) fn from_words(words: &[AtomicUsize]) -> Option<&Ring> {
+        let data = words.len().checked_sub(RING_STATE_WORDS)?;
+        if !data.is_power_of_two() || data < 32 {
+            return None;
+        }
+        let p = core::ptr::slice_from_raw_parts(words.as_ptr(), data) as *const Ring;
+        // SAFETY: `Ring` is `repr(C)`: six `AtomicUsize` fields, then a slice of `AtomicUsize`,
+        // all of one size and alignment with no padding, so a `Ring` with `data` tail words is
+        // exactly `RING_STATE_WORDS + data` words laid out as `words` is. The cast keeps the slice
+        // metadata (`data`: the tail's length) and the address, which is aligned for
+        // `AtomicUsize`; every bit pattern is a valid `AtomicUsize`; the result borrows `words` for
+        // its lifetime, and atomics allow shared access.
+        Some(unsafe { &*p })
+    }
+}
+
+impl<W: ?Sized + RingWords> Ring<W> {
     /// Uses only the first `words` words (rounded down to a power of two, at least 32, at most
     /// `WORDS`). Only allowed while the ring was never written; returns the capacity in effect.
     ///
@@ -453,14 +517,14 @@ impl<const WORDS: usize> RecordRing<WORDS> {
         if self.next_seq.load(Ordering::Relaxed) != 0 {
             return Err(cur);
         }
-        let w = words.clamp(32, WORDS);
+        let w = words.clamp(32, self.len());
         let w = if w.is_power_of_two() {
             w
         } else {
             w.next_power_of_two() / 2
         };
         self.mask_xor
-            .store((w - 1) ^ (WORDS - 1), Ordering::Relaxed);
+            .store((w - 1) ^ (self.len() - 1), Ordering::Relaxed);
         Ok(w)
     }
 
@@ -570,17 +634,27 @@ impl<const WORDS: usize> RecordRing<WORDS> {
         self.call_in_progress() == Some(ns & (usize::MAX >> 1))
     }
 
-    /// Capacity in words minus one.
+    /// Words of data (a power of two).
+    #[inline(always)]
+    pub(crate) fn len(&self) -> usize {
+        self.data.words().len()
+    }
+
+    /// Capacity in words minus one. The `& (len - 1)` keeps it inside the data whatever the mask
+    /// word holds (a ring read from a damaged dump): an index is always in bounds.
     #[inline(always)]
     fn mask(&self) -> usize {
-        self.mask_xor.load(Ordering::Relaxed) ^ (WORDS - 1)
+        let top = self.len() - 1;
+        (self.mask_xor.load(Ordering::Relaxed) ^ top) & top
     }
 
     #[inline(always)]
     fn word(&self, pos: usize, mask: usize) -> &AtomicUsize {
-        // `mask <= WORDS - 1` and both are powers of two minus one, so the extra `& (WORDS - 1)`
-        // changes nothing but lets the compiler drop the bounds check (no unsafe needed).
-        &self.data[pos & mask & (WORDS - 1)]
+        // `mask <= len - 1` and both are powers of two minus one, so the extra `& (len - 1)`
+        // changes nothing for a well-formed ring, but keeps any index in bounds (and, for an array
+        // ring, lets the compiler drop the bounds check: no unsafe needed).
+        let w = self.data.words();
+        &w[pos & mask & (w.len() - 1)]
     }
 }
 
@@ -603,7 +677,7 @@ impl<const WORDS: usize> Default for RecordRing<WORDS> {
 ///     format!("RecordRing {{ capacity_words: 64, head: {head}, tail: 0, next_seq: 1, dropped: 0, active: 0 }}")
 /// );
 /// ```
-impl<const WORDS: usize> core::fmt::Debug for RecordRing<WORDS> {
+impl<W: ?Sized + RingWords> core::fmt::Debug for Ring<W> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("RecordRing")
             .field("capacity_words", &self.capacity_words())

@@ -6,13 +6,13 @@
 //! changed while it copied them.
 
 use super::{
-    before, enc, max_payload_for, span_words, Cursor, Read, RecordRing, SEQ_MASK, ST_COMMITTED,
-    ST_FREE, ST_MASK, ST_WRAP, ST_WRITING, WORD,
+    before, enc, max_payload_for, span_words, Cursor, Read, Ring, RingWords, SEQ_MASK,
+    ST_COMMITTED, ST_FREE, ST_MASK, ST_WRAP, ST_WRITING, WORD,
 };
 use crate::record::{Header, RecordBuf, HEADER_BYTES, MAX_PAYLOAD};
 use crate::sync::{fence, Ordering};
 
-impl<const WORDS: usize> RecordRing<WORDS> {
+impl<W: ?Sized + RingWords> Ring<W> {
     /// Reads the record at the cursor into `out` (see the read protocol in the module docs). Never
     /// blocks the writer and never loops: one call is a bounded number of loads.
     ///

@@ -5,13 +5,13 @@
 //! read-modify-write; never waits, and loops at most once per record it overwrites.
 
 use super::{
-    before, enc, max_span, span_words, RecordRing, StepHook, WriteError, WriteStep, HEADER_WORDS,
-    LEN_WORD, ST_COMMITTED, ST_FREE, ST_MASK, ST_WRAP, ST_WRITING, WORD,
+    before, enc, max_span, span_words, Ring, RingWords, StepHook, WriteError, WriteStep,
+    HEADER_WORDS, LEN_WORD, ST_COMMITTED, ST_FREE, ST_MASK, ST_WRAP, ST_WRITING, WORD,
 };
 use crate::record::{Header, MAX_PAYLOAD};
 use crate::sync::{fence, Ordering};
 
-impl<const WORDS: usize> RecordRing<WORDS> {
+impl<W: ?Sized + RingWords> Ring<W> {
     /// Appends one record. `stamp(seq)` is called after the odd sequence word is stored (this is
     /// where the timestamp is read) and returns the header; its `len` is replaced by `payload.len()`.
     ///
@@ -109,7 +109,11 @@ impl<const WORDS: usize> RecordRing<WORDS> {
         // A record never straddles the end of the array (step 1 moved it to the next lap), so its
         // words are one slice: one bounds check instead of a mask and a check per word.
         let base = start & mask;
-        let rec = &self.data[base..base + span];
+        // In bounds for any ring whose mask word is its own (`base + span <= capacity <= len`);
+        // a ring whose mask word was damaged refuses the record rather than panic.
+        let Some(rec) = self.data.words().get(base..base + span) else {
+            return Err(WriteError::TooLarge);
+        };
         let (hdr, body) = rec[1..].split_at(HEADER_WORDS);
         for (slot, w) in hdr.iter().zip(header_words(&h)) {
             slot.store(w, Ordering::Relaxed);

@@ -63,26 +63,30 @@
 //! # Files
 //!
 //! * this file: the drain's public face ([`Origin`], [`CrashSink`], [`DrainError`], [`DrainReport`],
-//!   [`Log::drain_on_crash`]), the run of one drain and its accounting records;
-//! * `state.rs`: the drain's own memory in the static `Log` ([`DrainState`]) and the snapshot;
+//!   [`Log::drain_on_crash`]);
+//! * `input.rs`: what a drain reads ([`DrainInput`]): the live `Log`, or a log in a memory dump
+//!   ([`crate::recover`]);
+//! * `state.rs`: the drain's own memory ([`DrainSource`] per source, in the static `Log` or a
+//!   recovery tool's scratch) and the snapshot;
+//! * `run.rs`: one drain — snapshot, merge, accounting records — over any input and memory;
 //! * `sources.rs`: the drain's sources as the merge engine sees them (the main window and the rings
 //!   from their thresholds), and delivery to the sink.
 
 use core::fmt;
 
-use super::merge::{self, Outcome};
 use super::Log;
-use crate::fmt::{LineBuf, LINE_MAX};
-use crate::record::{facility, Header, Level, RecordBuf};
-use crate::ring::span_words;
-use crate::sync::Ordering;
+use crate::record::RecordBuf;
 use crate::Platform;
 
+mod input;
+mod run;
 mod sources;
 mod state;
 
-use self::sources::DrainMerge;
-pub(super) use self::state::DrainState;
+pub(crate) use self::input::DrainInput;
+pub(crate) use self::run::{counters_of, cpu_stopped, drain};
+pub use self::state::DrainSource;
+pub(crate) use self::state::{DrainFixed, DrainMem, DrainState};
 
 /// Where a record of the crash drain's output comes from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -208,15 +212,6 @@ pub struct DrainReport {
     pub bound: u64,
 }
 
-/// Makes `buf` an accounting record: `header` (its `len` set here) and `text`.
-fn fill(buf: &mut RecordBuf, mut header: Header, text: &[u8]) {
-    let n = text.len().min(buf.payload.len());
-    buf.payload[..n].copy_from_slice(&text[..n]);
-    header.len = n as u16;
-    buf.header = header;
-    buf.seq = 0;
-}
-
 impl<
         P: Platform,
         const CPUS: usize,
@@ -268,28 +263,6 @@ impl<
         self.drain(Some(stopped), sink)
     }
 
-    /// The drain again over the previous drain's snapshot (same thresholds, ends and torn/in-flight
-    /// verdicts; records overwritten since are counted): the handover writer's second pass sees what
-    /// its first pass sized.
-    pub(crate) fn drain_again<S: CrashSink + ?Sized>(
-        &self,
-        sink: &mut S,
-    ) -> Result<DrainReport, DrainError> {
-        self.drain(None, sink)
-    }
-
-    /// The main-log sequence number where the last drain's window starts: how many records the main
-    /// log had already overwritten by its own wrapping (the handover image numbers its records from
-    /// it).
-    pub(crate) fn drained_main_start(&self) -> u64 {
-        self.crash.main_start_seq.load(Ordering::Relaxed) as u64
-    }
-
-    /// The drain's view of `cpu`: whether it was known to be stopped at the last drain.
-    pub(crate) fn drained_cpu_stopped(&self, cpu: usize) -> bool {
-        cpu < CPUS && self.crash.source(cpu, 0).stopped()
-    }
-
     /// The most steps one crash drain can take with the current CPU count.
     ///
     /// ```
@@ -306,15 +279,7 @@ impl<
     /// assert!(rep.steps <= bound);
     /// ```
     pub fn drain_step_bound(&self) -> u64 {
-        let k = (self.platform.cpu_count().min(CPUS) * DEPTH) as u64;
-        let per_ring = (RING_WORDS / span_words(0)) as u64 + 1;
-        let per_main = (MAIN_WORDS / span_words(0)) as u64 + 1;
-        // Snapshot: the main-log scan (one look per record, plus up to three resynchronisations),
-        // then per ring its oldest record and the walk past records below its threshold (one look per
-        // record, plus three). Merge, per source: up to three looks for the first head, two per
-        // record (the one that ends a run and the one that takes it), up to three when it runs dry:
-        // within 3 + 4 × records.
-        (per_main + 3) + k * (per_ring + 6) + (k + 1) * 3 + (k * per_ring + per_main) * 4
+        run::step_bound(self)
     }
 
     /// The drain; `stopped: None` reuses the last snapshot.
@@ -323,132 +288,14 @@ impl<
         stopped: Option<&dyn Fn(usize) -> bool>,
         sink: &mut S,
     ) -> Result<DrainReport, DrainError> {
-        let me = self.platform.cpu_id();
-        if self.crashing_cpu() != Some(me) {
+        if self.crashing_cpu() != Some(self.platform.cpu_id()) {
             return Err(DrainError::NotCrashing);
         }
-        let st = &self.crash;
-        let ncpu = self.platform.cpu_count().min(CPUS);
-        let gen = match st.gen.load(Ordering::Relaxed).wrapping_add(1) {
-            0 => 1,
-            g => g,
-        };
-        let reuse = stopped.is_none() && st.ran();
-        st.gen.store(gen, Ordering::Relaxed);
-        let mut rep = DrainReport {
-            bound: self.drain_step_bound(),
-            ..DrainReport::default()
-        };
-        let mut steps = 0;
-        if reuse {
-            self.rewind(ncpu);
-        } else {
-            self.snapshot(me, ncpu, stopped.unwrap_or(&|_| false), &mut steps);
-        }
-        let mut m = DrainMerge {
-            log: self,
-            sink,
-            ncpu,
-            gen,
-            rep: DrainReport::default(),
-        };
-        let mut buf = None;
-        let out = merge::run(&mut m, &st.heap, &mut buf, rep.bound, &mut steps);
-        rep.records = m.rep.records;
-        rep.from_main = m.rep.from_main;
-        rep.from_rings = m.rep.from_rings;
-        rep.complete = out == Outcome::Done;
-        // Losses, as ordinary records at the end (after the merge: lapping found during it counts).
-        if out == Outcome::Done || out == Outcome::Budget {
-            let buf = buf.get_or_insert_with(RecordBuf::new);
-            let ts = self.platform.now_ns().max(st.snapshot_ts.get());
-            // Whether the sink still takes records and no nested drain superseded this one.
-            let mut go_on = true;
-            'sources: for c in 0..ncpu {
-                for d in 0..DEPTH {
-                    if st.gen.load(Ordering::Relaxed) != gen {
-                        // A nested drain superseded this one: it reports the losses itself.
-                        go_on = false;
-                        break 'sources;
-                    }
-                    let Some(cnt) = self.counters(c, d) else {
-                        continue;
-                    };
-                    rep.torn += cnt.torn;
-                    rep.in_flight += cnt.in_flight;
-                    rep.overwritten = rep.overwritten.wrapping_add(cnt.overwritten);
-                    if cnt.torn == 0
-                        && cnt.in_flight == 0
-                        && cnt.overwritten == 0
-                        && cnt.dropped == 0
-                    {
-                        continue;
-                    }
-                    let kind = self.cpus[c].kind_at(d);
-                    let mut line: LineBuf<LINE_MAX> = LineBuf::new();
-                    let _ = fmt::Write::write_fmt(
-                        &mut line,
-                        format_args!(
-                            "nmilog: cpu {} {} (depth {}): {} torn, {} overwritten, {} dropped",
-                            c,
-                            kind.name(),
-                            d,
-                            cnt.torn,
-                            cnt.overwritten,
-                            cnt.dropped
-                        ),
-                    );
-                    if cnt.in_flight != 0 {
-                        let _ = fmt::Write::write_fmt(
-                            &mut line,
-                            format_args!(", {} in flight (CPU not stopped)", cnt.in_flight),
-                        );
-                    }
-                    let header = Header {
-                        ts_ns: ts,
-                        cpu: c as u16,
-                        level: Level::Warning as u8,
-                        facility: facility::NMILOG,
-                        ctx: Header::pack_ctx(kind, d),
-                        ..Header::default()
-                    };
-                    fill(buf, header, line.finish());
-                    rep.records += 1;
-                    rep.accounting_records += 1;
-                    if !m.sink.record(Origin::Accounting, buf) {
-                        go_on = false;
-                        break 'sources;
-                    }
-                }
-            }
-            rep.main_lost = st.main_lost.load(Ordering::Relaxed) as u64;
-            if rep.main_lost != 0 && go_on && st.gen.load(Ordering::Relaxed) == gen {
-                let mut line: LineBuf<LINE_MAX> = LineBuf::new();
-                let _ = fmt::Write::write_fmt(
-                    &mut line,
-                    format_args!(
-                        "nmilog: {} main-log records overwritten during the crash drain by a CPU that did not stop",
-                        rep.main_lost
-                    ),
-                );
-                let header = Header {
-                    ts_ns: ts,
-                    cpu: me as u16,
-                    level: Level::Warning as u8,
-                    facility: facility::NMILOG,
-                    ..Header::default()
-                };
-                fill(buf, header, line.finish());
-                rep.records += 1;
-                rep.accounting_records += 1;
-                go_on = m.sink.record(Origin::Accounting, buf);
-            }
-            rep.complete &= go_on;
-        }
-        rep.not_stopped = (0..ncpu)
-            .filter(|&c| c != me && !st.source(c, 0).stopped())
-            .count() as u64;
-        rep.steps = steps;
-        Ok(rep)
+        Ok(run::drain(self, self.crash.mem(), stopped, sink))
+    }
+
+    /// The drain's memory in this `Log` (crashing CPU only).
+    pub(crate) fn drain_mem(&self) -> DrainMem<'_> {
+        self.crash.mem()
     }
 }

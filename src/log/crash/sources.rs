@@ -2,22 +2,21 @@
 //! to its snapshot end, and the main log's window; and the delivery of each record to the sink.
 //!
 //! Contract: reads only (the rings and the main log, each record validated by its sequence words) and
-//! writes only the drain's own cursors and counters in [`DrainState`](super::DrainState). Lapping by a
+//! writes only the drain's own cursors and counters (its [`DrainMem`]). Lapping by a
 //! writer that did not stop is counted (`lapped`, `main_lost`), and records published before the
 //! snapshot but not visible here are counted in flight, never waited for.
 
 use super::super::merge::{Key, Look, Merge};
-use super::super::Log;
-use super::state::{seq_before, DrainSource};
+use super::input::DrainInput;
+use super::state::{seq_before, DrainMem, DrainSource};
 use super::{CrashSink, DrainReport, Origin};
 use crate::record::{Header, RecordBuf};
-use crate::ring::{Cursor, Read, RecordRing};
+use crate::ring::{Cursor, Read, Ring};
 use crate::sync::Ordering;
-use crate::Platform;
 
 /// One validated look at the record at `cur` in `ring` if it is before `end` (see [`Merge::look`]).
-fn look_at<const WORDS: usize>(
-    ring: &RecordRing<WORDS>,
+fn look_at(
+    ring: &Ring,
     mut cur: Cursor,
     end: usize,
     buf: &mut RecordBuf,
@@ -36,46 +35,43 @@ fn look_at<const WORDS: usize>(
 }
 
 /// The crash drain as a [`Merge`]: every ring from its threshold to its end, and the main window.
-pub(in crate::log) struct DrainMerge<
-    'a,
-    P: Platform,
-    S: CrashSink + ?Sized,
-    const CPUS: usize,
-    const RING_WORDS: usize,
-    const MAIN_WORDS: usize,
-    const DEPTH: usize,
-> {
-    pub(in crate::log) log: &'a Log<P, CPUS, RING_WORDS, MAIN_WORDS, DEPTH>,
-    pub(in crate::log) sink: &'a mut S,
-    pub(in crate::log) ncpu: usize,
-    pub(in crate::log) gen: usize,
-    pub(in crate::log) rep: DrainReport,
+pub(super) struct DrainMerge<'a, I: DrainInput + ?Sized, S: CrashSink + ?Sized> {
+    pub(super) input: &'a I,
+    pub(super) mem: DrainMem<'a>,
+    pub(super) sink: &'a mut S,
+    pub(super) ncpu: usize,
+    pub(super) depth: usize,
+    pub(super) gen: usize,
+    pub(super) rep: DrainReport,
+    /// The newest timestamp delivered.
+    pub(super) last_ts: u64,
 }
 
-impl<
-        P: Platform,
-        S: CrashSink + ?Sized,
-        const CPUS: usize,
-        const RING_WORDS: usize,
-        const MAIN_WORDS: usize,
-        const DEPTH: usize,
-    > DrainMerge<'_, P, S, CPUS, RING_WORDS, MAIN_WORDS, DEPTH>
-{
+impl<I: DrainInput + ?Sized, S: CrashSink + ?Sized> DrainMerge<'_, I, S> {
     /// The main window's source index (after every ring's).
     fn main_src(&self) -> usize {
-        self.ncpu * DEPTH
+        self.ncpu * self.depth
     }
 
     /// The main window wins every timestamp tie: its records were moved by earlier flushes, in the
     /// main log's order, and a ring record that ties with one is never older than it in its own ring
     /// (so each ring's records keep their order). Ties between rings go to the lower CPU, then the
     /// lower depth.
-    fn tie_of(_: &Header) -> u32 {
-        0
+    fn key(&self, src: usize, h: &Header) -> Key {
+        let tie = if src == self.main_src() {
+            0
+        } else {
+            ((src as u32) << 1) | 1
+        };
+        Key {
+            ts: h.ts_ns,
+            tie,
+            src: src as u32,
+        }
     }
 
-    /// Ends ring source `(c, d)` at its cursor: what is left before its end is committed but not
-    /// visible here (a writer that did not stop: in flight).
+    /// Ends a ring source at its cursor: what is left before its end is committed but not visible
+    /// here (a writer that did not stop: in flight).
     fn end_ring_here(&self, s: &DrainSource) {
         let cur = s.cursor();
         let end = s.end();
@@ -85,7 +81,7 @@ impl<
         }
     }
 
-    /// A lapped ring cursor jumped by `missed`: count what it skipped inside `[.., end)`.
+    /// A lapped ring cursor jumped from `from` to `to`: count what it skipped inside `[.., end)`.
     fn ring_lapped(&self, s: &DrainSource, from: usize, to: Cursor) {
         let end = s.end();
         let upto = if seq_before(to.seq, end) { to.seq } else { end };
@@ -96,7 +92,7 @@ impl<
     }
 
     fn main_lapped(&self, from: usize, to: Cursor) {
-        let st = &self.log.crash;
+        let st = self.mem.fixed;
         let end = st.main_end.load(Ordering::Relaxed);
         let upto = if seq_before(to.seq, end) { to.seq } else { end };
         if seq_before(from, upto) {
@@ -104,19 +100,15 @@ impl<
         }
         st.set_main_cursor(to);
     }
+
+    fn ring_of(&self, src: usize) -> &Ring {
+        self.input.ring(src / self.depth, src % self.depth)
+    }
 }
 
-impl<
-        P: Platform,
-        S: CrashSink + ?Sized,
-        const CPUS: usize,
-        const RING_WORDS: usize,
-        const MAIN_WORDS: usize,
-        const DEPTH: usize,
-    > Merge for DrainMerge<'_, P, S, CPUS, RING_WORDS, MAIN_WORDS, DEPTH>
-{
+impl<I: DrainInput + ?Sized, S: CrashSink + ?Sized> Merge for DrainMerge<'_, I, S> {
     fn sources(&self) -> usize {
-        self.ncpu * DEPTH + 1
+        self.ncpu * self.depth + 1
     }
 
     fn bound(&self) -> u64 {
@@ -124,13 +116,13 @@ impl<
     }
 
     fn stop(&self) -> bool {
-        self.log.crash.gen.load(Ordering::Relaxed) != self.gen
+        self.mem.fixed.gen.load(Ordering::Relaxed) != self.gen
     }
 
     fn head(&mut self, src: usize, steps: &mut u64) -> Option<Key> {
-        let st = &self.log.crash;
+        let st = self.mem.fixed;
         if src == self.main_src() {
-            let ring = &self.log.main.ring;
+            let ring = self.input.main();
             let end = st.main_end.load(Ordering::Relaxed);
             for _ in 0..3 {
                 let mut cur = st.main_cursor();
@@ -139,13 +131,7 @@ impl<
                 }
                 *steps += 1;
                 match ring.peek(&mut cur) {
-                    (Read::Record, h) => {
-                        return Some(Key {
-                            ts: h.ts_ns,
-                            tie: Self::tie_of(&h),
-                            src: src as u32,
-                        })
-                    }
+                    (Read::Record, h) => return Some(self.key(src, &h)),
                     (Read::Overwritten { .. }, _) => self.main_lapped(st.main_cursor().seq, cur),
                     // Published before the snapshot, not visible or overwritten since: a flush that
                     // did not stop rewrote the main log under us.
@@ -163,9 +149,8 @@ impl<
             }
             return None;
         }
-        let (c, d) = (src / DEPTH, src % DEPTH);
-        let ring = &self.log.cpus[c].rings[d];
-        let s = st.source(c, d);
+        let ring = self.ring_of(src);
+        let s = self.mem.source(src);
         for _ in 0..3 {
             let mut cur = s.cursor();
             if !seq_before(cur.seq, s.end()) {
@@ -173,13 +158,7 @@ impl<
             }
             *steps += 1;
             match ring.peek(&mut cur) {
-                (Read::Record, h) => {
-                    return Some(Key {
-                        ts: h.ts_ns,
-                        tie: ((src as u32) << 1) | 1,
-                        src: src as u32,
-                    })
-                }
+                (Read::Record, h) => return Some(self.key(src, &h)),
                 (Read::Overwritten { .. }, _) => self.ring_lapped(s, s.cursor().seq, cur),
                 (Read::Empty | Read::InFlight, _) => {
                     self.end_ring_here(s);
@@ -197,46 +176,31 @@ impl<
         take: impl FnOnce(Key) -> bool,
         _steps: &mut u64,
     ) -> Look {
-        let st = &self.log.crash;
+        let key = |h: &Header| self.key(src, h);
         if src == self.main_src() {
+            let st = self.mem.fixed;
             let end = st.main_end.load(Ordering::Relaxed);
-            let key = |h: &Header| Key {
-                ts: h.ts_ns,
-                tie: Self::tie_of(h),
-                src: src as u32,
-            };
-            return look_at(&self.log.main.ring, st.main_cursor(), end, buf, key, take);
+            return look_at(self.input.main(), st.main_cursor(), end, buf, key, take);
         }
-        let (c, d) = (src / DEPTH, src % DEPTH);
-        let s = st.source(c, d);
-        let key = |h: &Header| Key {
-            ts: h.ts_ns,
-            tie: ((src as u32) << 1) | 1,
-            src: src as u32,
-        };
-        look_at(
-            &self.log.cpus[c].rings[d],
-            s.cursor(),
-            s.end(),
-            buf,
-            key,
-            take,
-        )
+        let s = self.mem.source(src);
+        look_at(self.ring_of(src), s.cursor(), s.end(), buf, key, take)
     }
 
     fn deliver(&mut self, src: usize, buf: &RecordBuf, next: Cursor) -> bool {
-        let st = &self.log.crash;
         let origin = if src == self.main_src() {
-            st.set_main_cursor(next);
+            self.mem.fixed.set_main_cursor(next);
             self.rep.from_main += 1;
             Origin::Main { seq: buf.seq }
         } else {
-            let (c, d) = (src / DEPTH, src % DEPTH);
-            st.source(c, d).set_cursor(next);
+            self.mem.source(src).set_cursor(next);
             self.rep.from_rings += 1;
-            Origin::Ring { cpu: c, depth: d }
+            Origin::Ring {
+                cpu: src / self.depth,
+                depth: src % self.depth,
+            }
         };
         self.rep.records += 1;
+        self.last_ts = self.last_ts.max(buf.header.ts_ns);
         self.sink.record(origin, buf)
     }
 }

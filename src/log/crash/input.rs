@@ -1,0 +1,78 @@
+//! What the crash drain reads: a [`DrainInput`] — the live `Log` on the crashing CPU, or a log found
+//! in a memory dump ([`crate::recover`]). One drain (`run.rs`), one merge, whichever it is: a dump
+//! rebuilt offline gives the records, order and accounting the live drain would have given.
+//!
+//! Contract: every method only reads. The rings and the main log are [`Ring`]s (for a dump, laid
+//! out in the dump's words by [`Ring::from_words`](crate::ring::Ring)), read with the same validated
+//! reads as live, so a damaged ring reads as damaged records, never as a panic.
+
+use super::super::Log;
+use crate::record::ContextKind;
+use crate::ring::Ring;
+use crate::sync::Ordering;
+use crate::Platform;
+
+/// The log a crash drain reads. Sources are `(cpu, depth)` for `cpu < cpus()`, `depth < depth()`.
+pub(crate) trait DrainInput {
+    /// CPUs with rings to drain.
+    fn cpus(&self) -> usize;
+    /// Rings per CPU.
+    fn depth(&self) -> usize;
+    /// The crashing CPU (always stopped: it is the one draining), or `usize::MAX` if none.
+    fn me(&self) -> usize;
+    /// How far the flush got in source `(cpu, depth)`: the next sequence number it would move, and
+    /// the records it found overwritten. The sequence number is loaded first, with Acquire
+    /// (LMM(cursor:B)), before anything of the main log.
+    fn flushed(&self, cpu: usize, depth: usize) -> (usize, usize);
+    /// The main log.
+    fn main(&self) -> &Ring;
+    /// Source `(cpu, depth)`'s ring.
+    fn ring(&self, cpu: usize, depth: usize) -> &Ring;
+    /// Log calls refused on source `(cpu, depth)` (for depth 0, with the CPU's nesting overflow).
+    fn dropped(&self, cpu: usize, depth: usize) -> u64;
+    /// The kind of context last entered at `depth` on `cpu`.
+    fn kind_at(&self, cpu: usize, depth: usize) -> ContextKind;
+    /// Log calls refused for a bad CPU id.
+    fn bad_cpu_dropped(&self) -> u64;
+}
+
+impl<
+        P: Platform,
+        const CPUS: usize,
+        const RING_WORDS: usize,
+        const MAIN_WORDS: usize,
+        const DEPTH: usize,
+    > DrainInput for Log<P, CPUS, RING_WORDS, MAIN_WORDS, DEPTH>
+{
+    fn cpus(&self) -> usize {
+        self.platform.cpu_count().min(CPUS)
+    }
+    fn depth(&self) -> usize {
+        DEPTH
+    }
+    fn me(&self) -> usize {
+        self.platform.cpu_id()
+    }
+    fn flushed(&self, cpu: usize, depth: usize) -> (usize, usize) {
+        let cons = &self.main.consumers[cpu][depth];
+        let seq = cons.seq_for_drain(); // LMM(cursor:B)
+        (seq, cons.overwritten.load(Ordering::Relaxed))
+    }
+    fn main(&self) -> &Ring {
+        &self.main.ring
+    }
+    fn ring(&self, cpu: usize, depth: usize) -> &Ring {
+        &self.cpus[cpu].rings[depth]
+    }
+    fn dropped(&self, cpu: usize, depth: usize) -> u64 {
+        let pc = &self.cpus[cpu];
+        let overflow = if depth == 0 { pc.overflow_dropped() } else { 0 };
+        pc.rings[depth].dropped().wrapping_add(overflow)
+    }
+    fn kind_at(&self, cpu: usize, depth: usize) -> ContextKind {
+        self.cpus[cpu].kind_at(depth)
+    }
+    fn bad_cpu_dropped(&self) -> u64 {
+        Log::bad_cpu_dropped(self)
+    }
+}

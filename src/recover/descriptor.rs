@@ -1,0 +1,458 @@
+//! The descriptor: where a log's words are, published in memory at boot so that a reader of a raw
+//! memory dump can find and read the log without the kernel's help (Linux's `vmcoreinfo` plays this
+//! part for its printk ringbuffer).
+//!
+//! Contract: written once at boot ([`Log::describe`]), before any crash, and never again, so a dying
+//! kernel need not touch it. Its format (the README's "Memory descriptor" table) is native words of
+//! the kernel's pointer width and byte order; the first eight bytes are the magic
+//! `nmilogDS`, written last. The reader ([`Descriptor::read`]) trusts nothing in it: every field is
+//! range-checked, every address must lie in the dump, two checksums (one over the fixed header,
+//! checked while scanning; one over the tables) catch damage. Reading it costs time bounded by its
+//! size, which is bounded by the dump's.
+
+use super::memory::Memory;
+use super::RecoverError;
+use crate::record::{layout, HEADER_BYTES};
+use crate::ring::RING_STATE_WORDS;
+use crate::sync::{array_of, const_or_loom_fn, AtomicUsize, Ordering};
+use crate::{Log, Platform};
+
+const W: usize = core::mem::size_of::<usize>();
+
+/// The descriptor's first eight bytes.
+pub const MAGIC: [u8; 8] = *b"nmilogDS";
+/// The format version this crate writes and reads.
+pub const VERSION: usize = 1;
+/// Read back as this value, the descriptor was written in the reader's byte order.
+pub const ENDIAN_PROBE: usize = 0x0102_0304;
+/// Words the magic takes.
+pub(crate) const MAGIC_WORDS: usize = 8 / W;
+
+/// Header word indices, after the magic.
+pub(crate) mod h {
+    pub const VERSION: usize = 0;
+    pub const ENDIAN: usize = 1;
+    pub const WORD_BYTES: usize = 2;
+    pub const TOTAL_WORDS: usize = 3;
+    pub const HEAD_SUM: usize = 4;
+    pub const TABLE_SUM: usize = 5;
+    pub const CPUS: usize = 6;
+    pub const DEPTH: usize = 7;
+    pub const RING_STATE_WORDS: usize = 8;
+    pub const HEADER_BYTES: usize = 9;
+    pub const FIELDS: usize = 10;
+    pub const MAIN_ADDR: usize = 11;
+    pub const MAIN_WORDS: usize = 12;
+    pub const CRASH_CPU_ADDR: usize = 13;
+    pub const BAD_CPU_ADDR: usize = 14;
+    pub const STOP_ADDR: usize = 15;
+    pub const STOP_STRIDE: usize = 16;
+    pub const ENTRY_WORDS: usize = 17;
+    /// Header words after the magic.
+    pub const COUNT: usize = 18;
+}
+
+/// Source entry word indices.
+pub(crate) mod e {
+    pub const RING_ADDR: usize = 0;
+    pub const RING_WORDS: usize = 1;
+    pub const FLUSHED_SEQ_ADDR: usize = 2;
+    pub const FLUSH_OVERWRITTEN_ADDR: usize = 3;
+    pub const KIND_ADDR: usize = 4;
+    pub const OVERFLOW_ADDR: usize = 5;
+    /// Words per entry.
+    pub const COUNT: usize = 6;
+}
+
+/// Words of the descriptor of a log with `cpus` CPUs and `depth` rings per CPU.
+///
+/// ```
+/// use nmilog::recover::descriptor_words;
+/// let w = descriptor_words(4, 4);
+/// assert!(w > 4 * 4 * 6); // six words per ring
+/// ```
+pub const fn descriptor_words(cpus: usize, depth: usize) -> usize {
+    MAGIC_WORDS + h::COUNT + layout::ALL.len() + cpus * depth * e::COUNT
+}
+
+/// The checksum of `words` (FNV-1a over words).
+pub(crate) fn checksum(words: impl Iterator<Item = usize>) -> usize {
+    #[cfg(target_pointer_width = "64")]
+    const P: (usize, usize) = (0xcbf2_9ce4_8422_2325, 0x0000_0100_0000_01b3);
+    #[cfg(not(target_pointer_width = "64"))]
+    const P: (usize, usize) = (0x811c_9dc5, 0x0100_0193);
+    words.fold(P.0, |h, w| (h ^ w).wrapping_mul(P.1))
+}
+
+/// Where a reader finds whether each CPU stopped: one word per CPU, `stride` bytes apart, non-zero
+/// once the CPU checked in after the crash NMI (the crash sequence's check-in flags). With it, a
+/// log recovered from memory says which CPUs were not stopped, as the live drain would have; without
+/// it, every CPU counts as stopped (a dump is final).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StopFlags {
+    first: usize,
+    stride: usize,
+}
+
+impl StopFlags {
+    /// CPU 0's flag is the word at address `first`; CPU `n`'s is `n * stride` bytes after it
+    /// (`stride` a non-zero multiple of the word size).
+    ///
+    /// ```
+    /// use nmilog::recover::StopFlags;
+    /// use std::sync::atomic::AtomicUsize;
+    /// static CHECKED_IN: [AtomicUsize; 4] = [const { AtomicUsize::new(0) }; 4];
+    /// let flags = StopFlags::new(CHECKED_IN.as_ptr() as usize, size_of::<AtomicUsize>());
+    /// # let _ = flags;
+    /// ```
+    pub const fn new(first: usize, stride: usize) -> Self {
+        StopFlags { first, stride }
+    }
+}
+
+/// Why [`Log::describe`] wrote nothing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DescribeError {
+    /// The descriptor needs this many words.
+    TooSmall {
+        /// Words needed.
+        needed: usize,
+    },
+}
+
+impl core::fmt::Display for DescribeError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            DescribeError::TooSmall { needed } => {
+                write!(f, "the descriptor needs {needed} words")
+            }
+        }
+    }
+}
+
+impl core::error::Error for DescribeError {}
+
+/// Static room for the descriptor of a log ([`Log::DESCRIPTOR_WORDS`] words): `const`, so it can be
+/// a `static` (in `.bss`, written once at boot by [`describe`](Self::describe)).
+///
+/// ```
+/// use nmilog::{host::HostPlatform, recover::LogDescriptor, Log};
+/// type L = Log<HostPlatform, 2, 256, 1024>;
+/// static LOG: L = Log::new(HostPlatform::new(2));
+/// static DESC: LogDescriptor<{ L::DESCRIPTOR_WORDS }> = LogDescriptor::new();
+/// DESC.describe(&LOG, None).unwrap(); // at boot, once the CPU count is final
+/// assert_eq!(&DESC.words()[0].load(std::sync::atomic::Ordering::Relaxed).to_ne_bytes()[..4], b"nmil");
+/// ```
+pub struct LogDescriptor<const WORDS: usize> {
+    words: [AtomicUsize; WORDS],
+}
+
+impl<const WORDS: usize> core::fmt::Debug for LogDescriptor<WORDS> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("LogDescriptor")
+            .field("address", &self.address())
+            .field("words", &WORDS)
+            .finish()
+    }
+}
+
+impl<const WORDS: usize> Default for LogDescriptor<WORDS> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<const WORDS: usize> LogDescriptor<WORDS> {
+    const_or_loom_fn! {
+        /// Zeroed room (no magic: a reader ignores it until [`describe`](Self::describe)).
+        pub fn new() -> Self {
+            LogDescriptor { words: array_of!(AtomicUsize::new(0); WORDS) }
+        }
+    }
+
+    /// Describes `log` here (see [`Log::describe`]).
+    pub fn describe<
+        P: Platform,
+        const CPUS: usize,
+        const RING_WORDS: usize,
+        const MAIN_WORDS: usize,
+        const DEPTH: usize,
+    >(
+        &self,
+        log: &Log<P, CPUS, RING_WORDS, MAIN_WORDS, DEPTH>,
+        stop: Option<StopFlags>,
+    ) -> Result<usize, DescribeError> {
+        log.describe(&self.words, stop)
+    }
+
+    /// The descriptor's words.
+    pub fn words(&self) -> &[AtomicUsize] {
+        &self.words
+    }
+
+    /// Its address (what a capture stage is told, like the address of Linux's `vmcoreinfo` note).
+    pub fn address(&self) -> usize {
+        self.words.as_ptr() as usize
+    }
+}
+
+fn addr_of(w: &AtomicUsize) -> usize {
+    w as *const AtomicUsize as usize
+}
+
+impl<
+        P: Platform,
+        const CPUS: usize,
+        const RING_WORDS: usize,
+        const MAIN_WORDS: usize,
+        const DEPTH: usize,
+    > Log<P, CPUS, RING_WORDS, MAIN_WORDS, DEPTH>
+{
+    /// Words of this log's descriptor.
+    pub const DESCRIPTOR_WORDS: usize = descriptor_words(CPUS, DEPTH);
+
+    /// Writes this log's descriptor into `into` (at least [`DESCRIPTOR_WORDS`](Self::DESCRIPTOR_WORDS)
+    /// words, word-aligned memory that survives into the dump — a `static`
+    /// [`LogDescriptor`]): the address and size of the main log and of every (CPU, depth) ring, and
+    /// of the words the crash drain reads beside them, so that [`recover`](crate::recover) can
+    /// rebuild the log from a raw memory dump if the crash path dies before the handover image is
+    /// written. Call it once at boot, after the CPU count is final, and never again; `stop` tells a
+    /// reader where the crash sequence's check-in flags are. The magic is written last. Returns the
+    /// words written.
+    ///
+    /// ```
+    /// use nmilog::{host::HostPlatform, Level, Log};
+    /// use nmilog::recover::{self, Memory, RawDump};
+    /// use nmilog::recover::AtomicUsize;
+    /// type L = Log<HostPlatform, 1, 256, 1024>;
+    /// let log: L = Log::new(HostPlatform::new(1));
+    /// let desc: Vec<AtomicUsize> = (0..L::DESCRIPTOR_WORDS).map(|_| AtomicUsize::new(0)).collect();
+    /// assert_eq!(log.describe(&desc, None), Ok(L::DESCRIPTOR_WORDS));
+    /// assert!(log.describe(&desc[..3], None).is_err());
+    /// ```
+    pub fn describe(
+        &self,
+        into: &[AtomicUsize],
+        stop: Option<StopFlags>,
+    ) -> Result<usize, DescribeError> {
+        let cpus = self.platform().cpu_count().min(CPUS);
+        let total = descriptor_words(cpus, DEPTH);
+        let Some(out) = into.get(..total) else {
+            return Err(DescribeError::TooSmall {
+                needed: descriptor_words(CPUS, DEPTH),
+            });
+        };
+        let set = |i: usize, v: usize| out[i].store(v, Ordering::Relaxed);
+        // No magic until the rest is written.
+        for w in &out[..MAGIC_WORDS] {
+            w.store(0, Ordering::Relaxed);
+        }
+        let hd = MAGIC_WORDS;
+        let main = self.main_ring();
+        let (stop_addr, stop_stride) = stop.map_or((0, 0), |s| (s.first, s.stride));
+        let head = [
+            (h::VERSION, VERSION),
+            (h::ENDIAN, ENDIAN_PROBE),
+            (h::WORD_BYTES, W),
+            (h::TOTAL_WORDS, total),
+            (h::HEAD_SUM, 0),
+            (h::TABLE_SUM, 0),
+            (h::CPUS, cpus),
+            (h::DEPTH, DEPTH),
+            (h::RING_STATE_WORDS, RING_STATE_WORDS),
+            (h::HEADER_BYTES, HEADER_BYTES),
+            (h::FIELDS, layout::ALL.len()),
+            (h::MAIN_ADDR, main as *const _ as *const u8 as usize),
+            (h::MAIN_WORDS, RING_STATE_WORDS + main.len()),
+            (h::CRASH_CPU_ADDR, addr_of(self.crash_cpu_word())),
+            (h::BAD_CPU_ADDR, addr_of(self.bad_cpu_word())),
+            (h::STOP_ADDR, stop_addr),
+            (h::STOP_STRIDE, stop_stride),
+            (h::ENTRY_WORDS, e::COUNT),
+        ];
+        for (i, v) in head {
+            set(hd + i, v);
+        }
+        let mut t = hd + h::COUNT;
+        for (i, (o, s)) in layout::ALL.iter().enumerate() {
+            set(t, i | (*o as usize) << 8 | (*s as usize) << 16);
+            t += 1;
+        }
+        for c in 0..cpus {
+            for d in 0..DEPTH {
+                if let Some(sw) = self.source_words(c, d) {
+                    set(t + e::RING_ADDR, sw.ring as *const _ as *const u8 as usize);
+                    set(t + e::RING_WORDS, RING_STATE_WORDS + sw.ring.len());
+                    set(t + e::FLUSHED_SEQ_ADDR, addr_of(sw.flushed_seq));
+                    set(t + e::FLUSH_OVERWRITTEN_ADDR, addr_of(sw.flush_overwritten));
+                    set(t + e::KIND_ADDR, sw.kind.map_or(0, addr_of));
+                    set(t + e::OVERFLOW_ADDR, sw.overflow.map_or(0, addr_of));
+                }
+                t += e::COUNT;
+            }
+        }
+        let words = |r: core::ops::Range<usize>| out[r].iter().map(|w| w.load(Ordering::Relaxed));
+        set(hd + h::TABLE_SUM, checksum(words(hd + h::COUNT..total)));
+        set(hd + h::HEAD_SUM, checksum(words(hd..hd + h::COUNT)));
+        // The magic last: a reader finds a whole descriptor or none.
+        for (w, chunk) in out[..MAGIC_WORDS].iter().zip(MAGIC.chunks_exact(W)) {
+            let mut b = [0u8; W];
+            b.copy_from_slice(chunk);
+            w.store(usize::from_ne_bytes(b), Ordering::Release);
+        }
+        Ok(total)
+    }
+}
+
+/// A descriptor found in a dump, its header checked (magic, version, byte order, word size,
+/// geometry, header checksum). [`Descriptor::validate`] checks the rest.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Descriptor {
+    pub(crate) addr: usize,
+    pub(crate) cpus: usize,
+    pub(crate) depth: usize,
+    pub(crate) total: usize,
+    pub(crate) main: (usize, usize),
+    pub(crate) crash_cpu_addr: usize,
+    pub(crate) bad_cpu_addr: usize,
+    pub(crate) stop: (usize, usize),
+}
+
+/// The most CPUs a descriptor may name (record headers carry 16-bit CPU numbers).
+pub const MAX_CPUS: usize = 1 << 16;
+
+impl Descriptor {
+    /// Reads and checks the header of the descriptor at `addr` (not its tables: see
+    /// [`validate`](Self::validate)). Constant time.
+    pub fn read<M: Memory + ?Sized>(mem: &M, addr: usize) -> Result<Descriptor, RecoverError> {
+        let head = mem
+            .words(addr, MAGIC_WORDS + h::COUNT)
+            .ok_or(RecoverError::OutsideDump {
+                what: "descriptor header",
+                addr,
+            })?;
+        let magic_as = |swap: bool| {
+            let mut magic = [0u8; 8];
+            for (w, chunk) in head[..MAGIC_WORDS].iter().zip(magic.chunks_exact_mut(W)) {
+                let v = w.load(Ordering::Relaxed);
+                let v = if swap { v.swap_bytes() } else { v };
+                chunk.copy_from_slice(&v.to_ne_bytes());
+            }
+            magic == MAGIC
+        };
+        if !magic_as(false) {
+            return Err(if magic_as(true) {
+                RecoverError::ForeignEndian
+            } else {
+                RecoverError::NoMagic { addr }
+            });
+        }
+        let hw = |i: usize| head[MAGIC_WORDS + i].load(Ordering::Relaxed);
+        let endian = hw(h::ENDIAN);
+        if endian != ENDIAN_PROBE {
+            if endian == ENDIAN_PROBE.swap_bytes() || hw(h::WORD_BYTES).swap_bytes() == W {
+                return Err(RecoverError::ForeignEndian);
+            }
+            return Err(RecoverError::Corrupt {
+                what: "byte-order probe",
+            });
+        }
+        if hw(h::WORD_BYTES) != W {
+            return Err(RecoverError::WordSize {
+                bytes: hw(h::WORD_BYTES),
+            });
+        }
+        if hw(h::VERSION) != VERSION {
+            return Err(RecoverError::Version {
+                found: hw(h::VERSION),
+            });
+        }
+        let head_sum = checksum((0..h::COUNT).map(|i| if i == h::HEAD_SUM { 0 } else { hw(i) }));
+        if head_sum != hw(h::HEAD_SUM) {
+            return Err(RecoverError::Checksum { what: "header" });
+        }
+        if hw(h::RING_STATE_WORDS) != RING_STATE_WORDS
+            || hw(h::HEADER_BYTES) != HEADER_BYTES
+            || hw(h::FIELDS) != layout::ALL.len()
+            || hw(h::ENTRY_WORDS) != e::COUNT
+        {
+            return Err(RecoverError::LayoutMismatch);
+        }
+        let (cpus, depth) = (hw(h::CPUS), hw(h::DEPTH));
+        if cpus == 0 || cpus > MAX_CPUS || depth == 0 || depth > 15 {
+            return Err(RecoverError::Corrupt {
+                what: "CPU count or depth",
+            });
+        }
+        let total = hw(h::TOTAL_WORDS);
+        if total != descriptor_words(cpus, depth) {
+            return Err(RecoverError::Corrupt {
+                what: "descriptor length",
+            });
+        }
+        Ok(Descriptor {
+            addr,
+            cpus,
+            depth,
+            total,
+            main: (hw(h::MAIN_ADDR), hw(h::MAIN_WORDS)),
+            crash_cpu_addr: hw(h::CRASH_CPU_ADDR),
+            bad_cpu_addr: hw(h::BAD_CPU_ADDR),
+            stop: (hw(h::STOP_ADDR), hw(h::STOP_STRIDE)),
+        })
+    }
+
+    /// The descriptor's address.
+    pub fn address(&self) -> usize {
+        self.addr
+    }
+
+    /// CPUs the described log drains.
+    pub fn cpus(&self) -> usize {
+        self.cpus
+    }
+
+    /// Rings per CPU.
+    pub fn depth(&self) -> usize {
+        self.depth
+    }
+
+    /// Source entry `i`'s words (`cpu * depth + d`), if in the dump.
+    pub(crate) fn entry<'m, M: Memory + ?Sized>(
+        &self,
+        mem: &'m M,
+        i: usize,
+    ) -> Option<&'m [AtomicUsize]> {
+        let first = MAGIC_WORDS + h::COUNT + layout::ALL.len();
+        let at = i.checked_mul(e::COUNT)?.checked_add(first)?;
+        mem.words(self.addr.checked_add(at.checked_mul(W)?)?, e::COUNT)
+    }
+
+    /// Checks the tables: their checksum, the record header layout, and that every region and word
+    /// they name is in the dump, aligned, of a valid size. Time bounded by the descriptor's size.
+    pub(crate) fn check_tables<M: Memory + ?Sized>(&self, mem: &M) -> Result<(), RecoverError> {
+        let all = mem
+            .words(self.addr, self.total)
+            .ok_or(RecoverError::OutsideDump {
+                what: "descriptor tables",
+                addr: self.addr,
+            })?;
+        let hd = MAGIC_WORDS;
+        let want = all[hd + h::TABLE_SUM].load(Ordering::Relaxed);
+        let sum = checksum(
+            all[hd + h::COUNT..]
+                .iter()
+                .map(|w| w.load(Ordering::Relaxed)),
+        );
+        if sum != want {
+            return Err(RecoverError::Checksum { what: "tables" });
+        }
+        for (i, (o, s)) in layout::ALL.iter().enumerate() {
+            let v = all[hd + h::COUNT + i].load(Ordering::Relaxed);
+            if v != i | (*o as usize) << 8 | (*s as usize) << 16 {
+                return Err(RecoverError::LayoutMismatch);
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,639 @@
+//! Rebuilding the log from raw memory: a `Log`, its descriptor and the crash sequence's check-in flags
+//! live in one zero-filled allocation (as a kernel's `.bss`); the "dump" is that memory read as words.
+//!
+//! * the image rebuilt from memory is **byte for byte** the image the live crash drain writes, in
+//!   every state the crash path can leave: records in the main log and in the rings, a writer frozen
+//!   at every step of its write (stopped: torn; not stopped: in flight), a flush owner frozen at every
+//!   step of every move, wrapped rings and a wrapped main log;
+//! * damaged and lying dumps: every header word damaged, lying fields with valid checksums (outside
+//!   the dump, bad ring sizes, overlapping rings, bad counts), foreign byte order, truncation, random
+//!   garbage — each a typed error or a counted loss, never a panic, within the step bound.
+
+use std::alloc::{alloc_zeroed, Layout};
+use std::sync::mpsc;
+use std::thread;
+
+use nmilog::host::HostPlatform;
+use nmilog::recover::{
+    self, AtomicUsize, DrainSource, LogDescriptor, Memory, RawDump, RecoverError, RecoveredLog,
+    StopFlags,
+};
+use nmilog::ring::WriteStep;
+use nmilog::{handover, FlushPolicy, FlushStep, Level, Log};
+use std::sync::atomic::Ordering;
+
+const CPUS: usize = 3;
+type TestLog = Log<HostPlatform, CPUS, 256, 1024>;
+const W: usize = size_of::<usize>();
+
+/// The kernel's memory.
+#[repr(C)]
+struct Kernel {
+    log: TestLog,
+    desc: LogDescriptor<{ TestLog::DESCRIPTOR_WORDS }>,
+    checked_in: [AtomicUsize; CPUS],
+}
+
+/// A kernel in zero-filled memory (leaked: threads frozen mid-write keep using it), described.
+fn boot() -> &'static Kernel {
+    let layout = Layout::new::<Kernel>();
+    // SAFETY: a non-zero-sized layout.
+    let p = unsafe { alloc_zeroed(layout) };
+    assert!(!p.is_null());
+    // SAFETY: aligned and sized for `Kernel`, zero-filled; all-zero bytes are a valid `Kernel`
+    // (atomics only: `Log::new(HostPlatform::new(0))`, `LogDescriptor::new()`, flags all 0).
+    let k: &'static Kernel = unsafe { &*(p as *const Kernel) };
+    k.log.platform().set_cpu_count(CPUS);
+    k.log.set_flush_policy(FlushPolicy::Deferred);
+    let stop = StopFlags::new(k.checked_in.as_ptr() as usize, W);
+    k.desc.describe(&k.log, Some(stop)).unwrap();
+    k
+}
+
+/// The kernel's memory as a dump reads it.
+fn memory(k: &'static Kernel) -> RawDump<'static> {
+    let n = size_of::<Kernel>() / W;
+    // SAFETY: the allocation `boot` made (never freed), zero-initialised then written only through
+    // atomics; read as atomic words (any bits are a valid word).
+    let words = unsafe { std::slice::from_raw_parts(k as *const Kernel as *const AtomicUsize, n) };
+    RawDump::new(k as *const Kernel as usize, words)
+}
+
+fn scratch(n: usize) -> Vec<DrainSource> {
+    (0..n).map(|_| DrainSource::new()).collect()
+}
+
+/// The image rebuilt from `mem` (found by scanning).
+fn recovered_image<M: Memory + ?Sized>(mem: &M) -> Vec<u8> {
+    let desc = recover::find(mem).expect("descriptor");
+    let log = RecoveredLog::open(mem, desc).expect("open");
+    let mut out = vec![0u8; TestLog::MAX_IMAGE_BYTES];
+    let rep = log
+        .write_image(&scratch(log.sources()), &mut out)
+        .expect("image");
+    assert!(rep.drain.steps <= rep.drain.bound);
+    out.truncate(rep.len);
+    out
+}
+
+/// The image the live crash drain writes (this thread is the crashing CPU).
+fn live_image(k: &Kernel) -> Vec<u8> {
+    let mut out = vec![0u8; TestLog::MAX_IMAGE_BYTES];
+    let stopped = |c: usize| k.checked_in[c].load(Ordering::Acquire) != 0;
+    let n = handover::write_image(&k.log, &mut out, &stopped).expect("live image");
+    out.truncate(n);
+    out
+}
+
+/// Recovered before and after the live drain (its state is not an input), equal to the live image.
+fn assert_same(k: &'static Kernel, what: &str) -> Vec<u8> {
+    let before = recovered_image(&memory(k));
+    let live = live_image(k);
+    let after = recovered_image(&memory(k));
+    assert_eq!(
+        before, after,
+        "{what}: the live drain's state changed the recovery"
+    );
+    if before != live {
+        let a = handover::parse(&before).unwrap();
+        let b = handover::parse(&live).unwrap();
+        let ta: Vec<_> = a
+            .records()
+            .map(|r| (r.header, r.text().map(str::to_owned)))
+            .collect();
+        let tb: Vec<_> = b
+            .records()
+            .map(|r| (r.header, r.text().map(str::to_owned)))
+            .collect();
+        panic!("{what}: recovered != live\nrecovered: {ta:#?}\nlive: {tb:#?}");
+    }
+    live
+}
+
+fn on_cpu<T: Send + 'static>(cpu: usize, f: impl FnOnce() -> T + Send + 'static) -> T {
+    thread::spawn(move || {
+        HostPlatform::register_cpu(cpu);
+        f()
+    })
+    .join()
+    .unwrap()
+}
+
+#[test]
+fn main_log_and_rings() {
+    let k = boot();
+    on_cpu(1, move || {
+        for i in 0..5 {
+            k.log
+                .append(Level::Info, 0, 0, format!("cpu1 {i}").as_bytes())
+                .unwrap();
+        }
+        k.log.flush(); // into the main log
+        k.log.append(Level::Info, 0, 0, b"cpu1 unflushed").unwrap();
+        k.checked_in[1].store(1, Ordering::Release);
+    });
+    on_cpu(2, move || {
+        k.log.nmi_enter();
+        k.log
+            .append_raw(Level::Emerg, 0, 0, b"cpu2 in NMI")
+            .unwrap();
+        k.checked_in[2].store(1, Ordering::Release);
+    });
+    HostPlatform::register_cpu(0);
+    k.log.crash_enter().unwrap();
+    k.log.append(Level::Emerg, 0, 0, b"Oops").unwrap();
+    let img = assert_same(k, "main log and rings");
+    let image = handover::parse(&img).unwrap();
+    let texts: Vec<_> = image.records().filter_map(|r| r.text()).collect();
+    assert_eq!(texts.len(), 8, "{texts:?}");
+    assert!(texts.contains(&"cpu2 in NMI") && texts.contains(&"Oops"));
+}
+
+#[test]
+fn wrapped_rings_and_main_log() {
+    let k = boot();
+    on_cpu(1, move || {
+        for i in 0..400 {
+            k.log
+                .append(Level::Info, 0, 0, format!("cpu1 record {i}").as_bytes())
+                .unwrap();
+            if i % 50 == 0 {
+                k.log.flush();
+            }
+        }
+        k.checked_in[1].store(1, Ordering::Release);
+    });
+    HostPlatform::register_cpu(0);
+    k.log.crash_enter().unwrap();
+    let img = assert_same(k, "wrapped");
+    let image = handover::parse(&img).unwrap();
+    assert!(image.totals().overwritten > 0);
+}
+
+/// CPU 1 is frozen at `step` of a log call (forever: the thread stays blocked); it checked in or not.
+fn writer_frozen(step: WriteStep, checked_in: bool) {
+    let what = format!("writer frozen at {step:?}, checked in: {checked_in}");
+    let k = boot();
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        HostPlatform::register_cpu(1);
+        k.log.append(Level::Info, 0, 0, b"before").unwrap();
+        let mut hook = |s: WriteStep| {
+            if s == step {
+                if checked_in {
+                    k.checked_in[1].store(1, Ordering::Release);
+                }
+                tx.send(()).unwrap();
+                loop {
+                    thread::park(); // frozen for good
+                }
+            }
+            true
+        };
+        let _ = k
+            .log
+            .append_raw_with_hook(Level::Info, 0, 0, b"frozen", &mut hook);
+    });
+    rx.recv().unwrap();
+    HostPlatform::register_cpu(0);
+    k.log.crash_enter().unwrap();
+    let img = assert_same(k, &what);
+    let image = handover::parse(&img).unwrap();
+    let t = image.totals();
+    let frozen_delivered = image.records().any(|r| r.text() == Some("frozen"));
+    // Committed records are delivered; otherwise counted torn (stopped) or in flight (not).
+    assert!(
+        frozen_delivered || t.torn + t.in_flight == 1,
+        "{what}: {t:?}"
+    );
+    assert_eq!(
+        t.in_flight > 0,
+        !checked_in && !frozen_delivered,
+        "{what}: {t:?}"
+    );
+}
+
+#[test]
+fn writer_frozen_at_every_step() {
+    for step in WriteStep::ALL {
+        for checked_in in [true, false] {
+            writer_frozen(step, checked_in);
+        }
+    }
+}
+
+/// CPU 1 owns the flush and is frozen at `step` of its `nth` move.
+fn flush_owner_frozen(step: FlushStep, nth: usize) {
+    let what = format!("flush owner frozen at {step:?} of move {nth}");
+    let k = boot();
+    on_cpu(2, move || {
+        for i in 0..4 {
+            k.log
+                .append(Level::Info, 0, 0, format!("cpu2 {i}").as_bytes())
+                .unwrap();
+        }
+        k.checked_in[2].store(1, Ordering::Release);
+    });
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        HostPlatform::register_cpu(1);
+        for i in 0..4 {
+            k.log
+                .append(Level::Info, 0, 0, format!("cpu1 {i}").as_bytes())
+                .unwrap();
+        }
+        let mut moves = 0;
+        let mut hook = |s: FlushStep| {
+            if s == step && moves == nth {
+                tx.send(()).unwrap();
+                loop {
+                    thread::park();
+                }
+            }
+            if s == FlushStep::Done {
+                moves += 1;
+            }
+            true
+        };
+        k.log.flush_with_hook(&mut hook);
+        tx.send(()).unwrap(); // the step was never reached
+    });
+    rx.recv().unwrap();
+    HostPlatform::register_cpu(0);
+    k.log.crash_enter().unwrap();
+    k.log.append(Level::Emerg, 0, 0, b"crash").unwrap();
+    let img = assert_same(k, &what);
+    let image = handover::parse(&img).unwrap();
+    let mut seen = std::collections::BTreeSet::new();
+    for r in image.records() {
+        if r.header.facility != nmilog::record::facility::NMILOG {
+            assert!(
+                seen.insert((r.header.cpu, r.header.src_seq)),
+                "{what}: twice"
+            );
+        }
+    }
+    assert_eq!(seen.len(), 9, "{what}: every record once");
+}
+
+#[test]
+fn flush_owner_frozen_at_every_step() {
+    for step in FlushStep::ALL {
+        for nth in [0, 3] {
+            flush_owner_frozen(step, nth);
+        }
+    }
+}
+
+// ---- damaged and lying dumps ----
+
+/// A copy of the kernel's memory to damage, at the same address.
+struct Copy {
+    base: usize,
+    words: Vec<AtomicUsize>,
+}
+
+impl Copy {
+    fn of(k: &'static Kernel) -> Copy {
+        let m = memory(k);
+        let words = (0..m.len_words())
+            .map(|i| AtomicUsize::new(m.word(m.base() + i * W).unwrap()))
+            .collect();
+        Copy {
+            base: m.base(),
+            words,
+        }
+    }
+    fn dump(&self) -> RawDump<'_> {
+        RawDump::new(self.base, &self.words)
+    }
+    fn index(&self, addr: usize) -> usize {
+        (addr - self.base) / W
+    }
+    fn set(&self, addr: usize, v: usize) {
+        self.words[self.index(addr)].store(v, Ordering::Relaxed);
+    }
+    fn get(&self, addr: usize) -> usize {
+        self.words[self.index(addr)].load(Ordering::Relaxed)
+    }
+}
+
+/// FNV-1a over words, as the descriptor's checksums.
+fn fnv(words: impl Iterator<Item = usize>) -> usize {
+    let (off, prime) = if W == 8 {
+        (
+            0xcbf2_9ce4_8422_2325u64 as usize,
+            0x100_0000_01b3u64 as usize,
+        )
+    } else {
+        (0x811c_9dc5, 0x0100_0193)
+    };
+    words.fold(off, |h, w| (h ^ w).wrapping_mul(prime))
+}
+
+const MAGIC_WORDS: usize = 8 / W;
+const HEAD: usize = 18; // header words after the magic
+const HEAD_SUM: usize = 4;
+const TABLE_SUM: usize = 5;
+
+/// Re-seals the descriptor at `d` after an edit (a lying descriptor passes its checksums).
+fn reseal(c: &Copy, d: usize, total: usize) {
+    let hd = d + MAGIC_WORDS * W;
+    let w = |i: usize| c.get(hd + i * W);
+    let table = fnv((HEAD..total - MAGIC_WORDS).map(w));
+    c.set(hd + TABLE_SUM * W, table);
+    let head = fnv((0..HEAD).map(|i| if i == HEAD_SUM { 0 } else { w(i) }));
+    c.set(hd + HEAD_SUM * W, head);
+}
+
+fn crashed_kernel() -> &'static Kernel {
+    let k = boot();
+    on_cpu(1, move || {
+        for i in 0..20 {
+            k.log
+                .append(Level::Info, 0, 0, format!("cpu1 {i}").as_bytes())
+                .unwrap();
+        }
+        k.checked_in[1].store(1, Ordering::Release);
+    });
+    HostPlatform::register_cpu(0);
+    k.log.crash_enter().unwrap();
+    k
+}
+
+fn open_err(c: &Copy) -> RecoverError {
+    let m = c.dump();
+    match recover::find(&m).and_then(|d| RecoveredLog::open(&m, d).map(|_| ())) {
+        Err(e) => e,
+        Ok(()) => {
+            let d = recover::find(&m).unwrap();
+            let log = RecoveredLog::open(&m, d).unwrap();
+            let mut out = vec![0u8; TestLog::MAX_IMAGE_BYTES];
+            log.write_image(&scratch(log.sources()), &mut out)
+                .expect_err("the damage went unnoticed")
+        }
+    }
+}
+
+#[test]
+fn every_damaged_header_word_is_refused() {
+    let k = crashed_kernel();
+    let d = k.desc.address();
+    for i in 0..MAGIC_WORDS + HEAD {
+        for flip in [1usize, 1 << 7, usize::MAX] {
+            let c = Copy::of(k);
+            let a = d + i * W;
+            c.set(a, c.get(a) ^ flip);
+            let e = open_err(&c);
+            assert!(
+                matches!(
+                    e,
+                    RecoverError::Checksum { .. }
+                        | RecoverError::NoDescriptor
+                        | RecoverError::ForeignEndian
+                        | RecoverError::WordSize { .. }
+                        | RecoverError::Version { .. }
+                        | RecoverError::Corrupt { .. }
+                ),
+                "word {i} ^ {flip:#x}: {e:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn every_damaged_table_word_is_refused() {
+    let k = crashed_kernel();
+    let d = k.desc.address();
+    let total = TestLog::DESCRIPTOR_WORDS;
+    for i in MAGIC_WORDS + HEAD..total {
+        let c = Copy::of(k);
+        let a = d + i * W;
+        c.set(a, c.get(a) ^ 0x40);
+        assert_eq!(
+            open_err(&c),
+            RecoverError::Checksum { what: "tables" },
+            "word {i}"
+        );
+    }
+}
+
+/// Edits the sealed descriptor: header word `i` (after the magic) := `v`.
+fn lie_header(k: &'static Kernel, i: usize, v: usize) -> RecoverError {
+    let c = Copy::of(k);
+    let d = k.desc.address();
+    c.set(d + (MAGIC_WORDS + i) * W, v);
+    reseal(&c, d, TestLog::DESCRIPTOR_WORDS);
+    let m = c.dump();
+    match recover::Descriptor::read(&m, d).and_then(|desc| RecoveredLog::open(&m, desc).map(|_| ()))
+    {
+        Err(e) => e,
+        Ok(()) => open_err(&c),
+    }
+}
+
+/// Edits the sealed descriptor: source entry `s` word `j` := `v`.
+fn lie_entry(
+    k: &'static Kernel,
+    s: usize,
+    j: usize,
+    v: impl FnOnce(&Copy, usize) -> usize,
+) -> RecoverError {
+    let c = Copy::of(k);
+    let d = k.desc.address();
+    let fields = nmilog::record::layout::ALL.len();
+    let a = d + (MAGIC_WORDS + HEAD + fields + s * 6 + j) * W;
+    let nv = v(&c, a);
+    c.set(a, nv);
+    reseal(&c, d, TestLog::DESCRIPTOR_WORDS);
+    open_err(&c)
+}
+
+#[test]
+fn lying_descriptors_are_refused() {
+    let k = crashed_kernel();
+    let end = k as *const Kernel as usize + size_of::<Kernel>();
+    // Header fields.
+    assert_eq!(lie_header(k, 0, 2), RecoverError::Version { found: 2 });
+    assert_eq!(
+        lie_header(k, 2, 4 + 8 - W),
+        RecoverError::WordSize { bytes: 4 + 8 - W }
+    );
+    assert!(matches!(lie_header(k, 6, 0), RecoverError::Corrupt { .. }));
+    assert!(matches!(
+        lie_header(k, 6, usize::MAX),
+        RecoverError::Corrupt { .. }
+    ));
+    assert!(matches!(lie_header(k, 7, 16), RecoverError::Corrupt { .. }));
+    assert!(matches!(
+        lie_header(k, 3, 1 << 40),
+        RecoverError::Corrupt { .. }
+    ));
+    assert_eq!(lie_header(k, 8, 7), RecoverError::LayoutMismatch);
+    assert!(matches!(
+        lie_header(k, 11, end),
+        RecoverError::OutsideDump { .. }
+    ));
+    assert!(matches!(
+        lie_header(k, 11, usize::MAX - 7),
+        RecoverError::OutsideDump { .. }
+    ));
+    assert!(matches!(
+        lie_header(k, 12, 100),
+        RecoverError::BadRing { .. }
+    ));
+    assert!(matches!(
+        lie_header(k, 13, 3),
+        RecoverError::OutsideDump { .. }
+    ));
+    assert!(matches!(lie_header(k, 16, 0), RecoverError::Corrupt { .. }));
+    assert!(matches!(
+        lie_header(k, 16, usize::MAX / 2),
+        RecoverError::OutsideDump { .. } | RecoverError::Corrupt { .. }
+    ));
+    // Entries: ring outside, misaligned, a bad size, two sources on one ring, a ring on the main log.
+    assert!(matches!(
+        lie_entry(k, 1, 0, |_, _| end),
+        RecoverError::OutsideDump { .. }
+    ));
+    assert!(matches!(
+        lie_entry(k, 1, 0, |c, a| c.get(a) + 1),
+        RecoverError::OutsideDump { .. }
+    ));
+    assert!(matches!(
+        lie_entry(k, 1, 1, |c, a| c.get(a) - 1),
+        RecoverError::BadRing { cpu: 0, depth: 1 }
+    ));
+    let ring0 = |c: &Copy, _: usize| {
+        let fields = nmilog::record::layout::ALL.len();
+        c.get(k.desc.address() + (MAGIC_WORDS + HEAD + fields) * W)
+    };
+    assert!(matches!(
+        lie_entry(k, 5, 0, ring0),
+        RecoverError::Overlap { .. }
+    ));
+    let main = |c: &Copy, _: usize| c.get(k.desc.address() + (MAGIC_WORDS + 11) * W);
+    // A ring the size of the main log, on the main log.
+    let c = Copy::of(k);
+    let d = k.desc.address();
+    let fields = nmilog::record::layout::ALL.len();
+    let e = d + (MAGIC_WORDS + HEAD + fields + 2 * 6) * W;
+    c.set(e, main(&c, 0));
+    c.set(e + W, c.get(d + (MAGIC_WORDS + 12) * W));
+    reseal(&c, d, TestLog::DESCRIPTOR_WORDS);
+    assert!(matches!(open_err(&c), RecoverError::Overlap { .. }));
+    // Words outside the dump.
+    for j in 2..6 {
+        assert!(
+            matches!(
+                lie_entry(k, 0, j, |_, _| end + 64),
+                RecoverError::OutsideDump { .. }
+            ),
+            "entry word {j}"
+        );
+    }
+}
+
+#[test]
+fn a_foreign_endian_dump_is_named_and_converting_it_recovers() {
+    let k = crashed_kernel();
+    let want = recovered_image(&memory(k));
+    let c = Copy::of(k);
+    for w in &c.words {
+        w.store(w.load(Ordering::Relaxed).swap_bytes(), Ordering::Relaxed);
+    }
+    let found = recover::scan(&c.dump());
+    assert_eq!(found.descriptor, None);
+    assert_eq!(found.first_rejection, Some(RecoverError::ForeignEndian));
+    // What a tool does: convert each word as it loads the dump.
+    for w in &c.words {
+        w.store(w.load(Ordering::Relaxed).swap_bytes(), Ordering::Relaxed);
+    }
+    assert_eq!(recovered_image(&c.dump()), want);
+}
+
+#[test]
+fn truncated_dumps_never_panic() {
+    let k = crashed_kernel();
+    let c = Copy::of(k);
+    let n = c.words.len();
+    let mut ok = 0;
+    for keep in (0..=n).step_by(97).chain([n - 1, n]) {
+        let m = RawDump::new(c.base, &c.words[..keep]);
+        if let Ok(d) = recover::find(&m) {
+            if let Ok(log) = RecoveredLog::open(&m, d) {
+                let mut out = vec![0u8; TestLog::MAX_IMAGE_BYTES];
+                if log.write_image(&scratch(log.sources()), &mut out).is_ok() {
+                    ok += 1;
+                }
+            }
+        }
+    }
+    assert!(ok >= 1, "the whole dump recovers");
+}
+
+#[test]
+fn garbage_rings_read_as_counted_losses_within_the_bound() {
+    let k = crashed_kernel();
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let mut rnd = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let log_start = k as *const Kernel as usize;
+    let log_words = size_of::<TestLog>() / W;
+    for round in 0..300 {
+        let c = Copy::of(k);
+        // Damage the log itself (never the descriptor): up to 64 words, some small values.
+        for _ in 0..(rnd() % 64) {
+            let i = (rnd() as usize) % log_words;
+            let v = if rnd() % 2 == 0 {
+                rnd() as usize
+            } else {
+                (rnd() % 64) as usize
+            };
+            c.set(log_start + i * W, v);
+        }
+        let m = c.dump();
+        let log = RecoveredLog::open(&m, recover::find(&m).unwrap()).unwrap();
+        let mut out = vec![0u8; TestLog::MAX_IMAGE_BYTES];
+        let rep = log
+            .write_image(&scratch(log.sources()), &mut out)
+            .unwrap_or_else(|e| panic!("round {round}: {e}"));
+        assert!(rep.drain.steps <= rep.drain.bound, "round {round}");
+        let img = handover::parse(&out[..rep.len]).unwrap();
+        assert_eq!(img.record_count() as u64, rep.records);
+    }
+}
+
+#[test]
+fn scan_skips_decoys_and_too_little_scratch_is_an_error() {
+    let k = crashed_kernel();
+    let c = Copy::of(k);
+    // A decoy: the magic alone, early in the log's memory (the kernel's own copy of the constant).
+    let decoy = k as *const Kernel as usize + 64 * W;
+    for (i, chunk) in recover::MAGIC.chunks_exact(W).enumerate() {
+        c.set(
+            decoy + i * W,
+            usize::from_ne_bytes(chunk.try_into().unwrap()),
+        );
+    }
+    let found = recover::scan(&c.dump());
+    assert_eq!(found.valid, 1);
+    assert_eq!(found.rejected, 1);
+    assert_eq!(found.descriptor.unwrap().address(), k.desc.address());
+    let m = c.dump();
+    let log = RecoveredLog::open(&m, found.descriptor.unwrap()).unwrap();
+    let mut out = vec![0u8; TestLog::MAX_IMAGE_BYTES];
+    assert_eq!(
+        log.write_image(&scratch(log.sources() - 1), &mut out)
+            .unwrap_err(),
+        RecoverError::ScratchTooSmall {
+            needed: log.sources()
+        }
+    );
+    assert_eq!(log.crashing_cpu(), Some(0));
+    assert!(log.stopped(1) && log.stopped(0) && !log.stopped(2));
+}
