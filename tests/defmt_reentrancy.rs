@@ -297,7 +297,7 @@ mod signals {
                     std::thread::yield_now();
                     continue;
                 }
-                if i % SELF_SIGNAL_EVERY == 0 {
+                if i.is_multiple_of(SELF_SIGNAL_EVERY) {
                     let x = 0x1234_5678u32 ^ i;
                     defmt::error!("task {=u32} {=u32} {=u32} {}", i, x, !i, SignalsItself);
                 } else {
@@ -320,7 +320,7 @@ mod signals {
                 match r.depth {
                     0 => {
                         let i = word(0);
-                        if i % SELF_SIGNAL_EVERY == 0 {
+                        if i.is_multiple_of(SELF_SIGNAL_EVERY) {
                             // Also its argument's format indices (and what defmt adds for them).
                             assert!(f.len() >= 2 + 1 + 12 + 4, "{f:02x?}");
                         } else {
