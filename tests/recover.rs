@@ -637,3 +637,46 @@ fn scan_skips_decoys_and_too_little_scratch_is_an_error() {
     assert_eq!(log.crashing_cpu(), Some(0));
     assert!(log.stopped(1) && log.stopped(0) && !log.stopped(2));
 }
+
+#[test]
+fn the_regions_the_descriptor_names_are_enough() {
+    let k = crashed_kernel();
+    let whole = memory(k);
+    let want = recovered_image(&whole);
+    let desc = recover::find(&whole).unwrap();
+    let mut regions = Vec::new();
+    desc.for_each_region(&whole, &mut |a, n| regions.push((a, a + n * W)))
+        .unwrap();
+    // Merge touching or overlapping regions, then copy just those words (what a tool loading a big
+    // dump file does).
+    regions.sort();
+    let mut merged: Vec<(usize, usize)> = Vec::new();
+    for (a, b) in regions {
+        match merged.last_mut() {
+            Some(last) if a <= last.1 => last.1 = last.1.max(b),
+            _ => merged.push((a, b)),
+        }
+    }
+    let copies: Vec<Vec<AtomicUsize>> = merged
+        .iter()
+        .map(|&(a, b)| {
+            (a..b)
+                .step_by(W)
+                .map(|x| AtomicUsize::new(whole.word(x).unwrap()))
+                .collect()
+        })
+        .collect();
+    let pieces: Vec<RawDump<'_>> = merged
+        .iter()
+        .zip(&copies)
+        .map(|(&(a, _), w)| RawDump::new(a, w))
+        .collect();
+    let loaded: usize = copies.iter().map(Vec::len).sum();
+    // Not the drain's own state, the flush's heap, padding: less than the whole.
+    assert!(
+        loaded < whole.len_words(),
+        "{loaded} of {} words",
+        whole.len_words()
+    );
+    assert_eq!(recovered_image(&recover::PiecewiseDump::new(&pieces)), want);
+}

@@ -417,6 +417,57 @@ impl Descriptor {
         self.depth
     }
 
+    /// The descriptor's length in words.
+    pub fn total_words(&self) -> usize {
+        self.total
+    }
+
+    /// Calls `f(addr, words)` for every region the descriptor names: itself, the main log, every
+    /// ring, and every word the drain reads (one call each, unsorted; they may be adjacent). A tool
+    /// that loads only these regions of a large dump file (into a [`PiecewiseDump`]) reads
+    /// everything [`RecoveredLog`] needs. Reads only the descriptor's own words from `mem`; an
+    /// error if they are not there.
+    ///
+    /// [`PiecewiseDump`]: super::PiecewiseDump
+    /// [`RecoveredLog`]: super::RecoveredLog
+    pub fn for_each_region<M: Memory + ?Sized>(
+        &self,
+        mem: &M,
+        f: &mut dyn FnMut(usize, usize),
+    ) -> Result<(), RecoverError> {
+        let outside = RecoverError::OutsideDump {
+            what: "descriptor tables",
+            addr: self.addr,
+        };
+        mem.words(self.addr, self.total).ok_or(outside)?;
+        f(self.addr, self.total);
+        f(self.main.0, self.main.1);
+        f(self.crash_cpu_addr, 1);
+        f(self.bad_cpu_addr, 1);
+        let (stop, stride) = self.stop;
+        if stop != 0 {
+            for c in 0..self.cpus {
+                f(stop.wrapping_add(c.wrapping_mul(stride)), 1);
+            }
+        }
+        for i in 0..self.cpus * self.depth {
+            let ent = self.entry(mem, i).ok_or(outside)?;
+            let v = |j: usize| ent[j].load(Ordering::Relaxed);
+            f(v(e::RING_ADDR), v(e::RING_WORDS));
+            for j in [
+                e::FLUSHED_SEQ_ADDR,
+                e::FLUSH_OVERWRITTEN_ADDR,
+                e::KIND_ADDR,
+                e::OVERFLOW_ADDR,
+            ] {
+                if v(j) != 0 {
+                    f(v(j), 1);
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Source entry `i`'s words (`cpu * depth + d`), if in the dump.
     pub(crate) fn entry<'m, M: Memory + ?Sized>(
         &self,
