@@ -440,6 +440,28 @@ fn steps() -> Vec<Step> {
             },
         },
         Step {
+            name: "stack",
+            slow: false,
+            run: |c| {
+                // Stack figures are for optimised code (the `test` step builds debug, where the
+                // test is ignored).
+                sh(
+                    c,
+                    ".",
+                    &[],
+                    &[
+                        "cargo",
+                        "test",
+                        "--release",
+                        "--test",
+                        "stack",
+                        "--",
+                        "--nocapture",
+                    ],
+                )
+            },
+        },
+        Step {
             name: "no_std",
             slow: false,
             run: |c| {
