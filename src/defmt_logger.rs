@@ -31,7 +31,7 @@
 //! ```
 //! use nmilog::{defmt_logger::DefmtSlots, host::HostPlatform, ring::Read, ContextKind, Log};
 //! static LOG: Log<HostPlatform, 1, 1024, 4096> = Log::new(HostPlatform::new(1));
-//! static SLOTS: DefmtSlots<1, 4> = DefmtSlots::new();
+//! static SLOTS: DefmtSlots<1, 5> = DefmtSlots::new();
 //! HostPlatform::register_cpu(0);
 //! SLOTS.acquire(&LOG); // a task-context frame is open...
 //! {
@@ -108,7 +108,7 @@ use crate::{Level, Log, Platform};
 /// # use nmilog::Log;
 /// # static LOG: Log<OneCpu, 1, 256, 1024> = Log::new(OneCpu);
 /// use nmilog::defmt_logger::DEFAULT_FRAME_BYTES;
-/// static SLOTS: DefmtSlots<1, 4> = DefmtSlots::new(); // BUF = DEFAULT_FRAME_BYTES
+/// static SLOTS: DefmtSlots<1, 5> = DefmtSlots::new(); // BUF = DEFAULT_FRAME_BYTES
 /// SLOTS.acquire(&LOG);
 /// SLOTS.write(&LOG, &[7; DEFAULT_FRAME_BYTES]); // rzCOBS adds overhead: too big
 /// SLOTS.release(&LOG);
@@ -180,7 +180,7 @@ impl<const BUF: usize> Slot<BUF> {
 /// # use nmilog::doc_support::OneCpu;
 /// use nmilog::{Log, RecordBuf};
 /// static LOG: Log<OneCpu, 1, 256, 1024> = Log::new(OneCpu);
-/// static SLOTS: DefmtSlots<1, 4> = DefmtSlots::new();
+/// static SLOTS: DefmtSlots<1, 5> = DefmtSlots::new();
 ///
 /// // What defmt's macros do for one log call:
 /// SLOTS.acquire(&LOG);
@@ -213,10 +213,10 @@ unsafe impl<const CPUS: usize, const DEPTH: usize, const BUF: usize> Sync
 ///
 /// ```
 /// use nmilog::defmt_logger::DefmtSlots;
-/// let s: DefmtSlots<2, 4, 64> = DefmtSlots::new();
+/// let s: DefmtSlots<2, 5, 64> = DefmtSlots::new();
 /// assert_eq!(
 ///     format!("{s:?}"),
-///     "DefmtSlots { cpus: 2, depth: 4, frame_bytes: 64, open: [], dropped: 0 }"
+///     "DefmtSlots { cpus: 2, depth: 5, frame_bytes: 64, open: [], dropped: 0 }"
 /// );
 /// ```
 impl<const CPUS: usize, const DEPTH: usize, const BUF: usize> core::fmt::Debug
@@ -282,7 +282,7 @@ impl<const CPUS: usize, const DEPTH: usize, const BUF: usize> DefmtSlots<CPUS, D
         if cpu >= log.platform().cpu_count() {
             return None;
         }
-        let (_, depth) = log.cpu(cpu)?.context();
+        let (_, depth) = log.context()?;
         self.slots.get(cpu)?.get(depth)
     }
 
@@ -294,7 +294,7 @@ impl<const CPUS: usize, const DEPTH: usize, const BUF: usize> DefmtSlots<CPUS, D
     /// # use nmilog::doc_support::OneCpu;
     /// # use nmilog::Log;
     /// # static LOG: Log<OneCpu, 1, 256, 1024> = Log::new(OneCpu);
-    /// static SLOTS: DefmtSlots<1, 4> = DefmtSlots::new();
+    /// static SLOTS: DefmtSlots<1, 5> = DefmtSlots::new();
     /// SLOTS.acquire(&LOG);
     /// assert!(SLOTS.frame_open(0, 0)); // CPU 0, task context (depth 0)
     /// SLOTS.acquire(&LOG); // a `Format` impl that logs: same context
@@ -338,7 +338,7 @@ impl<const CPUS: usize, const DEPTH: usize, const BUF: usize> DefmtSlots<CPUS, D
     /// # use nmilog::Log;
     /// # static LOG: Log<OneCpu, 1, 256, 1024> = Log::new(OneCpu);
     /// # use nmilog::RecordBuf;
-    /// static SLOTS: DefmtSlots<1, 4> = DefmtSlots::new();
+    /// static SLOTS: DefmtSlots<1, 5> = DefmtSlots::new();
     /// SLOTS.write(&LOG, &[1, 2]); // no open frame: ignored
     /// SLOTS.acquire(&LOG);
     /// SLOTS.write(&LOG, &[1, 0, 42]);
@@ -370,7 +370,7 @@ impl<const CPUS: usize, const DEPTH: usize, const BUF: usize> DefmtSlots<CPUS, D
     /// # static LOG: Log<OneCpu, 1, 256, 1024> = Log::new(OneCpu);
     /// # use nmilog::{ring::Read, RecordBuf};
     /// use nmilog::record::{facility, flags};
-    /// static SLOTS: DefmtSlots<1, 4> = DefmtSlots::new();
+    /// static SLOTS: DefmtSlots<1, 5> = DefmtSlots::new();
     /// SLOTS.acquire(&LOG);
     /// SLOTS.write(&LOG, &[3, 0]);
     /// let mut reader = LOG.main_reader();
@@ -424,7 +424,7 @@ impl<const CPUS: usize, const DEPTH: usize, const BUF: usize> DefmtSlots<CPUS, D
     /// # use nmilog::Log;
     /// # static LOG: Log<OneCpu, 1, 256, 1024> = Log::new(OneCpu);
     /// # use nmilog::{ring::Read, RecordBuf};
-    /// static SLOTS: DefmtSlots<1, 4> = DefmtSlots::new();
+    /// static SLOTS: DefmtSlots<1, 5> = DefmtSlots::new();
     /// SLOTS.acquire(&LOG);
     /// SLOTS.release(&LOG);
     /// SLOTS.flush(&LOG); // returns at once; the record already went through the core
@@ -442,7 +442,7 @@ impl<const CPUS: usize, const DEPTH: usize, const BUF: usize> DefmtSlots<CPUS, D
     /// diagnostic, e.g. for an NMI handler that wants to know what it interrupted.
     ///
     /// ```
-    /// let s: nmilog::defmt_logger::DefmtSlots<1, 4> = nmilog::defmt_logger::DefmtSlots::new();
+    /// let s: nmilog::defmt_logger::DefmtSlots<1, 5> = nmilog::defmt_logger::DefmtSlots::new();
     /// assert!(!s.frame_open(0, 0));
     /// ```
     pub fn frame_open(&self, cpu: usize, depth: usize) -> bool {

@@ -5,7 +5,7 @@
 //! use nmilog::{fmt::LineBuf, LINE_MAX, TRUNCATION_MARKER};
 //! let mut line: LineBuf<LINE_MAX> = LineBuf::new();
 //! // Never an error, even when the text does not fit: it is cut and marked instead.
-//! write!(line, "cpu{}: {:x>400}", 3, "").unwrap();
+//! write!(line, "cpu{}: {:x>1100}", 3, "").unwrap();
 //! assert!(line.truncated());
 //! let text = core::str::from_utf8(line.finish()).unwrap();
 //! assert_eq!(text.len(), LINE_MAX);

@@ -47,10 +47,10 @@ pub trait LogSink: Sync {
     /// ```
     /// # use nmilog::doc_support::OneCpu;
     /// # use nmilog::{Level, Log};
-    /// # static LOG: Log<OneCpu, 1, 256, 1024> = Log::new(OneCpu);
+    /// # static LOG: Log<OneCpu, 1, 1024, 1024> = Log::new(OneCpu);
     /// use nmilog::{global::LogSink, record::flags, RecordBuf, LINE_MAX};
     /// let sink: &dyn LogSink = &LOG;
-    /// sink.log_fmt(Level::Err, 0, format_args!("{:x>300}", "")).unwrap(); // too long
+    /// sink.log_fmt(Level::Err, 0, format_args!("{:x>1100}", "")).unwrap(); // too long
     /// let mut rec = RecordBuf::new();
     /// LOG.main_reader().read(&LOG, &mut rec); // normal context: flushed at once
     /// assert_eq!(rec.payload().len(), LINE_MAX);

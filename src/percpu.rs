@@ -52,6 +52,10 @@ use crate::sync::{array_of, const_or_loom_fn, signal_fence, AtomicUsize, Orderin
 pub struct PerCpu<const RING_WORDS: usize, const DEPTH: usize> {
     depth: AtomicUsize,
     kinds: [AtomicUsize; DEPTH],
+    /// The kind of context of the last log call at each depth (for the accounting records): written
+    /// by every log call, however its context was found (the log's brackets, or the platform's
+    /// `context`).
+    seen: [AtomicUsize; DEPTH],
     overflow: AtomicUsize,
     /// The rings, indexed by nesting depth.
     pub rings: [RecordRing<RING_WORDS>; DEPTH],
@@ -72,6 +76,7 @@ impl<const RING_WORDS: usize, const DEPTH: usize> PerCpu<RING_WORDS, DEPTH> {
             PerCpu {
                 depth: AtomicUsize::new(0),
                 kinds: array_of!(AtomicUsize::new(0); DEPTH),
+                seen: array_of!(AtomicUsize::new(0); DEPTH),
                 overflow: AtomicUsize::new(0),
                 rings: array_of!(RecordRing::new(); DEPTH),
             }
@@ -101,6 +106,7 @@ impl<const RING_WORDS: usize, const DEPTH: usize> PerCpu<RING_WORDS, DEPTH> {
         signal_fence();
         if d < DEPTH {
             self.kinds[d].store(kind as usize, Ordering::Relaxed);
+            self.seen[d].store(kind as usize, Ordering::Relaxed);
         }
         signal_fence();
     }
@@ -154,23 +160,35 @@ impl<const RING_WORDS: usize, const DEPTH: usize> PerCpu<RING_WORDS, DEPTH> {
         (ContextKind::from_u8(k as u8).unwrap_or(ContextKind::Nmi), d)
     }
 
-    /// The kind of context at `depth` as last entered (task for depth 0).
+    /// The kind of context last entered, or of the last log call, at `depth` (task if none yet).
     ///
     /// ```
-    /// use nmilog::{percpu::PerCpu, ContextKind};
-    /// let cpu: PerCpu<64, 4> = PerCpu::new();
-    /// cpu.enter(ContextKind::Irq);
-    /// cpu.enter(ContextKind::Nmi);
-    /// assert_eq!(cpu.kind_at(0), ContextKind::Task);
-    /// assert_eq!(cpu.kind_at(1), ContextKind::Irq);
+    /// # use nmilog::doc_support::OneCpu;
+    /// use nmilog::{ContextKind, Level, Log};
+    /// static LOG: Log<OneCpu, 1, 256, 1024> = Log::new(OneCpu);
+    /// LOG.irq_enter();
+    /// LOG.nmi_enter();
+    /// LOG.append_raw(Level::Emerg, 0, 0, b"NMI in an interrupt handler").unwrap();
+    /// let cpu = LOG.cpu(0).unwrap();
     /// assert_eq!(cpu.kind_at(2), ContextKind::Nmi);
+    /// assert_eq!(cpu.kind_at(1), ContextKind::Irq);
+    /// assert_eq!(cpu.kind_at(3), ContextKind::Task); // never entered
     /// ```
     pub fn kind_at(&self, depth: usize) -> ContextKind {
-        if depth == 0 || depth >= DEPTH {
-            return ContextKind::Task;
+        match self.seen.get(depth) {
+            Some(k) => {
+                ContextKind::from_u8(k.load(Ordering::Relaxed) as u8).unwrap_or(ContextKind::Nmi)
+            }
+            None => ContextKind::Task,
         }
-        ContextKind::from_u8(self.kinds[depth].load(Ordering::Relaxed) as u8)
-            .unwrap_or(ContextKind::Nmi)
+    }
+
+    /// Notes the kind of a log call at `depth` (this CPU only, at that depth: one writer).
+    #[inline(always)]
+    pub(crate) fn note_kind(&self, depth: usize, kind: ContextKind) {
+        if let Some(k) = self.seen.get(depth) {
+            k.store(kind as usize, Ordering::Relaxed);
+        }
     }
 
     /// Whether any depth below the current one is inside an NMI or crash context (so this call, even
@@ -214,9 +232,9 @@ impl<const RING_WORDS: usize, const DEPTH: usize> PerCpu<RING_WORDS, DEPTH> {
         self.overflow.load(Ordering::Relaxed) as u64
     }
 
-    /// The word [`kind_at`](Self::kind_at) reads for `depth` (none for depth 0, always task).
+    /// The word [`kind_at`](Self::kind_at) reads for `depth`.
     pub(crate) fn kind_word(&self, depth: usize) -> Option<&AtomicUsize> {
-        self.kinds.get(depth).filter(|_| depth > 0)
+        self.seen.get(depth)
     }
 
     /// The word [`overflow_dropped`](Self::overflow_dropped) reads.

@@ -100,9 +100,78 @@ pub trait Platform: Sync {
     /// assert_eq!(LOG.append_raw(Level::Info, 0, 0, b"cpu 2"), Err(AppendError::BadCpu));
     /// ```
     fn cpu_count(&self) -> usize;
+
+    /// The calling context as the kernel itself tracks it (Linux's `preempt_count`), if it does:
+    /// `Some((kind, depth))` — the innermost kind, and the nesting depth (task 0; each interrupt
+    /// that lands adds at least one until it returns; softirq, hardirq, NMI, nested NMI or machine
+    /// check: 1, 2, 3, 4). A kernel that has this needs no second bracket around its handlers: the
+    /// log's own (`irq_enter`, `nmi_enter`, …) are for kernels that do not, and only the crash entry
+    /// adds a level on top of what this reports. Report `Nmi` as the kind whenever any enclosing
+    /// context is an NMI (the call must stay on the NMI-safe path). Default: `None` (the log's own
+    /// tracking).
+    ///
+    /// ```
+    /// use core::sync::atomic::{AtomicUsize, Ordering};
+    /// use nmilog::{ContextKind, Level, Log, Platform};
+    /// static PREEMPT_COUNT: AtomicUsize = AtomicUsize::new(0); // the kernel's own bookkeeping
+    /// const HARDIRQ: usize = 1 << 16;
+    /// const NMI: usize = 1 << 20;
+    /// struct Kernel;
+    /// impl Platform for Kernel {
+    ///     fn cpu_id(&self) -> usize { 0 }
+    ///     fn now_ns(&self) -> u64 { 0 }
+    ///     fn cpu_count(&self) -> usize { 1 }
+    ///     fn context(&self) -> Option<(ContextKind, usize)> {
+    ///         let pc = PREEMPT_COUNT.load(Ordering::Relaxed);
+    ///         Some(if pc & NMI != 0 {
+    ///             (ContextKind::Nmi, 3)
+    ///         } else if pc & HARDIRQ != 0 {
+    ///             (ContextKind::Irq, 2)
+    ///         } else {
+    ///             (ContextKind::Task, 0)
+    ///         })
+    ///     }
+    /// }
+    /// static LOG: Log<Kernel, 1, 256, 1024> = Log::new(Kernel);
+    /// PREEMPT_COUNT.store(HARDIRQ, Ordering::Relaxed); // the kernel entered an interrupt handler
+    /// LOG.append(Level::Info, 0, 0, b"no bracket needed").unwrap();
+    /// assert_eq!(LOG.context(), Some((ContextKind::Irq, 2)));
+    /// assert_eq!(LOG.cpu(0).unwrap().rings[2].next_seq(), 1);
+    /// ```
+    fn context(&self) -> Option<(crate::ContextKind, usize)> {
+        None
+    }
+
+    /// The task (thread) running the caller, if the kernel has one to name (Linux's `caller=T123`
+    /// in `/dev/kmsg`): asked only in task context. Default: `None` (records then name the CPU).
+    ///
+    /// ```
+    /// use nmilog::{Level, Log, Platform, RecordBuf};
+    /// struct Kernel;
+    /// impl Platform for Kernel {
+    ///     fn cpu_id(&self) -> usize { 0 }
+    ///     fn now_ns(&self) -> u64 { 0 }
+    ///     fn cpu_count(&self) -> usize { 1 }
+    ///     fn task_id(&self) -> Option<u32> { Some(123) } // `current->pid`
+    /// }
+    /// static LOG: Log<Kernel, 1, 256, 1024> = Log::new(Kernel);
+    /// LOG.append(Level::Info, 0, 0, b"from a task").unwrap();
+    /// let mut rec = RecordBuf::new();
+    /// LOG.main_reader().read(&LOG, &mut rec);
+    /// assert_eq!(rec.header.caller(), nmilog::record::Caller::Task(123));
+    /// ```
+    fn task_id(&self) -> Option<u32> {
+        None
+    }
 }
 
 impl<P: Platform + ?Sized> Platform for &P {
+    fn context(&self) -> Option<(crate::ContextKind, usize)> {
+        (**self).context()
+    }
+    fn task_id(&self) -> Option<u32> {
+        (**self).task_id()
+    }
     fn cpu_id(&self) -> usize {
         (**self).cpu_id()
     }

@@ -16,6 +16,8 @@
 //! | `facility` |     21 |    1 | 0 = kernel/user text, 1 = nmilog's own accounting, …       |
 //! | `ctx`      |     22 |    1 | context kind (low nibble) and nesting depth (high nibble)  |
 //! | `flags`    |     23 |    1 | [`flags`] bits                                             |
+//! | `caller`   |     24 |    4 | task id, or `0x8000_0000 \| cpu` outside task context (as Linux's `caller_id`); 0: unknown |
+//! | —          |     28 |    4 | reserved, zero                                             |
 //!
 //! ```
 //! use nmilog::{record::layout, ContextKind, Header, Level};
@@ -37,10 +39,10 @@
 ///
 /// ```
 /// use nmilog::{Header, HEADER_BYTES};
-/// assert_eq!(HEADER_BYTES, 24);
+/// assert_eq!(HEADER_BYTES, 32);
 /// assert_eq!(Header::default().to_bytes().len(), HEADER_BYTES);
 /// ```
-pub const HEADER_BYTES: usize = 24;
+pub const HEADER_BYTES: usize = 32;
 
 /// The largest payload a single record may carry, in bytes. Longer raw appends are refused with
 /// [`crate::AppendError::TooLarge`] and counted as dropped; formatted records are truncated earlier, at
@@ -59,7 +61,8 @@ pub const MAX_PAYLOAD: usize = 1024;
 
 /// Field offsets and sizes of the header, as published in the handover image.
 ///
-/// The fields are contiguous, in header order, and fill exactly [`crate::HEADER_BYTES`]:
+/// The fields are contiguous, in header order; the last 4 bytes of [`crate::HEADER_BYTES`] are
+/// reserved (zero):
 ///
 /// ```
 /// use nmilog::record::layout;
@@ -68,7 +71,7 @@ pub const MAX_PAYLOAD: usize = 1024;
 ///     assert_eq!(off, end);
 ///     end += size;
 /// }
-/// assert_eq!(end as usize, nmilog::HEADER_BYTES);
+/// assert_eq!(end as usize + 4, nmilog::HEADER_BYTES);
 /// ```
 pub mod layout {
     /// `(offset, size)` of `ts_ns`.
@@ -129,15 +132,25 @@ pub mod layout {
     /// assert_eq!(b[layout::FLAGS.0 as usize], flags::RAW);
     /// ```
     pub const FLAGS: (u8, u8) = (23, 1);
+    /// `(offset, size)` of `caller`.
+    ///
+    /// ```
+    /// use nmilog::{record::layout, Header};
+    /// let b = Header { caller: 0x8000_0002, ..Header::default() }.to_bytes();
+    /// assert_eq!(b[layout::CALLER.0 as usize..][..4], 0x8000_0002u32.to_le_bytes());
+    /// ```
+    pub const CALLER: (u8, u8) = (24, 4);
     /// All fields in header order, for writing the layout table.
     ///
     /// ```
     /// use nmilog::record::layout;
-    /// assert_eq!(layout::ALL.len(), 8);
+    /// assert_eq!(layout::ALL.len(), 9);
     /// assert_eq!(layout::ALL[0], layout::TS_NS);
-    /// assert_eq!(layout::ALL[7], layout::FLAGS);
+    /// assert_eq!(layout::ALL[8], layout::CALLER);
     /// ```
-    pub const ALL: [(u8, u8); 8] = [TS_NS, SRC_SEQ, LEN, CPU, LEVEL, FACILITY, CTX, FLAGS];
+    pub const ALL: [(u8, u8); 9] = [
+        TS_NS, SRC_SEQ, LEN, CPU, LEVEL, FACILITY, CTX, FLAGS, CALLER,
+    ];
 }
 
 /// Record flag bits.
@@ -310,6 +323,8 @@ pub enum ContextKind {
     Nmi = 2,
     /// The crash path (panic, oops, crash-kexec) on the crashing CPU.
     Crash = 3,
+    /// Softirq (bottom half) context: deferred interrupt work, between task and hardirq.
+    Softirq = 4,
 }
 
 impl ContextKind {
@@ -318,7 +333,8 @@ impl ContextKind {
     /// ```
     /// use nmilog::ContextKind;
     /// assert_eq!(ContextKind::from_u8(ContextKind::Irq as u8), Some(ContextKind::Irq));
-    /// assert_eq!(ContextKind::from_u8(4), None);
+    /// assert_eq!(ContextKind::from_u8(4), Some(ContextKind::Softirq));
+    /// assert_eq!(ContextKind::from_u8(5), None);
     /// ```
     pub const fn from_u8(v: u8) -> Option<ContextKind> {
         Some(match v {
@@ -326,6 +342,7 @@ impl ContextKind {
             1 => ContextKind::Irq,
             2 => ContextKind::Nmi,
             3 => ContextKind::Crash,
+            4 => ContextKind::Softirq,
             _ => return None,
         })
     }
@@ -343,6 +360,7 @@ impl ContextKind {
             ContextKind::Irq => "irq",
             ContextKind::Nmi => "nmi",
             ContextKind::Crash => "crash",
+            ContextKind::Softirq => "softirq",
         }
     }
 
@@ -364,7 +382,7 @@ impl ContextKind {
 /// ```
 /// use nmilog::{ContextKind, Header};
 /// let h = Header { ts_ns: 5, src_seq: 9, len: 3, cpu: 2, level: 6, facility: 0,
-///                  ctx: Header::pack_ctx(ContextKind::Irq, 1), flags: 0 };
+///                  ctx: Header::pack_ctx(ContextKind::Irq, 1), flags: 0, caller: 0 };
 /// let b = h.to_bytes();
 /// assert_eq!(Header::from_bytes(&b), h);
 /// assert_eq!(h.context(), (Some(ContextKind::Irq), 1));
@@ -387,9 +405,70 @@ pub struct Header {
     pub ctx: u8,
     /// [`flags`] bits.
     pub flags: u8,
+    /// Who logged: see [`Header::caller`] (raw: a task id, or `0x8000_0000 | cpu`; 0: unknown).
+    pub caller: u32,
+}
+
+/// Who logged a record: a task (in task context, where the platform names one), or a CPU (Linux's
+/// `caller=T123` / `caller=C2`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Caller {
+    /// A task id.
+    Task(u32),
+    /// A CPU (outside task context, or where the platform names no task).
+    Cpu(u32),
+}
+
+impl Caller {
+    /// The raw header value (`0x8000_0000 | cpu` for a CPU).
+    ///
+    /// ```
+    /// use nmilog::record::Caller;
+    /// assert_eq!(Caller::Cpu(2).raw(), 0x8000_0002);
+    /// assert_eq!(Caller::Task(123).raw(), 123);
+    /// ```
+    pub const fn raw(self) -> u32 {
+        match self {
+            Caller::Task(t) => t & 0x7fff_ffff,
+            Caller::Cpu(c) => 0x8000_0000 | (c & 0x7fff_ffff),
+        }
+    }
+}
+
+impl core::fmt::Display for Caller {
+    /// `T123` or `C2`, as in Linux's `/dev/kmsg`.
+    ///
+    /// ```
+    /// use nmilog::record::Caller;
+    /// assert_eq!(Caller::Task(123).to_string(), "T123");
+    /// assert_eq!(Caller::Cpu(2).to_string(), "C2");
+    /// ```
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Caller::Task(t) => write!(f, "T{t}"),
+            Caller::Cpu(c) => write!(f, "C{c}"),
+        }
+    }
 }
 
 impl Header {
+    /// Who logged this record. A record without a caller (written by an older version, or by the
+    /// log itself) names its CPU.
+    ///
+    /// ```
+    /// use nmilog::{record::Caller, Header};
+    /// assert_eq!(Header { caller: 77, ..Header::default() }.caller(), Caller::Task(77));
+    /// assert_eq!(Header { caller: 0x8000_0001, ..Header::default() }.caller(), Caller::Cpu(1));
+    /// assert_eq!(Header { cpu: 3, ..Header::default() }.caller(), Caller::Cpu(3));
+    /// ```
+    pub const fn caller(&self) -> Caller {
+        match self.caller {
+            0 => Caller::Cpu(self.cpu as u32),
+            c if c & 0x8000_0000 != 0 => Caller::Cpu(c & 0x7fff_ffff),
+            t => Caller::Task(t),
+        }
+    }
+
     /// Packs a context kind and nesting depth into the `ctx` byte.
     ///
     /// ```
@@ -436,6 +515,7 @@ impl Header {
         b[21] = self.facility;
         b[22] = self.ctx;
         b[23] = self.flags;
+        b[24..28].copy_from_slice(&self.caller.to_le_bytes());
         b
     }
 
@@ -460,6 +540,7 @@ impl Header {
             facility: b[21],
             ctx: b[22],
             flags: b[23],
+            caller: u32::from_le_bytes([b[24], b[25], b[26], b[27]]),
         }
     }
 }
@@ -501,6 +582,7 @@ impl RecordBuf {
                 facility: 0,
                 ctx: 0,
                 flags: 0,
+                caller: 0,
             },
             payload: [0; MAX_PAYLOAD],
         }

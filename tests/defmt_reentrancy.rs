@@ -403,7 +403,7 @@ mod crash_image {
 
     // Its own log (the crash state is permanent) and its own slots (the global logger is LOG's).
     static CRASH_LOG: Log<Stepped, 2, 2048, 16384> = Log::new(Stepped(AtomicU64::new(1_000_000)));
-    static CRASH_SLOTS: DefmtSlots<2, 4, 256> = DefmtSlots::new();
+    static CRASH_SLOTS: DefmtSlots<2, 5, 256> = DefmtSlots::new();
 
     /// A frame as the generated `Logger` drives one: `acquire`, one `write` per chunk, `release`.
     struct HandFrame(Vec<Vec<u8>>);

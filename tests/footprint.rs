@@ -9,8 +9,8 @@
 //!
 //! ```text
 //! ring(N)     = (6 + N)·W           head, next_seq, tail, active, dropped, mask + N data words
-//! per_cpu     = (2 + D)·W + D·ring(R)
-//!             = (2 + D·(7 + R))·W   depth, overflow, kinds[D] + D rings
+//! per_cpu     = (2 + 2·D)·W + D·ring(R)
+//!             = (2 + D·(8 + R))·W   depth, overflow, kinds[D], seen[D] + D rings
 //! consumer    = (3 + T)·W           pos, seq, overwritten, last_ts
 //! heap(K)     = (1 + (K + 1)·(2 + T))·W
 //!                                   len + a slot (ts, tie, source) per source and one more
@@ -28,15 +28,15 @@
 //! ```
 //!
 //! On a 64-bit target with 128-byte padding that is
-//! `C·pad128((2 + D·(7 + R))·8) + pad128((12 + M + 7·C·D)·8) + pad128((11 + 15·C·D)·8) +
-//! pad128(size_of::<P>() + 48)`; e.g. `Log<HostPlatform, 4, 1024, 8192>` (4 depths) is
-//! 4·33 024 + 66 560 + 2 048 + 128 = 200 832 bytes.
+//! `C·pad128((2 + D·(8 + R))·8) + pad128((12 + M + 7·C·D)·8) + pad128((11 + 15·C·D)·8) +
+//! pad128(size_of::<P>() + 48)`; e.g. `Log<HostPlatform, 4, 1024, 8192>` (5 depths, the default) is
+//! 4·41 344 + 66 816 + 2 560 + 128 = 234 880 bytes.
 //!
 //! # Per record
 //!
 //! A record with an `n`-byte payload takes `span_words(n) = 1 + HEADER_BYTES/W + ceil(n/W)` ring
-//! words: one sequence word, the 24-byte header ([`nmilog::HEADER_BYTES`]) and the payload rounded up
-//! to whole words — 32 bytes of overhead per record on 64-bit targets, 28 on 32-bit ones. A ring of
+//! words: one sequence word, the 32-byte header ([`nmilog::HEADER_BYTES`]) and the payload rounded up
+//! to whole words — 40 bytes of overhead per record on 64-bit targets, 36 on 32-bit ones. A ring of
 //! `N` words holds `floor((N - 1) / span)` records of one span before it overwrites the oldest (the
 //! word after the newest record is kept as its terminator; a record never straddles the end of the
 //! array, so when `span` does not divide `N` the words left at the end of a lap are skipped).
@@ -66,7 +66,7 @@ const fn ring_bytes(words: usize) -> usize {
 }
 
 const fn per_cpu_bytes(r: usize, d: usize) -> usize {
-    (2 + d) * W + d * ring_bytes(r)
+    (2 + 2 * d) * W + d * ring_bytes(r)
 }
 
 const fn consumer_bytes() -> usize {
@@ -161,9 +161,9 @@ fn building_blocks() {
     assert_eq!(size_of::<PerCpu<256, 15>>(), per_cpu_bytes(256, 15));
     #[cfg(target_pointer_width = "64")]
     {
-        assert_eq!(per_cpu_bytes(1024, 4), (2 + 4 * (7 + 1024)) * 8);
+        assert_eq!(per_cpu_bytes(1024, 4), (2 + 4 * (8 + 1024)) * 8);
         assert_eq!(main_bytes(4, 8192, 4), (12 + 8192 + 7 * 4 * 4) * 8);
-        assert_eq!(drain_bytes(4, 4), (12 + 15 * 4 * 4) * 8);
+        assert_eq!(drain_bytes(4, 4), (11 + 15 * 4 * 4) * 8);
     }
     #[cfg(any(
         target_arch = "x86_64",
@@ -175,7 +175,8 @@ fn building_blocks() {
 
 #[test]
 fn log_footprint_is_exact() {
-    let readme = check!(HostPlatform, 4, 1024, 8192, 4);
+    let readme = check!(HostPlatform, 4, 1024, 8192, 5);
+    check!(HostPlatform, 4, 1024, 8192, 4);
     check!(HostPlatform, 2, 1024, 4096, 4);
     check!(HostPlatform, 8, 1024, 16384, 4);
     check!(HostPlatform, 1, 32, 32, 1);
@@ -187,13 +188,13 @@ fn log_footprint_is_exact() {
     check!(P80, 2, 64, 256, 2);
     check!(P88, 2, 64, 256, 2);
     #[cfg(all(target_pointer_width = "64", target_arch = "x86_64"))]
-    assert_eq!(readme, 200_832);
+    assert_eq!(readme, 234_880);
     let _ = readme;
 }
 
 #[test]
 fn header_and_record_span() {
-    assert_eq!(HEADER_BYTES, 24);
+    assert_eq!(HEADER_BYTES, 32);
     assert_eq!(Header::default().to_bytes().len(), HEADER_BYTES);
     for len in 0..=300usize {
         let words = 1 + HEADER_BYTES / W + len.div_ceil(W);
@@ -206,9 +207,9 @@ fn header_and_record_span() {
     }
     #[cfg(target_pointer_width = "64")]
     {
-        assert_eq!(span_words(0), 4);
-        assert_eq!(span_words(32), 8); // the benches' 32-byte record: 64 bytes in a ring
-        assert_eq!(span_words(33), 9);
+        assert_eq!(span_words(0), 5);
+        assert_eq!(span_words(32), 9); // the benches' 32-byte record: 72 bytes in a ring
+        assert_eq!(span_words(33), 10);
     }
 }
 

@@ -723,8 +723,8 @@ fn fixed_part_corruption_gives_the_right_error() {
         HandoverError::UnreadableLayout
     );
 
-    // …or places `cpu` (offset 18, size 2) past the 24-byte header.
-    let bad = resigned_with(img, 64 + 3 * 4 + 1, 23);
+    // …or places `cpu` (offset 18, size 2) past the 32-byte header.
+    let bad = resigned_with(img, 64 + 3 * 4 + 1, 31);
     assert_eq!(
         handover::parse_located(&bad).unwrap_err(),
         (HandoverError::UnreadableLayout, 64 + 3 * 4)
@@ -751,7 +751,7 @@ fn fixed_part_corruption_gives_the_right_error() {
 }
 
 /// An image written by a "different version" of the writer: a 32-byte record header with the fields
-/// in another order, an extra field this reader does not know, no `src_seq` or `facility`. The
+/// in another order, an extra field this reader does not know, no `src_seq`, `facility` or `caller`. The
 /// reader must find every field through the layout table.
 #[test]
 fn a_foreign_header_layout_is_decoded_through_the_table() {
@@ -808,6 +808,7 @@ fn a_foreign_header_layout_is_decoded_through_the_table() {
             let h = Header {
                 src_seq: 0,
                 facility: 0,
+                caller: 0,
                 ..*h
             };
             (*s, h, p.clone())

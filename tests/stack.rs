@@ -1,6 +1,7 @@
 //! Stack use per call, measured by stack painting, at 256, 1024 and 4096 CPUs: a kernel stack is
 //! 16 KiB (IRQ stacks smaller), and a log call from anywhere must fit in a small part of it whatever
-//! the CPU count. Every operation here must stay within [`BUDGET`] bytes; the measured figures are
+//! the CPU count. Every operation here must stay within [`BUDGET`] bytes (the image writer within
+//! [`IMAGE_BUDGET`]); the measured figures are
 //! printed (`cargo test --release --test stack -- --nocapture`).
 //!
 //! How: on a thread with a large stack, paint the 64 KiB below the stack pointer with a pattern (in
@@ -16,8 +17,11 @@ use std::arch::asm;
 use nmilog::host::HostPlatform;
 use nmilog::{handover, FlushPolicy, Level, Log, MainReader, RecordBuf};
 
-/// Bytes of stack any one call may use.
+/// Bytes of stack any one log call, flush, reader or crash drain may use.
 const BUDGET: usize = 2048;
+/// Bytes of stack the handover image writer may use: it runs once, on the crashing CPU, and holds a
+/// crash drain (two, one after the other) below its own frame.
+const IMAGE_BUDGET: usize = 3072;
 const PAINT: usize = 64 * 1024;
 const PATTERN: u64 = 0xa5c3_5a3c_a5c3_5a3c;
 
@@ -197,8 +201,13 @@ fn stack_per_call_does_not_grow_with_the_cpu_count() {
     }
     for (cpus, figs) in &runs {
         for (name, used) in figs {
+            let budget = if name.starts_with("handover image") {
+                IMAGE_BUDGET
+            } else {
+                BUDGET
+            };
             assert!(
-                *used <= BUDGET,
+                *used <= budget,
                 "{name} at {cpus} CPUs: {used} bytes of stack"
             );
             assert!(*used > 0, "{name}: nothing measured");

@@ -80,6 +80,7 @@ pub(super) mod id {
     pub const FACILITY: u8 = 5;
     pub const CTX: u8 = 6;
     pub const FLAGS: u8 = 7;
+    pub const CALLER: u8 = 8;
 }
 
 static CRC32C: Crc<u32> = Crc::<u32>::new(&CRC_32_ISCSI);
@@ -226,8 +227,8 @@ pub(super) fn checked_record_size(header_bytes: usize, payload_len: usize) -> Op
 /// Bytes one record entry with a `payload_len`-byte payload takes in an image this crate writes.
 ///
 /// ```
-/// assert_eq!(nmilog::handover::record_size(0), 40);
-/// assert_eq!(nmilog::handover::record_size(5), 48);
+/// assert_eq!(nmilog::handover::record_size(0), 48);
+/// assert_eq!(nmilog::handover::record_size(5), 56);
 /// ```
 pub fn record_size(payload_len: usize) -> usize {
     checked_record_size(HEADER_BYTES, payload_len).unwrap_or(usize::MAX)

@@ -58,10 +58,10 @@ impl<'a> ImageRecord<'a> {
 /// HostPlatform::register_cpu(0);
 /// LOG.append_raw(Level::Info, 0, 0, b"hello").unwrap();
 /// LOG.crash_enter().unwrap();
-/// let mut region = vec![0u8; handover::max_image_size(2, 4, 1024, 4096)];
+/// let mut region = vec![0u8; handover::max_image_size(2, 5, 1024, 4096)];
 /// let n = handover::write_image(&LOG, &mut region, &|_| true).unwrap();
 /// let image = handover::parse(&region[..n]).unwrap();
-/// assert_eq!((image.cpu_count(), image.depth(), image.record_count()), (2, 4, 1));
+/// assert_eq!((image.cpu_count(), image.depth(), image.record_count()), (2, 5, 1));
 /// assert_eq!(image.records().next().unwrap().text(), Some("hello"));
 /// ```
 #[derive(Clone)]
@@ -141,8 +141,8 @@ impl<'a> Image<'a> {
     /// # let mut region = [0u8; 4096];
     /// # let n = handover::write_image(&LOG, &mut region, &|_| true).unwrap();
     /// let image = handover::parse(&region[..n]).unwrap();
-    /// assert_eq!(image.depth(), 4); // `Log`'s default DEPTH
-    /// assert!(image.counters(0, 3).is_some() && image.counters(0, 4).is_none());
+    /// assert_eq!(image.depth(), 5); // `Log`'s default DEPTH
+    /// assert!(image.counters(0, 4).is_some() && image.counters(0, 5).is_none());
     /// ```
     pub fn depth(&self) -> usize {
         self.depth
@@ -266,7 +266,7 @@ impl<'a> Image<'a> {
     /// use nmilog::ContextKind;
     /// assert_eq!(image.context_kind(0, 0), Some(ContextKind::Task));
     /// assert_eq!(image.context_kind(0, 1), Some(ContextKind::Crash)); // `crash_enter` on CPU 0
-    /// assert_eq!(image.context_kind(0, 4), None); // beyond the image's depth
+    /// assert_eq!(image.context_kind(0, 5), None); // beyond the image's depth
     /// ```
     pub fn context_kind(&self, cpu: usize, depth: usize) -> Option<ContextKind> {
         let at = self.counter_at(cpu, depth)?.checked_add(24)?;
@@ -346,7 +346,7 @@ impl<'a> Image<'a> {
     /// LOG.append_raw(Level::Info, 0, 0, b"new").unwrap();
     /// # LOG.crash_enter().unwrap();
     /// // Room for the fixed part and one record only.
-    /// let mut region = vec![0u8; handover::fixed_size(2, 4) + handover::record_size(3)];
+    /// let mut region = vec![0u8; handover::fixed_size(2, 5) + handover::record_size(3)];
     /// let n = handover::write_image(&LOG, &mut region, &|_| true).unwrap();
     /// let image = handover::parse(&region[..n]).unwrap();
     /// assert_eq!(image.left_out(), 1);

@@ -49,6 +49,7 @@ pub(super) struct Layout {
     facility: Option<Field>,
     ctx: Field,
     flags: Field,
+    caller: Option<Field>,
 }
 
 impl Layout {
@@ -62,8 +63,8 @@ impl Layout {
         rh: usize,
     ) -> Result<Self, usize> {
         // Widest each field may be (its Rust type).
-        const MAX: [usize; 8] = [8, 8, 2, 2, 1, 1, 1, 1];
-        let mut found: [Option<Field>; 8] = [None; 8];
+        const MAX: [usize; 9] = [8, 8, 2, 2, 1, 1, 1, 1, 4];
+        let mut found: [Option<Field>; 9] = [None; 9];
         for i in 0..count {
             let e = at.checked_add(i.checked_mul(entry).ok_or(at)?).ok_or(at)?;
             let (Some(fid), Some(fat), Some(fsize)) = (
@@ -100,6 +101,7 @@ impl Layout {
             facility: found.get(id::FACILITY as usize).copied().flatten(),
             ctx: need(id::CTX)?,
             flags: need(id::FLAGS)?,
+            caller: found.get(id::CALLER as usize).copied().flatten(),
         })
     }
 
@@ -123,6 +125,7 @@ impl Layout {
             facility: opt(self.facility)? as u8,
             ctx: self.get(bytes, base, self.ctx)? as u8,
             flags: self.get(bytes, base, self.flags)? as u8,
+            caller: opt(self.caller)? as u32,
         })
     }
 }

@@ -92,7 +92,7 @@ fn put_record(out: &mut [u8], at: usize, seq: u64, rec: &RecordBuf) -> Option<us
 /// log.crash_enter().unwrap();
 ///
 /// // Room for the fixed part and two one-byte records: the two newest are kept.
-/// let fixed = handover::fixed_size(1, 4);
+/// let fixed = handover::fixed_size(1, 5);
 /// let mut small = vec![0u8; fixed + 2 * handover::record_size(1)];
 /// let n = handover::write_image(&log, &mut small, &|_| true).unwrap();
 /// let image = handover::parse(&small[..n]).unwrap();

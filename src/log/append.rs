@@ -12,7 +12,7 @@ use core::fmt;
 
 use super::Log;
 use crate::fmt::{measure, Formatted, LINE_MAX};
-use crate::record::{facility, flags as record_flags, ContextKind, Header, Level};
+use crate::record::{facility, flags as record_flags, Caller, ContextKind, Header, Level};
 use crate::ring::{NoHook, PayloadSource, RecordRing, StepHook, WriteError};
 use crate::sync::{signal_fence, Ordering};
 use crate::Platform;
@@ -78,11 +78,18 @@ impl<
         f: impl FnOnce(usize, ContextKind, usize, &RecordRing<RING_WORDS>) -> Result<R, AppendError>,
     ) -> Result<R, AppendError> {
         let (cpu, pc) = self.this_cpu()?;
-        let (kind, depth) = pc.context();
+        let (kind, mut depth) = self.context_of(pc);
         if depth >= DEPTH {
-            pc.count_overflow();
-            return Err(AppendError::TooDeep);
+            // The crash context never returns to what it interrupted, so when it lands deeper than
+            // the log tracks (a panic from a machine check), it may take the top ring — unless a log
+            // call there was interrupted (its guard is set: refused below, as any re-entry).
+            if kind != ContextKind::Crash {
+                pc.count_overflow();
+                return Err(AppendError::TooDeep);
+            }
+            depth = DEPTH - 1;
         }
+        pc.note_kind(depth, kind);
         let ring = &pc.rings[depth];
         // LMM(guard:B): pairs with LMM(guard:A): a call at this depth that interrupted (an
         // untracked interrupt) or re-entered (a `Display` impl that logs) a log call on this ring
@@ -127,14 +134,13 @@ impl<
         payload: &[u8],
         hook: &mut H,
     ) -> Result<u64, AppendError> {
-        // Text that ends with a newline ends its record there; the newline is not stored.
-        let (payload, flags) = match payload {
-            [rest @ .., b'\n'] if flags & record_flags::RAW == 0 => {
-                (rest, flags | record_flags::NEWLINE)
-            }
-            _ => (payload, flags),
-        };
-        self.write_from((cpu, kind, depth), ring, (level, facility, flags), payload, hook)
+        self.write_from(
+            (cpu, kind, depth),
+            ring,
+            (level, facility, flags),
+            payload,
+            hook,
+        )
     }
 
     #[inline]
@@ -147,6 +153,11 @@ impl<
         hook: &mut H,
     ) -> Result<u64, AppendError> {
         let platform = &self.platform;
+        // Linux's caller id: the task in task context (where the platform names one), else the CPU.
+        let caller = match platform.task_id() {
+            Some(t) if kind == ContextKind::Task && t != 0 => Caller::Task(t),
+            _ => Caller::Cpu(cpu as u32),
+        };
         ring.write_from(
             |seq| Header {
                 ts_ns: platform.now_ns(),
@@ -157,6 +168,7 @@ impl<
                 facility,
                 ctx: Header::pack_ctx(kind, depth),
                 flags,
+                caller: caller.raw(),
             },
             payload,
             hook,
@@ -246,7 +258,11 @@ impl<
         self.append_raw_hooked(level, facility, flags, payload, hook)
     }
 
-    /// Appends pre-formatted bytes; in normal context (task or irq, no crash) then tries to flush.
+    /// Appends pre-formatted text; in normal context (task or irq, no crash) then tries to flush. A
+    /// trailing newline ends the record and is not stored
+    /// ([`flags::NEWLINE`](crate::record::flags::NEWLINE)), unless the payload is
+    /// [`flags::RAW`](crate::record::flags::RAW) ([`append_raw`](Self::append_raw) stores bytes as
+    /// given).
     ///
     /// ```
     /// # use nmilog::doc_support::OneCpu;
@@ -265,6 +281,13 @@ impl<
         flags: u8,
         payload: &[u8],
     ) -> Result<u64, AppendError> {
+        // Text that ends with a newline ends its record there; the newline is not stored.
+        let (payload, flags) = match payload {
+            [rest @ .., b'\n'] if flags & record_flags::RAW == 0 => {
+                (rest, flags | record_flags::NEWLINE)
+            }
+            _ => (payload, flags),
+        };
         let r = self.append_raw(level, facility, flags, payload);
         self.flush_if_normal();
         r

@@ -98,6 +98,29 @@ impl<
         Some((cpu, &self.cpus[cpu]))
     }
 
+    /// The calling CPU's context: the platform's report ([`Platform::context`]) if it gives one,
+    /// with any level the log entered itself on top (the crash context); else the log's own
+    /// tracking (its brackets).
+    #[inline(always)]
+    pub(super) fn context_of(&self, pc: &PerCpu<RING_WORDS, DEPTH>) -> (ContextKind, usize) {
+        let (own_kind, own_depth) = pc.context();
+        match self.platform.context() {
+            None => (own_kind, own_depth),
+            Some((kind, depth)) if own_depth == 0 => (kind, depth),
+            Some((_, depth)) => (own_kind, depth.saturating_add(own_depth)),
+        }
+    }
+
+    /// Whether the calling context must stay on the NMI-safe path (an NMI or crash context, or one
+    /// nested inside one).
+    pub(super) fn nmi_safe_only_on(&self, pc: &PerCpu<RING_WORDS, DEPTH>) -> bool {
+        let platform = self
+            .platform
+            .context()
+            .is_some_and(|(k, _)| k.is_nmi_safe_only());
+        platform || pc.nmi_safe_only()
+    }
+
     /// Enters a nested context of `kind` on the current CPU; returns a guard that leaves it.
     ///
     /// ```
@@ -150,6 +173,31 @@ impl<
             pc.exit();
         }
     }
+    /// `local_bh_disable()` / `__do_softirq()` entry: entering softirq (bottom half) context. Pair
+    /// with [`softirq_exit`](Self::softirq_exit).
+    ///
+    /// ```
+    /// # use nmilog::doc_support::OneCpu;
+    /// # use nmilog::{ContextKind, Log};
+    /// # static LOG: Log<OneCpu, 1, 256, 1024> = Log::new(OneCpu);
+    /// LOG.softirq_enter();
+    /// LOG.irq_enter(); // a hardirq lands in the softirq
+    /// assert_eq!(LOG.context(), Some((ContextKind::Irq, 2)));
+    /// LOG.irq_exit();
+    /// assert_eq!(LOG.context(), Some((ContextKind::Softirq, 1)));
+    /// LOG.softirq_exit();
+    /// ```
+    pub fn softirq_enter(&self) {
+        if let Ok((_, pc)) = self.this_cpu() {
+            pc.enter(ContextKind::Softirq);
+        }
+    }
+    /// Leaving softirq context.
+    pub fn softirq_exit(&self) {
+        if let Ok((_, pc)) = self.this_cpu() {
+            pc.exit();
+        }
+    }
     /// `nmi_enter()`: entering an NMI (or machine check) handler. Pair with [`nmi_exit`](Self::nmi_exit).
     ///
     /// ```
@@ -184,7 +232,8 @@ impl<
         }
     }
 
-    /// The current CPU's context kind and depth (`None` for a bad CPU id).
+    /// The current CPU's context kind and depth (`None` for a bad CPU id): from the platform if it
+    /// reports it ([`Platform::context`]), else from the log's own brackets.
     ///
     /// ```
     /// use nmilog::{host::HostPlatform, ContextKind, Log};
@@ -195,7 +244,7 @@ impl<
     /// ```
     pub fn context(&self) -> Option<(ContextKind, usize)> {
         let cpu = self.platform.cpu_id();
-        self.cpus.get(cpu).map(|pc| pc.context())
+        self.cpus.get(cpu).map(|pc| self.context_of(pc))
     }
 
     /// Crash entry on the current CPU: from now on every log call on every CPU takes the NMI-safe

@@ -353,7 +353,7 @@ impl<
             return None;
         }
         let (cpu, pc) = self.cpu_slot()?;
-        if pc.nmi_safe_only() {
+        if self.nmi_safe_only_on(pc) {
             return None;
         }
         Some(cpu)

@@ -98,13 +98,14 @@ struct MainLog<const MAIN_WORDS: usize, const CPUS: usize, const DEPTH: usize> {
 /// * `CPUS`: the most CPUs that can log.
 /// * `RING_WORDS`: words per ring (a power of two); each CPU has `DEPTH` rings.
 /// * `MAIN_WORDS`: words in the main log buffer (a power of two).
-/// * `DEPTH`: context nesting levels with their own ring (task, irq, NMI, nested NMI: 4).
+/// * `DEPTH`: context nesting levels with their own ring (task, softirq, hardirq, NMI, nested NMI or
+///   machine check: 5; a crash deeper than that takes the top ring).
 ///
 /// Footprint ([`Log::FOOTPRINT_BYTES`], exact; `W = size_of::<usize>()`, `T = 8 / W`, `pad` = round
 /// up to `CachePadded`'s alignment), in bytes:
 ///
 /// ```text
-/// CPUS·pad((2 + DEPTH·(7 + RING_WORDS))·W)
+/// CPUS·pad((2 + DEPTH·(8 + RING_WORDS))·W)
 ///   + pad((11 + T + MAIN_WORDS + CPUS·DEPTH·(5 + 2·T))·W)
 ///   + pad((10 + T + CPUS·DEPTH·(14 + T))·W)
 ///   + pad(size_of::<P>() + 6·W)
@@ -130,7 +131,7 @@ pub struct Log<
     const CPUS: usize,
     const RING_WORDS: usize,
     const MAIN_WORDS: usize,
-    const DEPTH: usize = 4,
+    const DEPTH: usize = 5,
 > {
     platform: P,
     cpus: [CachePadded<PerCpu<RING_WORDS, DEPTH>>; CPUS],
@@ -197,7 +198,7 @@ impl<
     /// ```
     /// use nmilog::{handover, host::HostPlatform, Log};
     /// type L = Log<HostPlatform, 4, 1024, 8192>;
-    /// assert_eq!(L::MAX_IMAGE_BYTES, handover::max_image_size(4, 4, 1024, 8192));
+    /// assert_eq!(L::MAX_IMAGE_BYTES, handover::max_image_size(4, 5, 1024, 8192));
     /// static REGION_BYTES: usize = L::MAX_IMAGE_BYTES; // `const`: a static region can use it
     /// assert!(REGION_BYTES > 4 * 4 * 1024 * 8);
     /// ```
@@ -425,7 +426,7 @@ impl<
 /// LOG.append(Level::Info, 0, 0, b"hi").unwrap();
 /// let _ = LOG.append_raw(Level::Info, 0, 0, &[0; 4096]); // too large: dropped
 /// let shown = format!("{LOG:?}");
-/// assert!(shown.starts_with("Log { cpus: 1, ring_words: 256, main_words: 1024, depth: 4, "));
+/// assert!(shown.starts_with("Log { cpus: 1, ring_words: 256, main_words: 1024, depth: 5, "));
 /// assert!(shown.contains("flush_policy: Eager"));
 /// assert!(shown.contains("main_next_seq: 1"));
 /// assert!(shown.contains("lost: CpuCounters { torn: 0, overwritten: 0, dropped: 1, in_flight: 0 }"));

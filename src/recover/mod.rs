@@ -233,10 +233,9 @@ pub struct ScanReport {
 /// time each): one pass over the dump, no allocation.
 ///
 /// ```
-/// use nmilog::recover::{scan, RawDump};
-/// use std::sync::atomic::AtomicUsize;
+/// use nmilog::recover::{scan, AtomicUsize, RawDump};
 /// let words: Vec<AtomicUsize> = (0..1024).map(|_| AtomicUsize::new(0)).collect();
-/// let found = scan(&RawDump::new(0x10000, &words));
+/// let found = scan(&RawDump::new(0x10000, &words[..]));
 /// assert_eq!((found.descriptor, found.valid, found.rejected), (None, 0, 0));
 /// ```
 pub fn scan<M: Memory + ?Sized>(mem: &M) -> ScanReport {
@@ -388,7 +387,7 @@ mod tests {
             // Too little scratch, and a descriptor address that is not one.
             assert_eq!(
                 rec.write_image(&scratch[..0], &mut a).unwrap_err(),
-                RecoverError::ScratchTooSmall { needed: 4 } // one CPU, four depths
+                RecoverError::ScratchTooSmall { needed: 5 } // one CPU, five depths
             );
             assert!(matches!(
                 Descriptor::read(&dump, dump.base() + 8),

@@ -414,7 +414,7 @@ pub struct Ring<W: ?Sized = [AtomicUsize]> {
 ///
 /// Every operation is written once for any [`Ring`]; a `&RecordRing<WORDS>` also coerces to the
 /// unsized `&Ring`, the same ring with its size known only at run time (a boot-time arena, a crash
-/// dump: [`Ring::from_words`]).
+/// dump).
 pub type RecordRing<const WORDS: usize> = Ring<[AtomicUsize; WORDS]>;
 
 /// The words of a ring: an array (size known at compile time) or a slice (known at run time).
@@ -598,7 +598,8 @@ impl<W: ?Sized + RingWords> Ring<W> {
     #[inline]
     pub(crate) fn uncount_drops(&self, n: u64) {
         let d = self.dropped.load(Ordering::Relaxed);
-        self.dropped.store(d.wrapping_sub(n as usize), Ordering::Relaxed);
+        self.dropped
+            .store(d.wrapping_sub(n as usize), Ordering::Relaxed);
     }
 
     /// Whether a log call is in progress on this ring (the recursion guard is set). Relaxed: for

@@ -5,8 +5,6 @@
 //! Contract: bounded ([`step_bound`]), no lock, no waiting, no allocation; reads the input only;
 //! writes only `mem` and the sink.
 
-use core::fmt;
-
 use super::super::merge::{self, Outcome};
 use super::input::DrainInput;
 use super::sources::DrainMerge;
@@ -42,42 +40,48 @@ pub(crate) fn step_bound<I: DrainInput + ?Sized>(input: &I) -> u64 {
         .saturating_add(ring_records.saturating_add(per_main).saturating_mul(4))
 }
 
-/// Formats an accounting record's text straight into a record buffer's payload (cut at its size;
-/// these lines are short), so the drain needs no second line buffer on the stack.
-struct PayloadWriter<'a> {
+/// An accounting record's text, written straight into a record buffer's payload (cut at its size;
+/// these lines are short) without `core::fmt`: the drain needs no second line buffer and no
+/// formatter frames on the stack (`tests/stack.rs`).
+struct PayloadText<'a> {
     buf: &'a mut RecordBuf,
     len: usize,
 }
 
-impl fmt::Write for PayloadWriter<'_> {
-    fn write_str(&mut self, s: &str) -> fmt::Result {
+impl<'a> PayloadText<'a> {
+    fn new(buf: &'a mut RecordBuf) -> Self {
+        PayloadText { buf, len: 0 }
+    }
+
+    fn text(&mut self, s: &str) -> &mut Self {
         let room = self.buf.payload.len() - self.len;
         let n = s.len().min(room);
         self.buf.payload[self.len..self.len + n].copy_from_slice(&s.as_bytes()[..n]);
         self.len += n;
-        Ok(())
+        self
     }
-}
 
-/// Makes `buf` an accounting record: `header` (its `len` set here) and the text of `args`.
-fn fill(buf: &mut RecordBuf, mut header: Header, args: fmt::Arguments<'_>) {
-    let mut w = PayloadWriter { buf, len: 0 };
-    let _ = fmt::write(&mut w, args);
-    let len = w.len;
-    header.len = len as u16;
-    buf.header = header;
-    buf.seq = 0;
-}
-
-/// `, N in flight (CPU not stopped)` when N is not 0.
-struct InFlight(u64);
-
-impl fmt::Display for InFlight {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.0 {
-            0 => Ok(()),
-            n => write!(f, ", {n} in flight (CPU not stopped)"),
+    /// `n` in decimal.
+    fn num(&mut self, mut n: u64) -> &mut Self {
+        let mut digits = [0u8; 20];
+        let mut i = digits.len();
+        loop {
+            i -= 1;
+            digits[i] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
         }
+        // ASCII digits: always UTF-8.
+        self.text(core::str::from_utf8(&digits[i..]).unwrap_or(""))
+    }
+
+    /// Makes the buffer an accounting record: `header` (its `len` set here) and the text written.
+    fn finish(&mut self, mut header: Header) {
+        header.len = self.len as u16;
+        self.buf.header = header;
+        self.buf.seq = 0;
     }
 }
 
@@ -112,8 +116,8 @@ pub(crate) fn cpu_stopped<I: DrainInput + ?Sized>(
 /// reuses the last snapshot in `mem` (if there is one). The caller checked that `mem` has a
 /// source for each of `input`'s.
 ///
-/// Stack: the merge and the accounting run in frames of their own, one after the other, each with
-/// its record buffer (`tests/stack.rs` measures the total).
+/// Stack: one record buffer in this frame, shared by the merge (inlined here) and the accounting
+/// (a frame of its own, after the merge); `tests/stack.rs` measures the total.
 pub(crate) fn drain<I: DrainInput + ?Sized, S: CrashSink + ?Sized>(
     input: &I,
     mem: DrainMem<'_>,
@@ -137,11 +141,13 @@ pub(crate) fn drain<I: DrainInput + ?Sized, S: CrashSink + ?Sized>(
     } else {
         snapshot(input, mem, stopped.unwrap_or(&|_| false), &mut rep.steps);
     }
-    let (out, last_ts) = merge_into(input, mem, sink, gen, &mut rep);
+    // One record buffer for the merge and the accounting, in this frame (`tests/stack.rs`).
+    let buf = &mut RecordBuf::new();
+    let (out, last_ts) = merge_into(input, mem, sink, gen, buf, &mut rep);
     rep.complete = out == Outcome::Done;
     // Losses, as ordinary records at the end (after the merge: lapping found during it counts).
     if out == Outcome::Done || out == Outcome::Budget {
-        let go_on = account(input, mem, sink, gen, last_ts, &mut rep);
+        let go_on = account(input, mem, sink, gen, last_ts, buf, &mut rep);
         rep.complete &= go_on;
     }
     rep.not_stopped = (0..ncpu)
@@ -152,15 +158,15 @@ pub(crate) fn drain<I: DrainInput + ?Sized, S: CrashSink + ?Sized>(
 
 /// The merge of one drain: every delivered record into `sink`, counted in `rep`. Returns how it
 /// ended and the newest timestamp delivered.
-#[inline(never)]
+#[inline(always)]
 fn merge_into<I: DrainInput + ?Sized, S: CrashSink + ?Sized>(
     input: &I,
     mem: DrainMem<'_>,
     sink: &mut S,
     gen: usize,
+    buf: &mut RecordBuf,
     rep: &mut DrainReport,
 ) -> (Outcome, u64) {
-    let mut buf = None;
     let mut m = DrainMerge {
         input,
         mem,
@@ -172,7 +178,7 @@ fn merge_into<I: DrainInput + ?Sized, S: CrashSink + ?Sized>(
         from_main: 0,
         last_ts: 0,
     };
-    let out = merge::run(&mut m, mem.heap(), &mut buf, rep.bound, &mut rep.steps);
+    let out = merge::run(&mut m, mem.heap(), buf, rep.bound, &mut rep.steps);
     rep.records = m.records;
     rep.from_main = m.from_main;
     rep.from_rings = m.records - m.from_main;
@@ -189,10 +195,10 @@ fn account<I: DrainInput + ?Sized, S: CrashSink + ?Sized>(
     sink: &mut S,
     gen: usize,
     ts: u64,
+    buf: &mut RecordBuf,
     rep: &mut DrainReport,
 ) -> bool {
     let st = mem.fixed;
-    let buf = &mut RecordBuf::new();
     for c in 0..input.cpus() {
         for d in 0..input.depth() {
             if st.gen.load(Ordering::Relaxed) != gen {
@@ -215,20 +221,26 @@ fn account<I: DrainInput + ?Sized, S: CrashSink + ?Sized>(
                 ctx: Header::pack_ctx(kind, d),
                 ..Header::default()
             };
-            fill(
-                buf,
-                header,
-                format_args!(
-                    "nmilog: cpu {} {} (depth {}): {} torn, {} overwritten, {} dropped{}",
-                    c,
-                    kind.name(),
-                    d,
-                    cnt.torn,
-                    cnt.overwritten,
-                    cnt.dropped,
-                    InFlight(cnt.in_flight)
-                ),
-            );
+            let mut t = PayloadText::new(buf);
+            t.text("nmilog: cpu ")
+                .num(c as u64)
+                .text(" ")
+                .text(kind.name());
+            t.text(" (depth ")
+                .num(d as u64)
+                .text("): ")
+                .num(cnt.torn)
+                .text(" torn, ");
+            t.num(cnt.overwritten)
+                .text(" overwritten, ")
+                .num(cnt.dropped)
+                .text(" dropped");
+            if cnt.in_flight != 0 {
+                t.text(", ")
+                    .num(cnt.in_flight)
+                    .text(" in flight (CPU not stopped)");
+            }
+            t.finish(header);
             rep.records += 1;
             rep.accounting_records += 1;
             if !sink.record(Origin::Accounting, buf) {
@@ -250,14 +262,11 @@ fn account<I: DrainInput + ?Sized, S: CrashSink + ?Sized>(
         facility: facility::NMILOG,
         ..Header::default()
     };
-    fill(
-        buf,
-        header,
-        format_args!(
-            "nmilog: {} main-log records overwritten during the crash drain by a CPU that did not stop",
-            rep.main_lost
-        ),
-    );
+    PayloadText::new(buf)
+        .text("nmilog: ")
+        .num(rep.main_lost)
+        .text(" main-log records overwritten during the crash drain by a CPU that did not stop")
+        .finish(header);
     rep.records += 1;
     rep.accounting_records += 1;
     sink.record(Origin::Accounting, buf)
