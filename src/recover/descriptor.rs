@@ -307,7 +307,7 @@ impl<
 }
 
 /// A descriptor found in a dump, its header checked (magic, version, byte order, word size,
-/// geometry, header checksum). [`Descriptor::validate`] checks the rest.
+/// geometry, header checksum). [`RecoveredLog::open`](super::RecoveredLog::open) checks the rest.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Descriptor {
     pub(crate) addr: usize,
@@ -325,7 +325,7 @@ pub const MAX_CPUS: usize = 1 << 16;
 
 impl Descriptor {
     /// Reads and checks the header of the descriptor at `addr` (not its tables: see
-    /// [`validate`](Self::validate)). Constant time.
+    /// [`RecoveredLog::open`](super::RecoveredLog::open)). Constant time.
     pub fn read<M: Memory + ?Sized>(mem: &M, addr: usize) -> Result<Descriptor, RecoverError> {
         let head = mem
             .words(addr, MAGIC_WORDS + h::COUNT)
