@@ -545,7 +545,7 @@ fn steps() -> Vec<Step> {
                 } else {
                     "-max_total_time=60"
                 };
-                for t in ["concurrent_writers", "handover_parse"] {
+                for t in ["concurrent_writers", "handover_parse", "recover_memory"] {
                     // Run on a scratch copy of the committed seeds, so the run never grows them.
                     let scratch = c.root.join("target/fuzz-corpus").join(t);
                     let _ = std::fs::remove_dir_all(&scratch);
