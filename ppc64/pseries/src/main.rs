@@ -275,6 +275,17 @@ pub fn kmain() -> ! {
         klog::MAIN_WORDS * 8 / 1024,
         klog::KernelLog::FOOTPRINT_BYTES / 1024
     );
+    // The descriptor, now that the CPU count is final: constant from here on.
+    match klog::describe() {
+        Ok(words) => println!(
+            "recover: log descriptor at {:#x} ({words} words: {n} CPUs x {} rings and the main log of the log at {:#x}; the crash's check-in flags in {:#x})",
+            klog::DESCRIPTOR.address(),
+            klog::DEPTH,
+            &klog::LOG as *const klog::KernelLog as usize,
+            &crash_state::STATE as *const _ as usize,
+        ),
+        Err(e) => println!("recover: no log descriptor: {e}"),
+    }
 
     // The last client-interface call is behind us: take over 0x100 and 0x900.
     exceptions::set_system_reset_handler(crash::system_reset);
