@@ -123,6 +123,20 @@ struct Frame<const BUF: usize> {
     overflow: bool,
 }
 
+impl<const BUF: usize> Frame<BUF> {
+    /// Runs one encoder step (`start_frame`, `write` or `end_frame`) with the frame's buffer as its
+    /// output: bytes that do not fit are dropped and mark the frame overflowed.
+    fn encode(&mut self, step: impl FnOnce(&mut defmt::Encoder, &mut dyn FnMut(&[u8]))) {
+        let Frame {
+            encoder,
+            buf,
+            len,
+            overflow,
+        } = self;
+        step(encoder, &mut |b| push(buf, len, overflow, b));
+    }
+}
+
 struct Slot<const BUF: usize> {
     /// 0: idle; 1: a frame is open; n > 1: n - 1 reentrant acquires (discarded) inside it.
     nest: AtomicUsize,
@@ -312,12 +326,7 @@ impl<const CPUS: usize, const DEPTH: usize, const BUF: usize> DefmtSlots<CPUS, D
         f.encoder = defmt::Encoder::new();
         f.len = 0;
         f.overflow = false;
-        let Frame {
-            encoder, buf, len, ..
-        } = f;
-        let mut ovf = false;
-        encoder.start_frame(|b| push(buf, len, &mut ovf, b));
-        f.overflow |= ovf;
+        f.encode(|e, out| e.start_frame(out));
     }
 
     /// `Logger::write`: encodes `bytes` into the open frame (ignored inside a discarded nested
@@ -349,12 +358,7 @@ impl<const CPUS: usize, const DEPTH: usize, const BUF: usize> DefmtSlots<CPUS, D
         }
         // SAFETY: as in `acquire`: this context's open frame.
         let f = unsafe { &mut *slot.frame.get() };
-        let Frame {
-            encoder, buf, len, ..
-        } = f;
-        let mut ovf = false;
-        encoder.write(bytes, |b| push(buf, len, &mut ovf, b));
-        f.overflow |= ovf;
+        f.encode(|e, out| e.write(bytes, out));
     }
 
     /// `Logger::release`: ends the frame and appends it as one raw record (see the module docs).
@@ -398,12 +402,7 @@ impl<const CPUS: usize, const DEPTH: usize, const BUF: usize> DefmtSlots<CPUS, D
         {
             // SAFETY: as in `acquire`: this context's open frame.
             let f = unsafe { &mut *slot.frame.get() };
-            let Frame {
-                encoder, buf, len, ..
-            } = f;
-            let mut ovf = false;
-            encoder.end_frame(|b| push(buf, len, &mut ovf, b));
-            f.overflow |= ovf;
+            f.encode(|e, out| e.end_frame(out));
             if f.overflow {
                 slot.count_drop();
             } else {

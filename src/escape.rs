@@ -162,13 +162,32 @@ pub fn json_string(out: &mut impl fmt::Write, s: &str) -> fmt::Result {
 mod tests {
     extern crate std;
     use std::string::String;
+    use std::vec::Vec;
 
     use super::{json_string, text, text_escapes, FORMAT};
 
-    fn json(s: &str) -> String {
+    /// What `escape` writes for `s`.
+    fn escaped(escape: fn(&mut String, &str) -> core::fmt::Result, s: &str) -> String {
         let mut out = String::new();
-        json_string(&mut out, s).unwrap();
+        escape(&mut out, s).unwrap();
         out
+    }
+
+    fn json(s: &str) -> String {
+        escaped(json_string, s)
+    }
+
+    fn txt(s: &str) -> String {
+        escaped(text, s)
+    }
+
+    /// A writer that fails every write.
+    struct Full;
+
+    impl core::fmt::Write for Full {
+        fn write_str(&mut self, _: &str) -> core::fmt::Result {
+            Err(core::fmt::Error)
+        }
     }
 
     #[test]
@@ -195,19 +214,7 @@ mod tests {
 
     #[test]
     fn a_writer_error_is_passed_on() {
-        struct Full;
-        impl core::fmt::Write for Full {
-            fn write_str(&mut self, _: &str) -> core::fmt::Result {
-                Err(core::fmt::Error)
-            }
-        }
         assert!(json_string(&mut Full, "x").is_err());
-    }
-
-    fn txt(s: &str) -> String {
-        let mut out = String::new();
-        text(&mut out, s).unwrap();
-        out
     }
 
     #[test]
@@ -240,36 +247,70 @@ mod tests {
         }
     }
 
-    /// The Cf table as published (Unicode 16.0 DerivedGeneralCategory.txt, `; Cf`), checked against
-    /// the sorted, disjoint ranges [`FORMAT`] and, code point by code point, against [`text`].
+    /// The Cf lines of Unicode 16.0's DerivedGeneralCategory.txt, as published (the ground truth for
+    /// [`FORMAT`], kept in the file's own format so that it can be compared with the file).
+    const PUBLISHED_CF: &str = "\
+00AD          ; Cf #       SOFT HYPHEN
+0600..0605    ; Cf #   [6] ARABIC NUMBER SIGN..ARABIC NUMBER MARK ABOVE
+061C          ; Cf #       ARABIC LETTER MARK
+06DD          ; Cf #       ARABIC END OF AYAH
+070F          ; Cf #       SYRIAC ABBREVIATION MARK
+0890..0891    ; Cf #   [2] ARABIC POUND MARK ABOVE..ARABIC PIASTRE MARK ABOVE
+08E2          ; Cf #       ARABIC DISPUTED END OF AYAH
+180E          ; Cf #       MONGOLIAN VOWEL SEPARATOR
+200B..200F    ; Cf #   [5] ZERO WIDTH SPACE..RIGHT-TO-LEFT MARK
+202A..202E    ; Cf #   [5] LEFT-TO-RIGHT EMBEDDING..RIGHT-TO-LEFT OVERRIDE
+2060..2064    ; Cf #   [5] WORD JOINER..INVISIBLE PLUS
+2066..206F    ; Cf #  [10] LEFT-TO-RIGHT ISOLATE..NOMINAL DIGIT SHAPES
+FEFF          ; Cf #       ZERO WIDTH NO-BREAK SPACE
+FFF9..FFFB    ; Cf #   [3] INTERLINEAR ANNOTATION ANCHOR..INTERLINEAR ANNOTATION TERMINATOR
+110BD         ; Cf #       KAITHI NUMBER SIGN
+110CD         ; Cf #       KAITHI NUMBER SIGN ABOVE
+13430..1343F  ; Cf #  [16] EGYPTIAN HIEROGLYPH VERTICAL JOINER..EGYPTIAN HIEROGLYPH END WALLED ENCLOSURE
+1BCA0..1BCA3  ; Cf #   [4] SHORTHAND FORMAT LETTER OVERLAP..SHORTHAND FORMAT UP STEP
+1D173..1D17A  ; Cf #   [8] MUSICAL SYMBOL BEGIN BEAM..MUSICAL SYMBOL END PHRASE
+E0001         ; Cf #       LANGUAGE TAG
+E0020..E007F  ; Cf #  [96] TAG SPACE..CANCEL TAG
+
+# Total code points: 170
+";
+
+    /// The ranges of [`PUBLISHED_CF`] (`first..last` or a single code point before the `;`), and
+    /// its total.
+    fn published_cf() -> (Vec<(u32, u32)>, u32) {
+        let hex = |h: &str| u32::from_str_radix(h.trim(), 16).unwrap();
+        let mut ranges = Vec::new();
+        let mut total = None;
+        for line in PUBLISHED_CF.lines() {
+            if let Some(n) = line.strip_prefix("# Total code points: ") {
+                total = Some(n.parse().unwrap());
+            } else if let Some((points, comment)) = line.split_once(';') {
+                let (lo, hi) = points.split_once("..").unwrap_or((points, points));
+                let (lo, hi) = (hex(lo), hex(hi));
+                // A range's comment counts its code points: `[16]`.
+                if let Some((_, n)) = comment.split_once('[') {
+                    assert_eq!(
+                        n.split_once(']').unwrap().0.parse(),
+                        Ok(hi - lo + 1),
+                        "{line}"
+                    );
+                }
+                ranges.push((lo, hi));
+            }
+        }
+        (ranges, total.unwrap())
+    }
+
+    /// The Cf table as published ([`PUBLISHED_CF`]), checked against the sorted, disjoint ranges
+    /// [`FORMAT`] and, code point by code point, against [`text`].
     #[test]
     #[cfg_attr(miri, ignore = "walks every code point: too slow under Miri")]
     fn every_format_character_and_separator_is_escaped() {
-        let cf: &[(u32, u32)] = &[
-            (0xad, 0xad),
-            (0x600, 0x605),
-            (0x61c, 0x61c),
-            (0x6dd, 0x6dd),
-            (0x70f, 0x70f),
-            (0x890, 0x891),
-            (0x8e2, 0x8e2),
-            (0x180e, 0x180e),
-            (0x200b, 0x200f),
-            (0x202a, 0x202e),
-            (0x2060, 0x2064),
-            (0x2066, 0x206f),
-            (0xfeff, 0xfeff),
-            (0xfff9, 0xfffb),
-            (0x110bd, 0x110bd),
-            (0x110cd, 0x110cd),
-            (0x13430, 0x1343f),
-            (0x1bca0, 0x1bca3),
-            (0x1d173, 0x1d17a),
-            (0xe0001, 0xe0001),
-            (0xe0020, 0xe007f),
-        ];
+        let (cf, total) = published_cf();
+        assert_eq!(cf.len(), 21);
         assert_eq!(&FORMAT[..], cf);
-        assert_eq!(cf.iter().map(|&(lo, hi)| hi - lo + 1).sum::<u32>(), 170);
+        assert_eq!(cf.iter().map(|&(lo, hi)| hi - lo + 1).sum::<u32>(), total);
+        assert_eq!(total, 170);
         assert!(FORMAT.windows(2).all(|w| w[0].1 < w[1].0));
         let escaped_as_u = |c: char| txt(&c.to_string()) == std::format!("\\u{{{:x}}}", c as u32);
         for c in (0..=0x10ffff).filter_map(char::from_u32) {
@@ -302,12 +343,6 @@ mod tests {
 
     #[test]
     fn a_writer_error_is_passed_on_by_text() {
-        struct Full;
-        impl core::fmt::Write for Full {
-            fn write_str(&mut self, _: &str) -> core::fmt::Result {
-                Err(core::fmt::Error)
-            }
-        }
         assert!(text(&mut Full, "x").is_err());
         assert!(text(&mut Full, "\u{202e}").is_err());
     }

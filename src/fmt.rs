@@ -14,16 +14,18 @@
 
 use core::fmt;
 
-/// Size of the per-call formatting buffer, in bytes (the longest formatted record). Longer text is
-/// cut at a character boundary, ends with [`TRUNCATION_MARKER`] and carries
-/// [`crate::record::flags::TRUNCATED`].
+/// The longest formatted record, in bytes: Linux's `LOG_LINE_MAX`. Longer text is cut at a
+/// character boundary, ends with [`TRUNCATION_MARKER`] and carries
+/// [`crate::record::flags::TRUNCATED`]. `Log::log_fmt` formats straight into the record's place in
+/// the ring (once to measure, once to store, as Linux's `vprintk_store` does), so this is not a
+/// stack buffer.
 ///
 /// ```
-/// // Long enough for a full console line, and a formatted line always fits in one record.
-/// assert!(nmilog::LINE_MAX >= 80);
+/// // As long as Linux's, and a formatted line always fits in one record.
+/// assert_eq!(nmilog::LINE_MAX, 1024);
 /// assert!(nmilog::LINE_MAX <= nmilog::MAX_PAYLOAD);
 /// ```
-pub const LINE_MAX: usize = 256;
+pub const LINE_MAX: usize = 1024;
 
 /// What a truncated record ends with.
 ///
@@ -131,5 +133,149 @@ impl<const N: usize> fmt::Write for LineBuf<N> {
         }
         // Never report an error: a cut line is still logged, marked as cut.
         Ok(())
+    }
+}
+
+/// What a formatted record will hold: its payload length, how many bytes of the text it keeps, and
+/// its flags (`TRUNCATED` when cut, `NEWLINE` when the text ended with a newline, which is not
+/// stored).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Measure {
+    pub(crate) len: usize,
+    pub(crate) keep: usize,
+    pub(crate) flags: u8,
+}
+
+/// A writer that only counts: the text's length, its last byte, and the last character boundary at
+/// or before `cut` (where a text too long for a record is cut).
+struct Counter {
+    cut: usize,
+    total: usize,
+    last: u8,
+    boundary: usize,
+}
+
+impl Counter {
+    fn new(max: usize) -> Self {
+        Counter {
+            cut: max.saturating_sub(TRUNCATION_MARKER.len()),
+            total: 0,
+            last: 0,
+            boundary: 0,
+        }
+    }
+}
+
+impl fmt::Write for Counter {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        if self.total <= self.cut {
+            // The largest char boundary of `s` at or before the cut, as an offset of the text.
+            let mut i = (self.cut - self.total).min(s.len());
+            while !s.is_char_boundary(i) {
+                i -= 1;
+            }
+            self.boundary = self.total + i;
+        }
+        if let Some(&b) = s.as_bytes().last() {
+            self.last = b;
+        }
+        self.total = self.total.saturating_add(s.len());
+        Ok(())
+    }
+}
+
+/// Measures the record `args` makes in a record of at most `max` bytes (the smaller of
+/// [`LINE_MAX`] and what the ring takes; see [`Measure`]): formats once, storing nothing.
+pub(crate) fn measure(args: fmt::Arguments<'_>, max: usize) -> Measure {
+    let mut c = Counter::new(max);
+    match args.as_str() {
+        Some(s) => {
+            let _ = fmt::Write::write_str(&mut c, s);
+        }
+        None => {
+            let _ = fmt::write(&mut c, args);
+        }
+    }
+    finish(c, max)
+}
+
+fn finish(c: Counter, max: usize) -> Measure {
+    let mut flags = 0;
+    let mut total = c.total;
+    if c.last == b'\n' {
+        // A trailing newline ends the record; it is not stored (consoles add their own).
+        flags |= crate::record::flags::NEWLINE;
+        total -= 1;
+    }
+    if total > max {
+        Measure {
+            len: c.boundary + TRUNCATION_MARKER.len(),
+            keep: c.boundary,
+            flags: flags | crate::record::flags::TRUNCATED,
+        }
+    } else {
+        Measure {
+            len: total,
+            keep: total,
+            flags,
+        }
+    }
+}
+
+/// A formatted payload ([`crate::ring::PayloadSource`]): `args` formatted a second time straight into
+/// the record's words, cut as [`measure`] said (a `Display` impl that formats differently the second
+/// time is cut or padded with spaces to the measured length: the record's size is fixed by then).
+pub(crate) struct Formatted<'a> {
+    pub(crate) args: fmt::Arguments<'a>,
+    pub(crate) m: Measure,
+}
+
+/// Passes at most `left` bytes on to the packer.
+struct Limited<'p, 'w> {
+    packer: &'p mut crate::ring::WordPacker<'w>,
+    left: usize,
+}
+
+impl fmt::Write for Limited<'_, '_> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let n = s.len().min(self.left);
+        self.packer.push(&s.as_bytes()[..n]);
+        self.left -= n;
+        Ok(())
+    }
+}
+
+impl crate::ring::PayloadSource for Formatted<'_> {
+    #[inline]
+    fn len(&self) -> usize {
+        self.m.len
+    }
+
+    fn store(self, body: &[crate::sync::AtomicUsize], mut half: impl FnMut() -> bool) -> bool {
+        if !half() {
+            return false;
+        }
+        let mut packer = crate::ring::WordPacker::new(body);
+        let mut w = Limited {
+            packer: &mut packer,
+            left: self.m.keep,
+        };
+        match self.args.as_str() {
+            Some(s) => {
+                let _ = fmt::Write::write_str(&mut w, s);
+            }
+            None => {
+                let _ = fmt::write(&mut w, self.args);
+            }
+        }
+        let short = w.left;
+        for _ in 0..short {
+            packer.push(b" ");
+        }
+        if self.m.flags & crate::record::flags::TRUNCATED != 0 {
+            packer.push(TRUNCATION_MARKER.as_bytes());
+        }
+        packer.finish();
+        true
     }
 }

@@ -234,62 +234,33 @@ macro_rules! printk {
     };
 }
 
-/// Logs at level 0 (emerg).
-///
-/// ```
-/// nmilog::pr_emerg!("e={}", 0);
-/// ```
-#[macro_export]
-macro_rules! pr_emerg { ($($arg:tt)+) => { $crate::printk!($crate::Level::Emerg, $($arg)+) }; }
-/// Logs at level 1 (alert).
-///
-/// ```
-/// nmilog::pr_alert!("a");
-/// ```
-#[macro_export]
-macro_rules! pr_alert { ($($arg:tt)+) => { $crate::printk!($crate::Level::Alert, $($arg)+) }; }
-/// Logs at level 2 (crit).
-///
-/// ```
-/// nmilog::pr_crit!("c");
-/// ```
-#[macro_export]
-macro_rules! pr_crit { ($($arg:tt)+) => { $crate::printk!($crate::Level::Crit, $($arg)+) }; }
-/// Logs at level 3 (err).
-///
-/// ```
-/// nmilog::pr_err!("e");
-/// ```
-#[macro_export]
-macro_rules! pr_err { ($($arg:tt)+) => { $crate::printk!($crate::Level::Err, $($arg)+) }; }
-/// Logs at level 4 (warning).
-///
-/// ```
-/// nmilog::pr_warn!("w");
-/// ```
-#[macro_export]
-macro_rules! pr_warn { ($($arg:tt)+) => { $crate::printk!($crate::Level::Warning, $($arg)+) }; }
-/// Logs at level 5 (notice).
-///
-/// ```
-/// nmilog::pr_notice!("n");
-/// ```
-#[macro_export]
-macro_rules! pr_notice { ($($arg:tt)+) => { $crate::printk!($crate::Level::Notice, $($arg)+) }; }
-/// Logs at level 6 (info).
-///
-/// ```
-/// nmilog::pr_info!("i");
-/// ```
-#[macro_export]
-macro_rules! pr_info { ($($arg:tt)+) => { $crate::printk!($crate::Level::Info, $($arg)+) }; }
-/// Logs at level 7 (debug).
-///
-/// ```
-/// nmilog::pr_debug!("d");
-/// ```
-#[macro_export]
-macro_rules! pr_debug { ($($arg:tt)+) => { $crate::printk!($crate::Level::Debug, $($arg)+) }; }
+/// Defines `pr_<level>!` for each level: `printk!` at that [`Level`](crate::Level). (The
+/// rate-limited and once-per-call-site variants come from the same kind of table in
+/// [`ratelimit`](crate::ratelimit).)
+macro_rules! pr_macros {
+    ($d:tt $( $pr:ident $level:ident $n:literal $name:literal ; )*) => { $(
+        #[doc = concat!("Logs at level ", $n, " (", $name, ").")]
+        ///
+        /// ```
+        #[doc = concat!("nmilog::", stringify!($pr), "!(\"x={}\", 1);")]
+        /// ```
+        #[macro_export]
+        macro_rules! $pr {
+            ($d($d arg:tt)+) => { $crate::printk!($crate::Level::$level, $d($d arg)+) };
+        }
+    )* };
+}
+
+pr_macros! { $
+    pr_emerg Emerg 0 "emerg";
+    pr_alert Alert 1 "alert";
+    pr_crit Crit 2 "crit";
+    pr_err Err 3 "err";
+    pr_warn Warning 4 "warning";
+    pr_notice Notice 5 "notice";
+    pr_info Info 6 "info";
+    pr_debug Debug 7 "debug";
+}
 
 /// Continues the previous line of the same caller (the record carries
 /// [`flags::CONT`](crate::record::flags::CONT); readers join it to the line before).

@@ -145,11 +145,11 @@ pub mod layout {
 /// Each flag is a distinct single bit, so they combine with `|`:
 ///
 /// ```
-/// use nmilog::record::flags::{CONT, RAW, TRUNCATED};
-/// for f in [CONT, TRUNCATED, RAW] {
+/// use nmilog::record::flags::{CONT, NEWLINE, RAW, TRUNCATED};
+/// for f in [CONT, TRUNCATED, RAW, NEWLINE] {
 ///     assert_eq!(f.count_ones(), 1);
 /// }
-/// assert_eq!(CONT | TRUNCATED | RAW, 0b111);
+/// assert_eq!(CONT | TRUNCATED | RAW | NEWLINE, 0b1111);
 /// ```
 pub mod flags {
     /// The record continues the previous record of the same caller (`pr_cont!`).
@@ -172,6 +172,21 @@ pub mod flags {
     /// assert_eq!(ImageRecord { seq: 0, header: h, payload: b"text" }.text(), None);
     /// ```
     pub const RAW: u8 = 1 << 2;
+    /// The text ended with a newline, which ends the record (it is not stored: consoles end every
+    /// record with their own). A `pr_cont!` after it starts a new line.
+    ///
+    /// ```
+    /// # use nmilog::doc_support::OneCpu;
+    /// # use nmilog::{Level, Log, RecordBuf};
+    /// use nmilog::record::flags;
+    /// static LOG: Log<OneCpu, 1, 256, 1024> = Log::new(OneCpu);
+    /// LOG.log_fmt(Level::Info, 0, format_args!("ported from C\n")).unwrap();
+    /// let mut rec = RecordBuf::new();
+    /// LOG.main_reader().read(&LOG, &mut rec);
+    /// assert_eq!(rec.text(), Some("ported from C")); // printed once, not double-spaced
+    /// assert_ne!(rec.header.flags & flags::NEWLINE, 0);
+    /// ```
+    pub const NEWLINE: u8 = 1 << 3;
 }
 
 /// Facility numbers.

@@ -214,7 +214,7 @@ fn recursion_is_counted_as_dropped() {
 #[test]
 fn truncation_and_continuation_flags() {
     let log: Log<Manual, 1, 512, 1024> = Log::new(Manual::new(1));
-    let long = "x".repeat(400);
+    let long = "x".repeat(1200);
     log.log_fmt(Level::Info, 0, format_args!("{long}")).unwrap();
     log.log_fmt(Level::Info, flags::CONT, format_args!(" more"))
         .unwrap();

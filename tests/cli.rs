@@ -16,6 +16,8 @@
 
 #![cfg(target_os = "linux")]
 
+mod common;
+
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -26,49 +28,15 @@ use std::time::{Duration, Instant};
 use nmilog::doc_support::OneCpu;
 use nmilog::{handover, Level, Log};
 
+use common::build_examples;
+
 // ------------------------------------------------------------------------------------------------
 // Building and running the examples.
 
-/// Builds the three examples once and returns their paths (dmesg, crash, latency). The build's
-/// messages go to a pipe as JSON, so compiler warnings never reach the examples' stderr.
+/// The three examples, built once (dmesg, crash, latency).
 fn binaries() -> &'static [PathBuf; 3] {
     static BIN: OnceLock<[PathBuf; 3]> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let names = ["dmesg", "crash", "latency"];
-        let mut cmd = Command::new(env!("CARGO"));
-        cmd.args([
-            "build",
-            "--quiet",
-            "--manifest-path",
-            concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml"),
-            "--message-format=json",
-        ]);
-        for n in names {
-            cmd.args(["--example", n]);
-        }
-        let out = cmd
-            .stderr(Stdio::inherit())
-            .output()
-            .expect("cargo build --example");
-        assert!(out.status.success(), "building the examples failed");
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        let key = "\"executable\":\"";
-        names.map(|name| {
-            stdout
-                .lines()
-                .filter(|l| {
-                    l.contains("\"reason\":\"compiler-artifact\"")
-                        && l.contains("\"kind\":[\"example\"]")
-                        && l.contains(&format!("\"name\":\"{name}\""))
-                })
-                .find_map(|l| {
-                    let at = l.find(key)? + key.len();
-                    let end = l[at..].find('"')?;
-                    Some(PathBuf::from(&l[at..at + end]))
-                })
-                .unwrap_or_else(|| panic!("the {name} example's executable in cargo's messages"))
-        })
-    })
+    BIN.get_or_init(|| build_examples(["dmesg", "crash", "latency"]))
 }
 
 fn binary(name: &str) -> &'static Path {

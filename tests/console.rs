@@ -3,9 +3,8 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use nmilog::console::{
-    AcquireError, Console, ConsoleState, Consoles, MemConsole, Priority, Wait, WriteContext,
-};
+use nmilog::console::AcquireError::{self, Busy, Timeout, Unsafe};
+use nmilog::console::{Console, ConsoleState, Consoles, MemConsole, Priority, Wait, WriteContext};
 use nmilog::host::HostPlatform;
 use nmilog::record::flags;
 use nmilog::{ContextKind, Level, Log};
@@ -14,24 +13,32 @@ fn wall_ns() -> u64 {
     HostPlatform::clock_ns()
 }
 
+/// `st` refuses `cpu` at `prio` within `wait`, for `why`.
+#[track_caller]
+fn assert_refused(
+    st: &ConsoleState,
+    cpu: usize,
+    prio: Priority,
+    wait: &Wait<'_>,
+    why: AcquireError,
+) {
+    assert_eq!(st.try_acquire(cpu, prio, wait).err(), Some(why));
+}
+
+/// `st` acquired by `cpu` at `prio`, its owner in the middle of a record (an unsafe section).
+fn owner_mid_record(st: &ConsoleState, cpu: usize, prio: Priority) -> WriteContext<'_> {
+    let mut owner = st.try_acquire(cpu, prio, &Wait::none()).unwrap();
+    assert!(owner.enter_unsafe());
+    owner
+}
+
 #[test]
 fn equal_or_lower_priority_never_waits() {
     let st = ConsoleState::new();
-    let mut owner = st
-        .try_acquire(0, Priority::Emergency, &Wait::none())
-        .unwrap();
-    assert!(owner.enter_unsafe());
+    let mut owner = owner_mid_record(&st, 0, Priority::Emergency);
     let t = Instant::now();
-    assert_eq!(
-        st.try_acquire(1, Priority::Emergency, &Wait::spins(u32::MAX))
-            .err(),
-        Some(AcquireError::Busy)
-    );
-    assert_eq!(
-        st.try_acquire(1, Priority::Normal, &Wait::spins(u32::MAX))
-            .err(),
-        Some(AcquireError::Busy)
-    );
+    assert_refused(&st, 1, Priority::Emergency, &Wait::spins(u32::MAX), Busy);
+    assert_refused(&st, 1, Priority::Normal, &Wait::spins(u32::MAX), Busy);
     assert!(
         t.elapsed() < Duration::from_secs(1),
         "a Busy answer does not wait"
@@ -42,15 +49,10 @@ fn equal_or_lower_priority_never_waits() {
 #[test]
 fn never_waits_for_the_interrupted_owner_on_the_same_cpu() {
     let st = ConsoleState::new();
-    let mut task = st.try_acquire(2, Priority::Normal, &Wait::none()).unwrap();
-    assert!(task.enter_unsafe());
+    let mut task = owner_mid_record(&st, 2, Priority::Normal);
     // An interrupt on CPU 2 with an emergency: its owner is the code it interrupted.
     let t = Instant::now();
-    assert_eq!(
-        st.try_acquire(2, Priority::Emergency, &Wait::spins(u32::MAX))
-            .err(),
-        Some(AcquireError::Busy)
-    );
+    assert_refused(&st, 2, Priority::Emergency, &Wait::spins(u32::MAX), Busy);
     assert!(t.elapsed() < Duration::from_secs(1));
     assert_eq!(st.view().req_prio, Priority::None);
     assert!(task.exit_unsafe());
@@ -59,13 +61,9 @@ fn never_waits_for_the_interrupted_owner_on_the_same_cpu() {
 #[test]
 fn direct_takeover_only_outside_unsafe_sections() {
     let st = ConsoleState::new();
-    let mut low = st.try_acquire(0, Priority::Normal, &Wait::none()).unwrap();
-    assert!(low.enter_unsafe());
+    let mut low = owner_mid_record(&st, 0, Priority::Normal);
     // In an unsafe section: no direct takeover, and without waiting the request is withdrawn.
-    assert_eq!(
-        st.try_acquire(1, Priority::Emergency, &Wait::none()).err(),
-        Some(AcquireError::Timeout)
-    );
+    assert_refused(&st, 1, Priority::Emergency, &Wait::none(), Timeout);
     assert_eq!(st.view().req_prio, Priority::None);
     assert!(low.exit_unsafe());
     // Between records: taken directly; the old owner notices and stops.
@@ -88,8 +86,7 @@ fn handover_when_the_owner_leaves_its_unsafe_section() {
     let handed = AtomicBool::new(false);
     std::thread::scope(|s| {
         s.spawn(|| {
-            let mut owner = ST.try_acquire(0, Priority::Normal, &Wait::none()).unwrap();
-            assert!(owner.enter_unsafe());
+            let mut owner = owner_mid_record(&ST, 0, Priority::Normal);
             ready.store(true, Ordering::Release);
             // Mid-record: wait (bounded) for the emergency request to show up.
             let t = Instant::now();
@@ -128,29 +125,17 @@ fn handover_when_the_owner_leaves_its_unsafe_section() {
 #[test]
 fn timeout_is_bounded_and_withdraws_the_request() {
     let st = ConsoleState::new();
-    let mut owner = st.try_acquire(0, Priority::Normal, &Wait::none()).unwrap();
-    assert!(owner.enter_unsafe()); // a stuck owner
+    let mut owner = owner_mid_record(&st, 0, Priority::Normal); // a stuck owner
 
     // Spin bound.
-    assert_eq!(
-        st.try_acquire(1, Priority::Emergency, &Wait::spins(1000))
-            .err(),
-        Some(AcquireError::Timeout)
-    );
+    assert_refused(&st, 1, Priority::Emergency, &Wait::spins(1000), Timeout);
     assert_eq!(st.view().req_prio, Priority::None, "request withdrawn");
 
     // Clock bound: the fake clock advances 1 ms per read; the deadline is 20 ms away.
     let reads = AtomicU64::new(0);
     let clock = || reads.fetch_add(1, Ordering::Relaxed) * 1_000_000;
-    assert_eq!(
-        st.try_acquire(
-            1,
-            Priority::Emergency,
-            &Wait::spins(u32::MAX).with_deadline(&clock, 20_000_000)
-        )
-        .err(),
-        Some(AcquireError::Timeout)
-    );
+    let wait = Wait::spins(u32::MAX).with_deadline(&clock, 20_000_000);
+    assert_refused(&st, 1, Priority::Emergency, &wait, Timeout);
     let n = reads.load(Ordering::Relaxed);
     assert!(
         (20..=22).contains(&n),
@@ -166,13 +151,9 @@ fn timeout_is_bounded_and_withdraws_the_request() {
 #[test]
 fn panic_takeover_marks_the_console_unsafe_forever() {
     let st = ConsoleState::new();
-    let mut stuck = st.try_acquire(1, Priority::Normal, &Wait::none()).unwrap();
-    assert!(stuck.enter_unsafe());
+    let mut stuck = owner_mid_record(&st, 1, Priority::Normal);
     // Friendly attempts fail: the owner never leaves its unsafe section.
-    assert_eq!(
-        st.try_acquire(0, Priority::Panic, &Wait::spins(100)).err(),
-        Some(AcquireError::Timeout)
-    );
+    assert_refused(&st, 0, Priority::Panic, &Wait::spins(100), Timeout);
     // SAFETY: the "stopped" owner (`stuck`) is only used below to check it lost the console; it
     // never touches the device.
     let mut p = unsafe { st.panic_takeover(0) };
@@ -184,15 +165,8 @@ fn panic_takeover_marks_the_console_unsafe_forever() {
     assert_eq!((v.prio, v.cpu), (Priority::Panic, 0));
     drop(p);
     // For good: only the panic priority may use it again.
-    assert_eq!(
-        st.try_acquire(0, Priority::Normal, &Wait::none()).err(),
-        Some(AcquireError::Unsafe)
-    );
-    assert_eq!(
-        st.try_acquire(0, Priority::Emergency, &Wait::spins(10))
-            .err(),
-        Some(AcquireError::Unsafe)
-    );
+    assert_refused(&st, 0, Priority::Normal, &Wait::none(), Unsafe);
+    assert_refused(&st, 0, Priority::Emergency, &Wait::spins(10), Unsafe);
     let again = st.try_acquire(0, Priority::Panic, &Wait::none()).unwrap();
     assert!(again.after_unsafe_takeover());
 }
@@ -353,12 +327,7 @@ fn panic_flush_takes_a_stuck_console_over_without_repeating_lines() {
     CONSOLES.emit_pending(&LOG);
 
     // CPU 1 takes the console and is stopped by the crash NMI in the middle of a record.
-    let mut stuck = CONSOLES
-        .state(0)
-        .unwrap()
-        .try_acquire(1, Priority::Normal, &Wait::none())
-        .unwrap();
-    assert!(stuck.enter_unsafe());
+    let stuck = owner_mid_record(CONSOLES.state(0).unwrap(), 1, Priority::Normal);
     std::mem::forget(stuck);
 
     LOG.log_fmt(Level::Err, 0, format_args!("pending 1"))

@@ -75,52 +75,55 @@ impl P<'_> {
         assert_eq!(self.b.get(self.i), Some(&c), "JSON: expected {}", c as char);
         self.i += 1;
     }
+    /// The elements of an object or array up to `close`, its opening bracket at the cursor, each
+    /// parsed by `item`.
+    fn seq(&mut self, close: u8, mut item: impl FnMut(&mut Self)) {
+        self.i += 1;
+        self.ws();
+        if self.b[self.i] == close {
+            self.i += 1;
+            return;
+        }
+        loop {
+            item(self);
+            self.ws();
+            if self.b[self.i] == b',' {
+                self.i += 1;
+            } else {
+                self.eat(close);
+                return;
+            }
+        }
+    }
+    /// The literal `w` at the cursor, as `v`.
+    fn word(&mut self, w: &str, v: J) -> J {
+        assert!(
+            self.b[self.i..].starts_with(w.as_bytes()),
+            "JSON: expected {w}"
+        );
+        self.i += w.len();
+        v
+    }
     fn val(&mut self) -> J {
         self.ws();
         match self.b[self.i] {
             b'{' => {
-                self.i += 1;
                 let mut m = BTreeMap::new();
-                self.ws();
-                if self.b[self.i] == b'}' {
-                    self.i += 1;
-                    return J::Obj(m);
-                }
-                loop {
-                    let k = match self.val() {
+                self.seq(b'}', |p| {
+                    let k = match p.val() {
                         J::Str(s) => s,
                         other => panic!("JSON key {other:?}"),
                     };
-                    self.eat(b':');
-                    let v = self.val();
+                    p.eat(b':');
+                    let v = p.val();
                     m.insert(k, v);
-                    self.ws();
-                    if self.b[self.i] == b',' {
-                        self.i += 1;
-                    } else {
-                        self.eat(b'}');
-                        return J::Obj(m);
-                    }
-                }
+                });
+                J::Obj(m)
             }
             b'[' => {
-                self.i += 1;
                 let mut v = Vec::new();
-                self.ws();
-                if self.b[self.i] == b']' {
-                    self.i += 1;
-                    return J::Arr(v);
-                }
-                loop {
-                    v.push(self.val());
-                    self.ws();
-                    if self.b[self.i] == b',' {
-                        self.i += 1;
-                    } else {
-                        self.eat(b']');
-                        return J::Arr(v);
-                    }
-                }
+                self.seq(b']', |p| v.push(p.val()));
+                J::Arr(v)
             }
             b'"' => {
                 self.i += 1;
@@ -162,18 +165,9 @@ impl P<'_> {
                     }
                 }
             }
-            b't' => {
-                self.i += 4;
-                J::Bool(true)
-            }
-            b'f' => {
-                self.i += 5;
-                J::Bool(false)
-            }
-            b'n' => {
-                self.i += 4;
-                J::Null
-            }
+            b't' => self.word("true", J::Bool(true)),
+            b'f' => self.word("false", J::Bool(false)),
+            b'n' => self.word("null", J::Null),
             _ => {
                 let start = self.i;
                 while self.i < self.b.len() && b"+-0123456789.eE".contains(&self.b[self.i]) {
@@ -255,15 +249,21 @@ fn parse_sim(text: &str) -> Option<(usize, bool, u64)> {
     Some((c.parse().ok()?, irq, rest.strip_prefix("n=")?.parse().ok()?))
 }
 
-fn check(args: &[&str], e: &Expect<'_>) -> J {
+/// What a `--json` run of a scenario printed: its records, its summary, and a context string for
+/// assertion messages (the scenario and its stderr).
+struct Run {
+    recs: Vec<Rec>,
+    summary: J,
+    ctx: String,
+}
+
+/// Runs the scenario `args` (whitespace-separated) with `--json` and `extra`; it must exit with 0
+/// and print one JSON object per record (each with a level from 0 to 7) and a summary line. Checks
+/// the log order: sequence numbers increase, timestamps never go backwards.
+fn run_json(args: &str, extra: &[&str]) -> Run {
     let mut full = vec!["--json"];
-    full.extend_from_slice(args);
-    // Every CPU answers the NMI in these scenarios, so the bounded wait ends as soon as they have; a
-    // long bound keeps a starved CI host (a stopped CPU's thread not scheduled for a second) from
-    // turning into a "did not answer".
-    if e.deaf.is_empty() && !args.contains(&"--ack-timeout-ms") {
-        full.extend_from_slice(&["--ack-timeout-ms", "20000"]);
-    }
+    full.extend(args.split_whitespace());
+    full.extend_from_slice(extra);
     let (code, stdout, stderr) = run(&full);
     let ctx = format!("scenario {args:?}\nstderr:\n{stderr}");
     assert_eq!(code, 0, "exit code; {ctx}\nstdout tail:\n{}", tail(&stdout));
@@ -287,7 +287,32 @@ fn check(args: &[&str], e: &Expect<'_>) -> J {
         let level = v.get("level").u();
         assert!(level <= 7, "level {level}; {ctx}");
     }
-    let s = summary.unwrap_or_else(|| panic!("no summary line; {ctx}"));
+    let summary = summary.unwrap_or_else(|| panic!("no summary line; {ctx}"));
+    for w in recs.windows(2) {
+        assert!(w[1].seq > w[0].seq, "seq order at {}; {ctx}", w[1].seq);
+        assert!(
+            w[1].ts >= w[0].ts,
+            "timestamp goes backwards at seq {}; {ctx}",
+            w[1].seq
+        );
+    }
+    Run { recs, summary, ctx }
+}
+
+fn check(args: &str, e: &Expect<'_>) -> J {
+    // Every CPU answers the NMI in these scenarios, so the bounded wait ends as soon as they have; a
+    // long bound keeps a starved CI host (a stopped CPU's thread not scheduled for a second) from
+    // turning into a "did not answer".
+    let long_wait: &[&str] = if e.deaf.is_empty() && !args.contains("--ack-timeout-ms") {
+        &["--ack-timeout-ms", "20000"]
+    } else {
+        &[]
+    };
+    let Run {
+        recs,
+        summary: s,
+        ctx,
+    } = run_json(args, long_wait);
     let ncpu = s.get("cpus").u() as usize;
     assert_eq!(s.get("deadlock"), &J::Bool(false), "{ctx}");
     assert_eq!(s.get("mask_path").s(), e.mask_path, "mask path; {ctx}");
@@ -299,16 +324,6 @@ fn check(args: &[&str], e: &Expect<'_>) -> J {
     assert_eq!(s.get("papr_violations").u(), 0, "PAPR violations; {ctx}");
     assert_eq!(s.get("crash_cpu").u() as usize, e.crash_cpu, "{ctx}");
     assert_eq!(s.get("crash_ctx").s(), e.crash_ctx, "{ctx}");
-
-    // Log order: sequence numbers increase, timestamps never go backwards.
-    for w in recs.windows(2) {
-        assert!(w[1].seq > w[0].seq, "seq order at {}; {ctx}", w[1].seq);
-        assert!(
-            w[1].ts >= w[0].ts,
-            "timestamp goes backwards at seq {}; {ctx}",
-            w[1].seq
-        );
-    }
 
     // Per-CPU records against the ground truth.
     let committed = s.get("committed_per_cpu").us();
@@ -469,20 +484,13 @@ fn tail(s: &str) -> String {
 
 #[test]
 fn default_scenario() {
-    check(&[], &DEFAULT);
+    check("", &DEFAULT);
 }
 
 #[test]
 fn frozen_in_log() {
     check(
-        &[
-            "--freeze-in-log",
-            "1,2",
-            "--rtas-held-by",
-            "none",
-            "--seed",
-            "7",
-        ],
+        "--freeze-in-log 1,2 --rtas-held-by none --seed 7",
         &Expect {
             mask_path: "rtas",
             frozen: &[1, 2],
@@ -494,7 +502,7 @@ fn frozen_in_log() {
 #[test]
 fn holding_rtas_outside_the_call() {
     check(
-        &["--freeze-in-log", "none", "--rtas-held-by", "1"],
+        "--freeze-in-log none --rtas-held-by 1",
         &Expect {
             frozen: &[],
             ..DEFAULT
@@ -505,7 +513,7 @@ fn holding_rtas_outside_the_call() {
 #[test]
 fn holding_rtas_inside_the_call_masks_at_the_presenter() {
     check(
-        &["--rtas-in-call"],
+        "--rtas-in-call",
         &Expect {
             mask_path: "presenter",
             ..DEFAULT
@@ -516,7 +524,7 @@ fn holding_rtas_inside_the_call_masks_at_the_presenter() {
 #[test]
 fn deaf_cpu() {
     check(
-        &["--deaf", "1", "--ack-timeout-ms", "500"],
+        "--deaf 1 --ack-timeout-ms 500",
         &Expect {
             deaf: &[1],
             ..DEFAULT
@@ -528,14 +536,7 @@ fn deaf_cpu() {
 fn deaf_cpu_holding_rtas_masks_at_the_presenter() {
     // The holder never checks in: it might still enter firmware, so RTAS is not called.
     check(
-        &[
-            "--deaf",
-            "3",
-            "--rtas-held-by",
-            "3",
-            "--ack-timeout-ms",
-            "500",
-        ],
+        "--deaf 3 --rtas-held-by 3 --ack-timeout-ms 500",
         &Expect {
             mask_path: "presenter",
             deaf: &[3],
@@ -547,7 +548,7 @@ fn deaf_cpu_holding_rtas_masks_at_the_presenter() {
 #[test]
 fn tiny_rings_overwrite() {
     check(
-        &["--ring-bytes", "1024"],
+        "--ring-bytes 1024",
         &Expect {
             overwrites: true,
             ..DEFAULT
@@ -558,14 +559,7 @@ fn tiny_rings_overwrite() {
 #[test]
 fn crash_from_interrupt_context() {
     let s = check(
-        &[
-            "--crash-in",
-            "irq",
-            "--crash-cpu",
-            "1",
-            "--freeze-in-log",
-            "2",
-        ],
+        "--crash-in irq --crash-cpu 1 --freeze-in-log 2",
         &Expect {
             crash_cpu: 1,
             crash_ctx: "irq",
@@ -578,7 +572,7 @@ fn crash_from_interrupt_context() {
 #[test]
 fn two_cpus() {
     check(
-        &["--cpus", "2"],
+        "--cpus 2",
         &Expect {
             mask_path: "rtas",
             frozen: &[],
@@ -590,18 +584,7 @@ fn two_cpus() {
 #[test]
 fn sixteen_cpus() {
     check(
-        &[
-            "--cpus",
-            "16",
-            "--freeze-in-log",
-            "2,9",
-            "--rtas-held-by",
-            "3",
-            "--deaf",
-            "12",
-            "--ack-timeout-ms",
-            "1000",
-        ],
+        "--cpus 16 --freeze-in-log 2,9 --rtas-held-by 3 --deaf 12 --ack-timeout-ms 1000",
         &Expect {
             frozen: &[2, 9],
             deaf: &[12],
@@ -613,17 +596,7 @@ fn sixteen_cpus() {
 #[test]
 fn sixteen_cpus_tiny_rings_crash_in_irq() {
     check(
-        &[
-            "--cpus",
-            "16",
-            "--ring-bytes",
-            "2048",
-            "--crash-in",
-            "irq",
-            "--crash-cpu",
-            "5",
-            "--rtas-in-call",
-        ],
+        "--cpus 16 --ring-bytes 2048 --crash-in irq --crash-cpu 5 --rtas-in-call",
         &Expect {
             mask_path: "presenter",
             crash_cpu: 5,
@@ -704,45 +677,18 @@ fn bad_arguments_exit_1() {
 /// recovered once or counted, the ground truth being a range for such a CPU), and here, from the
 /// records alone: timestamp order, each record at most once, every stopped CPU's "stopped" record,
 /// no torn record on a CPU that did not stop.
-fn check_unstopped(args: &[&str]) -> J {
-    let mut full = vec!["--json"];
-    full.extend_from_slice(args);
-    let (code, stdout, stderr) = run(&full);
-    let ctx = format!("scenario {args:?}\nstderr:\n{stderr}");
-    assert_eq!(code, 0, "exit code; {ctx}\nstdout tail:\n{}", tail(&stdout));
-    let mut recs = Vec::new();
-    let mut summary = None;
-    for line in stdout.lines().filter(|l| !l.trim().is_empty()) {
-        let v = json(line);
-        if let J::Obj(m) = &v {
-            if let Some(s) = m.get("summary") {
-                summary = Some(s.clone());
-                continue;
-            }
-        }
-        recs.push(Rec {
-            seq: v.get("seq").u(),
-            ts: v.get("ts_ns").u(),
-            cpu: v.get("cpu").u() as usize,
-            ctx: v.get("ctx").s().to_string(),
-            text: v.get("text").s().to_string(),
-        });
-    }
-    let s = summary.unwrap_or_else(|| panic!("no summary line; {ctx}"));
+fn check_unstopped(args: &str) -> J {
+    let Run {
+        recs,
+        summary: s,
+        ctx,
+    } = run_json(args, &[]);
     assert_eq!(
         s.get("verified"),
         &J::Bool(true),
         "capture stage's own check: {:?}; {ctx}",
         s.get("failures")
     );
-    for w in recs.windows(2) {
-        assert!(w[1].seq > w[0].seq, "seq order at {}; {ctx}", w[1].seq);
-        assert!(
-            w[1].ts >= w[0].ts,
-            "timestamp goes backwards at seq {}; {ctx}",
-            w[1].seq
-        );
-    }
     let mut seen = std::collections::HashSet::new();
     for r in &recs {
         if let Some(key) = parse_sim(&r.text) {
@@ -787,19 +733,9 @@ fn ack_timeout_0_one_deaf_cpu_over_many_seeds() {
     // during the drain, or after it, or only after the image. The seed moves the crash point.
     let mut late = 0;
     for seed in 1..=16 {
-        let seed = seed.to_string();
-        let s = check_unstopped(&[
-            "--ack-timeout-ms",
-            "0",
-            "--freeze-in-log",
-            "none",
-            "--rtas-held-by",
-            "none",
-            "--deaf",
-            "1",
-            "--seed",
-            &seed,
-        ]);
+        let s = check_unstopped(&format!(
+            "--ack-timeout-ms 0 --freeze-in-log none --rtas-held-by none --deaf 1 --seed {seed}"
+        ));
         assert!(s.get("not_stopped_cpus").us().contains(&1), "CPU 1 is deaf");
         late += s.get("not_stopped_cpus").us().len() - 1;
     }
@@ -809,17 +745,9 @@ fn ack_timeout_0_one_deaf_cpu_over_many_seeds() {
 #[test]
 fn ack_timeout_0_several_deaf_cpus_with_frozen_writers_over_many_seeds() {
     for seed in 1..=8 {
-        let seed = seed.to_string();
-        let s = check_unstopped(&[
-            "--cpus",
-            "6",
-            "--ack-timeout-ms",
-            "0",
-            "--deaf",
-            "1,4",
-            "--seed",
-            &seed,
-        ]);
+        let s = check_unstopped(&format!(
+            "--cpus 6 --ack-timeout-ms 0 --deaf 1,4 --seed {seed}"
+        ));
         let ns = s.get("not_stopped_cpus").us();
         assert!(ns.contains(&1) && ns.contains(&4), "{ns:?}");
     }
@@ -842,20 +770,11 @@ fn deaf_flush_owner_paused_at_every_step_of_a_move() {
             continue;
         }
         covered[step] = true;
-        let seed_s = seed.to_string();
         let wait = if step % 2 == 0 { "0" } else { "30" };
-        let s = check_unstopped(&[
-            "--freeze-in-log",
-            "none",
-            "--rtas-held-by",
-            "none",
-            "--deaf-flusher",
-            "1",
-            "--ack-timeout-ms",
-            wait,
-            "--seed",
-            &seed_s,
-        ]);
+        let s = check_unstopped(&format!(
+            "--freeze-in-log none --rtas-held-by none --deaf-flusher 1 --ack-timeout-ms {wait} \
+             --seed {seed}"
+        ));
         assert!(s.get("not_stopped_cpus").us().contains(&1), "step {step}");
     }
 }
@@ -863,16 +782,10 @@ fn deaf_flush_owner_paused_at_every_step_of_a_move() {
 #[test]
 fn deaf_cpu_keeps_logging_through_and_after_the_crash() {
     for seed in 1..=6 {
-        let seed_s = seed.to_string();
         let wait = if seed % 2 == 0 { "0" } else { "50" };
-        let s = check_unstopped(&[
-            "--deaf-logging",
-            "1",
-            "--ack-timeout-ms",
-            wait,
-            "--seed",
-            &seed_s,
-        ]);
+        let s = check_unstopped(&format!(
+            "--deaf-logging 1 --ack-timeout-ms {wait} --seed {seed}"
+        ));
         assert!(s.get("not_stopped_cpus").us().contains(&1));
     }
 }

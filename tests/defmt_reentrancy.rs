@@ -12,12 +12,12 @@
 #![cfg(feature = "defmt")]
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard};
 
 use nmilog::host::HostPlatform;
 use nmilog::record::{facility, flags};
 use nmilog::ring::Read;
-use nmilog::{ContextKind, Log, RecordBuf};
+use nmilog::{ContextKind, Log, MainReader, RecordBuf};
 
 static LOG: Log<HostPlatform, 4, 4096, 65536> = Log::new(HostPlatform::new(4));
 nmilog::defmt_global_logger!(LOG, 256, DEFMT_SLOTS);
@@ -76,7 +76,7 @@ struct DefmtRecord {
 }
 
 /// Reads every defmt record from `reader` on; checks one frame per record.
-fn read_defmt(reader: &mut nmilog::MainReader) -> Vec<DefmtRecord> {
+fn read_defmt(reader: &mut MainReader) -> Vec<DefmtRecord> {
     LOG.flush();
     let mut out = vec![];
     let mut rec = RecordBuf::new();
@@ -102,6 +102,16 @@ fn read_defmt(reader: &mut nmilog::MainReader) -> Vec<DefmtRecord> {
         });
     }
     out
+}
+
+/// Starts a test on `cpu`: waits for the other tests (the guard), registers the calling thread as
+/// `cpu`, and returns a main-log reader past everything logged so far.
+fn start_on_cpu(cpu: usize) -> (MutexGuard<'static, ()>, MainReader) {
+    let guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    HostPlatform::register_cpu(cpu);
+    let mut reader = LOG.main_reader();
+    read_defmt(&mut reader);
+    (guard, reader)
 }
 
 /// rzCOBS pads the last 7-byte group with zero bits, so a decoded frame may carry up to 6 trailing
@@ -142,10 +152,7 @@ impl defmt::Format for LogsInFormat {
 
 #[test]
 fn nmi_frame_inside_task_frame_both_intact() {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    HostPlatform::register_cpu(0);
-    let mut reader = LOG.main_reader();
-    read_defmt(&mut reader);
+    let (_g, mut reader) = start_on_cpu(0);
 
     defmt::error!(
         "task {=u32} {} {=u32}",
@@ -173,10 +180,7 @@ fn nmi_frame_inside_task_frame_both_intact() {
 
 #[test]
 fn same_context_reentry_is_counted_not_a_panic() {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    HostPlatform::register_cpu(1);
-    let mut reader = LOG.main_reader();
-    read_defmt(&mut reader);
+    let (_g, mut reader) = start_on_cpu(1);
     let before = DEFMT_SLOTS.dropped(1, 0);
 
     defmt::error!(
@@ -202,10 +206,7 @@ fn same_context_reentry_is_counted_not_a_panic() {
 
 #[test]
 fn frame_at_nested_irq_nmi_depth_goes_to_its_own_ring() {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    HostPlatform::register_cpu(3);
-    let mut reader = LOG.main_reader();
-    read_defmt(&mut reader);
+    let (_g, mut reader) = start_on_cpu(3);
     let _irq = LOG.enter(ContextKind::Irq);
     let _nmi = LOG.enter(ContextKind::Nmi);
     defmt::error!("deep {=u32}", 0x9999_9999u32);
@@ -262,10 +263,7 @@ mod signals {
     /// intact and none may be lost.
     #[test]
     fn asynchronous_nmis_inside_task_frames() {
-        let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-        let mut reader = LOG.main_reader();
-        HostPlatform::register_cpu(0);
-        read_defmt(&mut reader);
+        let (_g, mut reader) = start_on_cpu(0);
         HANDLED.store(0, Ordering::Relaxed);
         STOP.store(false, Ordering::Relaxed);
 

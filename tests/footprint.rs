@@ -17,10 +17,10 @@
 //! main        = 2·W + ring(M) + C·D·consumer + heap(C·D)
 //!             = (11 + T + M + C·D·(5 + 2·T))·W
 //!                                   owner, pending + main ring + consumers + the flush's heap
-//! drain       = (7 + T)·W + C·D·12·W + heap(C·D)
-//!             = (10 + 2·T + C·D·(14 + T))·W
-//!                                   generation, the main window's 6 words, snapshot time,
-//!                                   12 words per source, the drain's heap
+//! drain       = 7·W + C·D·12·W + heap(C·D)
+//!             = (10 + T + C·D·(14 + T))·W
+//!                                   generation, the main window's 6 words, 12 words per source,
+//!                                   the drain's heap (a slot in each source's state, one more)
 //!
 //! FOOTPRINT_BYTES = C·pad(per_cpu) + pad(main) + pad(drain) + pad(size_of::<P>() + 6·W)
 //!                                   (the platform and crash_cpu, console_loglevel, settle_ns, bad_cpu,
@@ -28,7 +28,7 @@
 //! ```
 //!
 //! On a 64-bit target with 128-byte padding that is
-//! `C·pad128((2 + D·(7 + R))·8) + pad128((12 + M + 7·C·D)·8) + pad128((12 + 15·C·D)·8) +
+//! `C·pad128((2 + D·(7 + R))·8) + pad128((12 + M + 7·C·D)·8) + pad128((11 + 15·C·D)·8) +
 //! pad128(size_of::<P>() + 48)`; e.g. `Log<HostPlatform, 4, 1024, 8192>` (4 depths) is
 //! 4·33 024 + 66 560 + 2 048 + 128 = 200 832 bytes.
 //!
@@ -82,10 +82,10 @@ const fn main_bytes(c: usize, m: usize, d: usize) -> usize {
     2 * W + ring_bytes(m) + c * d * consumer_bytes() + heap_bytes(c * d)
 }
 
-/// The crash drain's state: generation, the main window's six words, the snapshot time, twelve
-/// words per source and its heap.
+/// The crash drain's state: generation, the main window's six words, twelve words per source and
+/// its heap.
 const fn drain_bytes(c: usize, d: usize) -> usize {
-    (7 + T) * W + c * d * 12 * W + heap_bytes(c * d)
+    7 * W + c * d * 12 * W + heap_bytes(c * d)
 }
 
 /// The README formula.
@@ -131,9 +131,9 @@ impl Platform for Zst {
     }
 }
 
-/// A platform with 160 bytes of state (the platform term of the formula is not just one line).
-struct Big([u64; 20]);
-impl Platform for Big {
+/// A platform with `N` words of state (its `cpu_id` reads the first, so the state is used).
+struct Words<const N: usize>([u64; N]);
+impl<const N: usize> Platform for Words<N> {
     fn cpu_id(&self) -> usize {
         self.0[0] as usize
     }
@@ -145,32 +145,12 @@ impl Platform for Big {
     }
 }
 
+/// 160 bytes of platform state (the platform term of the formula is not just one line).
+type Big = Words<20>;
 /// 80 and 88 bytes of platform state: with 128-byte padding these catch one word more or less in
 /// `Log`'s own fields (80 + 6·8 = 128 fits one line, 88 + 6·8 does not).
-struct P80([u64; 10]);
-struct P88([u64; 11]);
-impl Platform for P80 {
-    fn cpu_id(&self) -> usize {
-        self.0[0] as usize
-    }
-    fn now_ns(&self) -> u64 {
-        0
-    }
-    fn cpu_count(&self) -> usize {
-        1
-    }
-}
-impl Platform for P88 {
-    fn cpu_id(&self) -> usize {
-        self.0[0] as usize
-    }
-    fn now_ns(&self) -> u64 {
-        0
-    }
-    fn cpu_count(&self) -> usize {
-        1
-    }
-}
+type P80 = Words<10>;
+type P88 = Words<11>;
 
 #[test]
 fn building_blocks() {

@@ -10,56 +10,19 @@
 //! test reads the crash output from the drain's sink or from the image, and the drain tests check
 //! that the main log did not change.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+mod common;
 
-use nmilog::handover::{self, HandoverError, Image, ImageRecord};
+use std::collections::{BTreeMap, BTreeSet};
+
+use nmilog::handover::{self, HandoverError, Image};
 use nmilog::record::{facility, flags};
-use nmilog::ring::{Read, WriteStep};
+use nmilog::ring::WriteStep;
 use nmilog::{
     ContextKind, CpuCounters, DrainError, DrainReport, FlushStep, Header, Level, Log, Origin,
-    Platform, RecordBuf,
+    RecordBuf,
 };
 
-/// A single-threaded test platform: the test sets the current CPU; the clock advances 1 µs per read
-/// (unless the test stops it).
-struct Manual {
-    cpu: AtomicUsize,
-    clock: AtomicU64,
-    tick: AtomicU64,
-    cpus: usize,
-}
-
-impl Manual {
-    fn new(cpus: usize) -> Self {
-        Manual {
-            cpu: AtomicUsize::new(0),
-            clock: AtomicU64::new(1_000_000),
-            tick: AtomicU64::new(1_000),
-            cpus,
-        }
-    }
-    fn set_cpu(&self, c: usize) {
-        self.cpu.store(c, Ordering::Relaxed);
-    }
-    /// Stops (`0`) or restarts the clock.
-    fn set_tick(&self, ns: u64) {
-        self.tick.store(ns, Ordering::Relaxed);
-    }
-}
-
-impl Platform for Manual {
-    fn cpu_id(&self) -> usize {
-        self.cpu.load(Ordering::Relaxed)
-    }
-    fn now_ns(&self) -> u64 {
-        self.clock
-            .fetch_add(self.tick.load(Ordering::Relaxed), Ordering::Relaxed)
-    }
-    fn cpu_count(&self) -> usize {
-        self.cpus
-    }
-}
+use common::{assert_version_1_of, exercise, main_records, owned, unstamped, Manual, Owned};
 
 type TestLog = Log<Manual, 3, 128, 4096, 4>;
 
@@ -246,7 +209,7 @@ fn check_drain(what: &str, rep: &DrainReport, out: &[Out]) {
 /// A drain's output with the accounting records' timestamps zeroed. Each drain stamps its accounting
 /// records with the clock when it makes them (no earlier than its records), so two drains of the
 /// same state differ there and nowhere else.
-fn unstamped(out: &[Out]) -> Vec<Out> {
+fn unstamped_out(out: &[Out]) -> Vec<Out> {
     out.iter()
         .cloned()
         .map(|mut o| {
@@ -258,10 +221,10 @@ fn unstamped(out: &[Out]) -> Vec<Out> {
         .collect()
 }
 
-/// `later` is the same drain output as `earlier` (see [`unstamped`]), its accounting records stamped
+/// `later` is the same drain output as `earlier` (see [`unstamped_out`]), its accounting records stamped
 /// no earlier.
 fn assert_same_output(what: &str, earlier: &[Out], later: &[Out]) {
-    assert_eq!(unstamped(later), unstamped(earlier), "{what}");
+    assert_eq!(unstamped_out(later), unstamped_out(earlier), "{what}");
     for (a, b) in earlier.iter().zip(later) {
         assert!(
             b.header.ts_ns >= a.header.ts_ns,
@@ -280,46 +243,12 @@ fn assert_drains_the_same(
     assert_same_output(what, &first.1, &again.1);
 }
 
-/// The main log's records, as a reader sees them.
-fn main_records<const C: usize, const R: usize, const M: usize, const D: usize>(
-    log: &Log<Manual, C, R, M, D>,
-) -> Vec<(u64, Header, Vec<u8>)> {
-    let mut r = log.main_reader();
-    let mut buf = RecordBuf::new();
-    let mut out = Vec::new();
-    loop {
-        match r.read(log, &mut buf) {
-            Read::Record => out.push((buf.seq, buf.header, buf.payload().to_vec())),
-            Read::Overwritten { .. } => continue,
-            Read::Empty | Read::InFlight => break,
-        }
-    }
-    out
-}
-
 /// The drain's records that came from the main log, with their main-log numbers.
-fn from_main(out: &[Out]) -> Vec<(u64, Header, Vec<u8>)> {
+fn from_main(out: &[Out]) -> Vec<Owned> {
     out.iter()
         .filter_map(|o| match o.origin {
             Origin::Main { seq } => Some((seq, o.header, o.payload.clone())),
             _ => None,
-        })
-        .collect()
-}
-
-fn owned<'a>(recs: impl Iterator<Item = ImageRecord<'a>>) -> Vec<(u64, Header, Vec<u8>)> {
-    recs.map(|r| (r.seq, r.header, r.payload.to_vec()))
-        .collect()
-}
-
-/// Image records with the accounting records' timestamps zeroed (see [`unstamped`]).
-fn unstamped_image(recs: Vec<(u64, Header, Vec<u8>)>) -> Vec<(u64, Header, Vec<u8>)> {
-    recs.into_iter()
-        .map(|(seq, mut h, p)| {
-            if h.facility == facility::NMILOG {
-                h.ts_ns = 0;
-            }
-            (seq, h, p)
         })
         .collect()
 }
@@ -357,6 +286,14 @@ fn image_of(log: &TestLog) -> &'static [u8] {
     Box::leak(buf.into_boxed_slice())
 }
 
+/// What an image says of CPUs 0 to its CPU count (one past the last: `None`): known to be stopped
+/// or not.
+fn cpus_stopped(image: &Image<'_>) -> Vec<Option<bool>> {
+    (0..=image.cpu_count())
+        .map(|c| image.cpu_stopped(c))
+        .collect()
+}
+
 fn u32_at(b: &[u8], at: usize) -> u32 {
     u32::from_le_bytes(b[at..at + 4].try_into().unwrap())
 }
@@ -374,6 +311,29 @@ fn entry_bounds(img: &[u8], parsed: &Image<'_>) -> Vec<(usize, usize)> {
             b
         })
         .collect()
+}
+
+/// `crashed_log`'s image, intact, and what a reader finds in it.
+struct Intact {
+    bytes: &'static [u8],
+    image: Image<'static>,
+    records: Vec<Owned>,
+    /// Each record entry's first and one-past-last byte.
+    bounds: Vec<(usize, usize)>,
+    /// Where the record area starts: the fixed part's size.
+    records_at: usize,
+}
+
+fn intact_image() -> Intact {
+    let bytes = image_of(&crashed_log());
+    let image = handover::parse(bytes).unwrap();
+    Intact {
+        bytes,
+        records: owned(image.records()),
+        bounds: entry_bounds(bytes, &image),
+        records_at: u32_at(bytes, 56) as usize,
+        image,
+    }
 }
 
 /// `crashed_log`'s drain output, exactly: the records in timestamp order (those the normal flushes
@@ -551,14 +511,9 @@ fn an_image_names_the_cpus_not_known_to_be_stopped() {
     let n = handover::write_image(&*log, &mut region, &stopped).unwrap();
     let image = check_image_is("CPU 1 not stopped", &region[..n], &out, 0);
     assert_eq!(
-        (
-            image.cpu_stopped(0),
-            image.cpu_stopped(1),
-            image.cpu_stopped(2)
-        ),
-        (Some(true), Some(false), Some(true))
+        cpus_stopped(&image),
+        [Some(true), Some(false), Some(true), None]
     );
-    assert_eq!(image.cpu_stopped(3), None);
     let c = image.counters(1, 0).unwrap();
     assert_eq!((c.torn, c.in_flight, c.dropped), (0, 1, 1));
     assert_eq!(image.totals().in_flight, rep.in_flight);
@@ -567,12 +522,8 @@ fn an_image_names_the_cpus_not_known_to_be_stopped() {
     let n = handover::write_image(&*log, &mut region, &|_| false).unwrap();
     let image = handover::parse(&region[..n]).unwrap();
     assert_eq!(
-        (
-            image.cpu_stopped(0),
-            image.cpu_stopped(1),
-            image.cpu_stopped(2)
-        ),
-        (Some(true), Some(false), Some(false))
+        cpus_stopped(&image),
+        [Some(true), Some(false), Some(false), None]
     );
 }
 
@@ -581,7 +532,7 @@ fn a_region_too_small_keeps_the_newest_records_and_counts_the_rest() {
     let log = crashed_log();
     let full_img = image_of(&log);
     let full = handover::parse(full_img).unwrap();
-    let all = unstamped_image(owned(full.records()));
+    let all = unstamped(owned(full.records()));
     let sizes: Vec<usize> = all
         .iter()
         .map(|r| handover::record_size(r.2.len()))
@@ -617,7 +568,7 @@ fn a_region_too_small_keeps_the_newest_records_and_counts_the_rest() {
                 assert_eq!(image.left_out(), (all.len() - k) as u64, "size {size}");
                 assert_eq!(wrote.records, k as u64, "size {size}");
                 // The same records as the full image (each write stamps its accounting records).
-                let got = unstamped_image(owned(image.records()));
+                let got = unstamped(owned(image.records()));
                 assert_eq!(got, all[all.len() - k..], "size {size}");
                 assert_eq!(image.totals(), full.totals());
             }
@@ -627,12 +578,8 @@ fn a_region_too_small_keeps_the_newest_records_and_counts_the_rest() {
 
 #[test]
 fn every_single_byte_flip_is_an_error_or_a_clean_prefix() {
-    let log = crashed_log();
-    let img = image_of(&log);
-    let orig = handover::parse(img).unwrap();
-    let all = owned(orig.records());
-    let bounds = entry_bounds(img, &orig);
-    let records_at = u32_at(img, 56) as usize;
+    let intact = intact_image();
+    let (img, bounds, records_at) = (intact.bytes, &intact.bounds, intact.records_at);
     assert_eq!(bounds.last().unwrap().1, img.len());
     for pos in 0..img.len() {
         for mask in [0x01u8, 0x80, 0xff, 0x10] {
@@ -647,19 +594,13 @@ fn every_single_byte_flip_is_an_error_or_a_clean_prefix() {
                         assert!(matches!(e, HandoverError::UnknownVersion(_)), "{e}");
                         assert_eq!(at, 8);
                     }
-                    10..64 => {
-                        assert!(
-                            matches!(e, HandoverError::ChecksumMismatch { .. }),
-                            "{pos}: {e}"
-                        );
-                        assert_eq!(at, 0);
-                    }
                     _ => {
+                        // The core header's checksum, or the tables'.
                         assert!(
                             matches!(e, HandoverError::ChecksumMismatch { .. }),
                             "{pos}: {e}"
                         );
-                        assert_eq!(at, 64);
+                        assert_eq!(at, if pos < 64 { 0 } else { 64 });
                     }
                 }
                 continue;
@@ -680,50 +621,24 @@ fn every_single_byte_flip_is_an_error_or_a_clean_prefix() {
                 "flip at {pos}: {err}"
             );
             assert_eq!(image.record_count(), k);
-            let got: Vec<_> = image
-                .records()
-                .map(|r| (r.seq, r.header, r.payload.to_vec()))
-                .collect();
-            assert_eq!(got, all[..k], "flip at {pos}");
-            assert_eq!(image.totals(), orig.totals());
+            let got = owned(image.records());
+            assert_eq!(got, intact.records[..k], "flip at {pos}");
+            assert_eq!(image.totals(), intact.image.totals());
         }
     }
 }
 
 #[test]
 fn every_truncation_is_an_error_or_a_clean_prefix() {
-    let log = crashed_log();
-    let img = image_of(&log);
-    let orig = handover::parse(img).unwrap();
-    let all = owned(orig.records());
-    let bounds = entry_bounds(img, &orig);
-    let records_at = u32_at(img, 56) as usize;
+    let intact = intact_image();
+    let (img, bounds, records_at) = (intact.bytes, &intact.bounds, intact.records_at);
     for t in 0..=img.len() {
         let r = handover::parse_located(&img[..t]);
-        if t < 64 {
-            assert_eq!(
-                r.unwrap_err(),
-                (
-                    HandoverError::Truncated {
-                        needed: 64,
-                        have: t
-                    },
-                    t
-                )
-            );
-            continue;
-        }
         if t < records_at {
-            assert_eq!(
-                r.unwrap_err(),
-                (
-                    HandoverError::Truncated {
-                        needed: records_at,
-                        have: t
-                    },
-                    t
-                )
-            );
+            // The core header first, then the rest of the fixed part.
+            let needed = if t < 64 { 64 } else { records_at };
+            let e = HandoverError::Truncated { needed, have: t };
+            assert_eq!(r.unwrap_err(), (e, t));
             continue;
         }
         let image = r.unwrap();
@@ -739,11 +654,8 @@ fn every_truncation_is_an_error_or_a_clean_prefix() {
             );
             assert_eq!(at, bounds[k].0);
         }
-        let got: Vec<_> = image
-            .records()
-            .map(|r| (r.seq, r.header, r.payload.to_vec()))
-            .collect();
-        assert_eq!(got, all[..k]);
+        let got = owned(image.records());
+        assert_eq!(got, intact.records[..k]);
     }
 }
 
@@ -758,6 +670,14 @@ fn resign(img: &mut [u8]) {
     }
     let c = CRC32C.checksum(&img[..60]);
     img[60..64].copy_from_slice(&c.to_le_bytes());
+}
+
+/// `img` with byte `at` set to `v`, signed again.
+fn resigned_with(img: &[u8], at: usize, v: u8) -> Vec<u8> {
+    let mut out = img.to_vec();
+    out[at] = v;
+    resign(&mut out);
+    out
 }
 
 #[test]
@@ -796,28 +716,22 @@ fn fixed_part_corruption_gives_the_right_error() {
     }
 
     // A correctly signed image whose layout lacks the `len` field (id 2 renamed to an unknown id).
-    let mut bad = img.to_vec();
-    assert_eq!(bad[64 + 2 * 4], 2);
-    bad[64 + 2 * 4] = 200;
-    resign(&mut bad);
+    assert_eq!(img[64 + 2 * 4], 2);
+    let bad = resigned_with(img, 64 + 2 * 4, 200);
     assert_eq!(
         handover::parse(&bad).unwrap_err(),
         HandoverError::UnreadableLayout
     );
 
     // …or places `cpu` (offset 18, size 2) past the 24-byte header.
-    let mut bad = img.to_vec();
-    bad[64 + 3 * 4 + 1] = 23;
-    resign(&mut bad);
+    let bad = resigned_with(img, 64 + 3 * 4 + 1, 23);
     assert_eq!(
         handover::parse_located(&bad).unwrap_err(),
         (HandoverError::UnreadableLayout, 64 + 3 * 4)
     );
 
     // …or makes `level` wider than a byte.
-    let mut bad = img.to_vec();
-    bad[64 + 4 * 4 + 2] = 2;
-    resign(&mut bad);
+    let bad = resigned_with(img, 64 + 4 * 4 + 2, 2);
     assert_eq!(
         handover::parse(&bad).unwrap_err(),
         HandoverError::UnreadableLayout
@@ -841,11 +755,8 @@ fn fixed_part_corruption_gives_the_right_error() {
 /// reader must find every field through the layout table.
 #[test]
 fn a_foreign_header_layout_is_decoded_through_the_table() {
-    let log = crashed_log();
-    let img = image_of(&log);
-    let orig = handover::parse(img).unwrap();
-    let records = owned(orig.records());
-    let records_at = u32_at(img, 56) as usize;
+    let intact = intact_image();
+    let (img, records_at) = (intact.bytes, intact.records_at);
 
     // (id, offset, size): flags, ctx, level at 0..3, cpu 3..5, len 6..7 (one byte), ts 8..16,
     // unknown id 42 at 16..32.
@@ -865,7 +776,7 @@ fn a_foreign_header_layout_is_decoded_through_the_table() {
         out[64 + 4 * i..64 + 4 * i + 4].copy_from_slice(&[fid, o, s, 0]);
     }
     out[64 + 28..64 + 32].copy_from_slice(&[0, 24, 8, 0]); // duplicate ts_ns entry: the first wins
-    for (seq, h, p) in &records {
+    for (seq, h, p) in &intact.records {
         let start = out.len();
         out.extend_from_slice(&seq.to_le_bytes());
         let mut hb = [0u8; 32];
@@ -890,7 +801,8 @@ fn a_foreign_header_layout_is_decoded_through_the_table() {
     let image = handover::parse(&out).unwrap();
     assert_eq!(image.corruption(), None);
     let got = owned(image.records());
-    let want: Vec<_> = records
+    let want: Vec<_> = intact
+        .records
         .iter()
         .map(|(s, h, p)| {
             let h = Header {
@@ -918,33 +830,10 @@ impl Rng {
     }
 }
 
-/// Touches everything an image offers (must never panic).
-fn exercise(image: &Image<'_>) {
-    let n = image.records().count();
-    assert_eq!(n, image.record_count());
-    for r in image.records() {
-        let _ = r.text();
-        assert_eq!(r.header.len as usize, r.payload.len());
-    }
-    let _ = image.totals();
-    for c in 0..image.cpu_count().min(64) + 1 {
-        for d in 0..image.depth().min(16) + 1 {
-            let _ = image.counters(c, d);
-            let _ = image.context_kind(c, d);
-        }
-    }
-    let _ = format!("{image:?}");
-    if let Some((e, _)) = image.corruption() {
-        let _ = e.to_string();
-    }
-}
-
 #[test]
 fn random_garbage_and_random_damage_never_panic() {
-    let log = crashed_log();
-    let img = image_of(&log);
-    let orig = handover::parse(img).unwrap();
-    let all = owned(orig.records());
+    let intact = intact_image();
+    let img = intact.bytes;
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     for round in 0..3000 {
         let mut bytes: Vec<u8> = match round % 4 {
@@ -985,14 +874,14 @@ fn random_garbage_and_random_damage_never_panic() {
         }
         match handover::parse_located(&bytes) {
             Ok(image) => {
-                exercise(&image);
+                assert_eq!(exercise(&image), image.record_count());
                 if round % 4 == 3
                     && bytes.get(..u32_at(img, 56) as usize) == img.get(..u32_at(img, 56) as usize)
                 {
                     // Fixed part intact: whatever was recovered is a prefix of the original.
                     let got = owned(image.records());
-                    assert!(got.len() <= all.len());
-                    assert_eq!(got, all[..got.len()]);
+                    assert!(got.len() <= intact.records.len());
+                    assert_eq!(got, intact.records[..got.len()]);
                 }
             }
             Err((e, at)) => {
@@ -1033,10 +922,7 @@ fn an_empty_log_round_trips() {
     assert_eq!(image.cpu_count(), 2);
     assert_eq!(image.corruption(), None);
     assert_eq!(image.totals(), CpuCounters::default());
-    assert_eq!(
-        (image.cpu_stopped(0), image.cpu_stopped(1)),
-        (Some(true), Some(true))
-    );
+    assert_eq!(cpus_stopped(&image), [Some(true), Some(true), None]);
     // Trailing bytes of the region are ignored.
     assert_eq!(handover::parse(&buf).unwrap().record_count(), 0);
 }
@@ -1081,29 +967,8 @@ fn a_version_1_image_is_read() {
     assert_eq!(v2.counters(1, 0).unwrap().in_flight, 1);
     let bytes = to_version_1(&region[..n]);
     let v1 = handover::parse(&bytes).unwrap();
-    assert_eq!(v1.version(), 1);
-    assert_eq!(v1.corruption(), None);
     assert_eq!(owned(v1.records()), owned(v2.records()));
-    assert_eq!(
-        (
-            v1.cpu_count(),
-            v1.depth(),
-            v1.bad_cpu_dropped(),
-            v1.left_out()
-        ),
-        (3, 4, 1, 0)
-    );
-    for c in 0..3 {
-        assert_eq!(v1.cpu_stopped(c), Some(true), "cpu {c}");
-        for d in 0..4 {
-            let want = CpuCounters {
-                in_flight: 0,
-                ..v2.counters(c, d).unwrap()
-            };
-            assert_eq!(v1.counters(c, d), Some(want), "cpu {c} depth {d}");
-            assert_eq!(v1.context_kind(c, d), v2.context_kind(c, d));
-        }
-    }
+    assert_version_1_of(&v1, &v2, (3, 4, 1, 0));
     assert_eq!(v1.cpu_stopped(3), None);
     assert_eq!(v1.totals().in_flight, 0);
     // Each of its bytes is covered by a checksum, as in version 2.
@@ -1173,12 +1038,16 @@ fn drain_matrix_case(
     let p = log.platform();
     let (owner, crasher) = ((frozen_cpu + 2) % 3, (frozen_cpu + 1) % 3);
     let mut committed = Vec::new();
-    for i in 0..9 {
-        p.set_cpu(i % 3);
-        let t = format!("rec {i}");
-        log.append_raw(Level::Info, 0, 0, t.as_bytes()).unwrap();
-        committed.push(t);
-    }
+    // Logs `rec {i}` for each `i` of `ids` on CPU `i % 3` (not flushed: the NMI path).
+    let mut log_recs = |ids: std::ops::Range<usize>| {
+        for i in ids {
+            p.set_cpu(i % 3);
+            let t = format!("rec {i}");
+            log.append_raw(Level::Info, 0, 0, t.as_bytes()).unwrap();
+            committed.push(t);
+        }
+    };
+    log_recs(0..9);
     p.set_cpu(owner);
     let in_main = match stop {
         OwnerStop::Completed => {
@@ -1217,12 +1086,7 @@ fn drain_matrix_case(
         }
     };
     assert_eq!(log.main().next_seq() as usize, in_main, "{what}");
-    for i in 9..12 {
-        p.set_cpu(i % 3);
-        let t = format!("rec {i}");
-        log.append_raw(Level::Info, 0, 0, t.as_bytes()).unwrap();
-        committed.push(t);
-    }
+    log_recs(9..12);
     p.set_cpu(frozen_cpu);
     let r = log.append_raw_with_hook(Level::Info, 0, 0, b"the frozen one", &mut |s: WriteStep| {
         s != step
@@ -1349,20 +1213,13 @@ fn drain_matrix_case(
 
     // A nested crash in the sink, at a record that varies with the case.
     let k = case % records.len();
-    let mut outer = Vec::new();
     let mut inner = None;
-    let outer_rep = log
-        .drain_on_crash(&stopped, &mut |o: Origin, r: &RecordBuf| {
-            outer.push(Out::new(o, r));
-            if outer.len() == k + 1 {
-                assert_eq!(log.crash_enter(), Ok(crasher));
-                log.append_raw(Level::Emerg, 0, 0, b"fault in the crash path")
-                    .unwrap();
-                inner = Some(drain(&log, &stopped));
-            }
-            true
-        })
-        .unwrap();
+    let (outer_rep, outer) = drain_with_fault_at(&log, &stopped, k, || {
+        assert_eq!(log.crash_enter(), Ok(crasher));
+        log.append_raw(Level::Emerg, 0, 0, b"fault in the crash path")
+            .unwrap();
+        inner = Some(drain(&log, &stopped));
+    });
     let (inner_rep, inner_out) = inner.expect("the nested drain ran");
     let mut want = out.clone();
     want.insert(
@@ -1396,28 +1253,40 @@ fn drain_matrix_case(
     assert_eq!(main_records(&log), main_before, "{what}");
 }
 
-/// Drains `log` with a nested drain (as a fault in the sink would start) run from the sink when it
-/// gets the outer drain's record `k`; returns the outer drain's report and output. The nested drain
-/// must give `first`'s output.
+/// Drains `log` (on the crashing CPU), running `fault` from the sink when it gets the outer drain's
+/// record `k` (a fault in the sink, which may start a nested drain); returns the outer drain's
+/// report and output.
+fn drain_with_fault_at(
+    log: &TestLog,
+    stopped: &dyn Fn(usize) -> bool,
+    k: usize,
+    fault: impl FnOnce(),
+) -> (DrainReport, Vec<Out>) {
+    let mut outer = Vec::new();
+    let mut fault = Some(fault);
+    let rep = log
+        .drain_on_crash(stopped, &mut |o: Origin, r: &RecordBuf| {
+            outer.push(Out::new(o, r));
+            if outer.len() == k + 1 {
+                fault.take().expect("record k once")();
+            }
+            true
+        })
+        .unwrap();
+    assert!(fault.is_none(), "the sink never got record {k}");
+    (rep, outer)
+}
+
+/// Drains `log` with a nested drain started from the sink when it gets the outer drain's record
+/// `k`; returns the outer drain's report and output. The nested drain must give `first`'s output.
 fn drain_nested_at(
     log: &TestLog,
     k: usize,
     first: &(DrainReport, Vec<Out>),
 ) -> (DrainReport, Vec<Out>) {
-    let mut outer = Vec::new();
-    let mut nested = false;
-    let rep = log
-        .drain_on_crash(&all_stopped, &mut |o: Origin, r: &RecordBuf| {
-            outer.push(Out::new(o, r));
-            if outer.len() == k + 1 {
-                assert_drains_the_same(&format!("nested at {k}"), drain(log, &all_stopped), first);
-                nested = true;
-            }
-            true
-        })
-        .unwrap();
-    assert!(nested, "nested at {k}");
-    (rep, outer)
+    drain_with_fault_at(log, &all_stopped, k, || {
+        assert_drains_the_same(&format!("nested at {k}"), drain(log, &all_stopped), first);
+    })
 }
 
 /// A nested drain started from the sink at any record of the outer drain's merge is complete; the

@@ -33,7 +33,7 @@ use loom::sync::Arc;
 use loom::thread;
 
 use nmilog::console::{
-    AcquireError, Console, ConsoleState, Consoles, Priority, Wait, WriteContext,
+    AcquireError, Console, ConsoleState, Consoles, EmitReport, Priority, Wait, WriteContext,
 };
 use nmilog::record::facility;
 use nmilog::ring::{Cursor, NoHook, Read, RecordRing, WriteStep};
@@ -108,6 +108,24 @@ fn model_bound<F: Fn() + Sync + Send + 'static>(name: &str, min_bound: usize, f:
         start.elapsed(),
         b.preemption_bound
     );
+}
+
+/// In how many interleavings of a model an outcome occurred (a `static`, or leaked: the model's
+/// closure runs once per interleaving).
+#[derive(Default)]
+struct Seen(AtomicUsize);
+
+impl Seen {
+    const fn new() -> Self {
+        Seen(AtomicUsize::new(0))
+    }
+    /// One more interleaving showed it.
+    fn note(&self) {
+        self.0.fetch_add(1, StdOrdering::Relaxed);
+    }
+    fn count(&self) -> usize {
+        self.0.load(StdOrdering::Relaxed)
+    }
 }
 
 /// The preemption bound of the crash-drain race models (they are small: at most a few thousand
@@ -220,15 +238,15 @@ impl ReaderState {
 // ------------------------------------------------------------------------------------------------
 // 1. A writer and a reader on one ring.
 
-/// The reader races the first two writes of an empty ring: it sees records in order, intact, or
-/// nothing (empty / in flight) — never a torn record.
-#[test]
-fn ring_reader_vs_writer_in_flight() {
-    fn len(s: u64) -> usize {
-        [8, 13][s as usize % 2]
-    }
-    model("ring_reader_vs_writer_in_flight", || {
+/// `prefill` records (lengths from `len`) already in a 32-word ring; a writer thread writes two more
+/// while the reader takes three steps, then the reader reads to the end: every record it delivers is
+/// intact and the next in order, and `read + missed` is every record written.
+fn ring_reader_races_two_writes(name: &str, prefill: u64, len: fn(u64) -> usize) {
+    model(name, move || {
         let ring: Arc<RecordRing<32>> = Arc::new(RecordRing::new());
+        for _ in 0..prefill {
+            ring_write(&ring, len);
+        }
         let w = ring.clone();
         let t = thread::spawn(move || {
             ring_write(&w, len);
@@ -239,8 +257,18 @@ fn ring_reader_vs_writer_in_flight() {
             st.step(&ring, len);
         }
         t.join().unwrap();
-        st.finish(&ring, len, 2);
+        st.finish(&ring, len, prefill + 2);
     });
+}
+
+/// The reader races the first two writes of an empty ring: it sees records in order, intact, or
+/// nothing (empty / in flight) — never a torn record.
+#[test]
+fn ring_reader_vs_writer_in_flight() {
+    fn len(s: u64) -> usize {
+        [8, 13][s as usize % 2]
+    }
+    ring_reader_races_two_writes("ring_reader_vs_writer_in_flight", 0, len);
 }
 
 /// Six 5-word records fill the 32-word ring; the writer then writes two more, which wrap (a wrap
@@ -251,23 +279,7 @@ fn ring_reader_lapped_by_writer() {
     fn len(_: u64) -> usize {
         8
     }
-    model("ring_reader_lapped_by_writer", || {
-        let ring: Arc<RecordRing<32>> = Arc::new(RecordRing::new());
-        for _ in 0..6 {
-            ring_write(&ring, len);
-        }
-        let w = ring.clone();
-        let t = thread::spawn(move || {
-            ring_write(&w, len);
-            ring_write(&w, len);
-        });
-        let mut st = ReaderState::default();
-        for _ in 0..3 {
-            st.step(&ring, len);
-        }
-        t.join().unwrap();
-        st.finish(&ring, len, 8);
-    });
+    ring_reader_races_two_writes("ring_reader_lapped_by_writer", 6, len);
 }
 
 /// The reader starts already lapped (records 0..3 are gone), so its first read resynchronises to
@@ -277,33 +289,18 @@ fn ring_resync_races_writer() {
     fn len(s: u64) -> usize {
         [8, 16, 1][s as usize % 3]
     }
-    model("ring_resync_races_writer", || {
-        let ring: Arc<RecordRing<32>> = Arc::new(RecordRing::new());
-        for _ in 0..7 {
-            ring_write(&ring, len);
-        }
-        let w = ring.clone();
-        let t = thread::spawn(move || {
-            ring_write(&w, len);
-            ring_write(&w, len);
-        });
-        let mut st = ReaderState::default();
-        for _ in 0..3 {
-            st.step(&ring, len);
-        }
-        t.join().unwrap();
-        st.finish(&ring, len, 9);
-    });
+    ring_reader_races_two_writes("ring_resync_races_writer", 7, len);
 }
 
 // ------------------------------------------------------------------------------------------------
 // Main-log checking.
 
-/// Reads the whole main log: `(cpu, depth, src_seq, ts, payload)` for every valid record, checking
-/// that the main log's own sequence numbers are contiguous (nothing lost there).
-fn main_records<const DEPTH: usize>(
-    log: &Log<LoomPlat, 2, 32, 128, DEPTH>,
-) -> Vec<(u16, usize, u64, u64, Vec<u8>)> {
+/// A main-log record: `(cpu, depth, src_seq, ts, payload)`.
+type MainRec = (u16, usize, u64, u64, Vec<u8>);
+
+/// Reads the whole main log: every valid record, checking that the main log's own sequence numbers
+/// are contiguous (nothing lost there).
+fn main_records<const DEPTH: usize>(log: &Log<LoomPlat, 2, 32, 128, DEPTH>) -> Vec<MainRec> {
     let mut rd = MainReader::new();
     let mut buf = RecordBuf::new();
     let mut out = Vec::new();
@@ -339,6 +336,18 @@ fn lpat(cpu: usize, depth: usize, seq: u64) -> Vec<u8> {
     pat((cpu * 16 + depth) as u8, seq, 6 + (seq as usize % 3) * 5)
 }
 
+/// The sequence numbers of source `(c, d)`'s records among `recs` (in main-log order), each record
+/// checked intact (the payload its writer wrote).
+fn source_seqs(recs: &[MainRec], (c, d): (usize, usize)) -> Vec<u64> {
+    recs.iter()
+        .filter(|r| r.0 as usize == c && r.1 == d)
+        .map(|r| {
+            assert_eq!(r.4, lpat(c, d, r.2), "torn payload in the main log");
+            r.2
+        })
+        .collect()
+}
+
 /// Checks: each source's records appear in source order, exactly once, intact, and are exactly the
 /// set `expect[(cpu, depth)] = (first, count)` (first: the first seq not lost to overwriting).
 fn check_main<const DEPTH: usize>(
@@ -349,19 +358,12 @@ fn check_main<const DEPTH: usize>(
     let recs = main_records(log);
     let mut last_ts = 0;
     for &((c, d), first, count) in expect {
-        let mine: Vec<_> = recs
-            .iter()
-            .filter(|r| r.0 as usize == c && r.1 == d)
-            .collect();
-        let seqs: Vec<u64> = mine.iter().map(|r| r.2).collect();
         let want: Vec<u64> = (first..first + count).collect();
         assert_eq!(
-            seqs, want,
+            source_seqs(&recs, (c, d)),
+            want,
             "source ({c},{d}): records lost, duplicated or out of order"
         );
-        for r in mine {
-            assert_eq!(r.4, lpat(c, d, r.2), "torn payload in the main log");
-        }
     }
     let n: u64 = expect.iter().map(|e| e.2).sum();
     assert_eq!(
@@ -385,12 +387,7 @@ fn check_source_with_losses<const DEPTH: usize>(
     total: u64,
     lost: u64,
 ) -> Vec<u64> {
-    let recs = main_records(log);
-    let mine: Vec<_> = recs
-        .iter()
-        .filter(|r| r.0 as usize == c && r.1 == d)
-        .collect();
-    let seqs: Vec<u64> = mine.iter().map(|r| r.2).collect();
+    let seqs = source_seqs(&main_records(log), (c, d));
     assert!(
         seqs.windows(2).all(|w| w[0] < w[1]),
         "duplicated or out of order: {seqs:?}"
@@ -401,9 +398,6 @@ fn check_source_with_losses<const DEPTH: usize>(
         total,
         "moved + overwritten != written: {seqs:?}"
     );
-    for r in mine {
-        assert_eq!(r.4, lpat(c, d, r.2), "torn payload in the main log");
-    }
     seqs
 }
 
@@ -425,6 +419,39 @@ fn append<const MAIN: usize, const DEPTH: usize>(
 // ------------------------------------------------------------------------------------------------
 // 2. A write interrupted by a nested (NMI) write on the same CPU.
 
+/// A thread as CPU 1 flushes while CPU 0 writes its record 0 in task context, running `at_step`
+/// (the NMI) when the write reaches `step`. Then `nmi` (the NMI's thread, if it has one) and the
+/// flusher are joined and a last flush moves the rest: the outer record and the NMI's (record 0 at
+/// depth 1) each exactly once, intact, in timestamp order.
+fn outer_write_with_racing_flush(
+    log: &Arc<L2>,
+    step: WriteStep,
+    mut at_step: impl FnMut(),
+    nmi: Option<thread::JoinHandle<()>>,
+) {
+    let l1 = log.clone();
+    let flusher = thread::spawn(move || {
+        set_cpu(1);
+        let _ = l1.flush();
+    });
+    set_cpu(0);
+    let outer = lpat(0, 0, 0);
+    let r = log.append_raw_with_hook(Level::Info, 0, 0, &outer, &mut |s: WriteStep| {
+        if s == step {
+            at_step();
+        }
+        true
+    });
+    assert_eq!(r, Ok(0));
+    if let Some(nmi) = nmi {
+        nmi.join().unwrap();
+    }
+    flusher.join().unwrap();
+    set_cpu(1);
+    log.flush().expect("ownership is free again");
+    check_main(log, &[((0, 0), 0, 1), ((0, 1), 0, 1)], false);
+}
+
 /// Explicit interleavings: for every step of the outer write, an NMI lands there and logs (the hook
 /// runs it), while CPU 1 flushes concurrently. Afterwards a flush moves the rest: both records exactly
 /// once, intact, in timestamp order.
@@ -435,25 +462,11 @@ fn nested_nmi_at_each_step_with_racing_flush() {
             &format!("nested_nmi_at_{step:?}_with_racing_flush"),
             move || {
                 let log: Arc<L2> = Arc::new(Log::new(LoomPlat::new(2)));
-                let l1 = log.clone();
-                let flusher = thread::spawn(move || {
-                    set_cpu(1);
-                    let _ = l1.flush();
-                });
-                set_cpu(0);
-                let outer = lpat(0, 0, 0);
-                let r = log.append_raw_with_hook(Level::Info, 0, 0, &outer, &mut |s: WriteStep| {
-                    if s == step {
-                        let _g = log.enter(ContextKind::Nmi);
-                        assert_eq!(append(&log, 0, 1), 0);
-                    }
-                    true
-                });
-                assert_eq!(r, Ok(0));
-                flusher.join().unwrap();
-                set_cpu(1);
-                log.flush().expect("ownership is free again");
-                check_main(&log, &[((0, 0), 0, 1), ((0, 1), 0, 1)], false);
+                let nested = || {
+                    let _g = log.enter(ContextKind::Nmi);
+                    assert_eq!(append(&log, 0, 1), 0);
+                };
+                outer_write_with_racing_flush(&log, step, nested, None);
                 for d in 0..2 {
                     let c = log.counters(0, d).unwrap();
                     assert_eq!((c.torn, c.overwritten, c.dropped), (0, 0, 0));
@@ -484,34 +497,45 @@ fn nested_nmi_as_a_thread_with_racing_flush() {
                 l1.nmi_exit();
                 g1.store(2, Ordering::Release);
             });
-            let l2 = log.clone();
-            let flusher = thread::spawn(move || {
-                set_cpu(1);
-                let _ = l2.flush();
-            });
-            set_cpu(0);
-            let outer = lpat(0, 0, 0);
-            let r = log.append_raw_with_hook(Level::Info, 0, 0, &outer, &mut |s: WriteStep| {
-                if s == step {
-                    gate.store(1, Ordering::Release);
-                    while gate.load(Ordering::Acquire) != 2 {
-                        thread::yield_now();
-                    }
+            let interrupted = || {
+                gate.store(1, Ordering::Release);
+                while gate.load(Ordering::Acquire) != 2 {
+                    thread::yield_now();
                 }
-                true
-            });
-            assert_eq!(r, Ok(0));
-            nmi.join().unwrap();
-            flusher.join().unwrap();
-            set_cpu(1);
-            log.flush().expect("ownership is free again");
-            check_main(&log, &[((0, 0), 0, 1), ((0, 1), 0, 1)], false);
+            };
+            outer_write_with_racing_flush(&log, step, interrupted, Some(nmi));
         });
     }
 }
 
 // ------------------------------------------------------------------------------------------------
 // 3. A normal-context flush racing a writer.
+
+/// A thread as CPU 0 runs `cpu0` while this thread, as CPU 1, runs `cpu1`; once both are done, a
+/// last flush (CPU 1) moves what is left.
+fn race_then_flush(log: &Arc<L1>, cpu0: impl FnOnce(&L1) + Send + 'static, cpu1: impl FnOnce(&L1)) {
+    let l0 = log.clone();
+    let t = thread::spawn(move || {
+        set_cpu(0);
+        cpu0(&l0);
+    });
+    set_cpu(1);
+    cpu1(log);
+    t.join().unwrap();
+    log.flush().expect("ownership is free again");
+}
+
+/// CPU 0's writer: appends its next `N` records in task context (see [`append`]).
+fn cpu0_appends<const N: usize>(log: &L1) {
+    for _ in 0..N {
+        append(log, 0, 0);
+    }
+}
+
+/// One flush attempt (another flusher may own the flush).
+fn try_flush(log: &L1) {
+    let _ = log.flush();
+}
 
 /// CPU 0 appends two more records while CPU 1 flushes; a final flush moves the rest. Every record moved
 /// exactly once, in order, intact.
@@ -523,16 +547,7 @@ fn flush_races_writer() {
         // a fast path that touches two words only).
         set_cpu(0);
         append(&log, 0, 0);
-        let l0 = log.clone();
-        let writer = thread::spawn(move || {
-            set_cpu(0);
-            append(&l0, 0, 0);
-            append(&l0, 0, 0);
-        });
-        set_cpu(1);
-        let _ = log.flush();
-        writer.join().unwrap();
-        log.flush().expect("ownership is free again");
+        race_then_flush(&log, cpu0_appends::<2>, try_flush);
         check_main(&log, &[((0, 0), 0, 3)], false);
         assert_eq!(log.counters(0, 0).unwrap().overwritten, 0);
     });
@@ -550,16 +565,7 @@ fn flush_races_overwriting_writer() {
         for _ in 0..4 {
             append(&log, 0, 0);
         }
-        let l0 = log.clone();
-        let writer = thread::spawn(move || {
-            set_cpu(0);
-            append(&l0, 0, 0);
-            append(&l0, 0, 0);
-        });
-        set_cpu(1);
-        let _ = log.flush();
-        writer.join().unwrap();
-        log.flush().expect("ownership is free again");
+        race_then_flush(&log, cpu0_appends::<2>, try_flush);
         let lost = log.counters(0, 0).unwrap().overwritten;
         // Records 0 and 1 are the ones overwritten (the flush may have moved either first).
         assert!(lost <= 2, "{lost}");
@@ -579,15 +585,7 @@ fn two_flushers_race() {
         append(&log, 0, 0);
         set_cpu(1);
         append(&log, 1, 0);
-        let l0 = log.clone();
-        let other = thread::spawn(move || {
-            set_cpu(0);
-            let _ = l0.flush();
-        });
-        set_cpu(1);
-        let _ = log.flush();
-        other.join().unwrap();
-        log.flush().expect("ownership is free again");
+        race_then_flush(&log, try_flush, try_flush);
         check_main(&log, &[((0, 0), 0, 1), ((1, 0), 0, 1)], true);
     });
 }
@@ -604,16 +602,10 @@ fn two_flushers_race() {
 fn flush_timestamp_order_across_rings_relies_on_the_settle_window() {
     model("flush_ts_order_needs_settle", || {
         let log: Arc<L1> = Arc::new(Log::new(LoomPlat::new(2)));
-        let l0 = log.clone();
-        let writer = thread::spawn(move || {
-            set_cpu(0);
-            append(&l0, 0, 0);
+        race_then_flush(&log, cpu0_appends::<1>, |l| {
+            append(l, 1, 0);
+            try_flush(l);
         });
-        set_cpu(1);
-        append(&log, 1, 0);
-        let _ = log.flush();
-        writer.join().unwrap();
-        log.flush().expect("ownership is free again");
         check_main(&log, &[((0, 0), 0, 1), ((1, 0), 0, 1)], true);
     });
 }
@@ -1082,15 +1074,15 @@ fn crash_drain_races_a_flush_owner_wrapping_the_main_log() {
 #[derive(Default)]
 struct WriterRaceSeen {
     /// Delivered, not counted.
-    delivered: AtomicUsize,
+    delivered: Seen,
     /// Counted in flight once, not delivered.
-    in_flight: AtomicUsize,
+    in_flight: Seen,
     /// Delivered *and* counted in flight.
-    both: AtomicUsize,
+    both: Seen,
     /// Not delivered, counted in flight more than once.
-    counted_twice: AtomicUsize,
+    counted_twice: Seen,
     /// Neither delivered nor counted.
-    neither: AtomicUsize,
+    neither: Seen,
 }
 
 impl WriterRaceSeen {
@@ -1103,7 +1095,7 @@ impl WriterRaceSeen {
             &self.counted_twice,
             &self.neither,
         ]
-        .map(|a| a.load(StdOrdering::Relaxed));
+        .map(Seen::count);
         eprintln!(
             "loom: {name}: the racing record was delivered in {d} interleavings, counted in \
              flight in {f}, both in {b}, counted twice in {t}, neither in {n}"
@@ -1168,7 +1160,7 @@ fn drain_races_writer(gate: Option<WriteStep>, strict: bool) -> (usize, usize) {
             (false, 0) => &seen.neither,
             (false, _) => &seen.counted_twice,
         };
-        class.fetch_add(1, StdOrdering::Relaxed);
+        class.note();
         assert_eq!((rep.torn, cnt.torn, cnt.overwritten), (0, 0, 0), "{what}");
         assert_eq!(got.get(&(1, 0)).map(|s| s[0]), Some(0), "{what}");
         if gate == Some(WriteStep::Published) {
@@ -1418,58 +1410,74 @@ fn assert_console_free(consoles: &Consoles<1>) {
     );
 }
 
+/// The device of a one-console set (both leaked, for the model's threads).
+fn one_console(
+    chunked: bool,
+    stop_cpu: Option<usize>,
+) -> (&'static LoomConsole, &'static Consoles<1>) {
+    let dev = LoomConsole::leak(chunked, stop_cpu);
+    (dev, Box::leak(Box::new(Consoles::new([dev]))))
+}
+
+/// CPU 0 prints the two records of a [`console_log`] at normal priority while CPU 1 runs `urgent`
+/// (an emergency print). Once both are done: every record was printed exactly once between them,
+/// in order, by one owner at a time, and the console is free with no request left. Returns the
+/// normal and the urgent report and the device writes.
+fn normal_and_urgent(
+    chunked: bool,
+    urgent: impl FnOnce(&Consoles<1>, &L1) -> EmitReport,
+) -> (EmitReport, EmitReport, Vec<DeviceWrite>) {
+    let (log, lines) = console_log(2);
+    let (dev, consoles) = one_console(chunked, None);
+    let l0 = log.clone();
+    let normal = thread::spawn(move || {
+        set_cpu(0);
+        consoles.emit_pending(&*l0)
+    });
+    set_cpu(1);
+    let urgent = urgent(consoles, &log);
+    let normal = normal.join().unwrap();
+    assert_eq!(normal.printed + urgent.printed, 2, "{normal:?} {urgent:?}");
+    let writes = dev.writes();
+    check_console_output(&writes, &lines);
+    assert_console_free(consoles);
+    (normal, urgent, writes)
+}
+
 /// CPU 0 prints two records at normal priority while CPU 1 prints at emergency priority, waiting
 /// (without bound in spins: loom's spin hint yields, so the owner runs) for a handover. The
 /// emergency context always gets the console — directly, or handed over between records — and
 /// every record is printed exactly once, in order, by one owner at a time.
-fn emergency_handover(name: &str, chunked: bool, cut_seen: &'static AtomicUsize) {
+fn emergency_handover(name: &str, chunked: bool, cut_seen: &'static Seen) {
     model(name, move || {
-        let (log, lines) = console_log(2);
-        let dev = LoomConsole::leak(chunked, None);
-        let consoles: &'static Consoles<1> = Box::leak(Box::new(Consoles::new([dev])));
-        let l0 = log.clone();
-        let normal = thread::spawn(move || {
-            set_cpu(0);
-            consoles.emit_pending(&*l0)
+        let (_, urgent, writes) = normal_and_urgent(chunked, |consoles, log| {
+            consoles.emit_emergency(log, &Wait::spins(u32::MAX))
         });
-        set_cpu(1);
-        let urgent = consoles.emit_emergency(&*log, &Wait::spins(u32::MAX));
-        let normal = normal.join().unwrap();
         assert_eq!(
             urgent.busy, 0,
             "the emergency context got the console: {urgent:?}"
         );
-        assert_eq!(normal.printed + urgent.printed, 2, "{normal:?} {urgent:?}");
-        let writes = dev.writes();
-        check_console_output(&writes, &lines);
-        assert_console_free(consoles);
-        if writes.iter().any(|w| w.part == Part::First) && writes.len() > lines.len() * 2 {
-            cut_seen.fetch_add(1, StdOrdering::Relaxed);
+        // More writes than two lines of two halves: a line was cut and printed again.
+        if writes.iter().any(|w| w.part == Part::First) && writes.len() > 2 * 2 {
+            cut_seen.note();
         }
     });
 }
 
 #[test]
 fn console_emergency_handover_between_records() {
-    static CUT: AtomicUsize = AtomicUsize::new(0);
+    static CUT: Seen = Seen::new();
     emergency_handover("console_emergency_handover_between_records", false, &CUT);
-    assert_eq!(
-        CUT.load(StdOrdering::Relaxed),
-        0,
-        "whole-line writes are never cut"
-    );
+    assert_eq!(CUT.count(), 0, "whole-line writes are never cut");
 }
 
 /// The driver leaves the unsafe section between the two halves of a line, so the emergency
 /// context can take the console mid-line: the cut line is printed again, whole, by the new owner.
 #[test]
 fn console_emergency_handover_mid_record() {
-    static CUT: AtomicUsize = AtomicUsize::new(0);
+    static CUT: Seen = Seen::new();
     emergency_handover("console_emergency_handover_mid_record", true, &CUT);
-    assert!(
-        CUT.load(StdOrdering::Relaxed) > 0,
-        "no interleaving cut a line"
-    );
+    assert!(CUT.count() > 0, "no interleaving cut a line");
 }
 
 /// The emergency context's wait is bounded by a deadline on the platform clock (the loom platform's
@@ -1478,34 +1486,19 @@ fn console_emergency_handover_mid_record() {
 /// behind. Some interleaving must time out.
 #[test]
 fn console_emergency_wait_times_out() {
-    static TIMED_OUT: AtomicUsize = AtomicUsize::new(0);
+    static TIMED_OUT: Seen = Seen::new();
     model("console_emergency_wait_times_out", || {
-        let (log, lines) = console_log(2);
-        let dev = LoomConsole::leak(false, None);
-        let consoles: &'static Consoles<1> = Box::leak(Box::new(Consoles::new([dev])));
-        let l0 = log.clone();
-        let normal = thread::spawn(move || {
-            set_cpu(0);
-            consoles.emit_pending(&*l0)
+        let (normal, urgent, _) = normal_and_urgent(false, |consoles, log| {
+            let now = || log.platform().now_ns();
+            let deadline = now() + 1; // gives up after its first poll
+            consoles.emit_emergency(log, &Wait::spins(u32::MAX).with_deadline(&now, deadline))
         });
-        set_cpu(1);
-        let now = || log.platform().now_ns();
-        let deadline = now() + 1; // gives up after its first poll
-        let urgent =
-            consoles.emit_emergency(&*log, &Wait::spins(u32::MAX).with_deadline(&now, deadline));
-        let normal = normal.join().unwrap();
         assert!(urgent.busy + normal.busy <= 1, "{normal:?} {urgent:?}");
-        assert_eq!(normal.printed + urgent.printed, 2, "{normal:?} {urgent:?}");
-        check_console_output(&dev.writes(), &lines);
-        assert_console_free(consoles);
         if urgent.busy == 1 && normal.printed == 2 {
-            TIMED_OUT.fetch_add(1, StdOrdering::Relaxed);
+            TIMED_OUT.note();
         }
     });
-    assert!(
-        TIMED_OUT.load(StdOrdering::Relaxed) > 0,
-        "no interleaving timed out"
-    );
+    assert!(TIMED_OUT.count() > 0, "no interleaving timed out");
 }
 
 /// CPU 1 prints two lines at normal priority, in two bursts each, while the crashing CPU 0 asks it
@@ -1518,12 +1511,11 @@ fn console_emergency_wait_times_out() {
 /// every record exactly once. Both outcomes must occur.
 #[test]
 fn console_panic_takeover() {
-    static HOSTILE: AtomicUsize = AtomicUsize::new(0);
-    static FRIENDLY: AtomicUsize = AtomicUsize::new(0);
+    static HOSTILE: Seen = Seen::new();
+    static FRIENDLY: Seen = Seen::new();
     model("console_panic_takeover", || {
         let (log, lines) = console_log(2);
-        let dev = LoomConsole::leak(true, Some(1));
-        let consoles: &'static Consoles<1> = Box::leak(Box::new(Consoles::new([dev])));
+        let (dev, consoles) = one_console(true, Some(1));
         let l1 = log.clone();
         let cpu1 = thread::spawn(move || {
             set_cpu(1);
@@ -1548,7 +1540,7 @@ fn console_panic_takeover() {
         let hostile = panic.taken_over == 1;
         assert_eq!(state.view().unsafe_takeover, hostile, "{panic:?}");
         if hostile {
-            HOSTILE.fetch_add(1, StdOrdering::Relaxed);
+            HOSTILE.note();
             assert_eq!(
                 state
                     .try_acquire(1, Priority::Emergency, &Wait::none())
@@ -1556,17 +1548,17 @@ fn console_panic_takeover() {
                 Some(AcquireError::Unsafe)
             );
         } else {
-            FRIENDLY.fetch_add(1, StdOrdering::Relaxed);
+            FRIENDLY.note();
             assert_eq!(panic.taken_over, 0, "{panic:?}");
             assert_console_free(consoles);
         }
     });
     assert!(
-        HOSTILE.load(StdOrdering::Relaxed) > 0,
+        HOSTILE.count() > 0,
         "never stopped inside an unsafe section"
     );
     assert!(
-        FRIENDLY.load(StdOrdering::Relaxed) > 0,
+        FRIENDLY.count() > 0,
         "never stopped outside an unsafe section"
     );
 }

@@ -680,3 +680,61 @@ fn the_regions_the_descriptor_names_are_enough() {
     );
     assert_eq!(recovered_image(&recover::PiecewiseDump::new(&pieces)), want);
 }
+
+/// The crashing CPU dies at every step of both crash drains (every record of a first drain, every
+/// step of the image writer): the memory at that instant — a copy — rebuilds the very image the
+/// path would have written, and the half-written region never parses as an image.
+#[test]
+fn death_at_every_step_of_the_drains_loses_nothing() {
+    let k = boot();
+    on_cpu(1, move || {
+        for i in 0..12 {
+            k.log
+                .append(Level::Info, 0, 0, format!("cpu1 {i}").as_bytes())
+                .unwrap();
+            if i == 5 {
+                k.log.flush();
+            }
+        }
+        k.checked_in[1].store(1, Ordering::Release);
+    });
+    on_cpu(2, move || {
+        k.log.nmi_enter();
+        for i in 0..3 {
+            k.log
+                .append_raw(Level::Emerg, 0, 0, format!("cpu2 nmi {i}").as_bytes())
+                .unwrap();
+        }
+        k.checked_in[2].store(1, Ordering::Release);
+    });
+    HostPlatform::register_cpu(0);
+    k.log.crash_enter().unwrap();
+    k.log.append(Level::Emerg, 0, 0, b"IPI complete").unwrap();
+    let stopped = |c: usize| k.checked_in[c].load(Ordering::Acquire) != 0;
+
+    let mut copies = Vec::new();
+    let mut n = 0;
+    k.log
+        .drain_on_crash(&stopped, &mut |_, _: &nmilog::RecordBuf| {
+            copies.push((format!("first drain, record {n}"), Copy::of(k)));
+            n += 1;
+            true
+        })
+        .unwrap();
+    let mut region = vec![0u8; TestLog::MAX_IMAGE_BYTES];
+    let rep = handover::write_image_with_hook(&k.log, &mut region, &stopped, &mut |s| {
+        copies.push((format!("image writer at {s:?}"), Copy::of(k)));
+    })
+    .unwrap();
+    let live = region[..rep.len].to_vec();
+    assert!(copies.len() > 2 * 17, "{} death points", copies.len());
+    for (what, mem) in &copies {
+        assert_eq!(recovered_image(&mem.dump()), live, "died in the {what}");
+    }
+    // Every death point is before the core header is written (it is written last, after the
+    // `Header` step): the region a capture stage finds then has everything but the core header,
+    // and must not parse as an image.
+    let mut partial = live.clone();
+    partial[..64].fill(0);
+    assert!(handover::parse(&partial).is_err());
+}

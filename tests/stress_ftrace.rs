@@ -11,12 +11,16 @@
 //! requires that some signals were handled, not how many. Duration: `NMILOG_STRESS_SECS` (default 3).
 #![cfg(unix)]
 
+mod common;
+
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use nmilog::host::HostPlatform;
 use nmilog::ring::Read;
 use nmilog::{Level, Log, MainReader, RecordBuf};
+
+use common::stress_secs;
 
 const WRITERS: usize = 3;
 const READER_CPU: usize = WRITERS;
@@ -33,13 +37,6 @@ static HANDLED: AtomicU64 = AtomicU64::new(0);
 static NESTED: AtomicU64 = AtomicU64::new(0);
 static FAILED: AtomicU64 = AtomicU64::new(0);
 static THREADS: [AtomicUsize; WRITERS] = [const { AtomicUsize::new(0) }; WRITERS];
-
-fn secs() -> f64 {
-    std::env::var("NMILOG_STRESS_SECS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(3.0)
-}
 
 /// The payload of record `seq` of ring (cpu, depth): an 8-byte tag, then a fill pattern; the length
 /// is a function of the sequence number too.
@@ -144,7 +141,7 @@ fn ftrace_style_stress_with_signals_as_nmis() {
     install(libc::SIGUSR1);
     install(libc::SIGUSR2);
     HostPlatform::register_cpu(READER_CPU);
-    let dur = Duration::from_secs_f64(secs());
+    let dur = Duration::from_secs_f64(stress_secs());
 
     let writers: Vec<_> = (0..WRITERS)
         .map(|c| std::thread::spawn(move || writer(c)))

@@ -13,6 +13,8 @@
 //!
 //! Duration: `NMILOG_STRESS_SECS` (default 3). Run with `--nocapture` to see the figures.
 
+mod common;
+
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -20,19 +22,14 @@ use nmilog::host::HostPlatform;
 use nmilog::ring::{Cursor, Read};
 use nmilog::{Level, Log, MainReader, RecordBuf};
 
+use common::stress_secs;
+
 const CPUS: usize = 4;
 const READER_CPU: usize = 0;
 
 static LOG: Log<HostPlatform, CPUS, 1024, 16384> = Log::new(HostPlatform::new(CPUS));
 static STOP: AtomicBool = AtomicBool::new(false);
 static APPENDED: [AtomicU64; CPUS] = [const { AtomicU64::new(0) }; CPUS];
-
-fn secs() -> f64 {
-    std::env::var("NMILOG_STRESS_SECS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(3.0)
-}
 
 fn writer(cpu: usize) {
     HostPlatform::register_cpu(cpu);
@@ -147,7 +144,7 @@ fn read_main(st: &mut MainState, buf: &mut RecordBuf) {
 #[cfg_attr(miri, ignore)]
 fn printk_ringbuffer_style_stress() {
     HostPlatform::register_cpu(READER_CPU);
-    let dur = Duration::from_secs_f64(secs());
+    let dur = Duration::from_secs_f64(stress_secs());
     let writers: Vec<_> = (0..CPUS)
         .filter(|&c| c != READER_CPU)
         .map(|c| std::thread::spawn(move || writer(c)))

@@ -284,6 +284,20 @@ fn payload(id: usize, len: usize) -> Vec<u8> {
 }
 
 impl<'a, 's> Sim<'a, 's> {
+    /// The record a delivered payload belongs to (its id is the first four bytes) and its ground
+    /// truth; the payload must be exactly the one written for it.
+    fn record_of(&self, p: &[u8]) -> (usize, &Rec) {
+        assert!(p.len() >= 4, "short payload {p:?}");
+        let id = u32::from_le_bytes([p[0], p[1], p[2], p[3]]) as usize;
+        assert!(id < self.recs.len(), "unknown record id {id}");
+        let rec = &self.recs[id];
+        assert_eq!(
+            p,
+            &payload(id, rec.len)[..],
+            "payload of record {id} differs"
+        );
+        (id, rec)
+    }
     fn byte(&mut self) -> u8 {
         let b = self.data.get(self.at).copied().unwrap_or(0);
         self.at += 1;
@@ -721,16 +735,7 @@ impl<'a, 's> Sim<'a, 's> {
             };
             assert!(last < Some(key), "out of order: {key:?} after {last:?}");
             last = Some(key);
-            let p = &o.payload[..];
-            assert!(p.len() >= 4, "short payload {p:?}");
-            let id = u32::from_le_bytes([p[0], p[1], p[2], p[3]]) as usize;
-            assert!(id < self.recs.len(), "unknown record id {id}");
-            let rec = &self.recs[id];
-            assert_eq!(
-                p,
-                &payload(id, rec.len)[..],
-                "payload of record {id} differs"
-            );
+            let (id, rec) = self.record_of(&o.payload);
             assert!(!seen[id], "record {id} delivered twice");
             seen[id] = true;
             assert!(
@@ -851,16 +856,7 @@ impl<'a, 's> Sim<'a, 's> {
                 nmilog::record::facility::NMILOG,
                 "accounting in the main log: the drain wrote it"
             );
-            let p = buf.payload();
-            assert!(p.len() >= 4, "short payload {p:?}");
-            let id = u32::from_le_bytes([p[0], p[1], p[2], p[3]]) as usize;
-            assert!(id < self.recs.len(), "unknown record id {id}");
-            let rec = &self.recs[id];
-            assert_eq!(
-                p,
-                &payload(id, rec.len)[..],
-                "payload of record {id} differs"
-            );
+            let (id, rec) = self.record_of(buf.payload());
             assert!(!seen[id], "record {id} twice in the main log");
             seen[id] = true;
             assert_eq!(

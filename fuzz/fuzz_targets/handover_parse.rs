@@ -16,38 +16,15 @@
 //!   caught by the CRC32C).
 #![no_main]
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+#[path = "../../tests/common/mod.rs"]
+mod common;
 
 use libfuzzer_sys::fuzz_target;
-use nmilog::handover::{self, Image};
-use nmilog::record::facility;
-use nmilog::ring::{Read, WriteStep};
-use nmilog::{Header, Level, Log, Origin, Platform, RecordBuf};
+use nmilog::handover;
+use nmilog::ring::WriteStep;
+use nmilog::{Level, Log, Origin, RecordBuf};
 
-fn exercise(img: &Image<'_>) -> usize {
-    let mut n = 0;
-    for r in img.records() {
-        assert_eq!(r.header.len as usize, r.payload.len());
-        let _ = r.text();
-        n += 1;
-    }
-    assert!(n <= img.record_count());
-    let _ = (
-        img.version(),
-        img.totals(),
-        img.bad_cpu_dropped(),
-        img.left_out(),
-    );
-    let _ = img.corruption();
-    let _ = format!("{img:?}");
-    for c in 0..img.cpu_count().min(64) + 1 {
-        for d in 0..img.depth().min(16) + 1 {
-            let _ = img.counters(c, d);
-            let _ = img.context_kind(c, d);
-        }
-    }
-    n
-}
+use common::{exercise, main_records, owned, unstamped, Manual, Owned};
 
 fn crc32c(b: &[u8]) -> u32 {
     crc::Crc::<u32>::new(&crc::CRC_32_ISCSI).checksum(b)
@@ -98,53 +75,15 @@ fn fix_crcs(b: &mut [u8]) {
 /// Two CPUs, the current one chosen by the input; a clock that advances by `tick` per read: 1, or 0
 /// (every record ties on its timestamp: the drain must still deliver each once, each source in
 /// order, and every drain stamps its accounting records the same).
-struct Fuzz {
-    cpu: AtomicUsize,
-    clock: AtomicU64,
-    tick: u64,
-}
-
-impl Platform for Fuzz {
-    fn cpu_id(&self) -> usize {
-        self.cpu.load(Ordering::Relaxed)
-    }
-    fn now_ns(&self) -> u64 {
-        self.clock.fetch_add(self.tick, Ordering::Relaxed)
-    }
-    fn cpu_count(&self) -> usize {
-        2
-    }
-}
-
-type FuzzLog = Log<Fuzz, 2, 64, 512, 2>;
-
-type Rec = (u64, Header, Vec<u8>);
-
-fn main_records(log: &FuzzLog) -> Vec<Rec> {
-    let mut rd = log.main_reader();
-    let mut buf = RecordBuf::new();
-    let mut out = Vec::new();
-    loop {
-        match rd.read(log, &mut buf) {
-            Read::Record => out.push((buf.seq, buf.header, buf.payload().to_vec())),
-            Read::Overwritten { .. } => continue,
-            _ => break,
-        }
-    }
-    out
-}
+type FuzzLog = Log<Manual, 2, 64, 512, 2>;
 
 fn round_trip(data: &[u8]) {
     // Byte 3: a writer on CPU 1 frozen at a step of the write protocol (low nibble < 8), whether
     // CPU 1 is known to be stopped (bit 4), whether the clock stands still (bit 5).
     let ctl = data.get(3).copied().unwrap_or(0xff);
     let tick = u64::from(ctl & 0x20 == 0);
-    let log: Box<FuzzLog> = Box::new(Log::new(Fuzz {
-        cpu: AtomicUsize::new(0),
-        clock: AtomicU64::new(7),
-        tick,
-    }));
-    let set_cpu = |c: usize| log.platform().cpu.store(c, Ordering::Relaxed);
+    let log: Box<FuzzLog> = Box::new(Log::new(Manual::with_clock(2, 7, tick)));
+    let set_cpu = |c: usize| log.platform().set_cpu(c);
     // Each 9-byte chunk: a control byte (bit 3: CPU 1; bit 7: the normal path, which flushes into
     // the main log, else the NMI path, ring only; facility and the RAW flag from the rest), then up
     // to 8 payload bytes.
@@ -173,7 +112,7 @@ fn round_trip(data: &[u8]) {
     // The drain's output: every record once, losses counted, in timestamp order, each source in its
     // order (with a stopped clock too: ties keep the main log's order first, then the rings').
     let main_before = main_records(&log);
-    let mut want: Vec<(Origin, Rec)> = Vec::new();
+    let mut want: Vec<(Origin, Owned)> = Vec::new();
     let rep = log
         .drain_on_crash(&stopped, &mut |o: Origin, r: &RecordBuf| {
             want.push((o, (r.seq, r.header, r.payload().to_vec())));
@@ -218,7 +157,7 @@ fn round_trip(data: &[u8]) {
         assert_eq!((rep.torn, rep.in_flight), (0, lost), "{rep:?}");
     }
     // What normal flushes moved comes from the main log, at its main-log numbers.
-    let main_part: Vec<Rec> = want
+    let main_part: Vec<Owned> = want
         .iter()
         .filter_map(|(o, r)| match o {
             Origin::Main { seq } => Some((*seq, r.1, r.2.clone())),
@@ -245,10 +184,7 @@ fn round_trip(data: &[u8]) {
     let n = wrote.len;
     let img = handover::parse(&region[..n]).expect("a fresh image parses");
     assert!(img.corruption().is_none());
-    let got: Vec<Rec> = img
-        .records()
-        .map(|r| (r.seq, r.header, r.payload.to_vec()))
-        .collect();
+    let got = owned(img.records());
     assert_eq!(got.len() as u64 + img.left_out(), want.len() as u64);
     assert_eq!(
         (wrote.records, wrote.left_out),
@@ -289,21 +225,13 @@ fn round_trip(data: &[u8]) {
     if tick == 0 {
         assert_eq!(again[..m], region[..n], "a second image differs");
     } else {
-        let unstamped = |bytes: &[u8]| -> Vec<Rec> {
+        let records = |bytes: &[u8]| {
             let img = handover::parse(bytes).expect("a second image parses");
-            img.records()
-                .map(|r| {
-                    let mut h = r.header;
-                    if h.facility == facility::NMILOG {
-                        h.ts_ns = 0;
-                    }
-                    (r.seq, h, r.payload.to_vec())
-                })
-                .collect()
+            unstamped(owned(img.records()))
         };
         assert_eq!(
-            unstamped(&again[..m]),
-            unstamped(&region[..n]),
+            records(&again[..m]),
+            records(&region[..n]),
             "a second image differs"
         );
     }
@@ -314,10 +242,7 @@ fn round_trip(data: &[u8]) {
         region[at] ^= 1 << (data[0] as usize % 8).max(1);
         if let Ok(img) = handover::parse(&region[..n]) {
             exercise(&img);
-            let bad: Vec<_> = img
-                .records()
-                .map(|r| (r.seq, r.header, r.payload.to_vec()))
-                .collect();
+            let bad = owned(img.records());
             assert!(
                 got.starts_with(&bad),
                 "a flipped byte at {at} changed a recovered record"

@@ -391,6 +391,14 @@ impl<const N: usize> Consoles<N> {
         self.emit_normal(log, Priority::Emergency, wait)
     }
 
+    /// The enabled consoles, each with its slot.
+    fn enabled(&self) -> impl Iterator<Item = (&Slot, &'static dyn Console)> {
+        self.slots
+            .iter()
+            .zip(self.consoles)
+            .filter(|(slot, _)| slot.enabled.load(Ordering::Relaxed))
+    }
+
     fn emit_normal<
         P: Platform,
         const CPUS: usize,
@@ -417,10 +425,7 @@ impl<const N: usize> Consoles<N> {
         if pc.nmi_safe_only() {
             return rep;
         }
-        for (slot, console) in self.slots.iter().zip(self.consoles) {
-            if !slot.enabled.load(Ordering::Relaxed) {
-                continue;
-            }
+        for (slot, console) in self.enabled() {
             match slot.state.try_acquire(cpu, prio, wait) {
                 Ok(mut ctx) => emit_slot(slot, console, log, &mut ctx, false, &mut rep),
                 Err(_) => rep.busy += 1,
@@ -476,10 +481,7 @@ impl<const N: usize> Consoles<N> {
         if log.crashing_cpu() != Some(cpu) {
             return rep;
         }
-        for (slot, console) in self.slots.iter().zip(self.consoles) {
-            if !slot.enabled.load(Ordering::Relaxed) {
-                continue;
-            }
+        for (slot, console) in self.enabled() {
             let mut ctx = match slot.state.try_acquire(cpu, Priority::Panic, wait) {
                 Ok(ctx) => ctx,
                 Err(_) => {
@@ -524,7 +526,6 @@ fn panic_emit_slot<
     // then the source's sequence number, so everything up to it was printed.
     let last = slot.panic_last.get();
     let _ = log.drain_on_crash(stopped, &mut |origin: Origin, rec: &RecordBuf| {
-        let h = &rec.header;
         let key = PanicKey::of(rec);
         if let Origin::Main { seq } = origin {
             if (seq as usize).wrapping_sub(committed) > usize::MAX / 2 {
@@ -537,25 +538,7 @@ fn panic_emit_slot<
         if !ctx.enter_unsafe() {
             return false;
         }
-        let mut ok = true;
-        if h.flags & flags::RAW != 0 || h.level >= loglevel {
-            rep.filtered += 1;
-        } else {
-            let mut line: LineBuf<{ LINE_MAX + 32 }> = LineBuf::new();
-            let ts = h.ts_ns;
-            let _ = write!(
-                line,
-                "[{:>5}.{:06}] ",
-                ts / 1_000_000_000,
-                (ts % 1_000_000_000) / 1000
-            );
-            let _ = line.write_str(rec.text().unwrap_or("<non-UTF-8 record>"));
-            let _ = line.write_str("\n");
-            ok = console.write_atomic(ctx, line.finish());
-            if ok {
-                rep.printed += 1;
-            }
-        }
+        let ok = print_record(console, ctx, rec, loglevel, rep);
         if ok && !ctx.lost() {
             slot.panic_last.set(key);
         } else {
@@ -612,25 +595,9 @@ fn emit_slot<
         let mut ok = true;
         match r {
             Read::Record => {
-                if (rec.seq as usize).wrapping_sub(committed) > usize::MAX / 2 {
-                    // Already printed (a rebuilt cursor catching up).
-                } else if rec.header.flags & flags::RAW != 0 || rec.header.level >= loglevel {
-                    rep.filtered += 1;
-                } else {
-                    let mut line: LineBuf<{ LINE_MAX + 32 }> = LineBuf::new();
-                    let ts = rec.header.ts_ns;
-                    let _ = write!(
-                        line,
-                        "[{:>5}.{:06}] ",
-                        ts / 1_000_000_000,
-                        (ts % 1_000_000_000) / 1000
-                    );
-                    let _ = line.write_str(rec.text().unwrap_or("<non-UTF-8 record>"));
-                    let _ = line.write_str("\n");
-                    ok = console.write_atomic(ctx, line.finish());
-                    if ok {
-                        rep.printed += 1;
-                    }
+                // Unless already printed (a rebuilt cursor catching up).
+                if (rec.seq as usize).wrapping_sub(committed) <= usize::MAX / 2 {
+                    ok = print_record(console, ctx, &rec, loglevel, rep);
                 }
             }
             Read::Overwritten { missed } => {
@@ -657,4 +624,33 @@ fn emit_slot<
             return;
         }
     }
+}
+
+/// Prints `rec` on `console` as one line, `[seconds.micros] text\n`, in one `write_atomic` call
+/// (inside the owner's unsafe section), and counts it printed; or, for a raw record or one not below
+/// `loglevel`, only counts it filtered. Returns `false` if the console did not take the line.
+fn print_record(
+    console: &dyn Console,
+    ctx: &mut WriteContext<'_>,
+    rec: &RecordBuf,
+    loglevel: u8,
+    rep: &mut EmitReport,
+) -> bool {
+    let h = &rec.header;
+    if h.flags & flags::RAW != 0 || h.level >= loglevel {
+        rep.filtered += 1;
+        return true;
+    }
+    let mut line: LineBuf<{ LINE_MAX + 32 }> = LineBuf::new();
+    let _ = write!(
+        line,
+        "[{:>5}.{:06}] ",
+        h.ts_ns / 1_000_000_000,
+        (h.ts_ns % 1_000_000_000) / 1000
+    );
+    let _ = line.write_str(rec.text().unwrap_or("<non-UTF-8 record>"));
+    let _ = line.write_str("\n");
+    let ok = console.write_atomic(ctx, line.finish());
+    rep.printed += u64::from(ok);
+    ok
 }

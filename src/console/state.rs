@@ -309,6 +309,15 @@ impl ConsoleState {
         self.cas(cur, new).map(|_| new).map_err(Some)
     }
 
+    /// One compare-exchange of the word from `cur` to owned by `cpu` at `prio` (the unsafe-takeover
+    /// mark kept): the new owner's context if it succeeded.
+    fn take(&self, cur: usize, cpu: usize, prio: Priority) -> Option<WriteContext<'_>> {
+        let new = owned_word(prio, cpu, cur & UNSAFE_TAKEOVER);
+        self.cas(cur, new)
+            .ok()
+            .map(|()| WriteContext::new(self, new))
+    }
+
     /// Acquires the console for `cpu` at `prio`.
     ///
     /// Direct acquisition when the console is free or its owner has a lower priority and is not in
@@ -383,17 +392,12 @@ impl ConsoleState {
                 // A higher priority replaced our request (or a panic takeover cleared it).
                 return Err(AcquireError::Busy);
             }
-            if v.prio == Priority::None {
-                // Handed over to us: the previous owner released with our request still set
-                // (LMM(console:B)); LMM(console:A) on the compare-exchange that takes it.
-                let new = owned_word(prio, cpu, cur & UNSAFE_TAKEOVER);
-                if self.cas(cur, new).is_ok() {
-                    return Ok(WriteContext::new(self, new));
-                }
-            } else if !v.unsafe_section && v.prio < prio {
-                let new = owned_word(prio, cpu, cur & UNSAFE_TAKEOVER);
-                if self.cas(cur, new).is_ok() {
-                    return Ok(WriteContext::new(self, new));
+            // Handed over to us (the previous owner released with our request still set,
+            // LMM(console:B)), or a lower-priority owner between records: LMM(console:A) on the
+            // compare-exchange that takes it.
+            if v.prio == Priority::None || (!v.unsafe_section && v.prio < prio) {
+                if let Some(ctx) = self.take(cur, cpu, prio) {
+                    return Ok(ctx);
                 }
             }
             if wait.expired(spins) {
@@ -412,9 +416,8 @@ impl ConsoleState {
                 return Err(AcquireError::Timeout);
             }
             if v.prio == Priority::None {
-                let new = owned_word(prio, cpu, cur & UNSAFE_TAKEOVER);
-                if self.cas(cur, new).is_ok() {
-                    return Ok(WriteContext::new(self, new));
+                if let Some(ctx) = self.take(cur, cpu, prio) {
+                    return Ok(ctx);
                 }
                 continue;
             }

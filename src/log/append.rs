@@ -11,9 +11,9 @@
 use core::fmt;
 
 use super::Log;
-use crate::fmt::{LineBuf, LINE_MAX};
-use crate::record::{facility, flags, ContextKind, Header, Level};
-use crate::ring::{NoHook, RecordRing, StepHook, WriteError};
+use crate::fmt::{measure, Formatted, LINE_MAX};
+use crate::record::{facility, flags as record_flags, ContextKind, Header, Level};
+use crate::ring::{NoHook, PayloadSource, RecordRing, StepHook, WriteError};
 use crate::sync::{signal_fence, Ordering};
 use crate::Platform;
 
@@ -127,8 +127,27 @@ impl<
         payload: &[u8],
         hook: &mut H,
     ) -> Result<u64, AppendError> {
+        // Text that ends with a newline ends its record there; the newline is not stored.
+        let (payload, flags) = match payload {
+            [rest @ .., b'\n'] if flags & record_flags::RAW == 0 => {
+                (rest, flags | record_flags::NEWLINE)
+            }
+            _ => (payload, flags),
+        };
+        self.write_from((cpu, kind, depth), ring, (level, facility, flags), payload, hook)
+    }
+
+    #[inline]
+    fn write_from<H: StepHook>(
+        &self,
+        (cpu, kind, depth): (usize, ContextKind, usize),
+        ring: &RecordRing<RING_WORDS>,
+        (level, facility, flags): (u8, u8, u8),
+        payload: impl PayloadSource,
+        hook: &mut H,
+    ) -> Result<u64, AppendError> {
         let platform = &self.platform;
-        ring.write(
+        ring.write_from(
             |seq| Header {
                 ts_ns: platform.now_ns(),
                 src_seq: seq,
@@ -251,16 +270,19 @@ impl<
         r
     }
 
-    /// Formats `args` into a [`LINE_MAX`]-byte stack buffer (cut with a marker if longer) and appends
-    /// it; in normal context then tries to flush. A log call made while formatting (a `Display` impl
-    /// that logs) is refused and counted as dropped.
+    /// Formats `args` straight into the record's place in the current CPU's ring — once to measure
+    /// it, once to store it, as Linux's `vprintk_store` does: no line buffer on the stack — and
+    /// appends it; in normal context then tries to flush. Text longer than [`LINE_MAX`] is cut with a
+    /// marker; a trailing newline ends the record and is not stored
+    /// ([`flags::NEWLINE`](crate::record::flags::NEWLINE)). A log call made while formatting (a
+    /// `Display` impl that logs) is refused and counted as dropped.
     ///
     /// ```
     /// # use nmilog::doc_support::OneCpu;
     /// # use nmilog::{Level, Log, RecordBuf, LINE_MAX, TRUNCATION_MARKER};
-    /// # static LOG: Log<OneCpu, 1, 256, 1024> = Log::new(OneCpu);
+    /// # static LOG: Log<OneCpu, 1, 512, 1024> = Log::new(OneCpu);
     /// use nmilog::record::flags;
-    /// LOG.log_fmt(Level::Err, 0, format_args!("{:>300}", "end")).unwrap(); // too long
+    /// LOG.log_fmt(Level::Err, 0, format_args!("{:>1200}", "end")).unwrap(); // too long
     /// let (mut reader, mut rec) = (LOG.main_reader(), RecordBuf::new());
     /// reader.read(&LOG, &mut rec);
     /// assert_eq!(rec.payload().len(), LINE_MAX);
@@ -273,30 +295,44 @@ impl<
         flags: u8,
         args: fmt::Arguments<'_>,
     ) -> Result<u64, AppendError> {
-        let r = self.with_ring(|cpu, kind, depth, ring| {
-            let mut line: LineBuf<LINE_MAX> = LineBuf::new();
-            let (text, fl): (&[u8], u8) = match args.as_str() {
-                Some(s) if s.len() <= LINE_MAX => (s.as_bytes(), flags),
-                _ => {
-                    let _ = fmt::write(&mut line, args);
-                    let fl = if line.truncated() {
-                        flags | flags::TRUNCATED
-                    } else {
-                        flags
-                    };
-                    (line.finish(), fl)
-                }
-            };
-            self.write_record(
-                (cpu, kind, depth),
-                ring,
-                (level as u8, facility::KERNEL, fl),
-                text,
-                &mut NoHook,
-            )
-        });
+        let r = self.append_fmt(level, flags, args);
         self.flush_if_normal();
         r
+    }
+
+    /// The append half of [`log_fmt`](Self::log_fmt) (a frame of its own: none of it is on the
+    /// stack while the flush runs).
+    #[inline(never)]
+    fn append_fmt(
+        &self,
+        level: Level,
+        flags: u8,
+        args: fmt::Arguments<'_>,
+    ) -> Result<u64, AppendError> {
+        self.with_ring(|cpu, kind, depth, ring| {
+            // Measured with the ring's guard held: a log call from a `Display` impl is refused (and
+            // counted once: the second pass repeats the first's refusals, which are not counted
+            // again).
+            let refused = ring.dropped();
+            let m = measure(args, ring.max_payload().min(LINE_MAX));
+            let flags = flags | m.flags;
+            let at = (cpu, kind, depth);
+            let how = (level as u8, facility::KERNEL, flags);
+            match args.as_str() {
+                // Text known in advance that fits: stored as bytes.
+                Some(s) if m.flags & record_flags::TRUNCATED == 0 => {
+                    self.write_from(at, ring, how, &s.as_bytes()[..m.keep], &mut NoHook)
+                }
+                _ => {
+                    let in_measure = ring.dropped().wrapping_sub(refused);
+                    let before = ring.dropped();
+                    let r = self.write_from(at, ring, how, Formatted { args, m }, &mut NoHook);
+                    let in_store = ring.dropped().wrapping_sub(before);
+                    ring.uncount_drops(in_store.min(in_measure));
+                    r
+                }
+            }
+        })
     }
 
     #[inline]

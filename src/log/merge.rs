@@ -263,6 +263,7 @@ pub(super) trait Merge {
 /// Runs one merge of `m`'s sources (see the module docs), in at most `budget` steps counted in
 /// `steps`. `buf` is the record buffer, made on first use (a merge with nothing to move does not
 /// zero a kilobyte).
+#[inline(always)]
 pub(super) fn run<M: Merge, S: ?Sized + SlotStore>(
     m: &mut M,
     heap: HeapView<'_, S>,

@@ -106,7 +106,7 @@ struct MainLog<const MAIN_WORDS: usize, const CPUS: usize, const DEPTH: usize> {
 /// ```text
 /// CPUS·pad((2 + DEPTH·(7 + RING_WORDS))·W)
 ///   + pad((11 + T + MAIN_WORDS + CPUS·DEPTH·(5 + 2·T))·W)
-///   + pad((10 + 2·T + CPUS·DEPTH·(14 + T))·W)
+///   + pad((10 + T + CPUS·DEPTH·(14 + T))·W)
 ///   + pad(size_of::<P>() + 6·W)
 /// ```
 ///

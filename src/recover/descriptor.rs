@@ -294,7 +294,9 @@ impl<
         let words = |r: core::ops::Range<usize>| out[r].iter().map(|w| w.load(Ordering::Relaxed));
         set(hd + h::TABLE_SUM, checksum(words(hd + h::COUNT..total)));
         set(hd + h::HEAD_SUM, checksum(words(hd..hd + h::COUNT)));
-        // The magic last: a reader finds a whole descriptor or none.
+        // The magic last: a reader finds a whole descriptor or none. LMM(desc:A): Release, pairs
+        // with LMM(desc:B) in `Descriptor::read`: a reader in the same memory (a capture stage of
+        // the running kernel) that sees the magic sees every word written above.
         for (w, chunk) in out[..MAGIC_WORDS].iter().zip(MAGIC.chunks_exact(W)) {
             let mut b = [0u8; W];
             b.copy_from_slice(chunk);
@@ -331,10 +333,14 @@ impl Descriptor {
                 what: "descriptor header",
                 addr,
             })?;
+        // LMM(desc:B): Acquire, pairs with LMM(desc:A) in `describe`: the header and tables read
+        // after a magic that is seen were written before it.
+        let magic_words: [usize; MAGIC_WORDS] =
+            core::array::from_fn(|i| head[i].load(Ordering::Acquire));
         let magic_as = |swap: bool| {
             let mut magic = [0u8; 8];
-            for (w, chunk) in head[..MAGIC_WORDS].iter().zip(magic.chunks_exact_mut(W)) {
-                let v = w.load(Ordering::Relaxed);
+            for (v, chunk) in magic_words.iter().zip(magic.chunks_exact_mut(W)) {
+                let v = *v;
                 let v = if swap { v.swap_bytes() } else { v };
                 chunk.copy_from_slice(&v.to_ne_bytes());
             }

@@ -325,3 +325,75 @@ impl<'m, M: Memory + ?Sized> RecoveredLog<'m, M> {
         )?)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use std::alloc::{alloc_zeroed, dealloc, Layout};
+    use std::vec::Vec;
+
+    use super::*;
+    use crate::doc_support::OneCpu;
+    use crate::{handover, Level, Log};
+
+    type L = Log<OneCpu, 1, 64, 256>;
+    #[repr(C)]
+    struct Kernel {
+        log: L,
+        desc: LogDescriptor<{ L::DESCRIPTOR_WORDS }>,
+    }
+
+    /// A kernel in zero-filled memory, run through `f`, then its memory read back as a dump.
+    fn with_kernel(f: impl FnOnce(&Kernel, RawDump<'_>)) {
+        let layout = Layout::new::<Kernel>();
+        // SAFETY: a non-zero-sized layout.
+        let p = unsafe { alloc_zeroed(layout) };
+        assert!(!p.is_null());
+        {
+            // SAFETY: aligned, sized, zero-filled: all-zero bytes are a valid `Kernel` (atomics
+            // only; `OneCpu` has no fields).
+            let k: &Kernel = unsafe { &*(p as *const Kernel) };
+            // SAFETY: the same live allocation read as words (every bit pattern is a valid word;
+            // the bytes were initialised by `alloc_zeroed`).
+            let words = unsafe {
+                core::slice::from_raw_parts(
+                    p as *const AtomicUsize,
+                    layout.size() / core::mem::size_of::<usize>(),
+                )
+            };
+            f(k, RawDump::new(p as usize, words));
+        }
+        // SAFETY: allocated above with this layout; no reference to it outlives the block.
+        unsafe { dealloc(p, layout) };
+    }
+
+    #[test]
+    fn a_log_rebuilt_from_its_memory_is_the_log_the_crash_drain_writes() {
+        with_kernel(|k, dump| {
+            k.desc.describe(&k.log, None).unwrap();
+            for i in 0..40u8 {
+                let _ = k.log.append(Level::Info, 0, 0, &[b'a' + i % 26; 9]);
+            }
+            k.log.crash_enter().unwrap();
+            k.log.append(Level::Emerg, 0, 0, b"last").unwrap();
+            let rec = RecoveredLog::open(&dump, find(&dump).unwrap()).unwrap();
+            let scratch: Vec<DrainSource> =
+                (0..rec.sources()).map(|_| DrainSource::new()).collect();
+            let mut a = std::vec![0u8; L::MAX_IMAGE_BYTES];
+            let ra = rec.write_image(&scratch, &mut a).unwrap();
+            let mut b = std::vec![0u8; L::MAX_IMAGE_BYTES];
+            let lb = handover::write_image(&k.log, &mut b, &|_| true).unwrap();
+            assert_eq!(&a[..ra.len], &b[..lb]);
+            assert!(ra.records > 1);
+            // Too little scratch, and a descriptor address that is not one.
+            assert_eq!(
+                rec.write_image(&scratch[..0], &mut a).unwrap_err(),
+                RecoverError::ScratchTooSmall { needed: 4 } // one CPU, four depths
+            );
+            assert!(matches!(
+                Descriptor::read(&dump, dump.base() + 8),
+                Err(RecoverError::NoMagic { .. })
+            ));
+        });
+    }
+}

@@ -83,6 +83,7 @@
 
 mod read;
 mod write;
+pub(crate) use write::{PayloadSource, WordPacker};
 
 use crate::record::{HEADER_BYTES, MAX_PAYLOAD};
 use crate::sync::{array_of, const_or_loom_fn, AtomicUsize, Ordering};
@@ -590,6 +591,14 @@ impl<W: ?Sized + RingWords> Ring<W> {
     pub(crate) fn count_drop(&self) {
         let d = self.dropped.load(Ordering::Relaxed);
         self.dropped.store(d.wrapping_add(1), Ordering::Relaxed);
+    }
+
+    /// Takes back `n` counted refusals (writer side; a formatted record's second formatting pass
+    /// repeats the refusals its first pass already counted).
+    #[inline]
+    pub(crate) fn uncount_drops(&self, n: u64) {
+        let d = self.dropped.load(Ordering::Relaxed);
+        self.dropped.store(d.wrapping_sub(n as usize), Ordering::Relaxed);
     }
 
     /// Whether a log call is in progress on this ring (the recursion guard is set). Relaxed: for

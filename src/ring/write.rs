@@ -9,7 +9,101 @@ use super::{
     HEADER_WORDS, LEN_WORD, ST_COMMITTED, ST_FREE, ST_MASK, ST_WRAP, ST_WRITING, WORD,
 };
 use crate::record::{Header, MAX_PAYLOAD};
-use crate::sync::{fence, Ordering};
+use crate::sync::{fence, AtomicUsize, Ordering};
+
+/// Where a record's payload comes from: bytes ([`Ring::write`]), or text formatted straight into
+/// the ring's words (`Log::log_fmt`: no line buffer on the stack).
+pub(crate) trait PayloadSource {
+    /// The payload's length in bytes (known before the record is reserved).
+    fn len(&self) -> usize;
+    /// Stores the payload into `body` (its first `ceil(len / W)` words), calling `half()` once on
+    /// the way (the step hook's `PayloadHalf`); `false` if `half()` said to freeze.
+    fn store(self, body: &[AtomicUsize], half: impl FnMut() -> bool) -> bool;
+}
+
+impl PayloadSource for &[u8] {
+    #[inline(always)]
+    fn len(&self) -> usize {
+        <[u8]>::len(self)
+    }
+    #[inline(always)]
+    fn store(self, body: &[AtomicUsize], mut half: impl FnMut() -> bool) -> bool {
+        let (full, rest) = self.as_chunks::<WORD>();
+        let mid = full.len() / 2;
+        for (i, (slot, chunk)) in body.iter().zip(full).enumerate() {
+            if i == mid && !half() {
+                return false;
+            }
+            slot.store(usize::from_le_bytes(*chunk), Ordering::Relaxed);
+        }
+        if full.is_empty() && !half() {
+            return false;
+        }
+        if let Some(last) = body.get(full.len()) {
+            if !rest.is_empty() {
+                let mut w = 0usize;
+                for (i, &b) in rest.iter().enumerate() {
+                    w |= (b as usize) << (8 * i);
+                }
+                last.store(w, Ordering::Relaxed);
+            }
+        }
+        true
+    }
+}
+
+/// Packs bytes into ring words (little-endian, as the ring stores payloads), at most `words.len()`
+/// words: the sink a formatted payload is written through.
+pub(crate) struct WordPacker<'a> {
+    words: &'a [AtomicUsize],
+    /// Words stored so far.
+    at: usize,
+    /// The word being filled, and its bytes.
+    acc: usize,
+    n: usize,
+}
+
+impl<'a> WordPacker<'a> {
+    /// A packer over `words`.
+    #[inline(always)]
+    pub(crate) fn new(words: &'a [AtomicUsize]) -> Self {
+        WordPacker {
+            words,
+            at: 0,
+            acc: 0,
+            n: 0,
+        }
+    }
+
+    /// Appends `bytes` (what does not fit in the words is dropped; the caller sized them).
+    #[inline]
+    pub(crate) fn push(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.acc |= (b as usize) << (8 * self.n);
+            self.n += 1;
+            if self.n == WORD {
+                self.flush_word();
+            }
+        }
+    }
+
+    fn flush_word(&mut self) {
+        if let Some(w) = self.words.get(self.at) {
+            w.store(self.acc, Ordering::Relaxed);
+        }
+        self.at += 1;
+        self.acc = 0;
+        self.n = 0;
+    }
+
+    /// Stores the last, partial word.
+    #[inline]
+    pub(crate) fn finish(mut self) {
+        if self.n > 0 {
+            self.flush_word();
+        }
+    }
+}
 
 impl<W: ?Sized + RingWords> Ring<W> {
     /// Appends one record. `stamp(seq)` is called after the odd sequence word is stored (this is
@@ -34,6 +128,17 @@ impl<W: ?Sized + RingWords> Ring<W> {
         &self,
         stamp: impl FnOnce(u64) -> Header,
         payload: &[u8],
+        hook: &mut H,
+    ) -> Result<u64, WriteError> {
+        self.write_from(stamp, payload, hook)
+    }
+
+    /// [`write`](Self::write) with the payload from any [`PayloadSource`].
+    #[inline]
+    pub(crate) fn write_from<H: StepHook>(
+        &self,
+        stamp: impl FnOnce(u64) -> Header,
+        payload: impl PayloadSource,
         hook: &mut H,
     ) -> Result<u64, WriteError> {
         let mask = self.mask();
@@ -121,25 +226,8 @@ impl<W: ?Sized + RingWords> Ring<W> {
         if !hook.step(WriteStep::HeaderWritten) {
             return Err(WriteError::Frozen);
         }
-        let (full, rest) = payload.as_chunks::<WORD>();
-        let half = full.len() / 2;
-        for (i, (slot, chunk)) in body.iter().zip(full).enumerate() {
-            if i == half && !hook.step(WriteStep::PayloadHalf) {
-                return Err(WriteError::Frozen);
-            }
-            slot.store(usize::from_le_bytes(*chunk), Ordering::Relaxed);
-        }
-        if full.is_empty() && !hook.step(WriteStep::PayloadHalf) {
+        if !payload.store(body, || hook.step(WriteStep::PayloadHalf)) {
             return Err(WriteError::Frozen);
-        }
-        if let Some(last) = body.get(full.len()) {
-            if !rest.is_empty() {
-                let mut w = 0usize;
-                for (i, &b) in rest.iter().enumerate() {
-                    w |= (b as usize) << (8 * i);
-                }
-                last.store(w, Ordering::Relaxed);
-            }
         }
         let at = start.wrapping_add(span);
         self.word(at, mask).store(ST_FREE, Ordering::Relaxed);

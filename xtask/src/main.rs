@@ -169,6 +169,20 @@ fn sh(ctx: &Ctx, dir: &str, envs: &[(&str, &str)], argv: &[&str]) -> Result<(), 
     sh_show(ctx, dir, envs, argv, Show::Live)
 }
 
+/// A command line split at whitespace (for command lines whose arguments contain none).
+fn words(line: &str) -> Vec<&str> {
+    line.split_whitespace().collect()
+}
+
+/// Runs the cargo command `line` with `envs` in a target directory of its own, `target/NAME`: the
+/// steps whose `RUSTFLAGS` differ (loom, Miri, TSan) never invalidate the normal build.
+fn cargo_apart(c: &Ctx, name: &str, envs: &[(&str, &str)], line: &str) -> Result<(), String> {
+    let tgt = c.root.join("target").join(name);
+    let mut envs = envs.to_vec();
+    envs.push(("CARGO_TARGET_DIR", tgt.to_str().unwrap()));
+    sh(c, ".", &envs, &words(line))
+}
+
 /// Runs `argv` in `dir`, appending its stdout and stderr to the current step's log
 /// (`target/xtask/STEP.log`, read back by the failure digest at the end of the run).
 fn sh_show(
@@ -393,15 +407,11 @@ fn steps() -> Vec<Step> {
             name: "fmt",
             slow: false,
             run: |c| {
-                sh(c, ".", &[], &["cargo", "fmt", "--all", "--", "--check"])?;
+                sh(c, ".", &[], &words("cargo fmt --all -- --check"))?;
                 // The standalone crates (outside the workspace).
                 for m in ["ppc64/pseries/Cargo.toml", "fuzz/Cargo.toml"] {
-                    sh(
-                        c,
-                        ".",
-                        &[],
-                        &["cargo", "fmt", "--manifest-path", m, "--", "--check"],
-                    )?;
+                    let argv = ["cargo", "fmt", "--manifest-path", m, "--", "--check"];
+                    sh(c, ".", &[], &argv)?;
                 }
                 Ok(())
             },
@@ -424,19 +434,34 @@ fn steps() -> Vec<Step> {
             slow: false,
             run: |c| {
                 let secs = if c.soak { "300" } else { "3" };
+                let argv = words(
+                    "cargo test --workspace \
+                     --features nmilog/log,nmilog/kv,nmilog/defmt,nmilog/steps",
+                );
+                sh(c, ".", &[("NMILOG_STRESS_SECS", secs)], &argv)
+                // (tests/crash_demo.rs runs `cargo run --release --example crash` itself.)
+            },
+        },
+        Step {
+            name: "stack",
+            slow: false,
+            run: |c| {
+                // Stack figures are for optimised code (the `test` step builds debug, where the
+                // test is ignored).
                 sh(
                     c,
                     ".",
-                    &[("NMILOG_STRESS_SECS", secs)],
+                    &[],
                     &[
                         "cargo",
                         "test",
-                        "--workspace",
-                        "--features",
-                        "nmilog/log,nmilog/kv,nmilog/defmt,nmilog/steps",
+                        "--release",
+                        "--test",
+                        "stack",
+                        "--",
+                        "--nocapture",
                     ],
                 )
-                // (tests/crash_demo.rs runs `cargo run --release --example crash` itself.)
             },
         },
         Step {
@@ -465,19 +490,10 @@ fn steps() -> Vec<Step> {
             name: "doc",
             slow: false,
             run: |c| {
-                sh(
-                    c,
-                    ".",
-                    &[("RUSTDOCFLAGS", "-D warnings")],
-                    &[
-                        "cargo",
-                        "doc",
-                        "--workspace",
-                        "--no-deps",
-                        "--features",
-                        "nmilog/log,nmilog/kv,nmilog/defmt",
-                    ],
-                )
+                let argv = words(
+                    "cargo doc --workspace --no-deps --features nmilog/log,nmilog/kv,nmilog/defmt",
+                );
+                sh(c, ".", &[("RUSTDOCFLAGS", "-D warnings")], &argv)
             },
         },
         Step {
@@ -489,79 +505,35 @@ fn steps() -> Vec<Step> {
             name: "loom",
             slow: true,
             run: |c| {
-                let tgt = c.root.join("target/loom");
-                sh(
-                    c,
-                    ".",
-                    &[
-                        ("RUSTFLAGS", "--cfg nmilog_loom"),
-                        ("LOOM_MAX_PREEMPTIONS", "2"),
-                        ("CARGO_TARGET_DIR", tgt.to_str().unwrap()),
-                    ],
-                    &[
-                        "cargo",
-                        "test",
-                        "-p",
-                        "nmilog",
-                        "--release",
-                        "--test",
-                        "loom",
-                        "--features",
-                        "steps",
-                        "--",
-                        "--test-threads=2",
-                        "--nocapture",
-                    ],
-                )
+                let env = [
+                    ("RUSTFLAGS", "--cfg nmilog_loom"),
+                    ("LOOM_MAX_PREEMPTIONS", "2"),
+                ];
+                let line = "cargo test -p nmilog --release --test loom --features steps \
+                            -- --test-threads=2 --nocapture";
+                cargo_apart(c, "loom", &env, line)
             },
         },
         Step {
             name: "miri",
             slow: true,
             run: |c| {
-                let tgt = c.root.join("target/miri");
-                sh(
-                    c,
-                    ".",
-                    &[
-                        ("MIRIFLAGS", "-Zmiri-strict-provenance"),
-                        ("CARGO_TARGET_DIR", tgt.to_str().unwrap()),
-                    ],
-                    &["cargo", "+nightly", "miri", "test", "-p", "nmilog", "--lib"],
-                )
+                let env = [("MIRIFLAGS", "-Zmiri-strict-provenance")];
+                cargo_apart(c, "miri", &env, "cargo +nightly miri test -p nmilog --lib")
             },
         },
         Step {
             name: "tsan",
             slow: true,
             run: |c| {
-                let tgt = c.root.join("target/tsan");
-                sh(
-                    c,
-                    ".",
-                    &[
-                        ("RUSTFLAGS", "-Zsanitizer=thread"),
-                        ("RUSTDOCFLAGS", "-Zsanitizer=thread"),
-                        ("CARGO_TARGET_DIR", tgt.to_str().unwrap()),
-                        ("NMILOG_STRESS_SECS", "3"),
-                    ],
-                    &[
-                        "cargo",
-                        "+nightly",
-                        "test",
-                        "-Zbuild-std",
-                        "--target",
-                        "x86_64-unknown-linux-gnu",
-                        "-p",
-                        "nmilog",
-                        "--test",
-                        "stress_kunit",
-                        "--test",
-                        "stress_ftrace",
-                        "--",
-                        "--nocapture",
-                    ],
-                )
+                let env = [
+                    ("RUSTFLAGS", "-Zsanitizer=thread"),
+                    ("RUSTDOCFLAGS", "-Zsanitizer=thread"),
+                    ("NMILOG_STRESS_SECS", "3"),
+                ];
+                let line = "cargo +nightly test -Zbuild-std --target x86_64-unknown-linux-gnu \
+                            -p nmilog --test stress_kunit --test stress_ftrace -- --nocapture";
+                cargo_apart(c, "tsan", &env, line)
             },
         },
         Step {
@@ -584,25 +556,10 @@ fn steps() -> Vec<Step> {
                         std::fs::copy(e.path(), scratch.join(e.file_name()))
                             .map_err(|e| e.to_string())?;
                     }
-                    sh_show(
-                        c,
-                        "fuzz",
-                        &[],
-                        &[
-                            "cargo",
-                            "+nightly",
-                            "fuzz",
-                            "run",
-                            t,
-                            scratch.to_str().unwrap(),
-                            "-O",
-                            "--",
-                            secs,
-                            "-max_len=4096",
-                            "-print_final_stats=1",
-                        ],
-                        Show::Quiet,
-                    )?;
+                    let mut argv = words("cargo +nightly fuzz run");
+                    argv.extend([t, scratch.to_str().unwrap(), "-O", "--", secs]);
+                    argv.extend(words("-max_len=4096 -print_final_stats=1"));
+                    sh_show(c, "fuzz", &[], &argv, Show::Quiet)?;
                 }
                 Ok(())
             },
@@ -614,60 +571,22 @@ fn setup(c: &Ctx) -> Result<(), String> {
     let mut argv = vec!["rustup", "target", "add"];
     argv.extend(no_std_targets()); // x86_64-unknown-linux-gnu among them: TSan needs it
     sh(c, ".", &[], &argv)?;
-    sh(
-        c,
-        ".",
-        &[],
-        &["rustup", "component", "add", "clippy", "rustfmt"],
-    )?;
+    sh(c, ".", &[], &words("rustup component add clippy rustfmt"))?;
     // Miri, ThreadSanitizer's -Zbuild-std and cargo-fuzz need a nightly toolchain: install one if
     // the machine has none (an installed nightly is kept as it is, not updated).
     if !succeeds("rustup", &["run", "nightly", "rustc", "--version"]) {
-        sh(
-            c,
-            ".",
-            &[],
-            &[
-                "rustup",
-                "toolchain",
-                "install",
-                "nightly",
-                "--profile",
-                "minimal",
-            ],
-        )?;
+        let argv = words("rustup toolchain install nightly --profile minimal");
+        sh(c, ".", &[], &argv)?;
     }
-    sh(
-        c,
-        ".",
-        &[],
-        &[
-            "rustup",
-            "component",
-            "add",
-            "--toolchain",
-            "nightly",
-            "miri",
-            "rust-src",
-        ],
-    )?;
+    let argv = words("rustup component add --toolchain nightly miri rust-src");
+    sh(c, ".", &[], &argv)?;
     if !succeeds("qemu-system-ppc64", &["--version"]) {
-        sh(c, ".", &[], &["apt-get", "update"])?;
-        sh(
-            c,
-            ".",
-            &[],
-            &[
-                "apt-get",
-                "install",
-                "-y",
-                "--no-install-recommends",
-                "qemu-system-ppc",
-            ],
-        )?;
+        sh(c, ".", &[], &words("apt-get update"))?;
+        let argv = words("apt-get install -y --no-install-recommends qemu-system-ppc");
+        sh(c, ".", &[], &argv)?;
     }
     if !succeeds("cargo-fuzz", &["--version"]) && !succeeds("cargo", &["fuzz", "--version"]) {
-        sh(c, ".", &[], &["cargo", "install", "cargo-fuzz", "--locked"])?;
+        sh(c, ".", &[], &words("cargo install cargo-fuzz --locked"))?;
     }
     Ok(())
 }
@@ -677,30 +596,22 @@ fn setup(c: &Ctx) -> Result<(), String> {
 fn repeat_scenarios(root: &Path, n: u32, load: bool, only: Option<&str>) -> ExitCode {
     use std::collections::BTreeMap;
     let want = |what: &str| only.is_none_or(|o| o == what);
-    // Build once, outside the timed loop.
-    if want("pseries") {
-        let ok = Command::new("bash")
-            .arg(root.join("ppc64/pseries/test.sh"))
-            .arg("--build-only")
-            .current_dir(root)
-            .status()
-            .is_ok_and(|s| s.success());
-        if !ok {
-            eprintln!("xtask: building the pseries image failed");
-            return ExitCode::FAILURE;
-        }
-    }
-    if want("host") {
-        let ok = Command::new("cargo")
-            .args(["build", "--release", "--quiet", "--example", "crash"])
+    // Runs a command in the root, its output shown: whether it succeeded.
+    let run_ok = |cmd: &str, args: &[&str]| {
+        Command::new(cmd)
+            .args(args)
             .current_dir(root)
             .status()
             .is_ok_and(|s| s.success())
-            && Command::new("cargo")
-                .args(["test", "--quiet", "--test", "crash_demo", "--no-run"])
-                .current_dir(root)
-                .status()
-                .is_ok_and(|s| s.success());
+    };
+    // Build once, outside the timed loop.
+    if want("pseries") && !run_ok("bash", &["ppc64/pseries/test.sh", "--build-only"]) {
+        eprintln!("xtask: building the pseries image failed");
+        return ExitCode::FAILURE;
+    }
+    if want("host") {
+        let ok = run_ok("cargo", &words("build --release --quiet --example crash"))
+            && run_ok("cargo", &words("test --quiet --test crash_demo --no-run"));
         if !ok {
             eprintln!("xtask: building the crash demo failed");
             return ExitCode::FAILURE;
@@ -761,14 +672,7 @@ fn repeat_scenarios(root: &Path, n: u32, load: bool, only: Option<&str>) -> Exit
         }
         if want("host") {
             let out = Command::new("cargo")
-                .args([
-                    "test",
-                    "--quiet",
-                    "--test",
-                    "crash_demo",
-                    "--",
-                    "--test-threads=1",
-                ])
+                .args(words("test --quiet --test crash_demo -- --test-threads=1"))
                 .current_dir(root)
                 .output();
             let text = out

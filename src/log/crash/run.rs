@@ -12,7 +12,6 @@ use super::input::DrainInput;
 use super::sources::DrainMerge;
 use super::state::{snapshot, DrainMem};
 use super::{CrashSink, DrainReport, Origin};
-use crate::fmt::{LineBuf, LINE_MAX};
 use crate::log::CpuCounters;
 use crate::record::{facility, Header, Level, RecordBuf};
 use crate::ring::span_words;
@@ -43,13 +42,43 @@ pub(crate) fn step_bound<I: DrainInput + ?Sized>(input: &I) -> u64 {
         .saturating_add(ring_records.saturating_add(per_main).saturating_mul(4))
 }
 
-/// Makes `buf` an accounting record: `header` (its `len` set here) and `text`.
-fn fill(buf: &mut RecordBuf, mut header: Header, text: &[u8]) {
-    let n = text.len().min(buf.payload.len());
-    buf.payload[..n].copy_from_slice(&text[..n]);
-    header.len = n as u16;
+/// Formats an accounting record's text straight into a record buffer's payload (cut at its size;
+/// these lines are short), so the drain needs no second line buffer on the stack.
+struct PayloadWriter<'a> {
+    buf: &'a mut RecordBuf,
+    len: usize,
+}
+
+impl fmt::Write for PayloadWriter<'_> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let room = self.buf.payload.len() - self.len;
+        let n = s.len().min(room);
+        self.buf.payload[self.len..self.len + n].copy_from_slice(&s.as_bytes()[..n]);
+        self.len += n;
+        Ok(())
+    }
+}
+
+/// Makes `buf` an accounting record: `header` (its `len` set here) and the text of `args`.
+fn fill(buf: &mut RecordBuf, mut header: Header, args: fmt::Arguments<'_>) {
+    let mut w = PayloadWriter { buf, len: 0 };
+    let _ = fmt::write(&mut w, args);
+    let len = w.len;
+    header.len = len as u16;
     buf.header = header;
     buf.seq = 0;
+}
+
+/// `, N in flight (CPU not stopped)` when N is not 0.
+struct InFlight(u64);
+
+impl fmt::Display for InFlight {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            0 => Ok(()),
+            n => write!(f, ", {n} in flight (CPU not stopped)"),
+        }
+    }
 }
 
 /// Loss counters of source `(cpu, depth)` as of the last drain over `mem` (which must have run).
@@ -82,6 +111,9 @@ pub(crate) fn cpu_stopped<I: DrainInput + ?Sized>(
 /// Runs one drain of `input` in `mem` into `sink` (see [`Log::drain_on_crash`]); `stopped: None`
 /// reuses the last snapshot in `mem` (if there is one). The caller checked that `mem` has a
 /// source for each of `input`'s.
+///
+/// Stack: the merge and the accounting run in frames of their own, one after the other, each with
+/// its record buffer (`tests/stack.rs` measures the total).
 pub(crate) fn drain<I: DrainInput + ?Sized, S: CrashSink + ?Sized>(
     input: &I,
     mem: DrainMem<'_>,
@@ -89,7 +121,7 @@ pub(crate) fn drain<I: DrainInput + ?Sized, S: CrashSink + ?Sized>(
     sink: &mut S,
 ) -> DrainReport {
     let st = mem.fixed;
-    let (ncpu, depth, me) = (input.cpus(), input.depth(), input.me());
+    let (ncpu, depth) = (input.cpus(), input.depth());
     let gen = match st.gen.load(Ordering::Relaxed).wrapping_add(1) {
         0 => 1,
         g => g,
@@ -100,114 +132,133 @@ pub(crate) fn drain<I: DrainInput + ?Sized, S: CrashSink + ?Sized>(
         bound: step_bound(input),
         ..DrainReport::default()
     };
-    let mut steps = 0;
     if reuse {
         mem.rewind(ncpu * depth);
     } else {
-        snapshot(input, mem, stopped.unwrap_or(&|_| false), &mut steps);
+        snapshot(input, mem, stopped.unwrap_or(&|_| false), &mut rep.steps);
     }
+    let (out, last_ts) = merge_into(input, mem, sink, gen, &mut rep);
+    rep.complete = out == Outcome::Done;
+    // Losses, as ordinary records at the end (after the merge: lapping found during it counts).
+    if out == Outcome::Done || out == Outcome::Budget {
+        let go_on = account(input, mem, sink, gen, last_ts, &mut rep);
+        rep.complete &= go_on;
+    }
+    rep.not_stopped = (0..ncpu)
+        .filter(|&c| c != input.me() && !cpu_stopped(input, mem, c))
+        .count() as u64;
+    rep
+}
+
+/// The merge of one drain: every delivered record into `sink`, counted in `rep`. Returns how it
+/// ended and the newest timestamp delivered.
+#[inline(never)]
+fn merge_into<I: DrainInput + ?Sized, S: CrashSink + ?Sized>(
+    input: &I,
+    mem: DrainMem<'_>,
+    sink: &mut S,
+    gen: usize,
+    rep: &mut DrainReport,
+) -> (Outcome, u64) {
+    let mut buf = None;
     let mut m = DrainMerge {
         input,
         mem,
         sink,
-        ncpu,
-        depth,
+        ncpu: input.cpus(),
+        depth: input.depth(),
         gen,
-        rep: DrainReport::default(),
+        records: 0,
+        from_main: 0,
         last_ts: 0,
     };
-    let mut buf = None;
-    let out = merge::run(&mut m, mem.heap(), &mut buf, rep.bound, &mut steps);
-    rep.records = m.rep.records;
-    rep.from_main = m.rep.from_main;
-    rep.from_rings = m.rep.from_rings;
-    rep.complete = out == Outcome::Done;
-    // Losses, as ordinary records at the end (after the merge: lapping found during it counts).
-    if out == Outcome::Done || out == Outcome::Budget {
-        let buf = buf.get_or_insert_with(RecordBuf::new);
-        // Stamped with the newest timestamp delivered, not the clock: they sort last, and a drain
-        // over a dump of this memory (no clock) makes the very same records.
-        let ts = m.last_ts;
-        // Whether the sink still takes records and no nested drain superseded this one.
-        let mut go_on = true;
-        'sources: for c in 0..ncpu {
-            for d in 0..depth {
-                if st.gen.load(Ordering::Relaxed) != gen {
-                    // A nested drain superseded this one: it reports the losses itself.
-                    go_on = false;
-                    break 'sources;
-                }
-                let cnt = counters_of(input, mem, c, d);
-                rep.torn = rep.torn.wrapping_add(cnt.torn);
-                rep.in_flight = rep.in_flight.wrapping_add(cnt.in_flight);
-                rep.overwritten = rep.overwritten.wrapping_add(cnt.overwritten);
-                if cnt == CpuCounters::default() {
-                    continue;
-                }
-                let kind = input.kind_at(c, d);
-                let mut line: LineBuf<LINE_MAX> = LineBuf::new();
-                let _ = fmt::Write::write_fmt(
-                    &mut line,
-                    format_args!(
-                        "nmilog: cpu {} {} (depth {}): {} torn, {} overwritten, {} dropped",
-                        c,
-                        kind.name(),
-                        d,
-                        cnt.torn,
-                        cnt.overwritten,
-                        cnt.dropped
-                    ),
-                );
-                if cnt.in_flight != 0 {
-                    let _ = fmt::Write::write_fmt(
-                        &mut line,
-                        format_args!(", {} in flight (CPU not stopped)", cnt.in_flight),
-                    );
-                }
-                let header = Header {
-                    ts_ns: ts,
-                    cpu: c as u16,
-                    level: Level::Warning as u8,
-                    facility: facility::NMILOG,
-                    ctx: Header::pack_ctx(kind, d),
-                    ..Header::default()
-                };
-                fill(buf, header, line.finish());
-                rep.records += 1;
-                rep.accounting_records += 1;
-                if !m.sink.record(Origin::Accounting, buf) {
-                    go_on = false;
-                    break 'sources;
-                }
+    let out = merge::run(&mut m, mem.heap(), &mut buf, rep.bound, &mut rep.steps);
+    rep.records = m.records;
+    rep.from_main = m.from_main;
+    rep.from_rings = m.records - m.from_main;
+    (out, m.last_ts)
+}
+
+/// The accounting records of one drain, stamped `ts` (the newest timestamp delivered, not the
+/// clock: they sort last, and a drain over a dump of this memory makes the very same records).
+/// Returns whether the sink took them all (and no nested drain superseded this one).
+#[inline(never)]
+fn account<I: DrainInput + ?Sized, S: CrashSink + ?Sized>(
+    input: &I,
+    mem: DrainMem<'_>,
+    sink: &mut S,
+    gen: usize,
+    ts: u64,
+    rep: &mut DrainReport,
+) -> bool {
+    let st = mem.fixed;
+    let buf = &mut RecordBuf::new();
+    for c in 0..input.cpus() {
+        for d in 0..input.depth() {
+            if st.gen.load(Ordering::Relaxed) != gen {
+                // A nested drain superseded this one: it reports the losses itself.
+                return false;
             }
-        }
-        rep.main_lost = st.main_lost.load(Ordering::Relaxed) as u64;
-        if rep.main_lost != 0 && go_on && st.gen.load(Ordering::Relaxed) == gen {
-            let mut line: LineBuf<LINE_MAX> = LineBuf::new();
-            let _ = fmt::Write::write_fmt(
-                &mut line,
-                format_args!(
-                    "nmilog: {} main-log records overwritten during the crash drain by a CPU that did not stop",
-                    rep.main_lost
-                ),
-            );
+            let cnt = counters_of(input, mem, c, d);
+            rep.torn = rep.torn.wrapping_add(cnt.torn);
+            rep.in_flight = rep.in_flight.wrapping_add(cnt.in_flight);
+            rep.overwritten = rep.overwritten.wrapping_add(cnt.overwritten);
+            if cnt == CpuCounters::default() {
+                continue;
+            }
+            let kind = input.kind_at(c, d);
             let header = Header {
                 ts_ns: ts,
-                cpu: me.min(u16::MAX as usize) as u16,
+                cpu: c as u16,
                 level: Level::Warning as u8,
                 facility: facility::NMILOG,
+                ctx: Header::pack_ctx(kind, d),
                 ..Header::default()
             };
-            fill(buf, header, line.finish());
+            fill(
+                buf,
+                header,
+                format_args!(
+                    "nmilog: cpu {} {} (depth {}): {} torn, {} overwritten, {} dropped{}",
+                    c,
+                    kind.name(),
+                    d,
+                    cnt.torn,
+                    cnt.overwritten,
+                    cnt.dropped,
+                    InFlight(cnt.in_flight)
+                ),
+            );
             rep.records += 1;
             rep.accounting_records += 1;
-            go_on = m.sink.record(Origin::Accounting, buf);
+            if !sink.record(Origin::Accounting, buf) {
+                return false;
+            }
         }
-        rep.complete &= go_on;
     }
-    rep.not_stopped = (0..ncpu)
-        .filter(|&c| c != me && !cpu_stopped(input, mem, c))
-        .count() as u64;
-    rep.steps = steps;
-    rep
+    rep.main_lost = st.main_lost.load(Ordering::Relaxed) as u64;
+    if rep.main_lost == 0 {
+        return true;
+    }
+    if st.gen.load(Ordering::Relaxed) != gen {
+        return false;
+    }
+    let header = Header {
+        ts_ns: ts,
+        cpu: input.me().min(u16::MAX as usize) as u16,
+        level: Level::Warning as u8,
+        facility: facility::NMILOG,
+        ..Header::default()
+    };
+    fill(
+        buf,
+        header,
+        format_args!(
+            "nmilog: {} main-log records overwritten during the crash drain by a CPU that did not stop",
+            rep.main_lost
+        ),
+    );
+    rep.records += 1;
+    rep.accounting_records += 1;
+    sink.record(Origin::Accounting, buf)
 }

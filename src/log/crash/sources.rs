@@ -9,7 +9,7 @@
 use super::super::merge::{Key, Look, Merge};
 use super::input::DrainInput;
 use super::state::{seq_before, DrainMem, DrainSource};
-use super::{CrashSink, DrainReport, Origin};
+use super::{CrashSink, Origin};
 use crate::record::{Header, RecordBuf};
 use crate::ring::{Cursor, Read, Ring};
 use crate::sync::Ordering;
@@ -42,7 +42,9 @@ pub(super) struct DrainMerge<'a, I: DrainInput + ?Sized, S: CrashSink + ?Sized> 
     pub(super) ncpu: usize,
     pub(super) depth: usize,
     pub(super) gen: usize,
-    pub(super) rep: DrainReport,
+    /// Records delivered, and of those from the main window.
+    pub(super) records: u64,
+    pub(super) from_main: u64,
     /// The newest timestamp delivered.
     pub(super) last_ts: u64,
 }
@@ -189,17 +191,16 @@ impl<I: DrainInput + ?Sized, S: CrashSink + ?Sized> Merge for DrainMerge<'_, I, 
     fn deliver(&mut self, src: usize, buf: &RecordBuf, next: Cursor) -> bool {
         let origin = if src == self.main_src() {
             self.mem.fixed.set_main_cursor(next);
-            self.rep.from_main += 1;
+            self.from_main += 1;
             Origin::Main { seq: buf.seq }
         } else {
             self.mem.source(src).set_cursor(next);
-            self.rep.from_rings += 1;
             Origin::Ring {
                 cpu: src / self.depth,
                 depth: src % self.depth,
             }
         };
-        self.rep.records += 1;
+        self.records += 1;
         self.last_ts = self.last_ts.max(buf.header.ts_ns);
         self.sink.record(origin, buf)
     }
