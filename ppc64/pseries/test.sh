@@ -16,6 +16,23 @@
 # "capture: deadlock ...". `baseline` always hangs on logbuf_lock (CPU 2 frozen holding it),
 # `baseline-rtas` always on the RTAS lock (CPU 3; every CPU logs lock-free there), `baseline-race` on
 # whichever it meets first (every CPU logs under logbuf_lock while CPU 3 holds the RTAS lock).
+# Death mid-crash-path (`die-in-drain`, 4 CPUs, CPU 2 frozen mid-log-write): the crashing CPU dies at a
+# point of its crash path (a system reset on itself); the firmware stand-in stops the other CPUs and
+# enters the capture stage with memory only, which finds the log descriptor by scanning RAM (timed),
+# rebuilds the image and checks it with the one verifier: "capture: recovered=N torn=T dropped=0
+# cpus=4 mask=rtas|none from=memory die=POINT ok"; every CPU's records contiguous, every torn record
+# explained, CPUs that never checked in named with their calls in flight, CPU 2's write torn or in
+# flight, and exactly the crash path's messages logged before POINT (the breadcrumbs in the firmware's
+# line must name POINT). The 16 points cover every step the crashing CPU can die at: each of the 7
+# `CrashStage` hooks (entered, ipi-sent, checkins-done, masked, drained, image-start, image-written),
+# and inside the two drains, which are loops whose every iteration does the same thing, the first, a
+# middle and the last record of the first drain (drain:0, drain:60, drain:last) and the first and last
+# record of both image passes (image-sized:0|last, image-copy:0|last), then the image writer's two
+# remaining steps (image-tables, image-header). `last` also checks that the death was at the last
+# record the pass delivers. At drain:60 QEMU also writes guest RAM to a file after the capture stage
+# (`run.sh --dump-memory`), and `dmesg --from-memory FILE --base 0 --json` must print the same records
+# as the capture stage (skipped, with a note, while examples/dmesg.rs has no --from-memory). Each
+# death point's boot takes ~1-3 s (mostly the RAM scan): ~30-45 s in all.
 set -uo pipefail
 cd "$(dirname "$0")"
 
@@ -26,7 +43,7 @@ while [ $# -gt 0 ]; do
         --no-build) build=0; shift ;;
         --build-only) build=2; shift ;;
         --timeout) secs="$2"; shift 2 ;;
-        -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,35p' "$0"; exit 0 ;;
         *) echo "test.sh: unknown argument $1" >&2; exit 2 ;;
     esac
 done
@@ -41,16 +58,18 @@ fail() { echo "  FAIL: $*"; failures=$((failures + 1)); }
 pass() { echo "  ok: $*"; }
 has() { grep -qE -- "$1" "$log"; }
 
-# run NAME CPUS SCENARIO: boots one scenario; sets $log and $rc.
+# run NAME CPUS SCENARIO [run.sh options]: boots one scenario; sets $log, $rc and $run_ms.
 run() {
     local name=$1 cpus=$2 scen=$3
+    shift 3
     log=target/test-$name.log
-    echo "== $name (--cpus $cpus --scenario $scen)"
+    echo "== $name (--cpus $cpus --scenario $scen${*:+ $*})"
     scen_failures=$failures
     local t0=$(date +%s%N)
-    timeout $((secs + 10)) ./run.sh --no-build --cpus "$cpus" --scenario "$scen" --timeout "$secs" >"$log" 2>&1
+    timeout $((secs + 10)) ./run.sh --no-build --cpus "$cpus" --scenario "$scen" --timeout "$secs" "$@" >"$log" 2>&1
     rc=$?
-    echo "  run.sh exit $rc after $(( ($(date +%s%N) - t0) / 1000000 )) ms; console in ppc64/pseries/$log"
+    run_ms=$(( ($(date +%s%N) - t0) / 1000000 ))
+    echo "  run.sh exit $rc after $run_ms ms; console in ppc64/pseries/$log"
 }
 
 # report: after a scenario's checks, shows the end of its console output if any check failed (so a
@@ -179,6 +198,218 @@ run freeze-in-log-2cpu 2 freeze-in-log; check_fixed 2 1 rtas 1; report
 run baseline 4 baseline;           check_deadlock logbuf_lock 2; report
 run baseline-rtas 4 baseline-rtas; check_deadlock rtas_lock 3; report
 run baseline-race 4 baseline-race; check_deadlock_either; report
+
+# ---- die-in-drain: the crash path dies; the capture stage rebuilds the log from memory ----
+
+# rank POINT: the death point's place in the crash sequence (as src/death_point.rs ranks it).
+rank() {
+    case "$1" in
+        entered) echo 0 ;; ipi-sent) echo 1 ;; checkins-done) echo 2 ;; masked) echo 3 ;;
+        drain:*) echo 4 ;; drained) echo 5 ;; image-start) echo 6 ;; image-sized:*) echo 7 ;;
+        image-copy:*) echo 8 ;; image-tables) echo 9 ;; image-header) echo 10 ;; image-written) echo 11 ;;
+        *) echo 99 ;;
+    esac
+}
+
+# crumbs POINT: the breadcrumbs (last stage reached, then the last drain step) the firmware reports
+# for a death at POINT, as an extended regex; `last` is a number, captured.
+crumbs() {
+    case "$1" in
+        drain:last) echo 'masked, then drain:([0-9]+)' ;;
+        drain:*) echo "masked, then $1" ;;
+        image-sized:last | image-copy:last) echo "image-start, then ${1%last}([0-9]+)" ;;
+        image-sized:* | image-copy:* | image-tables | image-header) echo "image-start, then $1" ;;
+        *) echo "$1" ;;
+    esac
+}
+
+scan_ms=()
+die_ms=()
+
+# check_die POINT: a die-in-drain run on 4 CPUs (CPU 2 frozen mid-log-write) whose crashing CPU died
+# at POINT: the firmware stand-in stopped the other CPUs and entered the capture stage with memory
+# only; the capture stage found the descriptor by scanning RAM, rebuilt the log, and its one verifier
+# found every CPU's records contiguous, every loss counted, and exactly the crash path's messages
+# logged before POINT.
+check_die() {
+    local point=$1 r cpus=4 frozen=2 line crumb n t d m
+    r=$(rank "$point")
+    die_ms+=("$run_ms")
+    [ "$rc" = 0 ] && pass "booted, crashed, died at $point, captured from memory, powered off (exit 0)" || fail "run.sh exit $rc"
+    line=$(grep -E '^fadump: system reset on CPU 0 ' "$log")
+    if [[ "$line" =~ interrupted\ its\ crash\ path\ \(breadcrumbs:\ ([a-z0-9:, -]+)\)\;\ the\ firmware\ stopped\ 3\ of\ 3\ other\ CPU ]]; then
+        crumb=${BASH_REMATCH[1]}
+        if [[ "$crumb" =~ ^$(crumbs "$point")$ ]]; then
+            pass "the system reset hit the crash path at $point (breadcrumbs: $crumb); the firmware stopped the 3 other CPUs"
+        else
+            fail "breadcrumbs '$crumb' for a death at $point"
+        fi
+    else
+        fail "no 'fadump: system reset ... the firmware stopped 3 of 3' line (got: ${line:-nothing})"
+    fi
+    has "^capture: crash kernel running at 0x[0-9a-f]+ .*; no handover image and no report: the crash path died \(scenario die-in-drain, death point $point\); rebuilding the log from memory\$" \
+        && pass "capture stage entered with memory only (r3 = 0, no report)" || fail "capture stage not entered with memory only"
+    local desc
+    desc=$(sed -nE 's/^recover: log descriptor at (0x[0-9a-f]+) .*/\1/p' "$log")
+    line=$(grep -E '^capture: scanned [0-9]+ MiB of RAM ' "$log")
+    if [[ "$line" =~ for\ the\ log\ descriptor\ in\ ([0-9]+)\ ms:\ found\ at\ (0x[0-9a-f]+)\ \(1\ valid ]] && [ "${BASH_REMATCH[2]}" = "$desc" ]; then
+        scan_ms+=("${BASH_REMATCH[1]}")
+        pass "found the descriptor the kernel placed at boot ($desc) by scanning RAM, in ${BASH_REMATCH[1]} ms"
+    else
+        fail "descriptor scan: ${line:-nothing} (the kernel placed it at ${desc:-?})"
+    fi
+    has '^capture: rebuilt a [0-9]+-byte handover image at 0x[0-9a-f]+ in [0-9]+ ms' && pass "handover image rebuilt from the rings found in memory" || fail "no rebuilt image"
+    if [ "$point" = image-written ]; then
+        has '^capture: handover region at 0x[0-9a-f]+: the dead path.s image, byte-identical to the rebuilt one' \
+            && pass "the dead path's finished image is byte-identical to the rebuilt one" || fail "the dead path's image and the rebuilt one differ"
+    else
+        has '^capture: handover region at 0x[0-9a-f]+: no valid image ' && pass "no valid image in the handover region (a partial one never parses)" || fail "handover region: not 'no valid image'"
+    fi
+    line=$(grep -E '^capture: recovered=' "$log" | tail -1)
+    if [[ "$line" =~ ^capture:\ recovered=([0-9]+)\ torn=([0-9]+)\ dropped=([0-9]+)\ cpus=([0-9]+)\ mask=([a-z-]+)\ from=memory\ die=([a-z0-9:-]+)\ ok$ ]]; then
+        n=${BASH_REMATCH[1]} t=${BASH_REMATCH[2]} d=${BASH_REMATCH[3]} m=${BASH_REMATCH[5]}
+        [ "${BASH_REMATCH[6]}" = "$point" ] && pass "verdict names the death point $point" || fail "verdict names ${BASH_REMATCH[6]}"
+        [ "${BASH_REMATCH[4]}" = "$cpus" ] && pass "cpus=$cpus" || fail "cpus=${BASH_REMATCH[4]}"
+        [ "$d" = 0 ] && pass "dropped=0" || fail "dropped=$d, expected 0"
+        [ "$n" -gt $((cpus * 10)) ] && pass "recovered=$n" || fail "recovered=$n: too few"
+        if [ "$r" -ge 3 ]; then
+            [ "$m" = rtas ] && pass "mask=rtas (masked before it died)" || fail "mask=$m, expected rtas"
+        else
+            [ "$m" = none ] && pass "mask=none (died before masking)" || fail "mask=$m, expected none"
+        fi
+        # CPU 2's frozen write is torn once CPU 2 checked in (always from checkins-done on), in flight
+        # before; the NMI may stop other CPUs mid-write: each torn record must be explained.
+        if [ "$r" = 0 ]; then
+            [ "$t" = 0 ] && pass "torn=0 (no CPU stopped by the NMI: in flight instead)" || fail "torn=$t, expected 0"
+        elif [ "$r" -ge 2 ]; then
+            [ "$t" -ge 1 ] && pass "torn=$t" || fail "torn=$t, expected at least 1"
+        fi
+        local listed
+        listed=$(grep -cE '^capture: C[0-9]+: [0-9]+ torn record\(s\) at depth [0-9]+ \([a-z]+\), explained: the NMI stopped this CPU mid-write$' "$log")
+        [ "$listed" = "$t" ] && pass "every torn record explained by an NMI stop ($listed)" || fail "$listed explained torn record lines for torn=$t"
+        if [[ "$point" == *:last ]]; then
+            local k
+            [[ "$crumb" =~ ^$(crumbs "$point")$ ]] && k=${BASH_REMATCH[1]}
+            [ "${k:-x}" = $((n - 1)) ] && pass "$point was record $k: the last of the $n the pass delivers" || fail "$point died at record ${k:-?}, but the log has $n records"
+        fi
+    else
+        fail "no 'capture: recovered=... from=memory die=$point ok' line (got: ${line:-nothing})"
+    fi
+    [ "$(grep -v '^run.sh: ' "$log" | tail -1)" = "$line" ] && pass "the verdict is the capture stage's last line" || fail "the verdict is not the last console line"
+    ! has 'MISSING|UNEXPECTED|UNEXPLAINED|FAILED' && pass "no check failed" || fail "a capture check failed: $(grep -E 'MISSING|UNEXPECTED|UNEXPLAINED|FAILED' "$log" | head -1)"
+    # The crash path's messages: exactly those logged before the death point.
+    expect_msg() { # RANK_FROM REGEX WHAT
+        if [ "$r" -gt "$1" ]; then
+            has "$2" && pass "$3: logged before the death" || fail "$3: missing"
+        else
+            ! has "$2" && pass "$3: absent (logged after the death point)" || fail "$3: present, though logged after the death point"
+        fi
+    }
+    expect_msg 0 '^\[ *[0-9]+\.[0-9]{6}\] C0/crash crash: CPU 0 crashing: simulated crash on the boot CPU$' "C0/crash crash entry"
+    expect_msg 0 '^\[ *[0-9]+\.[0-9]{6}\] C0/crash crash: CPU 0: H_SIGNAL_SYS_RESET\(-2\) = 0 after' "C0/crash NMI IPI"
+    expect_msg 2 '^\[ *[0-9]+\.[0-9]{6}\] C0/crash IPI complete$' "C0/crash IPI complete"
+    expect_msg 2 '\[mask_path=rtas\]$' "mask path record"
+    expect_msg 5 '^\[ *[0-9]+\.[0-9]{6}\] C0/crash crash: log drained: ' "C0/crash drain report"
+    expect_msg 5 '^\[ *[0-9]+\.[0-9]{6}\] C0/crash kexec: Starting switchover sequence\.$' "C0/crash switchover"
+    has "^capture: the crash path died at $point: its messages up to there: " && pass "capture: the crash path's messages checked against the death point" || fail "no 'the crash path died at' line"
+    for ((c = 0; c < cpus; c++)); do
+        line=$(grep -E "^capture: C$c: task" "$log")
+        [[ "$line" =~ task\ n=0\.\.[0-9]+\ \([0-9]+,\ contiguous\)\ \|\ irq\ n=[0-9]+\.\.[0-9]+\ \([0-9]+,\ contiguous\) ]] \
+            && pass "C$c: task and irq records, contiguous" || fail "C$c: task/irq records missing or not contiguous: $line"
+        if [ "$c" = 0 ]; then
+            if [ "$r" = 0 ]; then
+                [[ "$line" == *"crashing CPU | contexts task irq" ]] && pass "C0: task and irq contexts (died before logging in crash context)" || fail "C0: $line"
+            else
+                [[ "$line" == *"crashing CPU | contexts task irq crash" ]] && pass "C0: task, irq and crash contexts" || fail "C0: $line"
+            fi
+            continue
+        fi
+        local stopped=0 notin=0
+        [[ "$line" == *"| stopped (NMI record) | contexts task irq nmi" ]] && stopped=1
+        [[ "$line" == *"| did not answer the NMI (no stopped record) | contexts task irq" ]] && notin=1
+        [[ "$line" == *"| stopped (NMI record) but never checked in | contexts task irq nmi" ]] && notin=2
+        if [ "$r" -ge 2 ] || { [ "$r" = 1 ] && [ "$stopped" = 1 ]; }; then
+            [ "$stopped" = 1 ] && pass "C$c: stopped by the NMI, checked in" || fail "C$c: not stopped by the NMI: $line"
+            has "^\[ *[0-9]+\.[0-9]{6}\] C$c/nmi CPU $c stopped \(NMI in " || fail "C$c: no 'CPU $c stopped' line in the dmesg"
+        elif [ "$r" = 0 ] || [ "$notin" != 0 ]; then
+            # Never checked in: the firmware stopped it wherever it was (before the NMI, or in its
+            # NMI handler before the check-in): its log call then in flight, never torn.
+            { [ "$notin" = 1 ] || { [ "$r" = 1 ] && [ "$notin" = 2 ]; }; } && pass "C$c: stopped in place by the firmware, not checked in" || fail "C$c: $line"
+            has "^capture: C$c: did not stop \(not checked in when the image was written\): [0-9]+ log call\(s\) in flight then, 0 torn" \
+                && pass "capture: C$c named as not checked in, no torn record" || fail "capture did not name CPU $c as not checked in"
+        else
+            fail "C$c: $line"
+        fi
+    done
+    n=$(sed -nE "s/.*CPU $frozen parked mid-write of \"cpu=$frozen n=([0-9]+)\".*/\1/p" "$log")
+    if [ -n "$n" ]; then
+        ! has "C$frozen cpu=$frozen n=$n\$" && pass "C$frozen: in-flight record n=$n not delivered" || fail "C$frozen: in-flight record n=$n delivered"
+        has "^capture: C$frozen: task n=0\.\.$((n - 1)) " && pass "C$frozen: task records end at n=$((n - 1))" || fail "C$frozen: task records do not end at n=$((n - 1))"
+        if has "^capture: C$frozen: task .*\| stopped \(NMI record\) \|"; then
+            has "^capture: C$frozen: 1 torn record\(s\) at depth 0 \(task\), explained" && pass "C$frozen: its write counted torn" || fail "C$frozen: torn record not reported"
+        else
+            has "^capture: C$frozen: did not stop .*: [1-9][0-9]* log call\(s\) in flight then, 0 torn" && pass "C$frozen: its write counted in flight (not checked in)" || fail "C$frozen: write neither torn nor in flight"
+        fi
+    else
+        fail "no 'CPU $frozen parked mid-write' line"
+    fi
+}
+
+# check_dump MEMFILE: the memory dump QEMU wrote after the capture stage finished, read on the host by
+# `dmesg --from-memory FILE --base 0 --json`: the records must be the ones the capture stage printed.
+check_dump() {
+    local mem=$1 json=target/test-die-dump.json err=target/test-die-dump.err cap=target/test-die-dump.capture host=target/test-die-dump.host
+    has '^run.sh: guest memory \[0, [0-9]+\) in ' && pass "QEMU wrote all guest RAM to $mem (pmemsave) after the capture stage powered off" || { fail "no memory dump"; return; }
+    if ! (cd ../.. && timeout 600 cargo run --release --quiet --example dmesg -- --help 2>/dev/null) | grep -q -- '--from-memory'; then
+        echo "  SKIP: examples/dmesg.rs has no --from-memory (yet): the host side of the dump is not checked"
+        rm -f "$mem"
+        return
+    fi
+    local t0=$(date +%s%N) drc
+    (cd ../.. && timeout 600 cargo run --release --quiet --example dmesg -- --from-memory "ppc64/pseries/$mem" --base 0 --json) >"$json" 2>"$err"
+    drc=$?
+    echo "  dmesg --from-memory: exit $drc after $(( ($(date +%s%N) - t0) / 1000000 )) ms (with the build); stderr: $(head -3 "$err" | tr '\n' ' ')"
+    [ "$drc" = 0 ] && pass "dmesg --from-memory $mem --base 0 --json: exit 0" || { fail "dmesg --from-memory exit $drc"; rm -f "$mem"; return; }
+    # The capture stage's dmesg, and dmesg's JSON records in the console's format.
+    sed -n '/^capture: image v[0-9]*: .* dmesg follows$/,/^capture: end of dmesg$/p' "$log" | sed '1d;$d' >"$cap"
+    awk '{
+        match($0, /"ts_ns":[0-9]+/); ts = substr($0, RSTART + 8, RLENGTH - 8) + 0
+        match($0, /"cpu":[0-9]+/); cpu = substr($0, RSTART + 6, RLENGTH - 6)
+        match($0, /"ctx":"[a-z0-9]+"/); ctx = substr($0, RSTART + 7, RLENGTH - 8)
+        i = index($0, "\"text\":\""); text = substr($0, i + 8)
+        sub(/"(,"cont":true)?(,"raw":true)?}$/, "", text)
+        gsub(/\\"/, "\"", text); gsub(/\\\\/, "\\", text)
+        printf "[%5d.%06d] C%d%s %s\n", int(ts / 1000000000), int(ts / 1000) % 1000000, cpu, (ctx == "task" ? "" : "/" ctx), text
+    }' "$json" >"$host"
+    local nc nh
+    nc=$(wc -l <"$cap") nh=$(wc -l <"$host")
+    if [ "$nc" -gt 0 ] && cmp -s "$cap" "$host"; then
+        pass "the $nh records dmesg rebuilt from the dump equal the $nc the capture stage printed (text, CPU, context, timestamp, order)"
+    else
+        fail "dmesg --from-memory: $nh records, the capture stage printed $nc; first difference: $(diff "$cap" "$host" | head -3 | tr '\n' ' ')"
+    fi
+    rm -f "$mem"
+}
+
+# The death points: every CrashStage; the first, a middle and the last record of the first drain;
+# the first and last record of both image passes; the tables and the header. See the header comment.
+for point in entered ipi-sent checkins-done masked drain:0 drain:60 drain:last drained image-start \
+    image-sized:0 image-sized:last image-copy:0 image-copy:last image-tables image-header image-written; do
+    if [ "$point" = drain:60 ]; then
+        # The QEMU memory-dump path too: RAM to a file after the capture stage, dmesg on the host.
+        run "die-${point/:/-}" 4 die-in-drain --die "$point" --dump-memory target/test-die.mem
+        check_die "$point"
+        check_dump target/test-die.mem
+    else
+        run "die-${point/:/-}" 4 die-in-drain --die "$point"
+        check_die "$point"
+    fi
+    report
+done
+if [ "${#scan_ms[@]}" -gt 0 ]; then
+    sorted=$(printf '%s\n' "${scan_ms[@]}" | sort -n)
+    echo "die-in-drain: descriptor scan of the guest RAM under TCG: min $(head -1 <<<"$sorted") ms, median $(sed -n "$(( (${#scan_ms[@]} + 1) / 2 ))p" <<<"$sorted") ms, max $(tail -1 <<<"$sorted") ms over ${#scan_ms[@]} runs; run.sh per death point: $(printf '%s\n' "${die_ms[@]}" | sort -n | sed -n '1p;$p' | paste -sd- -) ms"
+fi
 
 if [ "$failures" = 0 ]; then
     echo "test.sh: all scenarios passed"

@@ -6,9 +6,12 @@
 //! * `0x0040_0000..` the crashing kernel (`-kernel`, linked at 0x400000; a few MiB);
 //! * `CRASH_BASE..+CRASH_SIZE` the reserved crash-kernel region ("crashkernel="): the capture stage is
 //!   loaded here ahead of time and runs here, with its own stack; the kernel never touches it after
-//!   loading;
+//!   loading. Its upper half, `REBUILD_BASE..+REBUILD_SIZE`, is where the capture stage writes the
+//!   image it rebuilds from memory when there is no handover image;
 //! * `HANDOVER_BASE..+HANDOVER_SIZE` the handover image, written by the crash path;
-//! * `PARAMS_BASE` this block;
+//! * `PARAMS_BASE` this block, written by the crash path with its report;
+//! * `DUMP_PARAMS_BASE` the same block for a capture stage booted with memory only (the
+//!   firmware-assisted-dump stand-in, `fadump`): written once at boot, no report in it;
 //! * `STAGING_BASE..+STAGING_MAX` where QEMU's generic loader puts the raw capture ELF file
 //!   (`-device loader,file=...,addr=STAGING_BASE,force-raw=on`), like the file kexec reads.
 //!
@@ -24,6 +27,14 @@ pub const HANDOVER_BASE: usize = 0x0900_0000;
 pub const HANDOVER_SIZE: usize = 0x0040_0000;
 /// The boot-parameter block.
 pub const PARAMS_BASE: usize = 0x0944_0000;
+/// The parameter block of a capture stage booted with memory only (written at boot).
+pub const DUMP_PARAMS_BASE: usize = 0x0944_1000;
+/// Where the capture stage writes the image it rebuilds from memory (inside the reserved region: the
+/// capture stage's own memory, not the crashed kernel's).
+pub const REBUILD_BASE: usize = CRASH_BASE + 0x0080_0000;
+/// Size of the rebuild region (any image of the kernel log fits: checked in `crash`).
+pub const REBUILD_SIZE: usize = 0x0040_0000;
+const _: () = assert!(REBUILD_BASE + REBUILD_SIZE <= CRASH_BASE + CRASH_SIZE);
 /// Where the raw capture ELF is staged by QEMU.
 pub const STAGING_BASE: usize = 0x0980_0000;
 /// Largest staged file.
@@ -59,6 +70,11 @@ pub struct BootParams {
     pub not_answered: u32,
     /// Bit c: CPU c answered the NMI (or is the crashing CPU).
     pub answered: u64,
+    /// The end of RAM (from /memory@0): what a capture stage booted with memory only may scan.
+    pub ram_top: u64,
+    /// The kernel command line's death point (`die=`, the die-in-drain scenario), NUL-padded: the
+    /// command line both kernels share, as a kdump or fadump capture kernel boots with it.
+    pub die: [u8; 24],
 }
 
 /// Copies `s` into a NUL-padded 16-byte field (cut if longer).
@@ -71,6 +87,19 @@ pub fn name16(s: &str) -> [u8; 16] {
 
 /// The string in a NUL-padded field.
 pub fn str16(f: &[u8; 16]) -> &str {
-    let n = f.iter().position(|&b| b == 0).unwrap_or(16);
+    str_nul(f)
+}
+
+/// Copies `s` into a NUL-padded field of `N` bytes (cut if longer).
+pub fn name_n<const N: usize>(s: &[u8]) -> [u8; N] {
+    let mut f = [0u8; N];
+    let n = s.len().min(N);
+    f[..n].copy_from_slice(&s[..n]);
+    f
+}
+
+/// The string in a NUL-padded field of any size.
+pub fn str_nul(f: &[u8]) -> &str {
+    let n = f.iter().position(|&b| b == 0).unwrap_or(f.len());
     core::str::from_utf8(&f[..n]).unwrap_or("?")
 }

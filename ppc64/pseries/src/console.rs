@@ -2,11 +2,12 @@
 //!
 //! A spin lock tagged with the owner CPU keeps task-context lines (boot messages) from interleaving.
 //! The NMI handler and the crash path never print: they log through nmilog, which never takes this
-//! lock. Two exceptions, both last words before power-off: the panic handler (a bug in this image)
-//! prints with `nmi_print`, which waits at most 10 ms for the lock and then writes regardless, so a
-//! CPU frozen while holding it cannot hang it; and the crash path's failure exits (no capture stage
-//! loaded, the locked baseline's verdict, its watchdog) write with the lockless `write_bytes`, after
-//! the log has been drained.
+//! lock. The exceptions are all last words before power-off or the capture stage: the panic handler
+//! (a bug in this image) prints with `nmi_print`, which waits at most 10 ms for the lock and then
+//! writes regardless, so a CPU frozen while holding it cannot hang it; the crash path's failure exits
+//! (no capture stage loaded, the locked baseline's verdict, its watchdog) write with the lockless
+//! `write_bytes`, after the log has been drained; and the firmware-assisted-dump stand-in (`fadump`)
+//! says what it did with `write_fmt_unlocked`, once every other CPU is stopped.
 
 use core::fmt::{self, Write};
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -28,6 +29,14 @@ pub fn set_term(reg: u64) {
 /// hypervisor says busy.
 pub fn write_bytes(bytes: &[u8]) {
     term::write_bytes(TERM.load(Ordering::Relaxed), bytes);
+}
+
+/// Formats `args` straight to the terminal, without the lock: the firmware's last words before it
+/// boots the capture stage (every other CPU is stopped; one may have been stopped holding the lock).
+pub fn write_fmt_unlocked(args: fmt::Arguments) {
+    let mut out = LineWriter::<64>::new(TERM.load(Ordering::Relaxed));
+    let _ = out.write_fmt(args);
+    out.flush();
 }
 
 fn lock(deadline: Option<timebase::Deadline>) -> bool {

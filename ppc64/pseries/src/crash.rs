@@ -2,7 +2,7 @@
 //! image, with the pseries machine (`machine`): the crash entry, and the system-reset handler of the
 //! CPUs it stops.
 //!
-//! The stopped CPUs run `system_reset` from the 0x100 handler (own NMI stack): it hands the interrupted
+//! Every CPU runs `system_reset` from the 0x100 handler; the stopped CPUs (own NMI stack): it hands the interrupted
 //! registers to `nmilog_ppc64::on_nmi_stop`, which enters NMI context, logs "CPU n stopped", saves
 //! them into the crash state, checks in (Release; the crashing CPU Acquire-loads it, with a timebase
 //! bound) and parks. No console output from NMI or crash context: everything goes to nmilog (the
@@ -16,10 +16,21 @@ use crate::crash_state::{CHECKIN_TIMEOUT_NS, STATE};
 use crate::klog::LOG;
 use crate::machine::MACHINE;
 use crate::percpu::SavedRegs;
-use crate::{baseline, irq, rtas, scenario};
+use crate::{baseline, fadump, irq, rtas, scenario};
 
-/// The system-reset handler of every CPU but the crashing one. Runs on the CPU's own NMI stack.
-pub fn system_reset(_cpu: usize, saved: &SavedRegs) -> ! {
+/// The system-reset handler. Runs on the CPU's own NMI stack. In order:
+/// * the firmware is stopping every CPU (`fadump`): park at once, running nothing of the kernel;
+/// * the reset hit the CPU that runs the crash sequence: the crash path was interrupted (it never
+///   takes a reset otherwise: every NMI it sends skips itself), so do what firmware-assisted dump
+///   does — the capture stage with nothing but memory (`fadump::crash_path_interrupted`);
+/// * otherwise this is the crash NMI on a CPU the crash sequence stops: log, check in, park.
+pub fn system_reset(cpu: usize, saved: &SavedRegs) -> ! {
+    if fadump::firmware_stopping() {
+        fadump::stopped_in_place(cpu)
+    }
+    if LOG.crashing_cpu() == Some(cpu) {
+        fadump::crash_path_interrupted(cpu, saved)
+    }
     let regs = nmilog_ppc64::SavedRegs {
         pc: saved.nip as usize,
         sp: saved.gpr[1] as usize,
@@ -36,8 +47,10 @@ pub fn system_reset(_cpu: usize, saved: &SavedRegs) -> ! {
     MACHINE.park()
 }
 
-// The handover region holds any image of the kernel log: nothing is ever left out for lack of room.
+// The handover region holds any image of the kernel log: nothing is ever left out for lack of room;
+// nor from the image the capture stage rebuilds from memory.
 const _: () = assert!(crate::klog::KernelLog::MAX_IMAGE_BYTES <= HANDOVER_SIZE);
+const _: () = assert!(crate::klog::KernelLog::MAX_IMAGE_BYTES <= crate::bootparams::REBUILD_SIZE);
 
 /// Crash shutdown on the calling CPU. Never returns.
 pub fn crash_shutdown(reason: &str) -> ! {

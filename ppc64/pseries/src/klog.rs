@@ -1,7 +1,9 @@
-//! The nmilog core on pseries: the [`Platform`] implementation and the kernel's one `Log` static.
+//! The nmilog core on pseries: the [`Platform`] implementation, the kernel's one `Log` static, and
+//! its descriptor for a reader of raw memory (`recover::LogDescriptor`, written once at boot).
 
 use core::sync::atomic::{AtomicUsize, Ordering};
 
+use nmilog::recover::{DescribeError, LogDescriptor};
 use nmilog::{Log, Platform};
 
 use crate::{percpu, timebase};
@@ -61,6 +63,18 @@ pub type KernelLog = Log<PseriesPlatform, { percpu::MAX_CPUS }, RING_WORDS, MAIN
 
 /// The kernel log.
 pub static LOG: KernelLog = Log::new(PseriesPlatform::new());
+
+/// [`LOG`]'s descriptor (vmcoreinfo's role): where a capture stage or a tool reading a memory dump
+/// finds the main log, every (CPU, depth) ring and the words the crash drain reads, and the crash
+/// sequence's check-in flags. In `.bss`; written once, by [`describe`], never again.
+pub static DESCRIPTOR: LogDescriptor<{ KernelLog::DESCRIPTOR_WORDS }> = LogDescriptor::new();
+
+/// Describes [`LOG`] in [`DESCRIPTOR`], with the crash sequence's check-in flags
+/// (`CrashState::stop_flags`). Once, at boot, after the CPU count is final (`set_cpu_count`).
+/// Returns the words written.
+pub fn describe() -> Result<usize, DescribeError> {
+    DESCRIPTOR.describe(&LOG, Some(crate::crash_state::STATE.stop_flags()))
+}
 
 /// Registers [`LOG`] as nmilog's global logger, so that the core's `printk!`/`pr_*!` macros log into
 /// it (the crash path's own messages use them). Once, at boot, before the other CPUs start.

@@ -11,17 +11,19 @@
 //! | `mask_at_presenter`     | `H_CPPR(0)` (checked with `H_IPOLL`)                                        |
 //! | `park`                  | `or 1,1,1` spin with MSR[EE] off                                            |
 //! | `kexec`                 | parameter block + jump to the capture stage, r3 = image                    |
+//! | `stage`, `drain_step`   | breadcrumbs; the `die-in-drain` scenario's death point (`death`)            |
 //!
 //! Its messages go to nmilog through the core's `pr_*!` macros (the kernel log is registered as the
 //! global logger at boot, `klog::register_global`), never to the console.
 
 use core::sync::atomic::Ordering;
 
-use nmilog_ppc64::{Machine, RtasArgs, ShutdownReport};
+use nmilog_ppc64::{CrashStage, DrainStep, Machine, RtasArgs, ShutdownReport};
 
 use crate::bootparams::{name16, BootParams};
 use crate::{
-    console, crash_state, exceptions, hcall, irq, kexec, percpu, rtas, scenario, timebase,
+    console, crash_state, death, exceptions, fadump, hcall, irq, kexec, percpu, rtas, scenario,
+    timebase,
 };
 
 /// The pseries machine.
@@ -115,6 +117,16 @@ impl Machine for Pseries {
         nmilog::pr_info!("crash: presenter: H_CPPR(0) = {st}; H_IPOLL = {pst}: CPPR {before:#x} -> {after:#x} (nothing is presented)");
     }
 
+    /// The breadcrumb, and the `die-in-drain` scenario's death point (`death`).
+    fn stage(&self, stage: CrashStage) {
+        death::at_stage(stage)
+    }
+
+    /// The breadcrumb, and the `die-in-drain` scenario's death point (`death`).
+    fn drain_step(&self, step: DrainStep) {
+        death::at_step(step)
+    }
+
     fn park(&self) -> ! {
         irq::disable();
         exceptions::park()
@@ -122,14 +134,9 @@ impl Machine for Pseries {
 
     fn kexec<const CPUS: usize>(&self, image: &[u8], report: &ShutdownReport<CPUS>) -> ! {
         let params = kexec::write_params(BootParams {
-            magic: 0,
             image_len: image.len() as u64,
-            tb_freq: timebase::freq(),
-            power_off_token: rtas::token(rtas::Func::PowerOff).unwrap_or(0),
-            term: crash_state::term(),
             ncpus: report.cpus as u32,
             crash_cpu: report.crash_cpu as u32,
-            scenario: name16(scenario::kind().name()),
             mask_path: name16(report.mask.path.name()),
             not_answered: report.not_answered as u32,
             answered: report
@@ -138,6 +145,7 @@ impl Machine for Pseries {
                 .enumerate()
                 .filter(|&(c, &a)| a && c < 64)
                 .fold(0, |m, (c, _)| m | (1 << c)),
+            ..fadump::platform_params()
         });
         kexec::switchover(image.as_ptr() as usize, params);
         // No capture stage loaded: say so on the raw console and power off.

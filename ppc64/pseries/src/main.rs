@@ -23,7 +23,10 @@ mod bootparams;
 mod console;
 mod crash;
 mod crash_state;
+mod death;
+mod death_point;
 mod exceptions;
+mod fadump;
 mod hcall;
 mod irq;
 mod kexec;
@@ -64,6 +67,8 @@ struct Machine {
     /// /chosen bootargs (`-append`).
     bootargs: [u8; 128],
     bootargs_len: usize,
+    /// The end of RAM (`/memory@0` reg: the RMA, all of RAM here); 0 if not found.
+    ram_top: u64,
 }
 
 fn read_device_tree() -> Machine {
@@ -78,6 +83,7 @@ fn read_device_tree() -> Machine {
         rtas_tokens: 0,
         bootargs: [0; 128],
         bootargs_len: 0,
+        ram_top: 0,
     };
 
     // /rtas: walk the properties and list every one-cell property whose value lies in QEMU's token
@@ -145,6 +151,17 @@ fn read_device_tree() -> Machine {
     }
     if let Some(epow) = of::finddevice(c"/event-sources/epow-events") {
         m.epow_irq = of::getprop_u32(epow, c"interrupts");
+    }
+    // /memory@0 reg (two address cells, two size cells): RAM from 0.
+    if let Some(mem) = of::finddevice(c"/memory@0") {
+        let mut reg = [0u8; 16];
+        if of::getprop(mem, c"reg", &mut reg) == Some(16) {
+            let (base, size) = reg.split_at(8);
+            let be = |b: &[u8]| b.iter().fold(0u64, |v, &x| v << 8 | x as u64);
+            if be(base) == 0 {
+                m.ram_top = be(size);
+            }
+        }
     }
     // /chosen bootargs: QEMU's `-append` (the scenario).
     if let Some(chosen) = of::finddevice(c"/chosen") {
@@ -237,8 +254,38 @@ pub fn kmain() -> ! {
         }
     };
     scenario::set(kind, n);
+    // The die-in-drain scenario's death point.
+    let die = scenario::die_arg(cmdline).unwrap_or(b"");
+    let point = match (kind, die) {
+        (scenario::Kind::DieInDrain, b"") => {
+            Some(death_point::DeathPoint::Record(death_point::Nth::At(0)))
+        }
+        (scenario::Kind::DieInDrain, d) => death_point::DeathPoint::parse(d),
+        (_, b"") => None,
+        (_, _) => {
+            println!("bootargs: die= needs scenario=die-in-drain");
+            println!("pseries: FAILED (bad die=)");
+            rtas::power_off();
+            exceptions::park()
+        }
+    };
+    if kind == scenario::Kind::DieInDrain && point.is_none() {
+        println!(
+            "bootargs: unknown death point die={:?}; known: entered, ipi-sent, checkins-done, masked, drain:N, drain:last, drained, image-start, image-sized:N|last, image-copy:N|last, image-tables, image-header, image-written",
+            core::str::from_utf8(die).unwrap_or("?")
+        );
+        println!("pseries: FAILED (bad die=)");
+        rtas::power_off();
+        exceptions::park()
+    }
+    death::set(point);
+    let die = if kind == scenario::Kind::DieInDrain && die.is_empty() {
+        b"drain:0".as_slice()
+    } else {
+        die
+    };
     println!(
-        "bootargs {:?}: scenario {} (frozen mid-log-write: {}, RTAS lock holder: {}{}, deaf: {})",
+        "bootargs {:?}: scenario {} (frozen mid-log-write: {}, RTAS lock holder: {}{}, deaf: {}{}{})",
         core::str::from_utf8(cmdline).unwrap_or("?"),
         kind.name(),
         Cpu(scenario::freeze_cpu()),
@@ -248,7 +295,13 @@ pub fn kmain() -> ! {
         } else {
             ""
         },
-        Cpu(scenario::deaf_cpu())
+        Cpu(scenario::deaf_cpu()),
+        if point.is_some() {
+            "; the crashing CPU dies at "
+        } else {
+            ""
+        },
+        core::str::from_utf8(if point.is_some() { die } else { b"" }).unwrap_or("?"),
     );
 
     // kexec -p: load the capture stage into the reserved region now, long before any crash.
@@ -275,6 +328,17 @@ pub fn kmain() -> ! {
         klog::MAIN_WORDS * 8 / 1024,
         klog::KernelLog::FOOTPRINT_BYTES / 1024
     );
+    // The descriptor, now that the CPU count is final: constant from here on.
+    match klog::describe() {
+        Ok(words) => println!(
+            "recover: log descriptor at {:#x} ({words} words: {n} CPUs x {} rings and the main log of the log at {:#x}; the crash's check-in flags in {:#x})",
+            klog::DESCRIPTOR.address(),
+            klog::DEPTH,
+            &klog::LOG as *const klog::KernelLog as usize,
+            &crash_state::STATE as *const _ as usize,
+        ),
+        Err(e) => println!("recover: no log descriptor: {e}"),
+    }
 
     // The last client-interface call is behind us: take over 0x100 and 0x900.
     exceptions::set_system_reset_handler(crash::system_reset);
@@ -297,6 +361,12 @@ pub fn kmain() -> ! {
 
     // Interrupt sources: route them to this CPU (as request_irq would) so the crash path has real work.
     crash_state::set_platform(m.cpus[0], m.vty_reg.unwrap_or(0));
+    // Firmware-assisted dump: registered now that the console and the RTAS tokens are known.
+    let at = fadump::register(m.ram_top, die);
+    println!(
+        "fadump: registered: should a system reset interrupt the crash path, the capture stage boots with r3 = 0 (no image), r4 = {at:#x}, RAM [0, {:#x})",
+        m.ram_top
+    );
     for irq in [m.vty_irq, m.epow_irq].into_iter().flatten() {
         let st = rtas::set_xive(irq, m.cpus[0], 5);
         let (gst, srv, prio) = rtas::get_xive(irq);

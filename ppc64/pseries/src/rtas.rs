@@ -303,6 +303,31 @@ pub unsafe fn power_off_unlocked() -> i32 {
     unsafe { call_unlocked(Func::PowerOff, &[u32::MAX, u32::MAX], &mut r) }
 }
 
+/// `stop-self` through an argument buffer on the caller's stack, without the lock: the CPU stops
+/// (QEMU halts its vCPU: it no longer runs, nor takes host CPU time). For the firmware stopping CPUs
+/// in place (`fadump`), where a CPU may have been stopped holding the lock. Returns only if RTAS
+/// refused (or there is no `stop-self`).
+pub fn stop_self_unlocked() -> i32 {
+    let Some(tok) = token(Func::StopSelf) else {
+        return NO_TOKEN;
+    };
+    let mut a = Args {
+        token: tok.to_be(),
+        nargs: 0,
+        nret: 1u32.to_be(),
+        cells: [u32::MAX; MAX_CELLS],
+    };
+    // SAFETY: `a` is on this CPU's stack, at a real address the hypervisor may read and write
+    // (translation is off); nobody else uses it. `stop-self` takes no argument and stops the CPU.
+    unsafe {
+        hcall::hcall(
+            hcall::KVMPPC_H_RTAS,
+            [&mut a as *mut Args as u64, 0, 0, 0, 0, 0],
+        )
+    };
+    u32::from_be(a.cells[0]) as i32
+}
+
 /// `ibm,int-off(irq)` through `buf`, without the lock.
 ///
 /// # Safety

@@ -1,6 +1,6 @@
 //! Run-time scenario selection: `-append "scenario=NAME"` puts the string in /chosen `bootargs` (QEMU's
 //! sPAPR machine writes the kernel command line there, also under VOF), read at boot through the client
-//! interface.
+//! interface. `die=POINT` gives the `die-in-drain` scenario its death point (`death_point`).
 
 use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
@@ -24,6 +24,10 @@ pub enum Kind {
     /// image; CPU 2 frozen mid-log-write as in `freeze-in-log`. The crash drain reads what CPU 1 is
     /// still writing.
     DeafLogging,
+    /// CPU 2 frozen mid-log-write as in `freeze-in-log`; the crashing CPU dies at the `die=` point of
+    /// its crash path (a system reset it never returns from) and the capture stage rebuilds the log
+    /// from memory (`death`, `fadump`).
+    DieInDrain,
     /// The 2020 locked design (global log-buffer spinlock, RTAS lock on the mask path), with CPU 2
     /// frozen holding the log-buffer lock and CPU 3 holding the RTAS lock. Must deadlock.
     Baseline,
@@ -40,13 +44,14 @@ pub enum Kind {
 
 impl Kind {
     /// Every scenario.
-    pub const ALL: [Kind; 9] = [
+    pub const ALL: [Kind; 10] = [
         Kind::Default,
         Kind::FreezeInLog,
         Kind::RtasHeld,
         Kind::RtasInCall,
         Kind::Deaf,
         Kind::DeafLogging,
+        Kind::DieInDrain,
         Kind::Baseline,
         Kind::BaselineRtas,
         Kind::BaselineRace,
@@ -61,6 +66,7 @@ impl Kind {
             Kind::RtasInCall => "rtas-in-call",
             Kind::Deaf => "deaf",
             Kind::DeafLogging => "deaf-logging",
+            Kind::DieInDrain => "die-in-drain",
             Kind::Baseline => "baseline",
             Kind::BaselineRtas => "baseline-rtas",
             Kind::BaselineRace => "baseline-race",
@@ -70,7 +76,11 @@ impl Kind {
     fn freezes_in_log(self) -> bool {
         matches!(
             self,
-            Kind::Default | Kind::FreezeInLog | Kind::DeafLogging | Kind::Baseline
+            Kind::Default
+                | Kind::FreezeInLog
+                | Kind::DeafLogging
+                | Kind::DieInDrain
+                | Kind::Baseline
         )
     }
     fn holds_rtas(self) -> bool {
@@ -107,6 +117,13 @@ pub fn parse(cmdline: &[u8]) -> Result<Kind, &[u8]> {
         }
     }
     Ok(Kind::Default)
+}
+
+/// The value of `die=` in the command line, if there is one.
+pub fn die_arg(cmdline: &[u8]) -> Option<&[u8]> {
+    cmdline
+        .split(|&b| b == b' ' || b == b'\t' || b == b'\n')
+        .find_map(|w| w.strip_prefix(b"die="))
 }
 
 /// Sets the scenario for `ncpus` CPUs: the log writer frozen is CPU 2 (CPU 1 with 2 CPUs), the RTAS
