@@ -671,13 +671,23 @@ fn repeat_scenarios(root: &Path, n: u32, load: bool, only: Option<&str>) -> Exit
             }
         }
         if want("host") {
+            // Not `cargo test --quiet`: cargo passes `--quiet` on to the test harness, whose terse
+            // output (one dot per test) has no test names to tally. `--format pretty` keeps the
+            // `test NAME ... ok` lines whatever the harness's default.
             let out = Command::new("cargo")
-                .args(words("test --quiet --test crash_demo -- --test-threads=1"))
+                .args(words("test --test crash_demo -- --test-threads=1 --format pretty"))
                 .current_dir(root)
                 .output();
-            let text = out
-                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            let (text, err) = out
+                .map(|o| {
+                    (
+                        String::from_utf8_lossy(&o.stdout).into_owned(),
+                        String::from_utf8_lossy(&o.stderr).into_owned(),
+                    )
+                })
                 .unwrap_or_default();
+            let mut failed = false;
+            let mut seen = 0;
             for l in text.lines() {
                 // `test NAME ... ok` / `test NAME ... FAILED`
                 if let Some(rest) = l.strip_prefix("test ") {
@@ -685,9 +695,23 @@ fn repeat_scenarios(root: &Path, n: u32, load: bool, only: Option<&str>) -> Exit
                         let ok = verdict.trim() == "ok";
                         if !ok {
                             println!("  run {i}: host {name}: {verdict}");
+                            failed = true;
                         }
+                        seen += 1;
                         tally(format!("host {name}"), ok);
                     }
+                }
+            }
+            if seen == 0 {
+                println!("  run {i}: host: no test result in the output");
+                failed = true;
+            }
+            if failed {
+                // The harness's failure report carries each failing run's stdout and stderr.
+                let log = root.join(format!("target/xtask/soak-host-run-{i}.log"));
+                let _ = std::fs::create_dir_all(root.join("target/xtask"));
+                if std::fs::write(&log, format!("{text}\n---- stderr ----\n{err}")).is_ok() {
+                    println!("  run {i}: host: whole output in {}", log.display());
                 }
             }
         }
