@@ -1,8 +1,9 @@
 //! The global logger behind the `printk!`/`pr_*!` macros.
 //!
 //! The logger is a `static` of the user's chosen [`Log`](crate::Log) type, registered once with
-//! [`set_global!`](crate::set_global). Until then the macros do nothing (and count nothing: there is
-//! nowhere to count). Registration stores one pointer with a plain atomic store, so it works on
+//! [`set_global!`](crate::set_global). Until then the macros store nothing, but count each call
+//! ([`unregistered_dropped`]); registration hands the count to the log, whose crash drain reports it
+//! (so it reaches the handover image). Registration stores one pointer with a plain atomic store, so it works on
 //! targets without CAS; do it once at boot, before other CPUs log.
 //!
 //! ```
@@ -22,7 +23,7 @@
 use core::fmt;
 
 #[cfg(not(nmilog_loom))]
-use crate::sync::{AtomicPtr, Ordering};
+use crate::sync::{AtomicPtr, AtomicUsize, Ordering};
 
 use crate::{AppendError, Level};
 
@@ -100,6 +101,9 @@ pub trait LogSink: Sync {
     /// assert_eq!(LOG.main().next_seq(), 1);
     /// ```
     fn flush(&self);
+    /// Takes over the count of calls made before registration (see
+    /// [`Log::unregistered_dropped`](crate::Log::unregistered_dropped)).
+    fn add_unregistered(&self, n: usize);
 }
 
 impl<
@@ -131,6 +135,9 @@ impl<
         #[cfg(nmilog_cas)]
         let _ = crate::Log::flush(self);
     }
+    fn add_unregistered(&self, n: usize) {
+        crate::Log::add_unregistered(self, n)
+    }
 }
 
 // The registry is a `static`, which loom's atomics cannot initialise: it, and the functions that
@@ -138,6 +145,32 @@ impl<
 // The models drive a `Log` directly, never through the global logger.
 #[cfg(not(nmilog_loom))]
 static GLOBAL: AtomicPtr<&'static dyn LogSink> = AtomicPtr::new(core::ptr::null_mut());
+
+/// Calls made before registration, not yet handed to a log.
+#[cfg(not(nmilog_loom))]
+static UNREGISTERED: AtomicUsize = AtomicUsize::new(0);
+
+/// Log calls made through the macros while no logger is registered (lost: there was nowhere to put
+/// them). Registration moves the count into the log
+/// ([`Log::unregistered_dropped`](crate::Log::unregistered_dropped)).
+///
+/// Exact where the target has atomic read-modify-write; without it (and only while several CPUs
+/// log before registration, which boot code does not do) a racing increment can be lost.
+#[cfg(not(nmilog_loom))]
+pub fn unregistered_dropped() -> u64 {
+    UNREGISTERED.load(Ordering::Relaxed) as u64
+}
+
+#[cfg(not(nmilog_loom))]
+fn count_unregistered() {
+    #[cfg(target_has_atomic = "ptr")]
+    UNREGISTERED.fetch_add(1, Ordering::Relaxed);
+    #[cfg(not(target_has_atomic = "ptr"))]
+    {
+        let v = UNREGISTERED.load(Ordering::Relaxed);
+        UNREGISTERED.store(v.wrapping_add(1), Ordering::Relaxed);
+    }
+}
 
 /// Registers the global logger (use [`set_global!`](crate::set_global), which builds the
 /// `&'static &'static dyn LogSink` for you).
@@ -157,6 +190,13 @@ pub fn set_global_sink(sink: &'static &'static dyn LogSink) {
     // LMM(global:A): Release, pairs with LMM(global:B), the Acquire in `global()`: a CPU that sees
     // the pointer sees the logger (and whatever was set up before registering it).
     GLOBAL.store(sink as *const _ as *mut _, Ordering::Release);
+    // Calls counted before now go to the log. A call racing with registration either counted above
+    // (taken here) or after (found the log: stored); boot code registers before other CPUs log.
+    let n = UNREGISTERED.load(Ordering::Relaxed);
+    UNREGISTERED.store(0, Ordering::Relaxed);
+    if n != 0 {
+        sink.add_unregistered(n);
+    }
 }
 
 /// The registered logger, if any.
@@ -199,8 +239,11 @@ pub fn global() -> Option<&'static dyn LogSink> {
 #[inline]
 #[cfg(not(nmilog_loom))]
 pub fn log_fmt(level: Level, flags: u8, args: fmt::Arguments<'_>) {
-    if let Some(g) = global() {
-        let _ = g.log_fmt(level, flags, args);
+    match global() {
+        Some(g) => {
+            let _ = g.log_fmt(level, flags, args);
+        }
+        None => count_unregistered(),
     }
 }
 
@@ -274,4 +317,154 @@ macro_rules! pr_cont {
     ($($arg:tt)+) => {
         $crate::global::log_fmt($crate::Level::Info, $crate::record::flags::CONT, ::core::format_args!($($arg)+))
     };
+}
+
+/// `printk!` with a prefix: what `pr_fmt!` and `dev_info!`-style macros expand to. The prefix is
+/// formatted with the message, into the same record (no second buffer).
+///
+/// ```
+/// nmilog::printk_prefixed!("e1000: ", nmilog::Level::Info, "link up at {} Mb/s", 1000);
+/// ```
+#[macro_export]
+macro_rules! printk_prefixed {
+    ($prefix:expr, $level:expr, $($arg:tt)+) => {
+        $crate::global::log_fmt(
+            $level,
+            0,
+            ::core::format_args!("{}{}", $prefix, ::core::format_args!($($arg)+)),
+        )
+    };
+}
+
+/// Linux's `pr_fmt`: a per-module prefix for every `pr_<level>!` in the module (and its children)
+/// after this line — `nmilog::pr_fmt!("e1000e: ");` at the top of a driver's module, as
+/// `#define pr_fmt(fmt) KBUILD_MODNAME ": " fmt` at the top of a C file. It defines module-local
+/// `pr_emerg!` … `pr_debug!` (textual scope, so they shadow the crate's own within the module; do not
+/// also `use nmilog::pr_info` there). `pr_cont!` takes no prefix, as in Linux.
+///
+/// ```
+/// # use nmilog::doc_support::OneCpu;
+/// # use nmilog::{Log, RecordBuf};
+/// # static LOG: Log<OneCpu, 1, 256, 1024> = Log::new(OneCpu);
+/// # nmilog::set_global!(LOG);
+/// mod e1000e {
+///     nmilog::pr_fmt!("e1000e: ");
+///     pub fn probe() {
+///         pr_info!("link up at {} Mb/s", 1000);
+///         pr_err!("tx timeout");
+///     }
+/// }
+/// e1000e::probe();
+/// let mut r = LOG.main_reader();
+/// let mut rec = RecordBuf::new();
+/// r.read(&LOG, &mut rec);
+/// assert_eq!(rec.text(), Some("e1000e: link up at 1000 Mb/s"));
+/// r.read(&LOG, &mut rec);
+/// assert_eq!(rec.text(), Some("e1000e: tx timeout"));
+/// ```
+#[macro_export]
+macro_rules! pr_fmt {
+    ($prefix:expr) => {
+        $crate::__pr_fmt_levels! { ($) ($prefix);
+            pr_emerg Emerg; pr_alert Alert; pr_crit Crit; pr_err Err;
+            pr_warn Warning; pr_notice Notice; pr_info Info; pr_debug Debug;
+        }
+    };
+}
+
+/// The body of [`pr_fmt!`] (one macro per level).
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __pr_fmt_levels {
+    (($d:tt) ($prefix:expr); $( $pr:ident $level:ident; )*) => { $(
+        #[allow(unused_macros)]
+        macro_rules! $pr {
+            ($d($d arg:tt)+) => {
+                $crate::printk_prefixed!($prefix, $crate::Level::$level, $d($d arg)+)
+            };
+        }
+    )* };
+}
+
+/// A device, as `dev_<level>!` names it: Linux prints `"<driver> <device>: "` before the message
+/// (`dev_driver_string(dev)` and `dev_name(dev)`).
+///
+/// ```
+/// use nmilog::global::Device;
+/// struct Nic;
+/// impl Device for Nic {
+///     fn driver(&self) -> &str { "e1000e" }
+///     fn name(&self) -> &str { "0000:00:19.0" }
+/// }
+/// assert_eq!(format!("{}", nmilog::global::DevPrefix(&Nic)), "e1000e 0000:00:19.0: ");
+/// ```
+pub trait Device {
+    /// The driver's name (`dev_driver_string`).
+    fn driver(&self) -> &str;
+    /// The device's name on its bus (`dev_name`).
+    fn name(&self) -> &str;
+}
+
+/// Formats a [`Device`]'s prefix, `"<driver> <device>: "` (what `dev_<level>!` puts before the
+/// message; see [`Device`]).
+pub struct DevPrefix<'a, D: Device + ?Sized>(pub &'a D);
+
+/// Shows the prefix.
+impl<D: Device + ?Sized> fmt::Debug for DevPrefix<'_, D> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("DevPrefix")
+            .field(&format_args!("{self}"))
+            .finish()
+    }
+}
+
+impl<D: Device + ?Sized> fmt::Display for DevPrefix<'_, D> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}: ", self.0.driver(), self.0.name())
+    }
+}
+
+/// Defines `dev_<level>!(dev, "fmt", args…)` for each level: `printk!` with the device's prefix
+/// (see [`Device`]).
+macro_rules! dev_macros {
+    ($d:tt $( $dev:ident $level:ident $n:literal ; )*) => { $(
+        #[doc = concat!("Logs at level ", $n, " with a device's prefix (Linux's `", stringify!($dev), "`).")]
+        ///
+        /// ```
+        /// # use nmilog::doc_support::OneCpu;
+        /// # use nmilog::{Log, RecordBuf};
+        /// # static LOG: Log<OneCpu, 1, 256, 1024> = Log::new(OneCpu);
+        /// # nmilog::set_global!(LOG);
+        /// struct Nic;
+        /// impl nmilog::global::Device for Nic {
+        ///     fn driver(&self) -> &str { "e1000e" }
+        ///     fn name(&self) -> &str { "0000:00:19.0" }
+        /// }
+        #[doc = concat!("nmilog::", stringify!($dev), "!(&Nic, \"NIC Link is Up {} Mbps\", 1000);")]
+        /// let mut rec = RecordBuf::new();
+        /// LOG.main_reader().read(&LOG, &mut rec);
+        /// assert_eq!(rec.text(), Some("e1000e 0000:00:19.0: NIC Link is Up 1000 Mbps"));
+        /// ```
+        #[macro_export]
+        macro_rules! $dev {
+            ($dev_expr:expr, $d($d arg:tt)+) => {
+                $crate::printk_prefixed!(
+                    $crate::global::DevPrefix($dev_expr),
+                    $crate::Level::$level,
+                    $d($d arg)+
+                )
+            };
+        }
+    )* };
+}
+
+dev_macros! { $
+    dev_emerg Emerg 0;
+    dev_alert Alert 1;
+    dev_crit Crit 2;
+    dev_err Err 3;
+    dev_warn Warning 4;
+    dev_notice Notice 5;
+    dev_info Info 6;
+    dev_dbg Debug 7;
 }

@@ -44,7 +44,7 @@ type TestLog = Log<HostPlatform, CPUS, 256, 1024>;
 const W: usize = size_of::<usize>();
 const MAGIC_WORDS: usize = 8 / W;
 /// Descriptor header words after the magic (the README's "Memory descriptor" table).
-const HEAD: usize = 18;
+const HEAD: usize = 19;
 
 /// The kernel's memory. The descriptor comes first, so that a dump cut short in the log still has
 /// it.

@@ -318,32 +318,16 @@ impl Copy {
     }
 }
 
-/// FNV-1a over words, as the descriptor's checksums.
-fn fnv(words: impl Iterator<Item = usize>) -> usize {
-    let (off, prime) = if W == 8 {
-        (
-            0xcbf2_9ce4_8422_2325u64 as usize,
-            0x100_0000_01b3u64 as usize,
-        )
-    } else {
-        (0x811c_9dc5, 0x0100_0193)
-    };
-    words.fold(off, |h, w| (h ^ w).wrapping_mul(prime))
-}
-
 const MAGIC_WORDS: usize = 8 / W;
-const HEAD: usize = 18; // header words after the magic
-const HEAD_SUM: usize = 4;
-const TABLE_SUM: usize = 5;
+const HEAD: usize = nmilog::recover::HEADER_WORDS; // header words after the magic
 
 /// Re-seals the descriptor at `d` after an edit (a lying descriptor passes its checksums).
 fn reseal(c: &Copy, d: usize, total: usize) {
-    let hd = d + MAGIC_WORDS * W;
-    let w = |i: usize| c.get(hd + i * W);
-    let table = fnv((HEAD..total - MAGIC_WORDS).map(w));
-    c.set(hd + TABLE_SUM * W, table);
-    let head = fnv((0..HEAD).map(|i| if i == HEAD_SUM { 0 } else { w(i) }));
-    c.set(hd + HEAD_SUM * W, head);
+    let mut words: Vec<usize> = (0..total).map(|i| c.get(d + i * W)).collect();
+    nmilog::recover::seal(&mut words);
+    for (i, w) in words.into_iter().enumerate() {
+        c.set(d + i * W, w);
+    }
 }
 
 fn crashed_kernel() -> &'static Kernel {

@@ -36,10 +36,7 @@ type L = Log<Plat, CPUS, 64, 512>;
 const W: usize = size_of::<usize>();
 const MAGIC_WORDS: usize = 8 / W;
 /// Descriptor header words after the magic (the README's "Memory descriptor" table).
-const HEAD: usize = 18;
-const HEAD_SUM: usize = 4;
-const TABLE_SUM: usize = 5;
-const TOTAL_WORDS: usize = 3;
+const HEAD: usize = nmilog::recover::HEADER_WORDS;
 
 /// The platform: the schedule sets the CPU; the clock ticks 1000 ns per read. All-zero is valid.
 struct Plat {
@@ -125,30 +122,12 @@ impl Input<'_> {
     }
 }
 
-/// FNV-1a over words, as the descriptor's checksums.
-fn fnv(words: impl Iterator<Item = usize>) -> usize {
-    let (off, prime) = if W == 8 {
-        (
-            0xcbf2_9ce4_8422_2325u64 as usize,
-            0x100_0000_01b3u64 as usize,
-        )
-    } else {
-        (0x811c_9dc5, 0x0100_0193)
-    };
-    words.fold(off, |h, w| (h ^ w).wrapping_mul(prime))
-}
-
 /// Recomputes the checksums of the descriptor at word `d` of `words`, as far as its length word
 /// allows.
 fn reseal(words: &mut [usize], d: usize) {
-    let hd = d + MAGIC_WORDS;
-    if hd + HEAD > words.len() {
-        return;
+    if let Some(desc) = words.get_mut(d..) {
+        nmilog::recover::seal(desc);
     }
-    let total = words[hd + TOTAL_WORDS];
-    let end = d.saturating_add(total).min(words.len()).max(hd + HEAD);
-    words[hd + TABLE_SUM] = fnv(words[hd + HEAD..end].iter().copied());
-    words[hd + HEAD_SUM] = fnv((0..HEAD).map(|i| if i == HEAD_SUM { 0 } else { words[hd + i] }));
 }
 
 /// Runs the reader over `words` taken at `base`; `region` bytes for the image. Returns the image

@@ -597,7 +597,7 @@ fn emit_slot<
             Read::Record => {
                 // Unless already printed (a rebuilt cursor catching up).
                 if (rec.seq as usize).wrapping_sub(committed) <= usize::MAX / 2 {
-                    ok = print_record(console, ctx, &rec, loglevel, rep);
+                    ok = print_joined(console, ctx, log, &mut next, &mut rec, loglevel, rep);
                 }
             }
             Read::Overwritten { missed } => {
@@ -626,6 +626,98 @@ fn emit_slot<
     }
 }
 
+/// Pieces a line joins at most (`pr_cont!` records after the first): a bound on the look-ahead.
+const MAX_JOINED: usize = 64;
+
+/// Prints `rec` as [`print_record`] does, with the `pr_cont!` pieces that follow it in the main log
+/// joined onto its line: records flagged [`flags::CONT`] from the same caller (and context), already
+/// in the log, up to the line's length. `next` (the reader just after `rec`) moves past the pieces
+/// joined. A piece not yet logged when the line is printed starts a line of its own later, as
+/// readers show it. A line ended by a newline ([`flags::NEWLINE`]) takes no piece.
+///
+/// Look-ahead reads reuse `rec` (the line holds the text), so the stack holds one record buffer.
+fn print_joined<
+    P: Platform,
+    const CPUS: usize,
+    const RING_WORDS: usize,
+    const MAIN_WORDS: usize,
+    const DEPTH: usize,
+>(
+    console: &dyn Console,
+    ctx: &mut WriteContext<'_>,
+    log: &Log<P, CPUS, RING_WORDS, MAIN_WORDS, DEPTH>,
+    next: &mut MainReader,
+    rec: &mut RecordBuf,
+    loglevel: u8,
+    rep: &mut EmitReport,
+) -> bool {
+    let first = rec.header;
+    if filtered(rec, loglevel, rep) {
+        return true;
+    }
+    let mut line = start_line(rec);
+    let mut open = first.flags & flags::NEWLINE == 0;
+    for _ in 0..MAX_JOINED {
+        if !open || line.truncated() {
+            break;
+        }
+        let mut probe = *next;
+        if probe.read(log, rec) != Read::Record {
+            break;
+        }
+        let h = &rec.header;
+        let same_caller = h.caller == first.caller && h.cpu == first.cpu && h.ctx == first.ctx;
+        if h.flags & flags::CONT == 0 || h.flags & flags::RAW != 0 || !same_caller {
+            break;
+        }
+        let _ = line.write_str(rec.text().unwrap_or(NOT_UTF8));
+        open = h.flags & flags::NEWLINE == 0;
+        *next = probe;
+    }
+    end_line(console, ctx, line, rep)
+}
+
+/// What a console shows for a record whose text is not UTF-8.
+const NOT_UTF8: &str = "<non-UTF-8 record>";
+
+/// A console line: the record's time stamp and text.
+type Line = LineBuf<{ LINE_MAX + 32 }>;
+
+/// Whether `rec` is left off the consoles (raw, or not below `loglevel`); counts it if so.
+fn filtered(rec: &RecordBuf, loglevel: u8, rep: &mut EmitReport) -> bool {
+    let h = &rec.header;
+    let off = h.flags & flags::RAW != 0 || h.level >= loglevel;
+    rep.filtered += u64::from(off);
+    off
+}
+
+/// `[seconds.micros] text` of `rec`.
+fn start_line(rec: &RecordBuf) -> Line {
+    let h = &rec.header;
+    let mut line = Line::new();
+    let _ = write!(
+        line,
+        "[{:>5}.{:06}] ",
+        h.ts_ns / 1_000_000_000,
+        (h.ts_ns % 1_000_000_000) / 1000
+    );
+    let _ = line.write_str(rec.text().unwrap_or(NOT_UTF8));
+    line
+}
+
+/// Ends `line` with its newline and writes it in one `write_atomic` call; counts it printed.
+fn end_line(
+    console: &dyn Console,
+    ctx: &mut WriteContext<'_>,
+    mut line: Line,
+    rep: &mut EmitReport,
+) -> bool {
+    let _ = line.write_str("\n");
+    let ok = console.write_atomic(ctx, line.finish());
+    rep.printed += u64::from(ok);
+    ok
+}
+
 /// Prints `rec` on `console` as one line, `[seconds.micros] text\n`, in one `write_atomic` call
 /// (inside the owner's unsafe section), and counts it printed; or, for a raw record or one not below
 /// `loglevel`, only counts it filtered. Returns `false` if the console did not take the line.
@@ -636,21 +728,5 @@ fn print_record(
     loglevel: u8,
     rep: &mut EmitReport,
 ) -> bool {
-    let h = &rec.header;
-    if h.flags & flags::RAW != 0 || h.level >= loglevel {
-        rep.filtered += 1;
-        return true;
-    }
-    let mut line: LineBuf<{ LINE_MAX + 32 }> = LineBuf::new();
-    let _ = write!(
-        line,
-        "[{:>5}.{:06}] ",
-        h.ts_ns / 1_000_000_000,
-        (h.ts_ns % 1_000_000_000) / 1000
-    );
-    let _ = line.write_str(rec.text().unwrap_or("<non-UTF-8 record>"));
-    let _ = line.write_str("\n");
-    let ok = console.write_atomic(ctx, line.finish());
-    rep.printed += u64::from(ok);
-    ok
+    filtered(rec, loglevel, rep) || end_line(console, ctx, start_line(rec), rep)
 }

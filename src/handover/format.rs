@@ -237,7 +237,7 @@ pub fn record_size(payload_len: usize) -> usize {
 /// An upper bound on the size of an image of a log with `cpus` CPUs, `depth` rings of `ring_words`
 /// words per CPU and a `main_words`-word main log: a region this large never leaves records out (the
 /// crash drain's output is the main log's records, every ring's records and one accounting record per
-/// ring plus one). Saturates; `const`, so a kernel can size a static region with it (also
+/// ring plus two: the main log's losses, the calls before registration). Saturates; `const`, so a kernel can size a static region with it (also
 /// [`Log::MAX_IMAGE_BYTES`](crate::Log::MAX_IMAGE_BYTES)).
 ///
 /// ```
@@ -258,9 +258,9 @@ pub const fn max_image_size(
         .saturating_add(sources.saturating_mul(COUNTER_ENTRY_BYTES))
         .saturating_add(CRC_BYTES)
         .saturating_add(ALIGN);
-    // The drain's accounting records: at most one per ring and one for the main log, each at most a
-    // line long.
-    let accounting = (sources.saturating_add(1))
+    // The drain's accounting records: at most one per ring, one for the main log and one for the
+    // calls before registration, each at most a line long.
+    let accounting = (sources.saturating_add(2))
         .saturating_mul(SEQ_BYTES + HEADER_BYTES + crate::fmt::LINE_MAX + CRC_BYTES + ALIGN);
     fixed
         .saturating_add(area_bytes(main_words))

@@ -65,6 +65,34 @@ impl<
         self.bad_cpu.load(Ordering::Relaxed) as u64
     }
 
+    /// Log calls made through the global macros (`pr_*!`, `printk!`) before this log was registered
+    /// with [`set_global!`](crate::set_global): there was no log to put them in, so they are lost, but
+    /// counted (in [`global::unregistered_dropped`](crate::global::unregistered_dropped) until then)
+    /// and the count handed over at registration. The crash drain reports it in an accounting record,
+    /// so it is in the handover image.
+    ///
+    /// ```
+    /// # use nmilog::doc_support::OneCpu;
+    /// use nmilog::Log;
+    /// static LOG: Log<OneCpu, 1, 256, 1024> = Log::new(OneCpu);
+    /// nmilog::pr_info!("too early");
+    /// nmilog::pr_info!("still too early");
+    /// assert_eq!(nmilog::global::unregistered_dropped(), 2);
+    /// nmilog::set_global!(LOG);
+    /// assert_eq!(LOG.unregistered_dropped(), 2);
+    /// assert_eq!(nmilog::global::unregistered_dropped(), 0);
+    /// ```
+    pub fn unregistered_dropped(&self) -> u64 {
+        self.unregistered.load(Ordering::Relaxed) as u64
+    }
+
+    /// Adds `n` to [`unregistered_dropped`](Self::unregistered_dropped) (registration, at boot).
+    pub(crate) fn add_unregistered(&self, n: usize) {
+        let v = self.unregistered.load(Ordering::Relaxed);
+        self.unregistered
+            .store(v.wrapping_add(n), Ordering::Relaxed);
+    }
+
     fn count_bad_cpu(&self) {
         // Many CPUs may get here, so this one counter is shared: a native RMW where the target has
         // one (never portable-atomic's emulation, which the NMI path must not depend on). Without it
@@ -121,6 +149,21 @@ impl<
         platform || pc.nmi_safe_only()
     }
 
+    /// The brackets' body: enter `kind` on the calling CPU (nothing for a bad CPU id: counted by the
+    /// log calls made there).
+    fn bracket_enter(&self, kind: ContextKind) {
+        if let Ok((_, pc)) = self.this_cpu() {
+            pc.enter(kind);
+        }
+    }
+
+    /// Leaves the innermost context on the calling CPU.
+    fn bracket_exit(&self) {
+        if let Ok((_, pc)) = self.this_cpu() {
+            pc.exit();
+        }
+    }
+
     /// Enters a nested context of `kind` on the current CPU; returns a guard that leaves it.
     ///
     /// ```
@@ -154,9 +197,7 @@ impl<
     /// assert_eq!(LOG.cpu(0).unwrap().rings[1].next_seq(), 1);
     /// ```
     pub fn irq_enter(&self) {
-        if let Ok((_, pc)) = self.this_cpu() {
-            pc.enter(ContextKind::Irq);
-        }
+        self.bracket_enter(ContextKind::Irq)
     }
     /// Leaving an interrupt handler.
     ///
@@ -169,9 +210,7 @@ impl<
     /// assert_eq!(LOG.context(), Some((ContextKind::Task, 0)));
     /// ```
     pub fn irq_exit(&self) {
-        if let Ok((_, pc)) = self.this_cpu() {
-            pc.exit();
-        }
+        self.bracket_exit()
     }
     /// `local_bh_disable()` / `__do_softirq()` entry: entering softirq (bottom half) context. Pair
     /// with [`softirq_exit`](Self::softirq_exit).
@@ -188,15 +227,11 @@ impl<
     /// LOG.softirq_exit();
     /// ```
     pub fn softirq_enter(&self) {
-        if let Ok((_, pc)) = self.this_cpu() {
-            pc.enter(ContextKind::Softirq);
-        }
+        self.bracket_enter(ContextKind::Softirq)
     }
     /// Leaving softirq context.
     pub fn softirq_exit(&self) {
-        if let Ok((_, pc)) = self.this_cpu() {
-            pc.exit();
-        }
+        self.bracket_exit()
     }
     /// `nmi_enter()`: entering an NMI (or machine check) handler. Pair with [`nmi_exit`](Self::nmi_exit).
     ///
@@ -212,9 +247,7 @@ impl<
     /// assert_eq!(LOG.main().next_seq(), 1);
     /// ```
     pub fn nmi_enter(&self) {
-        if let Ok((_, pc)) = self.this_cpu() {
-            pc.enter(ContextKind::Nmi);
-        }
+        self.bracket_enter(ContextKind::Nmi)
     }
     /// Leaving an NMI handler.
     ///
@@ -227,9 +260,7 @@ impl<
     /// assert_eq!(LOG.context(), Some((ContextKind::Task, 0)));
     /// ```
     pub fn nmi_exit(&self) {
-        if let Ok((_, pc)) = self.this_cpu() {
-            pc.exit();
-        }
+        self.bracket_exit()
     }
 
     /// The current CPU's context kind and depth (`None` for a bad CPU id): from the platform if it

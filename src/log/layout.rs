@@ -57,4 +57,9 @@ impl<
     pub(crate) fn bad_cpu_word(&self) -> &AtomicUsize {
         &self.bad_cpu
     }
+
+    /// The count of log calls made before registration.
+    pub(crate) fn unregistered_word(&self) -> &AtomicUsize {
+        &self.unregistered
+    }
 }

@@ -108,7 +108,7 @@ struct MainLog<const MAIN_WORDS: usize, const CPUS: usize, const DEPTH: usize> {
 /// CPUS·pad((2 + DEPTH·(8 + RING_WORDS))·W)
 ///   + pad((11 + T + MAIN_WORDS + CPUS·DEPTH·(5 + 2·T))·W)
 ///   + pad((10 + T + CPUS·DEPTH·(14 + T))·W)
-///   + pad(size_of::<P>() + 6·W)
+///   + pad(size_of::<P>() + 7·W)
 /// ```
 ///
 /// ```
@@ -143,6 +143,9 @@ pub struct Log<
     console_loglevel: AtomicUsize,
     settle_ns: AtomicUsize,
     bad_cpu: AtomicUsize,
+    /// Log calls made through the global macros before this log was registered (handed over by
+    /// `set_global!`).
+    unregistered: AtomicUsize,
     flush_policy: AtomicUsize,
     /// A `fn()` run after each normal-context flush (console output), or null.
     console_hook: AtomicPtr<()>,
@@ -232,6 +235,7 @@ impl<
                 console_loglevel: AtomicUsize::new(0),
                 settle_ns: AtomicUsize::new(0),
                 bad_cpu: AtomicUsize::new(0),
+                unregistered: AtomicUsize::new(0),
                 flush_policy: AtomicUsize::new(0),
                 console_hook: AtomicPtr::new(core::ptr::null_mut()),
             }
@@ -472,6 +476,7 @@ impl<
             )
             .field("main_next_seq", &self.main.ring.next_seq())
             .field("bad_cpu_dropped", &self.bad_cpu_dropped())
+            .field("unregistered_dropped", &self.unregistered_dropped())
             .field("lost", &lost)
             .finish_non_exhaustive()
     }

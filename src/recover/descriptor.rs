@@ -48,8 +48,9 @@ pub(crate) mod h {
     pub const STOP_ADDR: usize = 15;
     pub const STOP_STRIDE: usize = 16;
     pub const ENTRY_WORDS: usize = 17;
+    pub const UNREGISTERED_ADDR: usize = 18;
     /// Header words after the magic.
-    pub const COUNT: usize = 18;
+    pub const COUNT: usize = 19;
 }
 
 /// Source entry word indices.
@@ -82,6 +83,37 @@ pub(crate) fn checksum(words: impl Iterator<Item = usize>) -> usize {
     #[cfg(not(target_pointer_width = "64"))]
     const P: (usize, usize) = (0x811c_9dc5, 0x0100_0193);
     words.fold(P.0, |h, w| (h ^ w).wrapping_mul(P.1))
+}
+
+/// Words of a descriptor's fixed header, after the magic (the README's table: `m+0` to `m+18`).
+pub const HEADER_WORDS: usize = h::COUNT;
+
+/// Recomputes both checksums of a descriptor held as plain words (`words[0]` is the first magic
+/// word; its length word bounds the tables, cut at `words.len()`): for a kernel that builds its
+/// descriptor by other means than [`Log::describe`] (one not written in Rust), and for tests that
+/// build descriptors that lie and still pass their checksums. Does nothing to a slice too short
+/// for the header.
+///
+/// ```
+/// use nmilog::recover::{seal, HEADER_WORDS};
+/// let m = 8 / core::mem::size_of::<usize>();
+/// let mut words = vec![0usize; m + HEADER_WORDS + 4];
+/// words[m + 3] = words.len(); // the length word
+/// seal(&mut words);
+/// let sums = (words[m + 4], words[m + 5]);
+/// words[m + 6] ^= 1; // an edit...
+/// seal(&mut words);
+/// assert_ne!((words[m + 4], words[m + 5]), sums); // ...resealed
+/// ```
+pub fn seal(words: &mut [usize]) {
+    let hd = MAGIC_WORDS;
+    if words.len() < hd + h::COUNT {
+        return;
+    }
+    let end = words[hd + h::TOTAL_WORDS].clamp(hd + h::COUNT, words.len());
+    words[hd + h::TABLE_SUM] = checksum(words[hd + h::COUNT..end].iter().copied());
+    let head = (0..h::COUNT).map(|i| if i == h::HEAD_SUM { 0 } else { words[hd + i] });
+    words[hd + h::HEAD_SUM] = checksum(head);
 }
 
 /// Where a reader finds whether each CPU stopped: one word per CPU, `stride` bytes apart, non-zero
@@ -269,6 +301,7 @@ impl<
             (h::STOP_ADDR, stop_addr),
             (h::STOP_STRIDE, stop_stride),
             (h::ENTRY_WORDS, e::COUNT),
+            (h::UNREGISTERED_ADDR, addr_of(self.unregistered_word())),
         ];
         for (i, v) in head {
             set(hd + i, v);
@@ -317,6 +350,7 @@ pub struct Descriptor {
     pub(crate) main: (usize, usize),
     pub(crate) crash_cpu_addr: usize,
     pub(crate) bad_cpu_addr: usize,
+    pub(crate) unregistered_addr: usize,
     pub(crate) stop: (usize, usize),
 }
 
@@ -404,6 +438,7 @@ impl Descriptor {
             main: (hw(h::MAIN_ADDR), hw(h::MAIN_WORDS)),
             crash_cpu_addr: hw(h::CRASH_CPU_ADDR),
             bad_cpu_addr: hw(h::BAD_CPU_ADDR),
+            unregistered_addr: hw(h::UNREGISTERED_ADDR),
             stop: (hw(h::STOP_ADDR), hw(h::STOP_STRIDE)),
         })
     }
@@ -450,6 +485,7 @@ impl Descriptor {
         f(self.main.0, self.main.1);
         f(self.crash_cpu_addr, 1);
         f(self.bad_cpu_addr, 1);
+        f(self.unregistered_addr, 1);
         let (stop, stride) = self.stop;
         if stop != 0 {
             for c in 0..self.cpus {

@@ -90,8 +90,8 @@ mod memory;
 mod reader;
 
 pub use self::descriptor::{
-    descriptor_words, DescribeError, Descriptor, LogDescriptor, StopFlags, ENDIAN_PROBE, MAGIC,
-    MAX_CPUS, VERSION,
+    descriptor_words, seal, DescribeError, Descriptor, LogDescriptor, StopFlags, ENDIAN_PROBE,
+    HEADER_WORDS, MAGIC, MAX_CPUS, VERSION,
 };
 pub use self::memory::{Memory, PiecewiseDump, RawDump};
 pub use self::reader::RecoveredLog;
@@ -289,14 +289,25 @@ impl<'m, M: Memory + ?Sized> RecoveredLog<'m, M> {
         scratch: &[DrainSource],
         sink: &mut S,
     ) -> Result<DrainReport, RecoverError> {
+        self.with_drain_mem(scratch, |mem, stopped| {
+            Ok(crate::log::drain(self, mem, Some(stopped), sink))
+        })
+    }
+
+    /// Runs `f` with drain memory over `scratch` (checked first) and the dumped kernel's view of
+    /// which CPUs stopped.
+    fn with_drain_mem<R>(
+        &self,
+        scratch: &[DrainSource],
+        f: impl FnOnce(crate::log::DrainMem<'_>, &dyn Fn(usize) -> bool) -> Result<R, RecoverError>,
+    ) -> Result<R, RecoverError> {
         self.check_scratch(scratch)?;
         let fixed = crate::log::DrainFixed::new();
         let mem = crate::log::DrainMem {
             fixed: &fixed,
             sources: scratch,
         };
-        let stopped = |c: usize| self.stopped(c);
-        Ok(crate::log::drain(self, mem, Some(&stopped), sink))
+        f(mem, &|c: usize| self.stopped(c))
     }
 
     /// Writes the recovered log as a handover image into `out` (see
@@ -308,20 +319,15 @@ impl<'m, M: Memory + ?Sized> RecoveredLog<'m, M> {
         scratch: &[DrainSource],
         out: &mut [u8],
     ) -> Result<ImageReport, RecoverError> {
-        self.check_scratch(scratch)?;
-        let fixed = crate::log::DrainFixed::new();
-        let mem = crate::log::DrainMem {
-            fixed: &fixed,
-            sources: scratch,
-        };
-        let stopped = |c: usize| self.stopped(c);
-        Ok(crate::handover::write_from(
-            self,
-            mem,
-            out,
-            &stopped,
-            &mut |_| {},
-        )?)
+        self.with_drain_mem(scratch, |mem, stopped| {
+            Ok(crate::handover::write_from(
+                self,
+                mem,
+                out,
+                stopped,
+                &mut |_| {},
+            )?)
+        })
     }
 }
 

@@ -67,6 +67,7 @@ impl<'m, M: Memory + ?Sized> RecoveredLog<'m, M> {
         )?;
         word("crashing-CPU word", desc.crash_cpu_addr)?;
         word("bad-CPU counter", desc.bad_cpu_addr)?;
+        word("pre-registration counter", desc.unregistered_addr)?;
         let (stop, stride) = desc.stop;
         if stop != 0 {
             if stride % W != 0 || stride == 0 {
@@ -287,5 +288,8 @@ impl<M: Memory + ?Sized> DrainInput for RecoveredLog<'_, M> {
     }
     fn bad_cpu_dropped(&self) -> u64 {
         self.word(self.desc.bad_cpu_addr, Ordering::Relaxed) as u64
+    }
+    fn unregistered_dropped(&self) -> u64 {
+        self.word(self.desc.unregistered_addr, Ordering::Relaxed) as u64
     }
 }

@@ -34,6 +34,8 @@ pub(crate) trait DrainInput {
     fn kind_at(&self, cpu: usize, depth: usize) -> ContextKind;
     /// Log calls refused for a bad CPU id.
     fn bad_cpu_dropped(&self) -> u64;
+    /// Log calls made before the log was registered as the global logger.
+    fn unregistered_dropped(&self) -> u64;
 }
 
 impl<
@@ -74,5 +76,8 @@ impl<
     }
     fn bad_cpu_dropped(&self) -> u64 {
         Log::bad_cpu_dropped(self)
+    }
+    fn unregistered_dropped(&self) -> u64 {
+        Log::unregistered_dropped(self)
     }
 }

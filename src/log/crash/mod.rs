@@ -49,7 +49,8 @@
 //!   did not stop (they were in the window, so their ring copies were not taken).
 //!
 //! The drain ends with one accounting record per ring with losses (`nmilog: cpu 2 task (depth 0): 1
-//! torn, ...`) and one for main-log losses, in the sink like any other record.
+//! torn, ...`), one for main-log losses and one for log calls made before the log was registered
+//! ([`Log::unregistered_dropped`]), in the sink like any other record.
 //!
 //! # Bounds
 //!

@@ -249,12 +249,6 @@ fn account<I: DrainInput + ?Sized, S: CrashSink + ?Sized>(
         }
     }
     rep.main_lost = st.main_lost.load(Ordering::Relaxed) as u64;
-    if rep.main_lost == 0 {
-        return true;
-    }
-    if st.gen.load(Ordering::Relaxed) != gen {
-        return false;
-    }
     let header = Header {
         ts_ns: ts,
         cpu: input.me().min(u16::MAX as usize) as u16,
@@ -262,12 +256,33 @@ fn account<I: DrainInput + ?Sized, S: CrashSink + ?Sized>(
         facility: facility::NMILOG,
         ..Header::default()
     };
-    PayloadText::new(buf)
-        .text("nmilog: ")
-        .num(rep.main_lost)
-        .text(" main-log records overwritten during the crash drain by a CPU that did not stop")
-        .finish(header);
-    rep.records += 1;
-    rep.accounting_records += 1;
-    sink.record(Origin::Accounting, buf)
+    let whole_log: [(u64, &str); 2] = [
+        (
+            rep.main_lost,
+            " main-log records overwritten during the crash drain by a CPU that did not stop",
+        ),
+        (
+            input.unregistered_dropped(),
+            " log calls made before the log was registered (lost: no log yet)",
+        ),
+    ];
+    for (n, what) in whole_log {
+        if n == 0 {
+            continue;
+        }
+        if st.gen.load(Ordering::Relaxed) != gen {
+            return false;
+        }
+        PayloadText::new(buf)
+            .text("nmilog: ")
+            .num(n)
+            .text(what)
+            .finish(header);
+        rep.records += 1;
+        rep.accounting_records += 1;
+        if !sink.record(Origin::Accounting, buf) {
+            return false;
+        }
+    }
+    true
 }

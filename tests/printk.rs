@@ -1,0 +1,273 @@
+//! What a kernel switching its printk to nmilog relies on: the context from the kernel's own
+//! bookkeeping (no second bracket), the softirq kind and five levels of nesting, the caller id,
+//! printk's line semantics (1024-byte lines, a trailing newline ends the record, `pr_cont!` pieces on
+//! one console line), and the count of calls made before registration reaching the image.
+
+use std::cell::Cell;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use nmilog::console::{Consoles, MemConsole};
+use nmilog::record::{facility, flags, Caller};
+use nmilog::{handover, ContextKind, FlushPolicy, Level, Log, Origin, Platform, RecordBuf};
+
+thread_local! {
+    /// The kernel's own view of the running context (`preempt_count`), per test thread.
+    static KERNEL_CONTEXT: Cell<Option<(ContextKind, usize)>> = const { Cell::new(None) };
+    /// `current->pid` in task context.
+    static CURRENT_TASK: Cell<Option<u32>> = const { Cell::new(None) };
+}
+
+static CLOCK: AtomicU64 = AtomicU64::new(1_000);
+
+/// One CPU whose kernel tracks its own context and names its tasks (thread-local state, so tests
+/// running in parallel do not see each other's).
+struct Kernel;
+
+impl Platform for Kernel {
+    fn cpu_id(&self) -> usize {
+        0
+    }
+    fn now_ns(&self) -> u64 {
+        CLOCK.fetch_add(1_000, Ordering::Relaxed)
+    }
+    fn cpu_count(&self) -> usize {
+        1
+    }
+    fn context(&self) -> Option<(ContextKind, usize)> {
+        KERNEL_CONTEXT.with(Cell::get)
+    }
+    fn task_id(&self) -> Option<u32> {
+        CURRENT_TASK.with(Cell::get)
+    }
+}
+
+/// The records in `log`'s main log, oldest first.
+fn main_records<P: Platform>(log: &Log<P, 1, 1024, 4096>) -> Vec<RecordBuf> {
+    let mut r = log.main_reader();
+    let mut out = Vec::new();
+    let mut rec = RecordBuf::new();
+    while r.read(log, &mut rec) == nmilog::ring::Read::Record {
+        out.push(rec.clone());
+    }
+    out
+}
+
+#[test]
+fn five_levels_of_nesting_keep_the_machine_check_message() {
+    // Linux's worst case: task → softirq → hardirq → NMI → machine check, each logging.
+    let log: Log<nmilog::doc_support::OneCpu, 1, 1024, 4096> =
+        Log::new(nmilog::doc_support::OneCpu);
+    log.set_flush_policy(FlushPolicy::Deferred);
+    log.append(Level::Info, 0, 0, b"task").unwrap();
+    log.softirq_enter();
+    log.append(Level::Info, 0, 0, b"softirq").unwrap();
+    log.irq_enter();
+    log.append(Level::Info, 0, 0, b"hardirq").unwrap();
+    log.nmi_enter();
+    log.append(Level::Warning, 0, 0, b"nmi").unwrap();
+    log.nmi_enter(); // a machine check lands in the NMI handler
+    assert_eq!(log.context(), Some((ContextKind::Nmi, 4)));
+    log.append(Level::Emerg, 0, 0, b"machine check: uncorrectable error")
+        .unwrap();
+    log.nmi_exit();
+    log.nmi_exit();
+    log.irq_exit();
+    log.softirq_exit();
+    let cpu = log.cpu(0).unwrap();
+    let kinds: Vec<ContextKind> = (0..5).map(|d| cpu.kind_at(d)).collect();
+    assert_eq!(
+        kinds,
+        [
+            ContextKind::Task,
+            ContextKind::Softirq,
+            ContextKind::Irq,
+            ContextKind::Nmi,
+            ContextKind::Nmi
+        ]
+    );
+    assert_eq!(cpu.rings[4].next_seq(), 1, "the fifth level has its ring");
+    log.flush();
+    let texts: Vec<String> = main_records(&log)
+        .iter()
+        .map(|r| r.text().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        texts,
+        [
+            "task",
+            "softirq",
+            "hardirq",
+            "nmi",
+            "machine check: uncorrectable error"
+        ]
+    );
+    let depths: Vec<(Option<ContextKind>, usize)> = main_records(&log)
+        .iter()
+        .map(|r| r.header.context())
+        .collect();
+    assert_eq!(depths[1], (Some(ContextKind::Softirq), 1));
+    assert_eq!(depths[4], (Some(ContextKind::Nmi), 4));
+}
+
+#[test]
+fn the_kernels_own_context_needs_no_bracket_and_names_the_caller() {
+    static LOG: Log<Kernel, 1, 1024, 4096> = Log::new(Kernel);
+    CURRENT_TASK.with(|t| t.set(Some(42)));
+    KERNEL_CONTEXT.with(|c| c.set(Some((ContextKind::Task, 0))));
+    LOG.log_fmt(Level::Info, 0, format_args!("from task 42"))
+        .unwrap();
+    // The kernel's interrupt entry bumped its own counter: no `irq_enter` here.
+    KERNEL_CONTEXT.with(|c| c.set(Some((ContextKind::Irq, 2))));
+    assert_eq!(LOG.context(), Some((ContextKind::Irq, 2)));
+    LOG.log_fmt(Level::Info, 0, format_args!("from a hardirq"))
+        .unwrap();
+    // In an NMI (as the kernel reports it) a call stays on the NMI-safe path: its ring only, the
+    // main log untouched even under the eager policy.
+    KERNEL_CONTEXT.with(|c| c.set(Some((ContextKind::Nmi, 3))));
+    let main_before = LOG.main().next_seq();
+    LOG.log_fmt(Level::Emerg, 0, format_args!("from an NMI"))
+        .unwrap();
+    assert_eq!(LOG.main().next_seq(), main_before);
+    assert_eq!(LOG.cpu(0).unwrap().rings[3].next_seq(), 1);
+    KERNEL_CONTEXT.with(|c| c.set(Some((ContextKind::Task, 0))));
+    LOG.flush();
+    let recs = main_records(&LOG);
+    let callers: Vec<(String, Caller)> = recs
+        .iter()
+        .map(|r| (r.text().unwrap().to_owned(), r.header.caller()))
+        .collect();
+    assert_eq!(
+        callers,
+        [
+            ("from task 42".to_owned(), Caller::Task(42)),
+            ("from a hardirq".to_owned(), Caller::Cpu(0)),
+            ("from an NMI".to_owned(), Caller::Cpu(0)),
+        ]
+    );
+    assert_eq!(recs[1].header.context(), (Some(ContextKind::Irq), 2));
+    assert_eq!(recs[2].header.context(), (Some(ContextKind::Nmi), 3));
+}
+
+#[test]
+fn lines_are_up_to_1024_bytes_and_a_trailing_newline_ends_the_record() {
+    let log: Log<nmilog::doc_support::OneCpu, 1, 1024, 4096> =
+        Log::new(nmilog::doc_support::OneCpu);
+    let full = "x".repeat(nmilog::LINE_MAX);
+    log.log_fmt(Level::Info, 0, format_args!("{full}")).unwrap();
+    log.log_fmt(Level::Info, 0, format_args!("{full}y"))
+        .unwrap();
+    log.log_fmt(Level::Info, 0, format_args!("done\n")).unwrap();
+    log.append(Level::Info, 0, 0, b"raw bytes\n").unwrap();
+    log.append_raw(Level::Info, 0, 0, b"nmi bytes\n").unwrap();
+    log.flush();
+    let recs = main_records(&log);
+    assert_eq!(recs.len(), 5);
+    assert_eq!(recs[0].payload().len(), nmilog::LINE_MAX);
+    assert_eq!(recs[0].header.flags & flags::TRUNCATED, 0);
+    assert_eq!(recs[1].payload().len(), nmilog::LINE_MAX);
+    assert_eq!(recs[1].header.flags & flags::TRUNCATED, flags::TRUNCATED);
+    assert!(recs[1].text().unwrap().ends_with(nmilog::TRUNCATION_MARKER));
+    assert_eq!(recs[2].text(), Some("done"));
+    assert_eq!(recs[2].header.flags & flags::NEWLINE, flags::NEWLINE);
+    assert_eq!(recs[3].text(), Some("raw bytes"));
+    assert_eq!(recs[3].header.flags & flags::NEWLINE, flags::NEWLINE);
+    // The NMI path stores its bytes as given.
+    assert_eq!(recs[4].text(), Some("nmi bytes\n"));
+    assert_eq!(recs[4].header.flags & flags::NEWLINE, 0);
+}
+
+#[test]
+fn consoles_print_one_newline_and_join_continuations() {
+    static LOG: Log<Kernel, 1, 1024, 4096> = Log::new(Kernel);
+    static MEM: MemConsole<4096> = MemConsole::new();
+    static CONSOLES: Consoles<1> = Consoles::new([&MEM]);
+    let log = |f: u8, args: std::fmt::Arguments<'_>| LOG.log_fmt(Level::Info, f, args).unwrap();
+    CURRENT_TASK.with(|t| t.set(Some(7)));
+    KERNEL_CONTEXT.with(|c| c.set(Some((ContextKind::Task, 0))));
+    log(0, format_args!("eth0: link up\n"));
+    log(0, format_args!("checking disks"));
+    log(flags::CONT, format_args!(" sda"));
+    log(flags::CONT, format_args!(" sdb\n"));
+    // The line was ended by its newline: a continuation after it starts a line of its own.
+    log(flags::CONT, format_args!("orphan"));
+    // An interrupt's line and its continuation join each other, not task 7's line.
+    KERNEL_CONTEXT.with(|c| c.set(Some((ContextKind::Irq, 2))));
+    log(0, format_args!("irq line"));
+    log(flags::CONT, format_args!(" +irq piece"));
+    // Task 7 continues after the interrupt's line: printed where it is, on a line of its own (the
+    // console prints in log order; it never moves a line).
+    KERNEL_CONTEXT.with(|c| c.set(Some((ContextKind::Task, 0))));
+    log(flags::CONT, format_args!(" late"));
+    let rep = CONSOLES.emit_pending(&LOG);
+    let shown = MEM.contents();
+    let lines: Vec<&str> = shown
+        .lines()
+        .map(|l| l.split_once("] ").unwrap().1)
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            "eth0: link up",
+            "checking disks sda sdb",
+            "orphan",
+            "irq line +irq piece",
+            " late"
+        ],
+        "{shown}"
+    );
+    assert!(
+        shown.ends_with('\n') && !shown.contains("\n\n"),
+        "one newline per line: {shown:?}"
+    );
+    assert_eq!(rep.printed, 5);
+    // Every piece is still its own record in the log (readers see them and their flags).
+    assert_eq!(main_records(&LOG).len(), 8);
+}
+
+#[test]
+fn calls_before_registration_are_counted_and_reach_the_image() {
+    static LOG: Log<Kernel, 1, 1024, 4096> = Log::new(Kernel);
+    // Only this test in this binary registers a global logger.
+    nmilog::pr_info!("early boot, no logger yet");
+    nmilog::pr_err!("still none: {}", 2);
+    nmilog::printk!(Level::Notice, "and a third");
+    assert_eq!(nmilog::global::unregistered_dropped(), 3);
+    nmilog::set_global!(LOG);
+    assert_eq!(nmilog::global::unregistered_dropped(), 0);
+    assert_eq!(LOG.unregistered_dropped(), 3);
+    nmilog::pr_info!("registered");
+    assert_eq!(LOG.unregistered_dropped(), 3);
+    LOG.crash_enter().unwrap();
+    let mut region = vec![0u8; Log::<Kernel, 1, 1024, 4096>::MAX_IMAGE_BYTES];
+    let n = handover::write_image(&LOG, &mut region, &|_| true).unwrap();
+    let image = handover::parse(&region[..n]).unwrap();
+    let texts: Vec<(u8, String)> = image
+        .records()
+        .map(|r| (r.header.facility, r.text().unwrap().to_owned()))
+        .collect();
+    assert_eq!(
+        texts,
+        [
+            (facility::KERNEL, "registered".to_owned()),
+            (
+                facility::NMILOG,
+                "nmilog: 3 log calls made before the log was registered (lost: no log yet)"
+                    .to_owned()
+            ),
+        ]
+    );
+    // The same through the live drain.
+    let mut out = Vec::new();
+    let rep = LOG.drain_on_crash(&|_| true, &mut |o: Origin, r: &RecordBuf| {
+        out.push((o, r.text().unwrap().to_owned()));
+        true
+    });
+    assert!(rep.unwrap().complete);
+    assert_eq!(
+        out.last().unwrap(),
+        &(
+            Origin::Accounting,
+            "nmilog: 3 log calls made before the log was registered (lost: no log yet)".to_owned()
+        )
+    );
+}
