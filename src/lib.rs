@@ -101,8 +101,8 @@ mod tests;
 
 pub use crate::fmt::{LINE_MAX, TRUNCATION_MARKER};
 pub use crate::log::{
-    AppendError, ContextGuard, CpuCounters, CrashEnterError, CrashSink, DrainError, DrainReport,
-    FlushHook, FlushPolicy, FlushReport, FlushStep, Log, MainReader, Origin,
+    AppendError, ArenaError, ContextGuard, CpuCounters, CrashEnterError, CrashSink, DrainError,
+    DrainReport, FlushHook, FlushPolicy, FlushReport, FlushStep, Log, MainReader, Origin,
 };
 pub use crate::platform::Platform;
 pub use crate::record::{ContextKind, Header, Level, RecordBuf, HEADER_BYTES, MAX_PAYLOAD};

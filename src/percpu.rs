@@ -33,8 +33,9 @@
 //! assert_eq!(per_depth[..3], [1, 0, 1]); // ring 0 (task) and ring 2 (the NMI's depth)
 //! ```
 
+use crate::log::ArenaSlot;
 use crate::record::ContextKind;
-use crate::ring::RecordRing;
+use crate::ring::{RecordRing, Ring};
 use crate::sync::{array_of, const_or_loom_fn, signal_fence, AtomicUsize, Ordering};
 
 /// One CPU's logging state: nesting depth, context kinds and `DEPTH` rings of `RING_WORDS` words.
@@ -57,8 +58,11 @@ pub struct PerCpu<const RING_WORDS: usize, const DEPTH: usize> {
     /// `context`).
     seen: [AtomicUsize; DEPTH],
     overflow: AtomicUsize,
-    /// The rings, indexed by nesting depth.
+    /// The rings, indexed by nesting depth (empty placeholders in a log sized at boot: use
+    /// [`ring`](Self::ring)).
     pub rings: [RecordRing<RING_WORDS>; DEPTH],
+    /// Where a log sized at boot put each ring (`RING_WORDS` 0).
+    arena: [ArenaSlot; DEPTH],
 }
 
 impl<const RING_WORDS: usize, const DEPTH: usize> PerCpu<RING_WORDS, DEPTH> {
@@ -79,8 +83,34 @@ impl<const RING_WORDS: usize, const DEPTH: usize> PerCpu<RING_WORDS, DEPTH> {
                 seen: array_of!(AtomicUsize::new(0); DEPTH),
                 overflow: AtomicUsize::new(0),
                 rings: array_of!(RecordRing::new(); DEPTH),
+                arena: array_of!(ArenaSlot::new(); DEPTH),
             }
         }
+    }
+
+    /// The ring at `depth`: [`rings`](Self::rings)`[depth]`, or for a log sized at boot
+    /// (`RING_WORDS` 0) the one its arena gave it (`None` before the arena is attached).
+    ///
+    /// ```
+    /// use nmilog::percpu::PerCpu;
+    /// let cpu: PerCpu<64, 2> = PerCpu::new();
+    /// assert_eq!(cpu.ring(1).unwrap().capacity_words(), 64);
+    /// assert!(cpu.ring(2).is_none());
+    /// let boot_sized: PerCpu<0, 2> = PerCpu::new();
+    /// assert!(boot_sized.ring(0).is_none()); // no arena attached
+    /// ```
+    #[inline(always)]
+    pub fn ring(&self, depth: usize) -> Option<&Ring> {
+        if RING_WORDS != 0 {
+            self.rings.get(depth).map(|r| r as &Ring)
+        } else {
+            self.arena.get(depth)?.ring()
+        }
+    }
+
+    /// The arena slots (a log sized at boot fills them once).
+    pub(crate) fn arena_slots(&self) -> &[ArenaSlot] {
+        &self.arena
     }
 
     /// Enters a nested context of `kind` (interrupt, NMI, crash) on this CPU. Must be called on the
@@ -266,6 +296,18 @@ impl<const RING_WORDS: usize, const DEPTH: usize> Default for PerCpu<RING_WORDS,
 /// ```
 impl<const RING_WORDS: usize, const DEPTH: usize> core::fmt::Debug for PerCpu<RING_WORDS, DEPTH> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        struct Rings<'a, const RING_WORDS: usize, const DEPTH: usize>(
+            &'a PerCpu<RING_WORDS, DEPTH>,
+        );
+        impl<const RING_WORDS: usize, const DEPTH: usize> core::fmt::Debug
+            for Rings<'_, RING_WORDS, DEPTH>
+        {
+            fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+                f.debug_list()
+                    .entries((0..DEPTH).filter_map(|d| self.0.ring(d)))
+                    .finish()
+            }
+        }
         struct Kinds<'a, const RING_WORDS: usize, const DEPTH: usize>(
             &'a PerCpu<RING_WORDS, DEPTH>,
         );
@@ -282,7 +324,7 @@ impl<const RING_WORDS: usize, const DEPTH: usize> core::fmt::Debug for PerCpu<RI
             .field("depth", &self.depth.load(Ordering::Relaxed))
             .field("kinds", &Kinds(self))
             .field("overflow_dropped", &self.overflow_dropped())
-            .field("rings", &self.rings)
+            .field("rings", &Rings(self))
             .finish()
     }
 }

@@ -554,3 +554,39 @@ fn a_ring_laid_out_in_words_is_a_ring() {
         let _ = ring.oldest();
     }
 }
+
+#[test]
+fn a_log_sized_at_boot_runs_on_its_arena() {
+    // `'static`, as a kernel's.
+    const WORDS: usize = Log::<Manual, 2, 0, 0, 2>::arena_words(2, 2, 32, 64);
+    static ARENA: [AtomicUsize; WORDS] = [const { AtomicUsize::new(7) }; WORDS]; // the attach zeroes it
+    let arena: &'static [AtomicUsize] = &ARENA;
+    let log: Log<Manual, 2, 0, 0, 2> = Log::new(Manual::new(2));
+    assert_eq!(
+        log.append_raw(Level::Info, 0, 0, b"early"),
+        Err(crate::AppendError::NotReady)
+    );
+    assert_eq!(log.attach_arena(arena, 32, 64), Ok(arena.len()));
+    for cpu in 0..2 {
+        log.platform().set_cpu(cpu);
+        log.append(Level::Info, 0, 0, b"hello").unwrap();
+        let _nmi = log.enter(ContextKind::Nmi);
+        log.append_raw(Level::Warning, 0, 0, b"nmi").unwrap();
+    }
+    log.platform().set_cpu(0);
+    let _ = log.flush();
+    let mut r = log.main_reader();
+    let mut rec = RecordBuf::new();
+    let mut texts = std::vec::Vec::new();
+    while r.read(&log, &mut rec) == Read::Record {
+        texts.push(std::string::String::from(rec.text().unwrap()));
+    }
+    assert_eq!(texts, ["hello", "nmi", "hello", "nmi"]);
+    assert_eq!(log.unregistered_dropped(), 1);
+    log.crash_enter().unwrap();
+    let rep = log
+        .drain_on_crash(&|_| true, &mut |_, _: &RecordBuf| true)
+        .unwrap();
+    // The four records, and the accounting record for the call made before the arena.
+    assert_eq!((rep.records, rep.accounting_records), (5, 1));
+}

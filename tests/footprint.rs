@@ -9,14 +9,16 @@
 //!
 //! ```text
 //! ring(N)     = (6 + N)·W           head, next_seq, tail, active, dropped, mask + N data words
-//! per_cpu     = (2 + 2·D)·W + D·ring(R)
-//!             = (2 + D·(8 + R))·W   depth, overflow, kinds[D], seen[D] + D rings
+//! per_cpu     = (2 + 4·D)·W + D·ring(R)
+//!             = (2 + D·(10 + R))·W  depth, overflow, kinds[D], seen[D], arena slots[D] (2 words)
+//!                                   + D rings
 //! consumer    = (3 + T)·W           pos, seq, overwritten, last_ts
 //! heap(K)     = (1 + (K + 1)·(2 + T))·W
 //!                                   len + a slot (ts, tie, source) per source and one more
-//! main        = 2·W + ring(M) + C·D·consumer + heap(C·D)
-//!             = (11 + T + M + C·D·(5 + 2·T))·W
-//!                                   owner, pending + main ring + consumers + the flush's heap
+//! main        = 4·W + ring(M) + C·D·consumer + heap(C·D)
+//!             = (13 + T + M + C·D·(5 + 2·T))·W
+//!                                   owner, pending, arena slot + main ring + consumers + the flush's
+//!                                   heap
 //! drain       = 7·W + C·D·12·W + heap(C·D)
 //!             = (10 + T + C·D·(14 + T))·W
 //!                                   generation, the main window's 6 words, 12 words per source,
@@ -28,9 +30,9 @@
 //! ```
 //!
 //! On a 64-bit target with 128-byte padding that is
-//! `C·pad128((2 + D·(8 + R))·8) + pad128((12 + M + 7·C·D)·8) + pad128((11 + 15·C·D)·8) +
+//! `C·pad128((2 + D·(10 + R))·8) + pad128((14 + M + 7·C·D)·8) + pad128((11 + 15·C·D)·8) +
 //! pad128(size_of::<P>() + 56)`; e.g. `Log<HostPlatform, 4, 1024, 8192>` (5 depths, the default) is
-//! 4·41 344 + 66 816 + 2 560 + 128 = 234 880 bytes.
+//! 4·41 472 + 66 816 + 2 560 + 128 = 235 392 bytes.
 //!
 //! # Per record
 //!
@@ -66,7 +68,7 @@ const fn ring_bytes(words: usize) -> usize {
 }
 
 const fn per_cpu_bytes(r: usize, d: usize) -> usize {
-    (2 + 2 * d) * W + d * ring_bytes(r)
+    (2 + 4 * d) * W + d * ring_bytes(r)
 }
 
 const fn consumer_bytes() -> usize {
@@ -79,7 +81,7 @@ const fn heap_bytes(k: usize) -> usize {
 }
 
 const fn main_bytes(c: usize, m: usize, d: usize) -> usize {
-    2 * W + ring_bytes(m) + c * d * consumer_bytes() + heap_bytes(c * d)
+    4 * W + ring_bytes(m) + c * d * consumer_bytes() + heap_bytes(c * d)
 }
 
 /// The crash drain's state: generation, the main window's six words, twelve words per source and
@@ -161,8 +163,8 @@ fn building_blocks() {
     assert_eq!(size_of::<PerCpu<256, 15>>(), per_cpu_bytes(256, 15));
     #[cfg(target_pointer_width = "64")]
     {
-        assert_eq!(per_cpu_bytes(1024, 4), (2 + 4 * (8 + 1024)) * 8);
-        assert_eq!(main_bytes(4, 8192, 4), (12 + 8192 + 7 * 4 * 4) * 8);
+        assert_eq!(per_cpu_bytes(1024, 4), (2 + 4 * (10 + 1024)) * 8);
+        assert_eq!(main_bytes(4, 8192, 4), (14 + 8192 + 7 * 4 * 4) * 8);
         assert_eq!(drain_bytes(4, 4), (11 + 15 * 4 * 4) * 8);
     }
     #[cfg(any(
@@ -188,7 +190,7 @@ fn log_footprint_is_exact() {
     check!(P72, 2, 64, 256, 2);
     check!(P80, 2, 64, 256, 2);
     #[cfg(all(target_pointer_width = "64", target_arch = "x86_64"))]
-    assert_eq!(readme, 234_880);
+    assert_eq!(readme, 235_392);
     let _ = readme;
 }
 

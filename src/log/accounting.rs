@@ -182,7 +182,10 @@ impl<
     /// ```
     pub fn counters(&self, cpu: usize, depth: usize) -> Option<CpuCounters> {
         let pc = self.cpus.get(cpu)?;
-        let ring = pc.rings.get(depth)?;
+        if depth >= DEPTH {
+            return None;
+        }
+        let ring = self.ring_or_empty(cpu, depth);
         if !self.crash.fixed.ran() {
             let cons = &self.main.consumers[cpu][depth];
             let overflow = if depth == 0 { pc.overflow_dropped() } else { 0 };

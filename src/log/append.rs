@@ -13,7 +13,7 @@ use core::fmt;
 use super::Log;
 use crate::fmt::{measure, Formatted, LINE_MAX};
 use crate::record::{facility, flags as record_flags, Caller, ContextKind, Header, Level};
-use crate::ring::{NoHook, PayloadSource, RecordRing, StepHook, WriteError};
+use crate::ring::{NoHook, PayloadSource, Ring, StepHook, WriteError};
 use crate::sync::{signal_fence, Ordering};
 use crate::Platform;
 
@@ -41,6 +41,9 @@ pub enum AppendError {
     TooLarge,
     /// A test hook froze the writer.
     Frozen,
+    /// A log sized at boot whose arena is not attached yet ([`Log::attach_arena`]): counted in
+    /// [`Log::unregistered_dropped`].
+    NotReady,
 }
 
 /// ```
@@ -57,6 +60,7 @@ impl fmt::Display for AppendError {
             AppendError::Reentered => "a log call from inside a log call in the same context",
             AppendError::TooLarge => "the payload is larger than the ring accepts",
             AppendError::Frozen => "a test hook froze the writer",
+            AppendError::NotReady => "the log has no memory yet (its arena is not attached)",
         })
     }
 }
@@ -75,7 +79,7 @@ impl<
     #[inline]
     fn with_ring<R>(
         &self,
-        f: impl FnOnce(usize, ContextKind, usize, &RecordRing<RING_WORDS>) -> Result<R, AppendError>,
+        f: impl FnOnce(usize, ContextKind, usize, &Ring) -> Result<R, AppendError>,
     ) -> Result<R, AppendError> {
         let (cpu, pc) = self.this_cpu()?;
         let (kind, mut depth) = self.context_of(pc);
@@ -90,7 +94,11 @@ impl<
             depth = DEPTH - 1;
         }
         pc.note_kind(depth, kind);
-        let ring = &pc.rings[depth];
+        let Some(ring) = pc.ring(depth) else {
+            // A log sized at boot, before its arena: nowhere to put it.
+            self.add_unregistered(1);
+            return Err(AppendError::NotReady);
+        };
         // LMM(guard:B): pairs with LMM(guard:A): a call at this depth that interrupted (an
         // untracked interrupt) or re-entered (a `Display` impl that logs) a log call on this ring
         // sees the guard set, and leaves the ring alone. Relaxed: same CPU, program order.
@@ -105,8 +113,8 @@ impl<
         signal_fence();
         // Clears the guard however `f` leaves (a `Display` impl may panic), except when a test hook
         // froze the writer: a frozen CPU never leaves.
-        struct Guard<'a, const RING_WORDS: usize>(&'a RecordRing<RING_WORDS>, bool);
-        impl<const RING_WORDS: usize> Drop for Guard<'_, RING_WORDS> {
+        struct Guard<'a>(&'a Ring, bool);
+        impl Drop for Guard<'_> {
             fn drop(&mut self) {
                 if self.1 {
                     // LMM(guard:A), the other half: the ring writes are done before the guard is
@@ -129,7 +137,7 @@ impl<
     fn write_record<H: StepHook>(
         &self,
         (cpu, kind, depth): (usize, ContextKind, usize),
-        ring: &RecordRing<RING_WORDS>,
+        ring: &Ring,
         (level, facility, flags): (u8, u8, u8),
         payload: &[u8],
         hook: &mut H,
@@ -147,7 +155,7 @@ impl<
     fn write_from<H: StepHook>(
         &self,
         (cpu, kind, depth): (usize, ContextKind, usize),
-        ring: &RecordRing<RING_WORDS>,
+        ring: &Ring,
         (level, facility, flags): (u8, u8, u8),
         payload: impl PayloadSource,
         hook: &mut H,

@@ -66,7 +66,8 @@ impl<
     }
 
     /// Log calls made through the global macros (`pr_*!`, `printk!`) before this log was registered
-    /// with [`set_global!`](crate::set_global): there was no log to put them in, so they are lost, but
+    /// with [`set_global!`](crate::set_global), and log calls made to a log sized at boot before its
+    /// arena was attached ([`Log::attach_arena`]): there was nowhere to put them, so they are lost, but
     /// counted (in [`global::unregistered_dropped`](crate::global::unregistered_dropped) until then)
     /// and the count handed over at registration. The crash drain reports it in an accounting record,
     /// so it is in the handover image.
@@ -86,11 +87,18 @@ impl<
         self.unregistered.load(Ordering::Relaxed) as u64
     }
 
-    /// Adds `n` to [`unregistered_dropped`](Self::unregistered_dropped) (registration, at boot).
+    /// Adds `n` to [`unregistered_dropped`](Self::unregistered_dropped) (registration, and calls
+    /// before a boot-sized log's arena is attached). As `count_bad_cpu`: exact where the target has
+    /// native read-modify-write.
     pub(crate) fn add_unregistered(&self, n: usize) {
-        let v = self.unregistered.load(Ordering::Relaxed);
-        self.unregistered
-            .store(v.wrapping_add(n), Ordering::Relaxed);
+        #[cfg(target_has_atomic = "ptr")]
+        self.unregistered.fetch_add(n, Ordering::Relaxed);
+        #[cfg(not(target_has_atomic = "ptr"))]
+        {
+            let v = self.unregistered.load(Ordering::Relaxed);
+            self.unregistered
+                .store(v.wrapping_add(n), Ordering::Relaxed);
+        }
     }
 
     fn count_bad_cpu(&self) {

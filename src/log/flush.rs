@@ -208,14 +208,14 @@ impl<
     /// its writer's own flush attempt, or the `pending` hand-off, comes after the store.
     #[inline(always)]
     fn idle(&self, c: usize, d: usize) -> bool {
-        let ring = &self.log.cpus[c].rings[d];
+        let ring = self.log.ring_or_empty(c, d);
         ring.next_seq() as usize == self.log.main.consumers[c][d].seq()
             && !ring.writer_inside_unpublished()
     }
 
     /// [`Merge::head`] past the idle check.
     fn head_busy(&mut self, c: usize, d: usize, steps: &mut u64) -> Option<Key> {
-        let ring = &self.log.cpus[c].rings[d];
+        let ring = self.log.ring_or_empty(c, d);
         let cons = &self.log.main.consumers[c][d];
         let mut cur = cons.cursor();
         // At most two resynchronisations: each moves the cursor to the ring's tail.
@@ -291,7 +291,7 @@ impl<
         _steps: &mut u64,
     ) -> Look {
         let (c, d) = Self::split(src);
-        let ring = &self.log.cpus[c].rings[d];
+        let ring = self.log.ring_or_empty(c, d);
         let cons = &self.log.main.consumers[c][d];
         let mut cur = cons.cursor();
         let tie = src as u32;
@@ -315,8 +315,10 @@ impl<
         let m = &*self.log.main;
         let cons = &m.consumers[c][d];
         let header = buf.header;
-        match m
-            .ring
+        // The main log in effect (attached: the flush checked `main_attached` before it began).
+        match self
+            .log
+            .main_ring()
             .write(|_| header, buf.payload(), &mut MainHookAdapter(self.hook))
         {
             Ok(_) => self.rep.moved += 1,
@@ -384,6 +386,9 @@ impl<
     /// The body of `flush_with_hook` (public with the `steps` feature).
     #[cfg(nmilog_cas)]
     pub(crate) fn flush_hooked<H: FlushHook>(&self, hook: &mut H) -> Option<FlushReport> {
+        if !self.main_attached() {
+            return None; // a log sized at boot, before its arena: nothing to flush, nowhere to
+        }
         let cpu = self.normal_context()?;
         let mut total = FlushReport::default();
         let mut owned = false;
@@ -456,7 +461,7 @@ impl<
     #[cfg_attr(not(nmilog_cas), allow(dead_code))]
     pub(super) fn flush_step_bound(&self) -> u64 {
         let n = self.platform.cpu_count().min(CPUS) as u64;
-        let per_ring = (RING_WORDS / span_words(0)) as u64 + 1;
+        let per_ring = (self.ring_words() / span_words(0)) as u64 + 1;
         // Per source: up to three peeks for the first look, two looks per record (the one that ends
         // a run and the one that moves it), up to three peeks when it runs dry: 6 + 2 × records,
         // within 3 + 4 × per_ring since per_ring > records. Against a writer that keeps going, the

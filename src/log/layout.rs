@@ -35,7 +35,7 @@ impl<
         let pc = self.cpus.get(cpu)?;
         let cons = self.main.consumers.get(cpu)?.get(depth)?;
         Some(SourceWords {
-            ring: pc.rings.get(depth)?,
+            ring: pc.ring(depth)?,
             flushed_seq: cons.seq_word(),
             flush_overwritten: &cons.overwritten,
             kind: pc.kind_word(depth),
@@ -43,9 +43,30 @@ impl<
         })
     }
 
-    /// The main log's ring.
+    /// Source `(cpu, depth)`'s ring, read-only users' view: for a log sized at boot whose arena has
+    /// no ring there (not attached yet, or a CPU beyond the count it was attached for), an empty
+    /// placeholder that nothing writes (only the ring's own CPU writes, through
+    /// [`PerCpu::ring`](crate::percpu::PerCpu::ring), which has none to give).
+    #[inline(always)]
+    pub(crate) fn ring_or_empty(&self, cpu: usize, depth: usize) -> &Ring {
+        let pc = &self.cpus[cpu];
+        match pc.ring(depth) {
+            Some(r) => r,
+            None => unattached_main(&pc.rings[0]),
+        }
+    }
+
+    /// The main log's ring (for a log sized at boot whose arena is not attached yet, an empty
+    /// placeholder that nothing writes: the flush checks [`main_attached`](Self::main_attached)).
+    #[inline(always)]
     pub(crate) fn main_ring(&self) -> &Ring {
-        &self.main.ring
+        if MAIN_WORDS != 0 {
+            return &self.main.ring;
+        }
+        match self.main.arena.ring() {
+            Some(r) => r,
+            None => unattached_main(&self.main.ring),
+        }
     }
 
     /// The crashing-CPU word (`cpu + 1`, or 0).
@@ -62,4 +83,17 @@ impl<
     pub(crate) fn unregistered_word(&self) -> &AtomicUsize {
         &self.unregistered
     }
+}
+
+/// The placeholder ring of a boot-sized log where its arena gave none: empty, read-only.
+#[cfg(not(nmilog_loom))]
+fn unattached_main(_own: &Ring) -> &Ring {
+    static EMPTY: crate::ring::RecordRing<32> = crate::ring::RecordRing::new();
+    &EMPTY
+}
+
+/// Under the model checker (const-sized logs only) the log's own ring.
+#[cfg(nmilog_loom)]
+fn unattached_main(own: &Ring) -> &Ring {
+    own
 }

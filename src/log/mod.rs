@@ -50,12 +50,13 @@ use crossbeam_utils::CachePadded;
 
 use crate::percpu::PerCpu;
 use crate::record::Level;
-use crate::ring::RecordRing;
+use crate::ring::{RecordRing, Ring};
 use crate::sync::{array_of, const_or_loom_fn, AtomicPtr, AtomicUsize, Ordering};
 use crate::Platform;
 
 mod accounting;
 mod append;
+mod arena;
 mod context;
 mod crash;
 mod flush;
@@ -66,6 +67,8 @@ mod reader;
 use self::accounting::Consumer;
 pub use self::accounting::CpuCounters;
 pub use self::append::AppendError;
+pub use self::arena::ArenaError;
+pub(crate) use self::arena::ArenaSlot;
 pub use self::context::{ContextGuard, CrashEnterError};
 use self::crash::DrainState;
 pub(crate) use self::crash::{counters_of, cpu_stopped, drain, DrainFixed, DrainInput, DrainMem};
@@ -86,6 +89,8 @@ struct MainLog<const MAIN_WORDS: usize, const CPUS: usize, const DEPTH: usize> {
     #[cfg_attr(not(nmilog_cas), allow(dead_code))]
     pending: AtomicUsize,
     ring: RecordRing<MAIN_WORDS>,
+    /// Where a log sized at boot put its main log (`MAIN_WORDS` 0).
+    arena: ArenaSlot,
     consumers: [[Consumer; DEPTH]; CPUS],
     /// The flush's merge heap (flush owner only).
     #[cfg_attr(not(nmilog_cas), allow(dead_code))]
@@ -105,8 +110,8 @@ struct MainLog<const MAIN_WORDS: usize, const CPUS: usize, const DEPTH: usize> {
 /// up to `CachePadded`'s alignment), in bytes:
 ///
 /// ```text
-/// CPUS·pad((2 + DEPTH·(8 + RING_WORDS))·W)
-///   + pad((11 + T + MAIN_WORDS + CPUS·DEPTH·(5 + 2·T))·W)
+/// CPUS·pad((2 + DEPTH·(10 + RING_WORDS))·W)
+///   + pad((13 + T + MAIN_WORDS + CPUS·DEPTH·(5 + 2·T))·W)
 ///   + pad((10 + T + CPUS·DEPTH·(14 + T))·W)
 ///   + pad(size_of::<P>() + 7·W)
 /// ```
@@ -227,6 +232,7 @@ impl<
                     owner: AtomicUsize::new(0),
                     pending: AtomicUsize::new(0),
                     ring: RecordRing::new(),
+                    arena: ArenaSlot::new(),
                     consumers: array_of!(array_of!(Consumer::new(); DEPTH); CPUS),
                     flush_heap: MergeHeap::new(),
                 }),
@@ -278,8 +284,8 @@ impl<
     /// LOG.log_fmt(Level::Info, 0, format_args!("hello")).unwrap(); // flushed at once
     /// assert_eq!(LOG.main().next_seq(), 1);
     /// ```
-    pub fn main(&self) -> &RecordRing<MAIN_WORDS> {
-        &self.main.ring
+    pub fn main(&self) -> &Ring {
+        self.main_ring()
     }
 
     /// Sets every per-CPU ring to use `words` words (a power of two `<= RING_WORDS`), before anything
@@ -298,7 +304,7 @@ impl<
     pub fn set_ring_capacity_words(&self, words: usize) -> Result<usize, usize> {
         let mut got = Ok(words);
         for c in &self.cpus {
-            for r in &c.rings {
+            for r in (0..DEPTH).filter_map(|d| c.ring(d)) {
                 got = r.set_capacity_words(words);
                 got?;
             }
@@ -455,11 +461,7 @@ impl<
                 }
             }
         }
-        let ring_capacity = self
-            .cpus
-            .first()
-            .and_then(|c| c.rings.first())
-            .map_or(RING_WORDS, |r| r.capacity_words());
+        let ring_capacity = self.ring_words();
         f.debug_struct("Log")
             .field("cpus", &CPUS)
             .field("ring_words", &RING_WORDS)
@@ -474,7 +476,7 @@ impl<
                 "console_hook",
                 &!self.console_hook.load(Ordering::Relaxed).is_null(),
             )
-            .field("main_next_seq", &self.main.ring.next_seq())
+            .field("main_next_seq", &self.main_ring().next_seq())
             .field("bad_cpu_dropped", &self.bad_cpu_dropped())
             .field("unregistered_dropped", &self.unregistered_dropped())
             .field("lost", &lost)

@@ -36,7 +36,7 @@ impl<
     /// ```
     pub fn main_reader(&self) -> MainReader {
         MainReader {
-            cur: self.main.ring.oldest(),
+            cur: self.main_ring().oldest(),
             missed: 0,
         }
     }
@@ -110,7 +110,7 @@ impl MainReader {
         log: &Log<P, CPUS, RING_WORDS, MAIN_WORDS, DEPTH>,
         out: &mut RecordBuf,
     ) -> Read {
-        let r = log.main.ring.read(&mut self.cur, out);
+        let r = log.main_ring().read(&mut self.cur, out);
         if let Read::Overwritten { missed } = r {
             self.missed = self.missed.wrapping_add(missed);
         }

@@ -150,6 +150,9 @@ pub enum DescribeError {
         /// Words needed.
         needed: usize,
     },
+    /// A log sized at boot whose arena is not attached yet (describe it after
+    /// [`Log::attach_arena`]).
+    NotReady,
 }
 
 impl core::fmt::Display for DescribeError {
@@ -158,6 +161,7 @@ impl core::fmt::Display for DescribeError {
             DescribeError::TooSmall { needed } => {
                 write!(f, "the descriptor needs {needed} words")
             }
+            DescribeError::NotReady => f.write_str("the log's arena is not attached yet"),
         }
     }
 }
@@ -267,6 +271,9 @@ impl<
         into: &[AtomicUsize],
         stop: Option<StopFlags>,
     ) -> Result<usize, DescribeError> {
+        if !self.main_attached() {
+            return Err(DescribeError::NotReady);
+        }
         let cpus = self.platform().cpu_count().min(CPUS);
         let total = descriptor_words(cpus, DEPTH);
         let Some(out) = into.get(..total) else {

@@ -460,8 +460,8 @@ impl<const WORDS: usize> Ring<[AtomicUsize; WORDS]> {
         pub fn new() -> Self {
             const {
                 assert!(
-                    WORDS.is_power_of_two() && WORDS >= 32,
-                    "ring size must be a power of two of at least 32 words"
+                    WORDS == 0 || (WORDS.is_power_of_two() && WORDS >= 32),
+                    "ring size must be a power of two of at least 32 words (or 0: sized at boot)"
                 )
             };
             Ring {

@@ -61,15 +61,17 @@ impl<
         (seq, cons.overwritten.load(Ordering::Relaxed))
     }
     fn main(&self) -> &Ring {
-        &self.main.ring
+        self.main_ring()
     }
     fn ring(&self, cpu: usize, depth: usize) -> &Ring {
-        &self.cpus[cpu].rings[depth]
+        self.ring_or_empty(cpu, depth)
     }
     fn dropped(&self, cpu: usize, depth: usize) -> u64 {
         let pc = &self.cpus[cpu];
         let overflow = if depth == 0 { pc.overflow_dropped() } else { 0 };
-        pc.rings[depth].dropped().wrapping_add(overflow)
+        pc.ring(depth)
+            .map_or(0, |r| r.dropped())
+            .wrapping_add(overflow)
     }
     fn kind_at(&self, cpu: usize, depth: usize) -> ContextKind {
         self.cpus[cpu].kind_at(depth)
