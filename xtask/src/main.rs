@@ -675,7 +675,9 @@ fn repeat_scenarios(root: &Path, n: u32, load: bool, only: Option<&str>) -> Exit
             // output (one dot per test) has no test names to tally. `--format pretty` keeps the
             // `test NAME ... ok` lines whatever the harness's default.
             let out = Command::new("cargo")
-                .args(words("test --test crash_demo -- --test-threads=1 --format pretty"))
+                .args(words(
+                    "test --test crash_demo -- --test-threads=1 --format pretty",
+                ))
                 .current_dir(root)
                 .output();
             let (text, err) = out
