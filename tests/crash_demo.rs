@@ -831,9 +831,11 @@ fn check_death(args: &str, point: &str, ipi_complete: bool, switchover: bool) ->
         switchover,
         "{ctx}"
     );
-    assert!(
+    // The entry message is logged right after the `entered` stage.
+    assert_eq!(
         recs.iter()
             .any(|r| r.cpu == crash_cpu && r.text.starts_with("crash: CPU 0 crashing")),
+        point != "entered",
         "the crash entry record; {ctx}"
     );
     let not_stopped = s.get("not_stopped_cpus").us();
