@@ -557,7 +557,12 @@ fn human(
     let rel = |ts: u64| ts.wrapping_sub(t_enter) as i64 as f64 / 1e6;
     let _ = writeln!(
         out,
-        "\n=== capture stage (exec'd by the kexec switchover; pid {}) ===",
+        "\n=== capture stage (exec'd by the {}; pid {}) ===",
+        if tr.get(truth::W_DIED) != 0 {
+            "watchdog after the death"
+        } else {
+            "kexec switchover"
+        },
         sys::getpid()
     );
     let _ = writeln!(
@@ -659,7 +664,15 @@ fn human(
         );
     }
     let held = tr.get(truth::W_RTAS_HOLDER);
-    let _ = writeln!(
+    if tr.get(truth::W_DIED) != 0 {
+        let _ = writeln!(
+            out,
+            "interrupts: mask path {mask_path} (from the log: the dead CPU left no report); firmware calls {}, PAPR violations {}",
+            tr.get(truth::W_FW_CALLS),
+            tr.get(truth::W_PAPR)
+        );
+    } else {
+        let _ = writeln!(
         out,
         "interrupts: mask path {mask_path}{}; {} sources masked through firmware; firmware calls {}, PAPR violations {}",
         if held != 0 {
@@ -675,6 +688,7 @@ fn human(
         tr.get(truth::W_FW_CALLS),
         tr.get(truth::W_PAPR)
     );
+    }
     let n = image.record_count();
     let skip = if dmesg_all { 0 } else { n.saturating_sub(24) };
     let _ = writeln!(
