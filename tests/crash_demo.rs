@@ -789,3 +789,148 @@ fn deaf_cpu_keeps_logging_through_and_after_the_crash() {
         assert!(s.get("not_stopped_cpus").us().contains(&1));
     }
 }
+
+// ------------------------------------------------------------------------------------------------
+// The crashing CPU dies mid-path (`--die-in-drain`): the capture stage rebuilds the log from memory.
+
+/// Runs `args` with `--die-in-drain point` and checks the log rebuilt from memory: the capture
+/// stage's own verification (every committed record recovered once or counted, none invented, in
+/// order), the descriptor found by the scan, and here, from the records: each at most once, the
+/// crashing CPU's messages exactly up to its death point, every CPU that checked in with its
+/// "stopped" record, the frozen writer's call torn once it checked in.
+fn check_death(args: &str, point: &str, ipi_complete: bool, switchover: bool) -> J {
+    let Run {
+        recs,
+        summary: s,
+        ctx,
+    } = run_json(&format!("{args} --die-in-drain {point}"), &[]);
+    let ctx = format!("death point {point}; {ctx}");
+    assert_eq!(
+        s.get("verified"),
+        &J::Bool(true),
+        "capture stage's own check: {:?}; {ctx}",
+        s.get("failures")
+    );
+    assert_eq!(s.get("recovered_from").s(), "memory", "{ctx}");
+    assert_eq!(s.get("died_at").s(), point, "{ctx}");
+    assert_eq!(s.get("descriptor_found_by").s(), "scan", "{ctx}");
+    assert_eq!(s.get("descriptors_valid").u(), 1, "{ctx}");
+    assert_eq!(s.get("recovered").u() as usize, recs.len(), "{ctx}");
+    let mut seen = std::collections::HashSet::new();
+    for r in &recs {
+        if let Some(key) = parse_sim(&r.text) {
+            assert_eq!(key.0, r.cpu, "record of another CPU; {ctx}");
+            assert!(seen.insert(key), "{key:?} delivered twice; {ctx}");
+        }
+    }
+    let crash_cpu = s.get("crash_cpu").u() as usize;
+    let has = |text: &str| recs.iter().any(|r| r.cpu == crash_cpu && r.text == text);
+    assert_eq!(has("IPI complete"), ipi_complete, "{ctx}");
+    assert_eq!(
+        has("kexec: Starting switchover sequence."),
+        switchover,
+        "{ctx}"
+    );
+    // The entry message is logged right after the `entered` stage.
+    assert_eq!(
+        recs.iter()
+            .any(|r| r.cpu == crash_cpu && r.text.starts_with("crash: CPU 0 crashing")),
+        point != "entered",
+        "the crash entry record; {ctx}"
+    );
+    let not_stopped = s.get("not_stopped_cpus").us();
+    for c in 0..s.get("cpus").u() as usize {
+        if c != crash_cpu && !not_stopped.contains(&(c as u64)) {
+            let prefix = format!("CPU {c} stopped");
+            assert!(
+                recs.iter()
+                    .any(|r| r.cpu == c && r.text.starts_with(&prefix)),
+                "CPU {c} checked in but its \"stopped\" record is missing; {ctx}"
+            );
+        }
+    }
+    s
+}
+
+#[test]
+fn death_at_every_point_of_the_crash_path_rebuilds_the_log_from_memory() {
+    // Every stage, the first drain's first and a middle record, each image-writer step (a middle
+    // record of both passes): 4 CPUs x 1000 task records always drain more than 1000 records.
+    // (point, "IPI complete" logged, switchover message logged)
+    let points = [
+        ("entered", false, false),
+        ("ipi-sent", false, false),
+        ("check-ins-done", false, false),
+        ("masked", true, false),
+        ("record:0", true, false),
+        ("record:1000", true, false),
+        ("drained", true, false),
+        ("image-start", true, true),
+        ("image-sized:0", true, true),
+        ("image-sized:1000", true, true),
+        ("image-copy:0", true, true),
+        ("image-copy:1000", true, true),
+        ("image-tables", true, true),
+        ("image-header", true, true),
+        ("image-written", true, true),
+    ];
+    let listed = run(&["--die-in-drain", "list"]).1;
+    for (p, ipi, switch) in points {
+        let step = p.split(':').next().unwrap();
+        assert!(
+            listed.contains(&format!("  {step}")),
+            "{step} not listed:\n{listed}"
+        );
+        let s = check_death("--ack-timeout-ms 20000", p, ipi, switch);
+        if ipi {
+            // Past the check-in wait (every CPU answers here): all stopped, the frozen writer's
+            // call torn, nothing in flight.
+            assert_eq!(s.get("not_stopped_cpus").us(), Vec::<u64>::new(), "{p}");
+            assert_eq!(s.get("torn").u(), 1, "{p}");
+            assert_eq!(s.get("frozen_mid_write").us(), vec![2], "{p}");
+        }
+    }
+}
+
+#[test]
+fn death_with_deaf_cpus_tiny_rings_and_a_crash_in_irq() {
+    for (args, p, ipi, switch) in [
+        ("--deaf 1 --ack-timeout-ms 50", "record:500", true, false),
+        (
+            "--deaf-logging 1 --ack-timeout-ms 0",
+            "image-copy:100",
+            true,
+            true,
+        ),
+        (
+            "--ring-bytes 1024 --ack-timeout-ms 20000",
+            "record:10",
+            true,
+            false,
+        ),
+        (
+            "--cpus 8 --crash-in irq --ack-timeout-ms 20000",
+            "ipi-sent",
+            false,
+            false,
+        ),
+    ] {
+        let s = check_death(args, p, ipi, switch);
+        if args.contains("--deaf") {
+            assert!(s.get("not_stopped_cpus").us().contains(&1), "{args}");
+        }
+        if args.contains("1024") {
+            assert!(s.get("overwritten").u() > 0, "{args}");
+        }
+    }
+}
+
+#[test]
+fn a_death_point_never_reached_leaves_the_crash_path_whole() {
+    let Run {
+        summary: s, ctx, ..
+    } = run_json("--die-in-drain record:100000000", &[]);
+    assert_eq!(s.get("recovered_from").s(), "image", "{ctx}");
+    assert_eq!(s.get("died_at"), &J::Null, "{ctx}");
+    assert_eq!(s.get("verified"), &J::Bool(true), "{ctx}");
+}

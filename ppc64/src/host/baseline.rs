@@ -159,14 +159,20 @@ extern "C" fn on_timer(_sig: i32, _info: *mut libc::siginfo_t, _uc: *mut libc::c
 }
 
 fn cpu_main(c: usize) {
-    let role = harness::cpu_prologue(c);
     let conf = cfg();
+    let role = if conf.role(c) == Role::RtasHolder {
+        // Interrupts off from the start: see `cpu_prologue_timer_masked`.
+        harness::cpu_prologue_timer_masked(c)
+    } else {
+        harness::cpu_prologue(c)
+    };
     let me = &CPUS[c];
     let freeze_at = conf.freeze_record(c);
     if role == Role::RtasHolder {
         // In this design the holder takes the RTAS lock (interrupts off) before it logs: logging
         // stalls behind the frozen logbuf_lock holder, so taking it afterwards would never happen.
-        sys::block(&[libc::SIGUSR2]);
+        // It never took a timer interrupt (its prologue left the timer masked), so nothing of it
+        // can be stuck on logbuf_lock yet.
         RTAS.lock(c);
         if conf.rtas_in_call {
             RTAS.enter_call(c);
@@ -260,14 +266,29 @@ pub(crate) fn run(conf: SimConfig) -> i32 {
                 sys::write_fd(1, msg.as_bytes());
                 sys::exit_now(EXIT_OK);
             }
-            if waited > stall_ns {
+            // A deadlock: the crashing CPU spins on a lock, and has made no progress for the
+            // check-in wait plus two seconds. (Waiting for the spin itself, not only for the time,
+            // keeps a loaded host, on which the crashing thread may not run for a while, from
+            // reporting it before it reached its lock; past `STALL_CAP_NS` it is reported anyway.)
+            if waited > stall_ns && (crashing_cpu_spins() || waited > STALL_CAP_NS) {
                 report_deadlock(conf, waited);
                 sys::exit_now(EXIT_DEADLOCK);
             }
             None
         },
-        || sys::write_fd(2, b"baseline: setup timeout\n"),
+        || report_setup_timeout(conf),
     )
+}
+
+/// How long after the crash the watchdog reports a deadlock even if the crashing CPU was never seen
+/// spinning on a lock.
+const STALL_CAP_NS: u64 = 60_000_000_000;
+
+/// Whether the crashing CPU is spinning on a lock (a hint: `Relaxed`).
+fn crashing_cpu_spins() -> bool {
+    let c = CRASHING.load(Ordering::Relaxed);
+    CPUS.get(c)
+        .is_some_and(|b| b.waiting.load(Ordering::Relaxed) != WAIT_NONE)
 }
 
 fn report_deadlock(conf: &SimConfig, waited_ns: u64) {
@@ -372,4 +393,40 @@ fn report_deadlock(conf: &SimConfig, waited_ns: u64) {
         );
         sys::write_fd(1, s.as_bytes());
     }
+}
+
+/// The setup timeout's report (stderr): who holds `logbuf_lock` and the RTAS lock, and where each
+/// CPU is, so that a scenario that never reached its crash point says why.
+fn report_setup_timeout(conf: &SimConfig) {
+    let mut s = String::from("baseline: setup timeout\n");
+    match LOGBUF_LOCK.load(Ordering::Relaxed) {
+        0 => s.push_str("  logbuf_lock is free\n"),
+        h => {
+            let _ = writeln!(s, "  logbuf_lock is held by CPU {}", h - 1);
+        }
+    }
+    if let Some((h, _)) = RTAS.holder() {
+        let _ = writeln!(s, "  rtas.lock is held by CPU {h}");
+    }
+    for (c, b) in CPUS.iter().enumerate().take(conf.cpus) {
+        let _ = write!(
+            s,
+            "  CPU {c} ({}): {} task / {} irq records logged",
+            conf.role(c).name(),
+            b.task_n.load(Ordering::Relaxed),
+            b.irq_n.load(Ordering::Relaxed)
+        );
+        let w = b.waiting.load(Ordering::Relaxed);
+        if w != WAIT_NONE {
+            let lock = if w == WAIT_LOGBUF {
+                "logbuf_lock"
+            } else {
+                "rtas.lock"
+            };
+            let site = SITES[b.site.load(Ordering::Relaxed) as usize % SITES.len()];
+            let _ = write!(s, "; spins on {lock} at {site}");
+        }
+        s.push('\n');
+    }
+    sys::write_fd(2, s.as_bytes());
 }

@@ -3,7 +3,7 @@
 //! log and checks it against the simulation's ground truth.
 
 use std::fmt::Write as _;
-use std::io::{Read as _, Write as _};
+use std::io::Write as _;
 
 use nmilog::escape::{self, json_string};
 use nmilog::handover::{self, Image, ImageRecord};
@@ -11,7 +11,8 @@ use nmilog::record::facility;
 use nmilog::{ContextKind, Header};
 
 use super::config::{Role, DEPTH, EXIT_FAIL, EXIT_OK, MAX_CPUS};
-use super::{sys, truth};
+use super::death::DeathPoint;
+use super::{recovery, sys, truth};
 
 /// Per-CPU facts from the ground-truth block.
 struct CpuTruth {
@@ -51,7 +52,11 @@ fn read_truth(bytes: &[u8]) -> Option<Truth> {
         .chunks_exact(8)
         .map(|c| u64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
         .collect();
-    if w[truth::W_MAGIC] != truth::MAGIC {
+    read_truth_words(w)
+}
+
+fn read_truth_words(w: Vec<u64>) -> Option<Truth> {
+    if w.len() < truth::BYTES / 8 || w[truth::W_MAGIC] != truth::MAGIC {
         return None;
     }
     let n = (w[truth::W_NCPU] as usize).min(MAX_CPUS);
@@ -123,32 +128,58 @@ fn parse_sim_text(t: &str) -> Option<(usize, bool, u64)> {
 
 pub(crate) fn main(args: &[String], pos: usize) -> i32 {
     let json = args.iter().any(|a| a == "--json");
+    let from_memory = args.iter().any(|a| a == "--from-memory");
     let dmesg_all = args.iter().any(|a| a == "--dmesg-all");
     let Some(fd) = args.get(pos + 1).and_then(|s| s.parse::<i32>().ok()) else {
         eprintln!("capture: --capture-fd needs a descriptor");
         return EXIT_FAIL;
     };
-    let mut bytes = Vec::new();
-    let path = format!("/proc/self/fd/{fd}");
-    match std::fs::File::open(&path) {
-        Ok(mut f) => {
-            if let Err(e) = f.read_to_end(&mut bytes) {
-                eprintln!("capture: reading {path}: {e}");
-                return EXIT_FAIL;
-            }
-        }
+    let (base, len) = match sys::map_fd_readonly(fd) {
+        Ok(m) => m,
         Err(e) => {
-            eprintln!("capture: opening {path}: {e}");
+            eprintln!("capture: {e}");
             return EXIT_FAIL;
         }
-    }
+    };
+    // SAFETY: a read-only mapping of `len` bytes that is never unmapped; nothing else writes the
+    // file any more (the crashed process is gone).
+    let bytes: &[u8] = unsafe { std::slice::from_raw_parts(base, len) };
     let t_capture = sys::mono_ns();
-    let Some(tr) = read_truth(&bytes) else {
+    let Some(mut tr) = read_truth(bytes) else {
         eprintln!("capture: no ground-truth block in the handover region");
         return EXIT_FAIL;
     };
-    let img_len = (tr.get(truth::W_IMAGE_LEN) as usize).min(bytes.len() - truth::BYTES);
-    let img_bytes = &bytes[truth::BYTES..truth::BYTES + img_len];
+    let died = if from_memory {
+        args.iter()
+            .position(|a| a == "--die-in-drain")
+            .and_then(|i| args.get(i + 1))
+            .and_then(|v| DeathPoint::parse(v).ok())
+    } else {
+        None
+    };
+    let rebuilt;
+    let mut rebuilt_info: Option<(usize, usize, usize)> = None;
+    let img_bytes: &[u8] = if from_memory {
+        // Only the memory: find the descriptor, rebuild the image, read the truth from it.
+        rebuilt = match recovery::rebuild(bytes, tr.get(truth::W_REGION_BASE) as usize, &mut tr.w) {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("capture: {e}");
+                return EXIT_FAIL;
+            }
+        };
+        let Some(t) = read_truth_words(tr.w.clone()) else {
+            eprintln!("capture: ground truth lost");
+            return EXIT_FAIL;
+        };
+        tr = t;
+        rebuilt_info = Some((rebuilt.desc_offset, rebuilt.scanned_words, rebuilt.valid));
+        &rebuilt.image
+    } else {
+        let img_len = (tr.get(truth::W_IMAGE_LEN) as usize).min(bytes.len() - truth::BYTES);
+        &bytes[truth::BYTES..truth::BYTES + img_len]
+    };
+    let img_len = img_bytes.len();
     let image = match handover::parse(img_bytes) {
         Ok(i) => i,
         Err(e) => {
@@ -159,11 +190,31 @@ pub(crate) fn main(args: &[String], pos: usize) -> i32 {
     let ncpu = tr.cpus.len();
     let crash_cpu = tr.get(truth::W_CRASH_CPU) as usize;
     let elapsed_ms = t_capture.saturating_sub(tr.get(truth::W_T_CRASH_MONO)) as f64 / 1e6;
-    let mask_path = match tr.get(truth::W_MASK_PATH) {
+    let mut mask_path = match tr.get(truth::W_MASK_PATH) {
         0 => "rtas",
         1 => "rtas-takeover",
         _ => "presenter",
     };
+    if from_memory {
+        // No report: the masking record says which path was taken, if the CPU got that far.
+        mask_path = "none";
+        for r in image.records() {
+            let t = r.text().unwrap_or("");
+            if r.header.cpu as usize == crash_cpu {
+                if let Some(p) = ["rtas-takeover", "rtas", "presenter"]
+                    .into_iter()
+                    .find(|p| t.ends_with(&format!("[mask_path={p}]")))
+                {
+                    mask_path = p;
+                }
+                if tr.get(truth::W_T_ENTER) == 0
+                    && t.starts_with(&format!("crash: CPU {crash_cpu} crashing"))
+                {
+                    tr.w[truth::W_T_ENTER] = r.header.ts_ns;
+                }
+            }
+        }
+    }
 
     // Walk the log once: JSON lines, per-CPU sequences, checks.
     let mut seen: Vec<Seen> = (0..ncpu).map(|_| Seen::default()).collect();
@@ -300,11 +351,18 @@ pub(crate) fn main(args: &[String], pos: usize) -> i32 {
             "{deficit} committed records unaccounted for, but the main log lost {main_lost}"
         ));
     }
-    if !ipi_complete {
-        failures.push("no \"IPI complete\" from the crashing CPU".into());
+    // After a death, the crashing CPU's messages up to its death point, and none after it.
+    let want_ipi = died.is_none_or(|d| d.after_ipi_complete());
+    let want_switch = died.is_none_or(|d| d.after_switchover_message());
+    if ipi_complete != want_ipi {
+        failures.push(format!(
+            "\"IPI complete\" from the crashing CPU: found {ipi_complete}, expected {want_ipi}"
+        ));
     }
-    if !switchover {
-        failures.push("no \"kexec: Starting switchover sequence.\" from the crashing CPU".into());
+    if switchover != want_switch {
+        failures.push(format!(
+            "\"kexec: Starting switchover sequence.\" from the crashing CPU: found {switchover}, expected {want_switch}"
+        ));
     }
     let totals = image.totals();
     let mid_cpus: Vec<usize> = (0..ncpu).filter(|&c| tr.cpus[c].mid != 0).collect();
@@ -364,7 +422,7 @@ pub(crate) fn main(args: &[String], pos: usize) -> i32 {
         );
         let _ = write!(
             out,
-            ",\"frozen_mid_write\":{},\"frozen_mid_write_calls\":{},\"main_log_lost\":{},\"overwritten\":{},\"refused\":{},\"overwritten_per_cpu\":{},\"torn_per_cpu\":{},\"refused_per_cpu\":{},\"not_stopped_cpus\":{},\"in_flight_per_cpu\":{},\"cpus\":{},\"crash_cpu\":{},\"crash_ctx\":\"{}\",\"rtas_holder\":{},\"papr_violations\":{},\"nmi_deferred\":{},\"image_bytes\":{},\"left_out\":{},\"run_ms\":{:.3},\"verified\":{},\"failures\":",
+            ",\"frozen_mid_write\":{},\"frozen_mid_write_calls\":{},\"main_log_lost\":{},\"overwritten\":{},\"refused\":{},\"overwritten_per_cpu\":{},\"torn_per_cpu\":{},\"refused_per_cpu\":{},\"not_stopped_cpus\":{},\"in_flight_per_cpu\":{},\"cpus\":{},\"crash_cpu\":{},\"crash_ctx\":\"{}\",\"rtas_holder\":{},\"papr_violations\":{},\"nmi_deferred\":{},\"image_bytes\":{},\"left_out\":{},\"run_ms\":{:.3},\"verified\":{}",
             list(mid_cpus.iter()),
             mid_count,
             main_lost,
@@ -386,6 +444,25 @@ pub(crate) fn main(args: &[String], pos: usize) -> i32 {
             tr.get(truth::W_T_CRASH_MONO).saturating_sub(tr.get(truth::W_T_START_MONO)) as f64 / 1e6,
             failures.is_empty(),
         );
+        let _ = write!(
+            out,
+            ",\"recovered_from\":\"{}\",\"died_at\":",
+            if from_memory { "memory" } else { "image" }
+        );
+        match died {
+            Some(d) => {
+                let _ = json_string(&mut out, &d.name());
+            }
+            None => out.push_str("null"),
+        }
+        if let Some(r) = &rebuilt_info {
+            let _ = write!(
+                out,
+                ",\"descriptor_found_by\":\"scan\",\"descriptor_offset\":{},\"scanned_words\":{},\"descriptors_valid\":{}",
+                r.0, r.1, r.2
+            );
+        }
+        out.push_str(",\"failures\":");
         out.push('[');
         for (i, f) in failures.iter().enumerate() {
             if i > 0 {
@@ -395,6 +472,17 @@ pub(crate) fn main(args: &[String], pos: usize) -> i32 {
         }
         out.push_str("]}}\n");
     } else {
+        if let (Some(d), Some(r)) = (died, &rebuilt_info) {
+            let _ = writeln!(
+                out,
+                "\n=== the crashing CPU died at {} — no image, no switchover; the watchdog started the capture stage with nothing but the memory ===\n\
+descriptor found by scanning {} words of memory (at offset {:#x} of the region; {} valid); log rebuilt from the rings and the main log as the dead kernel left them",
+                d.name(),
+                r.1,
+                r.0,
+                r.2
+            );
+        }
         human(
             &mut out, &tr, &image, &seen, img_len, elapsed_ms, mask_path, dmesg_all,
         );
@@ -469,7 +557,12 @@ fn human(
     let rel = |ts: u64| ts.wrapping_sub(t_enter) as i64 as f64 / 1e6;
     let _ = writeln!(
         out,
-        "\n=== capture stage (exec'd by the kexec switchover; pid {}) ===",
+        "\n=== capture stage (exec'd by the {}; pid {}) ===",
+        if tr.get(truth::W_DIED) != 0 {
+            "watchdog after the death"
+        } else {
+            "kexec switchover"
+        },
         sys::getpid()
     );
     let _ = writeln!(
@@ -571,7 +664,15 @@ fn human(
         );
     }
     let held = tr.get(truth::W_RTAS_HOLDER);
-    let _ = writeln!(
+    if tr.get(truth::W_DIED) != 0 {
+        let _ = writeln!(
+            out,
+            "interrupts: mask path {mask_path} (from the log: the dead CPU left no report); firmware calls {}, PAPR violations {}",
+            tr.get(truth::W_FW_CALLS),
+            tr.get(truth::W_PAPR)
+        );
+    } else {
+        let _ = writeln!(
         out,
         "interrupts: mask path {mask_path}{}; {} sources masked through firmware; firmware calls {}, PAPR violations {}",
         if held != 0 {
@@ -587,6 +688,7 @@ fn human(
         tr.get(truth::W_FW_CALLS),
         tr.get(truth::W_PAPR)
     );
+    }
     let n = image.record_count();
     let skip = if dmesg_all { 0 } else { n.saturating_sub(24) };
     let _ = writeln!(

@@ -3,6 +3,8 @@
 
 use std::fmt::Write as _;
 
+use super::death::DeathPoint;
+
 /// Exit code: success.
 pub const EXIT_OK: i32 = 0;
 /// Exit code: something failed (bad arguments, a check of the capture stage, a setup timeout).
@@ -68,6 +70,9 @@ pub struct SimConfig {
     /// NMI lands anywhere in the loop (0: none). A `--deaf-logging` CPU, after its records, spaces
     /// its records at least 20 us apart.
     pub work_ns: u64,
+    /// `--die-in-drain STEP`: the crashing CPU dies at this point of the crash path (no image, no
+    /// switchover); the watchdog starts the capture stage, which rebuilds the log from memory.
+    pub die_in_drain: Option<DeathPoint>,
 }
 
 impl Default for SimConfig {
@@ -91,6 +96,7 @@ impl Default for SimConfig {
             tick_us: 100,
             dmesg_all: false,
             work_ns: 2000,
+            die_in_drain: None,
         }
     }
 }
@@ -234,10 +240,20 @@ impl SimConfig {
                 }
                 "--tick-us" => c.tick_us = number(&name, &value()?, MIN_TICK_US, MAX_TICK_US)?,
                 "--dmesg-all" => c.dmesg_all = true,
+                "--die-in-drain" => {
+                    let v = value()?;
+                    c.die_in_drain = Some(DeathPoint::parse(&v)?);
+                }
                 "--work-ns" => c.work_ns = number(&name, &value()?, 0, MAX_WORK_NS)?,
                 "-h" | "--help" => return Err(USAGE.to_string()),
                 _ => return Err(format!("invalid option '{name}' (try --help)")),
             }
+        }
+        if c.baseline_locked && c.die_in_drain.is_some() {
+            return Err(
+                "--die-in-drain: not with --baseline locked (its crash path never gets there)"
+                    .into(),
+            );
         }
         let busy_ns = c.records.saturating_mul(c.work_ns);
         if busy_ns > MAX_BUSY_NS {
@@ -380,6 +396,10 @@ impl SimConfig {
         if self.dmesg_all {
             v.push("--dmesg-all".to_string());
         }
+        if let Some(d) = self.die_in_drain {
+            v.push("--die-in-drain".to_string());
+            v.push(d.name());
+        }
         v
     }
 
@@ -429,6 +449,9 @@ impl SimConfig {
                 "; CPU {c} is deaf to the NMI and owns the flush, paused at move step {step}, resuming {us} us into the crash"
             );
         }
+        if let Some(d) = self.die_in_drain {
+            let _ = write!(s, "; the crashing CPU dies at {}", d.name());
+        }
         s
     }
 }
@@ -474,6 +497,8 @@ usage: crash [OPTIONS]       the crash-shutdown demo on a simulated SMP machine
   --baseline locked|none     run the 2020 design instead (deadlocks, exit 2)
   --json                     JSON lines on stdout
   --dmesg-all                print every recovered record (default: the last 24)
+  --die-in-drain STEP|list   the crashing CPU dies at STEP of the crash path; the capture stage
+                             rebuilds the log from memory (list: the steps)
   -h, --help                 this text
 CPUs are numbered from 0 to --cpus - 1; lists are comma-separated, none the crashing CPU, no CPU in two
 roles (except --deaf with --rtas-held-by). Exit status: 0 success, 1 failure (bad command line,

@@ -138,11 +138,21 @@ pub(crate) fn start_cpus(cpu_main: fn(usize)) -> Result<(), i32> {
 /// The start of every CPU thread: becomes CPU `c`, publishes its thread id, takes timer interrupts
 /// and — unless `--deaf` — the NMI, and waits for the start flag. Returns the CPU's role.
 pub(crate) fn cpu_prologue(c: usize) -> Role {
+    let role = cpu_prologue_timer_masked(c);
+    sys::unblock(&[libc::SIGUSR2]);
+    role
+}
+
+/// [`cpu_prologue`] for a CPU that starts with interrupts off: the timer interrupt stays masked (the
+/// thread inherits the main thread's mask, which blocks it), so nothing can run on this CPU before
+/// its first instruction after the start flag. The 2020 design's RTAS holder needs this: a timer
+/// interrupt taken before it masked interrupts itself would spin in printk on the log lock of the
+/// CPU frozen in its log call, and it would never take the RTAS lock.
+pub(crate) fn cpu_prologue_timer_masked(c: usize) -> Role {
     let conf = cfg();
     HostPlatform::register_cpu(c);
     // LMM(tid:A): pairs with LMM(tid:B) in `start_cpus` (and the IPI / ticker loads after START).
     SLOTS[c].tid.store(sys::gettid(), Ordering::Release);
-    sys::unblock(&[libc::SIGUSR2]);
     if !conf.is_deaf(c) {
         sys::unblock(&[libc::SIGUSR1]);
     }

@@ -26,14 +26,19 @@
 mod baseline;
 mod capture;
 mod config;
+mod death;
 mod firmware;
 mod harness;
+mod memory;
+mod recovery;
 mod sim;
 mod sys;
+mod track;
 mod truth;
 
 use self::config::USAGE;
 pub use self::config::{Role, SimConfig, EXIT_DEADLOCK, EXIT_FAIL, EXIT_OK, MAX_CPUS};
+pub use self::death::{DeathPoint, LIST as DEATH_POINTS};
 
 /// Runs the demo with `args` (without the program name) and returns the exit code: 0 success,
 /// 2 deadlock detected, 1 any other failure. The capture stage (`--capture-fd N`, what the kexec
@@ -42,6 +47,12 @@ pub use self::config::{Role, SimConfig, EXIT_DEADLOCK, EXIT_FAIL, EXIT_OK, MAX_C
 pub fn run(args: &[String]) -> i32 {
     if let Some(pos) = args.iter().position(|a| a == "--capture-fd") {
         return capture::main(args, pos);
+    }
+    if let Some(i) = args.iter().position(|a| a == "--die-in-drain") {
+        if args.get(i + 1).is_some_and(|v| v == "list") {
+            println!("{DEATH_POINTS}");
+            return EXIT_OK;
+        }
     }
     // The parser decides what is help: `-h` as an option, not as the value of one or after `--`.
     let cfg = match SimConfig::parse(args) {

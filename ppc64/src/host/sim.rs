@@ -3,40 +3,52 @@
 
 use std::ffi::CString;
 use std::fmt::Write as _;
-use std::sync::atomic::{compiler_fence, AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{compiler_fence, AtomicBool, AtomicU64, Ordering};
 use std::sync::OnceLock;
 
-use nmilog::handover;
 use nmilog::host::HostPlatform;
 use nmilog::record::facility;
 use nmilog::ring::WriteStep;
-use nmilog::{FlushStep, Level, Log, Platform};
+use nmilog::{FlushStep, Level, Platform};
 
-use super::config::{
-    Role, SimConfig, DEPTH, EXIT_DEADLOCK, EXIT_FAIL, MAIN_WORDS, MAX_CPUS, RING_WORDS,
-};
+use super::config::{Role, SimConfig, EXIT_DEADLOCK, EXIT_FAIL, MAX_CPUS};
+use super::death::DeathPoint;
 use super::firmware::{Firmware, DEVICE_SOURCES, TOKEN_GET_XIVE, TOKEN_INT_OFF};
 use super::harness::{self, cfg, Line, Milestone};
+use super::memory::{self, Layout, SimLog};
+use super::track::{step_code, SimCpu, Track};
 use super::{sys, truth};
 use crate::crash_state::CrashState;
-use crate::machine::{CrashStage, Machine, RtasArgs, SavedRegs};
+use crate::machine::{CrashStage, DrainStep, Machine, RtasArgs, SavedRegs};
 use crate::report::{MaskPath, ShutdownReport};
 use crate::rtas::{CrashAcquire, RtasLock};
 use crate::shutdown::{crash_shutdown, on_nmi_stop, ShutdownConfig};
 
-type SimLog = Log<HostPlatform, MAX_CPUS, RING_WORDS, MAIN_WORDS, DEPTH>;
-
-static LOG: SimLog = Log::new(HostPlatform::new(4));
 static RTAS: RtasLock = RtasLock::new();
-static CRASH: CrashState<MAX_CPUS> = CrashState::new();
 /// The RTAS argument buffer of normal (locked) calls.
 static RTAS_ARGS: RtasArgs = RtasArgs::new();
 static FW: Firmware = Firmware::new();
-static SIM: [SimCpu; MAX_CPUS] = [const { SimCpu::new() }; MAX_CPUS];
 static REGION: OnceLock<Region> = OnceLock::new();
 static EXEC: OnceLock<ExecArgs> = OnceLock::new();
 static CRASH_ARMED: AtomicBool = AtomicBool::new(false);
 static T_START_LOG: AtomicU64 = AtomicU64::new(0);
+/// The crashing CPU died at its `--die-in-drain` point: the watchdog starts the capture stage.
+static DIED: AtomicBool = AtomicBool::new(false);
+
+/// The log, in the kernel's memory (the handover region).
+fn log() -> &'static SimLog {
+    &memory::kernel().log
+}
+
+/// The crash sequence's state, in the kernel's memory.
+fn crash_state() -> &'static CrashState<MAX_CPUS> {
+    &memory::kernel().crash
+}
+
+/// The log-call tracking of every CPU, in the kernel's memory.
+fn sim_cpus() -> &'static [SimCpu; MAX_CPUS] {
+    &memory::kernel().sim
+}
 
 /// Deferrals of one NMI before the handler gives up waiting for an observable point.
 const MAX_DEFER: u64 = 100_000;
@@ -45,113 +57,15 @@ const MAX_DEFER: u64 = 100_000;
 /// capture stage, and survives `execv`).
 struct Region {
     base: usize,
-    len: usize,
+    layout: Layout,
 }
 
 struct ExecArgs {
     _strings: Vec<CString>,
     /// `char *argv[]`, NULL-terminated, as addresses.
     ptrs: Vec<usize>,
-}
-
-// ------------------------------------------------------------------------------------------------
-// Ground-truth tracking of log calls.
-
-/// One context's log calls on one CPU. Written only by that CPU (its task code or its irq handler);
-/// read by the same CPU's NMI handler, so `Relaxed` plus compiler fences order them (a signal handler
-/// runs on the interrupted thread, after every instruction before the interruption point): the
-/// fences are LMM(track:A), the handler's loads in `Track::resolve` LMM(track:B).
-struct Track {
-    /// Records committed so far (record `n` is the `n`-th call).
-    committed: AtomicU64,
-    /// `i + 1` while inside the log call for record `i`, else 0.
-    in_call: AtomicU64,
-    /// Last write-protocol step reached inside the current call (`WriteStep` index + 1; 0 = none).
-    step: AtomicU8,
-}
-
-impl Track {
-    const fn new() -> Self {
-        Track {
-            committed: AtomicU64::new(0),
-            in_call: AtomicU64::new(0),
-            step: AtomicU8::new(0),
-        }
-    }
-
-    /// `(records committed, frozen inside the call with its record not committed)`, or `None` when
-    /// the interruption point is one where neither is observable: between entering the call and the
-    /// first protocol step (the core's recursion guard may or may not be set) or between the last
-    /// payload store and the commit hook (the commit store may or may not have happened).
-    fn resolve(&self) -> Option<(u64, bool)> {
-        // LMM(track:B): pairs with LMM(track:A), the compiler fences between the interrupted code's
-        // tracking stores: the handler sees them in program order. Relaxed: same thread.
-        let ic = self.in_call.load(Ordering::Relaxed);
-        if ic == 0 {
-            return Some((self.committed.load(Ordering::Relaxed), false));
-        }
-        match self.step.load(Ordering::Relaxed) {
-            // Entered .. PayloadHalf: guard set, record not committed.
-            1..=5 => Some((ic - 1, true)),
-            // Committed, Published: the record is in.
-            7 | 8 => Some((ic, false)),
-            _ => None,
-        }
-    }
-}
-
-fn step_code(s: WriteStep) -> u8 {
-    WriteStep::ALL
-        .iter()
-        .position(|&x| x == s)
-        .map_or(0, |i| i as u8 + 1)
-}
-
-struct SimCpu {
-    task: Track,
-    irq: Track,
-    /// The NMI was deferred to the next observable point (see `Track::resolve`).
-    defer: AtomicBool,
-    deferred: AtomicU64,
-    truth_task: AtomicU64,
-    truth_irq: AtomicU64,
-    /// Bit 0: frozen inside a task log call; bit 1: inside an irq log call.
-    mid: AtomicU8,
-    truth_set: AtomicBool,
-    /// Interrupt presenter priority (0xff: everything presented; 0: nothing).
-    cppr: AtomicU8,
-    /// For a CPU that had not checked in when the handover image's drain began: the task and irq
-    /// records it had committed by then (each must be in the image, or counted).
-    lower_task: AtomicU64,
-    lower_irq: AtomicU64,
-}
-
-impl SimCpu {
-    const fn new() -> Self {
-        SimCpu {
-            task: Track::new(),
-            irq: Track::new(),
-            defer: AtomicBool::new(false),
-            deferred: AtomicU64::new(0),
-            truth_task: AtomicU64::new(0),
-            truth_irq: AtomicU64::new(0),
-            mid: AtomicU8::new(0),
-            truth_set: AtomicBool::new(false),
-            cppr: AtomicU8::new(0xff),
-            lower_task: AtomicU64::new(0),
-            lower_irq: AtomicU64::new(0),
-        }
-    }
-
-    fn set_truth(&self, task: u64, irq: u64, mid: u8) {
-        self.truth_task.store(task, Ordering::Relaxed);
-        self.truth_irq.store(irq, Ordering::Relaxed);
-        self.mid.store(mid, Ordering::Relaxed);
-        // Published to the crashing CPU through the check-in (LMM(checkin:A/B)) or, for the crashing
-        // and deaf CPUs, by this Release (read with Acquire in `kexec`).
-        // LMM(truth:A): pairs with LMM(truth:B) in `fill_truth`.
-        self.truth_set.store(true, Ordering::Release);
-    }
+    /// The same with `--from-memory` (the capture stage after a death of the crash path).
+    ptrs_from_memory: Vec<usize>,
 }
 
 /// If this CPU's NMI was deferred, take it now (we are at an observable point).
@@ -190,7 +104,7 @@ fn log_tracked(me: &SimCpu, tr: &Track, i: u64, text: &[u8], freeze: bool) {
         check_defer(me);
         true
     };
-    let r = LOG.append_raw_with_hook(Level::Info, facility::KERNEL, 0, text, &mut hook);
+    let r = log().append_raw_with_hook(Level::Info, facility::KERNEL, 0, text, &mut hook);
     // LMM(track:A), as above.
     compiler_fence(Ordering::SeqCst);
     if r.is_ok() {
@@ -205,7 +119,7 @@ fn log_tracked(me: &SimCpu, tr: &Track, i: u64, text: &[u8], freeze: bool) {
     tr.step.store(0, Ordering::Relaxed);
     check_defer(me);
     // The rest of the normal path (what `Log::append` does after the append).
-    let _ = LOG.flush();
+    let _ = log().flush();
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -220,7 +134,7 @@ impl Machine for HostMachine {
     }
 
     fn now_ns(&self) -> u64 {
-        LOG.platform().now_ns()
+        log().platform().now_ns()
     }
 
     fn irq_source_count(&self) -> usize {
@@ -236,7 +150,7 @@ impl Machine for HostMachine {
     }
 
     fn mask_at_presenter(&self) {
-        if let Some(s) = SIM.get(HostPlatform::current_cpu()) {
+        if let Some(s) = sim_cpus().get(HostPlatform::current_cpu()) {
             // Release pairs with nothing (stronger than needed): its readers (the ticker,
             // `fill_truth`) use only the value, Relaxed; a stopped CPU's is ordered by
             // LMM(checkin:A/B).
@@ -251,14 +165,15 @@ impl Machine for HostMachine {
     }
 
     fn stage(&self, stage: CrashStage) {
+        die_if(DeathPoint::Stage(stage));
         if stage != CrashStage::ImageStart {
             return;
         }
         // The ground truth's lower bound for the CPUs that did not stop: what they had committed
         // before the image's drain took its snapshot.
         let me = HostPlatform::current_cpu();
-        for (c, s) in SIM.iter().enumerate().take(cfg().cpus) {
-            if c != me && !CRASH.checked_in(c) {
+        for (c, s) in sim_cpus().iter().enumerate().take(cfg().cpus) {
+            if c != me && !crash_state().checked_in(c) {
                 // LMM(committed:B): Acquire, pairs with LMM(committed:A).
                 s.lower_task
                     .store(s.task.committed.load(Ordering::Acquire), Ordering::Relaxed);
@@ -266,6 +181,10 @@ impl Machine for HostMachine {
                     .store(s.irq.committed.load(Ordering::Acquire), Ordering::Relaxed);
             }
         }
+    }
+
+    fn drain_step(&self, step: DrainStep) {
+        die_if(DeathPoint::Drain(step));
     }
 
     fn park(&self) -> ! {
@@ -278,7 +197,7 @@ impl Machine for HostMachine {
             sys::exit_now(EXIT_FAIL);
         };
         let img_at = region.base + truth::BYTES;
-        let img_len = image.len().min(region.len - truth::BYTES);
+        let img_len = image.len().min(region.layout.image_len);
         if image.as_ptr() as usize != img_at {
             // SAFETY: the destination is inside the mapped region (len checked above) and does not
             // overlap `image` unless they are the same bytes (handled by `copy`).
@@ -286,29 +205,96 @@ impl Machine for HostMachine {
         }
         let mut w = [0u64; truth::BYTES / 8];
         fill_truth(&mut w, report, img_len);
-        for (i, v) in w.iter().enumerate() {
-            // SAFETY: `i * 8 + 8 <= truth::BYTES <= region.len`: inside the mapping; unaligned
-            // writes are allowed by `write_unaligned`.
-            unsafe {
-                core::ptr::write_unaligned(
-                    (region.base as *mut u8).add(i * 8) as *mut [u8; 8],
-                    v.to_le_bytes(),
-                )
-            };
+        w[truth::W_REGION_BASE] = region.base as u64;
+        write_truth(region, &w);
+        exec_capture(false)
+    }
+}
+
+/// Replaces the process with the capture stage: after the kexec switchover (`from_memory` false), or,
+/// after the crashing CPU died, as the watchdog's reset into a capture kernel that has nothing but
+/// the memory (`from_memory`: `--from-memory`, no image, no report).
+fn exec_capture(from_memory: bool) -> ! {
+    let Some(exec) = EXEC.get() else {
+        sys::exit_now(EXIT_FAIL);
+    };
+    let ptrs = if from_memory {
+        &exec.ptrs_from_memory
+    } else {
+        &exec.ptrs
+    };
+    // SAFETY: `ptrs` is a NULL-terminated array of pointers to the NUL-terminated strings kept
+    // alive in `exec._strings`; execv only reads them (and replaces the process on success).
+    unsafe {
+        libc::execv(
+            ptrs[0] as *const libc::c_char,
+            ptrs.as_ptr() as *const *const libc::c_char,
+        )
+    };
+    sys::write_fd(2, b"kexec: execv failed\n");
+    sys::exit_now(EXIT_FAIL)
+}
+
+/// `--die-in-drain`: if the crashing CPU reached its death point, it dies here — it tells the
+/// watchdog (as a machine check would reach the firmware) and stops for good, every signal blocked.
+fn die_if(at: DeathPoint) {
+    if cfg().die_in_drain != Some(at) {
+        return;
+    }
+    // LMM(died:A): pairs with LMM(died:B), the watchdog's load: every store of the crash path
+    // before the death is visible to the watchdog before it starts the capture stage.
+    DIED.store(true, Ordering::Release);
+    sys::park_forever()
+}
+
+/// The watchdog's part of a death: the ground-truth block's scenario words (the per-CPU truth is
+/// read from the kernel's memory by the capture stage), then the capture stage from memory.
+fn after_death(conf: &SimConfig) -> ! {
+    let Some(region) = REGION.get() else {
+        sys::exit_now(EXIT_FAIL);
+    };
+    let mut w = [0u64; truth::BYTES / 8];
+    {
+        use truth::*;
+        w[W_MAGIC] = MAGIC;
+        w[W_NCPU] = conf.cpus as u64;
+        w[W_CRASH_CPU] = conf.crash_cpu as u64;
+        w[W_PAPR] = FW.violations.load(Ordering::Relaxed);
+        let (t_start, t_crash) = harness::times();
+        w[W_T_CRASH_MONO] = t_crash;
+        w[W_T_START_MONO] = t_start;
+        w[W_RECORDS] = conf.records;
+        w[W_CRASH_IN_IRQ] = conf.crash_in_irq as u64;
+        w[W_RTAS_IN_CALL] = conf.rtas_in_call as u64;
+        w[W_SEED] = conf.seed;
+        w[W_FW_CALLS] = FW.calls.load(Ordering::Relaxed);
+        w[W_RING_BYTES] = conf.ring_bytes as u64;
+        w[W_ACK_TIMEOUT_MS] = conf.ack_timeout_ms;
+        w[W_T_START_LOG] = T_START_LOG.load(Ordering::Relaxed);
+        w[W_REGION_BASE] = region.base as u64;
+        w[W_DIED] = 1;
+        for cpu in 0..conf.cpus {
+            let b = CPU_BASE + cpu * PER_CPU;
+            w[b + C_ROLE] = conf.role(cpu).code();
+            w[b + C_FREEZE_AT] = conf.freeze_record(cpu);
+            w[b + C_DEAF] = conf.is_deaf(cpu) as u64;
         }
-        let Some(exec) = EXEC.get() else {
-            sys::exit_now(EXIT_FAIL);
-        };
-        // SAFETY: `ptrs` is a NULL-terminated array of pointers to the NUL-terminated strings kept
-        // alive in `exec._strings`; execv only reads them (and replaces the process on success).
+    }
+    write_truth(region, &w);
+    exec_capture(true)
+}
+
+/// Writes the ground-truth block at the start of the region.
+fn write_truth(region: &Region, w: &[u64]) {
+    for (i, v) in w.iter().enumerate().take(truth::BYTES / 8) {
+        // SAFETY: `i * 8 + 8 <= truth::BYTES <= layout.len`: inside the mapping; unaligned writes
+        // are allowed by `write_unaligned`.
         unsafe {
-            libc::execv(
-                exec.ptrs[0] as *const libc::c_char,
-                exec.ptrs.as_ptr() as *const *const libc::c_char,
+            core::ptr::write_unaligned(
+                (region.base as *mut u8).add(i * 8) as *mut [u8; 8],
+                v.to_le_bytes(),
             )
         };
-        sys::write_fd(2, b"kexec: execv failed\n");
-        sys::exit_now(EXIT_FAIL)
     }
 }
 
@@ -350,13 +336,13 @@ fn fill_truth<const CPUS: usize>(w: &mut [u64], r: &ShutdownReport<CPUS>, img_le
     w[W_RTAS_IN_CALL] = c.rtas_in_call as u64;
     w[W_SEED] = c.seed;
     w[W_FW_CALLS] = FW.calls.load(Ordering::Relaxed);
-    w[W_RING_BYTES] = LOG
+    w[W_RING_BYTES] = log()
         .cpu(0)
         .map_or(0, |p| p.rings[0].capacity_words() as u64 * 8);
     w[W_WAIT_SPINS] = r.wait_spins;
     w[W_ACK_TIMEOUT_MS] = c.ack_timeout_ms;
     w[W_T_START_LOG] = T_START_LOG.load(Ordering::Relaxed);
-    for (cpu, s) in SIM.iter().enumerate().take(c.cpus.min(CPUS)) {
+    for (cpu, s) in sim_cpus().iter().enumerate().take(c.cpus.min(CPUS)) {
         let b = CPU_BASE + cpu * PER_CPU;
         // LMM(truth:B): pairs with LMM(truth:A) (stopped CPUs are also ordered by
         // LMM(checkin:A/B)).
@@ -379,12 +365,12 @@ fn fill_truth<const CPUS: usize>(w: &mut [u64], r: &ShutdownReport<CPUS>, img_le
         w[b + C_IRQ] = irq;
         w[b + C_MID] = s.mid.load(Ordering::Relaxed) as u64;
         w[b + C_DEFERRED] = s.deferred.load(Ordering::Relaxed);
-        if let Some((ts, k, d)) = CRASH.stop_info(cpu) {
+        if let Some((ts, k, d)) = crash_state().stop_info(cpu) {
             w[b + C_STOP_TS] = ts;
             w[b + C_STOP_CTX] =
                 nmilog::Header::pack_ctx(k.unwrap_or(nmilog::ContextKind::Task), d) as u64;
         }
-        w[b + C_PC] = CRASH.saved_regs(cpu).map_or(0, |r| r.pc as u64);
+        w[b + C_PC] = crash_state().saved_regs(cpu).map_or(0, |r| r.pc as u64);
         w[b + C_FREEZE_AT] = c.freeze_record(cpu);
         w[b + C_CPPR] = s.cppr.load(Ordering::Relaxed) as u64;
         w[b + C_DEAF] = c.is_deaf(cpu) as u64;
@@ -399,8 +385,8 @@ fn fill_truth<const CPUS: usize>(w: &mut [u64], r: &ShutdownReport<CPUS>, img_le
 /// The NMI (system reset) handler: `SIGUSR1`, every other signal blocked while it runs.
 extern "C" fn on_nmi(_sig: i32, _info: *mut libc::siginfo_t, uc: *mut libc::c_void) {
     let c = HostPlatform::current_cpu();
-    let Some(me) = SIM.get(c) else { return };
-    if LOG.crashing_cpu().is_none_or(|x| x == c) {
+    let Some(me) = sim_cpus().get(c) else { return };
+    if log().crashing_cpu().is_none_or(|x| x == c) {
         return;
     }
     let t = me.task.resolve();
@@ -425,9 +411,9 @@ extern "C" fn on_nmi(_sig: i32, _info: *mut libc::siginfo_t, uc: *mut libc::c_vo
         _ => ", inside task and irq log calls",
     };
     on_nmi_stop(
-        &LOG,
+        log(),
         &HostMachine,
-        &CRASH,
+        crash_state(),
         SavedRegs { pc, sp, msr: 0 },
         format_args!("pc={:#x}{}", pc, what),
     );
@@ -436,8 +422,8 @@ extern "C" fn on_nmi(_sig: i32, _info: *mut libc::siginfo_t, uc: *mut libc::c_vo
 /// The timer interrupt: `SIGUSR2` (only itself blocked while it runs, so the NMI can land in it).
 extern "C" fn on_timer(_sig: i32, _info: *mut libc::siginfo_t, _uc: *mut libc::c_void) {
     let c = HostPlatform::current_cpu();
-    let Some(me) = SIM.get(c) else { return };
-    LOG.irq_enter();
+    let Some(me) = sim_cpus().get(c) else { return };
+    log().irq_enter();
     let i = me.irq.committed.load(Ordering::Relaxed);
     let mut line = Line::new();
     let _ = write!(line, "cpu={} irq n={}", c, i);
@@ -446,7 +432,7 @@ extern "C" fn on_timer(_sig: i32, _info: *mut libc::siginfo_t, _uc: *mut libc::c
     if CRASH_ARMED.load(Ordering::Acquire) && c == cfg().crash_cpu {
         crash_now(c, "an oops in the timer interrupt");
     }
-    LOG.irq_exit();
+    log().irq_exit();
     check_defer(me);
 }
 
@@ -456,7 +442,7 @@ extern "C" fn on_timer(_sig: i32, _info: *mut libc::siginfo_t, _uc: *mut libc::c
 fn cpu_main(c: usize) {
     let role = harness::cpu_prologue(c);
     let conf = cfg();
-    let me = &SIM[c];
+    let me = &sim_cpus()[c];
     let freeze_at = conf.freeze_record(c);
     for i in 0..conf.records {
         let mut line = Line::new();
@@ -497,7 +483,7 @@ fn cpu_main(c: usize) {
 /// A CPU that never saw the NMI: logs task records from `from` on, through the crash and after it,
 /// until the switchover replaces the process.
 fn keep_logging(c: usize, from: u64) -> ! {
-    let me = &SIM[c];
+    let me = &sim_cpus()[c];
     let mut i = from;
     loop {
         let mut line = Line::new();
@@ -512,7 +498,7 @@ fn keep_logging(c: usize, from: u64) -> ! {
 /// the seed's step, holding flush ownership, until the crash has begun; then waits the seed's delay
 /// and resumes, finishing the move (and the flush round). Returns the next task record number.
 fn own_the_flush_at_the_crash(c: usize, from: u64) -> u64 {
-    let me = &SIM[c];
+    let me = &sim_cpus()[c];
     let (step, delay_us) = cfg().flusher_pause();
     let want = FlushStep::ALL[step];
     let mut parked = false;
@@ -525,7 +511,7 @@ fn own_the_flush_at_the_crash(c: usize, from: u64) -> u64 {
         tr.in_call.store(i + 1, Ordering::Relaxed);
         // LMM(track:A), as in `log_tracked`.
         compiler_fence(Ordering::SeqCst);
-        if LOG
+        if log()
             .append_raw(Level::Info, facility::KERNEL, 0, line.bytes())
             .is_ok()
         {
@@ -536,7 +522,7 @@ fn own_the_flush_at_the_crash(c: usize, from: u64) -> u64 {
         compiler_fence(Ordering::SeqCst);
         tr.in_call.store(0, Ordering::Relaxed);
         i += 1;
-        let _ = LOG.flush_with_hook(&mut |s: FlushStep| {
+        let _ = log().flush_with_hook(&mut |s: FlushStep| {
             if s == want && !parked {
                 parked = true;
                 harness::reached(c, Milestone::ParkedInFlush);
@@ -554,7 +540,7 @@ fn own_the_flush_at_the_crash(c: usize, from: u64) -> u64 {
 /// Takes the RTAS lock (interrupts off, as `lock_rtas()`), fills the shared argument buffer and
 /// stays there — before the call proper, or inside it — until the NMI stops this CPU.
 fn rtas_hold(c: usize, inside: bool, deaf: bool) -> ! {
-    let me = &SIM[c];
+    let me = &sim_cpus()[c];
     sys::block(&[libc::SIGUSR2]);
     if deaf {
         // Hung holding the lock: it will never check in (and never give the lock back).
@@ -577,7 +563,7 @@ fn rtas_hold(c: usize, inside: bool, deaf: bool) -> ! {
 }
 
 fn crash_cpu_main(c: usize) -> ! {
-    let me = &SIM[c];
+    let me = &sim_cpus()[c];
     harness::wait_for_setup(true);
     if cfg().crash_in_irq {
         // LMM(arm:A): pairs with LMM(arm:B) in the timer handler.
@@ -592,7 +578,7 @@ fn crash_cpu_main(c: usize) -> ! {
 }
 
 fn crash_now(c: usize, reason: &str) -> ! {
-    let me = &SIM[c];
+    let me = &sim_cpus()[c];
     me.set_truth(
         me.task.committed.load(Ordering::Relaxed),
         me.irq.committed.load(Ordering::Relaxed),
@@ -600,13 +586,13 @@ fn crash_now(c: usize, reason: &str) -> ! {
     );
     harness::mark_crash_started();
     let region = REGION.get().expect("mapped at start-up");
-    // SAFETY: the region is a live shared mapping of `len` bytes that nothing else references; only
-    // the crashing CPU gets here (one designated CPU, once: crash_now never returns), so this is the
-    // only reference to the image part.
+    // SAFETY: the region is a live shared mapping of `layout.len` bytes; its image part
+    // (`image_len` bytes after the truth block, before the kernel's memory) is referenced nowhere
+    // else: only the crashing CPU gets here (one designated CPU, once: crash_now never returns).
     let image = unsafe {
         std::slice::from_raw_parts_mut(
             (region.base + truth::BYTES) as *mut u8,
-            region.len - truth::BYTES,
+            region.layout.image_len,
         )
     };
     let sc = ShutdownConfig {
@@ -614,9 +600,9 @@ fn crash_now(c: usize, reason: &str) -> ! {
         max_wait_spins: u64::MAX,
     };
     crash_shutdown(
-        &LOG,
+        log(),
         &HostMachine,
-        &CRASH,
+        crash_state(),
         &RTAS,
         image,
         &sc,
@@ -630,28 +616,31 @@ fn crash_now(c: usize, reason: &str) -> ! {
 pub(crate) fn run(conf: SimConfig) -> i32 {
     let conf = harness::configure(conf);
     let ncpu = conf.cpus;
-    LOG.platform().set_cpu_count(ncpu);
-    let words = conf.ring_bytes / core::mem::size_of::<usize>();
-    if LOG.set_ring_capacity_words(words) != Ok(words) {
-        eprintln!("cannot set the ring capacity to {} bytes", conf.ring_bytes);
-        return EXIT_FAIL;
-    }
-    LOG.set_flush_settle_ns(1_000_000);
-    FW.nsrc.store(ncpu + DEVICE_SOURCES, Ordering::Relaxed);
     if let Err(e) = map_region_and_exec_args(conf) {
         eprintln!("{e}");
         return EXIT_FAIL;
     }
+    let words = conf.ring_bytes / core::mem::size_of::<usize>();
+    if log().set_ring_capacity_words(words) != Ok(words) {
+        eprintln!("cannot set the ring capacity to {} bytes", conf.ring_bytes);
+        return EXIT_FAIL;
+    }
+    log().set_flush_settle_ns(1_000_000);
+    FW.nsrc.store(ncpu + DEVICE_SOURCES, Ordering::Relaxed);
 
     harness::install_signals(on_nmi, on_timer);
     harness::banner("nmilog crash demo (lock-free crash path)");
-    T_START_LOG.store(LOG.platform().now_ns(), Ordering::Relaxed);
+    T_START_LOG.store(log().platform().now_ns(), Ordering::Relaxed);
     if let Err(code) = harness::start_cpus(cpu_main) {
         return code;
     }
     harness::tick_until(
-        |c| FW.source_enabled(c) && SIM[c].cppr.load(Ordering::Relaxed) != 0,
+        |c| FW.source_enabled(c) && sim_cpus()[c].cppr.load(Ordering::Relaxed) != 0,
         |waited| {
+            // LMM(died:B): pairs with LMM(died:A).
+            if DIED.load(Ordering::Acquire) {
+                after_death(conf);
+            }
             let limit = conf.ack_timeout_ns().saturating_add(10_000_000_000);
             (waited > limit).then(|| {
                 watchdog_report(conf, waited);
@@ -660,7 +649,7 @@ pub(crate) fn run(conf: SimConfig) -> i32 {
         },
         || {
             let mut s = String::from("setup timeout: the scenario never reached its crash point\n");
-            for (c, sc) in SIM.iter().enumerate().take(ncpu) {
+            for (c, sc) in sim_cpus().iter().enumerate().take(ncpu) {
                 let _ = writeln!(
                     s,
                     "  CPU {c}: {} task records committed, role {}",
@@ -677,11 +666,14 @@ pub(crate) fn run(conf: SimConfig) -> i32 {
 /// arguments of the capture stage (`--capture-fd N` and the output options), so that the crash path
 /// neither allocates nor formats.
 fn map_region_and_exec_args(conf: &SimConfig) -> Result<(), String> {
-    let len = truth::BYTES + handover::max_image_size(conf.cpus, DEPTH, RING_WORDS, MAIN_WORDS);
-    let (fd, base) = sys::shared_region(len)?;
+    let layout = Layout::new(conf.cpus);
+    let (fd, base) = sys::shared_region(layout.len)?;
+    // SAFETY: a fresh (zero-filled) shared mapping of `layout.len` bytes, page-aligned, kept for the
+    // rest of the process and referenced only through the region and the kernel from here on.
+    unsafe { memory::boot(base, &layout, conf.cpus) }?;
     let _ = REGION.set(Region {
         base: base as usize,
-        len,
+        layout,
     });
     let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
     let mut strings = vec![
@@ -694,9 +686,14 @@ fn map_region_and_exec_args(conf: &SimConfig) -> Result<(), String> {
     }
     let mut ptrs: Vec<usize> = strings.iter().map(|s| s.as_ptr() as usize).collect();
     ptrs.push(0);
+    let from_memory = CString::new("--from-memory").unwrap_or_default();
+    let mut ptrs_from_memory = ptrs.clone();
+    ptrs_from_memory.insert(3, from_memory.as_ptr() as usize);
+    strings.push(from_memory);
     let _ = EXEC.set(ExecArgs {
         _strings: strings,
         ptrs,
+        ptrs_from_memory,
     });
     Ok(())
 }

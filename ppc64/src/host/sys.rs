@@ -221,3 +221,33 @@ pub(crate) fn shared_region(len: usize) -> Result<(i32, *mut u8), String> {
     }
     Ok((fd, p as *mut u8))
 }
+
+/// Maps the whole file `fd` read-only (shared). Returns `(base, len)`; the mapping is never unmapped.
+pub(crate) fn map_fd_readonly(fd: i32) -> Result<(*const u8, usize), String> {
+    // SAFETY: stat is plain data; fstat fills it.
+    let mut st: libc::stat = unsafe { core::mem::zeroed() };
+    // SAFETY: `st` is a valid stat buffer; fstat fails cleanly on a bad descriptor.
+    if unsafe { libc::fstat(fd, &mut st) } != 0 {
+        return Err(format!("fstat of descriptor {fd} failed"));
+    }
+    let len = st.st_size as usize;
+    if len == 0 {
+        return Err(format!("descriptor {fd} is empty"));
+    }
+    // SAFETY: mapping `len` bytes of an open descriptor, read-only, at an address the kernel
+    // chooses.
+    let p = unsafe {
+        libc::mmap(
+            core::ptr::null_mut(),
+            len,
+            libc::PROT_READ,
+            libc::MAP_SHARED,
+            fd,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return Err(format!("mmap of descriptor {fd} failed"));
+    }
+    Ok((p as *const u8, len))
+}

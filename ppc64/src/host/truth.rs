@@ -37,6 +37,10 @@ pub const W_RING_BYTES: usize = 26;
 pub const W_WAIT_SPINS: usize = 27;
 pub const W_ACK_TIMEOUT_MS: usize = 28;
 pub const W_T_START_LOG: usize = 29;
+/// The handover region's address in the crashed process (a dump's base address).
+pub const W_REGION_BASE: usize = 30;
+/// 1 if the crashing CPU died (`--die-in-drain`): no image, the capture stage reads the memory.
+pub const W_DIED: usize = 31;
 /// Per-CPU blocks start here, `PER_CPU` words each.
 pub const CPU_BASE: usize = 32;
 pub const PER_CPU: usize = 15;

@@ -1,0 +1,120 @@
+//! The simulated kernel's memory and the handover region it lives in.
+//!
+//! The region is one shared mapping of a `memfd` that survives the `execv` into the capture stage:
+//!
+//! | offset                  | what                                                               |
+//! |-------------------------|--------------------------------------------------------------------|
+//! | 0                       | the ground-truth block ([`super::truth`]; word `W_REGION_BASE`: the mapping's address in the crashed process, written at boot) |
+//! | `truth::BYTES`          | the handover image, written by the crash path                      |
+//! | [`Layout::kernel_at`]   | the [`Kernel`]: the `Log`, its boot-time `LogDescriptor`, the crash sequence's [`CrashState`] (its check-in flags) and the simulation's log-call tracking |
+//!
+//! Whatever becomes of the crash path, the log is in this memory: when the crashing CPU dies
+//! (`--die-in-drain`), the capture stage scans the region for the descriptor
+//! ([`nmilog::recover::scan`]) — no address is passed to it — and rebuilds the image from the rings
+//! and the main log as the dead process left them.
+
+use core::mem::size_of;
+use std::sync::atomic::{AtomicPtr, Ordering};
+
+use nmilog::handover;
+use nmilog::host::HostPlatform;
+use nmilog::recover::LogDescriptor;
+use nmilog::Log;
+
+use super::config::{DEPTH, MAIN_WORDS, MAX_CPUS, RING_WORDS};
+use super::track::SimCpu;
+use super::truth;
+use crate::crash_state::CrashState;
+
+/// The simulation's log.
+pub(crate) type SimLog = Log<HostPlatform, MAX_CPUS, RING_WORDS, MAIN_WORDS, DEPTH>;
+
+/// Everything of the simulated kernel a dump reader may need, in the handover region.
+#[repr(C)]
+pub(crate) struct Kernel {
+    /// The log (all-zero bytes are `Log::new(HostPlatform::new(0))`; the CPU count is set at boot).
+    pub(crate) log: SimLog,
+    /// The log's descriptor, written once at boot.
+    pub(crate) desc: LogDescriptor<{ SimLog::DESCRIPTOR_WORDS }>,
+    /// The crash sequence's state (the check-in flags the descriptor names).
+    pub(crate) crash: CrashState<MAX_CPUS>,
+    /// Ground-truth tracking of every CPU's log calls.
+    pub(crate) sim: [SimCpu; MAX_CPUS],
+}
+
+/// Where things are in a region for `cpus` CPUs.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Layout {
+    /// Bytes for the handover image.
+    pub(crate) image_len: usize,
+    /// Offset of the [`Kernel`] (page-aligned).
+    pub(crate) kernel_at: usize,
+    /// Bytes in the region.
+    pub(crate) len: usize,
+}
+
+impl Layout {
+    pub(crate) fn new(cpus: usize) -> Layout {
+        let image_len = handover::max_image_size(cpus, DEPTH, RING_WORDS, MAIN_WORDS);
+        let kernel_at = (truth::BYTES + image_len).next_multiple_of(4096);
+        Layout {
+            image_len,
+            kernel_at,
+            len: kernel_at + size_of::<Kernel>(),
+        }
+    }
+}
+
+const _: () = assert!(core::mem::align_of::<Kernel>() <= 4096);
+
+static KERNEL: AtomicPtr<Kernel> = AtomicPtr::new(core::ptr::null_mut());
+
+/// Boot: takes the [`Kernel`] at `base + layout.kernel_at` (zero-filled memory of the fresh
+/// mapping), initialises what zero is not the initial value of, sets the CPU count and writes the
+/// descriptor (after the CPU count is final, as `Log::describe` requires). Call once, before any
+/// CPU runs. `Err`: the descriptor did not fit (a bug in the sizes).
+///
+/// # Safety
+/// `base` is a live, writable, page-aligned mapping of `layout.len` bytes, zero-filled, that lives
+/// (and is not otherwise referenced) for the rest of the process.
+pub(crate) unsafe fn boot(
+    base: *mut u8,
+    layout: &Layout,
+    cpus: usize,
+) -> Result<&'static Kernel, String> {
+    // SAFETY: inside the mapping (the caller's contract), page-aligned (align of Kernel <= 4096).
+    let p = unsafe { base.add(layout.kernel_at) } as *mut Kernel;
+    // SAFETY: the crash state and the tracking are written in place with their `new()` values
+    // (small, unlike the log); the pointers are in bounds and aligned (see above), and nothing
+    // references them yet.
+    unsafe {
+        core::ptr::addr_of_mut!((*p).crash).write(CrashState::new());
+        core::ptr::addr_of_mut!((*p).sim).write([const { SimCpu::new() }; MAX_CPUS]);
+    }
+    // SAFETY: all-zero bytes are a valid `Log<HostPlatform, ..>` and `LogDescriptor` (every field
+    // an atomic whose `new()` value is 0); the rest was initialised above. The mapping lives for the
+    // rest of the process (caller's contract).
+    let k: &'static Kernel = unsafe { &*p };
+    k.log.platform().set_cpu_count(cpus);
+    k.desc
+        .describe(&k.log, Some(k.crash.stop_flags()))
+        .map_err(|e| format!("describing the log: {e:?}"))?;
+    // Release: pairs with the Acquire in `kernel`.
+    KERNEL.store(p, Ordering::Release);
+    Ok(k)
+}
+
+/// The kernel booted by [`boot`].
+///
+/// # Panics
+/// Before [`boot`] (a bug: every CPU and handler runs after it).
+pub(crate) fn kernel() -> &'static Kernel {
+    // Acquire: pairs with the Release in `boot`.
+    let p = KERNEL.load(Ordering::Acquire);
+    assert!(
+        !p.is_null(),
+        "the kernel's memory is set up before anything runs"
+    );
+    // SAFETY: set once by `boot` to a `Kernel` that lives for the rest of the process.
+    unsafe { &*p }
+}
