@@ -372,7 +372,8 @@ check_dump() {
     [ "$drc" = 0 ] && pass "dmesg --from-memory $mem --base 0 --json: exit 0" || { fail "dmesg --from-memory exit $drc"; rm -f "$mem"; return; }
     # The capture stage's dmesg, and dmesg's JSON records in the console's format.
     sed -n '/^capture: image v[0-9]*: .* dmesg follows$/,/^capture: end of dmesg$/p' "$log" | sed '1d;$d' >"$cap"
-    awk '{
+    # (Only the record lines: dmesg ends with a summary object, which has no "ts_ns".)
+    awk '/"ts_ns":/ {
         match($0, /"ts_ns":[0-9]+/); ts = substr($0, RSTART + 8, RLENGTH - 8) + 0
         match($0, /"cpu":[0-9]+/); cpu = substr($0, RSTART + 6, RLENGTH - 6)
         match($0, /"ctx":"[a-z0-9]+"/); ctx = substr($0, RSTART + 7, RLENGTH - 8)
