@@ -352,6 +352,11 @@ check_die() {
     expect_msg 2 '\[mask_path=rtas\]$' "mask path record"
     expect_msg 5 '^\[ *[0-9]+\.[0-9]{6}\] C0/crash crash: log drained: ' "C0/crash drain report"
     expect_msg 5 '^\[ *[0-9]+\.[0-9]{6}\] C0/crash kexec: Starting switchover sequence\.$' "C0/crash switchover"
+    has '^capture: flight recorder at 0x[0-9a-f]+: [0-9]+ breadcrumb\(s\), 0 overwritten, 0 torn; ' && pass "flight recorder read after the death: breadcrumbs kept, none torn" || fail "no flight recorder line after the death"
+    if [ "$r" -ge 3 ]; then
+        has '^capture: flight +[0-9]+\.[0-9]{3} ms C0 masked ' && pass "flight: the dead path's 'masked' breadcrumb" || fail "flight: no 'masked' breadcrumb before a death at $point"
+    fi
+    has '^capture: flight: the crash path.s last breadcrumb: [a-z-]+$' && pass "flight: the dead path's last breadcrumb named" || fail "flight: no last breadcrumb line"
     has "^capture: the crash path died at $point: its messages up to there: " && pass "capture: the crash path's messages checked against the death point" || fail "no 'the crash path died at' line"
     for ((c = 0; c < cpus; c++)); do
         line=$(grep -E "^capture: C$c: task" "$log")
