@@ -218,12 +218,14 @@ impl FlightRecorder {
             s.arg.store(0, Ordering::Relaxed);
         }
         self.head.store(0, Ordering::Relaxed);
-        // Release: a reader that sees the magic sees empty slots.
+        // LMM(flight:E): Release pairs with LMM(flight:F) in `is_valid`: a reader that sees the
+        // magic sees the emptied slots and head.
         self.magic.store(FLIGHT_MAGIC, Ordering::Release);
     }
 
     /// Whether the magic is there (memory that holds a recorder).
     pub fn is_valid(&self) -> bool {
+        // LMM(flight:F): Acquire pairs with LMM(flight:E) in `reset`.
         self.magic.load(Ordering::Acquire) == FLIGHT_MAGIC
     }
 
@@ -247,7 +249,8 @@ impl FlightRecorder {
     /// Breadcrumbs recorded since [`reset`](Self::reset) (claimed: a writer may still be filling the
     /// newest).
     pub fn recorded(&self) -> u64 {
-        self.head.load(Ordering::Acquire)
+        // Relaxed: each slot is validated by its own sequence word (LMM(flight:B)).
+        self.head.load(Ordering::Relaxed)
     }
 
     /// Breadcrumbs overwritten by newer ones (the ring keeps the newest [`FLIGHT_SLOTS`]).

@@ -791,7 +791,11 @@ mod tests {
         assert!(has(t, "CPU 2 stopped"));
         // The timeline, in order.
         let ev: Vec<_> = r.crumbs.iter().map(|c| c.0).collect();
-        let at = |e: E| ev.iter().position(|x| *x == e).expect(e.name());
+        let at = |e: E| {
+            ev.iter()
+                .position(|x| *x == e)
+                .unwrap_or_else(|| panic!("no {} breadcrumb", e.name()))
+        };
         assert_eq!(r.crumbs[0], (E::Entered, 0, 4));
         assert_eq!(r.crumbs[at(E::IpiSent)], (E::IpiSent, 0, 0b1110));
         assert!(r.crumbs.contains(&(E::CheckIn, 1, 0)));
