@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Build the bare-metal pseries kernel and its capture stage, and boot a crash scenario under QEMU.
 #
-#   ppc64/pseries/run.sh [--cpus N] [--scenario S] [--die POINT] [--dump-memory FILE] [--timeout SECS]
+#   ppc64/pseries/run.sh [--cpus N] [--maxcpus M] [--scenario S] [--die POINT] [--dump-memory FILE] [--timeout SECS]
 #                        [--slof] [--no-build] [-- extra qemu args]
 #
+# --maxcpus M: M CPU slots, N of them plugged (`-smp N,maxcpus=M`): CPUs N..M-1 are offline.
 # Scenarios: default (CPU 2 frozen mid-log-write + CPU 3 frozen holding the RTAS lock), freeze-in-log,
 # rtas-held, rtas-in-call, deaf, deaf-logging, die-in-drain (the crashing CPU dies at --die POINT of
 # its crash path; the capture stage rebuilds the log from memory), baseline (the 2020 locked design:
@@ -20,6 +21,7 @@ set -euo pipefail
 
 cd "$(dirname "$0")"
 cpus=4
+maxcpus=
 secs=60
 firmware=vof
 build=1
@@ -31,6 +33,8 @@ while [ $# -gt 0 ]; do
     case "$1" in
         --cpus) cpus="$2"; shift 2 ;;
         --cpus=*) cpus="${1#*=}"; shift ;;
+        --maxcpus) maxcpus="$2"; shift 2 ;;
+        --maxcpus=*) maxcpus="${1#*=}"; shift ;;
         --scenario) scenario="$2"; shift 2 ;;
         --scenario=*) scenario="${1#*=}"; shift ;;
         --die) die="$2"; shift 2 ;;
@@ -41,7 +45,7 @@ while [ $# -gt 0 ]; do
         --slof) firmware=slof; shift ;;
         --no-build) build=0; shift ;;
         --) shift; extra=("$@"); break ;;
-        -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
         *) echo "run.sh: unknown argument $1" >&2; exit 2 ;;
     esac
 done
@@ -123,14 +127,14 @@ start=$(date +%s%N)
 set +e
 timeout "$secs" qemu-system-ppc64 \
     -M "$machine" -nodefaults -serial stdio -display none \
-    -smp "$cpus" -accel tcg,thread=multi -m ${ram_mib}M \
+    -smp "$cpus${maxcpus:+,maxcpus=$maxcpus}" -accel tcg,thread=multi -m ${ram_mib}M \
     -kernel "$elf" -append "$append" \
     -device "loader,file=$capture,addr=$staging,force-raw=on" \
     "${extra[@]}" </dev/null 2> >(grep -v "TCG doesn't support requested feature" >&2) | tee "$log"
 rc=${PIPESTATUS[0]}
 set -e
 end=$(date +%s%N)
-echo "run.sh: qemu exit status $rc after $(( (end - start) / 1000000 )) ms (-smp $cpus, $append, firmware $firmware)" >&2
+echo "run.sh: qemu exit status $rc after $(( (end - start) / 1000000 )) ms (-smp $cpus${maxcpus:+,maxcpus=$maxcpus}, $append, firmware $firmware)" >&2
 if [ -n "$dumper" ]; then
     kill "$dumper" 2>/dev/null || true
     wait "$dumper" 2>/dev/null || true

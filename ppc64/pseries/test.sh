@@ -4,8 +4,10 @@
 #
 #   ppc64/pseries/test.sh [--no-build | --build-only] [--timeout SECS]
 #
-# Fixed design (default, freeze-in-log, rtas-held, rtas-in-call, deaf, deaf-logging; 4 CPUs, plus default on 8 CPUs
-# and freeze-in-log on 2): QEMU powers off with status 0; the capture stage's last line is
+# Fixed design (default, freeze-in-log, rtas-held, rtas-in-call, deaf, deaf-logging, hard-lockup; 4 CPUs,
+# plus default on 8 CPUs, freeze-in-log on 2, and freeze-in-log on 3 of 4 CPU slots (`--maxcpus 4`: CPU 3
+# offline)): the flight recorder's timeline runs from "entered" to "switchover" in order, every CPU's
+# outcome (answered the crash IPI / the escalation's system reset / never / offline) is the expected one; QEMU powers off with status 0; the capture stage's last line is
 # "capture: recovered=N torn=T dropped=0 cpus=C mask=PATH ok" with the scenario's T and PATH; every CPU
 # has contiguous task and interrupt records, every stopped CPU its NMI "stopped" record, the crashing
 # CPU "IPI complete" and "kexec: Starting switchover sequence." in crash context; the record the frozen
@@ -110,6 +112,7 @@ check_fixed() {
     fi
     [ "$(tail -2 "$log" | head -1)" = "$last" ] && pass "the verdict is the capture stage's last line" || fail "the verdict is not the last console line"
     for ((c = 0; c < cpus; c++)); do
+        [ "${offline_cpus:-99}" -le "$c" ] && continue
         local line
         line=$(grep -E "^capture: C$c: task" "$log")
         if [[ "$line" =~ task\ n=0\.\.[0-9]+\ \([0-9]+,\ contiguous\)\ \|\ irq\ n=[0-9]+\.\.[0-9]+\ \([0-9]+,\ contiguous\) ]]; then
@@ -136,6 +139,22 @@ check_fixed() {
     has '^\[ *[0-9]+\.[0-9]{6}\] C0/crash IPI complete$' && pass "C0/crash IPI complete" || fail "no 'IPI complete' from C0 in crash context"
     has '^\[ *[0-9]+\.[0-9]{6}\] C0/crash kexec: Starting switchover sequence\.$' && pass "C0/crash kexec: Starting switchover sequence." || fail "no switchover line"
     has "\[mask_path=$mask\]$" && pass "mask path logged by the sequence" || fail "no [mask_path=$mask] record"
+    # The flight recorder: the crash path's timeline, in order, outcomes as reported.
+    has '^capture: flight recorder at 0x[0-9a-f]+: [0-9]+ breadcrumb\(s\), 0 overwritten, 0 torn; ' && pass "flight recorder: breadcrumbs kept, none torn" || fail "no flight recorder line"
+    has '^capture: flight: entered \.\. switchover, in order; per-CPU outcomes agree with the sequence.s report$' && pass "flight timeline: entered .. switchover in order; outcomes agree" || fail "flight timeline check"
+    has '^capture: flight +[0-9]+\.[0-9]{3} ms C0 switchover \([0-9]+ bytes\)$' && pass "flight: switchover breadcrumb" || fail "no switchover breadcrumb"
+    for ((c = 1; c < cpus; c++)); do
+        [ "${offline_cpus:-99}" -le "$c" ] && continue
+        if [ "$c" = "$deaf" ]; then
+            has "^capture: C$c: crash stop: never answered\$" && pass "C$c: outcome never answered" || fail "C$c: outcome not 'never answered'"
+        elif [ "$c" = "${reset_cpu:--}" ]; then
+            has "^capture: C$c: crash stop: answered the system reset\$" && pass "C$c: outcome answered the system reset" || fail "C$c: outcome not 'answered the system reset'"
+            has "^capture: flight +[0-9]+\.[0-9]{3} ms C$c check-in \(after the escalation\)\$" && pass "flight: C$c checked in after the escalation" || fail "flight: no escalation check-in for C$c"
+        else
+            has "^capture: C$c: crash stop: answered the crash IPI\$" && pass "C$c: outcome answered the crash IPI" || fail "C$c: outcome not 'answered the crash IPI'"
+            has "^capture: flight +[0-9]+\.[0-9]{3} ms C$c check-in \(answered the crash IPI\)\$" || fail "flight: no check-in breadcrumb for C$c"
+        fi
+    done
     has "timestamps ordered, IPI complete yes, switchover yes, corruption none, mask path agrees \\(sequence report: [a-z-]+, $missing CPUs did not answer\\)" && pass "capture checks: timestamps ordered, no corruption, mask path agrees with the sequence's report, $missing CPU(s) did not answer" || fail "capture checks"
     if [ "$frozen" != - ]; then
         local n
@@ -183,8 +202,12 @@ run default 4 default;             check_fixed 4 1 rtas-takeover 2; report
 run freeze-in-log 4 freeze-in-log; check_fixed 4 1 rtas 2; report
 run rtas-held 4 rtas-held;         check_fixed 4 0 rtas-takeover -; report
 run rtas-in-call 4 rtas-in-call;   check_fixed 4 0 presenter -; report
-run deaf 4 deaf;                   check_fixed 4 0 rtas - 1; report
-run deaf-logging 4 deaf-logging;   drops_ok=1 check_fixed 4 1 rtas 2 1; report
+run deaf 4 deaf;                   check_fixed 4 0 rtas - 1
+has 'C0/crash crash: CPU 1 did not answer the system reset within 1000 ms either$' && pass "C0: CPU 1 did not answer the escalation's system reset either" || fail "no 'did not answer the system reset' record"
+report
+run deaf-logging 4 deaf-logging;   drops_ok=1 check_fixed 4 1 rtas 2 1
+has 'C0/crash crash: system reset to CPU 1: lost \(scenario deaf-logging\)$' && pass "C0: the escalation's reset to CPU 1 is lost too" || fail "no lost-reset record"
+report
 deaf_after=$(grep -cE '^\[ *[0-9]+\.[0-9]{6}\] C1 cpu=1 n=' "$log")
 last_c1=$(grep -E '^\[ *[0-9]+\.[0-9]{6}\] C1 cpu=1 n=' "$log" | tail -1 | sed -E 's/.*\[ *([0-9]+\.[0-9]{6})\].*/\1/')
 ipi_at=$(grep -E 'C0/crash IPI complete$' "$log" | sed -E 's/.*\[ *([0-9]+\.[0-9]{6})\].*/\1/')
@@ -193,6 +216,24 @@ if [ -n "$last_c1" ] && [ -n "$ipi_at" ] && awk "BEGIN{exit !($last_c1 > $ipi_at
 else
     fail "deaf-logging: no CPU 1 record after IPI complete (last $last_c1, IPI complete $ipi_at)"
 fi
+# Escalation: CPU 1 in a hard lockup misses the crash IPI; the system reset stops it.
+run hard-lockup 4 hard-lockup;     reset_cpu=1 check_fixed 4 1 rtas 2; report
+has 'C0/crash crash: CPU 1 did not answer the NMI IPI within 1000 ms$' && pass "C0: CPU 1 did not answer the IPI" || fail "no 'CPU 1 did not answer' record"
+has 'C0/crash crash: escalation: H_SIGNAL_SYS_RESET\([0-9]+\) to CPU 1 = 0$' && pass "C0: system reset sent to CPU 1" || fail "no escalation reset record"
+has 'C0/crash crash: Activate system reset \(dumprestart\) to stop other cpu\(s\): system reset sent to 1 CPU\(s\)' && pass "C0: escalation announced" || fail "no escalation announcement"
+has '^capture: flight +[0-9]+\.[0-9]{3} ms C0 escalated \(system reset to CPU mask 0x2\)$' && pass "flight: escalated to CPU mask 0x2" || fail "no escalated breadcrumb"
+has '^capture: flight +[0-9]+\.[0-9]{3} ms C0 reset-wait-done \(0 CPU\(s\) still missing\)$' && pass "flight: reset wait done, none missing" || fail "no reset-wait-done breadcrumb"
+! has 'did not answer the system reset' && pass "no CPU missed the reset" || fail "a CPU missed the reset"
+report
+# Offline CPUs: -smp 3,maxcpus=4: CPU 3 is an empty slot: not waited for, reported offline.
+run offline 3 freeze-in-log --maxcpus 4
+offline_cpus=3 check_fixed 4 1 rtas 2; report
+has 'C0/crash crash: CPU 3 is offline: not waited for$' && pass "C0: CPU 3 offline, not waited for" || fail "no offline record"
+has '^capture: C3: offline: no records, no stopped record, not waited for$' && pass "capture: C3 offline, no records" || fail "capture: C3 not offline"
+has '^capture: C3: crash stop: offline$' && pass "C3: outcome offline" || fail "C3: outcome not offline"
+has 'C0/crash crash: sending NMI IPI to 2 other CPUs$' && pass "IPI to the 2 online CPUs" || fail "IPI count"
+! has 'C0/crash crash: CPU [0-9]+ did not answer' && pass "no CPU 'did not answer'" || fail "an offline CPU reported as not answering"
+report
 run default-8cpu 8 default;        check_fixed 8 1 rtas-takeover 2; report
 run freeze-in-log-2cpu 2 freeze-in-log; check_fixed 2 1 rtas 1; report
 run baseline 4 baseline;           check_deadlock logbuf_lock 2; report
@@ -311,6 +352,11 @@ check_die() {
     expect_msg 2 '\[mask_path=rtas\]$' "mask path record"
     expect_msg 5 '^\[ *[0-9]+\.[0-9]{6}\] C0/crash crash: log drained: ' "C0/crash drain report"
     expect_msg 5 '^\[ *[0-9]+\.[0-9]{6}\] C0/crash kexec: Starting switchover sequence\.$' "C0/crash switchover"
+    has '^capture: flight recorder at 0x[0-9a-f]+: [0-9]+ breadcrumb\(s\), 0 overwritten, 0 torn; ' && pass "flight recorder read after the death: breadcrumbs kept, none torn" || fail "no flight recorder line after the death"
+    if [ "$r" -ge 3 ]; then
+        has '^capture: flight +[0-9]+\.[0-9]{3} ms C0 masked ' && pass "flight: the dead path's 'masked' breadcrumb" || fail "flight: no 'masked' breadcrumb before a death at $point"
+    fi
+    has '^capture: flight: the crash path.s last breadcrumb: [a-z-]+$' && pass "flight: the dead path's last breadcrumb named" || fail "flight: no last breadcrumb line"
     has "^capture: the crash path died at $point: its messages up to there: " && pass "capture: the crash path's messages checked against the death point" || fail "no 'the crash path died at' line"
     for ((c = 0; c < cpus; c++)); do
         line=$(grep -E "^capture: C$c: task" "$log")
@@ -372,9 +418,8 @@ check_dump() {
     [ "$drc" = 0 ] && pass "dmesg --from-memory $mem --base 0 --json: exit 0" || { fail "dmesg --from-memory exit $drc"; rm -f "$mem"; return; }
     # The capture stage's dmesg, and dmesg's JSON records in the console's format.
     sed -n '/^capture: image v[0-9]*: .* dmesg follows$/,/^capture: end of dmesg$/p' "$log" | sed '1d;$d' >"$cap"
-    # Record lines only (the tool's JSON output also has a summary line of the dump it read).
-    awk '!/"ts_ns":/ { next }
-    {
+    # (Only the record lines: dmesg ends with a summary object, which has no "ts_ns".)
+    awk '/"ts_ns":/ {
         match($0, /"ts_ns":[0-9]+/); ts = substr($0, RSTART + 8, RLENGTH - 8) + 0
         match($0, /"cpu":[0-9]+/); cpu = substr($0, RSTART + 6, RLENGTH - 6)
         match($0, /"ctx":"[a-z0-9]+"/); ctx = substr($0, RSTART + 7, RLENGTH - 8)

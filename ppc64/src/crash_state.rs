@@ -74,6 +74,9 @@ pub struct CrashState<const CPUS: usize> {
     /// The crashing CPU's own RTAS argument buffer: the global one may be half-filled by a CPU frozen
     /// holding the RTAS lock.
     pub rtas_args: RtasArgs,
+    /// 1 once the crashing CPU escalated (system resets to the CPUs that did not answer the IPI);
+    /// diagnostics only (a check-in's breadcrumb says which it answered), hence Relaxed.
+    escalating: AtomicUsize,
 }
 
 impl<const CPUS: usize> CrashState<CPUS> {
@@ -98,6 +101,7 @@ impl<const CPUS: usize> CrashState<CPUS> {
         CrashState {
             cpus: [const { CpuStop::new() }; CPUS],
             rtas_args: RtasArgs::new(),
+            escalating: AtomicUsize::new(0),
         }
     }
 
@@ -192,6 +196,16 @@ impl<const CPUS: usize> CrashState<CPUS> {
         };
         let (k, d) = h.context();
         Some((s.ts_ns.load(Ordering::Relaxed), k, d))
+    }
+
+    /// The crashing CPU is escalating: a check-in from now on answers the system reset.
+    pub(crate) fn set_escalating(&self) {
+        self.escalating.store(1, Ordering::Relaxed);
+    }
+
+    /// Whether the crashing CPU escalated (see [`set_escalating`](Self::set_escalating)).
+    pub(crate) fn escalating(&self) -> bool {
+        self.escalating.load(Ordering::Relaxed) != 0
     }
 
     pub(crate) fn check_in(

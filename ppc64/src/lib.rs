@@ -51,6 +51,7 @@
 #![warn(missing_debug_implementations)]
 
 pub mod crash_state;
+pub mod flight;
 pub mod machine;
 pub mod report;
 pub mod rtas;
@@ -66,7 +67,8 @@ pub mod doc_support;
 pub mod host;
 
 pub use crate::crash_state::CrashState;
+pub use crate::flight::{Breadcrumb, Event, FlightRecorder};
 pub use crate::machine::{CrashStage, DrainStep, Machine, RtasArgs, SavedRegs};
-pub use crate::report::{MaskOutcome, MaskPath, ShutdownReport};
+pub use crate::report::{CpuOutcome, MaskOutcome, MaskPath, ShutdownReport};
 pub use crate::rtas::{CrashAcquire, RtasLock};
 pub use crate::shutdown::{crash_shutdown, on_nmi_stop, ShutdownConfig};

@@ -12,6 +12,9 @@
 //! | [`irq_source_count`]            | sources found in the device tree (XICS ICS)                   | one per simulated CPU, plus devices   |
 //! | [`firmware_mask_source`]        | RTAS `ibm,int-off(irq)` through `KVMPPC_H_RTAS`, no lock      | firmware model (detects PAPR overlap) |
 //! | [`mask_at_presenter`]           | `H_CPPR(0)` / store 0 to the ICP's CPPR: nothing is presented | CPPR model + block the timer signal   |
+//! | [`system_reset_cpu`]            | `H_SIGNAL_SYS_RESET(hw id)` (escalation)                      | (default: none)                       |
+//! | [`cpu_online`]                  | started CPUs; not the `maxcpus` slots never plugged           | (default: all)                        |
+//! | [`flight_recorder`]             | a ring at a fixed address in the preserved region             | (default: none)                       |
 //! | [`park`]                        | `or 1,1,1` / `nap` loop with `MSR[EE]=0`, forever              | `pause()` with every signal blocked   |
 //! | [`kexec`]                       | copy the image to the capture kernel's region, jump           | `execv` itself with the image fd      |
 //!
@@ -20,11 +23,15 @@
 //! [`irq_source_count`]: Machine::irq_source_count
 //! [`firmware_mask_source`]: Machine::firmware_mask_source
 //! [`mask_at_presenter`]: Machine::mask_at_presenter
+//! [`system_reset_cpu`]: Machine::system_reset_cpu
+//! [`cpu_online`]: Machine::cpu_online
+//! [`flight_recorder`]: Machine::flight_recorder
 //! [`park`]: Machine::park
 //! [`kexec`]: Machine::kexec
 
 use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 
+use crate::flight::FlightRecorder;
 use crate::report::ShutdownReport;
 
 /// Register state a stopped CPU saves for the dump (what `crash_save_cpu()` keeps: enough to find
@@ -319,6 +326,28 @@ pub trait Machine: Sync {
     /// the log rebuilt from memory whatever point the crash path reached.
     fn drain_step(&self, step: DrainStep) {
         let _ = step;
+    }
+
+    /// Escalation: sends a system reset (the non-maskable one: `H_SIGNAL_SYS_RESET` to that CPU
+    /// alone) to `cpu`, which did not answer the crash IPI within the bounded wait. Returns whether a
+    /// reset was sent; must not wait for the target to take it. Default: no such reset (`false`):
+    /// the sequence then reports the CPU as never answered without a second wait.
+    fn system_reset_cpu(&self, cpu: usize) -> bool {
+        let _ = cpu;
+        false
+    }
+
+    /// Whether `cpu` was online when the crash began (Linux: `cpu_online()`). An offline CPU is sent
+    /// nothing and not waited for; it is reported offline. Default: every CPU is online.
+    fn cpu_online(&self, cpu: usize) -> bool {
+        let _ = cpu;
+        true
+    }
+
+    /// The crash flight recorder the sequence leaves its breadcrumbs in (see [`crate::flight`]), in
+    /// memory the capture stage preserves. Default: none.
+    fn flight_recorder(&self) -> Option<&FlightRecorder> {
+        None
     }
 
     /// Parks the calling CPU forever (a stopped CPU in its NMI handler, with interrupts off).

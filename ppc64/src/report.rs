@@ -83,6 +83,67 @@ pub struct MaskOutcome {
     pub failed: usize,
 }
 
+/// What became of one CPU during the crash's stop phase (Linux: `crash_kexec_prepare_cpus()`,
+/// then the system reset it asks for).
+///
+/// ```
+/// use nmilog_ppc64::CpuOutcome;
+/// assert_eq!(CpuOutcome::AnsweredReset.name(), "answered the system reset");
+/// assert!(CpuOutcome::AnsweredIpi.stopped() && CpuOutcome::AnsweredReset.stopped());
+/// assert!(!CpuOutcome::NeverAnswered.stopped() && !CpuOutcome::Offline.stopped());
+/// assert_eq!(CpuOutcome::from_code(CpuOutcome::Offline as u8), Some(CpuOutcome::Offline));
+/// assert_eq!(CpuOutcome::from_code(200), None);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[repr(u8)]
+pub enum CpuOutcome {
+    /// Not a CPU of this system (beyond the CPU count).
+    #[default]
+    Absent = 0,
+    /// The crashing CPU itself.
+    Crashing = 1,
+    /// Checked in after the crash IPI, within the first bounded wait.
+    AnsweredIpi = 2,
+    /// Did not answer the crash IPI; checked in after the escalation's system reset.
+    AnsweredReset = 3,
+    /// Checked in neither after the IPI nor after the system reset (or none could be sent).
+    NeverAnswered = 4,
+    /// Offline when the crash began: not sent anything, not waited for.
+    Offline = 5,
+}
+
+impl CpuOutcome {
+    /// The outcome with encoding `code`, if any.
+    pub const fn from_code(code: u8) -> Option<CpuOutcome> {
+        Some(match code {
+            0 => CpuOutcome::Absent,
+            1 => CpuOutcome::Crashing,
+            2 => CpuOutcome::AnsweredIpi,
+            3 => CpuOutcome::AnsweredReset,
+            4 => CpuOutcome::NeverAnswered,
+            5 => CpuOutcome::Offline,
+            _ => return None,
+        })
+    }
+
+    /// What it says in a report.
+    pub const fn name(self) -> &'static str {
+        match self {
+            CpuOutcome::Absent => "absent",
+            CpuOutcome::Crashing => "crashing CPU",
+            CpuOutcome::AnsweredIpi => "answered the crash IPI",
+            CpuOutcome::AnsweredReset => "answered the system reset",
+            CpuOutcome::NeverAnswered => "never answered",
+            CpuOutcome::Offline => "offline",
+        }
+    }
+
+    /// Whether the CPU is stopped for good (checked in, after the IPI or the reset).
+    pub const fn stopped(self) -> bool {
+        matches!(self, CpuOutcome::AnsweredIpi | CpuOutcome::AnsweredReset)
+    }
+}
+
 /// What [`crash_shutdown`](crate::crash_shutdown) did, handed to
 /// [`Machine::kexec`](crate::Machine::kexec) with the image.
 ///
@@ -99,6 +160,8 @@ pub struct MaskOutcome {
 /// assert_eq!((r.crash_cpu, r.cpus), (0, 2));
 /// assert_eq!(r.answered, [true, false]);
 /// assert_eq!(r.not_answered, 1);
+/// assert_eq!(r.outcome, [CpuOutcome::Crashing, CpuOutcome::NeverAnswered]);
+/// assert_eq!((r.escalated, r.offline), (0, 0)); // this machine cannot send a system reset
 /// assert!(r.wait_spins <= cfg.max_wait_spins);
 /// assert!(r.t_enter_ns <= r.t_ipi_done_ns && r.t_ipi_done_ns <= r.t_masked_ns);
 /// assert!(r.t_masked_ns <= r.t_switch_ns);
@@ -122,8 +185,14 @@ pub struct ShutdownReport<const CPUS: usize> {
     pub t_switch_ns: u64,
     /// Which CPUs checked in (the crashing CPU counts as answered).
     pub answered: [bool; CPUS],
-    /// How many did not.
+    /// How many did not (after the escalation too; offline CPUs are not counted).
     pub not_answered: usize,
+    /// Each CPU's outcome (the IPI, the escalation's system reset, never, offline).
+    pub outcome: [CpuOutcome; CPUS],
+    /// CPUs a system reset was sent to because they did not answer the crash IPI in time.
+    pub escalated: usize,
+    /// CPUs offline at the crash (not waited for).
+    pub offline: usize,
     /// Iterations of the check-in wait.
     pub wait_spins: u64,
     /// The masking step.

@@ -6,11 +6,14 @@
 //!  ------------                                   -----------------------------
 //!  crash_enter (all log calls → NMI-safe path)
 //!  log "crash: CPU n crashing: …"
-//!  NMI IPI to all but self  ───────────────────▶  nmi_enter
+//!  NMI IPI to all online but self  ────────────▶  nmi_enter
 //!                                                 log "CPU m stopped (NMI in … context)"
 //!                                                 save registers
 //!  wait for check-ins (timeout + spin bound) ◀──  check in (LMM(checkin:A), Release)
 //!  log "crash: CPU k did not answer …"            park forever
+//!  escalation: system reset to each CPU that
+//!  did not answer, a second bounded wait   ────▶  (the same handler)
+//!  each CPU's outcome: IPI, reset, never, offline
 //!  log "IPI complete"
 //!  mask interrupts: RTAS / RTAS takeover / presenter (see crate::rtas)
 //!  drain (read-only, bounded), log what it found
@@ -24,7 +27,11 @@
 //! CPU is stopped unless it checked in: the drain and the image writer are told which CPUs did
 //! (`CrashState::checked_in`), read the log without writing what such a CPU could write, and count a
 //! log call in progress on a CPU that did not check in as in flight, not torn; the firmware lock is
-//! taken over only from a holder that checked in. [`Machine::stage`] is called at each step.
+//! taken over only from a holder that checked in. [`Machine::stage`] is called at each step, and each
+//! step leaves a breadcrumb in the machine's flight recorder ([`Machine::flight_recorder`], see
+//! [`crate::flight`]): entry, IPI sent, every check-in (by the CPU checking in), the end of each
+//! wait, the escalation, each CPU's outcome, the mask path, masked, drain start and end, image start
+//! and written, switchover.
 //!
 //! The 2020 RTAS deadlock, replayed: CPU 1 is frozen *inside* an RTAS call, holding the lock.
 //! The sequence does not wait for the lock, and does not call firmware either:
@@ -51,8 +58,9 @@ use nmilog::handover;
 use nmilog::{ContextKind, DrainReport, Level, Log, Platform};
 
 pub use crate::crash_state::CrashState;
+use crate::flight::Event;
 use crate::machine::{CrashStage, DrainStep, Machine, SavedRegs};
-pub use crate::report::{MaskOutcome, MaskPath, ShutdownReport};
+pub use crate::report::{CpuOutcome, MaskOutcome, MaskPath, ShutdownReport};
 use crate::rtas::{CrashAcquire, RtasLock};
 
 /// Tunables of the sequence.
@@ -185,6 +193,36 @@ impl<
         let _ = self.log.log_fmt(Level::Emerg, 0, args);
     }
 
+    /// Leaves a breadcrumb in the machine's flight recorder, if it has one (no lock, no wait).
+    fn crumb(&self, event: Event, cpu: usize, arg: u64) {
+        if let Some(fr) = self.machine.flight_recorder() {
+            fr.record(event, cpu, self.machine.now_ns(), arg);
+        }
+    }
+
+    /// Waits until every online CPU but `me` (below `ncpu`) checked in, `deadline` passes or `spins`
+    /// reaches the bound. Returns how many are still missing.
+    fn wait_check_ins(
+        &self,
+        me: usize,
+        ncpu: usize,
+        deadline: u64,
+        cfg: &ShutdownConfig,
+        spins: &mut u64,
+    ) -> usize {
+        let (machine, state) = (self.machine, self.state);
+        loop {
+            let missing = (0..ncpu)
+                .filter(|&c| c != me && machine.cpu_online(c) && !state.checked_in(c))
+                .count();
+            if missing == 0 || *spins >= cfg.max_wait_spins || machine.now_ns() >= deadline {
+                return missing;
+            }
+            *spins += 1;
+            machine.relax();
+        }
+    }
+
     /// Stops the calling CPU for good: NMI context, the "stopped" record, the saved registers and
     /// the check-in, then parks.
     fn stop_self(&self, regs: SavedRegs, how: &str, note: fmt::Arguments<'_>) -> ! {
@@ -201,6 +239,7 @@ impl<
             note
         ));
         self.state.check_in(cpu, ts, regs, kind, depth);
+        self.crumb(Event::CheckIn, cpu, self.state.escalating() as u64);
         machine.park()
     }
 
@@ -215,6 +254,12 @@ impl<
             masked: 0,
             failed: 0,
         };
+        let path_code = match decision {
+            CrashAcquire::TakenOver { .. } => 1,
+            d if d.may_call_firmware() => 0,
+            _ => 2,
+        };
+        self.crumb(Event::MaskPath, cpu, path_code);
         match decision {
             CrashAcquire::Acquired | CrashAcquire::AlreadyOwn | CrashAcquire::TakenOver { .. } => {
                 // We own the lock and no other CPU is in firmware (nor ever will be): PAPR's
@@ -354,6 +399,9 @@ pub fn crash_shutdown<
         t_switch_ns: 0,
         answered: [false; CPUS],
         not_answered: 0,
+        outcome: [CpuOutcome::Absent; CPUS],
+        escalated: 0,
+        offline: 0,
         wait_spins: 0,
         mask: MaskOutcome {
             path: MaskPath::Presenter,
@@ -365,40 +413,100 @@ pub fn crash_shutdown<
         image_len: 0,
         image_error: None,
     };
+    crash.crumb(Event::Entered, cpu, ncpu as u64);
     machine.stage(CrashStage::Entered);
     crash.emerg(format_args!("crash: CPU {} crashing: {}", cpu, reason));
+    for c in 0..ncpu {
+        report.outcome[c] = if c == cpu {
+            CpuOutcome::Crashing
+        } else if machine.cpu_online(c) {
+            CpuOutcome::NeverAnswered // until it checks in
+        } else {
+            report.offline += 1;
+            CpuOutcome::Offline
+        };
+    }
+    let targets = (0..ncpu.min(64))
+        .filter(|&c| report.outcome[c] == CpuOutcome::NeverAnswered)
+        .fold(0u64, |m, c| m | 1 << c);
     crash.emerg(format_args!(
         "crash: sending NMI IPI to {} other CPUs",
-        ncpu.saturating_sub(1)
+        ncpu.saturating_sub(1 + report.offline)
     ));
+    for c in (0..ncpu).filter(|&c| report.outcome[c] == CpuOutcome::Offline) {
+        crash.emerg(format_args!("crash: CPU {} is offline: not waited for", c));
+    }
 
-    // 1. Stop everybody else, then wait for the check-ins: bounded by time and by iterations.
+    // 1. Stop everybody else (Linux: crash_kexec_prepare_cpus): the crash IPI and a bounded wait
+    //    (timeout and iteration count); then a system reset to each CPU that did not answer and a
+    //    second bounded wait; then each CPU's outcome.
+    // The breadcrumb goes first: the targets may check in before the machine's call returns.
+    crash.crumb(Event::IpiSent, cpu, targets);
     machine.nmi_ipi_all_but_self(cpu);
     machine.stage(CrashStage::IpiSent);
-    let deadline = t_enter.saturating_add(cfg.ack_timeout_ns);
     let mut spins = 0u64;
-    loop {
-        let missing = (0..ncpu)
-            .filter(|&c| c != cpu && !state.checked_in(c))
-            .count();
-        if missing == 0 || spins >= cfg.max_wait_spins || machine.now_ns() >= deadline {
-            break;
+    let deadline = t_enter.saturating_add(cfg.ack_timeout_ns);
+    let missing = crash.wait_check_ins(cpu, ncpu, deadline, cfg, &mut spins);
+    crash.crumb(Event::IpiWaitDone, cpu, missing as u64);
+    for c in 0..ncpu {
+        if report.outcome[c] != CpuOutcome::NeverAnswered {
+            continue;
         }
-        spins += 1;
-        machine.relax();
+        if state.checked_in(c) {
+            report.outcome[c] = CpuOutcome::AnsweredIpi;
+            continue;
+        }
+        crash.emerg(format_args!(
+            "crash: CPU {} did not answer the NMI IPI within {} ms",
+            c,
+            cfg.ack_timeout_ns / 1_000_000
+        ));
+    }
+    if missing != 0 {
+        // From here on a check-in is an answer to the reset (its breadcrumb says so). The
+        // breadcrumb names the CPUs about to be reset, before the first reset can be answered.
+        state.set_escalating();
+        let candidates = (0..ncpu.min(64))
+            .filter(|&c| report.outcome[c] == CpuOutcome::NeverAnswered)
+            .fold(0u64, |m, c| m | 1 << c);
+        crash.crumb(Event::Escalated, cpu, candidates);
+        for c in (0..ncpu).filter(|&c| report.outcome[c] == CpuOutcome::NeverAnswered) {
+            if machine.system_reset_cpu(c) {
+                report.escalated += 1;
+            }
+        }
+    }
+    if report.escalated != 0 {
+        crash.emerg(format_args!(
+            "crash: Activate system reset (dumprestart) to stop other cpu(s): system reset sent to {} CPU(s) that did not answer the IPI",
+            report.escalated
+        ));
+        let deadline = machine.now_ns().saturating_add(cfg.ack_timeout_ns);
+        let still = crash.wait_check_ins(cpu, ncpu, deadline, cfg, &mut spins);
+        crash.crumb(Event::ResetWaitDone, cpu, still as u64);
+        for c in 0..ncpu {
+            if report.outcome[c] != CpuOutcome::NeverAnswered {
+                continue;
+            }
+            if state.checked_in(c) {
+                report.outcome[c] = CpuOutcome::AnsweredReset;
+            } else {
+                crash.emerg(format_args!(
+                    "crash: CPU {} did not answer the system reset within {} ms either",
+                    c,
+                    cfg.ack_timeout_ns / 1_000_000
+                ));
+            }
+        }
     }
     report.wait_spins = spins;
     for c in 0..ncpu {
-        let ok = c == cpu || state.checked_in(c);
-        report.answered[c] = ok;
-        if !ok {
+        let o = report.outcome[c];
+        report.answered[c] = o == CpuOutcome::Crashing || o.stopped();
+        if o == CpuOutcome::NeverAnswered {
             report.not_answered += 1;
-            crash.emerg(format_args!(
-                "crash: CPU {} did not answer the NMI IPI within {} ms",
-                c,
-                cfg.ack_timeout_ns / 1_000_000
-            ));
         }
+        crash.crumb(Event::Outcome, c, o as u8 as u64);
     }
     report.t_ipi_done_ns = machine.now_ns();
     machine.stage(CrashStage::CheckInsDone);
@@ -408,6 +516,7 @@ pub fn crash_shutdown<
     // 2. Mask interrupts (machine_kexec_mask_interrupts) without waiting on the firmware lock.
     report.mask = crash.mask_interrupts(rtas, cpu);
     report.t_masked_ns = machine.now_ns();
+    crash.crumb(Event::Masked, cpu, report.mask.masked as u64);
     machine.stage(CrashStage::Masked);
 
     // 3. Drain (read-only: a CPU that did not stop may still be writing the main log or its rings),
@@ -415,6 +524,7 @@ pub fn crash_shutdown<
     //    that checked in late, or never stopped, committed by then.
     let stopped = |c: usize| state.checked_in(c);
     let mut n = 0;
+    crash.crumb(Event::DrainStart, cpu, 0);
     report.drains[0] = log
         .drain_on_crash(&stopped, &mut |_, _: &nmilog::RecordBuf| {
             machine.drain_step(DrainStep::Record(n));
@@ -422,6 +532,7 @@ pub fn crash_shutdown<
             true
         })
         .unwrap_or_default();
+    crash.crumb(Event::DrainEnd, cpu, n);
     machine.stage(CrashStage::Drained);
     let d = report.drains[0];
     crash.emerg(format_args!(
@@ -437,6 +548,7 @@ pub fn crash_shutdown<
         d.bound,
     ));
     crash.emerg(format_args!("kexec: Starting switchover sequence."));
+    crash.crumb(Event::ImageStart, cpu, 0);
     machine.stage(CrashStage::ImageStart);
     match handover::write_image_with_hook(log, image, &stopped, &mut |s| {
         machine.drain_step(DrainStep::Image(s))
@@ -447,9 +559,11 @@ pub fn crash_shutdown<
         }
         Err(e) => report.image_error = Some(e),
     }
+    crash.crumb(Event::ImageWritten, cpu, report.image_len as u64);
     machine.stage(CrashStage::ImageWritten);
     report.t_switch_ns = machine.now_ns();
     let len = report.image_len.min(image.len());
+    crash.crumb(Event::Switchover, cpu, len as u64);
     machine.kexec(&image[..len], &report)
 }
 
@@ -488,40 +602,64 @@ mod tests {
     type TestLog = Log<TestPlatform, 4, 1024, 8192>;
 
     struct Parked;
-    struct Switched(Vec<u8>);
+    struct Switched(Vec<u8>, [CpuOutcome; 4], usize);
 
     struct TestMachine<'a> {
         log: &'a TestLog,
         state: &'a CrashState<4>,
         /// CPUs that take the NMI (the others are deaf).
         responsive: [bool; 4],
+        /// CPUs deaf to the NMI that answer the escalation's system reset.
+        answers_reset: [bool; 4],
+        /// Online CPUs.
+        online: [bool; 4],
         firmware_calls: AtomicUsize,
         presenter: AtomicUsize,
+        flight: crate::flight::FlightRecorder,
+    }
+
+    impl TestMachine<'_> {
+        /// CPU `c` takes the NMI (or the reset) now, on this thread, and parks; then back to `me`.
+        fn stop(&self, c: usize, me: usize) {
+            CPU.store(c, Ordering::Relaxed);
+            let r = catch_unwind(AssertUnwindSafe(|| {
+                on_nmi_stop(
+                    self.log,
+                    self,
+                    self.state,
+                    SavedRegs {
+                        pc: 0x100 + c,
+                        sp: 0,
+                        msr: 0,
+                    },
+                    format_args!("test"),
+                )
+            }));
+            assert!(r.is_err(), "a stopped CPU must park");
+            CPU.store(me, Ordering::Relaxed);
+        }
     }
 
     impl Machine for TestMachine<'_> {
         fn nmi_ipi_all_but_self(&self, me: usize) {
             for c in 0..4 {
-                if c == me || !self.responsive[c] {
-                    continue;
+                if c != me && self.responsive[c] && self.online[c] {
+                    self.stop(c, me);
                 }
-                CPU.store(c, Ordering::Relaxed);
-                let r = catch_unwind(AssertUnwindSafe(|| {
-                    on_nmi_stop(
-                        self.log,
-                        self,
-                        self.state,
-                        SavedRegs {
-                            pc: 0x100 + c,
-                            sp: 0,
-                            msr: 0,
-                        },
-                        format_args!("test"),
-                    )
-                }));
-                assert!(r.is_err(), "a stopped CPU must park");
             }
-            CPU.store(me, Ordering::Relaxed);
+        }
+        fn system_reset_cpu(&self, cpu: usize) -> bool {
+            assert!(self.online[cpu], "no reset to an offline CPU");
+            if self.answers_reset[cpu] {
+                self.stop(cpu, CPU.load(Ordering::Relaxed));
+            }
+            true
+        }
+        fn cpu_online(&self, cpu: usize) -> bool {
+            self.online[cpu]
+        }
+        fn flight_recorder(&self) -> Option<&crate::flight::FlightRecorder> {
+            Some(&self.flight)
         }
         fn now_ns(&self) -> u64 {
             CLOCK.fetch_add(10, Ordering::Relaxed)
@@ -541,12 +679,35 @@ mod tests {
         }
         fn kexec<const CPUS: usize>(&self, image: &[u8], report: &ShutdownReport<CPUS>) -> ! {
             assert!(report.image_error.is_none());
-            std::panic::panic_any(Switched(image.to_vec()))
+            let mut o = [CpuOutcome::Absent; 4];
+            o.copy_from_slice(&report.outcome[..4]);
+            std::panic::panic_any(Switched(image.to_vec(), o, report.not_answered))
         }
     }
 
     /// Runs the sequence from CPU 0 and returns the recovered texts and the machine's counters.
     fn crash_once(rtas: &RtasLock, responsive: [bool; 4]) -> (Vec<String>, usize, usize) {
+        let r = crash_full(rtas, responsive, [false; 4], [true; 4]);
+        (r.texts, r.firmware_calls, r.presenter)
+    }
+
+    /// What one run of the sequence left.
+    struct Run {
+        texts: Vec<String>,
+        firmware_calls: usize,
+        presenter: usize,
+        outcome: [CpuOutcome; 4],
+        not_answered: usize,
+        /// (event, cpu, arg) of every breadcrumb, oldest first.
+        crumbs: Vec<(crate::flight::Event, u32, u64)>,
+    }
+
+    fn crash_full(
+        rtas: &RtasLock,
+        responsive: [bool; 4],
+        answers_reset: [bool; 4],
+        online: [bool; 4],
+    ) -> Run {
         // The tests share the CPU-number switch: one at a time.
         static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
         let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
@@ -561,8 +722,11 @@ mod tests {
             log,
             state,
             responsive,
+            answers_reset,
+            online,
             firmware_calls: AtomicUsize::new(0),
             presenter: AtomicUsize::new(0),
+            flight: crate::flight::FlightRecorder::new(),
         };
         let mut image = std::vec![0u8; 1 << 16];
         let cfg = ShutdownConfig {
@@ -578,17 +742,112 @@ mod tests {
         let Ok(switched) = payload.downcast::<Switched>() else {
             panic!("kexec not reached")
         };
-        let Switched(bytes) = *switched;
+        let Switched(bytes, outcome, not_answered) = *switched;
         let img = handover::parse(&bytes).expect("a valid image");
         let texts = img
             .records()
             .filter_map(|r| r.text().map(|t| t.to_string()))
             .collect();
-        (
+        let crumbs = m
+            .flight
+            .iter()
+            .map(|b| {
+                assert!(b.whole);
+                (b.event.expect("a known event"), b.cpu, b.arg)
+            })
+            .collect();
+        Run {
             texts,
-            m.firmware_calls.load(Ordering::Relaxed),
-            m.presenter.load(Ordering::Relaxed),
-        )
+            firmware_calls: m.firmware_calls.load(Ordering::Relaxed),
+            presenter: m.presenter.load(Ordering::Relaxed),
+            outcome,
+            not_answered,
+            crumbs,
+        }
+    }
+
+    #[test]
+    fn escalation_outcomes_and_flight_recorder() {
+        use crate::flight::Event as E;
+        use CpuOutcome::*;
+        // CPU 1 answers the IPI; CPU 2 only the system reset; CPU 3 neither.
+        let r = crash_full(
+            &RtasLock::new(),
+            [true, true, false, false],
+            [false, false, true, false],
+            [true; 4],
+        );
+        assert_eq!(
+            r.outcome,
+            [Crashing, AnsweredIpi, AnsweredReset, NeverAnswered]
+        );
+        assert_eq!(r.not_answered, 1);
+        let t = &r.texts;
+        assert!(has(t, "crash: CPU 2 did not answer the NMI IPI"), "{t:?}");
+        assert!(has(t, "Activate system reset (dumprestart)"));
+        assert!(has(t, "system reset sent to 2 CPU(s)"));
+        assert!(has(t, "crash: CPU 3 did not answer the system reset"));
+        assert!(!has(t, "crash: CPU 2 did not answer the system reset"));
+        assert!(has(t, "CPU 2 stopped"));
+        // The timeline, in order.
+        let ev: Vec<_> = r.crumbs.iter().map(|c| c.0).collect();
+        let at = |e: E| {
+            ev.iter()
+                .position(|x| *x == e)
+                .unwrap_or_else(|| panic!("no {} breadcrumb", e.name()))
+        };
+        assert_eq!(r.crumbs[0], (E::Entered, 0, 4));
+        assert_eq!(r.crumbs[at(E::IpiSent)], (E::IpiSent, 0, 0b1110));
+        assert!(r.crumbs.contains(&(E::CheckIn, 1, 0)));
+        assert!(
+            r.crumbs.contains(&(E::CheckIn, 2, 1)),
+            "after the escalation"
+        );
+        assert!(!r.crumbs.iter().any(|c| c.0 == E::CheckIn && c.1 == 3));
+        assert_eq!(r.crumbs[at(E::IpiWaitDone)].2, 2);
+        assert_eq!(r.crumbs[at(E::Escalated)].2, 0b1100);
+        assert_eq!(r.crumbs[at(E::ResetWaitDone)].2, 1);
+        assert!(r.crumbs.contains(&(E::Outcome, 2, AnsweredReset as u64)));
+        assert_eq!(r.crumbs[at(E::MaskPath)].2, 0);
+        let order = [
+            E::Entered,
+            E::IpiSent,
+            E::IpiWaitDone,
+            E::Escalated,
+            E::ResetWaitDone,
+            E::Outcome,
+            E::MaskPath,
+            E::Masked,
+            E::DrainStart,
+            E::DrainEnd,
+            E::ImageStart,
+            E::ImageWritten,
+            E::Switchover,
+        ];
+        for w in order.windows(2) {
+            assert!(at(w[0]) < at(w[1]), "{:?} before {:?}", w[0], w[1]);
+        }
+        assert_eq!(*ev.last().unwrap(), E::Switchover);
+    }
+
+    #[test]
+    fn offline_cpus_are_not_waited_for() {
+        use CpuOutcome::*;
+        let r = crash_full(
+            &RtasLock::new(),
+            [true; 4],
+            [false; 4],
+            [true, true, true, false],
+        );
+        assert_eq!(r.outcome, [Crashing, AnsweredIpi, AnsweredIpi, Offline]);
+        assert_eq!(r.not_answered, 0);
+        assert!(has(&r.texts, "crash: CPU 3 is offline: not waited for"));
+        assert!(has(&r.texts, "sending NMI IPI to 2 other CPUs"));
+        assert!(!has(&r.texts, "did not answer"));
+        assert!(!r
+            .crumbs
+            .iter()
+            .any(|c| c.0 == crate::flight::Event::Escalated));
     }
 
     fn has(texts: &[String], s: &str) -> bool {

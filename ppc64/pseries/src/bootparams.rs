@@ -35,6 +35,24 @@ pub const REBUILD_BASE: usize = CRASH_BASE + 0x0080_0000;
 /// Size of the rebuild region (any image of the kernel log fits: checked in `crash`).
 pub const REBUILD_SIZE: usize = 0x0040_0000;
 const _: () = assert!(REBUILD_BASE + REBUILD_SIZE <= CRASH_BASE + CRASH_SIZE);
+/// The crash flight recorder (`nmilog_ppc64::flight`): breadcrumbs of the crash path, in the
+/// preserved region next to the parameter blocks; reset at boot, read by the capture stage whether
+/// the crash path finished or died.
+pub const FLIGHT_BASE: usize = 0x0944_2000;
+/// Room for it.
+pub const FLIGHT_SIZE: usize = 0x1000;
+const _: () = assert!(core::mem::size_of::<nmilog_ppc64::FlightRecorder>() <= FLIGHT_SIZE);
+const _: () = assert!(FLIGHT_BASE % 8 == 0);
+
+/// The flight recorder at `FLIGHT_BASE`.
+pub fn flight_recorder() -> &'static nmilog_ppc64::FlightRecorder {
+    // SAFETY: FLIGHT_BASE..+FLIGHT_SIZE is RAM reserved for the recorder (nothing else uses it; see
+    // the memory map above), 8-byte aligned and large enough (checked above). The recorder is made of
+    // atomics only, so any bit pattern is a valid value and shared references from several CPUs are
+    // fine; the kernel resets it at boot before any crash.
+    unsafe { &*(FLIGHT_BASE as *const nmilog_ppc64::FlightRecorder) }
+}
+
 /// Where the raw capture ELF is staged by QEMU.
 pub const STAGING_BASE: usize = 0x0980_0000;
 /// Largest staged file.
@@ -75,6 +93,13 @@ pub struct BootParams {
     /// The kernel command line's death point (`die=`, the die-in-drain scenario), NUL-padded: the
     /// command line both kernels share, as a kdump or fadump capture kernel boots with it.
     pub die: [u8; 24],
+    /// Each CPU's outcome in the crash's stop phase (`nmilog_ppc64::CpuOutcome` codes; 0 = none
+    /// reported).
+    pub outcome: [u8; 16],
+    /// CPUs the crash sequence escalated to a system reset.
+    pub escalated: u32,
+    /// CPUs offline at the crash.
+    pub offline: u32,
 }
 
 /// Copies `s` into a NUL-padded 16-byte field (cut if longer).

@@ -58,6 +58,9 @@ pub fn platform_params() -> BootParams {
         answered: 0,
         ram_top: RAM_TOP.load(Ordering::Relaxed),
         die,
+        outcome: [0; 16],
+        escalated: 0,
+        offline: 0,
     }
 }
 
@@ -102,7 +105,7 @@ pub fn crash_path_interrupted(cpu: usize, saved: &SavedRegs) -> ! {
     FIRMWARE_STOP.store(true, Ordering::Release);
     let ncpus = nmilog::Platform::cpu_count(crate::klog::LOG.platform());
     let others = (0..ncpus)
-        .filter(|&c| c != cpu && c < 64)
+        .filter(|&c| c != cpu && c < 64 && crash_state::online(c))
         .fold(0usize, |m, c| m | 1 << c);
     let st = hcall::signal_sys_reset(hcall::SYS_RESET_ALL_OTHERS);
     let d = timebase::Deadline::after_us(STOP_TIMEOUT_US);

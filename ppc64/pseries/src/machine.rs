@@ -11,6 +11,9 @@
 //! | `mask_at_presenter`     | `H_CPPR(0)` (checked with `H_IPOLL`)                                        |
 //! | `park`                  | `or 1,1,1` spin with MSR[EE] off                                            |
 //! | `kexec`                 | parameter block + jump to the capture stage, r3 = image                    |
+//! | `system_reset_cpu`      | escalation: `H_SIGNAL_SYS_RESET(hw id)` to one CPU                          |
+//! | `cpu_online`            | present in /cpus and started (not a `maxcpus` slot left empty)              |
+//! | `flight_recorder`       | the ring at `FLIGHT_BASE`, in the preserved region (`bootparams`)           |
 //! | `stage`, `drain_step`   | breadcrumbs; the `die-in-drain` scenario's death point (`death`)            |
 //!
 //! Its messages go to nmilog through the core's `pr_*!` macros (the kernel log is registered as the
@@ -18,7 +21,7 @@
 
 use core::sync::atomic::Ordering;
 
-use nmilog_ppc64::{CrashStage, DrainStep, Machine, RtasArgs, ShutdownReport};
+use nmilog_ppc64::{CrashStage, DrainStep, FlightRecorder, Machine, RtasArgs, ShutdownReport};
 
 use crate::bootparams::{name16, BootParams};
 use crate::{
@@ -37,9 +40,12 @@ impl Machine for Pseries {
     fn nmi_ipi_all_but_self(&self, me: usize) {
         let t0 = timebase::now();
         let ncpus = nmilog::Platform::cpu_count(crate::klog::LOG.platform());
-        if let Some(lost) = scenario::deaf_logging_cpu(ncpus) {
-            // The scenario's lost IPI: every other CPU but `lost` gets its own system reset.
-            for c in (0..ncpus).filter(|&c| c != me && c != lost) {
+        let lost = scenario::deaf_logging_cpu(ncpus).or_else(|| scenario::hard_lockup_cpu(ncpus));
+        if let Some(lost) = lost {
+            // The scenario's lost (or masked) IPI: every other online CPU but `lost` gets its own
+            // system reset. (H_SIGNAL_SYS_RESET(-2) reaches only the vCPUs that exist: never an
+            // empty `maxcpus` slot.)
+            for c in (0..ncpus).filter(|&c| c != me && c != lost && crash_state::online(c)) {
                 let hw = percpu::PERCPU[c].hw_id.load(Ordering::Relaxed);
                 let st = hcall::signal_sys_reset(hw as i64);
                 if st != 0 {
@@ -47,7 +53,7 @@ impl Machine for Pseries {
                 }
             }
             nmilog::pr_info!(
-                "crash: CPU {me}: H_SIGNAL_SYS_RESET to each CPU but {lost} (its IPI is lost) after {} us",
+                "crash: CPU {me}: H_SIGNAL_SYS_RESET to each online CPU but {lost} (its IPI is lost) after {} us",
                 timebase::ticks_to_us(timebase::now().wrapping_sub(t0))
             );
             return;
@@ -61,6 +67,31 @@ impl Machine for Pseries {
 
     fn now_ns(&self) -> u64 {
         timebase::now_ns()
+    }
+
+    /// `H_SIGNAL_SYS_RESET` with the CPU's hardware id. In `deaf-logging` the reset to its CPU is
+    /// lost like its IPI (a vCPU the hypervisor never runs): nothing is sent.
+    fn system_reset_cpu(&self, cpu: usize) -> bool {
+        let ncpus = nmilog::Platform::cpu_count(crate::klog::LOG.platform());
+        if scenario::deaf_logging_cpu(ncpus) == Some(cpu) {
+            nmilog::pr_info!("crash: system reset to CPU {cpu}: lost (scenario deaf-logging)");
+            return false;
+        }
+        let Some(slot) = percpu::PERCPU.get(cpu) else {
+            return false;
+        };
+        let hw = slot.hw_id.load(Ordering::Relaxed);
+        let st = hcall::signal_sys_reset(hw as i64);
+        nmilog::pr_info!("crash: escalation: H_SIGNAL_SYS_RESET({hw}) to CPU {cpu} = {st}");
+        st == hcall::H_SUCCESS
+    }
+
+    fn cpu_online(&self, cpu: usize) -> bool {
+        crash_state::online(cpu)
+    }
+
+    fn flight_recorder(&self) -> Option<&FlightRecorder> {
+        Some(crate::bootparams::flight_recorder())
     }
 
     fn irq_source_count(&self) -> usize {
@@ -145,6 +176,15 @@ impl Machine for Pseries {
                 .enumerate()
                 .filter(|&(c, &a)| a && c < 64)
                 .fold(0, |m, (c, _)| m | (1 << c)),
+            outcome: {
+                let mut o = [0u8; 16];
+                for (d, s) in o.iter_mut().zip(report.outcome.iter()) {
+                    *d = *s as u8;
+                }
+                o
+            },
+            escalated: report.escalated as u32,
+            offline: report.offline as u32,
             ..fadump::platform_params()
         });
         kexec::switchover(image.as_ptr() as usize, params);

@@ -69,6 +69,9 @@ struct Machine {
     bootargs_len: usize,
     /// The end of RAM (`/memory@0` reg: the RMA, all of RAM here); 0 if not found.
     ram_top: u64,
+    /// CPU slots (`/cpus` `ibm,drc-indexes`: one per possible core, `-smp ...,maxcpus=M`), 0 if
+    /// the property is missing.
+    cpu_slots: usize,
 }
 
 fn read_device_tree() -> Machine {
@@ -84,6 +87,7 @@ fn read_device_tree() -> Machine {
         bootargs: [0; 128],
         bootargs_len: 0,
         ram_top: 0,
+        cpu_slots: 0,
     };
 
     // /rtas: walk the properties and list every one-cell property whose value lies in QEMU's token
@@ -116,8 +120,10 @@ fn read_device_tree() -> Machine {
         None => println!("/rtas: not found"),
     }
 
-    // /cpus: hardware ids and the timebase frequency.
+    // /cpus: hardware ids and the timebase frequency; the CPU slots (dynamic reconfiguration
+    // connectors: the first cell of `ibm,drc-indexes` is their count).
     if let Some(cpus) = of::finddevice(c"/cpus") {
+        m.cpu_slots = of::getprop_u32(cpus, c"ibm,drc-indexes").unwrap_or(0) as usize;
         for node in of::children(cpus) {
             let mut t = [0u8; 16];
             if of::getprop_str(node, c"device_type", &mut t) != Some(b"cpu".as_slice()) {
@@ -235,6 +241,23 @@ pub fn kmain() -> ! {
     }
     smp::init_boot_cpu(m.cpus[0]);
     let n = m.ncpus;
+    // Possible CPUs: the present ones and the empty `maxcpus` slots (offline: never started).
+    let possible = m.cpu_slots.clamp(n, MAX_CPUS);
+    crash_state::set_online(n);
+    if possible > n {
+        println!(
+            "/cpus: {} CPU slot(s) (ibm,drc-indexes): CPUs {n}..{} offline (no CPU plugged in)",
+            m.cpu_slots,
+            possible - 1
+        );
+    }
+    // The crash flight recorder, in the preserved region: empty until a crash.
+    bootparams::flight_recorder().reset();
+    println!(
+        "flight recorder: {} breadcrumb slots at {:#x} (preserved for the capture stage)",
+        nmilog_ppc64::flight::FLIGHT_SLOTS,
+        bootparams::FLIGHT_BASE
+    );
 
     // The scenario, from /chosen bootargs.
     let cmdline = &m.bootargs[..m.bootargs_len];
@@ -317,12 +340,12 @@ pub fn kmain() -> ! {
     // stores its odd sequence word before it reads the timebase, but `mftb` is not ordered with that
     // store's visibility, so records stamped within the last 50 us stay in their rings for the next
     // flush (or the crash drain).
-    klog::LOG.platform().set_cpu_count(n);
+    klog::LOG.platform().set_cpu_count(possible);
     klog::LOG.set_flush_settle_ns(klog::FLUSH_SETTLE_NS);
     klog::register_global();
     println!(
         "nmilog: {} CPUs x {} rings x {} KiB, main log {} KiB ({} KiB static)",
-        n,
+        possible,
         klog::DEPTH,
         klog::RING_WORDS * 8 / 1024,
         klog::MAIN_WORDS * 8 / 1024,
@@ -331,7 +354,7 @@ pub fn kmain() -> ! {
     // The descriptor, now that the CPU count is final: constant from here on.
     match klog::describe() {
         Ok(words) => println!(
-            "recover: log descriptor at {:#x} ({words} words: {n} CPUs x {} rings and the main log of the log at {:#x}; the crash's check-in flags in {:#x})",
+            "recover: log descriptor at {:#x} ({words} words: {possible} CPUs x {} rings and the main log of the log at {:#x}; the crash's check-in flags in {:#x})",
             klog::DESCRIPTOR.address(),
             klog::DEPTH,
             &klog::LOG as *const klog::KernelLog as usize,

@@ -28,6 +28,12 @@ pub enum Kind {
     /// its crash path (a system reset it never returns from) and the capture stage rebuilds the log
     /// from memory (`death`, `fadump`).
     DieInDrain,
+    /// CPU 1 in a hard lockup (spinning with interrupts off) when the crash comes: the crash IPI,
+    /// maskable on Linux (`smp_send_nmi_ipi` with `safe = false` sends `PPC_MSG_NMI_IPI`, an external
+    /// interrupt), never reaches it — modelled by not sending it that CPU's system reset — so the
+    /// bounded wait times out and the crash path escalates to a system reset, which stops it.
+    /// CPU 2 frozen mid-log-write as in `freeze-in-log`.
+    HardLockup,
     /// The 2020 locked design (global log-buffer spinlock, RTAS lock on the mask path), with CPU 2
     /// frozen holding the log-buffer lock and CPU 3 holding the RTAS lock. Must deadlock.
     Baseline,
@@ -44,7 +50,7 @@ pub enum Kind {
 
 impl Kind {
     /// Every scenario.
-    pub const ALL: [Kind; 10] = [
+    pub const ALL: [Kind; 11] = [
         Kind::Default,
         Kind::FreezeInLog,
         Kind::RtasHeld,
@@ -52,6 +58,7 @@ impl Kind {
         Kind::Deaf,
         Kind::DeafLogging,
         Kind::DieInDrain,
+        Kind::HardLockup,
         Kind::Baseline,
         Kind::BaselineRtas,
         Kind::BaselineRace,
@@ -67,6 +74,7 @@ impl Kind {
             Kind::Deaf => "deaf",
             Kind::DeafLogging => "deaf-logging",
             Kind::DieInDrain => "die-in-drain",
+            Kind::HardLockup => "hard-lockup",
             Kind::Baseline => "baseline",
             Kind::BaselineRtas => "baseline-rtas",
             Kind::BaselineRace => "baseline-race",
@@ -80,6 +88,7 @@ impl Kind {
                 | Kind::FreezeInLog
                 | Kind::DeafLogging
                 | Kind::DieInDrain
+                | Kind::HardLockup
                 | Kind::Baseline
         )
     }
@@ -156,6 +165,12 @@ pub fn set(kind: Kind, ncpus: usize) {
 /// The CPU the crash NMI never reaches, which keeps logging (`deaf-logging`).
 pub fn deaf_logging_cpu(ncpus: usize) -> Option<usize> {
     (kind() == Kind::DeafLogging && ncpus >= 3).then_some(1)
+}
+
+/// The CPU in a hard lockup (`hard-lockup`): spins with interrupts off; the crash IPI does not
+/// reach it, the escalation's system reset does.
+pub fn hard_lockup_cpu(ncpus: usize) -> Option<usize> {
+    (kind() == Kind::HardLockup && ncpus >= 3).then_some(1)
 }
 
 /// The CPU that never answers the NMI.

@@ -90,6 +90,9 @@ pub fn log_loop(cpu: usize, max: Option<u64>) {
             if scenario::deaf_cpu() == Some(cpu) {
                 go_deaf(cpu);
             }
+            if scenario::hard_lockup_cpu(nmilog::Platform::cpu_count(LOG.platform())) == Some(cpu) {
+                hard_lockup(cpu);
+            }
         }
         if max.is_some_and(|m| i >= m) {
             return;
@@ -156,6 +159,13 @@ fn go_deaf(cpu: usize) -> ! {
     exceptions::park()
 }
 
+/// A hard lockup: spins with interrupts off, outside any log call, until a system reset stops it.
+fn hard_lockup(cpu: usize) -> ! {
+    irq::disable();
+    signal_frozen(cpu);
+    exceptions::park()
+}
+
 /// Boot CPU: turns its interrupts off, asks the scenario CPUs to freeze and waits (bounded) until they have. Returns the mask of
 /// CPUs that froze and the mask expected.
 pub fn freeze_and_wait() -> (usize, usize) {
@@ -167,6 +177,7 @@ pub fn freeze_and_wait() -> (usize, usize) {
         scenario::freeze_cpu(),
         scenario::rtas_cpu(),
         scenario::deaf_cpu(),
+        scenario::hard_lockup_cpu(nmilog::Platform::cpu_count(LOG.platform())),
     ]
     .into_iter()
     .flatten()

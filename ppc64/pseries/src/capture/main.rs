@@ -26,6 +26,7 @@ mod bootparams;
 #[path = "../death_point.rs"]
 #[allow(dead_code)]
 mod death_point;
+mod flight;
 mod from_memory;
 #[path = "../hcall.rs"]
 #[allow(dead_code)]
@@ -42,7 +43,7 @@ use core::sync::atomic::{AtomicU64, Ordering};
 use bootparams::{str16, str_nul, BootParams, PARAMS_MAGIC};
 use death_point::DeathPoint;
 use nmilog::handover;
-use nmilog_ppc64::CrashStage;
+use nmilog_ppc64::{CpuOutcome, CrashStage};
 use term::LineWriter;
 use verify::{Expect, Reached, Report};
 
@@ -151,6 +152,18 @@ extern "C" fn capture_main(image: usize, params: usize) -> ! {
             }),
             reached: Reached::ALL,
             died_at: None,
+            offline: p
+                .outcome
+                .iter()
+                .enumerate()
+                .filter(|&(_, &o)| o == CpuOutcome::Offline as u8)
+                .fold(0, |m, (c, _)| m | 1 << c),
+            prior_ok: flight::print_and_check(
+                bootparams::flight_recorder(),
+                bootparams::FLIGHT_BASE,
+                Some(&p.outcome),
+                &mut out,
+            ),
         };
         (bytes, expect)
     } else {
@@ -184,6 +197,13 @@ extern "C" fn capture_main(image: usize, params: usize) -> ! {
             report: None,
             reached,
             died_at: Some(die),
+            offline: 0,
+            prior_ok: flight::print_and_check(
+                bootparams::flight_recorder(),
+                bootparams::FLIGHT_BASE,
+                None,
+                &mut out,
+            ),
         };
         (r.image, expect)
     };

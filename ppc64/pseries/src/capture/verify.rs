@@ -66,6 +66,10 @@ pub struct Expect<'a> {
     pub reached: Reached,
     /// The death point when the log was rebuilt from memory (named on the verdict line).
     pub died_at: Option<&'a str>,
+    /// Bit c: CPU c was offline at the crash (the sequence's report): it has no record at all.
+    pub offline: u64,
+    /// Whether the checks made before this verifier (the flight recorder's) passed.
+    pub prior_ok: bool,
 }
 
 /// Per-CPU bookkeeping of one context's `n=` sequence.
@@ -277,7 +281,8 @@ pub fn print_and_check(img: &Image<'_>, expect: &Expect<'_>, out: &mut impl Writ
         (None, Some(m)) => want.ipi_complete && m != "unknown",
         (None, None) => !want.ipi_complete,
     };
-    let mut ok = img.corruption().is_none()
+    let mut ok = expect.prior_ok
+        && img.corruption().is_none()
         && ts_back == 0
         && entry == want.entry
         && ipi_complete == want.ipi_complete
@@ -285,6 +290,21 @@ pub fn print_and_check(img: &Image<'_>, expect: &Expect<'_>, out: &mut impl Writ
         && switchover == want.switchover
         && mask_ok;
     for c in 0..ncpu {
+        if expect.offline & (1 << c) != 0 {
+            // An empty `maxcpus` slot: nothing logged, never stopped, not waited for.
+            let empty = task[c].count == 0 && irq[c].count == 0 && !stopped[c];
+            ok &= empty;
+            let _ = writeln!(
+                out,
+                "capture: C{c}: offline: {}",
+                if empty {
+                    "no records, no stopped record, not waited for"
+                } else {
+                    "HAS RECORDS  <-- FAILED"
+                }
+            );
+            continue;
+        }
         let crash = c == expect.crash_cpu;
         let answered = expect.answered & (1 << c) != 0;
         // Whether the CPU had checked in when the image was written (the image says).
