@@ -1,7 +1,8 @@
 //! Tail latency of one log call, which criterion's medians do not show: per-call cycle counts for
 //! nmilog's NMI-path append and the baselines of `benches/nmi_path.rs`, with one writer and with a
-//! second thread on the other core writing through the same mechanism. Prints p50/p99/p99.9/max per
-//! mechanism (as NanoLog and Quill publish them).
+//! second thread on the other core writing through the same mechanism, and oversubscribed: four
+//! writer threads on the two cores (the set-up of `benches/oversubscribed.rs`, each writer its own
+//! CPU). Prints p50/p99/p99.9/p99.99/max per mechanism (as NanoLog and Quill publish them).
 //!
 //! ```text
 //! cargo run --release --example latency [-- [--samples N] [--single] [--plot FILE.svg]]
@@ -15,7 +16,8 @@
 //! (no timer inside the batch, so no quantisation and no timer overhead), with its ratio to
 //! `raw_copy`.
 //!
-//! `--single` skips the run with the other core writing (for `valgrind --tool=callgrind`, whose
+//! `--single` skips the runs with the other core writing and the oversubscribed runs (for
+//! `valgrind --tool=callgrind`, whose
 //! per-function instruction counts then give the instructions per call of each mechanism).
 //!
 //! Each call is timed on its own with the TSC on x86-64 (`lfence; rdtsc; lfence` on both sides, the
@@ -89,6 +91,7 @@ struct Stats {
     p50: f64,
     p99: f64,
     p999: f64,
+    p9999: f64,
     max: f64,
     /// `(nines, ns)`: the latency at percentile `1 - 10^-nines`, for the plot.
     curve: Vec<(f64, f64)>,
@@ -110,6 +113,7 @@ fn stats(samples: &mut [u64], ns_per_tick: f64) -> Stats {
         p50: at(0.50),
         p99: at(0.99),
         p999: at(0.999),
+        p9999: at(0.9999),
         max: samples[n - 1] as f64 * ns_per_tick,
         curve,
     }
@@ -159,6 +163,17 @@ fn batch_medians(batches: usize, ns_per_tick: f64) -> Vec<f64> {
 
 const MODES: [&str; 2] = ["one writer", "other core writing"];
 
+/// The oversubscribed run of one mechanism: [`OVER_THREADS`] writers on the two cores, `n` calls in
+/// all, each timed. Returns the latency percentiles over every writer's calls.
+fn measure_oversubscribed(push: Push, n: usize, ns_per_tick: f64) -> Stats {
+    let per_thread = (n / OVER_THREADS).max(1);
+    let crew = Crew::start(push, per_thread, Some(ticks));
+    crew.batch(); // warm-up
+    crew.batch();
+    let mut samples = crew.samples();
+    stats(&mut samples, ns_per_tick)
+}
+
 /// Fewest calls timed per mechanism and mode (`--samples`): enough for a p99.9.
 const MIN_SAMPLES: usize = 1000;
 /// Most calls timed per mechanism and mode (`--samples`): 400 MB of samples.
@@ -167,7 +182,7 @@ const MAX_SAMPLES: usize = 50_000_000;
 const USAGE: &str = "\
 usage: latency [--samples N] [--single] [--plot FILE.svg]
   --samples N      calls timed per mechanism and mode, 1000..=50000000 (default 1000000)
-  --single         skip the run with the other core writing
+  --single         skip the runs with the other core writing and the oversubscribed runs
   --plot FILE.svg  draw the latency-by-percentile curves
   -h, --help       this text";
 
@@ -277,6 +292,13 @@ fn run(o: Options) -> Result<(), Box<dyn Error>> {
         eprintln!("{name}: done (contender made {other} calls)");
         results.push([single, contended]);
     }
+    let mut over = Vec::new();
+    if !single_only {
+        for (name, push) in OVER_MECHANISMS {
+            over.push(measure_oversubscribed(push, n, ns_per_tick));
+            eprintln!("{name}: oversubscribed done");
+        }
+    }
 
     println!(
         "\nper-call latency, ns ({n} calls per row; {:.3} ns/tick; `timer` = the timing itself, \
@@ -284,23 +306,34 @@ fn run(o: Options) -> Result<(), Box<dyn Error>> {
         ns_per_tick
     );
     println!(
-        "| mechanism | {0} p50 | p99 | p99.9 | max | {1} p50 | p99 | p99.9 | max |",
+        "| mechanism | {0} p50 | p99 | p99.9 | p99.99 | max | {1} p50 | p99 | p99.9 | p99.99 | max |",
         MODES[0], MODES[1]
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let row = |s: &Stats| {
+        format!(
+            "{:.1} | {:.1} | {:.1} | {:.1} | {:.0} |",
+            s.p50, s.p99, s.p999, s.p9999, s.max
+        )
+    };
     for ((name, _), [a, b]) in MECHS.iter().zip(&results) {
         let other = if single_only {
-            "- | - | - | - |".to_string()
+            "- | - | - | - | - |".to_string()
         } else {
-            format!(
-                "{:.1} | {:.1} | {:.1} | {:.0} |",
-                b.p50, b.p99, b.p999, b.max
-            )
+            row(b)
         };
+        println!("| {name} | {} {other}", row(a));
+    }
+    if !single_only {
         println!(
-            "| {name} | {:.1} | {:.1} | {:.1} | {:.0} | {other}",
-            a.p50, a.p99, a.p999, a.max
+            "\noversubscribed: {OVER_THREADS} writers on the two cores, each its own CPU, {n} calls in \
+             all per mechanism (the set-up of `benches/oversubscribed.rs`), ns:\n"
         );
+        println!("| mechanism | p50 | p99 | p99.9 | p99.99 | max |");
+        println!("|---|---:|---:|---:|---:|---:|");
+        for ((name, _), s) in OVER_MECHANISMS.iter().zip(&over) {
+            println!("| {name} | {}", row(s));
+        }
     }
     println!(
         "\nmedian ns per call in interleaved batches of 1000 back-to-back calls (no timer in the loop; \

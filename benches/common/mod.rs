@@ -7,7 +7,7 @@ use std::cell::UnsafeCell;
 use std::collections::VecDeque;
 use std::hint::black_box;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::{Arc, Barrier, LazyLock, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -22,8 +22,9 @@ pub const MAIN_WORDS: usize = 4096;
 /// Records in every baseline buffer.
 pub const SLOTS: usize = 128;
 
-/// The logger under test: two CPUs (the bench thread is CPU 0, the contending writer CPU 1).
-pub static LOG: Log<HostPlatform, 2, RING_WORDS, MAIN_WORDS> = Log::new(HostPlatform::new(2));
+/// The logger under test: the bench thread is CPU 0, the contending writer CPU 1; the oversubscribed
+/// runs register their [`OVER_THREADS`] writers as CPUs 0 to 3.
+pub static LOG: Log<HostPlatform, 4, RING_WORDS, MAIN_WORDS> = Log::new(HostPlatform::new(4));
 
 /// The pre-formatted record every mechanism stores.
 pub type Rec32 = [u8; 32];
@@ -271,3 +272,118 @@ impl Drop for Contender {
         }
     }
 }
+
+// ------------------------------------------------------------------------------------- oversubscribed
+
+/// Writer threads of the oversubscribed runs: twice the cores of the 2-vCPU bench machine, so a
+/// writer can be descheduled in the middle of a call while the others go on (as a vCPU of a busy
+/// host, or a task preempted with a lock held, would be).
+pub const OVER_THREADS: usize = 4;
+
+/// A crew of [`OVER_THREADS`] writer threads, not pinned (the scheduler shares the cores out),
+/// each registered as its own CPU (nmilog: CPUs 0 to 3, in NMI context, so no flush runs). Every
+/// [`batch`](Crew::batch) releases all of them at once; each makes `per_thread` calls and the batch
+/// ends when the last one is done.
+pub struct Crew {
+    start: Arc<Barrier>,
+    done: Arc<Barrier>,
+    stop: Arc<AtomicBool>,
+    /// Per writer: the ticks of each call of the last batch (empty unless timed).
+    samples: Vec<Arc<Mutex<Vec<u64>>>>,
+    handles: Vec<thread::JoinHandle<()>>,
+}
+
+impl Crew {
+    /// Starts the writers. With `timer`, each call is timed with it (`timer()` before and after,
+    /// the difference kept: see [`Crew::samples`]).
+    pub fn start(push: Push, per_thread: usize, timer: Option<fn() -> u64>) -> Self {
+        let start = Arc::new(Barrier::new(OVER_THREADS + 1));
+        let done = Arc::new(Barrier::new(OVER_THREADS + 1));
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut samples = Vec::new();
+        let mut handles = Vec::new();
+        for cpu in 0..OVER_THREADS {
+            let (start, done, stop) = (start.clone(), done.clone(), stop.clone());
+            let mine = Arc::new(Mutex::new(Vec::with_capacity(if timer.is_some() {
+                per_thread
+            } else {
+                0
+            })));
+            samples.push(mine.clone());
+            handles.push(thread::spawn(move || {
+                pin(None);
+                as_cpu_in_nmi(cpu, || {
+                    let mut rec: Rec32 = *b"cpu N: oversubscribed writer rec";
+                    rec[4] = b'0' + cpu as u8;
+                    loop {
+                        start.wait();
+                        if stop.load(Ordering::Relaxed) {
+                            return;
+                        }
+                        match timer {
+                            None => {
+                                for _ in 0..per_thread {
+                                    push(black_box(&rec));
+                                }
+                            }
+                            Some(t) => {
+                                let mut s = mine.lock().unwrap_or_else(|e| e.into_inner());
+                                s.clear();
+                                for _ in 0..per_thread {
+                                    let t0 = t();
+                                    push(black_box(&rec));
+                                    s.push(t().wrapping_sub(t0));
+                                }
+                            }
+                        }
+                        done.wait();
+                    }
+                })
+            }));
+        }
+        Crew {
+            start,
+            done,
+            stop,
+            samples,
+            handles,
+        }
+    }
+
+    /// One batch: every writer makes its calls. Returns the wall time from the release of the
+    /// writers to the end of the last one's calls.
+    pub fn batch(&self) -> Duration {
+        let t0 = Instant::now();
+        self.start.wait();
+        self.done.wait();
+        t0.elapsed()
+    }
+
+    /// Every writer's per-call samples of the last batch, concatenated.
+    pub fn samples(&self) -> Vec<u64> {
+        self.samples
+            .iter()
+            .flat_map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).clone())
+            .collect()
+    }
+}
+
+impl Drop for Crew {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.start.wait();
+        for h in self.handles.drain(..) {
+            let _ = h.join();
+        }
+    }
+}
+
+/// The mechanisms of the oversubscribed runs, in table order: nmilog, the shared-buffer peers and
+/// the per-thread copy.
+pub const OVER_MECHANISMS: [(&str, Push); 5] = [
+    ("nmilog", push_nmilog),
+    ("spinlock_global", push_spinlock),
+    ("crossbeam_array_queue", push_crossbeam),
+    ("heapless_mpmc", push_heapless),
+    ("raw_copy", push_raw_copy),
+];

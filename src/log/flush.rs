@@ -16,6 +16,20 @@
 //! Only records older than every record the flush cannot see yet are moved (see the `log` module
 //! docs): a ring whose next record is in flight bounds the flush at the last timestamp moved from it,
 //! and records younger than `now - settle` stay in their rings.
+//!
+//! **Batching** ([`Log::flush_if_due`]). A flush costs an ownership hand-off (a compare-exchange and
+//! two `SeqCst` accesses) and a look at every source, whatever it moves; a log call that flushes only
+//! when enough is pending pays that once per batch. A call is *due* to flush when, in its own ring,
+//! 16 (`FLUSH_BATCH_RECORDS`) records are pending, or pending records fill a quarter of the ring (so a
+//! batch of long records is moved long before the ring could overwrite it), or the last record moved
+//! from that ring is older than 1 ms (`FLUSH_AGE_NS`) — so the first record after a quiet spell is moved
+//! at once. Console latency: a record reaches the main log (and the console hook) at once when its
+//! ring was quiet for `FLUSH_AGE_NS`; in a burst, at the latest with the first normal-context log
+//! call on its CPU and depth made `FLUSH_AGE_NS` after the last flush, or `FLUSH_BATCH_RECORDS - 1`
+//! calls later, or with any [`Log::flush`] (a reader, a console thread, a timer) — whichever comes
+//! first. Only the *last* records of a burst that no later call follows wait for someone to flush:
+//! a platform that needs a hard bound calls [`Log::flush_if_due`] or [`Log::flush`] from a periodic
+//! tick. The crash drain does not depend on any of this (it reads the rings themselves).
 
 use super::accounting::Consumer;
 use super::merge::{self, Key, Look, Merge, Outcome};
@@ -24,6 +38,14 @@ use crate::record::RecordBuf;
 use crate::ring::{span_words, Cursor, NoHook, Read, StepHook, WriteError, WriteStep};
 use crate::sync::Ordering;
 use crate::Platform;
+
+/// Records pending in a log call's own ring that make it flush under batching
+/// ([`Log::flush_if_due`]): 16.
+pub(crate) const FLUSH_BATCH_RECORDS: usize = 16;
+
+/// Age, in nanoseconds of the platform clock, of the last record moved from a log call's own ring
+/// past which the call flushes under batching ([`Log::flush_if_due`]): 1 ms.
+pub(crate) const FLUSH_AGE_NS: u64 = 1_000_000;
 
 /// What one flush did.
 ///
@@ -424,6 +446,63 @@ impl<
         }
         self.run_console_hook();
         Some(total)
+    }
+
+    /// Flushes if the calling CPU's ring (at its current depth) is due (see [Batching](self)):
+    /// 16 (`FLUSH_BATCH_RECORDS`) records pending, a quarter of the ring pending, or nothing moved from
+    /// it for 1 ms (`FLUSH_AGE_NS`). Returns what [`flush`](Self::flush) returned, or `None` when no flush
+    /// was due (or the context may not flush). A few loads, and a clock read when the counts are
+    /// below their thresholds; the decision reads the flush owner's cursors without ordering (a
+    /// stale cursor only moves a flush one call earlier or later).
+    ///
+    /// ```
+    /// use core::sync::atomic::{AtomicU64, Ordering};
+    /// use nmilog::{FlushPolicy, Level, Log, Platform};
+    /// static NOW: AtomicU64 = AtomicU64::new(5_000_000);
+    /// struct Clock;
+    /// impl Platform for Clock {
+    ///     fn cpu_id(&self) -> usize { 0 }
+    ///     fn now_ns(&self) -> u64 { NOW.load(Ordering::Relaxed) }
+    ///     fn cpu_count(&self) -> usize { 1 }
+    /// }
+    /// static LOG: Log<Clock, 1, 1024, 4096> = Log::new(Clock);
+    /// LOG.set_flush_policy(FlushPolicy::Deferred); // this example calls `flush_if_due` itself
+    /// // Nothing moved from this ring for 5 ms: the first record goes at once.
+    /// LOG.append(Level::Info, 0, 0, b"after a quiet spell").unwrap();
+    /// assert_eq!(LOG.flush_if_due().map(|r| r.moved), Some(1));
+    /// // A burst (the clock stands still): a flush every 16 records.
+    /// for _ in 0..15 {
+    ///     LOG.append(Level::Info, 0, 0, b"burst").unwrap();
+    ///     assert_eq!(LOG.flush_if_due(), None);
+    /// }
+    /// LOG.append(Level::Info, 0, 0, b"burst").unwrap();
+    /// assert_eq!(LOG.flush_if_due().map(|r| r.moved), Some(16));
+    /// // 1 ms after the last record moved, the next call flushes whatever is pending.
+    /// LOG.append(Level::Info, 0, 0, b"later").unwrap();
+    /// NOW.fetch_add(1_000_000, Ordering::Relaxed);
+    /// assert_eq!(LOG.flush_if_due().map(|r| r.moved), Some(1));
+    /// assert_eq!(LOG.main().next_seq(), 18);
+    /// ```
+    #[cfg(nmilog_cas)]
+    pub fn flush_if_due(&self) -> Option<FlushReport> {
+        let (cpu, pc) = self.cpu_slot()?;
+        let (_, depth) = self.context_of(pc);
+        let ring = pc.rings.get(depth)?;
+        let cons = self.main.consumers.get(cpu)?.get(depth)?;
+        let (head, next_seq) = ring.writer_state();
+        let cur = cons.cursor();
+        let pending = next_seq.wrapping_sub(cur.seq);
+        if pending == 0 || pending > usize::MAX / 2 {
+            return None;
+        }
+        let due = pending >= FLUSH_BATCH_RECORDS
+            || head.wrapping_sub(cur.pos) >= ring.capacity_words() / 4
+            || self.platform.now_ns().wrapping_sub(cons.last_ts.get()) >= FLUSH_AGE_NS;
+        if due {
+            self.flush()
+        } else {
+            None
+        }
     }
 
     /// [`flush`](Self::flush) with a hook between the steps of each move (test harnesses).
