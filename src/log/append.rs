@@ -14,7 +14,7 @@ use super::Log;
 use crate::fmt::{measure, Formatted, LINE_MAX};
 use crate::record::{facility, flags as record_flags, Caller, ContextKind, Header, Level};
 use crate::ring::{NoHook, PayloadSource, Ring, StepHook, WriteError};
-use crate::sync::{signal_fence, Ordering};
+use crate::sync::signal_fence;
 use crate::Platform;
 
 /// Why a log call did not produce a record. Every refusal is also counted (see
@@ -369,8 +369,14 @@ impl<
     #[inline]
     fn flush_if_normal(&self) {
         #[cfg(nmilog_cas)]
-        if self.flush_policy.load(Ordering::Relaxed) == 0 {
-            let _ = self.flush();
+        match self.flush_policy() {
+            crate::FlushPolicy::Eager => {
+                let _ = self.flush();
+            }
+            crate::FlushPolicy::Batched => {
+                let _ = self.flush_if_due();
+            }
+            crate::FlushPolicy::Deferred => {}
         }
     }
 }

@@ -29,7 +29,31 @@
 //! calls later, or with any [`Log::flush`] (a reader, a console thread, a timer) — whichever comes
 //! first. Only the *last* records of a burst that no later call follows wait for someone to flush:
 //! a platform that needs a hard bound calls [`Log::flush_if_due`] or [`Log::flush`] from a periodic
-//! tick. The crash drain does not depend on any of this (it reads the rings themselves).
+//! tick. The crash drain does not depend on any of this (it reads the rings themselves). Under
+//! [`FlushPolicy::Batched`](crate::FlushPolicy::Batched) every normal-context log call does this
+//! instead of a full flush:
+//!
+//! ```
+//! use core::sync::atomic::{AtomicU64, Ordering};
+//! use nmilog::{FlushPolicy, Level, Log, Platform};
+//! static NOW: AtomicU64 = AtomicU64::new(5_000_000);
+//! struct Clock;
+//! impl Platform for Clock {
+//!     fn cpu_id(&self) -> usize { 0 }
+//!     fn now_ns(&self) -> u64 { NOW.load(Ordering::Relaxed) }
+//!     fn cpu_count(&self) -> usize { 1 }
+//! }
+//! static LOG: Log<Clock, 1, 1024, 4096> = Log::new(Clock);
+//! LOG.set_flush_policy(FlushPolicy::Batched);
+//! LOG.append(Level::Info, 0, 0, b"after a quiet spell").unwrap();
+//! assert_eq!(LOG.main().next_seq(), 1); // at once
+//! for i in 1..16 {
+//!     LOG.append(Level::Info, 0, 0, b"burst").unwrap();
+//!     assert_eq!(LOG.main().next_seq(), 1, "call {i} waits for the batch");
+//! }
+//! LOG.append(Level::Info, 0, 0, b"burst").unwrap(); // the 16th pending record
+//! assert_eq!(LOG.main().next_seq(), 17);
+//! ```
 
 use super::accounting::Consumer;
 use super::merge::{self, Key, Look, Merge, Outcome};
@@ -487,7 +511,7 @@ impl<
     pub fn flush_if_due(&self) -> Option<FlushReport> {
         let (cpu, pc) = self.cpu_slot()?;
         let (_, depth) = self.context_of(pc);
-        let ring = pc.rings.get(depth)?;
+        let ring = pc.ring(depth)?;
         let cons = self.main.consumers.get(cpu)?.get(depth)?;
         let (head, next_seq) = ring.writer_state();
         let cur = cons.cursor();

@@ -177,6 +177,11 @@ pub enum FlushPolicy {
     /// [`Log::flush`] (a console thread, a timer, a reader) or at the crash drain — like printk's
     /// deferred consoles. The cheapest normal-context path.
     Deferred,
+    /// Normal-context log calls flush only when their ring is due ([`Log::flush_if_due`]: a batch
+    /// of records pending, a quarter of the ring pending, or the first record after a quiet spell):
+    /// the flush's cost is shared by a burst, at the price of a bounded console latency (see the
+    /// flush module's "Batching").
+    Batched,
 }
 
 impl<
@@ -370,10 +375,12 @@ impl<
     /// assert_eq!(LOG.main().next_seq(), 1); // waits in the ring for the next flush
     /// ```
     pub fn set_flush_policy(&self, policy: FlushPolicy) {
-        self.flush_policy.store(
-            (policy == FlushPolicy::Deferred) as usize,
-            Ordering::Relaxed,
-        );
+        let v = match policy {
+            FlushPolicy::Eager => 0,
+            FlushPolicy::Deferred => 1,
+            FlushPolicy::Batched => 2,
+        };
+        self.flush_policy.store(v, Ordering::Relaxed);
     }
 
     /// The flush policy in effect.
@@ -385,12 +392,14 @@ impl<
     /// assert_eq!(LOG.flush_policy(), FlushPolicy::Eager);
     /// LOG.set_flush_policy(FlushPolicy::Deferred);
     /// assert_eq!(LOG.flush_policy(), FlushPolicy::Deferred);
+    /// LOG.set_flush_policy(FlushPolicy::Batched);
+    /// assert_eq!(LOG.flush_policy(), FlushPolicy::Batched);
     /// ```
     pub fn flush_policy(&self) -> FlushPolicy {
-        if self.flush_policy.load(Ordering::Relaxed) == 0 {
-            FlushPolicy::Eager
-        } else {
-            FlushPolicy::Deferred
+        match self.flush_policy.load(Ordering::Relaxed) {
+            0 => FlushPolicy::Eager,
+            1 => FlushPolicy::Deferred,
+            _ => FlushPolicy::Batched,
         }
     }
 
