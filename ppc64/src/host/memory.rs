@@ -99,7 +99,8 @@ pub(crate) unsafe fn boot(
     k.desc
         .describe(&k.log, Some(k.crash.stop_flags()))
         .map_err(|e| format!("describing the log: {e:?}"))?;
-    // Release: pairs with the Acquire in `kernel`.
+    // LMM(hostmem:A): Release, pairs with LMM(hostmem:B) in `kernel`: a CPU thread or handler that
+    // finds the kernel sees its memory initialised and the log described.
     KERNEL.store(p, Ordering::Release);
     Ok(k)
 }
@@ -109,7 +110,7 @@ pub(crate) unsafe fn boot(
 /// # Panics
 /// Before [`boot`] (a bug: every CPU and handler runs after it).
 pub(crate) fn kernel() -> &'static Kernel {
-    // Acquire: pairs with the Release in `boot`.
+    // LMM(hostmem:B): Acquire, pairs with LMM(hostmem:A) in `boot`.
     let p = KERNEL.load(Ordering::Acquire);
     assert!(
         !p.is_null(),
