@@ -105,8 +105,10 @@ pub trait Platform: Sync {
     /// `Some((kind, depth))` — the innermost kind, and the nesting depth (task 0; each interrupt
     /// that lands adds at least one until it returns; softirq, hardirq, NMI, nested NMI or machine
     /// check: 1, 2, 3, 4). A kernel that has this needs no second bracket around its handlers: the
-    /// log's own (`irq_enter`, `nmi_enter`, …) are for kernels that do not, and only the crash entry
-    /// adds a level on top of what this reports. Report `Nmi` as the kind whenever any enclosing
+    /// log's own (`irq_enter`, `nmi_enter`, …) are for kernels that do not — with this hook they do
+    /// nothing, so a portable handler that brackets itself anyway counts no level twice — and only the
+    /// crash entry adds a level on top of what this reports. Report always or never (not `None` at
+    /// some moments and `Some` at others). Report `Nmi` as the kind whenever any enclosing
     /// context is an NMI (the call must stay on the NMI-safe path). Default: `None` (the log's own
     /// tracking).
     ///

@@ -124,6 +124,11 @@ fn the_kernels_own_context_needs_no_bracket_and_names_the_caller() {
     // In an NMI (as the kernel reports it) a call stays on the NMI-safe path: its ring only, the
     // main log untouched even under the eager policy.
     KERNEL_CONTEXT.with(|c| c.set(Some((ContextKind::Nmi, 3))));
+    // A portable handler that brackets itself anyway does not count the level twice.
+    LOG.nmi_enter();
+    assert_eq!(LOG.context(), Some((ContextKind::Nmi, 3)));
+    LOG.nmi_exit();
+    assert_eq!(LOG.context(), Some((ContextKind::Nmi, 3)));
     let main_before = LOG.main().next_seq();
     LOG.log_fmt(Level::Emerg, 0, format_args!("from an NMI"))
         .unwrap();

@@ -350,6 +350,13 @@ pub trait Machine: Sync {
         None
     }
 
+    /// In a stopped CPU's NMI handler: the context the NMI interrupted, `(kind, depth)`, when the
+    /// kernel tracks its context itself (`Platform::context`, which then already counts the NMI).
+    /// Default `None`: the log's own view before the handler's `nmi_enter` is the interrupted one.
+    fn interrupted_context(&self) -> Option<(nmilog::ContextKind, usize)> {
+        None
+    }
+
     /// Parks the calling CPU forever (a stopped CPU in its NMI handler, with interrupts off).
     fn park(&self) -> !;
 

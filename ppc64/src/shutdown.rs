@@ -228,7 +228,10 @@ impl<
     fn stop_self(&self, regs: SavedRegs, how: &str, note: fmt::Arguments<'_>) -> ! {
         let (log, machine) = (self.log, self.machine);
         let cpu = log.platform().cpu_id();
-        let (kind, depth) = log.context().unwrap_or((ContextKind::Task, 0));
+        let (kind, depth) = machine
+            .interrupted_context()
+            .or_else(|| log.context())
+            .unwrap_or((ContextKind::Task, 0));
         log.nmi_enter();
         let ts = machine.now_ns();
         self.emerg(format_args!(

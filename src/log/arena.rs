@@ -13,23 +13,6 @@
 //!
 //! Contract: attach once, at boot, on one CPU, before other CPUs log (as registration); the arena is
 //! zeroed by the attach and must not be touched by anything else afterwards.
-//!
-//! ```
-//! use nmilog::{doc_support::OneCpu, Level, Log, RecordBuf};
-//! use portable_atomic::AtomicUsize;
-//! type BootSized = Log<OneCpu, 1, 0, 0>; // sizes chosen at boot
-//! static LOG: BootSized = Log::new(OneCpu);
-//! const WORDS: usize = BootSized::arena_words(1, 5, 256, 1024);
-//! static ARENA: [AtomicUsize; WORDS] = [const { AtomicUsize::new(0) }; WORDS];
-//! assert_eq!(LOG.append_raw(Level::Info, 0, 0, b"too early"), Err(nmilog::AppendError::NotReady));
-//! LOG.attach_arena(&ARENA, 256, 1024).unwrap(); // e.g. from `log_buf_len=`
-//! LOG.append(Level::Info, 0, 0, b"sized at boot").unwrap();
-//! let mut rec = RecordBuf::new();
-//! LOG.main_reader().read(&LOG, &mut rec);
-//! assert_eq!(rec.text(), Some("sized at boot"));
-//! assert_eq!((LOG.ring_words(), LOG.main().capacity_words()), (256, 1024));
-//! assert_eq!(LOG.unregistered_dropped(), 1);
-//! ```
 
 use core::fmt;
 
@@ -165,7 +148,27 @@ impl<
 
     /// Carves this log's rings (`ring_words` words each, for the platform's CPU count) and its main
     /// log (`main_words` words) out of `arena`, which it zeroes. Once, at boot, before any other CPU
-    /// logs. Returns the words used. See the [module docs](self).
+    /// logs. Returns the words used. Calls made before it are refused
+    /// ([`AppendError::NotReady`](crate::AppendError::NotReady)) and counted with
+    /// [`unregistered_dropped`](Self::unregistered_dropped); every operation afterwards runs the same
+    /// code over the same ring layout as a log sized at compile time.
+    ///
+    /// ```
+    /// use nmilog::{doc_support::OneCpu, Level, Log, RecordBuf};
+    /// use portable_atomic::AtomicUsize;
+    /// type BootSized = Log<OneCpu, 1, 0, 0>; // sizes chosen at boot
+    /// static LOG: BootSized = Log::new(OneCpu);
+    /// const WORDS: usize = BootSized::arena_words(1, 5, 256, 1024);
+    /// static ARENA: [AtomicUsize; WORDS] = [const { AtomicUsize::new(0) }; WORDS];
+    /// assert_eq!(LOG.append_raw(Level::Info, 0, 0, b"too early"), Err(nmilog::AppendError::NotReady));
+    /// LOG.attach_arena(&ARENA, 256, 1024).unwrap(); // e.g. from `log_buf_len=`
+    /// LOG.append(Level::Info, 0, 0, b"sized at boot").unwrap();
+    /// let mut rec = RecordBuf::new();
+    /// LOG.main_reader().read(&LOG, &mut rec);
+    /// assert_eq!(rec.text(), Some("sized at boot"));
+    /// assert_eq!((LOG.ring_words(), LOG.main().capacity_words()), (256, 1024));
+    /// assert_eq!(LOG.unregistered_dropped(), 1);
+    /// ```
     pub fn attach_arena(
         &self,
         arena: &'static [AtomicUsize],

@@ -158,18 +158,28 @@ impl<
     }
 
     /// The brackets' body: enter `kind` on the calling CPU (nothing for a bad CPU id: counted by the
-    /// log calls made there).
+    /// log calls made there). Nothing either when the platform reports the context itself
+    /// ([`Platform::context`]): the kernel's own bookkeeping is the truth, and a portable handler
+    /// that brackets itself (for kernels without it) must not count a level twice.
     fn bracket_enter(&self, kind: ContextKind) {
-        if let Ok((_, pc)) = self.this_cpu() {
+        if let Some(pc) = self.bracketed_cpu() {
             pc.enter(kind);
         }
     }
 
-    /// Leaves the innermost context on the calling CPU.
+    /// Leaves the innermost context on the calling CPU (see [`bracket_enter`](Self::bracket_enter)).
     fn bracket_exit(&self) {
-        if let Ok((_, pc)) = self.this_cpu() {
+        if let Some(pc) = self.bracketed_cpu() {
             pc.exit();
         }
+    }
+
+    /// The calling CPU's state, if its context is tracked by the log's brackets.
+    fn bracketed_cpu(&self) -> Option<&PerCpu<RING_WORDS, DEPTH>> {
+        if self.platform.context().is_some() {
+            return None;
+        }
+        self.this_cpu().ok().map(|(_, pc)| pc)
     }
 
     /// Enters a nested context of `kind` on the current CPU; returns a guard that leaves it.
@@ -185,7 +195,7 @@ impl<
     /// assert_eq!(LOG.context(), Some((ContextKind::Task, 0)));
     /// ```
     pub fn enter(&self, kind: ContextKind) -> ContextGuard<'_> {
-        let pc = self.this_cpu().ok().map(|(_, pc)| {
+        let pc = self.bracketed_cpu().map(|pc| {
             pc.enter(kind);
             pc as &dyn ExitContext
         });

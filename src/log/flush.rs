@@ -472,7 +472,7 @@ impl<
         Some(total)
     }
 
-    /// Flushes if the calling CPU's ring (at its current depth) is due (see [Batching](self)):
+    /// Flushes if the calling CPU's ring (at its current depth) is due (see [`FlushPolicy::Batched`](crate::FlushPolicy::Batched)):
     /// 16 (`FLUSH_BATCH_RECORDS`) records pending, a quarter of the ring pending, or nothing moved from
     /// it for 1 ms (`FLUSH_AGE_NS`). Returns what [`flush`](Self::flush) returned, or `None` when no flush
     /// was due (or the context may not flush). A few loads, and a clock read when the counts are

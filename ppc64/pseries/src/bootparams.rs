@@ -42,7 +42,7 @@ pub const FLIGHT_BASE: usize = 0x0944_2000;
 /// Room for it.
 pub const FLIGHT_SIZE: usize = 0x1000;
 const _: () = assert!(core::mem::size_of::<nmilog_ppc64::FlightRecorder>() <= FLIGHT_SIZE);
-const _: () = assert!(FLIGHT_BASE % 8 == 0);
+const _: () = assert!(FLIGHT_BASE.is_multiple_of(8));
 
 /// The flight recorder at `FLIGHT_BASE`.
 pub fn flight_recorder() -> &'static nmilog_ppc64::FlightRecorder {

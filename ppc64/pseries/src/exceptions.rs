@@ -104,6 +104,8 @@ pub fn set_system_reset_handler(f: fn(usize, &SavedRegs) -> !) {
 }
 
 extern "C" fn system_reset_rust(cpu: usize, saved: &SavedRegs) -> ! {
+    // The kernel's own context word: NMI from here on (the handler never returns).
+    crate::percpu::nmi_enter();
     // Acquire pairs with the Release store in `set_system_reset_handler`.
     let h = HANDLER.load(Ordering::Acquire);
     if h != 0 {

@@ -167,7 +167,9 @@ extern "C" fn external_rust() {
         if h != 0 {
             // SAFETY: EXT_HANDLER only ever holds 0 or a `fn(usize, u32)` stored by `install_external`.
             let f = unsafe { core::mem::transmute::<usize, fn(usize, u32)>(h) };
+            crate::percpu::irq_enter();
             f(crate::percpu::this_cpu_index(), xisr);
+            crate::percpu::irq_exit();
         }
     }
     if xisr != 0 {
@@ -217,6 +219,8 @@ extern "C" fn decrementer_rust() {
     if h != 0 {
         // SAFETY: HANDLER only ever holds 0 or a `fn(usize)` stored by `install`.
         let f = unsafe { core::mem::transmute::<usize, fn(usize)>(h) };
+        crate::percpu::irq_enter();
         f(crate::percpu::this_cpu_index());
+        crate::percpu::irq_exit();
     }
 }

@@ -56,6 +56,13 @@ impl Platform for PseriesPlatform {
     fn cpu_count(&self) -> usize {
         self.ncpus.load(Ordering::Relaxed)
     }
+
+    /// The kernel's own context word (`percpu::context`, Linux's `preempt_count`): the interrupt
+    /// handlers do not bracket themselves for the log.
+    #[inline]
+    fn context(&self) -> Option<(nmilog::ContextKind, usize)> {
+        percpu::context()
+    }
 }
 
 /// The kernel log type.

@@ -158,6 +158,10 @@ impl Machine for Pseries {
         death::at_step(step)
     }
 
+    fn interrupted_context(&self) -> Option<(nmilog::ContextKind, usize)> {
+        crate::percpu::interrupted_context()
+    }
+
     fn park(&self) -> ! {
         irq::disable();
         exceptions::park()

@@ -4,6 +4,9 @@
 //! handler (`SavedRegs`). SPRG0 holds the slot's address on each CPU: the 0x100 handler finds its NMI
 //! stack there without touching memory through any other register, and `this_cpu` finds it from Rust.
 //!
+//! It also holds the kernel's own context word (`preempt`, Linux's `preempt_count`), which the log
+//! reads through `Platform::context` instead of brackets in each handler.
+//!
 //! A leaf: it uses no other module of the image (bring-up, which fills the slots, is `smp`).
 
 use core::cell::UnsafeCell;
@@ -61,6 +64,75 @@ pub struct PerCpu {
     pub entry: AtomicUsize,
     /// Registers saved by the system-reset handler (written only by this CPU's 0x100 handler).
     pub saved: UnsafeCell<SavedRegs>,
+    /// The kernel's own view of the running context, as Linux's `preempt_count`: hardirq nesting in
+    /// units of [`HARDIRQ_OFFSET`], NMI nesting in units of [`NMI_OFFSET`]. Written only by this CPU
+    /// (its interrupt entry and exit); the log reads it through `Platform::context`, so no handler
+    /// brackets itself for the log.
+    pub preempt: AtomicUsize,
+    /// `preempt` as the NMI found it (set by [`nmi_enter`]): the interrupted context.
+    pub preempt_at_nmi: AtomicUsize,
+}
+
+/// One hardirq level in [`PerCpu::preempt`] (Linux's `HARDIRQ_OFFSET`).
+pub const HARDIRQ_OFFSET: usize = 1 << 16;
+/// One NMI level in [`PerCpu::preempt`] (Linux's `NMI_OFFSET`).
+pub const NMI_OFFSET: usize = 1 << 20;
+const HARDIRQ_MASK: usize = 0xf << 16;
+const NMI_MASK: usize = 0xf << 20;
+
+/// Interrupt entry (the decrementer and external-interrupt handlers), Linux's `irq_enter`.
+pub fn irq_enter() {
+    add_preempt(HARDIRQ_OFFSET as isize);
+}
+
+/// Interrupt exit, Linux's `irq_exit`.
+pub fn irq_exit() {
+    add_preempt(-(HARDIRQ_OFFSET as isize));
+}
+
+/// NMI entry (the 0x100 system-reset handler), Linux's `nmi_enter`: remembers the interrupted
+/// context ([`interrupted_context`]). The handler never returns.
+pub fn nmi_enter() {
+    if let Some(c) = this_cpu() {
+        let v = c.preempt.load(Ordering::Relaxed);
+        c.preempt_at_nmi.store(v, Ordering::Relaxed);
+    }
+    add_preempt(NMI_OFFSET as isize);
+}
+
+/// The context the last NMI on this CPU interrupted (see [`context`]).
+pub fn interrupted_context() -> Option<(nmilog::ContextKind, usize)> {
+    Some(context_of(this_cpu()?.preempt_at_nmi.load(Ordering::Relaxed)))
+}
+
+fn add_preempt(delta: isize) {
+    if let Some(c) = this_cpu() {
+        // Only this CPU writes its word, and an interrupt that lands between the load and the store
+        // restores it before returning: a plain load and store are exact. Relaxed: same CPU.
+        let v = c.preempt.load(Ordering::Relaxed);
+        c.preempt
+            .store(v.wrapping_add_signed(delta), Ordering::Relaxed);
+    }
+}
+
+/// This CPU's context from its `preempt` word: `(kind, depth)` as `Platform::context` reports it
+/// (`None` before `init_boot_cpu`). Any NMI level makes the kind NMI (the call must stay on the
+/// NMI-safe path); the depth counts every level.
+pub fn context() -> Option<(nmilog::ContextKind, usize)> {
+    Some(context_of(this_cpu()?.preempt.load(Ordering::Relaxed)))
+}
+
+/// `(kind, depth)` of a `preempt` word.
+fn context_of(v: usize) -> (nmilog::ContextKind, usize) {
+    let (hardirq, nmi) = ((v & HARDIRQ_MASK) >> 16, (v & NMI_MASK) >> 20);
+    let kind = if nmi > 0 {
+        nmilog::ContextKind::Nmi
+    } else if hardirq > 0 {
+        nmilog::ContextKind::Irq
+    } else {
+        nmilog::ContextKind::Task
+    };
+    (kind, hardirq + nmi)
 }
 
 // SAFETY: all fields but `saved` are atomics; `saved` is written only by the owning CPU's NMI handler
@@ -76,6 +148,8 @@ impl PerCpu {
             nmi_stack_top: AtomicUsize::new(0),
             entry: AtomicUsize::new(0),
             saved: UnsafeCell::new(SavedRegs::ZERO),
+            preempt: AtomicUsize::new(0),
+            preempt_at_nmi: AtomicUsize::new(0),
         }
     }
 }

@@ -42,13 +42,11 @@ pub static FROZEN_AT: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(u64::MAX) 
 /// expected: the vty has no input and no EPOW event happens; the handler is there because the boot
 /// CPU's presenter accepts every priority).
 pub fn ext_irq_handler(cpu: usize, src: u32) {
-    LOG.irq_enter();
     let _ = LOG.log_fmt(
         Level::Info,
         0,
         format_args!("cpu={cpu} external interrupt {src:#x}"),
     );
-    LOG.irq_exit();
 }
 
 /// One task-context record.
@@ -63,13 +61,11 @@ fn task_log(cpu: usize, i: u64) {
 /// The decrementer handler: one interrupt-context record.
 pub fn irq_handler(cpu: usize) {
     let k = IRQ_N[cpu].load(Ordering::Relaxed);
-    LOG.irq_enter();
     if scenario::locked_printk() {
         baseline::printk(format_args!("cpu={cpu} irq n={k}"));
     } else {
         let _ = LOG.log_fmt(Level::Info, 0, format_args!("cpu={cpu} irq n={k}"));
     }
-    LOG.irq_exit();
     IRQ_N[cpu].store(k + 1, Ordering::Relaxed);
 }
 
