@@ -276,3 +276,90 @@ fn calls_before_registration_are_counted_and_reach_the_image() {
         )
     );
 }
+
+/// A log whose records carry task 7 as their caller, deferred (pieces pending together).
+fn deferred_log() -> &'static Log<Kernel, 1, 1024, 4096> {
+    let log: &'static Log<Kernel, 1, 1024, 4096> = Box::leak(Box::new(Log::new(Kernel)));
+    log.set_flush_policy(FlushPolicy::Deferred);
+    CURRENT_TASK.with(|t| t.set(Some(7)));
+    KERNEL_CONTEXT.with(|c| c.set(Some((ContextKind::Task, 0))));
+    log
+}
+
+/// "checking disks", " sda", " sdb\n" from task 7, with an interrupt's line between two pieces (its
+/// own ring), then a line of its own.
+fn log_a_continued_line(log: &Log<Kernel, 1, 1024, 4096>) {
+    let f = |flags: u8, args: std::fmt::Arguments<'_>| {
+        log.log_fmt(Level::Info, flags, args).unwrap();
+    };
+    f(0, format_args!("checking disks"));
+    f(flags::CONT, format_args!(" sda"));
+    KERNEL_CONTEXT.with(|c| c.set(Some((ContextKind::Irq, 2))));
+    f(0, format_args!("irq line"));
+    KERNEL_CONTEXT.with(|c| c.set(Some((ContextKind::Task, 0))));
+    f(flags::CONT, format_args!(" sdb\n"));
+    f(0, format_args!("next line"));
+}
+
+#[test]
+fn pr_cont_pieces_moved_together_are_one_record_in_the_main_log() {
+    let log = deferred_log();
+    log_a_continued_line(log);
+    log.flush().unwrap();
+    let recs = main_records(log);
+    let texts: Vec<&str> = recs.iter().map(|r| r.text().unwrap()).collect();
+    assert_eq!(texts, ["checking disks sda sdb", "irq line", "next line"]);
+    let joined = &recs[0].header;
+    assert_eq!(joined.flags & flags::NEWLINE, flags::NEWLINE);
+    assert_eq!(joined.flags & flags::CONT, 0);
+    assert_eq!(joined.caller(), Caller::Task(7));
+    assert_eq!(joined.src_seq, 2, "the last piece's number in its ring");
+    // The crash drain after it: each piece once (in the joined record), nothing from the ring again.
+    log.crash_enter().unwrap();
+    let mut out = Vec::new();
+    log.drain_on_crash(&|_| true, &mut |_, r: &RecordBuf| {
+        out.push(r.text().unwrap().to_owned());
+        true
+    })
+    .unwrap();
+    assert_eq!(out, ["checking disks sda sdb", "irq line", "next line"]);
+}
+
+#[cfg(feature = "steps")]
+#[test]
+fn a_flush_frozen_at_any_step_of_a_joined_move_loses_and_repeats_nothing() {
+    use nmilog::FlushStep;
+    for (i, step) in FlushStep::ALL.iter().enumerate() {
+        let log = deferred_log();
+        log_a_continued_line(log);
+        // The owner stops for good at `step` of its first move (the joined record).
+        let mut moves = 0;
+        let _ = log.flush_with_hook(&mut |s: FlushStep| {
+            if s == FlushStep::Main(nmilog::ring::WriteStep::Entered) {
+                moves += 1;
+            }
+            !(moves == 1 && s == *step)
+        });
+        log.crash_enter().unwrap();
+        let mut out = Vec::new();
+        let rep = log
+            .drain_on_crash(&|_| true, &mut |o: Origin, r: &RecordBuf| {
+                if o != Origin::Accounting {
+                    out.push(r.text().unwrap().to_owned());
+                }
+                true
+            })
+            .unwrap();
+        // Whether the joined record reached the main log or not, every piece is delivered once:
+        // joined (from the main log) or as the ring's own records.
+        let all = out.concat();
+        for piece in ["checking disks", " sda", " sdb", "irq line", "next line"] {
+            assert_eq!(
+                all.matches(piece).count(),
+                1,
+                "step {i} ({step:?}): {out:?}"
+            );
+        }
+        assert_eq!(rep.torn + rep.in_flight, 0, "step {i}: {rep:?}");
+    }
+}

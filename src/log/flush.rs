@@ -58,8 +58,8 @@
 use super::accounting::Consumer;
 use super::merge::{self, Key, Look, Merge, Outcome};
 use super::Log;
-use crate::record::RecordBuf;
-use crate::ring::{span_words, Cursor, NoHook, Read, StepHook, WriteError, WriteStep};
+use crate::record::{flags, Header, RecordBuf};
+use crate::ring::{span_words, Cursor, NoHook, Read, Ring, StepHook, WriteError, WriteStep};
 use crate::sync::Ordering;
 use crate::Platform;
 
@@ -218,6 +218,55 @@ impl<H: FlushHook> StepHook for MainHookAdapter<'_, H> {
     }
 }
 
+/// `pr_cont!` in the main log: a record that leaves its line open (no [`flags::NEWLINE`], not raw)
+/// takes the continuations ([`flags::CONT`]) of the same caller (task or CPU, and context) that follow
+/// it in its ring, already committed, while they fit in one record — one main-log record, as Linux's
+/// printk extends its last record. The record keeps its first piece's timestamp and takes the last
+/// piece's `src_seq` (the crash drain's threshold then passes every piece joined: each is delivered
+/// once, in the joined record). A piece not yet committed when its line moves (under
+/// [`FlushPolicy::Eager`](crate::FlushPolicy::Eager) each call moves its record at once) stays a record
+/// of its own, flagged `CONT`, which readers and consoles join. Bounded: at most `MAX_PIECES` looks,
+/// each counted in `steps` (each replaces the looks that piece would have taken as a record).
+#[inline(never)]
+fn join_continuations(ring: &Ring, cur: &mut Cursor, buf: &mut RecordBuf, steps: &mut u64) {
+    const MAX_PIECES: usize = 16;
+    const WORD: usize = core::mem::size_of::<usize>();
+    let h0 = &buf.header;
+    if h0.flags & (flags::NEWLINE | flags::RAW) != 0 {
+        return;
+    }
+    let line = (h0.caller, h0.cpu, h0.ctx, h0.facility);
+    let mut len = h0.len as usize;
+    for _ in 0..MAX_PIECES {
+        let at = len.next_multiple_of(WORD);
+        if at >= buf.payload.len() {
+            break;
+        }
+        let mut next = *cur;
+        *steps += 1;
+        let piece_of_this_line = |h: &Header| {
+            h.flags & flags::CONT != 0
+                && h.flags & flags::RAW == 0
+                && (h.caller, h.cpu, h.ctx, h.facility) == line
+        };
+        let (r, h, taken) =
+            ring.read_into_if(&mut next, &mut buf.payload[at..], piece_of_this_line);
+        if r != Read::Record || !taken {
+            break;
+        }
+        let n = h.len as usize;
+        buf.payload.copy_within(at..at + n, len);
+        len += n;
+        buf.header.len = len as u16;
+        buf.header.src_seq = h.src_seq;
+        buf.header.flags |= h.flags & (flags::NEWLINE | flags::TRUNCATED);
+        *cur = next;
+        if h.flags & flags::NEWLINE != 0 {
+            break;
+        }
+    }
+}
+
 /// The normal flush as a [`Merge`]: per-CPU rings (from their consumers' cursors) into the main log.
 struct FlushMerge<
     'a,
@@ -334,7 +383,7 @@ impl<
         src: usize,
         buf: &mut RecordBuf,
         take: impl FnOnce(Key) -> bool,
-        _steps: &mut u64,
+        steps: &mut u64,
     ) -> Look {
         let (c, d) = Self::split(src);
         let ring = self.log.ring_or_empty(c, d);
@@ -343,7 +392,10 @@ impl<
         let tie = src as u32;
         let key = |ts| Key { ts, tie, src: tie };
         match ring.read_if(&mut cur, buf, |h| take(key(h.ts_ns))) {
-            (Read::Record, _, true) => Look::Taken(cur),
+            (Read::Record, _, true) => {
+                join_continuations(ring, &mut cur, buf, steps);
+                Look::Taken(cur)
+            }
             (Read::Record, h, false) => Look::NotTaken(key(h.ts_ns)),
             (Read::Overwritten { missed }, _, _) => {
                 Consumer::add(&cons.overwritten, missed);
@@ -587,15 +639,16 @@ impl<
             bound,
             rep: FlushReport::default(),
         };
-        let mut buf = None;
         let mut steps = 0;
-        let out = merge::run(
-            &mut m,
-            self.main.flush_heap.view(),
-            &mut buf,
-            self.flush_step_bound(),
-            &mut steps,
-        );
+        let heap = self.main.flush_heap.view();
+        let budget = self.flush_step_bound();
+        let out = self.main.flush_buf.with_mut(|p| {
+            // SAFETY: this CPU owns the flush (the caller took it with `try_own_flush`), and only the
+            // flush owner ever touches `flush_buf` (see `Sync for MainLog`): no other reference to it
+            // exists while this one lives.
+            let buf = unsafe { &mut *p };
+            merge::run(&mut m, heap, buf, budget, &mut steps)
+        });
         let mut rep = m.rep;
         rep.steps = steps;
         // Refused: a hook froze the mover. Interrupted (a crash began) or done: release ownership.

@@ -50,8 +50,9 @@ use crossbeam_utils::CachePadded;
 
 use crate::percpu::PerCpu;
 use crate::record::Level;
+use crate::record::RecordBuf;
 use crate::ring::{RecordRing, Ring};
-use crate::sync::{array_of, const_or_loom_fn, AtomicPtr, AtomicUsize, Ordering};
+use crate::sync::{array_of, const_or_loom_fn, AtomicPtr, AtomicUsize, Ordering, UnsafeCell};
 use crate::Platform;
 
 mod accounting;
@@ -95,6 +96,21 @@ struct MainLog<const MAIN_WORDS: usize, const CPUS: usize, const DEPTH: usize> {
     /// The flush's merge heap (flush owner only).
     #[cfg_attr(not(nmilog_cas), allow(dead_code))]
     flush_heap: MergeHeap<CPUS, DEPTH>,
+    /// The flush's record buffer (flush owner only): here rather than on the stack of every log call
+    /// that flushes (a kernel stack is 16 KiB; `tests/stack.rs`).
+    #[cfg_attr(not(nmilog_cas), allow(dead_code))]
+    flush_buf: UnsafeCell<RecordBuf>,
+}
+
+// SAFETY: every field but `flush_buf` is an atomic (or made of atomics). `flush_buf` is read and
+// written only by the flush owner, inside `flush_owned`: ownership is taken with a compare-exchange
+// on `owner` (LMM(pending:A/B) hand it over) and never taken from a CPU that holds it, a CPU in NMI
+// or crash context never flushes, and the crash drain has buffers of its own. So at most one CPU
+// touches it at any time, and a handover (owner released with SeqCst, taken with SeqCst) orders the
+// previous owner's accesses before the next one's.
+unsafe impl<const MAIN_WORDS: usize, const CPUS: usize, const DEPTH: usize> Sync
+    for MainLog<MAIN_WORDS, CPUS, DEPTH>
+{
 }
 
 /// The logger.
@@ -111,7 +127,7 @@ struct MainLog<const MAIN_WORDS: usize, const CPUS: usize, const DEPTH: usize> {
 ///
 /// ```text
 /// CPUS·pad((2 + DEPTH·(10 + RING_WORDS))·W)
-///   + pad((13 + T + MAIN_WORDS + CPUS·DEPTH·(5 + 2·T))·W)
+///   + pad((13 + T + MAIN_WORDS + CPUS·DEPTH·(5 + 2·T))·W + size_of::<RecordBuf>())
 ///   + pad((10 + T + CPUS·DEPTH·(14 + T))·W)
 ///   + pad(size_of::<P>() + 7·W)
 /// ```
@@ -240,6 +256,7 @@ impl<
                     arena: ArenaSlot::new(),
                     consumers: array_of!(array_of!(Consumer::new(); DEPTH); CPUS),
                     flush_heap: MergeHeap::new(),
+                    flush_buf: UnsafeCell::new(RecordBuf::new()),
                 }),
                 crash: CachePadded::new(DrainState::new()),
                 crash_cpu: AtomicUsize::new(0),

@@ -9,7 +9,7 @@ use super::{
     before, enc, max_payload_for, span_words, Cursor, Read, Ring, RingWords, SEQ_MASK,
     ST_COMMITTED, ST_FREE, ST_MASK, ST_WRAP, ST_WRITING, WORD,
 };
-use crate::record::{Header, RecordBuf, HEADER_BYTES, MAX_PAYLOAD};
+use crate::record::{Header, RecordBuf, HEADER_BYTES};
 use crate::sync::{fence, Ordering};
 
 impl<W: ?Sized + RingWords> Ring<W> {
@@ -42,12 +42,24 @@ impl<W: ?Sized + RingWords> Ring<W> {
         out: &mut RecordBuf,
         take: impl FnOnce(&Header) -> bool,
     ) -> (Read, Header, bool) {
-        let (r, h, taken) = self.read_inner(cur, Some(&mut out.payload), take);
+        let (r, h, taken) = self.read_inner(cur, Some(&mut out.payload[..]), take);
         if taken {
             out.header = h;
             out.seq = cur.seq.wrapping_sub(1) as u64;
         }
         (r, h, taken)
+    }
+
+    /// [`read_if`](Self::read_if) into the bytes `out` (whole words of it; a record that does not
+    /// fit is not taken): the payload only.
+    #[inline(always)]
+    pub(crate) fn read_into_if(
+        &self,
+        cur: &mut Cursor,
+        out: &mut [u8],
+        take: impl FnOnce(&Header) -> bool,
+    ) -> (Read, Header, bool) {
+        self.read_inner(cur, Some(out), take)
     }
 
     /// Like [`read`](Self::read) but copies only the header and leaves the cursor on the record
@@ -80,7 +92,7 @@ impl<W: ?Sized + RingWords> Ring<W> {
     fn read_inner(
         &self,
         cur: &mut Cursor,
-        out: Option<&mut [u8; MAX_PAYLOAD]>,
+        out: Option<&mut [u8]>,
         take: impl FnOnce(&Header) -> bool,
     ) -> (Read, Header, bool) {
         let mask = self.mask();
@@ -107,9 +119,11 @@ impl<W: ?Sized + RingWords> Ring<W> {
             let len = (h.len as usize).min(max_payload_for(cap));
             // Taken (payload copied, cursor advanced) or only peeked. `take` sees a header that is
             // validated below: a decision made on a torn header is undone with the `Read` outcome.
-            let advance = take(&h);
+            // A record longer than `out`'s whole words is never taken.
+            let room = out.as_ref().map_or(usize::MAX, |o| o.len() / WORD * WORD);
+            let advance = len <= room && take(&h);
             if let Some(out) = out.filter(|_| advance) {
-                // Whole words (the buffer is a multiple of WORD long; bytes past `len` are scratch).
+                // Whole words (bytes past `len` in the last one are scratch).
                 let (chunks, _) = out.as_chunks_mut::<WORD>();
                 for chunk in chunks.iter_mut().take(len.div_ceil(WORD)) {
                     *chunk = self.word(at, mask).load(Ordering::Relaxed).to_le_bytes();
