@@ -8,22 +8,31 @@
 //!
 //! Output formats (one record or line per line of stdout):
 //!
-//! * default, like `dmesg`: `[    5.123456] C2 text` — seconds and microseconds of the record's
-//!   `ts_ns`, then the **caller id**: `C<cpu>` for task context, `C<cpu>/<ctx>` otherwise (`C2/irq`,
-//!   `C2/nmi`, `C0/crash`; `C2/ctx7` for a context number this reader does not know). Records flagged
-//!   [`CONT`](nmilog::record::flags::CONT) are joined onto the previous line of the **same caller**
-//!   (CPU *and* context, as printk's caller id is per task or per CPU context: an NMI's line never
-//!   swallows the continuation of the task it interrupted); the joined line keeps the level of its
-//!   first record. A continuation with no earlier line from its caller starts a line of its own.
+//! * default, like `dmesg`: `[    5.123456] T123 text` — seconds and microseconds of the record's
+//!   `ts_ns`, then the **caller id**, as Linux's `CONFIG_PRINTK_CALLER` shows it: `T<tid>` for a
+//!   record that names its task ([`Caller::Task`]: task context, on a platform that names tasks),
+//!   else `C<cpu>`; outside task context followed by `/<ctx>` (`C2/irq`, `C2/softirq`, `C2/nmi`,
+//!   `C0/crash`; `C2/ctx7` for a context number this reader does not know). A record with no caller
+//!   (0: an image from a writer before the caller field, or nmilog's own accounting record) shows
+//!   its CPU. Records flagged [`CONT`](nmilog::record::flags::CONT) are joined onto the open line
+//!   of the **same caller column** — the same task, on whatever CPU it now runs, or the same CPU
+//!   *and* context (an NMI's line never swallows the continuation of the task it interrupted); the
+//!   joined line keeps the level of its first record. A record flagged
+//!   [`NEWLINE`](nmilog::record::flags::NEWLINE) closes its caller's line, and a continuation with
+//!   no open line from its caller starts a line of its own.
 //!   Text is escaped by [`nmilog::escape::text`]: control characters print as `\xNN`, format
 //!   characters (bidirectional overrides, zero-width characters…) and the line and paragraph
 //!   separators as `\u{XXXX}`, so that one record stays one line and cannot disguise its neighbours.
-//! * `--kmsg`: the `/dev/kmsg` record format `level,seq,usec,flags;text`, one line per record (no
-//!   joining), flags `-` normal and `c` continuation; text escaped as the kernel does (bytes below
-//!   0x20, from 0x7f, and `\` become `\xNN`: so every non-ASCII character is escaped).
-//! * `--json`: one object per record, `{"seq":…,"ts_ns":…,"cpu":…,"ctx":"task|irq|nmi|crash",
-//!   "level":…,"text":"…"}`, plus `"cont":true` on continuations and `"raw":true` on raw payloads;
-//!   strings escaped by [`nmilog::escape::json_string`] (every control character, U+2028/U+2029).
+//! * `--kmsg`: the `/dev/kmsg` record format `level,seq,usec,flags,caller=T123;text` (Linux's
+//!   `info_print_ext_header`; `caller=C2` outside a task), one line per record (no joining), flags
+//!   `-` normal and `c` continuation; a record with no caller gets no `caller=` field (as Linux
+//!   without `CONFIG_PRINTK_CALLER`); text escaped as the kernel does (bytes below 0x20, from 0x7f,
+//!   and `\` become `\xNN`: so every non-ASCII character is escaped).
+//! * `--json`: one object per record, `{"seq":…,"ts_ns":…,"caller":"T123","cpu":…,
+//!   "ctx":"task|irq|softirq|nmi|crash","level":…,"text":"…"}` (no `"caller"` when the record has
+//!   none), plus `"cont":true` on continuations, `"raw":true` on raw payloads and `"newline":true`
+//!   on records that ended with a newline; strings escaped by [`nmilog::escape::json_string`]
+//!   (every control character, U+2028/U+2029).
 //!   With `--from-memory` the first line is one object saying where the log came from (no `"seq"`):
 //!   `{"rebuilt_from_memory":{"descriptor":"0x…","file_offset":…,"byte_swapped":false,
 //!   "crashing_cpu":0,"not_stopped":[2],"descriptors_valid":1,"magics_rejected":0}}`
@@ -98,7 +107,7 @@ use std::process::ExitCode;
 
 use nmilog::escape::{self, json_string};
 use nmilog::handover::{self, HandoverError, ImageRecord, CORE_BYTES};
-use nmilog::record::flags;
+use nmilog::record::{flags, Caller};
 use nmilog::recover::{
     self, AtomicUsize, Descriptor, DrainSource, PiecewiseDump, RawDump, RecoverError, RecoveredLog,
 };
@@ -369,13 +378,27 @@ fn read_image(input: &mut impl Read) -> io::Result<(Vec<u8>, Option<u64>)> {
     Ok((buf, Some(declared)))
 }
 
-/// The caller id: `C<cpu>` in task context, `C<cpu>/<ctx>` otherwise.
+/// The caller column of the default format: Linux's caller id — `T<tid>` for a record that names
+/// its task, else `C<cpu>` ([`Header::caller`], which reads an unknown caller, 0, as the record's
+/// CPU) — followed, outside task context, by `/<ctx>` (`C2/irq`, `C3/nmi`, `C0/crash`, `C2/ctx7`
+/// for a context number this reader does not know; `T5/irq` if a writer named a task outside task
+/// context). Continuations are joined per caller column: per task, or per CPU and context.
+///
+/// [`Header::caller`]: nmilog::Header::caller
 fn caller(r: &ImageRecord<'_>) -> String {
+    let who = r.header.caller();
     match r.header.context().0 {
-        Some(ContextKind::Task) => format!("C{}", r.header.cpu),
-        Some(k) => format!("C{}/{}", r.header.cpu, k.name()),
-        None => format!("C{}/ctx{}", r.header.cpu, r.header.ctx & 0xf),
+        Some(ContextKind::Task) => who.to_string(),
+        Some(k) => format!("{who}/{}", k.name()),
+        None => format!("{who}/ctx{}", r.header.ctx & 0xf),
     }
+}
+
+/// The caller id for `/dev/kmsg` and JSON (`T123`, `C2`), or `None` if the record carries none (an
+/// image from a writer before the caller field, or a record nmilog wrote itself): those formats
+/// then say nothing rather than guess.
+fn caller_id(r: &ImageRecord<'_>) -> Option<Caller> {
+    (r.header.caller != 0).then(|| r.header.caller())
 }
 
 fn ctx_name(r: &ImageRecord<'_>) -> String {
@@ -443,21 +466,29 @@ fn render(image: &handover::Image<'_>, args: &Args, out: &mut impl Write) -> io:
                 text: String,
             }
             let mut lines: Vec<Line> = Vec::new();
-            let mut last: HashMap<String, usize> = HashMap::new();
+            // The open line of each caller: its last record did not end with a newline.
+            let mut open: HashMap<String, usize> = HashMap::new();
             for r in image.records() {
                 let who = caller(&r);
                 let text = dmesg_text(&r);
-                if r.header.flags & flags::CONT != 0 {
-                    if let Some(&i) = last.get(&who) {
+                let joined = match open.get(&who) {
+                    Some(&i) if r.header.flags & flags::CONT != 0 => {
                         lines[i].text.push_str(&text);
-                        continue;
+                        i
                     }
+                    _ => {
+                        lines.push(Line {
+                            level: r.header.level,
+                            text: format!("{} {} {}", timestamp(r.header.ts_ns), who, text),
+                        });
+                        lines.len() - 1
+                    }
+                };
+                if r.header.flags & flags::NEWLINE != 0 {
+                    open.remove(&who);
+                } else {
+                    open.insert(who, joined);
                 }
-                last.insert(who.clone(), lines.len());
-                lines.push(Line {
-                    level: r.header.level,
-                    text: format!("{} {} {}", timestamp(r.header.ts_ns), who, text),
-                });
             }
             for l in lines.iter().filter(|l| keep(l.level, args.level)) {
                 writeln!(out, "{}", l.text)?;
@@ -470,23 +501,26 @@ fn render(image: &handover::Image<'_>, args: &Args, out: &mut impl Write) -> io:
                 } else {
                     '-'
                 };
+                let who = caller_id(&r).map_or(String::new(), |c| format!(",caller={c}"));
                 writeln!(
                     out,
-                    "{},{},{},{};{}",
+                    "{},{},{},{}{};{}",
                     r.header.level,
                     r.seq,
                     r.header.ts_ns / 1_000,
                     fl,
+                    who,
                     kmsg_text(&r)
                 )?;
             }
         }
         Format::Json => {
             for r in image.records().filter(|r| keep(r.header.level, args.level)) {
-                let mut s = format!(
-                    "{{\"seq\":{},\"ts_ns\":{},\"cpu\":{},\"ctx\":",
-                    r.seq, r.header.ts_ns, r.header.cpu
-                );
+                let mut s = format!("{{\"seq\":{},\"ts_ns\":{},", r.seq, r.header.ts_ns);
+                if let Some(c) = caller_id(&r) {
+                    let _ = write!(s, "\"caller\":\"{c}\",");
+                }
+                let _ = write!(s, "\"cpu\":{},\"ctx\":", r.header.cpu);
                 let _ = json_string(&mut s, &ctx_name(&r));
                 let _ = write!(s, ",\"level\":{},\"text\":", r.header.level);
                 let _ = match r.text() {
@@ -498,6 +532,9 @@ fn render(image: &handover::Image<'_>, args: &Args, out: &mut impl Write) -> io:
                 }
                 if r.text().is_none() {
                     s.push_str(",\"raw\":true");
+                }
+                if r.header.flags & flags::NEWLINE != 0 {
+                    s.push_str(",\"newline\":true");
                 }
                 s.push('}');
                 writeln!(out, "{s}")?;
