@@ -6,13 +6,14 @@ use std::ffi::OsString;
 use crate::memory::W;
 
 pub(crate) const USAGE: &str = "\
-usage: dmesg [--kmsg | --json] [--level N] [--] [IMAGE | -]
-       dmesg [--kmsg | --json] [--level N] --from-memory DUMP [--base ADDR] [--descriptor ADDR]
+usage: dmesg [--kmsg | --json] [--level N] [--elf FIRMWARE] [--] [IMAGE | -]
+       dmesg [--kmsg | --json] [--level N] [--elf FIRMWARE] --from-memory DUMP [--base ADDR] [--descriptor ADDR]
 Prints an nmilog handover image like dmesg (IMAGE absent or -: standard input), or the log rebuilt
 from a raw memory dump when the crash path died before writing an image.
-  --kmsg               /dev/kmsg format: level,seq,usec,flags;text
+  --kmsg               /dev/kmsg format: level,seq,usec,flags,caller=T123;text
   --json               one JSON object per record
   --level N            only records of level N (0 emerg .. 7 debug) or more urgent
+  --elf FIRMWARE       decode defmt frames with FIRMWARE's .defmt table (else: hex)
   --from-memory DUMP   rebuild the log from DUMP, a file of the dead kernel's memory (e.g. QEMU
                        pmemsave); read at offsets, so not standard input
   --base ADDR          the address of DUMP's first byte (default 0; 0x... hex or decimal)
@@ -38,6 +39,8 @@ pub(crate) struct Args {
     pub(crate) format: Format,
     pub(crate) level: Option<u8>,
     pub(crate) input: Input,
+    /// `--elf FIRMWARE`: decode defmt frames with its table.
+    pub(crate) elf: Option<OsString>,
 }
 
 /// What to print.
@@ -71,6 +74,7 @@ pub(crate) fn parse_args(args: impl IntoIterator<Item = OsString>) -> Result<Com
     let mut dump: Option<OsString> = None;
     let mut base: Option<usize> = None;
     let mut descriptor: Option<usize> = None;
+    let mut elf: Option<OsString> = None;
     while let Some(arg) = p.next().map_err(|e| e.to_string())? {
         let (f, name) = match arg {
             Short('h') | Long("help") => return Ok(Command::Help),
@@ -79,6 +83,10 @@ pub(crate) fn parse_args(args: impl IntoIterator<Item = OsString>) -> Result<Com
             Long("level") => {
                 let v = p.value().map_err(|e| e.to_string())?;
                 level = Some(level_value(&v)?);
+                continue;
+            }
+            Long("elf") => {
+                elf = Some(p.value().map_err(|e| e.to_string())?);
                 continue;
             }
             Long("from-memory") => {
@@ -156,6 +164,7 @@ pub(crate) fn parse_args(args: impl IntoIterator<Item = OsString>) -> Result<Com
         format: format.map_or(Format::Dmesg, |(f, _)| f),
         level,
         input,
+        elf,
     }))
 }
 

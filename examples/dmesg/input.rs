@@ -9,10 +9,15 @@ use std::process::ExitCode;
 use nmilog::handover::{self, HandoverError, CORE_BYTES};
 
 use crate::args::Args;
+use crate::defmt::DefmtDecoder;
 use crate::{print_image, EXIT_TROUBLE, MAX_IMAGE_BYTES};
 
 /// Reads the image at `path` (standard input if `None`) and prints it.
-pub(crate) fn print_image_file(path: Option<&OsString>, args: &Args) -> ExitCode {
+pub(crate) fn print_image_file(
+    path: Option<&OsString>,
+    args: &Args,
+    defmt: Option<&DefmtDecoder>,
+) -> ExitCode {
     let read = match path {
         Some(p) => File::open(p).and_then(|mut f| read_image(&mut f)),
         None => read_image(&mut io::stdin().lock()),
@@ -31,7 +36,7 @@ pub(crate) fn print_image_file(path: Option<&OsString>, args: &Args) -> ExitCode
              only those were read"
         );
     }
-    print_image(&bytes, args, None)
+    print_image(&bytes, args, defmt, None)
 }
 
 /// The image's bytes from `input`: the core header, then — if it is intact — up to the end of the

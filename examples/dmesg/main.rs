@@ -2,8 +2,8 @@
 //! its crash path wrote, or, when that path died before writing one, rebuilt from a raw memory dump.
 //!
 //! ```text
-//! cargo run --example dmesg -- [--kmsg | --json] [--level 0-7] [--] [IMAGE | -]   (no IMAGE, "-": stdin)
-//! cargo run --example dmesg -- [--kmsg | --json] [--level 0-7] --from-memory DUMP [--base ADDR] [--descriptor ADDR]
+//! cargo run --example dmesg -- [--kmsg | --json] [--level 0-7] [--elf FIRMWARE] [--] [IMAGE | -]   (no IMAGE, "-": stdin)
+//! cargo run --example dmesg -- [--kmsg | --json] [--level 0-7] [--elf FIRMWARE] --from-memory DUMP [--base ADDR] [--descriptor ADDR]
 //! ```
 //!
 //! Output formats (one record or line per line of stdout):
@@ -100,9 +100,10 @@
 //!
 //! The tool's modules, one job each: [`args`] (the command line), [`input`] (reading an image from a
 //! file or standard input), [`memory`] (rebuilding the image from a raw memory dump), [`output`]
-//! (the three output formats); this file runs them and prints the summary.
+//! (the three output formats), [`defmt`] (decoding defmt frames with `--elf`); this file runs them and prints the summary.
 
 mod args;
+mod defmt;
 mod input;
 mod memory;
 mod output;
@@ -113,6 +114,7 @@ use std::process::ExitCode;
 use nmilog::handover;
 
 use args::{parse_args, Args, Command, Format, Input, USAGE};
+use defmt::DefmtDecoder;
 use input::print_image_file;
 use memory::{origin_json, origin_lines, MemoryOrigin};
 use output::render;
@@ -148,10 +150,18 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_TROUBLE);
         }
     };
+    let defmt = match args.elf.as_ref().map(DefmtDecoder::load).transpose() {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("dmesg: {e}");
+            return ExitCode::from(EXIT_TROUBLE);
+        }
+    };
+    let defmt = defmt.as_ref();
     match &args.input {
-        Input::Image(path) => print_image_file(path.as_ref(), &args),
+        Input::Image(path) => print_image_file(path.as_ref(), &args, defmt),
         Input::Memory(m) => match memory::rebuild(m) {
-            Ok(rebuilt) => print_image(&rebuilt.image, &args, Some(&rebuilt.origin)),
+            Ok(rebuilt) => print_image(&rebuilt.image, &args, defmt, Some(&rebuilt.origin)),
             Err(f) => {
                 eprintln!("dmesg: {}", f.message);
                 ExitCode::from(f.code)
@@ -161,8 +171,13 @@ fn main() -> ExitCode {
 }
 
 /// Prints the image `bytes` (read from a file, or rebuilt from memory: `origin`) in the chosen
-/// format, then the summary on stderr; the exit code.
-fn print_image(bytes: &[u8], args: &Args, origin: Option<&MemoryOrigin>) -> ExitCode {
+/// format (defmt frames decoded with `defmt`, if given), then the summary on stderr; the exit code.
+fn print_image(
+    bytes: &[u8],
+    args: &Args,
+    defmt: Option<&DefmtDecoder>,
+    origin: Option<&MemoryOrigin>,
+) -> ExitCode {
     let image = match handover::parse_located(bytes) {
         Ok(image) => image,
         Err((e, at)) => {
@@ -185,7 +200,7 @@ fn print_image(bytes: &[u8], args: &Args, origin: Option<&MemoryOrigin>) -> Exit
         .map_or(Ok(()), |o| {
             writeln!(out, "{}", origin_json(o, &not_stopped))
         })
-        .and_then(|()| render(&image, args, &mut out))
+        .and_then(|()| render(&image, args, defmt, &mut out))
         .and_then(|()| out.flush());
     if let Err(e) = written {
         if e.kind() != io::ErrorKind::BrokenPipe {
@@ -203,6 +218,11 @@ fn print_image(bytes: &[u8], args: &Args, origin: Option<&MemoryOrigin>) -> Exit
         image.left_out(),
         image.bad_cpu_dropped()
     );
+    if let Some(n) = defmt.map(DefmtDecoder::undecodable).filter(|&n| n > 0) {
+        eprintln!(
+            "dmesg: {n} defmt frame(s) could not be decoded with the --elf table: printed as hex"
+        );
+    }
     if let Some((e, at)) = image.corruption() {
         eprintln!(
             "dmesg: corrupt handover image at byte {at}: {e} (the {} records before it were recovered)",

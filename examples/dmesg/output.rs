@@ -11,6 +11,7 @@ use nmilog::record::{flags, Caller};
 use nmilog::ContextKind;
 
 use crate::args::{Args, Format};
+use crate::defmt::DefmtDecoder;
 
 /// The caller column of the default format: Linux's caller id — `T<tid>` for a record that names
 /// its task, else `C<cpu>` ([`Header::caller`], which reads an unknown caller, 0, as the record's
@@ -51,26 +52,57 @@ fn hex(payload: &[u8]) -> String {
     s
 }
 
-/// Default format text: [`escape::text`] (controls as `\xNN`, format characters and separators as
-/// `\u{XXXX}`).
-fn dmesg_text(r: &ImageRecord<'_>) -> String {
-    match r.text() {
-        None => hex(r.payload),
-        Some(t) => {
-            let mut s = String::with_capacity(t.len());
-            let _ = escape::text(&mut s, t);
-            s
+/// A record's text: UTF-8 text, a defmt frame decoded with `--elf`, or raw bytes (printed as hex).
+enum Text<'a> {
+    Utf8(&'a str),
+    Defmt(String),
+    Raw,
+}
+
+impl<'a> Text<'a> {
+    /// The text of `r`: decoded if it is a defmt frame `defmt` decodes.
+    fn of(r: &ImageRecord<'a>, defmt: Option<&DefmtDecoder>) -> Self {
+        if let Some(t) = defmt.and_then(|d| d.text(r)) {
+            return Text::Defmt(t);
+        }
+        r.text().map_or(Text::Raw, Text::Utf8)
+    }
+
+    /// The text as a string (`raw[<len>]: <hex>` for raw bytes).
+    fn string(&self, payload: &[u8]) -> std::borrow::Cow<'_, str> {
+        match self {
+            Text::Utf8(t) => (*t).into(),
+            Text::Defmt(t) => t.as_str().into(),
+            Text::Raw => hex(payload).into(),
         }
     }
 }
 
-/// `/dev/kmsg` text: bytes below 0x20, from 0x7f, and `\` as `\xNN` (as the kernel escapes them).
-fn kmsg_text(r: &ImageRecord<'_>) -> String {
-    if r.text().is_none() {
-        return hex(r.payload);
+/// Default format text: [`escape::text`] (controls as `\xNN`, format characters and separators as
+/// `\u{XXXX}`).
+fn dmesg_text(t: &Text<'_>, payload: &[u8]) -> String {
+    match t {
+        Text::Raw => hex(payload),
+        Text::Utf8(t) => escaped(t),
+        Text::Defmt(t) => escaped(t),
     }
-    let mut s = String::with_capacity(r.payload.len());
-    for &b in r.payload {
+}
+
+fn escaped(t: &str) -> String {
+    let mut s = String::with_capacity(t.len());
+    let _ = escape::text(&mut s, t);
+    s
+}
+
+/// `/dev/kmsg` text: bytes below 0x20, from 0x7f, and `\` as `\xNN` (as the kernel escapes them).
+fn kmsg_text(t: &Text<'_>, payload: &[u8]) -> String {
+    let bytes = match t {
+        Text::Raw => return hex(payload),
+        Text::Utf8(t) => t.as_bytes(),
+        Text::Defmt(t) => t.as_bytes(),
+    };
+    let mut s = String::with_capacity(bytes.len());
+    for &b in bytes {
         if !(0x20..0x7f).contains(&b) || b == b'\\' {
             let _ = write!(s, "\\x{b:02x}");
         } else {
@@ -92,9 +124,11 @@ fn keep(level: u8, max: Option<u8>) -> bool {
     max.is_none_or(|m| level <= m)
 }
 
+/// Prints the image's records in `args.format`, defmt frames decoded with `defmt` if given.
 pub(crate) fn render(
     image: &handover::Image<'_>,
     args: &Args,
+    defmt: Option<&DefmtDecoder>,
     out: &mut impl Write,
 ) -> io::Result<()> {
     match args.format {
@@ -108,7 +142,7 @@ pub(crate) fn render(
             let mut open: HashMap<String, usize> = HashMap::new();
             for r in image.records() {
                 let who = caller(&r);
-                let text = dmesg_text(&r);
+                let text = dmesg_text(&Text::of(&r, defmt), r.payload);
                 let joined = match open.get(&who) {
                     Some(&i) if r.header.flags & flags::CONT != 0 => {
                         lines[i].text.push_str(&text);
@@ -148,7 +182,7 @@ pub(crate) fn render(
                     r.header.ts_ns / 1_000,
                     fl,
                     who,
-                    kmsg_text(&r)
+                    kmsg_text(&Text::of(&r, defmt), r.payload)
                 )?;
             }
         }
@@ -161,15 +195,15 @@ pub(crate) fn render(
                 let _ = write!(s, "\"cpu\":{},\"ctx\":", r.header.cpu);
                 let _ = json_string(&mut s, &ctx_name(&r));
                 let _ = write!(s, ",\"level\":{},\"text\":", r.header.level);
-                let _ = match r.text() {
-                    Some(t) => json_string(&mut s, t),
-                    None => json_string(&mut s, &hex(r.payload)),
-                };
+                let text = Text::of(&r, defmt);
+                let _ = json_string(&mut s, &text.string(r.payload));
                 if r.header.flags & flags::CONT != 0 {
                     s.push_str(",\"cont\":true");
                 }
-                if r.text().is_none() {
-                    s.push_str(",\"raw\":true");
+                match text {
+                    Text::Raw => s.push_str(",\"raw\":true"),
+                    Text::Defmt(_) => s.push_str(",\"defmt\":true"),
+                    Text::Utf8(_) => {}
                 }
                 if r.header.flags & flags::NEWLINE != 0 {
                     s.push_str(",\"newline\":true");
