@@ -4,15 +4,20 @@
 //! in the per-CPU rings — from NMI handlers too — and reach the main log, the crash drain and the
 //! handover image as raw records. On the host this example builds and runs (the defmt linker
 //! script is absent, so the string indices in the frames are meaningless, but the framing is
-//! real): it prints each frame's record header and its bytes.
+//! real): it prints each frame's record header and its bytes. Given a path, it then enters the crash
+//! path and writes the handover image there, for `dmesg --elf` to decode with this binary's
+//! `.defmt` table. That needs the table at defmt's indices, which only a link with defmt's
+//! `.defmt` section at address 1 and no position-independent code gives: `tests/dmesg_defmt.rs`
+//! builds it so (`-C relocation-model=static`, `tests/data/defmt-host.x`).
 //!
 //! ```text
-//! cargo run --example defmt_logger --features defmt
+//! cargo run --example defmt_logger --features defmt [IMAGE]
 //! DEFMT_LOG=info cargo run --example defmt_logger --features defmt   # also info/warn frames
 //! ```
 //!
 //! (defmt compiles out every level below `error` unless `DEFMT_LOG` enables it.)
 
+use nmilog::handover;
 use nmilog::host::HostPlatform;
 use nmilog::record::facility;
 use nmilog::{ContextKind, Log, RecordBuf};
@@ -55,5 +60,13 @@ fn main() {
                 rec.payload()
             );
         }
+    }
+    if let Some(path) = std::env::args_os().nth(1) {
+        // The crash path: this CPU is the crashing one; the other CPU never ran.
+        LOG.crash_enter()
+            .expect("the only CPU enters the crash path");
+        let mut image = vec![0u8; 64 << 10];
+        let n = handover::write_image(&LOG, &mut image, &|_| true).expect("write the image");
+        std::fs::write(&path, &image[..n]).expect("write the image file");
     }
 }

@@ -10,24 +10,66 @@ mod common;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::OnceLock;
 
 use nmilog::handover;
 use nmilog::record::{facility, flags};
 use nmilog::ring::WriteStep;
-use nmilog::{ContextKind, Level, Log, Origin, RecordBuf};
+use nmilog::{ContextKind, Level, Log, Origin, Platform, RecordBuf};
 
 use common::{assert_version_1_of, build_examples, owned, unstamped, Manual};
 
+/// [`Manual`] that also names a task (Linux's `caller=T<tid>`): the test sets it, 0 for none.
+struct Tasked {
+    manual: Manual,
+    task: AtomicU32,
+}
+
+impl Tasked {
+    fn new(manual: Manual) -> Self {
+        Tasked {
+            manual,
+            task: AtomicU32::new(0),
+        }
+    }
+    /// Makes `c` the current CPU.
+    fn set_cpu(&self, c: usize) {
+        self.manual.set_cpu(c);
+    }
+    /// Makes `t` the running task (0: none, records then name the CPU).
+    fn set_task(&self, t: u32) {
+        self.task.store(t, Ordering::Relaxed);
+    }
+}
+
+impl Platform for Tasked {
+    fn cpu_id(&self) -> usize {
+        self.manual.cpu_id()
+    }
+    fn now_ns(&self) -> u64 {
+        self.manual.now_ns()
+    }
+    fn cpu_count(&self) -> usize {
+        self.manual.cpu_count()
+    }
+    fn task_id(&self) -> Option<u32> {
+        Some(self.task.load(Ordering::Relaxed)).filter(|&t| t != 0)
+    }
+}
+
 /// Builds the small image: four CPUs, every context kind, continuations (including one in crash
 /// context and one without a line to join), text that needs escaping, a raw frame, a non-UTF-8
-/// payload, a writer frozen mid-record (torn), a refused call (dropped) and a bad CPU id.
+/// payload, a writer frozen mid-record (torn), a refused call (dropped) and a bad CPU id. Some
+/// task-context records name their task (task 1 on CPU 0, task 42 on CPU 1), the others their CPU.
 fn small_image() -> Vec<u8> {
-    // The test picks the CPU; the clock starts at 5.123456789 s and advances by 1.000250 ms per
-    // read, so every timestamp is deterministic.
-    let log: Box<Log<Manual, 4, 256, 4096, 4>> =
-        Box::new(Log::new(Manual::with_clock(4, 5_123_456_789, 1_000_250)));
+    // The test picks the CPU and the task; the clock starts at 5.123456789 s and advances by
+    // 1.000250 ms per read, so every timestamp is deterministic.
+    let log: Box<Log<Tasked, 4, 256, 4096, 4>> = Box::new(Log::new(Tasked::new(
+        Manual::with_clock(4, 5_123_456_789, 1_000_250),
+    )));
     let cpu = |c: usize| log.platform().set_cpu(c);
+    let task = |t: u32| log.platform().set_task(t);
 
     cpu(0);
     log.log_fmt(
@@ -36,16 +78,20 @@ fn small_image() -> Vec<u8> {
         format_args!("Linux version 6.9.0-nmilog (test)"),
     )
     .unwrap();
+    task(1);
     log.log_fmt(Level::Info, 0, format_args!("smp: booting {} CPUs", 4))
         .unwrap();
+    task(0);
     cpu(1);
     log.log_fmt(Level::Info, 0, format_args!("smp: CPU 1 online"))
         .unwrap();
     cpu(0);
+    task(1);
     log.log_fmt(Level::Info, 0, format_args!("Memory: 8192K available"))
         .unwrap();
     log.log_fmt(Level::Info, flags::CONT, format_args!(" (1024K reserved)"))
         .unwrap();
+    task(0);
     cpu(2);
     {
         let _irq = log.enter(ContextKind::Irq);
@@ -57,8 +103,10 @@ fn small_image() -> Vec<u8> {
         .unwrap();
     }
     cpu(1);
+    task(42);
     log.log_fmt(Level::Debug, 0, format_args!("debug:\ttab and\nnewline"))
         .unwrap();
+    task(0);
     cpu(2);
     log.append_raw(
         Level::Info,
@@ -69,12 +117,14 @@ fn small_image() -> Vec<u8> {
     .unwrap();
     log.append_raw(Level::Err, 0, 0, b"bad \xff utf8").unwrap();
     cpu(0);
+    task(1);
     log.log_fmt(
         Level::Info,
         0,
         format_args!("unicode: 5 \u{b5}s \u{2192} ok"),
     )
     .unwrap();
+    task(0);
     cpu(3);
     log.log_fmt(
         Level::Info,
@@ -296,12 +346,15 @@ fn dmesg_format_matches_expected_output() {
         out.starts_with("[    5.123456] C0 Linux version 6.9.0-nmilog (test)\n"),
         "{out}"
     );
-    assert!(out.contains("] C0 Memory: 8192K available (1024K reserved)\n"));
+    // A task's continuation joins its line; records that name a task show it, the others their CPU.
+    assert!(out.contains("] T1 Memory: 8192K available (1024K reserved)\n"));
+    assert!(out.contains("] T1 smp: booting 4 CPUs\n"));
+    assert!(out.contains("] C1 smp: CPU 1 online\n"));
     assert!(out.contains("] C2/irq eth0: link \"up\" \\ 1000Mb/s\n"));
     assert!(out.contains("] C3/nmi NMI watchdog: hard LOCKUP on cpu 3\n"));
     assert!(out.contains("] C0/crash Kernel panic - not syncing: sysrq (test crash)\n"));
     assert!(out.contains("] C3 orphan continuation\n"));
-    assert!(out.contains("] C1 debug:\\x09tab and\\x0anewline\n"));
+    assert!(out.contains("] T42 debug:\\x09tab and\\x0anewline\n"));
     assert!(out.contains("] C2 raw[4]: 01abcd00\n"));
     assert!(out.contains("] C2 raw[10]: 62616420ff2075746638\n"));
     assert!(out.contains("nmilog: cpu 1 task (depth 0): 1 torn, 0 overwritten, 1 dropped"));
@@ -362,10 +415,15 @@ fn a_version_1_image_still_reads() {
 fn kmsg_format_matches_expected_output() {
     let (out, _) = expect_output(&["--kmsg"], "small.kmsg");
     assert!(
-        out.starts_with("5,0,5123456,-;Linux version 6.9.0-nmilog (test)\n"),
+        out.starts_with("5,0,5123456,-,caller=C0;Linux version 6.9.0-nmilog (test)\n"),
         "{out}"
     );
-    assert!(out.contains(",c; (1024K reserved)\n"));
+    assert!(out.contains(",c,caller=T1; (1024K reserved)\n"));
+    assert!(out.contains(",-,caller=T42;debug:"));
+    assert!(out.contains(",-,caller=C3;NMI watchdog"));
+    // nmilog's own accounting record names no caller: the field is left out, as Linux does without
+    // CONFIG_PRINTK_CALLER.
+    assert!(out.contains(",-;nmilog: cpu 1 task (depth 0)"));
     assert!(out.contains(";eth0: link \"up\" \\x5c 1000Mb/s\n"));
     assert!(out.contains(";unicode: 5 \\xc2\\xb5s \\xe2\\x86\\x92 ok\n"));
 }
@@ -385,6 +443,13 @@ fn json_format_matches_expected_output() {
     assert!(out.contains("\"text\":\"debug:\\ttab and\\nnewline\"}"));
     assert!(out.contains("\"ctx\":\"crash\",\"level\":6,\"text\":\" (test crash)\",\"cont\":true}"));
     assert!(out.contains("\"text\":\"raw[4]: 01abcd00\",\"raw\":true}"));
+    assert!(out.contains("\"ts_ns\":5135459789,\"caller\":\"T42\",\"cpu\":1,"));
+    assert!(out.contains("\"caller\":\"C0\",\"cpu\":0,\"ctx\":\"crash\""));
+    let accounting = out.lines().last().unwrap();
+    assert!(
+        accounting.contains("nmilog: cpu 1") && !accounting.contains("caller"),
+        "{accounting}"
+    );
 }
 
 #[test]
@@ -457,5 +522,94 @@ fn a_corrupt_image_is_one_error_line_and_exit_code_1() {
     assert!(
         err.contains("at byte 100") && err.contains("truncated"),
         "{err}"
+    );
+}
+
+/// Continuations join per caller, as Linux's caller id keys them: a task's `pr_cont!` joins its
+/// own line even after it migrated to another CPU and another task logged on its old one; outside a
+/// task, per CPU and context; and a record that ended with a newline (`flags::NEWLINE`) closes its
+/// line, so the next continuation starts a new one.
+#[test]
+fn continuations_join_per_task_and_a_newline_ends_the_line() {
+    let log: Box<Log<Tasked, 3, 256, 4096, 4>> = Box::new(Log::new(Tasked::new(
+        Manual::with_clock(3, 1_000_000_000, 1_000),
+    )));
+    let p = log.platform();
+    let info = |fl: u8, text: &str| {
+        log.log_fmt(Level::Info, fl, format_args!("{text}"))
+            .unwrap()
+    };
+    p.set_cpu(0);
+    p.set_task(7);
+    info(0, "A: start");
+    p.set_task(8);
+    info(0, "B: line");
+    p.set_cpu(1);
+    p.set_task(7); // task 7 migrated to CPU 1
+    info(flags::CONT, " a-cont");
+    p.set_cpu(0);
+    p.set_task(8);
+    info(flags::CONT, " b-cont");
+    {
+        let _irq = log.enter(ContextKind::Irq);
+        info(flags::CONT, "irq, no line to join");
+    }
+    info(0, "B2 done\n");
+    info(flags::CONT, "after the newline");
+    p.set_task(0);
+    p.set_cpu(2);
+    info(0, "C: cpu line");
+    info(flags::CONT, " c-cont");
+    log.crash_enter().unwrap();
+    let mut image = vec![0u8; 16 << 10];
+    let wrote = handover::write_image_report(&*log, &mut image, &|_| true).unwrap();
+    image.truncate(wrote.len);
+
+    let out = dmesg(&[], Some(&image));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let lines: Vec<&str> = text(&out.stdout)
+        .lines()
+        .map(|l| l.split_once("] ").unwrap().1)
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            "T7 A: start a-cont",
+            "T8 B: line b-cont",
+            "C0/irq irq, no line to join",
+            "T8 B2 done",
+            "T8 after the newline",
+            "C2 C: cpu line c-cont",
+        ]
+    );
+
+    let out = dmesg(&["--kmsg"], Some(&image));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let kmsg: Vec<&str> = text(&out.stdout)
+        .lines()
+        .map(|l| l.split_once(',').unwrap().1.split_once(',').unwrap().1)
+        .map(|l| l.split_once(',').unwrap().1)
+        .collect();
+    assert_eq!(
+        kmsg,
+        [
+            "-,caller=T7;A: start",
+            "-,caller=T8;B: line",
+            "c,caller=T7; a-cont",
+            "c,caller=T8; b-cont",
+            "c,caller=C0;irq, no line to join",
+            "-,caller=T8;B2 done",
+            "c,caller=T8;after the newline",
+            "-,caller=C2;C: cpu line",
+            "c,caller=C2; c-cont",
+        ]
+    );
+
+    let out = dmesg(&["--json"], Some(&image));
+    let json = text(&out.stdout);
+    assert!(json.contains("\"caller\":\"T7\",\"cpu\":1,\"ctx\":\"task\",\"level\":6,\"text\":\" a-cont\",\"cont\":true}"), "{json}");
+    assert!(
+        json.contains("\"text\":\"B2 done\",\"newline\":true}"),
+        "{json}"
     );
 }
