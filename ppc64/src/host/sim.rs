@@ -356,10 +356,15 @@ fn fill_truth<const CPUS: usize>(w: &mut [u64], r: &ShutdownReport<CPUS>, img_le
                 s.truth_irq.load(Ordering::Relaxed),
             )
         } else {
-            (
-                s.task.committed.load(Ordering::Relaxed),
-                s.irq.committed.load(Ordering::Relaxed),
-            )
+            // A CPU that did not stop may be inside a log call whose record is already in its ring
+            // (so possibly in the image) but not yet counted: its upper bound is that call's record
+            // too (`in_call` is stored before the ring write, so the drain that saw the record sees it).
+            let upper = |t: &Track| {
+                let in_call = t.in_call.load(Ordering::Relaxed);
+                // LMM(committed:B)-style Acquire: pairs with LMM(committed:A).
+                t.committed.load(Ordering::Acquire).max(in_call)
+            };
+            (upper(&s.task), upper(&s.irq))
         };
         w[b + C_TASK] = task;
         w[b + C_IRQ] = irq;
