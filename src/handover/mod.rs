@@ -3,7 +3,7 @@
 //! After [`Log::drain_on_crash`](crate::Log::drain_on_crash) has merged every per-CPU ring into the main log, [`write_image`]
 //! serialises the main log (from its oldest record), the per-ring loss counters and the layout of the
 //! record header into a caller-provided byte region. The capture kernel (or a userspace tool such as
-//! `examples/dmesg.rs`) reads it with [`parse`], which trusts nothing: every field is bounds-checked,
+//! `examples/dmesg/`) reads it with [`parse`], which trusts nothing: every field is bounds-checked,
 //! every region is covered by a CRC32C, and a reader built from another version of this crate finds
 //! the record header fields through the published layout table, as `makedumpfile --dump-dmesg` does
 //! with the kernel's vmcoreinfo.
