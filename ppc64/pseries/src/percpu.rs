@@ -102,7 +102,9 @@ pub fn nmi_enter() {
 
 /// The context the last NMI on this CPU interrupted (see [`context`]).
 pub fn interrupted_context() -> Option<(nmilog::ContextKind, usize)> {
-    Some(context_of(this_cpu()?.preempt_at_nmi.load(Ordering::Relaxed)))
+    Some(context_of(
+        this_cpu()?.preempt_at_nmi.load(Ordering::Relaxed),
+    ))
 }
 
 fn add_preempt(delta: isize) {
