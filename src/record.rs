@@ -382,7 +382,8 @@ impl ContextKind {
 /// ```
 /// use nmilog::{ContextKind, Header};
 /// let h = Header { ts_ns: 5, src_seq: 9, len: 3, cpu: 2, level: 6, facility: 0,
-///                  ctx: Header::pack_ctx(ContextKind::Irq, 1), flags: 0, caller: 0 };
+///                  ctx: Header::pack_ctx(ContextKind::Irq, 1), flags: 0, caller: 0,
+///                  reserved: 0 };
 /// let b = h.to_bytes();
 /// assert_eq!(Header::from_bytes(&b), h);
 /// assert_eq!(h.context(), (Some(ContextKind::Irq), 1));
@@ -407,6 +408,10 @@ pub struct Header {
     pub flags: u8,
     /// Who logged: see [`Header::caller`] (raw: a task id, or `0x8000_0000 | cpu`; 0: unknown).
     pub caller: u32,
+    /// Reserved, 0 (bytes 28..32 of the stored header). A named field, not padding: a header in
+    /// memory a dump reader reads word by word (the flush's buffer in the `Log`) has no
+    /// uninitialised bytes.
+    pub reserved: u32,
 }
 
 /// Who logged a record: a task (in task context, where the platform names one), or a CPU (Linux's
@@ -541,6 +546,7 @@ impl Header {
             ctx: b[22],
             flags: b[23],
             caller: u32::from_le_bytes([b[24], b[25], b[26], b[27]]),
+            reserved: 0,
         }
     }
 }
@@ -583,6 +589,7 @@ impl RecordBuf {
                 ctx: 0,
                 flags: 0,
                 caller: 0,
+                reserved: 0,
             },
             payload: [0; MAX_PAYLOAD],
         }

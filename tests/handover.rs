@@ -809,6 +809,7 @@ fn a_foreign_header_layout_is_decoded_through_the_table() {
                 src_seq: 0,
                 facility: 0,
                 caller: 0,
+                reserved: 0,
                 ..*h
             };
             (*s, h, p.clone())

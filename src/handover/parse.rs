@@ -126,6 +126,7 @@ impl Layout {
             ctx: self.get(bytes, base, self.ctx)? as u8,
             flags: self.get(bytes, base, self.flags)? as u8,
             caller: opt(self.caller)? as u32,
+            reserved: 0,
         })
     }
 }

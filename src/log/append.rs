@@ -177,6 +177,7 @@ impl<
                 ctx: Header::pack_ctx(kind, depth),
                 flags,
                 caller: caller.raw(),
+                reserved: 0,
             },
             payload,
             hook,
