@@ -331,9 +331,12 @@ fn main_records<const DEPTH: usize>(log: &Log<LoomPlat, 2, 32, 128, DEPTH>) -> V
     out
 }
 
-/// Payload of record `seq` written on `(cpu, depth)` through the logger.
+/// Payload of record `seq` written on `(cpu, depth)` through the logger: 6, 8, 16, 6, … bytes, so
+/// that with the 32-byte header their spans are 6, 6, 7, 6, … words and a 32-word ring that holds
+/// four of them wraps on the sixth, overwriting the first two (the geometry the ring tests below
+/// are written for).
 fn lpat(cpu: usize, depth: usize, seq: u64) -> Vec<u8> {
-    pat((cpu * 16 + depth) as u8, seq, 6 + (seq as usize % 3) * 5)
+    pat((cpu * 16 + depth) as u8, seq, [6, 8, 16][seq as usize % 3])
 }
 
 /// The sequence numbers of source `(c, d)`'s records among `recs` (in main-log order), each record
@@ -561,7 +564,7 @@ fn flush_races_overwriting_writer() {
     model("flush_races_overwriting_writer", || {
         let log: Arc<L1> = Arc::new(Log::new(LoomPlat::new(2)));
         set_cpu(0);
-        // Record lengths 6, 11, 16, 6, ...: spans 5, 6, 6, 5 words.
+        // Record lengths 6, 8, 16, 6, ...: spans 6, 6, 7, 6 words.
         for _ in 0..4 {
             append(&log, 0, 0);
         }
