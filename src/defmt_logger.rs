@@ -278,11 +278,7 @@ impl<const CPUS: usize, const DEPTH: usize, const BUF: usize> DefmtSlots<CPUS, D
         &self,
         log: &Log<P, CPUS, RING_WORDS, MAIN_WORDS, DEPTH>,
     ) -> Option<&Slot<BUF>> {
-        let cpu = log.platform().cpu_id();
-        if cpu >= log.platform().cpu_count() {
-            return None;
-        }
-        let (_, depth) = log.context()?;
+        let (cpu, (_, depth)) = log.cpu_and_context()?;
         self.slots.get(cpu)?.get(depth)
     }
 

@@ -188,14 +188,8 @@ impl fmt::Write for Counter {
 /// [`LINE_MAX`] and what the ring takes; see [`Measure`]): formats once, storing nothing.
 pub(crate) fn measure(args: fmt::Arguments<'_>, max: usize) -> Measure {
     let mut c = Counter::new(max);
-    match args.as_str() {
-        Some(s) => {
-            let _ = fmt::Write::write_str(&mut c, s);
-        }
-        None => {
-            let _ = fmt::write(&mut c, args);
-        }
-    }
+    // `write_fmt` writes a plain string straight through (`Arguments::as_str`).
+    let _ = fmt::Write::write_fmt(&mut c, args);
     finish(c, max)
 }
 
@@ -260,14 +254,7 @@ impl crate::ring::PayloadSource for Formatted<'_> {
             packer: &mut packer,
             left: self.m.keep,
         };
-        match self.args.as_str() {
-            Some(s) => {
-                let _ = fmt::Write::write_str(&mut w, s);
-            }
-            None => {
-                let _ = fmt::write(&mut w, self.args);
-            }
-        }
+        let _ = fmt::Write::write_fmt(&mut w, self.args);
         let short = w.left;
         for _ in 0..short {
             packer.push(b" ");

@@ -163,13 +163,7 @@ pub fn unregistered_dropped() -> u64 {
 
 #[cfg(not(nmilog_loom))]
 fn count_unregistered() {
-    #[cfg(target_has_atomic = "ptr")]
-    UNREGISTERED.fetch_add(1, Ordering::Relaxed);
-    #[cfg(not(target_has_atomic = "ptr"))]
-    {
-        let v = UNREGISTERED.load(Ordering::Relaxed);
-        UNREGISTERED.store(v.wrapping_add(1), Ordering::Relaxed);
-    }
+    crate::sync::add_relaxed(&UNREGISTERED, 1);
 }
 
 /// Registers the global logger (use [`set_global!`](crate::set_global), which builds the
@@ -192,8 +186,7 @@ pub fn set_global_sink(sink: &'static &'static dyn LogSink) {
     GLOBAL.store(sink as *const _ as *mut _, Ordering::Release);
     // Calls counted before now go to the log. A call racing with registration either counted above
     // (taken here) or after (found the log: stored); boot code registers before other CPUs log.
-    let n = UNREGISTERED.load(Ordering::Relaxed);
-    UNREGISTERED.store(0, Ordering::Relaxed);
+    let n = crate::sync::take_relaxed(&UNREGISTERED);
     if n != 0 {
         sink.add_unregistered(n);
     }

@@ -15,7 +15,8 @@
 //! The depth counter itself is changed with a plain load and store for the same reason: an interrupt
 //! that lands between the two restores the value before it returns.
 //!
-//! Calls at a depth of `DEPTH` or more are refused and counted ([`PerCpu::overflow_dropped`]).
+//! Calls at a depth of `DEPTH` or more are refused and counted ([`PerCpu::overflow_dropped`]), except
+//! a crash, which takes the top ring.
 //!
 //! ```
 //! # use nmilog::doc_support::OneCpu;
@@ -127,6 +128,18 @@ impl<const RING_WORDS: usize, const DEPTH: usize> PerCpu<RING_WORDS, DEPTH> {
     /// ```
     #[inline]
     pub fn enter(&self, kind: ContextKind) {
+        self.nest(kind, true);
+    }
+
+    /// [`enter`](Self::enter) without noting `kind` as the kind of its depth's ring: for a level
+    /// entered on top of a context the platform reports (`Platform::context`), whose real depth
+    /// is the platform's plus this one; the log calls made there note their kind themselves.
+    pub(crate) fn enter_on_top(&self, kind: ContextKind) {
+        self.nest(kind, false);
+    }
+
+    #[inline]
+    fn nest(&self, kind: ContextKind, note: bool) {
         let d = self.depth.load(Ordering::Relaxed) + 1;
         // Depth first: an NMI that lands between the two stores nests above `d` and leaves
         // `kinds[d]` alone. LMM(nest:A): signal fences, pair with LMM(nest:C) in the handler that
@@ -136,7 +149,9 @@ impl<const RING_WORDS: usize, const DEPTH: usize> PerCpu<RING_WORDS, DEPTH> {
         signal_fence();
         if d < DEPTH {
             self.kinds[d].store(kind as usize, Ordering::Relaxed);
-            self.seen[d].store(kind as usize, Ordering::Relaxed);
+            if note {
+                self.seen[d].store(kind as usize, Ordering::Relaxed);
+            }
         }
         signal_fence();
     }

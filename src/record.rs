@@ -303,9 +303,9 @@ impl Level {
 
 /// The kind of execution context a record was written from.
 ///
-/// Kinds nest on one CPU: task < irq < NMI < nested NMI (machine check); a crash (panic/oops path)
-/// is entered like an exception and nests on top of whatever was running. The *depth* of the nesting,
-/// not the kind, selects the ring a record goes to (see [`crate::percpu`]).
+/// Kinds nest on one CPU: task < softirq < irq < NMI < nested NMI (machine check); a crash
+/// (panic/oops path) is entered like an exception and nests on top of whatever was running. The
+/// *depth* of the nesting, not the kind, selects the ring a record goes to (see [`crate::percpu`]).
 ///
 /// ```
 /// use nmilog::ContextKind;
@@ -347,7 +347,7 @@ impl ContextKind {
         })
     }
 
-    /// `"task"`, `"irq"`, `"nmi"` or `"crash"`.
+    /// `"task"`, `"softirq"`, `"irq"`, `"nmi"` or `"crash"`.
     ///
     /// ```
     /// use nmilog::ContextKind;
@@ -457,6 +457,38 @@ impl core::fmt::Display for Caller {
 }
 
 impl Header {
+    /// Whether this record leaves its line open for `pr_cont!` pieces: it did not end with a newline
+    /// ([`flags::NEWLINE`]) and is not raw bytes.
+    ///
+    /// ```
+    /// use nmilog::{record::flags, Header};
+    /// assert!(Header::default().leaves_line_open());
+    /// assert!(!Header { flags: flags::NEWLINE, ..Header::default() }.leaves_line_open());
+    /// ```
+    pub const fn leaves_line_open(&self) -> bool {
+        self.flags & (flags::NEWLINE | flags::RAW) == 0
+    }
+
+    /// Whether this record is a `pr_cont!` piece of the line `line` opened: flagged
+    /// [`flags::CONT`], not raw, from the same caller, CPU, context and facility. The one rule the
+    /// flush (joining pieces into one main-log record) and the consoles (onto one line) share.
+    ///
+    /// ```
+    /// use nmilog::{record::flags, Header};
+    /// let line = Header { caller: 7, ..Header::default() };
+    /// assert!(Header { caller: 7, flags: flags::CONT, ..Header::default() }.continues(&line));
+    /// assert!(!Header { caller: 8, flags: flags::CONT, ..Header::default() }.continues(&line));
+    /// assert!(!Header { caller: 7, ..Header::default() }.continues(&line)); // not a piece
+    /// ```
+    pub const fn continues(&self, line: &Header) -> bool {
+        self.flags & flags::CONT != 0
+            && self.flags & flags::RAW == 0
+            && self.caller == line.caller
+            && self.cpu == line.cpu
+            && self.ctx == line.ctx
+            && self.facility == line.facility
+    }
+
     /// Who logged this record. A record without a caller (written by an older version, or by the
     /// log itself) names its CPU.
     ///

@@ -82,6 +82,35 @@ pub(crate) fn signal_fence() {
     core::sync::atomic::compiler_fence(core::sync::atomic::Ordering::SeqCst);
 }
 
+/// Adds `n` to a counter that several CPUs may bump (drop counts): a native read-modify-write where
+/// the target has one — never portable-atomic's emulation, which the NMI path must not depend on.
+/// Without one the count is best effort (a racing increment can be lost), never UB.
+#[inline(always)]
+pub(crate) fn add_relaxed(counter: &AtomicUsize, n: usize) {
+    #[cfg(target_has_atomic = "ptr")]
+    counter.fetch_add(n, Ordering::Relaxed);
+    #[cfg(not(target_has_atomic = "ptr"))]
+    {
+        let v = counter.load(Ordering::Relaxed);
+        counter.store(v.wrapping_add(n), Ordering::Relaxed);
+    }
+}
+
+/// Takes a counter's value and leaves 0 (exact with native read-modify-write, as [`add_relaxed`]).
+#[inline(always)]
+pub(crate) fn take_relaxed(counter: &AtomicUsize) -> usize {
+    #[cfg(target_has_atomic = "ptr")]
+    {
+        counter.swap(0, Ordering::Relaxed)
+    }
+    #[cfg(not(target_has_atomic = "ptr"))]
+    {
+        let v = counter.load(Ordering::Relaxed);
+        counter.store(0, Ordering::Relaxed);
+        v
+    }
+}
+
 /// Writes a constructor once: a `const fn` in normal builds (so loggers can be `static` and land in
 /// `.bss`), a plain `fn` under `cfg(nmilog_loom)` (loom's atomics are not `const`-constructible).
 ///

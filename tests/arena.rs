@@ -73,7 +73,8 @@ fn boot() -> &'static Kernel {
     let p = unsafe { alloc_zeroed(layout) };
     assert!(!p.is_null());
     // SAFETY: aligned and sized for `Kernel`, zero-filled (never freed); all-zero bytes are a valid
-    // `Kernel`: atomics only (`Log::new(Det::new(0))`, `LogDescriptor::new()`, the arena's words).
+    // `Kernel`: atomics (`Log::new(Det::new(0))`, `LogDescriptor::new()`, the arena's words) and
+    // the flush's record buffer (plain integers and bytes).
     let k: &'static Kernel = unsafe { &*(p as *const Kernel) };
     k.log.platform().cpus.store(CPUS, Ordering::Relaxed);
     assert_eq!(k.log.attach_arena(&k.arena, RING, MAIN), Ok(ARENA_WORDS));
@@ -185,8 +186,9 @@ fn a_log_sized_at_boot_is_rebuilt_from_raw_memory() {
     live.truncate(n);
     // The whole kernel as a dump: the log, its descriptor and the arena its rings live in.
     let words_n = size_of::<Kernel>() / W;
-    // SAFETY: the allocation `boot` made (never freed), written only through atomics; read as
-    // atomic words (any bits are a valid word).
+    // SAFETY: the allocation `boot` made (never freed), written through atomics and, by this
+    // thread's finished flushes, the flush's record buffer; read as atomic words (any bits are a
+    // valid word, and the record header has no padding).
     let words =
         unsafe { std::slice::from_raw_parts(k as *const Kernel as *const AtomicUsize, words_n) };
     let mem = RawDump::new(k as *const Kernel as usize, words);

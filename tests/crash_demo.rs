@@ -833,8 +833,9 @@ fn check_death(args: &str, point: &str, ipi_complete: bool, switchover: bool) ->
     );
     // The entry message is logged right after the `entered` stage.
     assert_eq!(
-        recs.iter()
-            .any(|r| r.cpu == crash_cpu && r.text.starts_with("crash: CPU 0 crashing")),
+        recs.iter().any(|r| r.cpu == crash_cpu
+            && r.text
+                .starts_with(&format!("crash: CPU {crash_cpu} crashing"))),
         point != "entered",
         "the crash entry record; {ctx}"
     );

@@ -25,6 +25,8 @@
 
 #![cfg(target_os = "linux")]
 
+mod common;
+
 use std::alloc::{alloc_zeroed, Layout};
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -36,7 +38,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use nmilog::host::HostPlatform;
-use nmilog::recover::{AtomicUsize, LogDescriptor, StopFlags};
+use nmilog::recover::{self, AtomicUsize, LogDescriptor, StopFlags};
 use nmilog::{handover, FlushPolicy, Level, Log};
 
 const CPUS: usize = 4;
@@ -44,7 +46,7 @@ type TestLog = Log<HostPlatform, CPUS, 256, 1024>;
 const W: usize = size_of::<usize>();
 const MAGIC_WORDS: usize = 8 / W;
 /// Descriptor header words after the magic (the README's "Memory descriptor" table).
-const HEAD: usize = 19;
+const HEAD: usize = recover::HEADER_WORDS;
 
 /// The kernel's memory. The descriptor comes first, so that a dump cut short in the log still has
 /// it.
@@ -62,7 +64,8 @@ fn boot() -> &'static Kernel {
     let p = unsafe { alloc_zeroed(layout) };
     assert!(!p.is_null());
     // SAFETY: aligned and sized for `Kernel`, zero-filled; all-zero bytes are a valid `Kernel`
-    // (atomics only: `LogDescriptor::new()`, flags all 0, `Log::new(HostPlatform::new(0))`).
+    // (atomics: `LogDescriptor::new()`, flags all 0, `Log::new(HostPlatform::new(0))`; the flush's
+    // record buffer is plain integers and bytes, valid all-zero too).
     let k: &'static Kernel = unsafe { &*(p as *const Kernel) };
     k.log.platform().set_cpu_count(CPUS);
     k.log.set_flush_policy(FlushPolicy::Deferred);
@@ -159,31 +162,9 @@ impl Crashed {
         let mut w = self.words.clone();
         let d = self.index(self.desc_addr());
         w[d + MAGIC_WORDS + i] = v;
-        reseal(&mut w[d..d + TestLog::DESCRIPTOR_WORDS]);
+        recover::seal(&mut w[d..d + TestLog::DESCRIPTOR_WORDS]);
         w
     }
-}
-
-/// FNV-1a over words, as the descriptor's checksums.
-fn fnv(words: impl Iterator<Item = usize>) -> usize {
-    let (off, prime) = if W == 8 {
-        (
-            0xcbf2_9ce4_8422_2325u64 as usize,
-            0x100_0000_01b3u64 as usize,
-        )
-    } else {
-        (0x811c_9dc5, 0x0100_0193)
-    };
-    words.fold(off, |h, w| (h ^ w).wrapping_mul(prime))
-}
-
-/// Re-seals a descriptor after an edit (a lying descriptor passes its checksums).
-fn reseal(desc: &mut [usize]) {
-    let hd = MAGIC_WORDS;
-    let table = fnv(desc[hd + HEAD..].iter().copied());
-    desc[hd + 5] = table;
-    let head = fnv((0..HEAD).map(|i| if i == 4 { 0 } else { desc[hd + i] }));
-    desc[hd + 4] = head;
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -275,39 +256,12 @@ fn write_dump(
 // ------------------------------------------------------------------------------------------------
 // Running the example.
 
-/// Builds `examples/dmesg` once (with the caller's cargo and target dir) and returns its path. The
-/// build's messages go to a pipe as JSON, so compiler warnings never reach the example's stderr.
+/// Builds `examples/dmesg` once (with the caller's cargo and target dir) and returns its path.
 fn dmesg_binary() -> &'static PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
-        let out = Command::new(env!("CARGO"))
-            .args([
-                "build",
-                "--quiet",
-                "--manifest-path",
-                concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml"),
-                "--example",
-                "dmesg",
-                "--message-format=json",
-            ])
-            .stderr(Stdio::inherit())
-            .output()
-            .expect("cargo build --example dmesg");
-        assert!(out.status.success(), "building examples/dmesg failed");
-        let key = "\"executable\":\"";
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter(|l| {
-                l.contains("\"reason\":\"compiler-artifact\"")
-                    && l.contains("\"kind\":[\"example\"]")
-                    && l.contains("\"name\":\"dmesg\"")
-            })
-            .find_map(|l| {
-                let at = l.find(key)? + key.len();
-                let end = l[at..].find('"')?;
-                Some(PathBuf::from(&l[at..at + end]))
-            })
-            .expect("the dmesg example's executable in cargo's messages")
+        let [d] = common::build_examples(["dmesg"]);
+        d
     })
 }
 
@@ -695,7 +649,7 @@ fn bad_dumps_give_one_line_and_their_exit_code() {
     let mut w = c.words.clone();
     let e = d + MAGIC_WORDS + HEAD + fields;
     w[e + 6] = w[e]; // source 1's ring is source 0's
-    reseal(&mut w[d..d + TestLog::DESCRIPTOR_WORDS]);
+    recover::seal(&mut w[d..d + TestLog::DESCRIPTOR_WORDS]);
     let base = write_dump(&p("overlap"), &c, &w, Order::Native, 0, 0);
     let r = run(&from_memory(&p("overlap"), base, &[]));
     assert_fails("overlap", &r, 5, "regions overlap");

@@ -55,8 +55,8 @@ use nmilog::{Header, Log, Platform, RecordBuf, HEADER_BYTES};
 const W: usize = size_of::<usize>();
 /// Words per 64-bit timestamp.
 const T: usize = 8 / W;
-/// `Log`'s own word-sized fields: crash_cpu, console_loglevel, settle_ns, bad_cpu, flush_policy,
-/// console_hook.
+/// `Log`'s own word-sized fields: crash_cpu, console_loglevel, settle_ns, bad_cpu, unregistered,
+/// flush_policy, console_hook.
 const LOG_WORDS: usize = 7;
 
 fn pad(x: usize) -> usize {

@@ -271,19 +271,21 @@ fn ring_reader_vs_writer_in_flight() {
     ring_reader_races_two_writes("ring_reader_vs_writer_in_flight", 0, len);
 }
 
-/// Six 5-word records fill the 32-word ring; the writer then writes two more, which wrap (a wrap
-/// marker at word 30) and overwrite records 0, 1 and 2 while the reader is copying them. The reader
-/// must either deliver an intact record or report exactly how many it missed.
+/// Five 6-word records (8-byte payloads after the 32-byte header) fill 30 of the 32-word ring; the
+/// writer then writes two more, which wrap (a wrap marker at word 30) and overwrite records 0 and 1
+/// while the reader is copying them. The reader must either deliver an intact record or report
+/// exactly how many it missed.
 #[test]
 fn ring_reader_lapped_by_writer() {
     fn len(_: u64) -> usize {
         8
     }
-    ring_reader_races_two_writes("ring_reader_lapped_by_writer", 6, len);
+    ring_reader_races_two_writes("ring_reader_lapped_by_writer", 5, len);
 }
 
-/// The reader starts already lapped (records 0..3 are gone), so its first read resynchronises to
-/// the tail while the writer moves the tail again: the resync must never report a wrong count.
+/// The reader starts already lapped (the ring wrapped while it was prefilled: its first records are
+/// gone), so its first read resynchronises to the tail while the writer moves the tail again: the
+/// resync must never report a wrong count.
 #[test]
 fn ring_resync_races_writer() {
     fn len(s: u64) -> usize {

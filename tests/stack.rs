@@ -79,8 +79,11 @@ fn measure(f: impl FnMut() + Send + 'static) -> usize {
 }
 
 /// A log in zero-filled heap memory (too big for a stack; all-zero bytes are a valid
-/// `Log<HostPlatform, ..>`: every field is an atomic `new` sets to 0).
-fn zeroed<T>() -> &'static T {
+/// `Log<HostPlatform, ..>`: atomics `new` sets to 0, and the flush's record buffer).
+///
+/// # Safety
+/// All-zero bytes must be a valid `T`.
+unsafe fn zeroed<T>() -> &'static T {
     let layout = Layout::new::<T>();
     // SAFETY: a non-zero-sized layout.
     let p = unsafe { alloc_zeroed(layout) };
@@ -93,7 +96,8 @@ fn zeroed<T>() -> &'static T {
 macro_rules! figures {
     ($cpus:literal) => {{
         type L = Log<HostPlatform, $cpus, 256, 4096>;
-        let log: &'static L = zeroed::<L>();
+        // SAFETY: all-zero bytes are a valid `Log<HostPlatform, ..>` (see `zeroed`).
+        let log: &'static L = unsafe { zeroed::<L>() };
         log.platform().set_cpu_count($cpus);
         log.set_flush_policy(FlushPolicy::Deferred);
         // A record in every CPU's task ring, so the flush merges all of them.
@@ -157,6 +161,8 @@ macro_rules! figures {
                     .unwrap();
             }
             HostPlatform::register_cpu(0);
+            // A refused record: the drain also writes an accounting record (its text path).
+            let _ = log.append_raw(Level::Info, 0, 0, &[0; 4096]);
             log.crash_enter().unwrap();
         });
         out.push((

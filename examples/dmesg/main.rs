@@ -135,7 +135,7 @@ const EXIT_NO_DESCRIPTOR: u8 = 3;
 const EXIT_INCOMPATIBLE: u8 = 4;
 /// Exit code (`--from-memory`): the descriptor or the log it describes is damaged or lies.
 const EXIT_DAMAGED: u8 = 5;
-/// Exit code (`--from-memory`): the log's regions are larger than [`MAX_LOAD_BYTES`].
+/// Exit code (`--from-memory`): the log's regions are larger than [`memory::MAX_LOAD_BYTES`].
 const EXIT_TOO_LARGE: u8 = 6;
 
 fn main() -> ExitCode {

@@ -20,9 +20,10 @@ use crate::{
 /// Bytes of a dump scanned per read (a multiple of the word size).
 pub(crate) const SCAN_CHUNK: usize = 1 << 20;
 /// Words read past each scanned chunk, so that the header of a descriptor whose magic is near the
-/// chunk's end is whole in the buffer (the header is 19 words on 64-bit targets, 20 on 32-bit ones:
-/// the README's "Memory descriptor" table), and the most words of a candidate's header checked.
+/// chunk's end is whole in the buffer (the magic and the header: the README's "Memory descriptor"
+/// table), and the most words of a candidate's header checked.
 pub(crate) const HEADER_WINDOW_WORDS: usize = 64;
+const _: () = assert!(HEADER_WINDOW_WORDS >= 8 / size_of::<usize>() + recover::HEADER_WORDS);
 /// Regions of a dump less than this many bytes apart are loaded as one piece.
 pub(crate) const MERGE_GAP: usize = 4 << 10;
 /// The most bytes of a dump loaded for the log (1 GiB: the host simulation's largest log — 64 CPUs,

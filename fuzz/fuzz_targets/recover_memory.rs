@@ -76,9 +76,9 @@ impl Boot {
         Boot(p)
     }
     fn kernel(&self) -> &Kernel {
-        // SAFETY: aligned and sized for `Kernel`, zero-filled, written only through atomics; all-zero
-        // bytes are a valid `Kernel` (atomics only: the log and its all-zero platform,
-        // `LogDescriptor::new()`, flags 0).
+        // SAFETY: aligned and sized for `Kernel`, zero-filled; all-zero bytes are a valid `Kernel`
+        // (atomics: the log and its all-zero platform, `LogDescriptor::new()`, flags 0; the
+        // flush's record buffer is plain integers and bytes, valid all-zero too).
         unsafe { &*(self.0 as *const Kernel) }
     }
     /// The kernel's memory, read as words.

@@ -2,9 +2,11 @@
 //! sequence writes as it goes, so that a crash path that hangs or dies can be diagnosed afterwards —
 //! by the capture stage, or by anyone reading raw memory.
 //!
-//! **Contract.** [`FlightRecorder::record`] takes no lock, allocates nothing and never waits: any
+//! **Contract.** [`FlightRecorder::record`] takes no lock, allocates nothing and is lock-free: any
 //! CPU (the crashing one, a stopped one in its NMI handler) claims a slot with one `fetch_add` on the
-//! head and fills it. The recorder is `#[repr(C)]` and made of plain 64-bit words, so a port places it
+//! head (a native read-modify-write: on an LL/SC machine an interrupt between the two halves makes it
+//! retry, never wait for another CPU; a port must not use an interrupt-masking emulation, which is
+//! not NMI-safe) and fills it. The recorder is `#[repr(C)]` and made of plain 64-bit words, so a port places it
 //! at a fixed address in memory the capture stage preserves (a crash kernel's reserved region), and a
 //! reader of a memory dump finds it by its magic. It keeps the newest [`FLIGHT_SLOTS`] breadcrumbs;
 //! older ones are overwritten, and a reader knows how many ([`FlightRecorder::lost`]).
@@ -74,15 +76,10 @@ pub enum Event {
     ImageWritten = 13,
     /// The switchover into the capture stage (the last thing before the jump).
     Switchover = 14,
-    /// A stopped CPU was released by the crashing CPU's go and is tearing its interrupt presenter
-    /// down (written by that CPU); argument: 0.
-    Released = 15,
-    /// A stopped CPU parked where the capture stage can restart it (written by that CPU).
-    Parked = 16,
 }
 
 impl Event {
-    const ALL: [Event; 16] = [
+    const ALL: [Event; 14] = [
         Event::Entered,
         Event::IpiSent,
         Event::CheckIn,
@@ -97,8 +94,6 @@ impl Event {
         Event::ImageStart,
         Event::ImageWritten,
         Event::Switchover,
-        Event::Released,
-        Event::Parked,
     ];
 
     /// The event with encoding `code`, if any.
@@ -136,8 +131,6 @@ impl Event {
             Event::ImageStart => "image-start",
             Event::ImageWritten => "image-written",
             Event::Switchover => "switchover",
-            Event::Released => "released",
-            Event::Parked => "parked",
         }
     }
 }

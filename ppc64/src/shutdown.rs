@@ -228,6 +228,12 @@ impl<
     fn stop_self(&self, regs: SavedRegs, how: &str, note: fmt::Arguments<'_>) -> ! {
         let (log, machine) = (self.log, self.machine);
         let cpu = log.platform().cpu_id();
+        if self.state.checked_in(cpu) {
+            // A second stop request (an escalation's system reset that crossed a late check-in):
+            // the first check-in's record, registers and breadcrumb stand (Linux's
+            // `cpus_state_saved` guard in `crash_ipi_callback`).
+            machine.park()
+        }
         let (kind, depth) = machine
             .interrupted_context()
             .or_else(|| log.context())
@@ -241,8 +247,10 @@ impl<
             kind.name(),
             note
         ));
-        self.state.check_in(cpu, ts, regs, kind, depth);
+        // The breadcrumb before the check-in: the check-in's Release (LMM(checkin:A)) then publishes
+        // a whole breadcrumb to the crashing CPU, which stops waiting for this one when it sees it.
         self.crumb(Event::CheckIn, cpu, self.state.escalating() as u64);
+        self.state.check_in(cpu, ts, regs, kind, depth);
         machine.park()
     }
 
@@ -465,15 +473,26 @@ pub fn crash_shutdown<
             cfg.ack_timeout_ns / 1_000_000
         ));
     }
-    if missing != 0 {
+    // `missing` may be stale by now (a CPU that checked in during the scan above is AnsweredIpi):
+    // escalate only to the CPUs still without an answer.
+    let candidates = (0..ncpu.min(64))
+        .filter(|&c| report.outcome[c] == CpuOutcome::NeverAnswered)
+        .fold(0u64, |m, c| m | 1 << c);
+    if missing != 0 && (0..ncpu).any(|c| report.outcome[c] == CpuOutcome::NeverAnswered) {
         // From here on a check-in is an answer to the reset (its breadcrumb says so). The
         // breadcrumb names the CPUs about to be reset, before the first reset can be answered.
         state.set_escalating();
-        let candidates = (0..ncpu.min(64))
-            .filter(|&c| report.outcome[c] == CpuOutcome::NeverAnswered)
-            .fold(0u64, |m, c| m | 1 << c);
         crash.crumb(Event::Escalated, cpu, candidates);
-        for c in (0..ncpu).filter(|&c| report.outcome[c] == CpuOutcome::NeverAnswered) {
+        for c in 0..ncpu {
+            if report.outcome[c] != CpuOutcome::NeverAnswered {
+                continue;
+            }
+            if state.checked_in(c) {
+                // It answered the IPI after all, just now: no reset (and `stop_self` would ignore
+                // one that crossed its check-in).
+                report.outcome[c] = CpuOutcome::AnsweredIpi;
+                continue;
+            }
             if machine.system_reset_cpu(c) {
                 report.escalated += 1;
             }

@@ -656,22 +656,19 @@ fn print_joined<
         return true;
     }
     let mut line = start_line(rec);
-    let mut open = first.flags & flags::NEWLINE == 0;
+    let mut open = first.leaves_line_open();
     for _ in 0..MAX_JOINED {
         if !open || line.truncated() {
             break;
         }
+        // A look at the next record's header; its payload is copied only if it joins this line.
         let mut probe = *next;
-        if probe.read(log, rec) != Read::Record {
-            break;
-        }
-        let h = &rec.header;
-        let same_caller = h.caller == first.caller && h.cpu == first.cpu && h.ctx == first.ctx;
-        if h.flags & flags::CONT == 0 || h.flags & flags::RAW != 0 || !same_caller {
+        let (r, _, taken) = probe.read_if(log, rec, |h| h.continues(&first));
+        if r != Read::Record || !taken {
             break;
         }
         let _ = line.write_str(rec.text().unwrap_or(NOT_UTF8));
-        open = h.flags & flags::NEWLINE == 0;
+        open = rec.header.leaves_line_open();
         *next = probe;
     }
     end_line(console, ctx, line, rep)

@@ -10,7 +10,7 @@ use super::format::{
     LAYOUT_ENTRY_MIN, MAGIC, SEQ_BYTES, VERSION, VERSION_MIN,
 };
 use super::image::{Image, ImageRecord};
-use crate::record::Header;
+use crate::record::{layout, Header};
 
 /// Little-endian unsigned integer of `n <= 8` bytes at `at`.
 pub(super) fn le(bytes: &[u8], at: usize, n: usize) -> Option<u64> {
@@ -62,9 +62,8 @@ impl Layout {
         entry: usize,
         rh: usize,
     ) -> Result<Self, usize> {
-        // Widest each field may be (its Rust type).
-        const MAX: [usize; 9] = [8, 8, 2, 2, 1, 1, 1, 1, 4];
-        let mut found: [Option<Field>; 9] = [None; 9];
+        // Widest each field may be: its size in the header this crate writes (its Rust type).
+        let mut found: [Option<Field>; layout::ALL.len()] = [None; layout::ALL.len()];
         for i in 0..count {
             let e = at.checked_add(i.checked_mul(entry).ok_or(at)?).ok_or(at)?;
             let (Some(fid), Some(fat), Some(fsize)) = (
@@ -74,7 +73,10 @@ impl Layout {
             ) else {
                 return Err(e);
             };
-            let Some(max) = MAX.get(fid as usize).copied() else {
+            let Some(max) = layout::ALL
+                .get(fid as usize)
+                .map(|&(_, size)| size as usize)
+            else {
                 continue; // a field this reader does not know
             };
             let (fat, fsize) = (fat as usize, fsize as usize);
@@ -90,18 +92,19 @@ impl Layout {
                 }
             }
         }
-        let need = |i: u8| found.get(i as usize).copied().flatten().ok_or(at);
+        let opt = |i: u8| found.get(i as usize).copied().flatten();
+        let need = |i: u8| opt(i).ok_or(at);
         Ok(Layout {
             header_bytes: rh,
             ts_ns: need(id::TS_NS)?,
-            src_seq: found.get(id::SRC_SEQ as usize).copied().flatten(),
+            src_seq: opt(id::SRC_SEQ),
             len: need(id::LEN)?,
             cpu: need(id::CPU)?,
             level: need(id::LEVEL)?,
-            facility: found.get(id::FACILITY as usize).copied().flatten(),
+            facility: opt(id::FACILITY),
             ctx: need(id::CTX)?,
             flags: need(id::FLAGS)?,
-            caller: found.get(id::CALLER as usize).copied().flatten(),
+            caller: opt(id::CALLER),
         })
     }
 

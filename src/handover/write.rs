@@ -203,10 +203,8 @@ pub fn write_image_with_hook<
     stopped: &dyn Fn(usize) -> bool,
     hook: &mut dyn FnMut(ImageStep),
 ) -> Result<ImageReport, HandoverError> {
-    if log.crashing_cpu() != Some(log.platform().cpu_id()) {
-        return Err(HandoverError::NotCrashing);
-    }
-    write_from(log, log.drain_mem(), out, stopped, hook)
+    let mem = log.crash_drain_mem().ok_or(HandoverError::NotCrashing)?;
+    write_from(log, mem, out, stopped, hook)
 }
 
 /// The image of any drain input (the live `Log`, or a log found in a memory dump) drained in `mem`:
@@ -273,17 +271,17 @@ pub(crate) fn write_from<I: DrainInput + ?Sized>(
         t += LAYOUT_ENTRY_BYTES;
     }
     for c in 0..ncpu {
+        let flags = if cpu_stopped(input, mem, c) {
+            0
+        } else {
+            CPU_NOT_STOPPED
+        };
         for d in 0..depth {
             let cnt = counters_of(input, mem, c, d);
             let kind = input.kind_at(c, d);
             put(out, t, &cnt.torn.to_le_bytes());
             put(out, t + 8, &cnt.overwritten.to_le_bytes());
             put(out, t + 16, &cnt.dropped.to_le_bytes());
-            let flags = if cpu_stopped(input, mem, c) {
-                0
-            } else {
-                CPU_NOT_STOPPED
-            };
             put(out, t + 24, &[kind as u8, flags, 0, 0, 0, 0, 0, 0]);
             put(out, t + 32, &cnt.in_flight.to_le_bytes());
             t += COUNTER_ENTRY_BYTES;

@@ -181,17 +181,14 @@ impl<
     /// assert_eq!(LOG.counters(1, 0), None); // no CPU 1
     /// ```
     pub fn counters(&self, cpu: usize, depth: usize) -> Option<CpuCounters> {
-        let pc = self.cpus.get(cpu)?;
-        if depth >= DEPTH {
+        if cpu >= CPUS || depth >= DEPTH {
             return None;
         }
-        let ring = self.ring_or_empty(cpu, depth);
         if !self.crash.fixed.ran() {
             let cons = &self.main.consumers[cpu][depth];
-            let overflow = if depth == 0 { pc.overflow_dropped() } else { 0 };
             return Some(CpuCounters {
                 overwritten: cons.overwritten.load(Ordering::Relaxed) as u64,
-                dropped: ring.dropped().wrapping_add(overflow),
+                dropped: super::crash::DrainInput::dropped(self, cpu, depth),
                 ..CpuCounters::default()
             });
         }

@@ -76,14 +76,15 @@ impl<
     > Log<P, CPUS, RING_WORDS, MAIN_WORDS, DEPTH>
 {
     /// Runs `f` with the current CPU's ring for the current depth, holding that ring's recursion guard.
-    #[inline]
+    #[inline(always)]
     fn with_ring<R>(
         &self,
         f: impl FnOnce(usize, ContextKind, usize, &Ring) -> Result<R, AppendError>,
     ) -> Result<R, AppendError> {
         let (cpu, pc) = self.this_cpu()?;
-        let (kind, mut depth) = self.context_of(pc);
-        if depth >= DEPTH {
+        let (kind, mut depth, reported) = self.context_and_source(pc);
+        let clamped = depth >= DEPTH;
+        if clamped {
             // The crash context never returns to what it interrupted, so when it lands deeper than
             // the log tracks (a panic from a machine check), it may take the top ring — unless a log
             // call there was interrupted (its guard is set: refused below, as any re-entry).
@@ -93,7 +94,11 @@ impl<
             }
             depth = DEPTH - 1;
         }
-        pc.note_kind(depth, kind);
+        // The kind of this depth's ring, for the accounting records: a bracket noted it already,
+        // unless the platform reports the context or a crash took the top ring.
+        if reported || clamped {
+            pc.note_kind(depth, kind);
+        }
         let Some(ring) = pc.ring(depth) else {
             // A log sized at boot, before its arena: nowhere to put it.
             self.add_unregistered(1);
@@ -134,24 +139,6 @@ impl<
     }
 
     #[inline]
-    fn write_record<H: StepHook>(
-        &self,
-        (cpu, kind, depth): (usize, ContextKind, usize),
-        ring: &Ring,
-        (level, facility, flags): (u8, u8, u8),
-        payload: &[u8],
-        hook: &mut H,
-    ) -> Result<u64, AppendError> {
-        self.write_from(
-            (cpu, kind, depth),
-            ring,
-            (level, facility, flags),
-            payload,
-            hook,
-        )
-    }
-
-    #[inline]
     fn write_from<H: StepHook>(
         &self,
         (cpu, kind, depth): (usize, ContextKind, usize),
@@ -162,10 +149,12 @@ impl<
     ) -> Result<u64, AppendError> {
         let platform = &self.platform;
         // Linux's caller id: the task in task context (where the platform names one), else the CPU.
-        let caller = match platform.task_id() {
-            Some(t) if kind == ContextKind::Task && t != 0 => Caller::Task(t),
-            _ => Caller::Cpu(cpu as u32),
+        // The platform is asked only in task context (never on the NMI path).
+        let task = match kind {
+            ContextKind::Task => platform.task_id().filter(|&t| t != 0),
+            _ => None,
         };
+        let caller = task.map_or(Caller::Cpu(cpu as u32), Caller::Task);
         ring.write_from(
             |seq| Header {
                 ts_ns: platform.now_ns(),
@@ -227,7 +216,7 @@ impl<
         hook: &mut H,
     ) -> Result<u64, AppendError> {
         self.with_ring(|cpu, kind, depth, ring| {
-            self.write_record(
+            self.write_from(
                 (cpu, kind, depth),
                 ring,
                 (level as u8, facility, flags),
@@ -356,8 +345,8 @@ impl<
                     self.write_from(at, ring, how, &s.as_bytes()[..m.keep], &mut NoHook)
                 }
                 _ => {
-                    let in_measure = ring.dropped().wrapping_sub(refused);
                     let before = ring.dropped();
+                    let in_measure = before.wrapping_sub(refused);
                     let r = self.write_from(at, ring, how, Formatted { args, m }, &mut NoHook);
                     let in_store = ring.dropped().wrapping_sub(before);
                     ring.uncount_drops(in_store.min(in_measure));

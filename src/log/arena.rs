@@ -66,7 +66,8 @@ impl ArenaSlot {
     }
 
     fn is_set(&self) -> bool {
-        !self.words.load(Ordering::Relaxed).is_null()
+        // LMM(arena:B) too: a CPU that sees the main log attached sees every ring stored before it.
+        !self.words.load(Ordering::Acquire).is_null()
     }
 
     fn set(&self, words: &'static [AtomicUsize]) {

@@ -12,7 +12,7 @@ use core::fmt;
 use super::{AppendError, Log};
 use crate::percpu::PerCpu;
 use crate::record::ContextKind;
-use crate::sync::Ordering;
+use crate::sync::{add_relaxed, Ordering};
 use crate::Platform;
 
 /// Why [`Log::crash_enter`] did not make the calling CPU the crashing one.
@@ -88,31 +88,14 @@ impl<
     }
 
     /// Adds `n` to [`unregistered_dropped`](Self::unregistered_dropped) (registration, and calls
-    /// before a boot-sized log's arena is attached). As `count_bad_cpu`: exact where the target has
-    /// native read-modify-write.
+    /// before a boot-sized log's arena is attached); see `add_relaxed`.
     pub(crate) fn add_unregistered(&self, n: usize) {
-        #[cfg(target_has_atomic = "ptr")]
-        self.unregistered.fetch_add(n, Ordering::Relaxed);
-        #[cfg(not(target_has_atomic = "ptr"))]
-        {
-            let v = self.unregistered.load(Ordering::Relaxed);
-            self.unregistered
-                .store(v.wrapping_add(n), Ordering::Relaxed);
-        }
+        add_relaxed(&self.unregistered, n);
     }
 
     fn count_bad_cpu(&self) {
-        // Many CPUs may get here, so this one counter is shared: a native RMW where the target has
-        // one (never portable-atomic's emulation, which the NMI path must not depend on). Without it
-        // the count is best effort (a racing increment can be lost); the call is still refused,
-        // never UB.
-        #[cfg(target_has_atomic = "ptr")]
-        self.bad_cpu.fetch_add(1, Ordering::Relaxed);
-        #[cfg(not(target_has_atomic = "ptr"))]
-        {
-            let v = self.bad_cpu.load(Ordering::Relaxed);
-            self.bad_cpu.store(v.wrapping_add(1), Ordering::Relaxed);
-        }
+        // Many CPUs may get here, so this one counter is shared (see `add_relaxed`).
+        add_relaxed(&self.bad_cpu, 1);
     }
 
     /// The calling CPU and its state; a CPU id out of range is counted ([`Self::bad_cpu_dropped`]).
@@ -139,11 +122,22 @@ impl<
     /// tracking (its brackets).
     #[inline(always)]
     pub(super) fn context_of(&self, pc: &PerCpu<RING_WORDS, DEPTH>) -> (ContextKind, usize) {
+        let (kind, depth, _) = self.context_and_source(pc);
+        (kind, depth)
+    }
+
+    /// [`context_of`](Self::context_of), and whether the platform reported it (then no bracket
+    /// noted the kind of the ring at that depth: the log call does).
+    #[inline(always)]
+    pub(super) fn context_and_source(
+        &self,
+        pc: &PerCpu<RING_WORDS, DEPTH>,
+    ) -> (ContextKind, usize, bool) {
         let (own_kind, own_depth) = pc.context();
         match self.platform.context() {
-            None => (own_kind, own_depth),
-            Some((kind, depth)) if own_depth == 0 => (kind, depth),
-            Some((_, depth)) => (own_kind, depth.saturating_add(own_depth)),
+            None => (own_kind, own_depth, false),
+            Some((kind, depth)) if own_depth == 0 => (kind, depth, true),
+            Some((_, depth)) => (own_kind, depth.saturating_add(own_depth), true),
         }
     }
 
@@ -157,8 +151,8 @@ impl<
         platform || pc.nmi_safe_only()
     }
 
-    /// The brackets' body: enter `kind` on the calling CPU (nothing for a bad CPU id: counted by the
-    /// log calls made there). Nothing either when the platform reports the context itself
+    /// The brackets' body: enter `kind` on the calling CPU (nothing for a bad CPU id, which is
+    /// counted in [`Log::bad_cpu_dropped`]). Nothing either when the platform reports the context itself
     /// ([`Platform::context`]): the kernel's own bookkeeping is the truth, and a portable handler
     /// that brackets itself (for kernels without it) must not count a level twice.
     fn bracket_enter(&self, kind: ContextKind) {
@@ -296,6 +290,13 @@ impl<
         self.cpus.get(cpu).map(|pc| self.context_of(pc))
     }
 
+    /// The calling CPU (in range) and its context, from one `cpu_id` (for per-context state kept
+    /// outside the log, such as the defmt slots).
+    #[cfg_attr(not(feature = "defmt"), allow(dead_code))]
+    pub(crate) fn cpu_and_context(&self) -> Option<(usize, (ContextKind, usize))> {
+        self.cpu_slot().map(|(cpu, pc)| (cpu, self.context_of(pc)))
+    }
+
     /// Crash entry on the current CPU: from now on every log call on every CPU takes the NMI-safe
     /// path, and this CPU is in crash context (one nesting level above what it was running). Returns
     /// this CPU's number, [`CrashEnterError::OtherCpu`] if another CPU is already crashing (a crash on
@@ -345,7 +346,12 @@ impl<
                 cpu: self.crash_cpu.load(Ordering::Relaxed).wrapping_sub(1),
             });
         }
-        pc.enter(ContextKind::Crash);
+        if self.platform.context().is_some() {
+            // The crash's real depth is the platform's plus one: its calls note their ring's kind.
+            pc.enter_on_top(ContextKind::Crash);
+        } else {
+            pc.enter(ContextKind::Crash);
+        }
         Ok(cpu)
     }
 

@@ -225,30 +225,34 @@ impl<H: FlushHook> StepHook for MainHookAdapter<'_, H> {
 /// piece's `src_seq` (the crash drain's threshold then passes every piece joined: each is delivered
 /// once, in the joined record). A piece not yet committed when its line moves (under
 /// [`FlushPolicy::Eager`](crate::FlushPolicy::Eager) each call moves its record at once) stays a record
-/// of its own, flagged `CONT`, which readers and consoles join. Bounded: at most `MAX_PIECES` looks,
-/// each counted in `steps` (each replaces the looks that piece would have taken as a record).
+/// of its own, flagged `CONT`, which readers and consoles join. A joined line is at most `line_max`
+/// bytes (what the main log takes in one record). Bounded: at most `MAX_PIECES` looks, each counted
+/// in `steps`, and none that would leave the merge engine less than its usual margin below `budget`
+/// (a look, then up to three peeks).
 #[inline(never)]
-fn join_continuations(ring: &Ring, cur: &mut Cursor, buf: &mut RecordBuf, steps: &mut u64) {
+fn join_continuations(
+    ring: &Ring,
+    cur: &mut Cursor,
+    buf: &mut RecordBuf,
+    steps: &mut u64,
+    (line_max, budget): (usize, u64),
+) {
     const MAX_PIECES: usize = 16;
     const WORD: usize = core::mem::size_of::<usize>();
-    let h0 = &buf.header;
-    if h0.flags & (flags::NEWLINE | flags::RAW) != 0 {
+    let line = buf.header;
+    if !line.leaves_line_open() {
         return;
     }
-    let line = (h0.caller, h0.cpu, h0.ctx, h0.facility);
-    let mut len = h0.len as usize;
+    let mut len = line.len as usize;
     for _ in 0..MAX_PIECES {
         let at = len.next_multiple_of(WORD);
-        if at >= buf.payload.len() {
+        if at >= buf.payload.len() || *steps + 4 >= budget {
             break;
         }
         let mut next = *cur;
         *steps += 1;
-        let piece_of_this_line = |h: &Header| {
-            h.flags & flags::CONT != 0
-                && h.flags & flags::RAW == 0
-                && (h.caller, h.cpu, h.ctx, h.facility) == line
-        };
+        let piece_of_this_line =
+            |h: &Header| h.continues(&line) && len + h.len as usize <= line_max;
         let (r, h, taken) =
             ring.read_into_if(&mut next, &mut buf.payload[at..], piece_of_this_line);
         if r != Read::Record || !taken {
@@ -281,6 +285,8 @@ struct FlushMerge<
     hook: &'a mut H,
     ncpu: usize,
     bound: u64,
+    /// The round's step budget and the longest record the main log takes (for joined lines).
+    join_limits: (usize, u64),
     rep: FlushReport,
 }
 
@@ -393,7 +399,7 @@ impl<
         let key = |ts| Key { ts, tie, src: tie };
         match ring.read_if(&mut cur, buf, |h| take(key(h.ts_ns))) {
             (Read::Record, _, true) => {
-                join_continuations(ring, &mut cur, buf, steps);
+                join_continuations(ring, &mut cur, buf, steps, self.join_limits);
                 Look::Taken(cur)
             }
             (Read::Record, h, false) => Look::NotTaken(key(h.ts_ns)),
@@ -484,10 +490,16 @@ impl<
     /// The body of `flush_with_hook` (public with the `steps` feature).
     #[cfg(nmilog_cas)]
     pub(crate) fn flush_hooked<H: FlushHook>(&self, hook: &mut H) -> Option<FlushReport> {
+        let cpu = self.normal_context()?;
+        self.flush_on(cpu, hook)
+    }
+
+    /// The body of [`flush_hooked`](Self::flush_hooked), on `cpu`, which `normal_context` allowed.
+    #[cfg(nmilog_cas)]
+    fn flush_on<H: FlushHook>(&self, cpu: usize, hook: &mut H) -> Option<FlushReport> {
         if !self.main_attached() {
             return None; // a log sized at boot, before its arena: nothing to flush, nowhere to
         }
-        let cpu = self.normal_context()?;
         let mut total = FlushReport::default();
         let mut owned = false;
         // Bounded: at most four rounds, each one bounded by the ring sizes.
@@ -561,7 +573,9 @@ impl<
     /// ```
     #[cfg(nmilog_cas)]
     pub fn flush_if_due(&self) -> Option<FlushReport> {
-        let (cpu, pc) = self.cpu_slot()?;
+        // The context first: a call that may not flush (NMI, crash) reads nothing else.
+        let cpu = self.normal_context()?;
+        let pc = &self.cpus[cpu];
         let (_, depth) = self.context_of(pc);
         let ring = pc.ring(depth)?;
         let cons = self.main.consumers.get(cpu)?.get(depth)?;
@@ -575,7 +589,7 @@ impl<
             || head.wrapping_sub(cur.pos) >= ring.capacity_words() / 4
             || self.platform.now_ns().wrapping_sub(cons.last_ts.get()) >= FLUSH_AGE_NS;
         if due {
-            self.flush()
+            self.flush_on(cpu, &mut NoHook)
         } else {
             None
         }
@@ -626,22 +640,23 @@ impl<
 
     /// The merge (flush owner only). Returns the report and whether it ran to completion (false only
     /// when a hook froze it).
-    #[cfg_attr(not(nmilog_cas), allow(dead_code))]
+    #[cfg(nmilog_cas)]
     fn flush_owned<H: FlushHook>(&self, hook: &mut H) -> (FlushReport, bool) {
         let bound = self
             .platform
             .now_ns()
             .saturating_sub(self.settle_ns.load(Ordering::Relaxed) as u64);
+        let budget = self.flush_step_bound();
         let mut m = FlushMerge {
             log: self,
             hook,
             ncpu: self.platform.cpu_count().min(CPUS),
             bound,
+            join_limits: (self.main_ring().max_payload(), budget),
             rep: FlushReport::default(),
         };
         let mut steps = 0;
         let heap = self.main.flush_heap.view();
-        let budget = self.flush_step_bound();
         let out = self.main.flush_buf.with_mut(|p| {
             // SAFETY: this CPU owns the flush (the caller took it with `try_own_flush`), and only the
             // flush owner ever touches `flush_buf` (see `Sync for MainLog`): no other reference to it

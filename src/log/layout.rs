@@ -16,7 +16,7 @@ pub(crate) struct SourceWords<'a> {
     pub(crate) flushed_seq: &'a AtomicUsize,
     /// Records the flush found overwritten.
     pub(crate) flush_overwritten: &'a AtomicUsize,
-    /// The context kind at this depth (none at depth 0: always task).
+    /// The context kind noted at this depth (`PerCpu::kind_at`).
     pub(crate) kind: Option<&'a AtomicUsize>,
     /// The CPU's nesting-overflow count (depth 0 only: it counts with depth 0's drops).
     pub(crate) overflow: Option<&'a AtomicUsize>,

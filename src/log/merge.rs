@@ -260,35 +260,13 @@ pub(super) trait Merge {
     fn deliver(&mut self, src: usize, buf: &RecordBuf, next: Cursor) -> bool;
 }
 
-/// Where [`run`] gets its record buffer: made on first use (`Option`: a flush with nothing to move
-/// does not zero a kilobyte), or one the caller already has (the crash drain, which shares it with
-/// its accounting).
-pub(super) trait BufSlot {
-    /// The buffer.
-    fn buf(&mut self) -> &mut RecordBuf;
-}
-
-impl BufSlot for Option<RecordBuf> {
-    #[inline(always)]
-    fn buf(&mut self) -> &mut RecordBuf {
-        self.get_or_insert_with(RecordBuf::new)
-    }
-}
-
-impl BufSlot for RecordBuf {
-    #[inline(always)]
-    fn buf(&mut self) -> &mut RecordBuf {
-        self
-    }
-}
-
 /// Runs one merge of `m`'s sources (see the module docs), in at most `budget` steps counted in
 /// `steps`, copying records through `buf`.
 #[inline(always)]
 pub(super) fn run<M: Merge, S: ?Sized + SlotStore>(
     m: &mut M,
     heap: HeapView<'_, S>,
-    buf: &mut impl BufSlot,
+    buf: &mut RecordBuf,
     budget: u64,
     steps: &mut u64,
 ) -> Outcome {
@@ -316,7 +294,6 @@ pub(super) fn run<M: Merge, S: ?Sized + SlotStore>(
             *steps += 1;
             let bound = m.bound();
             let in_run = |k: Key| k.ts <= bound && second.is_none_or(|s| k < s);
-            let buf = buf.buf();
             match m.look(src, buf, in_run, steps) {
                 Look::Taken(next) => {
                     if !m.deliver(src, buf, next) {

@@ -34,15 +34,18 @@
 //!
 //! # Files
 //!
-//! * `context.rs`: context tracking (task, irq, NMI, crash) and the calling CPU's slot;
+//! * `context.rs`: context tracking (task, softirq, irq, NMI, crash; the log's brackets or the
+//!   platform's report) and the calling CPU's slot;
 //! * `append.rs`: appending a record to the calling CPU's ring (the NMI path and the normal path);
 //! * `merge.rs`: the merge engine both the flush and the crash drain run: heap, runs, bounds;
 //! * `flush.rs`: the normal-context flush: ownership (one compare-exchange), the `pending` hand-off,
 //!   and the move of a record into the main log;
-//! * `crash.rs`: the crash-time drain: its snapshot, its sources and its accounting records;
+//! * `crash/`: the crash-time drain: its snapshot, its sources and its accounting records;
 //! * `accounting.rs`: the flush side's per-source state (cursors, loss counters) and
 //!   [`Log::counters`];
-//! * `reader.rs`: readers of the main log.
+//! * `reader.rs`: readers of the main log;
+//! * `arena.rs`: logs sized at boot, their rings carved from one arena;
+//! * `layout.rs`: where a memory-dump reader finds this log's words (the descriptor's source).
 
 use core::fmt;
 
@@ -103,11 +106,14 @@ struct MainLog<const MAIN_WORDS: usize, const CPUS: usize, const DEPTH: usize> {
 }
 
 // SAFETY: every field but `flush_buf` is an atomic (or made of atomics). `flush_buf` is read and
-// written only by the flush owner, inside `flush_owned`: ownership is taken with a compare-exchange
+// written only by the flush owner, inside `flush_owned` (built only with `nmilog_cas`: without
+// compare-exchange nothing touches it): ownership is taken with a compare-exchange
 // on `owner` (LMM(pending:A/B) hand it over) and never taken from a CPU that holds it, a CPU in NMI
 // or crash context never flushes, and the crash drain has buffers of its own. So at most one CPU
 // touches it at any time, and a handover (owner released with SeqCst, taken with SeqCst) orders the
-// previous owner's accesses before the next one's.
+// previous owner's accesses before the next one's. (A reader that views the whole `Log` as words —
+// a memory dump, the raw-memory tests — reads this buffer too: sound only once no flush can run,
+// which a dump of a stopped machine, or a test that joined its flushing threads, guarantees.)
 unsafe impl<const MAIN_WORDS: usize, const CPUS: usize, const DEPTH: usize> Sync
     for MainLog<MAIN_WORDS, CPUS, DEPTH>
 {
@@ -165,7 +171,7 @@ pub struct Log<
     settle_ns: AtomicUsize,
     bad_cpu: AtomicUsize,
     /// Log calls made through the global macros before this log was registered (handed over by
-    /// `set_global!`).
+    /// `set_global!`), and calls refused before a boot-sized log's arena was attached.
     unregistered: AtomicUsize,
     flush_policy: AtomicUsize,
     /// A `fn()` run after each normal-context flush (console output), or null.

@@ -117,6 +117,27 @@ impl MainReader {
         r
     }
 
+    /// [`read`](Self::read) if `take(header)` says so, else only a look at the header (no payload
+    /// copy, the reader stays on the record): the outcome, the header, whether it was taken.
+    pub(crate) fn read_if<
+        P: Platform,
+        const CPUS: usize,
+        const RING_WORDS: usize,
+        const MAIN_WORDS: usize,
+        const DEPTH: usize,
+    >(
+        &mut self,
+        log: &Log<P, CPUS, RING_WORDS, MAIN_WORDS, DEPTH>,
+        out: &mut RecordBuf,
+        take: impl FnOnce(&crate::Header) -> bool,
+    ) -> (Read, crate::Header, bool) {
+        let r = log.main_ring().read_if(&mut self.cur, out, take);
+        if let Read::Overwritten { missed } = r.0 {
+            self.missed = self.missed.wrapping_add(missed);
+        }
+        r
+    }
+
     /// Sequence number of the next record.
     ///
     /// ```

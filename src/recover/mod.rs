@@ -54,8 +54,9 @@
 //! let layout = Layout::new::<Kernel>();
 //! // SAFETY: a non-zero-sized layout.
 //! let base = unsafe { alloc_zeroed(layout) };
-//! // SAFETY: aligned and sized for `Kernel`; all-zero bytes are a valid `Kernel` (every field is
-//! // atomics, zero in `Log::new(HostPlatform::new(0))` and `LogDescriptor::new()`).
+//! // SAFETY: aligned and sized for `Kernel`; all-zero bytes are a valid `Kernel` (atomics, zero in
+//! // `Log::new(HostPlatform::new(0))` and `LogDescriptor::new()`; the flush's record buffer is
+//! // plain integers and bytes, valid all-zero too).
 //! let k: &Kernel = unsafe { &*(base as *const Kernel) };
 //! k.log.platform().set_cpu_count(2);
 //! HostPlatform::register_cpu(0);
@@ -75,7 +76,7 @@
 //! let rep = log.write_image(&scratch, &mut region).unwrap();
 //! let image = handover::parse(&region[..rep.len]).unwrap();
 //! assert_eq!(image.records().next().unwrap().text(), Some("Oops"));
-//! //! ```
+//! ```
 
 use core::fmt;
 
@@ -355,8 +356,8 @@ mod tests {
         let p = unsafe { alloc_zeroed(layout) };
         assert!(!p.is_null());
         {
-            // SAFETY: aligned, sized, zero-filled: all-zero bytes are a valid `Kernel` (atomics
-            // only; `OneCpu` has no fields).
+            // SAFETY: aligned, sized, zero-filled: all-zero bytes are a valid `Kernel` (atomics, and
+            // the flush's record buffer: plain integers and bytes; `OneCpu` has no fields).
             let k: &Kernel = unsafe { &*(p as *const Kernel) };
             // SAFETY: the same live allocation read as words (every bit pattern is a valid word;
             // the bytes were initialised by `alloc_zeroed`).

@@ -16,7 +16,7 @@
 //! ```text
 //!  pos            pos+1 .. pos+1+HW          .. pos+span-1   pos+span
 //! +--------------+--------------------------+-------------+----------------+
-//! | sequence word | header (24 bytes)        | payload     | next seq word  |
+//! | sequence word | header (32 bytes)        | payload     | next seq word  |
 //! +--------------+--------------------------+-------------+----------------+
 //! ```
 //!

@@ -448,20 +448,8 @@ fn steps() -> Vec<Step> {
             run: |c| {
                 // Stack figures are for optimised code (the `test` step builds debug, where the
                 // test is ignored).
-                sh(
-                    c,
-                    ".",
-                    &[],
-                    &[
-                        "cargo",
-                        "test",
-                        "--release",
-                        "--test",
-                        "stack",
-                        "--",
-                        "--nocapture",
-                    ],
-                )
+                let argv = words("cargo test --release --test stack -- --nocapture");
+                sh(c, ".", &[], &argv)
             },
         },
         Step {

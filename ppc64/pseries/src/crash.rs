@@ -59,7 +59,7 @@ pub fn crash_shutdown(reason: &str) -> ! {
         baseline::crash(reason)
     }
     // SAFETY: HANDOVER_BASE..+HANDOVER_SIZE is RAM reserved for the image (see `bootparams`); nothing
-    // else uses it, and only the crashing CPU writes it (after every other CPU is parked).
+    // else uses it, and only the crashing CPU writes it (no other CPU ever touches the region).
     let region =
         unsafe { core::slice::from_raw_parts_mut(HANDOVER_BASE as *mut u8, HANDOVER_SIZE) };
     let cfg = ShutdownConfig {

@@ -11,8 +11,10 @@
 //! **`last`.** The last record of a pass is known only once the pass's records are counted: at the
 //! stage before the pass (`Masked` for the first drain, `ImageStart` for the image writer), the hook
 //! counts them with a dry run of the same crash drain (read-only and repeatable: each call is a
-//! fresh, complete drain; every other CPU is parked and this one logs nothing in between, so the
-//! pass that follows delivers exactly as many).
+//! fresh, complete drain; this one logs nothing in between, so the pass that follows delivers
+//! exactly as many — provided every other CPU checked in, which the die-in-drain scenario ensures
+//! (it has no deaf CPU). A CPU that did not stop and went on logging would change the count, and
+//! `last` would then fire on an earlier record or not at all.)
 
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 

@@ -192,16 +192,25 @@ impl Machine for Pseries {
             ..fadump::platform_params()
         });
         kexec::switchover(image.as_ptr() as usize, params);
-        // No capture stage loaded: say so on the raw console and power off.
+        // No capture stage loaded: say so on the raw console and power off — only if the crash path
+        // found the firmware free to call (PAPR: no second CPU in RTAS); else park.
+        if !report.mask.decision.may_call_firmware() {
+            console::write_bytes(b"crash: no capture stage loaded; firmware busy: parked\ncapture: none\n");
+            exceptions::park()
+        }
         console::write_bytes(b"crash: no capture stage loaded; powering off\ncapture: none\n");
         power_off_crash()
     }
 }
 
-/// Powers off through the crash buffer without the RTAS lock (every other CPU is parked; the lock may
-/// be held by one of them).
+/// Powers off through the crash buffer without the RTAS lock (the lock may be held by a CPU that
+/// stopped while holding it). The last step of a run that cannot go on (a baseline scenario's
+/// watchdog, the firmware-assisted dump, a panic, a crash with no capture stage whose masking found
+/// the firmware free): a CPU that did not stop could still be inside RTAS then — the one PAPR overlap
+/// this test image accepts, at power-off only.
 pub fn power_off_crash() -> ! {
-    // SAFETY: every other CPU is parked; the crash buffer is used by this CPU only.
+    // SAFETY: the crash buffer is used by the calling CPU only (the crashing CPU or the watchdog:
+    // one at a time); `call_with` needs no other guarantee for memory safety.
     unsafe {
         let mut r = [0u32; 1];
         rtas::call_with(

@@ -90,27 +90,33 @@ pub fn irq_exit() {
     add_preempt(-(HARDIRQ_OFFSET as isize));
 }
 
-/// NMI entry (the 0x100 system-reset handler), Linux's `nmi_enter`: remembers the interrupted
-/// context ([`interrupted_context`]). The handler never returns.
+/// NMI entry (the 0x100 system-reset handler), Linux's `nmi_enter`: remembers the context the
+/// outermost NMI interrupted ([`interrupted_context`]). The handler never returns.
 pub fn nmi_enter() {
     if let Some(c) = this_cpu() {
         let v = c.preempt.load(Ordering::Relaxed);
-        c.preempt_at_nmi.store(v, Ordering::Relaxed);
+        if v & NMI_MASK == 0 {
+            c.preempt_at_nmi.store(v, Ordering::Relaxed);
+        }
     }
     add_preempt(NMI_OFFSET as isize);
 }
 
-/// The context the last NMI on this CPU interrupted (see [`context`]).
+/// In an NMI: the context the outermost NMI on this CPU interrupted (see [`context`]); `None`
+/// outside NMI context (the caller's own context is then the current one).
 pub fn interrupted_context() -> Option<(nmilog::ContextKind, usize)> {
-    Some(context_of(
-        this_cpu()?.preempt_at_nmi.load(Ordering::Relaxed),
-    ))
+    let c = this_cpu()?;
+    if c.preempt.load(Ordering::Relaxed) & NMI_MASK == 0 {
+        return None;
+    }
+    Some(context_of(c.preempt_at_nmi.load(Ordering::Relaxed)))
 }
 
 fn add_preempt(delta: isize) {
     if let Some(c) = this_cpu() {
-        // Only this CPU writes its word, and an interrupt that lands between the load and the store
-        // restores it before returning: a plain load and store are exact. Relaxed: same CPU.
+        // Only this CPU writes its word. The interrupt handlers that call this run with MSR[EE] = 0,
+        // so the only interrupt that can land between the load and the store is the system reset,
+        // which never returns: a plain load and store lose no update. Relaxed: same CPU.
         let v = c.preempt.load(Ordering::Relaxed);
         c.preempt
             .store(v.wrapping_add_signed(delta), Ordering::Relaxed);

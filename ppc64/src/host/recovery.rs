@@ -104,9 +104,8 @@ fn fill_truth_from_memory<M: recover::Memory + ?Sized>(
                 (&s.task, truth::C_TASK, truth::C_LOWER_TASK),
                 (&s.irq, truth::C_IRQ, truth::C_LOWER_IRQ),
             ] {
-                let committed = t.committed.load(Ordering::Relaxed);
-                w[b + lower] = committed;
-                w[b + upper] = committed.max(t.in_call.load(Ordering::Relaxed));
+                w[b + lower] = t.committed.load(Ordering::Relaxed);
+                w[b + upper] = t.upper_bound();
             }
             w[b + truth::C_MID] = 0;
         }

@@ -112,9 +112,10 @@ fn log_tracked(me: &SimCpu, tr: &Track, i: u64, text: &[u8], freeze: bool) {
         // sampled there covers records whose ring words the drain that follows can see.
         tr.committed.store(i + 1, Ordering::Release);
     }
-    // LMM(track:A), as above.
+    // LMM(track:A), as above. LMM(inflight:A): Release, pairs with LMM(inflight:B) in
+    // `Track::upper_bound`: a reader that finds the call over finds its count.
     compiler_fence(Ordering::SeqCst);
-    tr.in_call.store(0, Ordering::Relaxed);
+    tr.in_call.store(0, Ordering::Release);
     compiler_fence(Ordering::SeqCst);
     tr.step.store(0, Ordering::Relaxed);
     check_defer(me);
@@ -356,15 +357,8 @@ fn fill_truth<const CPUS: usize>(w: &mut [u64], r: &ShutdownReport<CPUS>, img_le
                 s.truth_irq.load(Ordering::Relaxed),
             )
         } else {
-            // A CPU that did not stop may be inside a log call whose record is already in its ring
-            // (so possibly in the image) but not yet counted: its upper bound is that call's record
-            // too (`in_call` is stored before the ring write, so the drain that saw the record sees it).
-            let upper = |t: &Track| {
-                let in_call = t.in_call.load(Ordering::Relaxed);
-                // LMM(committed:B)-style Acquire: pairs with LMM(committed:A).
-                t.committed.load(Ordering::Acquire).max(in_call)
-            };
-            (upper(&s.task), upper(&s.irq))
+            // A CPU that did not stop: at most what it committed, its call in progress included.
+            (s.task.upper_bound(), s.irq.upper_bound())
         };
         w[b + C_TASK] = task;
         w[b + C_IRQ] = irq;
@@ -523,9 +517,9 @@ fn own_the_flush_at_the_crash(c: usize, from: u64) -> u64 {
             // LMM(committed:A), as in `log_tracked`.
             tr.committed.store(i + 1, Ordering::Release);
         }
-        // LMM(track:A), as in `log_tracked`.
+        // LMM(track:A) and LMM(inflight:A), as in `log_tracked`.
         compiler_fence(Ordering::SeqCst);
-        tr.in_call.store(0, Ordering::Relaxed);
+        tr.in_call.store(0, Ordering::Release);
         i += 1;
         let _ = log().flush_with_hook(&mut |s: FlushStep| {
             if s == want && !parked {

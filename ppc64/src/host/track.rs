@@ -29,6 +29,17 @@ impl Track {
         }
     }
 
+    /// For a CPU that did not stop: the most records it may have committed, its log call in progress
+    /// included (that call's record can be in its ring, and so in an image, before `committed`
+    /// counts it). LMM(inflight:B): Acquire, pairs with LMM(inflight:A), the Release store of
+    /// `in_call = 0` after `committed` moved: a load that finds the call over finds its count. A load
+    /// that finds the call in progress bounds it by `in_call` (stored before the ring write, which
+    /// the drain that saw the record acquired; the reader runs after that drain).
+    pub(crate) fn upper_bound(&self) -> u64 {
+        let in_call = self.in_call.load(Ordering::Acquire);
+        self.committed.load(Ordering::Relaxed).max(in_call)
+    }
+
     /// `(records committed, frozen inside the call with its record not committed)`, or `None` when
     /// the interruption point is one where neither is observable: between entering the call and the
     /// first protocol step (the core's recursion guard may or may not be set) or between the last

@@ -289,14 +289,13 @@ impl<
         stopped: Option<&dyn Fn(usize) -> bool>,
         sink: &mut S,
     ) -> Result<DrainReport, DrainError> {
-        if self.crashing_cpu() != Some(self.platform.cpu_id()) {
-            return Err(DrainError::NotCrashing);
-        }
-        Ok(run::drain(self, self.crash.mem(), stopped, sink))
+        let mem = self.crash_drain_mem().ok_or(DrainError::NotCrashing)?;
+        Ok(run::drain(self, mem, stopped, sink))
     }
 
-    /// The drain's memory in this `Log` (crashing CPU only).
-    pub(crate) fn drain_mem(&self) -> DrainMem<'_> {
-        self.crash.mem()
+    /// The drain's memory in this `Log`, for the crashing CPU only (`None` on any other CPU, or
+    /// before a crash): the one way to it, so no caller can drain without that check.
+    pub(crate) fn crash_drain_mem(&self) -> Option<DrainMem<'_>> {
+        (self.crashing_cpu() == Some(self.platform.cpu_id())).then(|| self.crash.mem())
     }
 }

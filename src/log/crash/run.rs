@@ -54,9 +54,13 @@ impl<'a> PayloadText<'a> {
     }
 
     fn text(&mut self, s: &str) -> &mut Self {
+        self.bytes(s.as_bytes())
+    }
+
+    fn bytes(&mut self, b: &[u8]) -> &mut Self {
         let room = self.buf.payload.len() - self.len;
-        let n = s.len().min(room);
-        self.buf.payload[self.len..self.len + n].copy_from_slice(&s.as_bytes()[..n]);
+        let n = b.len().min(room);
+        self.buf.payload[self.len..self.len + n].copy_from_slice(&b[..n]);
         self.len += n;
         self
     }
@@ -73,8 +77,7 @@ impl<'a> PayloadText<'a> {
                 break;
             }
         }
-        // ASCII digits: always UTF-8.
-        self.text(core::str::from_utf8(&digits[i..]).unwrap_or(""))
+        self.bytes(&digits[i..])
     }
 
     /// Makes the buffer an accounting record: `header` (its `len` set here) and the text written.
@@ -150,8 +153,9 @@ pub(crate) fn drain<I: DrainInput + ?Sized, S: CrashSink + ?Sized>(
         let go_on = account(input, mem, sink, gen, last_ts, buf, &mut rep);
         rep.complete &= go_on;
     }
+    let me = input.me();
     rep.not_stopped = (0..ncpu)
-        .filter(|&c| c != input.me() && !cpu_stopped(input, mem, c))
+        .filter(|&c| c != me && !cpu_stopped(input, mem, c))
         .count() as u64;
     rep
 }

@@ -73,8 +73,9 @@ pub fn rebuild(p: &BootParams, out: &mut impl Write) -> Option<Rebuilt> {
     }
     let words = |lo: usize, hi: usize| {
         // SAFETY: [lo, hi) is RAM outside this stage's reserved region: the crashed kernel's memory.
-        // No CPU writes it any more (the firmware stopped every other CPU in place; this one runs
-        // from the reserved region), it is word-aligned and non-null, every bit pattern is a valid
+        // Every word is read as an atomic, so a CPU the firmware could not stop (one that did not
+        // check in, treated as running by the drain) writing it meanwhile is a race, not UB; this
+        // stage runs from the reserved region. It is word-aligned and non-null, every bit pattern is a valid
         // `AtomicUsize`, and this stage holds no other reference into it but shared ones (the
         // parameter block was copied out; the handover region is only read).
         unsafe {
