@@ -195,7 +195,9 @@ impl Machine for Pseries {
         // No capture stage loaded: say so on the raw console and power off — only if the crash path
         // found the firmware free to call (PAPR: no second CPU in RTAS); else park.
         if !report.mask.decision.may_call_firmware() {
-            console::write_bytes(b"crash: no capture stage loaded; firmware busy: parked\ncapture: none\n");
+            console::write_bytes(
+                b"crash: no capture stage loaded; firmware busy: parked\ncapture: none\n",
+            );
             exceptions::park()
         }
         console::write_bytes(b"crash: no capture stage loaded; powering off\ncapture: none\n");
