@@ -12,11 +12,11 @@
 //! per_cpu     = (2 + 4·D)·W + D·ring(R)
 //!             = (2 + D·(10 + R))·W  depth, overflow, kinds[D], seen[D], arena slots[D] (2 words)
 //!                                   + D rings
-//! consumer    = (3 + T)·W           pos, seq, overwritten, last_ts
+//! consumer    = (4 + T)·W           pos, seq, overwritten, moved, last_ts
 //! heap(K)     = (1 + (K + 1)·(2 + T))·W
 //!                                   len + a slot (ts, tie, source) per source and one more
 //! main        = 4·W + ring(M) + C·D·consumer + heap(C·D) + B
-//!             = (13 + T + M + C·D·(5 + 2·T))·W + B
+//!             = (13 + T + M + C·D·(6 + 2·T))·W + B
 //!                                   owner, pending, arena slot + main ring + consumers + the flush's
 //!                                   heap + the flush's record buffer (B = size_of::<RecordBuf>(),
 //!                                   1064 bytes)
@@ -31,9 +31,9 @@
 //! ```
 //!
 //! On a 64-bit target with 128-byte padding that is
-//! `C·pad128((2 + D·(10 + R))·8) + pad128((14 + M + 7·C·D)·8 + 1064) + pad128((11 + 15·C·D)·8) +
+//! `C·pad128((2 + D·(10 + R))·8) + pad128((14 + M + 8·C·D)·8 + 1064) + pad128((11 + 15·C·D)·8) +
 //! pad128(size_of::<P>() + 56)`; e.g. `Log<HostPlatform, 4, 1024, 8192>` (5 depths, the default) is
-//! 4·41 472 + 67 840 + 2 560 + 128 = 236 416 bytes.
+//! 4·41 472 + 68 096 + 2 560 + 128 = 236 672 bytes.
 //!
 //! # Per record
 //!
@@ -73,7 +73,7 @@ const fn per_cpu_bytes(r: usize, d: usize) -> usize {
 }
 
 const fn consumer_bytes() -> usize {
-    (3 + T) * W
+    (4 + T) * W
 }
 
 /// A merge heap over `k` sources: its length and `k + 1` slots of (timestamp, tie, source).
@@ -165,7 +165,7 @@ fn building_blocks() {
     #[cfg(target_pointer_width = "64")]
     {
         assert_eq!(per_cpu_bytes(1024, 4), (2 + 4 * (10 + 1024)) * 8);
-        assert_eq!(main_bytes(4, 8192, 4), (14 + 8192 + 7 * 4 * 4) * 8 + 1064);
+        assert_eq!(main_bytes(4, 8192, 4), (14 + 8192 + 8 * 4 * 4) * 8 + 1064);
         assert_eq!(drain_bytes(4, 4), (11 + 15 * 4 * 4) * 8);
     }
     #[cfg(any(
@@ -191,7 +191,7 @@ fn log_footprint_is_exact() {
     check!(P72, 2, 64, 256, 2);
     check!(P80, 2, 64, 256, 2);
     #[cfg(all(target_pointer_width = "64", target_arch = "x86_64"))]
-    assert_eq!(readme, 236_416);
+    assert_eq!(readme, 236_672);
     let _ = readme;
 }
 

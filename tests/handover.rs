@@ -1025,6 +1025,107 @@ fn drain_matrix_through_the_image() {
     assert_eq!(case, 3 * 8 * 21 * 2);
 }
 
+/// Where the flush owner is stopped after it found its ring lapped: after counting the records it
+/// passes as overwritten but before moving its cursor past them, or in the first move after that
+/// (its main-log record published, its cursor stored but the move not yet counted `moved`, done).
+const LAP_STOPS: [(FlushStep, usize); 4] = [
+    (FlushStep::OverwrittenCounted, 0),
+    (FlushStep::Main(WriteStep::Published), 0),
+    (FlushStep::CursorStored, 0),
+    (FlushStep::Done, 0),
+];
+
+/// A flush owner stopped anywhere in its handling of a lapped ring: the crash drain delivers
+/// every record that survived exactly once and counts every other one overwritten exactly once —
+/// the count the owner had already taken included, whether or not its cursor moved past them.
+#[test]
+fn a_lapped_flush_stopped_anywhere_counts_each_overwritten_record_once() {
+    let mut region = vec![0u8; 1 << 16];
+    for (at, nth) in LAP_STOPS {
+        for moved_before in [0, 5] {
+            let what = format!("owner stopped at {at:?} (move {nth}), {moved_before} moved before");
+            let log: Box<TestLog> = Box::new(Log::new(Manual::new(3)));
+            let p = log.platform();
+            let (writer, owner, crasher) = (0, 1, 2);
+            let mut committed = Vec::new();
+            let mut write = |p: &Manual, ids: std::ops::Range<usize>| {
+                p.set_cpu(writer);
+                for i in ids {
+                    let t = format!("rec {i:03}");
+                    log.append_raw(Level::Info, 0, 0, t.as_bytes()).unwrap();
+                    committed.push(t);
+                }
+            };
+            write(p, 0..moved_before);
+            p.set_cpu(owner);
+            assert_eq!(log.flush().unwrap().moved as usize, moved_before, "{what}");
+            // Three times what the 128-word ring holds: the ring is lapped.
+            write(p, moved_before..moved_before + 60);
+            p.set_cpu(owner);
+            let mut seen = 0;
+            let mut stopped_there = false;
+            let rep = log
+                .flush_with_hook(&mut |s: FlushStep| {
+                    if s == at {
+                        if seen == nth {
+                            stopped_there = true;
+                            return false;
+                        }
+                        seen += 1;
+                    }
+                    true
+                })
+                .unwrap();
+            assert!(stopped_there, "{what}: {rep:?}");
+            assert!(rep.overwritten > 0, "{what}: the ring was lapped: {rep:?}");
+            p.set_cpu(writer);
+            assert_eq!(
+                log.flush(),
+                None,
+                "{what}: the stopped owner keeps the flush"
+            );
+
+            p.set_cpu(crasher);
+            log.crash_enter().unwrap();
+            let (rep, out) = drain(&*log, &all_stopped);
+            check_drain(&what, &rep, &out);
+            let (records, accounting) = out.split_at(out.len() - rep.accounting_records as usize);
+            let texts: Vec<&str> = records.iter().map(Out::text).collect();
+            // The records moved before the lap, then an unbroken run of the newest ones.
+            let survivors = texts.len() - moved_before;
+            let lost = committed.len() - texts.len();
+            let want: Vec<&str> = committed[..moved_before]
+                .iter()
+                .chain(&committed[moved_before + lost..])
+                .map(String::as_str)
+                .collect();
+            assert_eq!(
+                texts, want,
+                "{what}: the newest {survivors} survive, once each"
+            );
+            assert!(lost > 0 && survivors > 0, "{what}");
+            assert_eq!(rep.overwritten as usize, lost, "{what}: {rep:?}");
+            assert_eq!(
+                log.counters(writer, 0).map(|c| c.overwritten as usize),
+                Some(lost),
+                "{what}"
+            );
+            let acc: Vec<&str> = accounting.iter().map(Out::text).collect();
+            assert_eq!(
+                acc,
+                [format!(
+                    "nmilog: cpu {writer} task (depth 0): 0 torn, {lost} overwritten, 0 dropped"
+                )],
+                "{what}"
+            );
+            // The image carries the same count.
+            let wrote = handover::write_image_report(&*log, &mut region, &all_stopped).unwrap();
+            let image = check_image_is(&what, &region[..wrote.len], &out, 0);
+            assert_eq!(image.totals().overwritten as usize, lost, "{what}");
+        }
+    }
+}
+
 fn drain_matrix_case(
     frozen_cpu: usize,
     step: WriteStep,

@@ -288,6 +288,58 @@ fn flush_owner_frozen_at_every_step() {
     }
 }
 
+/// CPU 1 lapped its ring before the flush (120 records in a ring that holds about 40), and owns
+/// the flush frozen at `step` (`nth` time): the rebuilt image is the live one, and counts every
+/// record of CPU 1 once, delivered or overwritten — the owner's count taken before its cursor moved
+/// read through the descriptor's words as the live drain reads it.
+fn lapped_flush_owner_frozen(step: FlushStep) {
+    let what = format!("lapped, flush owner frozen at {step:?}");
+    let k = boot();
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        HostPlatform::register_cpu(1);
+        for i in 0..120 {
+            k.log
+                .append_raw(Level::Info, 0, 0, format!("cpu1 {i}").as_bytes())
+                .unwrap();
+        }
+        let mut hook = |s: FlushStep| {
+            if s == step {
+                tx.send(true).unwrap();
+                loop {
+                    thread::park();
+                }
+            }
+            true
+        };
+        k.log.flush_with_hook(&mut hook);
+        tx.send(false).unwrap(); // the step was never reached
+    });
+    assert!(rx.recv().unwrap(), "{what}: the step was reached");
+    HostPlatform::register_cpu(0);
+    k.log.crash_enter().unwrap();
+    let img = assert_same(k, &what);
+    let image = handover::parse(&img).unwrap();
+    let delivered = image
+        .records()
+        .filter(|r| r.header.cpu == 1 && r.header.facility != nmilog::record::facility::NMILOG)
+        .count() as u64;
+    let overwritten = image.counters(1, 0).map_or(0, |c| c.overwritten);
+    assert!(overwritten > 0, "{what}: the ring was lapped");
+    assert_eq!(delivered + overwritten, 120, "{what}: every record once");
+}
+
+#[test]
+fn lapped_flush_owner_frozen_mid_update() {
+    for step in [
+        FlushStep::OverwrittenCounted,
+        FlushStep::CursorStored,
+        FlushStep::Done,
+    ] {
+        lapped_flush_owner_frozen(step);
+    }
+}
+
 // ---- damaged and lying dumps ----
 
 /// A copy of the kernel's memory to damage, at the same address.
@@ -429,7 +481,7 @@ fn lie_entry(
     let c = Copy::of(k);
     let d = k.desc.address();
     let fields = nmilog::record::layout::ALL.len();
-    let a = d + (MAGIC_WORDS + HEAD + fields + s * 6 + j) * W;
+    let a = d + (MAGIC_WORDS + HEAD + fields + s * nmilog::recover::ENTRY_WORDS + j) * W;
     let nv = v(&c, a);
     c.set(a, nv);
     reseal(&c, d, TestLog::DESCRIPTOR_WORDS);
@@ -441,7 +493,8 @@ fn lying_descriptors_are_refused() {
     let k = crashed_kernel();
     let end = k as *const Kernel as usize + size_of::<Kernel>();
     // Header fields.
-    assert_eq!(lie_header(k, 0, 2), RecoverError::Version { found: 2 });
+    assert_eq!(lie_header(k, 0, 1), RecoverError::Version { found: 1 });
+    assert_eq!(lie_header(k, 0, 3), RecoverError::Version { found: 3 });
     assert_eq!(
         lie_header(k, 2, 4 + 8 - W),
         RecoverError::WordSize { bytes: 4 + 8 - W }
@@ -504,7 +557,7 @@ fn lying_descriptors_are_refused() {
     let c = Copy::of(k);
     let d = k.desc.address();
     let fields = nmilog::record::layout::ALL.len();
-    let e = d + (MAGIC_WORDS + HEAD + fields + 2 * 6) * W;
+    let e = d + (MAGIC_WORDS + HEAD + fields + 2 * nmilog::recover::ENTRY_WORDS) * W;
     c.set(e, main(&c, 0));
     c.set(e + W, c.get(d + (MAGIC_WORDS + 12) * W));
     reseal(&c, d, TestLog::DESCRIPTOR_WORDS);

@@ -49,6 +49,15 @@ pub struct CpuCounters {
 }
 
 /// Flush-side state of one source ring (written only by the flush owner; read by the crash drain).
+///
+/// Three counts describe how far the flush got: the cursor's `seq` (records passed), `overwritten`
+/// (passed because they were overwritten, or too large for the main log) and `moved` (passed into
+/// the main log). Once an update is complete, `seq == overwritten + moved` (wrapping). Each update
+/// changes two of them, one store at a time, in an order that lets a crash drain tell a half-done
+/// update from a done one, whatever store the owner was stopped after ([`FlushState`]):
+///
+/// * passing overwritten records: `overwritten`, then `seq`;
+/// * moving records: the main-log commit, then `seq`, then `moved`.
 pub(super) struct Consumer {
     pos: AtomicUsize,
     seq: AtomicUsize,
@@ -56,6 +65,8 @@ pub(super) struct Consumer {
     pub(super) last_ts: TsCell,
     /// Records overwritten before the flush read them.
     pub(super) overwritten: AtomicUsize,
+    /// Records moved into the main log (a joined line counts each of its pieces).
+    moved: AtomicUsize,
 }
 
 impl Consumer {
@@ -66,6 +77,7 @@ impl Consumer {
                 seq: AtomicUsize::new(0),
                 last_ts: TsCell::new(),
                 overwritten: AtomicUsize::new(0),
+                moved: AtomicUsize::new(0),
             }
         }
     }
@@ -96,6 +108,36 @@ impl Consumer {
         &self.seq
     }
 
+    /// The `moved` count's word (a dump reader reads it there).
+    pub(super) fn moved_word(&self) -> &AtomicUsize {
+        &self.moved
+    }
+
+    /// The crash drain's view of this consumer. The loads go in the reverse order of the stores
+    /// of an update (`moved`, then `seq`, then `overwritten`), so that for an owner that did not
+    /// stop either, a later count is never seen without the earlier ones it follows.
+    pub(super) fn state_for_drain(&self) -> FlushState {
+        // LMM(moved:B): Acquire, pairs with LMM(moved:A) in `add_moved`: a drain that sees a
+        // `moved` count sees the cursor `seq` stored before it.
+        let moved = self.moved.load(Ordering::Acquire);
+        let seq = self.seq_for_drain(); // LMM(cursor:B)
+                                        // Relaxed: stored before the `seq` above (Release, LMM(cursor:A)).
+        let overwritten = self.overwritten.load(Ordering::Relaxed);
+        FlushState {
+            seq,
+            overwritten,
+            moved,
+        }
+    }
+
+    /// Adds `n` to the `moved` count, after [`set_cursor`](Self::set_cursor) moved `seq` past the
+    /// records it counts. LMM(moved:A): Release, pairs with LMM(moved:B) in
+    /// [`state_for_drain`](Self::state_for_drain).
+    pub(super) fn add_moved(&self, n: usize) {
+        let v = self.moved.load(Ordering::Relaxed);
+        self.moved.store(v.wrapping_add(n), Ordering::Release);
+    }
+
     pub(super) fn set_cursor(&self, c: Cursor) {
         // `seq` first: an owner stopped between the two stores leaves (old pos, new seq); for a
         // resync the old position is behind the tail, so the next reader resynchronises again (with
@@ -115,6 +157,46 @@ impl Consumer {
     pub(super) fn add(counter: &AtomicUsize, n: u64) {
         let v = counter.load(Ordering::Relaxed);
         counter.store(v.wrapping_add(n as usize), Ordering::Relaxed);
+    }
+}
+
+/// How far the flush got in one source, as a crash drain (or a dump reader) loaded it: the words
+/// of a [`Consumer`], possibly in the middle of an update by an owner that was stopped there.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct FlushState {
+    /// The cursor's sequence number: the next record the flush would read.
+    pub(crate) seq: usize,
+    /// Records the flush counted overwritten.
+    pub(crate) overwritten: usize,
+    /// Records the flush moved into the main log.
+    pub(crate) moved: usize,
+}
+
+impl FlushState {
+    /// The overwritten count that goes with [`seq`](Self::seq): every record before `seq` is then
+    /// in the main log or counted here, and none twice.
+    ///
+    /// An owner stopped after it counted records overwritten but before it moved `seq` past them
+    /// leaves `overwritten` ahead of `seq - moved`: the count is taken back (the drain finds those
+    /// records overwritten itself, from `seq` on). One stopped after it moved `seq` past a record
+    /// it committed to the main log, but before it counted it `moved`, leaves `seq - moved` ahead
+    /// of `overwritten`: the count stands (the main log holds the record).
+    ///
+    /// | state (`seq`, `overwritten`, `moved`)                   | count |
+    /// |---------------------------------------------------------|-------|
+    /// | (3, 1, 2): steady, 3 passed = 1 overwritten + 2 moved    | 1     |
+    /// | (3, 5, 2): 4 more counted, `seq` not moved past them yet | 1     |
+    /// | (7, 5, 2): both stored                                   | 5     |
+    /// | (8, 5, 2): a record moved, not counted `moved` yet       | 5     |
+    ///
+    /// (`accounting::tests` checks these.)
+    pub(crate) fn overwritten_at_seq(&self) -> usize {
+        let passed_unmoved = self.seq.wrapping_sub(self.moved);
+        if crate::ring::before(passed_unmoved, self.overwritten) {
+            passed_unmoved
+        } else {
+            self.overwritten
+        }
     }
 }
 
@@ -199,5 +281,30 @@ impl<
             cpu,
             depth,
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::FlushState;
+
+    fn at(seq: usize, overwritten: usize, moved: usize) -> usize {
+        FlushState {
+            seq,
+            overwritten,
+            moved,
+        }
+        .overwritten_at_seq()
+    }
+
+    #[test]
+    fn overwritten_at_seq_takes_back_a_count_the_cursor_has_not_passed() {
+        assert_eq!(at(3, 1, 2), 1);
+        assert_eq!(at(3, 5, 2), 1);
+        assert_eq!(at(7, 5, 2), 5);
+        assert_eq!(at(8, 5, 2), 5);
+        // Counts that wrapped.
+        assert_eq!(at(1, usize::MAX, 2), usize::MAX);
+        assert_eq!(at(1, 3, usize::MAX), 2);
     }
 }

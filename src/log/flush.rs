@@ -117,6 +117,10 @@ pub enum FlushStep {
     CursorStored,
     /// The move is complete.
     Done,
+    /// Not a step of a move (not in [`ALL`](Self::ALL)): the flush found its ring lapped (or a
+    /// record too large for the main log) and has counted the records it passes as overwritten, but
+    /// not moved its cursor past them yet.
+    OverwrittenCounted,
 }
 
 impl FlushStep {
@@ -287,6 +291,8 @@ struct FlushMerge<
     bound: u64,
     /// The round's step budget and the longest record the main log takes (for joined lines).
     join_limits: (usize, u64),
+    /// A hook froze the flush outside a move (at [`FlushStep::OverwrittenCounted`]).
+    frozen: bool,
     rep: FlushReport,
 }
 
@@ -312,6 +318,20 @@ impl<
         let ring = self.log.ring_or_empty(c, d);
         ring.next_seq() as usize == self.log.main.consumers[c][d].seq()
             && !ring.writer_inside_unpublished()
+    }
+
+    /// Counts `missed` records overwritten and moves the cursor to `to`, past them: the count
+    /// first, then the cursor (the order [`FlushState`](super::accounting::FlushState) relies on).
+    /// `false`: a hook froze the flush between the two.
+    fn pass_overwritten(&mut self, cons: &Consumer, to: Cursor, missed: u64) -> bool {
+        Consumer::add(&cons.overwritten, missed);
+        self.rep.overwritten = self.rep.overwritten.wrapping_add(missed);
+        if !self.hook.step(FlushStep::OverwrittenCounted) {
+            self.frozen = true;
+            return false;
+        }
+        cons.set_cursor(to);
+        true
     }
 
     /// [`Merge::head`] past the idle check.
@@ -340,9 +360,9 @@ impl<
                     return None;
                 }
                 (Read::Overwritten { missed }, _) => {
-                    cons.set_cursor(cur);
-                    Consumer::add(&cons.overwritten, missed);
-                    self.rep.overwritten = self.rep.overwritten.wrapping_add(missed);
+                    if !self.pass_overwritten(cons, cur, missed) {
+                        return None;
+                    }
                 }
             }
         }
@@ -371,12 +391,15 @@ impl<
     }
 
     fn stop(&self) -> bool {
-        self.log.crash_cpu.load(Ordering::Relaxed) != 0
+        self.frozen || self.log.crash_cpu.load(Ordering::Relaxed) != 0
     }
 
     #[inline(always)]
     fn head(&mut self, src: usize, steps: &mut u64) -> Option<Key> {
         let (c, d) = Self::split(src);
+        if self.frozen {
+            return None;
+        }
         if self.idle(c, d) {
             *steps += 1;
             return None;
@@ -404,9 +427,8 @@ impl<
             }
             (Read::Record, h, false) => Look::NotTaken(key(h.ts_ns)),
             (Read::Overwritten { missed }, _, _) => {
-                Consumer::add(&cons.overwritten, missed);
-                self.rep.overwritten = self.rep.overwritten.wrapping_add(missed);
-                cons.set_cursor(cur);
+                // Frozen: `stop` ends the merge before its next look.
+                self.pass_overwritten(cons, cur, missed);
                 Look::Dry
             }
             // Lapping, the in-flight bound: `head`'s job.
@@ -419,6 +441,8 @@ impl<
         let m = &*self.log.main;
         let cons = &m.consumers[c][d];
         let header = buf.header;
+        // The ring records this move passes (a joined line's pieces).
+        let pieces = next.seq.wrapping_sub(cons.seq());
         // The main log in effect (attached: the flush checked `main_attached` before it began).
         match self
             .log
@@ -430,8 +454,11 @@ impl<
             Err(WriteError::TooLarge) => {
                 // The main log is smaller than a source ring's largest record: counted, not lost
                 // silently.
-                Consumer::add(&cons.overwritten, 1);
-                self.rep.overwritten = self.rep.overwritten.wrapping_add(1);
+                if !self.pass_overwritten(cons, next, pieces as u64) {
+                    return false;
+                }
+                cons.last_ts.set(header.ts_ns);
+                return self.hook.step(FlushStep::CursorStored) && self.hook.step(FlushStep::Done);
             }
         }
         // After the main-log commit: LMM(cursor:A) in `set_cursor`.
@@ -440,6 +467,8 @@ impl<
         if !self.hook.step(FlushStep::CursorStored) {
             return false;
         }
+        // After the cursor (the order `FlushState` relies on).
+        cons.add_moved(pieces);
         self.hook.step(FlushStep::Done)
     }
 }
@@ -653,6 +682,7 @@ impl<
             ncpu: self.platform.cpu_count().min(CPUS),
             bound,
             join_limits: (self.main_ring().max_payload(), budget),
+            frozen: false,
             rep: FlushReport::default(),
         };
         let mut steps = 0;
@@ -666,7 +696,8 @@ impl<
         });
         let mut rep = m.rep;
         rep.steps = steps;
-        // Refused: a hook froze the mover. Interrupted (a crash began) or done: release ownership.
-        (rep, out != Outcome::Refused)
+        // Refused, or frozen outside a move: a hook froze the flush. Interrupted (a crash began)
+        // or done: release ownership.
+        (rep, out != Outcome::Refused && !m.frozen)
     }
 }

@@ -16,6 +16,8 @@ pub(crate) struct SourceWords<'a> {
     pub(crate) flushed_seq: &'a AtomicUsize,
     /// Records the flush found overwritten.
     pub(crate) flush_overwritten: &'a AtomicUsize,
+    /// Records the flush moved into the main log.
+    pub(crate) flush_moved: &'a AtomicUsize,
     /// The context kind noted at this depth (`PerCpu::kind_at`).
     pub(crate) kind: Option<&'a AtomicUsize>,
     /// The CPU's nesting-overflow count (depth 0 only: it counts with depth 0's drops).
@@ -38,6 +40,7 @@ impl<
             ring: pc.ring(depth)?,
             flushed_seq: cons.seq_word(),
             flush_overwritten: &cons.overwritten,
+            flush_moved: cons.moved_word(),
             kind: pc.kind_word(depth),
             overflow: (depth == 0).then(|| pc.overflow_word()),
         })

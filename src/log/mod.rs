@@ -70,6 +70,7 @@ mod reader;
 
 use self::accounting::Consumer;
 pub use self::accounting::CpuCounters;
+pub(crate) use self::accounting::FlushState;
 pub use self::append::AppendError;
 pub use self::arena::ArenaError;
 pub(crate) use self::arena::ArenaSlot;
@@ -133,7 +134,7 @@ unsafe impl<const MAIN_WORDS: usize, const CPUS: usize, const DEPTH: usize> Sync
 ///
 /// ```text
 /// CPUS·pad((2 + DEPTH·(10 + RING_WORDS))·W)
-///   + pad((13 + T + MAIN_WORDS + CPUS·DEPTH·(5 + 2·T))·W + size_of::<RecordBuf>())
+///   + pad((13 + T + MAIN_WORDS + CPUS·DEPTH·(6 + 2·T))·W + size_of::<RecordBuf>())
 ///   + pad((10 + T + CPUS·DEPTH·(14 + T))·W)
 ///   + pad(size_of::<P>() + 7·W)
 /// ```

@@ -22,7 +22,7 @@ const W: usize = core::mem::size_of::<usize>();
 /// The descriptor's first eight bytes.
 pub const MAGIC: [u8; 8] = *b"nmilogDS";
 /// The format version this crate writes and reads.
-pub const VERSION: usize = 1;
+pub const VERSION: usize = 2;
 /// Read back as this value, the descriptor was written in the reader's byte order.
 pub const ENDIAN_PROBE: usize = 0x0102_0304;
 /// Words the magic takes.
@@ -61,8 +61,9 @@ pub(crate) mod e {
     pub const FLUSH_OVERWRITTEN_ADDR: usize = 3;
     pub const KIND_ADDR: usize = 4;
     pub const OVERFLOW_ADDR: usize = 5;
+    pub const FLUSH_MOVED_ADDR: usize = 6;
     /// Words per entry.
-    pub const COUNT: usize = 6;
+    pub const COUNT: usize = 7;
 }
 
 /// Words of the descriptor of a log with `cpus` CPUs and `depth` rings per CPU.
@@ -70,7 +71,7 @@ pub(crate) mod e {
 /// ```
 /// use nmilog::recover::descriptor_words;
 /// let w = descriptor_words(4, 4);
-/// assert!(w > 4 * 4 * 6); // six words per ring
+/// assert!(w > 4 * 4 * 7); // seven words per ring
 /// ```
 pub const fn descriptor_words(cpus: usize, depth: usize) -> usize {
     MAGIC_WORDS + h::COUNT + layout::ALL.len() + cpus * depth * e::COUNT
@@ -87,6 +88,14 @@ pub(crate) fn checksum(words: impl Iterator<Item = usize>) -> usize {
 
 /// Words of a descriptor's fixed header, after the magic (the README's table: `m+0` to `m+18`).
 pub const HEADER_WORDS: usize = h::COUNT;
+
+/// Words of each source entry (the README's table: ring address and words, the addresses of the
+/// flush's cursor `seq`, overwritten count, context kind, nesting overflow, moved count).
+///
+/// ```
+/// assert_eq!(nmilog::recover::ENTRY_WORDS, 7);
+/// ```
+pub const ENTRY_WORDS: usize = e::COUNT;
 
 /// Recomputes both checksums of a descriptor held as plain words (`words[0]` is the first magic
 /// word; its length word bounds the tables, cut at `words.len()`): for a kernel that builds its
@@ -327,6 +336,7 @@ impl<
                     set(t + e::FLUSH_OVERWRITTEN_ADDR, addr_of(sw.flush_overwritten));
                     set(t + e::KIND_ADDR, sw.kind.map_or(0, addr_of));
                     set(t + e::OVERFLOW_ADDR, sw.overflow.map_or(0, addr_of));
+                    set(t + e::FLUSH_MOVED_ADDR, addr_of(sw.flush_moved));
                 }
                 t += e::COUNT;
             }
@@ -508,6 +518,7 @@ impl Descriptor {
                 e::FLUSH_OVERWRITTEN_ADDR,
                 e::KIND_ADDR,
                 e::OVERFLOW_ADDR,
+                e::FLUSH_MOVED_ADDR,
             ] {
                 if v(j) != 0 {
                     f(v(j), 1);

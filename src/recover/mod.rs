@@ -92,7 +92,7 @@ mod reader;
 
 pub use self::descriptor::{
     descriptor_words, seal, DescribeError, Descriptor, LogDescriptor, StopFlags, ENDIAN_PROBE,
-    HEADER_WORDS, MAGIC, MAX_CPUS, VERSION,
+    ENTRY_WORDS, HEADER_WORDS, MAGIC, MAX_CPUS, VERSION,
 };
 pub use self::memory::{Memory, PiecewiseDump, RawDump};
 pub use self::reader::RecoveredLog;

@@ -8,7 +8,7 @@
 use super::descriptor::{e, Descriptor};
 use super::memory::Memory;
 use super::RecoverError;
-use crate::log::{DrainInput, DrainSource};
+use crate::log::{DrainInput, DrainSource, FlushState};
 use crate::record::ContextKind;
 use crate::ring::{RecordRing, Ring};
 use crate::sync::Ordering;
@@ -103,6 +103,7 @@ impl<'m, M: Memory + ?Sized> RecoveredLog<'m, M> {
                 }
                 word("flush cursor", v(e::FLUSHED_SEQ_ADDR))?;
                 word("flush counter", v(e::FLUSH_OVERWRITTEN_ADDR))?;
+                word("flush moved count", v(e::FLUSH_MOVED_ADDR))?;
                 for (what, i) in [
                     ("context kind", e::KIND_ADDR),
                     ("overflow counter", e::OVERFLOW_ADDR),
@@ -246,9 +247,14 @@ impl<M: Memory + ?Sized> DrainInput for RecoveredLog<'_, M> {
     fn me(&self) -> usize {
         self.crashing_cpu().unwrap_or(usize::MAX)
     }
-    fn flushed(&self, cpu: usize, depth: usize) -> (usize, usize) {
-        // LMM(cursor:B) for a reader in the same memory as a flush owner that never stopped: pairs
-        // with LMM(cursor:A), as the live drain's load does.
+    fn flushed(&self, cpu: usize, depth: usize) -> FlushState {
+        // The order and orderings of `Consumer::state_for_drain`, for a reader in the same memory
+        // as a flush owner that never stopped. LMM(moved:B): pairs with LMM(moved:A).
+        let moved = self.word(
+            self.entry(cpu, depth, e::FLUSH_MOVED_ADDR),
+            Ordering::Acquire,
+        );
+        // LMM(cursor:B): pairs with LMM(cursor:A), as the live drain's load does.
         let seq = self.word(
             self.entry(cpu, depth, e::FLUSHED_SEQ_ADDR),
             Ordering::Acquire,
@@ -257,7 +263,11 @@ impl<M: Memory + ?Sized> DrainInput for RecoveredLog<'_, M> {
             self.entry(cpu, depth, e::FLUSH_OVERWRITTEN_ADDR),
             Ordering::Relaxed,
         );
-        (seq, overwritten)
+        FlushState {
+            seq,
+            overwritten,
+            moved,
+        }
     }
     fn main(&self) -> &Ring {
         self.main

@@ -6,10 +6,10 @@
 //! out in the dump's words by [`Ring::from_words`](crate::ring::Ring)), read with the same validated
 //! reads as live, so a damaged ring reads as damaged records, never as a panic.
 
+use super::super::accounting::FlushState;
 use super::super::Log;
 use crate::record::ContextKind;
 use crate::ring::Ring;
-use crate::sync::Ordering;
 use crate::Platform;
 
 /// The log a crash drain reads. Sources are `(cpu, depth)` for `cpu < cpus()`, `depth < depth()`.
@@ -20,10 +20,10 @@ pub(crate) trait DrainInput {
     fn depth(&self) -> usize;
     /// The crashing CPU (always stopped: it is the one draining), or `usize::MAX` if none.
     fn me(&self) -> usize;
-    /// How far the flush got in source `(cpu, depth)`: the next sequence number it would move, and
-    /// the records it found overwritten. The sequence number is loaded first, with Acquire
-    /// (LMM(cursor:B)), before anything of the main log.
-    fn flushed(&self, cpu: usize, depth: usize) -> (usize, usize);
+    /// How far the flush got in source `(cpu, depth)`: its consumer's words, loaded as
+    /// `Consumer::state_for_drain` does (the sequence number with
+    /// Acquire, LMM(cursor:B)), before anything of the main log.
+    fn flushed(&self, cpu: usize, depth: usize) -> FlushState;
     /// The main log.
     fn main(&self) -> &Ring;
     /// Source `(cpu, depth)`'s ring.
@@ -55,10 +55,8 @@ impl<
     fn me(&self) -> usize {
         self.platform.cpu_id()
     }
-    fn flushed(&self, cpu: usize, depth: usize) -> (usize, usize) {
-        let cons = &self.main.consumers[cpu][depth];
-        let seq = cons.seq_for_drain(); // LMM(cursor:B)
-        (seq, cons.overwritten.load(Ordering::Relaxed))
+    fn flushed(&self, cpu: usize, depth: usize) -> FlushState {
+        self.main.consumers[cpu][depth].state_for_drain()
     }
     fn main(&self) -> &Ring {
         self.main_ring()

@@ -304,10 +304,13 @@ pub(crate) fn snapshot<I: DrainInput + ?Sized>(
     // 1. How far the flush got, per source. LMM(cursor:B) in `seq_for_drain`.
     for c in 0..ncpu {
         for d in 0..depth {
-            let (seq, overwritten) = input.flushed(c, d);
+            let f = input.flushed(c, d);
             let s = mem.source(c * depth + d);
-            s.start_seq.store(seq, Ordering::Relaxed);
-            s.flush_overwritten.store(overwritten, Ordering::Relaxed);
+            s.start_seq.store(f.seq, Ordering::Relaxed);
+            // Every record before `f.seq` is in the main log or counted here (an owner stopped
+            // in the middle of an update included).
+            s.flush_overwritten
+                .store(f.overwritten_at_seq(), Ordering::Relaxed);
         }
     }
     // 2. The main window, and the highest source sequence number in it per source.
