@@ -977,6 +977,64 @@ fn crash_drain_races_a_flush_owner_that_resumes() {
     }
 }
 
+/// A known gap, shown here (run with `--ignored`): the flush owner (CPU 1, not stopped) finds CPU
+/// 0's ring lapped — records 0 and 1 overwritten before anyone moved them — while CPU 0 crashes and
+/// drains: it counts the two overwritten, moves its cursor past them and moves records from 2 on
+/// into the main log. Records 2 to 5 come out exactly once, in order, intact, in every
+/// interleaving; records 0 and 1 should be counted overwritten exactly once. They are not when the
+/// owner counts them and moves record 2 into the main log between the drain's read of its cursor
+/// and its scan of the main log: the scan's threshold passes them and the drain read the count from
+/// before (neither delivered nor counted). A flush owner that stopped (checked in) anywhere in the
+/// same steps is exact (`tests/handover.rs`, `tests/recover.rs`). Taking the snapshot again while
+/// the cursors move closes it, but multiplies the interleavings of the owner-race models a
+/// hundredfold (minutes per model under the CI's preemption bound): not landed.
+#[test]
+#[ignore = "documents an open gap: an owner that did not stop, lapped, during the drain's snapshot"]
+fn crash_drain_races_a_flush_owner_passing_overwritten_records() {
+    let seen: &'static std::sync::Mutex<BTreeMap<u64, usize>> = Box::leak(Box::default());
+    let name = "crash_drain_races_a_flush_owner_passing_overwritten_records";
+    // Fails within a few hundred interleavings (the owner passes records 0 and 1 and moves record 2
+    // between the drain's read of the cursors and its scan).
+    model_bound(name, DRAIN_RACE_BOUND, move || {
+        let log: Arc<L1> = Arc::new(Log::new(LoomPlat::new(2)));
+        log.set_flush_policy(FlushPolicy::Deferred);
+        // Records 0 to 5 carry timestamps 1 to 6 and the owner's flush reads the clock at 7 or
+        // later: it merges records 2 to 4 at most (with all four to move, a bound-4 search of
+        // the drain's rounds takes many minutes).
+        log.set_flush_settle_ns(4);
+        set_cpu(0);
+        for _ in 0..6 {
+            append(&log, 0, 0);
+        }
+        assert_eq!(log.cpu(0).unwrap().rings[0].oldest().seq(), 2);
+        let l1 = log.clone();
+        let owner = thread::spawn(move || {
+            set_cpu(1);
+            l1.flush()
+        });
+        thread::yield_now();
+        set_cpu(0);
+        log.crash_enter().unwrap();
+        let (rep, out, got) = drain(&log, &|c| c != 1);
+        assert_eq!(got.get(&(0, 0)), Some(&vec![2, 3, 4, 5]), "{out:?}");
+        assert_eq!(
+            (rep.torn, rep.in_flight, rep.overwritten, rep.main_lost),
+            (0, 0, 2, 0),
+            "{rep:?} {out:?}"
+        );
+        check_accounted(&log, &rep, &got, &[((0, 0), 6)]);
+        let moved = owner.join().unwrap().map_or(0, |r| r.moved);
+        *seen.lock().unwrap().entry(rep.from_main).or_default() += 1;
+        assert!(rep.from_main <= moved, "{rep:?}");
+    });
+    let seen = seen.lock().unwrap();
+    eprintln!("loom: {name}: (records the drain took from the main log): interleavings {seen:?}");
+    assert!(
+        seen.contains_key(&0) && seen.keys().any(|&k| k > 0),
+        "{seen:?}"
+    );
+}
+
 /// The flush owner (CPU 1, not stopped) wraps the main log while CPU 0 drains: the 32-word main
 /// log holds CPU 0's records 0 to 3 (about all it can), and moving CPU 0's record 4 and then CPU
 /// 1's record 0 overwrites the oldest main-log records (CPU 0's 0 and 1), which the drain may be
