@@ -158,7 +158,8 @@ fn read_dump(base: usize, words: &[usize], region: usize) -> Option<Vec<u8>> {
         assert!(RecoveredLog::open(&mem, desc).is_err());
         return None;
     }
-    assert!(regions <= 4 + desc.cpus() * (1 + desc.depth() * 5));
+    // Per source: its ring (two entry words) and the five words the rest of its entry names.
+    assert!(regions <= 4 + desc.cpus() * (1 + desc.depth() * (recover::ENTRY_WORDS - 1)));
     let log = match RecoveredLog::open(&mem, desc) {
         Ok(log) => log,
         Err(e) => {
