@@ -110,11 +110,7 @@ impl MainReader {
         log: &Log<P, CPUS, RING_WORDS, MAIN_WORDS, DEPTH>,
         out: &mut RecordBuf,
     ) -> Read {
-        let r = log.main_ring().read(&mut self.cur, out);
-        if let Read::Overwritten { missed } = r {
-            self.missed = self.missed.wrapping_add(missed);
-        }
-        r
+        self.read_if(log, out, |_| true).0
     }
 
     /// [`read`](Self::read) if `take(header)` says so, else only a look at the header (no payload
