@@ -648,11 +648,20 @@ fn every_truncation_is_an_error_or_a_clean_prefix() {
             assert_eq!(image.corruption(), None);
         } else {
             let (e, at) = image.corruption().unwrap();
-            assert!(
-                matches!(e, HandoverError::Truncated { have, .. } if have == t),
-                "{e}"
+            // What the reader needs next: the entry's sequence number and header, then (once it
+            // has them, and so knows the payload's length) the whole entry.
+            let (start, end) = bounds[k];
+            let needed = if t < start + 8 + 32 {
+                start + 8 + 32
+            } else {
+                end
+            };
+            assert_eq!(
+                e,
+                HandoverError::Truncated { needed, have: t },
+                "cut at {t}"
             );
-            assert_eq!(at, bounds[k].0);
+            assert_eq!(at, start);
         }
         let got = owned(image.records());
         assert_eq!(got, intact.records[..k]);
@@ -744,10 +753,97 @@ fn fixed_part_corruption_gives_the_right_error() {
     resign(&mut bad);
     let image = handover::parse(&bad).unwrap();
     assert_eq!(image.record_count() as u64, n);
-    assert!(matches!(
+    let area = img.len() - u32_at(img, 56) as usize;
+    assert_eq!(
         image.corruption(),
-        Some((HandoverError::RecordAreaMismatch { records, .. }, at)) if records == n && at == img.len()
-    ));
+        Some((
+            HandoverError::RecordAreaMismatch {
+                records: n,
+                bytes: area
+            },
+            img.len()
+        ))
+    );
+
+    // …or one record less: the last entry is left over.
+    let mut bad = img.to_vec();
+    bad[40..48].copy_from_slice(&(n - 1).to_le_bytes());
+    resign(&mut bad);
+    let image = handover::parse(&bad).unwrap();
+    assert_eq!(image.record_count() as u64, n - 1);
+    let (last, _) = *entry_bounds(img, &handover::parse(img).unwrap())
+        .last()
+        .unwrap();
+    let records_at = u32_at(img, 56) as usize;
+    assert_eq!(
+        image.corruption(),
+        Some((
+            HandoverError::RecordAreaMismatch {
+                records: n - 1,
+                bytes: last - records_at
+            },
+            last
+        ))
+    );
+}
+
+/// `img` with its tables laid out again: layout entries of `le` bytes and counter entries of `ce`
+/// bytes (each entry's first bytes kept, cut or padded with zeros), as a writer of another version
+/// could lay them out.
+fn relaid(img: &[u8], le: usize, ce: usize) -> Vec<u8> {
+    let records_at = u32_at(img, 56) as usize;
+    let (nfields, le0) = (usize::from(img[14]), usize::from(img[15]));
+    let entries = u32_at(img, 16) as usize * usize::from(u16::from_le_bytes([img[20], img[21]]));
+    let ce0 = usize::from(u16::from_le_bytes([img[22], img[23]]));
+    let counters_at = 64 + nfields * le0;
+    let mut out = img[..64].to_vec();
+    let mut entry = |from: &[u8], size: usize| {
+        let n = size.min(from.len());
+        out.extend_from_slice(&from[..n]);
+        out.extend(std::iter::repeat_n(0u8, size - n));
+    };
+    for i in 0..nfields {
+        entry(&img[64 + le0 * i..64 + le0 * (i + 1)], le);
+    }
+    for i in 0..entries {
+        entry(&img[counters_at + ce0 * i..counters_at + ce0 * (i + 1)], ce);
+    }
+    while !(out.len() + 4).is_multiple_of(8) {
+        out.push(0);
+    }
+    out.extend_from_slice(&[0; 4]); // the tables' checksum
+    let new_records_at = out.len();
+    out.extend_from_slice(&img[records_at..]);
+    out[15] = le as u8;
+    out[22..24].copy_from_slice(&(ce as u16).to_le_bytes());
+    out[56..60].copy_from_slice(&(new_records_at as u32).to_le_bytes());
+    resign(&mut out);
+    out
+}
+
+#[test]
+fn table_entries_of_the_smallest_readable_size_are_read_and_smaller_ones_refused() {
+    let intact = intact_image();
+    // Layout entries of 3 bytes (id, offset, size) and counter entries of 25 (three counters and
+    // the context kind): the smallest a reader accepts.
+    let small = relaid(intact.bytes, 3, 25);
+    let image = handover::parse(&small).unwrap();
+    assert_eq!(image.corruption(), None);
+    assert_eq!(owned(image.records()), intact.records);
+    let (a, b) = (image.totals(), intact.image.totals());
+    assert_eq!(
+        (a.torn, a.overwritten, a.dropped),
+        (b.torn, b.overwritten, b.dropped)
+    );
+    // One byte less is not a table this reader can read.
+    assert_eq!(
+        handover::parse_located(&relaid(intact.bytes, 2, 25)).unwrap_err(),
+        (HandoverError::UnreadableLayout, 15)
+    );
+    assert_eq!(
+        handover::parse_located(&relaid(intact.bytes, 3, 24)).unwrap_err(),
+        (HandoverError::UnreadableLayout, 22)
+    );
 }
 
 /// An image written by a "different version" of the writer: a 32-byte record header with the fields

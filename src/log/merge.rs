@@ -319,6 +319,8 @@ pub(super) fn run<M: Merge, S: ?Sized + SlotStore>(
 #[cfg(all(test, not(nmilog_loom)))]
 mod tests {
     use super::*;
+    use std::vec;
+    use std::vec::Vec;
 
     /// A tiny deterministic generator (xorshift), so the test needs no dependency.
     fn next(x: &mut u64) -> u64 {
@@ -355,6 +357,99 @@ mod tests {
             }
             assert_eq!(out, keys, "round {round}");
             assert_eq!(heap.pop(), None);
+        }
+    }
+
+    /// Sources of timestamps: a head costs one step, a look none beyond the engine's own.
+    struct Lists {
+        ts: Vec<Vec<u64>>,
+        next: Vec<usize>,
+        out: Vec<u64>,
+    }
+
+    impl Lists {
+        fn new(ts: &[&[u64]]) -> Self {
+            Lists {
+                ts: ts.iter().map(|l| l.to_vec()).collect(),
+                next: vec![0; ts.len()],
+                out: Vec::new(),
+            }
+        }
+        fn key(&self, src: usize) -> Option<Key> {
+            let ts = *self.ts[src].get(self.next[src])?;
+            let src = src as u32;
+            Some(Key { ts, tie: src, src })
+        }
+    }
+
+    impl Merge for Lists {
+        fn sources(&self) -> usize {
+            self.ts.len()
+        }
+        fn bound(&self) -> u64 {
+            u64::MAX
+        }
+        fn stop(&self) -> bool {
+            false
+        }
+        fn head(&mut self, src: usize, steps: &mut u64) -> Option<Key> {
+            *steps += 1;
+            self.key(src)
+        }
+        fn look(
+            &mut self,
+            src: usize,
+            buf: &mut RecordBuf,
+            take: impl FnOnce(Key) -> bool,
+            _: &mut u64,
+        ) -> Look {
+            match self.key(src) {
+                None => Look::Dry,
+                Some(k) if take(k) => {
+                    buf.header.ts_ns = k.ts;
+                    let n = self.next[src] + 1;
+                    Look::Taken(Cursor { pos: n, seq: n })
+                }
+                Some(k) => Look::NotTaken(k),
+            }
+        }
+        fn deliver(&mut self, src: usize, buf: &RecordBuf, next: Cursor) -> bool {
+            self.next[src] = next.seq;
+            self.out.push(buf.header.ts_ns);
+            true
+        }
+    }
+
+    #[test]
+    fn the_merge_stops_exactly_at_its_step_budget() {
+        const SOURCES: &[&[u64]] = &[&[1, 4, 7], &[2, 5], &[3, 6, 8, 9]];
+        let mem: MergeHeap<3, 1> = MergeHeap::new();
+        let mut buf = RecordBuf::new();
+        let mut merge = |budget: u64| {
+            let mut m = Lists::new(SOURCES);
+            let mut steps = 0;
+            let o = run(&mut m, mem.view(), &mut buf, budget, &mut steps);
+            (o, steps, m.out)
+        };
+        // 3 first heads; 9 looks that take; 5 that end a run at a newer record (its key goes back
+        // into the heap, no head needed); 3 that find a source dry, each followed by a head:
+        // 3 + 9 + 5 + 3 + 3 = 23.
+        let (o, steps, out) = merge(u64::MAX);
+        assert_eq!(o, Outcome::Done);
+        assert_eq!(out, [1, 2, 3, 4, 5, 6, 7, 8, 9]);
+        assert_eq!(steps, 23);
+        // The engine looks only while the look and up to three heads after it fit: the last look
+        // starts at 21 steps, so 25 is the smallest budget that completes.
+        for budget in 0..40 {
+            let (o, steps, out) = merge(budget);
+            // The first heads are taken whatever the budget (the caller's bound counts them).
+            assert!(steps <= budget.max(3), "budget {budget}: {steps} steps");
+            assert_eq!(&out[..], &[1, 2, 3, 4, 5, 6, 7, 8, 9][..out.len()]);
+            if budget >= 25 {
+                assert_eq!((o, out.len()), (Outcome::Done, 9), "budget {budget}");
+            } else {
+                assert_eq!(o, Outcome::Budget, "budget {budget}");
+            }
         }
     }
 

@@ -699,3 +699,6 @@ impl<W: ?Sized + RingWords> core::fmt::Debug for Ring<W> {
             .finish()
     }
 }
+
+#[cfg(all(test, not(nmilog_loom)))]
+mod tests;

@@ -12,6 +12,9 @@
 //!   keep both cores busy), then the pass rate per scenario. Exits non-zero unless every one passed
 //!   every time.
 //! * `cargo xtask qemu -- --cpus 4 [--scenario S]` — builds the pseries image and boots it.
+//! * `cargo xtask mutants [--file F]... [--in-diff REV] [--jobs N] [--report DIR]` — mutation
+//!   testing of the protocol code (see `mutants.rs`); the `mutants` step of `test` runs it on the
+//!   lines the last commit changed.
 //! * `cargo xtask list` — the steps.
 
 use std::env;
@@ -21,6 +24,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
+
+mod mutants;
 
 struct Step {
     name: &'static str,
@@ -94,6 +99,13 @@ fn main() -> ExitCode {
                 }
             }
         }
+        "mutants" => match mutants::parse(&args[1..]).and_then(|o| mutants::run(&root, &o)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("xtask mutants: {e}");
+                ExitCode::FAILURE
+            }
+        },
         "list" => {
             for s in steps() {
                 println!("{}{}", s.name, if s.slow { " (slow)" } else { "" });
@@ -101,7 +113,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         _ => {
-            eprintln!("usage: cargo xtask test [--quick] [--only STEP[,STEP]] | soak [--repeat N [--load] [--only pseries|host]] | qemu -- [--cpus N] [--scenario S] | list");
+            eprintln!("usage: cargo xtask test [--quick] [--only STEP[,STEP]] | soak [--repeat N [--load] [--only pseries|host]] | qemu -- [--cpus N] [--scenario S] | mutants [--file F]... [--in-diff REV] [--jobs N] [--report DIR] | list");
             ExitCode::from(2)
         }
     }
@@ -522,6 +534,15 @@ fn steps() -> Vec<Step> {
                 let line = "cargo +nightly test -Zbuild-std --target x86_64-unknown-linux-gnu \
                             -p nmilog --test stress_kunit --test stress_ftrace -- --nocapture";
                 cargo_apart(c, "tsan", &env, line)
+            },
+        },
+        Step {
+            name: "mutants",
+            slow: true,
+            run: |c| {
+                // Every mutant of the lines the last commit changed in the mutation-tested files
+                // must be caught, hung, or listed (with its reason) in tests/mutants-equivalent.md.
+                sh(c, ".", &[], &words("cargo xtask mutants --in-diff HEAD~1"))
             },
         },
         Step {
