@@ -70,6 +70,15 @@ fn scratch(n: usize) -> Vec<DrainSource> {
 fn recovered_image<M: Memory + ?Sized>(mem: &M) -> Vec<u8> {
     let desc = recover::find(mem).expect("descriptor");
     let log = RecoveredLog::open(mem, desc).expect("open");
+    // What a tool prints when it says which log it found.
+    let shown = format!("{log:?}");
+    assert!(
+        shown.starts_with(&format!(
+            "RecoveredLog {{ descriptor: {:?}",
+            log.descriptor()
+        )),
+        "{shown}"
+    );
     let mut out = vec![0u8; TestLog::MAX_IMAGE_BYTES];
     let rep = log
         .write_image(&scratch(log.sources()), &mut out)
@@ -777,4 +786,118 @@ fn death_at_every_step_of_the_drains_loses_nothing() {
         copies.last().map(|(what, _)| what.as_str()),
         Some("image writer at Header")
     );
+}
+
+// ---- what the reader takes from the dump, exactly ----
+
+/// The header word `i` of the descriptor in `c`.
+fn header_word(c: &Copy, k: &'static Kernel, i: usize) -> usize {
+    c.get(k.desc.address() + (MAGIC_WORDS + i) * W)
+}
+
+/// The address of word `j` of source `s`'s descriptor entry.
+fn entry_word_addr(k: &'static Kernel, s: usize, j: usize) -> usize {
+    let fields = nmilog::record::layout::ALL.len();
+    k.desc.address() + (MAGIC_WORDS + HEAD + fields + s * nmilog::recover::ENTRY_WORDS + j) * W
+}
+
+/// The image recovered from `c` (its descriptor re-sealed first), or the error.
+fn recover_copy(c: &Copy, k: &'static Kernel) -> Result<Vec<u8>, RecoverError> {
+    reseal(c, k.desc.address(), TestLog::DESCRIPTOR_WORDS);
+    let m = c.dump();
+    let log = RecoveredLog::open(&m, recover::find(&m)?)?;
+    let mut out = vec![0u8; TestLog::MAX_IMAGE_BYTES];
+    let rep = log.write_image(&scratch(log.sources()), &mut out)?;
+    out.truncate(rep.len);
+    Ok(out)
+}
+
+#[test]
+fn a_crash_on_another_cpu_is_recovered_as_the_live_drain_saw_it() {
+    // The crashing CPU is CPU 2 (not 0), CPU 0 logged and checked in, a caller with a bad CPU
+    // number was refused: the recovered image names the same crashing CPU, stopped CPUs and
+    // counters as the live one.
+    let k = boot();
+    on_cpu(0, move || {
+        k.log.append(Level::Info, 0, 0, b"cpu0 line").unwrap();
+        k.checked_in[0].store(1, Ordering::Release);
+    });
+    on_cpu(7, move || {
+        assert!(k.log.append(Level::Info, 0, 0, b"no cpu 7").is_err())
+    });
+    let img = on_cpu(2, move || {
+        k.log.crash_enter().unwrap();
+        k.log.append(Level::Emerg, 0, 0, b"Oops on 2").unwrap();
+        assert_same(k, "crash on CPU 2")
+    });
+    let m = memory(k);
+    let log = RecoveredLog::open(&m, recover::find(&m).unwrap()).unwrap();
+    assert_eq!(log.crashing_cpu(), Some(2));
+    assert!(log.stopped(2) && log.stopped(0) && !log.stopped(1));
+    let image = handover::parse(&img).unwrap();
+    assert_eq!(image.bad_cpu_dropped(), 1);
+    assert_eq!(
+        (0..3).map(|c| image.cpu_stopped(c)).collect::<Vec<_>>(),
+        [Some(true), Some(false), Some(true)]
+    );
+
+    // The whole-log counters are read from the words the descriptor names.
+    let c = Copy::of(k);
+    c.set(header_word(&c, k, 18), 5); // calls before registration
+    c.set(header_word(&c, k, 14), 4); // calls from a bad CPU number
+    let image_bytes = recover_copy(&c, k).unwrap();
+    let image = handover::parse(&image_bytes).unwrap();
+    assert_eq!(image.bad_cpu_dropped(), 4);
+    // …in an accounting record of the drain, which comes from the crashing CPU.
+    let early: Vec<_> = image
+        .records()
+        .filter(|r| {
+            r.text()
+                .is_some_and(|t| t.starts_with("nmilog: 5 log calls made before"))
+        })
+        .map(|r| (r.header.cpu, r.header.facility))
+        .collect();
+    assert_eq!(early, [(2, nmilog::record::facility::NMILOG)]);
+}
+
+#[test]
+fn ring_placement_is_checked_exactly() {
+    let k = crashed_kernel();
+    let ring_words = |c: &Copy, s: usize| c.get(entry_word_addr(k, s, 1));
+    let ring_addr = |c: &Copy, s: usize| c.get(entry_word_addr(k, s, 0));
+    // Two rings swapped in the tables (sources 0 and 5): unusual but sound, accepted.
+    let c = Copy::of(k);
+    let (a0, a5) = (ring_addr(&c, 0), ring_addr(&c, 5));
+    c.set(entry_word_addr(k, 0, 0), a5);
+    c.set(entry_word_addr(k, 5, 0), a0);
+    assert!(recover_copy(&c, k).is_ok());
+    // A ring that claims twice its size runs into the next ring (source 7: CPU 1, depth 2).
+    let c = Copy::of(k);
+    let n = ring_words(&c, 7);
+    c.set(entry_word_addr(k, 7, 1), (n - 6) * 2 + 6);
+    assert!(matches!(
+        recover_copy(&c, k),
+        Err(RecoverError::Overlap { .. })
+    ));
+    // A ring outside the dump, named by a source past the first CPU's.
+    let c = Copy::of(k);
+    c.set(entry_word_addr(k, 7, 0), usize::MAX - 4095);
+    assert!(matches!(
+        recover_copy(&c, k),
+        Err(RecoverError::OutsideDump { what: "ring", .. })
+    ));
+    // The last CPU's last ring moved to end exactly where the main log starts: adjacent, not
+    // overlapping, accepted; one word further, refused.
+    let c = Copy::of(k);
+    let (main, last) = (
+        header_word(&c, k, 11),
+        header_word(&c, k, 6) * header_word(&c, k, 7) - 1,
+    );
+    for (shift, ok) in [(0, true), (W, false)] {
+        let c = Copy::of(k);
+        let n = ring_words(&c, last);
+        c.set(entry_word_addr(k, last, 0), main - n * W + shift);
+        let r = recover_copy(&c, k);
+        assert_eq!(r.is_ok(), ok, "shift {shift}: {:?}", r.err());
+    }
 }

@@ -154,6 +154,8 @@ pub fn run(root: &Path, o: &Options) -> Result<(), String> {
     };
     let out = root.join("target/mutants");
     std::fs::create_dir_all(&out).map_err(|e| e.to_string())?;
+    // A run that finds nothing to mutate writes no outcome: never report an older run's.
+    let _ = std::fs::remove_dir_all(out.join("mutants.out"));
     let mut argv: Vec<String> = ["mutants", "-p", "nmilog", "--no-shuffle", "-o"]
         .iter()
         .map(|s| s.to_string())
