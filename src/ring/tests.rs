@@ -213,7 +213,9 @@ fn a_reader_never_delivers_a_record_the_writer_began_to_reuse() {
     let ring: RecordRing<64> = RecordRing::new();
     let mut buf = RecordBuf::new();
     let mut torn_seen = 0;
-    for seq in 0..200u64 {
+    // Fewer under Miri (every read is interpreted), enough to lap the ring many times.
+    let writes = if cfg!(miri) { 80 } else { 200 };
+    for seq in 0..writes {
         // Where each record before this write starts.
         let mut cursors = std::vec::Vec::new();
         let mut c = ring.oldest();
@@ -243,7 +245,7 @@ fn a_reader_never_delivers_a_record_the_writer_began_to_reuse() {
         assert_eq!(ring.write(hdr(seq), &p[..len], &mut check), Ok(seq));
     }
     // The scenario happened: records were overwritten under the readers.
-    assert!(torn_seen > 100, "{torn_seen}");
+    assert!(torn_seen > writes / 2, "{torn_seen}");
 }
 
 #[test]
