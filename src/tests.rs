@@ -671,12 +671,14 @@ fn the_crash_drain_s_bound_and_steps_are_exact() {
     // fixed number of steps (the snapshot's looks at the main log and at each of the 10 rings,
     // the walk past the moved records, the merge's heads and looks): pinned below.
     for i in 0..3 {
-        log.append_raw(Level::Info, 0, 0, &payload(i, 4)[..4]).unwrap();
+        log.append_raw(Level::Info, 0, 0, &payload(i, 4)[..4])
+            .unwrap();
     }
     assert_eq!(log.flush().unwrap().moved, 3);
     log.platform().set_cpu(1);
     for i in 0..2 {
-        log.append_raw(Level::Info, 0, 0, &payload(i, 4)[..4]).unwrap();
+        log.append_raw(Level::Info, 0, 0, &payload(i, 4)[..4])
+            .unwrap();
     }
     log.platform().set_cpu(0);
     log.crash_enter().unwrap();
@@ -721,7 +723,8 @@ fn accounting_records_carry_their_ring_s_context_and_counts() {
         true
     })
     .unwrap();
-    let want: std::vec::Vec<(u16, (Option<ContextKind>, usize), u8, std::string::String)> = std::vec![
+    type Acc = (u16, (Option<ContextKind>, usize), u8, std::string::String);
+    let want: std::vec::Vec<Acc> = std::vec![
         (
             0,
             (Some(ContextKind::Task), 0),
@@ -744,7 +747,8 @@ fn counters_before_a_crash_come_from_the_flush() {
     // that holds a few, then one flush: the records it could not move were overwritten.
     let log: Log<Manual, 1, 64, 4096> = Log::new(Manual::new(1));
     for i in 0..20 {
-        log.append_raw(Level::Info, 0, 0, &payload(i, 14)[..14]).unwrap();
+        log.append_raw(Level::Info, 0, 0, &payload(i, 14)[..14])
+            .unwrap();
     }
     let moved = log.flush().unwrap().moved;
     let c = log.counters(0, 0).unwrap();

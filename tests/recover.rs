@@ -901,3 +901,42 @@ fn ring_placement_is_checked_exactly() {
         assert_eq!(r.is_ok(), ok, "shift {shift}: {:?}", r.err());
     }
 }
+
+#[test]
+fn main_log_records_naming_no_source_are_read_without_harm() {
+    // A dump whose main log holds a record claiming CPU 3 of 3 and one claiming CPU 2's depth 5
+    // of 5 (a damaged dump): the drain takes them as main-log records (they are intact records) and
+    // attributes them to no ring.
+    let k = boot();
+    on_cpu(1, move || {
+        for i in 0..3 {
+            k.log
+                .append(Level::Info, 0, 0, format!("cpu1 {i}").as_bytes())
+                .unwrap();
+        }
+        k.log.flush(); // into the main log
+        k.checked_in[1].store(1, Ordering::Release);
+    });
+    HostPlatform::register_cpu(0);
+    k.log.crash_enter().unwrap();
+    let c = Copy::of(k);
+    let main = header_word(&c, k, 11);
+    let data = main + nmilog::ring::RING_STATE_WORDS * W;
+    // The first two records (the main log never wrapped here): sequence word, then the header,
+    // whose third word holds `len` (bits 0..16), `cpu` (16..32) and `ctx` (48..56).
+    let first = data + 2 * W + W;
+    let w = c.get(first);
+    let len = w & 0xffff;
+    c.set(first, (w & !(0xffff << 16)) | (3 << 16));
+    let second = data + nmilog::ring::span_words(len) * W + 3 * W;
+    let w = c.get(second);
+    c.set(
+        second,
+        (w & !(0xff << 48) & !(0xffff << 16)) | (0x50 << 48) | (2 << 16),
+    );
+    let img = recover_copy(&c, k).expect("a damaged record is a record, not an error");
+    let image = handover::parse(&img).unwrap();
+    let cpus: Vec<_> = image.records().take(2).map(|r| r.header.cpu).collect();
+    assert_eq!(cpus, [3, 2]);
+    assert_eq!(image.records().nth(1).unwrap().header.context().1, 5);
+}
