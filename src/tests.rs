@@ -756,3 +756,68 @@ fn counters_before_a_crash_come_from_the_flush() {
     assert_eq!(moved + c.overwritten, 20);
     assert_eq!((c.torn, c.dropped, c.in_flight), (0, 0, 0));
 }
+
+#[test]
+fn a_record_too_large_for_the_main_log_is_counted_and_the_flush_goes_on() {
+    // A 1024-word ring takes 500-byte records, a 64-word main log does not: the flush counts the
+    // big record as overwritten (it is lost to the main log, not silently), reports every step of
+    // it, and moves the next record.
+    let log: Log<Manual, 1, 1024, 64> = Log::new(Manual::new(1));
+    log.append_raw(Level::Info, 0, 0, &[b'x'; 500]).unwrap();
+    log.append_raw(Level::Info, 0, 0, b"small").unwrap();
+    let mut seen = std::vec::Vec::new();
+    let rep = log
+        .flush_hooked(&mut |s: FlushStep| {
+            seen.push(s);
+            true
+        })
+        .unwrap();
+    assert_eq!((rep.moved, rep.overwritten), (1, 1));
+    assert_eq!(log.counters(0, 0).unwrap().overwritten, 1);
+    let mut want = std::vec![
+        FlushStep::OverwrittenCounted,
+        FlushStep::CursorStored,
+        FlushStep::Done
+    ];
+    want.extend(FlushStep::ALL);
+    assert_eq!(seen, want);
+    let mut rd = MainReader::new();
+    let mut buf = RecordBuf::new();
+    assert_eq!(rd.read(&log, &mut buf), Read::Record);
+    assert_eq!(buf.payload(), b"small");
+    // Pinned: the flush's steps for this (a change in how the flush walks its sources shows here).
+    assert_eq!(rep.steps, FLUSH_STEPS_TOO_LARGE);
+}
+
+const FLUSH_STEPS_TOO_LARGE: u64 = 11;
+
+#[test]
+fn a_flush_stops_when_a_crash_begins_under_it() {
+    // CPU 0 flushes; after its first record moved, CPU 1 enters the crash path. The flush stops
+    // there (the crashing CPU's drain owns the log now): the other records stay in the ring, for
+    // the drain.
+    let log: Log<Manual, 2, 128, 1024> = Log::new(Manual::new(2));
+    for i in 0..4 {
+        log.append_raw(Level::Info, 0, 0, &payload(i, 8)[..8])
+            .unwrap();
+    }
+    let mut moves = 0;
+    let rep = log
+        .flush_hooked(&mut |s: FlushStep| {
+            if s == FlushStep::Done {
+                moves += 1;
+                if moves == 1 {
+                    log.platform().set_cpu(1);
+                    log.crash_enter().unwrap();
+                    log.platform().set_cpu(0);
+                }
+            }
+            true
+        })
+        .unwrap();
+    assert_eq!(rep.moved, 1);
+    assert_eq!(log.main().next_seq(), 1);
+    log.platform().set_cpu(1);
+    let (drained, _) = drain_texts(&log, &|_| true);
+    assert_eq!((drained.from_main, drained.from_rings), (1, 3));
+}
