@@ -821,3 +821,44 @@ fn a_flush_stops_when_a_crash_begins_under_it() {
     let (drained, _) = drain_texts(&log, &|_| true);
     assert_eq!((drained.from_main, drained.from_rings), (1, 3));
 }
+
+#[test]
+fn the_batched_policy_flushes_exactly_when_due() {
+    use crate::FlushPolicy;
+    let log: Log<Manual, 1, 1024, 8192> = Log::new(Manual::new(1));
+    log.set_flush_policy(FlushPolicy::Deferred); // the test calls `flush_if_due` itself
+    let p = log.platform();
+    // Nothing pending: never a flush, however long the quiet spell.
+    p.set_clock(50_000_000);
+    assert_eq!(log.flush_if_due(), None);
+    // After a quiet spell (nothing moved from this ring for more than 1 ms) the first record goes
+    // at once.
+    log.append_raw(Level::Info, 0, 0, b"first").unwrap();
+    assert_eq!(log.flush_if_due().map(|r| r.moved), Some(1));
+    // A burst (the clock barely moves): a flush with the 16th pending record, not before.
+    for i in 0..15 {
+        log.append_raw(Level::Info, 0, 0, b"burst").unwrap();
+        assert_eq!(log.flush_if_due(), None, "record {i}");
+    }
+    log.append_raw(Level::Info, 0, 0, b"burst").unwrap();
+    assert_eq!(log.flush_if_due().map(|r| r.moved), Some(16));
+    // 1 ms after the last record moved, whatever is pending goes; just before, it waits.
+    log.append_raw(Level::Info, 0, 0, b"later").unwrap();
+    let last = 50_000_000 + 100; // about when the burst's records were stamped
+    p.set_clock(last + 500_000);
+    assert_eq!(log.flush_if_due(), None);
+    p.set_clock(last + 1_000_000);
+    assert_eq!(log.flush_if_due().map(|r| r.moved), Some(1));
+    // Large records: due once the pending ones fill a quarter of the ring (256 of 1024 words),
+    // before 16 are pending. 200-byte records take 30 words: the 9th reaches 270. (A record moved
+    // just before, so that age does not make them due.)
+    log.append_raw(Level::Info, 0, 0, b"now").unwrap();
+    assert_eq!(log.flush().map(|r| r.moved), Some(1));
+    for i in 0..8 {
+        log.append_raw(Level::Info, 0, 0, &[b'w'; 200]).unwrap();
+        assert_eq!(log.flush_if_due(), None, "large record {i}");
+    }
+    log.append_raw(Level::Info, 0, 0, &[b'w'; 200]).unwrap();
+    assert_eq!(log.flush_if_due().map(|r| r.moved), Some(9));
+    assert_eq!(log.main().next_seq(), 1 + 16 + 1 + 1 + 9);
+}

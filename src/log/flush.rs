@@ -701,3 +701,18 @@ impl<
         (rep, out != Outcome::Refused && !m.frozen)
     }
 }
+
+#[cfg(all(test, not(nmilog_loom)))]
+mod tests {
+    use crate::doc_support::OneCpu;
+    use crate::Log;
+
+    #[test]
+    fn the_flush_round_s_bound_is_exact() {
+        // One CPU, five depths of 256-word rings: a ring holds at most 256 / 5 + 1 = 52 records
+        // (a record takes at least 5 words); per source 3 looks for the first head and 4 per
+        // record.
+        let log: Log<OneCpu, 1, 256, 1024> = Log::new(OneCpu);
+        assert_eq!(log.flush_step_bound(), 5 * (3 + 4 * 52));
+    }
+}
