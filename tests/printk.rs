@@ -363,3 +363,51 @@ fn a_flush_frozen_at_any_step_of_a_joined_move_loses_and_repeats_nothing() {
         assert_eq!(rep.torn + rep.in_flight, 0, "step {i}: {rep:?}");
     }
 }
+
+#[test]
+fn continued_lines_join_byte_for_byte_up_to_the_main_log_s_limit() {
+    // A 64-word main log takes records of at most 208 bytes (on 64-bit): a line and its pieces are
+    // joined while they fit in that, byte for byte (pieces of one byte too), and a piece that
+    // would pass it stays a record of its own, flagged as a continuation. (The main log holds a
+    // few records: each group is flushed and read before the next.)
+    let log: &'static Log<Kernel, 1, 1024, 64> = Box::leak(Box::new(Log::new(Kernel)));
+    log.set_flush_policy(FlushPolicy::Deferred);
+    CURRENT_TASK.with(|t| t.set(Some(7)));
+    KERNEL_CONTEXT.with(|c| c.set(Some((ContextKind::Task, 0))));
+    let max = log.main().max_payload();
+    let text = |c: u8, n: usize| String::from_utf8(vec![c; n]).unwrap();
+    let mut reader = log.main_reader();
+    let mut moved = |log: &Log<Kernel, 1, 1024, 64>| {
+        log.flush().unwrap();
+        let (mut rec, mut out) = (RecordBuf::new(), Vec::new());
+        while reader.read(log, &mut rec) == nmilog::ring::Read::Record {
+            out.push((
+                rec.text().unwrap().to_owned(),
+                rec.header.flags & flags::CONT,
+            ));
+        }
+        out
+    };
+    let f = |flags: u8, s: &str| log.append(Level::Info, 0, flags, s.as_bytes()).unwrap();
+    f(0, "abc");
+    f(flags::CONT, "d");
+    f(flags::CONT, "e");
+    f(flags::CONT, "fghijklm\n");
+    assert_eq!(moved(log), [("abcdefghijklm".to_owned(), 0)]);
+    // Exactly the limit: joined.
+    f(0, &text(b'a', 100));
+    f(flags::CONT, &text(b'b', max - 100));
+    assert_eq!(moved(log), [(text(b'a', 100) + &text(b'b', max - 100), 0)]);
+    // One byte more: not joined.
+    f(0, "\n");
+    f(0, &text(b'c', 100));
+    f(flags::CONT, &text(b'd', max - 99));
+    assert_eq!(
+        moved(log),
+        [
+            (String::new(), 0),
+            (text(b'c', 100), 0),
+            (text(b'd', max - 99), flags::CONT)
+        ]
+    );
+}
