@@ -246,7 +246,7 @@ fn report(root: &Path, dir: &Path) -> Result<(), String> {
             _ => blind.push(m.clone()),
         }
     }
-    println!("\n| file | mutants | unviable | caught or hung | missed | of which listed equivalent | score | score without the listed |");
+    println!("\n| file | mutants | unviable | caught or hung | missed | of which listed | score | score without the listed |");
     println!("|---|---:|---:|---:|---:|---:|---:|---:|");
     let pct = |a: usize, b: usize| {
         if b == 0 {
