@@ -788,25 +788,29 @@ fn fixed_part_corruption_gives_the_right_error() {
 }
 
 /// `img` with its tables laid out again: layout entries of `le` bytes and counter entries of `ce`
-/// bytes (each entry's first bytes kept, cut or padded with zeros), as a writer of another version
-/// could lay them out.
-fn relaid(img: &[u8], le: usize, ce: usize) -> Vec<u8> {
+/// bytes, of which the first `keep` come from the original entry (the rest zero), as a writer of
+/// another version could lay them out.
+fn relaid(img: &[u8], le: usize, ce: usize, keep: usize) -> Vec<u8> {
     let records_at = u32_at(img, 56) as usize;
     let (nfields, le0) = (usize::from(img[14]), usize::from(img[15]));
     let entries = u32_at(img, 16) as usize * usize::from(u16::from_le_bytes([img[20], img[21]]));
     let ce0 = usize::from(u16::from_le_bytes([img[22], img[23]]));
     let counters_at = 64 + nfields * le0;
     let mut out = img[..64].to_vec();
-    let mut entry = |from: &[u8], size: usize| {
-        let n = size.min(from.len());
+    let mut entry = |from: &[u8], size: usize, keep: usize| {
+        let n = keep.min(size).min(from.len());
         out.extend_from_slice(&from[..n]);
         out.extend(std::iter::repeat_n(0u8, size - n));
     };
     for i in 0..nfields {
-        entry(&img[64 + le0 * i..64 + le0 * (i + 1)], le);
+        entry(&img[64 + le0 * i..64 + le0 * (i + 1)], le, le);
     }
     for i in 0..entries {
-        entry(&img[counters_at + ce0 * i..counters_at + ce0 * (i + 1)], ce);
+        entry(
+            &img[counters_at + ce0 * i..counters_at + ce0 * (i + 1)],
+            ce,
+            keep,
+        );
     }
     while !(out.len() + 4).is_multiple_of(8) {
         out.push(0);
@@ -826,7 +830,7 @@ fn table_entries_of_the_smallest_readable_size_are_read_and_smaller_ones_refused
     let intact = intact_image();
     // Layout entries of 3 bytes (id, offset, size) and counter entries of 25 (three counters and
     // the context kind): the smallest a reader accepts.
-    let small = relaid(intact.bytes, 3, 25);
+    let small = relaid(intact.bytes, 3, 25, 25);
     let image = handover::parse(&small).unwrap();
     assert_eq!(image.corruption(), None);
     assert_eq!(owned(image.records()), intact.records);
@@ -837,11 +841,11 @@ fn table_entries_of_the_smallest_readable_size_are_read_and_smaller_ones_refused
     );
     // One byte less is not a table this reader can read.
     assert_eq!(
-        handover::parse_located(&relaid(intact.bytes, 2, 25)).unwrap_err(),
+        handover::parse_located(&relaid(intact.bytes, 2, 25, 25)).unwrap_err(),
         (HandoverError::UnreadableLayout, 15)
     );
     assert_eq!(
-        handover::parse_located(&relaid(intact.bytes, 3, 24)).unwrap_err(),
+        handover::parse_located(&relaid(intact.bytes, 3, 24, 24)).unwrap_err(),
         (HandoverError::UnreadableLayout, 22)
     );
 }
@@ -1029,25 +1033,11 @@ fn an_empty_log_round_trips() {
 /// count), the record area moved accordingly, both fixed-part checksums recomputed (the record
 /// entries, each with its own checksum, are copied as they are).
 fn to_version_1(img: &[u8]) -> Vec<u8> {
-    let records_at = u32_at(img, 56) as usize;
-    let entries = u32_at(img, 16) as usize * usize::from(u16::from_le_bytes([img[20], img[21]]));
-    let counters_at = 64 + usize::from(img[14]) * usize::from(img[15]);
+    // Version 1's counter entries: 32 bytes, of which the first 25 (torn, overwritten, dropped,
+    // kind) are version 2's.
     assert_eq!(u16::from_le_bytes([img[22], img[23]]), 40);
-    let mut out = img[..counters_at].to_vec();
-    for i in 0..entries {
-        let e = counters_at + 40 * i;
-        out.extend_from_slice(&img[e..e + 25]); // torn, overwritten, dropped, kind
-        out.extend_from_slice(&[0; 7]);
-    }
-    while !(out.len() + 4).is_multiple_of(8) {
-        out.push(0);
-    }
-    out.extend_from_slice(&[0; 4]); // the tables' checksum
-    let new_records_at = out.len();
-    out.extend_from_slice(&img[records_at..]);
+    let mut out = relaid(img, usize::from(img[15]), 32, 25);
     out[8..10].copy_from_slice(&1u16.to_le_bytes());
-    out[22..24].copy_from_slice(&32u16.to_le_bytes());
-    out[56..60].copy_from_slice(&(new_records_at as u32).to_le_bytes());
     resign(&mut out);
     out
 }

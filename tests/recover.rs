@@ -385,6 +385,17 @@ impl Copy {
 const MAGIC_WORDS: usize = 8 / W;
 const HEAD: usize = nmilog::recover::HEADER_WORDS; // header words after the magic
 
+/// The header word `i` of the descriptor in `c`.
+fn header_word(c: &Copy, k: &'static Kernel, i: usize) -> usize {
+    c.get(k.desc.address() + (MAGIC_WORDS + i) * W)
+}
+
+/// The address of word `j` of source `s`'s descriptor entry.
+fn entry_word_addr(k: &'static Kernel, s: usize, j: usize) -> usize {
+    let fields = nmilog::record::layout::ALL.len();
+    k.desc.address() + (MAGIC_WORDS + HEAD + fields + s * nmilog::recover::ENTRY_WORDS + j) * W
+}
+
 /// Re-seals the descriptor at `d` after an edit (a lying descriptor passes its checksums).
 fn reseal(c: &Copy, d: usize, total: usize) {
     let mut words: Vec<usize> = (0..total).map(|i| c.get(d + i * W)).collect();
@@ -488,12 +499,10 @@ fn lie_entry(
     v: impl FnOnce(&Copy, usize) -> usize,
 ) -> RecoverError {
     let c = Copy::of(k);
-    let d = k.desc.address();
-    let fields = nmilog::record::layout::ALL.len();
-    let a = d + (MAGIC_WORDS + HEAD + fields + s * nmilog::recover::ENTRY_WORDS + j) * W;
+    let a = entry_word_addr(k, s, j);
     let nv = v(&c, a);
     c.set(a, nv);
-    reseal(&c, d, TestLog::DESCRIPTOR_WORDS);
+    reseal(&c, k.desc.address(), TestLog::DESCRIPTOR_WORDS);
     open_err(&c)
 }
 
@@ -553,23 +562,16 @@ fn lying_descriptors_are_refused() {
         lie_entry(k, 1, 1, |c, a| c.get(a) - 1),
         RecoverError::BadRing { cpu: 0, depth: 1 }
     ));
-    let ring0 = |c: &Copy, _: usize| {
-        let fields = nmilog::record::layout::ALL.len();
-        c.get(k.desc.address() + (MAGIC_WORDS + HEAD + fields) * W)
-    };
+    let ring0 = |c: &Copy, _: usize| c.get(entry_word_addr(k, 0, 0));
     assert!(matches!(
         lie_entry(k, 5, 0, ring0),
         RecoverError::Overlap { .. }
     ));
-    let main = |c: &Copy, _: usize| c.get(k.desc.address() + (MAGIC_WORDS + 11) * W);
     // A ring the size of the main log, on the main log.
     let c = Copy::of(k);
-    let d = k.desc.address();
-    let fields = nmilog::record::layout::ALL.len();
-    let e = d + (MAGIC_WORDS + HEAD + fields + 2 * nmilog::recover::ENTRY_WORDS) * W;
-    c.set(e, main(&c, 0));
-    c.set(e + W, c.get(d + (MAGIC_WORDS + 12) * W));
-    reseal(&c, d, TestLog::DESCRIPTOR_WORDS);
+    c.set(entry_word_addr(k, 2, 0), header_word(&c, k, 11));
+    c.set(entry_word_addr(k, 2, 1), header_word(&c, k, 12));
+    reseal(&c, k.desc.address(), TestLog::DESCRIPTOR_WORDS);
     assert!(matches!(open_err(&c), RecoverError::Overlap { .. }));
     // Words outside the dump.
     for j in 2..6 {
@@ -789,17 +791,6 @@ fn death_at_every_step_of_the_drains_loses_nothing() {
 }
 
 // ---- what the reader takes from the dump, exactly ----
-
-/// The header word `i` of the descriptor in `c`.
-fn header_word(c: &Copy, k: &'static Kernel, i: usize) -> usize {
-    c.get(k.desc.address() + (MAGIC_WORDS + i) * W)
-}
-
-/// The address of word `j` of source `s`'s descriptor entry.
-fn entry_word_addr(k: &'static Kernel, s: usize, j: usize) -> usize {
-    let fields = nmilog::record::layout::ALL.len();
-    k.desc.address() + (MAGIC_WORDS + HEAD + fields + s * nmilog::recover::ENTRY_WORDS + j) * W
-}
 
 /// The image recovered from `c` (its descriptor re-sealed first), or the error.
 fn recover_copy(c: &Copy, k: &'static Kernel) -> Result<Vec<u8>, RecoverError> {

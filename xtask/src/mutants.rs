@@ -146,7 +146,6 @@ pub fn run(root: &Path, o: &Options) -> Result<(), String> {
     if let Some(dir) = &o.report {
         return report(root, Path::new(dir));
     }
-    install(root)?;
     let files: Vec<String> = if o.files.is_empty() {
         MUTATION_TESTED.iter().map(|s| s.to_string()).collect()
     } else {
@@ -198,6 +197,9 @@ pub fn run(root: &Path, o: &Options) -> Result<(), String> {
         std::fs::write(&patch, &diff.stdout).map_err(|e| e.to_string())?;
         argv.extend(["--in-diff".to_owned(), patch.to_str().unwrap().to_owned()]);
     }
+    // Only now, when there is something to mutate: a commit that touched none of the files
+    // costs CI no install.
+    install(root)?;
     println!("$ cargo {}", argv.join(" "));
     let st = Command::new("cargo")
         .args(&argv)
