@@ -17,7 +17,7 @@
 //! | `ctx`      |     22 |    1 | context kind (low nibble) and nesting depth (high nibble)  |
 //! | `flags`    |     23 |    1 | [`flags`] bits                                             |
 //! | `caller`   |     24 |    4 | task id, or `0x8000_0000 \| cpu` outside task context (as Linux's `caller_id`); 0: unknown |
-//! | —          |     28 |    4 | reserved, zero                                             |
+//! | —          |     28 |    4 | reserved, zero (inside the main log: see [`Header::reserved`]) |
 //!
 //! ```
 //! use nmilog::{record::layout, ContextKind, Header, Level};
@@ -229,141 +229,109 @@ pub mod facility {
     pub const DEFMT: u8 = 2;
 }
 
-/// printk log levels.
-///
-/// ```
-/// use nmilog::Level;
-/// assert!(Level::Emerg < Level::Debug);
-/// assert_eq!(Level::from_u8(6), Some(Level::Info));
-/// ```
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-#[repr(u8)]
-pub enum Level {
-    /// System is unusable.
-    Emerg = 0,
-    /// Action must be taken immediately.
-    Alert = 1,
-    /// Critical conditions.
-    Crit = 2,
-    /// Error conditions.
-    Err = 3,
-    /// Warning conditions.
-    Warning = 4,
-    /// Normal but significant.
-    Notice = 5,
-    /// Informational.
-    Info = 6,
-    /// Debug-level messages.
-    Debug = 7,
+/// Declares a `#[repr(u8)]` enum from one table — each variant's number and short name — with
+/// `from_u8` (the number back to the variant) and `name`, so the three cannot drift apart.
+macro_rules! named_u8_enum {
+    (
+        $(#[$meta:meta])*
+        pub enum $name:ident {
+            $( $(#[$vmeta:meta])* $variant:ident = $value:literal => $text:literal, )+
+        }
+    ) => {
+        $(#[$meta])*
+        #[repr(u8)]
+        pub enum $name {
+            $( $(#[$vmeta])* $variant = $value, )+
+        }
+
+        impl $name {
+            /// The variant for its number, or `None` (see the type's example).
+            pub const fn from_u8(v: u8) -> Option<$name> {
+                Some(match v {
+                    $( $value => $name::$variant, )+
+                    _ => return None,
+                })
+            }
+
+            /// Its short name (see the type's example).
+            pub const fn name(self) -> &'static str {
+                match self {
+                    $( $name::$variant => $text, )+
+                }
+            }
+        }
+    };
 }
 
-impl Level {
-    /// The level for a number 0..=7, or `None`.
+named_u8_enum! {
+    /// printk log levels, with the kernel's short names (`"info"`, `"err"`, …).
     ///
     /// ```
     /// use nmilog::Level;
+    /// assert!(Level::Emerg < Level::Debug);
+    /// assert_eq!(Level::from_u8(6), Some(Level::Info));
     /// assert_eq!(Level::from_u8(0), Some(Level::Emerg));
     /// assert_eq!(Level::from_u8(Level::Debug as u8), Some(Level::Debug));
     /// assert_eq!(Level::from_u8(8), None);
-    /// ```
-    pub const fn from_u8(v: u8) -> Option<Level> {
-        Some(match v {
-            0 => Level::Emerg,
-            1 => Level::Alert,
-            2 => Level::Crit,
-            3 => Level::Err,
-            4 => Level::Warning,
-            5 => Level::Notice,
-            6 => Level::Info,
-            7 => Level::Debug,
-            _ => return None,
-        })
-    }
-
-    /// The kernel's short name (`"info"`, `"err"`, …).
-    ///
-    /// ```
-    /// use nmilog::Level;
     /// assert_eq!(Level::Info.name(), "info");
     /// assert_eq!(Level::Warning.name(), "warn");
     /// ```
-    pub const fn name(self) -> &'static str {
-        match self {
-            Level::Emerg => "emerg",
-            Level::Alert => "alert",
-            Level::Crit => "crit",
-            Level::Err => "err",
-            Level::Warning => "warn",
-            Level::Notice => "notice",
-            Level::Info => "info",
-            Level::Debug => "debug",
-        }
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+    pub enum Level {
+        /// System is unusable.
+        Emerg = 0 => "emerg",
+        /// Action must be taken immediately.
+        Alert = 1 => "alert",
+        /// Critical conditions.
+        Crit = 2 => "crit",
+        /// Error conditions.
+        Err = 3 => "err",
+        /// Warning conditions.
+        Warning = 4 => "warn",
+        /// Normal but significant.
+        Notice = 5 => "notice",
+        /// Informational.
+        Info = 6 => "info",
+        /// Debug-level messages.
+        Debug = 7 => "debug",
     }
 }
 
-/// The kind of execution context a record was written from.
-///
-/// Kinds nest on one CPU: task < softirq < irq < NMI < nested NMI (machine check); a crash
-/// (panic/oops path) is entered like an exception and nests on top of whatever was running. The
-/// *depth* of the nesting, not the kind, selects the ring a record goes to (see [`crate::percpu`]).
-///
-/// ```
-/// use nmilog::ContextKind;
-/// assert_eq!(ContextKind::from_u8(2), Some(ContextKind::Nmi));
-/// assert_eq!(ContextKind::Crash.name(), "crash");
-/// ```
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[repr(u8)]
-pub enum ContextKind {
-    /// Task (process / thread) context.
-    Task = 0,
-    /// Maskable interrupt context.
-    Irq = 1,
-    /// Non-maskable interrupt (or machine check) context.
-    Nmi = 2,
-    /// The crash path (panic, oops, crash-kexec) on the crashing CPU.
-    Crash = 3,
-    /// Softirq (bottom half) context: deferred interrupt work, between task and hardirq.
-    Softirq = 4,
-}
-
-impl ContextKind {
-    /// The kind for its number, or `None`.
+named_u8_enum! {
+    /// The kind of execution context a record was written from: `"task"`, `"softirq"`, `"irq"`,
+    /// `"nmi"` or `"crash"`.
+    ///
+    /// Kinds nest on one CPU: task < softirq < irq < NMI < nested NMI (machine check); a crash
+    /// (panic/oops path) is entered like an exception and nests on top of whatever was running. The
+    /// *depth* of the nesting, not the kind, selects the ring a record goes to (see
+    /// [`crate::percpu`]).
     ///
     /// ```
     /// use nmilog::ContextKind;
+    /// assert_eq!(ContextKind::from_u8(2), Some(ContextKind::Nmi));
+    /// assert_eq!(ContextKind::Crash.name(), "crash");
     /// assert_eq!(ContextKind::from_u8(ContextKind::Irq as u8), Some(ContextKind::Irq));
     /// assert_eq!(ContextKind::from_u8(4), Some(ContextKind::Softirq));
     /// assert_eq!(ContextKind::from_u8(5), None);
-    /// ```
-    pub const fn from_u8(v: u8) -> Option<ContextKind> {
-        Some(match v {
-            0 => ContextKind::Task,
-            1 => ContextKind::Irq,
-            2 => ContextKind::Nmi,
-            3 => ContextKind::Crash,
-            4 => ContextKind::Softirq,
-            _ => return None,
-        })
-    }
-
-    /// `"task"`, `"softirq"`, `"irq"`, `"nmi"` or `"crash"`.
-    ///
-    /// ```
-    /// use nmilog::ContextKind;
     /// assert_eq!(ContextKind::Task.name(), "task");
     /// assert_eq!(ContextKind::Nmi.name(), "nmi");
     /// ```
-    pub const fn name(self) -> &'static str {
-        match self {
-            ContextKind::Task => "task",
-            ContextKind::Irq => "irq",
-            ContextKind::Nmi => "nmi",
-            ContextKind::Crash => "crash",
-            ContextKind::Softirq => "softirq",
-        }
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+    pub enum ContextKind {
+        /// Task (process / thread) context.
+        Task = 0 => "task",
+        /// Maskable interrupt context.
+        Irq = 1 => "irq",
+        /// Non-maskable interrupt (or machine check) context.
+        Nmi = 2 => "nmi",
+        /// The crash path (panic, oops, crash-kexec) on the crashing CPU.
+        Crash = 3 => "crash",
+        /// Softirq (bottom half) context: deferred interrupt work, between task and hardirq.
+        Softirq = 4 => "softirq",
     }
+}
 
+impl ContextKind {
     /// Whether a log call in this context must take the NMI-safe path (append to its own ring only).
     ///
     /// ```
@@ -408,9 +376,12 @@ pub struct Header {
     pub flags: u8,
     /// Who logged: see [`Header::caller`] (raw: a task id, or `0x8000_0000 | cpu`; 0: unknown).
     pub caller: u32,
-    /// Reserved, 0 (bytes 28..32 of the stored header). A named field, not padding: a header in
-    /// memory a dump reader reads word by word (the flush's buffer in the `Log`) has no
-    /// uninitialised bytes.
+    /// Reserved (bytes 28..32 of the stored header): 0 in a per-CPU ring and in every record a
+    /// reader or the crash drain hands out. Inside the main log it holds the low 32 bits of the
+    /// record's source's overwritten count when the flush moved the record there (the crash drain
+    /// pairs that count with the record: see `crash::state::snapshot`). A named field, not
+    /// padding: a header in memory a dump reader reads word by word (the flush's buffer in the
+    /// `Log`) has no uninitialised bytes.
     pub reserved: u32,
 }
 
@@ -553,6 +524,7 @@ impl Header {
         b[22] = self.ctx;
         b[23] = self.flags;
         b[24..28].copy_from_slice(&self.caller.to_le_bytes());
+        b[28..32].copy_from_slice(&self.reserved.to_le_bytes());
         b
     }
 
@@ -578,7 +550,7 @@ impl Header {
             ctx: b[22],
             flags: b[23],
             caller: u32::from_le_bytes([b[24], b[25], b[26], b[27]]),
-            reserved: 0,
+            reserved: u32::from_le_bytes([b[28], b[29], b[30], b[31]]),
         }
     }
 }

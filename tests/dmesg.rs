@@ -8,7 +8,6 @@
 mod common;
 
 use std::io::Write;
-use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::OnceLock;
@@ -18,7 +17,9 @@ use nmilog::record::{facility, flags};
 use nmilog::ring::WriteStep;
 use nmilog::{ContextKind, Level, Log, Origin, Platform, RecordBuf};
 
-use common::{assert_version_1_of, build_examples, owned, unstamped, Manual};
+use common::examples::{dmesg_binary, messages, text};
+use common::files::data;
+use common::{assert_version_1_of, owned, unstamped, Manual};
 
 /// [`Manual`] that also names a task (Linux's `caller=T<tid>`): the test sets it, 0 for none.
 struct Tasked {
@@ -209,23 +210,8 @@ fn small_image() -> Vec<u8> {
     out
 }
 
-fn data(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/data")
-        .join(name)
-}
-
 fn bless() -> bool {
     std::env::var_os("NMILOG_BLESS").is_some_and(|v| v == "1")
-}
-
-/// `examples/dmesg`, built once.
-fn dmesg_binary() -> &'static PathBuf {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let [dmesg] = build_examples(["dmesg"]);
-        dmesg
-    })
 }
 
 /// Runs `examples/dmesg` with `args`, feeding `stdin`.
@@ -244,10 +230,6 @@ fn dmesg(args: &[&str], stdin: Option<&[u8]>) -> Output {
         child.stdin.take().unwrap().write_all(input).unwrap();
     }
     child.wait_with_output().unwrap()
-}
-
-fn text(b: &[u8]) -> &str {
-    std::str::from_utf8(b).unwrap()
 }
 
 /// The image on disk, regenerated (and the expected outputs re-blessed) under `NMILOG_BLESS=1`.
@@ -567,10 +549,7 @@ fn continuations_join_per_task_and_a_newline_ends_the_line() {
 
     let out = dmesg(&[], Some(&image));
     assert!(out.status.success(), "{}", text(&out.stderr));
-    let lines: Vec<&str> = text(&out.stdout)
-        .lines()
-        .map(|l| l.split_once("] ").unwrap().1)
-        .collect();
+    let lines = messages(&out.stdout);
     assert_eq!(
         lines,
         [

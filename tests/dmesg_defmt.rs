@@ -13,7 +13,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 
-use common::build_examples;
+use common::examples::{dmesg_binary, messages, text};
+use common::files::data;
 
 /// `examples/defmt_logger`, linked as a defmt firmware, copied out of the target directory (so a
 /// later ordinary build of the example cannot replace it under the test).
@@ -65,24 +66,12 @@ fn defmt_firmware() -> &'static PathBuf {
     })
 }
 
-fn dmesg_binary() -> &'static PathBuf {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let [dmesg] = build_examples(["dmesg"]);
-        dmesg
-    })
-}
-
 fn dmesg(args: &[&Path]) -> Output {
     Command::new(dmesg_binary())
         .args(args)
         .stdin(Stdio::null())
         .output()
         .expect("run examples/dmesg")
-}
-
-fn text(b: &[u8]) -> &str {
-    std::str::from_utf8(b).unwrap()
 }
 
 /// The image `examples/defmt_logger` writes.
@@ -106,10 +95,7 @@ fn elf_decodes_the_defmt_frames() {
     let (elf, image) = (defmt_firmware(), defmt_image());
     let out = dmesg(&[Path::new("--elf"), elf, image]);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    let lines: Vec<&str> = text(&out.stdout)
-        .lines()
-        .map(|l| l.split_once("] ").unwrap().1)
-        .collect();
+    let lines = messages(&out.stdout);
     assert_eq!(
         lines,
         [
@@ -149,7 +135,7 @@ fn elf_decodes_the_defmt_frames() {
 #[test]
 fn a_bad_elf_is_one_error_line() {
     let image = defmt_image();
-    let not_elf = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/small.dmesg");
+    let not_elf = data("small.dmesg");
     for (elf, says) in [
         (not_elf.as_path(), "not a defmt firmware ELF"),
         (dmesg_binary().as_path(), "no defmt data"),

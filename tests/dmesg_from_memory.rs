@@ -27,19 +27,21 @@
 
 mod common;
 
-use std::alloc::{alloc_zeroed, Layout};
 use std::fs::File;
 use std::io::{BufWriter, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::atomic::Ordering;
-use std::sync::OnceLock;
-use std::thread;
 use std::time::{Duration, Instant};
 
 use nmilog::host::HostPlatform;
-use nmilog::recover::{self, AtomicUsize, LogDescriptor, StopFlags};
-use nmilog::{handover, FlushPolicy, Level, Log};
+use nmilog::recover::{self, AtomicUsize, LogDescriptor};
+use nmilog::{handover, Level, Log};
+
+use common::bounded::{self, Run};
+use common::examples::dmesg_binary;
+use common::files::TempDir;
+use common::kernel::{self, on_cpu};
 
 const CPUS: usize = 4;
 type TestLog = Log<HostPlatform, CPUS, 256, 1024>;
@@ -59,28 +61,12 @@ struct Kernel {
 
 /// A kernel in zero-filled memory (leaked), described.
 fn boot() -> &'static Kernel {
-    let layout = Layout::new::<Kernel>();
-    // SAFETY: a non-zero-sized layout.
-    let p = unsafe { alloc_zeroed(layout) };
-    assert!(!p.is_null());
-    // SAFETY: aligned and sized for `Kernel`, zero-filled; all-zero bytes are a valid `Kernel`
-    // (atomics: `LogDescriptor::new()`, flags all 0, `Log::new(HostPlatform::new(0))`; the flush's
-    // record buffer is plain integers and bytes, valid all-zero too).
-    let k: &'static Kernel = unsafe { &*(p as *const Kernel) };
-    k.log.platform().set_cpu_count(CPUS);
-    k.log.set_flush_policy(FlushPolicy::Deferred);
-    let stop = StopFlags::new(k.checked_in.as_ptr() as usize, W);
-    k.desc.describe(&k.log, Some(stop)).unwrap();
+    // SAFETY: all-zero bytes are a valid `Kernel` (atomics: `LogDescriptor::new()`, flags all 0,
+    // `Log::new(HostPlatform::new(0))`; the flush's record buffer is plain integers and bytes, valid
+    // all-zero too).
+    let k: &'static Kernel = unsafe { kernel::leak_zeroed() };
+    kernel::boot(&k.log, &k.desc, &k.checked_in);
     k
-}
-
-fn on_cpu(cpu: usize, f: impl FnOnce() + Send + 'static) {
-    thread::spawn(move || {
-        HostPlatform::register_cpu(cpu);
-        f()
-    })
-    .join()
-    .unwrap()
 }
 
 /// A crashed kernel, its memory, and the image the live crash drain writes from that memory. CPU 1
@@ -170,27 +156,6 @@ impl Crashed {
 // ------------------------------------------------------------------------------------------------
 // Dump files.
 
-/// A fresh directory under the system's temporary directory, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        let p = std::env::temp_dir().join(format!("nmilog-mem-{}-{tag}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        TempDir(p)
-    }
-    fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// How a kernel's words go into a file.
 #[derive(Clone, Copy, PartialEq)]
 enum Order {
@@ -256,90 +221,12 @@ fn write_dump(
 // ------------------------------------------------------------------------------------------------
 // Running the example.
 
-/// Builds `examples/dmesg` once (with the caller's cargo and target dir) and returns its path.
-fn dmesg_binary() -> &'static PathBuf {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let [d] = common::build_examples(["dmesg"]);
-        d
-    })
-}
-
-/// What a finished run left.
-struct Run {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-    elapsed: Duration,
-    /// Peak resident set size of the child, KiB (`wait4`'s `ru_maxrss`).
-    max_rss_kib: i64,
-}
-
 /// Runs the example with `args` under an address-space limit (`RLIMIT_AS`, set in the child before
 /// `exec`), killed (and the test failed) after `timeout`.
 fn run_limited(args: &[String], as_limit: u64, timeout: Duration) -> Run {
-    use std::os::unix::process::CommandExt;
     let mut cmd = Command::new(dmesg_binary());
-    cmd.args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    // SAFETY: the closure runs in the forked child before exec and calls only setrlimit, which is
-    // async-signal-safe; it touches no memory of the parent's other threads.
-    unsafe {
-        cmd.pre_exec(move || {
-            let lim = libc::rlimit {
-                rlim_cur: as_limit as libc::rlim_t,
-                rlim_max: as_limit as libc::rlim_t,
-            };
-            if libc::setrlimit(libc::RLIMIT_AS, &lim) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let t0 = Instant::now();
-    // Reaped by the `wait4` loop below (which also gives its resource usage).
-    #[allow(clippy::zombie_processes)]
-    let mut child = cmd.spawn().expect("run examples/dmesg");
-    let mut out = child.stdout.take().unwrap();
-    let mut err = child.stderr.take().unwrap();
-    let out_t = thread::spawn(move || {
-        let mut s = Vec::new();
-        let _ = std::io::Read::read_to_end(&mut out, &mut s);
-        s
-    });
-    let err_t = thread::spawn(move || {
-        let mut s = Vec::new();
-        let _ = std::io::Read::read_to_end(&mut err, &mut s);
-        s
-    });
-    let pid = child.id() as libc::pid_t;
-    let (status, ru) = loop {
-        let mut status = 0;
-        // SAFETY: an all-zero rusage is a valid value of this plain C struct.
-        let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-        // SAFETY: `status` and `ru` are valid for writes; `pid` is our own unreaped child.
-        let r = unsafe { libc::wait4(pid, &mut status, libc::WNOHANG, &mut ru) };
-        if r == pid {
-            break (status, ru);
-        }
-        assert!(r == 0, "wait4: {}", std::io::Error::last_os_error());
-        if t0.elapsed() > timeout {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("dmesg {args:?} still running after {timeout:?}");
-        }
-        thread::sleep(Duration::from_millis(2));
-    };
-    let elapsed = t0.elapsed();
-    Run {
-        code: libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status)),
-        stdout: String::from_utf8_lossy(&out_t.join().unwrap()).into_owned(),
-        stderr: String::from_utf8_lossy(&err_t.join().unwrap()).into_owned(),
-        elapsed,
-        max_rss_kib: ru.ru_maxrss,
-    }
+    cmd.args(args).stdin(Stdio::null());
+    bounded::run_limited(cmd, as_limit, timeout, None)
 }
 
 /// Runs the example with `args` (no memory limit to speak of).

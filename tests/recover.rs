@@ -9,18 +9,20 @@
 //!   the dump, bad ring sizes, overlapping rings, bad counts), foreign byte order, truncation, random
 //!   garbage — each a typed error or a counted loss, never a panic, within the step bound.
 
-use std::alloc::{alloc_zeroed, Layout};
+mod common;
+
 use std::sync::mpsc;
 use std::thread;
 
 use nmilog::host::HostPlatform;
 use nmilog::recover::{
     self, AtomicUsize, DrainSource, LogDescriptor, Memory, RawDump, RecoverError, RecoveredLog,
-    StopFlags,
 };
 use nmilog::ring::WriteStep;
-use nmilog::{handover, FlushPolicy, FlushStep, Level, Log};
+use nmilog::{handover, FlushStep, Level, Log};
 use std::sync::atomic::Ordering;
+
+use common::kernel::{self, on_cpu};
 
 const CPUS: usize = 3;
 type TestLog = Log<HostPlatform, CPUS, 256, 1024>;
@@ -36,18 +38,11 @@ struct Kernel {
 
 /// A kernel in zero-filled memory (leaked: threads frozen mid-write keep using it), described.
 fn boot() -> &'static Kernel {
-    let layout = Layout::new::<Kernel>();
-    // SAFETY: a non-zero-sized layout.
-    let p = unsafe { alloc_zeroed(layout) };
-    assert!(!p.is_null());
-    // SAFETY: aligned and sized for `Kernel`, zero-filled; all-zero bytes are a valid `Kernel`
-    // (atomics: `Log::new(HostPlatform::new(0))`, `LogDescriptor::new()`, flags all 0; the
-    // flush's record buffer is plain integers and bytes, valid all-zero too).
-    let k: &'static Kernel = unsafe { &*(p as *const Kernel) };
-    k.log.platform().set_cpu_count(CPUS);
-    k.log.set_flush_policy(FlushPolicy::Deferred);
-    let stop = StopFlags::new(k.checked_in.as_ptr() as usize, W);
-    k.desc.describe(&k.log, Some(stop)).unwrap();
+    // SAFETY: all-zero bytes are a valid `Kernel` (atomics: `Log::new(HostPlatform::new(0))`,
+    // `LogDescriptor::new()`, flags all 0; the flush's record buffer is plain integers and bytes,
+    // valid all-zero too).
+    let k: &'static Kernel = unsafe { kernel::leak_zeroed() };
+    kernel::boot(&k.log, &k.desc, &k.checked_in);
     k
 }
 
@@ -120,15 +115,6 @@ fn assert_same(k: &'static Kernel, what: &str) -> Vec<u8> {
         panic!("{what}: recovered != live\nrecovered: {ta:#?}\nlive: {tb:#?}");
     }
     live
-}
-
-fn on_cpu<T: Send + 'static>(cpu: usize, f: impl FnOnce() -> T + Send + 'static) -> T {
-    thread::spawn(move || {
-        HostPlatform::register_cpu(cpu);
-        f()
-    })
-    .join()
-    .unwrap()
 }
 
 #[test]
@@ -347,6 +333,58 @@ fn lapped_flush_owner_frozen_mid_update() {
     ] {
         lapped_flush_owner_frozen(step);
     }
+}
+
+/// The picture a crash drain has when a flush owner that did not stop works between the drain's
+/// read of the consumers and its scan of the main log: CPU 1 lapped its ring (120 records, about
+/// 40 kept), its flush counted the lapped ones overwritten and moved the rest into the main log,
+/// and the consumer's words are read as they were before that flush (cursor 0, nothing counted,
+/// nothing moved). The threshold comes from the main log's newest record of CPU 1, and so must the
+/// overwritten count (the stamp the flush left in that record's header): the image equals the live
+/// one, every record of CPU 1 once, delivered or counted.
+#[test]
+fn consumer_read_before_a_flush_the_main_log_holds() {
+    let k = boot();
+    on_cpu(1, move || {
+        for i in 0..120 {
+            k.log
+                .append_raw(Level::Info, 0, 0, format!("cpu1 {i}").as_bytes())
+                .unwrap();
+        }
+        let rep = k.log.flush().expect("nobody else flushes");
+        assert!(rep.moved > 0 && rep.moved < 120, "{rep:?}");
+        k.checked_in[1].store(1, Ordering::Release);
+    });
+    HostPlatform::register_cpu(0);
+    k.log.crash_enter().unwrap();
+    let live = live_image(k);
+    let image = handover::parse(&live).unwrap();
+    let overwritten = image.counters(1, 0).map_or(0, |c| c.overwritten);
+    assert!(overwritten > 0, "the ring was lapped");
+    let c = Copy::of(k);
+    let depth = image.depth();
+    for j in [
+        2, // the consumer's cursor `seq`
+        3, // its overwritten count
+        6, // its moved count
+    ] {
+        let word = c.get(entry_word_addr(k, depth, j));
+        assert_ne!(
+            c.get(word),
+            0,
+            "entry word {j}: CPU 1's flush moved and counted"
+        );
+        c.set(word, 0);
+    }
+    let rebuilt = recovered_image(&c.dump());
+    let got = handover::parse(&rebuilt).unwrap();
+    let delivered = got
+        .records()
+        .filter(|r| r.header.cpu == 1 && r.header.facility != nmilog::record::facility::NMILOG)
+        .count() as u64;
+    assert_eq!(got.counters(1, 0).map_or(0, |c| c.overwritten), overwritten);
+    assert_eq!(delivered + overwritten, 120, "every record once");
+    assert_eq!(rebuilt, live, "the rebuilt image is the live one");
 }
 
 // ---- damaged and lying dumps ----

@@ -155,12 +155,7 @@ pub fn on_nmi_stop<
     if cpu == crasher {
         return;
     }
-    Crash {
-        log,
-        machine,
-        state,
-    }
-    .stop_self(regs, "NMI", note)
+    Crash::new(log, machine, state).stop_self(regs, "NMI", note)
 }
 
 /// What every step of the sequence works on.
@@ -179,14 +174,28 @@ struct Crash<
 }
 
 impl<
+        'a,
         P: Platform,
         M: Machine,
         const CPUS: usize,
         const RING_WORDS: usize,
         const MAIN_WORDS: usize,
         const DEPTH: usize,
-    > Crash<'_, P, M, CPUS, RING_WORDS, MAIN_WORDS, DEPTH>
+    > Crash<'a, P, M, CPUS, RING_WORDS, MAIN_WORDS, DEPTH>
 {
+    /// The sequence on `log`, `machine` and `state` (what both entry points start with).
+    fn new(
+        log: &'a Log<P, CPUS, RING_WORDS, MAIN_WORDS, DEPTH>,
+        machine: &'a M,
+        state: &'a CrashState<CPUS>,
+    ) -> Self {
+        Crash {
+            log,
+            machine,
+            state,
+        }
+    }
+
     /// Logs one of the sequence's messages at emerg level. Never blocks: the log is in crash mode,
     /// or this CPU is in NMI context (the per-CPU rings, no lock).
     fn emerg(&self, args: fmt::Arguments<'_>) {
@@ -200,26 +209,53 @@ impl<
         }
     }
 
-    /// Waits until every online CPU but `me` (below `ncpu`) checked in, `deadline` passes or `spins`
-    /// reaches the bound. Returns how many are still missing.
+    /// Waits until every online CPU but `me` (below `ncpu`) checked in, the timeout counted from
+    /// `from_ns` passes or `spins` reaches the bound; then leaves the `done` breadcrumb with how many
+    /// are still missing, and returns that count.
     fn wait_check_ins(
         &self,
         me: usize,
         ncpu: usize,
-        deadline: u64,
+        from_ns: u64,
         cfg: &ShutdownConfig,
         spins: &mut u64,
+        done: Event,
     ) -> usize {
         let (machine, state) = (self.machine, self.state);
-        loop {
+        let deadline = from_ns.saturating_add(cfg.ack_timeout_ns);
+        let missing = loop {
             let missing = (0..ncpu)
                 .filter(|&c| c != me && machine.cpu_online(c) && !state.checked_in(c))
                 .count();
             if missing == 0 || *spins >= cfg.max_wait_spins || machine.now_ns() >= deadline {
-                return missing;
+                break missing;
             }
             *spins += 1;
             machine.relax();
+        };
+        self.crumb(done, me, missing as u64);
+        missing
+    }
+
+    /// Settles each CPU below `ncpu` still without an answer, in CPU order: one that checked in by
+    /// now gets the outcome `answered`; any other is handed to `unanswered` and stays
+    /// [`CpuOutcome::NeverAnswered`].
+    fn settle(
+        &self,
+        outcome: &mut [CpuOutcome; CPUS],
+        ncpu: usize,
+        answered: CpuOutcome,
+        mut unanswered: impl FnMut(usize),
+    ) {
+        for (c, o) in outcome.iter_mut().enumerate().take(ncpu) {
+            if *o != CpuOutcome::NeverAnswered {
+                continue;
+            }
+            if self.state.checked_in(c) {
+                *o = answered;
+            } else {
+                unanswered(c);
+            }
         }
     }
 
@@ -383,11 +419,7 @@ pub fn crash_shutdown<
     cfg: &ShutdownConfig,
     reason: fmt::Arguments<'_>,
 ) -> ! {
-    let crash = Crash {
-        log,
-        machine,
-        state,
-    };
+    let crash = Crash::new(log, machine, state);
     let cpu = match log.crash_enter() {
         Ok(c) => c,
         Err(nmilog::CrashEnterError::OtherCpu { cpu: other }) => crash.stop_self(
@@ -437,9 +469,7 @@ pub fn crash_shutdown<
             CpuOutcome::Offline
         };
     }
-    let targets = (0..ncpu.min(64))
-        .filter(|&c| report.outcome[c] == CpuOutcome::NeverAnswered)
-        .fold(0u64, |m, c| m | 1 << c);
+    let targets = unanswered_mask(&report.outcome, ncpu);
     crash.emerg(format_args!(
         "crash: sending NMI IPI to {} other CPUs",
         ncpu.saturating_sub(1 + report.offline)
@@ -456,70 +486,43 @@ pub fn crash_shutdown<
     machine.nmi_ipi_all_but_self(cpu);
     machine.stage(CrashStage::IpiSent);
     let mut spins = 0u64;
-    let deadline = t_enter.saturating_add(cfg.ack_timeout_ns);
-    let missing = crash.wait_check_ins(cpu, ncpu, deadline, cfg, &mut spins);
-    crash.crumb(Event::IpiWaitDone, cpu, missing as u64);
-    for c in 0..ncpu {
-        if report.outcome[c] != CpuOutcome::NeverAnswered {
-            continue;
-        }
-        if state.checked_in(c) {
-            report.outcome[c] = CpuOutcome::AnsweredIpi;
-            continue;
-        }
+    let ms = cfg.ack_timeout_ns / 1_000_000;
+    let missing = crash.wait_check_ins(cpu, ncpu, t_enter, cfg, &mut spins, Event::IpiWaitDone);
+    crash.settle(&mut report.outcome, ncpu, CpuOutcome::AnsweredIpi, |c| {
         crash.emerg(format_args!(
             "crash: CPU {} did not answer the NMI IPI within {} ms",
-            c,
-            cfg.ack_timeout_ns / 1_000_000
-        ));
-    }
+            c, ms
+        ))
+    });
     // `missing` may be stale by now (a CPU that checked in during the scan above is AnsweredIpi):
     // escalate only to the CPUs still without an answer.
-    let candidates = (0..ncpu.min(64))
-        .filter(|&c| report.outcome[c] == CpuOutcome::NeverAnswered)
-        .fold(0u64, |m, c| m | 1 << c);
+    let candidates = unanswered_mask(&report.outcome, ncpu);
     if missing != 0 && (0..ncpu).any(|c| report.outcome[c] == CpuOutcome::NeverAnswered) {
         // From here on a check-in is an answer to the reset (its breadcrumb says so). The
         // breadcrumb names the CPUs about to be reset, before the first reset can be answered.
         state.set_escalating();
         crash.crumb(Event::Escalated, cpu, candidates);
-        for c in 0..ncpu {
-            if report.outcome[c] != CpuOutcome::NeverAnswered {
-                continue;
-            }
-            if state.checked_in(c) {
-                // It answered the IPI after all, just now: no reset (and `stop_self` would ignore
-                // one that crossed its check-in).
-                report.outcome[c] = CpuOutcome::AnsweredIpi;
-                continue;
-            }
+        // A CPU that checked in by now answered the IPI after all, just now: no reset (and
+        // `stop_self` would ignore one that crossed its check-in).
+        crash.settle(&mut report.outcome, ncpu, CpuOutcome::AnsweredIpi, |c| {
             if machine.system_reset_cpu(c) {
                 report.escalated += 1;
             }
-        }
+        });
     }
     if report.escalated != 0 {
         crash.emerg(format_args!(
             "crash: Activate system reset (dumprestart) to stop other cpu(s): system reset sent to {} CPU(s) that did not answer the IPI",
             report.escalated
         ));
-        let deadline = machine.now_ns().saturating_add(cfg.ack_timeout_ns);
-        let still = crash.wait_check_ins(cpu, ncpu, deadline, cfg, &mut spins);
-        crash.crumb(Event::ResetWaitDone, cpu, still as u64);
-        for c in 0..ncpu {
-            if report.outcome[c] != CpuOutcome::NeverAnswered {
-                continue;
-            }
-            if state.checked_in(c) {
-                report.outcome[c] = CpuOutcome::AnsweredReset;
-            } else {
-                crash.emerg(format_args!(
-                    "crash: CPU {} did not answer the system reset within {} ms either",
-                    c,
-                    cfg.ack_timeout_ns / 1_000_000
-                ));
-            }
-        }
+        let from = machine.now_ns();
+        crash.wait_check_ins(cpu, ncpu, from, cfg, &mut spins, Event::ResetWaitDone);
+        crash.settle(&mut report.outcome, ncpu, CpuOutcome::AnsweredReset, |c| {
+            crash.emerg(format_args!(
+                "crash: CPU {} did not answer the system reset within {} ms either",
+                c, ms
+            ))
+        });
     }
     report.wait_spins = spins;
     for c in 0..ncpu {
@@ -589,372 +592,12 @@ pub fn crash_shutdown<
     machine.kexec(&image[..len], &report)
 }
 
-#[cfg(test)]
-mod tests {
-    //! The whole sequence on one thread: a platform whose CPU number the test switches, and a
-    //! machine whose "NMI IPI" runs each responsive CPU's handler right away. `park` and `kexec`
-    //! unwind (they must not return), and the test catches the unwinding.
-    extern crate std;
-    use std::boxed::Box;
-    use std::panic::{catch_unwind, AssertUnwindSafe};
-    use std::string::{String, ToString};
-    use std::vec::Vec;
-
-    use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-
-    use super::*;
-    use crate::machine::RtasArgs;
-
-    static CPU: AtomicUsize = AtomicUsize::new(0);
-    static CLOCK: AtomicU64 = AtomicU64::new(1_000);
-
-    struct TestPlatform;
-    impl Platform for TestPlatform {
-        fn cpu_id(&self) -> usize {
-            CPU.load(Ordering::Relaxed)
-        }
-        fn now_ns(&self) -> u64 {
-            CLOCK.fetch_add(10, Ordering::Relaxed)
-        }
-        fn cpu_count(&self) -> usize {
-            4
-        }
-    }
-
-    type TestLog = Log<TestPlatform, 4, 1024, 8192>;
-
-    struct Parked;
-    struct Switched(Vec<u8>, [CpuOutcome; 4], usize);
-
-    struct TestMachine<'a> {
-        log: &'a TestLog,
-        state: &'a CrashState<4>,
-        /// CPUs that take the NMI (the others are deaf).
-        responsive: [bool; 4],
-        /// CPUs deaf to the NMI that answer the escalation's system reset.
-        answers_reset: [bool; 4],
-        /// Online CPUs.
-        online: [bool; 4],
-        firmware_calls: AtomicUsize,
-        presenter: AtomicUsize,
-        flight: crate::flight::FlightRecorder,
-    }
-
-    impl TestMachine<'_> {
-        /// CPU `c` takes the NMI (or the reset) now, on this thread, and parks; then back to `me`.
-        fn stop(&self, c: usize, me: usize) {
-            CPU.store(c, Ordering::Relaxed);
-            let r = catch_unwind(AssertUnwindSafe(|| {
-                on_nmi_stop(
-                    self.log,
-                    self,
-                    self.state,
-                    SavedRegs {
-                        pc: 0x100 + c,
-                        sp: 0,
-                        msr: 0,
-                    },
-                    format_args!("test"),
-                )
-            }));
-            assert!(r.is_err(), "a stopped CPU must park");
-            CPU.store(me, Ordering::Relaxed);
-        }
-    }
-
-    impl Machine for TestMachine<'_> {
-        fn nmi_ipi_all_but_self(&self, me: usize) {
-            for c in 0..4 {
-                if c != me && self.responsive[c] && self.online[c] {
-                    self.stop(c, me);
-                }
-            }
-        }
-        fn system_reset_cpu(&self, cpu: usize) -> bool {
-            assert!(self.online[cpu], "no reset to an offline CPU");
-            if self.answers_reset[cpu] {
-                self.stop(cpu, CPU.load(Ordering::Relaxed));
-            }
-            true
-        }
-        fn cpu_online(&self, cpu: usize) -> bool {
-            self.online[cpu]
-        }
-        fn flight_recorder(&self) -> Option<&crate::flight::FlightRecorder> {
-            Some(&self.flight)
-        }
-        fn now_ns(&self) -> u64 {
-            CLOCK.fetch_add(10, Ordering::Relaxed)
-        }
-        fn irq_source_count(&self) -> usize {
-            3
-        }
-        fn firmware_mask_source(&self, _src: usize, _args: &RtasArgs) -> Result<(), i32> {
-            self.firmware_calls.fetch_add(1, Ordering::Relaxed);
-            Ok(())
-        }
-        fn mask_at_presenter(&self) {
-            self.presenter.fetch_add(1, Ordering::Relaxed);
-        }
-        fn park(&self) -> ! {
-            std::panic::panic_any(Parked)
-        }
-        fn kexec<const CPUS: usize>(&self, image: &[u8], report: &ShutdownReport<CPUS>) -> ! {
-            assert!(report.image_error.is_none());
-            let mut o = [CpuOutcome::Absent; 4];
-            o.copy_from_slice(&report.outcome[..4]);
-            std::panic::panic_any(Switched(image.to_vec(), o, report.not_answered))
-        }
-    }
-
-    /// Runs the sequence from CPU 0 and returns the recovered texts and the machine's counters.
-    fn crash_once(rtas: &RtasLock, responsive: [bool; 4]) -> (Vec<String>, usize, usize) {
-        let r = crash_full(rtas, responsive, [false; 4], [true; 4]);
-        (r.texts, r.firmware_calls, r.presenter)
-    }
-
-    /// What one run of the sequence left.
-    struct Run {
-        texts: Vec<String>,
-        firmware_calls: usize,
-        presenter: usize,
-        outcome: [CpuOutcome; 4],
-        not_answered: usize,
-        /// (event, cpu, arg) of every breadcrumb, oldest first.
-        crumbs: Vec<(crate::flight::Event, u32, u64)>,
-    }
-
-    fn crash_full(
-        rtas: &RtasLock,
-        responsive: [bool; 4],
-        answers_reset: [bool; 4],
-        online: [bool; 4],
-    ) -> Run {
-        // The tests share the CPU-number switch: one at a time.
-        static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-        let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-        let log: &'static TestLog = Box::leak(Box::new(TestLog::new(TestPlatform)));
-        let state: &'static CrashState<4> = Box::leak(Box::new(CrashState::new()));
-        for c in 0..4 {
-            CPU.store(c, Ordering::Relaxed);
-            let _ = log.log_fmt(Level::Info, 0, format_args!("cpu={} n=0", c));
-        }
-        CPU.store(0, Ordering::Relaxed);
-        let m = TestMachine {
-            log,
-            state,
-            responsive,
-            answers_reset,
-            online,
-            firmware_calls: AtomicUsize::new(0),
-            presenter: AtomicUsize::new(0),
-            flight: crate::flight::FlightRecorder::new(),
-        };
-        let mut image = std::vec![0u8; 1 << 16];
-        let cfg = ShutdownConfig {
-            ack_timeout_ns: 1_000,
-            max_wait_spins: 1_000,
-        };
-        let r = catch_unwind(AssertUnwindSafe(|| {
-            crash_shutdown(log, &m, state, rtas, &mut image, &cfg, format_args!("test"))
-        }));
-        let Err(payload) = r else {
-            panic!("crash_shutdown never returns")
-        };
-        let Ok(switched) = payload.downcast::<Switched>() else {
-            panic!("kexec not reached")
-        };
-        let Switched(bytes, outcome, not_answered) = *switched;
-        let img = handover::parse(&bytes).expect("a valid image");
-        let texts = img
-            .records()
-            .filter_map(|r| r.text().map(|t| t.to_string()))
-            .collect();
-        let crumbs = m
-            .flight
-            .iter()
-            .map(|b| {
-                assert!(b.whole);
-                (b.event.expect("a known event"), b.cpu, b.arg)
-            })
-            .collect();
-        Run {
-            texts,
-            firmware_calls: m.firmware_calls.load(Ordering::Relaxed),
-            presenter: m.presenter.load(Ordering::Relaxed),
-            outcome,
-            not_answered,
-            crumbs,
-        }
-    }
-
-    #[test]
-    fn escalation_outcomes_and_flight_recorder() {
-        use crate::flight::Event as E;
-        use CpuOutcome::*;
-        // CPU 1 answers the IPI; CPU 2 only the system reset; CPU 3 neither.
-        let r = crash_full(
-            &RtasLock::new(),
-            [true, true, false, false],
-            [false, false, true, false],
-            [true; 4],
-        );
-        assert_eq!(
-            r.outcome,
-            [Crashing, AnsweredIpi, AnsweredReset, NeverAnswered]
-        );
-        assert_eq!(r.not_answered, 1);
-        let t = &r.texts;
-        assert!(has(t, "crash: CPU 2 did not answer the NMI IPI"), "{t:?}");
-        assert!(has(t, "Activate system reset (dumprestart)"));
-        assert!(has(t, "system reset sent to 2 CPU(s)"));
-        assert!(has(t, "crash: CPU 3 did not answer the system reset"));
-        assert!(!has(t, "crash: CPU 2 did not answer the system reset"));
-        assert!(has(t, "CPU 2 stopped"));
-        // The timeline, in order.
-        let ev: Vec<_> = r.crumbs.iter().map(|c| c.0).collect();
-        let at = |e: E| {
-            ev.iter()
-                .position(|x| *x == e)
-                .unwrap_or_else(|| panic!("no {} breadcrumb", e.name()))
-        };
-        assert_eq!(r.crumbs[0], (E::Entered, 0, 4));
-        assert_eq!(r.crumbs[at(E::IpiSent)], (E::IpiSent, 0, 0b1110));
-        assert!(r.crumbs.contains(&(E::CheckIn, 1, 0)));
-        assert!(
-            r.crumbs.contains(&(E::CheckIn, 2, 1)),
-            "after the escalation"
-        );
-        assert!(!r.crumbs.iter().any(|c| c.0 == E::CheckIn && c.1 == 3));
-        assert_eq!(r.crumbs[at(E::IpiWaitDone)].2, 2);
-        assert_eq!(r.crumbs[at(E::Escalated)].2, 0b1100);
-        assert_eq!(r.crumbs[at(E::ResetWaitDone)].2, 1);
-        assert!(r.crumbs.contains(&(E::Outcome, 2, AnsweredReset as u64)));
-        assert_eq!(r.crumbs[at(E::MaskPath)].2, 0);
-        let order = [
-            E::Entered,
-            E::IpiSent,
-            E::IpiWaitDone,
-            E::Escalated,
-            E::ResetWaitDone,
-            E::Outcome,
-            E::MaskPath,
-            E::Masked,
-            E::DrainStart,
-            E::DrainEnd,
-            E::ImageStart,
-            E::ImageWritten,
-            E::Switchover,
-        ];
-        for w in order.windows(2) {
-            assert!(at(w[0]) < at(w[1]), "{:?} before {:?}", w[0], w[1]);
-        }
-        assert_eq!(*ev.last().unwrap(), E::Switchover);
-    }
-
-    #[test]
-    fn offline_cpus_are_not_waited_for() {
-        use CpuOutcome::*;
-        let r = crash_full(
-            &RtasLock::new(),
-            [true; 4],
-            [false; 4],
-            [true, true, true, false],
-        );
-        assert_eq!(r.outcome, [Crashing, AnsweredIpi, AnsweredIpi, Offline]);
-        assert_eq!(r.not_answered, 0);
-        assert!(has(&r.texts, "crash: CPU 3 is offline: not waited for"));
-        assert!(has(&r.texts, "sending NMI IPI to 2 other CPUs"));
-        assert!(!has(&r.texts, "did not answer"));
-        assert!(!r
-            .crumbs
-            .iter()
-            .any(|c| c.0 == crate::flight::Event::Escalated));
-    }
-
-    fn has(texts: &[String], s: &str) -> bool {
-        texts.iter().any(|t| t.contains(s))
-    }
-
-    #[test]
-    fn takeover_from_a_cpu_frozen_outside_the_call() {
-        let rtas = RtasLock::new();
-        rtas.lock(1);
-        let (t, fw, pres) = crash_once(&rtas, [true, true, true, false]);
-        for s in [
-            "cpu=0 n=0",
-            "cpu=3 n=0",
-            "CPU 1 stopped (NMI in task context; test)",
-            "CPU 2 stopped",
-            "crash: CPU 3 did not answer the NMI IPI",
-            "IPI complete",
-            "[mask_path=rtas-takeover]",
-            "kexec: Starting switchover sequence.",
-        ] {
-            assert!(has(&t, s), "missing {s:?} in {t:?}");
-        }
-        assert!(!has(&t, "CPU 3 stopped"));
-        assert_eq!((fw, pres), (3, 0));
-        // Log order: IPI complete before masking before the switchover message.
-        let at = |s: &str| t.iter().position(|x| x.contains(s)).unwrap();
-        assert!(
-            at("IPI complete") < at("[mask_path=") && at("[mask_path=") < at("kexec: Starting")
-        );
-    }
-
-    #[test]
-    fn presenter_when_the_holder_is_inside_the_call() {
-        let rtas = RtasLock::new();
-        rtas.lock(2);
-        rtas.enter_call(2);
-        let (t, fw, pres) = crash_once(&rtas, [true; 4]);
-        assert!(has(&t, "[mask_path=presenter]"), "{t:?}");
-        assert!(has(&t, "frozen inside the firmware call"));
-        assert_eq!((fw, pres), (0, 1));
-        assert_eq!(rtas.holder(), Some((2, true)), "the lock is left alone");
-    }
-
-    #[test]
-    fn presenter_when_the_holder_did_not_stop() {
-        let rtas = RtasLock::new();
-        rtas.lock(3);
-        let (t, fw, pres) = crash_once(&rtas, [true, true, true, false]);
-        assert!(has(&t, "did not stop"), "{t:?}");
-        assert_eq!((fw, pres), (0, 1));
-    }
-
-    #[test]
-    fn plain_rtas_when_the_lock_is_free() {
-        let rtas = RtasLock::new();
-        let (t, fw, pres) = crash_once(&rtas, [true; 4]);
-        assert!(has(&t, "[mask_path=rtas]"), "{t:?}");
-        assert_eq!((fw, pres), (3, 0));
-        assert_eq!(rtas.holder(), None);
-    }
-
-    #[test]
-    fn lock_decisions() {
-        let l = RtasLock::new();
-        assert_eq!(l.crash_acquire(0, |_| true), CrashAcquire::Acquired);
-        let l = RtasLock::new();
-        l.lock(0);
-        assert_eq!(l.crash_acquire(0, |_| true), CrashAcquire::AlreadyOwn);
-        l.enter_call(0);
-        assert!(!l.crash_acquire(0, |_| true).may_call_firmware());
-        let l = RtasLock::new();
-        l.lock(1);
-        assert_eq!(
-            l.crash_acquire(0, |_| false),
-            CrashAcquire::Unsafe {
-                holder: 1,
-                inside: false,
-                stopped: false
-            }
-        );
-        assert_eq!(l.holder(), Some((1, false)));
-        l.leave_call(1);
-        l.unlock(1);
-        assert!(l.try_lock(2));
-        assert!(!l.try_lock(3));
-    }
+/// The CPUs below `ncpu` still without an answer, as a breadcrumb's bit mask (CPUs 0 to 63).
+fn unanswered_mask<const CPUS: usize>(outcome: &[CpuOutcome; CPUS], ncpu: usize) -> u64 {
+    (0..ncpu.min(64))
+        .filter(|&c| outcome[c] == CpuOutcome::NeverAnswered)
+        .fold(0u64, |m, c| m | 1 << c)
 }
+
+#[cfg(test)]
+mod tests;

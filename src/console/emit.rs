@@ -205,8 +205,8 @@ pub struct Consoles<const N: usize> {
 // SAFETY: the only non-`Sync` field is each slot's `reader` cell, which is accessed only by the
 // context that owns that slot's console (`ConsoleState`), inside an unsafe section: a CAS-verified
 // ownership word makes that access exclusive (a direct takeover never happens during an unsafe
-// section; a panic takeover requires the other CPUs to be stopped and rebuilds the cursor from
-// `next_seq` instead of trusting the cell).
+// section; a panic takeover requires the owner to be stopped for good, and the panic flush never
+// reads the cell: it prints from the crash drain and skips by `next_seq`).
 unsafe impl<const N: usize> Sync for Consoles<N> {}
 
 /// Shows each console's slot: enabled, its ownership word, the next record to print and the
@@ -427,7 +427,7 @@ impl<const N: usize> Consoles<N> {
         }
         for (slot, console) in self.enabled() {
             match slot.state.try_acquire(cpu, prio, wait) {
-                Ok(mut ctx) => emit_slot(slot, console, log, &mut ctx, false, &mut rep),
+                Ok(mut ctx) => SlotPrinter::new(slot, console, log, &mut ctx, &mut rep).emit(),
                 Err(_) => rep.busy += 1,
             }
         }
@@ -497,182 +497,192 @@ impl<const N: usize> Consoles<N> {
                     unsafe { slot.state.panic_takeover(cpu) }
                 }
             };
-            panic_emit_slot(slot, console, log, stopped, &mut ctx, &mut rep);
+            SlotPrinter::new(slot, console, log, &mut ctx, &mut rep).panic_emit(stopped);
         }
         rep
     }
 }
 
-/// The panic flush of one console, owned by `ctx`: the crash drain's records the console has not
-/// printed (see [`Consoles::panic_flush`]).
-fn panic_emit_slot<
+/// One console's printing while `ctx` owns it: the normal path ([`SlotPrinter::emit`]) and the
+/// panic flush ([`SlotPrinter::panic_emit`]) over the same slot, device, log and report.
+struct SlotPrinter<
+    'a,
+    'c,
     P: Platform,
     const CPUS: usize,
     const RING_WORDS: usize,
     const MAIN_WORDS: usize,
     const DEPTH: usize,
->(
-    slot: &Slot,
-    console: &dyn Console,
-    log: &Log<P, CPUS, RING_WORDS, MAIN_WORDS, DEPTH>,
-    stopped: &dyn Fn(usize) -> bool,
-    ctx: &mut WriteContext<'_>,
-    rep: &mut EmitReport,
-) {
-    let loglevel = log.console_loglevel();
-    // Main-log records below this were printed by the normal path. LMM(emit:B), as in `emit_slot`.
-    let committed = slot.next_seq.load(Ordering::Acquire);
-    // The last record a previous panic flush printed: the drain's order is (timestamp, CPU, depth),
-    // then the source's sequence number, so everything up to it was printed.
-    let last = slot.panic_last.get();
-    let _ = log.drain_on_crash(stopped, &mut |origin: Origin, rec: &RecordBuf| {
-        let key = PanicKey::of(rec);
-        if let Origin::Main { seq } = origin {
-            if (seq as usize).wrapping_sub(committed) > usize::MAX / 2 {
-                return true; // printed before the crash
-            }
-        }
-        if last.is_some_and(|l| key <= l) {
-            return true; // printed by an earlier panic flush
-        }
-        if !ctx.enter_unsafe() {
-            return false;
-        }
-        let ok = print_record(console, ctx, rec, loglevel, rep);
-        if ok && !ctx.lost() {
-            slot.panic_last.set(key);
-        } else {
-            return false;
-        }
-        ctx.exit_unsafe()
-    });
+> {
+    slot: &'a Slot,
+    console: &'a dyn Console,
+    log: &'a Log<P, CPUS, RING_WORDS, MAIN_WORDS, DEPTH>,
+    ctx: &'a mut WriteContext<'c>,
+    rep: &'a mut EmitReport,
+    loglevel: u8,
 }
 
-/// Prints records from `slot`'s cursor while `ctx` owns the console (bounded by the main log's
-/// record capacity).
-fn emit_slot<
-    P: Platform,
-    const CPUS: usize,
-    const RING_WORDS: usize,
-    const MAIN_WORDS: usize,
-    const DEPTH: usize,
->(
-    slot: &Slot,
-    console: &dyn Console,
-    log: &Log<P, CPUS, RING_WORDS, MAIN_WORDS, DEPTH>,
-    ctx: &mut WriteContext<'_>,
-    rebuild: bool,
-    rep: &mut EmitReport,
-) {
-    let loglevel = log.console_loglevel();
-    let bound = log.main().capacity_words() / span_words(0) + 2;
-    let mut rec = RecordBuf::new();
-    // LMM(emit:B): pairs with LMM(emit:A), the previous owner's store below: an owner that reads a
-    // committed `next_seq` sees the cursor cell and device writes that preceded it. Redundant with
-    // the ownership hand-off (LMM(console:A)/LMM(console:B)) and, after a panic takeover, with the
-    // stop handshake (LMM(checkin:A/B)), and only ever decides what to skip: a second line.
-    let committed = slot.next_seq.load(Ordering::Acquire);
-    let mut reader = if rebuild {
-        // The cell may have been left half-written by a stopped owner: start from the oldest
-        // record and skip what was already printed.
-        log.main_reader()
-    } else {
-        MainReader::new()
-    };
-    let mut have_reader = rebuild;
-    for _ in 0..bound {
-        if !ctx.enter_unsafe() {
-            return;
+impl<
+        'a,
+        'c,
+        P: Platform,
+        const CPUS: usize,
+        const RING_WORDS: usize,
+        const MAIN_WORDS: usize,
+        const DEPTH: usize,
+    > SlotPrinter<'a, 'c, P, CPUS, RING_WORDS, MAIN_WORDS, DEPTH>
+{
+    fn new(
+        slot: &'a Slot,
+        console: &'a dyn Console,
+        log: &'a Log<P, CPUS, RING_WORDS, MAIN_WORDS, DEPTH>,
+        ctx: &'a mut WriteContext<'c>,
+        rep: &'a mut EmitReport,
+    ) -> Self {
+        let loglevel = log.console_loglevel();
+        SlotPrinter {
+            slot,
+            console,
+            log,
+            ctx,
+            rep,
+            loglevel,
         }
-        if !have_reader {
-            // SAFETY: inside an unsafe section of the owner (see `Sync for Consoles`).
-            reader = slot.reader.with(|r| unsafe { *r });
-            have_reader = true;
-        }
-        let mut next = reader;
-        let r = next.read(log, &mut rec);
-        let mut done = false;
-        let mut ok = true;
-        match r {
-            Read::Record => {
-                // Unless already printed (a rebuilt cursor catching up).
-                if (rec.seq as usize).wrapping_sub(committed) <= usize::MAX / 2 {
-                    ok = print_joined(console, ctx, log, &mut next, &mut rec, loglevel, rep);
+    }
+
+    /// The panic flush of the console: the crash drain's records it has not printed (see
+    /// [`Consoles::panic_flush`]).
+    fn panic_emit(self, stopped: &dyn Fn(usize) -> bool) {
+        let SlotPrinter {
+            slot,
+            console,
+            log,
+            ctx,
+            rep,
+            loglevel,
+        } = self;
+        // Main-log records below this were printed by the normal path. LMM(emit:B), as in `emit`.
+        let committed = slot.next_seq.load(Ordering::Acquire);
+        // The last record a previous panic flush printed: the drain's order is (timestamp, CPU,
+        // depth), then the source's sequence number, so everything up to it was printed.
+        let last = slot.panic_last.get();
+        let _ = log.drain_on_crash(stopped, &mut |origin: Origin, rec: &RecordBuf| {
+            let key = PanicKey::of(rec);
+            if let Origin::Main { seq } = origin {
+                if (seq as usize).wrapping_sub(committed) > usize::MAX / 2 {
+                    return true; // printed before the crash
                 }
             }
-            Read::Overwritten { missed } => {
-                rep.missed += missed;
-                slot.missed.store(
-                    slot.missed.load(Ordering::Relaxed) + missed as usize,
-                    Ordering::Relaxed,
-                );
+            if last.is_some_and(|l| key <= l) {
+                return true; // printed by an earlier panic flush
             }
-            Read::Empty | Read::InFlight => done = true,
+            if !ctx.enter_unsafe() {
+                return false;
+            }
+            let ok = print_record(console, ctx, rec, loglevel, rep);
+            if ok && !ctx.lost() {
+                slot.panic_last.set(key);
+            } else {
+                return false;
+            }
+            ctx.exit_unsafe()
+        });
+    }
+
+    /// Prints records from the slot's cursor (bounded by the main log's record capacity).
+    fn emit(mut self) {
+        let log = self.log;
+        let slot = self.slot;
+        let bound = log.main().capacity_words() / span_words(0) + 2;
+        let mut rec = RecordBuf::new();
+        // LMM(emit:B): pairs with LMM(emit:A), the previous owner's store below: an owner that reads a
+        // committed `next_seq` sees the cursor cell and device writes that preceded it. Redundant with
+        // the ownership hand-off (LMM(console:A)/LMM(console:B)) and, after a panic takeover, with the
+        // stop handshake (LMM(checkin:A/B)), and only ever decides what to skip: a second line.
+        let committed = slot.next_seq.load(Ordering::Acquire);
+        // The cursor cell is read inside the first unsafe section (only the owner may read it).
+        let mut reader = MainReader::new();
+        let mut have_reader = false;
+        for _ in 0..bound {
+            if !self.ctx.enter_unsafe() {
+                return;
+            }
+            if !have_reader {
+                // SAFETY: inside an unsafe section of the owner (see `Sync for Consoles`).
+                reader = slot.reader.with(|r| unsafe { *r });
+                have_reader = true;
+            }
+            let mut next = reader;
+            let r = next.read(log, &mut rec);
+            let mut done = false;
+            let mut ok = true;
+            match r {
+                Read::Record => {
+                    // Unless already printed (the second line of LMM(emit:B)).
+                    if (rec.seq as usize).wrapping_sub(committed) <= usize::MAX / 2 {
+                        ok = self.print_joined(&mut next, &mut rec);
+                    }
+                }
+                Read::Overwritten { missed } => {
+                    self.rep.missed += missed;
+                    slot.missed.store(
+                        slot.missed.load(Ordering::Relaxed) + missed as usize,
+                        Ordering::Relaxed,
+                    );
+                }
+                Read::Empty | Read::InFlight => done = true,
+            }
+            if ok && !self.ctx.lost() {
+                reader = next;
+                // SAFETY: still the owner, inside the unsafe section (checked just above; a direct
+                // takeover cannot happen during it).
+                slot.reader.with_mut(|r| unsafe { *r = reader });
+                // LMM(emit:A): pairs with LMM(emit:B) in the next owner's `emit` or panic flush.
+                slot.next_seq
+                    .store(reader.next_seq() as usize, Ordering::Release);
+            } else {
+                done = true;
+            }
+            if !self.ctx.exit_unsafe() || done {
+                return;
+            }
         }
-        if ok && !ctx.lost() {
-            reader = next;
-            // SAFETY: still the owner, inside the unsafe section (checked just above; a direct
-            // takeover cannot happen during it).
-            slot.reader.with_mut(|r| unsafe { *r = reader });
-            // LMM(emit:A): pairs with LMM(emit:B) in the next owner's `emit_slot` or panic flush.
-            slot.next_seq
-                .store(reader.next_seq() as usize, Ordering::Release);
-        } else {
-            done = true;
+    }
+
+    /// Prints `rec` as [`print_record`] does, with the `pr_cont!` pieces that follow it in the main log
+    /// joined onto its line: records flagged [`flags::CONT`] from the same caller (and context), already
+    /// in the log, up to the line's length. `next` (the reader just after `rec`) moves past the pieces
+    /// joined. A piece not yet logged when the line is printed starts a line of its own later, as
+    /// readers show it. A line ended by a newline ([`flags::NEWLINE`]) takes no piece.
+    ///
+    /// Look-ahead reads reuse `rec` (the line holds the text), so the stack holds one record buffer.
+    fn print_joined(&mut self, next: &mut MainReader, rec: &mut RecordBuf) -> bool {
+        let first = rec.header;
+        if filtered(rec, self.loglevel, self.rep) {
+            return true;
         }
-        if !ctx.exit_unsafe() || done {
-            return;
+        let mut line = start_line(rec);
+        let mut open = first.leaves_line_open();
+        for _ in 0..MAX_JOINED {
+            if !open || line.truncated() {
+                break;
+            }
+            // A look at the next record's header; its payload is copied only if it joins this line.
+            let mut probe = *next;
+            let (r, _, taken) = probe.read_if(self.log, rec, |h| h.continues(&first));
+            if r != Read::Record || !taken {
+                break;
+            }
+            let _ = line.write_str(rec.text().unwrap_or(NOT_UTF8));
+            open = rec.header.leaves_line_open();
+            *next = probe;
         }
+        end_line(self.console, self.ctx, line, self.rep)
     }
 }
 
 /// Pieces a line joins at most (`pr_cont!` records after the first): a bound on the look-ahead.
 const MAX_JOINED: usize = 64;
-
-/// Prints `rec` as [`print_record`] does, with the `pr_cont!` pieces that follow it in the main log
-/// joined onto its line: records flagged [`flags::CONT`] from the same caller (and context), already
-/// in the log, up to the line's length. `next` (the reader just after `rec`) moves past the pieces
-/// joined. A piece not yet logged when the line is printed starts a line of its own later, as
-/// readers show it. A line ended by a newline ([`flags::NEWLINE`]) takes no piece.
-///
-/// Look-ahead reads reuse `rec` (the line holds the text), so the stack holds one record buffer.
-fn print_joined<
-    P: Platform,
-    const CPUS: usize,
-    const RING_WORDS: usize,
-    const MAIN_WORDS: usize,
-    const DEPTH: usize,
->(
-    console: &dyn Console,
-    ctx: &mut WriteContext<'_>,
-    log: &Log<P, CPUS, RING_WORDS, MAIN_WORDS, DEPTH>,
-    next: &mut MainReader,
-    rec: &mut RecordBuf,
-    loglevel: u8,
-    rep: &mut EmitReport,
-) -> bool {
-    let first = rec.header;
-    if filtered(rec, loglevel, rep) {
-        return true;
-    }
-    let mut line = start_line(rec);
-    let mut open = first.leaves_line_open();
-    for _ in 0..MAX_JOINED {
-        if !open || line.truncated() {
-            break;
-        }
-        // A look at the next record's header; its payload is copied only if it joins this line.
-        let mut probe = *next;
-        let (r, _, taken) = probe.read_if(log, rec, |h| h.continues(&first));
-        if r != Read::Record || !taken {
-            break;
-        }
-        let _ = line.write_str(rec.text().unwrap_or(NOT_UTF8));
-        open = rec.header.leaves_line_open();
-        *next = probe;
-    }
-    end_line(console, ctx, line, rep)
-}
 
 /// What a console shows for a record whose text is not UTF-8.
 const NOT_UTF8: &str = "<non-UTF-8 record>";

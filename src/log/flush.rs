@@ -440,7 +440,14 @@ impl<
         let (c, d) = Self::split(src);
         let m = &*self.log.main;
         let cons = &m.consumers[c][d];
-        let header = buf.header;
+        // The record carries the source's overwritten count into the main log: a crash drain that
+        // takes its threshold from this record takes the count from it too, one consistent pair
+        // even when this owner did not stop and moved the record after the drain read the
+        // consumer (see `crash::state::snapshot`). The owner alone stores the count: Relaxed.
+        let header = Header {
+            reserved: cons.overwritten.load(Ordering::Relaxed) as u32,
+            ..buf.header
+        };
         // The ring records this move passes (a joined line's pieces).
         let pieces = next.seq.wrapping_sub(cons.seq());
         // The main log in effect (attached: the flush checked `main_attached` before it began).

@@ -127,11 +127,14 @@ impl MainReader {
         out: &mut RecordBuf,
         take: impl FnOnce(&crate::Header) -> bool,
     ) -> (Read, crate::Header, bool) {
-        let r = log.main_ring().read_if(&mut self.cur, out, take);
-        if let Read::Overwritten { missed } = r.0 {
+        let (r, mut h, taken) = log.main_ring().read_if(&mut self.cur, out, take);
+        if let Read::Overwritten { missed } = r {
             self.missed = self.missed.wrapping_add(missed);
         }
-        r
+        // The flush's stamp stays in the main log (see `Header::reserved`).
+        h.reserved = 0;
+        out.header.reserved = 0;
+        (r, h, taken)
     }
 
     /// Sequence number of the next record.

@@ -1,8 +1,20 @@
 //! Test support shared by the integration tests (`mod common;`) and the handover fuzz target
 //! (`#[path]`): a test [`Platform`] whose CPU and clock the test drives, records as owned values
 //! (from the main log or from a handover image), the examples' executables, and the stress tests'
-//! duration.
+//! duration; for the tests only, running the examples ([`examples`], [`bounded`]), test files
+//! ([`files`]) and a kernel in memory ([`kernel`]).
 #![allow(dead_code)] // each includer uses a different subset
+
+// Test-only concerns: the fuzz target, which includes this file by `#[path]`, is built without
+// `cfg(test)` (and without libc).
+#[cfg(all(test, target_os = "linux"))]
+pub mod bounded;
+#[cfg(test)]
+pub mod examples;
+#[cfg(test)]
+pub mod files;
+#[cfg(test)]
+pub mod kernel;
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};

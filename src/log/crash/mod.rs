@@ -25,7 +25,13 @@
 //! 2. a scan of the main log from its oldest record up to its `next_seq` (the **main window**): for
 //!    each source, one past the highest `src_seq` found in the window. With step 1 this gives each
 //!    source's **threshold**: its records below it were moved (they are in the window, or were
-//!    overwritten in the main log by its normal wrapping, like any old dmesg line);
+//!    overwritten in the main log by its normal wrapping, like any old dmesg line) or counted
+//!    overwritten by the flush. The count goes with the threshold: read with the cursor in step 1
+//!    (`FlushState::overwritten_at_seq`) when the cursor sets it, taken from the window's highest
+//!    record of the source when that record sets it — the flush stamps each record it moves with
+//!    its source's count (`Header::reserved`, inside the main log only), so a flush owner that did
+//!    not stop and passed overwritten records and moved more between steps 1 and 2 leaves no
+//!    record neither delivered nor counted;
 //! 3. each ring's `next_seq` (the **end**: records from the threshold up to it are delivered from the
 //!    ring), whether a log call is in progress there, and whether the CPU is known to be stopped (it
 //!    checked in, per the caller's `stopped`, or it is the crashing CPU itself).

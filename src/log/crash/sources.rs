@@ -182,7 +182,10 @@ impl<I: DrainInput + ?Sized, S: CrashSink + ?Sized> Merge for DrainMerge<'_, I, 
         if src == self.main_src() {
             let st = self.mem.fixed;
             let end = st.main_end.load(Ordering::Relaxed);
-            return look_at(self.input.main(), st.main_cursor(), end, buf, key, take);
+            let r = look_at(self.input.main(), st.main_cursor(), end, buf, key, take);
+            // The flush's stamp stays in the main log (see `Header::reserved`).
+            buf.header.reserved = 0;
+            return r;
         }
         let s = self.mem.source(src);
         look_at(self.ring_of(src), s.cursor(), s.end(), buf, key, take)

@@ -285,6 +285,19 @@ impl<'a> DrainMem<'a> {
     }
 }
 
+/// The full overwritten count whose low 32 bits are `stamp`, nearest to `base` (a count read from
+/// the same consumer at about the same time: the two differ by far less than 2^31).
+///
+/// ```text
+/// widen_stamp(0x1_0000_0005, 7)          == 0x1_0000_0007
+/// widen_stamp(0x1_0000_0002, 0xffff_fffe) == 0x0_ffff_fffe   (64-bit)
+/// ```
+#[inline]
+pub(crate) fn widen_stamp(base: usize, stamp: u32) -> usize {
+    let delta = stamp.wrapping_sub(base as u32) as i32;
+    base.wrapping_add(delta as isize as usize)
+}
+
 /// `a < b` for sequence numbers that may wrap (as ring positions do).
 #[inline(always)]
 pub(crate) fn seq_before(a: usize, b: usize) -> bool {
@@ -346,6 +359,14 @@ pub(crate) fn snapshot<I: DrainInput + ?Sized>(
                     let next = (h.src_seq as usize).wrapping_add(1);
                     if seq_before(s.start_seq.load(Ordering::Relaxed), next) {
                         s.start_seq.store(next, Ordering::Relaxed);
+                        // The threshold now comes from this record, so the overwritten count
+                        // comes with it: the flush stamped the record with its count when it
+                        // moved it. The count read in step 1 may be older (an owner that did not
+                        // stop passed overwritten records and moved this one after it): with it,
+                        // the records it passed would be neither delivered nor counted.
+                        let base = s.flush_overwritten.load(Ordering::Relaxed);
+                        s.flush_overwritten
+                            .store(widen_stamp(base, h.reserved), Ordering::Relaxed);
                     }
                 }
             }
@@ -450,6 +471,26 @@ pub(crate) fn snapshot<I: DrainInput + ?Sized>(
             s.start_pos.store(cur.pos, Ordering::Relaxed);
             s.start_seq.store(cur.seq, Ordering::Relaxed);
             s.set_cursor(cur);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::widen_stamp;
+
+    #[test]
+    fn widen_stamp_takes_the_count_nearest_the_base() {
+        assert_eq!(widen_stamp(5, 7), 7);
+        assert_eq!(widen_stamp(7, 5), 5); // a stamp behind the base (the take-back case)
+        assert_eq!(widen_stamp(80, 80), 80);
+        assert_eq!(widen_stamp(0, 2), 2);
+        assert_eq!(widen_stamp(2, u32::MAX), usize::MAX); // wrapped below 0
+        #[cfg(target_pointer_width = "64")]
+        {
+            assert_eq!(widen_stamp(0x1_0000_0005, 7), 0x1_0000_0007);
+            assert_eq!(widen_stamp(0x1_0000_0002, 0xffff_fffe), 0xffff_fffe);
+            assert_eq!(widen_stamp(0x1_ffff_fffe, 3), 0x2_0000_0003);
         }
     }
 }
