@@ -1501,12 +1501,17 @@ fn normal_and_urgent(
     (normal, urgent, writes)
 }
 
+/// The console models are small (about a thousand interleavings at bound 4); bound 2 cannot reach
+/// a waiter preempted between reading the word and posting its request while the owner leaves its
+/// unsafe section and releases (that takes 3 preemptions).
+const CONSOLE_BOUND: usize = 4;
+
 /// CPU 0 prints two records at normal priority while CPU 1 prints at emergency priority, waiting
 /// (without bound in spins: loom's spin hint yields, so the owner runs) for a handover. The
 /// emergency context always gets the console — directly, or handed over between records — and
 /// every record is printed exactly once, in order, by one owner at a time.
 fn emergency_handover(name: &str, chunked: bool, cut_seen: &'static Seen) {
-    model(name, move || {
+    model_bound(name, CONSOLE_BOUND, move || {
         let (_, urgent, writes) = normal_and_urgent(chunked, |consoles, log| {
             consoles.emit_emergency(log, &Wait::spins(u32::MAX))
         });
@@ -1544,7 +1549,7 @@ fn console_emergency_handover_mid_record() {
 #[test]
 fn console_emergency_wait_times_out() {
     static TIMED_OUT: Seen = Seen::new();
-    model("console_emergency_wait_times_out", || {
+    model_bound("console_emergency_wait_times_out", CONSOLE_BOUND, || {
         let (normal, urgent, _) = normal_and_urgent(false, |consoles, log| {
             let now = || log.platform().now_ns();
             let deadline = now() + 1; // gives up after its first poll
@@ -1570,7 +1575,7 @@ fn console_emergency_wait_times_out() {
 fn console_panic_takeover() {
     static HOSTILE: Seen = Seen::new();
     static FRIENDLY: Seen = Seen::new();
-    model("console_panic_takeover", || {
+    model_bound("console_panic_takeover", CONSOLE_BOUND, || {
         let (log, lines) = console_log(2);
         let (dev, consoles) = one_console(true, Some(1));
         let l1 = log.clone();

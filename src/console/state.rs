@@ -349,41 +349,54 @@ impl ConsoleState {
         // LMM(console:C) here and in the polls below (see `cas_word`); every path to ownership goes
         // through a LMM(console:A) compare-exchange.
         let mut cur = self.word.load(Ordering::Acquire);
-        // A direct attempt may lose a race with another CPU changing the word; retry a bounded
-        // number of times (each failure means the word changed, not that anyone waits on us).
-        for _ in 0..4 {
-            let v = StateView::decode(cur);
-            if v.unsafe_takeover && prio != Priority::Panic {
-                return Err(AcquireError::Unsafe);
-            }
-            match self.try_direct(cur, cpu, prio) {
-                Ok(w) => return Ok(WriteContext::new(self, w)),
-                Err(Some(now)) => cur = now,
-                Err(None) => break,
-            }
-        }
-        let v = StateView::decode(cur);
-        if v.prio != Priority::None && v.cpu == cpu {
-            // The owner is the context this one interrupted on the same CPU: it cannot run until
-            // we return, so waiting for it would only burn the whole bound.
-            return Err(AcquireError::Busy);
-        }
-        if prio <= v.prio || prio <= v.req_prio || wait.max_spins == 0 {
-            return Err(
-                if wait.max_spins == 0 && prio > v.prio && prio > v.req_prio {
-                    AcquireError::Timeout
-                } else {
-                    AcquireError::Busy
-                },
-            );
-        }
-        // Request a handover: set req_prio (only if nobody of equal or higher priority waits).
-        let req_bits = (prio as usize) << REQ_SHIFT;
-        let with_req = (cur & !REQ_MASK) | req_bits;
-        if self.cas(cur, with_req).is_err() {
-            return Err(AcquireError::Busy);
-        }
+        // Failed request compare-exchanges (the word changed between our read and the request:
+        // the owner entered or left an unsafe section, released, or a request came or went). Like
+        // Linux's -EAGAIN from nbcon_context_try_acquire_handover, start again from the direct
+        // attempt with the word we saw; each failure counts against the wait bound.
         let mut spins = 0u32;
+        loop {
+            // A direct attempt may lose a race with another CPU changing the word; retry a bounded
+            // number of times (each failure means the word changed, not that anyone waits on us).
+            for _ in 0..4 {
+                let v = StateView::decode(cur);
+                if v.unsafe_takeover && prio != Priority::Panic {
+                    return Err(AcquireError::Unsafe);
+                }
+                match self.try_direct(cur, cpu, prio) {
+                    Ok(w) => return Ok(WriteContext::new(self, w)),
+                    Err(Some(now)) => cur = now,
+                    Err(None) => break,
+                }
+            }
+            let v = StateView::decode(cur);
+            if v.prio != Priority::None && v.cpu == cpu {
+                // The owner is the context this one interrupted on the same CPU: it cannot run
+                // until we return, so waiting for it would only burn the whole bound.
+                return Err(AcquireError::Busy);
+            }
+            if prio <= v.prio || prio <= v.req_prio || wait.max_spins == 0 {
+                return Err(
+                    if wait.max_spins == 0 && prio > v.prio && prio > v.req_prio {
+                        AcquireError::Timeout
+                    } else {
+                        AcquireError::Busy
+                    },
+                );
+            }
+            // Request a handover: set req_prio (only if nobody of equal or higher priority waits).
+            let req_bits = (prio as usize) << REQ_SHIFT;
+            let with_req = (cur & !REQ_MASK) | req_bits;
+            match self.cas(cur, with_req) {
+                Ok(()) => break,
+                Err(now) => {
+                    if wait.expired(spins) {
+                        return Err(AcquireError::Timeout); // no request of ours is left
+                    }
+                    spins += 1;
+                    cur = now;
+                }
+            }
+        }
         loop {
             // LMM(console:C), as above.
             let cur = self.word.load(Ordering::Acquire);
