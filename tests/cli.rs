@@ -84,10 +84,10 @@ const BAD: &[(&str, &[&str], i32, &str)] = &[
     ("dmesg", &["--", "--json"], 2, "cannot read --json"),
     ("dmesg", &["/dev/zero"], 1, "at byte 0: bad magic"),
     // crash: every numeric option, out of range or not a number.
-    ("crash", &["--cpus", "1"], 1, "--cpus: expected a number from 2 to 64, got \"1\""),
-    ("crash", &["--cpus", "65"], 1, "--cpus: expected a number from 2 to 64"),
-    ("crash", &["--cpus", "x"], 1, "--cpus: expected a number from 2 to 64"),
-    ("crash", &["--cpus", "-3"], 1, "--cpus: expected a number from 2 to 64"),
+    ("crash", &["--cpus", "1"], 1, "--cpus: expected a number from 2 to 1024, got \"1\""),
+    ("crash", &["--cpus", "1025"], 1, "--cpus: expected a number from 2 to 1024"),
+    ("crash", &["--cpus", "x"], 1, "--cpus: expected a number from 2 to 1024"),
+    ("crash", &["--cpus", "-3"], 1, "--cpus: expected a number from 2 to 1024"),
     ("crash", &["--records-per-cpu", "0"], 1, "--records-per-cpu: expected a number from 1 to 10000000"),
     ("crash", &["--records-per-cpu", "10000001"], 1, "--records-per-cpu: expected a number from 1 to 10000000"),
     ("crash", &["--ring-bytes", "1500"], 1, "--ring-bytes: expected a power of two from 1024 to 65536, got \"1500\""),
@@ -180,7 +180,7 @@ fn help_goes_to_stdout_and_exits_0() {
     // Every option's range is in the help; the exit codes too.
     let crash = run("crash", &["--help"]).stdout;
     for want in [
-        "2..=64",
+        "2..=1024",
         "1..=10000000",
         "a power of two, 1024..=65536",
         "0..=18446744073709551615",

@@ -42,6 +42,12 @@ impl J {
             _ => panic!("not a number: {self:?}"),
         }
     }
+    fn f(&self) -> f64 {
+        match self {
+            J::Num(n) => *n,
+            _ => panic!("not a number: {self:?}"),
+        }
+    }
     fn s(&self) -> &str {
         match self {
             J::Str(s) => s,
@@ -607,6 +613,59 @@ fn sixteen_cpus_tiny_rings_crash_in_irq() {
     );
 }
 
+// Scale: the CPU counts of real POWER machines (threads as CPUs on the host's cores; the log's
+// memory sized at boot for the count).
+
+/// One deadline for the check-in wait, whatever the CPU count: with two deaf CPUs the crash path
+/// waits `ack` once (a wait per CPU would take twice as long), and the rest is linear work.
+fn assert_one_deadline(s: &J, ack_ms: u64) {
+    let elapsed = s.get("elapsed_ms").f();
+    assert!(
+        elapsed >= ack_ms as f64 && elapsed < (2 * ack_ms - 1000) as f64,
+        "crash to capture {elapsed} ms with a {ack_ms} ms check-in timeout"
+    );
+}
+
+#[test]
+fn cpus_256_frozen_writers_rtas_holder_deaf() {
+    let s = check(
+        "--cpus 256 --records-per-cpu 50 --ring-bytes 4096 --freeze-in-log 2,100,255 \
+         --rtas-held-by 3 --deaf 17,200 --ack-timeout-ms 2000",
+        &Expect {
+            frozen: &[2, 100, 255],
+            deaf: &[17, 200],
+            ..DEFAULT
+        },
+    );
+    assert_one_deadline(&s, 2000);
+}
+
+#[test]
+fn cpus_1024_frozen_writers_rtas_holder_deaf() {
+    let s = check(
+        "--cpus 1024 --records-per-cpu 20 --ring-bytes 2048 --freeze-in-log 2,513,1023 \
+         --rtas-held-by 3 --deaf 12,777 --ack-timeout-ms 3000",
+        &Expect {
+            frozen: &[2, 513, 1023],
+            deaf: &[12, 777],
+            ..DEFAULT
+        },
+    );
+    assert_one_deadline(&s, 3000);
+}
+
+#[test]
+fn cpus_1024_late_check_ins_are_cpus_that_did_not_stop() {
+    // No wait at all: CPUs still taking the NMI when the drains run are CPUs that did not stop.
+    for seed in 1..=3 {
+        let s = check_unstopped(&format!(
+            "--cpus 1024 --records-per-cpu 20 --ring-bytes 2048 --ack-timeout-ms 0 --deaf 5 \
+             --freeze-in-log 2,600 --seed {seed}"
+        ));
+        assert!(s.get("not_stopped_cpus").us().contains(&5), "CPU 5 is deaf");
+    }
+}
+
 #[test]
 fn locked_baseline_deadlocks() {
     let (code, stdout, stderr) = run(&["--baseline", "locked", "--json"]);
@@ -663,7 +722,7 @@ fn human_output_shows_the_timeline() {
 
 #[test]
 fn bad_arguments_exit_1() {
-    let (code, _, stderr) = run(&["--cpus", "65"]);
+    let (code, _, stderr) = run(&["--cpus", "1025"]);
     assert_eq!(code, 1, "{stderr}");
     let (code, _, _) = run(&["--deaf", "0"]);
     assert_eq!(code, 1);

@@ -158,6 +158,10 @@ pub fn on_nmi_stop<
     Crash::new(log, machine, state).stop_self(regs, "NMI", note)
 }
 
+/// Per-CPU messages of one kind (offline, did not answer) the crash path logs by name; the rest
+/// are counted in one line.
+pub const CPU_LINES: usize = 4;
+
 /// What every step of the sequence works on.
 struct Crash<
     'a,
@@ -200,6 +204,28 @@ impl<
     /// or this CPU is in NMI context (the per-CPU rings, no lock).
     fn emerg(&self, args: fmt::Arguments<'_>) {
         let _ = self.log.log_fmt(Level::Emerg, 0, args);
+    }
+
+    /// Logs one CPU's message of a kind (`n`: how many of that kind so far) if it is among the
+    /// first [`CPU_LINES`]; [`more_cpus`](Self::more_cpus) sums up the rest in one line. The crash
+    /// path's own records stay few whatever the CPU count: a thousand "did not answer" lines would
+    /// overwrite the crashing CPU's ring before the drain reads it.
+    fn cpu_line(&self, n: &mut usize, args: fmt::Arguments<'_>) {
+        if *n < CPU_LINES {
+            self.emerg(args);
+        }
+        *n += 1;
+    }
+
+    /// The line for the CPUs of a kind past the first [`CPU_LINES`] (none if there are none).
+    fn more_cpus(&self, n: usize, what: &str) {
+        if n > CPU_LINES {
+            self.emerg(format_args!(
+                "crash: and {} more CPU(s) {}",
+                n - CPU_LINES,
+                what
+            ));
+        }
     }
 
     /// Leaves a breadcrumb in the machine's flight recorder, if it has one (no lock, no wait).
@@ -474,9 +500,14 @@ pub fn crash_shutdown<
         "crash: sending NMI IPI to {} other CPUs",
         ncpu.saturating_sub(1 + report.offline)
     ));
+    let mut n = 0;
     for c in (0..ncpu).filter(|&c| report.outcome[c] == CpuOutcome::Offline) {
-        crash.emerg(format_args!("crash: CPU {} is offline: not waited for", c));
+        crash.cpu_line(
+            &mut n,
+            format_args!("crash: CPU {} is offline: not waited for", c),
+        );
     }
+    crash.more_cpus(n, "offline: not waited for");
 
     // 1. Stop everybody else (Linux: crash_kexec_prepare_cpus): the crash IPI and a bounded wait
     //    (timeout and iteration count); then a system reset to each CPU that did not answer and a
@@ -488,12 +519,17 @@ pub fn crash_shutdown<
     let mut spins = 0u64;
     let ms = cfg.ack_timeout_ns / 1_000_000;
     let missing = crash.wait_check_ins(cpu, ncpu, t_enter, cfg, &mut spins, Event::IpiWaitDone);
+    let mut n = 0;
     crash.settle(&mut report.outcome, ncpu, CpuOutcome::AnsweredIpi, |c| {
-        crash.emerg(format_args!(
-            "crash: CPU {} did not answer the NMI IPI within {} ms",
-            c, ms
-        ))
+        crash.cpu_line(
+            &mut n,
+            format_args!(
+                "crash: CPU {} did not answer the NMI IPI within {} ms",
+                c, ms
+            ),
+        )
     });
+    crash.more_cpus(n, "did not answer the NMI IPI");
     // `missing` may be stale by now (a CPU that checked in during the scan above is AnsweredIpi):
     // escalate only to the CPUs still without an answer.
     let candidates = unanswered_mask(&report.outcome, ncpu);
@@ -517,12 +553,17 @@ pub fn crash_shutdown<
         ));
         let from = machine.now_ns();
         crash.wait_check_ins(cpu, ncpu, from, cfg, &mut spins, Event::ResetWaitDone);
+        let mut n = 0;
         crash.settle(&mut report.outcome, ncpu, CpuOutcome::AnsweredReset, |c| {
-            crash.emerg(format_args!(
-                "crash: CPU {} did not answer the system reset within {} ms either",
-                c, ms
-            ))
+            crash.cpu_line(
+                &mut n,
+                format_args!(
+                    "crash: CPU {} did not answer the system reset within {} ms either",
+                    c, ms
+                ),
+            )
         });
+        crash.more_cpus(n, "did not answer the system reset either");
     }
     report.wait_spins = spins;
     for c in 0..ncpu {

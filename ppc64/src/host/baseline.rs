@@ -206,7 +206,7 @@ fn cpu_main(c: usize) {
             }
         }
         _ => loop {
-            sys::usleep(300);
+            sys::usleep(cfg().idle_poll_us());
         },
     }
 }

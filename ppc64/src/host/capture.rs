@@ -12,6 +12,7 @@ use nmilog::{ContextKind, Header};
 
 use super::config::{Role, DEPTH, EXIT_FAIL, EXIT_OK, MAX_CPUS};
 use super::death::DeathPoint;
+use super::memory::{Layout, SimLog};
 use super::{recovery, sys, truth};
 
 /// Per-CPU facts from the ground-truth block.
@@ -45,10 +46,17 @@ impl Truth {
 }
 
 fn read_truth(bytes: &[u8]) -> Option<Truth> {
-    if bytes.len() < truth::BYTES {
+    let word = |i: usize| {
+        bytes
+            .get(i * 8..i * 8 + 8)
+            .map_or(0, |b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8])))
+    };
+    // The CPU count first (bounded: a corrupt count cannot make the read run past the region).
+    let len = truth::bytes((word(truth::W_NCPU) as usize).min(MAX_CPUS));
+    if bytes.len() < len {
         return None;
     }
-    let w: Vec<u64> = bytes[..truth::BYTES]
+    let w: Vec<u64> = bytes[..len]
         .chunks_exact(8)
         .map(|c| u64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
         .collect();
@@ -56,10 +64,13 @@ fn read_truth(bytes: &[u8]) -> Option<Truth> {
 }
 
 fn read_truth_words(w: Vec<u64>) -> Option<Truth> {
-    if w.len() < truth::BYTES / 8 || w[truth::W_MAGIC] != truth::MAGIC {
+    if w.len() < truth::HEAD_BYTES / 8 || w[truth::W_MAGIC] != truth::MAGIC {
         return None;
     }
     let n = (w[truth::W_NCPU] as usize).min(MAX_CPUS);
+    if w.len() < truth::bytes(n) / 8 {
+        return None;
+    }
     let cpus = (0..n)
         .map(|c| {
             let b = truth::CPU_BASE + c * truth::PER_CPU;
@@ -176,8 +187,9 @@ pub(crate) fn main(args: &[String], pos: usize) -> i32 {
         rebuilt_info = Some((rebuilt.desc_offset, rebuilt.scanned_words, rebuilt.valid));
         &rebuilt.image
     } else {
-        let img_len = (tr.get(truth::W_IMAGE_LEN) as usize).min(bytes.len() - truth::BYTES);
-        &bytes[truth::BYTES..truth::BYTES + img_len]
+        let at = truth::bytes(tr.cpus.len());
+        let img_len = (tr.get(truth::W_IMAGE_LEN) as usize).min(bytes.len() - at);
+        &bytes[at..at + img_len]
     };
     let img_len = img_bytes.len();
     let image = match handover::parse(img_bytes) {
@@ -462,6 +474,7 @@ pub(crate) fn main(args: &[String], pos: usize) -> i32 {
                 r.0, r.1, r.2
             );
         }
+        cost_json(&mut out, &tr);
         out.push_str(",\"failures\":");
         out.push('[');
         for (i, f) in failures.iter().enumerate() {
@@ -714,6 +727,40 @@ fn human(
         );
     }
     let _ = ncpu;
+}
+
+/// The crash path's cost for the scale table (`--scale`): its stages from crash entry to the
+/// switchover (microseconds, the platform clock), the two drains' steps and bounds, and the memory
+/// of the run's size (the region, the log's fixed part, its arena), as `,"cost":{..}`.
+fn cost_json(out: &mut String, tr: &Truth) {
+    let t = |w: usize| tr.get(w);
+    let us = |a: u64, b: u64| b.saturating_sub(a) as f64 / 1e3;
+    let (enter, ipi, masked, switch) = (
+        t(truth::W_T_ENTER),
+        t(truth::W_T_IPI_DONE),
+        t(truth::W_T_MASKED),
+        t(truth::W_T_SWITCH),
+    );
+    let ncpu = tr.cpus.len();
+    let ring_words = (t(truth::W_RING_BYTES) as usize / size_of::<usize>()).max(1);
+    let layout = Layout::new(ncpu, ring_words);
+    let _ = write!(
+        out,
+        ",\"cost\":{{\"check_in_us\":{:.1},\"mask_us\":{:.1},\"drain_image_us\":{:.1},\"crash_to_switch_us\":{:.1},\"drain_steps\":[{},{}],\"drain_bounds\":[{},{}],\"drain_records\":[{},{}],\"region_bytes\":{},\"log_bytes\":{},\"arena_bytes\":{}}}",
+        us(enter, ipi),
+        us(ipi, masked),
+        us(masked, switch),
+        us(enter, switch),
+        t(truth::W_D0_STEPS),
+        t(truth::W_D1_STEPS),
+        t(truth::W_D0_BOUND),
+        t(truth::W_D1_BOUND),
+        t(truth::W_D0_RECORDS),
+        t(truth::W_D1_RECORDS),
+        layout.len,
+        size_of::<SimLog>(),
+        layout.arena_words * size_of::<usize>(),
+    );
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@
 
 use std::io::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
-use std::sync::OnceLock;
+use std::sync::{Condvar, Mutex, OnceLock};
 
 use nmilog::host::HostPlatform;
 
@@ -26,7 +26,10 @@ const CRASH_SETUP_WAIT_NS: u64 = 30_000_000_000;
 
 static CFG: OnceLock<SimConfig> = OnceLock::new();
 static PID: AtomicI32 = AtomicI32::new(0);
-static START: AtomicBool = AtomicBool::new(false);
+/// The start flag, and the CPU threads' wait for it (blocked, not polling: a thousand threads
+/// polling on two host cores leave the main thread no time to spawn the rest). Set-up only: the
+/// crash path never touches it.
+static START: (Mutex<bool>, Condvar) = (Mutex::new(false), Condvar::new());
 static SLOTS: [Slot; MAX_CPUS] = [const { Slot::new() }; MAX_CPUS];
 static T_START: AtomicU64 = AtomicU64::new(0);
 static CRASH_STARTED: AtomicBool = AtomicBool::new(false);
@@ -130,8 +133,9 @@ pub(crate) fn start_cpus(cpu_main: fn(usize)) -> Result<(), i32> {
         }
         sys::usleep(100);
     }
-    // LMM(start:A): pairs with LMM(start:B) in `cpu_prologue`.
-    START.store(true, Ordering::Release);
+    // The mutex orders everything before the start with every CPU's first instruction after it.
+    *START.0.lock().unwrap_or_else(|e| e.into_inner()) = true;
+    START.1.notify_all();
     Ok(())
 }
 
@@ -156,10 +160,12 @@ pub(crate) fn cpu_prologue_timer_masked(c: usize) -> Role {
     if !conf.is_deaf(c) {
         sys::unblock(&[libc::SIGUSR1]);
     }
-    // LMM(start:B): pairs with LMM(start:A) in `start_cpus`.
-    while !START.load(Ordering::Acquire) {
-        sys::usleep(50);
+    // The start flag, under its mutex (see `START`).
+    let mut started = START.0.lock().unwrap_or_else(|e| e.into_inner());
+    while !*started {
+        started = START.1.wait(started).unwrap_or_else(|e| e.into_inner());
     }
+    drop(started);
     conf.role(c)
 }
 

@@ -4,9 +4,13 @@
 //!
 //! | offset                  | what                                                               |
 //! |-------------------------|--------------------------------------------------------------------|
-//! | 0                       | the ground-truth block ([`super::truth`]; word `W_REGION_BASE`: the mapping's address in the crashed process, written at boot) |
-//! | `truth::BYTES`          | the handover image, written by the crash path                      |
+//! | 0                       | the ground-truth block ([`super::truth`], [`truth::bytes`] for the CPU count; word `W_REGION_BASE`: the mapping's address in the crashed process, written at boot) |
+//! | `truth::bytes(cpus)`    | the handover image, written by the crash path                      |
 //! | [`Layout::kernel_at`]   | the [`Kernel`]: the `Log`, its boot-time `LogDescriptor`, the crash sequence's [`CrashState`] (its check-in flags) and the simulation's log-call tracking |
+//! | [`Layout::arena_at`]    | the log's rings and main log, sized at boot for the CPU count and `--ring-bytes` ([`Log::attach_arena`]) |
+//!
+//! Every part is sized for the scenario's CPU count and ring size, so the region (and a dump
+//! reader's scan of it) grows linearly with the CPUs, not with [`MAX_CPUS`].
 //!
 //! Whatever becomes of the crash path, the log is in this memory: when the crashing CPU dies
 //! (`--die-in-drain`), the capture stage scans the region for the descriptor
@@ -16,18 +20,21 @@
 use core::mem::size_of;
 use std::sync::atomic::{AtomicPtr, Ordering};
 
+use nmilog::recover::AtomicUsize;
+
 use nmilog::handover;
 use nmilog::host::HostPlatform;
 use nmilog::recover::LogDescriptor;
 use nmilog::Log;
 
-use super::config::{DEPTH, MAIN_WORDS, MAX_CPUS, RING_WORDS};
+use super::config::{DEPTH, MAIN_WORDS, MAX_CPUS};
 use super::track::SimCpu;
 use super::truth;
 use crate::crash_state::CrashState;
 
-/// The simulation's log.
-pub(crate) type SimLog = Log<HostPlatform, MAX_CPUS, RING_WORDS, MAIN_WORDS, DEPTH>;
+/// The simulation's log: up to [`MAX_CPUS`] CPUs, its rings and main log carved at boot from the
+/// region's arena (as a kernel sizes its log from `log_buf_len=` and the CPU count it found).
+pub(crate) type SimLog = Log<HostPlatform, MAX_CPUS, 0, 0, DEPTH>;
 
 /// Everything of the simulated kernel a dump reader may need, in the handover region.
 #[repr(C)]
@@ -42,25 +49,40 @@ pub(crate) struct Kernel {
     pub(crate) sim: [SimCpu; MAX_CPUS],
 }
 
-/// Where things are in a region for `cpus` CPUs.
+/// Where things are in a region for `cpus` CPUs with rings of `ring_words` words.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Layout {
+    /// Bytes of the ground-truth block (the image follows it).
+    pub(crate) truth_len: usize,
     /// Bytes for the handover image.
     pub(crate) image_len: usize,
     /// Offset of the [`Kernel`] (page-aligned).
     pub(crate) kernel_at: usize,
+    /// Offset of the log's arena (page-aligned).
+    pub(crate) arena_at: usize,
+    /// Words of the arena.
+    pub(crate) arena_words: usize,
+    /// Words of each ring.
+    pub(crate) ring_words: usize,
     /// Bytes in the region.
     pub(crate) len: usize,
 }
 
 impl Layout {
-    pub(crate) fn new(cpus: usize) -> Layout {
-        let image_len = handover::max_image_size(cpus, DEPTH, RING_WORDS, MAIN_WORDS);
-        let kernel_at = (truth::BYTES + image_len).next_multiple_of(4096);
+    pub(crate) fn new(cpus: usize, ring_words: usize) -> Layout {
+        let truth_len = truth::bytes(cpus);
+        let image_len = handover::max_image_size(cpus, DEPTH, ring_words, MAIN_WORDS);
+        let kernel_at = (truth_len + image_len).next_multiple_of(4096);
+        let arena_at = (kernel_at + size_of::<Kernel>()).next_multiple_of(4096);
+        let arena_words = SimLog::arena_words(cpus, DEPTH, ring_words, MAIN_WORDS);
         Layout {
+            truth_len,
             image_len,
             kernel_at,
-            len: kernel_at + size_of::<Kernel>(),
+            arena_at,
+            arena_words,
+            ring_words,
+            len: arena_at + arena_words * size_of::<usize>(),
         }
     }
 }
@@ -96,6 +118,17 @@ pub(crate) unsafe fn boot(
     // rest of the process (caller's contract).
     let k: &'static Kernel = unsafe { &*p };
     k.log.platform().set_cpu_count(cpus);
+    // SAFETY: inside the mapping (the caller's contract: `layout.len` bytes), page-aligned, zero
+    // bytes (valid `AtomicUsize`s), referenced by nothing else, for the rest of the process.
+    let arena: &'static [AtomicUsize] = unsafe {
+        std::slice::from_raw_parts(
+            base.add(layout.arena_at) as *const AtomicUsize,
+            layout.arena_words,
+        )
+    };
+    k.log
+        .attach_arena(arena, layout.ring_words, MAIN_WORDS)
+        .map_err(|e| format!("attaching the log's arena: {e}"))?;
     k.desc
         .describe(&k.log, Some(k.crash.stop_flags()))
         .map_err(|e| format!("describing the log: {e:?}"))?;

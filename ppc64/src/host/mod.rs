@@ -21,7 +21,8 @@
 //! * **`--baseline locked`**: the 2020 design (one spinlock around the log buffer, the RTAS lock taken
 //!   on the mask path), which deadlocks; a watchdog reports who holds what and exits with 2.
 //!
-//! Entry point: [`run`] (what `examples/crash.rs` calls).
+//! Entry point: [`run`] (what `examples/crash.rs` calls); `--scale` measures the crash path's cost
+//! against the CPU count (`scale`).
 
 mod baseline;
 mod capture;
@@ -31,6 +32,7 @@ mod firmware;
 mod harness;
 mod memory;
 mod recovery;
+mod scale;
 mod sim;
 mod sys;
 mod track;
@@ -47,6 +49,9 @@ pub use self::death::{DeathPoint, LIST as DEATH_POINTS};
 pub fn run(args: &[String]) -> i32 {
     if let Some(pos) = args.iter().position(|a| a == "--capture-fd") {
         return capture::main(args, pos);
+    }
+    if args.first().is_some_and(|a| a == "--scale") {
+        return scale::run(args);
     }
     if let Some(i) = args.iter().position(|a| a == "--die-in-drain") {
         if args.get(i + 1).is_some_and(|v| v == "list") {

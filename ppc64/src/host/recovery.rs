@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 use nmilog::handover;
 use nmilog::recover::{self, AtomicUsize, DrainSource, RawDump, RecoveredLog};
 
-use super::config::{MAIN_WORDS, MAX_CPUS, RING_WORDS};
+use super::config::{MAIN_WORDS, MAX_CPUS};
 use super::memory::{Kernel, Layout};
 use super::truth;
 
@@ -52,7 +52,7 @@ pub(crate) fn rebuild(region: &[u8], base: usize, w: &mut [u64]) -> Result<Rebui
     let log = RecoveredLog::open(&dump, desc).map_err(|e| format!("recovering the log: {e}"))?;
     let scratch: Vec<DrainSource> = (0..log.sources()).map(|_| DrainSource::new()).collect();
     let mut image =
-        vec![0u8; handover::max_image_size(desc.cpus(), desc.depth(), RING_WORDS, MAIN_WORDS)];
+        vec![0u8; handover::max_image_size(desc.cpus(), desc.depth(), ring_words(w), MAIN_WORDS)];
     let rep = log
         .write_image(&scratch, &mut image)
         .map_err(|e| format!("writing the image from memory: {e}"))?;
@@ -66,6 +66,13 @@ pub(crate) fn rebuild(region: &[u8], base: usize, w: &mut [u64]) -> Result<Rebui
     })
 }
 
+/// Words per ring, from the scenario's `--ring-bytes` in the ground truth (clamped to what
+/// `--ring-bytes` accepts: a corrupt word cannot size an allocation).
+fn ring_words(w: &[u64]) -> usize {
+    let bytes = w.get(truth::W_RING_BYTES).copied().unwrap_or(0);
+    (bytes.clamp(1024, 65536) as usize / size_of::<usize>()).next_power_of_two()
+}
+
 /// The per-CPU ground truth, from the simulation's tracking in the kernel's memory. A CPU that had
 /// checked in (and the crashing CPU) has its exact truth, recorded when it stopped; any other was
 /// stopped by the machine's reset at an arbitrary instruction: its truth is a range, from the
@@ -76,7 +83,7 @@ fn fill_truth_from_memory<M: recover::Memory + ?Sized>(
     log: &RecoveredLog<'_, M>,
 ) -> Result<(), String> {
     let ncpu = (w[truth::W_NCPU] as usize).min(MAX_CPUS);
-    let layout = Layout::new(ncpu);
+    let layout = Layout::new(ncpu, ring_words(w));
     if region.len() < layout.len || !(region.as_ptr() as usize).is_multiple_of(4096) {
         return Err("the region is smaller than the kernel's memory".into());
     }

@@ -197,17 +197,19 @@ impl Machine for HostMachine {
             sys::write_fd(2, b"kexec: no handover region\n");
             sys::exit_now(EXIT_FAIL);
         };
-        let img_at = region.base + truth::BYTES;
+        let img_at = region.base + region.layout.truth_len;
         let img_len = image.len().min(region.layout.image_len);
         if image.as_ptr() as usize != img_at {
             // SAFETY: the destination is inside the mapped region (len checked above) and does not
             // overlap `image` unless they are the same bytes (handled by `copy`).
             unsafe { core::ptr::copy(image.as_ptr(), img_at as *mut u8, img_len) };
         }
-        let mut w = [0u64; truth::BYTES / 8];
-        fill_truth(&mut w, report, img_len);
+        // SAFETY: the crashing CPU at its switchover: the block's one writer in this process (the
+        // watchdog writes it only after a death, and a CPU that died never gets here).
+        let w = unsafe { truth_block(region) };
+        fill_truth(w, report, img_len);
         w[truth::W_REGION_BASE] = region.base as u64;
-        write_truth(region, &w);
+        seal_truth(w);
         exec_capture(false)
     }
 }
@@ -254,7 +256,9 @@ fn after_death(conf: &SimConfig) -> ! {
     let Some(region) = REGION.get() else {
         sys::exit_now(EXIT_FAIL);
     };
-    let mut w = [0u64; truth::BYTES / 8];
+    // SAFETY: the watchdog after a death: the block's one writer in this process (the crashing CPU
+    // died before its switchover, the only other place that writes it).
+    let w = unsafe { truth_block(region) };
     {
         use truth::*;
         w[W_MAGIC] = MAGIC;
@@ -281,21 +285,26 @@ fn after_death(conf: &SimConfig) -> ! {
             w[b + C_DEAF] = conf.is_deaf(cpu) as u64;
         }
     }
-    write_truth(region, &w);
+    seal_truth(w);
     exec_capture(true)
 }
 
-/// Writes the ground-truth block at the start of the region.
-fn write_truth(region: &Region, w: &[u64]) {
-    for (i, v) in w.iter().enumerate().take(truth::BYTES / 8) {
-        // SAFETY: `i * 8 + 8 <= truth::BYTES <= layout.len`: inside the mapping; unaligned writes
-        // are allowed by `write_unaligned`.
-        unsafe {
-            core::ptr::write_unaligned(
-                (region.base as *mut u8).add(i * 8) as *mut [u8; 8],
-                v.to_le_bytes(),
-            )
-        };
+/// The ground-truth block at the start of the region, as words (zero until written; sized for the
+/// scenario's CPU count, so nothing of it is on a stack).
+///
+/// # Safety
+/// At most one caller per process: the block's one writer (see the callers).
+unsafe fn truth_block(region: &Region) -> &'static mut [u64] {
+    // SAFETY: the block is the first `truth_len` bytes of the live, page-aligned mapping (aligned
+    // for `u64`, any bits valid); nothing else in this process references it (the caller's
+    // contract), and the capture stage reads it only after the `execv`.
+    unsafe { std::slice::from_raw_parts_mut(region.base as *mut u64, region.layout.truth_len / 8) }
+}
+
+/// Puts the block's words in the byte order the capture stage reads (little-endian).
+fn seal_truth(w: &mut [u64]) {
+    for v in w {
+        *v = v.to_le();
     }
 }
 
@@ -333,13 +342,15 @@ fn fill_truth<const CPUS: usize>(w: &mut [u64], r: &ShutdownReport<CPUS>, img_le
     w[W_D0_TORN] = r.drains[0].torn;
     w[W_D1_RECORDS] = r.drains[1].records;
     w[W_D1_TORN] = r.drains[1].torn;
+    w[W_D0_STEPS] = r.drains[0].steps;
+    w[W_D1_STEPS] = r.drains[1].steps;
+    w[W_D0_BOUND] = r.drains[0].bound;
+    w[W_D1_BOUND] = r.drains[1].bound;
     w[W_NOT_STOPPED] = r.drains[1].not_stopped;
     w[W_RTAS_IN_CALL] = c.rtas_in_call as u64;
     w[W_SEED] = c.seed;
     w[W_FW_CALLS] = FW.calls.load(Ordering::Relaxed);
-    w[W_RING_BYTES] = log()
-        .cpu(0)
-        .map_or(0, |p| p.rings[0].capacity_words() as u64 * 8);
+    w[W_RING_BYTES] = (log().ring_words() * core::mem::size_of::<usize>()) as u64;
     w[W_WAIT_SPINS] = r.wait_spins;
     w[W_ACK_TIMEOUT_MS] = c.ack_timeout_ms;
     w[W_T_START_LOG] = T_START_LOG.load(Ordering::Relaxed);
@@ -473,7 +484,7 @@ fn cpu_main(c: usize) {
             }
         }
         _ => loop {
-            sys::usleep(300);
+            sys::usleep(conf.idle_poll_us());
             check_defer(me);
         },
     }
@@ -590,7 +601,7 @@ fn crash_now(c: usize, reason: &str) -> ! {
     // else: only the crashing CPU gets here (one designated CPU, once: crash_now never returns).
     let image = unsafe {
         std::slice::from_raw_parts_mut(
-            (region.base + truth::BYTES) as *mut u8,
+            (region.base + region.layout.truth_len) as *mut u8,
             region.layout.image_len,
         )
     };
@@ -617,11 +628,6 @@ pub(crate) fn run(conf: SimConfig) -> i32 {
     let ncpu = conf.cpus;
     if let Err(e) = map_region_and_exec_args(conf) {
         eprintln!("{e}");
-        return EXIT_FAIL;
-    }
-    let words = conf.ring_bytes / core::mem::size_of::<usize>();
-    if log().set_ring_capacity_words(words) != Ok(words) {
-        eprintln!("cannot set the ring capacity to {} bytes", conf.ring_bytes);
         return EXIT_FAIL;
     }
     log().set_flush_settle_ns(1_000_000);
@@ -665,7 +671,7 @@ pub(crate) fn run(conf: SimConfig) -> i32 {
 /// arguments of the capture stage (`--capture-fd N` and the output options), so that the crash path
 /// neither allocates nor formats.
 fn map_region_and_exec_args(conf: &SimConfig) -> Result<(), String> {
-    let layout = Layout::new(conf.cpus);
+    let layout = Layout::new(conf.cpus, conf.ring_bytes / core::mem::size_of::<usize>());
     let (fd, base) = sys::shared_region(layout.len)?;
     // SAFETY: a fresh (zero-filled) shared mapping of `layout.len` bytes, page-aligned, kept for the
     // rest of the process and referenced only through the region and the kernel from here on.

@@ -2,10 +2,13 @@
 //! the same region: what the simulation knows about each CPU's log calls and about the crash, as
 //! little-endian `u64` words at these indices. Written by `sim` at kexec, read by `capture`.
 
-use super::config::MAX_CPUS;
-
-/// Bytes reserved for it at the start of the handover region.
-pub const BYTES: usize = 8192;
+/// Bytes reserved for it at the start of the handover region for `ncpu` CPUs (whole pages; the
+/// image follows it).
+pub const fn bytes(ncpu: usize) -> usize {
+    ((CPU_BASE + ncpu * PER_CPU) * 8).next_multiple_of(4096)
+}
+/// Bytes of its scenario words (the CPU count among them): a reader reads these first.
+pub const HEAD_BYTES: usize = CPU_BASE * 8;
 pub const MAGIC: u64 = u64::from_le_bytes(*b"NMSIMTR1");
 pub const W_MAGIC: usize = 0;
 pub const W_NCPU: usize = 1;
@@ -41,8 +44,13 @@ pub const W_T_START_LOG: usize = 29;
 pub const W_REGION_BASE: usize = 30;
 /// 1 if the crashing CPU died (`--die-in-drain`): no image, the capture stage reads the memory.
 pub const W_DIED: usize = 31;
+/// The two crash drains' steps and step bounds (the cost of the merge).
+pub const W_D0_STEPS: usize = 32;
+pub const W_D1_STEPS: usize = 33;
+pub const W_D0_BOUND: usize = 34;
+pub const W_D1_BOUND: usize = 35;
 /// Per-CPU blocks start here, `PER_CPU` words each.
-pub const CPU_BASE: usize = 32;
+pub const CPU_BASE: usize = 36;
 pub const PER_CPU: usize = 15;
 pub const C_ROLE: usize = 0;
 pub const C_ANSWERED: usize = 1;
@@ -60,4 +68,3 @@ pub const C_DEAF: usize = 12;
 /// Records committed before the image's drain, for a CPU that had not checked in by then.
 pub const C_LOWER_TASK: usize = 13;
 pub const C_LOWER_IRQ: usize = 14;
-const _: () = assert!((CPU_BASE + MAX_CPUS * PER_CPU) * 8 <= BYTES);
