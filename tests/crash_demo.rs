@@ -626,32 +626,42 @@ fn assert_one_deadline(s: &J, ack_ms: u64) {
     );
 }
 
-#[test]
-fn cpus_256_frozen_writers_rtas_holder_deaf() {
+/// `cpus` CPUs with three frozen writers, the RTAS holder (CPU 3) and two deaf CPUs, a check-in
+/// wait of `ack_ms`: the capture stage's verifier and the scenario's expectations hold, and the
+/// wait is one deadline.
+fn frozen_rtas_and_deaf_at(
+    cpus: usize,
+    records: u64,
+    ring_bytes: usize,
+    frozen: &[usize],
+    deaf: &[usize],
+    ack_ms: u64,
+) {
+    let list = |v: &[usize]| v.iter().map(usize::to_string).collect::<Vec<_>>().join(",");
     let s = check(
-        "--cpus 256 --records-per-cpu 50 --ring-bytes 4096 --freeze-in-log 2,100,255 \
-         --rtas-held-by 3 --deaf 17,200 --ack-timeout-ms 2000",
+        &format!(
+            "--cpus {cpus} --records-per-cpu {records} --ring-bytes {ring_bytes} --freeze-in-log {} \
+             --rtas-held-by 3 --deaf {} --ack-timeout-ms {ack_ms}",
+            list(frozen),
+            list(deaf)
+        ),
         &Expect {
-            frozen: &[2, 100, 255],
-            deaf: &[17, 200],
+            frozen,
+            deaf,
             ..DEFAULT
         },
     );
-    assert_one_deadline(&s, 2000);
+    assert_one_deadline(&s, ack_ms);
+}
+
+#[test]
+fn cpus_256_frozen_writers_rtas_holder_deaf() {
+    frozen_rtas_and_deaf_at(256, 50, 4096, &[2, 100, 255], &[17, 200], 2000);
 }
 
 #[test]
 fn cpus_1024_frozen_writers_rtas_holder_deaf() {
-    let s = check(
-        "--cpus 1024 --records-per-cpu 20 --ring-bytes 2048 --freeze-in-log 2,513,1023 \
-         --rtas-held-by 3 --deaf 12,777 --ack-timeout-ms 3000",
-        &Expect {
-            frozen: &[2, 513, 1023],
-            deaf: &[12, 777],
-            ..DEFAULT
-        },
-    );
-    assert_one_deadline(&s, 3000);
+    frozen_rtas_and_deaf_at(1024, 20, 2048, &[2, 513, 1023], &[12, 777], 3000);
 }
 
 #[test]

@@ -59,6 +59,10 @@ failures=0
 fail() { echo "  FAIL: $*"; failures=$((failures + 1)); }
 pass() { echo "  ok: $*"; }
 has() { grep -qE -- "$1" "$log"; }
+# want REGEX WHAT: some line of the output matches REGEX (passes WHAT, else fails "missing: WHAT");
+# want_no REGEX WHAT: no line does.
+want() { if has "$1"; then pass "$2"; else fail "missing: $2"; fi; }
+want_no() { if has "$1"; then fail "unexpected: $2"; else pass "$2"; fi; }
 
 # run NAME CPUS SCENARIO [run.sh options]: boots one scenario; sets $log, $rc and $run_ms.
 run() {
@@ -129,40 +133,40 @@ check_fixed() {
             [[ "$line" == *"contexts task irq crash"* ]] && pass "C0: task, irq and crash contexts" || fail "C0 contexts: $line"
         elif [ "$c" = "$deaf" ]; then
             [[ "$line" == *"did not answer the NMI (no stopped record)"* ]] && pass "C$c: did not answer, no stopped record" || fail "C$c: $line"
-            has "C0/crash crash: CPU $c did not answer the NMI IPI within [0-9]+ ms\$" && pass "C0 logged that CPU $c did not answer" || fail "no 'did not answer' record for CPU $c"
-            has "^capture: C$c: did not stop \(not checked in when the image was written\): [0-9]+ log call\(s\) in flight then, 0 torn" && pass "capture: C$c named as not stopped" || fail "capture did not name CPU $c as not stopped"
+            want "C0/crash crash: CPU $c did not answer the NMI IPI within [0-9]+ ms\$" "C0 logged that CPU $c did not answer"
+            want "^capture: C$c: did not stop \(not checked in when the image was written\): [0-9]+ log call\(s\) in flight then, 0 torn" "capture: C$c named as not stopped"
         else
             [[ "$line" == *"stopped (NMI record)"*"contexts task irq nmi"* ]] && pass "C$c: stopped in NMI context" || fail "C$c: $line"
             has "^\[ *[0-9]+\.[0-9]{6}\] C$c/nmi CPU $c stopped \(NMI in " || fail "C$c: no 'CPU $c stopped' line in the dmesg"
         fi
     done
-    has '^\[ *[0-9]+\.[0-9]{6}\] C0/crash IPI complete$' && pass "C0/crash IPI complete" || fail "no 'IPI complete' from C0 in crash context"
-    has '^\[ *[0-9]+\.[0-9]{6}\] C0/crash kexec: Starting switchover sequence\.$' && pass "C0/crash kexec: Starting switchover sequence." || fail "no switchover line"
-    has "\[mask_path=$mask\]$" && pass "mask path logged by the sequence" || fail "no [mask_path=$mask] record"
+    want '^\[ *[0-9]+\.[0-9]{6}\] C0/crash IPI complete$' "C0/crash IPI complete"
+    want '^\[ *[0-9]+\.[0-9]{6}\] C0/crash kexec: Starting switchover sequence\.$' "C0/crash kexec: Starting switchover sequence."
+    want "\[mask_path=$mask\]$" "mask path logged by the sequence"
     # The flight recorder: the crash path's timeline, in order, outcomes as reported.
-    has '^capture: flight recorder at 0x[0-9a-f]+: [0-9]+ breadcrumb\(s\), 0 overwritten, 0 torn; ' && pass "flight recorder: breadcrumbs kept, none torn" || fail "no flight recorder line"
-    has '^capture: flight: entered \.\. switchover, in order; per-CPU outcomes agree with the sequence.s report$' && pass "flight timeline: entered .. switchover in order; outcomes agree" || fail "flight timeline check"
-    has '^capture: flight +[0-9]+\.[0-9]{3} ms C0 switchover \([0-9]+ bytes\)$' && pass "flight: switchover breadcrumb" || fail "no switchover breadcrumb"
+    want '^capture: flight recorder at 0x[0-9a-f]+: [0-9]+ breadcrumb\(s\), 0 overwritten, 0 torn; ' "flight recorder: breadcrumbs kept, none torn"
+    want '^capture: flight: entered \.\. switchover, in order; per-CPU outcomes agree with the sequence.s report$' "flight timeline: entered .. switchover in order; outcomes agree"
+    want '^capture: flight +[0-9]+\.[0-9]{3} ms C0 switchover \([0-9]+ bytes\)$' "flight: switchover breadcrumb"
     for ((c = 1; c < cpus; c++)); do
         [ "${offline_cpus:-99}" -le "$c" ] && continue
         if [ "$c" = "$deaf" ]; then
-            has "^capture: C$c: crash stop: never answered\$" && pass "C$c: outcome never answered" || fail "C$c: outcome not 'never answered'"
+            want "^capture: C$c: crash stop: never answered\$" "C$c: outcome never answered"
         elif [ "$c" = "${reset_cpu:--}" ]; then
-            has "^capture: C$c: crash stop: answered the system reset\$" && pass "C$c: outcome answered the system reset" || fail "C$c: outcome not 'answered the system reset'"
-            has "^capture: flight +[0-9]+\.[0-9]{3} ms C$c check-in \(after the escalation\)\$" && pass "flight: C$c checked in after the escalation" || fail "flight: no escalation check-in for C$c"
+            want "^capture: C$c: crash stop: answered the system reset\$" "C$c: outcome answered the system reset"
+            want "^capture: flight +[0-9]+\.[0-9]{3} ms C$c check-in \(after the escalation\)\$" "flight: C$c checked in after the escalation"
         else
-            has "^capture: C$c: crash stop: answered the crash IPI\$" && pass "C$c: outcome answered the crash IPI" || fail "C$c: outcome not 'answered the crash IPI'"
+            want "^capture: C$c: crash stop: answered the crash IPI\$" "C$c: outcome answered the crash IPI"
             has "^capture: flight +[0-9]+\.[0-9]{3} ms C$c check-in \(answered the crash IPI\)\$" || fail "flight: no check-in breadcrumb for C$c"
         fi
     done
-    has "timestamps ordered, IPI complete yes, switchover yes, corruption none, mask path agrees \\(sequence report: [a-z-]+, $missing CPUs did not answer\\)" && pass "capture checks: timestamps ordered, no corruption, mask path agrees with the sequence's report, $missing CPU(s) did not answer" || fail "capture checks"
+    want "timestamps ordered, IPI complete yes, switchover yes, corruption none, mask path agrees \\(sequence report: [a-z-]+, $missing CPUs did not answer\\)" "capture checks: timestamps ordered, no corruption, mask path agrees with the sequence's report, $missing CPU(s) did not answer"
     if [ "$frozen" != - ]; then
         local n
         n=$(sed -nE "s/.*CPU $frozen parked mid-write of \"cpu=$frozen n=([0-9]+)\".*/\1/p" "$log")
         if [ -n "$n" ]; then
-            ! has "C$frozen cpu=$frozen n=$n\$" && pass "C$frozen: in-flight record n=$n not delivered" || fail "C$frozen: in-flight record n=$n delivered"
-            has "^capture: C$frozen: task n=0\.\.$((n - 1)) " && pass "C$frozen: task records end at n=$((n - 1))" || fail "C$frozen: task records do not end at n=$((n - 1))"
-            has "^capture: C$frozen: 1 torn record\(s\) at depth 0 \(task\), explained" && pass "C$frozen: torn task record reported" || fail "C$frozen: torn record not reported"
+            want_no "C$frozen cpu=$frozen n=$n\$" "C$frozen: in-flight record n=$n not delivered"
+            want "^capture: C$frozen: task n=0\.\.$((n - 1)) " "C$frozen: task records end at n=$((n - 1))"
+            want "^capture: C$frozen: 1 torn record\(s\) at depth 0 \(task\), explained" "C$frozen: torn task record reported"
         else
             fail "no 'CPU $frozen parked mid-write' line"
         fi
@@ -192,10 +196,10 @@ check_deadlock_either() {
 check_deadlock() {
     local lock=$1 holder=$2
     [ "$rc" = 0 ] && pass "watchdog powered off (exit 0)" || fail "run.sh exit $rc"
-    has "^watchdog: CPU 0 stuck for [0-9]+ ms in the crash path" && pass "watchdog fired on the crashing CPU" || fail "no watchdog report"
-    has "^watchdog: deadlock: $lock is held by CPU $holder, which the NMI IPI stopped" && pass "names $lock and CPU $holder" || fail "lock/holder not named"
-    has "^capture: deadlock lock=$lock holder=$holder\$" && pass "capture: deadlock lock=$lock holder=$holder" || fail "no 'capture: deadlock' line"
-    ! has '^capture: recovered=' && pass "no capture stage ran" || fail "the capture stage ran"
+    want "^watchdog: CPU 0 stuck for [0-9]+ ms in the crash path" "watchdog fired on the crashing CPU"
+    want "^watchdog: deadlock: $lock is held by CPU $holder, which the NMI IPI stopped" "names $lock and CPU $holder"
+    want "^capture: deadlock lock=$lock holder=$holder\$" "capture: deadlock lock=$lock holder=$holder"
+    want_no '^capture: recovered=' "no capture stage ran"
 }
 
 run default 4 default;             check_fixed 4 1 rtas-takeover 2; report
@@ -203,10 +207,10 @@ run freeze-in-log 4 freeze-in-log; check_fixed 4 1 rtas 2; report
 run rtas-held 4 rtas-held;         check_fixed 4 0 rtas-takeover -; report
 run rtas-in-call 4 rtas-in-call;   check_fixed 4 0 presenter -; report
 run deaf 4 deaf;                   check_fixed 4 0 rtas - 1
-has 'C0/crash crash: CPU 1 did not answer the system reset within 1000 ms either$' && pass "C0: CPU 1 did not answer the escalation's system reset either" || fail "no 'did not answer the system reset' record"
+want 'C0/crash crash: CPU 1 did not answer the system reset within 1000 ms either$' "C0: CPU 1 did not answer the escalation's system reset either"
 report
 run deaf-logging 4 deaf-logging;   drops_ok=1 check_fixed 4 1 rtas 2 1
-has 'C0/crash crash: system reset to CPU 1: lost \(scenario deaf-logging\)$' && pass "C0: the escalation's reset to CPU 1 is lost too" || fail "no lost-reset record"
+want 'C0/crash crash: system reset to CPU 1: lost \(scenario deaf-logging\)$' "C0: the escalation's reset to CPU 1 is lost too"
 report
 deaf_after=$(grep -cE '^\[ *[0-9]+\.[0-9]{6}\] C1 cpu=1 n=' "$log")
 last_c1=$(grep -E '^\[ *[0-9]+\.[0-9]{6}\] C1 cpu=1 n=' "$log" | tail -1 | sed -E 's/.*\[ *([0-9]+\.[0-9]{6})\].*/\1/')
@@ -222,21 +226,21 @@ else
 fi
 # Escalation: CPU 1 in a hard lockup misses the crash IPI; the system reset stops it.
 run hard-lockup 4 hard-lockup;     reset_cpu=1 check_fixed 4 1 rtas 2; report
-has 'C0/crash crash: CPU 1 did not answer the NMI IPI within 1000 ms$' && pass "C0: CPU 1 did not answer the IPI" || fail "no 'CPU 1 did not answer' record"
-has 'C0/crash crash: escalation: H_SIGNAL_SYS_RESET\([0-9]+\) to CPU 1 = 0$' && pass "C0: system reset sent to CPU 1" || fail "no escalation reset record"
-has 'C0/crash crash: Activate system reset \(dumprestart\) to stop other cpu\(s\): system reset sent to 1 CPU\(s\)' && pass "C0: escalation announced" || fail "no escalation announcement"
-has '^capture: flight +[0-9]+\.[0-9]{3} ms C0 escalated \(system reset to CPU mask 0x2\)$' && pass "flight: escalated to CPU mask 0x2" || fail "no escalated breadcrumb"
-has '^capture: flight +[0-9]+\.[0-9]{3} ms C0 reset-wait-done \(0 CPU\(s\) still missing\)$' && pass "flight: reset wait done, none missing" || fail "no reset-wait-done breadcrumb"
-! has 'did not answer the system reset' && pass "no CPU missed the reset" || fail "a CPU missed the reset"
+want 'C0/crash crash: CPU 1 did not answer the NMI IPI within 1000 ms$' "C0: CPU 1 did not answer the IPI"
+want 'C0/crash crash: escalation: H_SIGNAL_SYS_RESET\([0-9]+\) to CPU 1 = 0$' "C0: system reset sent to CPU 1"
+want 'C0/crash crash: Activate system reset \(dumprestart\) to stop other cpu\(s\): system reset sent to 1 CPU\(s\)' "C0: escalation announced"
+want '^capture: flight +[0-9]+\.[0-9]{3} ms C0 escalated \(system reset to CPU mask 0x2\)$' "flight: escalated to CPU mask 0x2"
+want '^capture: flight +[0-9]+\.[0-9]{3} ms C0 reset-wait-done \(0 CPU\(s\) still missing\)$' "flight: reset wait done, none missing"
+want_no 'did not answer the system reset' "no CPU missed the reset"
 report
 # Offline CPUs: -smp 3,maxcpus=4: CPU 3 is an empty slot: not waited for, reported offline.
 run offline 3 freeze-in-log --maxcpus 4
 offline_cpus=3 check_fixed 4 1 rtas 2; report
-has 'C0/crash crash: CPU 3 is offline: not waited for$' && pass "C0: CPU 3 offline, not waited for" || fail "no offline record"
-has '^capture: C3: offline: no records, no stopped record, not waited for$' && pass "capture: C3 offline, no records" || fail "capture: C3 not offline"
-has '^capture: C3: crash stop: offline$' && pass "C3: outcome offline" || fail "C3: outcome not offline"
-has 'C0/crash crash: sending NMI IPI to 2 other CPUs$' && pass "IPI to the 2 online CPUs" || fail "IPI count"
-! has 'C0/crash crash: CPU [0-9]+ did not answer' && pass "no CPU 'did not answer'" || fail "an offline CPU reported as not answering"
+want 'C0/crash crash: CPU 3 is offline: not waited for$' "C0: CPU 3 offline, not waited for"
+want '^capture: C3: offline: no records, no stopped record, not waited for$' "capture: C3 offline, no records"
+want '^capture: C3: crash stop: offline$' "C3: outcome offline"
+want 'C0/crash crash: sending NMI IPI to 2 other CPUs$' "IPI to the 2 online CPUs"
+want_no 'C0/crash crash: CPU [0-9]+ did not answer' "no CPU 'did not answer'"
 report
 run default-8cpu 8 default;        check_fixed 8 1 rtas-takeover 2; report
 run freeze-in-log-2cpu 2 freeze-in-log; check_fixed 2 1 rtas 1; report
@@ -303,12 +307,12 @@ check_die() {
     else
         fail "descriptor scan: ${line:-nothing} (the kernel placed it at ${desc:-?})"
     fi
-    has '^capture: rebuilt a [0-9]+-byte handover image at 0x[0-9a-f]+ in [0-9]+ ms' && pass "handover image rebuilt from the rings found in memory" || fail "no rebuilt image"
+    want '^capture: rebuilt a [0-9]+-byte handover image at 0x[0-9a-f]+ in [0-9]+ ms' "handover image rebuilt from the rings found in memory"
     if [ "$point" = image-written ]; then
         has '^capture: handover region at 0x[0-9a-f]+: the dead path.s image, byte-identical to the rebuilt one' \
             && pass "the dead path's finished image is byte-identical to the rebuilt one" || fail "the dead path's image and the rebuilt one differ"
     else
-        has '^capture: handover region at 0x[0-9a-f]+: no valid image ' && pass "no valid image in the handover region (a partial one never parses)" || fail "handover region: not 'no valid image'"
+        want '^capture: handover region at 0x[0-9a-f]+: no valid image ' "no valid image in the handover region (a partial one never parses)"
     fi
     line=$(grep -E '^capture: recovered=' "$log" | tail -1)
     if [[ "$line" =~ ^capture:\ recovered=([0-9]+)\ torn=([0-9]+)\ dropped=([0-9]+)\ cpus=([0-9]+)\ mask=([a-z-]+)\ from=memory\ die=([a-z0-9:-]+)\ ok$ ]]; then
@@ -345,9 +349,9 @@ check_die() {
     # The crash path's messages: exactly those logged before the death point.
     expect_msg() { # RANK_FROM REGEX WHAT
         if [ "$r" -gt "$1" ]; then
-            has "$2" && pass "$3: logged before the death" || fail "$3: missing"
+            want "$2" "$3: logged before the death"
         else
-            ! has "$2" && pass "$3: absent (logged after the death point)" || fail "$3: present, though logged after the death point"
+            want_no "$2" "$3: absent (logged after the death point)"
         fi
     }
     expect_msg 0 '^\[ *[0-9]+\.[0-9]{6}\] C0/crash crash: CPU 0 crashing: simulated crash on the boot CPU$' "C0/crash crash entry"
@@ -356,12 +360,12 @@ check_die() {
     expect_msg 2 '\[mask_path=rtas\]$' "mask path record"
     expect_msg 5 '^\[ *[0-9]+\.[0-9]{6}\] C0/crash crash: log drained: ' "C0/crash drain report"
     expect_msg 5 '^\[ *[0-9]+\.[0-9]{6}\] C0/crash kexec: Starting switchover sequence\.$' "C0/crash switchover"
-    has '^capture: flight recorder at 0x[0-9a-f]+: [0-9]+ breadcrumb\(s\), 0 overwritten, 0 torn; ' && pass "flight recorder read after the death: breadcrumbs kept, none torn" || fail "no flight recorder line after the death"
+    want '^capture: flight recorder at 0x[0-9a-f]+: [0-9]+ breadcrumb\(s\), 0 overwritten, 0 torn; ' "flight recorder read after the death: breadcrumbs kept, none torn"
     if [ "$r" -ge 3 ]; then
-        has '^capture: flight +[0-9]+\.[0-9]{3} ms C0 masked ' && pass "flight: the dead path's 'masked' breadcrumb" || fail "flight: no 'masked' breadcrumb before a death at $point"
+        want '^capture: flight +[0-9]+\.[0-9]{3} ms C0 masked ' "flight: the dead path's 'masked' breadcrumb"
     fi
-    has '^capture: flight: the crash path.s last breadcrumb: [a-z-]+$' && pass "flight: the dead path's last breadcrumb named" || fail "flight: no last breadcrumb line"
-    has "^capture: the crash path died at $point: its messages up to there: " && pass "capture: the crash path's messages checked against the death point" || fail "no 'the crash path died at' line"
+    want '^capture: flight: the crash path.s last breadcrumb: [a-z-]+$' "flight: the dead path's last breadcrumb named"
+    want "^capture: the crash path died at $point: its messages up to there: " "capture: the crash path's messages checked against the death point"
     for ((c = 0; c < cpus; c++)); do
         line=$(grep -E "^capture: C$c: task" "$log")
         [[ "$line" =~ task\ n=0\.\.[0-9]+\ \([0-9]+,\ contiguous\)\ \|\ irq\ n=[0-9]+\.\.[0-9]+\ \([0-9]+,\ contiguous\) ]] \
@@ -393,12 +397,12 @@ check_die() {
     done
     n=$(sed -nE "s/.*CPU $frozen parked mid-write of \"cpu=$frozen n=([0-9]+)\".*/\1/p" "$log")
     if [ -n "$n" ]; then
-        ! has "C$frozen cpu=$frozen n=$n\$" && pass "C$frozen: in-flight record n=$n not delivered" || fail "C$frozen: in-flight record n=$n delivered"
-        has "^capture: C$frozen: task n=0\.\.$((n - 1)) " && pass "C$frozen: task records end at n=$((n - 1))" || fail "C$frozen: task records do not end at n=$((n - 1))"
+        want_no "C$frozen cpu=$frozen n=$n\$" "C$frozen: in-flight record n=$n not delivered"
+        want "^capture: C$frozen: task n=0\.\.$((n - 1)) " "C$frozen: task records end at n=$((n - 1))"
         if has "^capture: C$frozen: task .*\| stopped \(NMI record\) \|"; then
-            has "^capture: C$frozen: 1 torn record\(s\) at depth 0 \(task\), explained" && pass "C$frozen: its write counted torn" || fail "C$frozen: torn record not reported"
+            want "^capture: C$frozen: 1 torn record\(s\) at depth 0 \(task\), explained" "C$frozen: its write counted torn"
         else
-            has "^capture: C$frozen: did not stop .*: [1-9][0-9]* log call\(s\) in flight then, 0 torn" && pass "C$frozen: its write counted in flight (not checked in)" || fail "C$frozen: write neither torn nor in flight"
+            want "^capture: C$frozen: did not stop .*: [1-9][0-9]* log call\(s\) in flight then, 0 torn" "C$frozen: its write counted in flight (not checked in)"
         fi
     else
         fail "no 'CPU $frozen parked mid-write' line"

@@ -516,6 +516,22 @@ CPUs are numbered from 0 to --cpus - 1; lists are comma-separated, none the cras
 roles (except --deaf with --rtas-held-by). Exit status: 0 success, 1 failure (bad command line,
 failed verification), 2 deadlock detected.";
 
+/// What a command line's parse means for the process: the options, or the exit code once the
+/// help (`usage`: exit 0, on stdout) or the error (exit 1, on stderr) is printed.
+pub(crate) fn or_exit<T>(parsed: Result<T, String>, usage: &str) -> Result<T, i32> {
+    match parsed {
+        Ok(t) => Ok(t),
+        Err(e) if e == usage => {
+            println!("{usage}");
+            Err(EXIT_OK)
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            Err(EXIT_FAIL)
+        }
+    }
+}
+
 /// `s` as a number from `lo` to `hi`; `Err` names the option and the range.
 fn number(name: &str, s: &str, lo: u64, hi: u64) -> Result<u64, String> {
     s.parse::<u64>()

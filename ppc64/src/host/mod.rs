@@ -60,16 +60,9 @@ pub fn run(args: &[String]) -> i32 {
         }
     }
     // The parser decides what is help: `-h` as an option, not as the value of one or after `--`.
-    let cfg = match SimConfig::parse(args) {
+    let cfg = match config::or_exit(SimConfig::parse(args), USAGE) {
         Ok(c) => c,
-        Err(e) if e == USAGE => {
-            println!("{USAGE}");
-            return EXIT_OK;
-        }
-        Err(e) => {
-            eprintln!("{e}");
-            return EXIT_FAIL;
-        }
+        Err(code) => return code,
     };
     if cfg.baseline_locked {
         baseline::run(cfg)

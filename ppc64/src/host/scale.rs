@@ -16,7 +16,7 @@
 use std::fmt::Write as _;
 use std::process::Command;
 
-use super::config::{EXIT_FAIL, EXIT_OK, MAX_CPUS};
+use super::config::{or_exit, EXIT_FAIL, EXIT_OK, MAX_CPUS};
 
 /// The options of `--scale`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -327,16 +327,9 @@ fn svg(rows: &[(usize, Cost)]) -> String {
 
 /// `--scale`: runs, prints the table, writes the plot. Returns the exit code.
 pub(crate) fn run(args: &[String]) -> i32 {
-    let c = match parse(args) {
+    let c = match or_exit(parse(args), USAGE) {
         Ok(c) => c,
-        Err(e) if e == USAGE => {
-            println!("{USAGE}");
-            return EXIT_OK;
-        }
-        Err(e) => {
-            eprintln!("{e}");
-            return EXIT_FAIL;
-        }
+        Err(code) => return code,
     };
     let mut rows = Vec::new();
     for &n in &c.counts {
