@@ -77,6 +77,8 @@ pub struct CrashState<const CPUS: usize> {
     /// 1 once the crashing CPU escalated (system resets to the CPUs that did not answer the IPI);
     /// diagnostics only (a check-in's breadcrumb says which it answered), hence Relaxed.
     escalating: AtomicUsize,
+    /// Check-in breadcrumbs claimed so far (see [`claim_checkin_crumb`](Self::claim_checkin_crumb)).
+    checkin_crumbs: AtomicUsize,
 }
 
 impl<const CPUS: usize> CrashState<CPUS> {
@@ -104,6 +106,7 @@ impl<const CPUS: usize> CrashState<CPUS> {
             cpus: [const { CpuStop::new() }; CPUS],
             rtas_args: RtasArgs::new(),
             escalating: AtomicUsize::new(0),
+            checkin_crumbs: AtomicUsize::new(0),
         }
     }
 
@@ -208,6 +211,15 @@ impl<const CPUS: usize> CrashState<CPUS> {
     /// Whether the crashing CPU escalated (see [`set_escalating`](Self::set_escalating)).
     pub(crate) fn escalating(&self) -> bool {
         self.escalating.load(Ordering::Relaxed) != 0
+    }
+
+    /// Whether a checking-in CPU may leave its breadcrumb: the first
+    /// [`CHECKIN_CRUMBS`](crate::flight::CHECKIN_CRUMBS) may, so that a thousand check-ins do not
+    /// push the crash path's own stages out of the flight recorder. One `fetch_add` (a native
+    /// read-modify-write, as the recorder's own slot claim): exact however many CPUs check in at
+    /// once, no wait.
+    pub(crate) fn claim_checkin_crumb(&self) -> bool {
+        self.checkin_crumbs.fetch_add(1, Ordering::Relaxed) < crate::flight::CHECKIN_CRUMBS
     }
 
     pub(crate) fn check_in(

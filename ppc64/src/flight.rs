@@ -37,6 +37,15 @@ use core::sync::atomic::{fence, AtomicU64, Ordering};
 /// Breadcrumbs the recorder keeps (the newest ones).
 pub const FLIGHT_SLOTS: usize = 64;
 
+/// Check-in breadcrumbs the crash sequence leaves at most (the first CPUs to check in), and
+/// per-CPU outcome breadcrumbs (every CPU's while there are at most this many CPUs; past that, only
+/// the CPUs that did not answer the crash IPI). With the sequence's own stages (at most 12) they
+/// fit in [`FLIGHT_SLOTS`], so on a machine of any size the timeline keeps its first breadcrumb.
+pub const CHECKIN_CRUMBS: usize = 32;
+/// See [`CHECKIN_CRUMBS`].
+pub const OUTCOME_CRUMBS: usize = 16;
+const _: () = assert!(CHECKIN_CRUMBS + OUTCOME_CRUMBS + 12 <= FLIGHT_SLOTS);
+
 /// `FlightRecorder::magic` once [`FlightRecorder::reset`] ran: `"NMIFLT01"`.
 pub const FLIGHT_MAGIC: u64 = u64::from_le_bytes(*b"NMIFLT01");
 

@@ -58,7 +58,7 @@ use nmilog::handover;
 use nmilog::{ContextKind, DrainReport, Level, Log, Platform};
 
 pub use crate::crash_state::CrashState;
-use crate::flight::Event;
+use crate::flight::{Event, OUTCOME_CRUMBS};
 use crate::machine::{CrashStage, DrainStep, Machine, SavedRegs};
 pub use crate::report::{CpuOutcome, MaskOutcome, MaskPath, ShutdownReport};
 use crate::rtas::{CrashAcquire, RtasLock};
@@ -311,7 +311,9 @@ impl<
         ));
         // The breadcrumb before the check-in: the check-in's Release (LMM(checkin:A)) then publishes
         // a whole breadcrumb to the crashing CPU, which stops waiting for this one when it sees it.
-        self.crumb(Event::CheckIn, cpu, self.state.escalating() as u64);
+        if self.state.claim_checkin_crumb() {
+            self.crumb(Event::CheckIn, cpu, self.state.escalating() as u64);
+        }
         self.state.check_in(cpu, ts, regs, kind, depth);
         machine.park()
     }
@@ -566,13 +568,21 @@ pub fn crash_shutdown<
         crash.more_cpus(n, "did not answer the system reset either");
     }
     report.wait_spins = spins;
+    // Every CPU's outcome breadcrumb on a machine of up to OUTCOME_CRUMBS CPUs; on a larger one
+    // the CPUs that did not answer the IPI, the first OUTCOME_CRUMBS of them (the report has all).
+    let every_outcome = ncpu <= OUTCOME_CRUMBS;
+    let mut outcome_crumbs = 0;
     for c in 0..ncpu {
         let o = report.outcome[c];
         report.answered[c] = o == CpuOutcome::Crashing || o.stopped();
         if o == CpuOutcome::NeverAnswered {
             report.not_answered += 1;
         }
-        crash.crumb(Event::Outcome, c, o as u8 as u64);
+        let unusual = !matches!(o, CpuOutcome::Crashing | CpuOutcome::AnsweredIpi);
+        if (every_outcome || unusual) && outcome_crumbs < OUTCOME_CRUMBS {
+            outcome_crumbs += 1;
+            crash.crumb(Event::Outcome, c, o as u8 as u64);
+        }
     }
     report.t_ipi_done_ns = machine.now_ns();
     machine.stage(CrashStage::CheckInsDone);

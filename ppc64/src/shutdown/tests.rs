@@ -14,6 +14,8 @@ use crate::machine::RtasArgs;
 
 static CPU: AtomicUsize = AtomicUsize::new(0);
 static CLOCK: AtomicU64 = AtomicU64::new(1_000);
+/// The CPU count of the machine under test (set by `crash_full`).
+static NCPU: AtomicUsize = AtomicUsize::new(4);
 
 struct TestPlatform;
 impl Platform for TestPlatform {
@@ -24,30 +26,30 @@ impl Platform for TestPlatform {
         CLOCK.fetch_add(10, Ordering::Relaxed)
     }
     fn cpu_count(&self) -> usize {
-        4
+        NCPU.load(Ordering::Relaxed)
     }
 }
 
-type TestLog = Log<TestPlatform, 4, 1024, 8192>;
+type TestLog<const N: usize> = Log<TestPlatform, N, 1024, 8192>;
 
 struct Parked;
-struct Switched(Vec<u8>, [CpuOutcome; 4], usize);
+struct Switched(Vec<u8>, Vec<CpuOutcome>, usize);
 
-struct TestMachine<'a> {
-    log: &'a TestLog,
-    state: &'a CrashState<4>,
+struct TestMachine<'a, const N: usize> {
+    log: &'a TestLog<N>,
+    state: &'a CrashState<N>,
     /// CPUs that take the NMI (the others are deaf).
-    responsive: [bool; 4],
+    responsive: [bool; N],
     /// CPUs deaf to the NMI that answer the escalation's system reset.
-    answers_reset: [bool; 4],
+    answers_reset: [bool; N],
     /// Online CPUs.
-    online: [bool; 4],
+    online: [bool; N],
     firmware_calls: AtomicUsize,
     presenter: AtomicUsize,
     flight: crate::flight::FlightRecorder,
 }
 
-impl TestMachine<'_> {
+impl<const N: usize> TestMachine<'_, N> {
     /// CPU `c` takes the NMI (or the reset) now, on this thread, and parks; then back to `me`.
     fn stop(&self, c: usize, me: usize) {
         CPU.store(c, Ordering::Relaxed);
@@ -69,9 +71,9 @@ impl TestMachine<'_> {
     }
 }
 
-impl Machine for TestMachine<'_> {
+impl<const N: usize> Machine for TestMachine<'_, N> {
     fn nmi_ipi_all_but_self(&self, me: usize) {
-        for c in 0..4 {
+        for c in 0..N {
             if c != me && self.responsive[c] && self.online[c] {
                 self.stop(c, me);
             }
@@ -108,8 +110,7 @@ impl Machine for TestMachine<'_> {
     }
     fn kexec<const CPUS: usize>(&self, image: &[u8], report: &ShutdownReport<CPUS>) -> ! {
         assert!(report.image_error.is_none());
-        let mut o = [CpuOutcome::Absent; 4];
-        o.copy_from_slice(&report.outcome[..4]);
+        let o = report.outcome[..N].to_vec();
         std::panic::panic_any(Switched(image.to_vec(), o, report.not_answered))
     }
 }
@@ -125,24 +126,25 @@ struct Run {
     texts: Vec<String>,
     firmware_calls: usize,
     presenter: usize,
-    outcome: [CpuOutcome; 4],
+    outcome: Vec<CpuOutcome>,
     not_answered: usize,
     /// (event, cpu, arg) of every breadcrumb, oldest first.
     crumbs: Vec<(crate::flight::Event, u32, u64)>,
 }
 
-fn crash_full(
+fn crash_full<const N: usize>(
     rtas: &RtasLock,
-    responsive: [bool; 4],
-    answers_reset: [bool; 4],
-    online: [bool; 4],
+    responsive: [bool; N],
+    answers_reset: [bool; N],
+    online: [bool; N],
 ) -> Run {
     // The tests share the CPU-number switch: one at a time.
     static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let log: &'static TestLog = Box::leak(Box::new(TestLog::new(TestPlatform)));
-    let state: &'static CrashState<4> = Box::leak(Box::new(CrashState::new()));
-    for c in 0..4 {
+    NCPU.store(N, Ordering::Relaxed);
+    let log: &'static TestLog<N> = Box::leak(Box::new(TestLog::new(TestPlatform)));
+    let state: &'static CrashState<N> = Box::leak(Box::new(CrashState::new()));
+    for c in 0..N {
         CPU.store(c, Ordering::Relaxed);
         let _ = log.log_fmt(Level::Info, 0, format_args!("cpu={} n=0", c));
     }
@@ -361,4 +363,67 @@ fn lock_decisions() {
     l.unlock(1);
     assert!(l.try_lock(2));
     assert!(!l.try_lock(3));
+}
+
+/// A machine larger than the flight recorder: 48 CPUs, 10 of them deaf. The first
+/// `CHECKIN_CRUMBS` check-ins leave a breadcrumb, outcome breadcrumbs name the deaf CPUs only, so
+/// nothing is overwritten: the timeline keeps its first breadcrumb and every stage in order. The
+/// crash path names `CPU_LINES` of the deaf CPUs and counts the others in one line.
+#[test]
+fn a_machine_larger_than_the_flight_recorder_keeps_the_whole_timeline() {
+    use crate::flight::{Event as E, CHECKIN_CRUMBS, FLIGHT_SLOTS};
+    const N: usize = 48;
+    let deaf = 5..15;
+    let d = deaf.clone();
+    // A thread with room for the 48-CPU log, built on the stack before it is boxed.
+    let r = std::thread::Builder::new()
+        .stack_size(64 << 20)
+        .spawn(move || {
+            let responsive: [bool; N] = core::array::from_fn(|c| !d.contains(&c));
+            crash_full(&RtasLock::new(), responsive, [false; N], [true; N])
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+    assert_eq!(r.not_answered, deaf.len());
+    assert!(
+        r.crumbs.len() <= FLIGHT_SLOTS,
+        "{} breadcrumbs",
+        r.crumbs.len()
+    );
+    assert_eq!(r.crumbs[0], (E::Entered, 0, N as u64));
+    let count = |e: E| r.crumbs.iter().filter(|c| c.0 == e).count();
+    assert_eq!(count(E::CheckIn), CHECKIN_CRUMBS, "37 CPUs checked in");
+    let outcomes: Vec<usize> = r
+        .crumbs
+        .iter()
+        .filter(|c| c.0 == E::Outcome)
+        .map(|c| c.1 as usize)
+        .collect();
+    assert_eq!(outcomes, deaf.clone().collect::<Vec<_>>());
+    let ev: Vec<_> = r.crumbs.iter().map(|c| c.0).collect();
+    let at = |e: E| ev.iter().position(|x| *x == e).unwrap();
+    for w in [
+        E::IpiSent,
+        E::IpiWaitDone,
+        E::Masked,
+        E::DrainEnd,
+        E::Switchover,
+    ]
+    .windows(2)
+    {
+        assert!(at(w[0]) < at(w[1]), "{:?} before {:?}", w[0], w[1]);
+    }
+    let t = &r.texts;
+    let named = t
+        .iter()
+        .filter(|x| x.contains("did not answer the NMI IPI within"))
+        .count();
+    assert_eq!(named, CPU_LINES, "{t:?}");
+    assert!(has(t, "crash: CPU 5 did not answer the NMI IPI"));
+    assert!(!has(t, "crash: CPU 9 did not answer the NMI IPI"));
+    assert!(
+        has(t, "crash: and 6 more CPU(s) did not answer the NMI IPI"),
+        "{t:?}"
+    );
 }
