@@ -518,9 +518,9 @@ fn bad_dumps_give_one_line_and_their_exit_code() {
     );
 
     // Another descriptor version, another word size: exit 4.
-    let base = write_dump(&p("v3"), &c, &c.lie_header(0, 3), Order::Native, 1 << 20, 0);
-    let r = run(&from_memory(&p("v3"), base, &[]));
-    assert_fails("version", &r, 4, "unknown descriptor version 3");
+    let base = write_dump(&p("v2"), &c, &c.lie_header(0, 2), Order::Native, 1 << 20, 0);
+    let r = run(&from_memory(&p("v2"), base, &[]));
+    assert_fails("version", &r, 4, "unknown descriptor version 2");
     let other = 12 - W; // 4 on 64-bit targets, 8 on 32-bit ones
     let base = write_dump(&p("ws"), &c, &c.lie_header(2, other), Order::Native, 0, 0);
     let r = run(&from_memory(&p("ws"), base, &[]));

@@ -550,7 +550,8 @@ fn lying_descriptors_are_refused() {
     let end = k as *const Kernel as usize + size_of::<Kernel>();
     // Header fields.
     assert_eq!(lie_header(k, 0, 1), RecoverError::Version { found: 1 });
-    assert_eq!(lie_header(k, 0, 3), RecoverError::Version { found: 3 });
+    assert_eq!(lie_header(k, 0, 2), RecoverError::Version { found: 2 });
+    assert_eq!(lie_header(k, 0, 4), RecoverError::Version { found: 4 });
     assert_eq!(
         lie_header(k, 2, 4 + 8 - W),
         RecoverError::WordSize { bytes: 4 + 8 - W }

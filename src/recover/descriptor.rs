@@ -21,8 +21,12 @@ const W: usize = core::mem::size_of::<usize>();
 
 /// The descriptor's first eight bytes.
 pub const MAGIC: [u8; 8] = *b"nmilogDS";
-/// The format version this crate writes and reads.
-pub const VERSION: usize = 2;
+/// The format version this crate writes and reads. Version 3: the log's main-log records carry the
+/// flush's overwritten count (`Header::reserved`), which the crash drain pairs with the threshold a
+/// record sets; a version-2 kernel's records carry 0 there, which would read as a count of 0, so
+/// versions before 3 are refused ([`RecoverError::Version`](super::RecoverError::Version)), as
+/// version 1 (no `moved` count) was by version 2.
+pub const VERSION: usize = 3;
 /// Read back as this value, the descriptor was written in the reader's byte order.
 pub const ENDIAN_PROBE: usize = 0x0102_0304;
 /// Words the magic takes.
