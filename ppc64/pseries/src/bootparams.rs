@@ -25,6 +25,8 @@ pub const CRASH_SIZE: usize = 0x0100_0000;
 pub const HANDOVER_BASE: usize = 0x0900_0000;
 /// Size of the handover-image region.
 pub const HANDOVER_SIZE: usize = 0x0040_0000;
+/// CPUs the boot parameters describe (outcomes, and the 64-bit masks).
+pub const OUTCOME_CPUS: usize = 64;
 /// The boot-parameter block.
 pub const PARAMS_BASE: usize = 0x0944_0000;
 /// The parameter block of a capture stage booted with memory only (written at boot).
@@ -95,7 +97,7 @@ pub struct BootParams {
     pub die: [u8; 24],
     /// Each CPU's outcome in the crash's stop phase (`nmilog_ppc64::CpuOutcome` codes; 0 = none
     /// reported).
-    pub outcome: [u8; 16],
+    pub outcome: [u8; OUTCOME_CPUS],
     /// CPUs the crash sequence escalated to a system reset.
     pub escalated: u32,
     /// CPUs offline at the crash.

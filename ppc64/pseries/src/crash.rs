@@ -47,10 +47,9 @@ pub fn system_reset(cpu: usize, saved: &SavedRegs) -> ! {
     MACHINE.park()
 }
 
-// The handover region holds any image of the kernel log: nothing is ever left out for lack of room;
-// nor from the image the capture stage rebuilds from memory.
-const _: () = assert!(crate::klog::KernelLog::MAX_IMAGE_BYTES <= HANDOVER_SIZE);
-const _: () = assert!(crate::klog::KernelLog::MAX_IMAGE_BYTES <= crate::bootparams::REBUILD_SIZE);
+// The handover region holds any image of the kernel log (nothing is ever left out for lack of room;
+// nor from the image the capture stage rebuilds from memory): `klog::ring_words_for` sizes the rings
+// at boot so that it does.
 
 /// Crash shutdown on the calling CPU. Never returns.
 pub fn crash_shutdown(reason: &str) -> ! {

@@ -58,7 +58,7 @@ pub fn platform_params() -> BootParams {
         answered: 0,
         ram_top: RAM_TOP.load(Ordering::Relaxed),
         die,
-        outcome: [0; 16],
+        outcome: [0; crate::bootparams::OUTCOME_CPUS],
         escalated: 0,
         offline: 0,
     }

@@ -8,8 +8,9 @@ use nmilog::{Log, Platform};
 
 use crate::{percpu, timebase};
 
-/// Words per per-CPU ring (32 KiB; one ring per nesting depth).
-pub const RING_WORDS: usize = 4096;
+/// Words per per-CPU ring at most (32 KiB; one ring per nesting depth): fewer on a machine whose
+/// largest handover image would not fit the handover region otherwise ([`ring_words_for`]).
+pub const MAX_RING_WORDS: usize = 4096;
 /// Words in the main log (256 KiB).
 pub const MAIN_WORDS: usize = 32768;
 /// Context nesting depths per CPU: task, irq, NMI, crash/nested NMI.
@@ -65,8 +66,53 @@ impl Platform for PseriesPlatform {
     }
 }
 
-/// The kernel log type.
-pub type KernelLog = Log<PseriesPlatform, { percpu::MAX_CPUS }, RING_WORDS, MAIN_WORDS, DEPTH>;
+/// The kernel log type: its rings and main log sized at boot ([`attach`]) for the CPU count the
+/// device tree gives, as Linux sizes its log buffer from the CPUs it found and `log_buf_len=`.
+pub type KernelLog = Log<PseriesPlatform, { percpu::MAX_CPUS }, 0, 0, DEPTH>;
+
+/// Words of [`ARENA`]: the largest machine's rings at their largest, and the main log.
+pub const ARENA_WORDS: usize =
+    KernelLog::arena_words(percpu::MAX_CPUS, DEPTH, MAX_RING_WORDS, MAIN_WORDS);
+
+/// Where [`attach`] carves the log from (in `.bss`; zeroed again by the attach).
+static ARENA: [nmilog::recover::AtomicUsize; ARENA_WORDS] =
+    [const { nmilog::recover::AtomicUsize::new(0) }; ARENA_WORDS];
+
+/// The largest handover image the crash path may write, and the capture stage rebuild: both
+/// regions must hold it, so that no record is ever left out for lack of room.
+const IMAGE_ROOM: usize = if crate::bootparams::HANDOVER_SIZE < crate::bootparams::REBUILD_SIZE {
+    crate::bootparams::HANDOVER_SIZE
+} else {
+    crate::bootparams::REBUILD_SIZE
+};
+
+/// Words per ring for `ncpus` CPUs: the largest power of two up to [`MAX_RING_WORDS`] whose
+/// largest image fits [`IMAGE_ROOM`].
+pub const fn ring_words_for(ncpus: usize) -> usize {
+    let mut w = MAX_RING_WORDS;
+    while w > 256 && nmilog::handover::max_image_size(ncpus, DEPTH, w, MAIN_WORDS) > IMAGE_ROOM {
+        w /= 2;
+    }
+    w
+}
+
+// Even the largest machine gets rings of at least 2 KiB, and its image fits.
+const _: () = assert!(
+    nmilog::handover::max_image_size(
+        percpu::MAX_CPUS,
+        DEPTH,
+        ring_words_for(percpu::MAX_CPUS),
+        MAIN_WORDS
+    ) <= IMAGE_ROOM
+);
+
+/// Carves [`LOG`]'s rings (sized by [`ring_words_for`] the CPU count) and main log out of
+/// [`ARENA`]. Once, at boot, after `set_cpu_count`, before anything logs. Returns the ring size in
+/// words.
+pub fn attach() -> Result<usize, nmilog::ArenaError> {
+    let w = ring_words_for(LOG.platform().cpu_count());
+    LOG.attach_arena(&ARENA, w, MAIN_WORDS).map(|_| w)
+}
 
 /// The kernel log.
 pub static LOG: KernelLog = Log::new(PseriesPlatform::new());

@@ -181,7 +181,7 @@ impl Machine for Pseries {
                 .filter(|&(c, &a)| a && c < 64)
                 .fold(0, |m, (c, _)| m | (1 << c)),
             outcome: {
-                let mut o = [0u8; 16];
+                let mut o = [0u8; crate::bootparams::OUTCOME_CPUS];
                 for (d, s) in o.iter_mut().zip(report.outcome.iter()) {
                     *d = *s as u8;
                 }

@@ -341,15 +341,23 @@ pub fn kmain() -> ! {
     // store's visibility, so records stamped within the last 50 us stay in their rings for the next
     // flush (or the crash drain).
     klog::LOG.platform().set_cpu_count(possible);
+    let ring_words = match klog::attach() {
+        Ok(w) => w,
+        Err(e) => {
+            println!("nmilog: cannot size the log: {e}");
+            0
+        }
+    };
     klog::LOG.set_flush_settle_ns(klog::FLUSH_SETTLE_NS);
     klog::register_global();
     println!(
-        "nmilog: {} CPUs x {} rings x {} KiB, main log {} KiB ({} KiB static)",
+        "nmilog: {} CPUs x {} rings x {} KiB, main log {} KiB (sized at boot; {} KiB static, arena {} KiB)",
         possible,
         klog::DEPTH,
-        klog::RING_WORDS * 8 / 1024,
+        ring_words * 8 / 1024,
         klog::MAIN_WORDS * 8 / 1024,
-        klog::KernelLog::FOOTPRINT_BYTES / 1024
+        klog::KernelLog::FOOTPRINT_BYTES / 1024,
+        klog::ARENA_WORDS * 8 / 1024
     );
     // The descriptor, now that the CPU count is final: constant from here on.
     match klog::describe() {

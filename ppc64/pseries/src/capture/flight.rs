@@ -64,7 +64,7 @@ fn describe(b: &Breadcrumb, out: &mut impl Write) {
 pub fn print_and_check(
     fr: &FlightRecorder,
     at: usize,
-    outcome: Option<&[u8; 16]>,
+    outcome: Option<&[u8]>,
     out: &mut impl Write,
 ) -> bool {
     if !fr.is_valid() {
