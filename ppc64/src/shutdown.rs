@@ -75,8 +75,9 @@ use crate::rtas::{CrashAcquire, RtasLock};
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ShutdownConfig {
-    /// How long to wait for the other CPUs to check in (Linux: 10 s for the crash IPI; the host
-    /// simulation uses 1 s).
+    /// How long to wait for the other CPUs to check in, from the end of the sending of the crash
+    /// IPI (and again from the end of the escalation's system resets) (Linux: 10 s for the crash
+    /// IPI; the host simulation uses 1 s).
     pub ack_timeout_ns: u64,
     /// An upper bound on the check-in wait's iterations, so the wait ends even if the clock stops.
     pub max_wait_spins: u64,
@@ -520,7 +521,11 @@ pub fn crash_shutdown<
     machine.stage(CrashStage::IpiSent);
     let mut spins = 0u64;
     let ms = cfg.ack_timeout_ns / 1_000_000;
-    let missing = crash.wait_check_ins(cpu, ncpu, t_enter, cfg, &mut spins, Event::IpiWaitDone);
+    // The timeout runs from the end of the sending, as Linux's wait after `crash_send_ipi` (and
+    // as the escalation's below): a machine that takes long to signal a thousand CPUs one by one
+    // (a hypervisor call each) still gives the last one the whole timeout to answer.
+    let sent = machine.now_ns();
+    let missing = crash.wait_check_ins(cpu, ncpu, sent, cfg, &mut spins, Event::IpiWaitDone);
     let mut n = 0;
     crash.settle(&mut report.outcome, ncpu, CpuOutcome::AnsweredIpi, |c| {
         crash.cpu_line(
