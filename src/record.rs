@@ -62,7 +62,7 @@ pub const MAX_PAYLOAD: usize = 1024;
 /// Field offsets and sizes of the header, as published in the handover image.
 ///
 /// The fields are contiguous, in header order; the last 4 bytes of [`crate::HEADER_BYTES`] are
-/// reserved (zero):
+/// reserved (zero in the handover image; inside the main log, see [`Header::reserved`](crate::Header::reserved)):
 ///
 /// ```
 /// use nmilog::record::layout;
