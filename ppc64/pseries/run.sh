@@ -55,7 +55,7 @@ elf=target/$target/release/nmilog-pseries
 capture=target/$target/release/nmilog-capture
 # Where QEMU stages the raw capture ELF (STAGING_BASE in src/bootparams.rs); the kernel loads it into
 # the reserved crash region at boot, as kexec -p does.
-staging=0x9800000
+staging=0xB000000
 
 if ! command -v qemu-system-ppc64 >/dev/null; then
     echo "run.sh: qemu-system-ppc64 not found; install it with:" >&2

@@ -259,10 +259,18 @@ want_no 'C0/crash crash: CPU [0-9]+ did not answer' "no CPU 'did not answer'"
 report
 run default-8cpu 8 default;        check_fixed 8 1 rtas-takeover 2; report
 # Larger machines, one image (the CPU count from the device tree, the rings sized for it at boot):
-# 16 CPUs with 16 KiB rings, every record kept; 64 CPUs with 4 KiB rings, which lap while 64 vCPUs
-# share two host cores (every lost record counted); the flight recorder's timeline whole at both.
+# 16 CPUs with 16 KiB rings, every record kept; 64 CPUs with 4 KiB rings and 256 CPUs (the most the
+# image takes) with 2 KiB rings, which may lap while the vCPUs share two host cores (every lost
+# record counted); the flight recorder's timeline whole at each. Beyond 16 CPUs the secondaries
+# idle between records (H_CEDE) and take a slower tick, as most CPUs of a large machine do.
 run default-16cpu 16 default;      check_fixed 16 1 rtas-takeover 2; report
 run default-64cpu 64 default;      drops_ok=1 gaps_ok=1 check_fixed 64 1 rtas-takeover 2; report
+run default-256cpu 256 default;    drops_ok=1 gaps_ok=1 check_fixed 256 1 rtas-takeover 2; report
+# At 256 CPUs, one that did not stop: CPU 1 keeps logging through the crash, deaf to the IPI and to
+# the escalation's system reset.
+run deaf-logging-256cpu 256 deaf-logging; drops_ok=1 gaps_ok=1 check_fixed 256 1 rtas 2 1
+want 'C0/crash crash: system reset to CPU 1: lost \(scenario deaf-logging\)$' "C0: the escalation's reset to CPU 1 is lost too"
+report
 run freeze-in-log-2cpu 2 freeze-in-log; check_fixed 2 1 rtas 1; report
 run baseline 4 baseline;           check_deadlock logbuf_lock 2; report
 run baseline-rtas 4 baseline-rtas; check_deadlock rtas_lock 3; report

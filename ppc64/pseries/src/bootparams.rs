@@ -20,27 +20,31 @@
 /// Start of the reserved crash-kernel region.
 pub const CRASH_BASE: usize = 0x0800_0000;
 /// Size of the reserved crash-kernel region.
-pub const CRASH_SIZE: usize = 0x0100_0000;
+pub const CRASH_SIZE: usize = 0x0200_0000;
 /// Start of the handover-image region.
-pub const HANDOVER_BASE: usize = 0x0900_0000;
+pub const HANDOVER_BASE: usize = 0x0A00_0000;
 /// Size of the handover-image region.
-pub const HANDOVER_SIZE: usize = 0x0040_0000;
-/// CPUs the boot parameters describe (outcomes, and the 64-bit masks).
-pub const OUTCOME_CPUS: usize = 64;
+pub const HANDOVER_SIZE: usize = 0x0080_0000;
+/// CPUs the boot parameters describe (outcomes, and the [`CpuMask`]s).
+pub const OUTCOME_CPUS: usize = 256;
+const _: () = assert!(OUTCOME_CPUS.is_multiple_of(64));
 /// The boot-parameter block.
-pub const PARAMS_BASE: usize = 0x0944_0000;
+pub const PARAMS_BASE: usize = 0x0A84_0000;
 /// The parameter block of a capture stage booted with memory only (written at boot).
-pub const DUMP_PARAMS_BASE: usize = 0x0944_1000;
+pub const DUMP_PARAMS_BASE: usize = 0x0A84_1000;
 /// Where the capture stage writes the image it rebuilds from memory (inside the reserved region: the
 /// capture stage's own memory, not the crashed kernel's).
-pub const REBUILD_BASE: usize = CRASH_BASE + 0x0080_0000;
+pub const REBUILD_BASE: usize = CRASH_BASE + 0x0100_0000;
 /// Size of the rebuild region (any image of the kernel log fits: checked in `crash`).
-pub const REBUILD_SIZE: usize = 0x0040_0000;
+pub const REBUILD_SIZE: usize = 0x0080_0000;
 const _: () = assert!(REBUILD_BASE + REBUILD_SIZE <= CRASH_BASE + CRASH_SIZE);
+const _: () = assert!(CRASH_BASE + CRASH_SIZE <= HANDOVER_BASE);
+const _: () = assert!(HANDOVER_BASE + HANDOVER_SIZE <= PARAMS_BASE);
+const _: () = assert!(FLIGHT_BASE + FLIGHT_SIZE <= STAGING_BASE);
 /// The crash flight recorder (`nmilog_ppc64::flight`): breadcrumbs of the crash path, in the
 /// preserved region next to the parameter blocks; reset at boot, read by the capture stage whether
 /// the crash path finished or died.
-pub const FLIGHT_BASE: usize = 0x0944_2000;
+pub const FLIGHT_BASE: usize = 0x0A84_2000;
 /// Room for it.
 pub const FLIGHT_SIZE: usize = 0x1000;
 const _: () = assert!(core::mem::size_of::<nmilog_ppc64::FlightRecorder>() <= FLIGHT_SIZE);
@@ -56,7 +60,7 @@ pub fn flight_recorder() -> &'static nmilog_ppc64::FlightRecorder {
 }
 
 /// Where the raw capture ELF is staged by QEMU.
-pub const STAGING_BASE: usize = 0x0980_0000;
+pub const STAGING_BASE: usize = 0x0B00_0000;
 /// Largest staged file.
 pub const STAGING_MAX: usize = 0x0080_0000;
 
@@ -88,8 +92,8 @@ pub struct BootParams {
     pub mask_path: [u8; 16],
     /// NMI check-ins missing when the sequence gave up waiting.
     pub not_answered: u32,
-    /// Bit c: CPU c answered the NMI (or is the crashing CPU).
-    pub answered: u64,
+    /// CPU c answered the NMI (or is the crashing CPU).
+    pub answered: CpuMask,
     /// The end of RAM (from /memory@0): what a capture stage booted with memory only may scan.
     pub ram_top: u64,
     /// The kernel command line's death point (`die=`, the die-in-drain scenario), NUL-padded: the
@@ -102,6 +106,39 @@ pub struct BootParams {
     pub escalated: u32,
     /// CPUs offline at the crash.
     pub offline: u32,
+}
+
+/// A set of CPUs `0..OUTCOME_CPUS`, one bit each (Linux's `cpumask_t`): plain data, so that it
+/// crosses the kexec handover in the parameter block. A CPU past `OUTCOME_CPUS` is never in it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CpuMask([u64; OUTCOME_CPUS / 64]);
+
+impl CpuMask {
+    /// No CPU.
+    pub const EMPTY: CpuMask = CpuMask([0; OUTCOME_CPUS / 64]);
+
+    /// Adds CPU `c` (ignored past `OUTCOME_CPUS`).
+    pub fn insert(&mut self, c: usize) {
+        if let Some(w) = self.0.get_mut(c / 64) {
+            *w |= 1 << (c % 64);
+        }
+    }
+
+    /// Whether CPU `c` is in the set.
+    pub fn contains(&self, c: usize) -> bool {
+        self.0.get(c / 64).is_some_and(|w| w & 1 << (c % 64) != 0)
+    }
+}
+
+impl FromIterator<usize> for CpuMask {
+    fn from_iter<I: IntoIterator<Item = usize>>(cpus: I) -> Self {
+        let mut m = CpuMask::EMPTY;
+        for c in cpus {
+            m.insert(c);
+        }
+        m
+    }
 }
 
 /// Copies `s` into a NUL-padded 16-byte field (cut if longer).

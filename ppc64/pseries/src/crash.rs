@@ -26,7 +26,7 @@ use crate::{baseline, fadump, irq, rtas, scenario};
 /// * otherwise this is the crash NMI on a CPU the crash sequence stops: log, check in, park.
 pub fn system_reset(cpu: usize, saved: &SavedRegs) -> ! {
     if fadump::firmware_stopping() {
-        fadump::stopped_in_place(cpu)
+        fadump::stopped_in_place()
     }
     if LOG.crashing_cpu() == Some(cpu) {
         fadump::crash_path_interrupted(cpu, saved)
@@ -54,6 +54,7 @@ pub fn system_reset(cpu: usize, saved: &SavedRegs) -> ! {
 /// Crash shutdown on the calling CPU. Never returns.
 pub fn crash_shutdown(reason: &str) -> ! {
     irq::disable();
+    irq::quiet_decrementer();
     if scenario::baseline() {
         baseline::crash(reason)
     }

@@ -23,21 +23,18 @@ static NSOURCES: AtomicUsize = AtomicUsize::new(0);
 static SERVER: AtomicU32 = AtomicU32::new(0);
 /// The console's terminal number, for the capture stage.
 static TERM: AtomicU32 = AtomicU32::new(0);
-/// Bit c: CPU c is online (present in /cpus and started). Written at boot, before any crash.
+/// CPUs `0..ONLINE` are online (present in /cpus and started). Written at boot, before any crash.
 static ONLINE: AtomicUsize = AtomicUsize::new(0);
 
 /// Marks the first `present` CPUs online (the boot CPU and the started secondaries); the others up
 /// to the log's CPU count are the `maxcpus` slots nothing is plugged into.
 pub fn set_online(present: usize) {
-    ONLINE.store(
-        (0..present.min(usize::BITS as usize)).fold(0, |m, c| m | 1 << c),
-        Ordering::Relaxed,
-    );
+    ONLINE.store(present.min(MAX_CPUS), Ordering::Relaxed);
 }
 
 /// Whether `cpu` is online.
 pub fn online(cpu: usize) -> bool {
-    cpu < usize::BITS as usize && ONLINE.load(Ordering::Relaxed) & 1 << cpu != 0
+    cpu < ONLINE.load(Ordering::Relaxed)
 }
 
 /// Records an interrupt source (an `interrupts` cell from the device tree) that the crash path masks.

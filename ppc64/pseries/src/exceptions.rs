@@ -119,6 +119,10 @@ extern "C" fn system_reset_rust(cpu: usize, saved: &SavedRegs) -> ! {
 /// Spins forever at low SMT priority with interrupts as they are.
 pub fn park() -> ! {
     loop {
+        crate::irq::quiet_decrementer();
+        if crate::smp::msr() & crate::smp::MSR_EE == 0 {
+            let _ = crate::hcall::join();
+        }
         // SAFETY: `or 1,1,1` is the SMT low-priority hint; it changes no architected state.
         unsafe { core::arch::asm!("or 1, 1, 1", options(nomem, nostack, preserves_flags)) };
         core::hint::spin_loop();

@@ -31,8 +31,8 @@ static DIE: [AtomicU64; 3] = [const { AtomicU64::new(0) }; 3];
 /// Raised (Release) by the firmware before it stops the other CPUs; their system reset handler
 /// loads it (Acquire) first.
 static FIRMWARE_STOP: AtomicBool = AtomicBool::new(false);
-/// Bit c: CPU c was stopped in place by the firmware. Release `fetch_or` by the stopped CPU (after
-/// every store it made), Acquire load by the firmware before it boots the capture stage.
+/// CPUs stopped in place by the firmware. Release `fetch_add` by each stopped CPU (after every store
+/// it made; once: it never returns), Acquire load by the firmware before it boots the capture stage.
 static STOPPED: AtomicUsize = AtomicUsize::new(0);
 /// How long the firmware waits for the other CPUs to stop.
 const STOP_TIMEOUT_US: u64 = 1_000_000;
@@ -55,7 +55,7 @@ pub fn platform_params() -> BootParams {
         scenario: name16(scenario::kind().name()),
         mask_path: [0; 16],
         not_answered: 0,
-        answered: 0,
+        answered: crate::bootparams::CpuMask::EMPTY,
         ram_top: RAM_TOP.load(Ordering::Relaxed),
         die,
         outcome: [0; crate::bootparams::OUTCOME_CPUS],
@@ -89,10 +89,10 @@ pub fn firmware_stopping() -> bool {
 
 /// A CPU the firmware stops: says so and stops (RTAS `stop-self`: the vCPU no longer runs), touching
 /// nothing else.
-pub fn stopped_in_place(cpu: usize) -> ! {
+pub fn stopped_in_place() -> ! {
     // Release pairs with the firmware's Acquire load in `crash_path_interrupted`: everything this
     // CPU stored before the reset is visible to the capture stage.
-    STOPPED.fetch_or(1 << cpu.min(63), Ordering::Release);
+    STOPPED.fetch_add(1, Ordering::Release);
     rtas::stop_self_unlocked();
     exceptions::park()
 }
@@ -105,23 +105,23 @@ pub fn crash_path_interrupted(cpu: usize, saved: &SavedRegs) -> ! {
     FIRMWARE_STOP.store(true, Ordering::Release);
     let ncpus = nmilog::Platform::cpu_count(crate::klog::LOG.platform());
     let others = (0..ncpus)
-        .filter(|&c| c != cpu && c < 64 && crash_state::online(c))
-        .fold(0usize, |m, c| m | 1 << c);
+        .filter(|&c| c != cpu && crash_state::online(c))
+        .count();
     let st = hcall::signal_sys_reset(hcall::SYS_RESET_ALL_OTHERS);
     let d = timebase::Deadline::after_us(STOP_TIMEOUT_US);
-    // Acquire pairs with the Release fetch_or in `stopped_in_place`.
-    while STOPPED.load(Ordering::Acquire) & others != others && !d.expired() {
+    // Acquire pairs with the Release fetch_add in `stopped_in_place`.
+    while STOPPED.load(Ordering::Acquire) < others && !d.expired() {
         core::hint::spin_loop();
     }
-    let stopped = STOPPED.load(Ordering::Acquire) & others;
+    let stopped = STOPPED.load(Ordering::Acquire).min(others);
     let mut crumbs = Crumbs::new();
     let _ = death::breadcrumbs(&mut crumbs);
     console::write_fmt_unlocked(format_args!(
         "fadump: system reset on CPU {cpu} (nip {:#x}) interrupted its crash path (breadcrumbs: {}); the firmware stopped {} of {} other CPU(s) in place (H_SIGNAL_SYS_RESET(-2) = {st}, {} us) and boots the capture stage with memory only\n",
         saved.nip,
         crumbs.as_str(),
-        stopped.count_ones(),
-        others.count_ones(),
+        stopped,
+        others,
         timebase::ticks_to_us(timebase::now().wrapping_sub(t0)),
     ));
     kexec::switchover(0, DUMP_PARAMS_BASE);

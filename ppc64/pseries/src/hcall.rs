@@ -19,6 +19,11 @@ pub const H_EOI: u64 = 0x64;
 pub const H_XIRR: u64 = 0x74;
 /// XICS presenter: poll a server's XIRR (r4: CPPR << 24 | XISR) and MFRR (r5) without accepting.
 pub const H_IPOLL: u64 = 0x70;
+/// Cede the processor until an interrupt (sets MSR[EE]: the interrupt is taken on return).
+pub const H_CEDE: u64 = 0xe0;
+/// Join: suspend this CPU (MSR[EE] must be 0) until H_PROD or a system reset; `H_CONTINUE` for the
+/// last CPU that has not joined.
+pub const H_JOIN: u64 = 0x298;
 /// QEMU/KVM private: run an RTAS call; r4 = real address of the big-endian argument buffer.
 pub const KVMPPC_H_RTAS: u64 = 0xf000;
 
@@ -104,4 +109,21 @@ pub fn poll_cppr(server: u64) -> (i64, u8) {
 pub fn signal_sys_reset(target: i64) -> i64 {
     // SAFETY: register-only hypercall.
     unsafe { hcall(H_SIGNAL_SYS_RESET, [target as u64, 0, 0, 0, 0, 0]).0 }
+}
+
+/// H_CEDE: gives this CPU back to the hypervisor until its next interrupt (the decrementer, an
+/// external interrupt, a system reset), as Linux's pseries idle loop does. External interrupts are
+/// enabled on return (the pending one is taken then).
+pub fn cede() -> i64 {
+    // SAFETY: register-only hypercall; enabling MSR[EE] is its documented effect, which the caller
+    // expects (it runs with interrupts enabled already).
+    unsafe { hcall(H_CEDE, [0; 6]).0 }
+}
+
+/// H_JOIN: gives this CPU back to the hypervisor (MSR[EE] = 0, as the caller guarantees) until a
+/// system reset or an H_PROD; returns at once (`H_CONTINUE`, or `H_BAD_MODE` with MSR[EE] = 1) for
+/// the last CPU still running. The caller loops.
+pub fn join() -> i64 {
+    // SAFETY: register-only hypercall.
+    unsafe { hcall(H_JOIN, [0; 6]).0 }
 }

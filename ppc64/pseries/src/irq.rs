@@ -207,6 +207,22 @@ pub fn disable() {
     unsafe { core::arch::asm!("mtmsrd {0}, 1", in(reg) v, options(nostack, preserves_flags)) };
 }
 
+/// Keeps this CPU's decrementer from going negative for another `i32::MAX` ticks (seconds), if it
+/// is less than half that away: a CPU that stays with MSR[EE] = 0 (parked, or spinning in the crash
+/// path) must not leave the level-triggered decrementer asserted — Linux's masked-decrementer
+/// handling sets DEC to its maximum the same way. (Under QEMU's TCG a pending interrupt that cannot
+/// be taken makes the vCPU take the global lock at every translated block, slowing every vCPU.)
+pub fn quiet_decrementer() {
+    let v: u64;
+    // SAFETY: reading DEC (SPR 22) has no side effects.
+    unsafe {
+        core::arch::asm!("mfspr {0}, 22", out(reg) v, options(nomem, nostack, preserves_flags))
+    };
+    if (v as u32 as i32) < i32::MAX / 2 {
+        set_dec(i32::MAX as u64);
+    }
+}
+
 /// MSR[RI]: the interrupt is recoverable.
 const MSR_RI: u64 = 1 << 1;
 

@@ -70,9 +70,21 @@ impl Platform for PseriesPlatform {
 /// device tree gives, as Linux sizes its log buffer from the CPUs it found and `log_buf_len=`.
 pub type KernelLog = Log<PseriesPlatform, { percpu::MAX_CPUS }, 0, 0, DEPTH>;
 
-/// Words of [`ARENA`]: the largest machine's rings at their largest, and the main log.
-pub const ARENA_WORDS: usize =
-    KernelLog::arena_words(percpu::MAX_CPUS, DEPTH, MAX_RING_WORDS, MAIN_WORDS);
+/// Words of [`ARENA`]: the most any CPU count up to `MAX_CPUS` takes with its rings sized by
+/// [`ring_words_for`], and the main log. As rings shrink when CPUs grow, this stays near the image
+/// room instead of `MAX_CPUS` rings at their largest.
+pub const ARENA_WORDS: usize = {
+    let mut most = 0;
+    let mut n = 1;
+    while n <= percpu::MAX_CPUS {
+        let w = KernelLog::arena_words(n, DEPTH, ring_words_for(n), MAIN_WORDS);
+        if w > most {
+            most = w;
+        }
+        n += 1;
+    }
+    most
+};
 
 /// Where [`attach`] carves the log from (in `.bss`; zeroed again by the attach).
 static ARENA: [nmilog::recover::AtomicUsize; ARENA_WORDS] =

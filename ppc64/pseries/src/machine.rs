@@ -69,6 +69,13 @@ impl Machine for Pseries {
         timebase::now_ns()
     }
 
+    /// A pause in the check-in wait, which runs with MSR[EE] = 0: keeps the decrementer from
+    /// staying asserted (see `irq::quiet_decrementer`).
+    fn relax(&self) {
+        irq::quiet_decrementer();
+        core::hint::spin_loop();
+    }
+
     /// `H_SIGNAL_SYS_RESET` with the CPU's hardware id. In `deaf-logging` the reset to its CPU is
     /// lost like its IPI (a vCPU the hypervisor never runs): nothing is sent.
     fn system_reset_cpu(&self, cpu: usize) -> bool {
@@ -178,8 +185,8 @@ impl Machine for Pseries {
                 .answered
                 .iter()
                 .enumerate()
-                .filter(|&(c, &a)| a && c < 64)
-                .fold(0, |m, (c, _)| m | (1 << c)),
+                .filter_map(|(c, &a)| a.then_some(c))
+                .collect(),
             outcome: {
                 let mut o = [0u8; crate::bootparams::OUTCOME_CPUS];
                 for (d, s) in o.iter_mut().zip(report.outcome.iter()) {

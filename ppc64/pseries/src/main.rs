@@ -380,14 +380,14 @@ pub fn kmain() -> ! {
     let dinsn = unsafe {
         irq::install(
             workload::irq_handler,
-            timebase::us_to_ticks(workload::IRQ_PERIOD_US),
+            timebase::us_to_ticks(workload::irq_period_us(n)),
         )
     };
     // SAFETY: as above.
     let einsn = unsafe { irq::install_external(workload::ext_irq_handler) };
     println!(
         "vectors: 0x100 = {insn:#010x} (system reset), 0x500 = {einsn:#010x} (external), 0x900 = {dinsn:#010x} (decrementer, every {} us)",
-        workload::IRQ_PERIOD_US
+        workload::irq_period_us(n)
     );
 
     // Interrupt sources: route them to this CPU (as request_irq would) so the crash path has real work.

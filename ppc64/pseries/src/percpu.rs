@@ -13,8 +13,8 @@ use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicUsize, Ordering};
 
 /// Most CPUs the image supports; it runs as many as the device tree has, up to this (the boot
-/// parameters' CPU masks are 64-bit words).
-pub const MAX_CPUS: usize = 64;
+/// parameters describe as many).
+pub const MAX_CPUS: usize = 256;
 const _: () = assert!(MAX_CPUS <= crate::bootparams::OUTCOME_CPUS);
 
 /// Registers of the interrupted context.

@@ -19,12 +19,39 @@ use nmilog::{Level, LINE_MAX};
 
 use crate::klog::LOG;
 use crate::percpu::MAX_CPUS;
-use crate::{baseline, exceptions, irq, rtas, scenario, timebase};
+use crate::{baseline, exceptions, hcall, irq, rtas, scenario, timebase};
 
 /// Pause between two task records (µs): keeps the dmesg readable (tens of records per CPU).
 pub const PACE_US: u64 = 500;
-/// Decrementer period (µs).
+/// Decrementer period (µs) up to [`TICK_CPUS`] CPUs.
 pub const IRQ_PERIOD_US: u64 = 2_000;
+/// CPUs up to which each takes its decrementer every [`IRQ_PERIOD_US`].
+pub const TICK_CPUS: usize = 16;
+
+/// Whether the secondary CPUs of a machine of `ncpus` CPUs idle between their records (cede to
+/// the hypervisor until their next tick) rather than pace them by spinning: beyond [`TICK_CPUS`],
+/// as most CPUs of a large machine do. (Under QEMU's TCG on a few host cores, hundreds of vCPUs
+/// that never sleep make the host run each one only every few hundred milliseconds, and the crash
+/// NMI is delivered to one vCPU after another as each gets to run.)
+pub fn idles(ncpus: usize) -> bool {
+    ncpus > TICK_CPUS
+}
+
+/// Pause between two task records (µs) of a CPU that paces them on a machine of `ncpus` CPUs: in
+/// proportion to the tick ([`irq_period_us`]), so that the boot CPU's records before the crash span
+/// as many ticks at every size.
+pub fn pace_us(ncpus: usize) -> u64 {
+    PACE_US * (ncpus / TICK_CPUS).max(1) as u64
+}
+
+/// Decrementer period (µs) on a machine of `ncpus` CPUs: beyond [`TICK_CPUS`] the tick slows in
+/// proportion, so that the machine takes as many interrupts per second as [`TICK_CPUS`] CPUs would.
+/// (Under QEMU's TCG every interrupt taken holds QEMU's global lock, which the crash NMI's delivery
+/// to each vCPU needs too: a machine-wide interrupt rate growing with the CPU count would make
+/// the NMI IPI's cost grow quadratically.)
+pub fn irq_period_us(ncpus: usize) -> u64 {
+    IRQ_PERIOD_US * (ncpus / TICK_CPUS).max(1) as u64
+}
 
 /// Raised (Release) by the boot CPU when the scenario CPUs should freeze; they load it with Acquire.
 pub static FREEZE_NOW: AtomicBool = AtomicBool::new(false);
@@ -96,7 +123,12 @@ pub fn log_loop(cpu: usize, max: Option<u64>) {
         task_log(cpu, i);
         i += 1;
         TASK_N[cpu].store(i, Ordering::Relaxed);
-        timebase::delay_us(PACE_US);
+        if max.is_none() && idles(nmilog::Platform::cpu_count(LOG.platform())) {
+            // Wakes at the next tick (whose handler logs), or at the crash NMI.
+            let _ = hcall::cede();
+        } else {
+            timebase::delay_us(pace_us(nmilog::Platform::cpu_count(LOG.platform())));
+        }
     }
 }
 

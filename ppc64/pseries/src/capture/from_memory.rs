@@ -22,7 +22,8 @@ use nmilog::handover;
 use nmilog::recover::{self, AtomicUsize, DrainSource, PiecewiseDump, RawDump, RecoveredLog};
 
 use crate::bootparams::{
-    BootParams, CRASH_BASE, CRASH_SIZE, HANDOVER_BASE, HANDOVER_SIZE, REBUILD_BASE, REBUILD_SIZE,
+    BootParams, CpuMask, CRASH_BASE, CRASH_SIZE, HANDOVER_BASE, HANDOVER_SIZE, REBUILD_BASE,
+    REBUILD_SIZE,
 };
 use crate::verify::MAX_CPUS;
 
@@ -39,8 +40,8 @@ pub struct Rebuilt {
     pub image: &'static [u8],
     /// The CPU that entered the crash path (`usize::MAX` if none did).
     pub crash_cpu: usize,
-    /// Bit c: CPU c checked in (or is the crashing CPU).
-    pub stopped: u64,
+    /// CPU c checked in (or is the crashing CPU).
+    pub stopped: CpuMask,
     /// CPUs the log covers.
     pub cpus: usize,
 }
@@ -152,9 +153,9 @@ pub fn rebuild(p: &BootParams, out: &mut impl Write) -> Option<Rebuilt> {
     let t2 = timebase();
     let crash_cpu = log.crashing_cpu().unwrap_or(usize::MAX);
     let cpus = desc.cpus();
-    let stopped = (0..cpus.min(MAX_CPUS))
+    let stopped: CpuMask = (0..cpus.min(MAX_CPUS))
         .filter(|&c| log.stopped(c))
-        .fold(0u64, |m, c| m | 1 << c);
+        .collect();
     let _ = write!(
         out,
         "capture: rebuilt a {}-byte handover image at {REBUILD_BASE:#x} in {} ms: the crash drain over {} CPUs x {} rings + the main log as found; crashing CPU {}; checked in:",

@@ -40,7 +40,7 @@ mod verify;
 use core::fmt::Write;
 use core::sync::atomic::{AtomicU64, Ordering};
 
-use bootparams::{str16, str_nul, BootParams, PARAMS_MAGIC};
+use bootparams::{str16, str_nul, BootParams, CpuMask, PARAMS_MAGIC};
 use death_point::DeathPoint;
 use nmilog::handover;
 use nmilog_ppc64::{CpuOutcome, CrashStage};
@@ -157,7 +157,8 @@ extern "C" fn capture_main(image: usize, params: usize) -> ! {
                 .iter()
                 .enumerate()
                 .filter(|&(_, &o)| o == CpuOutcome::Offline as u8)
-                .fold(0, |m, (c, _)| m | 1 << c),
+                .map(|(c, _)| c)
+                .collect(),
             prior_ok: flight::print_and_check(
                 bootparams::flight_recorder(),
                 bootparams::FLIGHT_BASE,
@@ -193,11 +194,11 @@ extern "C" fn capture_main(image: usize, params: usize) -> ! {
         let expect = Expect {
             crash_cpu: r.crash_cpu,
             answered: r.stopped,
-            not_answered: others.filter(|&c| r.stopped & 1 << c == 0).count() as u32,
+            not_answered: others.filter(|&c| !r.stopped.contains(c)).count() as u32,
             report: None,
             reached,
             died_at: Some(die),
-            offline: 0,
+            offline: CpuMask::EMPTY,
             prior_ok: flight::print_and_check(
                 bootparams::flight_recorder(),
                 bootparams::FLIGHT_BASE,

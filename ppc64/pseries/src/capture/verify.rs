@@ -18,8 +18,10 @@ use core::fmt::{self, Write};
 use nmilog::handover::Image;
 use nmilog::ContextKind;
 
-/// Most CPUs this stage checks.
-pub const MAX_CPUS: usize = 64;
+use crate::bootparams::CpuMask;
+
+/// Most CPUs this stage checks: those the parameter block describes.
+pub const MAX_CPUS: usize = crate::bootparams::OUTCOME_CPUS;
 
 /// Which of the crash path's own messages the log must hold (each one, or none of them: the crash
 /// path logs them in this order).
@@ -54,9 +56,9 @@ pub struct Report<'a> {
 pub struct Expect<'a> {
     /// The CPU that crashed.
     pub crash_cpu: usize,
-    /// Bit c: CPU c answered the crash NMI (the sequence's report; rebuilt from memory: its
-    /// check-in flag).
-    pub answered: u64,
+    /// CPUs that answered the crash NMI (the sequence's report; rebuilt from memory: their
+    /// check-in flags).
+    pub answered: CpuMask,
     /// CPUs that did not answer.
     pub not_answered: u32,
     /// The sequence's report; `None` when the log was rebuilt from memory (the dead path reported
@@ -66,8 +68,8 @@ pub struct Expect<'a> {
     pub reached: Reached,
     /// The death point when the log was rebuilt from memory (named on the verdict line).
     pub died_at: Option<&'a str>,
-    /// Bit c: CPU c was offline at the crash (the sequence's report): it has no record at all.
-    pub offline: u64,
+    /// CPUs offline at the crash (the sequence's report): they have no record at all.
+    pub offline: CpuMask,
     /// Whether the checks made before this verifier (the flight recorder's) passed.
     pub prior_ok: bool,
 }
@@ -300,7 +302,7 @@ pub fn print_and_check(img: &Image<'_>, expect: &Expect<'_>, out: &mut impl Writ
         && switchover == want.switchover
         && mask_ok;
     for c in 0..ncpu {
-        if expect.offline & (1 << c) != 0 {
+        if expect.offline.contains(c) {
             // An empty `maxcpus` slot: nothing logged, never stopped, not waited for.
             let empty = task[c].count == 0 && irq[c].count == 0 && !stopped[c];
             ok &= empty;
@@ -316,7 +318,7 @@ pub fn print_and_check(img: &Image<'_>, expect: &Expect<'_>, out: &mut impl Writ
             continue;
         }
         let crash = c == expect.crash_cpu;
-        let answered = expect.answered & (1 << c) != 0;
+        let answered = expect.answered.contains(c);
         // Whether the CPU had checked in when the image was written (the image says).
         let stopped_at_image = img.cpu_stopped(c) == Some(true);
         // A CPU that answered the NMI in time has its "stopped" record; one that never answered has
