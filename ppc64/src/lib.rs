@@ -53,6 +53,7 @@
 pub mod crash_state;
 pub mod flight;
 pub mod machine;
+pub mod notes;
 pub mod report;
 pub mod rtas;
 pub mod shutdown;

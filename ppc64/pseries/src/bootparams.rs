@@ -40,7 +40,6 @@ pub const REBUILD_SIZE: usize = 0x0080_0000;
 const _: () = assert!(REBUILD_BASE + REBUILD_SIZE <= CRASH_BASE + CRASH_SIZE);
 const _: () = assert!(CRASH_BASE + CRASH_SIZE <= HANDOVER_BASE);
 const _: () = assert!(HANDOVER_BASE + HANDOVER_SIZE <= PARAMS_BASE);
-const _: () = assert!(FLIGHT_BASE + FLIGHT_SIZE <= STAGING_BASE);
 /// The crash flight recorder (`nmilog_ppc64::flight`): breadcrumbs of the crash path, in the
 /// preserved region next to the parameter blocks; reset at boot, read by the capture stage whether
 /// the crash path finished or died.
@@ -49,6 +48,20 @@ pub const FLIGHT_BASE: usize = 0x0A84_2000;
 pub const FLIGHT_SIZE: usize = 0x1000;
 const _: () = assert!(core::mem::size_of::<nmilog_ppc64::FlightRecorder>() <= FLIGHT_SIZE);
 const _: () = assert!(FLIGHT_BASE.is_multiple_of(8));
+
+/// Each CPU's crash notes (`crash_notes`): an ELF `NT_PRSTATUS` note of its registers at the crash
+/// (`nmilog_ppc64::notes`), `NOTE_STRIDE` bytes apart, CPU 0 first; reset at boot, written by each
+/// CPU the crash stops (and by the crashing CPU), read by the capture stage. The parameter block
+/// says where (`notes_base`, `note_bytes`), as Linux exposes each CPU's `crash_notes` address for
+/// kexec-tools to point a `PT_NOTE` program header at.
+pub const NOTES_BASE: usize = 0x0A88_0000;
+/// Bytes from one CPU's note area to the next (8-aligned).
+pub const NOTE_STRIDE: usize = nmilog_ppc64::notes::NOTE_BYTES.next_multiple_of(8);
+/// Room for the notes of `OUTCOME_CPUS` CPUs.
+pub const NOTES_SIZE: usize = NOTE_STRIDE * OUTCOME_CPUS;
+const _: () = assert!(FLIGHT_BASE + FLIGHT_SIZE <= NOTES_BASE);
+const _: () = assert!(NOTES_BASE + NOTES_SIZE <= STAGING_BASE);
+const _: () = assert!(NOTES_BASE.is_multiple_of(8));
 
 /// The flight recorder at `FLIGHT_BASE`.
 pub fn flight_recorder() -> &'static nmilog_ppc64::FlightRecorder {
@@ -106,6 +119,10 @@ pub struct BootParams {
     pub escalated: u32,
     /// CPUs offline at the crash.
     pub offline: u32,
+    /// Where CPU 0's crash note is (`NOTES_BASE`); CPU c's is `note_stride` bytes further per CPU.
+    pub notes_base: u64,
+    /// Bytes from one CPU's crash note to the next.
+    pub note_stride: u32,
 }
 
 /// A set of CPUs `0..OUTCOME_CPUS`, one bit each (Linux's `cpumask_t`): plain data, so that it

@@ -9,6 +9,7 @@
 //! only exceptions are the failure exits' last words before power-off, through the lockless
 //! `console::write_bytes`; see `console`).
 
+use nmilog_ppc64::notes::CpuRegs;
 use nmilog_ppc64::{Machine, ShutdownConfig};
 
 use crate::bootparams::{HANDOVER_BASE, HANDOVER_SIZE};
@@ -16,7 +17,7 @@ use crate::crash_state::{CHECKIN_TIMEOUT_NS, STATE};
 use crate::klog::LOG;
 use crate::machine::MACHINE;
 use crate::percpu::SavedRegs;
-use crate::{baseline, fadump, irq, rtas, scenario};
+use crate::{baseline, crash_notes, fadump, irq, rtas, scenario};
 
 /// The system-reset handler. Runs on the CPU's own NMI stack. In order:
 /// * the firmware is stopping every CPU (`fadump`): park at once, running nothing of the kernel;
@@ -30,6 +31,11 @@ pub fn system_reset(cpu: usize, saved: &SavedRegs) -> ! {
     }
     if LOG.crashing_cpu() == Some(cpu) {
         fadump::crash_path_interrupted(cpu, saved)
+    }
+    // Linux's `crash_save_cpu` in `crash_ipi_callback`: the interrupted registers as this CPU's
+    // crash note, before the check-in publishes them (its Release, LMM(checkin:A), orders them too).
+    if LOG.crashing_cpu().is_some() && !STATE.checked_in(cpu) {
+        crash_notes::save(cpu, &note_regs(saved, SYSTEM_RESET_TRAP));
     }
     let regs = nmilog_ppc64::SavedRegs {
         pc: saved.nip as usize,
@@ -51,10 +57,79 @@ pub fn system_reset(cpu: usize, saved: &SavedRegs) -> ! {
 // nor from the image the capture stage rebuilds from memory): `klog::ring_words_for` sizes the rings
 // at boot so that it does.
 
+/// The `trap` of a note saved by the system-reset handler (its vector).
+const SYSTEM_RESET_TRAP: u64 = 0x100;
+
+/// A note's registers from the system-reset save area.
+fn note_regs(s: &SavedRegs, trap: u64) -> CpuRegs {
+    CpuRegs {
+        gpr: s.gpr,
+        nip: s.nip,
+        msr: s.msr,
+        lr: s.lr,
+        ctr: s.ctr,
+        cr: s.cr,
+        xer: s.xer,
+        trap,
+    }
+}
+
+/// This CPU's registers here (Linux's `ppc_save_regs`): r0..r31, LR, CTR, CR, XER and MSR as they
+/// are at the call, NIP = the instruction after the save.
+#[inline(never)]
+fn current_regs() -> SavedRegs {
+    let mut s = SavedRegs::ZERO;
+    let p: *mut SavedRegs = &mut s;
+    // SAFETY: every store is into `s` (`p` points at it; the offsets are its fields', inside it);
+    // `bl 1f` only sets LR, declared clobbered; nothing else changes.
+    unsafe {
+        core::arch::asm!(
+            "std 0, 0({p})", "std 1, 8({p})", "std 2, 16({p})", "std 3, 24({p})",
+            "std 4, 32({p})", "std 5, 40({p})", "std 6, 48({p})", "std 7, 56({p})",
+            "std 8, 64({p})", "std 9, 72({p})", "std 10, 80({p})", "std 11, 88({p})",
+            "std 12, 96({p})", "std 13, 104({p})", "std 14, 112({p})", "std 15, 120({p})",
+            "std 16, 128({p})", "std 17, 136({p})", "std 18, 144({p})", "std 19, 152({p})",
+            "std 20, 160({p})", "std 21, 168({p})", "std 22, 176({p})", "std 23, 184({p})",
+            "std 24, 192({p})", "std 25, 200({p})", "std 26, 208({p})", "std 27, 216({p})",
+            "std 28, 224({p})", "std 29, 232({p})", "std 30, 240({p})", "std 31, 248({p})",
+            "mflr {t}",
+            "std {t}, {lr}({p})",
+            "mfctr {t}",
+            "std {t}, {ctr}({p})",
+            "mfcr {t}",
+            "std {t}, {cr}({p})",
+            "mfxer {t}",
+            "std {t}, {xer}({p})",
+            "mfmsr {t}",
+            "std {t}, {msr}({p})",
+            "bl 1f",
+            "1: mflr {t}",
+            "std {t}, {nip}({p})",
+            p = in(reg_nonzero) p,
+            t = out(reg_nonzero) _,
+            lr = const core::mem::offset_of!(SavedRegs, lr),
+            ctr = const core::mem::offset_of!(SavedRegs, ctr),
+            cr = const core::mem::offset_of!(SavedRegs, cr),
+            xer = const core::mem::offset_of!(SavedRegs, xer),
+            msr = const core::mem::offset_of!(SavedRegs, msr),
+            nip = const core::mem::offset_of!(SavedRegs, nip),
+            out("lr") _,
+            options(nostack),
+        );
+    }
+    s
+}
+
 /// Crash shutdown on the calling CPU. Never returns.
 pub fn crash_shutdown(reason: &str) -> ! {
     irq::disable();
     irq::quiet_decrementer();
+    // The crashing CPU's own crash note (Linux's `crash_save_cpu` in
+    // `default_machine_crash_shutdown`), trap 0: saved by a call, not an interrupt.
+    crash_notes::save(
+        crate::percpu::this_cpu_index(),
+        &note_regs(&current_regs(), 0),
+    );
     if scenario::baseline() {
         baseline::crash(reason)
     }

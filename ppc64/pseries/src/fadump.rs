@@ -61,6 +61,8 @@ pub fn platform_params() -> BootParams {
         outcome: [0; crate::bootparams::OUTCOME_CPUS],
         escalated: 0,
         offline: 0,
+        notes_base: crate::bootparams::NOTES_BASE as u64,
+        note_stride: crate::bootparams::NOTE_STRIDE as u32,
     }
 }
 

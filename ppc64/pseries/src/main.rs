@@ -22,6 +22,7 @@ mod boot;
 mod bootparams;
 mod console;
 mod crash;
+mod crash_notes;
 mod crash_state;
 mod death;
 mod death_point;
@@ -257,6 +258,14 @@ pub fn kmain() -> ! {
         "flight recorder: {} breadcrumb slots at {:#x} (preserved for the capture stage)",
         nmilog_ppc64::flight::FLIGHT_SLOTS,
         bootparams::FLIGHT_BASE
+    );
+    // Each CPU's crash note, in the preserved region: none until a crash.
+    crash_notes::reset();
+    println!(
+        "crash notes: {} x {} bytes at {:#x} (an NT_PRSTATUS note per CPU, written at the crash)",
+        bootparams::OUTCOME_CPUS,
+        bootparams::NOTE_STRIDE,
+        bootparams::NOTES_BASE
     );
 
     // The scenario, from /chosen bootargs.

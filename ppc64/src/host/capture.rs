@@ -742,7 +742,7 @@ fn cost_json(out: &mut String, tr: &Truth) {
         t(truth::W_T_SWITCH),
     );
     let ncpu = tr.cpus.len();
-    let ring_words = (t(truth::W_RING_BYTES) as usize / size_of::<usize>()).max(1);
+    let ring_words = super::config::ring_words(t(truth::W_RING_BYTES));
     let layout = Layout::new(ncpu, ring_words);
     let _ = write!(
         out,

@@ -472,6 +472,14 @@ const MAX_RECORDS_PER_CPU: u64 = 10_000_000;
 const MIN_RING_BYTES: u64 = 1024;
 /// Largest ring (`--ring-bytes`): the static `Log`'s ring size.
 const MAX_RING_BYTES: u64 = (MAX_RING_WORDS * core::mem::size_of::<usize>()) as u64;
+/// Words per ring for rings of `bytes` (`--ring-bytes`, or the word the simulation left in its
+/// ground truth, which the memory of a crashed process may hold garbled): clamped to the sizes
+/// `--ring-bytes` accepts, a power of two. The one place the word count is derived from bytes.
+pub(crate) fn ring_words(bytes: u64) -> usize {
+    (bytes.clamp(MIN_RING_BYTES, MAX_RING_BYTES) as usize / core::mem::size_of::<usize>())
+        .next_power_of_two()
+}
+
 /// Longest check-in wait (`--ack-timeout-ms`): an hour.
 const MAX_ACK_TIMEOUT_MS: u64 = 3_600_000;
 /// Shortest timer period (`--tick-us`): faster ticks would starve the CPU threads.

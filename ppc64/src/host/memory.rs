@@ -4,7 +4,7 @@
 //!
 //! | offset                  | what                                                               |
 //! |-------------------------|--------------------------------------------------------------------|
-//! | 0                       | the ground-truth block ([`super::truth`], [`truth::bytes`] for the CPU count; word `W_REGION_BASE`: the mapping's address in the crashed process, written at boot) |
+//! | 0                       | the ground-truth block ([`super::truth`], [`truth::bytes`] for the CPU count; word `W_REGION_BASE`: the mapping's address in the crashed process, written with the rest of the block: at the switchover, or by the watchdog after a death) |
 //! | `truth::bytes(cpus)`    | the handover image, written by the crash path                      |
 //! | [`Layout::kernel_at`]   | the [`Kernel`]: the `Log`, its boot-time `LogDescriptor`, the crash sequence's [`CrashState`] (its check-in flags) and the simulation's log-call tracking |
 //! | [`Layout::arena_at`]    | the log's rings and main log, sized at boot for the CPU count and `--ring-bytes` ([`Log::attach_arena`]) |

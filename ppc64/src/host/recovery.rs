@@ -69,8 +69,7 @@ pub(crate) fn rebuild(region: &[u8], base: usize, w: &mut [u64]) -> Result<Rebui
 /// Words per ring, from the scenario's `--ring-bytes` in the ground truth (clamped to what
 /// `--ring-bytes` accepts: a corrupt word cannot size an allocation).
 fn ring_words(w: &[u64]) -> usize {
-    let bytes = w.get(truth::W_RING_BYTES).copied().unwrap_or(0);
-    (bytes.clamp(1024, 65536) as usize / size_of::<usize>()).next_power_of_two()
+    super::config::ring_words(w.get(truth::W_RING_BYTES).copied().unwrap_or(0))
 }
 
 /// The per-CPU ground truth, from the simulation's tracking in the kernel's memory. A CPU that had

@@ -23,6 +23,9 @@ mod asm;
 #[path = "../bootparams.rs"]
 #[allow(dead_code)]
 mod bootparams;
+#[path = "../crash_notes.rs"]
+#[allow(dead_code)]
+mod crash_notes;
 #[path = "../death_point.rs"]
 #[allow(dead_code)]
 mod death_point;
@@ -33,6 +36,7 @@ mod from_memory;
 mod hcall;
 #[path = "../mem.rs"]
 mod mem;
+mod notes;
 #[path = "../term.rs"]
 mod term;
 mod verify;
@@ -217,6 +221,11 @@ extern "C" fn capture_main(image: usize, params: usize) -> ! {
             );
             power_off(p.power_off_token)
         }
+    };
+    let notes_ok = notes::print_and_check(&img, expect.crash_cpu, &mut out);
+    let expect = Expect {
+        prior_ok: expect.prior_ok && notes_ok,
+        ..expect
     };
     verify::print_and_check(&img, &expect, &mut out);
     power_off(p.power_off_token)
