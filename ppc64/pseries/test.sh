@@ -178,6 +178,10 @@ check_fixed() {
     [ -n "${offline_cpus:-}" ] && online=$offline_cpus
     want "^capture: C0: crash note: nip 0x[0-9a-f]+ lr 0x[0-9a-f]+ r1 0x[0-9a-f]+ msr 0x[0-9a-f]+ trap 0x0: the crashing CPU's own \\(saved by a call\\)\$" "C0: its own crash note"
     want "^capture: crash notes at 0x[0-9a-f]+ \\(536 bytes per CPU\\): [0-9]+ NT_PRSTATUS note\\(s\\) for $cpus CPUs, $((online - 1 - missing)) agree with their CPU's stopped record\$" "crash notes: $((online - 1 - missing)) agree with the stopped records"
+    # The secondary hold: every CPU that answered went, after the go, to the capture stage's hold
+    # loop with its presenter closed, and came back when the capture stage released it.
+    local h=$((online - 1 - missing))
+    want "^capture: secondary CPUs: $h of $h held at 0x8000060 \\(arrived within [0-9]+ ms; presenter torn down, CPPR 0, on $h\\); $h came back into the capture stage in [0-9]+ ms\$" "secondary hold: $h held, presenters closed, all back"
     if [ "$frozen" != - ]; then
         local n
         n=$(sed -nE "s/.*CPU $frozen parked mid-write of \"cpu=$frozen n=([0-9]+)\".*/\1/p" "$log")
@@ -402,6 +406,8 @@ check_die() {
     # The crash notes are in memory whatever the death point: each one found agrees with its CPU's
     # stopped record (the verdict fails otherwise); the crashing CPU saved its own on entry.
     want "^capture: crash notes at 0x[0-9a-f]+ \\(536 bytes per CPU\\): [0-9]+ NT_PRSTATUS note\\(s\\) for $cpus CPUs, [0-9]+ agree with their CPU's stopped record\$" "crash notes read back from memory"
+    # The crash path died before its go: no CPU went to the hold.
+    want "^capture: secondary CPUs: 0 of 0 held at 0x8000060 \\(arrived within [0-9]+ ms; presenter torn down, CPPR 0, on 0\\); 0 came back into the capture stage in [0-9]+ ms\$" "secondary hold: none (no go)"
     want "^capture: the crash path died at $point: its messages up to there: " "capture: the crash path's messages checked against the death point"
     for ((c = 0; c < cpus; c++)); do
         line=$(grep -E "^capture: C$c: task" "$log")

@@ -63,6 +63,22 @@ const _: () = assert!(FLIGHT_BASE + FLIGHT_SIZE <= NOTES_BASE);
 const _: () = assert!(NOTES_BASE + NOTES_SIZE <= STAGING_BASE);
 const _: () = assert!(NOTES_BASE.is_multiple_of(8));
 
+/// The secondary hold (`hold`): where the CPUs the crash stopped wait for the capture stage after
+/// the switchover, as Linux's secondaries wait in the next kernel's `__secondary_hold`. The hold
+/// loop is the capture stage's code at `HOLD_ENTRY` (its image's `_start` + 0x60, where Linux has
+/// `__secondary_hold`); its words (`hold`'s layout) are here, in the reserved region above the
+/// rebuild area: written by the kernel only when it loads the capture stage, then by the held CPUs
+/// and the capture stage.
+pub const HOLD_BASE: usize = REBUILD_BASE + REBUILD_SIZE;
+/// Room for the hold's words.
+pub const HOLD_SIZE: usize = 0x2000;
+/// The hold loop's address (r3 = the CPU's index, r4 = its hardware id on entry).
+pub const HOLD_ENTRY: usize = CRASH_BASE + 0x60;
+const _: () = assert!(HOLD_BASE + HOLD_SIZE <= CRASH_BASE + CRASH_SIZE);
+const _: () = assert!((1 + 2 * OUTCOME_CPUS) * 8 <= HOLD_SIZE);
+// The hold loop loads HOLD_BASE with one `lis` (a multiple of 0x10000 below 2 GiB).
+const _: () = assert!(HOLD_BASE.is_multiple_of(0x10000) && HOLD_BASE < 0x8000_0000);
+
 /// The flight recorder at `FLIGHT_BASE`.
 pub fn flight_recorder() -> &'static nmilog_ppc64::FlightRecorder {
     // SAFETY: FLIGHT_BASE..+FLIGHT_SIZE is RAM reserved for the recorder (nothing else uses it; see

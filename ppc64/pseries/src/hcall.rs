@@ -24,6 +24,9 @@ pub const H_CEDE: u64 = 0xe0;
 /// Join: suspend this CPU (MSR[EE] must be 0) until H_PROD or a system reset; `H_CONTINUE` for the
 /// last CPU that has not joined.
 pub const H_JOIN: u64 = 0x298;
+/// Prod: wake a CPU halted in H_JOIN or H_CEDE (r4 = its hardware id); a prod before the join
+/// makes the next join return at once.
+pub const H_PROD: u64 = 0xe8;
 /// QEMU/KVM private: run an RTAS call; r4 = real address of the big-endian argument buffer.
 pub const KVMPPC_H_RTAS: u64 = 0xf000;
 
@@ -126,4 +129,10 @@ pub fn cede() -> i64 {
 pub fn join() -> i64 {
     // SAFETY: register-only hypercall.
     unsafe { hcall(H_JOIN, [0; 6]).0 }
+}
+
+/// H_PROD: wakes the CPU with hardware id `hw` from H_JOIN (or makes its next H_JOIN return).
+pub fn prod(hw: u64) -> i64 {
+    // SAFETY: register-only hypercall.
+    unsafe { hcall(H_PROD, [hw, 0, 0, 0, 0, 0]).0 }
 }

@@ -8,11 +8,13 @@
 //! `CRASH_BASE..+CRASH_SIZE`, zeroes the rest of each segment, makes the code visible to instruction
 //! fetch, and remembers the entry point. After that, the kernel never writes the region again.
 
-use core::sync::atomic::{AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use crate::bootparams::{
-    BootParams, CRASH_BASE, CRASH_SIZE, PARAMS_BASE, PARAMS_MAGIC, STAGING_BASE, STAGING_MAX,
+    BootParams, CRASH_BASE, CRASH_SIZE, HOLD_ENTRY, PARAMS_BASE, PARAMS_MAGIC, STAGING_BASE,
+    STAGING_MAX,
 };
+use crate::{crash_state, hcall, hold, irq, percpu};
 
 /// The capture stage's entry point (0 = not loaded).
 static ENTRY: AtomicUsize = AtomicUsize::new(0);
@@ -130,6 +132,7 @@ pub fn load_capture() -> Result<Loaded, LoadError> {
     if out.segments == 0 || !in_region(entry, 4) {
         return Err(LoadError::OutOfRegion);
     }
+    hold::reset();
     // Release pairs with the Acquire load in `switchover` (the loaded bytes before the entry).
     ENTRY.store(entry, Ordering::Release);
     Ok(out)
@@ -175,6 +178,57 @@ pub fn switchover(image: usize, params: usize) {
             in("r12") entry,
             in("r3") image,
             in("r4") params,
+            options(noreturn),
+        )
+    }
+}
+
+/// The go (Linux's `time_to_dump`): raised by the crashing CPU right before its switchover; the CPUs
+/// it stopped wait for it, then go to the capture stage's hold.
+static GO: AtomicBool = AtomicBool::new(false);
+
+/// On the crashing CPU, right before the switchover: raises the go and wakes every CPU that checked
+/// in (each waits halted in H_JOIN; a prod that comes before its join makes the join return at once,
+/// so none is missed). No wait: the CPUs go on by themselves.
+pub fn release_secondaries(me: usize, ncpus: usize) {
+    // LMM(go:A): Release pairs with the Acquire load in `wait_for_go_then_hold`, LMM(go:B): the
+    // image and everything the crash path wrote are visible to a CPU that sees the go.
+    GO.store(true, Ordering::Release);
+    for c in (0..ncpus).filter(|&c| c != me && crash_state::checked_in(c)) {
+        let _ = hcall::prod(percpu::PERCPU[c].hw_id.load(Ordering::Relaxed) as u64);
+    }
+}
+
+/// A CPU the crash stopped, after its check-in (Linux's `crash_ipi_callback` after
+/// `crash_save_cpu`): waits halted for the go, tears down its interrupt presenter (XICS: CPPR 0,
+/// nothing presented; Linux's `kexec_cpu_down`), and enters the capture stage's hold loop — or parks
+/// if no capture stage is loaded. A wait for the go that never comes (the crash path died) is a
+/// parked CPU: the firmware's system reset still stops it (`fadump`).
+pub fn wait_for_go_then_hold(cpu: usize) -> ! {
+    // LMM(go:B): pairs with the Release store in `release_secondaries`, LMM(go:A).
+    while !GO.load(Ordering::Acquire) {
+        irq::quiet_decrementer();
+        let _ = hcall::join();
+    }
+    let _ = hcall::set_cppr(0);
+    let entry = if loaded() { HOLD_ENTRY } else { 0 };
+    if entry == 0 {
+        crate::exceptions::park()
+    }
+    let hw = percpu::PERCPU[cpu].hw_id.load(Ordering::Relaxed) as u64;
+    // SAFETY: HOLD_ENTRY is the capture stage's hold loop, loaded into the reserved region and
+    // flushed to the instruction cache by `load_capture` (`loaded()`); it needs no stack, only
+    // r3/r4, and never returns. SPRG0 is cleared as in `switchover`.
+    unsafe {
+        core::arch::asm!(
+            "sync",
+            "li 11, 0",
+            "mtspr 272, 11",
+            "mtctr 12",
+            "bctr",
+            in("r12") entry,
+            in("r3") cpu,
+            in("r4") hw,
             options(noreturn),
         )
     }

@@ -169,8 +169,15 @@ impl Machine for Pseries {
         crate::percpu::interrupted_context()
     }
 
+    /// A CPU the crash stopped (checked in) waits for the go and goes to the capture stage's hold
+    /// (`kexec::wait_for_go_then_hold`); any other CPU parks here.
     fn park(&self) -> ! {
         irq::disable();
+        let cpu = percpu::this_cpu_index();
+        if crate::klog::LOG.crashing_cpu().is_some_and(|c| c != cpu) && crash_state::checked_in(cpu)
+        {
+            kexec::wait_for_go_then_hold(cpu)
+        }
         exceptions::park()
     }
 
@@ -198,6 +205,8 @@ impl Machine for Pseries {
             offline: report.offline as u32,
             ..fadump::platform_params()
         });
+        // Linux's `time_to_dump`: the stopped CPUs go to the capture stage's hold.
+        kexec::release_secondaries(report.crash_cpu, report.cpus);
         kexec::switchover(image.as_ptr() as usize, params);
         // No capture stage loaded: say so on the raw console and power off — only if the crash path
         // found the firmware free to call (PAPR: no second CPU in RTAS); else park.

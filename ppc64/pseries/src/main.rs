@@ -29,6 +29,7 @@ mod death_point;
 mod exceptions;
 mod fadump;
 mod hcall;
+mod hold;
 mod irq;
 mod kexec;
 mod klog;
@@ -513,6 +514,9 @@ fn wait_until(us: u64, cond: impl Fn() -> bool) -> u64 {
 
 /// A secondary CPU: log forever (task context + decrementer interrupts) until the NMI stops it.
 fn secondary_main(cpu: usize) -> ! {
+    // Open this CPU's interrupt presenter (CPPR 0 after reset: nothing presented), as Linux's
+    // `xics_setup_cpu` does for every CPU: the crash's teardown then has something to close.
+    let _ = hcall::set_cppr(0xff);
     // Release pairs with the boot CPU's Acquire load of ONLINE.
     ONLINE.fetch_add(1, Ordering::Release);
     workload::log_loop(cpu, None);

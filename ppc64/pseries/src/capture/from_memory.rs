@@ -46,14 +46,16 @@ pub struct Rebuilt {
     pub cpus: usize,
 }
 
-fn timebase() -> u64 {
+/// The timebase.
+pub fn timebase() -> u64 {
     let tb: u64;
     // SAFETY: reading the timebase has no side effects.
     unsafe { core::arch::asm!("mftb {0}", out(reg) tb, options(nomem, nostack, preserves_flags)) };
     tb
 }
 
-fn ms(ticks: u64, tb_freq: u64) -> u64 {
+/// Timebase ticks in ms at `tb_freq` Hz.
+pub fn ms(ticks: u64, tb_freq: u64) -> u64 {
     ticks * 1000 / tb_freq.max(1)
 }
 

@@ -34,9 +34,13 @@ mod from_memory;
 #[path = "../hcall.rs"]
 #[allow(dead_code)]
 mod hcall;
+#[path = "../hold.rs"]
+#[allow(dead_code)]
+mod hold;
 #[path = "../mem.rs"]
 mod mem;
 mod notes;
+mod secondaries;
 #[path = "../term.rs"]
 mod term;
 mod verify;
@@ -55,12 +59,46 @@ use verify::{Expect, Reached, Report};
 // r3 = image address and r4 = parameter block; nothing else is assumed. Load the TOC, zero .bss
 // (keeping r3/r4), switch to our own stack (zero back chain), enable FP/VMX/VSX (compiled `core`
 // may use VSX) and call `capture_main(r3, r4)`.
+//
+// At `_start` + 0x60 (`HOLD_ENTRY`), the secondary hold (see `hold`): entered by each CPU the crash
+// stopped, after the go, with r3 = its index and r4 = its hardware id, no stack. It stores
+// `arrived[r3]` = r4 + 1 and waits halted (H_JOIN: MSR[EE] is 0) until `release` is non-zero (the
+// capture stage H_PRODs it), then stores `back[r3]` = 1 and waits halted for good. r14-r19 survive
+// the hypercalls (PAPR preserves r14-r31).
 core::arch::global_asm!(
     r#"
     .section .text.boot, "ax"
     .globl _start
     .type _start, @function
 _start:
+    b 8f
+    .org 0x60
+    .globl __secondary_hold
+__secondary_hold:
+    mr 14, 3
+    mr 15, 4
+    cmpldi 14, {ncpus}
+    bge 7f
+    lis 16, {hold_hi}
+    sldi 17, 14, 3
+    add 17, 17, 16
+    addi 18, 15, 1
+    sync
+    std 18, {arrived}(17)
+5:  ld 19, 0(16)
+    cmpdi 19, 0
+    bne 6f
+    li 3, {h_join}
+    sc 1
+    b 5b
+6:  lwsync
+    li 18, 1
+    sync
+    std 18, {back}(17)
+7:  li 3, {h_join}
+    sc 1
+    b 7b
+8:
 "#,
     asm::load_toc!(),
     asm::zero_bss!(),
@@ -80,6 +118,11 @@ __capture_stack_top:
     .text
     "#,
     main = sym capture_main,
+    ncpus = const bootparams::OUTCOME_CPUS,
+    hold_hi = const bootparams::HOLD_BASE >> 16,
+    arrived = const hold::ARRIVED_OFF,
+    back = const hold::BACK_OFF,
+    h_join = const hcall::H_JOIN,
 );
 
 /// The terminal (vty `reg`) from the parameter block (one CPU runs here: Relaxed is enough).
@@ -223,8 +266,16 @@ extern "C" fn capture_main(image: usize, params: usize) -> ! {
         }
     };
     let notes_ok = notes::print_and_check(&img, expect.crash_cpu, &mut out);
+    // The CPUs the crash stopped wait in the hold once the crash path gave its go (right before the
+    // switchover): those that answered, with a handover image; none if the path died before.
+    let held_ok = secondaries::release_and_report(
+        img.cpu_count(),
+        |c| expect.report.is_some() && c != expect.crash_cpu && expect.answered.contains(c),
+        p.tb_freq,
+        &mut out,
+    );
     let expect = Expect {
-        prior_ok: expect.prior_ok && notes_ok,
+        prior_ok: expect.prior_ok && notes_ok && held_ok,
         ..expect
     };
     verify::print_and_check(&img, &expect, &mut out);

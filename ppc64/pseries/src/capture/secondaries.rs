@@ -1,0 +1,81 @@
+//! The capture stage's side of the secondary hold (`hold`): waits (bounded) until every CPU the
+//! crash stopped has arrived in the hold loop, releases them, waits (bounded) until each is back, and
+//! reports it: `capture: secondary CPUs: A of E held at 0x...; B came back into the capture stage in
+//! T ms`. `E` is the CPUs expected (those that answered the crash, but the crashing CPU: the
+//! sequence's report; none when the crash path died before its go). Returns whether every expected
+//! CPU arrived and every CPU that arrived came back.
+
+use core::fmt::Write;
+
+use crate::bootparams::HOLD_ENTRY;
+use crate::from_memory::{ms, timebase};
+use crate::hold;
+use crate::verify::MAX_CPUS;
+
+/// How long the capture stage waits for the held CPUs to arrive, and again to come back.
+const WAIT_MS: u64 = 1000;
+
+/// Spins until `done()` or `WAIT_MS` have passed; returns the ticks waited.
+fn wait(tb_freq: u64, done: impl Fn() -> bool) -> u64 {
+    let t0 = timebase();
+    let limit = tb_freq.max(1) / 1000 * WAIT_MS;
+    while !done() && timebase().wrapping_sub(t0) < limit {
+        core::hint::spin_loop();
+    }
+    timebase().wrapping_sub(t0)
+}
+
+/// See the module docs. `expected(c)`: whether CPU `c` should be in the hold.
+pub fn release_and_report(
+    ncpus: usize,
+    expected: impl Fn(usize) -> bool,
+    tb_freq: u64,
+    out: &mut impl Write,
+) -> bool {
+    let ncpus = ncpus.min(MAX_CPUS);
+    let want = (0..ncpus).filter(|&c| expected(c)).count();
+    let arrived_all = || {
+        (0..ncpus)
+            .filter(|&c| expected(c))
+            .all(|c| hold::arrived(c).is_some())
+    };
+    let t_arrive = wait(tb_freq, arrived_all);
+    let held = (0..ncpus).filter(|&c| hold::arrived(c).is_some()).count();
+    // Each held CPU closed its presenter before it came (CPPR 0: nothing presented to it), as read
+    // back through the hypervisor (H_IPOLL on its server).
+    let closed = (0..ncpus)
+        .filter_map(hold::arrived)
+        .filter(|&hw| crate::hcall::poll_cppr(hw) == (0, 0))
+        .count();
+    let missing = (0..ncpus)
+        .filter(|&c| expected(c) && hold::arrived(c).is_none())
+        .count();
+    // Release, and wake each held CPU from its H_JOIN.
+    hold::release();
+    for c in 0..ncpus {
+        if let Some(hw) = hold::arrived(c) {
+            let _ = crate::hcall::prod(hw);
+        }
+    }
+    let t_back = wait(tb_freq, || {
+        (0..ncpus).all(|c| hold::arrived(c).is_none() || hold::back(c))
+    });
+    let back = (0..ncpus).filter(|&c| hold::back(c)).count();
+    let ok = missing == 0 && back == held && closed == held;
+    let _ = writeln!(
+        out,
+        "capture: secondary CPUs: {held} of {want} held at {HOLD_ENTRY:#x} (arrived within {} ms; presenter torn down, CPPR 0, on {closed}); {back} came back into the capture stage in {} ms{}",
+        ms(t_arrive, tb_freq),
+        ms(t_back, tb_freq),
+        if ok { "" } else { "  <-- FAILED" }
+    );
+    if missing > 0 {
+        for c in (0..ncpus).filter(|&c| expected(c) && hold::arrived(c).is_none()) {
+            let _ = writeln!(
+                out,
+                "capture: C{c}: answered the crash but never reached the hold  <-- FAILED"
+            );
+        }
+    }
+    ok
+}
