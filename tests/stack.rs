@@ -220,3 +220,48 @@ fn stack_per_call_does_not_grow_with_the_cpu_count() {
         }
     }
 }
+
+/// The crash sequence's stack on the crashing CPU, at `CPUS` CPUs (CPU 1 answers the NMI, every
+/// other CPU is deaf; a 2 ms check-in wait): `nmilog_ppc64::crash_shutdown` through the
+/// `doc_support` test machine, whose `kexec` unwinds back here (the unwinding's own frames are in the
+/// figure, the same at every count).
+fn crash_sequence_stack<const CPUS: usize>() -> usize {
+    use nmilog_ppc64::doc_support::{crash, FakeMachine};
+    use nmilog_ppc64::{CrashState, RtasLock, ShutdownConfig};
+    type L<const N: usize> = Log<HostPlatform, N, 256, 4096>;
+    // SAFETY: all-zero bytes are a valid `Log<HostPlatform, ..>` (see `zeroed`) and a valid
+    // `CrashState` (atomics and an RTAS buffer of atomics, all 0 as `new` makes them).
+    let (log, state): (&'static L<CPUS>, &'static CrashState<CPUS>) =
+        unsafe { (zeroed::<L<CPUS>>(), zeroed::<CrashState<CPUS>>()) };
+    log.platform().set_cpu_count(CPUS);
+    measure(move || {
+        HostPlatform::register_cpu(0);
+        let cfg = ShutdownConfig {
+            ack_timeout_ns: 2_000_000,
+            max_wait_spins: 1_000_000,
+        };
+        let (_, report) = crash(&FakeMachine::new(log, state), &RtasLock::new(), &cfg);
+        assert_eq!(report.not_answered, CPUS - 2);
+    })
+}
+
+#[test]
+#[cfg_attr(
+    debug_assertions,
+    ignore = "stack figures are for optimised code: cargo test --release --test stack"
+)]
+fn crash_sequence_stack_does_not_grow_with_the_cpu_count() {
+    // Quiet: the test machine's `park` and `kexec` unwind.
+    std::panic::set_hook(Box::new(|_| {}));
+    // A first run sets up what a first unwinding sets up (its figure is not the sequence's).
+    let _ = crash_sequence_stack::<64>();
+    let (small, large) = (crash_sequence_stack::<64>(), crash_sequence_stack::<2048>());
+    let _ = std::panic::take_hook();
+    println!("crash sequence (crash_shutdown): {small} bytes of stack at 64 CPUs, {large} at 2048");
+    // Per-CPU arrays on the crashing CPU's stack would add at least a byte per CPU (1984 here).
+    assert!(
+        large <= small + 256,
+        "the crash sequence's stack grows with the CPU count: {small} bytes at 64 CPUs, {large} at 2048"
+    );
+    assert!(small > 0, "nothing measured");
+}

@@ -8,6 +8,7 @@ use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use nmilog::{ContextKind, Header};
 
 use crate::machine::{RtasArgs, SavedRegs};
+use crate::report::CpuOutcome;
 
 /// Per-CPU stop state shared by the stopped CPUs (writers) and the crashing CPU (reader).
 #[derive(Debug)]
@@ -20,6 +21,8 @@ struct CpuStop {
     msr: AtomicUsize,
     /// `Header::pack_ctx` of the context the NMI interrupted.
     interrupted: AtomicUsize,
+    /// The CPU's outcome in the stop phase (`CpuOutcome` code), set by the crashing CPU.
+    outcome: AtomicUsize,
 }
 
 impl CpuStop {
@@ -31,6 +34,7 @@ impl CpuStop {
             sp: AtomicUsize::new(0),
             msr: AtomicUsize::new(0),
             interrupted: AtomicUsize::new(0),
+            outcome: AtomicUsize::new(0),
         }
     }
 }
@@ -204,6 +208,43 @@ impl<const CPUS: usize> CrashState<CPUS> {
     }
 
     /// The crashing CPU is escalating: a check-in from now on answers the system reset.
+    /// CPU `cpu`'s outcome in the crash's stop phase ([`CpuOutcome::Absent`] for a CPU beyond
+    /// this state, or before a crash set it). Kept here rather than in the
+    /// [`ShutdownReport`](crate::ShutdownReport) so that the crashing CPU's stack does not grow with
+    /// the CPU count (a kernel stack is 16 KiB; `NR_CPUS` 2048 outcomes and flags would take a
+    /// quarter of it).
+    ///
+    /// Written only by the crashing CPU during the sequence and read by it (and, after the
+    /// switchover, by whoever reads this state on that CPU): Relaxed.
+    ///
+    /// ```
+    /// use nmilog_ppc64::{CpuOutcome, CrashState};
+    /// static STATE: CrashState<2> = CrashState::new();
+    /// assert_eq!(STATE.outcome(0), CpuOutcome::Absent); // no crash yet
+    /// assert!(!STATE.answered(9)); // not a CPU of this state
+    /// ```
+    pub fn outcome(&self, cpu: usize) -> CpuOutcome {
+        self.cpus
+            .get(cpu)
+            .and_then(|s| CpuOutcome::from_code(s.outcome.load(Ordering::Relaxed) as u8))
+            .unwrap_or(CpuOutcome::Absent)
+    }
+
+    /// Whether `cpu` answered the crash (checked in after the IPI or the system reset), or is the
+    /// crashing CPU: per [`outcome`](Self::outcome).
+    pub fn answered(&self, cpu: usize) -> bool {
+        let o = self.outcome(cpu);
+        o == CpuOutcome::Crashing || o.stopped()
+    }
+
+    /// Sets `cpu`'s outcome (the crashing CPU, during the sequence). A CPU beyond this state is
+    /// ignored.
+    pub(crate) fn set_outcome(&self, cpu: usize, o: CpuOutcome) {
+        if let Some(s) = self.cpus.get(cpu) {
+            s.outcome.store(o as u8 as usize, Ordering::Relaxed);
+        }
+    }
+
     pub(crate) fn set_escalating(&self) {
         self.escalating.store(1, Ordering::Relaxed);
     }

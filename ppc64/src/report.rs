@@ -158,9 +158,10 @@ impl CpuOutcome {
 /// let cfg = ShutdownConfig { ack_timeout_ns: 2_000_000, max_wait_spins: 100_000 };
 /// let (image, r) = crash(&FakeMachine::deaf(&LOG, &STATE), &RtasLock::new(), &cfg);
 /// assert_eq!((r.crash_cpu, r.cpus), (0, 2));
-/// assert_eq!(r.answered, [true, false]);
+/// assert_eq!((STATE.answered(0), STATE.answered(1)), (true, false));
 /// assert_eq!(r.not_answered, 1);
-/// assert_eq!(r.outcome, [CpuOutcome::Crashing, CpuOutcome::NeverAnswered]);
+/// assert_eq!(STATE.outcome(0), CpuOutcome::Crashing);
+/// assert_eq!(STATE.outcome(1), CpuOutcome::NeverAnswered);
 /// assert_eq!((r.escalated, r.offline), (0, 0)); // this machine cannot send a system reset
 /// assert!(r.wait_spins <= cfg.max_wait_spins);
 /// assert!(r.t_enter_ns <= r.t_ipi_done_ns && r.t_ipi_done_ns <= r.t_masked_ns);
@@ -183,12 +184,13 @@ pub struct ShutdownReport<const CPUS: usize> {
     pub t_masked_ns: u64,
     /// Image written, about to switch over.
     pub t_switch_ns: u64,
-    /// Which CPUs checked in (the crashing CPU counts as answered).
-    pub answered: [bool; CPUS],
-    /// How many did not (after the escalation too; offline CPUs are not counted).
+    /// How many CPUs did not check in (after the escalation too; offline CPUs are not counted).
+    /// Each CPU's outcome (the IPI, the escalation's system reset, never, offline) and whether it
+    /// answered are in the [`CrashState`](crate::CrashState) the sequence ran with
+    /// ([`CrashState::outcome`](crate::CrashState::outcome),
+    /// [`CrashState::answered`](crate::CrashState::answered)): a report of fixed size whatever
+    /// `CPUS`, so that the crashing CPU's stack does not grow with the CPU count.
     pub not_answered: usize,
-    /// Each CPU's outcome (the IPI, the escalation's system reset, never, offline).
-    pub outcome: [CpuOutcome; CPUS],
     /// CPUs a system reset was sent to because they did not answer the crash IPI in time.
     pub escalated: usize,
     /// CPUs offline at the crash (not waited for).

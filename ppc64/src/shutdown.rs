@@ -267,19 +267,13 @@ impl<
     /// Settles each CPU below `ncpu` still without an answer, in CPU order: one that checked in by
     /// now gets the outcome `answered`; any other is handed to `unanswered` and stays
     /// [`CpuOutcome::NeverAnswered`].
-    fn settle(
-        &self,
-        outcome: &mut [CpuOutcome; CPUS],
-        ncpu: usize,
-        answered: CpuOutcome,
-        mut unanswered: impl FnMut(usize),
-    ) {
-        for (c, o) in outcome.iter_mut().enumerate().take(ncpu) {
-            if *o != CpuOutcome::NeverAnswered {
+    fn settle(&self, ncpu: usize, answered: CpuOutcome, mut unanswered: impl FnMut(usize)) {
+        for c in 0..ncpu {
+            if self.state.outcome(c) != CpuOutcome::NeverAnswered {
                 continue;
             }
             if self.state.checked_in(c) {
-                *o = answered;
+                self.state.set_outcome(c, answered);
             } else {
                 unanswered(c);
             }
@@ -469,9 +463,7 @@ pub fn crash_shutdown<
         t_ipi_done_ns: 0,
         t_masked_ns: 0,
         t_switch_ns: 0,
-        answered: [false; CPUS],
         not_answered: 0,
-        outcome: [CpuOutcome::Absent; CPUS],
         escalated: 0,
         offline: 0,
         wait_spins: 0,
@@ -489,22 +481,25 @@ pub fn crash_shutdown<
     machine.stage(CrashStage::Entered);
     crash.emerg(format_args!("crash: CPU {} crashing: {}", cpu, reason));
     for c in 0..ncpu {
-        report.outcome[c] = if c == cpu {
-            CpuOutcome::Crashing
-        } else if machine.cpu_online(c) {
-            CpuOutcome::NeverAnswered // until it checks in
-        } else {
-            report.offline += 1;
-            CpuOutcome::Offline
-        };
+        state.set_outcome(
+            c,
+            if c == cpu {
+                CpuOutcome::Crashing
+            } else if machine.cpu_online(c) {
+                CpuOutcome::NeverAnswered // until it checks in
+            } else {
+                report.offline += 1;
+                CpuOutcome::Offline
+            },
+        );
     }
-    let targets = unanswered_mask(&report.outcome, ncpu);
+    let targets = unanswered_mask(state, ncpu);
     crash.emerg(format_args!(
         "crash: sending NMI IPI to {} other CPUs",
         ncpu.saturating_sub(1 + report.offline)
     ));
     let mut n = 0;
-    for c in (0..ncpu).filter(|&c| report.outcome[c] == CpuOutcome::Offline) {
+    for c in (0..ncpu).filter(|&c| state.outcome(c) == CpuOutcome::Offline) {
         crash.cpu_line(
             &mut n,
             format_args!("crash: CPU {} is offline: not waited for", c),
@@ -527,7 +522,7 @@ pub fn crash_shutdown<
     let sent = machine.now_ns();
     let missing = crash.wait_check_ins(cpu, ncpu, sent, cfg, &mut spins, Event::IpiWaitDone);
     let mut n = 0;
-    crash.settle(&mut report.outcome, ncpu, CpuOutcome::AnsweredIpi, |c| {
+    crash.settle(ncpu, CpuOutcome::AnsweredIpi, |c| {
         crash.cpu_line(
             &mut n,
             format_args!(
@@ -539,15 +534,15 @@ pub fn crash_shutdown<
     crash.more_cpus(n, "did not answer the NMI IPI");
     // `missing` may be stale by now (a CPU that checked in during the scan above is AnsweredIpi):
     // escalate only to the CPUs still without an answer.
-    let candidates = unanswered_mask(&report.outcome, ncpu);
-    if missing != 0 && (0..ncpu).any(|c| report.outcome[c] == CpuOutcome::NeverAnswered) {
+    let candidates = unanswered_mask(state, ncpu);
+    if missing != 0 && (0..ncpu).any(|c| state.outcome(c) == CpuOutcome::NeverAnswered) {
         // From here on a check-in is an answer to the reset (its breadcrumb says so). The
         // breadcrumb names the CPUs about to be reset, before the first reset can be answered.
         state.set_escalating();
         crash.crumb(Event::Escalated, cpu, candidates);
         // A CPU that checked in by now answered the IPI after all, just now: no reset (and
         // `stop_self` would ignore one that crossed its check-in).
-        crash.settle(&mut report.outcome, ncpu, CpuOutcome::AnsweredIpi, |c| {
+        crash.settle(ncpu, CpuOutcome::AnsweredIpi, |c| {
             if machine.system_reset_cpu(c) {
                 report.escalated += 1;
             }
@@ -561,7 +556,7 @@ pub fn crash_shutdown<
         let from = machine.now_ns();
         crash.wait_check_ins(cpu, ncpu, from, cfg, &mut spins, Event::ResetWaitDone);
         let mut n = 0;
-        crash.settle(&mut report.outcome, ncpu, CpuOutcome::AnsweredReset, |c| {
+        crash.settle(ncpu, CpuOutcome::AnsweredReset, |c| {
             crash.cpu_line(
                 &mut n,
                 format_args!(
@@ -578,8 +573,7 @@ pub fn crash_shutdown<
     let every_outcome = ncpu <= OUTCOME_CRUMBS;
     let mut outcome_crumbs = 0;
     for c in 0..ncpu {
-        let o = report.outcome[c];
-        report.answered[c] = o == CpuOutcome::Crashing || o.stopped();
+        let o = state.outcome(c);
         if o == CpuOutcome::NeverAnswered {
             report.not_answered += 1;
         }
@@ -649,9 +643,9 @@ pub fn crash_shutdown<
 }
 
 /// The CPUs below `ncpu` still without an answer, as a breadcrumb's bit mask (CPUs 0 to 63).
-fn unanswered_mask<const CPUS: usize>(outcome: &[CpuOutcome; CPUS], ncpu: usize) -> u64 {
+fn unanswered_mask<const CPUS: usize>(state: &CrashState<CPUS>, ncpu: usize) -> u64 {
     (0..ncpu.min(64))
-        .filter(|&c| outcome[c] == CpuOutcome::NeverAnswered)
+        .filter(|&c| state.outcome(c) == CpuOutcome::NeverAnswered)
         .fold(0u64, |m, c| m | 1 << c)
 }
 

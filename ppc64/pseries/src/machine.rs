@@ -188,16 +188,13 @@ impl Machine for Pseries {
             crash_cpu: report.crash_cpu as u32,
             mask_path: name16(report.mask.path.name()),
             not_answered: report.not_answered as u32,
-            answered: report
-                .answered
-                .iter()
-                .enumerate()
-                .filter_map(|(c, &a)| a.then_some(c))
+            answered: (0..report.cpus)
+                .filter(|&c| crash_state::STATE.answered(c))
                 .collect(),
             outcome: {
                 let mut o = [0u8; crate::bootparams::OUTCOME_CPUS];
-                for (d, s) in o.iter_mut().zip(report.outcome.iter()) {
-                    *d = *s as u8;
+                for (c, d) in o.iter_mut().enumerate().take(report.cpus) {
+                    *d = crash_state::STATE.outcome(c) as u8;
                 }
                 o
             },

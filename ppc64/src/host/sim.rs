@@ -360,7 +360,7 @@ fn fill_truth<const CPUS: usize>(w: &mut [u64], r: &ShutdownReport<CPUS>, img_le
         // LMM(checkin:A/B)).
         let set = s.truth_set.load(Ordering::Acquire);
         w[b + C_ROLE] = c.role(cpu).code();
-        w[b + C_ANSWERED] = r.answered[cpu] as u64;
+        w[b + C_ANSWERED] = crash_state().answered(cpu) as u64;
         w[b + C_TRUTH_SET] = set as u64;
         let (task, irq) = if set {
             (

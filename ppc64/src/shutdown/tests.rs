@@ -110,7 +110,7 @@ impl<const N: usize> Machine for TestMachine<'_, N> {
     }
     fn kexec<const CPUS: usize>(&self, image: &[u8], report: &ShutdownReport<CPUS>) -> ! {
         assert!(report.image_error.is_none());
-        let o = report.outcome[..N].to_vec();
+        let o = (0..N).map(|c| self.state.outcome(c)).collect();
         std::panic::panic_any(Switched(image.to_vec(), o, report.not_answered))
     }
 }
