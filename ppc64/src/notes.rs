@@ -288,6 +288,12 @@ mod tests {
             Err(NoteError::NotPrStatus { kind: 2, .. })
         ));
         let mut n = encode(1, &sample());
+        n[0] = 4;
+        assert!(matches!(
+            decode(&n),
+            Err(NoteError::NotPrStatus { namesz: 4, .. })
+        ));
+        let mut n = encode(1, &sample());
         n[4] = 0;
         assert!(matches!(decode(&n), Err(NoteError::NotPrStatus { .. })));
         let mut n = encode(1, &sample());
