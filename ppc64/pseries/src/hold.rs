@@ -47,8 +47,9 @@ pub fn back(c: usize) -> bool {
     c < OUTCOME_CPUS && words()[1 + OUTCOME_CPUS + c].load(Ordering::Acquire) != 0
 }
 
-/// Releases every held CPU (each still needs an `H_PROD` to wake from its `H_JOIN`). Release
-/// ordering: everything the capture stage stored before is visible to a CPU that sees it.
+/// Releases every held CPU (each still needs an `H_PROD` to wake from its `H_JOIN`). LMM(hold:C):
+/// Release, paired with the hold loop's `lwsync` after it loads `release`, LMM(hold:D): everything
+/// the capture stage stored before is visible to a CPU that sees it.
 pub fn release() {
     words()[0].store(1, Ordering::Release);
 }

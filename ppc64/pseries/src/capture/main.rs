@@ -64,7 +64,10 @@ use verify::{Expect, Reached, Report};
 // stopped, after the go, with r3 = its index and r4 = its hardware id, no stack. It stores
 // `arrived[r3]` = r4 + 1 and waits halted (H_JOIN: MSR[EE] is 0) until `release` is non-zero (the
 // capture stage H_PRODs it), then stores `back[r3]` = 1 and waits halted for good. r14-r19 survive
-// the hypercalls (PAPR preserves r14-r31).
+// the hypercalls (PAPR preserves r14-r31). Ordering: the `sync` before each store of `arrived` and
+// `back` is LMM(hold:A), paired with the Acquire loads in `hold::arrived`/`hold::back`,
+// LMM(hold:B); the `lwsync` after the load of `release` is LMM(hold:D), paired with the Release
+// store in `hold::release`, LMM(hold:C).
 core::arch::global_asm!(
     r#"
     .section .text.boot, "ax"
