@@ -69,7 +69,9 @@ pub mod reg {
     pub const TRAP: usize = 40;
 }
 
-/// A CPU's registers as a note holds them.
+/// A CPU's registers as a note holds them. `#[repr(C)]`, fields in this order: an interrupt entry
+/// can save into it by field offset (the pseries image's system-reset save area is one).
+#[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CpuRegs {
     /// r0..r31.

@@ -9,7 +9,6 @@
 //! only exceptions are the failure exits' last words before power-off, through the lockless
 //! `console::write_bytes`; see `console`).
 
-use nmilog_ppc64::notes::CpuRegs;
 use nmilog_ppc64::{Machine, ShutdownConfig};
 
 use crate::bootparams::{HANDOVER_BASE, HANDOVER_SIZE};
@@ -34,8 +33,13 @@ pub fn system_reset(cpu: usize, saved: &SavedRegs) -> ! {
     }
     // Linux's `crash_save_cpu` in `crash_ipi_callback`: the interrupted registers as this CPU's
     // crash note, before the check-in publishes them (its Release, LMM(checkin:A), orders them too).
-    if LOG.crashing_cpu().is_some() && !STATE.checked_in(cpu) {
-        crash_notes::save(cpu, &note_regs(saved, SYSTEM_RESET_TRAP));
+    // (A second reset on this CPU finds its note written: the first save wins.)
+    if LOG.crashing_cpu().is_some() {
+        let note = SavedRegs {
+            trap: SYSTEM_RESET_TRAP,
+            ..*saved
+        };
+        crash_notes::save(cpu, &note);
     }
     let regs = nmilog_ppc64::SavedRegs {
         pc: saved.nip as usize,
@@ -60,22 +64,9 @@ pub fn system_reset(cpu: usize, saved: &SavedRegs) -> ! {
 /// The `trap` of a note saved by the system-reset handler (its vector).
 const SYSTEM_RESET_TRAP: u64 = 0x100;
 
-/// A note's registers from the system-reset save area.
-fn note_regs(s: &SavedRegs, trap: u64) -> CpuRegs {
-    CpuRegs {
-        gpr: s.gpr,
-        nip: s.nip,
-        msr: s.msr,
-        lr: s.lr,
-        ctr: s.ctr,
-        cr: s.cr,
-        xer: s.xer,
-        trap,
-    }
-}
-
 /// This CPU's registers here (Linux's `ppc_save_regs`): r0..r31, LR, CTR, CR, XER and MSR as they
-/// are at the call, NIP = the instruction after the save.
+/// are at the call, NIP = the instruction after the save; `trap` 0 (saved by a call, not an
+/// interrupt).
 #[inline(never)]
 fn current_regs() -> SavedRegs {
     let mut s = SavedRegs::ZERO;
@@ -126,10 +117,7 @@ pub fn crash_shutdown(reason: &str) -> ! {
     irq::quiet_decrementer();
     // The crashing CPU's own crash note (Linux's `crash_save_cpu` in
     // `default_machine_crash_shutdown`), trap 0: saved by a call, not an interrupt.
-    crash_notes::save(
-        crate::percpu::this_cpu_index(),
-        &note_regs(&current_regs(), 0),
-    );
+    crash_notes::save(crate::percpu::this_cpu_index(), &current_regs());
     if scenario::baseline() {
         baseline::crash(reason)
     }

@@ -17,9 +17,9 @@ use nmilog_ppc64::notes::{self, CpuRegs, NoteError, NOTE_BYTES};
 
 use crate::bootparams::{NOTES_BASE, NOTE_STRIDE, OUTCOME_CPUS};
 
-/// 64-bit words of one CPU's area.
-const WORDS: usize = NOTE_STRIDE / 8;
-const _: () = assert!(NOTE_BYTES <= NOTE_STRIDE && NOTE_STRIDE.is_multiple_of(8));
+/// 64-bit words of one CPU's area: the note, word for word.
+const WORDS: usize = NOTE_BYTES / 8;
+const _: () = assert!(NOTE_BYTES == NOTE_STRIDE && NOTE_BYTES.is_multiple_of(8));
 
 /// The notes area of CPU `cpu` (`None` past `OUTCOME_CPUS`).
 fn area(cpu: usize) -> Option<&'static [AtomicU64; WORDS]> {
@@ -53,18 +53,16 @@ pub fn save(cpu: usize, regs: &CpuRegs) {
         return;
     }
     let bytes = notes::encode(cpu as u32, regs);
-    let word = |i: usize| {
-        let mut w = [0u8; 8];
-        let n = NOTE_BYTES.saturating_sub(i * 8).min(8);
-        w[..n].copy_from_slice(&bytes[i * 8..i * 8 + n]);
-        u64::from_le_bytes(w)
-    };
-    for (i, w) in a.iter().enumerate().skip(1) {
-        w.store(word(i), Ordering::Relaxed);
+    let mut words = bytes
+        .chunks_exact(8)
+        .map(|w| u64::from_le_bytes([w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]]));
+    let first = words.next().unwrap_or(0);
+    for (dst, w) in a[1..].iter().zip(words) {
+        dst.store(w, Ordering::Relaxed);
     }
     // LMM(note:A): Release publishes the whole note with its first word; pairs with the Acquire
     // load in `read`, LMM(note:B).
-    a[0].store(word(0), Ordering::Release);
+    a[0].store(first, Ordering::Release);
 }
 
 /// CPU `cpu`'s note: its pid and registers, or why there is none.
@@ -72,16 +70,16 @@ pub fn read(cpu: usize) -> Result<(u32, CpuRegs), NoteError> {
     let Some(a) = area(cpu) else {
         return Err(NoteError::Empty);
     };
-    let mut bytes = [0u8; NOTE_BYTES];
     // LMM(note:B): pairs with the Release store of the first word in `save`, LMM(note:A).
     let first = a[0].load(Ordering::Acquire);
-    for (i, chunk) in bytes.chunks_mut(8).enumerate() {
+    let mut bytes = [0u8; NOTE_BYTES];
+    for (i, chunk) in bytes.chunks_exact_mut(8).enumerate() {
         let w = if i == 0 {
             first
         } else {
             a[i].load(Ordering::Relaxed)
         };
-        chunk.copy_from_slice(&w.to_le_bytes()[..chunk.len()]);
+        chunk.copy_from_slice(&w.to_le_bytes());
     }
     notes::decode(&bytes)
 }

@@ -38,8 +38,11 @@ pub fn reset() {
 /// CPU `c`'s hardware id if it arrived in the hold loop. LMM(hold:B): Acquire, pairs with the
 /// hold loop's `sync` before its store of `arrived[c]`, LMM(hold:A).
 pub fn arrived(c: usize) -> Option<u64> {
-    let v = words().get(1 + c)?.load(Ordering::Acquire);
-    (c < OUTCOME_CPUS && v != 0).then(|| v - 1)
+    if c >= OUTCOME_CPUS {
+        return None;
+    }
+    let v = words()[1 + c].load(Ordering::Acquire);
+    v.checked_sub(1)
 }
 
 /// Whether CPU `c` came back after the release (same pairing as [`arrived`]).

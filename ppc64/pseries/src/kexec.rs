@@ -164,10 +164,21 @@ pub fn switchover(image: usize, params: usize) {
         return;
     }
     // SAFETY: `entry` is the entry point of the capture stage that `load_capture` copied into the
-    // reserved region and flushed to the instruction cache; it sets up its own TOC, stack and .bss and
-    // never returns. `sync` orders this CPU's stores (image, parameters) before the jump; SPRG0 is
-    // cleared so nothing in the new stage mistakes the old per-CPU slot for its own. r3/r4 carry the
-    // arguments; r12 holds the entry (the ELFv2 convention for a global entry); r11 is scratch.
+    // reserved region and flushed to the instruction cache; it sets up its own TOC, stack and .bss
+    // and never returns.
+    unsafe { jump(entry, image, params) }
+}
+
+/// Jumps to `entry` in the capture stage with r3 = `r3`, r4 = `r4`. `sync` orders this CPU's
+/// stores (image, parameters, crash note) before the jump; SPRG0 is cleared so nothing in the new
+/// stage mistakes the old per-CPU slot for its own; r12 holds the entry (the ELFv2 convention for a
+/// global entry); r11 is scratch.
+///
+/// # Safety
+/// `entry` must be code of the loaded capture stage (copied and flushed to the instruction cache
+/// by `load_capture`) that runs with only r3/r4 and never returns.
+unsafe fn jump(entry: usize, r3: usize, r4: usize) -> ! {
+    // SAFETY: forwarded to the caller; the asm only writes SPRG0, r11 and CTR before the branch.
     unsafe {
         core::arch::asm!(
             "sync",
@@ -176,8 +187,8 @@ pub fn switchover(image: usize, params: usize) {
             "mtctr 12",
             "bctr",
             in("r12") entry,
-            in("r3") image,
-            in("r4") params,
+            in("r3") r3,
+            in("r4") r4,
             options(noreturn),
         )
     }
@@ -211,25 +222,12 @@ pub fn wait_for_go_then_hold(cpu: usize) -> ! {
         let _ = hcall::join();
     }
     let _ = hcall::set_cppr(0);
-    let entry = if loaded() { HOLD_ENTRY } else { 0 };
-    if entry == 0 {
+    if !loaded() {
         crate::exceptions::park()
     }
-    let hw = percpu::PERCPU[cpu].hw_id.load(Ordering::Relaxed) as u64;
+    let hw = percpu::PERCPU[cpu].hw_id.load(Ordering::Relaxed);
     // SAFETY: HOLD_ENTRY is the capture stage's hold loop, loaded into the reserved region and
     // flushed to the instruction cache by `load_capture` (`loaded()`); it needs no stack, only
-    // r3/r4, and never returns. SPRG0 is cleared as in `switchover`.
-    unsafe {
-        core::arch::asm!(
-            "sync",
-            "li 11, 0",
-            "mtspr 272, 11",
-            "mtctr 12",
-            "bctr",
-            in("r12") entry,
-            in("r3") cpu,
-            in("r4") hw,
-            options(noreturn),
-        )
-    }
+    // r3/r4, and never returns.
+    unsafe { jump(HOLD_ENTRY, cpu, hw) }
 }

@@ -17,38 +17,9 @@ use core::sync::atomic::{AtomicUsize, Ordering};
 pub const MAX_CPUS: usize = 256;
 const _: () = assert!(MAX_CPUS <= crate::bootparams::OUTCOME_CPUS);
 
-/// Registers of the interrupted context.
-#[repr(C)]
-#[derive(Clone, Copy, Debug)]
-pub struct SavedRegs {
-    /// r0..r31 at the moment of the interrupt.
-    pub gpr: [u64; 32],
-    /// SRR0: the interrupted instruction address.
-    pub nip: u64,
-    /// SRR1: the interrupted MSR (plus the reason bits of the interrupt).
-    pub msr: u64,
-    /// Link register.
-    pub lr: u64,
-    /// Count register.
-    pub ctr: u64,
-    /// Condition register.
-    pub cr: u64,
-    /// Fixed-point exception register.
-    pub xer: u64,
-}
-
-impl SavedRegs {
-    /// All zero.
-    pub const ZERO: SavedRegs = SavedRegs {
-        gpr: [0; 32],
-        nip: 0,
-        msr: 0,
-        lr: 0,
-        ctr: 0,
-        cr: 0,
-        xer: 0,
-    };
-}
+/// Registers of the interrupted context: the crash note's register set (`#[repr(C)]`), which the
+/// 0x100 entry fills by field offset; it leaves `trap` alone (the note says which vector saved it).
+pub use nmilog_ppc64::notes::CpuRegs as SavedRegs;
 
 /// One CPU's slot. Field offsets are used by the assembly in `boot.rs` and `exceptions.rs`.
 #[repr(C)]

@@ -41,7 +41,12 @@ pub fn idles(ncpus: usize) -> bool {
 /// proportion to the tick ([`irq_period_us`]), so that the boot CPU's records before the crash span
 /// as many ticks at every size.
 pub fn pace_us(ncpus: usize) -> u64 {
-    PACE_US * (ncpus / TICK_CPUS).max(1) as u64
+    PACE_US * tick_scale(ncpus)
+}
+
+/// How much slower than at [`TICK_CPUS`] CPUs the tick and the pacing run on `ncpus` CPUs.
+fn tick_scale(ncpus: usize) -> u64 {
+    (ncpus / TICK_CPUS).max(1) as u64
 }
 
 /// Decrementer period (µs) on a machine of `ncpus` CPUs: beyond [`TICK_CPUS`] the tick slows in
@@ -50,7 +55,7 @@ pub fn pace_us(ncpus: usize) -> u64 {
 /// to each vCPU needs too: a machine-wide interrupt rate growing with the CPU count would make
 /// the NMI IPI's cost grow quadratically.)
 pub fn irq_period_us(ncpus: usize) -> u64 {
-    IRQ_PERIOD_US * (ncpus / TICK_CPUS).max(1) as u64
+    IRQ_PERIOD_US * tick_scale(ncpus)
 }
 
 /// Raised (Release) by the boot CPU when the scenario CPUs should freeze; they load it with Acquire.
@@ -100,6 +105,7 @@ pub fn irq_handler(cpu: usize) {
 /// scenario says so.
 pub fn log_loop(cpu: usize, max: Option<u64>) {
     irq::start_this_cpu();
+    let ncpus = nmilog::Platform::cpu_count(LOG.platform());
     let mut i = 0u64;
     loop {
         // Acquire pairs with the Release store of FREEZE_NOW in `freeze_and_wait`.
@@ -113,7 +119,7 @@ pub fn log_loop(cpu: usize, max: Option<u64>) {
             if scenario::deaf_cpu() == Some(cpu) {
                 go_deaf(cpu);
             }
-            if scenario::hard_lockup_cpu(nmilog::Platform::cpu_count(LOG.platform())) == Some(cpu) {
+            if scenario::hard_lockup_cpu(ncpus) == Some(cpu) {
                 hard_lockup(cpu);
             }
         }
@@ -123,11 +129,11 @@ pub fn log_loop(cpu: usize, max: Option<u64>) {
         task_log(cpu, i);
         i += 1;
         TASK_N[cpu].store(i, Ordering::Relaxed);
-        if max.is_none() && idles(nmilog::Platform::cpu_count(LOG.platform())) {
+        if max.is_none() && idles(ncpus) {
             // Wakes at the next tick (whose handler logs), or at the crash NMI.
             let _ = hcall::cede();
         } else {
-            timebase::delay_us(pace_us(nmilog::Platform::cpu_count(LOG.platform())));
+            timebase::delay_us(pace_us(ncpus));
         }
     }
 }

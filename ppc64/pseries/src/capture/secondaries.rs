@@ -7,7 +7,7 @@
 
 use core::fmt::Write;
 
-use crate::bootparams::HOLD_ENTRY;
+use crate::bootparams::{CpuMask, HOLD_ENTRY};
 use crate::from_memory::{ms, timebase};
 use crate::hold;
 use crate::verify::MAX_CPUS;
@@ -47,9 +47,6 @@ pub fn release_and_report(
         .filter_map(hold::arrived)
         .filter(|&hw| crate::hcall::poll_cppr(hw) == (0, 0))
         .count();
-    let missing = (0..ncpus)
-        .filter(|&c| expected(c) && hold::arrived(c).is_none())
-        .count();
     // Release, and wake each held CPU from its H_JOIN.
     hold::release();
     for c in 0..ncpus {
@@ -61,7 +58,10 @@ pub fn release_and_report(
         (0..ncpus).all(|c| hold::arrived(c).is_none() || hold::back(c))
     });
     let back = (0..ncpus).filter(|&c| hold::back(c)).count();
-    let ok = missing == 0 && back == held && closed == held;
+    let missing: CpuMask = (0..ncpus)
+        .filter(|&c| expected(c) && hold::arrived(c).is_none())
+        .collect();
+    let ok = missing == CpuMask::EMPTY && back == held && closed == held;
     let _ = writeln!(
         out,
         "capture: secondary CPUs: {held} of {want} held at {HOLD_ENTRY:#x} (arrived within {} ms; presenter torn down, CPPR 0, on {closed}); {back} came back into the capture stage in {} ms{}",
@@ -69,13 +69,11 @@ pub fn release_and_report(
         ms(t_back, tb_freq),
         if ok { "" } else { "  <-- FAILED" }
     );
-    if missing > 0 {
-        for c in (0..ncpus).filter(|&c| expected(c) && hold::arrived(c).is_none()) {
-            let _ = writeln!(
-                out,
-                "capture: C{c}: answered the crash but never reached the hold  <-- FAILED"
-            );
-        }
+    for c in (0..ncpus).filter(|&c| missing.contains(c)) {
+        let _ = writeln!(
+            out,
+            "capture: C{c}: answered the crash but never reached the hold  <-- FAILED"
+        );
     }
     ok
 }
