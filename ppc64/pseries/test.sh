@@ -4,7 +4,8 @@
 #
 #   ppc64/pseries/test.sh [--no-build | --build-only] [--timeout SECS]
 #
-# Fixed design (default, freeze-in-log, rtas-held, rtas-in-call, deaf, deaf-logging, hard-lockup; 4 CPUs,
+# Fixed design (default, freeze-in-log, rtas-held, rtas-in-call, deaf, deaf-logging, hard-lockup,
+# machine-check; 4 CPUs,
 # plus default on 8, 16 and 64 CPUs (one image: the CPU count from the device tree, the rings sized
 # for it at boot; at 64 the rings lap and every lost record must be counted), freeze-in-log on 2, and freeze-in-log on 3 of 4 CPU slots (`--maxcpus 4`: CPU 3
 # offline)): the flight recorder's timeline runs from "entered" to "switchover" in order, every CPU's
@@ -101,8 +102,8 @@ check_fixed() {
         # (each explained by the capture stage, checked below).
         [ "$t" -ge "$torn" ] && pass "torn=$t (scenario: $torn)" || fail "torn=$t, expected at least $torn"
         local listed
-        listed=$(grep -cE '^capture: C[0-9]+: [0-9]+ torn record\(s\) at depth [0-9]+ \([a-z]+\), explained: the NMI stopped this CPU mid-write$' "$log")
-        [ "$listed" = "$t" ] && pass "every torn record explained by an NMI stop ($listed)" || fail "$listed explained torn record lines for torn=$t"
+        listed=$(grep -cE '^capture: C[0-9]+: [0-9]+ torn record\(s\) at depth [0-9]+ \([a-z]+\), explained: (the NMI stopped this CPU mid-write|its machine-check handler was writing it while the drain read it)$' "$log")
+        [ "$listed" = "$t" ] && pass "every torn record explained by an NMI stop or a machine check ($listed)" || fail "$listed explained torn record lines for torn=$t"
         ! has 'UNEXPLAINED' || fail "an unexplained torn record"
         if [ "${drops_ok:-0}" = 1 ]; then
             pass "dropped=$d (records overwritten in their ring before anyone merged them, each counted)"
@@ -258,6 +259,28 @@ want '^capture: flight +[0-9]+\.[0-9]{3} ms C0 escalated \(system reset to CPU m
 want '^capture: flight +[0-9]+\.[0-9]{3} ms C0 reset-wait-done \(0 CPU\(s\) still missing\)$' "flight: reset wait done, none missing"
 want_no 'did not answer the system reset' "no CPU missed the reset"
 report
+# A machine check on a stopped CPU during the crash path: CPU 1 checks in, waits for the drain to
+# start and takes a (synthesized) machine check; its handler leaves a breadcrumb and a record on the
+# NMI-safe path and returns; CPU 1 then goes through the kexec handshake like the others. The record
+# is in the image, torn (written while the drain read that ring: explained), or after the drain:
+# each is correct, the breadcrumb says it happened either way.
+run machine-check 4 machine-check; check_fixed 4 1 rtas 2; report
+want '^capture: flight +[0-9]+\.[0-9]{3} ms C1 machine-check \(at nip 0x[0-9a-f]+\)$' "flight: C1's machine check"
+mc_line=$(grep -nE '^capture: flight +[0-9]+\.[0-9]{3} ms C1 machine-check ' "$log" | head -1 | cut -d: -f1)
+ci_line=$(grep -nE '^capture: flight +[0-9]+\.[0-9]{3} ms C1 check-in ' "$log" | head -1 | cut -d: -f1)
+ds_line=$(grep -nE '^capture: flight +[0-9]+\.[0-9]{3} ms C0 drain-start$' "$log" | head -1 | cut -d: -f1)
+[ -n "$mc_line" ] && [ -n "$ci_line" ] && [ -n "$ds_line" ] && [ "$ci_line" -lt "$mc_line" ] && [ "$ds_line" -lt "$mc_line" ] \
+    && pass "flight: the machine check came after C1's check-in and the drain's start" \
+    || fail "flight: machine check at line ${mc_line:-?}, C1 check-in ${ci_line:-?}, drain start ${ds_line:-?}"
+if has '^\[ *[0-9]+\.[0-9]{6}\] C1/nmi machine check on CPU 1: nip 0x[0-9a-f]+ srr1 0x[0-9a-f]+, recoverable: resuming$'; then
+    pass "C1's machine-check record: in the image, whole"
+elif has '^capture: C1: [0-9]+ torn record\(s\) at depth 2 \(nmi\), explained: its machine-check handler'; then
+    pass "C1's machine-check record: counted torn (written while the drain read it)"
+else
+    pass "C1's machine-check record: after the drain had read C1's rings (not in the image; the breadcrumb is)"
+fi
+want '^capture: secondary CPUs: 3 of 3 held at 0x[0-9a-f]+ ' "all 3 secondaries, C1 too, reached the capture stage's hold"
+report
 # Offline CPUs: -smp 3,maxcpus=4: CPU 3 is an empty slot: not waited for, reported offline.
 run offline 3 freeze-in-log --maxcpus 4
 offline_cpus=3 check_fixed 4 1 rtas 2; report
@@ -372,8 +395,8 @@ check_die() {
             [ "$t" -ge 1 ] && pass "torn=$t" || fail "torn=$t, expected at least 1"
         fi
         local listed
-        listed=$(grep -cE '^capture: C[0-9]+: [0-9]+ torn record\(s\) at depth [0-9]+ \([a-z]+\), explained: the NMI stopped this CPU mid-write$' "$log")
-        [ "$listed" = "$t" ] && pass "every torn record explained by an NMI stop ($listed)" || fail "$listed explained torn record lines for torn=$t"
+        listed=$(grep -cE '^capture: C[0-9]+: [0-9]+ torn record\(s\) at depth [0-9]+ \([a-z]+\), explained: (the NMI stopped this CPU mid-write|its machine-check handler was writing it while the drain read it)$' "$log")
+        [ "$listed" = "$t" ] && pass "every torn record explained by an NMI stop or a machine check ($listed)" || fail "$listed explained torn record lines for torn=$t"
         if [[ "$point" == *:last ]]; then
             local k
             [[ "$crumb" =~ ^$(crumbs "$point")$ ]] && k=${BASH_REMATCH[1]}

@@ -40,7 +40,9 @@ pub const FLIGHT_SLOTS: usize = 64;
 /// Check-in breadcrumbs the crash sequence leaves at most (the first CPUs to check in), and
 /// per-CPU outcome breadcrumbs (every CPU's while there are at most this many CPUs; past that, only
 /// the CPUs that did not answer the crash IPI). With the sequence's own stages (at most 12) they
-/// fit in [`FLIGHT_SLOTS`], so on a machine of any size the timeline keeps its first breadcrumb.
+/// fit in [`FLIGHT_SLOTS`], so on a machine of any size the timeline keeps its first breadcrumb
+/// (with room for a few [`Event::MachineCheck`]s; a storm of them overwrites the oldest, counted in
+/// [`FlightRecorder::lost`]).
 pub const CHECKIN_CRUMBS: usize = 32;
 /// See [`CHECKIN_CRUMBS`].
 pub const OUTCOME_CRUMBS: usize = 16;
@@ -85,10 +87,13 @@ pub enum Event {
     ImageWritten = 13,
     /// The switchover into the capture stage (the last thing before the jump).
     Switchover = 14,
+    /// A machine check on a CPU during the crash path (written by that CPU's machine-check handler,
+    /// which may run while the crashing CPU drains); argument: the interrupted NIP.
+    MachineCheck = 15,
 }
 
 impl Event {
-    const ALL: [Event; 14] = [
+    const ALL: [Event; 15] = [
         Event::Entered,
         Event::IpiSent,
         Event::CheckIn,
@@ -103,6 +108,7 @@ impl Event {
         Event::ImageStart,
         Event::ImageWritten,
         Event::Switchover,
+        Event::MachineCheck,
     ];
 
     /// The event with encoding `code`, if any.
@@ -140,6 +146,7 @@ impl Event {
             Event::ImageStart => "image-start",
             Event::ImageWritten => "image-written",
             Event::Switchover => "switchover",
+            Event::MachineCheck => "machine-check",
         }
     }
 }

@@ -57,6 +57,47 @@ pub fn system_reset(cpu: usize, saved: &SavedRegs) -> ! {
     MACHINE.park()
 }
 
+/// SRR1[RI] at a machine check: the interrupted state (SRR0/SRR1) was saved, so returning resumes it.
+const SRR1_RI: u64 = 1 << 1;
+
+/// The machine-check handler (0x200, `irq::machine_check_rust`), nested one NMI level above
+/// whatever it interrupted. It takes no lock and touches nothing shared but the flight recorder
+/// (lock-free) and its own CPU's ring (the NMI-safe path):
+/// * a breadcrumb in the flight recorder, so the capture stage's timeline shows it even when it
+///   comes after the crash drain read this CPU's rings;
+/// * a log record (nested NMI context: it goes to this CPU's next ring up; the drain reads it whole,
+///   counts it torn, or never sees it if it already passed — never a half record as valid);
+/// * recoverable (SRR1[RI] = 1): returns, and the interrupted code — on a stopped CPU, its wait for
+///   the crashing CPU's go — resumes; its crash note, saved at the NMI, stays as it was;
+/// * not recoverable: on a CPU the crash stopped, it stays stopped (parks; Linux's die() on a CPU
+///   whose crash IPI already came ends the same way); with no crash in progress it is the crash.
+pub fn machine_check(cpu: usize, srr0: u64, srr1: u64) {
+    if let Some(fr) = MACHINE.flight_recorder() {
+        fr.record(
+            nmilog_ppc64::flight::Event::MachineCheck,
+            cpu,
+            MACHINE.now_ns(),
+            srr0,
+        );
+    }
+    let recoverable = srr1 & SRR1_RI != 0;
+    nmilog::pr_emerg!(
+        "machine check on CPU {cpu}: nip {srr0:#x} srr1 {srr1:#x}{}",
+        if recoverable {
+            ", recoverable: resuming"
+        } else {
+            ", not recoverable"
+        }
+    );
+    if recoverable {
+        return;
+    }
+    if LOG.crashing_cpu().is_some() {
+        MACHINE.park()
+    }
+    crash_shutdown("unrecoverable machine check")
+}
+
 // The handover region holds any image of the kernel log (nothing is ever left out for lack of room;
 // nor from the image the capture stage rebuilds from memory): `klog::ring_words_for` sizes the rings
 // at boot so that it does.

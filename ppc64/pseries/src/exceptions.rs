@@ -1,4 +1,5 @@
-//! The system-reset (0x100) interrupt: the NMI that H_SIGNAL_SYS_RESET delivers.
+//! The system-reset (0x100) interrupt: the NMI that H_SIGNAL_SYS_RESET delivers; and the machine
+//! check a scenario injects ([`inject_machine_check`]).
 //!
 //! The image cannot own real address 0 (the firmware lives there: under VOF the client-interface entry
 //! is 0x10c), so `install_system_reset_vector` patches a single absolute branch (`ba`) into 0x100 at
@@ -131,6 +132,8 @@ pub fn park() -> ! {
 
 /// Real address of the system-reset vector.
 pub const SYSTEM_RESET_VECTOR: usize = 0x100;
+/// Real address of the machine-check vector.
+pub const MACHINE_CHECK_VECTOR: usize = 0x200;
 /// Real address of the external-interrupt vector.
 pub const EXTERNAL_VECTOR: usize = 0x500;
 /// Real address of the decrementer vector.
@@ -196,4 +199,44 @@ pub fn flush_icache_range(start: usize, end: usize) {
     }
     // SAFETY: barriers: the invalidations complete, then this CPU discards prefetched instructions.
     unsafe { core::arch::asm!("sync", "isync", options(nostack, preserves_flags)) };
+}
+
+/// SRR1 bits of a synthesized machine check: bits 42 and 43 of the 64-bit SRR1 (ISA numbering:
+/// bit 0 is the most significant), a load/store error as POWER9 reports one. (Bits 33-36 and 42-47
+/// are cause bits: `rfid` ignores them.)
+pub const INJECTED_MCE_SRR1: u64 = (1 << (63 - 42)) | (1 << (63 - 43));
+
+/// A machine check on this CPU, as the hardware delivers one: SRR0 = the instruction after this
+/// call's branch, SRR1 = the MSR now (its RI says whether the state is recoverable) with the cause
+/// bits [`INJECTED_MCE_SRR1`], MSR[EE] = MSR[RI] =
+/// 0, then the 0x200 vector. QEMU's TCG pseries model cannot raise one (a load from unassigned
+/// memory returns 0 there), so the `machine-check` scenario injects it this way; what runs from
+/// 0x200 on is the real handler. Returns when the handler does (a recoverable machine check).
+///
+/// Call with MSR[EE] = 0 (the CPU's state in its NMI handler): the injected SRR1 keeps it so.
+pub fn inject_machine_check() {
+    // SAFETY: SRR0/SRR1 are free (EE = 0: no interrupt but a system reset, which never returns,
+    // uses them here); the 0x200 entry saves and restores every register it uses and returns with
+    // rfid to SRR0 = label 2 with the MSR from SRR1 (cause bits ignored), so only LR (bl) and the
+    // temporaries change.
+    unsafe {
+        core::arch::asm!(
+            "mfmsr {m}",
+            "or {t}, {m}, {cause}",
+            "mtsrr1 {t}",
+            "bl 1f",
+            "1: mflr {t}",
+            "addi {t}, {t}, 2f - 1b",
+            "mtsrr0 {t}",
+            "li {t}, 0",
+            "mtmsrd {t}, 1",
+            "ba {vector}",
+            "2:",
+            m = out(reg) _,
+            t = out(reg_nonzero) _,
+            cause = in(reg) INJECTED_MCE_SRR1,
+            vector = const MACHINE_CHECK_VECTOR,
+            out("lr") _,
+        );
+    }
 }

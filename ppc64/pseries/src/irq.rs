@@ -1,5 +1,5 @@
-//! The decrementer interrupt (0x900): the per-CPU timer that gives each CPU an interrupt context; and
-//! the external interrupt (0x500) from the XICS presenter.
+//! The decrementer interrupt (0x900): the per-CPU timer that gives each CPU an interrupt context;
+//! the external interrupt (0x500) from the XICS presenter; and the machine check (0x200).
 //!
 //! Both entries are the same code (`NMILOG_IRQ_ENTRY`), reached through a `ba` patched at the vector
 //! (like the system-reset vector), calling a different Rust function. The
@@ -12,12 +12,18 @@
 //!    callee), turns FP/VMX/VSX back on and saves all 64 VSX registers, FPSCR and VSCR (the ELFv2
 //!    callee may clobber the volatile FP/vector registers and the right halves of vs14-vs31; saving all
 //!    64 is simpler than telling them apart);
-//! 3. loads the TOC and calls `decrementer_rust()`, which re-arms the decrementer (so the level-triggered
+//! 3. loads the TOC and calls `decrementer_rust(frame)`, which re-arms the decrementer (so the level-triggered
 //!    interrupt drops) and runs the registered handler with EE still off (or `external_rust()`, which
-//!    accepts the interrupt with H_XIRR, runs its handler and signals H_EOI);
+//!    accepts the interrupt with H_XIRR, runs its handler and signals H_EOI; or
+//!    `machine_check_rust(frame)`, which reads SRR0/SRR1 from the frame and runs `crash::machine_check`);
 //! 4. restores everything and returns with `rfid` (SRR1 puts EE and FP/VMX/VSX back as they were).
+//!    MSR[RI] (recoverable interrupt) is 0 from the interrupt until step 2 has saved SRR0/SRR1 and
+//!    again from before they are reloaded until `rfid`: a machine check in those windows finds
+//!    SRR1[RI] = 0 and does not return.
 //!
-//! A system reset that lands anywhere in here is fine: its handler never returns.
+//! A system reset that lands anywhere in here is fine: its handler never returns. A machine check
+//! that lands in here is taken on the same stack, below this frame (the entry needs no scratch
+//! register but r1, which is always valid); it comes back only if recoverable.
 //!
 //! Frame (offsets from the new r1): 0 back chain, 8..31 reserved for the callee (ELFv2 header),
 //! 32 + 8n: rn (n = 0, 2..13), 144 LR, 152 CTR, 160 CR, 168 XER, 176 SRR0, 184 SRR1, 192 FPSCR,
@@ -69,6 +75,7 @@ core::arch::global_asm!(
 "#,
     asm::load_toc!(),
     r#"
+    mr 3, 1                     /* the frame, for a handler that reads SRR0/SRR1 */
     bl \rust
     nop
     addi 11, 1, 208
@@ -81,6 +88,8 @@ core::arch::global_asm!(
     lxvd2x \n, 0, 11
     addi 11, 11, 16
     .endr
+    li 0, 0                     /* MSR[RI] = 0 (and EE = 0): SRR0/SRR1 are about to hold the return */
+    mtmsrd 0, 1                 /* state, which a machine check from here to rfid would overwrite */
     ld 0, 184(1)
     mtsrr1 0
     ld 0, 176(1)
@@ -105,14 +114,50 @@ core::arch::global_asm!(
 
     NMILOG_IRQ_ENTRY __decrementer_entry, {dec}
     NMILOG_IRQ_ENTRY __external_entry, {ext}
+    NMILOG_IRQ_ENTRY __machine_check_entry, {mce}
     "#,
     dec = sym decrementer_rust,
     ext = sym external_rust,
+    mce = sym machine_check_rust,
 );
 
 extern "C" {
     fn __decrementer_entry();
     fn __external_entry();
+    fn __machine_check_entry();
+}
+
+/// Offsets of the saved SRR0 and SRR1 in the entry's frame (see the frame layout above).
+const FRAME_SRR0: usize = 176;
+const FRAME_SRR1: usize = 184;
+
+/// Installs the machine-check vector (0x200): the same entry, calling `crash::machine_check` with
+/// the interrupted NIP and SRR1. The handler returns (`rfid`) when the interrupt is recoverable.
+///
+/// # Safety
+/// As for `install`.
+pub unsafe fn install_machine_check() -> u32 {
+    // SAFETY: forwarded to the caller; __machine_check_entry is the interrupt entry above.
+    unsafe {
+        crate::exceptions::install_vector(
+            crate::exceptions::MACHINE_CHECK_VECTOR,
+            __machine_check_entry as *const () as usize,
+        )
+    }
+}
+
+extern "C" fn machine_check_rust(frame: *const u64) {
+    // SAFETY: `frame` is the entry's frame (r1 at the call), which holds SRR0 and SRR1 at these
+    // offsets, stored before the call.
+    let (srr0, srr1) = unsafe {
+        (
+            frame.byte_add(FRAME_SRR0).read(),
+            frame.byte_add(FRAME_SRR1).read(),
+        )
+    };
+    crate::percpu::machine_check_enter();
+    crate::crash::machine_check(crate::percpu::this_cpu_index(), srr0, srr1);
+    crate::percpu::machine_check_exit();
 }
 
 /// The decrementer period in timebase ticks (0 = do not re-arm).

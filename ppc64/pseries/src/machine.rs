@@ -36,6 +36,24 @@ pub struct Pseries;
 /// The one instance.
 pub static MACHINE: Pseries = Pseries;
 
+/// The `machine-check` scenario's timing: waits (bounded: a crash path that never gets there must
+/// not keep this CPU from its handshake) until the crashing CPU's drain-start breadcrumb is in the
+/// flight recorder, then takes the injected machine check.
+fn machine_check_during_drain() {
+    const WAIT_US: u64 = 2_000_000;
+    let fr = crate::bootparams::flight_recorder();
+    let t0 = timebase::now();
+    while !fr
+        .iter()
+        .any(|b| b.event == Some(nmilog_ppc64::flight::Event::DrainStart))
+        && timebase::ticks_to_us(timebase::now().wrapping_sub(t0)) < WAIT_US
+    {
+        irq::quiet_decrementer();
+        core::hint::spin_loop();
+    }
+    exceptions::inject_machine_check();
+}
+
 impl Machine for Pseries {
     fn nmi_ipi_all_but_self(&self, me: usize) {
         let t0 = timebase::now();
@@ -176,6 +194,10 @@ impl Machine for Pseries {
         let cpu = percpu::this_cpu_index();
         if crate::klog::LOG.crashing_cpu().is_some_and(|c| c != cpu) && crash_state::checked_in(cpu)
         {
+            let ncpus = nmilog::Platform::cpu_count(crate::klog::LOG.platform());
+            if scenario::machine_check_cpu(ncpus) == Some(cpu) {
+                machine_check_during_drain();
+            }
             kexec::wait_for_go_then_hold(cpu)
         }
         exceptions::park()

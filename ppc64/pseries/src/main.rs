@@ -395,8 +395,10 @@ pub fn kmain() -> ! {
     };
     // SAFETY: as above.
     let einsn = unsafe { irq::install_external(workload::ext_irq_handler) };
+    // SAFETY: as above.
+    let minsn = unsafe { irq::install_machine_check() };
     println!(
-        "vectors: 0x100 = {insn:#010x} (system reset), 0x500 = {einsn:#010x} (external), 0x900 = {dinsn:#010x} (decrementer, every {} us)",
+        "vectors: 0x100 = {insn:#010x} (system reset), 0x200 = {minsn:#010x} (machine check), 0x500 = {einsn:#010x} (external), 0x900 = {dinsn:#010x} (decrementer, every {} us)",
         workload::irq_period_us(n)
     );
 

@@ -75,6 +75,18 @@ pub fn nmi_enter() {
     add_preempt(NMI_OFFSET as isize);
 }
 
+/// Machine-check entry: one more NMI level (a machine check nests above an NMI: the log call
+/// stays on the NMI-safe path and writes the next ring up). Unlike the system reset, the handler
+/// may return: [`machine_check_exit`].
+pub fn machine_check_enter() {
+    nmi_enter();
+}
+
+/// Machine-check exit (a recoverable machine check returns to the interrupted code).
+pub fn machine_check_exit() {
+    add_preempt(-(NMI_OFFSET as isize));
+}
+
 /// In an NMI: the context the outermost NMI on this CPU interrupted (see [`context`]); `None`
 /// outside NMI context (the caller's own context is then the current one).
 pub fn interrupted_context() -> Option<(nmilog::ContextKind, usize)> {
@@ -88,8 +100,9 @@ pub fn interrupted_context() -> Option<(nmilog::ContextKind, usize)> {
 fn add_preempt(delta: isize) {
     if let Some(c) = this_cpu() {
         // Only this CPU writes its word. The interrupt handlers that call this run with MSR[EE] = 0,
-        // so the only interrupt that can land between the load and the store is the system reset,
-        // which never returns: a plain load and store lose no update. Relaxed: same CPU.
+        // so the only interrupts that can land between the load and the store are the system
+        // reset, which never returns, and the machine check, which returns only after undoing its
+        // own change (enter/exit): a plain load and store lose no update. Relaxed: same CPU.
         let v = c.preempt.load(Ordering::Relaxed);
         c.preempt
             .store(v.wrapping_add_signed(delta), Ordering::Relaxed);

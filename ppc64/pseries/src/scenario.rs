@@ -34,6 +34,12 @@ pub enum Kind {
     /// bounded wait times out and the crash path escalates to a system reset, which stops it.
     /// CPU 2 frozen mid-log-write as in `freeze-in-log`.
     HardLockup,
+    /// CPU 1 takes a machine check during the crash path: after it checked in, once the crashing
+    /// CPU has started its drain (`exceptions::inject_machine_check`: QEMU's TCG cannot raise one).
+    /// Its handler (`crash::machine_check`) leaves a breadcrumb and a log record on the NMI-safe
+    /// path and returns; CPU 1 then goes on to the kexec handshake. CPU 2 frozen mid-log-write as
+    /// in `freeze-in-log`.
+    MachineCheck,
     /// The 2020 locked design (global log-buffer spinlock, RTAS lock on the mask path), with CPU 2
     /// frozen holding the log-buffer lock and CPU 3 holding the RTAS lock. Must deadlock.
     Baseline,
@@ -50,7 +56,7 @@ pub enum Kind {
 
 impl Kind {
     /// Every scenario.
-    pub const ALL: [Kind; 11] = [
+    pub const ALL: [Kind; 12] = [
         Kind::Default,
         Kind::FreezeInLog,
         Kind::RtasHeld,
@@ -59,6 +65,7 @@ impl Kind {
         Kind::DeafLogging,
         Kind::DieInDrain,
         Kind::HardLockup,
+        Kind::MachineCheck,
         Kind::Baseline,
         Kind::BaselineRtas,
         Kind::BaselineRace,
@@ -75,6 +82,7 @@ impl Kind {
             Kind::DeafLogging => "deaf-logging",
             Kind::DieInDrain => "die-in-drain",
             Kind::HardLockup => "hard-lockup",
+            Kind::MachineCheck => "machine-check",
             Kind::Baseline => "baseline",
             Kind::BaselineRtas => "baseline-rtas",
             Kind::BaselineRace => "baseline-race",
@@ -89,6 +97,7 @@ impl Kind {
                 | Kind::DeafLogging
                 | Kind::DieInDrain
                 | Kind::HardLockup
+                | Kind::MachineCheck
                 | Kind::Baseline
         )
     }
@@ -171,6 +180,11 @@ pub fn deaf_logging_cpu(ncpus: usize) -> Option<usize> {
 /// reach it, the escalation's system reset does.
 pub fn hard_lockup_cpu(ncpus: usize) -> Option<usize> {
     (kind() == Kind::HardLockup && ncpus >= 3).then_some(1)
+}
+
+/// The CPU that takes a machine check during the crash path (`machine-check`).
+pub fn machine_check_cpu(ncpus: usize) -> Option<usize> {
+    (kind() == Kind::MachineCheck && ncpus >= 3).then_some(1)
 }
 
 /// The CPU that never answers the NMI.

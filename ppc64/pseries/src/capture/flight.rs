@@ -55,6 +55,7 @@ fn describe(b: &Breadcrumb, out: &mut impl Write) {
         Some(Event::Masked) => write!(out, " ({a} source(s) through firmware)"),
         Some(Event::DrainEnd) => write!(out, " ({a} records)"),
         Some(Event::ImageWritten) | Some(Event::Switchover) => write!(out, " ({a} bytes)"),
+        Some(Event::MachineCheck) => write!(out, " (at nip {a:#x})"),
         _ => Ok(()),
     };
 }
@@ -142,4 +143,13 @@ pub fn print_and_check(
         );
     }
     ok
+}
+
+/// The CPUs with a machine-check breadcrumb (a machine check during the crash path: its handler's
+/// log record may have been written while the drain read that CPU's rings).
+pub fn machine_checked(fr: &FlightRecorder) -> crate::bootparams::CpuMask {
+    fr.iter()
+        .filter(|b| b.event == Some(Event::MachineCheck))
+        .map(|b| b.cpu as usize)
+        .collect()
 }

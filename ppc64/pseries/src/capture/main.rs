@@ -209,6 +209,7 @@ extern "C" fn capture_main(image: usize, params: usize) -> ! {
                 .filter(|&(_, &o)| o == CpuOutcome::Offline as u8)
                 .map(|(c, _)| c)
                 .collect(),
+            machine_checked: flight::machine_checked(bootparams::flight_recorder()),
             prior_ok: flight::print_and_check(
                 bootparams::flight_recorder(),
                 bootparams::FLIGHT_BASE,
@@ -249,6 +250,7 @@ extern "C" fn capture_main(image: usize, params: usize) -> ! {
             reached,
             died_at: Some(die),
             offline: CpuMask::EMPTY,
+            machine_checked: flight::machine_checked(bootparams::flight_recorder()),
             prior_ok: flight::print_and_check(
                 bootparams::flight_recorder(),
                 bootparams::FLIGHT_BASE,
