@@ -2,8 +2,11 @@
 # Build the bare-metal pseries kernel and its capture stage, and boot a crash scenario under QEMU.
 #
 #   ppc64/pseries/run.sh [--cpus N] [--maxcpus M] [--scenario S] [--die POINT] [--dump-memory FILE] [--timeout SECS]
-#                        [--slof] [--no-build] [-- extra qemu args]
+#                        [--ic-mode xics|xive] [--slof] [--no-build] [-- extra qemu args]
 #
+# --ic-mode xive: the POWER9/10 interrupt controller (QEMU's default for pseries-7.2 is dual mode; the
+# kernel then keeps XICS): the kernel negotiates XIVE exploitation through CAS and uses H_INT_* and
+# the TIMA. --ic-mode xics: XICS only.
 # --maxcpus M: M CPU slots, N of them plugged (`-smp N,maxcpus=M`): CPUs N..M-1 are offline.
 # Scenarios: default (CPU 2 frozen mid-log-write + CPU 3 frozen holding the RTAS lock), freeze-in-log,
 # rtas-held, rtas-in-call, deaf, deaf-logging, die-in-drain (the crashing CPU dies at --die POINT of
@@ -28,6 +31,7 @@ build=1
 scenario=default
 die=
 dump=
+icmode=
 extra=()
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -42,6 +46,8 @@ while [ $# -gt 0 ]; do
         --dump-memory) dump="$2"; shift 2 ;;
         --dump-memory=*) dump="${1#*=}"; shift ;;
         --timeout) secs="$2"; shift 2 ;;
+        --ic-mode) icmode="$2"; shift 2 ;;
+        --ic-mode=*) icmode="${1#*=}"; shift ;;
         --slof) firmware=slof; shift ;;
         --no-build) build=0; shift ;;
         --) shift; extra=("$@"); break ;;
@@ -75,6 +81,7 @@ fi
 
 machine=pseries
 [ "$firmware" = vof ] && machine=pseries,x-vof=on
+[ -n "$icmode" ] && machine="$machine,ic-mode=$icmode"
 
 mkdir -p target
 log=target/pseries-$scenario${die:+-$die}.log
@@ -134,7 +141,7 @@ timeout "$secs" qemu-system-ppc64 \
 rc=${PIPESTATUS[0]}
 set -e
 end=$(date +%s%N)
-echo "run.sh: qemu exit status $rc after $(( (end - start) / 1000000 )) ms (-smp $cpus${maxcpus:+,maxcpus=$maxcpus}, $append, firmware $firmware)" >&2
+echo "run.sh: qemu exit status $rc after $(( (end - start) / 1000000 )) ms (-smp $cpus${maxcpus:+,maxcpus=$maxcpus}, $append, firmware $firmware${icmode:+, ic-mode $icmode})" >&2
 if [ -n "$dumper" ]; then
     kill "$dumper" 2>/dev/null || true
     wait "$dumper" 2>/dev/null || true

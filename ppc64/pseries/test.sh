@@ -5,7 +5,7 @@
 #   ppc64/pseries/test.sh [--no-build | --build-only] [--timeout SECS]
 #
 # Fixed design (default, freeze-in-log, rtas-held, rtas-in-call, deaf, deaf-logging, hard-lockup,
-# machine-check; 4 CPUs,
+# machine-check; default, rtas-in-call and hard-lockup again on XIVE (`--ic-mode xive`); 4 CPUs,
 # plus default on 8, 16 and 64 CPUs (one image: the CPU count from the device tree, the rings sized
 # for it at boot; at 64 the rings lap and every lost record must be counted), freeze-in-log on 2, and freeze-in-log on 3 of 4 CPU slots (`--maxcpus 4`: CPU 3
 # offline)): the flight recorder's timeline runs from "entered" to "switchover" in order, every CPU's
@@ -182,7 +182,7 @@ check_fixed() {
     # The secondary hold: every CPU that answered went, after the go, to the capture stage's hold
     # loop with its presenter closed, and came back when the capture stage released it.
     local h=$((online - 1 - missing))
-    want "^capture: secondary CPUs: $h of $h held at 0x8000060 \\(arrived within [0-9]+ ms; presenter torn down, CPPR 0, on $h\\); $h came back into the capture stage in [0-9]+ ms\$" "secondary hold: $h held, presenters closed, all back"
+    want "^capture: secondary CPUs: $h of $h held at 0x8000060 \\(arrived within [0-9]+ ms; presenter torn down, CPPR 0, on $h( as each read its XIVE TIMA)?\\); $h came back into the capture stage in [0-9]+ ms\$" "secondary hold: $h held, presenters closed, all back"
     if [ "$frozen" != - ]; then
         local n
         n=$(sed -nE "s/.*CPU $frozen parked mid-write of \"cpu=$frozen n=([0-9]+)\".*/\1/p" "$log")
@@ -280,6 +280,32 @@ else
     pass "C1's machine-check record: after the drain had read C1's rings (not in the image; the breadcrumb is)"
 fi
 want '^capture: secondary CPUs: 3 of 3 held at 0x[0-9a-f]+ ' "all 3 secondaries, C1 too, reached the capture stage's hold"
+report
+# XIVE (ic-mode=xive, the POWER9/10 controller): the kernel negotiates exploitation mode through
+# CAS, routes its sources with H_INT_SET_SOURCE_CONFIG (one event taken end to end at boot), and the
+# crash path masks them with hypervisor calls whoever holds the RTAS lock — taken over from a holder
+# stopped outside the call, left to one frozen inside it; the stopped CPUs close their presenter in
+# their TIMA.
+check_xive() {
+    want '^interrupt controller: XIVE, exploitation mode negotiated \(ibm,client-architecture-support, OV5 byte 23 = 0x40\); OS TIMA at 0x[0-9a-f]+$' "XIVE negotiated through CAS"
+    want '^irq 0x1100: H_INT_SET_SOURCE_CONFIG\(target 0, prio 6\) = 0; H_INT_GET_SOURCE_CONFIG: target 0, priority 0x6; ESB PQ 00$' "vty source routed to CPU 0 at priority 6"
+    want '^\[ *[0-9]+\.[0-9]{6}\] C0/irq cpu=0 external interrupt 0x1100$' "the boot-time vty event taken through the TIMA and the queue"
+    want '^\[ *[0-9]+\.[0-9]{6}\] C0/crash crash: irq 0x1100: H_INT_SET_SOURCE_CONFIG\(prio 0xff\) = 0; H_INT_GET_SOURCE_CONFIG: priority 0xff$' "crash: vty source masked (priority 0xff read back)"
+    want '^\[ *[0-9]+\.[0-9]{6}\] C0/crash crash: irq 0x1000: H_INT_SET_SOURCE_CONFIG\(prio 0xff\) = 0; H_INT_GET_SOURCE_CONFIG: priority 0xff$' "crash: EPOW source masked (priority 0xff read back)"
+    want "C0/crash kexec: masked 2 of 2 interrupt sources via H_INT_SET_SOURCE_CONFIG, no firmware call \\(RTAS lock $1\\) \\[mask_path=hcall\\]\$" "crash: masked through the hypervisor (RTAS lock $1)"
+    want '^capture: flight +[0-9]+\.[0-9]{3} ms C0 mask-path \(hcall\)$' "flight: mask path hcall"
+    want '^capture: secondary CPUs: [0-9]+ of [0-9]+ held at 0x[0-9a-f]+ \(arrived within [0-9]+ ms; presenter torn down, CPPR 0, on [0-9]+ as each read its XIVE TIMA\)' "stopped CPUs closed their XIVE presenters"
+}
+run default-xive 4 default --ic-mode xive; check_fixed 4 1 hcall 2
+check_xive 'held by CPU 3, stopped outside the firmware call: taken over and released'; report
+run rtas-in-call-xive 4 rtas-in-call --ic-mode xive; check_fixed 4 0 hcall -
+check_xive 'held by CPU 3, frozen inside the firmware call: left to it'; report
+# Escalation on XIVE: CPU 1 in a hard lockup misses the crash IPI; the system reset stops it.
+run hard-lockup-xive 4 hard-lockup --ic-mode xive; reset_cpu=1 check_fixed 4 1 hcall 2
+check_xive 'free'
+want 'C0/crash crash: escalation: H_SIGNAL_SYS_RESET\([0-9]+\) to CPU 1 = 0$' "C0: system reset sent to CPU 1"
+want '^capture: flight +[0-9]+\.[0-9]{3} ms C0 escalated \(system reset to CPU mask 0x2\)$' "flight: escalated to CPU mask 0x2"
+want '^capture: C1: crash stop: answered the system reset$' "C1: outcome answered the system reset"
 report
 # Offline CPUs: -smp 3,maxcpus=4: CPU 3 is an empty slot: not waited for, reported offline.
 run offline 3 freeze-in-log --maxcpus 4

@@ -301,6 +301,25 @@ pub trait Machine: Sync {
     /// nonzero one).
     fn firmware_mask_source(&self, src: usize, args: &RtasArgs) -> Result<(), i32>;
 
+    /// Whether interrupt sources are masked through hypervisor calls that take no firmware lock
+    /// (XIVE on PAPR: `H_INT_SET_SOURCE_CONFIG`), so the crash sequence masks them with
+    /// [`Machine::hypervisor_mask_source`] whoever holds the RTAS lock — it still makes its RTAS
+    /// lock decision (taking the lock over from a holder stopped outside the call, leaving it to one
+    /// frozen inside) for what else may call firmware, and reports it. Default: `false` (XICS: only
+    /// RTAS `ibm,int-off` masks a source).
+    fn masks_through_hypervisor(&self) -> bool {
+        false
+    }
+
+    /// Masks interrupt source `src` through the hypervisor (called only when
+    /// [`Machine::masks_through_hypervisor`]; no lock held, none to take: hypervisor calls are
+    /// reentrant and may overlap another CPU's RTAS call). Returns the hypervisor's status
+    /// (`Err(status)` for a nonzero one). Default: `Err(-2)` (`H_FUNCTION`).
+    fn hypervisor_mask_source(&self, src: usize) -> Result<(), i64> {
+        let _ = src;
+        Err(-2)
+    }
+
     /// Masks every interrupt at the calling CPU's interrupt presenter (XICS: set the CPPR to 0, the
     /// most favoured priority, so no external interrupt is presented). Used when firmware cannot be
     /// called; the capture kernel resets the interrupt controller when it boots.

@@ -30,16 +30,20 @@ pub enum MaskPath {
     RtasTakeover,
     /// At the interrupt presenter: RTAS could not be called without breaking PAPR.
     Presenter,
+    /// Through hypervisor calls that take no firmware lock (XIVE: `H_INT_SET_SOURCE_CONFIG` with
+    /// priority 0xff), whoever holds the RTAS lock ([`crate::Machine::masks_through_hypervisor`]).
+    Hypervisor,
 }
 
 impl MaskPath {
-    /// `"rtas"`, `"rtas-takeover"` or `"presenter"`.
+    /// `"rtas"`, `"rtas-takeover"`, `"presenter"` or `"hcall"`.
     ///
     /// ```
     /// use nmilog_ppc64::MaskPath;
     /// assert_eq!(MaskPath::Rtas.name(), "rtas");
     /// assert_eq!(MaskPath::RtasTakeover.name(), "rtas-takeover");
     /// assert_eq!(MaskPath::Presenter.name(), "presenter");
+    /// assert_eq!(MaskPath::Hypervisor.name(), "hcall");
     /// // The names are what the crash log's `[mask_path=…]` tag says.
     /// assert_eq!(format!("[mask_path={}]", MaskPath::Presenter.name()), "[mask_path=presenter]");
     /// ```
@@ -48,6 +52,7 @@ impl MaskPath {
             MaskPath::Rtas => "rtas",
             MaskPath::RtasTakeover => "rtas-takeover",
             MaskPath::Presenter => "presenter",
+            MaskPath::Hypervisor => "hcall",
         }
     }
 }

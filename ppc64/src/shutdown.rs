@@ -324,6 +324,9 @@ impl<
             masked: 0,
             failed: 0,
         };
+        if machine.masks_through_hypervisor() {
+            return self.mask_through_hypervisor(rtas, cpu, decision);
+        }
         let path_code = match decision {
             CrashAcquire::TakenOver { .. } => 1,
             d if d.may_call_firmware() => 0,
@@ -381,6 +384,76 @@ impl<
                     holder as isize, why
                 ));
             }
+        }
+        out
+    }
+
+    /// The masking step on a machine that masks sources through the hypervisor (XIVE): no
+    /// firmware call, so the RTAS lock's `decision` only decides what the lock becomes (released
+    /// if the crash path took it or took it over; left to a holder it may not take it from) and
+    /// goes into the report. A source the hypervisor does not mask leaves the presenter closed too.
+    fn mask_through_hypervisor(
+        &self,
+        rtas: &RtasLock,
+        cpu: usize,
+        decision: CrashAcquire,
+    ) -> MaskOutcome {
+        let machine = self.machine;
+        self.crumb(Event::MaskPath, cpu, 3);
+        let mut out = MaskOutcome {
+            path: MaskPath::Hypervisor,
+            decision,
+            masked: 0,
+            failed: 0,
+        };
+        let n = machine.irq_source_count();
+        for src in 0..n {
+            match machine.hypervisor_mask_source(src) {
+                Ok(()) => out.masked += 1,
+                Err(_) => out.failed += 1,
+            }
+        }
+        if decision.may_call_firmware() {
+            rtas.unlock(cpu);
+        }
+        let (holder, how) = match decision {
+            CrashAcquire::Acquired | CrashAcquire::AlreadyOwn => (-1, "free"),
+            CrashAcquire::TakenOver { from } => (
+                from as isize,
+                "stopped outside the firmware call: taken over and released",
+            ),
+            CrashAcquire::Unsafe {
+                holder,
+                inside: true,
+                ..
+            } => (
+                holder as isize,
+                "frozen inside the firmware call: left to it",
+            ),
+            CrashAcquire::Unsafe {
+                holder,
+                stopped: false,
+                ..
+            } => (holder as isize, "did not stop: left to it"),
+            CrashAcquire::Unsafe { holder, .. } => (holder as isize, "changed hands: left to it"),
+        };
+        if out.failed != 0 {
+            machine.mask_at_presenter();
+            self.emerg(format_args!(
+                "kexec: H_INT_SET_SOURCE_CONFIG failed for {} sources: the presenter closed too (CPPR=0)",
+                out.failed
+            ));
+        }
+        if holder < 0 {
+            self.emerg(format_args!(
+                "kexec: masked {} of {} interrupt sources via H_INT_SET_SOURCE_CONFIG, no firmware call (RTAS lock {how}) [mask_path=hcall]",
+                out.masked, n
+            ));
+        } else {
+            self.emerg(format_args!(
+                "kexec: masked {} of {} interrupt sources via H_INT_SET_SOURCE_CONFIG, no firmware call (RTAS lock held by CPU {holder}, {how}) [mask_path=hcall]",
+                out.masked, n
+            ));
         }
         out
     }

@@ -75,7 +75,7 @@ pub const HOLD_SIZE: usize = 0x2000;
 /// The hold loop's address (r3 = the CPU's index, r4 = its hardware id on entry).
 pub const HOLD_ENTRY: usize = CRASH_BASE + 0x60;
 const _: () = assert!(HOLD_BASE + HOLD_SIZE <= CRASH_BASE + CRASH_SIZE);
-const _: () = assert!((1 + 2 * OUTCOME_CPUS) * 8 <= HOLD_SIZE);
+const _: () = assert!((1 + 3 * OUTCOME_CPUS) * 8 <= HOLD_SIZE);
 // The hold loop loads HOLD_BASE with one `lis` (a multiple of 0x10000 below 2 GiB).
 const _: () = assert!(HOLD_BASE.is_multiple_of(0x10000) && HOLD_BASE < 0x8000_0000);
 

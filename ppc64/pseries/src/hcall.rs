@@ -4,6 +4,10 @@
 
 /// H_SUCCESS.
 pub const H_SUCCESS: i64 = 0;
+/// The hypervisor does not offer the call (for example the XICS calls under XIVE).
+pub const H_FUNCTION: i64 = -2;
+/// A parameter was refused.
+pub const H_PARAMETER: i64 = -4;
 /// Write up to 16 bytes to a virtual terminal.
 pub const H_PUT_TERM_CHAR: u64 = 0x58;
 /// Set partition-wide modes (resource 4: interrupt endianness).

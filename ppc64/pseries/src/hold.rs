@@ -7,7 +7,8 @@
 //!
 //! The words at `HOLD_BASE`, all 64-bit: `release` (0 = hold; the capture stage stores 1), then
 //! `arrived[c]` (CPU c's hardware id + 1, stored by CPU c in the hold loop), then `back[c]` (1,
-//! stored by CPU c once released). The hold loop itself is assembly in the capture stage (it runs
+//! stored by CPU c once released), then `cppr[c]` (its presenter's CPPR + 1 after the teardown, as
+//! CPU c read it back, stored before it enters the hold loop; 0: not read). The hold loop itself is assembly in the capture stage (it runs
 //! with no stack); its offsets are [`ARRIVED_OFF`] and [`BACK_OFF`].
 
 use core::sync::atomic::{AtomicU64, Ordering};
@@ -18,7 +19,10 @@ use crate::bootparams::{HOLD_BASE, OUTCOME_CPUS};
 pub const ARRIVED_OFF: usize = 8;
 /// Byte offset of `back[0]` from `HOLD_BASE`.
 pub const BACK_OFF: usize = ARRIVED_OFF + OUTCOME_CPUS * 8;
-const WORDS: usize = 1 + 2 * OUTCOME_CPUS;
+/// Byte offset of `cppr[0]` from `HOLD_BASE`.
+pub const CPPR_OFF: usize = BACK_OFF + OUTCOME_CPUS * 8;
+/// Words of the hold area.
+pub const WORDS: usize = 1 + 3 * OUTCOME_CPUS;
 
 fn words() -> &'static [AtomicU64; WORDS] {
     // SAFETY: HOLD_BASE..+HOLD_SIZE is RAM reserved for the hold (see `bootparams`: inside the
@@ -48,6 +52,26 @@ pub fn arrived(c: usize) -> Option<u64> {
 /// Whether CPU `c` came back after the release (same pairing as [`arrived`]).
 pub fn back(c: usize) -> bool {
     c < OUTCOME_CPUS && words()[1 + OUTCOME_CPUS + c].load(Ordering::Acquire) != 0
+}
+
+/// CPU `c`'s report of its presenter's CPPR after the teardown (`None`: it could not read it back).
+/// Relaxed: published by the hold loop's `sync` before its store of `arrived[c]`, LMM(hold:A), and
+/// read after an Acquire load of it ([`arrived`], LMM(hold:B)).
+pub fn report_cppr(c: usize, cppr: Option<u8>) {
+    if c < OUTCOME_CPUS {
+        words()[CPPR_OFF / 8 + c].store(cppr.map_or(0, |v| v as u64 + 1), Ordering::Relaxed);
+    }
+}
+
+/// What CPU `c` reported with [`report_cppr`] (read after [`arrived`] returned `Some`).
+pub fn reported_cppr(c: usize) -> Option<u8> {
+    if c >= OUTCOME_CPUS {
+        return None;
+    }
+    words()[CPPR_OFF / 8 + c]
+        .load(Ordering::Relaxed)
+        .checked_sub(1)
+        .map(|v| v as u8)
 }
 
 /// Releases every held CPU (each still needs an `H_PROD` to wake from its `H_JOIN`). LMM(hold:C):

@@ -1,5 +1,5 @@
 //! The decrementer interrupt (0x900): the per-CPU timer that gives each CPU an interrupt context;
-//! the external interrupt (0x500) from the XICS presenter; and the machine check (0x200).
+//! the external interrupt (0x500) from the XICS or XIVE presenter; and the machine check (0x200).
 //!
 //! Both entries are the same code (`NMILOG_IRQ_ENTRY`), reached through a `ba` patched at the vector
 //! (like the system-reset vector), calling a different Rust function. The
@@ -204,6 +204,9 @@ pub unsafe fn install_external(f: fn(usize, u32)) -> u32 {
 }
 
 extern "C" fn external_rust() {
+    if crate::xive::active() {
+        return external_xive();
+    }
     let xirr = crate::hcall::accept_interrupt();
     let xisr = xirr & 0x00ff_ffff;
     // XISR 0: nothing pending (spurious); 2: the IPI source (unused here).
@@ -220,6 +223,25 @@ extern "C" fn external_rust() {
     if xisr != 0 {
         crate::hcall::end_of_interrupt(xirr);
     }
+}
+
+/// The external interrupt under XIVE: acknowledge at the TIMA, run the handler for each event in
+/// the queue, end each at its source's ESB, and reopen the presenter (the acknowledge raised the
+/// CPPR to the interrupt's priority).
+fn external_xive() {
+    let _ack = crate::xive::accept();
+    let h = EXT_HANDLER.load(Ordering::Acquire);
+    while let Some(lisn) = crate::xive::next_event() {
+        if h != 0 {
+            // SAFETY: EXT_HANDLER only ever holds 0 or a `fn(usize, u32)` stored by `install_external`.
+            let f = unsafe { core::mem::transmute::<usize, fn(usize, u32)>(h) };
+            crate::percpu::irq_enter();
+            f(crate::percpu::this_cpu_index(), lisn);
+            crate::percpu::irq_exit();
+        }
+        crate::xive::end_of_interrupt(lisn);
+    }
+    crate::xive::set_cppr(0xff);
 }
 
 /// Sets the decrementer (SPR 22).

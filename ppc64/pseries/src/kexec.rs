@@ -211,8 +211,8 @@ pub fn release_secondaries(me: usize, ncpus: usize) {
 }
 
 /// A CPU the crash stopped, after its check-in (Linux's `crash_ipi_callback` after
-/// `crash_save_cpu`): waits halted for the go, tears down its interrupt presenter (XICS: CPPR 0,
-/// nothing presented; Linux's `kexec_cpu_down`), and enters the capture stage's hold loop — or parks
+/// `crash_save_cpu`): waits halted for the go, tears down its interrupt presenter (CPPR 0, nothing
+/// presented: `H_CPPR` under XICS, its TIMA under XIVE; Linux's `kexec_cpu_down`), and enters the capture stage's hold loop — or parks
 /// if no capture stage is loaded. A wait for the go that never comes (the crash path died) is a
 /// parked CPU: the firmware's system reset still stops it (`fadump`).
 pub fn wait_for_go_then_hold(cpu: usize) -> ! {
@@ -221,11 +221,15 @@ pub fn wait_for_go_then_hold(cpu: usize) -> ! {
         irq::quiet_decrementer();
         let _ = hcall::join();
     }
-    let _ = hcall::set_cppr(0);
+    let hw = percpu::PERCPU[cpu].hw_id.load(Ordering::Relaxed);
+    let _ = crate::presenter::set_cppr(0);
+    // The CPPR as this CPU's presenter now reports it, for the capture stage (under XIVE only the
+    // CPU itself can read its presenter); the hold loop's store of `arrived` publishes it.
+    let (st, cppr) = crate::presenter::cppr(hw as u64);
+    crate::hold::report_cppr(cpu, (st == hcall::H_SUCCESS).then_some(cppr));
     if !loaded() {
         crate::exceptions::park()
     }
-    let hw = percpu::PERCPU[cpu].hw_id.load(Ordering::Relaxed);
     // SAFETY: HOLD_ENTRY is the capture stage's hold loop, loaded into the reserved region and
     // flushed to the instruction cache by `load_capture` (`loaded()`); it needs no stack, only
     // r3/r4, and never returns.

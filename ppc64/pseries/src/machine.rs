@@ -8,7 +8,8 @@
 //! | `now_ns`                | the timebase scaled to ns (the log's clock)                                 |
 //! | `irq_source_count`      | the sources found in the device tree (vty, EPOW), routed to the boot CPU   |
 //! | `firmware_mask_source`  | RTAS `ibm,int-off` then `ibm,set-xive(prio 0xff)` through the crash buffer |
-//! | `mask_at_presenter`     | `H_CPPR(0)` (checked with `H_IPOLL`)                                        |
+//! | `masks_through_hypervisor`, `hypervisor_mask_source` | XIVE: `H_INT_SET_SOURCE_CONFIG(prio 0xff)`, no RTAS |
+//! | `mask_at_presenter`     | CPPR 0: `H_CPPR(0)` checked with `H_IPOLL`; XIVE: its TIMA                   |
 //! | `park`                  | `or 1,1,1` spin with MSR[EE] off                                            |
 //! | `kexec`                 | parameter block + jump to the capture stage, r3 = image                    |
 //! | `system_reset_cpu`      | escalation: `H_SIGNAL_SYS_RESET(hw id)` to one CPU                          |
@@ -25,8 +26,8 @@ use nmilog_ppc64::{CrashStage, DrainStep, FlightRecorder, Machine, RtasArgs, Shu
 
 use crate::bootparams::{name16, BootParams};
 use crate::{
-    console, crash_state, death, exceptions, fadump, hcall, irq, kexec, percpu, rtas, scenario,
-    timebase,
+    console, crash_state, death, exceptions, fadump, hcall, irq, kexec, percpu, presenter, rtas,
+    scenario, timebase, xive,
 };
 
 /// The pseries machine.
@@ -167,10 +168,40 @@ impl Machine for Pseries {
 
     fn mask_at_presenter(&self) {
         let hw = percpu::this_cpu().map_or(0, |c| c.hw_id.load(Ordering::Relaxed)) as u64;
-        let (_, before) = hcall::poll_cppr(hw);
-        let st = hcall::set_cppr(0);
-        let (pst, after) = hcall::poll_cppr(hw);
-        nmilog::pr_info!("crash: presenter: H_CPPR(0) = {st}; H_IPOLL = {pst}: CPPR {before:#x} -> {after:#x} (nothing is presented)");
+        let (_, before) = presenter::cppr(hw);
+        let st = presenter::set_cppr(0);
+        let (pst, after) = presenter::cppr(hw);
+        nmilog::pr_info!(
+            "crash: presenter: CPPR 0 through the {} = {st}; read back = {pst}: CPPR {before:#x} -> {after:#x} (nothing is presented)",
+            presenter::how()
+        );
+    }
+
+    /// XIVE: sources are masked with `H_INT_SET_SOURCE_CONFIG`, no RTAS call.
+    fn masks_through_hypervisor(&self) -> bool {
+        xive::active()
+    }
+
+    /// `H_INT_SET_SOURCE_CONFIG(lisn, priority 0xff)` after PQ 01 at the source's ESB, then
+    /// `H_INT_GET_SOURCE_CONFIG` to log the priority now in force (what Linux's XIVE irq shutdown
+    /// does).
+    fn hypervisor_mask_source(&self, src: usize) -> Result<(), i64> {
+        let Some(irq) = crash_state::source(src) else {
+            return Err(hcall::H_PARAMETER);
+        };
+        let (st, prio) = xive::mask(irq);
+        nmilog::pr_info!(
+            "crash: irq {irq:#x}: H_INT_SET_SOURCE_CONFIG(prio 0xff) = {st}; H_INT_GET_SOURCE_CONFIG: priority {prio:#x}"
+        );
+        if st == hcall::H_SUCCESS && prio == xive::MASKED {
+            Ok(())
+        } else {
+            Err(if st == hcall::H_SUCCESS {
+                hcall::H_PARAMETER
+            } else {
+                st
+            })
+        }
     }
 
     /// The breadcrumb, and the `die-in-drain` scenario's death point (`death`).

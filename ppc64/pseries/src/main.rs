@@ -37,12 +37,14 @@ mod machine;
 mod mem;
 mod of;
 mod percpu;
+mod presenter;
 mod rtas;
 mod scenario;
 mod smp;
 mod term;
 mod timebase;
 mod workload;
+mod xive;
 
 use core::sync::atomic::{AtomicUsize, Ordering};
 
@@ -206,6 +208,18 @@ pub fn kmain() -> ! {
     );
     let st = hcall::set_interrupts_little_endian();
     println!("H_SET_MODE(little-endian interrupts) = {st}");
+    // XIVE (`ic-mode=xive`): ask for exploitation mode now, while only this CPU runs and the client
+    // interface is open (the tree it rebuilds is the one read below).
+    if xive::in_device_tree() {
+        match xive::negotiate() {
+            Ok(tima) => println!(
+                "interrupt controller: XIVE, exploitation mode negotiated (ibm,client-architecture-support, OV5 byte 23 = 0x40); OS TIMA at {tima:#x}"
+            ),
+            Err(e) => println!("interrupt controller: XIVE, not negotiated ({e:?}): no interrupts"),
+        }
+    } else {
+        println!("interrupt controller: XICS");
+    }
 
     let mut m = read_device_tree();
     timebase::set_freq(m.tb_freq as u64);
@@ -410,17 +424,46 @@ pub fn kmain() -> ! {
         "fadump: registered: should a system reset interrupt the crash path, the capture stage boots with r3 = 0 (no image), r4 = {at:#x}, RAM [0, {:#x})",
         m.ram_top
     );
+    if xive::active() {
+        let st = xive::init_queue(m.cpus[0] as u64);
+        println!(
+            "xive: event queue of CPU 0 (hw id {}): H_INT_SET_QUEUE_CONFIG(always notify, prio {}, 4 KiB) = {st}",
+            m.cpus[0],
+            xive::PRIO
+        );
+    }
     for irq in [m.vty_irq, m.epow_irq].into_iter().flatten() {
-        let st = rtas::set_xive(irq, m.cpus[0], 5);
-        let (gst, srv, prio) = rtas::get_xive(irq);
-        println!("irq {irq:#x}: ibm,set-xive(server {}, prio 5) = {st}; ibm,get-xive = {gst}: server {srv}, priority {prio:#x}", m.cpus[0]);
+        if xive::active() {
+            let (st, target, prio) = xive::route(irq, m.cpus[0] as u64);
+            println!("irq {irq:#x}: H_INT_SET_SOURCE_CONFIG(target {}, prio {}) = {st}; H_INT_GET_SOURCE_CONFIG: target {target}, priority {prio:#x}; ESB PQ 00", m.cpus[0], xive::PRIO);
+        } else {
+            let st = rtas::set_xive(irq, m.cpus[0], 5);
+            let (gst, srv, prio) = rtas::get_xive(irq);
+            println!("irq {irq:#x}: ibm,set-xive(server {}, prio 5) = {st}; ibm,get-xive = {gst}: server {srv}, priority {prio:#x}", m.cpus[0]);
+        }
         crash_state::add_source(irq);
     }
     // Open this CPU's presenter (CPPR 0 at reset blocks everything): the crash path has to close it
     // when it cannot mask through RTAS.
-    let st = hcall::set_cppr(0xff);
-    let (pst, cppr) = hcall::poll_cppr(m.cpus[0] as u64);
-    println!("presenter: H_CPPR(0xff) = {st}; H_IPOLL = {pst}: CPPR {cppr:#x}");
+    let st = presenter::set_cppr(0xff);
+    let (pst, cppr) = presenter::cppr(m.cpus[0] as u64);
+    println!(
+        "presenter: CPPR 0xff through the {} = {st}; read back = {pst}: CPPR {cppr:#x}",
+        presenter::how()
+    );
+    // XIVE: one event from the vty source, as its device would raise it, taken once this CPU
+    // enables interrupts (its log then holds "external interrupt 0x..."): routing, queue,
+    // acknowledge and end of interrupt checked end to end before the crash masks the source.
+    if let Some(irq) = m.vty_irq.filter(|_| xive::active()) {
+        println!(
+            "xive: irq {irq:#x} triggered at its ESB: {}",
+            if xive::trigger(irq) {
+                "taken when CPU 0 enables interrupts"
+            } else {
+                "no trigger page"
+            }
+        );
+    }
 
     // Secondaries.
     for i in 1..n {
@@ -518,7 +561,7 @@ fn wait_until(us: u64, cond: impl Fn() -> bool) -> u64 {
 fn secondary_main(cpu: usize) -> ! {
     // Open this CPU's interrupt presenter (CPPR 0 after reset: nothing presented), as Linux's
     // `xics_setup_cpu` does for every CPU: the crash's teardown then has something to close.
-    let _ = hcall::set_cppr(0xff);
+    let _ = presenter::set_cppr(0xff);
     // Release pairs with the boot CPU's Acquire load of ONLINE.
     ONLINE.fetch_add(1, Ordering::Release);
     workload::log_loop(cpu, None);

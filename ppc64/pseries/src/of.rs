@@ -201,3 +201,27 @@ pub fn for_each_u32_prop(ph: Phandle, mut f: impl FnMut(&[u8], u32)) -> (usize, 
         prev[..cur_len].copy_from_slice(&name[..cur_len]);
     }
 }
+
+/// `open(path)`: an instance handle (ihandle) of the node at `path`.
+pub fn open(path: &CStr) -> Option<u32> {
+    let [ih] = call::<1>(c"open", &[cell_ptr(path.as_ptr())]).ok()?;
+    (ih != 0).then_some(ih)
+}
+
+/// `call-method("ibm,client-architecture-support", ihandle of "/", vector)` (CAS, PAPR B.6.2.3):
+/// tells the platform what this client supports — `vector` is the PVR list and the option vectors
+/// — and lets it reconfigure itself (under QEMU the device tree is rebuilt: look nodes up again).
+/// Returns the method's result (0: accepted).
+pub fn client_architecture_support(vector: &[u8]) -> Result<u32, CiError> {
+    let root = open(c"/").ok_or(CiError::Failed(-1))?;
+    // VOF returns the platform's result first (0 = H_SUCCESS, else a negative H_* code).
+    let [result, _] = call::<2>(
+        c"call-method",
+        &[
+            cell_ptr(c"ibm,client-architecture-support".as_ptr()),
+            root,
+            cell_ptr(vector.as_ptr()),
+        ],
+    )?;
+    Ok(result)
+}

@@ -175,7 +175,14 @@ fn freeze_mid_write(cpu: usize, i: u64) -> ! {
 /// and parks without releasing it.
 pub fn freeze_holding_rtas(cpu: usize) -> ! {
     irq::disable();
-    rtas::scenario_hold(rtas::Func::SetXive, scenario::rtas_in_call());
+    // The call a CPU could be frozen in: `ibm,set-xive` under XICS; XIVE has no RTAS interrupt
+    // calls, so a CPU query there.
+    let f = if crate::xive::active() {
+        rtas::Func::QueryCpuStoppedState
+    } else {
+        rtas::Func::SetXive
+    };
+    rtas::scenario_hold(f, scenario::rtas_in_call());
     signal_frozen(cpu);
     exceptions::park()
 }

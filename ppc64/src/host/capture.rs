@@ -205,6 +205,7 @@ pub(crate) fn main(args: &[String], pos: usize) -> i32 {
     let mut mask_path = match tr.get(truth::W_MASK_PATH) {
         0 => "rtas",
         1 => "rtas-takeover",
+        3 => "hcall",
         _ => "presenter",
     };
     if from_memory {
@@ -213,7 +214,7 @@ pub(crate) fn main(args: &[String], pos: usize) -> i32 {
         for r in image.records() {
             let t = r.text().unwrap_or("");
             if r.header.cpu as usize == crash_cpu {
-                if let Some(p) = ["rtas-takeover", "rtas", "presenter"]
+                if let Some(p) = ["rtas-takeover", "rtas", "presenter", "hcall"]
                     .into_iter()
                     .find(|p| t.ends_with(&format!("[mask_path={p}]")))
                 {

@@ -320,6 +320,7 @@ fn fill_truth<const CPUS: usize>(w: &mut [u64], r: &ShutdownReport<CPUS>, img_le
         MaskPath::Rtas => 0,
         MaskPath::RtasTakeover => 1,
         MaskPath::Presenter => 2,
+        MaskPath::Hypervisor => 3,
     };
     w[W_RTAS_HOLDER] = match r.mask.decision {
         CrashAcquire::TakenOver { from } => from as u64 + 1,

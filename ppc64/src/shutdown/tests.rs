@@ -47,6 +47,10 @@ struct TestMachine<'a, const N: usize> {
     firmware_calls: AtomicUsize,
     presenter: AtomicUsize,
     flight: crate::flight::FlightRecorder,
+    /// XIVE: sources masked through the hypervisor; `Some(src)`: that source fails (`usize::MAX`:
+    /// none does). `None`: XICS, RTAS only.
+    hypervisor: Option<usize>,
+    hypervisor_calls: AtomicUsize,
 }
 
 impl<const N: usize> TestMachine<'_, N> {
@@ -105,6 +109,18 @@ impl<const N: usize> Machine for TestMachine<'_, N> {
     fn mask_at_presenter(&self) {
         self.presenter.fetch_add(1, Ordering::Relaxed);
     }
+    fn masks_through_hypervisor(&self) -> bool {
+        self.hypervisor.is_some()
+    }
+    fn hypervisor_mask_source(&self, src: usize) -> Result<(), i64> {
+        assert!(self.hypervisor.is_some(), "XICS: no hypervisor masking");
+        self.hypervisor_calls.fetch_add(1, Ordering::Relaxed);
+        if self.hypervisor == Some(src) {
+            Err(-4)
+        } else {
+            Ok(())
+        }
+    }
     fn park(&self) -> ! {
         std::panic::panic_any(Parked)
     }
@@ -126,6 +142,7 @@ struct Run {
     texts: Vec<String>,
     firmware_calls: usize,
     presenter: usize,
+    hypervisor_calls: usize,
     outcome: Vec<CpuOutcome>,
     not_answered: usize,
     /// (event, cpu, arg) of every breadcrumb, oldest first.
@@ -137,6 +154,18 @@ fn crash_full<const N: usize>(
     responsive: [bool; N],
     answers_reset: [bool; N],
     online: [bool; N],
+) -> Run {
+    crash_with(rtas, responsive, answers_reset, online, None)
+}
+
+/// [`crash_full`] on a machine that masks through the hypervisor (`hypervisor`: see
+/// `TestMachine::hypervisor`) or, with `None`, through RTAS.
+fn crash_with<const N: usize>(
+    rtas: &RtasLock,
+    responsive: [bool; N],
+    answers_reset: [bool; N],
+    online: [bool; N],
+    hypervisor: Option<usize>,
 ) -> Run {
     // The tests share the CPU-number switch: one at a time.
     static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -158,6 +187,8 @@ fn crash_full<const N: usize>(
         firmware_calls: AtomicUsize::new(0),
         presenter: AtomicUsize::new(0),
         flight: crate::flight::FlightRecorder::new(),
+        hypervisor,
+        hypervisor_calls: AtomicUsize::new(0),
     };
     let mut image = std::vec![0u8; 1 << 16];
     let cfg = ShutdownConfig {
@@ -191,6 +222,7 @@ fn crash_full<const N: usize>(
         texts,
         firmware_calls: m.firmware_calls.load(Ordering::Relaxed),
         presenter: m.presenter.load(Ordering::Relaxed),
+        hypervisor_calls: m.hypervisor_calls.load(Ordering::Relaxed),
         outcome,
         not_answered,
         crumbs,
@@ -337,6 +369,81 @@ fn plain_rtas_when_the_lock_is_free() {
     assert!(has(&t, "[mask_path=rtas]"), "{t:?}");
     assert_eq!((fw, pres), (3, 0));
     assert_eq!(rtas.holder(), None);
+}
+
+#[test]
+fn hypervisor_masking_whoever_holds_the_rtas_lock() {
+    use crate::flight::Event as E;
+    let mask_crumb = |r: &Run| r.crumbs.iter().find(|c| c.0 == E::MaskPath).map(|c| c.2);
+    // Free lock: taken for the decision, released; no firmware call.
+    let rtas = RtasLock::new();
+    let r = crash_with(&rtas, [true; 4], [false; 4], [true; 4], Some(usize::MAX));
+    assert!(has(&r.texts, "masked 3 of 3 interrupt sources via H_INT_SET_SOURCE_CONFIG, no firmware call (RTAS lock free) [mask_path=hcall]"), "{:?}", r.texts);
+    assert_eq!(
+        (r.firmware_calls, r.presenter, r.hypervisor_calls),
+        (0, 0, 3)
+    );
+    assert_eq!(rtas.holder(), None);
+    assert_eq!(mask_crumb(&r), Some(3));
+    // Held inside the call by a stopped CPU: left to it, the sources masked all the same.
+    let rtas = RtasLock::new();
+    rtas.lock(2);
+    rtas.enter_call(2);
+    let r = crash_with(&rtas, [true; 4], [false; 4], [true; 4], Some(usize::MAX));
+    assert!(has(&r.texts, "masked 3 of 3 interrupt sources via H_INT_SET_SOURCE_CONFIG, no firmware call (RTAS lock held by CPU 2, frozen inside the firmware call: left to it) [mask_path=hcall]"), "{:?}", r.texts);
+    assert_eq!(
+        (r.firmware_calls, r.presenter, r.hypervisor_calls),
+        (0, 0, 3)
+    );
+    assert_eq!(rtas.holder(), Some((2, true)), "the lock is left alone");
+    // Held outside the call by a stopped CPU: taken over, then released.
+    let rtas = RtasLock::new();
+    rtas.lock(1);
+    let r = crash_with(&rtas, [true; 4], [false; 4], [true; 4], Some(usize::MAX));
+    assert!(has(&r.texts, "(RTAS lock held by CPU 1, stopped outside the firmware call: taken over and released) [mask_path=hcall]"), "{:?}", r.texts);
+    assert_eq!(rtas.holder(), None);
+    // Held by a CPU that did not stop: left to it.
+    let rtas = RtasLock::new();
+    rtas.lock(3);
+    let r = crash_with(
+        &rtas,
+        [true, true, true, false],
+        [false; 4],
+        [true; 4],
+        Some(usize::MAX),
+    );
+    assert!(
+        has(
+            &r.texts,
+            "(RTAS lock held by CPU 3, did not stop: left to it) [mask_path=hcall]"
+        ),
+        "{:?}",
+        r.texts
+    );
+    assert_eq!(rtas.holder(), Some((3, false)));
+    // A source the hypervisor refuses: counted, and the presenter closed as well.
+    let rtas = RtasLock::new();
+    let r = crash_with(&rtas, [true; 4], [false; 4], [true; 4], Some(1));
+    assert!(
+        has(
+            &r.texts,
+            "H_INT_SET_SOURCE_CONFIG failed for 1 sources: the presenter closed too (CPPR=0)"
+        ),
+        "{:?}",
+        r.texts
+    );
+    assert!(
+        has(
+            &r.texts,
+            "masked 2 of 3 interrupt sources via H_INT_SET_SOURCE_CONFIG"
+        ),
+        "{:?}",
+        r.texts
+    );
+    assert_eq!(
+        (r.firmware_calls, r.presenter, r.hypervisor_calls),
+        (0, 1, 3)
+    );
 }
 
 #[test]

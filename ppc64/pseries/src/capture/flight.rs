@@ -49,6 +49,7 @@ fn describe(b: &Breadcrumb, out: &mut impl Write) {
                 0 => "rtas",
                 1 => "rtas-takeover",
                 2 => "presenter",
+                3 => "hcall",
                 _ => "?",
             }
         ),

@@ -45,10 +45,22 @@ pub fn release_and_report(
     let t_arrive = wait(tb_freq, arrived_all);
     let held = (0..ncpus).filter(|&c| hold::arrived(c).is_some()).count();
     // Each held CPU closed its presenter before it came (CPPR 0: nothing presented to it), as read
-    // back through the hypervisor (H_IPOLL on its server).
+    // back through the hypervisor (XICS: H_IPOLL on its server) or, where only the CPU can read its
+    // presenter (XIVE: H_IPOLL is not offered, the TIMA shows each CPU its own), as it reported.
+    let mut through_cpu = false;
     let closed = (0..ncpus)
-        .filter_map(hold::arrived)
-        .filter(|&hw| crate::hcall::poll_cppr(hw) == (0, 0))
+        .filter(|&c| {
+            let Some(hw) = hold::arrived(c) else {
+                return false;
+            };
+            match crate::hcall::poll_cppr(hw) {
+                (crate::hcall::H_FUNCTION, _) => {
+                    through_cpu = true;
+                    hold::reported_cppr(c) == Some(0)
+                }
+                (st, cppr) => st == 0 && cppr == 0,
+            }
+        })
         .count();
     // Release, and wake each held CPU from its H_JOIN.
     hold::release();
@@ -67,8 +79,9 @@ pub fn release_and_report(
     let ok = missing == CpuMask::EMPTY && back == held && closed == held;
     let _ = writeln!(
         out,
-        "capture: secondary CPUs: {held} of {want} held at {HOLD_ENTRY:#x} (arrived within {} ms; presenter torn down, CPPR 0, on {closed}); {back} came back into the capture stage in {} ms{}",
+        "capture: secondary CPUs: {held} of {want} held at {HOLD_ENTRY:#x} (arrived within {} ms; presenter torn down, CPPR 0, on {closed}{}); {back} came back into the capture stage in {} ms{}",
         ms(t_arrive, tb_freq),
+        if through_cpu { " as each read its XIVE TIMA" } else { "" },
         ms(t_back, tb_freq),
         if ok { "" } else { "  <-- FAILED" }
     );

@@ -275,6 +275,7 @@ pub fn print_and_check(img: &Image<'_>, expect: &Expect<'_>, out: &mut impl Writ
                 "rtas" => "rtas",
                 "rtas-takeover" => "rtas-takeover",
                 "presenter" => "presenter",
+                "hcall" => "hcall",
                 _ => "unknown",
             });
         }
