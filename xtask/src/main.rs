@@ -600,6 +600,20 @@ fn setup(c: &Ctx) -> Result<(), String> {
     Ok(())
 }
 
+/// Whether scenario `name`'s section of a `test.sh` output (from its `== NAME` line to the next
+/// `== `) has a `FAIL:` line.
+fn scenario_failed(text: &str, name: &str) -> bool {
+    let mut inside = false;
+    for l in text.lines() {
+        if let Some(rest) = l.strip_prefix("== ") {
+            inside = rest.split_whitespace().next() == Some(name);
+        } else if inside && l.trim_start().starts_with("FAIL:") {
+            return true;
+        }
+    }
+    false
+}
+
 /// `cargo xtask soak --repeat N`: runs every pseries scenario (`test.sh`) and every host crash-demo
 /// scenario test N times and prints the pass rate of each. A flaky scenario shows up as less than N/N.
 fn repeat_scenarios(root: &Path, n: u32, load: bool, only: Option<&str>) -> ExitCode {
@@ -677,6 +691,25 @@ fn repeat_scenarios(root: &Path, n: u32, load: bool, only: Option<&str>) -> Exit
             }
             if let Some((name, ok)) = cur.take() {
                 tally(format!("pseries {name}"), ok);
+            }
+            // test.sh overwrites each scenario's console log on the next run: keep a failed one.
+            let mut failed: Vec<&str> = text
+                .lines()
+                .filter_map(|l| l.strip_prefix("== "))
+                .filter_map(|r| r.split_whitespace().next())
+                .filter(|name| scenario_failed(&text, name))
+                .collect();
+            failed.dedup();
+            for name in failed {
+                let from = root.join(format!("ppc64/pseries/target/test-{name}.log"));
+                let to = root.join(format!("target/xtask/soak-fail-run{i}-{name}.log"));
+                let _ = std::fs::create_dir_all(root.join("target/xtask"));
+                if std::fs::copy(&from, &to).is_ok() {
+                    println!(
+                        "  run {i}: pseries {name}: console kept in {}",
+                        to.display()
+                    );
+                }
             }
         }
         if want("host") {
