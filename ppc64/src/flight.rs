@@ -73,9 +73,9 @@ pub enum Event {
     ///
     /// [`CpuOutcome`]: crate::report::CpuOutcome
     Outcome = 7,
-    /// The mask path was chosen; argument: 0 rtas, 1 rtas-takeover, 2 presenter.
+    /// The mask path was chosen; argument: 0 rtas, 1 rtas-takeover, 2 presenter, 3 hcall.
     MaskPath = 8,
-    /// Interrupts are masked; argument: sources masked through firmware.
+    /// Interrupts are masked; argument: sources masked (through firmware, or the hypervisor).
     Masked = 9,
     /// The first crash drain starts.
     DrainStart = 10,

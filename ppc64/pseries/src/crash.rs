@@ -70,7 +70,9 @@ const SRR1_RI: u64 = 1 << 1;
 /// * recoverable (SRR1[RI] = 1): returns, and the interrupted code — on a stopped CPU, its wait for
 ///   the crashing CPU's go — resumes; its crash note, saved at the NMI, stays as it was;
 /// * not recoverable: on a CPU the crash stopped, it stays stopped (parks; Linux's die() on a CPU
-///   whose crash IPI already came ends the same way); with no crash in progress it is the crash.
+///   whose crash IPI already came ends the same way); on the crashing CPU, the crash path is dead
+///   and the firmware-assisted dump takes over (`fadump`); with no crash in progress it is the
+///   crash.
 pub fn machine_check(cpu: usize, srr0: u64, srr1: u64) {
     if let Some(fr) = MACHINE.flight_recorder() {
         fr.record(
@@ -92,11 +94,26 @@ pub fn machine_check(cpu: usize, srr0: u64, srr1: u64) {
     if recoverable {
         return;
     }
-    if LOG.crashing_cpu().is_some() {
-        MACHINE.park()
+    match LOG.crashing_cpu() {
+        // The crash path itself cannot go on: as when a system reset interrupts it, the
+        // firmware-assisted dump takes over (the other CPUs stopped in place, the capture stage
+        // rebuilds the log from memory).
+        Some(c) if c == cpu => {
+            let regs = SavedRegs {
+                nip: srr0,
+                msr: srr1,
+                trap: MACHINE_CHECK_TRAP,
+                ..SavedRegs::ZERO
+            };
+            fadump::crash_path_interrupted(cpu, &regs)
+        }
+        Some(_) => MACHINE.park(),
+        None => crash_shutdown("unrecoverable machine check"),
     }
-    crash_shutdown("unrecoverable machine check")
 }
+
+/// The `trap` of a machine check (its vector).
+const MACHINE_CHECK_TRAP: u64 = 0x200;
 
 // The handover region holds any image of the kernel log (nothing is ever left out for lack of room;
 // nor from the image the capture stage rebuilds from memory): `klog::ring_words_for` sizes the rings

@@ -42,6 +42,12 @@ pub static MACHINE: Pseries = Pseries;
 /// flight recorder, then takes the injected machine check.
 fn machine_check_during_drain() {
     const WAIT_US: u64 = 2_000_000;
+    // Once: an unrecoverable machine check parks through `park` again.
+    static TAKEN: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+    // Relaxed: only this CPU ever takes it.
+    if TAKEN.swap(true, Ordering::Relaxed) {
+        return;
+    }
     let fr = crate::bootparams::flight_recorder();
     let t0 = timebase::now();
     while !fr

@@ -73,7 +73,9 @@ const QUEUE_ENTRIES: usize = 1 << (QUEUE_SHIFT - 2);
 /// Sources this kernel routes (vty, EPOW).
 pub const MAX_SOURCES: usize = 4;
 
-/// XIVE is the interrupt controller (negotiated at boot).
+/// XIVE is the interrupt controller (negotiated at boot). `ACTIVE` and `TIMA_OS` are written once
+/// by the boot CPU before it starts the secondaries (RTAS `start-cpu` orders those stores before
+/// their first instruction), so every reader loads them Relaxed.
 static ACTIVE: AtomicBool = AtomicBool::new(false);
 /// The TIMA's OS page (the second `reg` entry of the controller's node).
 static TIMA_OS: AtomicU64 = AtomicU64::new(0);

@@ -53,7 +53,7 @@ fn describe(b: &Breadcrumb, out: &mut impl Write) {
                 _ => "?",
             }
         ),
-        Some(Event::Masked) => write!(out, " ({a} source(s) through firmware)"),
+        Some(Event::Masked) => write!(out, " ({a} source(s) masked)"),
         Some(Event::DrainEnd) => write!(out, " ({a} records)"),
         Some(Event::ImageWritten) | Some(Event::Switchover) => write!(out, " ({a} bytes)"),
         Some(Event::MachineCheck) => write!(out, " (at nip {a:#x})"),
