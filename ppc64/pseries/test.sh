@@ -272,12 +272,13 @@ ds_line=$(grep -nE '^capture: flight +[0-9]+\.[0-9]{3} ms C0 drain-start$' "$log
 [ -n "$mc_line" ] && [ -n "$ci_line" ] && [ -n "$ds_line" ] && [ "$ci_line" -lt "$mc_line" ] && [ "$ds_line" -lt "$mc_line" ] \
     && pass "flight: the machine check came after C1's check-in and the drain's start" \
     || fail "flight: machine check at line ${mc_line:-?}, C1 check-in ${ci_line:-?}, drain start ${ds_line:-?}"
+# Which of the three it was (each correct; the capture stage's checks above cover them): shown only.
 if has '^\[ *[0-9]+\.[0-9]{6}\] C1/nmi machine check on CPU 1: nip 0x[0-9a-f]+ srr1 0x[0-9a-f]+, recoverable: resuming$'; then
-    pass "C1's machine-check record: in the image, whole"
-elif has '^capture: C1: [0-9]+ torn record\(s\) at depth 2 \(nmi\), explained: its machine-check handler'; then
-    pass "C1's machine-check record: counted torn (written while the drain read it)"
+    echo "  (C1's machine-check record: in the image, whole)"
+elif has '^capture: C1: [0-9]+ torn record\(s\) at depth [0-9]+ \(nmi\), explained: its machine-check handler'; then
+    echo "  (C1's machine-check record: counted torn, written while the drain read it)"
 else
-    pass "C1's machine-check record: after the drain had read C1's rings (not in the image; the breadcrumb is)"
+    echo "  (C1's machine-check record: written after the drain had read C1's rings; the breadcrumb is there)"
 fi
 want '^capture: secondary CPUs: 3 of 3 held at 0x[0-9a-f]+ ' "all 3 secondaries, C1 too, reached the capture stage's hold"
 report

@@ -14,7 +14,9 @@
 //! * the check-in wait is bounded by a timeout *and* an iteration count ([`ShutdownConfig`]);
 //! * the firmware lock is owner-aware ([`RtasLock`]): the crashing CPU takes it over from a CPU frozen
 //!   *outside* the firmware call, and masks at the interrupt presenter instead when the holder was
-//!   frozen *inside* the call (PAPR forbids a second non-reentrant RTAS call; see [`rtas`]);
+//!   frozen *inside* the call (PAPR forbids a second non-reentrant RTAS call; see [`rtas`]); a
+//!   machine whose sources are masked by hypervisor calls (XIVE: [`Machine::masks_through_hypervisor`])
+//!   masks them that way whoever holds the lock;
 //! * the log is drained without a lock and without writing anything another CPU could write
 //!   ([`nmilog::Log::drain_on_crash`]: a CPU that never answered the NMI may still be running) into
 //!   a handover image ([`nmilog::handover::write_image`]) that the capture stage parses.

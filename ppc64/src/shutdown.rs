@@ -15,7 +15,8 @@
 //!  did not answer, a second bounded wait   ────▶  (the same handler)
 //!  each CPU's outcome: IPI, reset, never, offline
 //!  log "IPI complete"
-//!  mask interrupts: RTAS / RTAS takeover / presenter (see crate::rtas)
+//!  mask interrupts: RTAS / RTAS takeover / presenter (see crate::rtas),
+//!  or hypervisor calls on XIVE (no firmware call)
 //!  drain (read-only, bounded), log what it found
 //!  log "kexec: Starting switchover sequence."
 //!  write the handover image (the final drain)
@@ -417,7 +418,12 @@ impl<
             rtas.unlock(cpu);
         }
         let (holder, how) = match decision {
-            CrashAcquire::Acquired | CrashAcquire::AlreadyOwn => (-1, "free"),
+            CrashAcquire::Acquired => (-1, "free"),
+            CrashAcquire::AlreadyOwn => (-1, "already the crashing CPU's: released"),
+            // The lock changed hands while the decision was made: no holder to name.
+            CrashAcquire::Unsafe { holder, .. } if holder == usize::MAX => {
+                (-1, "changed hands: left as it is")
+            }
             CrashAcquire::TakenOver { from } => (
                 from as isize,
                 "stopped outside the firmware call: taken over and released",

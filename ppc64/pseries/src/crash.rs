@@ -69,8 +69,9 @@ const SRR1_RI: u64 = 1 << 1;
 ///   counts it torn, or never sees it if it already passed — never a half record as valid);
 /// * recoverable (SRR1[RI] = 1): returns, and the interrupted code — on a stopped CPU, its wait for
 ///   the crashing CPU's go — resumes; its crash note, saved at the NMI, stays as it was;
-/// * not recoverable: on a CPU the crash stopped, it stays stopped (parks; Linux's die() on a CPU
-///   whose crash IPI already came ends the same way); on the crashing CPU, the crash path is dead
+/// * not recoverable: on a CPU the crash stopped, it stays stopped (parks, outside the kexec
+///   handshake; Linux's die() on a CPU whose crash IPI already came ends the same way); on the
+///   crashing CPU, the crash path is dead
 ///   and the firmware-assisted dump takes over (`fadump`); with no crash in progress it is the
 ///   crash.
 pub fn machine_check(cpu: usize, srr0: u64, srr1: u64) {
@@ -107,7 +108,9 @@ pub fn machine_check(cpu: usize, srr0: u64, srr1: u64) {
             };
             fadump::crash_path_interrupted(cpu, &regs)
         }
-        Some(_) => MACHINE.park(),
+        // Its state is gone: it stays stopped here, not handed to the capture stage (which then
+        // reports it as never reaching the hold).
+        Some(_) => crate::exceptions::park(),
         None => crash_shutdown("unrecoverable machine check"),
     }
 }

@@ -213,23 +213,26 @@ pub const INJECTED_MCE_SRR1: u64 = (1 << (63 - 42)) | (1 << (63 - 43));
 /// memory returns 0 there), so the `machine-check` scenario injects it this way; what runs from
 /// 0x200 on is the real handler. Returns when the handler does (a recoverable machine check).
 ///
-/// Call with MSR[EE] = 0 (the CPU's state in its NMI handler): the injected SRR1 keeps it so.
+/// Safe to call anywhere: MSR[EE] and MSR[RI] are cleared before SRR0/SRR1 are set, and SRR1 (the
+/// MSR before the call) puts them back on return.
 pub fn inject_machine_check() {
-    // SAFETY: SRR0/SRR1 are free (EE = 0: no interrupt but a system reset, which never returns,
-    // uses them here); the 0x200 entry saves and restores every register it uses and returns with
-    // rfid to SRR0 = label 2 with the MSR from SRR1 (cause bits ignored), so only LR (bl) and the
-    // temporaries change.
+    // SAFETY: SRR0/SRR1 are free once EE = 0 (no interrupt uses them then but a system reset, which
+    // never returns, or a machine check, which finds RI = 0 and does not return); the 0x200 entry
+    // saves and restores every register it uses and returns with rfid to SRR0 = label 2 with the
+    // MSR from SRR1 (cause bits ignored), so only LR (bl) and the temporaries change.
     unsafe {
         core::arch::asm!(
             "mfmsr {m}",
+            // EE = RI = 0 first (as the interrupt leaves them): no other interrupt may take SRR0/SRR1
+            // from here to the vector.
+            "li {t}, 0",
+            "mtmsrd {t}, 1",
             "or {t}, {m}, {cause}",
             "mtsrr1 {t}",
             "bl 1f",
             "1: mflr {t}",
             "addi {t}, {t}, 2f - 1b",
             "mtsrr0 {t}",
-            "li {t}, 0",
-            "mtmsrd {t}, 1",
             "ba {vector}",
             "2:",
             m = out(reg) _,

@@ -119,7 +119,12 @@ pub fn crash_path_interrupted(cpu: usize, saved: &SavedRegs) -> ! {
     let mut crumbs = Crumbs::new();
     let _ = death::breadcrumbs(&mut crumbs);
     console::write_fmt_unlocked(format_args!(
-        "fadump: system reset on CPU {cpu} (nip {:#x}) interrupted its crash path (breadcrumbs: {}); the firmware stopped {} of {} other CPU(s) in place (H_SIGNAL_SYS_RESET(-2) = {st}, {} us) and boots the capture stage with memory only\n",
+        "fadump: {} on CPU {cpu} (nip {:#x}) interrupted its crash path (breadcrumbs: {}); the firmware stopped {} of {} other CPU(s) in place (H_SIGNAL_SYS_RESET(-2) = {st}, {} us) and boots the capture stage with memory only\n",
+        if saved.trap == 0x200 {
+            "unrecoverable machine check"
+        } else {
+            "system reset"
+        },
         saved.nip,
         crumbs.as_str(),
         stopped,

@@ -1,8 +1,8 @@
 //! The decrementer interrupt (0x900): the per-CPU timer that gives each CPU an interrupt context;
 //! the external interrupt (0x500) from the XICS or XIVE presenter; and the machine check (0x200).
 //!
-//! Both entries are the same code (`NMILOG_IRQ_ENTRY`), reached through a `ba` patched at the vector
-//! (like the system-reset vector), calling a different Rust function. The
+//! The three entries are the same code (`NMILOG_IRQ_ENTRY`), reached through a `ba` patched at the
+//! vector (like the system-reset vector), each calling its own Rust function with the frame in r3. The
 //! interrupt arrives in real mode, little-endian, with MSR[EE], FP, VMX and VSX cleared, on whatever stack
 //! the interrupted code was using. The entry:
 //!
@@ -12,9 +12,10 @@
 //!    callee), turns FP/VMX/VSX back on and saves all 64 VSX registers, FPSCR and VSCR (the ELFv2
 //!    callee may clobber the volatile FP/vector registers and the right halves of vs14-vs31; saving all
 //!    64 is simpler than telling them apart);
-//! 3. loads the TOC and calls `decrementer_rust(frame)`, which re-arms the decrementer (so the level-triggered
+//! 3. loads the TOC and calls `decrementer_rust()`, which re-arms the decrementer (so the level-triggered
 //!    interrupt drops) and runs the registered handler with EE still off (or `external_rust()`, which
-//!    accepts the interrupt with H_XIRR, runs its handler and signals H_EOI; or
+//!    accepts the interrupt — XICS: H_XIRR, then H_EOI; XIVE: the TIMA, the event queue, the
+//!    source's ESB — and runs its handler; or
 //!    `machine_check_rust(frame)`, which reads SRR0/SRR1 from the frame and runs `crash::machine_check`);
 //! 4. restores everything and returns with `rfid` (SRR1 puts EE and FP/VMX/VSX back as they were).
 //!    MSR[RI] (recoverable interrupt) is 0 from the interrupt until step 2 has saved SRR0/SRR1 and
@@ -23,7 +24,9 @@
 //!
 //! A system reset that lands anywhere in here is fine: its handler never returns. A machine check
 //! that lands in here is taken on the same stack, below this frame (the entry needs no scratch
-//! register but r1, which is always valid); it comes back only if recoverable.
+//! register but r1, a valid stack pointer wherever this image runs with MSR[EE] or MSR[ME] on,
+//! except a secondary's first instructions before its stack is set); it comes back only if
+//! recoverable.
 //!
 //! Frame (offsets from the new r1): 0 back chain, 8..31 reserved for the callee (ELFv2 header),
 //! 32 + 8n: rn (n = 0, 2..13), 144 LR, 152 CTR, 160 CR, 168 XER, 176 SRR0, 184 SRR1, 192 FPSCR,
@@ -186,8 +189,8 @@ pub unsafe fn install(f: fn(usize), period_ticks: u64) -> u32 {
 }
 
 /// Installs the external-interrupt vector (0x500) and its Rust handler `f(cpu, source)`: the entry
-/// accepts the interrupt with H_XIRR, calls `f` for a device source and signals end-of-interrupt with
-/// H_EOI.
+/// accepts the interrupt (XICS: H_XIRR; XIVE: the TIMA and the event queue), calls `f` for each
+/// device source and ends it (XICS: H_EOI; XIVE: the source's ESB).
 ///
 /// # Safety
 /// As for `install`.

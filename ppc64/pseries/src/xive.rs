@@ -207,6 +207,25 @@ fn hcall4(opcode: u64, args: [u64; 5]) -> (i64, [u64; 4]) {
     (status as i64, [r4, r5, r6, r7])
 }
 
+/// `H_BUSY` and the `H_LONG_BUSY_*` range: the hypervisor asks to be called again.
+fn busy(st: i64) -> bool {
+    st == 1 || (9900..=9905).contains(&st)
+}
+
+/// [`hcall4`], called again (a bounded number of times, without sleeping: the crash path cannot)
+/// while the hypervisor answers busy, as Linux's XIVE code does.
+fn hcall4_retry(opcode: u64, args: [u64; 5]) -> (i64, [u64; 4]) {
+    const TRIES: usize = 4;
+    let mut r = hcall4(opcode, args);
+    for _ in 1..TRIES {
+        if !busy(r.0) {
+            break;
+        }
+        r = hcall4(opcode, args);
+    }
+    r
+}
+
 /// A 64-bit big-endian MMIO load.
 fn mmio_load64(addr: u64) -> u64 {
     // SAFETY: `addr` is an ESB page offset the hypervisor gave (`H_INT_GET_SOURCE_INFO`) or in the
@@ -275,7 +294,8 @@ pub fn route(lisn: u32, hw: u64) -> (i64, u64, u64) {
 }
 
 /// Masks source `lisn` (crash path: no lock, hypervisor calls and one ESB load): PQ 01 at its ESB,
-/// then `H_INT_SET_SOURCE_CONFIG(priority 0xff)`. Returns the status and the priority read back.
+/// then `H_INT_SET_SOURCE_CONFIG(priority 0xff)` (asked again at most three times while the
+/// hypervisor answers busy). Returns the status and the priority read back.
 pub fn mask(lisn: u32) -> (i64, u64) {
     let lisn = lisn as u64;
     if let Some(slot) = SRC_LISN
@@ -284,8 +304,8 @@ pub fn mask(lisn: u32) -> (i64, u64) {
     {
         esb(slot, ESB_SET_PQ_01);
     }
-    let st = hcall4(H_INT_SET_SOURCE_CONFIG, [0, lisn, 0, MASKED, 0]).0;
-    let (gst, cfg) = hcall4(H_INT_GET_SOURCE_CONFIG, [0, lisn, 0, 0, 0]);
+    let st = hcall4_retry(H_INT_SET_SOURCE_CONFIG, [0, lisn, 0, MASKED, 0]).0;
+    let (gst, cfg) = hcall4_retry(H_INT_GET_SOURCE_CONFIG, [0, lisn, 0, 0, 0]);
     (st, if gst == H_SUCCESS { cfg[1] } else { u64::MAX })
 }
 

@@ -3,8 +3,9 @@
 //! path finished (a handover image) or died (memory only), and the per-CPU outcomes of the stop phase.
 //!
 //! Checks: the recorder's magic; no torn breadcrumb except possibly the newest (a writer that died
-//! mid-slot); after a finished crash path, its stages in order from `entered` to `switchover`, and each
-//! CPU's `outcome` breadcrumb equal to the sequence's report in the parameter block.
+//! mid-slot); after a finished crash path, its stages in order from `entered` to `switchover` (a
+//! `machine-check` breadcrumb, left by another CPU on its own time, may follow), and each CPU's
+//! `outcome` breadcrumb equal to the sequence's report in the parameter block.
 
 use core::fmt::Write;
 
@@ -108,7 +109,11 @@ pub fn print_and_check(
             let c = b.cpu as usize;
             ok &= rep.get(c).is_some_and(|&r| r as u64 == b.arg);
         }
-        last = b.event;
+        // A machine check on another CPU may come at any point, after the switchover too (that
+        // CPU's handler runs on its own time): it does not end the crash path's timeline.
+        if b.event != Some(Event::MachineCheck) {
+            last = b.event;
+        }
     }
     if let Some(rep) = outcome {
         // A finished path: every stage in order, the switchover last.

@@ -193,6 +193,12 @@ extern "C" fn capture_main(image: usize, params: usize) -> ! {
         // SAFETY: r3 points at the handover region the crashed kernel filled; `len` is clamped to
         // the region, which nothing writes any more. `parse` trusts none of its bytes.
         let bytes = unsafe { core::slice::from_raw_parts(image as *const u8, len) };
+        // The stopped CPUs first reach the hold: each is done writing breadcrumbs then.
+        secondaries::wait_for_arrivals(
+            p.ncpus as usize,
+            |c| c != p.crash_cpu as usize && p.answered.contains(c),
+            p.tb_freq,
+        );
         let expect = Expect {
             crash_cpu: p.crash_cpu as usize,
             answered: p.answered,

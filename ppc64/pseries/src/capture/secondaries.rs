@@ -28,6 +28,23 @@ fn wait(tb_freq: u64, done: impl Fn() -> bool) -> u64 {
     timebase().wrapping_sub(t0)
 }
 
+/// Ticks spent in [`wait_for_arrivals`] (the first wait for the held CPUs).
+static WAITED: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+/// Waits (bounded) until every expected CPU has arrived in the hold, without releasing any: a CPU
+/// arrives after everything it did on the crash path, so what it left in the flight recorder (a
+/// machine check it took after its check-in) is there to read once this returns.
+pub fn wait_for_arrivals(ncpus: usize, expected: impl Fn(usize) -> bool, tb_freq: u64) {
+    let ncpus = ncpus.min(MAX_CPUS);
+    let t = wait(tb_freq, || {
+        (0..ncpus)
+            .filter(|&c| expected(c))
+            .all(|c| hold::arrived(c).is_some())
+    });
+    // Relaxed: this CPU alone reads it back.
+    WAITED.fetch_add(t, core::sync::atomic::Ordering::Relaxed);
+}
+
 /// See the module docs. `expected(c)`: whether CPU `c` should be in the hold.
 pub fn release_and_report(
     ncpus: usize,
@@ -42,7 +59,7 @@ pub fn release_and_report(
             .filter(|&c| expected(c))
             .all(|c| hold::arrived(c).is_some())
     };
-    let t_arrive = wait(tb_freq, arrived_all);
+    let t_arrive = WAITED.load(core::sync::atomic::Ordering::Relaxed) + wait(tb_freq, arrived_all);
     let held = (0..ncpus).filter(|&c| hold::arrived(c).is_some()).count();
     // Each held CPU closed its presenter before it came (CPPR 0: nothing presented to it), as read
     // back through the hypervisor (XICS: H_IPOLL on its server) or, where only the CPU can read its
