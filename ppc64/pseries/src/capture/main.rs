@@ -63,8 +63,10 @@ use verify::{Expect, Reached, Report};
 // At `_start` + 0x60 (`HOLD_ENTRY`), the secondary hold (see `hold`): entered by each CPU the crash
 // stopped, after the go, with r3 = its index and r4 = its hardware id, no stack. It stores
 // `arrived[r3]` = r4 + 1 and waits halted (H_JOIN: MSR[EE] is 0) until `release` is non-zero (the
-// capture stage H_PRODs it), then stores `back[r3]` = 1 and waits halted for good. r14-r19 survive
-// the hypercalls (PAPR preserves r14-r31). Ordering: the `sync` before each store of `arrived` and
+// capture stage H_PRODs it), then stores `back[r3]` = 1 and waits halted for good. Before each
+// H_JOIN it sets the decrementer to its maximum (r20 = 0x7fffffff): with MSR[EE] = 0 a negative,
+// level-triggered decrementer would end every H_JOIN at once and turn the wait into a spin (after
+// ~4 s at QEMU's 512 MHz timebase). r14-r20 survive the hypercalls (PAPR preserves r14-r31). Ordering: the `sync` before each store of `arrived` and
 // `back` is LMM(hold:A), paired with the Acquire loads in `hold::arrived`/`hold::back`,
 // LMM(hold:B); the `lwsync` after the load of `release` is LMM(hold:D), paired with the Release
 // store in `hold::release`, LMM(hold:C).
@@ -88,9 +90,12 @@ __secondary_hold:
     addi 18, 15, 1
     sync
     std 18, {arrived}(17)
+    lis 20, 0x7fff
+    ori 20, 20, 0xffff
 5:  ld 19, 0(16)
     cmpdi 19, 0
     bne 6f
+    mtspr 22, 20
     li 3, {h_join}
     sc 1
     b 5b
@@ -98,7 +103,8 @@ __secondary_hold:
     li 18, 1
     sync
     std 18, {back}(17)
-7:  li 3, {h_join}
+7:  mtspr 22, 20
+    li 3, {h_join}
     sc 1
     b 7b
 8:
