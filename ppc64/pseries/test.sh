@@ -286,7 +286,7 @@ report
 # CAS, routes its sources with H_INT_SET_SOURCE_CONFIG (one event taken end to end at boot), and the
 # crash path masks them with hypervisor calls whoever holds the RTAS lock — taken over from a holder
 # stopped outside the call, left to one frozen inside it; the stopped CPUs close their presenter in
-# their TIMA.
+# their TIMA, and the crashing CPU tears down its queue and resets the controller before the jump.
 check_xive() {
     want '^interrupt controller: XIVE, exploitation mode negotiated \(ibm,client-architecture-support, OV5 byte 23 = 0x40\); OS TIMA at 0x[0-9a-f]+$' "XIVE negotiated through CAS"
     want '^irq 0x1100: H_INT_SET_SOURCE_CONFIG\(target 0, prio 6\) = 0; H_INT_GET_SOURCE_CONFIG: target 0, priority 0x6; ESB PQ 00$' "vty source routed to CPU 0 at priority 6"
@@ -296,6 +296,7 @@ check_xive() {
     want "C0/crash kexec: masked 2 of 2 interrupt sources via H_INT_SET_SOURCE_CONFIG, no firmware call \\(RTAS lock $1\\) \\[mask_path=hcall\\]\$" "crash: masked through the hypervisor (RTAS lock $1)"
     want '^capture: flight +[0-9]+\.[0-9]{3} ms C0 mask-path \(hcall\)$' "flight: mask path hcall"
     want '^capture: secondary CPUs: [0-9]+ of [0-9]+ held at 0x[0-9a-f]+ \(arrived within [0-9]+ ms; presenter torn down, CPPR 0, on [0-9]+ as each read its XIVE TIMA\)' "stopped CPUs closed their XIVE presenters"
+    want '^capture: XIVE: the crashing CPU.s teardown before the jump: queue reset \(H_INT_SET_QUEUE_CONFIG = 0; H_INT_GET_QUEUE_CONFIG = 0: size 0\), controller reset \(H_INT_RESET = 0\), CPPR 0x0 in its TIMA$' "the crashing CPU's XIVE teardown (queue, controller, presenter), checked by the capture stage"
 }
 run default-xive 4 default --ic-mode xive; check_fixed 4 1 hcall 2
 check_xive 'held by CPU 3, stopped outside the firmware call: taken over and released'; report

@@ -139,6 +139,14 @@ pub struct BootParams {
     pub notes_base: u64,
     /// Bytes from one CPU's crash note to the next.
     pub note_stride: u32,
+    /// XIVE: the OS page of the TIMA (0: the interrupt controller is XICS).
+    pub tima_os: u64,
+    /// The crashing CPU's hardware id (`u64::MAX`: no crash path reported).
+    pub crash_hw: u64,
+    /// XIVE: the crashing CPU's teardown before the jump (Linux's `kexec_cpu_down(crash_shutdown
+    /// = 1)`: `xive_teardown_cpu`, `xive_shutdown`): the statuses of `H_INT_SET_QUEUE_CONFIG`
+    /// (its queue reset) and `H_INT_RESET`; 0 when not done.
+    pub xive_teardown: [i64; 2],
 }
 
 /// A set of CPUs `0..OUTCOME_CPUS`, one bit each (Linux's `cpumask_t`): plain data, so that it

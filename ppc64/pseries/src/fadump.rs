@@ -63,6 +63,9 @@ pub fn platform_params() -> BootParams {
         offline: 0,
         notes_base: crate::bootparams::NOTES_BASE as u64,
         note_stride: crate::bootparams::NOTE_STRIDE as u32,
+        tima_os: crate::xive::tima_os(),
+        crash_hw: u64::MAX,
+        xive_teardown: [0; 2],
     }
 }
 

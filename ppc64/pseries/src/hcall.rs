@@ -69,6 +69,32 @@ pub unsafe fn hcall(opcode: u64, args: [u64; 6]) -> (i64, u64) {
     (status as i64, r4)
 }
 
+/// A hypercall returning up to four values (r4..r7), with up to five arguments (r4..r8).
+///
+/// # Safety
+/// As for [`hcall`].
+#[inline(always)]
+pub unsafe fn hcall4(opcode: u64, args: [u64; 5]) -> (i64, [u64; 4]) {
+    let status: u64;
+    let (r4, r5, r6, r7): (u64, u64, u64, u64);
+    // SAFETY: `sc 1` enters the hypervisor, which only touches the registers declared here (all of
+    // the C ABI's volatile set is clobbered) and the memory the caller vouched for.
+    unsafe {
+        core::arch::asm!(
+            "sc 1",
+            inlateout("r3") opcode => status,
+            inlateout("r4") args[0] => r4,
+            inlateout("r5") args[1] => r5,
+            inlateout("r6") args[2] => r6,
+            inlateout("r7") args[3] => r7,
+            in("r8") args[4],
+            clobber_abi("C"),
+            options(nostack),
+        );
+    }
+    (status as i64, [r4, r5, r6, r7])
+}
+
 /// H_PUT_TERM_CHAR: writes up to 16 bytes (packed big-endian into two doublewords) to terminal `term`.
 pub fn put_term_chars(term: u64, bytes: &[u8]) -> i64 {
     let n = bytes.len().min(16);

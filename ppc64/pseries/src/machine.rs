@@ -241,6 +241,14 @@ impl Machine for Pseries {
     }
 
     fn kexec<const CPUS: usize>(&self, image: &[u8], report: &ShutdownReport<CPUS>) -> ! {
+        let hw = percpu::this_cpu().map_or(0, |c| c.hw_id.load(Ordering::Relaxed)) as u64;
+        // XIVE: this CPU's part of Linux's `kexec_cpu_down` before the jump (the stopped CPUs do
+        // theirs after the go); the statuses go to the capture stage, which checks the result.
+        let xive_teardown = if xive::active() {
+            xive::shutdown(hw)
+        } else {
+            [0; 2]
+        };
         let params = kexec::write_params(BootParams {
             image_len: image.len() as u64,
             ncpus: report.cpus as u32,
@@ -259,6 +267,8 @@ impl Machine for Pseries {
             },
             escalated: report.escalated as u32,
             offline: report.offline as u32,
+            crash_hw: hw,
+            xive_teardown,
             ..fadump::platform_params()
         });
         // Linux's `time_to_dump`: the stopped CPUs go to the capture stage's hold.

@@ -41,6 +41,10 @@ const H_INT_GET_SOURCE_CONFIG: u64 = 0x3b0;
 const H_INT_SET_QUEUE_CONFIG: u64 = 0x3b8;
 /// `H_INT_ESB(flags, lisn, offset, data)`: an ESB access through the hypervisor (LSIs).
 const H_INT_ESB: u64 = 0x3c8;
+/// `H_INT_GET_QUEUE_CONFIG(flags, target, priority)` -> (flags, qpage, qsize, offset).
+pub const H_INT_GET_QUEUE_CONFIG: u64 = 0x3bc;
+/// `H_INT_RESET(flags)`: the whole controller back to its reset state.
+const H_INT_RESET: u64 = 0x3d0;
 
 /// `H_INT_SET_SOURCE_CONFIG` flag: set the event number too.
 const SRC_SET_EISN: u64 = 0x2;
@@ -183,28 +187,11 @@ pub fn negotiate() -> Result<u64, Error> {
     Ok(os)
 }
 
-/// An hcall returning up to four values (r4..r7).
+/// [`hcall::hcall4`] for the `H_INT_*` calls.
 fn hcall4(opcode: u64, args: [u64; 5]) -> (i64, [u64; 4]) {
-    let status: u64;
-    let (r4, r5, r6, r7): (u64, u64, u64, u64);
-    // SAFETY: `sc 1` enters the hypervisor, which only touches the registers declared here (all of
-    // the C ABI's volatile set is clobbered) and memory the caller's arguments name: the H_INT_*
-    // calls used here read or write none but the queue page given to H_INT_SET_QUEUE_CONFIG
-    // (static, page-aligned, owned by this module).
-    unsafe {
-        core::arch::asm!(
-            "sc 1",
-            inlateout("r3") opcode => status,
-            inlateout("r4") args[0] => r4,
-            inlateout("r5") args[1] => r5,
-            inlateout("r6") args[2] => r6,
-            inlateout("r7") args[3] => r7,
-            in("r8") args[4],
-            clobber_abi("C"),
-            options(nostack),
-        );
-    }
-    (status as i64, [r4, r5, r6, r7])
+    // SAFETY: the H_INT_* calls made here read or write no memory but the queue page given to
+    // H_INT_SET_QUEUE_CONFIG (static, page-aligned, owned by this module).
+    unsafe { hcall::hcall4(opcode, args) }
 }
 
 /// `H_BUSY` and the `H_LONG_BUSY_*` range: the hypervisor asks to be called again.
@@ -379,4 +366,25 @@ pub fn trigger(lisn: u32) -> bool {
     // for that source and touches no RAM.
     unsafe { core::ptr::write_volatile(page as *mut u64, 0) };
     true
+}
+
+/// The TIMA's OS page (0 when XIVE is not active).
+pub fn tima_os() -> u64 {
+    if active() {
+        TIMA_OS.load(Ordering::Relaxed)
+    } else {
+        0
+    }
+}
+
+/// The crashing CPU's teardown before the jump (Linux's `pseries_kexec_cpu_down(crash_shutdown = 1)`
+/// on XIVE: `xive_teardown_cpu`, then `xive_shutdown`): its presenter closed (CPPR 0), its queue
+/// reset (`H_INT_SET_QUEUE_CONFIG` with size 0), then the controller reset (`H_INT_RESET`), so the
+/// next kernel finds nothing routed. No lock, bounded: hypervisor calls (retried while busy) and
+/// one TIMA store. Returns the two statuses.
+pub fn shutdown(hw: u64) -> [i64; 2] {
+    set_cppr(0);
+    let q = hcall4_retry(H_INT_SET_QUEUE_CONFIG, [0, hw, PRIO, 0, 0]).0;
+    let r = hcall4_retry(H_INT_RESET, [0, 0, 0, 0, 0]).0;
+    [q, r]
 }

@@ -44,6 +44,7 @@ mod secondaries;
 #[path = "../term.rs"]
 mod term;
 mod verify;
+mod xive;
 
 use core::fmt::Write;
 use core::sync::atomic::{AtomicU64, Ordering};
@@ -291,8 +292,9 @@ extern "C" fn capture_main(image: usize, params: usize) -> ! {
         p.tb_freq,
         &mut out,
     );
+    let xive_ok = xive::print_and_check(&p, &mut out);
     let expect = Expect {
-        prior_ok: expect.prior_ok && notes_ok && held_ok,
+        prior_ok: expect.prior_ok && notes_ok && held_ok && xive_ok,
         ..expect
     };
     verify::print_and_check(&img, &expect, &mut out);
