@@ -16,9 +16,9 @@ use core::fmt;
 
 /// The longest formatted record, in bytes: Linux's `LOG_LINE_MAX`. Longer text is cut at a
 /// character boundary, ends with [`TRUNCATION_MARKER`] and carries
-/// [`crate::record::flags::TRUNCATED`]. `Log::log_fmt` formats straight into the record's place in
-/// the ring (once to measure, once to store, as Linux's `vprintk_store` does), so this is not a
-/// stack buffer.
+/// [`crate::record::flags::TRUNCATED`]. `Log::log_fmt` formats a line longer than 128 bytes
+/// straight into the record's place in the ring (once to measure, once to store, as Linux's
+/// `vprintk_store` does), so this is not a stack buffer.
 ///
 /// ```
 /// // As long as Linux's, and a formatted line always fits in one record.
@@ -191,6 +191,50 @@ pub(crate) fn measure(args: fmt::Arguments<'_>, max: usize) -> Measure {
     // `write_fmt` writes a plain string straight through (`Arguments::as_str`).
     let _ = fmt::Write::write_fmt(&mut c, args);
     finish(c, max)
+}
+
+/// Bytes of a formatted line a log call keeps on its stack while it measures the line. A line that
+/// fits (most kernel lines do) is formatted once and stored from there; a longer one, or one cut at
+/// the record's limit, is formatted a second time, straight into the ring ([`Formatted`]).
+pub(crate) const SHORT_LINE: usize = 128;
+
+/// [`Counter`] that also keeps the text's first [`SHORT_LINE`] bytes.
+struct KeepingCounter<'a> {
+    counter: Counter,
+    line: &'a mut [u8; SHORT_LINE],
+    filled: usize,
+}
+
+impl fmt::Write for KeepingCounter<'_> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let _ = self.counter.write_str(s);
+        let n = s.len().min(SHORT_LINE - self.filled);
+        if let Some(dst) = self.line.get_mut(self.filled..self.filled + n) {
+            dst.copy_from_slice(&s.as_bytes()[..n]);
+        }
+        self.filled += n;
+        Ok(())
+    }
+}
+
+/// [`measure`], keeping the text's first [`SHORT_LINE`] bytes in `line`: formats once. Returns
+/// the measure and, when the record is `line`'s first `keep` bytes (the text fits in `line` and
+/// is not cut), those bytes.
+pub(crate) fn measure_keeping<'l>(
+    args: fmt::Arguments<'_>,
+    max: usize,
+    line: &'l mut [u8; SHORT_LINE],
+) -> (Measure, Option<&'l [u8]>) {
+    let mut k = KeepingCounter {
+        counter: Counter::new(max),
+        line,
+        filled: 0,
+    };
+    let _ = fmt::Write::write_fmt(&mut k, args);
+    let (filled, line): (usize, &'l [u8]) = (k.filled, k.line);
+    let m = finish(k.counter, max);
+    let whole = m.flags & crate::record::flags::TRUNCATED == 0 && m.keep <= filled;
+    (m, line.get(..m.keep).filter(|_| whole))
 }
 
 fn finish(c: Counter, max: usize) -> Measure {

@@ -633,18 +633,72 @@ fn a_flush_holds_back_records_newer_than_a_record_still_being_written() {
 
 #[test]
 fn formatted_text_of_every_length_reads_back_exactly() {
-    // Text formatted straight into the ring's words (arguments, so not a plain string): every
-    // length, whole words and a part word alike, reads back byte for byte.
+    // Text formatted with arguments (not a plain string): short lines go through the stack line
+    // (formatted once), longer ones straight into the ring's words (formatted twice). Every length
+    // on both sides of the switch, whole words and a part word alike, with and without the
+    // trailing newline that ends a record, reads back byte for byte.
     let log: Log<Manual, 1, 512, 4096> = Log::new(Manual::new(1));
     let mut rd = MainReader::new();
     let mut buf = RecordBuf::new();
-    for n in 0..=40usize {
-        log.log_fmt(Level::Info, 0, format_args!("{:>n$}", n % 10, n = n))
-            .unwrap();
+    let short = crate::fmt::SHORT_LINE;
+    for n in (0..=40usize)
+        .chain(short - 9..=short + 9)
+        .chain([300, 1000])
+    {
+        for nl in ["", "\n"] {
+            log.log_fmt(Level::Info, 0, format_args!("{:>n$}{nl}", n % 10, n = n))
+                .unwrap();
+            let _ = log.flush();
+            assert_eq!(rd.read(&log, &mut buf), Read::Record);
+            let want = std::format!("{:>n$}", n % 10, n = n);
+            assert_eq!(
+                buf.text(),
+                Some(want.as_str()),
+                "length {n}, newline {nl:?}"
+            );
+            assert_eq!(buf.header.flags & flags::NEWLINE != 0, !nl.is_empty());
+            assert_eq!(buf.header.flags & flags::TRUNCATED, 0);
+        }
+    }
+}
+
+#[test]
+fn a_short_line_is_formatted_once_a_long_one_twice() {
+    // A `Display` impl runs once for a line that fits the stack line, twice (measure, then store)
+    // for one that does not (the record holds what the last run wrote, cut or padded to the length
+    // the first measured); a log call it makes is refused and counted once either way.
+    use core::cell::Cell;
+    let log: Log<Manual, 1, 512, 4096> = Log::new(Manual::new(1));
+    struct Counted<'a>(&'a Log<Manual, 1, 512, 4096>, &'a Cell<usize>, usize);
+    impl core::fmt::Display for Counted<'_> {
+        fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+            let r = self.0.log_fmt(Level::Info, 0, format_args!("inner"));
+            assert_eq!(r, Err(crate::AppendError::Reentered));
+            self.1.set(self.1.get() + 1);
+            write!(f, "{:>w$}", self.1.get(), w = self.2)
+        }
+    }
+    let mut rd = MainReader::new();
+    let mut buf = RecordBuf::new();
+    let short = crate::fmt::SHORT_LINE;
+    for (width, runs) in [(1, 1), (short, 1), (short + 1, 2), (600, 2)] {
+        let calls = Cell::new(0);
+        let dropped = log.counters(0, 0).unwrap().dropped;
+        log.log_fmt(
+            Level::Info,
+            0,
+            format_args!("{}", Counted(&log, &calls, width)),
+        )
+        .unwrap();
+        assert_eq!(calls.get(), runs, "width {width}");
+        assert_eq!(
+            log.counters(0, 0).unwrap().dropped,
+            dropped + 1,
+            "width {width}"
+        );
         let _ = log.flush();
         assert_eq!(rd.read(&log, &mut buf), Read::Record);
-        let want = std::format!("{:>n$}", n % 10, n = n);
-        assert_eq!(buf.text(), Some(want.as_str()), "length {n}");
+        assert_eq!(buf.text(), Some(std::format!("{runs:>width$}").as_str()));
     }
 }
 

@@ -11,7 +11,7 @@
 use core::fmt;
 
 use super::Log;
-use crate::fmt::{measure, Formatted, LINE_MAX};
+use crate::fmt::{measure, measure_keeping, Formatted, Measure, LINE_MAX, SHORT_LINE};
 use crate::record::{facility, flags as record_flags, Caller, ContextKind, Header, Level};
 use crate::ring::{NoHook, PayloadSource, Ring, StepHook, WriteError};
 use crate::sync::signal_fence;
@@ -120,6 +120,7 @@ impl<
         // froze the writer: a frozen CPU never leaves.
         struct Guard<'a>(&'a Ring, bool);
         impl Drop for Guard<'_> {
+            #[inline(always)]
             fn drop(&mut self) {
                 if self.1 {
                     // LMM(guard:A), the other half: the ring writes are done before the guard is
@@ -291,9 +292,11 @@ impl<
         r
     }
 
-    /// Formats `args` straight into the record's place in the current CPU's ring — once to measure
-    /// it, once to store it, as Linux's `vprintk_store` does: no line buffer on the stack — and
-    /// appends it; in normal context then tries to flush. Text longer than [`LINE_MAX`] is cut with a
+    /// Formats `args` into a record in the current CPU's ring and appends it; in normal context then
+    /// tries to flush. A line of up to 128 bytes (most are) is formatted once, onto the stack, and
+    /// stored from there; a longer one is measured on that first pass and formatted again straight
+    /// into the record's place in the ring, as Linux's `vprintk_store` formats every line (no
+    /// [`LINE_MAX`] buffer on the stack). Text longer than [`LINE_MAX`] is cut with a
     /// marker; a trailing newline ends the record and is not stored
     /// ([`flags::NEWLINE`](crate::record::flags::NEWLINE)). A log call made while formatting (a
     /// `Display` impl that logs) is refused and counted as dropped.
@@ -332,27 +335,43 @@ impl<
     ) -> Result<u64, AppendError> {
         self.with_ring(|cpu, kind, depth, ring| {
             // Measured with the ring's guard held: a log call from a `Display` impl is refused (and
-            // counted once: the second pass repeats the first's refusals, which are not counted
+            // counted once: a second pass repeats the first's refusals, which are not counted
             // again).
             let refused = ring.dropped();
-            let m = measure(args, ring.max_payload().min(LINE_MAX));
-            let flags = flags | m.flags;
+            let max = ring.max_payload().min(LINE_MAX);
             let at = (cpu, kind, depth);
-            let how = (level as u8, facility::KERNEL, flags);
-            match args.as_str() {
+            let how = |m: &Measure| (level as u8, facility::KERNEL, flags | m.flags);
+            let mut line = [0u8; SHORT_LINE];
+            let m = match args.as_str() {
                 // Text known in advance that fits: stored as bytes.
-                Some(s) if m.flags & record_flags::TRUNCATED == 0 => {
-                    self.write_from(at, ring, how, &s.as_bytes()[..m.keep], &mut NoHook)
+                Some(s) => {
+                    let m = measure(args, max);
+                    if m.flags & record_flags::TRUNCATED == 0 {
+                        return self.write_from(
+                            at,
+                            ring,
+                            how(&m),
+                            &s.as_bytes()[..m.keep],
+                            &mut NoHook,
+                        );
+                    }
+                    m
                 }
-                _ => {
-                    let before = ring.dropped();
-                    let in_measure = before.wrapping_sub(refused);
-                    let r = self.write_from(at, ring, how, Formatted { args, m }, &mut NoHook);
-                    let in_store = ring.dropped().wrapping_sub(before);
-                    ring.uncount_drops(in_store.min(in_measure));
-                    r
-                }
-            }
+                // A short line (most are): formatted once, onto the stack, and stored from there.
+                None => match measure_keeping(args, max, &mut line) {
+                    (m, Some(kept)) => {
+                        return self.write_from(at, ring, how(&m), kept, &mut NoHook);
+                    }
+                    (m, None) => m,
+                },
+            };
+            // A long or cut line: formatted again, straight into the ring.
+            let before = ring.dropped();
+            let in_measure = before.wrapping_sub(refused);
+            let r = self.write_from(at, ring, how(&m), Formatted { args, m }, &mut NoHook);
+            let in_store = ring.dropped().wrapping_sub(before);
+            ring.uncount_drops(in_store.min(in_measure));
+            r
         })
     }
 

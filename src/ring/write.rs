@@ -12,7 +12,8 @@ use crate::record::{Header, MAX_PAYLOAD};
 use crate::sync::{fence, AtomicUsize, Ordering};
 
 /// Where a record's payload comes from: bytes ([`Ring::write`]), or text formatted straight into
-/// the ring's words (`Log::log_fmt`: no line buffer on the stack).
+/// the ring's words (`Log::log_fmt` for a line longer than its stack line: no `LINE_MAX` buffer
+/// on the stack).
 pub(crate) trait PayloadSource {
     /// The payload's length in bytes (known before the record is reserved).
     fn len(&self) -> usize;
