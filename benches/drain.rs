@@ -3,8 +3,8 @@
 //!
 //! * `drain/nmilog_8cpus`: a fresh `Log<HostPlatform, 8, 1024, 16384>` per iteration (the crash state
 //!   is permanent), whose eight task-context rings are each filled to capacity by their own CPU
-//!   (127 records of 32 bytes: full, nothing overwritten yet), then `crash_enter` on CPU 0 and the
-//!   timed `drain_on_crash`, which merges the 1016 records in timestamp order into the 128 KiB main
+//!   (113 records of 32 bytes: full, nothing overwritten yet), then `crash_enter` on CPU 0 and the
+//!   timed `drain_on_crash`, which merges the 904 records in timestamp order into the 128 KiB main
 //!   log. Setup is not timed.
 //! * `drain/nmilog_8cpus_interleaved`: the same records, but written by the CPUs taking turns, so
 //!   the timestamp merge alternates between the rings on every record (a busy machine's log).
@@ -15,7 +15,7 @@
 //!   drain that reads rings a frozen writer might still be scribbling on.
 //!
 //! Throughput counts the ring bytes of the drained records: per record one sequence word, the
-//! 24-byte header and the 32-byte payload (`span_words(32)` words = 64 bytes), 65 024 bytes in all.
+//! 32-byte header and the 32-byte payload (`span_words(32)` words = 72 bytes), 65 088 bytes in all.
 //!
 //! ```text
 //! CARGO_TARGET_DIR=/work/tgt/bench cargo bench --bench drain -- --warm-up-time 1 --measurement-time 3
