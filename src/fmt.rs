@@ -201,25 +201,24 @@ pub(crate) const SHORT_LINE: usize = 128;
 /// [`Counter`] that also keeps the text's first [`SHORT_LINE`] bytes.
 struct KeepingCounter<'a> {
     counter: Counter,
-    line: &'a mut [u8; SHORT_LINE],
-    filled: usize,
+    /// The part of the line not written yet.
+    rest: &'a mut [u8],
 }
 
 impl fmt::Write for KeepingCounter<'_> {
     fn write_str(&mut self, s: &str) -> fmt::Result {
         let _ = self.counter.write_str(s);
-        let n = s.len().min(SHORT_LINE - self.filled);
-        if let Some(dst) = self.line.get_mut(self.filled..self.filled + n) {
-            dst.copy_from_slice(&s.as_bytes()[..n]);
-        }
-        self.filled += n;
+        let n = s.len().min(self.rest.len());
+        let (dst, rest) = core::mem::take(&mut self.rest).split_at_mut(n);
+        dst.copy_from_slice(&s.as_bytes()[..n]);
+        self.rest = rest;
         Ok(())
     }
 }
 
 /// [`measure`], keeping the text's first [`SHORT_LINE`] bytes in `line`: formats once. Returns
-/// the measure and, when the record is `line`'s first `keep` bytes (the text fits in `line` and
-/// is not cut), those bytes.
+/// the measure and, when the record is `line`'s first `keep` bytes (the text is not cut and its
+/// kept bytes fit in `line`), those bytes.
 pub(crate) fn measure_keeping<'l>(
     args: fmt::Arguments<'_>,
     max: usize,
@@ -227,14 +226,18 @@ pub(crate) fn measure_keeping<'l>(
 ) -> (Measure, Option<&'l [u8]>) {
     let mut k = KeepingCounter {
         counter: Counter::new(max),
-        line,
-        filled: 0,
+        rest: &mut line[..],
     };
     let _ = fmt::Write::write_fmt(&mut k, args);
-    let (filled, line): (usize, &'l [u8]) = (k.filled, k.line);
     let m = finish(k.counter, max);
-    let whole = m.flags & crate::record::flags::TRUNCATED == 0 && m.keep <= filled;
-    (m, line.get(..m.keep).filter(|_| whole))
+    // `line` holds the text's first `min(total, SHORT_LINE)` bytes: all of the kept ones when
+    // `keep <= SHORT_LINE` (`keep <= total` always).
+    let line: &'l [u8] = line;
+    let kept = line.get(..m.keep);
+    (
+        m,
+        kept.filter(|_| m.flags & crate::record::flags::TRUNCATED == 0),
+    )
 }
 
 fn finish(c: Counter, max: usize) -> Measure {

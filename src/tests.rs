@@ -660,6 +660,81 @@ fn formatted_text_of_every_length_reads_back_exactly() {
             assert_eq!(buf.header.flags & flags::TRUNCATED, 0);
         }
     }
+    // Two pieces, the second across the stack line's end (one byte too many for it), with and
+    // without the newline; then two pieces ending at the line's end, and the newline after them.
+    let text: std::string::String = (0..2 * short)
+        .map(|i| (b'a' + (i % 26) as u8) as char)
+        .collect();
+    for head in [1, short / 2, short - 1, short] {
+        let (a, b) = (&text[..head], &text[..short + 1 - head]);
+        for nl in ["", "\n"] {
+            log.log_fmt(Level::Info, 0, format_args!("{a}{b}{nl}"))
+                .unwrap();
+            let _ = log.flush();
+            assert_eq!(rd.read(&log, &mut buf), Read::Record);
+            let want = std::format!("{a}{b}");
+            assert_eq!(
+                buf.text(),
+                Some(want.as_str()),
+                "head {head}, newline {nl:?}"
+            );
+        }
+        let (a, b) = (&text[..head - 1], &text[..short + 1 - head]);
+        log.log_fmt(Level::Info, 0, format_args!("{a}{b}\n"))
+            .unwrap();
+        let _ = log.flush();
+        assert_eq!(rd.read(&log, &mut buf), Read::Record);
+        let want = std::format!("{a}{b}");
+        assert_eq!(
+            buf.text(),
+            Some(want.as_str()),
+            "head {head}, ending at the line's end"
+        );
+        assert_ne!(buf.header.flags & flags::NEWLINE, 0);
+    }
+}
+
+#[test]
+fn a_line_cut_at_a_small_ring_s_limit_carries_the_marker_either_way() {
+    // A 32-word ring takes 80 bytes of payload: a longer line is cut there and marked, whether it
+    // is a plain string (stored as given) or formatted (the stack line, then the ring).
+    let log: Log<Manual, 1, 32, 1024> = Log::new(Manual::new(1));
+    let max = crate::ring::max_payload_for(32);
+    assert_eq!(max, 80);
+    let mut rd = MainReader::new();
+    let mut buf = RecordBuf::new();
+    let long = "y".repeat(100);
+    let lines: [core::fmt::Arguments<'_>; 2] = [
+        format_args!(
+            "yyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyy"
+        ),
+        format_args!("{long}"),
+    ];
+    for (i, args) in lines.into_iter().enumerate() {
+        assert_eq!(args.as_str().is_some(), i == 0);
+        log.log_fmt(Level::Info, 0, args).unwrap();
+        let _ = log.flush();
+        assert_eq!(rd.read(&log, &mut buf), Read::Record);
+        let text = buf.text().unwrap();
+        assert_eq!(text.len(), max, "line {i}");
+        assert!(text.starts_with("yyy") && text.ends_with(crate::TRUNCATION_MARKER));
+        assert_ne!(buf.header.flags & flags::TRUNCATED, 0);
+    }
+}
+
+#[test]
+fn flags_the_caller_gives_are_kept_beside_the_measured_ones() {
+    // A caller's NEWLINE on a line that ends with a newline stays set (the flags are or-ed).
+    let log: Log<Manual, 1, 512, 4096> = Log::new(Manual::new(1));
+    let mut rd = MainReader::new();
+    let mut buf = RecordBuf::new();
+    for args in [format_args!("x=1\n"), format_args!("x={}\n", 1)] {
+        log.log_fmt(Level::Info, flags::NEWLINE, args).unwrap();
+        let _ = log.flush();
+        assert_eq!(rd.read(&log, &mut buf), Read::Record);
+        assert_eq!(buf.text(), Some("x=1"));
+        assert_ne!(buf.header.flags & flags::NEWLINE, 0);
+    }
 }
 
 #[test]
