@@ -2,8 +2,9 @@
 //! buffer.
 //!
 //! * `format/pr_info`: `nmilog::pr_info!("x={} y={}", a, b)` through the global logger, in task
-//!   context on a registered CPU. Measured as it is used: every call formats into the 256-byte line
-//!   buffer, appends to the CPU's ring *and* tries a flush, which takes flush ownership (one
+//!   context on a registered CPU. Measured as it is used: every call formats its 14 bytes once (onto
+//!   its 128-byte stack line), appends them to the CPU's ring *and* tries a flush, which takes flush
+//!   ownership (one
 //!   compare-exchange), moves the record into the main log and releases ownership. The main log
 //!   (64 KiB) fills during warm-up, so the measured calls also pay for overwriting its oldest record.
 //! * `format/core_fmt`: the same `write!` into a `heapless::String<256>` on the stack.
@@ -12,7 +13,9 @@
 //! `pr_info_nmi_ctx` (format + ring append; the flush is refused at once in NMI context),
 //! `pr_info_deferred` (task context with `FlushPolicy::Deferred`: format + ring append, no flush),
 //! `append_flush` (pre-formatted append + flush of that one record, no formatting) and
-//! `flush_empty` (a flush with nothing to move).
+//! `flush_empty` (a flush with nothing to move); and a 198-byte line, too long for the stack line
+//! (measured, then formatted a second time straight into the ring), against the same `write!`
+//! into a `heapless::String<256>`: `pr_info_long_deferred` and `core_fmt_long`.
 //!
 //! ```text
 //! CARGO_TARGET_DIR=/work/tgt/bench cargo bench --bench format -- --warm-up-time 1 --measurement-time 3
@@ -30,6 +33,8 @@ static LOG: Log<HostPlatform, 2, 1024, 8192> = Log::new(HostPlatform::new(2));
 
 const A: u32 = 12345;
 const B: i64 = -678;
+/// Half of a 198-byte line.
+const LONG: &str = "rcu: INFO: rcu_sched detected stalls on CPUs/tasks: { 3-... } (detected by 0, t=21002 jiffies)";
 
 fn setup() {
     HostPlatform::register_cpu(0);
@@ -78,6 +83,31 @@ fn format_parts(c: &mut Criterion) {
         b.iter(|| LOG.append(Level::Info, 0, 0, black_box(line)))
     });
     g.bench_function("flush_empty", |b| b.iter(|| black_box(LOG.flush())));
+    LOG.set_flush_policy(FlushPolicy::Deferred);
+    g.bench_function("pr_info_long_deferred", |b| {
+        b.iter(|| {
+            nmilog::pr_info!(
+                "{}: x={} {}",
+                black_box(LONG),
+                black_box(A),
+                black_box(LONG)
+            )
+        })
+    });
+    LOG.set_flush_policy(FlushPolicy::Eager);
+    g.bench_function("core_fmt_long", |b| {
+        b.iter(|| {
+            let mut s: heapless::String<256> = heapless::String::new();
+            let _ = write!(
+                s,
+                "{}: x={} {}",
+                black_box(LONG),
+                black_box(A),
+                black_box(LONG)
+            );
+            black_box(&s);
+        })
+    });
     g.finish();
 }
 

@@ -76,15 +76,31 @@ impl<'a> WordPacker<'a> {
         }
     }
 
-    /// Appends `bytes` (what does not fit in the words is dropped; the caller sized them).
+    /// Appends `bytes` (what does not fit in the words is dropped; the caller sized them): the
+    /// word being filled a byte at a time, then whole words at once, then the bytes left over.
     #[inline]
     pub(crate) fn push(&mut self, bytes: &[u8]) {
-        for &b in bytes {
+        let mut bytes = bytes;
+        while self.n != 0 {
+            let Some((&b, rest)) = bytes.split_first() else {
+                return;
+            };
             self.acc |= (b as usize) << (8 * self.n);
             self.n += 1;
+            bytes = rest;
             if self.n == WORD {
                 self.flush_word();
             }
+        }
+        // No byte pending here (`acc == 0`).
+        let (full, rest) = bytes.as_chunks::<WORD>();
+        for chunk in full {
+            self.acc = usize::from_le_bytes(*chunk);
+            self.flush_word();
+        }
+        for &b in rest {
+            self.acc |= (b as usize) << (8 * self.n);
+            self.n += 1;
         }
     }
 
