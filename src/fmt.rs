@@ -16,8 +16,8 @@ use core::fmt;
 
 /// The longest formatted record, in bytes: Linux's `LOG_LINE_MAX`. Longer text is cut at a
 /// character boundary, ends with [`TRUNCATION_MARKER`] and carries
-/// [`crate::record::flags::TRUNCATED`]. `Log::log_fmt` formats a line longer than 128 bytes
-/// straight into the record's place in the ring (once to measure, once to store, as Linux's
+/// [`crate::record::flags::TRUNCATED`]. `Log::log_fmt` formats a line longer than 128 bytes (or
+/// cut) straight into the record's place in the ring (once to measure, once to store, as Linux's
 /// `vprintk_store` does), so this is not a stack buffer.
 ///
 /// ```

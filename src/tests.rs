@@ -697,7 +697,7 @@ fn formatted_text_of_every_length_reads_back_exactly() {
 #[test]
 fn a_line_cut_at_a_small_ring_s_limit_carries_the_marker_either_way() {
     // A 32-word ring takes 80 bytes of payload: a longer line is cut there and marked, whether it
-    // is a plain string (stored as given) or formatted (the stack line, then the ring).
+    // is a plain string or formatted (a cut line of either kind is formatted into the ring).
     let log: Log<Manual, 1, 32, 1024> = Log::new(Manual::new(1));
     let max = crate::ring::max_payload_for(32);
     assert_eq!(max, 80);

@@ -293,8 +293,8 @@ impl<
     }
 
     /// Formats `args` into a record in the current CPU's ring and appends it; in normal context then
-    /// tries to flush. A line of up to 128 bytes (most are) is formatted once, onto the stack, and
-    /// stored from there; a longer one is measured on that first pass and formatted again straight
+    /// tries to flush. A line that keeps up to 128 bytes (most do) is formatted once, onto the stack,
+    /// and stored from there; a longer or cut one is measured on that first pass and formatted again straight
     /// into the record's place in the ring, as Linux's `vprintk_store` formats every line (no
     /// [`LINE_MAX`] buffer on the stack). Text longer than [`LINE_MAX`] is cut with a
     /// marker; a trailing newline ends the record and is not stored
