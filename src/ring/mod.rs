@@ -650,6 +650,13 @@ impl<W: ?Sized + RingWords> Ring<W> {
         self.data.words().len()
     }
 
+    /// Whether the ring has its whole size (`set_capacity_words` did not shrink it): then its mask
+    /// is `len() - 1`.
+    #[inline(always)]
+    fn at_whole_size(&self) -> bool {
+        self.mask_xor.load(Ordering::Relaxed) == 0
+    }
+
     /// Capacity in words minus one. The `& (len - 1)` keeps it inside the data whatever the mask
     /// word holds (a ring read from a damaged dump): an index is always in bounds.
     #[inline(always)]

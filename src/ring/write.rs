@@ -158,7 +158,26 @@ impl<W: ?Sized + RingWords> Ring<W> {
         payload: impl PayloadSource,
         hook: &mut H,
     ) -> Result<u64, WriteError> {
-        let mask = self.mask();
+        // A ring at its whole size (every ring `set_capacity_words` did not shrink) is written with
+        // its mask known where its size is (`RecordRing<WORDS>`: a constant), so the size checks
+        // and the index arithmetic fold; a shrunk ring takes the same protocol with the mask it
+        // loaded. Either way the mask passed is the ring's.
+        if self.at_whole_size() {
+            self.write_with_mask(self.len() - 1, stamp, payload, hook)
+        } else {
+            self.write_with_mask(self.mask(), stamp, payload, hook)
+        }
+    }
+
+    /// The write protocol for a ring whose capacity is `mask + 1` words.
+    #[inline(always)]
+    fn write_with_mask<H: StepHook>(
+        &self,
+        mask: usize,
+        stamp: impl FnOnce(u64) -> Header,
+        payload: impl PayloadSource,
+        hook: &mut H,
+    ) -> Result<u64, WriteError> {
         let cap = mask + 1;
         let len = payload.len();
         let span = span_words(len);
