@@ -631,6 +631,19 @@ fn a_flush_holds_back_records_newer_than_a_record_still_being_written() {
     assert_eq!(got, want);
 }
 
+/// Logs `args` on CPU 0 (task context), flushes, and reads the record back through `rd` into `buf`.
+fn log_and_read<const R: usize, const M: usize>(
+    log: &Log<Manual, 1, R, M>,
+    rd: &mut MainReader,
+    buf: &mut RecordBuf,
+    flags: u8,
+    args: core::fmt::Arguments<'_>,
+) {
+    log.log_fmt(Level::Info, flags, args).unwrap();
+    let _ = log.flush();
+    assert_eq!(rd.read(log, buf), Read::Record);
+}
+
 #[test]
 fn formatted_text_of_every_length_reads_back_exactly() {
     // Text formatted with arguments (not a plain string): short lines go through the stack line
@@ -646,10 +659,13 @@ fn formatted_text_of_every_length_reads_back_exactly() {
         .chain([300, 1000])
     {
         for nl in ["", "\n"] {
-            log.log_fmt(Level::Info, 0, format_args!("{:>n$}{nl}", n % 10, n = n))
-                .unwrap();
-            let _ = log.flush();
-            assert_eq!(rd.read(&log, &mut buf), Read::Record);
+            log_and_read(
+                &log,
+                &mut rd,
+                &mut buf,
+                0,
+                format_args!("{:>n$}{nl}", n % 10, n = n),
+            );
             let want = std::format!("{:>n$}", n % 10, n = n);
             assert_eq!(
                 buf.text(),
@@ -668,10 +684,7 @@ fn formatted_text_of_every_length_reads_back_exactly() {
     for head in [1, short / 2, short - 1, short] {
         let (a, b) = (&text[..head], &text[..short + 1 - head]);
         for nl in ["", "\n"] {
-            log.log_fmt(Level::Info, 0, format_args!("{a}{b}{nl}"))
-                .unwrap();
-            let _ = log.flush();
-            assert_eq!(rd.read(&log, &mut buf), Read::Record);
+            log_and_read(&log, &mut rd, &mut buf, 0, format_args!("{a}{b}{nl}"));
             let want = std::format!("{a}{b}");
             assert_eq!(
                 buf.text(),
@@ -680,10 +693,7 @@ fn formatted_text_of_every_length_reads_back_exactly() {
             );
         }
         let (a, b) = (&text[..head - 1], &text[..short + 1 - head]);
-        log.log_fmt(Level::Info, 0, format_args!("{a}{b}\n"))
-            .unwrap();
-        let _ = log.flush();
-        assert_eq!(rd.read(&log, &mut buf), Read::Record);
+        log_and_read(&log, &mut rd, &mut buf, 0, format_args!("{a}{b}\n"));
         let want = std::format!("{a}{b}");
         assert_eq!(
             buf.text(),
@@ -712,9 +722,7 @@ fn a_line_cut_at_a_small_ring_s_limit_carries_the_marker_either_way() {
     ];
     for (i, args) in lines.into_iter().enumerate() {
         assert_eq!(args.as_str().is_some(), i == 0);
-        log.log_fmt(Level::Info, 0, args).unwrap();
-        let _ = log.flush();
-        assert_eq!(rd.read(&log, &mut buf), Read::Record);
+        log_and_read(&log, &mut rd, &mut buf, 0, args);
         let text = buf.text().unwrap();
         assert_eq!(text.len(), max, "line {i}");
         assert!(text.starts_with("yyy") && text.ends_with(crate::TRUNCATION_MARKER));
@@ -729,9 +737,7 @@ fn flags_the_caller_gives_are_kept_beside_the_measured_ones() {
     let mut rd = MainReader::new();
     let mut buf = RecordBuf::new();
     for args in [format_args!("x=1\n"), format_args!("x={}\n", 1)] {
-        log.log_fmt(Level::Info, flags::NEWLINE, args).unwrap();
-        let _ = log.flush();
-        assert_eq!(rd.read(&log, &mut buf), Read::Record);
+        log_and_read(&log, &mut rd, &mut buf, flags::NEWLINE, args);
         assert_eq!(buf.text(), Some("x=1"));
         assert_ne!(buf.header.flags & flags::NEWLINE, 0);
     }
@@ -759,20 +765,14 @@ fn a_short_line_is_formatted_once_a_long_one_twice() {
     for (width, runs) in [(1, 1), (short, 1), (short + 1, 2), (600, 2)] {
         let calls = Cell::new(0);
         let dropped = log.counters(0, 0).unwrap().dropped;
-        log.log_fmt(
-            Level::Info,
-            0,
-            format_args!("{}", Counted(&log, &calls, width)),
-        )
-        .unwrap();
+        let args = format_args!("{}", Counted(&log, &calls, width));
+        log_and_read(&log, &mut rd, &mut buf, 0, args);
         assert_eq!(calls.get(), runs, "width {width}");
         assert_eq!(
             log.counters(0, 0).unwrap().dropped,
             dropped + 1,
             "width {width}"
         );
-        let _ = log.flush();
-        assert_eq!(rd.read(&log, &mut buf), Read::Record);
         assert_eq!(buf.text(), Some(std::format!("{runs:>width$}").as_str()));
     }
 }

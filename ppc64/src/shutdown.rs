@@ -319,15 +319,15 @@ impl<
     fn mask_interrupts(&self, rtas: &RtasLock, cpu: usize) -> MaskOutcome {
         let (machine, state) = (self.machine, self.state);
         let decision = rtas.crash_acquire(cpu, |c| state.checked_in(c));
+        if machine.masks_through_hypervisor() {
+            return self.mask_through_hypervisor(rtas, cpu, decision);
+        }
         let mut out = MaskOutcome {
             path: MaskPath::Rtas,
             decision,
             masked: 0,
             failed: 0,
         };
-        if machine.masks_through_hypervisor() {
-            return self.mask_through_hypervisor(rtas, cpu, decision);
-        }
         let path_code = match decision {
             CrashAcquire::TakenOver { .. } => 1,
             d if d.may_call_firmware() => 0,
@@ -375,11 +375,7 @@ impl<
             } => {
                 out.path = MaskPath::Presenter;
                 machine.mask_at_presenter();
-                let why = match (inside, stopped) {
-                    (true, _) => "frozen inside the firmware call",
-                    (false, false) => "did not stop",
-                    (false, true) => "changed hands",
-                };
+                let why = unsafe_holder(inside, stopped);
                 self.emerg(format_args!(
                     "kexec: RTAS lock held by CPU {} ({}): RTAS not called (PAPR: calls are serialised); interrupts masked at the presenter (CPPR=0) [mask_path=presenter]",
                     holder as isize, why
@@ -417,31 +413,27 @@ impl<
         if decision.may_call_firmware() {
             rtas.unlock(cpu);
         }
-        let (holder, how) = match decision {
-            CrashAcquire::Acquired => (-1, "free"),
-            CrashAcquire::AlreadyOwn => (-1, "already the crashing CPU's: released"),
+        let (holder, how, then) = match decision {
+            CrashAcquire::Acquired => (-1, "free", ""),
+            CrashAcquire::AlreadyOwn => (-1, "already the crashing CPU's", ": released"),
             // The lock changed hands while the decision was made: no holder to name.
             CrashAcquire::Unsafe { holder, .. } if holder == usize::MAX => {
-                (-1, "changed hands: left as it is")
+                (-1, "changed hands", ": left as it is")
             }
             CrashAcquire::TakenOver { from } => (
                 from as isize,
-                "stopped outside the firmware call: taken over and released",
+                "stopped outside the firmware call",
+                ": taken over and released",
             ),
             CrashAcquire::Unsafe {
                 holder,
-                inside: true,
-                ..
+                inside,
+                stopped,
             } => (
                 holder as isize,
-                "frozen inside the firmware call: left to it",
+                unsafe_holder(inside, stopped),
+                ": left to it",
             ),
-            CrashAcquire::Unsafe {
-                holder,
-                stopped: false,
-                ..
-            } => (holder as isize, "did not stop: left to it"),
-            CrashAcquire::Unsafe { holder, .. } => (holder as isize, "changed hands: left to it"),
         };
         if out.failed != 0 {
             machine.mask_at_presenter();
@@ -452,16 +444,26 @@ impl<
         }
         if holder < 0 {
             self.emerg(format_args!(
-                "kexec: masked {} of {} interrupt sources via H_INT_SET_SOURCE_CONFIG, no firmware call (RTAS lock {how}) [mask_path=hcall]",
+                "kexec: masked {} of {} interrupt sources via H_INT_SET_SOURCE_CONFIG, no firmware call (RTAS lock {how}{then}) [mask_path=hcall]",
                 out.masked, n
             ));
         } else {
             self.emerg(format_args!(
-                "kexec: masked {} of {} interrupt sources via H_INT_SET_SOURCE_CONFIG, no firmware call (RTAS lock held by CPU {holder}, {how}) [mask_path=hcall]",
+                "kexec: masked {} of {} interrupt sources via H_INT_SET_SOURCE_CONFIG, no firmware call (RTAS lock held by CPU {holder}, {how}{then}) [mask_path=hcall]",
                 out.masked, n
             ));
         }
         out
+    }
+}
+
+/// Why the RTAS lock's holder keeps it (a [`CrashAcquire::Unsafe`] decision), as the crash log
+/// says it.
+fn unsafe_holder(inside: bool, stopped: bool) -> &'static str {
+    match (inside, stopped) {
+        (true, _) => "frozen inside the firmware call",
+        (false, false) => "did not stop",
+        (false, true) => "changed hands",
     }
 }
 

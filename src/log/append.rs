@@ -293,11 +293,11 @@ impl<
     }
 
     /// Formats `args` into a record in the current CPU's ring and appends it; in normal context then
-    /// tries to flush. A line that keeps up to 128 bytes (most do) is formatted once, onto the stack,
-    /// and stored from there; a longer or cut one is measured on that first pass and formatted again straight
-    /// into the record's place in the ring, as Linux's `vprintk_store` formats every line (no
-    /// [`LINE_MAX`] buffer on the stack). Text longer than [`LINE_MAX`] is cut with a
-    /// marker; a trailing newline ends the record and is not stored
+    /// tries to flush. A line that keeps up to 128 bytes (most do) is formatted once, onto the
+    /// stack, and stored from there; a longer or cut one is measured on that first pass and
+    /// formatted again straight into the record's place in the ring, as Linux's `vprintk_store`
+    /// formats every line (no [`LINE_MAX`] buffer on the stack). Text longer than [`LINE_MAX`] is
+    /// cut with a marker; a trailing newline ends the record and is not stored
     /// ([`flags::NEWLINE`](crate::record::flags::NEWLINE)). A log call made while formatting (a
     /// `Display` impl that logs) is refused and counted as dropped.
     ///
@@ -341,7 +341,6 @@ impl<
             let max = ring.max_payload().min(LINE_MAX);
             let at = (cpu, kind, depth);
             let how = |m: &Measure| (level as u8, facility::KERNEL, flags | m.flags);
-            let mut line = [0u8; SHORT_LINE];
             let m = match args.as_str() {
                 // Text known in advance that fits: stored as bytes.
                 Some(s) => {
@@ -358,7 +357,7 @@ impl<
                     m
                 }
                 // A short line (most are): formatted once, onto the stack, and stored from there.
-                None => match measure_keeping(args, max, &mut line) {
+                None => match measure_keeping(args, max, &mut [0u8; SHORT_LINE]) {
                     (m, Some(kept)) => {
                         return self.write_from(at, ring, how(&m), kept, &mut NoHook);
                     }
