@@ -12,6 +12,8 @@
 //! A second group, `format_parts`, splits `pr_info` into its parts (same run, so the ratios hold):
 //! `pr_info_nmi_ctx` (format + ring append; the flush is refused at once in NMI context),
 //! `pr_info_deferred` (task context with `FlushPolicy::Deferred`: format + ring append, no flush),
+//! `pr_info_batched` (`FlushPolicy::Batched`: format + ring append + the due check; the calls come
+//! faster than `FLUSH_AGE_NS`, so every 16th call flushes the 16 pending records),
 //! `append_flush` (pre-formatted append + flush of that one record, no formatting) and
 //! `flush_empty` (a flush with nothing to move); and a 198-byte line, too long for the stack line
 //! (measured, then formatted a second time straight into the ring), against the same `write!`
@@ -76,6 +78,10 @@ fn format_parts(c: &mut Criterion) {
     }
     LOG.set_flush_policy(FlushPolicy::Deferred);
     g.bench_function("pr_info_deferred", |b| {
+        b.iter(|| nmilog::pr_info!("x={} y={}", black_box(A), black_box(B)))
+    });
+    LOG.set_flush_policy(FlushPolicy::Batched);
+    g.bench_function("pr_info_batched", |b| {
         b.iter(|| nmilog::pr_info!("x={} y={}", black_box(A), black_box(B)))
     });
     LOG.set_flush_policy(FlushPolicy::Eager);

@@ -918,7 +918,7 @@ fn a_record_too_large_for_the_main_log_is_counted_and_the_flush_goes_on() {
     assert_eq!(rep.steps, FLUSH_STEPS_TOO_LARGE);
 }
 
-const FLUSH_STEPS_TOO_LARGE: u64 = 11;
+const FLUSH_STEPS_TOO_LARGE: u64 = 9;
 
 #[test]
 fn a_flush_stops_when_a_crash_begins_under_it() {

@@ -253,6 +253,11 @@ fn join_continuations(
         if at >= buf.payload.len() || *steps + 4 >= budget {
             break;
         }
+        // Most lines are not continued: two unordered loads say so without the validated look
+        // (see `Ring::may_continue`: a wrong "no" leaves a piece as its own record).
+        if !ring.may_continue(cur) {
+            break;
+        }
         let mut next = *cur;
         *steps += 1;
         let piece_of_this_line =

@@ -9,7 +9,7 @@ use super::{
     before, enc, max_payload_for, span_words, Cursor, Read, Ring, RingWords, SEQ_MASK,
     ST_COMMITTED, ST_FREE, ST_MASK, ST_WRAP, ST_WRITING, WORD,
 };
-use crate::record::{Header, RecordBuf, HEADER_BYTES};
+use crate::record::{flags, layout, Header, RecordBuf, HEADER_BYTES};
 use crate::sync::{fence, Ordering};
 
 impl<W: ?Sized + RingWords> Ring<W> {
@@ -87,6 +87,39 @@ impl<W: ?Sized + RingWords> Ring<W> {
     pub(crate) fn step_over(&self, cur: &mut Cursor) -> (Read, Header) {
         let (r, h, _) = self.read_inner(cur, None, |_| true);
         (r, h)
+    }
+
+    /// Whether the record at the cursor may be a `pr_cont!` piece (flagged
+    /// [`CONT`](crate::record::flags::CONT), not [`RAW`](crate::record::flags::RAW)): a **hint**
+    /// from two unordered loads (its sequence word and the header word that holds its flags), no
+    /// validation. `false` when a committed record with the cursor's number is at the cursor and its
+    /// flags say it is not a piece, or when no committed record with that number is there (where a
+    /// validated read would return `Empty`, `InFlight` or `Overwritten`); `true` otherwise, the
+    /// record at a lap start included (a wrap marker: left to the validated read).
+    ///
+    /// For callers to whom a wrong answer costs only speed or a join: the flush's continuation join
+    /// skips its validated look at the next record when this says `false` (a piece left unjoined
+    /// is delivered as its own record, flagged `CONT`, which readers and consoles join), and every
+    /// `true` is decided by the validated read. No ordering: a stale sequence word or flags byte
+    /// can only be an older state of the same words, and the validated read (LMM(read:A) to LMM(read:C))
+    /// is what any decision to take a record rests on.
+    ///
+    /// (Pinned by `ring::tests::may_continue_is_false_only_where_a_validated_look_would_not_join`.)
+    #[inline]
+    pub(crate) fn may_continue(&self, cur: &Cursor) -> bool {
+        const FLAGS_AT: usize = layout::FLAGS.0 as usize;
+        let mask = self.mask();
+        // No ordering: a hint (see above); pairs with nothing.
+        let w = self.word(cur.pos, mask).load(Ordering::Relaxed);
+        if w == enc(cur.seq, ST_WRAP) {
+            return true;
+        }
+        if w != enc(cur.seq, ST_COMMITTED) {
+            return false;
+        }
+        let at = cur.pos.wrapping_add(1 + FLAGS_AT / WORD);
+        let f = self.word(at, mask).load(Ordering::Relaxed).to_le_bytes()[FLAGS_AT % WORD];
+        f & flags::CONT != 0 && f & flags::RAW == 0
     }
 
     fn read_inner(

@@ -336,3 +336,80 @@ fn a_writer_with_a_damaged_tail_still_writes_in_bounded_steps() {
     assert_eq!(ring.read(&mut cur, &mut buf), Read::Record);
     assert_eq!((buf.seq, buf.payload()), (5, &b"after"[..]));
 }
+
+#[test]
+fn may_continue_is_false_only_where_a_validated_look_would_not_join() {
+    use crate::record::flags::{CONT, NEWLINE, RAW, TRUNCATED};
+    // Every header byte but the flags has its low bit set (the CONT bit): a hint that read the
+    // wrong byte or word of the header would answer differently.
+    let with = |f: u8| {
+        move |seq: u64| Header {
+            ts_ns: u64::MAX,
+            src_seq: seq | 1,
+            len: 0,
+            cpu: 0x0101,
+            level: 1,
+            facility: 1,
+            ctx: 0x11,
+            flags: f,
+            caller: 0x0101_0101,
+            reserved: 0x0101_0101,
+        }
+    };
+    let ring: RecordRing<128> = RecordRing::new();
+    let mut cur = Cursor::START;
+    let mut buf = RecordBuf::new();
+    assert!(!ring.may_continue(&cur), "nothing written");
+    for (f, piece) in [
+        (0, false),
+        (CONT, true),
+        (CONT | NEWLINE | TRUNCATED, true),
+        (CONT | RAW, false),
+        (RAW, false),
+        (NEWLINE | TRUNCATED, false),
+    ] {
+        ring.write(with(f), b"abc", &mut NoHook).unwrap();
+        assert_eq!(ring.may_continue(&cur), piece, "flags {f:#b}");
+        assert_eq!(ring.read(&mut cur, &mut buf), Read::Record);
+    }
+    // Not committed yet (frozen at every step before the commit), a piece though it will be: no.
+    for step in [
+        WriteStep::Reserved,
+        WriteStep::HeaderWritten,
+        WriteStep::PayloadWritten,
+    ] {
+        let r = ring.write(with(CONT), b"abc", &mut |s: WriteStep| s != step);
+        assert_eq!(r, Err(WriteError::Frozen));
+        assert!(!ring.may_continue(&cur), "frozen at {step:?}");
+        // Let the next write take the same record number over.
+        ring.word(cur.pos, ring.mask())
+            .store(ST_FREE, Ordering::Relaxed);
+    }
+    // A cursor another record's number is at (lapped): no.
+    let stale = Cursor { pos: 0, seq: 1 };
+    assert!(!ring.may_continue(&stale));
+
+    // A wrap marker for the cursor's record: left to the validated read (yes), whatever its flags.
+    let ring: RecordRing<64> = RecordRing::new();
+    let max = ring.max_payload();
+    ring.write(with(0), &[7u8; MAX_PAYLOAD][..max], &mut NoHook)
+        .unwrap();
+    ring.write(with(0), b"b", &mut NoHook).unwrap();
+    let mut cur = Cursor::START;
+    assert_eq!(ring.read(&mut cur, &mut buf), Read::Record);
+    assert_eq!(ring.read(&mut cur, &mut buf), Read::Record);
+    ring.write(with(0), &[7u8; MAX_PAYLOAD][..max], &mut NoHook)
+        .unwrap();
+    assert_eq!(
+        ring.word(cur.pos, 63).load(Ordering::Relaxed),
+        enc(cur.seq, ST_WRAP)
+    );
+    assert!(ring.may_continue(&cur));
+    // The record it points to (at the lap start) is committed and no piece.
+    let lap = Cursor {
+        pos: 64,
+        seq: cur.seq,
+    };
+    assert!(!ring.may_continue(&lap));
+    assert_eq!(ring.read(&mut cur, &mut buf), Read::Record);
+}
