@@ -427,7 +427,11 @@ impl<
         let key = |ts| Key { ts, tie, src: tie };
         match ring.read_if(&mut cur, buf, |h| take(key(h.ts_ns))) {
             (Read::Record, _, true) => {
-                join_continuations(ring, &mut cur, buf, steps, self.join_limits);
+                // The join's first question, asked here: most records are whole lines or are not
+                // followed by a piece, and then the join is not called at all.
+                if buf.header.leaves_line_open() && ring.may_continue(&cur) {
+                    join_continuations(ring, &mut cur, buf, steps, self.join_limits);
+                }
                 Look::Taken(cur)
             }
             (Read::Record, h, false) => Look::NotTaken(key(h.ts_ns)),

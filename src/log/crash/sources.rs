@@ -103,8 +103,18 @@ impl<I: DrainInput + ?Sized, S: CrashSink + ?Sized> DrainMerge<'_, I, S> {
         st.set_main_cursor(to);
     }
 
+    /// Source `src` as `(cpu, depth)`. Divides by the input's `depth()`, not the copy in `self`:
+    /// for the live log that is the constant `DEPTH`, so the division compiles to a multiply (two
+    /// divisions a record were ~8 % of the drain's time).
+    #[inline(always)]
+    fn split(&self, src: usize) -> (usize, usize) {
+        let depth = self.input.depth();
+        (src / depth, src % depth)
+    }
+
     fn ring_of(&self, src: usize) -> &Ring {
-        self.input.ring(src / self.depth, src % self.depth)
+        let (cpu, depth) = self.split(src);
+        self.input.ring(cpu, depth)
     }
 }
 
@@ -198,10 +208,8 @@ impl<I: DrainInput + ?Sized, S: CrashSink + ?Sized> Merge for DrainMerge<'_, I, 
             Origin::Main { seq: buf.seq }
         } else {
             self.mem.source(src).set_cursor(next);
-            Origin::Ring {
-                cpu: src / self.depth,
-                depth: src % self.depth,
-            }
+            let (cpu, depth) = self.split(src);
+            Origin::Ring { cpu, depth }
         };
         self.records += 1;
         self.last_ts = self.last_ts.max(buf.header.ts_ns);
