@@ -15,6 +15,7 @@ use std::alloc::{alloc_zeroed, Layout};
 use std::arch::asm;
 
 use nmilog::host::HostPlatform;
+use nmilog::record::flags;
 use nmilog::{handover, FlushPolicy, Level, Log, MainReader, RecordBuf};
 
 /// Bytes of stack any one log call, flush, reader or crash drain may use.
@@ -100,11 +101,14 @@ macro_rules! figures {
         let log: &'static L = unsafe { zeroed::<L>() };
         log.platform().set_cpu_count($cpus);
         log.set_flush_policy(FlushPolicy::Deferred);
-        // A record in every CPU's task ring, so the flush merges all of them.
+        // A record in every CPU's task ring, so the flush merges all of them; each an open line
+        // followed by a `pr_cont!` piece, so the flush's join runs too (its deepest path).
         measure(move || {
             for c in 0..$cpus {
                 HostPlatform::register_cpu(c);
                 log.append(Level::Info, 0, 0, b"a record on every CPU")
+                    .unwrap();
+                log.append(Level::Info, 0, flags::CONT, b", continued\n")
                     .unwrap();
             }
         });
@@ -132,10 +136,19 @@ macro_rules! figures {
                 log.flush();
             }),
         ));
+        // The flush took the join's path: lines and their pieces are one record each (the main
+        // log keeps the newest of them).
+        let (mut r, mut buf, mut joined) = (log.main_reader(), RecordBuf::new(), 0);
+        while r.read(log, &mut buf) == nmilog::ring::Read::Record {
+            joined += usize::from(buf.payload() == b"a record on every CPU, continued");
+        }
+        assert!(joined > 0, "no line was joined with its piece");
         measure(move || {
             for c in 0..$cpus {
                 HostPlatform::register_cpu(c);
                 log.append(Level::Info, 0, 0, b"again").unwrap();
+                log.append(Level::Info, 0, flags::CONT, b", continued\n")
+                    .unwrap();
             }
         });
         out.push((

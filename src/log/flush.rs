@@ -229,7 +229,8 @@ impl<H: FlushHook> StepHook for MainHookAdapter<'_, H> {
 /// piece's `src_seq` (the crash drain's threshold then passes every piece joined: each is delivered
 /// once, in the joined record). A piece not yet committed when its line moves (under
 /// [`FlushPolicy::Eager`](crate::FlushPolicy::Eager) each call moves its record at once) stays a record
-/// of its own, flagged `CONT`, which readers and consoles join. A joined line is at most `line_max`
+/// of its own, flagged `CONT`, which dmesg-style readers join (a console joins it when it is the
+/// next record of the main log). A joined line is at most `line_max`
 /// bytes (what the main log takes in one record). Bounded: at most `MAX_PIECES` looks, each counted
 /// in `steps`, and none that would leave the merge engine less than its usual margin below `budget`
 /// (a look, then up to three peeks).
@@ -253,8 +254,8 @@ fn join_continuations(
         if at >= buf.payload.len() || *steps + 4 >= budget {
             break;
         }
-        // Most lines are not continued: two unordered loads say so without the validated look
-        // (see `Ring::may_continue`: a wrong "no" leaves a piece as its own record).
+        // Most lines are not continued: two loads say so without the validated look (see
+        // `Ring::may_continue`: "no" is wrong only for a record lapped meanwhile).
         if !ring.may_continue(cur) {
             break;
         }

@@ -91,26 +91,26 @@ impl<W: ?Sized + RingWords> Ring<W> {
 
     /// Whether the record at the cursor may be a `pr_cont!` piece (flagged
     /// [`CONT`](crate::record::flags::CONT), not [`RAW`](crate::record::flags::RAW)): a **hint**
-    /// from two unordered loads (its sequence word and the header word that holds its flags), no
-    /// validation. `false` when a committed record with the cursor's number is at the cursor and its
-    /// flags say it is not a piece, or when no committed record with that number is there (where a
-    /// validated read would return `Empty`, `InFlight` or `Overwritten`); `true` otherwise, the
-    /// record at a lap start included (a wrap marker: left to the validated read).
+    /// from two loads (its sequence word, as the read path's first step, and the header word that
+    /// holds its flags), without the read's validation. `false` when a committed record with the
+    /// cursor's number is at the cursor and its flags say it is not a piece, or when no committed
+    /// record with that number is there (where a validated read would return `Empty`, `InFlight`
+    /// or `Overwritten`); `true` otherwise, the record at a lap start included (a wrap marker: left
+    /// to the validated read).
     ///
-    /// For callers to whom a wrong answer costs only speed or a join: the flush's continuation join
-    /// skips its validated look at the next record when this says `false` (a piece left unjoined
-    /// is delivered as its own record, flagged `CONT`, which readers and consoles join), and every
-    /// `true` is decided by the validated read. No ordering: a stale sequence word or flags byte
-    /// can only be an older state of the same words, and the validated read (LMM(read:A) to LMM(read:C))
-    /// is what any decision to take a record rests on.
-    ///
+    /// The sequence word is loaded `Acquire` (LMM(read:A), pairs with LMM(write:D)): a committed
+    /// word seen means that record's flags are seen, so a `false` for a committed record is wrong
+    /// only when the writer lapped it between the two loads — a record a validated read would not
+    /// have taken either. The flush's continuation join skips its validated look when this says
+    /// `false`; every `true` is decided by the validated read (LMM(read:A) to LMM(read:C)).
     /// (Pinned by `ring::tests::may_continue_is_false_only_where_a_validated_look_would_not_join`.)
     #[inline]
     pub(crate) fn may_continue(&self, cur: &Cursor) -> bool {
         const FLAGS_AT: usize = layout::FLAGS.0 as usize;
         let mask = self.mask();
-        // No ordering: a hint (see above); pairs with nothing.
-        let w = self.word(cur.pos, mask).load(Ordering::Relaxed);
+        // LMM(read:A): pairs with LMM(write:D) (and LMM(write:B) for a wrap marker): a committed
+        // word seen here means the flags loaded below are that record's, or a later lap's.
+        let w = self.word(cur.pos, mask).load(Ordering::Acquire);
         if w == enc(cur.seq, ST_WRAP) {
             return true;
         }

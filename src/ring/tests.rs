@@ -340,12 +340,12 @@ fn a_writer_with_a_damaged_tail_still_writes_in_bounded_steps() {
 #[test]
 fn may_continue_is_false_only_where_a_validated_look_would_not_join() {
     use crate::record::flags::{CONT, NEWLINE, RAW, TRUNCATED};
-    // Every header byte but the flags has its low bit set (the CONT bit): a hint that read the
-    // wrong byte or word of the header would answer differently.
+    // Every header byte but the flags and the length's high byte has its low bit set (the CONT
+    // bit): a hint that read another byte or word of the header would answer differently.
     let with = |f: u8| {
-        move |seq: u64| Header {
+        move |_seq: u64| Header {
             ts_ns: u64::MAX,
-            src_seq: seq | 1,
+            src_seq: 0x0101_0101_0101_0101,
             len: 0,
             cpu: 0x0101,
             level: 1,
