@@ -200,6 +200,14 @@ pub mod flags {
     /// assert_ne!(rec.header.flags & flags::NEWLINE, 0);
     /// ```
     pub const NEWLINE: u8 = 1 << 3;
+
+    /// Whether `flags` mark a `pr_cont!` piece: [`CONT`] and not [`RAW`] (what the flags say of
+    /// [`Header::continues`](crate::Header::continues); the ring's continuation hint reads only
+    /// the flags byte).
+    #[inline(always)]
+    pub(crate) const fn piece(flags: u8) -> bool {
+        flags & CONT != 0 && flags & RAW == 0
+    }
 }
 
 /// Facility numbers.
@@ -452,8 +460,7 @@ impl Header {
     /// assert!(!Header { caller: 7, ..Header::default() }.continues(&line)); // not a piece
     /// ```
     pub const fn continues(&self, line: &Header) -> bool {
-        self.flags & flags::CONT != 0
-            && self.flags & flags::RAW == 0
+        flags::piece(self.flags)
             && self.caller == line.caller
             && self.cpu == line.cpu
             && self.ctx == line.ctx

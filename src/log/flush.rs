@@ -234,8 +234,27 @@ impl<H: FlushHook> StepHook for MainHookAdapter<'_, H> {
 /// bytes (what the main log takes in one record). Bounded: at most `MAX_PIECES` looks, each counted
 /// in `steps`, and none that would leave the merge engine less than its usual margin below `budget`
 /// (a look, then up to three peeks).
-#[inline(never)]
+///
+/// Most records are whole lines, or are not followed by a piece: before each look at the next
+/// record the join asks the ring whether it may be one (`Ring::may_continue`, two loads; its "no"
+/// is wrong only for a record lapped meanwhile), so such a line costs no look at all.
+#[inline(always)]
 fn join_continuations(
+    ring: &Ring,
+    cur: &mut Cursor,
+    buf: &mut RecordBuf,
+    steps: &mut u64,
+    limits: (usize, u64),
+) {
+    if buf.header.leaves_line_open() && ring.may_continue(cur) {
+        join_pieces(ring, cur, buf, steps, limits);
+    }
+}
+
+/// The body of [`join_continuations`], entered when the record at `cur` may be a piece of the open
+/// line in `buf`.
+#[inline(never)]
+fn join_pieces(
     ring: &Ring,
     cur: &mut Cursor,
     buf: &mut RecordBuf,
@@ -245,18 +264,10 @@ fn join_continuations(
     const MAX_PIECES: usize = 16;
     const WORD: usize = core::mem::size_of::<usize>();
     let line = buf.header;
-    if !line.leaves_line_open() {
-        return;
-    }
     let mut len = line.len as usize;
     for _ in 0..MAX_PIECES {
         let at = len.next_multiple_of(WORD);
         if at >= buf.payload.len() || *steps + 4 >= budget {
-            break;
-        }
-        // Most lines are not continued: two loads say so without the validated look (see
-        // `Ring::may_continue`: "no" is wrong only for a record lapped meanwhile).
-        if !ring.may_continue(cur) {
             break;
         }
         let mut next = *cur;
@@ -276,6 +287,9 @@ fn join_continuations(
         buf.header.flags |= h.flags & (flags::NEWLINE | flags::TRUNCATED);
         *cur = next;
         if h.flags & flags::NEWLINE != 0 {
+            break;
+        }
+        if !ring.may_continue(cur) {
             break;
         }
     }
@@ -428,11 +442,7 @@ impl<
         let key = |ts| Key { ts, tie, src: tie };
         match ring.read_if(&mut cur, buf, |h| take(key(h.ts_ns))) {
             (Read::Record, _, true) => {
-                // The join's first question, asked here: most records are whole lines or are not
-                // followed by a piece, and then the join is not called at all.
-                if buf.header.leaves_line_open() && ring.may_continue(&cur) {
-                    join_continuations(ring, &mut cur, buf, steps, self.join_limits);
-                }
+                join_continuations(ring, &mut cur, buf, steps, self.join_limits);
                 Look::Taken(cur)
             }
             (Read::Record, h, false) => Look::NotTaken(key(h.ts_ns)),

@@ -119,7 +119,7 @@ impl<W: ?Sized + RingWords> Ring<W> {
         }
         let at = cur.pos.wrapping_add(1 + FLAGS_AT / WORD);
         let f = self.word(at, mask).load(Ordering::Relaxed).to_le_bytes()[FLAGS_AT % WORD];
-        f & flags::CONT != 0 && f & flags::RAW == 0
+        flags::piece(f)
     }
 
     fn read_inner(

@@ -381,9 +381,6 @@ fn may_continue_is_false_only_where_a_validated_look_would_not_join() {
         let r = ring.write(with(CONT), b"abc", &mut |s: WriteStep| s != step);
         assert_eq!(r, Err(WriteError::Frozen));
         assert!(!ring.may_continue(&cur), "frozen at {step:?}");
-        // Let the next write take the same record number over.
-        ring.word(cur.pos, ring.mask())
-            .store(ST_FREE, Ordering::Relaxed);
     }
     // A cursor another record's number is at (lapped): no.
     let stale = Cursor { pos: 0, seq: 1 };

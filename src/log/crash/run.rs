@@ -176,7 +176,6 @@ fn merge_into<I: DrainInput + ?Sized, S: CrashSink + ?Sized>(
         mem,
         sink,
         ncpu: input.cpus(),
-        depth: input.depth(),
         gen,
         records: 0,
         from_main: 0,

@@ -40,7 +40,6 @@ pub(super) struct DrainMerge<'a, I: DrainInput + ?Sized, S: CrashSink + ?Sized> 
     pub(super) mem: DrainMem<'a>,
     pub(super) sink: &'a mut S,
     pub(super) ncpu: usize,
-    pub(super) depth: usize,
     pub(super) gen: usize,
     /// Records delivered, and of those from the main window.
     pub(super) records: u64,
@@ -52,7 +51,14 @@ pub(super) struct DrainMerge<'a, I: DrainInput + ?Sized, S: CrashSink + ?Sized> 
 impl<I: DrainInput + ?Sized, S: CrashSink + ?Sized> DrainMerge<'_, I, S> {
     /// The main window's source index (after every ring's).
     fn main_src(&self) -> usize {
-        self.ncpu * self.depth
+        self.ncpu * self.depth()
+    }
+
+    /// Rings per CPU: the input's (for the live log the constant `DEPTH`, so the source index
+    /// arithmetic below compiles to multiplies, not divisions).
+    #[inline(always)]
+    fn depth(&self) -> usize {
+        self.input.depth()
     }
 
     /// The main window wins every timestamp tie: its records were moved by earlier flushes, in the
@@ -103,13 +109,11 @@ impl<I: DrainInput + ?Sized, S: CrashSink + ?Sized> DrainMerge<'_, I, S> {
         st.set_main_cursor(to);
     }
 
-    /// Source `src` as `(cpu, depth)`. Divides by the input's `depth()`, not the copy in `self`:
-    /// for the live log that is the constant `DEPTH`, so the division compiles to a multiply (two
-    /// divisions a record were ~8 % of the drain's time).
+    /// Source `src` as `(cpu, depth)` (two divisions a record were ~8 % of the drain's time
+    /// before the live log's depth was a constant here).
     #[inline(always)]
     fn split(&self, src: usize) -> (usize, usize) {
-        let depth = self.input.depth();
-        (src / depth, src % depth)
+        (src / self.depth(), src % self.depth())
     }
 
     fn ring_of(&self, src: usize) -> &Ring {
@@ -120,7 +124,7 @@ impl<I: DrainInput + ?Sized, S: CrashSink + ?Sized> DrainMerge<'_, I, S> {
 
 impl<I: DrainInput + ?Sized, S: CrashSink + ?Sized> Merge for DrainMerge<'_, I, S> {
     fn sources(&self) -> usize {
-        self.ncpu * self.depth + 1
+        self.ncpu * self.depth() + 1
     }
 
     fn bound(&self) -> u64 {
