@@ -618,6 +618,7 @@ impl RecordBuf {
     /// assert_eq!(buf.header.len, 3);
     /// assert_eq!(buf.payload(), &[0xff, 0x00, 0x7f]);
     /// ```
+    #[inline]
     pub fn payload(&self) -> &[u8] {
         &self.payload[..(self.header.len as usize).min(MAX_PAYLOAD)]
     }

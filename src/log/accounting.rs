@@ -83,6 +83,7 @@ impl Consumer {
     }
 
     /// The cursor (flush owner only: it alone stores it).
+    #[inline]
     pub(super) fn cursor(&self) -> Cursor {
         Cursor {
             pos: self.pos.load(Ordering::Relaxed),
@@ -133,11 +134,13 @@ impl Consumer {
     /// Adds `n` to the `moved` count, after [`set_cursor`](Self::set_cursor) moved `seq` past the
     /// records it counts. LMM(moved:A): Release, pairs with LMM(moved:B) in
     /// [`state_for_drain`](Self::state_for_drain).
+    #[inline]
     pub(super) fn add_moved(&self, n: usize) {
         let v = self.moved.load(Ordering::Relaxed);
         self.moved.store(v.wrapping_add(n), Ordering::Release);
     }
 
+    #[inline]
     pub(super) fn set_cursor(&self, c: Cursor) {
         // `seq` first: an owner stopped between the two stores leaves (old pos, new seq); for a
         // resync the old position is behind the tail, so the next reader resynchronises again (with

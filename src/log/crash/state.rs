@@ -104,16 +104,19 @@ impl DrainSource {
             }
         }
     }
+    #[inline]
     pub(crate) fn cursor(&self) -> Cursor {
         Cursor {
             pos: self.pos.load(Ordering::Relaxed),
             seq: self.seq.load(Ordering::Relaxed),
         }
     }
+    #[inline]
     pub(crate) fn set_cursor(&self, c: Cursor) {
         self.pos.store(c.pos, Ordering::Relaxed);
         self.seq.store(c.seq, Ordering::Relaxed);
     }
+    #[inline]
     pub(crate) fn end(&self) -> usize {
         self.end.load(Ordering::Relaxed)
     }
@@ -207,12 +210,14 @@ impl DrainFixed {
         self.gen.load(Ordering::Relaxed) != 0
     }
 
+    #[inline]
     pub(crate) fn main_cursor(&self) -> Cursor {
         Cursor {
             pos: self.main_pos.load(Ordering::Relaxed),
             seq: self.main_seq.load(Ordering::Relaxed),
         }
     }
+    #[inline]
     pub(crate) fn set_main_cursor(&self, c: Cursor) {
         self.main_pos.store(c.pos, Ordering::Relaxed);
         self.main_seq.store(c.seq, Ordering::Relaxed);
