@@ -467,12 +467,10 @@ fn no_std_targets() -> Vec<&'static str> {
     v
 }
 
-/// What clippy checks, each as `cargo clippy SCOPE --all-targets -- -D warnings`: the workspace
-/// with default features, then the core with its integrations and step hooks.
 /// Name filters that pick the first half of the unit tests Miri runs (the second half is the rest),
-/// balanced by wall time on a 2-core machine (one Miri process each): without `ring::` here the
-/// halves took 343 s and 469 s, in one process 13 minutes; formatting every length is the slowest
-/// test by far.
+/// balanced by wall time on a 2-core machine, one Miri process each (Miri's own clock,
+/// `--report-time`, does not track wall time across tests): 404 s and 431 s in a clean-clone CI
+/// run, 847 s in one process before; formatting every length is the slowest test by far.
 const MIRI_FIRST_HALF: &[&str] = &[
     "tests::formatted_text_of_every_length",
     "escape::",
@@ -480,6 +478,8 @@ const MIRI_FIRST_HALF: &[&str] = &[
     "ring::",
 ];
 
+/// What clippy checks, each as `cargo clippy SCOPE --all-targets -- -D warnings`: the workspace
+/// with default features, then the core with its integrations and step hooks.
 const CLIPPY_SCOPES: &[&[&str]] = &[
     &["--workspace"],
     &["-p", "nmilog", "--features", "log,kv,defmt,steps"],
