@@ -189,10 +189,26 @@ fn words(line: &str) -> Vec<&str> {
 /// Runs the cargo command `line` with `envs` in a target directory of its own, `target/NAME`: the
 /// steps whose `RUSTFLAGS` differ (loom, Miri, TSan) never invalidate the normal build.
 fn cargo_apart(c: &Ctx, name: &str, envs: &[(&str, &str)], line: &str) -> Result<(), String> {
-    let tgt = c.root.join("target").join(name);
+    let tgt = target_apart(c, name);
     let mut envs = envs.to_vec();
-    envs.push(("CARGO_TARGET_DIR", tgt.to_str().unwrap()));
+    envs.push(("CARGO_TARGET_DIR", &tgt));
     sh(c, ".", &envs, &words(line))
+}
+
+/// The target directory of a step whose flags differ from the normal build's: `target/NAME`.
+fn target_apart(c: &Ctx, name: &str) -> String {
+    c.root
+        .join("target")
+        .join(name)
+        .to_str()
+        .unwrap()
+        .to_string()
+}
+
+/// A command as it is shown and logged: `$ K=V ... COMMAND`.
+fn shown(envs: &[(&str, &str)], command: &str) -> String {
+    let env: String = envs.iter().map(|(k, v)| format!("{k}={v} ")).collect();
+    format!("$ {env}{command}")
 }
 
 /// Runs the cargo commands `lines` with `envs` in the target directory `target/NAME` (as
@@ -205,12 +221,11 @@ fn cargo_apart_at_once(
     envs: &[(&str, &str)],
     lines: &[String],
 ) -> Result<(), String> {
-    let tgt = c.root.join("target").join(name);
+    let tgt = target_apart(c, name);
     let mut envs = envs.to_vec();
-    envs.push(("CARGO_TARGET_DIR", tgt.to_str().unwrap()));
-    let env_text: String = envs.iter().map(|(k, v)| format!("{k}={v} ")).collect();
+    envs.push(("CARGO_TARGET_DIR", &tgt));
     for line in lines {
-        println!("$ {env_text}{line} &");
+        println!("{} &", shown(&envs, line));
     }
     let envs = &envs;
     let runs: Vec<_> = std::thread::scope(|s| {
@@ -237,7 +252,7 @@ fn cargo_apart_at_once(
     let log = step_log(c);
     let mut failed = Vec::new();
     for (line, (run, took)) in lines.iter().zip(runs) {
-        let head = format!("$ {env_text}{line}  ({:.1} s)", took.as_secs_f64());
+        let head = format!("{}  ({:.1} s)", shown(envs, line), took.as_secs_f64());
         println!("{head}");
         let mut f = log.lock().unwrap();
         let _ = writeln!(f, "{head}");
@@ -270,13 +285,7 @@ fn sh_show(
     argv: &[&str],
     show: Show,
 ) -> Result<(), String> {
-    let line = format!(
-        "$ {}{}",
-        envs.iter()
-            .map(|(k, v)| format!("{k}={v} "))
-            .collect::<String>(),
-        argv.join(" ")
-    );
+    let line = shown(envs, &argv.join(" "));
     println!("{line}");
     let log = step_log(ctx);
     {

@@ -113,7 +113,8 @@ impl<I: DrainInput + ?Sized, S: CrashSink + ?Sized> DrainMerge<'_, I, S> {
     /// before the live log's depth was a constant here).
     #[inline(always)]
     fn split(&self, src: usize) -> (usize, usize) {
-        (src / self.depth(), src % self.depth())
+        let depth = self.depth();
+        (src / depth, src % depth)
     }
 
     fn ring_of(&self, src: usize) -> &Ring {
