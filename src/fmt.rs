@@ -182,6 +182,22 @@ impl fmt::Write for Counter {
         self.total = self.total.saturating_add(s.len());
         Ok(())
     }
+
+    /// One ASCII byte counted as `write_str` counts it (a one-byte `s`: every offset is a char
+    /// boundary), without the UTF-8 encoding the default `write_char` does first (`core::fmt`
+    /// writes a number's sign and a `{:>8}`'s padding a character at a time).
+    #[inline]
+    fn write_char(&mut self, c: char) -> fmt::Result {
+        if !c.is_ascii() {
+            return self.write_str(c.encode_utf8(&mut [0; 4]));
+        }
+        if self.total <= self.cut {
+            self.boundary = self.total + usize::from(self.total < self.cut);
+        }
+        self.last = c as u8;
+        self.total = self.total.saturating_add(1);
+        Ok(())
+    }
 }
 
 /// Measures the record `args` makes in a record of at most `max` bytes (the smaller of
@@ -213,6 +229,21 @@ impl fmt::Write for KeepingCounter<'_> {
         let (dst, rest) = core::mem::take(&mut self.rest).split_at_mut(n);
         dst.copy_from_slice(&s.as_bytes()[..n]);
         self.rest = rest;
+        Ok(())
+    }
+
+    /// [`Counter::write_char`], and the byte kept: no UTF-8 encoding and no `memcpy` call for an
+    /// ASCII character.
+    #[inline]
+    fn write_char(&mut self, c: char) -> fmt::Result {
+        if !c.is_ascii() {
+            return self.write_str(c.encode_utf8(&mut [0; 4]));
+        }
+        let _ = self.counter.write_char(c);
+        if let Some((first, rest)) = core::mem::take(&mut self.rest).split_first_mut() {
+            *first = c as u8;
+            self.rest = rest;
+        }
         Ok(())
     }
 }

@@ -705,6 +705,52 @@ fn formatted_text_of_every_length_reads_back_exactly() {
 }
 
 #[test]
+fn text_written_a_character_at_a_time_measures_as_the_same_text_in_one_piece() {
+    // `core::fmt` writes a sign, padding and a `char` argument through `write_char`, which the
+    // measuring writers take one ASCII byte at a time: their count, last byte, cut boundary and
+    // kept bytes must be those of the same text written as one string, at every length around
+    // every cut, for one-, two- and three-byte characters, with and without a newline at the end.
+    struct Chars<'a>(&'a str);
+    impl core::fmt::Display for Chars<'_> {
+        fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+            self.0.chars().try_for_each(|c| f.write_char(c))
+        }
+    }
+    use core::fmt::Write as _;
+    let alphabets = ["abcdefghij", "a\u{e9}b\u{20ac}c", "\u{e9}\u{e9}x"];
+    for alphabet in alphabets {
+        let cycle: std::string::String = alphabet.chars().cycle().take(40).collect();
+        for end in ["", "\n"] {
+            for n in 0..=cycle.chars().count() {
+                let text: std::string::String = cycle.chars().take(n).chain(end.chars()).collect();
+                for max in 0..=text.len() + 8 {
+                    let one = crate::fmt::measure(format_args!("{}", text.as_str()), max);
+                    let each = crate::fmt::measure(format_args!("{}", Chars(&text)), max);
+                    assert_eq!(each, one, "{text:?} at most {max}");
+                    let mut l1 = [0u8; crate::fmt::SHORT_LINE];
+                    let mut l2 = [0u8; crate::fmt::SHORT_LINE];
+                    let (m1, k1) = crate::fmt::measure_keeping(
+                        format_args!("{}", text.as_str()),
+                        max,
+                        &mut l1,
+                    );
+                    let (m2, k2) =
+                        crate::fmt::measure_keeping(format_args!("{}", Chars(&text)), max, &mut l2);
+                    assert_eq!((m2, k2), (m1, k1), "{text:?} kept, at most {max}");
+                    assert_eq!(m1, one);
+                }
+            }
+        }
+    }
+    // The sign `core::fmt` writes with `write_char`, into a record read back.
+    let log: Log<Manual, 1, 512, 4096> = Log::new(Manual::new(1));
+    let (mut rd, mut buf) = (MainReader::new(), RecordBuf::new());
+    log_and_read(&log, &mut rd, &mut buf, 0, format_args!("{}{}", -5, '\n'));
+    assert_eq!(buf.text(), Some("-5"));
+    assert_ne!(buf.header.flags & flags::NEWLINE, 0);
+}
+
+#[test]
 fn a_line_cut_at_a_small_ring_s_limit_carries_the_marker_either_way() {
     // A 32-word ring takes 80 bytes of payload: a longer line is cut there and marked, whether it
     // is a plain string or formatted (a cut line of either kind is formatted into the ring).
