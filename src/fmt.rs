@@ -191,8 +191,10 @@ impl fmt::Write for Counter {
         if !c.is_ascii() {
             return self.write_str(c.encode_utf8(&mut [0; 4]));
         }
-        if self.total <= self.cut {
-            self.boundary = self.total + usize::from(self.total < self.cut);
+        // While the text is within the cut, `boundary == total` after every write (every offset
+        // of ASCII text is a character boundary), so one more byte within it moves it by one.
+        if self.total < self.cut {
+            self.boundary = self.total + 1;
         }
         self.last = c as u8;
         self.total = self.total.saturating_add(1);
