@@ -42,10 +42,16 @@ impl PayloadSource for &[u8] {
         }
         if let Some(last) = body.get(full.len()) {
             if !rest.is_empty() {
-                let mut w = 0usize;
-                for (i, &b) in rest.iter().enumerate() {
-                    w |= (b as usize) << (8 * i);
-                }
+                // The last part word: a payload of a word or more has its last `WORD` bytes as one
+                // load, shifted down past the bytes the full words already hold (zeros come in at
+                // the top, as in the byte loop); a shorter one is gathered byte by byte.
+                let w = match self.last_chunk::<WORD>() {
+                    Some(tail) => usize::from_le_bytes(*tail) >> (8 * (WORD - rest.len())),
+                    None => rest
+                        .iter()
+                        .enumerate()
+                        .fold(0, |w, (i, &b)| w | (b as usize) << (8 * i)),
+                };
                 last.store(w, Ordering::Relaxed);
             }
         }
