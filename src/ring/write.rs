@@ -44,13 +44,14 @@ impl PayloadSource for &[u8] {
             if !rest.is_empty() {
                 // The last part word: a payload of a word or more has its last `WORD` bytes as one
                 // load, shifted down past the bytes the full words already hold (zeros come in at
-                // the top, as in the byte loop); a shorter one is gathered byte by byte.
+                // the top); a shorter one is copied into a zeroed word first.
                 let w = match self.last_chunk::<WORD>() {
                     Some(tail) => usize::from_le_bytes(*tail) >> (8 * (WORD - rest.len())),
-                    None => rest
-                        .iter()
-                        .enumerate()
-                        .fold(0, |w, (i, &b)| w | (b as usize) << (8 * i)),
+                    None => {
+                        let mut b = [0u8; WORD];
+                        b[..rest.len()].copy_from_slice(rest);
+                        usize::from_le_bytes(b)
+                    }
                 };
                 last.store(w, Ordering::Relaxed);
             }
