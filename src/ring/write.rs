@@ -44,14 +44,10 @@ impl PayloadSource for &[u8] {
             if !rest.is_empty() {
                 // The last part word: a payload of a word or more has its last `WORD` bytes as one
                 // load, shifted down past the bytes the full words already hold (zeros come in at
-                // the top); a shorter one is copied into a zeroed word first.
+                // the top); a shorter one is gathered byte by byte, the last byte first.
                 let w = match self.last_chunk::<WORD>() {
                     Some(tail) => usize::from_le_bytes(*tail) >> (8 * (WORD - rest.len())),
-                    None => {
-                        let mut b = [0u8; WORD];
-                        b[..rest.len()].copy_from_slice(rest);
-                        usize::from_le_bytes(b)
-                    }
+                    None => rest.iter().rev().fold(0, |w, &b| (w << 8) + b as usize),
                 };
                 last.store(w, Ordering::Relaxed);
             }
