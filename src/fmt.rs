@@ -166,20 +166,31 @@ impl Counter {
     }
 }
 
-impl fmt::Write for Counter {
-    fn write_str(&mut self, s: &str) -> fmt::Result {
+impl Counter {
+    /// Counts `b`, the next bytes of the text (valid UTF-8 that starts on a character boundary:
+    /// one or more whole `&str` pieces).
+    #[inline]
+    fn count(&mut self, b: &[u8]) {
         if self.total <= self.cut {
-            // The largest char boundary of `s` at or before the cut, as an offset of the text.
-            let mut i = (self.cut - self.total).min(s.len());
-            while !s.is_char_boundary(i) {
+            // The largest char boundary of `b` at or before the cut, as an offset of the text: an
+            // offset is one at the end or where no continuation byte (`0b10xx_xxxx`) is, as
+            // `str::is_char_boundary` decides.
+            let mut i = (self.cut - self.total).min(b.len());
+            while !b.get(i).map_or(true, |&x| (x as i8) >= -0x40) {
                 i -= 1;
             }
             self.boundary = self.total + i;
         }
-        if let Some(&b) = s.as_bytes().last() {
-            self.last = b;
+        if let Some(&x) = b.last() {
+            self.last = x;
         }
-        self.total = self.total.saturating_add(s.len());
+        self.total = self.total.saturating_add(b.len());
+    }
+}
+
+impl fmt::Write for Counter {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        self.count(s.as_bytes());
         Ok(())
     }
 
@@ -216,37 +227,63 @@ pub(crate) fn measure(args: fmt::Arguments<'_>, max: usize) -> Measure {
 /// the record's limit, is formatted a second time, straight into the ring ([`Formatted`]).
 pub(crate) const SHORT_LINE: usize = 128;
 
-/// [`Counter`] that also keeps the text's first [`SHORT_LINE`] bytes. Not a [`LineBuf`]: its
-/// `heapless::Vec` copy costs a short line ~40 instructions more (callgrind, `pr_info_deferred`).
+/// [`Counter`] that also keeps the text's first [`SHORT_LINE`] bytes. While the text fits in the
+/// line, a piece is only copied there (the line is counted once, at the end); the first piece that
+/// does not fit fills the line and starts the count, which takes every piece after it. Not a
+/// [`LineBuf`]: its `heapless::Vec` copy costs a short line ~40 instructions more (callgrind,
+/// `pr_info_deferred`).
 struct KeepingCounter<'a> {
+    line: &'a mut [u8; SHORT_LINE],
+    /// Bytes of the text in `line` (all of it until `spilled`, then `SHORT_LINE`).
+    used: usize,
+    /// A piece did not fit: `counter` has counted the text so far.
+    spilled: bool,
     counter: Counter,
-    /// The part of the line not written yet.
-    rest: &'a mut [u8],
+}
+
+impl KeepingCounter<'_> {
+    /// `b` does not fit after the `used` bytes of the line: count the line, fill it with the
+    /// start of `b`, count `b`.
+    #[cold]
+    fn spill(&mut self, b: &[u8]) {
+        let (fits, _) = b.split_at(b.len().min(SHORT_LINE - self.used));
+        self.counter.count(&self.line[..self.used]);
+        self.line[self.used..].copy_from_slice(fits);
+        self.used = SHORT_LINE;
+        self.spilled = true;
+        self.counter.count(b);
+    }
 }
 
 impl fmt::Write for KeepingCounter<'_> {
+    #[inline]
     fn write_str(&mut self, s: &str) -> fmt::Result {
-        let _ = self.counter.write_str(s);
-        let n = s.len().min(self.rest.len());
-        let (dst, rest) = core::mem::take(&mut self.rest).split_at_mut(n);
-        dst.copy_from_slice(&s.as_bytes()[..n]);
-        self.rest = rest;
+        if self.spilled {
+            self.counter.count(s.as_bytes());
+        } else if let Some(dst) = self.line.get_mut(self.used..self.used + s.len()) {
+            dst.copy_from_slice(s.as_bytes());
+            self.used += s.len();
+        } else {
+            self.spill(s.as_bytes());
+        }
         Ok(())
     }
 
-    /// [`Counter::write_char`], and the byte kept: no UTF-8 encoding and no `memcpy` call for an
-    /// ASCII character.
+    /// An ASCII character into the line as one byte: no UTF-8 encoding and no `memcpy` call
+    /// (`core::fmt` writes a number's sign and a width's padding a character at a time).
     #[inline]
     fn write_char(&mut self, c: char) -> fmt::Result {
-        if !c.is_ascii() {
-            return self.write_str(c.encode_utf8(&mut [0; 4]));
+        if self.spilled {
+            return self.counter.write_char(c);
         }
-        let _ = self.counter.write_char(c);
-        if let Some((first, rest)) = core::mem::take(&mut self.rest).split_first_mut() {
-            *first = c as u8;
-            self.rest = rest;
+        if c.is_ascii() {
+            if let Some(b) = self.line.get_mut(self.used) {
+                *b = c as u8;
+                self.used += 1;
+                return Ok(());
+            }
         }
-        Ok(())
+        self.write_str(c.encode_utf8(&mut [0; 4]))
     }
 }
 
@@ -259,11 +296,24 @@ pub(crate) fn measure_keeping<'l>(
     line: &'l mut [u8; SHORT_LINE],
 ) -> (Measure, Option<&'l [u8]>) {
     let mut k = KeepingCounter {
+        line,
+        used: 0,
+        spilled: false,
         counter: Counter::new(max),
-        rest: &mut line[..],
     };
     let _ = fmt::Write::write_fmt(&mut k, args);
-    let m = finish(k.counter, max);
+    let KeepingCounter {
+        line,
+        used,
+        spilled,
+        mut counter,
+    } = k;
+    if !spilled {
+        // The whole text is in the line: one count (pieces start on character boundaries, so
+        // counting their concatenation counts them).
+        counter.count(&line[..used]);
+    }
+    let m = finish(counter, max);
     // `line` holds the text's first `min(total, SHORT_LINE)` bytes: all of the kept ones when
     // `keep <= SHORT_LINE` (`keep <= total` always).
     let line: &'l [u8] = line;

@@ -707,9 +707,11 @@ fn formatted_text_of_every_length_reads_back_exactly() {
 #[test]
 fn text_written_a_character_at_a_time_measures_as_the_same_text_in_one_piece() {
     // `core::fmt` writes a sign, padding and a `char` argument through `write_char`, which the
-    // measuring writers take one ASCII byte at a time: their count, last byte, cut boundary and
-    // kept bytes must be those of the same text written as one string, at every length around
-    // every cut, for one-, two- and three-byte characters, with and without a newline at the end.
+    // measuring writers take one ASCII byte at a time, and the keeping writer counts a line that
+    // fits its stack line once, at the end: the count, last byte, cut boundary and kept bytes of
+    // a text written a character at a time, in two pieces and in one must be the same, at every
+    // cut, for short texts and texts around the stack line's end, for one-, two- and three-byte
+    // characters, with and without a newline at the end.
     struct Chars<'a>(&'a str);
     impl core::fmt::Display for Chars<'_> {
         fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
@@ -717,27 +719,38 @@ fn text_written_a_character_at_a_time_measures_as_the_same_text_in_one_piece() {
         }
     }
     use core::fmt::Write as _;
+    let short = crate::fmt::SHORT_LINE;
     let alphabets = ["abcdefghij", "a\u{e9}b\u{20ac}c", "\u{e9}\u{e9}x"];
     for alphabet in alphabets {
-        let cycle: std::string::String = alphabet.chars().cycle().take(40).collect();
+        let cycle: std::string::String = alphabet.chars().cycle().take(short + 20).collect();
         for end in ["", "\n"] {
             for n in 0..=cycle.chars().count() {
                 let text: std::string::String = cycle.chars().take(n).chain(end.chars()).collect();
+                if text.len() > 40 && text.len().abs_diff(short) > 12 {
+                    continue;
+                }
+                let mid = text
+                    .char_indices()
+                    .nth(n / 2)
+                    .map_or(text.len(), |(i, _)| i);
+                let (a, b) = text.split_at(mid);
                 for max in 0..=text.len() + 8 {
                     let one = crate::fmt::measure(format_args!("{}", text.as_str()), max);
                     let each = crate::fmt::measure(format_args!("{}", Chars(&text)), max);
                     assert_eq!(each, one, "{text:?} at most {max}");
-                    let mut l1 = [0u8; crate::fmt::SHORT_LINE];
-                    let mut l2 = [0u8; crate::fmt::SHORT_LINE];
-                    let (m1, k1) = crate::fmt::measure_keeping(
-                        format_args!("{}", text.as_str()),
-                        max,
-                        &mut l1,
-                    );
+                    let mut lines = [[0u8; crate::fmt::SHORT_LINE]; 3];
+                    let [l1, l2, l3] = &mut lines;
+                    let (m1, k1) =
+                        crate::fmt::measure_keeping(format_args!("{}", text.as_str()), max, l1);
                     let (m2, k2) =
-                        crate::fmt::measure_keeping(format_args!("{}", Chars(&text)), max, &mut l2);
+                        crate::fmt::measure_keeping(format_args!("{}", Chars(&text)), max, l2);
+                    let (m3, k3) = crate::fmt::measure_keeping(format_args!("{a}{b}"), max, l3);
                     assert_eq!((m2, k2), (m1, k1), "{text:?} kept, at most {max}");
+                    assert_eq!((m3, k3), (m1, k1), "{a:?} {b:?} kept, at most {max}");
                     assert_eq!(m1, one);
+                    if let Some(k) = k1 {
+                        assert_eq!(k, &text.as_bytes()[..m1.keep], "{text:?} at most {max}");
+                    }
                 }
             }
         }
