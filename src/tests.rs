@@ -721,12 +721,19 @@ fn text_written_a_character_at_a_time_measures_as_the_same_text_in_one_piece() {
     use core::fmt::Write as _;
     let short = crate::fmt::SHORT_LINE;
     let alphabets = ["abcdefghij", "a\u{e9}b\u{20ac}c", "\u{e9}\u{e9}x"];
+    // Under Miri (thousands of times slower; this is safe code without atomics, so it finds
+    // nothing the native run does not) the short texts of the mixed alphabet only.
+    let (alphabets, short_texts, long_texts) = if cfg!(miri) {
+        (&alphabets[1..2], 10, false)
+    } else {
+        (&alphabets[..], 40, true)
+    };
     for alphabet in alphabets {
         let cycle: std::string::String = alphabet.chars().cycle().take(short + 20).collect();
         for end in ["", "\n"] {
             for n in 0..=cycle.chars().count() {
                 let text: std::string::String = cycle.chars().take(n).chain(end.chars()).collect();
-                if text.len() > 40 && text.len().abs_diff(short) > 12 {
+                if text.len() > short_texts && !(long_texts && text.len().abs_diff(short) <= 12) {
                     continue;
                 }
                 let mid = text
