@@ -172,11 +172,11 @@ impl Counter {
     #[inline]
     fn count(&mut self, b: &[u8]) {
         if self.total <= self.cut {
-            // The largest char boundary of `b` at or before the cut, as an offset of the text: an
-            // offset is one at the end or where no continuation byte (`0b10xx_xxxx`) is, as
-            // `str::is_char_boundary` decides.
+            // The largest char boundary of `b` at or before the cut, as an offset of the text: step
+            // back while the byte at the offset is a continuation byte (`0b10xx_xxxx`; the end is a
+            // boundary), as `str::is_char_boundary` decides.
             let mut i = (self.cut - self.total).min(b.len());
-            while !b.get(i).map_or(true, |&x| (x as i8) >= -0x40) {
+            while b.get(i).is_some_and(|&x| (x as i8) < -0x40) {
                 i -= 1;
             }
             self.boundary = self.total + i;
