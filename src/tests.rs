@@ -755,6 +755,28 @@ fn text_written_a_character_at_a_time_measures_as_the_same_text_in_one_piece() {
                     assert_eq!((m2, k2), (m1, k1), "{text:?} kept, at most {max}");
                     assert_eq!((m3, k3), (m1, k1), "{a:?} {b:?} kept, at most {max}");
                     assert_eq!(m1, one);
+                    // And what the measure must be, from `str`'s own character boundaries.
+                    let body = text.len() - end.len();
+                    let nl = if end.is_empty() { 0 } else { flags::NEWLINE };
+                    let want = if body > max {
+                        let cut = max.saturating_sub(crate::TRUNCATION_MARKER.len());
+                        let keep = (0..=cut)
+                            .rev()
+                            .find(|&i| text.is_char_boundary(i))
+                            .unwrap_or(0);
+                        crate::fmt::Measure {
+                            len: keep + crate::TRUNCATION_MARKER.len(),
+                            keep,
+                            flags: nl | flags::TRUNCATED,
+                        }
+                    } else {
+                        crate::fmt::Measure {
+                            len: body,
+                            keep: body,
+                            flags: nl,
+                        }
+                    };
+                    assert_eq!(one, want, "{text:?} at most {max}");
                     if let Some(k) = k1 {
                         assert_eq!(k, &text.as_bytes()[..m1.keep], "{text:?} at most {max}");
                     }
