@@ -176,7 +176,7 @@ impl Counter {
             // back while the byte at the offset is a continuation byte (`0b10xx_xxxx`; the end is a
             // boundary), as `str::is_char_boundary` decides.
             let mut i = (self.cut - self.total).min(b.len());
-            while b.get(i).is_some_and(|&x| (x as i8) < -0x40) {
+            while b.get(i).is_some_and(|&x| x & 0xc0 == 0x80) {
                 i -= 1;
             }
             self.boundary = self.total + i;
