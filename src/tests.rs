@@ -710,7 +710,7 @@ fn text_written_a_character_at_a_time_measures_as_the_same_text_in_one_piece() {
     // measuring writers take one ASCII byte at a time, and the keeping writer counts a line that
     // fits its stack line once, at the end: the count, last byte, cut boundary and kept bytes of
     // a text written a character at a time, in two pieces and in one must be the same, at every
-    // cut, for short texts and texts around the stack line's end, for one-, two- and three-byte
+    // cut, for short texts and texts around the stack line's end, for one- to four-byte
     // characters, with and without a newline at the end.
     struct Chars<'a>(&'a str);
     impl core::fmt::Display for Chars<'_> {
@@ -720,7 +720,14 @@ fn text_written_a_character_at_a_time_measures_as_the_same_text_in_one_piece() {
     }
     use core::fmt::Write as _;
     let short = crate::fmt::SHORT_LINE;
-    let alphabets = ["abcdefghij", "a\u{e9}b\u{20ac}c", "\u{e9}\u{e9}x"];
+    // The last two put a three- and a four-byte character across the stack line's end.
+    let alphabets = [
+        "abcdefghij",
+        "a\u{e9}b\u{20ac}c",
+        "\u{e9}\u{e9}x",
+        "\u{20ac}\u{1f600}xy",
+        "a\u{1f600}",
+    ];
     // Under Miri (thousands of times slower; this is safe code without atomics, so it finds
     // nothing the native run does not) the short texts of the mixed alphabet only.
     let (alphabets, short_texts, long_texts) = if cfg!(miri) {
@@ -745,15 +752,19 @@ fn text_written_a_character_at_a_time_measures_as_the_same_text_in_one_piece() {
                     let one = crate::fmt::measure(format_args!("{}", text.as_str()), max);
                     let each = crate::fmt::measure(format_args!("{}", Chars(&text)), max);
                     assert_eq!(each, one, "{text:?} at most {max}");
-                    let mut lines = [[0u8; crate::fmt::SHORT_LINE]; 3];
-                    let [l1, l2, l3] = &mut lines;
+                    let mut lines = [[0u8; crate::fmt::SHORT_LINE]; 4];
+                    let [l1, l2, l3, l4] = &mut lines;
                     let (m1, k1) =
                         crate::fmt::measure_keeping(format_args!("{}", text.as_str()), max, l1);
                     let (m2, k2) =
                         crate::fmt::measure_keeping(format_args!("{}", Chars(&text)), max, l2);
                     let (m3, k3) = crate::fmt::measure_keeping(format_args!("{a}{b}"), max, l3);
                     assert_eq!((m2, k2), (m1, k1), "{text:?} kept, at most {max}");
+                    // A piece, then characters one at a time (the fast path after a piece).
+                    let (m4, k4) =
+                        crate::fmt::measure_keeping(format_args!("{a}{}", Chars(b)), max, l4);
                     assert_eq!((m3, k3), (m1, k1), "{a:?} {b:?} kept, at most {max}");
+                    assert_eq!((m4, k4), (m1, k1), "{a:?} then {b:?} kept, at most {max}");
                     assert_eq!(m1, one);
                     // And what the measure must be, from `str`'s own character boundaries.
                     let body = text.len() - end.len();
