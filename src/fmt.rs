@@ -164,9 +164,7 @@ impl Counter {
             boundary: 0,
         }
     }
-}
 
-impl Counter {
     /// Counts `b`, the next bytes of the text (valid UTF-8 that starts on a character boundary:
     /// one or more whole `&str` pieces).
     #[inline]
@@ -193,24 +191,6 @@ impl fmt::Write for Counter {
         self.count(s.as_bytes());
         Ok(())
     }
-
-    /// One ASCII byte counted as `write_str` counts it (a one-byte `s`: every offset is a char
-    /// boundary), without the UTF-8 encoding the default `write_char` does first (`core::fmt`
-    /// writes a number's sign and a `{:>8}`'s padding a character at a time).
-    #[inline]
-    fn write_char(&mut self, c: char) -> fmt::Result {
-        if !c.is_ascii() {
-            return self.write_str(c.encode_utf8(&mut [0; 4]));
-        }
-        // While the text is within the cut, `boundary == total` after every write (every offset
-        // of ASCII text is a character boundary), so one more byte within it moves it by one.
-        if self.total < self.cut {
-            self.boundary = self.total + 1;
-        }
-        self.last = c as u8;
-        self.total = self.total.saturating_add(1);
-        Ok(())
-    }
 }
 
 /// Measures the record `args` makes in a record of at most `max` bytes (the smaller of
@@ -234,14 +214,20 @@ pub(crate) const SHORT_LINE: usize = 128;
 /// `pr_info_deferred`).
 struct KeepingCounter<'a> {
     line: &'a mut [u8; SHORT_LINE],
-    /// Bytes of the text in `line` (all of it until `spilled`, then `SHORT_LINE`).
+    /// Bytes of the text in `line`, until a piece does not fit (the line is full from then on).
     used: usize,
-    /// A piece did not fit: `counter` has counted the text so far.
-    spilled: bool,
+    /// Untouched (`total == 0`) until a piece does not fit: see [`spilled`](Self::spilled).
     counter: Counter,
 }
 
 impl KeepingCounter<'_> {
+    /// Whether a piece did not fit, so that `counter` counts the text: the count starts with the
+    /// line and the piece that did not fit, more than the line's bytes (`total > 0`).
+    #[inline(always)]
+    fn spilled(&self) -> bool {
+        self.counter.total != 0
+    }
+
     /// `b` does not fit after the `used` bytes of the line: count the line, fill it with the
     /// start of `b`, count `b`.
     #[cold]
@@ -249,8 +235,6 @@ impl KeepingCounter<'_> {
         let (fits, _) = b.split_at(b.len().min(SHORT_LINE - self.used));
         self.counter.count(&self.line[..self.used]);
         self.line[self.used..].copy_from_slice(fits);
-        self.used = SHORT_LINE;
-        self.spilled = true;
         self.counter.count(b);
     }
 }
@@ -258,7 +242,7 @@ impl KeepingCounter<'_> {
 impl fmt::Write for KeepingCounter<'_> {
     #[inline]
     fn write_str(&mut self, s: &str) -> fmt::Result {
-        if self.spilled {
+        if self.spilled() {
             self.counter.count(s.as_bytes());
         } else if let Some(dst) = self.line.get_mut(self.used..self.used + s.len()) {
             dst.copy_from_slice(s.as_bytes());
@@ -273,10 +257,7 @@ impl fmt::Write for KeepingCounter<'_> {
     /// (`core::fmt` writes a number's sign and a width's padding a character at a time).
     #[inline]
     fn write_char(&mut self, c: char) -> fmt::Result {
-        if self.spilled {
-            return self.counter.write_char(c);
-        }
-        if c.is_ascii() {
+        if c.is_ascii() && !self.spilled() {
             if let Some(b) = self.line.get_mut(self.used) {
                 *b = c as u8;
                 self.used += 1;
@@ -298,14 +279,13 @@ pub(crate) fn measure_keeping<'l>(
     let mut k = KeepingCounter {
         line,
         used: 0,
-        spilled: false,
         counter: Counter::new(max),
     };
     let _ = fmt::Write::write_fmt(&mut k, args);
+    let spilled = k.spilled();
     let KeepingCounter {
         line,
         used,
-        spilled,
         mut counter,
     } = k;
     if !spilled {

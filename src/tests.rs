@@ -707,8 +707,8 @@ fn formatted_text_of_every_length_reads_back_exactly() {
 #[test]
 fn text_written_a_character_at_a_time_measures_as_the_same_text_in_one_piece() {
     // `core::fmt` writes a sign, padding and a `char` argument through `write_char`, which the
-    // measuring writers take one ASCII byte at a time, and the keeping writer counts a line that
-    // fits its stack line once, at the end: the count, last byte, cut boundary and kept bytes of
+    // keeping writer takes as one byte when it is ASCII, and it counts a line that fits its stack
+    // line once, at the end: the count, last byte, cut boundary and kept bytes of
     // a text written a character at a time, in two pieces and in one must be the same, at every
     // cut, for short texts and texts around the stack line's end, for one- to four-byte
     // characters, with and without a newline at the end.
