@@ -2,7 +2,7 @@
 
 use crate::record::flags;
 use crate::ring::{Cursor, NoHook, Read, RecordRing, WriteError, WriteStep};
-use crate::sync::{AtomicUsize, Ordering};
+use crate::sync::{AtomicU64, AtomicUsize, Ordering};
 use crate::{
     ContextKind, DrainReport, FlushStep, Header, Level, Log, MainReader, Origin, Platform,
     RecordBuf,
@@ -12,14 +12,15 @@ use crate::{
 /// one on every read.
 struct Manual {
     cpu: AtomicUsize,
-    clock: AtomicUsize,
+    /// 64 bits on every target: timestamps past 2^32 on 32-bit ones too.
+    clock: AtomicU64,
     cpus: usize,
 }
 impl Manual {
     const fn new(cpus: usize) -> Self {
         Manual {
             cpu: AtomicUsize::new(0),
-            clock: AtomicUsize::new(1),
+            clock: AtomicU64::new(1),
             cpus,
         }
     }
@@ -28,6 +29,10 @@ impl Manual {
     }
     /// The next clock read returns `t`.
     fn set_clock(&self, t: usize) {
+        self.set_clock_ns(t as u64);
+    }
+    /// The next clock read returns `t`.
+    fn set_clock_ns(&self, t: u64) {
         self.clock.store(t, Ordering::Relaxed);
     }
 }
@@ -38,7 +43,7 @@ impl Platform for Manual {
     fn now_ns(&self) -> u64 {
         let v = self.clock.load(Ordering::Relaxed);
         self.clock.store(v + 1, Ordering::Relaxed);
-        v as u64
+        v
     }
     fn cpu_count(&self) -> usize {
         self.cpus
@@ -213,7 +218,8 @@ fn recursion_is_counted_as_dropped() {
 
 #[test]
 fn truncation_and_continuation_flags() {
-    let log: Log<Manual, 1, 512, 1024> = Log::new(Manual::new(1));
+    // A ring that takes a whole `LINE_MAX` line (a 512-word one takes 984 bytes with 4-byte words).
+    let log: Log<Manual, 1, 1024, 1024> = Log::new(Manual::new(1));
     let long = "x".repeat(1200);
     log.log_fmt(Level::Info, 0, format_args!("{long}")).unwrap();
     log.log_fmt(Level::Info, flags::CONT, format_args!(" more"))
@@ -427,6 +433,47 @@ fn deferred_policy_leaves_records_in_the_rings_until_a_flush() {
     log.set_flush_policy(crate::FlushPolicy::Eager);
     log.log_fmt(Level::Info, 0, format_args!("eager")).unwrap();
     assert_eq!(log.main().next_seq(), 6);
+}
+
+#[test]
+fn timestamps_past_32_bits_keep_their_order_in_the_flush_and_the_drain() {
+    // Timestamps on both sides of 2^32 ns (4.3 s after boot), from two CPUs: the flush's and the
+    // drain's merge heaps keep a timestamp in two words on 32-bit targets (`TsCell`), and a record
+    // header in eight; a lost high word would put 2^32 + 5 before 2^32 - 5.
+    const G: u64 = 1 << 32;
+    let log: Log<Manual, 2, 256, 2048> = Log::new(Manual::new(2));
+    log.set_flush_policy(crate::FlushPolicy::Deferred);
+    let p = log.platform();
+    let write = |cpu: usize, ts: u64, text: &str| {
+        p.set_cpu(cpu);
+        p.set_clock_ns(ts);
+        log.append_raw(Level::Info, 0, 0, text.as_bytes()).unwrap();
+    };
+    write(0, G + 5, "c0 first");
+    write(1, G - 5, "c1 first");
+    write(1, G + 7, "c1 second");
+    write(0, 3 * G + 1, "c0 second");
+    p.set_cpu(0);
+    p.set_clock_ns(5 * G);
+    assert_eq!(log.flush().map(|r| r.moved), Some(4));
+    write(1, 4 * G, "c1 third");
+    write(0, 2 * G, "c0 third"); // older than the main log's newest: the drain puts it before
+    p.set_cpu(0);
+    log.crash_enter().unwrap();
+    let (rep, out) = drain_texts(&log, &|_| true);
+    assert_eq!((rep.records, rep.from_main), (6, 4), "{rep:?}");
+    let got: std::vec::Vec<(u64, &str)> = out.iter().map(|e| (e.1, e.2.as_str())).collect();
+    assert_eq!(
+        got,
+        [
+            (G - 5, "c1 first"),
+            (G + 5, "c0 first"),
+            (G + 7, "c1 second"),
+            (2 * G, "c0 third"),
+            (3 * G + 1, "c0 second"),
+            (4 * G, "c1 third"),
+        ]
+    );
 }
 
 #[test]
@@ -654,9 +701,8 @@ fn formatted_text_of_every_length_reads_back_exactly() {
     let mut rd = MainReader::new();
     let mut buf = RecordBuf::new();
     let short = crate::fmt::SHORT_LINE;
-    for n in (0..=40usize)
-        .chain(short - 9..=short + 9)
-        .chain([300, 1000])
+    for n in (0..=40usize).chain(short - 9..=short + 9).chain([300, 900])
+    // under the 512-word ring's limit (984 bytes with 4-byte words)
     {
         for nl in ["", "\n"] {
             log_and_read(
@@ -805,11 +851,19 @@ fn text_written_a_character_at_a_time_measures_as_the_same_text_in_one_piece() {
 
 #[test]
 fn a_line_cut_at_a_small_ring_s_limit_carries_the_marker_either_way() {
-    // A 32-word ring takes 80 bytes of payload: a longer line is cut there and marked, whether it
-    // is a plain string or formatted (a cut line of either kind is formatted into the ring).
+    // A 32-word ring takes 80 bytes of payload (24 with 4-byte words): a longer line is cut there
+    // and marked, whether it is a plain string or formatted (a cut line of either kind is formatted
+    // into the ring).
     let log: Log<Manual, 1, 32, 1024> = Log::new(Manual::new(1));
     let max = crate::ring::max_payload_for(32);
-    assert_eq!(max, 80);
+    assert_eq!(
+        max,
+        if cfg!(target_pointer_width = "64") {
+            80
+        } else {
+            24
+        }
+    );
     let mut rd = MainReader::new();
     let mut buf = RecordBuf::new();
     let long = "y".repeat(100);
@@ -1078,15 +1132,22 @@ fn the_batched_policy_flushes_exactly_when_due() {
     p.set_clock(last + 1_000_000);
     assert_eq!(log.flush_if_due().map(|r| r.moved), Some(1));
     // Large records: due once the pending ones fill a quarter of the ring (256 of 1024 words),
-    // before 16 are pending. 200-byte records take 30 words: the 9th reaches 270. (A record moved
-    // just before, so that age does not make them due.)
+    // before 16 are pending. 200-byte records take 30 words: the 9th reaches 270 (59 words with
+    // 4-byte words: the 5th reaches 295). (A record moved just before, so that age does not make
+    // them due.)
+    let large = if cfg!(target_pointer_width = "64") {
+        9
+    } else {
+        5
+    };
+    assert_eq!(large, 256usize.div_ceil(crate::ring::span_words(200)));
     log.append_raw(Level::Info, 0, 0, b"now").unwrap();
     assert_eq!(log.flush().map(|r| r.moved), Some(1));
-    for i in 0..8 {
+    for i in 0..large - 1 {
         log.append_raw(Level::Info, 0, 0, &[b'w'; 200]).unwrap();
         assert_eq!(log.flush_if_due(), None, "large record {i}");
     }
     log.append_raw(Level::Info, 0, 0, &[b'w'; 200]).unwrap();
-    assert_eq!(log.flush_if_due().map(|r| r.moved), Some(9));
-    assert_eq!(log.main().next_seq(), 1 + 16 + 1 + 1 + 9);
+    assert_eq!(log.flush_if_due().map(|r| r.moved), Some(large as u64));
+    assert_eq!(log.main().next_seq(), 1 + 16 + 1 + 1 + large as u64);
 }

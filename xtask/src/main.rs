@@ -2,8 +2,9 @@
 //!
 //! * `cargo xtask test` — the whole test suite, as CI runs it: installs what it needs (rustup targets
 //!   and components, QEMU, cargo-fuzz), then formatting, clippy, unit/integration/doc tests (including
-//!   the crash demo matrix), no_std builds for every supported target, rustdoc, loom, Miri,
-//!   ThreadSanitizer, fuzz smoke runs, and the bare-metal pseries scenarios under QEMU.
+//!   the crash demo matrix), no_std builds for every supported target, rustdoc, loom, Miri (on the
+//!   host, then on a 32-bit and a big-endian target), ThreadSanitizer, fuzz smoke runs, and the
+//!   bare-metal pseries scenarios under QEMU.
 //!   `--quick` skips the slow verifiers (loom, Miri, TSan, fuzz); `--only NAME[,NAME]` runs some steps.
 //! * `cargo xtask soak` — the stress tests for minutes instead of seconds (`NMILOG_STRESS_SECS`, default
 //!   300) and longer fuzz runs.
@@ -479,12 +480,34 @@ fn no_std_targets() -> Vec<&'static str> {
 /// Name filters that pick the first half of the unit tests Miri runs (the second half is the rest),
 /// balanced by wall time on a 2-core machine, one Miri process each (Miri's own clock,
 /// `--report-time`, does not track wall time across tests): 404 s and 431 s in a clean-clone CI
-/// run, 847 s in one process before; formatting every length is the slowest test by far.
+/// run (447 s and 473 s, and 474 s and 507 s, in later ones: the machine's variance), 847 s in one
+/// process before; formatting every length is the slowest test by far.
 const MIRI_FIRST_HALF: &[&str] = &[
     "tests::formatted_text_of_every_length",
     "escape::",
     "log::merge::",
     "ring::",
+];
+
+/// The targets the `miri-cross` step interprets the unit tests for: 4-byte words (where a timestamp
+/// takes two words and a record header eight), and big-endian bytes (the ring and the handover
+/// image store little-endian words whatever the CPU).
+const MIRI_CROSS_TARGETS: &[&str] = &["i686-unknown-linux-gnu", "s390x-unknown-linux-gnu"];
+
+/// Name filters of the unit tests the `miri-cross` step leaves out (`--skip`): the whole set takes
+/// about 14 minutes a target, these about 9 of them, and none depends on the word size or byte
+/// order beyond what the rest covers: text escaping, the merge heap's order (small timestamps),
+/// and the long sweeps over every line length, many sources, full-ring wraps, nested drains and
+/// a reader racing a writer thread, each of which the host run keeps.
+const MIRI_CROSS_SKIP: &[&str] = &[
+    "escape::",
+    "log::merge::",
+    "tests::formatted_text_of_every_length",
+    "tests::text_written_a_character_at_a_time",
+    "tests::drain_merges_many_sources",
+    "tests::ring_wrap_counts_overwrites_exactly",
+    "tests::nested_crash_drain_at_every_record",
+    "tests::reader_racing_a_writer",
 ];
 
 /// What clippy checks, each as `cargo clippy SCOPE --all-targets -- -D warnings`: the workspace
@@ -620,6 +643,31 @@ fn steps() -> Vec<Step> {
                     format!("{test} -- {}", skip.join(" ")),
                 ];
                 cargo_apart_at_once(c, "miri", &env, &halves)
+            },
+        },
+        Step {
+            name: "miri-cross",
+            slow: true,
+            run: |c| {
+                // The unit tests again (but the slow ones the word size cannot change), on a 32-bit
+                // little-endian and a 64-bit big-endian target, one Miri process each: the ring's
+                // word layout and the 32-bit code paths run nowhere else (the `no_std` step only
+                // builds `thumbv6m` and the others).
+                let env = [("MIRIFLAGS", "-Zmiri-strict-provenance")];
+                let skip: Vec<String> = MIRI_CROSS_SKIP
+                    .iter()
+                    .map(|f| format!("--skip {f}"))
+                    .collect();
+                let lines: Vec<String> = MIRI_CROSS_TARGETS
+                    .iter()
+                    .map(|t| {
+                        format!(
+                            "cargo +nightly miri test -p nmilog --lib --target {t} -- {}",
+                            skip.join(" ")
+                        )
+                    })
+                    .collect();
+                cargo_apart_at_once(c, "miri-cross", &env, &lines)
             },
         },
         Step {
