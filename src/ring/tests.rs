@@ -410,3 +410,42 @@ fn may_continue_is_false_only_where_a_validated_look_would_not_join() {
     assert!(!ring.may_continue(&lap));
     assert_eq!(ring.read(&mut cur, &mut buf), Read::Record);
 }
+
+#[test]
+fn packed_pieces_are_their_bytes_in_order_whatever_their_alignment() {
+    // Three pieces (the first two every length up to two words and a byte, one word and a byte
+    // under Miri, so the second and third start at every offset in a word): the words hold the
+    // bytes in order, little-endian as the ring stores payloads, the last one zero-padded, and
+    // nothing is stored past them (with a word to spare); with too few words, the words there are
+    // filled the same and the bytes past them dropped.
+    const SENTINEL: usize = 0x5a5a_5a5a;
+    let text: [u8; 64] = core::array::from_fn(|i| i as u8 + 1);
+    let top = if cfg!(miri) { WORD + 1 } else { 2 * WORD + 1 };
+    for a in 0..=top {
+        for b in 0..=top {
+            for c in [0, 1, WORD - 1, WORD + 3] {
+                let len = a + b + c;
+                let need = len.div_ceil(WORD);
+                for room in [need + 1, need, need.saturating_sub(1)] {
+                    let words: [AtomicUsize; 8] =
+                        core::array::from_fn(|_| AtomicUsize::new(SENTINEL));
+                    let mut p = WordPacker::new(&words[..room]);
+                    p.push(&text[..a]);
+                    p.push(&text[a..a + b]);
+                    p.push(&text[a + b..len]);
+                    p.finish();
+                    for (i, w) in words.iter().enumerate() {
+                        let want = match text[..len].chunks(WORD).nth(i) {
+                            Some(ch) if i < room => {
+                                ch.iter().rev().fold(0, |w, &x| (w << 8) | x as usize)
+                            }
+                            _ => SENTINEL,
+                        };
+                        let got = w.load(Ordering::Relaxed);
+                        assert_eq!(got, want, "pieces {a}+{b}+{c}, {room} words: word {i}");
+                    }
+                }
+            }
+        }
+    }
+}
