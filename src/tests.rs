@@ -477,6 +477,42 @@ fn timestamps_past_32_bits_keep_their_order_in_the_flush_and_the_drain() {
 }
 
 #[test]
+fn a_flush_falls_due_by_age_only_a_millisecond_after_a_move_past_32_bits_too() {
+    // The last move's timestamp is kept in two words on 32-bit targets (`TsCell`): with its high
+    // word lost, a record 100 us after a move at 2^32 + 1 ns would look a second old, and due.
+    const G: u64 = 1 << 32;
+    let log: Log<Manual, 1, 1024, 8192> = Log::new(Manual::new(1));
+    log.set_flush_policy(crate::FlushPolicy::Deferred);
+    let p = log.platform();
+    p.set_clock_ns(G + 1);
+    log.append_raw(Level::Info, 0, 0, b"moved").unwrap();
+    p.set_clock_ns(G + 10);
+    assert_eq!(log.flush().map(|r| r.moved), Some(1));
+    p.set_clock_ns(G + 20);
+    log.append_raw(Level::Info, 0, 0, b"pending").unwrap();
+    p.set_clock_ns(G + 100_000);
+    assert_eq!(log.flush_if_due(), None);
+    p.set_clock_ns(G + 2_000_000);
+    assert_eq!(log.flush_if_due().map(|r| r.moved), Some(1));
+}
+
+#[test]
+fn a_settle_window_of_2_to_the_32_ns_is_not_cut_short() {
+    // 2^32 ns is kept whole with 8-byte words and as 2^32 - 1 ns with 4-byte ones (never cut to
+    // its low word, 0: no settle at all).
+    let log: Log<Manual, 1, 256, 1024> = Log::new(Manual::new(1));
+    log.set_flush_policy(crate::FlushPolicy::Deferred);
+    log.set_flush_settle_ns(1 << 32);
+    let p = log.platform();
+    p.set_clock_ns(10);
+    log.append_raw(Level::Info, 0, 0, b"young").unwrap();
+    p.set_clock_ns(1 << 31);
+    assert_eq!(log.flush().map(|r| r.moved), Some(0));
+    p.set_clock_ns((1 << 32) + 100);
+    assert_eq!(log.flush().map(|r| r.moved), Some(1));
+}
+
+#[test]
 fn drain_merges_many_sources_in_timestamp_cpu_depth_order() {
     // Four CPUs, task and irq rings each, timestamps with many ties across sources (each source's
     // own timestamps never go backwards, as with a real clock); some records flushed into the main
@@ -701,8 +737,15 @@ fn formatted_text_of_every_length_reads_back_exactly() {
     let mut rd = MainReader::new();
     let mut buf = RecordBuf::new();
     let short = crate::fmt::SHORT_LINE;
-    for n in (0..=40usize).chain(short - 9..=short + 9).chain([300, 900])
-    // under the 512-word ring's limit (984 bytes with 4-byte words)
+    // A long line under the 512-word ring's limit (2000 bytes; 984 with 4-byte words).
+    let longest = if cfg!(target_pointer_width = "64") {
+        1000
+    } else {
+        900
+    };
+    for n in (0..=40usize)
+        .chain(short - 9..=short + 9)
+        .chain([300, longest])
     {
         for nl in ["", "\n"] {
             log_and_read(
@@ -944,11 +987,15 @@ fn the_crash_drain_s_bound_and_steps_are_exact() {
     // takes at least `span_words(0)` = 1 + HEADER_BYTES / 8 = 5 words, so a ring holds at most
     // 128 / 5 + 1 = 26 records and the main log 1024 / 5 + 1 = 205. The snapshot: the main log
     // (205 + 3 looks) and per ring its records plus 6 (260 + 60); the merge: 3 looks per source
-    // for the first heads (11 × 3) and 4 per record (4 × (260 + 205)).
+    // for the first heads (11 × 3) and 4 per record (4 × (260 + 205)). With 4-byte words a record
+    // takes at least 9 words: 15 records a ring, 114 in the main log.
     let log: Log<Manual, 2, 128, 1024> = Log::new(Manual::new(2));
-    if crate::HEADER_BYTES / core::mem::size_of::<usize>() == 4 {
-        assert_eq!(log.drain_step_bound(), 208 + 320 + 33 + 1860);
-    }
+    let bound = if cfg!(target_pointer_width = "64") {
+        208 + 320 + 33 + 1860
+    } else {
+        117 + 210 + 33 + 1056
+    };
+    assert_eq!(log.drain_step_bound(), bound);
     // A drain of three records the flush moved to the main log and two still in a ring takes a
     // fixed number of steps (the snapshot's looks at the main log and at each of the 10 rings,
     // the walk past the moved records, the merge's heads and looks): pinned below.

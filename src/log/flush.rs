@@ -736,9 +736,9 @@ mod tests {
 
     #[test]
     fn the_flush_round_s_bound_is_exact() {
-        // One CPU, five depths of 256-word rings: a ring holds at most 256 / 5 + 1 = 52 records
-        // (a record takes at least 5 words: 256 / 9 + 1 = 29 with 4-byte words, at least 9); per
-        // source 3 looks for the first head and 4 per record.
+        // One CPU, five depths of 256-word rings. A record takes at least `span_words(0)` words:
+        // 5, so a ring holds at most 256 / 5 + 1 = 52 records (9 with 4-byte words: 256 / 9 + 1 =
+        // 29); per source 3 looks for the first head and 4 per record.
         let log: Log<OneCpu, 1, 256, 1024> = Log::new(OneCpu);
         let records = if cfg!(target_pointer_width = "64") {
             52

@@ -369,7 +369,8 @@ impl<
             .store(level as usize ^ CONSOLE_LOGLEVEL_DEFAULT, Ordering::Relaxed);
     }
 
-    /// Sets the flush settle window (nanoseconds; see the module docs). Default 0.
+    /// Sets the flush settle window (nanoseconds; see the module docs). Default 0. A target with
+    /// 32-bit words keeps at most `u32::MAX` ns (4.29 s): a longer window is that one.
     ///
     /// ```
     /// # use nmilog::doc_support::OneCpu;
@@ -383,7 +384,8 @@ impl<
     /// assert_eq!(LOG.flush().unwrap().moved, 1);
     /// ```
     pub fn set_flush_settle_ns(&self, ns: u64) {
-        self.settle_ns.store(ns as usize, Ordering::Relaxed);
+        let ns = usize::try_from(ns).unwrap_or(usize::MAX);
+        self.settle_ns.store(ns, Ordering::Relaxed);
     }
 
     /// Sets when normal-context log calls flush (default [`FlushPolicy::Eager`]).

@@ -323,6 +323,7 @@ fn a_writer_with_a_damaged_tail_still_writes_in_bounded_steps() {
         ring.write(hdr(i), b"0123456789", &mut NoHook).unwrap();
     }
     let head = ring.head.load(Ordering::Relaxed);
+    // 2^56 words behind (2^24 with 4-byte words): far more than a ring, less than half the range.
     ring.tail
         .store(head.wrapping_sub(1 << (usize::BITS - 8)), Ordering::Relaxed);
     assert_eq!(ring.write(hdr(9), b"after", &mut NoHook), Ok(5));
