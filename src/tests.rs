@@ -28,11 +28,7 @@ impl Manual {
         self.cpu.store(c, Ordering::Relaxed);
     }
     /// The next clock read returns `t`.
-    fn set_clock(&self, t: usize) {
-        self.set_clock_ns(t as u64);
-    }
-    /// The next clock read returns `t`.
-    fn set_clock_ns(&self, t: u64) {
+    fn set_clock(&self, t: u64) {
         self.clock.store(t, Ordering::Relaxed);
     }
 }
@@ -435,30 +431,44 @@ fn deferred_policy_leaves_records_in_the_rings_until_a_flush() {
     assert_eq!(log.main().next_seq(), 6);
 }
 
+/// 2^32 ns (4.3 s after boot): a timestamp past it needs two words on a 32-bit target.
+const G: u64 = 1 << 32;
+
+/// A deferred-policy log (records stay in their rings until a flush) with `C` CPUs.
+fn deferred_log<const C: usize, const R: usize, const M: usize>() -> Log<Manual, C, R, M> {
+    let log = Log::new(Manual::new(C));
+    log.set_flush_policy(crate::FlushPolicy::Deferred);
+    log
+}
+
+/// Appends `text` on `cpu` (the calling CPU from then on), stamped `ts`.
+fn append_at<const C: usize, const R: usize, const M: usize, const D: usize>(
+    log: &Log<Manual, C, R, M, D>,
+    cpu: usize,
+    ts: u64,
+    text: &str,
+) {
+    log.platform().set_cpu(cpu);
+    log.platform().set_clock(ts);
+    log.append_raw(Level::Info, 0, 0, text.as_bytes()).unwrap();
+}
+
 #[test]
 fn timestamps_past_32_bits_keep_their_order_in_the_flush_and_the_drain() {
-    // Timestamps on both sides of 2^32 ns (4.3 s after boot), from two CPUs: the flush's and the
-    // drain's merge heaps keep a timestamp in two words on 32-bit targets (`TsCell`), and a record
-    // header in eight; a lost high word would put 2^32 + 5 before 2^32 - 5.
-    const G: u64 = 1 << 32;
-    let log: Log<Manual, 2, 256, 2048> = Log::new(Manual::new(2));
-    log.set_flush_policy(crate::FlushPolicy::Deferred);
-    let p = log.platform();
-    let write = |cpu: usize, ts: u64, text: &str| {
-        p.set_cpu(cpu);
-        p.set_clock_ns(ts);
-        log.append_raw(Level::Info, 0, 0, text.as_bytes()).unwrap();
-    };
-    write(0, G + 5, "c0 first");
-    write(1, G - 5, "c1 first");
-    write(1, G + 7, "c1 second");
-    write(0, 3 * G + 1, "c0 second");
-    p.set_cpu(0);
-    p.set_clock_ns(5 * G);
+    // Timestamps on both sides of 2^32 ns, from two CPUs: the flush's and the drain's merge heaps
+    // keep a timestamp in two words on 32-bit targets (`TsCell`), and a record header in eight; a
+    // lost high word would put 2^32 + 5 before 2^32 - 5.
+    let log = deferred_log::<2, 256, 2048>();
+    append_at(&log, 0, G + 5, "c0 first");
+    append_at(&log, 1, G - 5, "c1 first");
+    append_at(&log, 1, G + 7, "c1 second");
+    append_at(&log, 0, 3 * G + 1, "c0 second");
+    log.platform().set_clock(5 * G);
     assert_eq!(log.flush().map(|r| r.moved), Some(4));
-    write(1, 4 * G, "c1 third");
-    write(0, 2 * G, "c0 third"); // older than the main log's newest: the drain puts it before
-    p.set_cpu(0);
+    append_at(&log, 1, 4 * G, "c1 third");
+    // Older than the main log's newest: the drain puts it before.
+    append_at(&log, 0, 2 * G, "c0 third");
+    log.platform().set_cpu(0);
     log.crash_enter().unwrap();
     let (rep, out) = drain_texts(&log, &|_| true);
     assert_eq!((rep.records, rep.from_main), (6, 4), "{rep:?}");
@@ -480,19 +490,15 @@ fn timestamps_past_32_bits_keep_their_order_in_the_flush_and_the_drain() {
 fn a_flush_falls_due_by_age_only_a_millisecond_after_a_move_past_32_bits_too() {
     // The last move's timestamp is kept in two words on 32-bit targets (`TsCell`): with its high
     // word lost, a record 100 us after a move at 2^32 + 1 ns would look a second old, and due.
-    const G: u64 = 1 << 32;
-    let log: Log<Manual, 1, 1024, 8192> = Log::new(Manual::new(1));
-    log.set_flush_policy(crate::FlushPolicy::Deferred);
+    let log = deferred_log::<1, 1024, 8192>();
     let p = log.platform();
-    p.set_clock_ns(G + 1);
-    log.append_raw(Level::Info, 0, 0, b"moved").unwrap();
-    p.set_clock_ns(G + 10);
+    append_at(&log, 0, G + 1, "moved");
+    p.set_clock(G + 10);
     assert_eq!(log.flush().map(|r| r.moved), Some(1));
-    p.set_clock_ns(G + 20);
-    log.append_raw(Level::Info, 0, 0, b"pending").unwrap();
-    p.set_clock_ns(G + 100_000);
+    append_at(&log, 0, G + 20, "pending");
+    p.set_clock(G + 100_000);
     assert_eq!(log.flush_if_due(), None);
-    p.set_clock_ns(G + 2_000_000);
+    p.set_clock(G + 2_000_000);
     assert_eq!(log.flush_if_due().map(|r| r.moved), Some(1));
 }
 
@@ -500,15 +506,13 @@ fn a_flush_falls_due_by_age_only_a_millisecond_after_a_move_past_32_bits_too() {
 fn a_settle_window_of_2_to_the_32_ns_is_not_cut_short() {
     // 2^32 ns is kept whole with 8-byte words and as 2^32 - 1 ns with 4-byte ones (never cut to
     // its low word, 0: no settle at all).
-    let log: Log<Manual, 1, 256, 1024> = Log::new(Manual::new(1));
-    log.set_flush_policy(crate::FlushPolicy::Deferred);
-    log.set_flush_settle_ns(1 << 32);
+    let log = deferred_log::<1, 256, 1024>();
+    log.set_flush_settle_ns(G);
+    append_at(&log, 0, 10, "young");
     let p = log.platform();
-    p.set_clock_ns(10);
-    log.append_raw(Level::Info, 0, 0, b"young").unwrap();
-    p.set_clock_ns(1 << 31);
+    p.set_clock(G / 2);
     assert_eq!(log.flush().map(|r| r.moved), Some(0));
-    p.set_clock_ns((1 << 32) + 100);
+    p.set_clock(G + 100);
     assert_eq!(log.flush().map(|r| r.moved), Some(1));
 }
 
@@ -534,7 +538,7 @@ fn drain_merges_many_sources_in_timestamp_cpu_depth_order() {
             last[cpu][depth] = ts;
             log.platform().set_cpu(cpu);
             let _irq = (depth == 1).then(|| log.enter(ContextKind::Irq));
-            log.platform().set_clock(ts);
+            log.platform().set_clock(ts as u64);
             let text = std::format!("c{cpu} d{depth} n{n}");
             log.append_raw(Level::Info, 0, 0, text.as_bytes()).unwrap();
             expect.push((ts as u64, cpu, depth, n, text));

@@ -477,6 +477,16 @@ fn no_std_targets() -> Vec<&'static str> {
     v
 }
 
+/// The core's unit tests under Miri (the `miri` and `miri-cross` steps), and Miri's flags.
+const MIRI_TEST: &str = "cargo +nightly miri test -p nmilog --lib";
+const MIRI_ENV: [(&str, &str); 1] = [("MIRIFLAGS", "-Zmiri-strict-provenance")];
+
+/// Test-harness arguments that leave out the tests `filters` name: `--skip F` each.
+fn skipping(filters: &[&str]) -> String {
+    let skip: Vec<String> = filters.iter().map(|f| format!("--skip {f}")).collect();
+    skip.join(" ")
+}
+
 /// Name filters that pick the first half of the unit tests Miri runs (the second half is the rest),
 /// balanced by wall time on a 2-core machine, one Miri process each (Miri's own clock,
 /// `--report-time`, does not track wall time across tests): 404 s and 431 s in a clean-clone CI
@@ -630,19 +640,13 @@ fn steps() -> Vec<Step> {
                 // Miri runs one test at a time: the unit tests in two halves, one per core, after
                 // one build. The second half is the first's complement (`--skip` of the same
                 // name filters), so every test runs exactly once.
-                let env = [("MIRIFLAGS", "-Zmiri-strict-provenance")];
-                let test = "cargo +nightly miri test -p nmilog --lib";
-                cargo_apart(c, "miri", &env, &format!("{test} --no-run"))?;
-                let first: Vec<String> = MIRI_FIRST_HALF.iter().map(|f| f.to_string()).collect();
-                let skip: Vec<String> = MIRI_FIRST_HALF
-                    .iter()
-                    .map(|f| format!("--skip {f}"))
-                    .collect();
+                let test = MIRI_TEST;
+                cargo_apart(c, "miri", &MIRI_ENV, &format!("{test} --no-run"))?;
                 let halves = [
-                    format!("{test} -- {}", first.join(" ")),
-                    format!("{test} -- {}", skip.join(" ")),
+                    format!("{test} -- {}", MIRI_FIRST_HALF.join(" ")),
+                    format!("{test} -- {}", skipping(MIRI_FIRST_HALF)),
                 ];
-                cargo_apart_at_once(c, "miri", &env, &halves)
+                cargo_apart_at_once(c, "miri", &MIRI_ENV, &halves)
             },
         },
         Step {
@@ -653,21 +657,12 @@ fn steps() -> Vec<Step> {
                 // little-endian and a 64-bit big-endian target, one Miri process each: the ring's
                 // word layout and the 32-bit code paths run nowhere else (the `no_std` step only
                 // builds `thumbv6m` and the others).
-                let env = [("MIRIFLAGS", "-Zmiri-strict-provenance")];
-                let skip: Vec<String> = MIRI_CROSS_SKIP
-                    .iter()
-                    .map(|f| format!("--skip {f}"))
-                    .collect();
+                let skip = skipping(MIRI_CROSS_SKIP);
                 let lines: Vec<String> = MIRI_CROSS_TARGETS
                     .iter()
-                    .map(|t| {
-                        format!(
-                            "cargo +nightly miri test -p nmilog --lib --target {t} -- {}",
-                            skip.join(" ")
-                        )
-                    })
+                    .map(|t| format!("{MIRI_TEST} --target {t} -- {skip}"))
                     .collect();
-                cargo_apart_at_once(c, "miri-cross", &env, &lines)
+                cargo_apart_at_once(c, "miri-cross", &MIRI_ENV, &lines)
             },
         },
         Step {
