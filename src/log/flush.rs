@@ -354,6 +354,19 @@ impl<
         true
     }
 
+    /// [`Merge::head`] of source `(c, d)`.
+    #[inline(always)]
+    fn head_at(&mut self, c: usize, d: usize, steps: &mut u64) -> Option<Key> {
+        if self.frozen {
+            return None;
+        }
+        if self.idle(c, d) {
+            *steps += 1;
+            return None;
+        }
+        self.head_busy(c, d, steps)
+    }
+
     /// [`Merge::head`] past the idle check.
     fn head_busy(&mut self, c: usize, d: usize, steps: &mut u64) -> Option<Key> {
         let ring = self.log.ring_or_empty(c, d);
@@ -417,16 +430,21 @@ impl<
     #[inline(always)]
     fn head(&mut self, src: usize, steps: &mut u64) -> Option<Key> {
         let (c, d) = Self::split(src);
-        if self.frozen {
-            return None;
-        }
-        if self.idle(c, d) {
-            *steps += 1;
-            return None;
-        }
-        self.head_busy(c, d, steps)
+        self.head_at(c, d, steps)
     }
 
+    #[inline(always)]
+    fn heads(&mut self, steps: &mut u64, mut push: impl FnMut(Key)) {
+        for c in 0..self.ncpu {
+            for d in 0..DEPTH {
+                if let Some(k) = self.head_at(c, d, steps) {
+                    push(k);
+                }
+            }
+        }
+    }
+
+    #[inline(always)]
     fn look(
         &mut self,
         src: usize,
@@ -456,6 +474,7 @@ impl<
         }
     }
 
+    #[inline(always)]
     fn deliver(&mut self, src: usize, buf: &RecordBuf, next: Cursor) -> bool {
         let (c, d) = Self::split(src);
         let m = &*self.log.main;

@@ -136,6 +136,7 @@ impl<I: DrainInput + ?Sized, S: CrashSink + ?Sized> Merge for DrainMerge<'_, I, 
         self.mem.fixed.gen.load(Ordering::Relaxed) != self.gen
     }
 
+    #[inline(always)]
     fn head(&mut self, src: usize, steps: &mut u64) -> Option<Key> {
         let st = self.mem.fixed;
         if src == self.main_src() {
@@ -186,6 +187,7 @@ impl<I: DrainInput + ?Sized, S: CrashSink + ?Sized> Merge for DrainMerge<'_, I, 
         None
     }
 
+    #[inline(always)]
     fn look(
         &mut self,
         src: usize,
@@ -206,6 +208,7 @@ impl<I: DrainInput + ?Sized, S: CrashSink + ?Sized> Merge for DrainMerge<'_, I, 
         look_at(self.ring_of(src), s.cursor(), s.end(), buf, key, take)
     }
 
+    #[inline(always)]
     fn deliver(&mut self, src: usize, buf: &RecordBuf, next: Cursor) -> bool {
         let origin = if src == self.main_src() {
             self.mem.fixed.set_main_cursor(next);
