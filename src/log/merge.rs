@@ -4,8 +4,8 @@
 //!
 //! What differs between the two is behind the [`Merge`] trait: where each source's cursor lives, when
 //! a source ends, the timestamp bound, and where a taken record goes. The engine itself only ever
-//! *reads* sources through [`Merge::head`] / [`Merge::look`] and hands records to
-//! [`Merge::deliver`].
+//! *reads* sources through [`Merge::heads`] / [`Merge::head`] / [`Merge::look`] and hands records
+//! to [`Merge::deliver`].
 //!
 //! **Complexity.** The ready sources sit in a binary min-heap ([`MergeHeap`]) keyed by
 //! ([`Key`]) timestamp, tie, source: popping the oldest head and pushing a source back after its run
@@ -238,10 +238,10 @@ pub(super) enum Outcome {
 
 /// The sources and the destination of one merge.
 ///
-/// Implementations mark [`head`](Merge::head), [`look`](Merge::look) and
-/// [`deliver`](Merge::deliver) `#[inline(always)]`: [`run`] calls them once or twice a record with
-/// one source for a whole run; inlined, they build no call frames and the compiler shares the
-/// source's index arithmetic and lookups between them (the crash drain's instructions a record
+/// The flush's and the crash drain's implementations mark [`head`](Merge::head),
+/// [`look`](Merge::look) and [`deliver`](Merge::deliver) `#[inline(always)]`: [`run`] calls them
+/// once or twice per record, for the same source throughout a run; inlined, they build no call
+/// frames and the compiler shares the source's index arithmetic and lookups between them (the crash drain's instructions a record
 /// 382 → 323 on `drain/nmilog_8cpus`, the default policy's `pr_info!` 2287 → 2169).
 pub(super) trait Merge {
     /// Source indices are `0..sources()`.
