@@ -418,8 +418,7 @@ fn reader_racing_a_writer_never_sees_a_torn_record() {
 
 #[test]
 fn deferred_policy_leaves_records_in_the_rings_until_a_flush() {
-    let log: Log<Manual, 1, 256, 1024> = Log::new(Manual::new(1));
-    log.set_flush_policy(crate::FlushPolicy::Deferred);
+    let log = deferred_log::<1, 256, 1024>();
     for i in 0..5 {
         log.log_fmt(Level::Info, 0, format_args!("n={i}")).unwrap();
     }
@@ -523,8 +522,7 @@ fn drain_merges_many_sources_in_timestamp_cpu_depth_order() {
     // log first: the drain's output must hold every record once, in timestamp order (ties: the main
     // log's records first, then by CPU and depth), each source's records in their own order.
     for flushed in [0usize, 40, 120] {
-        let log: Log<Manual, 4, 256, 2048> = Log::new(Manual::new(4));
-        log.set_flush_policy(crate::FlushPolicy::Deferred);
+        let log = deferred_log::<4, 256, 2048>();
         let mut expect = std::vec::Vec::new();
         let mut x: u32 = 0x2545_f491;
         let mut last = [[0usize; 2]; 4];
@@ -1157,9 +1155,8 @@ fn a_flush_stops_when_a_crash_begins_under_it() {
 
 #[test]
 fn the_batched_policy_flushes_exactly_when_due() {
-    use crate::FlushPolicy;
-    let log: Log<Manual, 1, 1024, 8192> = Log::new(Manual::new(1));
-    log.set_flush_policy(FlushPolicy::Deferred); // the test calls `flush_if_due` itself
+    // Deferred: the test calls `flush_if_due` itself.
+    let log = deferred_log::<1, 1024, 8192>();
     let p = log.platform();
     // Nothing pending: never a flush, however long the quiet spell.
     p.set_clock(50_000_000);

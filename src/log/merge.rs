@@ -241,8 +241,9 @@ pub(super) enum Outcome {
 /// The flush's and the crash drain's implementations mark [`head`](Merge::head),
 /// [`look`](Merge::look) and [`deliver`](Merge::deliver) `#[inline(always)]`: [`run`] calls them
 /// once or twice per record, for the same source throughout a run; inlined, they build no call
-/// frames and the compiler shares the source's index arithmetic and lookups between them (the crash drain's instructions a record
-/// 382 → 323 on `drain/nmilog_8cpus`, the default policy's `pr_info!` 2287 → 2169).
+/// frames and the compiler shares the source's index arithmetic and lookups between them (the
+/// crash drain's instructions a record 382 → 323 on `drain/nmilog_8cpus`, the default policy's
+/// `pr_info!` 2287 → 2169).
 pub(super) trait Merge {
     /// Source indices are `0..sources()`.
     fn sources(&self) -> usize;
