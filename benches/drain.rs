@@ -8,6 +8,10 @@
 //!   log. Setup is not timed.
 //! * `drain/nmilog_8cpus_interleaved`: the same records, but written by the CPUs taking turns, so
 //!   the timestamp merge alternates between the rings on every record (a busy machine's log).
+//! * `drain/nmilog_8cpus_runs`, `drain/nmilog_8cpus_interleaved_runs`: the same two drains into a
+//!   sink that keeps ring words as they lie (`CrashSink::runs`): each run of one ring's records
+//!   is copied straight into the sink's buffer under one validation, not a record at a time through
+//!   a `RecordBuf` (in the interleaved log every run is one record long).
 //! * `drain/memcpy`: `copy_from_slice` of the same number of bytes between two warm buffers.
 //! * `drain/atomic_words`: the same bytes copied as word-sized `Relaxed` atomic loads and stores
 //!   between two arrays of `AtomicUsize` — the cheapest copy a seqlock reader may make under Rust's
@@ -26,8 +30,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use nmilog::host::HostPlatform;
-use nmilog::ring::span_words;
-use nmilog::{Level, Log};
+use nmilog::ring::{span_words, RunRecords};
+use nmilog::{CrashSink, Level, Log, Origin, RecordBuf, RunSink};
 
 const CPUS: usize = 8;
 const RING_WORDS: usize = 1024;
@@ -86,6 +90,48 @@ fn drain_into(log: &BenchLog, out: &mut [u8]) -> nmilog::DrainReport {
     .expect("the crashing CPU")
 }
 
+/// A crash sink that keeps ring words as they lie, in a flat buffer: runs go straight into it
+/// (`CrashSink::runs`), one validation a run; anything else (none in this bench: checked once,
+/// untimed) is counted.
+struct WordDump<'a> {
+    words: &'a mut [usize],
+    used: usize,
+    records: u64,
+}
+
+impl CrashSink for WordDump<'_> {
+    fn record(&mut self, _: Origin, _: &RecordBuf) -> bool {
+        self.records += 1;
+        true
+    }
+    fn runs(&mut self) -> Option<&mut dyn RunSink> {
+        Some(self)
+    }
+}
+
+impl RunSink for WordDump<'_> {
+    fn run_room(&mut self) -> &mut [usize] {
+        &mut self.words[self.used..]
+    }
+    fn run_taken(&mut self, _: Origin, words: usize, _: usize) -> bool {
+        self.used += words;
+        true
+    }
+}
+
+/// The crash drain into a [`WordDump`]: returns the report and how many records came one at a time.
+fn drain_words(log: &BenchLog, out: &mut [usize]) -> (nmilog::DrainReport, u64) {
+    let mut dump = WordDump {
+        words: out,
+        used: 0,
+        records: 0,
+    };
+    let rep = log
+        .drain_on_crash(&|_| true, &mut dump)
+        .expect("the crashing CPU");
+    (rep, dump.records)
+}
+
 fn drain(c: &mut Criterion) {
     HostPlatform::register_cpu(0);
     // Check once (untimed) that the drain moves every record and nothing was lost.
@@ -96,6 +142,13 @@ fn drain(c: &mut Criterion) {
         assert_eq!(rep.records as usize, CPUS * PER_RING, "{rep:?}");
         assert_eq!(rep.overwritten + rep.torn + rep.in_flight, 0, "{rep:?}");
         assert_eq!(rep.accounting_records, 0, "{rep:?}");
+        // The same records as runs of ring words, every one of them in a run.
+        let log = full_log(interleaved);
+        let mut words = vec![0usize; 2 * BYTES / WORD];
+        let (rep, one_at_a_time) = drain_words(&log, &mut words);
+        assert_eq!(rep.records as usize, CPUS * PER_RING, "{rep:?}");
+        assert_eq!(one_at_a_time, 0, "{rep:?}");
+        assert_eq!(RunRecords::new(&words).count(), CPUS * PER_RING);
     }
 
     let mut g = c.benchmark_group("drain");
@@ -107,6 +160,22 @@ fn drain(c: &mut Criterion) {
                 || full_log(interleaved),
                 |log| {
                     black_box(drain_into(&log, &mut out));
+                    log // dropped outside the timed region
+                },
+                BatchSize::PerIteration,
+            )
+        });
+    }
+    for (name, interleaved) in [
+        ("nmilog_8cpus_runs", false),
+        ("nmilog_8cpus_interleaved_runs", true),
+    ] {
+        g.bench_function(name, |b| {
+            let mut out = vec![0usize; 2 * BYTES / WORD];
+            b.iter_batched(
+                || full_log(interleaved),
+                |log| {
+                    black_box(drain_words(&log, &mut out));
                     log // dropped outside the timed region
                 },
                 BatchSize::PerIteration,

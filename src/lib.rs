@@ -102,7 +102,7 @@ mod tests;
 pub use crate::fmt::{LINE_MAX, TRUNCATION_MARKER};
 pub use crate::log::{
     AppendError, ArenaError, ContextGuard, CpuCounters, CrashEnterError, CrashSink, DrainError,
-    DrainReport, FlushHook, FlushPolicy, FlushReport, FlushStep, Log, MainReader, Origin,
+    DrainReport, FlushHook, FlushPolicy, FlushReport, FlushStep, Log, MainReader, Origin, RunSink,
 };
 pub use crate::platform::Platform;
 pub use crate::record::{ContextKind, Header, Level, RecordBuf, HEADER_BYTES, MAX_PAYLOAD};

@@ -16,7 +16,9 @@ use std::arch::asm;
 
 use nmilog::host::HostPlatform;
 use nmilog::record::flags;
-use nmilog::{handover, FlushPolicy, Level, Log, MainReader, RecordBuf};
+use nmilog::{
+    handover, CrashSink, FlushPolicy, Level, Log, MainReader, Origin, RecordBuf, RunSink,
+};
 
 /// Bytes of stack any one log call, flush, reader or crash drain may use.
 const BUDGET: usize = 2048;
@@ -25,6 +27,27 @@ const BUDGET: usize = 2048;
 const IMAGE_BUDGET: usize = 3072;
 const PAINT: usize = 64 * 1024;
 const PATTERN: u64 = 0xa5c3_5a3c_a5c3_5a3c;
+
+/// A crash sink that takes runs of ring words (`CrashSink::runs`) into a buffer of its own.
+struct WordSink(&'static mut [usize]);
+
+impl CrashSink for WordSink {
+    fn record(&mut self, _: Origin, _: &RecordBuf) -> bool {
+        true
+    }
+    fn runs(&mut self) -> Option<&mut dyn RunSink> {
+        Some(self)
+    }
+}
+
+impl RunSink for WordSink {
+    fn run_room(&mut self) -> &mut [usize] {
+        self.0
+    }
+    fn run_taken(&mut self, _: Origin, _: usize, _: usize) -> bool {
+        true
+    }
+}
 
 /// The deepest stack use of `f`, in bytes below the caller's stack pointer.
 #[inline(never)]
@@ -183,6 +206,14 @@ macro_rules! figures {
             measure(move || {
                 HostPlatform::register_cpu(0);
                 let _ = log.drain_on_crash(&|_| true, &mut |_, _: &RecordBuf| true);
+            }),
+        ));
+        out.push((
+            "crash drain into runs of ring words",
+            measure(move || {
+                HostPlatform::register_cpu(0);
+                let mut sink = WordSink(Box::leak(vec![0usize; 1 << 16].into_boxed_slice()));
+                let _ = log.drain_on_crash(&|_| true, &mut sink);
             }),
         ));
         let region: &'static mut [u8] = Box::leak(vec![0u8; L::MAX_IMAGE_BYTES].into_boxed_slice());

@@ -5,7 +5,9 @@
 //! What differs between the two is behind the [`Merge`] trait: where each source's cursor lives, when
 //! a source ends, the timestamp bound, and where a taken record goes. The engine itself only ever
 //! *reads* sources through [`Merge::heads`] / [`Merge::head`] / [`Merge::look`] and hands records
-//! to [`Merge::deliver`].
+//! to [`Merge::deliver`] — or, where the merge can move a whole run in one piece (the crash drain
+//! into a sink that takes ring words), asks [`Merge::take_run`] first, within the same budget and
+//! to the same timestamp limit ([`run_ts_limit`]).
 //!
 //! **Complexity.** The ready sources sit in a binary min-heap ([`MergeHeap`]) keyed by
 //! ([`Key`]) timestamp, tie, source: popping the oldest head and pushing a source back after its run
@@ -175,7 +177,9 @@ impl<S: ?Sized + SlotStore> HeapView<'_, S> {
         self.len.store(len + 1, Ordering::Relaxed);
     }
 
-    /// Removes and returns the oldest head.
+    /// Removes and returns the oldest head. (Inlined: the engine pops once a run, and out of line
+    /// the call cost the interleaved crash drain 27 instructions a record.)
+    #[inline(always)]
     pub(super) fn pop(&self) -> Option<Key> {
         let len = self.len().checked_sub(1)?;
         let top = self.slot(0).get();
@@ -276,6 +280,45 @@ pub(super) trait Merge {
     ) -> Look;
     /// Hands a taken record on and makes `next` the source's cursor. `false` stops the merge.
     fn deliver(&mut self, src: usize, buf: &RecordBuf, next: Cursor) -> bool;
+    /// Whether [`take_run`](Merge::take_run) may move runs at all (`false`, the default: the
+    /// engine does not ask).
+    #[inline(always)]
+    fn takes_runs(&self) -> bool {
+        false
+    }
+    /// Moves a run of source `src` in one piece where this merge can: the records while their key
+    /// stays within `bound` and ahead of `second` (as the record-at-a-time look decides; see
+    /// [`run_ts_limit`]), at most `limit` (each record looked at is a step, added to `steps`).
+    /// `None` (the default): not here, the engine takes the run one record at a time. The crash
+    /// drain overrides it for a sink that takes ring words ([`CrashSink::runs`]).
+    ///
+    /// [`CrashSink::runs`]: crate::CrashSink::runs
+    #[inline(always)]
+    fn take_run(
+        &mut self,
+        src: usize,
+        bound: u64,
+        second: Option<Key>,
+        limit: u64,
+        steps: &mut u64,
+    ) -> Option<RunStep> {
+        let _ = (src, bound, second, limit, steps);
+        None
+    }
+}
+
+/// How a run [`Merge::take_run`] moved ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum RunStep {
+    /// At a record of the source that is not in the run: its key goes back into the heap.
+    NotTaken(Key),
+    /// Anywhere else (the limit, the sink's room, a record the run does not take as it lies):
+    /// the engine goes on one record at a time from the source's cursor.
+    Continue,
+    /// The sink refused the run.
+    Refused,
+    /// [`Merge::stop`] said so before the run was handed on.
+    Interrupted,
 }
 
 /// Runs one merge of `m`'s sources (see the module docs), in at most `budget` steps counted in
@@ -297,6 +340,19 @@ pub(super) fn run<M: Merge, S: ?Sized + SlotStore>(
         }
         let second = heap.peek();
         let src = top.src as usize;
+        // The run in one piece where the merge can (out of line: the record-at-a-time loop below
+        // keeps its registers).
+        if m.takes_runs() {
+            match try_run(m, src, second, budget, steps) {
+                None | Some(RunStep::Continue) => {}
+                Some(RunStep::NotTaken(k)) => {
+                    heap.push(k);
+                    continue 'merge;
+                }
+                Some(RunStep::Refused) => return Outcome::Refused,
+                Some(RunStep::Interrupted) => return Outcome::Interrupted,
+            }
+        }
         loop {
             // One look, then up to three in `head`: stop before the budget can be passed.
             if *steps + 4 > budget {
@@ -328,6 +384,40 @@ pub(super) fn run<M: Merge, S: ?Sized + SlotStore>(
         }
     }
     Outcome::Done
+}
+
+/// [`Merge::take_run`] of source `src`, whose run has to stay ahead of `second`: within the budget
+/// as the record-at-a-time loop (the run's looks, then up to three in `head`).
+#[inline(never)]
+fn try_run<M: Merge>(
+    m: &mut M,
+    src: usize,
+    second: Option<Key>,
+    budget: u64,
+    steps: &mut u64,
+) -> Option<RunStep> {
+    // Each record looked at is a step; after the run, up to three in `head` (as after a look).
+    let limit = budget.saturating_sub(*steps).saturating_sub(3);
+    if limit == 0 || m.stop() {
+        return None;
+    }
+    let bound = m.bound();
+    m.take_run(src, bound, second, limit, steps)
+}
+
+/// The newest timestamp a record of a source whose keys carry `(tie, src)` may have and still be in
+/// a run that has to stay within `bound` and ahead of `second` — the engine's test
+/// `key.ts <= bound && key < second` as one comparison of the timestamp (keys order by timestamp,
+/// then `tie`, then `src`). `None` when no record of the source can be.
+#[inline(always)]
+pub(super) fn run_ts_limit(tie: u32, src: u32, bound: u64, second: Option<Key>) -> Option<u64> {
+    let ahead = match second {
+        None => u64::MAX,
+        // Ahead of a key that ties on the timestamp only if it wins the tie.
+        Some(s) if (tie, src) < (s.tie, s.src) => s.ts,
+        Some(s) => s.ts.checked_sub(1)?,
+    };
+    Some(bound.min(ahead))
 }
 
 #[cfg(all(test, not(nmilog_loom)))]
@@ -463,6 +553,164 @@ mod tests {
                 assert_eq!((o, out.len()), (Outcome::Done, 9), "budget {budget}");
             } else {
                 assert_eq!(o, Outcome::Budget, "budget {budget}");
+            }
+        }
+    }
+
+    /// [`Lists`] that also moves runs in one piece ([`Merge::take_run`]), as the crash drain does
+    /// into a sink that takes ring words: each record looked at is a step, the record that ends a
+    /// run included. [`Merge::stop`] says so once `stop_after` records are out (a nested drain
+    /// came); a record or run moved after that is counted in `after_stop`.
+    struct RunLists {
+        lists: Lists,
+        runs: usize,
+        stop_after: usize,
+        after_stop: usize,
+    }
+
+    impl Merge for RunLists {
+        fn sources(&self) -> usize {
+            self.lists.sources()
+        }
+        fn bound(&self) -> u64 {
+            self.lists.bound()
+        }
+        fn stop(&self) -> bool {
+            self.lists.out.len() >= self.stop_after
+        }
+        fn head(&mut self, src: usize, steps: &mut u64) -> Option<Key> {
+            self.lists.head(src, steps)
+        }
+        fn look(
+            &mut self,
+            src: usize,
+            buf: &mut RecordBuf,
+            take: impl FnOnce(Key) -> bool,
+            steps: &mut u64,
+        ) -> Look {
+            self.lists.look(src, buf, take, steps)
+        }
+        fn deliver(&mut self, src: usize, buf: &RecordBuf, next: Cursor) -> bool {
+            self.after_stop += usize::from(self.stop());
+            self.lists.deliver(src, buf, next)
+        }
+        fn takes_runs(&self) -> bool {
+            true
+        }
+        fn take_run(
+            &mut self,
+            src: usize,
+            bound: u64,
+            second: Option<Key>,
+            limit: u64,
+            steps: &mut u64,
+        ) -> Option<RunStep> {
+            let newest = run_ts_limit(src as u32, src as u32, bound, second);
+            self.after_stop += usize::from(self.stop());
+            let mut taken = 0;
+            let end = loop {
+                if taken == limit {
+                    break RunStep::Continue;
+                }
+                let Some(k) = self.lists.key(src) else {
+                    break RunStep::Continue;
+                };
+                *steps += 1;
+                if newest.is_none_or(|n| k.ts > n) {
+                    break RunStep::NotTaken(k);
+                }
+                self.lists.next[src] += 1;
+                self.lists.out.push(k.ts);
+                taken += 1;
+            };
+            self.runs += usize::from(taken > 0);
+            Some(end)
+        }
+    }
+
+    #[test]
+    fn runs_move_the_same_records_within_the_same_budget() {
+        const SOURCES: &[&[u64]] = &[&[1, 2, 3, 7, 8], &[4, 5, 9], &[6, 10, 11, 12]];
+        let all: Vec<u64> = (1..=12).collect();
+        let mem: MergeHeap<3, 1> = MergeHeap::new();
+        let mut buf = RecordBuf::new();
+        let mut merge = |budget: u64, stop_after: usize| {
+            let mut m = RunLists {
+                lists: Lists::new(SOURCES),
+                runs: 0,
+                stop_after,
+                after_stop: 0,
+            };
+            let mut steps = 0;
+            let o = run(&mut m, mem.view(), &mut buf, budget, &mut steps);
+            (o, steps, m.lists.out, m.runs, m.after_stop)
+        };
+        // Whole: six runs (1-3, 4-5, 6, 7-8, 9, 10-12), 3 first heads + 12 records + 3 looks that
+        // end a run at a newer record (7, 9, 10) + 3 that find a source dry, each with a head: 24.
+        let (o, steps, out, runs, _) = merge(u64::MAX, usize::MAX);
+        assert_eq!((o, &out, runs), (Outcome::Done, &all, 6));
+        assert_eq!(steps, 3 + 12 + 3 + 3 + 3);
+        // Within every budget: the very records, steps and outcome of the record-at-a-time merge
+        // (a run takes no more looks, and no fewer records, than its loop would), never past the
+        // budget, and done once the budget allows it.
+        for budget in 0..40 {
+            let (o, steps, out, _, _) = merge(budget, usize::MAX);
+            let mut one = Lists::new(SOURCES);
+            let mut one_steps = 0;
+            let one_mem: MergeHeap<3, 1> = MergeHeap::new();
+            let mut one_buf = RecordBuf::new();
+            let one_o = run(
+                &mut one,
+                one_mem.view(),
+                &mut one_buf,
+                budget,
+                &mut one_steps,
+            );
+            assert_eq!(
+                (o, steps, &out),
+                (one_o, one_steps, &one.out),
+                "budget {budget}"
+            );
+            assert!(steps <= budget.max(3), "budget {budget}: {steps} steps");
+            assert_eq!(&out[..], &all[..out.len()], "budget {budget}");
+            if budget >= 26 {
+                assert_eq!((o, out.len()), (Outcome::Done, 12), "budget {budget}");
+            } else {
+                assert_eq!(o, Outcome::Budget, "budget {budget}");
+            }
+        }
+        // A merge told to stop moves nothing after that: not a run, not a record.
+        for stop_after in 0..12 {
+            let (o, _, out, _, after_stop) = merge(u64::MAX, stop_after);
+            assert_eq!(o, Outcome::Interrupted, "stop after {stop_after}");
+            assert_eq!(after_stop, 0, "stop after {stop_after}: {out:?}");
+            assert!(out.len() >= stop_after, "stop after {stop_after}: {out:?}");
+            assert_eq!(&out[..], &all[..out.len()]);
+        }
+    }
+
+    #[test]
+    fn a_run_s_timestamp_limit_is_the_engine_s_key_test() {
+        // Every bound, runner-up and record key over small values (ties on every field).
+        let keys = |n: u64| {
+            (0..n).flat_map(move |ts| {
+                (0..3u32).flat_map(move |tie| (0..3u32).map(move |src| Key { ts, tie, src }))
+            })
+        };
+        for bound in 0..5 {
+            for second in keys(5).map(Some).chain([None]) {
+                for (tie, src) in [(0, 0), (1, 1), (1, 2), (2, 0)] {
+                    let limit = run_ts_limit(tie, src, bound, second);
+                    for ts in 0..6 {
+                        let k = Key { ts, tie, src };
+                        let engine = k.ts <= bound && second.is_none_or(|s| k < s);
+                        assert_eq!(
+                            limit.is_some_and(|l| ts <= l),
+                            engine,
+                            "{k:?} bound {bound} second {second:?}"
+                        );
+                    }
+                }
             }
         }
     }

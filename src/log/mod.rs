@@ -77,7 +77,7 @@ pub(crate) use self::arena::ArenaSlot;
 pub use self::context::{ContextGuard, CrashEnterError};
 use self::crash::DrainState;
 pub(crate) use self::crash::{counters_of, cpu_stopped, drain, DrainFixed, DrainInput, DrainMem};
-pub use self::crash::{CrashSink, DrainError, DrainReport, DrainSource, Origin};
+pub use self::crash::{CrashSink, DrainError, DrainReport, DrainSource, Origin, RunSink};
 pub use self::flush::{FlushHook, FlushReport, FlushStep};
 use self::merge::MergeHeap;
 pub use self::reader::MainReader;

@@ -82,7 +82,10 @@
 //! write protocol, `read` the read protocol.
 
 mod read;
+mod run;
 mod write;
+pub(crate) use run::RunEnd;
+pub use run::{RunRecord, RunRecords};
 pub(crate) use write::{PayloadSource, WordPacker};
 
 use crate::record::{HEADER_BYTES, MAX_PAYLOAD};

@@ -36,6 +36,7 @@ impl<W: ?Sized + RingWords> Ring<W> {
     /// look at the record either way, and its payload is copied only when it is taken. Returns the
     /// outcome, the header (for `Read::Record`) and whether the record was taken (copied into `out`,
     /// cursor moved past it).
+    #[inline(always)]
     pub(crate) fn read_if(
         &self,
         cur: &mut Cursor,
@@ -122,6 +123,7 @@ impl<W: ?Sized + RingWords> Ring<W> {
         flags::piece(f)
     }
 
+    #[inline(always)]
     fn read_inner(
         &self,
         cur: &mut Cursor,

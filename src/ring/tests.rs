@@ -450,3 +450,249 @@ fn packed_pieces_are_their_bytes_in_order_whatever_their_alignment() {
         }
     }
 }
+
+/// A header with every field set from `ts` (the ring sets `len`).
+fn full_header(ts: u64) -> Header {
+    Header {
+        ts_ns: ts,
+        src_seq: ts ^ 0x5555,
+        len: 0,
+        cpu: (ts % 7) as u16 + 1,
+        level: 3,
+        facility: 4,
+        ctx: 0x12,
+        flags: 0x20,
+        caller: 0x8000_0000 | ts as u32,
+        reserved: 0xdead_0000 | (ts as u32 & 0xffff),
+    }
+}
+
+/// Reads the ring from `cur` with runs (`read_run`, at most `max` records into `room` words a
+/// time) where they take the records, and one record at a time where a run ends before one (a
+/// wrap marker, a full room): every record as `(seq, ts, payload)`, and the runs that took any.
+fn read_with_runs(
+    ring: &RecordRing<128>,
+    mut cur: Cursor,
+    max: usize,
+    room: usize,
+) -> (std::vec::Vec<(u64, u64, std::vec::Vec<u8>)>, usize) {
+    let (mut out, mut runs) = (std::vec::Vec::new(), 0);
+    let mut words = std::vec![0usize; room];
+    let mut buf = RecordBuf::new();
+    for _ in 0..1000 {
+        let r = ring.read_run(cur, max, &mut words, |_| true);
+        assert!(r.records <= max && r.words <= room, "{r:?}");
+        // Looked at: the records taken, and the one that did not fit the room.
+        assert!(r.looked >= r.records && r.looked <= r.records + 1, "{r:?}");
+        if r.records > 0 {
+            runs += 1;
+            for rec in RunRecords::new(&words[..r.words]) {
+                let h = rec.header();
+                let full = Header {
+                    len: h.len,
+                    ..full_header(h.ts_ns)
+                };
+                assert_eq!(*h, full, "every header field, as written");
+                out.push((rec.seq(), h.ts_ns, rec.payload_bytes().collect()));
+            }
+            cur = r.next;
+            continue;
+        }
+        match ring.read(&mut cur, &mut buf) {
+            Read::Record => out.push((buf.seq, buf.header.ts_ns, buf.payload().to_vec())),
+            Read::Empty => return (out, runs),
+            other => panic!("{other:?}"),
+        }
+    }
+    panic!("no end")
+}
+
+/// A timestamp past 2^32.
+const T0: u64 = (7 << 32) + 100;
+
+#[test]
+fn a_run_is_the_records_as_they_lie_and_reads_back_as_one_at_a_time() {
+    // Records of every payload length up to 3 words, past several wraps of the ring; read back
+    // with runs of every size limit and room, they are the records a reader gets one at a time.
+    let ring: RecordRing<128> = RecordRing::new();
+    let mut want = std::vec::Vec::new();
+    for i in 0..40u64 {
+        let len = (i as usize * 7) % (3 * WORD + 1);
+        let p: std::vec::Vec<u8> = (0..len).map(|k| (i as u8) ^ (k as u8)).collect();
+        // Timestamps past 2^32: two words each where words are four bytes; every header field
+        // set (the caller and reserved fields are the last header word).
+        let h = full_header(T0 + i);
+        ring.write(|_| h, &p, &mut NoHook).unwrap();
+        want.push((i, T0 + i, p));
+    }
+    let oldest = ring.oldest();
+    let want = &want[oldest.seq() as usize..];
+    for max in [1, 2, 5, 100] {
+        for room in [0, span_words(0), 2 * span_words(3 * WORD), 128] {
+            let (got, runs) = read_with_runs(&ring, oldest, max, room);
+            assert_eq!(got, want, "max {max}, room {room}");
+            let smallest = want.iter().map(|w| span_words(w.2.len())).min().unwrap();
+            assert_eq!(runs > 0, room >= smallest, "max {max}, room {room}");
+        }
+    }
+    // `take` ends a run at the first record it refuses, and returns that record's header.
+    let mut words = [0usize; 128];
+    let r = ring.read_run(oldest, 100, &mut words, |ts| ts < T0 + oldest.seq() + 2);
+    assert_eq!((r.records, r.looked), (2, 3));
+    assert_eq!(r.end, RunEnd::NotTaken(T0 + oldest.seq() + 2));
+    assert_eq!(r.next.seq(), oldest.seq() + 2);
+    assert_eq!(r.last_ts, T0 + oldest.seq() + 1);
+    // At the writer's head: nothing more.
+    let mut end = oldest;
+    let mut buf = RecordBuf::new();
+    while ring.read(&mut end, &mut buf) == Read::Record {}
+    let r = ring.read_run(end, 100, &mut words, |_| true);
+    assert_eq!(
+        (r.records, r.looked, r.end, r.next),
+        (0, 0, RunEnd::Other, end)
+    );
+}
+
+#[test]
+fn a_run_the_writer_overwrites_while_it_is_copied_is_not_taken() {
+    // The writer laps the run's first record while the run is being copied (from inside `take`,
+    // between two records' loads): the run is invalid, nothing is taken, the cursor stays.
+    let ring: RecordRing<128> = RecordRing::new();
+    for i in 0..5u64 {
+        ring.write(hdr(i), &[i as u8; 16], &mut NoHook).unwrap();
+    }
+    let mut words = [0usize; 128];
+    let (mut calls, start) = (0, Cursor::START);
+    let r = ring.read_run(start, 100, &mut words, |_| {
+        calls += 1;
+        if calls == 3 {
+            for i in 0..20u64 {
+                ring.write(hdr(10 + i), &[0xee; 16], &mut NoHook).unwrap();
+            }
+        }
+        true
+    });
+    assert_eq!(
+        (r.records, r.words, r.end, r.next),
+        (0, 0, RunEnd::Invalid, start)
+    );
+    assert!(r.looked >= 3, "{r:?}");
+    // A cursor the writer lapped before the run began: no record read, nothing taken, and not an
+    // overwritten run (the one-record read resynchronises it).
+    let r = ring.read_run(start, 100, &mut words, |_| true);
+    assert_eq!(
+        (r.records, r.looked, r.end, r.next),
+        (0, 0, RunEnd::Other, start)
+    );
+    let mut resynced = start;
+    let lapped = ring.read(&mut resynced, &mut RecordBuf::new());
+    assert!(matches!(lapped, Read::Overwritten { .. }), "{lapped:?}");
+    // Written under the run but not over its first record: the run stands.
+    let ring: RecordRing<128> = RecordRing::new();
+    for i in 0..3u64 {
+        ring.write(hdr(i), &[i as u8; 16], &mut NoHook).unwrap();
+    }
+    let mut calls = 0;
+    let r = ring.read_run(Cursor::START, 3, &mut words, |_| {
+        calls += 1;
+        if calls == 2 {
+            ring.write(hdr(9), &[9; 16], &mut NoHook).unwrap();
+        }
+        true
+    });
+    assert_eq!((r.records, r.end), (3, RunEnd::Full));
+    let seqs: std::vec::Vec<u64> = RunRecords::new(&words[..r.words])
+        .map(|x| x.seq())
+        .collect();
+    assert_eq!(seqs, [0, 1, 2]);
+}
+
+#[test]
+fn a_run_ends_before_a_record_with_a_damaged_length() {
+    // Record `k`'s length word says `len`: more than the ring could hold (past the end of its
+    // array), within the array but beyond the ring's largest record, or a record that would run
+    // past the end of a ring shrunk at run time (64 of its 128 words) while the array goes on.
+    let span8 = span_words(8);
+    let cases = [
+        (128, 1, 0xffff),
+        (128, 1, max_payload_for(128) + 1),
+        (64, 34usize.div_ceil(span8), max_payload_for(64)),
+    ];
+    for (capacity, k, len) in cases {
+        let ring: RecordRing<128> = RecordRing::new();
+        ring.set_capacity_words(capacity).unwrap();
+        for i in 0..=k as u64 {
+            ring.write(hdr(i), &[i as u8; 8], &mut NoHook).unwrap();
+        }
+        let at = k * span8;
+        let w = ring.word(at + 1 + LEN_WORD, ring.mask());
+        w.store(
+            (w.load(Ordering::Relaxed) & !0xffff) | len,
+            Ordering::Relaxed,
+        );
+        let mut words = [0usize; 256];
+        let r = ring.read_run(Cursor::START, 100, &mut words, |_| true);
+        let what = std::format!("capacity {capacity}, record {k}, len {len}: {r:?}");
+        assert_eq!(
+            (r.records, r.looked, r.end),
+            (k, k + 1, RunEnd::Other),
+            "{what}"
+        );
+        assert_eq!(r.next.seq(), k as u64, "{what}");
+        // Within the array but for the first case: only the length and span checks refuse it.
+        assert_eq!(at + span_words(len) <= 128, len != 0xffff, "{what}");
+    }
+}
+
+#[test]
+fn run_records_read_any_words_without_panicking() {
+    // Encoded records read back; a cut, a wrong state or a length past the end ends the iteration.
+    let mut words = [0usize; 64];
+    let h = Header {
+        ts_ns: 5,
+        cpu: 2,
+        ..Header::default()
+    };
+    let a = RunRecords::encode(7, &h, b"first", &mut words).unwrap();
+    let b = RunRecords::encode(8, &h, &[b'x'; 20], &mut words[a..]).unwrap();
+    assert_eq!((a, b), (span_words(5), span_words(20)));
+    assert_eq!(RunRecords::encode(0, &h, &[0; 20], &mut [0usize; 4]), None);
+    let mut big = [0usize; 200];
+    let most = RunRecords::encode(0, &h, &[0; MAX_PAYLOAD], &mut big);
+    assert_eq!(most, Some(span_words(MAX_PAYLOAD)));
+    assert_eq!(
+        RunRecords::encode(0, &h, &[0; MAX_PAYLOAD + 1], &mut [0usize; 4096]),
+        None
+    );
+    let all: std::vec::Vec<_> = RunRecords::new(&words[..a + b]).collect();
+    assert_eq!(all.len(), 2);
+    assert_eq!(
+        (all[1].seq(), all[1].header().cpu, all[1].header().len),
+        (8, 2, 20)
+    );
+    let mut buf = RecordBuf::new();
+    all[0].copy_to(&mut buf);
+    assert_eq!((buf.seq, buf.text()), (7, Some("first")));
+    for cut in 0..a + b {
+        let n = RunRecords::new(&words[..cut]).count();
+        assert_eq!(n, usize::from(cut >= a), "cut at {cut}");
+    }
+    let mut bad = words;
+    bad[a] = enc(8, ST_WRITING);
+    assert_eq!(RunRecords::new(&bad[..a + b]).count(), 1);
+    // Arbitrary words: never a panic, never more records than words.
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    for _ in 0..if cfg!(miri) { 50 } else { 2000 } {
+        for w in bad.iter_mut() {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            *w = if x.is_multiple_of(3) {
+                enc((x >> 40) as usize, ST_COMMITTED)
+            } else {
+                x as usize % 64
+            };
+        }
+        assert!(RunRecords::new(&bad).count() <= bad.len());
+    }
+}

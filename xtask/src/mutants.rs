@@ -18,6 +18,7 @@ use std::process::Command;
 pub const MUTATION_TESTED: &[&str] = &[
     "src/ring/mod.rs",
     "src/ring/read.rs",
+    "src/ring/run.rs",
     "src/ring/write.rs",
     "src/log/flush.rs",
     "src/log/merge.rs",

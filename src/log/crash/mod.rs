@@ -137,9 +137,77 @@ pub enum Origin {
 /// assert_eq!(out[0], (Origin::Main { seq: 0 }, "in the main log".to_string()));
 /// assert_eq!(out[1], (Origin::Ring { cpu: 0, depth: 1 }, "still in its ring".to_string()));
 /// ```
+///
+/// **Runs of ring words.** A sink that keeps records as the rings hold them (a flat dump, an image
+/// of ring words) can take runs instead ([`runs`](CrashSink::runs) gives its [`RunSink`] side):
+/// consecutive records of one ring, copied straight from the ring into room the sink lends and
+/// validated once for the whole run rather than once a record, then announced; read them back with
+/// [`RunRecords`](crate::ring::RunRecords). The main log's records, accounting records, and any
+/// ring record a run does not take as it lies (at a wrap of its ring) still come through
+/// [`record`](CrashSink::record), all in the one timestamp order. The drain takes runs until a
+/// writer that did not stop overwrites a run under it; from then on, one record at a time.
+///
+/// ```
+/// # use nmilog::doc_support::OneCpu;
+/// # use nmilog::{CrashSink, Level, Log, Origin, RecordBuf, RunSink};
+/// use nmilog::ring::RunRecords;
+/// # static LOG: Log<OneCpu, 1, 256, 1024> = Log::new(OneCpu);
+/// /// Ring words as they lie, in a flat buffer.
+/// struct Dump { words: [usize; 512], used: usize, runs: usize }
+/// impl CrashSink for Dump {
+///     fn record(&mut self, _: Origin, _: &RecordBuf) -> bool {
+///         true // (a real dump keeps these too)
+///     }
+///     fn runs(&mut self) -> Option<&mut dyn RunSink> {
+///         Some(self)
+///     }
+/// }
+/// impl RunSink for Dump {
+///     fn run_room(&mut self) -> &mut [usize] {
+///         &mut self.words[self.used..]
+///     }
+///     fn run_taken(&mut self, _: Origin, words: usize, _records: usize) -> bool {
+///         self.used += words;
+///         self.runs += 1;
+///         true
+///     }
+/// }
+/// LOG.crash_enter().unwrap();
+/// for line in ["one", "two", "three"] {
+///     LOG.append(Level::Emerg, 0, 0, line.as_bytes()).unwrap();
+/// }
+/// let mut dump = Dump { words: [0; 512], used: 0, runs: 0 };
+/// let rep = LOG.drain_on_crash(&|_| true, &mut dump).unwrap();
+/// assert_eq!((rep.records, dump.runs), (3, 1)); // one run, one validation
+/// let texts: Vec<String> = RunRecords::new(&dump.words[..dump.used])
+///     .map(|r| r.payload_bytes().map(char::from).collect())
+///     .collect();
+/// assert_eq!(texts, ["one", "two", "three"]);
+/// ```
 pub trait CrashSink {
     /// One record of the crash log, in timestamp order.
     fn record(&mut self, origin: Origin, rec: &RecordBuf) -> bool;
+
+    /// This sink's side for runs of ring words (see "Runs of ring words" above), if it takes
+    /// them. `None`, the default: every record through [`record`](CrashSink::record).
+    fn runs(&mut self) -> Option<&mut dyn RunSink> {
+        None
+    }
+}
+
+/// The side of a [`CrashSink`] that takes runs of ring words ([`CrashSink::runs`]).
+pub trait RunSink {
+    /// Room for the next run: the drain copies a run into its start (as many whole records as
+    /// fit), then announces it with [`run_taken`](RunSink::run_taken). Words it copied there are
+    /// the sink's only once announced: a run abandoned — overwritten under the drain, or
+    /// superseded by a nested drain — is not, and the next room may be the same.
+    fn run_room(&mut self) -> &mut [usize];
+
+    /// The drain copied `records` records (at least one) of `origin` (a ring), `words` words in
+    /// all, into the start of the room [`run_room`](RunSink::run_room) last gave, and validated
+    /// them: they are the next records of the crash log, in order. `false` stops the drain, as from
+    /// [`CrashSink::record`].
+    fn run_taken(&mut self, origin: Origin, words: usize, records: usize) -> bool;
 }
 
 impl<F: FnMut(Origin, &RecordBuf) -> bool> CrashSink for F {

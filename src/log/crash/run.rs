@@ -185,6 +185,7 @@ fn merge_into<I: DrainInput + ?Sized, S: CrashSink + ?Sized>(
         records: 0,
         from_main: 0,
         last_ts: 0,
+        runs: true,
     };
     let out = merge::run(&mut m, mem.heap(), buf, rep.bound, &mut rep.steps);
     rep.records = m.records;

@@ -6,12 +6,12 @@
 //! writer that did not stop is counted (`lapped`, `main_lost`), and records published before the
 //! snapshot but not visible here are counted in flight, never waited for.
 
-use super::super::merge::{Key, Look, Merge};
+use super::super::merge::{run_ts_limit, Key, Look, Merge, RunStep};
 use super::input::DrainInput;
 use super::state::{seq_before, DrainMem, DrainSource};
 use super::{CrashSink, Origin};
 use crate::record::{Header, RecordBuf};
-use crate::ring::{Cursor, Read, Ring};
+use crate::ring::{Cursor, Read, Ring, RunEnd};
 use crate::sync::Ordering;
 
 /// One validated look at the record at `cur` in `ring` if it is before `end` (see [`Merge::look`]).
@@ -46,6 +46,16 @@ pub(super) struct DrainMerge<'a, I: DrainInput + ?Sized, S: CrashSink + ?Sized> 
     pub(super) from_main: u64,
     /// The newest timestamp delivered.
     pub(super) last_ts: u64,
+    /// Whether runs are still taken in one piece (a sink with room for them; no run overwritten
+    /// under this drain yet: after one, a record at a time, so a writer that keeps lapping costs
+    /// at most one wasted run per drain).
+    pub(super) runs: bool,
+}
+
+/// The tie-break of ring source `src`'s records (see [`DrainMerge::key`]).
+#[inline(always)]
+fn ring_tie(src: usize) -> u32 {
+    ((src as u32) << 1) | 1
 }
 
 impl<I: DrainInput + ?Sized, S: CrashSink + ?Sized> DrainMerge<'_, I, S> {
@@ -69,7 +79,7 @@ impl<I: DrainInput + ?Sized, S: CrashSink + ?Sized> DrainMerge<'_, I, S> {
         let tie = if src == self.main_src() {
             0
         } else {
-            ((src as u32) << 1) | 1
+            ring_tie(src)
         };
         Key {
             ts: h.ts_ns,
@@ -222,5 +232,87 @@ impl<I: DrainInput + ?Sized, S: CrashSink + ?Sized> Merge for DrainMerge<'_, I, 
         self.records += 1;
         self.last_ts = self.last_ts.max(buf.header.ts_ns);
         self.sink.record(origin, buf)
+    }
+
+    #[inline(always)]
+    fn takes_runs(&self) -> bool {
+        self.runs
+    }
+
+    /// A ring's run straight into the sink's room (`Ring::read_run`: one validation, and one
+    /// store of the source's cursor — the drain's journal of how far it got there — for the
+    /// whole run).
+    #[inline(always)]
+    fn take_run(
+        &mut self,
+        src: usize,
+        bound: u64,
+        second: Option<Key>,
+        limit: u64,
+        steps: &mut u64,
+    ) -> Option<RunStep> {
+        if src == self.main_src() {
+            return None;
+        }
+        self.ring_run(src, bound, second, limit, steps)
+    }
+}
+
+impl<I: DrainInput + ?Sized, S: CrashSink + ?Sized> DrainMerge<'_, I, S> {
+    /// [`Merge::take_run`] of ring source `src`.
+    #[inline(always)]
+    fn ring_run(
+        &mut self,
+        src: usize,
+        bound: u64,
+        second: Option<Key>,
+        limit: u64,
+        steps: &mut u64,
+    ) -> Option<RunStep> {
+        let input = self.input;
+        let s = self.mem.source(src);
+        let (cur, end) = (s.cursor(), s.end());
+        if !seq_before(cur.seq, end) {
+            return None;
+        }
+        let max = (end.wrapping_sub(cur.seq) as u64).min(limit) as usize;
+        let (cpu, depth) = self.split(src);
+        let ring = input.ring(cpu, depth);
+        let Some(sink) = self.sink.runs() else {
+            self.runs = false;
+            return None;
+        };
+        let key = |ts| Key {
+            ts,
+            tie: ring_tie(src),
+            src: src as u32,
+        };
+        let newest = run_ts_limit(ring_tie(src), src as u32, bound, second);
+        let r = ring.read_run(cur, max, sink.run_room(), |ts| {
+            newest.is_some_and(|n| ts <= n)
+        });
+        *steps += r.looked as u64;
+        if r.end == RunEnd::Invalid {
+            // A writer that did not stop overwrote the run's first record: the record-at-a-time
+            // read resynchronises and counts what it lost.
+            self.runs = false;
+            return Some(RunStep::Continue);
+        }
+        if r.records > 0 {
+            if self.mem.fixed.gen.load(Ordering::Relaxed) != self.gen {
+                // A nested drain superseded this one (`Merge::stop`): the run is not handed on.
+                return Some(RunStep::Interrupted);
+            }
+            s.set_cursor(r.next);
+            self.records += r.records as u64;
+            self.last_ts = self.last_ts.max(r.last_ts);
+            if !sink.run_taken(Origin::Ring { cpu, depth }, r.words, r.records) {
+                return Some(RunStep::Refused);
+            }
+        }
+        Some(match r.end {
+            RunEnd::NotTaken(ts) => RunStep::NotTaken(key(ts)),
+            _ => RunStep::Continue,
+        })
     }
 }
