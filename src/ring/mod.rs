@@ -136,7 +136,8 @@ pub const fn span_words(len: usize) -> usize {
 /// marker may waste, must fit in the ring.
 #[inline(always)]
 const fn max_span(cap: usize) -> usize {
-    cap / 2 - 1
+    // Saturating: a ring read from damaged memory may have a capacity of a word or two.
+    (cap / 2).saturating_sub(1)
 }
 
 /// The largest payload, in bytes, that a ring of `cap_words` words accepts.
@@ -151,7 +152,7 @@ const fn max_span(cap: usize) -> usize {
 /// assert_eq!(max_payload_for(1 << 12), nmilog::MAX_PAYLOAD);
 /// ```
 pub const fn max_payload_for(cap_words: usize) -> usize {
-    let by_ring = (max_span(cap_words) - 1 - HEADER_WORDS) * WORD;
+    let by_ring = max_span(cap_words).saturating_sub(1 + HEADER_WORDS) * WORD;
     if by_ring < MAX_PAYLOAD {
         by_ring
     } else {

@@ -4,9 +4,10 @@
 //! Contract: [`Ring::read_run`] is a reader like [`Ring::read`](super::Ring::read) — it never
 //! blocks the writer, never loops beyond the records it copies (at most `max`, at most what fits
 //! in `out`), and a run it reports as taken holds no word that changed while it was copied. It
-//! takes only committed records that lie in one piece of the array; anything else (a wrap marker,
-//! a record in flight, a lapped cursor, a damaged length) ends the run *before* that record, for
-//! the record-at-a-time read to judge.
+//! takes only committed records that each lie in one piece of the array; anything else (a wrap
+//! marker, a record in flight, a lapped cursor, a damaged length) ends the run *before* that
+//! record, for the record-at-a-time read to judge. (A record that ends exactly at the end of the
+//! array is followed by one at its start, with no wrap marker between: a run goes on there.)
 //!
 //! Why one validation is enough: the read protocol's per-record check (module docs, step 2) is
 //! "the cursor's position is not behind the tail, and its sequence word is unchanged". A writer
@@ -33,7 +34,8 @@ pub(crate) enum RunEnd {
     /// flight, nothing yet, a lapped cursor) or the record is damaged: the record-at-a-time read
     /// decides what it is.
     Other,
-    /// A writer overwrote the run's first record while its records were read: nothing was taken.
+    /// A writer overwrote, or had begun to overwrite, the run's first record while its records
+    /// were read: nothing was taken.
     Invalid,
 }
 
@@ -65,9 +67,9 @@ pub(crate) struct RunRead {
 
 impl<W: ?Sized + RingWords> Ring<W> {
     /// Copies the committed records from `cur` on into `out`, as they lie in the ring, while
-    /// `take(timestamp)` says so: at most `max` records, at most `out.len()` words, never past the end
-    /// of the array (a wrap marker ends a run). One validation for the whole run: either every
-    /// record reported is intact, or [`RunEnd::Invalid`] and none is.
+    /// `take(timestamp)` says so: at most `max` records, at most `out.len()` words; a wrap marker
+    /// ends a run. One validation for the whole run: either every record reported is intact, or
+    /// [`RunEnd::Invalid`] and none is.
     #[inline(never)]
     pub(crate) fn read_run(
         &self,
@@ -244,6 +246,11 @@ impl<'a> Iterator for RunRecords<'a> {
             chunk.copy_from_slice(&v.to_le_bytes());
         }
         let header = Header::from_bytes(&hb);
+        if header.len as usize > MAX_PAYLOAD {
+            // No ring holds such a record.
+            self.words = &[];
+            return None;
+        }
         let n = (header.len as usize).div_ceil(WORD);
         let Some(payload) = rest.get(HEADER_WORDS..HEADER_WORDS + n) else {
             self.words = &[];

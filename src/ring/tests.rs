@@ -645,6 +645,26 @@ fn a_run_ends_before_a_record_with_a_damaged_length() {
 }
 
 #[test]
+fn a_ring_whose_capacity_is_damaged_to_a_word_or_two_never_panics() {
+    // A ring read from damaged memory: its mask word says two words, or one. Reads, runs and
+    // writes refuse or report, and never underflow a size (the size limits saturate).
+    for mask in [1usize, 0] {
+        let ring: RecordRing<64> = RecordRing::new();
+        ring.write(hdr(1), b"before", &mut NoHook).unwrap();
+        ring.mask_xor.store(63 ^ mask, Ordering::Relaxed);
+        assert_eq!(ring.capacity_words(), mask + 1);
+        assert_eq!((max_span(mask + 1), ring.max_payload()), (0, 0));
+        let mut cur = Cursor::START;
+        let _ = ring.read(&mut cur, &mut RecordBuf::new());
+        let _ = ring.read_run(Cursor::START, 10, &mut [0usize; 64], |_| true);
+        assert_eq!(
+            ring.write(hdr(2), b"x", &mut NoHook),
+            Err(WriteError::TooLarge)
+        );
+    }
+}
+
+#[test]
 fn run_records_read_any_words_without_panicking() {
     // Encoded records read back; a cut, a wrong state or a length past the end ends the iteration.
     let mut words = [0usize; 64];
@@ -657,9 +677,12 @@ fn run_records_read_any_words_without_panicking() {
     let b = RunRecords::encode(8, &h, &[b'x'; 20], &mut words[a..]).unwrap();
     assert_eq!((a, b), (span_words(5), span_words(20)));
     assert_eq!(RunRecords::encode(0, &h, &[0; 20], &mut [0usize; 4]), None);
-    let mut big = [0usize; 200];
+    let mut big = std::vec![0usize; span_words(MAX_PAYLOAD)];
     let most = RunRecords::encode(0, &h, &[0; MAX_PAYLOAD], &mut big);
     assert_eq!(most, Some(span_words(MAX_PAYLOAD)));
+    let largest: std::vec::Vec<_> = RunRecords::new(&big[..span_words(MAX_PAYLOAD)]).collect();
+    assert_eq!(largest.len(), 1);
+    assert_eq!(largest[0].header().len as usize, MAX_PAYLOAD);
     assert_eq!(
         RunRecords::encode(0, &h, &[0; MAX_PAYLOAD + 1], &mut [0usize; 4096]),
         None
@@ -680,6 +703,13 @@ fn run_records_read_any_words_without_panicking() {
     let mut bad = words;
     bad[a] = enc(8, ST_WRITING);
     assert_eq!(RunRecords::new(&bad[..a + b]).count(), 1);
+    // A length no ring record has ends it too, whatever words follow.
+    let mut long = std::vec![0usize; span_words(MAX_PAYLOAD) + 8];
+    let n = RunRecords::encode(9, &h, &[1; MAX_PAYLOAD], &mut long).unwrap();
+    let lw = &mut long[1 + LEN_WORD];
+    *lw = (*lw & !0xffff) | (MAX_PAYLOAD + 1);
+    assert_eq!(RunRecords::new(&long[..n]).count(), 0);
+    assert_eq!(RunRecords::new(&long).count(), 0);
     // Arbitrary words: never a panic, never more records than words.
     let mut x = 0x9e37_79b9_7f4a_7c15u64;
     for _ in 0..if cfg!(miri) { 50 } else { 2000 } {

@@ -143,7 +143,8 @@ pub enum Origin {
 /// consecutive records of one ring, copied straight from the ring into room the sink lends and
 /// validated once for the whole run rather than once a record, then announced; read them back with
 /// [`RunRecords`](crate::ring::RunRecords). The main log's records, accounting records, and any
-/// ring record a run does not take as it lies (at a wrap of its ring) still come through
+/// ring record a run does not take as it lies (at a wrap of its ring, or one too large for the
+/// room) — with the rest of that ring's turn in the merge after it — still come through
 /// [`record`](CrashSink::record), all in the one timestamp order. The drain takes runs until a
 /// writer that did not stop overwrites a run under it; from then on, one record at a time.
 ///
@@ -200,7 +201,10 @@ pub trait RunSink {
     /// Room for the next run: the drain copies a run into its start (as many whole records as
     /// fit), then announces it with [`run_taken`](RunSink::run_taken). Words it copied there are
     /// the sink's only once announced: a run abandoned — overwritten under the drain, or
-    /// superseded by a nested drain — is not, and the next room may be the same.
+    /// superseded by a nested drain — is not, and the next room may be the same. A sink that a
+    /// drain nested in another (a crash inside the crash path) may reach too must not lend the
+    /// nested drain room that overlaps the room it lent the interrupted one: that drain may still
+    /// be copying into it when it resumes (lend from past the highest room lent, say).
     fn run_room(&mut self) -> &mut [usize];
 
     /// The drain copied `records` records (at least one) of `origin` (a ring), `words` words in
