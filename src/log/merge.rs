@@ -177,15 +177,45 @@ impl<S: ?Sized + SlotStore> HeapView<'_, S> {
         self.len.store(len + 1, Ordering::Relaxed);
     }
 
-    /// Removes and returns the oldest head. (Inlined: the engine pops once a run, and out of line
-    /// the call cost the interleaved crash drain 27 instructions a record.)
+    /// The oldest head but one (the smaller of the root's children), without removing it: the key
+    /// the oldest source's run has to stay ahead of.
+    #[inline(always)]
+    pub(super) fn runner_up(&self) -> Option<Key> {
+        match self.len() {
+            0 | 1 => None,
+            2 => Some(self.slot(1).get()),
+            _ => Some(self.slot(1).get().min(self.slot(2).get())),
+        }
+    }
+
+    /// Removes and returns the oldest head.
     #[inline(always)]
     pub(super) fn pop(&self) -> Option<Key> {
         let len = self.len().checked_sub(1)?;
         let top = self.slot(0).get();
         let last = self.slot(len).get();
         self.len.store(len, Ordering::Relaxed);
-        // Sift `last` down from the root into the remaining `len` slots.
+        if len > 0 {
+            self.sift_down(last, len);
+        }
+        Some(top)
+    }
+
+    /// Replaces the oldest head with `key` (the same source's next head): one sift down, where a
+    /// pop and a push take a sift down and a sift up. On an empty heap, a push. (Inlined: the
+    /// engine calls it once a run; out of line, the merge's pop cost the interleaved crash drain 27
+    /// instructions a record.)
+    #[inline(always)]
+    pub(super) fn replace_top(&self, key: Key) {
+        match self.len() {
+            0 => self.push(key),
+            len => self.sift_down(key, len),
+        }
+    }
+
+    /// Puts `key` at the root of the heap's first `len` slots (`len >= 1`) and sifts it down.
+    #[inline(always)]
+    fn sift_down(&self, key: Key, len: usize) {
         let mut i = 0;
         loop {
             let (l, r) = (2 * i + 1, 2 * i + 2);
@@ -201,16 +231,13 @@ impl<S: ?Sized + SlotStore> HeapView<'_, S> {
                     mk = rk;
                 }
             }
-            if last <= mk {
+            if key <= mk {
                 break;
             }
             self.slot(i).set(mk);
             i = m;
         }
-        if len > 0 {
-            self.slot(i).set(last);
-        }
-        Some(top)
+        self.slot(i).set(key);
     }
 }
 
@@ -333,12 +360,13 @@ pub(super) fn run<M: Merge, S: ?Sized + SlotStore>(
 ) -> Outcome {
     heap.clear();
     m.heads(steps, |k| heap.push(k));
-    // The oldest head, and the runner-up it has to stay ahead of.
-    'merge: while let Some(top) = heap.pop() {
+    // The oldest head stays at the root while its source runs, and its next head replaces it there
+    // (one sift down): the runner-up is the smaller of the root's children.
+    'merge: while let Some(top) = heap.peek() {
         if top.ts > m.bound() {
             break;
         }
-        let second = heap.peek();
+        let second = heap.runner_up();
         let src = top.src as usize;
         // The run in one piece where the merge can (out of line: the record-at-a-time loop below
         // keeps its registers).
@@ -346,7 +374,7 @@ pub(super) fn run<M: Merge, S: ?Sized + SlotStore>(
             match try_run(m, src, second, budget, steps) {
                 None | Some(RunStep::Continue) => {}
                 Some(RunStep::NotTaken(k)) => {
-                    heap.push(k);
+                    heap.replace_top(k);
                     continue 'merge;
                 }
                 Some(RunStep::Refused) => return Outcome::Refused,
@@ -371,12 +399,15 @@ pub(super) fn run<M: Merge, S: ?Sized + SlotStore>(
                     }
                 }
                 Look::NotTaken(k) => {
-                    heap.push(k);
+                    heap.replace_top(k);
                     continue 'merge;
                 }
                 Look::Dry => {
-                    if let Some(k) = m.head(src, steps) {
-                        heap.push(k);
+                    match m.head(src, steps) {
+                        Some(k) => heap.replace_top(k),
+                        None => {
+                            heap.pop();
+                        }
                     }
                     continue 'merge;
                 }
@@ -461,6 +492,53 @@ mod tests {
             }
             assert_eq!(out, keys, "round {round}");
             assert_eq!(heap.pop(), None);
+        }
+    }
+
+    /// The engine's heap operations (push, replace the root, pop) against a sorted list: the root
+    /// and the runner-up are always the two oldest keys.
+    #[test]
+    fn heap_replace_top_and_runner_up_match_a_sorted_list() {
+        let mem: MergeHeap<4, 2> = MergeHeap::new();
+        let heap = mem.view();
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        for round in 0..300 {
+            heap.clear();
+            let mut model: Vec<Key> = Vec::new();
+            for op in 0..60 {
+                let key = Key {
+                    ts: next(&mut x) % 12, // many ties
+                    tie: (next(&mut x) % 3) as u32,
+                    src: (next(&mut x) % 9) as u32,
+                };
+                match next(&mut x) % 3 {
+                    0 if model.len() < 9 => {
+                        heap.push(key);
+                        model.push(key);
+                    }
+                    1 => {
+                        heap.replace_top(key);
+                        if !model.is_empty() {
+                            model.remove(0);
+                        }
+                        model.push(key);
+                    }
+                    _ => {
+                        assert_eq!(heap.pop(), model.first().copied(), "round {round} op {op}");
+                        if !model.is_empty() {
+                            model.remove(0);
+                        }
+                    }
+                }
+                model.sort();
+                assert_eq!(heap.len(), model.len(), "round {round} op {op}");
+                assert_eq!(heap.peek(), model.first().copied(), "round {round} op {op}");
+                assert_eq!(
+                    heap.runner_up(),
+                    model.get(1).copied(),
+                    "round {round} op {op}"
+                );
+            }
         }
     }
 
