@@ -127,10 +127,7 @@ impl<W: ?Sized + RingWords> Ring<W> {
                 *o = a.load(Ordering::Relaxed);
             }
             let (ts, len) = ts_and_len(&hw);
-            // `span_words(len)`: `len` has 16 bits, so rounding up cannot overflow, and it takes
-            // an add and a shift where `div_ceil` takes four instructions.
-            #[allow(clippy::manual_div_ceil)]
-            let span = 1 + HEADER_WORDS + (len + WORD - 1) / WORD;
+            let span = span_words(len);
             // A length no record of this ring has, or a record across the end of the ring.
             let body = match ring.get(base + 1 + HEADER_WORDS..base + span) {
                 Some(body) if len <= max_len => body,
