@@ -111,7 +111,9 @@ impl<
     #[inline]
     pub(super) fn cpu_slot(&self) -> Option<(usize, &PerCpu<RING_WORDS, DEPTH>)> {
         let cpu = self.platform.cpu_id();
-        if cpu >= self.platform.cpu_count().min(CPUS) {
+        // Two comparisons, the constant first (the same test as `cpu >= cpu_count().min(CPUS)`,
+        // two instructions shorter on the NMI path).
+        if cpu >= CPUS || cpu >= self.platform.cpu_count() {
             return None;
         }
         Some((cpu, &self.cpus[cpu]))

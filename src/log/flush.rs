@@ -316,6 +316,16 @@ struct FlushMerge<
     rep: FlushReport,
 }
 
+/// The sources [`FlushMerge::heads`] found not idle so far.
+#[derive(Clone, Copy)]
+enum Busy {
+    None,
+    /// One, `(CPU, depth)`, not looked at yet.
+    One(usize, usize),
+    /// More than one (each looked at).
+    Many,
+}
+
 impl<
         P: Platform,
         H: FlushHook,
@@ -331,13 +341,14 @@ impl<
     }
 
     /// Fast path for the common case: nothing committed past the consumer's cursor and no log call in
-    /// progress on that ring (two loads). A stale `next_seq` only delays a record to the next flush:
-    /// its writer's own flush attempt, or the `pending` hand-off, comes after the store.
+    /// progress on that ring (three loads: the ring's `next_seq`, the cursor's, the guard). A stale
+    /// `next_seq` only delays a record to the next flush: its writer's own flush attempt, or the
+    /// `pending` hand-off, comes after the store.
     #[inline(always)]
     fn idle(&self, c: usize, d: usize) -> bool {
         let ring = self.log.ring_or_empty(c, d);
-        ring.next_seq() as usize == self.log.main.consumers[c][d].seq()
-            && !ring.writer_inside_unpublished()
+        let next_seq = ring.next_seq_word();
+        next_seq == self.log.main.consumers[c][d].seq() && !ring.writer_inside_unpublished(next_seq)
     }
 
     /// Counts `missed` records overwritten and moves the cursor to `to`, past them: the count
@@ -365,6 +376,38 @@ impl<
             return None;
         }
         self.head_busy(c, d, steps)
+    }
+
+    /// [`heads`](Merge::heads) at a source that is not idle: the first one is only noted, and looked
+    /// at with the second (out of line: the loop over the sources stays small enough to unroll).
+    #[inline(never)]
+    fn head_of_busy(
+        &mut self,
+        c: usize,
+        d: usize,
+        busy: &mut Busy,
+        steps: &mut u64,
+        push: &mut impl FnMut(Key),
+    ) {
+        match *busy {
+            Busy::None => {
+                *busy = Busy::One(c, d);
+                return;
+            }
+            Busy::One(fc, fd) => {
+                *busy = Busy::Many;
+                if let Some(k) = self.head_busy(fc, fd, steps) {
+                    push(k);
+                }
+                if self.frozen {
+                    return;
+                }
+            }
+            Busy::Many => {}
+        }
+        if let Some(k) = self.head_busy(c, d, steps) {
+            push(k);
+        }
     }
 
     /// [`Merge::head`] past the idle check.
@@ -433,14 +476,27 @@ impl<
         self.head_at(c, d, steps)
     }
 
+    /// Every source's head, but the first source that is not idle is looked at only once a second
+    /// one turns up: when it stays alone (a flush after one log call), the engine runs it without
+    /// its head's look and without the heap ([`Merge::heads`]).
     #[inline(always)]
-    fn heads(&mut self, steps: &mut u64, mut push: impl FnMut(Key)) {
+    fn heads(&mut self, steps: &mut u64, mut push: impl FnMut(Key)) -> Option<usize> {
+        let mut busy = Busy::None;
         for c in 0..self.ncpu {
             for d in 0..DEPTH {
-                if let Some(k) = self.head_at(c, d, steps) {
-                    push(k);
+                if self.frozen {
+                    continue;
                 }
+                if self.idle(c, d) {
+                    *steps += 1;
+                    continue;
+                }
+                self.head_of_busy(c, d, &mut busy, steps, &mut push);
             }
+        }
+        match busy {
+            Busy::One(c, d) => Some(c * DEPTH + d),
+            _ => None,
         }
     }
 

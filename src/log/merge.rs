@@ -14,7 +14,8 @@
 //! are O(log K) for K sources, so a merge costs O(N log K) for N records. A *run* takes records from
 //! the oldest source while they stay older than the runner-up, so the heap is touched once per run,
 //! not once per record, and each record gets one validated look that copies its payload only if the
-//! run takes it.
+//! run takes it. A merge whose [`Merge::heads`] finds one source alone (the flush after a log call,
+//! mostly) runs that source without the heap and without a look at its head first ([`run_alone`]).
 //!
 //! **Bounds and memory.** Every step is one bounded read or peek of one record; the engine stops
 //! before its step count could pass the caller's budget, whatever a writer that did not stop does
@@ -287,15 +288,19 @@ pub(super) trait Merge {
     /// Accounts for lapping, torn and in-flight records. Adds the steps taken.
     fn head(&mut self, src: usize, steps: &mut u64) -> Option<Key>;
     /// [`head`](Merge::head) of every source in index order, each key found handed to `push`: the
-    /// start of every merge. The flush overrides it to walk its `(CPU, depth)` pairs without a
-    /// division per source (a flush looks at every source: `pr_info!` 2169 → 2041 instructions).
+    /// start of every merge. `None`, or `Some(src)`: source `src` is the only one that may have a
+    /// record ready, and its head was not looked at (nothing was pushed) — the engine then runs it
+    /// alone, without the heap ([`run`]). The flush overrides it to walk its `(CPU, depth)` pairs
+    /// without a division per source (a flush looks at every source: `pr_info!` 2169 → 2041
+    /// instructions) and to report a lone source (a flush after one log call mostly finds one).
     #[inline(always)]
-    fn heads(&mut self, steps: &mut u64, mut push: impl FnMut(Key)) {
+    fn heads(&mut self, steps: &mut u64, mut push: impl FnMut(Key)) -> Option<usize> {
         for src in 0..self.sources() {
             if let Some(k) = self.head(src, steps) {
                 push(k);
             }
         }
+        None
     }
     /// One validated look at source `src`'s next record: taken (copied into `buf`) if `take(key)`.
     fn look(
@@ -359,7 +364,9 @@ pub(super) fn run<M: Merge, S: ?Sized + SlotStore>(
     steps: &mut u64,
 ) -> Outcome {
     heap.clear();
-    m.heads(steps, |k| heap.push(k));
+    if let Some(src) = m.heads(steps, |k| heap.push(k)) {
+        return run_alone(m, src, buf, budget, steps);
+    }
     // The oldest head stays at the root while its source runs, and its next head replaces it there
     // (one sift down): the runner-up is the smaller of the root's children.
     'merge: while let Some(top) = heap.peek() {
@@ -415,6 +422,45 @@ pub(super) fn run<M: Merge, S: ?Sized + SlotStore>(
         }
     }
     Outcome::Done
+}
+
+/// [`run`] when [`Merge::heads`] found one source alone (no runner-up, nothing in the heap): the
+/// engine's record-at-a-time loop for that source, without its key first. Each look takes the
+/// record if it is within the bound, as the engine's look with no runner-up would; a record past
+/// the bound ends the merge, as it would at the top of the engine's loop. The same steps but for
+/// the head's look `heads` did not take (runs are the crash drain's, which never gets here).
+#[inline(always)]
+fn run_alone<M: Merge>(
+    m: &mut M,
+    src: usize,
+    buf: &mut RecordBuf,
+    budget: u64,
+    steps: &mut u64,
+) -> Outcome {
+    loop {
+        // One look, then up to three in `head`: stop before the budget can be passed.
+        if *steps + 4 > budget {
+            return Outcome::Budget;
+        }
+        if m.stop() {
+            return Outcome::Interrupted;
+        }
+        *steps += 1;
+        let bound = m.bound();
+        match m.look(src, buf, |k: Key| k.ts <= bound, steps) {
+            Look::Taken(next) => {
+                if !m.deliver(src, buf, next) {
+                    return Outcome::Refused;
+                }
+            }
+            // Past the bound.
+            Look::NotTaken(_) => return Outcome::Done,
+            Look::Dry => match m.head(src, steps) {
+                Some(k) if k.ts <= m.bound() => {}
+                _ => return Outcome::Done,
+            },
+        }
+    }
 }
 
 /// [`Merge::take_run`] of source `src`, whose run has to stay ahead of `second`: within the budget
@@ -544,11 +590,18 @@ mod tests {
         }
     }
 
-    /// Sources of timestamps: a head costs one step, a look none beyond the engine's own.
+    /// Sources of timestamps: a head costs one step, a look none beyond the engine's own. Records
+    /// newer than `bound` are not merged. `lone`: `heads` reports a source that is the only one
+    /// with records left without looking at it, as the flush does. `dry_at`: the look at that
+    /// source's record of that index finds nothing, once (a record the look found lapped or in
+    /// flight; the head after it finds the record), as `(source, index)`.
     struct Lists {
         ts: Vec<Vec<u64>>,
         next: Vec<usize>,
         out: Vec<u64>,
+        bound: u64,
+        lone: bool,
+        dry_at: Option<(usize, usize)>,
     }
 
     impl Lists {
@@ -557,6 +610,9 @@ mod tests {
                 ts: ts.iter().map(|l| l.to_vec()).collect(),
                 next: vec![0; ts.len()],
                 out: Vec::new(),
+                bound: u64::MAX,
+                lone: false,
+                dry_at: None,
             }
         }
         fn key(&self, src: usize) -> Option<Key> {
@@ -571,7 +627,7 @@ mod tests {
             self.ts.len()
         }
         fn bound(&self) -> u64 {
-            u64::MAX
+            self.bound
         }
         fn stop(&self) -> bool {
             false
@@ -580,6 +636,23 @@ mod tests {
             *steps += 1;
             self.key(src)
         }
+        fn heads(&mut self, steps: &mut u64, mut push: impl FnMut(Key)) -> Option<usize> {
+            let busy: Vec<usize> = (0..self.sources())
+                .filter(|&s| self.key(s).is_some())
+                .collect();
+            if let [lone] = busy[..] {
+                if self.lone {
+                    *steps += self.sources() as u64 - 1;
+                    return Some(lone);
+                }
+            }
+            for src in 0..self.sources() {
+                if let Some(k) = self.head(src, steps) {
+                    push(k);
+                }
+            }
+            None
+        }
         fn look(
             &mut self,
             src: usize,
@@ -587,6 +660,10 @@ mod tests {
             take: impl FnOnce(Key) -> bool,
             _: &mut u64,
         ) -> Look {
+            if self.dry_at == Some((src, self.next[src])) {
+                self.dry_at = None;
+                return Look::Dry;
+            }
             match self.key(src) {
                 None => Look::Dry,
                 Some(k) if take(k) => {
@@ -601,6 +678,96 @@ mod tests {
             self.next[src] = next.seq;
             self.out.push(buf.header.ts_ns);
             true
+        }
+    }
+
+    /// A source that [`Merge::heads`] reports alone runs without the heap ([`run_alone`]) to the
+    /// same records and outcome as through the heap, in no more steps (the lone head's look is
+    /// the one it saves): random single sources, bounds, a look that finds nothing once, budgets.
+    #[test]
+    fn a_lone_source_runs_without_the_heap_as_it_would_with_it() {
+        let mem: MergeHeap<4, 1> = MergeHeap::new();
+        let mut buf = RecordBuf::new();
+        let mut x = 0x1234_5678_9abc_def1u64;
+        let mut alone_runs = 0;
+        let rounds = if cfg!(miri) { 30 } else { 400 };
+        for round in 0..rounds {
+            let n = 1 + (next(&mut x) % 4) as usize;
+            let lone = (next(&mut x) % n as u64) as usize;
+            let mut ts: Vec<u64> = (0..next(&mut x) % 6).map(|_| next(&mut x) % 10).collect();
+            ts.sort();
+            let bound = match next(&mut x) % 3 {
+                0 => u64::MAX,
+                _ => next(&mut x) % 10,
+            };
+            let dry_at = next(&mut x)
+                .is_multiple_of(2)
+                .then(|| (lone, (next(&mut x) % 6) as usize));
+            let lists: Vec<&[u64]> = (0..n)
+                .map(|s| if s == lone { &ts[..] } else { &[][..] })
+                .collect();
+            let want: Vec<u64> = ts.iter().copied().take_while(|&t| t <= bound).collect();
+            for budget in (0..16).chain([u64::MAX]) {
+                let mut merge = |alone: bool| {
+                    let mut m = Lists::new(&lists);
+                    (m.bound, m.lone, m.dry_at) = (bound, alone, dry_at);
+                    let mut steps = 0;
+                    let o = run(&mut m, mem.view(), &mut buf, budget, &mut steps);
+                    (o, steps, m.out)
+                };
+                let (heap_o, heap_steps, heap_out) = merge(false);
+                let (o, steps, out) = merge(true);
+                let at = format!("round {round} budget {budget}");
+                // Within the budget but for the first heads.
+                assert!(steps <= budget.max(n as u64), "{at}: {steps} steps");
+                assert!(out.starts_with(&heap_out), "{at}: {out:?} {heap_out:?}");
+                assert_eq!(&out[..], &want[..out.len()], "{at}");
+                // Done through the heap with room for another look: done alone too (a lone
+                // source's record past the bound takes a look to find, where the heap's head
+                // found it).
+                if heap_o == Outcome::Done && budget >= heap_steps + 4 {
+                    assert_eq!((o, &out), (Outcome::Done, &want), "{at}");
+                }
+                if o == Outcome::Done {
+                    assert_eq!(out, want, "{at}");
+                }
+                if budget == u64::MAX {
+                    assert_eq!(o, Outcome::Done, "{at}");
+                    // The lone source's head is the look the engine does not take; where its
+                    // first record is past the bound, a look finds that instead of the head (and
+                    // a look that finds nothing takes the head after it too).
+                    let (saved, extra) = match ts.first() {
+                        Some(&t) if t <= bound => (1, 0),
+                        Some(_) => (0, u64::from(dry_at == Some((lone, 0)))),
+                        None => (0, 0),
+                    };
+                    assert_eq!(steps + saved, heap_steps + extra, "{at}");
+                    alone_runs += usize::from(!ts.is_empty());
+                }
+            }
+        }
+        assert!(alone_runs > rounds / 2, "{alone_runs}");
+    }
+
+    #[test]
+    fn a_lone_source_stops_exactly_at_its_step_budget() {
+        const SOURCES: &[&[u64]] = &[&[], &[1, 2, 3], &[]];
+        let mem: MergeHeap<3, 1> = MergeHeap::new();
+        let mut buf = RecordBuf::new();
+        // 2 idle heads; 3 looks that take; the look that finds the source dry and the head after
+        // it: 7 steps. The last look starts at 5 steps, so 9 is the smallest budget that completes.
+        for budget in 0..20 {
+            let mut m = Lists::new(SOURCES);
+            m.lone = true;
+            let mut steps = 0;
+            let o = run(&mut m, mem.view(), &mut buf, budget, &mut steps);
+            if budget >= 9 {
+                assert_eq!((o, steps, &m.out[..]), (Outcome::Done, 7, &[1, 2, 3][..]));
+            } else {
+                assert_eq!(o, Outcome::Budget, "budget {budget}");
+                assert!(steps <= budget.max(2), "budget {budget}: {steps} steps");
+                assert_eq!(&m.out[..], &[1, 2, 3][..m.out.len()]);
+            }
         }
     }
 

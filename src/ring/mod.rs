@@ -132,6 +132,18 @@ pub const fn span_words(len: usize) -> usize {
     1 + HEADER_WORDS + len.div_ceil(WORD)
 }
 
+/// [`span_words`] of a length that fits a header's 16-bit length field (one read from a header,
+/// or a payload already checked against [`MAX_PAYLOAD`](crate::MAX_PAYLOAD)): one add and one
+/// shift, which cannot overflow for such a length (the writer's walk over the records it
+/// overwrites takes its spans from here).
+#[inline(always)]
+pub(crate) const fn span_of_short(len: u16) -> usize {
+    (len as usize + (2 + HEADER_WORDS) * WORD - 1) / WORD
+}
+
+// The writer's size check hands `span_of_short` a payload no longer than `MAX_PAYLOAD`.
+const _: () = assert!(crate::MAX_PAYLOAD <= u16::MAX as usize);
+
 /// The largest span a ring of `cap` words accepts: a record plus its terminator, plus the words a wrap
 /// marker may waste, must fit in the ring.
 #[inline(always)]
@@ -641,11 +653,20 @@ impl<W: ?Sized + RingWords> Ring<W> {
         (g & 1 != 0).then_some(g >> 1)
     }
 
-    /// Whether the writer is inside a log call whose record is not published yet (the guard's
-    /// sequence number is the ring's `next_seq`): the flush's "nothing new here" check.
-    pub(crate) fn writer_inside_unpublished(&self) -> bool {
-        let ns = self.next_seq.load(Ordering::Relaxed);
-        self.call_in_progress() == Some(ns & (usize::MAX >> 1))
+    /// The ring's `next_seq` as the writer stores it (a word: the flush compares it with its
+    /// cursor's and hands it to [`writer_inside_unpublished`](Self::writer_inside_unpublished)).
+    #[inline(always)]
+    pub(crate) fn next_seq_word(&self) -> usize {
+        self.next_seq.load(Ordering::Relaxed)
+    }
+
+    /// Whether the writer is inside a log call whose record is not published yet: the guard's
+    /// sequence number is `next_seq`, the ring's `next_seq` as the caller loaded it
+    /// ([`next_seq_word`](Self::next_seq_word), before this call) — the flush's "nothing new
+    /// here" check.
+    #[inline(always)]
+    pub(crate) fn writer_inside_unpublished(&self, next_seq: usize) -> bool {
+        self.call_in_progress() == Some(next_seq & (usize::MAX >> 1))
     }
 
     /// Words of data (a power of two).

@@ -5,7 +5,7 @@
 //! read-modify-write; never waits, and loops at most once per record it overwrites.
 
 use super::{
-    before, enc, max_span, span_words, Ring, RingWords, StepHook, WriteError, WriteStep,
+    before, enc, max_span, span_of_short, Ring, RingWords, StepHook, WriteError, WriteStep,
     HEADER_WORDS, LEN_WORD, ST_COMMITTED, ST_FREE, ST_MASK, ST_WRAP, ST_WRITING, WORD,
 };
 use crate::record::{Header, MAX_PAYLOAD};
@@ -183,8 +183,12 @@ impl<W: ?Sized + RingWords> Ring<W> {
     ) -> Result<u64, WriteError> {
         let cap = mask + 1;
         let len = payload.len();
-        let span = span_words(len);
-        if len > MAX_PAYLOAD || span > max_span(cap) {
+        if len > MAX_PAYLOAD {
+            return Err(WriteError::TooLarge);
+        }
+        // `MAX_PAYLOAD` fits the header's 16-bit length field.
+        let span = span_of_short(len as u16);
+        if span > max_span(cap) {
             return Err(WriteError::TooLarge);
         }
         if !hook.step(WriteStep::Entered) {
@@ -301,7 +305,7 @@ impl<W: ?Sized + RingWords> Ring<W> {
                 let lw = self
                     .word(pos.wrapping_add(1 + LEN_WORD), mask)
                     .load(Ordering::Relaxed);
-                let span = span_words(lw & 0xffff).min(max_span(cap));
+                let span = span_of_short(lw as u16).min(max_span(cap));
                 pos.wrapping_add(span)
             }
             _ => pos.wrapping_add(1),
