@@ -1125,6 +1125,33 @@ fn a_record_too_large_for_the_main_log_is_counted_and_the_flush_goes_on() {
 const FLUSH_STEPS_TOO_LARGE: u64 = 8;
 
 #[test]
+fn a_flush_whose_only_busy_ring_has_a_call_in_flight_stops_at_it() {
+    // The only ring with anything in it holds one record and a log call frozen after its
+    // reservation (a writer interrupted mid-record): the flush runs that ring alone
+    // (`run_alone`), moves the record and stops at the call in flight, which it never moves.
+    let log: Log<Manual, 1, 1024, 4096> = Log::new(Manual::new(1));
+    log.append_raw(Level::Info, 0, 0, b"before").unwrap();
+    let mut freeze = |s: WriteStep| s != WriteStep::Reserved;
+    assert_eq!(
+        log.append_raw_hooked(Level::Info, 0, 0, b"in flight", &mut freeze),
+        Err(crate::AppendError::Frozen)
+    );
+    let mut go_on = |_: FlushStep| true;
+    // 4 idle rings; the look that moves "before"; the look that finds the call in flight and the
+    // head after it (which bounds the flush there).
+    let rep = log.flush_hooked(&mut go_on).unwrap();
+    assert_eq!((rep.moved, rep.overwritten, rep.steps), (1, 0, 7));
+    // Again: the ring is still busy (its call in flight), and alone; nothing moves.
+    let rep = log.flush_hooked(&mut go_on).unwrap();
+    assert_eq!((rep.moved, rep.steps), (0, 6));
+    let mut rd = MainReader::new();
+    let mut buf = RecordBuf::new();
+    assert_eq!(rd.read(&log, &mut buf), Read::Record);
+    assert_eq!(buf.payload(), b"before");
+    assert_eq!(rd.read(&log, &mut buf), Read::Empty);
+}
+
+#[test]
 fn a_flush_stops_when_a_crash_begins_under_it() {
     // CPU 0 flushes; after its first record moved, CPU 1 enters the crash path. The flush stops
     // there (the crashing CPU's drain owns the log now): the other records stay in the ring, for

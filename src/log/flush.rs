@@ -322,7 +322,7 @@ enum Busy {
     None,
     /// One, `(CPU, depth)`, not looked at yet.
     One(usize, usize),
-    /// More than one (each looked at).
+    /// More than one (looked at, unless a hook froze the flush first).
     Many,
 }
 

@@ -427,8 +427,11 @@ pub(super) fn run<M: Merge, S: ?Sized + SlotStore>(
 /// [`run`] when [`Merge::heads`] found one source alone (no runner-up, nothing in the heap): the
 /// engine's record-at-a-time loop for that source, without its key first. Each look takes the
 /// record if it is within the bound, as the engine's look with no runner-up would; a record past
-/// the bound ends the merge, as it would at the top of the engine's loop. The same steps but for
-/// the head's look `heads` did not take (runs are the crash drain's, which never gets here).
+/// the bound ends the merge, as it would at the top of the engine's loop. Steps: one fewer than
+/// through the heap when the source's first record is within the bound (the head's look `heads`
+/// did not take), as many when it is past it, one more when the first look finds nothing (a call in
+/// flight, a lapped cursor: the look, then the head the heap's path took alone). Runs are the crash
+/// drain's, which never gets here.
 #[inline(always)]
 fn run_alone<M: Merge>(
     m: &mut M,
@@ -682,8 +685,9 @@ mod tests {
     }
 
     /// A source that [`Merge::heads`] reports alone runs without the heap ([`run_alone`]) to the
-    /// same records and outcome as through the heap, in no more steps (the lone head's look is
-    /// the one it saves): random single sources, bounds, a look that finds nothing once, budgets.
+    /// same records and outcome as through the heap, in the steps `run_alone` states (one fewer,
+    /// as many, or one more): random single sources, bounds, a look that finds nothing once,
+    /// budgets.
     #[test]
     fn a_lone_source_runs_without_the_heap_as_it_would_with_it() {
         let mem: MergeHeap<4, 1> = MergeHeap::new();

@@ -141,8 +141,10 @@ pub(crate) const fn span_of_short(len: u16) -> usize {
     (len as usize + (2 + HEADER_WORDS) * WORD - 1) / WORD
 }
 
-// The writer's size check hands `span_of_short` a payload no longer than `MAX_PAYLOAD`.
+// The writer's size check hands `span_of_short` a payload no longer than `MAX_PAYLOAD`, and its sum
+// cannot overflow for any 16-bit length (it would on a 16-bit target).
 const _: () = assert!(crate::MAX_PAYLOAD <= u16::MAX as usize);
+const _: () = assert!(usize::MAX - u16::MAX as usize >= (2 + HEADER_WORDS) * WORD);
 
 /// The largest span a ring of `cap` words accepts: a record plus its terminator, plus the words a wrap
 /// marker may waste, must fit in the ring.
