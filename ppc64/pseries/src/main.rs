@@ -483,6 +483,21 @@ pub fn kmain() -> ! {
 
     // The boot CPU logs too, then the scenario CPUs freeze, then the crash.
     workload::log_loop(0, Some(BOOT_RECORDS));
+    // Every secondary that is logging has taken a tick (an interrupt-context record for the
+    // capture stage to check) before the crash: under TCG a vCPU the host ran late may not have
+    // taken its first one yet when the boot CPU is done logging (seen once with 8 vCPUs on 2 host
+    // cores). A CPU that never came online logs nothing and is not waited for. Bounded, as every
+    // wait here; Relaxed: progress counts, read for this wait and the boot report.
+    let ticked = |c: usize| {
+        workload::TASK_N[c].load(Ordering::Relaxed) == 0
+            || workload::IRQ_N[c].load(Ordering::Relaxed) > 0
+    };
+    let waited = wait_until(2_000_000, || (1..n).all(ticked));
+    println!(
+        "secondary CPUs logging without a tick logged yet: {} (waited {} us)",
+        (1..n).filter(|&c| !ticked(c)).count(),
+        waited
+    );
     let (frozen, want) = workload::freeze_and_wait();
     print!(
         "scenario {}: frozen {:#x} of {:#x}",
