@@ -1128,7 +1128,7 @@ const FLUSH_STEPS_TOO_LARGE: u64 = 8;
 fn a_flush_whose_only_busy_ring_has_a_call_in_flight_stops_at_it() {
     // The only ring with anything in it holds one record and a log call frozen after its
     // reservation (a writer interrupted mid-record): the flush runs that ring alone
-    // (`run_alone`), moves the record and stops at the call in flight, which it never moves.
+    // (`merge::run`), moves the record and stops at the call in flight, which it never moves.
     let log: Log<Manual, 1, 1024, 4096> = Log::new(Manual::new(1));
     log.append_raw(Level::Info, 0, 0, b"before").unwrap();
     let mut freeze = |s: WriteStep| s != WriteStep::Reserved;

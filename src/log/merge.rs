@@ -15,7 +15,7 @@
 //! the oldest source while they stay older than the runner-up, so the heap is touched once per run,
 //! not once per record, and each record gets one validated look that copies its payload only if the
 //! run takes it. A merge whose [`Merge::heads`] finds one source alone (the flush after a log call,
-//! mostly) runs that source without the heap and without a look at its head first ([`run_alone`]).
+//! mostly) runs that source first, without a look at its head and with the heap empty ([`run`]).
 //!
 //! **Bounds and memory.** Every step is one bounded read or peek of one record; the engine stops
 //! before its step count could pass the caller's budget, whatever a writer that did not stop does
@@ -290,7 +290,7 @@ pub(super) trait Merge {
     /// [`head`](Merge::head) of every source in index order, each key found handed to `push`: the
     /// start of every merge. `None`, or `Some(src)`: source `src` is the only one that may have a
     /// record ready, and its head was not looked at (nothing was pushed) — the engine then runs it
-    /// alone, without the heap ([`run`]). The flush overrides it to walk its `(CPU, depth)` pairs
+    /// first, with the heap empty ([`run`]). The flush overrides it to walk its `(CPU, depth)` pairs
     /// without a division per source (a flush looks at every source: `pr_info!` 2169 → 2041
     /// instructions) and to report a lone source (a flush after one log call mostly finds one).
     #[inline(always)]
@@ -364,17 +364,27 @@ pub(super) fn run<M: Merge, S: ?Sized + SlotStore>(
     steps: &mut u64,
 ) -> Outcome {
     heap.clear();
-    if let Some(src) = m.heads(steps, |k| heap.push(k)) {
-        return run_alone(m, src, buf, budget, steps);
-    }
+    // A source `heads` found alone runs first, its head not looked at and the heap empty: no
+    // runner-up, and its next head goes into the heap as any source's does (`replace_top` on an
+    // empty heap pushes). Steps: one fewer than through the heap when the source's first record is
+    // within the bound, as many when it is past it (a look finds that, where the head did), one
+    // more when the first look finds nothing (a call in flight: the look, then the head).
+    let mut lone = m.heads(steps, |k| heap.push(k));
     // The oldest head stays at the root while its source runs, and its next head replaces it there
     // (one sift down): the runner-up is the smaller of the root's children.
-    'merge: while let Some(top) = heap.peek() {
-        if top.ts > m.bound() {
-            break;
-        }
-        let second = heap.runner_up();
-        let src = top.src as usize;
+    'merge: loop {
+        let (src, second) = match lone.take() {
+            Some(src) => (src, None),
+            None => {
+                let Some(top) = heap.peek() else {
+                    break;
+                };
+                if top.ts > m.bound() {
+                    break;
+                }
+                (top.src as usize, heap.runner_up())
+            }
+        };
         // The run in one piece where the merge can (out of line: the record-at-a-time loop below
         // keeps its registers).
         if m.takes_runs() {
@@ -422,48 +432,6 @@ pub(super) fn run<M: Merge, S: ?Sized + SlotStore>(
         }
     }
     Outcome::Done
-}
-
-/// [`run`] when [`Merge::heads`] found one source alone (no runner-up, nothing in the heap): the
-/// engine's record-at-a-time loop for that source, without its key first. Each look takes the
-/// record if it is within the bound, as the engine's look with no runner-up would; a record past
-/// the bound ends the merge, as it would at the top of the engine's loop. Steps: one fewer than
-/// through the heap when the source's first record is within the bound (the head's look `heads`
-/// did not take), as many when it is past it, one more when the first look finds nothing (a call in
-/// flight, a lapped cursor: the look, then the head the heap's path took alone). Runs are the crash
-/// drain's, which never gets here.
-#[inline(always)]
-fn run_alone<M: Merge>(
-    m: &mut M,
-    src: usize,
-    buf: &mut RecordBuf,
-    budget: u64,
-    steps: &mut u64,
-) -> Outcome {
-    loop {
-        // One look, then up to three in `head`: stop before the budget can be passed.
-        if *steps + 4 > budget {
-            return Outcome::Budget;
-        }
-        if m.stop() {
-            return Outcome::Interrupted;
-        }
-        *steps += 1;
-        let bound = m.bound();
-        match m.look(src, buf, |k: Key| k.ts <= bound, steps) {
-            Look::Taken(next) => {
-                if !m.deliver(src, buf, next) {
-                    return Outcome::Refused;
-                }
-            }
-            // Past the bound.
-            Look::NotTaken(_) => return Outcome::Done,
-            Look::Dry => match m.head(src, steps) {
-                Some(k) if k.ts <= m.bound() => {}
-                _ => return Outcome::Done,
-            },
-        }
-    }
 }
 
 /// [`Merge::take_run`] of source `src`, whose run has to stay ahead of `second`: within the budget
@@ -684,8 +652,8 @@ mod tests {
         }
     }
 
-    /// A source that [`Merge::heads`] reports alone runs without the heap ([`run_alone`]) to the
-    /// same records and outcome as through the heap, in the steps `run_alone` states (one fewer,
+    /// A source that [`Merge::heads`] reports alone runs first, with the heap empty ([`run`]), to the
+    /// same records and outcome as through the heap, in the steps `run` states (one fewer,
     /// as many, or one more): random single sources, bounds, a look that finds nothing once,
     /// budgets.
     #[test]
