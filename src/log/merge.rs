@@ -502,7 +502,8 @@ mod tests {
             }
             keys.truncate(33);
             keys.sort();
-            // Interleave pops with pushes of keys no older than the last pop, as a merge does.
+            // Every key comes out, oldest first (ties by `tie`, then by source); a push past the
+            // capacity was refused.
             let mut out = Vec::new();
             while let Some(k) = heap.pop() {
                 out.push(k);

@@ -24,8 +24,8 @@
 //! from L2 for the copy.)
 
 use super::{
-    before, enc, max_payload_for, span_words, Cursor, Ring, RingWords, HEADER_WORDS, LEN_WORD,
-    SEQ_MASK, ST_COMMITTED, ST_MASK, WORD,
+    before, enc, max_payload_for, span_of_short, span_words, Cursor, Ring, RingWords, HEADER_WORDS,
+    LEN_WORD, SEQ_MASK, ST_COMMITTED, ST_MASK, WORD,
 };
 use crate::record::{Header, RecordBuf, HEADER_BYTES, MAX_PAYLOAD};
 use crate::sync::{fence, AtomicUsize, Ordering};
@@ -50,12 +50,12 @@ pub(crate) enum RunEnd {
 /// 16-17) of a record whose header words are `hw` (the ring holds header bytes as little-endian
 /// words: the same values on every target).
 #[inline(always)]
-fn ts_and_len(hw: &[usize; HEADER_WORDS]) -> (u64, usize) {
+fn ts_and_len(hw: &[usize; HEADER_WORDS]) -> (u64, u16) {
     let mut ts = 0u64;
     for (i, &v) in hw.iter().take(8 / WORD).enumerate() {
         ts |= (v as u64) << (i * 8 * WORD);
     }
-    (ts, hw[LEN_WORD] & 0xffff)
+    (ts, hw[LEN_WORD] as u16)
 }
 
 /// What [`Ring::read_run`] took: `records` records in the first `words` words of `out`, the cursor
@@ -127,10 +127,11 @@ impl<W: ?Sized + RingWords> Ring<W> {
                 *o = a.load(Ordering::Relaxed);
             }
             let (ts, len) = ts_and_len(&hw);
-            let span = span_words(len);
+            // A 16-bit length's span: one add and one shift.
+            let span = span_of_short(len);
             // A length no record of this ring has, or a record across the end of the ring.
             let body = match ring.get(base + 1 + HEADER_WORDS..base + span) {
-                Some(body) if len <= max_len => body,
+                Some(body) if len as usize <= max_len => body,
                 _ => break (RunEnd::Other, 1),
             };
             if !take(ts) {
