@@ -98,11 +98,18 @@ impl<W: ?Sized + RingWords> Ring<W> {
         let mut rest = &mut *out;
         // The sequence word the next record must have (`enc(seq, ST_COMMITTED)`, one sequence
         // number on per record), and how many records may still be taken.
-        let (mut want, mut quota) = (enc(cur.seq, ST_COMMITTED), max);
+        //
+        // The records still allowed are counted in `want` itself: the run is full when `want`
+        // reaches `done`, `max` records on. `max` is held to `SEQ_MASK`, the most records sequence
+        // words tell apart, so that `enc(max, 0)` does not wrap round to a shorter run (no run
+        // comes near it: each record takes five words or more).
+        let max = max.min(SEQ_MASK);
+        let first = enc(cur.seq, ST_COMMITTED);
+        let (mut want, done) = (first, first.wrapping_add(enc(max, 0)));
         // `header` is 1 when the loop ends after reading the header of the record that ended the
         // run.
         let (end, header) = loop {
-            if quota == 0 {
+            if want == done {
                 break (RunEnd::Full, 0);
             }
             let base = pos & mask;
@@ -149,11 +156,11 @@ impl<W: ?Sized + RingWords> Ring<W> {
             }
             rest = more;
             last_ts = last_ts.max(ts);
-            quota -= 1;
             pos = pos.wrapping_add(span);
             want = want.wrapping_add(enc(1, 0));
         };
-        let (records, words) = (max - quota, room - rest.len());
+        let records = want.wrapping_sub(first) / enc(1, 0);
+        let words = room - rest.len();
         let looked = records + header;
         // LMM(read:C): pairs with LMM(write:C) (and through it LMM(write:A)): one fence for the
         // whole run. If any word loaded above came from a newer lap, the tail move that preceded it

@@ -538,7 +538,10 @@ fn a_run_is_the_records_as_they_lie_and_reads_back_as_one_at_a_time() {
     }
     let oldest = ring.oldest();
     let want = &want[oldest.seq() as usize..];
-    for max in [1, 2, 5, 100] {
+    // Limits past any count of records too: `usize::MAX`, and 2^(bits - 2), which the run's count
+    // in sequence-word units (four a record) would wrap to nothing if it were not held to
+    // `SEQ_MASK`.
+    for max in [1, 2, 5, 100, 1 << (usize::BITS - 2), usize::MAX] {
         for room in [0, span_words(0), 2 * span_words(3 * WORD), 128] {
             let (got, runs) = read_with_runs(&ring, oldest, max, room);
             assert_eq!(got, want, "max {max}, room {room}");
