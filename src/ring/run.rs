@@ -96,13 +96,12 @@ impl<W: ?Sized + RingWords> Ring<W> {
         let room = out.len();
         // The part of `out` not filled yet.
         let mut rest = &mut *out;
-        // The sequence word the next record must have (`enc(seq, ST_COMMITTED)`, one sequence
-        // number on per record), and how many records may still be taken.
-        //
-        // The records still allowed are counted in `want` itself: the run is full when `want`
-        // reaches `done`, `max` records on. `max` is held to `SEQ_MASK`, the most records sequence
-        // words tell apart, so that `enc(max, 0)` does not wrap round to a shorter run (no run
-        // comes near it: each record takes five words or more).
+        // `want`: the sequence word the next record must have (`enc(seq, ST_COMMITTED)`, one
+        // sequence number on per record). It also counts the records taken: the run is full when
+        // it reaches `done`, `max` records on, and `records` below is the distance from `first`.
+        // `max` is held to `SEQ_MASK`, the most records sequence words tell apart, so that
+        // `enc(max, 0)` does not wrap round to a shorter run (no run comes near it: each record
+        // takes five words or more).
         let max = max.min(SEQ_MASK);
         let first = enc(cur.seq, ST_COMMITTED);
         let (mut want, done) = (first, first.wrapping_add(enc(max, 0)));
